@@ -1,0 +1,2 @@
+//! Shared helpers for the kluis benchmarks.
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! `kluis`: administer a kluis vault.
+#![forbid(unsafe_code)]
+fn main() {}

@@ -1,0 +1,183 @@
+//! A tiny little-endian binary codec for kluis's on-disk structures (see `docs/format.md`).
+//!
+//! Written by hand rather than with a serde format so that (a) every byte is documented and stable,
+//! and (b) secrets decode straight into zeroizing buffers with no hidden intermediate copies.
+//! Every read is bounds-checked and returns [`DecodeError`]; decoding never panics.
+
+/// A structure did not decode: truncated, oversized, or a field out of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed {what}")]
+pub struct DecodeError {
+    /// Which part failed (a static name, never data).
+    pub what: &'static str,
+}
+
+/// Appends little-endian fields to a byte vector.
+#[derive(Default)]
+pub(crate) struct Writer {
+    pub(crate) buf: Vec<u8>,
+}
+
+impl Writer {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
+    }
+    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+    pub(crate) fn u16(&mut self, v: u16) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub(crate) fn i64(&mut self, v: i64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub(crate) fn raw(&mut self, v: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(v);
+        self
+    }
+    /// A short string or byte run: u8 length, then the bytes. Callers guarantee `v.len() <= 255`
+    /// (names are validated to at most 64 bytes); longer input is truncated to keep the stream valid.
+    pub(crate) fn str8(&mut self, v: &str) -> &mut Self {
+        let b = &v.as_bytes()[..v.len().min(255)];
+        self.u8(b.len() as u8).raw(b)
+    }
+    /// u32 length, then the bytes.
+    pub(crate) fn bytes32(&mut self, v: &[u8]) -> &mut Self {
+        self.u32(v.len() as u32).raw(v)
+    }
+    pub(crate) fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Reads little-endian fields from a byte slice, never past its end.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Reader { buf, what }
+    }
+    fn err(&self) -> DecodeError {
+        DecodeError { what: self.what }
+    }
+    pub(crate) fn raw(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(self.err());
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.raw(N)?);
+        Ok(out)
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn str8(&mut self) -> Result<&'a str, DecodeError> {
+        let n = self.u8()? as usize;
+        let b = self.raw(n)?;
+        std::str::from_utf8(b).map_err(|_| self.err())
+    }
+    pub(crate) fn bytes32(&mut self, max: usize) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(self.err());
+        }
+        self.raw(n)
+    }
+    /// A count that must not exceed `max` (guards allocations against hostile input).
+    pub(crate) fn count16(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let n = self.u16()? as usize;
+        if n > max {
+            return Err(self.err());
+        }
+        Ok(n)
+    }
+    pub(crate) fn count32(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(self.err());
+        }
+        Ok(n)
+    }
+    /// Fails unless every byte was consumed (trailing garbage is corruption too).
+    pub(crate) fn end(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_truncation_is_an_error() {
+        let mut w = Writer::default();
+        w.u8(1)
+            .u16(2)
+            .u32(3)
+            .u64(4)
+            .i64(-5)
+            .str8("naam")
+            .bytes32(b"xyz");
+        let buf = w.finish();
+        let mut r = Reader::new(&buf, "test");
+        assert_eq!(r.u8().unwrap(), 1);
+        assert_eq!(r.u16().unwrap(), 2);
+        assert_eq!(r.u32().unwrap(), 3);
+        assert_eq!(r.u64().unwrap(), 4);
+        assert_eq!(r.i64().unwrap(), -5);
+        assert_eq!(r.str8().unwrap(), "naam");
+        assert_eq!(r.bytes32(10).unwrap(), b"xyz");
+        r.end().unwrap();
+        for cut in 0..buf.len() {
+            let mut r = Reader::new(&buf[..cut], "test");
+            let res = (|| {
+                r.u8()?;
+                r.u16()?;
+                r.u32()?;
+                r.u64()?;
+                r.i64()?;
+                r.str8()?;
+                r.bytes32(10)?;
+                Ok::<_, DecodeError>(())
+            })();
+            assert!(res.is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The AEAD, MAC and KDF layer: AES-256-GCM (ring), HMAC-SHA256, HKDF-SHA256.
+//!
+//! **Nonces never come from callers.** A [`Sealer`] draws 96 random bits from the operating system
+//! once, when it is made (one per vault operation), and derives the nonce of its i-th seal by
+//! XOR-ing `i` into the last four bytes. Nonces within one sealer are distinct by construction;
+//! across sealers they collide only if two random 96-bit draws land within 2^32 of each other,
+//! which at the usage limit of 2^32 seals per key stays far below NIST SP 800-38D's 2^-32 bound.
+//! One OS draw per operation (≈0.5 µs) instead of one per field keeps the syscall off the per-field
+//! path without a userspace RNG whose state a `fork()` could duplicate.
+//!
+//! **Key schedules.** Keys are kept as raw bytes in zeroizing boxes ([`SecretKey`]); ring's expanded
+//! AES key schedule ([`AeadKey`]) is built per operation (≈200 ns) and dropped at its end. ring does
+//! not wipe that schedule, so it lives only for the duration of one operation.
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::{hkdf, hmac};
+use zeroize::Zeroizing;
+
+use crate::secret::{SecretKey, KEY_LEN};
+
+/// Bytes of an AES-GCM nonce.
+pub const NONCE_LEN: usize = 12;
+/// Bytes of an AES-GCM tag.
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed value adds to its plaintext (nonce + tag).
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// The operating system's random number generator failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random number generator failed")]
+pub struct RngError;
+
+/// Authentication of a sealed value failed: it was altered, moved to another context, or sealed under
+/// another key. Deliberately carries no detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("integrity check failed: the stored value was altered, moved, or sealed under another key")]
+pub struct IntegrityError;
+
+/// Fills `out` from the operating system's CSPRNG.
+pub(crate) fn fill_random(out: &mut [u8]) -> Result<(), RngError> {
+    SystemRandom::new().fill(out).map_err(|_| RngError)
+}
+
+/// An AES-256-GCM key expanded for one operation. Built from a [`SecretKey`]; not stored anywhere.
+pub(crate) struct AeadKey(LessSafeKey);
+
+impl AeadKey {
+    pub(crate) fn new(key: &SecretKey) -> Self {
+        Self::from_bytes(key.expose())
+    }
+
+    fn from_bytes(key: &[u8; KEY_LEN]) -> Self {
+        // AES_256_GCM takes exactly KEY_LEN (32) bytes, which the array type guarantees.
+        #[allow(clippy::expect_used)]
+        let unbound = UnboundKey::new(&AES_256_GCM, key).expect("AES-256 key is 32 bytes");
+        AeadKey(LessSafeKey::new(unbound))
+    }
+
+    /// Opens `nonce || ciphertext || tag` with `aad`; any failure is the one opaque [`IntegrityError`].
+    pub(crate) fn open(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, IntegrityError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(IntegrityError);
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| IntegrityError)?;
+        let mut buf = Zeroizing::new(body.to_vec());
+        let len = self
+            .0
+            .open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())
+            .map_err(|_| IntegrityError)?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// `nonce || ciphertext || tag`; `None` only for plaintexts over ring's 2^36-byte limit, which
+    /// kluis's value caps keep far away.
+    fn seal_with_nonce(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut out[NONCE_LEN..],
+            )
+            .ok()?;
+        out.extend_from_slice(tag.as_ref());
+        Some(out)
+    }
+}
+
+/// Seals values for one operation with nonces it makes itself (see the module docs).
+pub(crate) struct Sealer {
+    base: [u8; NONCE_LEN],
+    counter: u32,
+}
+
+/// A sealer ran out of nonces (2^32 seals in one operation). Never happens in practice; checked anyway.
+#[derive(Debug, thiserror::Error)]
+#[error("too many values sealed in one operation")]
+pub struct SealerExhausted;
+
+impl Sealer {
+    /// Draws this operation's random nonce base from the OS.
+    pub(crate) fn new() -> Result<Self, RngError> {
+        let mut base = [0u8; NONCE_LEN];
+        fill_random(&mut base)?;
+        Ok(Sealer { base, counter: 0 })
+    }
+
+    fn next_nonce(&mut self) -> Result<[u8; NONCE_LEN], SealerExhausted> {
+        let i = self.counter;
+        self.counter = self.counter.checked_add(1).ok_or(SealerExhausted)?;
+        let mut nonce = self.base;
+        for (b, c) in nonce[NONCE_LEN - 4..].iter_mut().zip(i.to_le_bytes()) {
+            *b ^= c;
+        }
+        Ok(nonce)
+    }
+
+    /// Seals `plaintext` under `key` and `aad`: returns `nonce || ciphertext || tag`.
+    pub(crate) fn seal(
+        &mut self,
+        key: &AeadKey,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealerExhausted> {
+        let nonce = self.next_nonce()?;
+        key.seal_with_nonce(nonce, aad, plaintext)
+            .ok_or(SealerExhausted)
+    }
+}
+
+/// HMAC-SHA256 of `parts` (concatenated) under `key`.
+pub(crate) fn hmac_sha256(key: &SecretKey, parts: &[&[u8]]) -> [u8; 32] {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key.expose());
+    let mut ctx = hmac::Context::with_key(&k);
+    for p in parts {
+        ctx.update(p);
+    }
+    let tag = ctx.sign();
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+/// Constant-time check that `tag` is the HMAC-SHA256 of `parts` under `key`.
+pub(crate) fn hmac_verify(key: &SecretKey, parts: &[&[u8]], tag: &[u8]) -> bool {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key.expose());
+    let msg: Vec<u8> = parts.concat();
+    hmac::verify(&k, &msg, tag).is_ok()
+}
+
+struct Len32;
+impl hkdf::KeyType for Len32 {
+    fn len(&self) -> usize {
+        KEY_LEN
+    }
+}
+
+/// HKDF-SHA256 (RFC 5869): extract with `salt` over `ikm`, expand with `info` (concatenated parts).
+pub(crate) fn hkdf(salt: &[u8], ikm: &[u8], info: &[&[u8]]) -> SecretKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
+    SecretKey::init_with(|out| {
+        // Expanding to 32 bytes is far below HKDF-SHA256's limit of 255 * 32 bytes, so neither step can fail.
+        #[allow(clippy::expect_used)]
+        prk.expand(info, Len32)
+            .expect("32-byte HKDF output is within limits")
+            .fill(out)
+            .expect("32-byte HKDF output is within limits");
+    })
+}
+
+/// HKDF-Expand only, from an existing uniformly random key (used for subkeys of KEKs and roots).
+pub(crate) fn derive_subkey(key: &SecretKey, info: &[&[u8]]) -> SecretKey {
+    let prk = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, key.expose());
+    SecretKey::init_with(|out| {
+        // As in `hkdf`: 32 bytes are always within HKDF-SHA256's output limit.
+        #[allow(clippy::expect_used)]
+        prk.expand(info, Len32)
+            .expect("32-byte HKDF output is within limits")
+            .fill(out)
+            .expect("32-byte HKDF output is within limits");
+    })
+}
+
+/// SHA-256 of `data`.
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Known-answer-test access to the exact AEAD and MAC code paths kluis uses.
+///
+/// **Danger:** these functions take caller-chosen nonces and raw key bytes, which production code
+/// must never do. They exist only so Wycheproof vectors can run through kluis's own layer, and are
+/// compiled only with the `danger-known-answer-tests` feature.
+#[cfg(feature = "danger-known-answer-tests")]
+pub mod danger {
+    use super::*;
+
+    /// AES-256-GCM seal with a caller-chosen nonce, returning `ciphertext || tag`.
+    pub fn aes256gcm_seal_with_fixed_nonce(
+        key: &[u8],
+        nonce: &[u8],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Option<Vec<u8>> {
+        let key = SecretKey::from_slice(key)?;
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+        let sealed = AeadKey::new(&key).seal_with_nonce(nonce, aad, plaintext)?;
+        Some(sealed[NONCE_LEN..].to_vec())
+    }
+
+    /// AES-256-GCM open of `ciphertext || tag` under a caller-supplied nonce.
+    pub fn aes256gcm_open(
+        key: &[u8],
+        nonce: &[u8],
+        aad: &[u8],
+        ct_and_tag: &[u8],
+    ) -> Result<Vec<u8>, IntegrityError> {
+        let key = SecretKey::from_slice(key).ok_or(IntegrityError)?;
+        if nonce.len() != NONCE_LEN {
+            return Err(IntegrityError);
+        }
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(ct_and_tag);
+        AeadKey::new(&key).open(aad, &sealed).map(|p| p.to_vec())
+    }
+
+    /// HMAC-SHA256 with the same code kluis uses for blind indexes and the audit chain.
+    /// Keys of any length are accepted here (Wycheproof varies them); kluis itself uses 32-byte keys.
+    pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+        if let Some(k) = SecretKey::from_slice(key) {
+            return super::hmac_sha256(&k, &[msg]);
+        }
+        let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&k, msg).as_ref());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_context_binding() {
+        let key = SecretKey::generate().unwrap();
+        let k = AeadKey::new(&key);
+        let mut s = Sealer::new().unwrap();
+        let sealed = s.seal(&k, b"aad-1", b"hello").unwrap();
+        assert_eq!(&*k.open(b"aad-1", &sealed).unwrap(), b"hello");
+        assert_eq!(k.open(b"aad-2", &sealed), Err(IntegrityError));
+        let other = AeadKey::new(&SecretKey::generate().unwrap());
+        assert_eq!(other.open(b"aad-1", &sealed), Err(IntegrityError));
+        assert_eq!(k.open(b"aad-1", &sealed[..10]), Err(IntegrityError));
+    }
+
+    #[test]
+    fn nonces_within_a_sealer_are_distinct_and_differ_across_sealers() {
+        let mut s = Sealer::new().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(s.next_nonce().unwrap()));
+        }
+        let mut t = Sealer::new().unwrap();
+        assert!(!seen.contains(&t.next_nonce().unwrap()));
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        let key = SecretKey::generate().unwrap();
+        let k = AeadKey::new(&key);
+        let sealed = Sealer::new()
+            .unwrap()
+            .seal(&k, b"ctx", b"Jan de Vries")
+            .unwrap();
+        for i in 0..sealed.len() * 8 {
+            let mut bad = sealed.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert_eq!(k.open(b"ctx", &bad), Err(IntegrityError), "bit {i}");
+        }
+    }
+}

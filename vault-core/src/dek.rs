@@ -1,0 +1,139 @@
+//! Data keys: one per (subject, purpose), wrapped under a KEK, cached unwrapped in a bounded LRU.
+//!
+//! Usage counting: each data key's field encryptions are counted. The subject entry stores a
+//! reservation (high-water mark); the cache counts actual uses. The subject entry is rewritten only
+//! when a reservation runs out, so a put for a known subject touches only the record and its index
+//! entries. A reservation left unused when the key leaves the cache is burnt, never reused.
+
+use crate::aad;
+use crate::crypto::{AeadKey, IntegrityError, Sealer};
+use crate::error::{Component, StorageError, WriteError};
+use crate::keystore::Epoch;
+use crate::secret::{SecretKey, KEY_LEN};
+use crate::store::Table;
+use crate::subject::{Slot, SubjectEntry, SubjectId};
+use crate::vault::{CachedDek, Vault};
+
+/// Uses reserved per subject-entry write.
+const DEK_USE_BLOCK: u64 = 1 << 16;
+
+impl Vault {
+    pub(crate) fn load_subject(&self, s: &SubjectId) -> Result<Option<SubjectEntry>, StorageError> {
+        match self.store.get(Table::Subject, s.as_bytes())? {
+            None => Ok(None),
+            Some(b) => SubjectEntry::decode(&b).map(Some).map_err(|_| {
+                StorageError::corrupted(Component::Subject, "subject entry does not decode")
+            }),
+        }
+    }
+
+    /// Unwraps a live slot's data key.
+    pub(crate) fn unwrap_slot(
+        &self,
+        s: &SubjectId,
+        purpose: &str,
+        slot: &Slot,
+    ) -> Result<CachedDek, IntegrityError> {
+        let Slot::Live {
+            generation,
+            kek_id,
+            uses,
+            wrapped,
+        } = slot
+        else {
+            return Err(IntegrityError);
+        };
+        let kek = {
+            let ks = self.key_store();
+            let k = ks
+                .kek(*kek_id)
+                .and_then(|k| k.key.as_ref())
+                .ok_or(IntegrityError)?;
+            AeadKey::new(k)
+        };
+        let plain = kek.open(
+            &aad::dek(&self.vault_id, s, purpose, *kek_id, *generation),
+            wrapped,
+        )?;
+        let key = SecretKey::from_slice(&plain).ok_or(IntegrityError)?;
+        Ok(CachedDek {
+            key,
+            generation: *generation,
+            used: *uses,
+            reserved: *uses,
+        })
+    }
+
+    /// Makes a new data key for (`s`, `purpose`), wraps it, and returns the slot and the key.
+    pub(crate) fn new_dek(
+        &self,
+        s: &SubjectId,
+        purpose: &str,
+        generation: u32,
+        epoch: Epoch,
+        sealer: &mut Sealer,
+    ) -> Result<(Slot, CachedDek), WriteError> {
+        let key = SecretKey::generate()?;
+        let (kek_id, kek) = {
+            let mut ks = self.key_store();
+            let id = ks
+                .reserve_kek_use(epoch, self.now())
+                .map_err(WriteError::KeyStore)?;
+            let k = ks
+                .kek(id)
+                .and_then(|k| k.key.as_ref())
+                .ok_or(IntegrityError)?;
+            (id, AeadKey::new(k))
+        };
+        let wrapped = sealer
+            .seal(
+                &kek,
+                &aad::dek(&self.vault_id, s, purpose, kek_id, generation),
+                key.expose(),
+            )
+            .map_err(|_| WriteError::Integrity(IntegrityError))?;
+        debug_assert_eq!(wrapped.len(), KEY_LEN + crate::crypto::SEAL_OVERHEAD);
+        let slot = Slot::Live {
+            generation,
+            kek_id,
+            uses: 0,
+            wrapped,
+        };
+        Ok((
+            slot,
+            CachedDek {
+                key,
+                generation,
+                used: 0,
+                reserved: 0,
+            },
+        ))
+    }
+
+    /// Takes `n` uses of a data key, raising its reservation (in `entry`) if needed. Returns whether
+    /// `entry` changed and must be written.
+    pub(crate) fn take_uses(
+        &self,
+        dek: &mut CachedDek,
+        n: u64,
+        entry: &mut SubjectEntry,
+        purpose: &str,
+    ) -> Result<bool, WriteError> {
+        let max = self.options.max_key_uses.min(self.key_store().max_key_uses);
+        if dek.used + n > max {
+            return Err(WriteError::UsageLimit {
+                purpose: purpose.to_owned(),
+            });
+        }
+        dek.used += n;
+        if dek.used <= dek.reserved {
+            return Ok(false);
+        }
+        let reserved = (dek.used + DEK_USE_BLOCK).min(max);
+        if let Some(Slot::Live { uses, .. }) = entry.slots.get_mut(purpose) {
+            *uses = reserved;
+        }
+        dek.reserved = reserved;
+        Ok(true)
+    }
+}

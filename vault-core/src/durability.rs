@@ -1,0 +1,103 @@
+//! When a write is acknowledged: the durability modes and the group committer.
+
+use std::sync::{Condvar, Mutex};
+
+use crate::error::StorageError;
+use crate::store::Store;
+
+/// When a write call returns, how safe is the write?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every write is flushed and fsynced before its call returns (the safest, slowest mode).
+    PerOperation,
+    /// Writers that arrive while an fsync runs share the next one: each call still returns only
+    /// once its write is fsynced, but N concurrent writers pay for far fewer than N fsyncs.
+    /// The default.
+    #[default]
+    GroupCommit,
+    /// Calls return once the write is applied in memory; sled flushes in the background (every
+    /// 500 ms by default). A crash can lose the last writes. For bulk imports and tests.
+    Relaxed,
+}
+
+#[derive(Default)]
+struct State {
+    /// Writes applied so far (sequence of the last applied write).
+    applied: u64,
+    /// All writes up to this sequence are durable.
+    synced: u64,
+    /// An fsync is running.
+    syncing: bool,
+    /// The last sync failed: writers waiting on it must fail too.
+    failed_at: Option<u64>,
+}
+
+/// Coordinates fsyncs between writer threads (leader/follower group commit).
+pub(crate) struct Committer {
+    mode: Durability,
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+impl Committer {
+    pub(crate) fn new(mode: Durability) -> Self {
+        Committer {
+            mode,
+            state: Mutex::new(State::default()),
+            done: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> Durability {
+        self.mode
+    }
+
+    /// Call after a write was applied; returns once it is durable under the configured mode.
+    pub(crate) fn commit(&self, store: &dyn Store) -> Result<(), StorageError> {
+        match self.mode {
+            Durability::Relaxed => Ok(()),
+            Durability::PerOperation => store.sync(),
+            Durability::GroupCommit => self.group_commit(store),
+        }
+    }
+
+    fn group_commit(&self, store: &dyn Store) -> Result<(), StorageError> {
+        // A poisoned mutex means a syncing thread panicked; the counters are still consistent
+        // (they are only changed under the lock, after the sync returns).
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.applied += 1;
+        let mine = st.applied;
+        loop {
+            if st.synced >= mine {
+                return Ok(());
+            }
+            if let Some(f) = st.failed_at {
+                if f >= mine {
+                    return Err(StorageError::corrupted(
+                        crate::error::Component::DataStore,
+                        "group fsync failed",
+                    ));
+                }
+            }
+            if !st.syncing {
+                st.syncing = true;
+                let target = st.applied;
+                drop(st);
+                let result = store.sync();
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.syncing = false;
+                match &result {
+                    Ok(()) => st.synced = st.synced.max(target),
+                    Err(_) => st.failed_at = Some(target),
+                }
+                self.done.notify_all();
+                if mine <= target {
+                    return result;
+                }
+            } else {
+                st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+}

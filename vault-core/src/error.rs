@@ -1,0 +1,460 @@
+//! Error types: one `#[non_exhaustive]` enum per operation, all convertible into [`Error`].
+//!
+//! **No error message in this module contains a field value, a key, or a passphrase.** Messages name
+//! components, record types, fields and purposes; values never.
+
+use std::fmt;
+
+pub use crate::codec::DecodeError;
+pub use crate::crypto::IntegrityError;
+use crate::schema::{FieldError, RecordError, SchemaError};
+
+/// The part of a vault a storage or integrity error concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Component {
+    /// The sealed key store file.
+    KeyStore,
+    /// The sled data directory as a whole.
+    DataStore,
+    /// A subject entry (wrapped data keys).
+    Subject,
+    /// An encrypted record.
+    Record,
+    /// The blind index.
+    Index,
+    /// The schema stored in the vault.
+    Schema,
+    /// Vault metadata (ids, format version).
+    Meta,
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Component::KeyStore => "key store",
+            Component::DataStore => "data store",
+            Component::Subject => "subject entry",
+            Component::Record => "record",
+            Component::Index => "blind index",
+            Component::Schema => "stored schema",
+            Component::Meta => "vault metadata",
+        })
+    }
+}
+
+/// A failure of the storage layer (sled or the file system). Never carries stored bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O error (the message is the OS's, about the operation, never data).
+    #[error("I/O error in the {component}: {kind}")]
+    Io {
+        /// Where it happened.
+        component: Component,
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+    },
+    /// The device is full; nothing was acknowledged.
+    #[error("no space left on the device holding the {component}; free space and retry (nothing was written)")]
+    DiskFull {
+        /// Where it happened.
+        component: Component,
+    },
+    /// A structure on disk does not decode or its integrity check fails.
+    #[error("the {component} is corrupted ({detail}); restore it from a backup")]
+    Corrupted {
+        /// Which part.
+        component: Component,
+        /// What was wrong, as a static description.
+        detail: &'static str,
+    },
+}
+
+impl StorageError {
+    pub(crate) fn io(component: Component, e: &std::io::Error) -> Self {
+        // ENOSPC (28) and EDQUOT (122) on Linux: the disk or quota is full.
+        if matches!(e.raw_os_error(), Some(28) | Some(122))
+            || e.kind() == std::io::ErrorKind::StorageFull
+        {
+            return StorageError::DiskFull { component };
+        }
+        StorageError::Io {
+            component,
+            kind: e.kind(),
+        }
+    }
+    pub(crate) fn corrupted(component: Component, detail: &'static str) -> Self {
+        StorageError::Corrupted { component, detail }
+    }
+}
+
+/// Errors opening a vault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The passphrase or key file does not unseal the key store. Nothing was changed.
+    #[error("wrong credentials: the passphrase or key file does not open this vault's key store")]
+    WrongCredentials,
+    /// The vault needs other credential factors than the ones given.
+    #[error("this vault is sealed with {needed}; supply exactly that")]
+    WrongFactors {
+        /// What the vault needs, e.g. "a passphrase and a key file".
+        needed: &'static str,
+    },
+    /// The key file could not be read or is not a kluis key file.
+    #[error("key file: {0}")]
+    KeyFile(#[from] KeyFileError),
+    /// There is no vault at the given path.
+    #[error("no kluis vault at {path}")]
+    NotAVault {
+        /// The path looked at.
+        path: String,
+    },
+    /// The vault was written by a newer (or unknown) format version.
+    #[error("{component} has format version {found}; this kluis reads version {supported}")]
+    UnsupportedVersion {
+        /// Which file.
+        component: Component,
+        /// Version found.
+        found: u32,
+        /// Version this build reads.
+        supported: u32,
+    },
+    /// The key store's Argon2id parameters are below the floor (or absurdly high).
+    #[error(transparent)]
+    Kdf(#[from] KdfError),
+    /// Another process (or another handle in this one) has the vault open.
+    #[error("the vault is in use by another process (lock held on {path}); close it first")]
+    AlreadyOpen {
+        /// The lock file.
+        path: String,
+    },
+    /// The key store belongs to another vault than the data directory.
+    #[error("the key store belongs to a different vault than the data directory")]
+    VaultMismatch,
+    /// Storage failure or corruption.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The operating system's RNG failed.
+    #[error(transparent)]
+    Rng(#[from] crate::crypto::RngError),
+}
+
+/// Errors creating a vault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// Something already exists where the vault would go; kluis never overwrites a vault.
+    #[error("refusing to overwrite: {path} already exists")]
+    AlreadyExists {
+        /// The existing path.
+        path: String,
+    },
+    /// No credential was given.
+    #[error("a vault needs a passphrase, a key file, or both")]
+    NoCredentials,
+    /// Weak passphrase KDF parameters.
+    #[error(transparent)]
+    Kdf(#[from] KdfError),
+    /// The schema does not validate.
+    #[error("invalid schema: {0}")]
+    Schema(#[from] SchemaError),
+    /// A key file problem.
+    #[error("key file: {0}")]
+    KeyFile(#[from] KeyFileError),
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Lock held by someone else.
+    #[error("the vault is in use by another process (lock held on {path})")]
+    AlreadyOpen {
+        /// The lock file.
+        path: String,
+    },
+    /// The operating system's RNG failed.
+    #[error(transparent)]
+    Rng(#[from] crate::crypto::RngError),
+}
+
+/// Argon2id parameters refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KdfError {
+    /// Below the floor (m ≥ 19 MiB, t ≥ 2, p ≥ 1) without the explicit insecure-for-tests opt-in.
+    #[error("Argon2id parameters m={m_kib} KiB, t={t}, p={p} are below the floor (m >= {min_m_kib} KiB, t >= {min_t}); refused")]
+    TooWeak {
+        /// Memory in KiB.
+        m_kib: u32,
+        /// Iterations.
+        t: u32,
+        /// Lanes.
+        p: u32,
+        /// Floor for memory.
+        min_m_kib: u32,
+        /// Floor for iterations.
+        min_t: u32,
+    },
+    /// Above the ceiling (a crafted header must not make open eat all memory or time).
+    #[error("Argon2id parameters m={m_kib} KiB, t={t}, p={p} exceed the supported maximum")]
+    TooStrong {
+        /// Memory in KiB.
+        m_kib: u32,
+        /// Iterations.
+        t: u32,
+        /// Lanes.
+        p: u32,
+    },
+    /// The passphrase is empty or longer than the limit.
+    #[error("the passphrase must be 1 to {max} bytes long")]
+    PassphraseLength {
+        /// Upper limit.
+        max: usize,
+    },
+}
+
+/// Problems with a key file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// Reading or creating it failed.
+    #[error("cannot use {path}: {kind}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        kind: std::io::ErrorKind,
+    },
+    /// It is not 32 bytes.
+    #[error("{path} is not a kluis key file (expected exactly 32 bytes)")]
+    WrongLength {
+        /// The path.
+        path: String,
+    },
+    /// Refused to overwrite.
+    #[error("refusing to overwrite existing key file {path}")]
+    Exists {
+        /// The path.
+        path: String,
+    },
+}
+
+/// Errors writing a record (`put`, `update`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The record type is not in the schema.
+    #[error("unknown record type {0:?}")]
+    UnknownRecordType(String),
+    /// Undeclared or missing fields.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A field value failed validation.
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    /// The record, once encoded, exceeds the size limit.
+    #[error("record too large: {len} bytes (limit {max})")]
+    TooLarge {
+        /// Encoded size.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The subject does not exist in this vault.
+    #[error("unknown subject")]
+    SubjectNotFound,
+    /// `update` of a record that does not exist.
+    #[error("no {record_type} record for this subject")]
+    NotFound {
+        /// The record type.
+        record_type: String,
+    },
+    /// Immutable record types are write-once.
+    #[error("{record_type} records are immutable: they cannot be replaced, updated or deleted")]
+    Immutable {
+        /// The record type.
+        record_type: String,
+    },
+    /// A key reached its encryption limit; rotate it.
+    #[error("the data key for purpose {purpose:?} of this subject reached its encryption limit; rotate the subject's data keys")]
+    UsageLimit {
+        /// The purpose.
+        purpose: String,
+    },
+    /// A stored key or value failed authentication.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Record value (de)serialisation failure (shop's own types).
+    #[error("the value could not be converted to a record: {0}")]
+    Serde(String),
+    /// The operating system's RNG failed.
+    #[error(transparent)]
+    Rng(#[from] crate::crypto::RngError),
+    /// Key-store update failure while reserving key usage.
+    #[error("key store: {0}")]
+    KeyStore(StorageError),
+}
+
+/// Errors reading a record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The record type is not in the schema.
+    #[error("unknown record type {0:?}")]
+    UnknownRecordType(String),
+    /// A requested field is not declared.
+    #[error("record type {record_type:?} has no field {field:?}")]
+    UnknownField {
+        /// Record type.
+        record_type: String,
+        /// Field.
+        field: String,
+    },
+    /// The subject does not exist in this vault.
+    #[error("unknown subject")]
+    SubjectNotFound,
+    /// No such record.
+    #[error("no {record_type} record for this subject")]
+    NotFound {
+        /// The record type.
+        record_type: String,
+    },
+    /// A stored key or value failed authentication.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Conversion into the shop's type failed.
+    #[error("the record could not be converted: {0}")]
+    Serde(String),
+}
+
+/// Errors deleting a record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeleteError {
+    /// The record type is not in the schema.
+    #[error("unknown record type {0:?}")]
+    UnknownRecordType(String),
+    /// No such record.
+    #[error("no {record_type} record for this subject")]
+    NotFound {
+        /// The record type.
+        record_type: String,
+    },
+    /// Immutable records are removed only by shredding when their retention ends.
+    #[error(
+        "{record_type} records are immutable: they are removed only when their retention ends"
+    )]
+    Immutable {
+        /// The record type.
+        record_type: String,
+    },
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Errors looking up by blind index.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FindError {
+    /// The record type is not in the schema.
+    #[error("unknown record type {0:?}")]
+    UnknownRecordType(String),
+    /// The field is not declared.
+    #[error("record type {record_type:?} has no field {field:?}")]
+    UnknownField {
+        /// Record type.
+        record_type: String,
+        /// Field.
+        field: String,
+    },
+    /// The field is not declared with `index = true`.
+    #[error("field {field:?} of {record_type:?} is not indexed (declare index = true)")]
+    NotIndexed {
+        /// Record type.
+        record_type: String,
+        /// Field.
+        field: String,
+    },
+    /// The search value is not a valid value of the field.
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Errors creating a subject.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubjectError {
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The operating system's RNG failed.
+    #[error(transparent)]
+    Rng(#[from] crate::crypto::RngError),
+    /// The text is not a kluis subject id.
+    #[error("not a kluis subject id (expected 22 URL-safe base64 characters)")]
+    InvalidId,
+}
+
+/// Errors changing the credentials that unseal the vault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RekeyError {
+    /// No credential was given.
+    #[error("a vault needs a passphrase, a key file, or both")]
+    NoCredentials,
+    /// Weak KDF parameters.
+    #[error(transparent)]
+    Kdf(#[from] KdfError),
+    /// Storage failure writing the key store.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The operating system's RNG failed.
+    #[error(transparent)]
+    Rng(#[from] crate::crypto::RngError),
+}
+
+/// Any kluis error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Opening.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Creating.
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    /// Writing.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Reading.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Deleting.
+    #[error(transparent)]
+    Delete(#[from] DeleteError),
+    /// Finding.
+    #[error(transparent)]
+    Find(#[from] FindError),
+    /// Subjects.
+    #[error(transparent)]
+    Subject(#[from] SubjectError),
+    /// Changing credentials.
+    #[error(transparent)]
+    Rekey(#[from] RekeyError),
+    /// Schema.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// Storage.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}

@@ -1,0 +1,82 @@
+//! File-system helpers: atomic replace, directory fsync, exclusive lock files.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// fsyncs a directory so a rename or create inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` atomically with `bytes`: write a temp file (mode 0600), fsync it, rename it over
+/// `path`, fsync the directory. A crash at any step leaves either the old or the new file.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(path);
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let result = (|| {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The temp file `atomic_write` uses next to `path`.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// An exclusive advisory lock held for as long as this value lives (flock via std).
+#[derive(Debug)]
+pub(crate) struct LockFile {
+    _file: File,
+}
+
+/// Why a lock could not be taken.
+pub(crate) enum LockError {
+    Held,
+    Io(std::io::Error),
+}
+
+impl LockFile {
+    pub(crate) fn acquire(path: &Path) -> Result<LockFile, LockError> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(path).map_err(LockError::Io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(LockFile { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held),
+            Err(std::fs::TryLockError::Error(e)) => Err(LockError::Io(e)),
+        }
+    }
+}

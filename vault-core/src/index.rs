@@ -1,0 +1,66 @@
+//! Blind index: equality lookup on encrypted fields.
+//!
+//! For a field declared `index = true`, kluis stores `HMAC-SHA256(K_field, normalise(value))[..16]`
+//! where `K_field = HKDF-Expand(index_root, "kluis/v1/index" ‖ generation ‖ type ‖ field)`.
+//!
+//! **Leakage** (documented in ARCHITECTURE.md): equal values of the same field produce equal tags, so
+//! someone holding the data directory can see *that* two subjects share an e-mail address (not
+//! which), and how many subjects share a value. Tags of different fields or vaults are unrelated.
+//! Without the key store, tags cannot be tested against guessed values.
+
+use crate::crypto;
+use crate::labels;
+use crate::secret::SecretKey;
+use crate::subject::{SubjectId, SUBJECT_ID_LEN};
+
+/// Bytes of a stored blind-index tag.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// Derives the index key of one (record type, field).
+pub(crate) fn field_key(
+    root: &SecretKey,
+    generation: u32,
+    record_type: &str,
+    field: &str,
+) -> SecretKey {
+    let g = generation.to_le_bytes();
+    let tl = (record_type.len() as u16).to_le_bytes();
+    let fl = (field.len() as u16).to_le_bytes();
+    crypto::derive_subkey(
+        root,
+        &[
+            labels::INDEX_FIELD,
+            &g,
+            &tl,
+            record_type.as_bytes(),
+            &fl,
+            field.as_bytes(),
+        ],
+    )
+}
+
+/// The tag of a normalised value.
+pub(crate) fn tag(key: &SecretKey, normalised: &[u8]) -> [u8; TAG_LEN] {
+    let full = crypto::hmac_sha256(key, &[normalised]);
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(&full[..TAG_LEN]);
+    t
+}
+
+/// Index entry key: tag ‖ subject ‖ record label.
+pub(crate) fn entry_key(tag: &[u8; TAG_LEN], subject: &SubjectId, label: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(TAG_LEN + SUBJECT_ID_LEN + label.len());
+    k.extend_from_slice(tag);
+    k.extend_from_slice(subject.as_bytes());
+    k.extend_from_slice(label.as_bytes());
+    k
+}
+
+/// The subject in an index entry key.
+pub(crate) fn subject_of(entry_key: &[u8]) -> Option<SubjectId> {
+    let b: [u8; SUBJECT_ID_LEN] = entry_key
+        .get(TAG_LEN..TAG_LEN + SUBJECT_ID_LEN)?
+        .try_into()
+        .ok()?;
+    Some(SubjectId::from_bytes(b))
+}

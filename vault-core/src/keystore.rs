@@ -1,0 +1,606 @@
+//! The key store: a small file, kept apart from the data, sealed as a whole under the root key.
+//!
+//! It holds the key-encryption keys (KEKs), the blind-index root, the metadata MAC root and the
+//! erasure ledger. It is rewritten atomically (temp file, fsync, rename, fsync directory) with a
+//! generation counter that grows by one per write. Byte layout: `docs/format.md`, "Key store".
+
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::credentials::{factors_name, Credentials, KdfParams};
+use crate::crypto::{self, AeadKey, Sealer};
+use crate::error::{Component, CreateError, OpenError, RekeyError, StorageError};
+use crate::fsutil;
+use crate::labels;
+use crate::secret::{SecretKey, KEY_LEN};
+
+/// Magic bytes at the start of a key store file.
+pub(crate) const MAGIC: &[u8; 8] = b"KLUISKEY";
+/// Format version of the key store file this build writes and reads.
+pub const KEY_STORE_VERSION: u16 = 1;
+/// Header length in bytes (everything before the sealed body; it is the body's AAD).
+pub(crate) const HEADER_LEN: usize = 84;
+/// Largest key store file accepted (a crafted file must not make open allocate without bound).
+const MAX_FILE_LEN: u64 = 64 * 1024 * 1024;
+/// Most KEKs a key store may hold (epochs of many decades plus rotations).
+const MAX_KEKS: usize = 100_000;
+/// Most erasure-ledger entries a key store may hold.
+const MAX_LEDGER: usize = 10_000_000;
+/// How many KEK uses are reserved per key-store write (see [`KeyStore::reserve_kek_use`]).
+pub(crate) const KEK_USE_BLOCK: u64 = 4096;
+
+/// Lifecycle state of a key-encryption key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KekState {
+    /// New data keys are wrapped under it.
+    Active,
+    /// Only unwraps; no new wraps (superseded, or usage limit reached).
+    DecryptOnly,
+    /// Key bytes erased; everything wrapped under it is noise.
+    Destroyed,
+}
+
+impl KekState {
+    fn code(self) -> u8 {
+        match self {
+            KekState::Active => 1,
+            KekState::DecryptOnly => 2,
+            KekState::Destroyed => 3,
+        }
+    }
+    fn from_code(c: u8) -> Option<Self> {
+        match c {
+            1 => Some(KekState::Active),
+            2 => Some(KekState::DecryptOnly),
+            3 => Some(KekState::Destroyed),
+            _ => None,
+        }
+    }
+}
+
+/// The retention epoch a KEK serves: data keys are wrapped under the KEK of the epoch in which their
+/// data expires, so destroying that one KEK shreds every copy of those data keys, backups included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Epoch {
+    /// Data with no expiry date (kept until forgotten or consent withdrawn).
+    OpenEnded,
+    /// Data expiring in the epoch starting at this Unix time (seconds).
+    Starting(i64),
+}
+
+/// A key-encryption key.
+pub(crate) struct Kek {
+    pub(crate) id: u32,
+    pub(crate) created_at: i64,
+    pub(crate) state: KekState,
+    pub(crate) epoch: Epoch,
+    /// Persisted high-water mark of wraps reserved under this KEK (never decreases).
+    pub(crate) reserved: u64,
+    /// Wraps used so far in this process (starts at `reserved` when loaded: unused reservations burn).
+    pub(crate) used: u64,
+    pub(crate) destroyed_at: i64,
+    pub(crate) key: Option<SecretKey>,
+}
+
+/// A public, secret-free view of a KEK (for status and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekInfo {
+    /// Id, unique within the vault.
+    pub id: u32,
+    /// State.
+    pub state: KekState,
+    /// Epoch.
+    pub epoch: Epoch,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// Wraps reserved (an upper bound on wraps done).
+    pub uses: u64,
+}
+
+/// Erasure ledger entry: a (subject, purpose) whose keys were shredded, re-applied on open so a data
+/// restore from an older backup cannot resurrect it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LedgerEntry {
+    pub(crate) subject: [u8; 16],
+    pub(crate) purpose: String,
+    pub(crate) at: i64,
+    pub(crate) kek_id: u32,
+}
+
+/// Header fields and derived keys needed to rewrite the file without re-running Argon2id.
+struct Seal {
+    factors: u8,
+    kdf: KdfParams,
+    salt: [u8; 16],
+    generation: u64,
+    seal_key: SecretKey,
+    check_key: SecretKey,
+}
+
+/// The decrypted key store plus what is needed to write it back.
+pub(crate) struct KeyStore {
+    path: PathBuf,
+    seal: Seal,
+    pub(crate) vault_id: [u8; 16],
+    pub(crate) created_at: i64,
+    pub(crate) max_key_uses: u64,
+    pub(crate) index_generation: u32,
+    pub(crate) index_root: SecretKey,
+    pub(crate) meta_root: SecretKey,
+    pub(crate) next_kek_id: u32,
+    pub(crate) keks: Vec<Kek>,
+    pub(crate) ledger: Vec<LedgerEntry>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("path", &self.path)
+            .field("generation", &self.seal.generation)
+            .field("keks", &self.keks.len())
+            .field("keys", &"[REDACTED]")
+            .finish()
+    }
+}
+
+fn seal_keys(root: &SecretKey) -> (SecretKey, SecretKey) {
+    (
+        crypto::derive_subkey(root, &[labels::KEY_STORE_SEAL]),
+        crypto::derive_subkey(root, &[labels::KEY_STORE_CHECK]),
+    )
+}
+
+impl KeyStore {
+    /// Makes a new key store with one open-ended KEK and writes it to `path` (which must not exist).
+    pub(crate) fn create(
+        path: &Path,
+        creds: &Credentials,
+        kdf: KdfParams,
+        allow_weak: bool,
+        max_key_uses: u64,
+        now: i64,
+    ) -> Result<KeyStore, CreateError> {
+        if creds.factors() == 0 {
+            return Err(CreateError::NoCredentials);
+        }
+        kdf.check(allow_weak)?;
+        let mut salt = [0u8; 16];
+        crypto::fill_random(&mut salt)?;
+        let mut vault_id = [0u8; 16];
+        crypto::fill_random(&mut vault_id)?;
+        let root = creds.derive_root(&kdf, &salt)?;
+        let (seal_key, check_key) = seal_keys(&root);
+        let mut ks = KeyStore {
+            path: path.to_path_buf(),
+            seal: Seal {
+                factors: creds.factors(),
+                kdf,
+                salt,
+                generation: 0,
+                seal_key,
+                check_key,
+            },
+            vault_id,
+            created_at: now,
+            max_key_uses,
+            index_generation: 1,
+            index_root: SecretKey::generate()?,
+            meta_root: SecretKey::generate()?,
+            next_kek_id: 1,
+            keks: Vec::new(),
+            ledger: Vec::new(),
+        };
+        ks.push_new_kek(Epoch::OpenEnded, now)?;
+        if path.exists() {
+            return Err(CreateError::AlreadyExists {
+                path: path.display().to_string(),
+            });
+        }
+        ks.save().map_err(CreateError::Storage)?;
+        Ok(ks)
+    }
+
+    /// Reads and unseals the key store at `path`. Changes nothing on disk.
+    pub(crate) fn open(
+        path: &Path,
+        creds: &Credentials,
+        allow_weak: bool,
+    ) -> Result<KeyStore, OpenError> {
+        let bytes = read_capped(path)?;
+        let h = Header::parse(&bytes)?;
+        h.kdf.check(allow_weak)?;
+        if creds.factors() != h.factors {
+            return Err(OpenError::WrongFactors {
+                needed: factors_name(h.factors),
+            });
+        }
+        let root = creds.derive_root(&h.kdf, &h.salt)?;
+        let (seal_key, check_key) = seal_keys(&root);
+        if !crypto::hmac_verify(&check_key, &[&bytes[..64]], &h.check) {
+            return Err(OpenError::WrongCredentials);
+        }
+        // The credentials are right (the check MAC verified), so a failure to open is damage.
+        let body = AeadKey::new(&seal_key)
+            .open(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..bytes.len() - 32])
+            .map_err(|_| {
+                StorageError::corrupted(Component::KeyStore, "sealed body fails authentication")
+            })?;
+        let mut ks = decode_body(
+            &body,
+            path,
+            Seal {
+                factors: h.factors,
+                kdf: h.kdf,
+                salt: h.salt,
+                generation: h.generation,
+                seal_key,
+                check_key,
+            },
+        )
+        .map_err(|_| StorageError::corrupted(Component::KeyStore, "sealed body does not decode"))?;
+        if ks.vault_id != h.vault_id {
+            return Err(StorageError::corrupted(
+                Component::KeyStore,
+                "vault id in header and body differ",
+            )
+            .into());
+        }
+        for k in &mut ks.keks {
+            k.used = k.reserved;
+        }
+        Ok(ks)
+    }
+
+    /// Writes the key store atomically with the next generation number.
+    pub(crate) fn save(&mut self) -> Result<(), StorageError> {
+        let generation = self.seal.generation + 1;
+        let body = self.encode_body();
+        let mut out = Writer::with_capacity(HEADER_LEN + body.len() + 64);
+        out.raw(MAGIC)
+            .u16(KEY_STORE_VERSION)
+            .u8(self.seal.factors)
+            .u8(0)
+            .u32(self.seal.kdf.m_kib)
+            .u32(self.seal.kdf.t)
+            .u32(self.seal.kdf.p)
+            .raw(&self.seal.salt)
+            .raw(&self.vault_id)
+            .u64(generation);
+        let check = crypto::hmac_sha256(&self.seal.check_key, &[&out.buf[..64]]);
+        out.raw(&check[..16]);
+        let sealed_len = body.len() + crypto::SEAL_OVERHEAD;
+        out.u32(sealed_len as u32);
+        debug_assert_eq!(out.buf.len(), HEADER_LEN);
+        let header = out.buf.clone();
+        let mut sealer = Sealer::new()
+            .map_err(|_| StorageError::corrupted(Component::KeyStore, "no randomness"))?;
+        let sealed = sealer
+            .seal(&AeadKey::new(&self.seal.seal_key), &header, &body)
+            .map_err(|_| StorageError::corrupted(Component::KeyStore, "sealing failed"))?;
+        out.raw(&sealed);
+        let sum = crypto::sha256(&out.buf);
+        out.raw(&sum);
+        fsutil::atomic_write(&self.path, &out.buf)
+            .map_err(|e| StorageError::io(Component::KeyStore, &e))?;
+        self.seal.generation = generation;
+        Ok(())
+    }
+
+    /// Re-seals the same keys under new credentials (passphrase / key-file rotation). O(1): only the
+    /// key store is rewritten; no data key or record changes.
+    pub(crate) fn rekey(
+        &mut self,
+        creds: &Credentials,
+        kdf: KdfParams,
+        allow_weak: bool,
+    ) -> Result<(), RekeyError> {
+        if creds.factors() == 0 {
+            return Err(RekeyError::NoCredentials);
+        }
+        kdf.check(allow_weak)?;
+        let mut salt = [0u8; 16];
+        crypto::fill_random(&mut salt)?;
+        let root = creds.derive_root(&kdf, &salt)?;
+        let (seal_key, check_key) = seal_keys(&root);
+        let new = Seal {
+            factors: creds.factors(),
+            kdf,
+            salt,
+            generation: self.seal.generation,
+            seal_key,
+            check_key,
+        };
+        let old = std::mem::replace(&mut self.seal, new);
+        if let Err(e) = self.save() {
+            self.seal = old;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Generation of the file on disk.
+    pub(crate) fn generation(&self) -> u64 {
+        self.seal.generation
+    }
+
+    /// KDF parameters in the header.
+    pub(crate) fn kdf(&self) -> KdfParams {
+        self.seal.kdf
+    }
+
+    /// Adds a fresh active KEK for `epoch` (in memory; caller saves). Returns its id.
+    pub(crate) fn push_new_kek(
+        &mut self,
+        epoch: Epoch,
+        now: i64,
+    ) -> Result<u32, crate::crypto::RngError> {
+        let id = self.next_kek_id;
+        let key = SecretKey::generate()?;
+        self.next_kek_id += 1;
+        self.keks.push(Kek {
+            id,
+            created_at: now,
+            state: KekState::Active,
+            epoch,
+            reserved: 0,
+            used: 0,
+            destroyed_at: 0,
+            key: Some(key),
+        });
+        Ok(id)
+    }
+
+    pub(crate) fn kek(&self, id: u32) -> Option<&Kek> {
+        self.keks.iter().find(|k| k.id == id)
+    }
+
+    /// Picks the active KEK for `epoch` and counts one wrap against it, persisting a new reservation
+    /// block (or a fresh KEK when the old one reaches the usage limit) before the wrap is used.
+    /// **Invariant:** a KEK id returned here is durable in the key store file.
+    pub(crate) fn reserve_kek_use(&mut self, epoch: Epoch, now: i64) -> Result<u32, StorageError> {
+        let max = self.max_key_uses;
+        let idx = match self
+            .keks
+            .iter()
+            .position(|k| k.state == KekState::Active && k.epoch == epoch)
+        {
+            Some(i) if self.keks[i].used < max => i,
+            found => {
+                let rng = |_| StorageError::corrupted(Component::KeyStore, "no randomness");
+                let id = self.push_new_kek(epoch, now).map_err(rng)?;
+                if let Some(i) = found {
+                    self.keks[i].state = KekState::DecryptOnly;
+                }
+                if let Err(e) = self.save() {
+                    self.keks.pop();
+                    self.next_kek_id -= 1;
+                    if let Some(i) = found {
+                        self.keks[i].state = KekState::Active;
+                    }
+                    return Err(e);
+                }
+                tracing::info!(
+                    kek = id,
+                    "new key-encryption key (previous reached its usage limit or none existed)"
+                );
+                self.keks.len() - 1
+            }
+        };
+        let k = &mut self.keks[idx];
+        if k.used >= k.reserved {
+            let old = k.reserved;
+            k.reserved = (k.used + KEK_USE_BLOCK).min(max);
+            if let Err(e) = self.save() {
+                self.keks[idx].reserved = old;
+                return Err(e);
+            }
+        }
+        let k = &mut self.keks[idx];
+        k.used += 1;
+        Ok(k.id)
+    }
+
+    /// Secret-free descriptions of all KEKs.
+    pub(crate) fn kek_infos(&self) -> Vec<KekInfo> {
+        self.keks
+            .iter()
+            .map(|k| KekInfo {
+                id: k.id,
+                state: k.state,
+                epoch: k.epoch,
+                created_at: k.created_at,
+                uses: k.reserved,
+            })
+            .collect()
+    }
+
+    fn encode_body(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Writer::with_capacity(256 + self.keks.len() * 80 + self.ledger.len() * 48);
+        w.u16(1)
+            .raw(&self.vault_id)
+            .i64(self.created_at)
+            .u64(self.max_key_uses)
+            .u32(self.index_generation)
+            .raw(self.index_root.expose())
+            .raw(self.meta_root.expose())
+            .u32(self.next_kek_id)
+            .u32(self.keks.len() as u32);
+        for k in &self.keks {
+            let (kind, start) = match k.epoch {
+                Epoch::OpenEnded => (0u8, 0i64),
+                Epoch::Starting(t) => (1u8, t),
+            };
+            w.u32(k.id)
+                .u8(k.state.code())
+                .u8(kind)
+                .i64(start)
+                .i64(k.created_at)
+                .i64(k.destroyed_at)
+                .u64(k.reserved);
+            if let (KekState::Active | KekState::DecryptOnly, Some(key)) = (k.state, &k.key) {
+                w.raw(key.expose());
+            }
+        }
+        w.u32(self.ledger.len() as u32);
+        for e in &self.ledger {
+            w.raw(&e.subject).str8(&e.purpose).i64(e.at).u32(e.kek_id);
+        }
+        Zeroizing::new(w.finish())
+    }
+}
+
+fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeyStore, DecodeError> {
+    let mut r = Reader::new(body, "key store body");
+    let bad = DecodeError {
+        what: "key store body",
+    };
+    if r.u16()? != 1 {
+        return Err(bad);
+    }
+    let vault_id = r.array::<16>()?;
+    let created_at = r.i64()?;
+    let max_key_uses = r.u64()?;
+    let index_generation = r.u32()?;
+    let index_root = SecretKey::from_slice(r.raw(KEY_LEN)?).ok_or(bad)?;
+    let meta_root = SecretKey::from_slice(r.raw(KEY_LEN)?).ok_or(bad)?;
+    let next_kek_id = r.u32()?;
+    let n = r.count32(MAX_KEKS)?;
+    let mut keks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = r.u32()?;
+        let state = KekState::from_code(r.u8()?).ok_or(bad)?;
+        let epoch = match (r.u8()?, r.i64()?) {
+            (0, _) => Epoch::OpenEnded,
+            (1, t) => Epoch::Starting(t),
+            _ => return Err(bad),
+        };
+        let created_at = r.i64()?;
+        let destroyed_at = r.i64()?;
+        let reserved = r.u64()?;
+        let key = match state {
+            KekState::Destroyed => None,
+            _ => Some(SecretKey::from_slice(r.raw(KEY_LEN)?).ok_or(bad)?),
+        };
+        if id >= next_kek_id {
+            return Err(bad);
+        }
+        keks.push(Kek {
+            id,
+            created_at,
+            state,
+            epoch,
+            reserved,
+            used: reserved,
+            destroyed_at,
+            key,
+        });
+    }
+    let n = r.count32(MAX_LEDGER)?;
+    let mut ledger = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        ledger.push(LedgerEntry {
+            subject: r.array()?,
+            purpose: r.str8()?.to_owned(),
+            at: r.i64()?,
+            kek_id: r.u32()?,
+        });
+    }
+    r.end()?;
+    Ok(KeyStore {
+        path: path.to_path_buf(),
+        seal,
+        vault_id,
+        created_at,
+        max_key_uses,
+        index_generation,
+        index_root,
+        meta_root,
+        next_kek_id,
+        keks,
+        ledger,
+    })
+}
+
+struct Header {
+    factors: u8,
+    kdf: KdfParams,
+    salt: [u8; 16],
+    vault_id: [u8; 16],
+    generation: u64,
+    check: [u8; 16],
+}
+
+impl Header {
+    fn parse(bytes: &[u8]) -> Result<Header, OpenError> {
+        let corrupt = |d| OpenError::Storage(StorageError::corrupted(Component::KeyStore, d));
+        if bytes.len() < 8 || &bytes[..8] != MAGIC {
+            return Err(corrupt("not a kluis key store (bad magic)"));
+        }
+        if bytes.len() < HEADER_LEN + crypto::SEAL_OVERHEAD + 32 {
+            return Err(corrupt("truncated"));
+        }
+        let (content, sum) = bytes.split_at(bytes.len() - 32);
+        if crypto::sha256(content) != sum {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let mut r = Reader::new(&bytes[8..HEADER_LEN], "key store header");
+        let d = |_| corrupt("header does not decode");
+        let version = r.u16().map_err(d)?;
+        if version != KEY_STORE_VERSION {
+            return Err(OpenError::UnsupportedVersion {
+                component: Component::KeyStore,
+                found: u32::from(version),
+                supported: u32::from(KEY_STORE_VERSION),
+            });
+        }
+        let factors = r.u8().map_err(d)?;
+        let _reserved = r.u8().map_err(d)?;
+        let kdf = KdfParams {
+            m_kib: r.u32().map_err(d)?,
+            t: r.u32().map_err(d)?,
+            p: r.u32().map_err(d)?,
+        };
+        let salt = r.array().map_err(d)?;
+        let vault_id = r.array().map_err(d)?;
+        let generation = r.u64().map_err(d)?;
+        let check = r.array().map_err(d)?;
+        let body_len = r.u32().map_err(d)? as usize;
+        if !(1..=3).contains(&factors) {
+            return Err(corrupt("unknown credential factors"));
+        }
+        if body_len != bytes.len() - HEADER_LEN - 32 {
+            return Err(corrupt("body length mismatch"));
+        }
+        Ok(Header {
+            factors,
+            kdf,
+            salt,
+            vault_id,
+            generation,
+            check,
+        })
+    }
+}
+
+fn read_capped(path: &Path) -> Result<Vec<u8>, OpenError> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            OpenError::NotAVault {
+                path: path.display().to_string(),
+            }
+        } else {
+            OpenError::Storage(StorageError::io(Component::KeyStore, &e))
+        }
+    })?;
+    let mut buf = Vec::new();
+    f.take(MAX_FILE_LEN + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| OpenError::Storage(StorageError::io(Component::KeyStore, &e)))?;
+    if buf.len() as u64 > MAX_FILE_LEN {
+        return Err(StorageError::corrupted(Component::KeyStore, "file too large").into());
+    }
+    Ok(buf)
+}

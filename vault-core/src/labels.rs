@@ -1,0 +1,26 @@
+//! Key-derivation and domain-separation labels.
+//!
+//! Every HKDF `info`, every AAD prefix and every MAC domain in kluis is one of these constants, so a
+//! key or a ciphertext made for one purpose can never be taken for another. The `v1` is the
+//! cryptographic format version; changing any label is a format change (see `docs/format.md`).
+
+/// HKDF info for the root key when only a passphrase unseals the vault.
+pub const ROOT_PASSPHRASE: &[u8] = b"kluis/v1/root/passphrase";
+/// HKDF info for the root key when only a key file unseals the vault.
+pub const ROOT_KEY_FILE: &[u8] = b"kluis/v1/root/key-file";
+/// HKDF info for the root key when passphrase and key file together unseal the vault.
+pub const ROOT_BOTH: &[u8] = b"kluis/v1/root/passphrase+key-file";
+/// HKDF info of the key that seals the key store body (derived from the root key).
+pub const KEY_STORE_SEAL: &[u8] = b"kluis/v1/key-store/seal";
+/// HKDF info of the key whose MAC over the header tells a wrong credential from a damaged file.
+pub const KEY_STORE_CHECK: &[u8] = b"kluis/v1/key-store/check";
+/// AAD prefix of a wrapped data key.
+pub const DEK_WRAP: &[u8] = b"kluis/v1/dek";
+/// AAD prefix of a field ciphertext.
+pub const FIELD: &[u8] = b"kluis/v1/field";
+/// HKDF info prefix of a per-(record type, field) blind-index key.
+pub const INDEX_FIELD: &[u8] = b"kluis/v1/index";
+/// HKDF info of the key that authenticates the stored schema.
+pub const SCHEMA_MAC: &[u8] = b"kluis/v1/schema";
+/// HKDF info of the key that chains the audit log.
+pub const AUDIT_MAC: &[u8] = b"kluis/v1/audit";

@@ -1,0 +1,589 @@
+//! Record operations: create subjects, put / update / get / delete records, find by blind index.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::aad::{self, FieldContext};
+use crate::crypto::{AeadKey, IntegrityError, Sealer};
+use crate::error::{
+    Component, DeleteError, FindError, ReadError, StorageError, SubjectError, WriteError,
+};
+use crate::index;
+use crate::keystore::Epoch;
+use crate::record::{Envelope, Record, SealedField};
+use crate::schema::{FieldDef, RecordError, RecordType};
+use crate::store::{Table, WriteBatch};
+use crate::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::vault::{CachedDek, Vault};
+
+/// Largest encoded record (all sealed fields together), in bytes.
+pub const MAX_RECORD_LEN: usize = 4 << 20;
+/// Longest record label, in bytes.
+pub const MAX_LABEL_LEN: usize = 64;
+/// Most index matches `find` returns.
+pub const MAX_FIND_RESULTS: usize = 10_000;
+
+/// Which record of a subject: its type and an optional label (for types a subject has several of,
+/// e.g. one `invoice` per invoice number). The default label is empty.
+///
+/// **Labels are stored in the clear** (they are part of the storage key): use pseudonymous labels
+/// such as an order number, never personal data. At most 64 bytes of `[A-Za-z0-9._-]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordKey {
+    /// The record type, as declared in the schema.
+    pub record_type: String,
+    /// The label; empty for the default record of its type.
+    pub label: String,
+}
+
+impl RecordKey {
+    /// The default (unlabelled) record of `record_type`.
+    pub fn new(record_type: &str) -> Self {
+        RecordKey {
+            record_type: record_type.to_owned(),
+            label: String::new(),
+        }
+    }
+    /// A labelled record of `record_type`.
+    pub fn labelled(record_type: &str, label: &str) -> Self {
+        RecordKey {
+            record_type: record_type.to_owned(),
+            label: label.to_owned(),
+        }
+    }
+    fn label_ok(&self) -> bool {
+        self.label.len() <= MAX_LABEL_LEN
+            && self
+                .label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    }
+    fn storage_key(&self, s: &SubjectId) -> Vec<u8> {
+        let mut k =
+            Vec::with_capacity(SUBJECT_ID_LEN + 2 + self.record_type.len() + self.label.len());
+        k.extend_from_slice(s.as_bytes());
+        k.push(self.record_type.len() as u8);
+        k.extend_from_slice(self.record_type.as_bytes());
+        k.extend_from_slice(self.label.as_bytes());
+        k
+    }
+    fn from_storage_key(k: &[u8]) -> Option<RecordKey> {
+        let rest = k.get(SUBJECT_ID_LEN..)?;
+        let (&n, rest) = rest.split_first()?;
+        let t = rest.get(..n as usize)?;
+        let l = rest.get(n as usize..)?;
+        Some(RecordKey {
+            record_type: String::from_utf8(t.to_vec()).ok()?,
+            label: String::from_utf8(l.to_vec()).ok()?,
+        })
+    }
+}
+
+impl From<&str> for RecordKey {
+    fn from(t: &str) -> Self {
+        RecordKey::new(t)
+    }
+}
+
+enum Mode {
+    Put,
+    Update,
+}
+
+impl Vault {
+    /// Issues a new subject id (random, opaque, URL-safe) and registers it.
+    pub fn create_subject(&self) -> Result<SubjectId, SubjectError> {
+        let s = SubjectId::generate()?;
+        let entry = SubjectEntry {
+            created_at: self.now(),
+            ..Default::default()
+        };
+        let mut b = WriteBatch::default();
+        b.put(Table::Subject, s.as_bytes().to_vec(), entry.encode());
+        self.commit(b)?;
+        Ok(s)
+    }
+
+    /// True if `s` is a subject of this vault.
+    pub fn subject_exists(&self, s: &SubjectId) -> Result<bool, StorageError> {
+        Ok(self.store.get(Table::Subject, s.as_bytes())?.is_some())
+    }
+
+    /// Stores `record` as the `key` record of `subject`, replacing any previous one (immutable types:
+    /// only if none exists). Every field must be declared; required fields must be present.
+    pub fn put(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+        record: &Record,
+    ) -> Result<(), WriteError> {
+        self.write(subject, &key.into(), record, Mode::Put)
+    }
+
+    /// Stores the shop's own `Serialize` type as a record (see [`Record::from_serialize`]).
+    pub fn put_as<T: serde::Serialize + ?Sized>(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        let r = Record::from_serialize(value).map_err(|e| WriteError::Serde(e.to_string()))?;
+        self.put(subject, key, &r)
+    }
+
+    /// Changes some fields of an existing record; a `null` value removes an optional field. Fields not
+    /// mentioned keep their stored ciphertext untouched. Immutable types refuse.
+    pub fn update(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+        changes: &Record,
+    ) -> Result<(), WriteError> {
+        self.write(subject, &key.into(), changes, Mode::Update)
+    }
+
+    fn write(
+        &self,
+        s: &SubjectId,
+        key: &RecordKey,
+        record: &Record,
+        mode: Mode,
+    ) -> Result<(), WriteError> {
+        let active = self.active_schema();
+        let rt = active
+            .schema
+            .record_type(&key.record_type)
+            .ok_or_else(|| WriteError::UnknownRecordType(key.record_type.clone()))?;
+        if !key.label_ok() {
+            return Err(WriteError::Field(crate::schema::FieldError::Invalid {
+                field: "label".into(),
+                reason: "labels are at most 64 bytes of [A-Za-z0-9._-]",
+            }));
+        }
+        // Validate and encode before taking any lock: bad input costs no storage access.
+        let mut plain: BTreeMap<&str, (&FieldDef, Option<Zeroizing<Vec<u8>>>)> = BTreeMap::new();
+        for (name, value) in record.iter() {
+            let def = rt.field(name).ok_or_else(|| RecordError::UnknownField {
+                record_type: rt.name.clone(),
+                field: name.chars().take(64).collect(),
+            })?;
+            let bytes = match (value, &mode) {
+                (Value::Null, Mode::Update) => None,
+                _ => Some(def.encode(value)?),
+            };
+            plain.insert(def.name.as_str(), (def, bytes));
+        }
+        if let Mode::Put = mode {
+            rt.check_fields(record.field_names())?;
+        }
+
+        let _guard = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let rkey = key.storage_key(s);
+        let old = match self.store.get(Table::Record, &rkey)? {
+            Some(b) => Some(Envelope::decode(&b).map_err(|_| {
+                StorageError::corrupted(Component::Record, "record does not decode")
+            })?),
+            None => None,
+        };
+        if rt.immutable && old.is_some() {
+            return Err(WriteError::Immutable {
+                record_type: rt.name.clone(),
+            });
+        }
+        if let (Mode::Update, None) = (&mode, &old) {
+            if self.load_subject(s)?.is_none() {
+                return Err(WriteError::SubjectNotFound);
+            }
+            return Err(WriteError::NotFound {
+                record_type: rt.name.clone(),
+            });
+        }
+        let now = self.now();
+        let mut env = match (&mode, &old) {
+            (Mode::Update, Some(o)) => o.clone(),
+            _ => Envelope {
+                created_at: old.as_ref().map_or(now, |o| o.created_at),
+                ..Default::default()
+            },
+        };
+        env.updated_at = now;
+        if let Mode::Update = mode {
+            for (name, (def, bytes)) in &plain {
+                if bytes.is_none() {
+                    if def.required {
+                        return Err(RecordError::MissingRequired {
+                            record_type: rt.name.clone(),
+                            field: def.name.clone(),
+                        }
+                        .into());
+                    }
+                    env.fields.remove(*name);
+                    env.tags.remove(*name);
+                }
+            }
+        }
+
+        // Data keys for every purpose this write seals under.
+        let mut uses: BTreeMap<&str, u64> = BTreeMap::new();
+        for (def, bytes) in plain.values() {
+            if bytes.is_some() {
+                *uses.entry(def.purpose.as_str()).or_default() += 1;
+            }
+        }
+        let mut sealer = Sealer::new()?;
+        let mut entry: Option<SubjectEntry> = None;
+        let mut entry_dirty = false;
+        let mut deks: BTreeMap<&str, CachedDek> = BTreeMap::new();
+        for (&purpose, &n) in &uses {
+            let cached = self.dek_cache().pop(&(*s, purpose.to_owned()));
+            let mut dek = match cached {
+                Some(d) => d,
+                None => {
+                    if entry.is_none() {
+                        entry = Some(self.load_subject(s)?.ok_or(WriteError::SubjectNotFound)?);
+                    }
+                    let e = entry.as_mut().ok_or(WriteError::SubjectNotFound)?;
+                    match e.slots.get(purpose) {
+                        Some(slot @ Slot::Live { .. }) => self.unwrap_slot(s, purpose, slot)?,
+                        other => {
+                            let generation = other.map_or(1, |o| o.generation() + 1);
+                            let (slot, dek) = self.new_dek(
+                                s,
+                                purpose,
+                                generation,
+                                Epoch::OpenEnded,
+                                &mut sealer,
+                            )?;
+                            e.slots.insert(purpose.to_owned(), slot);
+                            entry_dirty = true;
+                            dek
+                        }
+                    }
+                }
+            };
+            if dek.used + n > dek.reserved {
+                if entry.is_none() {
+                    entry = Some(self.load_subject(s)?.ok_or(WriteError::SubjectNotFound)?);
+                }
+                if let Some(e) = entry.as_mut() {
+                    entry_dirty |= self.take_uses(&mut dek, n, e, purpose)?;
+                }
+            } else {
+                dek.used += n;
+            }
+            deks.insert(purpose, dek);
+        }
+
+        // Seal the fields and compute their index tags.
+        let mut batch = WriteBatch::default();
+        let old_tags = old.as_ref().map(|o| o.tags.clone()).unwrap_or_default();
+        if let Mode::Put = mode {
+            env.tags.clear();
+        }
+        let seal_result = (|| -> Result<(), WriteError> {
+            let mut keys: BTreeMap<&str, AeadKey> = BTreeMap::new();
+            for (name, (def, bytes)) in &plain {
+                let Some(bytes) = bytes else { continue };
+                let dek = deks.get(def.purpose.as_str()).ok_or(IntegrityError)?;
+                let k = keys
+                    .entry(def.purpose.as_str())
+                    .or_insert_with(|| AeadKey::new(&dek.key));
+                let ctx = FieldContext {
+                    vault_id: &self.vault_id,
+                    record_type: &rt.name,
+                    subject: s,
+                    label: &key.label,
+                    field: name,
+                    purpose: &def.purpose,
+                    generation: dek.generation,
+                };
+                let sealed = sealer
+                    .seal(k, &aad::field(&ctx), bytes)
+                    .map_err(|_| IntegrityError)?;
+                env.fields.insert(
+                    (*name).to_owned(),
+                    SealedField {
+                        purpose: def.purpose.clone(),
+                        generation: dek.generation,
+                        sealed,
+                    },
+                );
+                if def.index {
+                    let ikey = active
+                        .index_keys
+                        .get(&(rt.name.clone(), def.name.clone()))
+                        .ok_or(IntegrityError)?;
+                    env.tags
+                        .insert((*name).to_owned(), index::tag(ikey, &def.index_form(bytes)));
+                }
+            }
+            Ok(())
+        })();
+        let result = seal_result.and_then(|()| {
+            let encoded = env.encode();
+            if encoded.len() > MAX_RECORD_LEN {
+                return Err(WriteError::TooLarge {
+                    len: encoded.len(),
+                    max: MAX_RECORD_LEN,
+                });
+            }
+            for (field, tag) in &old_tags {
+                if env.tags.get(field) != Some(tag) {
+                    batch.delete(Table::Index, index::entry_key(tag, s, &key.label));
+                }
+            }
+            for (field, tag) in &env.tags {
+                if old_tags.get(field) != Some(tag) {
+                    batch.put(
+                        Table::Index,
+                        index::entry_key(tag, s, &key.label),
+                        Vec::new(),
+                    );
+                }
+            }
+            batch.put(Table::Record, rkey, encoded);
+            if entry_dirty {
+                if let Some(e) = &entry {
+                    batch.put(Table::Subject, s.as_bytes().to_vec(), e.encode());
+                }
+            }
+            self.commit(batch).map_err(WriteError::from)
+        });
+        // Return the keys to the cache. Uses were taken whether or not the write landed (nonces were
+        // spent); a reservation that did not land is dropped so it is re-persisted next time.
+        let mut cache = self.dek_cache();
+        for (purpose, mut dek) in deks {
+            if result.is_err() && entry_dirty {
+                dek.reserved = dek.reserved.min(dek.used.saturating_sub(1));
+            }
+            cache.put((*s, purpose.to_owned()), dek);
+        }
+        result
+    }
+
+    /// Reads the whole `key` record of `subject`.
+    pub fn get(&self, subject: &SubjectId, key: impl Into<RecordKey>) -> Result<Record, ReadError> {
+        self.read(subject, &key.into(), None)
+    }
+
+    /// Reads only the named fields (the others are not decrypted).
+    pub fn get_fields(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+        fields: &[&str],
+    ) -> Result<Record, ReadError> {
+        self.read(subject, &key.into(), Some(fields))
+    }
+
+    /// Reads a record into the shop's own `Deserialize` type.
+    pub fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+    ) -> Result<T, ReadError> {
+        self.get(subject, key)?
+            .deserialize()
+            .map_err(|e| ReadError::Serde(e.to_string()))
+    }
+
+    fn read(
+        &self,
+        s: &SubjectId,
+        key: &RecordKey,
+        only: Option<&[&str]>,
+    ) -> Result<Record, ReadError> {
+        let active = self.active_schema();
+        let rt = active
+            .schema
+            .record_type(&key.record_type)
+            .ok_or_else(|| ReadError::UnknownRecordType(key.record_type.clone()))?;
+        if let Some(names) = only {
+            for n in names {
+                if rt.field(n).is_none() {
+                    return Err(ReadError::UnknownField {
+                        record_type: rt.name.clone(),
+                        field: n.chars().take(64).collect(),
+                    });
+                }
+            }
+        }
+        let _guard = self.stripe(s).read().unwrap_or_else(|p| p.into_inner());
+        let env = match self.store.get(Table::Record, &key.storage_key(s))? {
+            Some(b) => Envelope::decode(&b).map_err(|_| {
+                StorageError::corrupted(Component::Record, "record does not decode")
+            })?,
+            None => {
+                if self.load_subject(s)?.is_none() {
+                    return Err(ReadError::SubjectNotFound);
+                }
+                return Err(ReadError::NotFound {
+                    record_type: rt.name.clone(),
+                });
+            }
+        };
+        self.open_envelope(s, rt, key, &env, only)
+    }
+
+    fn open_envelope(
+        &self,
+        s: &SubjectId,
+        rt: &RecordType,
+        key: &RecordKey,
+        env: &Envelope,
+        only: Option<&[&str]>,
+    ) -> Result<Record, ReadError> {
+        let mut out = Record::new();
+        let mut entry: Option<SubjectEntry> = None;
+        let mut keys: BTreeMap<String, (u32, AeadKey)> = BTreeMap::new();
+        for (name, f) in &env.fields {
+            if only.is_some_and(|o| !o.contains(&name.as_str())) {
+                continue;
+            }
+            let Some(def) = rt.field(name) else {
+                tracing::warn!(record_type = %rt.name, field = %name, "stored field not in the schema; skipped");
+                continue;
+            };
+            if !keys.contains_key(&f.purpose) {
+                let cache_key = (*s, f.purpose.clone());
+                let from_cache = self
+                    .dek_cache()
+                    .get(&cache_key)
+                    .map(|d| (d.generation, AeadKey::new(&d.key)));
+                let k = match from_cache {
+                    Some(k) => k,
+                    None => {
+                        if entry.is_none() {
+                            entry = Some(self.load_subject(s)?.ok_or(ReadError::SubjectNotFound)?);
+                        }
+                        let slot = entry
+                            .as_ref()
+                            .and_then(|e| e.slots.get(&f.purpose))
+                            .ok_or(IntegrityError)?;
+                        let dek = self.unwrap_slot(s, &f.purpose, slot)?;
+                        let k = (dek.generation, AeadKey::new(&dek.key));
+                        self.dek_cache().put(cache_key, dek);
+                        k
+                    }
+                };
+                keys.insert(f.purpose.clone(), k);
+            }
+            let (generation, k) = keys.get(&f.purpose).ok_or(IntegrityError)?;
+            if *generation != f.generation || def.purpose != f.purpose {
+                return Err(IntegrityError.into());
+            }
+            let ctx = FieldContext {
+                vault_id: &self.vault_id,
+                record_type: &rt.name,
+                subject: s,
+                label: &key.label,
+                field: name,
+                purpose: &f.purpose,
+                generation: f.generation,
+            };
+            let plain = k.open(&aad::field(&ctx), &f.sealed)?;
+            let value = def.decode(&plain).map_err(|_| IntegrityError)?;
+            out.insert_decoded(name.clone(), value);
+        }
+        Ok(out)
+    }
+
+    /// Deletes the `key` record of `subject` and its blind-index entries. The subject's data keys stay
+    /// (other records may use them); shredding is what destroys keys.
+    pub fn delete(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+    ) -> Result<(), DeleteError> {
+        let key = key.into();
+        let active = self.active_schema();
+        let rt = active
+            .schema
+            .record_type(&key.record_type)
+            .ok_or_else(|| DeleteError::UnknownRecordType(key.record_type.clone()))?;
+        if rt.immutable {
+            return Err(DeleteError::Immutable {
+                record_type: rt.name.clone(),
+            });
+        }
+        let _guard = self
+            .stripe(subject)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let rkey = key.storage_key(subject);
+        let env = match self.store.get(Table::Record, &rkey)? {
+            Some(b) => Envelope::decode(&b).map_err(|_| {
+                StorageError::corrupted(Component::Record, "record does not decode")
+            })?,
+            None => {
+                return Err(DeleteError::NotFound {
+                    record_type: rt.name.clone(),
+                })
+            }
+        };
+        let mut batch = WriteBatch::default();
+        for tag in env.tags.values() {
+            batch.delete(Table::Index, index::entry_key(tag, subject, &key.label));
+        }
+        batch.delete(Table::Record, rkey);
+        self.commit(batch)?;
+        Ok(())
+    }
+
+    /// Subjects with a `record_type` record whose `field` equals `value` (after normalisation: e-mail
+    /// trimmed and lower-cased, phone digits only, ...). Requires `index = true` on the field.
+    pub fn find(
+        &self,
+        record_type: &str,
+        field: &str,
+        value: impl Into<Value>,
+    ) -> Result<Vec<SubjectId>, FindError> {
+        let active = self.active_schema();
+        let rt = active
+            .schema
+            .record_type(record_type)
+            .ok_or_else(|| FindError::UnknownRecordType(record_type.to_owned()))?;
+        let def = rt.field(field).ok_or_else(|| FindError::UnknownField {
+            record_type: rt.name.clone(),
+            field: field.chars().take(64).collect(),
+        })?;
+        let ikey = active
+            .index_keys
+            .get(&(rt.name.clone(), def.name.clone()))
+            .ok_or_else(|| FindError::NotIndexed {
+                record_type: rt.name.clone(),
+                field: def.name.clone(),
+            })?;
+        let mut value = value.into();
+        let plain = def.encode(&value);
+        if let Value::String(s) = &mut value {
+            zeroize::Zeroize::zeroize(s);
+        }
+        let tag = index::tag(ikey, &def.index_form(&plain?));
+        let hits = self
+            .store
+            .scan_prefix(Table::Index, &tag, MAX_FIND_RESULTS)?;
+        let set: BTreeSet<SubjectId> = hits
+            .iter()
+            .filter_map(|(k, _)| index::subject_of(k))
+            .collect();
+        Ok(set.into_iter().collect())
+    }
+
+    /// The records a subject has (types and labels), sorted.
+    pub fn records_of(&self, subject: &SubjectId) -> Result<Vec<RecordKey>, StorageError> {
+        let rows = self
+            .store
+            .scan_prefix(Table::Record, subject.as_bytes(), usize::MAX)?;
+        rows.iter()
+            .map(|(k, _)| {
+                RecordKey::from_storage_key(k).ok_or(StorageError::corrupted(
+                    Component::Record,
+                    "record key does not decode",
+                ))
+            })
+            .collect()
+    }
+}

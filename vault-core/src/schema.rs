@@ -1,0 +1,392 @@
+//! The vault schema: a versioned TOML document declaring the purposes of
+//! processing (with legal basis, recipients and retention) and the record types
+//! whose fields are each encrypted separately and tied to one purpose.
+//!
+//! The schema is stored in the vault as its TOML source text. It holds no
+//! customer data, so schema errors may quote schema text freely; field-value
+//! errors ([`FieldError`]) never quote values.
+//!
+//! ```toml
+//! version = 1
+//!
+//! [purposes.shipping]
+//! description = "Deliver the order to the customer"
+//! legal_basis = "contract"
+//! recipients = ["PostNL (processor)"]
+//! retention = "30d after delivered"
+//!
+//! [types.address]
+//! description = "Shipping address of an order"
+//! [types.address.fields.street]
+//! type = "text"
+//! purpose = "shipping"
+//! required = true
+//! max_len = 200
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+mod purpose;
+mod record;
+mod retention;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+pub use purpose::{LegalBasis, Purpose};
+pub use record::{RecordError, RecordType};
+pub use retention::{Period, Retention, RetentionParseError, BUILTIN_EVENTS};
+pub use value::{FieldDef, FieldError, FieldKind, MAX_FIELD_LEN};
+
+/// Largest accepted schema source, in bytes.
+pub const MAX_SCHEMA_LEN: usize = 1_048_576;
+
+/// Longest accepted name (purposes, record types, fields, events).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Whether `name` is a valid purpose, record type, field or event name:
+/// `^[a-z][a-z0-9_]{0,62}$`.
+pub fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// A parsed and validated schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema {
+    source: String,
+    version: u32,
+    purposes: BTreeMap<String, Purpose>,
+    types: BTreeMap<String, RecordType>,
+}
+
+/// The schema is invalid. Messages quote schema text only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// Not valid TOML, a missing or unknown key, or a value of the wrong type.
+    #[error("schema is not valid: {message}")]
+    Toml {
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// The schema source exceeds [`MAX_SCHEMA_LEN`].
+    #[error("schema is {len} bytes, at most {max} allowed")]
+    TooLarge {
+        /// Source length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// `version` is missing or not an integer of at least 1.
+    #[error("schema `version` must be an integer of at least 1")]
+    InvalidVersion,
+    /// A purpose, record type or field name breaks the naming rule.
+    #[error("invalid {what} name `{name}` (lower-case letters, digits and '_', starting with a letter, at most 63 characters)")]
+    InvalidName {
+        /// What kind of name: "purpose", "record type" or "field".
+        what: &'static str,
+        /// The offending name.
+        name: String,
+    },
+    /// `legal_basis` is not one of the six of GDPR Art. 6(1).
+    #[error("purpose `{purpose}`: unknown legal basis `{value}` (expected consent, contract, legal_obligation, vital_interests, public_task or legitimate_interests)")]
+    InvalidLegalBasis {
+        /// The purpose.
+        purpose: String,
+        /// The schema text given.
+        value: String,
+    },
+    /// The `retention` clause could not be parsed.
+    #[error("purpose `{purpose}`: {reason}")]
+    InvalidRetention {
+        /// The purpose.
+        purpose: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Some other property of a purpose is invalid (e.g. empty description).
+    #[error("purpose `{purpose}`: {reason}")]
+    InvalidPurpose {
+        /// The purpose.
+        purpose: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A field refers to a purpose the schema does not declare.
+    #[error("field `{record_type}.{field}` refers to undeclared purpose `{purpose}`")]
+    UnknownPurpose {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+        /// The purpose named by the field.
+        purpose: String,
+    },
+    /// A field declaration is invalid (type, max_len, index, ...).
+    #[error("field `{record_type}.{field}`: {reason}")]
+    InvalidField {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record type declares no fields.
+    #[error("record type `{record_type}` declares no fields")]
+    NoFields {
+        /// The record type.
+        record_type: String,
+    },
+}
+
+impl Schema {
+    /// Parse + validate. All cross-references checked (field purpose exists, names valid, etc).
+    pub fn from_toml(text: &str) -> Result<Schema, SchemaError> {
+        if text.len() > MAX_SCHEMA_LEN {
+            return Err(SchemaError::TooLarge {
+                len: text.len(),
+                max: MAX_SCHEMA_LEN,
+            });
+        }
+        let raw: RawSchema = toml::from_str(text).map_err(|e| SchemaError::Toml {
+            message: e.to_string(),
+        })?;
+        let version = raw
+            .version
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|v| *v >= 1)
+            .ok_or(SchemaError::InvalidVersion)?;
+        let mut purposes = BTreeMap::new();
+        for (name, raw) in raw.purposes {
+            let purpose = validate_purpose(name, raw)?;
+            purposes.insert(purpose.name.clone(), purpose);
+        }
+        let mut types = BTreeMap::new();
+        for (name, raw) in raw.types {
+            let record_type = validate_type(name, raw, &purposes)?;
+            types.insert(record_type.name.clone(), record_type);
+        }
+        Ok(Schema {
+            source: text.to_owned(),
+            version,
+            purposes,
+            types,
+        })
+    }
+
+    /// The TOML source it was parsed from (stored verbatim in the vault).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The schema version (`version = N`, at least 1).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The purpose called `name`, if declared.
+    pub fn purpose(&self, name: &str) -> Option<&Purpose> {
+        self.purposes.get(name)
+    }
+
+    /// All purposes, sorted by name.
+    pub fn purposes(&self) -> impl Iterator<Item = &Purpose> + '_ {
+        self.purposes.values()
+    }
+
+    /// The record type called `name`, if declared.
+    pub fn record_type(&self, name: &str) -> Option<&RecordType> {
+        self.types.get(name)
+    }
+
+    /// All record types, sorted by name.
+    pub fn record_types(&self) -> impl Iterator<Item = &RecordType> + '_ {
+        self.types.values()
+    }
+
+    /// Every event named by a retention clause, including built-in ones.
+    pub fn events(&self) -> BTreeSet<&str> {
+        self.purposes
+            .values()
+            .filter_map(|p| p.retention.event())
+            .collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchema {
+    version: Option<i64>,
+    #[serde(default)]
+    purposes: BTreeMap<String, RawPurpose>,
+    #[serde(default)]
+    types: BTreeMap<String, RawType>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPurpose {
+    description: String,
+    legal_basis: String,
+    #[serde(default)]
+    recipients: Vec<String>,
+    retention: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawType {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    immutable: bool,
+    #[serde(default)]
+    fields: BTreeMap<String, RawField>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    #[serde(rename = "type")]
+    kind: String,
+    purpose: String,
+    max_len: Option<i64>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    index: bool,
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), SchemaError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(SchemaError::InvalidName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}
+
+fn validate_purpose(name: String, raw: RawPurpose) -> Result<Purpose, SchemaError> {
+    check_name("purpose", &name)?;
+    let invalid = |reason: &str| SchemaError::InvalidPurpose {
+        purpose: name.clone(),
+        reason: reason.to_owned(),
+    };
+    let legal_basis =
+        LegalBasis::from_name(&raw.legal_basis).ok_or_else(|| SchemaError::InvalidLegalBasis {
+            purpose: name.clone(),
+            value: raw.legal_basis.clone(),
+        })?;
+    if raw.description.trim().is_empty() {
+        return Err(invalid("description must not be empty"));
+    }
+    if raw.recipients.iter().any(|r| r.trim().is_empty()) {
+        return Err(invalid("recipients must not be empty strings"));
+    }
+    let retention =
+        raw.retention
+            .parse()
+            .map_err(|e: RetentionParseError| SchemaError::InvalidRetention {
+                purpose: name.clone(),
+                reason: e.reason().to_owned(),
+            })?;
+    Ok(Purpose {
+        name,
+        legal_basis,
+        description: raw.description,
+        recipients: raw.recipients,
+        retention,
+    })
+}
+
+fn validate_type(
+    name: String,
+    raw: RawType,
+    purposes: &BTreeMap<String, Purpose>,
+) -> Result<RecordType, SchemaError> {
+    check_name("record type", &name)?;
+    if raw.fields.is_empty() {
+        return Err(SchemaError::NoFields { record_type: name });
+    }
+    let mut fields = BTreeMap::new();
+    for (field_name, raw_field) in raw.fields {
+        let field = validate_field(&name, field_name, raw_field, purposes)?;
+        fields.insert(field.name.clone(), field);
+    }
+    Ok(RecordType {
+        name,
+        description: raw.description,
+        immutable: raw.immutable,
+        fields,
+    })
+}
+
+fn validate_field(
+    record_type: &str,
+    name: String,
+    raw: RawField,
+    purposes: &BTreeMap<String, Purpose>,
+) -> Result<FieldDef, SchemaError> {
+    check_name("field", &name)?;
+    let invalid = |reason: String| SchemaError::InvalidField {
+        record_type: record_type.to_owned(),
+        field: name.clone(),
+        reason,
+    };
+    let kind = FieldKind::from_name(&raw.kind).ok_or_else(|| {
+        invalid(format!(
+            "unknown type `{}` (expected text, email, phone, date, iban, json or bytes)",
+            raw.kind
+        ))
+    })?;
+    if !purposes.contains_key(&raw.purpose) {
+        return Err(SchemaError::UnknownPurpose {
+            record_type: record_type.to_owned(),
+            field: name,
+            purpose: raw.purpose,
+        });
+    }
+    let max_len = match raw.max_len {
+        None => kind.default_max_len(),
+        Some(n) => {
+            let n = usize::try_from(n)
+                .map_err(|_| invalid("max_len must not be negative".to_owned()))?;
+            if n > MAX_FIELD_LEN {
+                return Err(invalid(format!(
+                    "max_len {n} exceeds the ceiling of {MAX_FIELD_LEN} bytes"
+                )));
+            }
+            if n < kind.min_max_len() {
+                return Err(invalid(format!(
+                    "max_len {n} is below {} and no valid {kind} value would fit",
+                    kind.min_max_len()
+                )));
+            }
+            n
+        }
+    };
+    if raw.index && !kind.indexable() {
+        return Err(invalid(format!(
+            "index = true is not allowed on {kind} fields (only text, email, phone, date and iban)"
+        )));
+    }
+    Ok(FieldDef {
+        name,
+        kind,
+        max_len,
+        required: raw.required,
+        purpose: raw.purpose,
+        index: raw.index,
+    })
+}

@@ -1,0 +1,115 @@
+//! Purposes of processing (GDPR Art. 5(1)(b), purpose limitation; AVG: "doelbinding")
+//! and their legal basis (Art. 6(1)).
+
+use std::fmt;
+
+use super::Retention;
+
+/// The lawful basis for processing, GDPR Art. 6(1)(a)-(f).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum LegalBasis {
+    /// Art. 6(1)(a): the data subject gave consent (AVG: "toestemming").
+    Consent,
+    /// Art. 6(1)(b): necessary for a contract with the data subject ("overeenkomst").
+    Contract,
+    /// Art. 6(1)(c): necessary for a legal obligation ("wettelijke verplichting").
+    LegalObligation,
+    /// Art. 6(1)(d): necessary to protect vital interests ("vitale belangen").
+    VitalInterests,
+    /// Art. 6(1)(e): a task in the public interest ("algemeen belang").
+    PublicTask,
+    /// Art. 6(1)(f): legitimate interests of the controller ("gerechtvaardigd belang").
+    LegitimateInterests,
+}
+
+impl LegalBasis {
+    /// All legal bases, in the order of Art. 6(1).
+    pub const ALL: [LegalBasis; 6] = [
+        LegalBasis::Consent,
+        LegalBasis::Contract,
+        LegalBasis::LegalObligation,
+        LegalBasis::VitalInterests,
+        LegalBasis::PublicTask,
+        LegalBasis::LegitimateInterests,
+    ];
+
+    /// The schema (TOML) spelling, e.g. `"legal_obligation"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegalBasis::Consent => "consent",
+            LegalBasis::Contract => "contract",
+            LegalBasis::LegalObligation => "legal_obligation",
+            LegalBasis::VitalInterests => "vital_interests",
+            LegalBasis::PublicTask => "public_task",
+            LegalBasis::LegitimateInterests => "legitimate_interests",
+        }
+    }
+
+    /// Parse the schema spelling (see [`LegalBasis::as_str`]).
+    pub fn from_name(name: &str) -> Option<LegalBasis> {
+        LegalBasis::ALL.into_iter().find(|b| b.as_str() == name)
+    }
+
+    /// The article reference, e.g. `"Art. 6(1)(c)"`.
+    pub fn article(self) -> &'static str {
+        match self {
+            LegalBasis::Consent => "Art. 6(1)(a)",
+            LegalBasis::Contract => "Art. 6(1)(b)",
+            LegalBasis::LegalObligation => "Art. 6(1)(c)",
+            LegalBasis::VitalInterests => "Art. 6(1)(d)",
+            LegalBasis::PublicTask => "Art. 6(1)(e)",
+            LegalBasis::LegitimateInterests => "Art. 6(1)(f)",
+        }
+    }
+}
+
+impl fmt::Display for LegalBasis {
+    /// Human text, e.g. `legal obligation (Art. 6(1)(c))`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            LegalBasis::Consent => "consent",
+            LegalBasis::Contract => "contract",
+            LegalBasis::LegalObligation => "legal obligation",
+            LegalBasis::VitalInterests => "vital interests",
+            LegalBasis::PublicTask => "public task",
+            LegalBasis::LegitimateInterests => "legitimate interests",
+        };
+        write!(f, "{text} ({})", self.article())
+    }
+}
+
+/// A purpose for which personal data is processed, as declared in the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purpose {
+    /// Name (the key under `[purposes]`).
+    pub name: String,
+    /// Lawful basis of the processing.
+    pub legal_basis: LegalBasis,
+    /// What the data is used for, in plain language (non-empty).
+    pub description: String,
+    /// Recipients or categories of recipients (Art. 13(1)(e)), possibly empty.
+    pub recipients: Vec<String>,
+    /// How long data collected for this purpose is kept.
+    pub retention: Retention,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legal_basis_names_round_trip() {
+        for b in LegalBasis::ALL {
+            assert_eq!(LegalBasis::from_name(b.as_str()), Some(b));
+            assert!(b.to_string().contains(b.article()));
+        }
+        assert_eq!(LegalBasis::from_name("Consent"), None);
+        assert_eq!(
+            LegalBasis::LegalObligation.to_string(),
+            "legal obligation (Art. 6(1)(c))"
+        );
+        assert_eq!(LegalBasis::Consent.to_string(), "consent (Art. 6(1)(a))");
+    }
+}

@@ -1,0 +1,363 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+const WEBSHOP: &str = include_str!("../../../examples/webshop.toml");
+
+const MINIMAL: &str = r#"
+version = 1
+
+[purposes.shipping]
+description = "Deliver the order to the customer"
+legal_basis = "contract"
+recipients = ["PostNL (processor)"]
+retention = "30d after delivered"
+
+[types.address]
+description = "Shipping address of an order"
+[types.address.fields.street]
+type = "text"
+purpose = "shipping"
+required = true
+max_len = 200
+"#;
+
+/// MINIMAL with `from` replaced by `to` (the replacement must happen).
+fn variant(from: &str, to: &str) -> String {
+    assert!(MINIMAL.contains(from), "{from}");
+    MINIMAL.replacen(from, to, 1)
+}
+
+fn err(text: &str) -> SchemaError {
+    Schema::from_toml(text).unwrap_err()
+}
+
+#[test]
+fn parses_minimal() {
+    let s = Schema::from_toml(MINIMAL).unwrap();
+    assert_eq!(s.version(), 1);
+    assert_eq!(s.source(), MINIMAL);
+    let p = s.purpose("shipping").unwrap();
+    assert_eq!(p.legal_basis, LegalBasis::Contract);
+    assert_eq!(p.recipients, vec!["PostNL (processor)".to_owned()]);
+    assert_eq!(
+        p.retention,
+        Retention::After {
+            period: Period {
+                years: 0,
+                months: 0,
+                days: 30
+            },
+            event: "delivered".into()
+        }
+    );
+    let t = s.record_type("address").unwrap();
+    assert!(!t.immutable);
+    let f = t.field("street").unwrap();
+    assert_eq!(
+        f,
+        &FieldDef {
+            name: "street".into(),
+            kind: FieldKind::Text,
+            max_len: 200,
+            required: true,
+            purpose: "shipping".into(),
+            index: false,
+        }
+    );
+    assert!(t.field("nope").is_none());
+    assert!(s.purpose("nope").is_none());
+    assert!(s.record_type("nope").is_none());
+}
+
+#[test]
+fn parses_webshop_example() {
+    let s = Schema::from_toml(WEBSHOP).unwrap();
+    assert_eq!(s.version(), 1);
+    let purposes: Vec<&str> = s.purposes().map(|p| p.name.as_str()).collect();
+    assert_eq!(purposes, ["account", "invoicing", "marketing", "shipping"]);
+    let types: Vec<&str> = s.record_types().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        types,
+        ["address", "customer", "invoice", "marketing_consent"]
+    );
+
+    let bases: Vec<LegalBasis> = s.purposes().map(|p| p.legal_basis).collect();
+    assert_eq!(
+        bases,
+        [
+            LegalBasis::Contract,
+            LegalBasis::LegalObligation,
+            LegalBasis::Consent,
+            LegalBasis::Contract
+        ]
+    );
+    let retention = |p: &str| s.purpose(p).unwrap().retention.to_string();
+    assert_eq!(retention("account"), "2y after last_order");
+    assert_eq!(retention("shipping"), "30d after delivered");
+    assert_eq!(retention("marketing"), "until consent_withdrawn");
+    assert_eq!(retention("invoicing"), "7y after invoiced");
+    assert_eq!(
+        s.events().into_iter().collect::<Vec<_>>(),
+        ["consent_withdrawn", "delivered", "invoiced", "last_order"]
+    );
+
+    let customer = s.record_type("customer").unwrap();
+    let email = customer.field("email").unwrap();
+    assert!(email.index && email.required);
+    assert_eq!(email.kind, FieldKind::Email);
+    assert_eq!(email.max_len, 254);
+    assert!(customer.field("phone").unwrap().index);
+    assert!(customer.field("tussenvoegsel").is_some());
+    assert_eq!(customer.field("birth_date").unwrap().kind, FieldKind::Date);
+    assert_eq!(
+        customer.purposes().into_iter().collect::<Vec<_>>(),
+        ["account"]
+    );
+    let names: Vec<&str> = customer.fields().map(|f| f.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted);
+
+    let address = s.record_type("address").unwrap();
+    assert!(!address.field("postcode").unwrap().index);
+    assert!(address.fields().all(|f| f.purpose == "shipping"));
+
+    let invoice = s.record_type("invoice").unwrap();
+    assert!(invoice.immutable);
+    assert!(invoice.field("invoice_number").unwrap().index);
+    assert_eq!(invoice.field("iban").unwrap().kind, FieldKind::Iban);
+    assert_eq!(invoice.field("lines").unwrap().kind, FieldKind::Json);
+    assert_eq!(invoice.fields_with_purpose("invoicing").count(), 8);
+    assert_eq!(invoice.fields_with_purpose("shipping").count(), 0);
+
+    let consent = s.record_type("marketing_consent").unwrap();
+    assert_eq!(
+        consent.purposes().into_iter().collect::<Vec<_>>(),
+        ["marketing"]
+    );
+}
+
+#[test]
+fn defaults_per_kind() {
+    for kind in FieldKind::ALL {
+        let text = variant(
+            "type = \"text\"\npurpose = \"shipping\"\nrequired = true\nmax_len = 200",
+            &format!("type = \"{kind}\"\npurpose = \"shipping\""),
+        );
+        let s = Schema::from_toml(&text).unwrap();
+        let f = s.record_type("address").unwrap().field("street").unwrap();
+        assert_eq!(f.kind, kind);
+        assert_eq!(f.max_len, kind.default_max_len());
+        assert!(!f.required && !f.index);
+    }
+}
+
+#[test]
+fn toml_errors() {
+    for bad in [
+        "version = ",
+        &variant("description = \"Shipping address", "colour = \"red\"\n#"),
+        &variant("max_len = 200", "max_len = 200\nunique = true"),
+        &variant("retention =", "retention_days = 3\nretention ="),
+        &variant("version = 1", "version = 1\nname = \"x\""),
+        &variant("max_len = 200", "max_len = \"200\""),
+        &variant("required = true", "required = \"yes\""),
+        &variant("type = \"text\"\n", ""),
+        &variant("purpose = \"shipping\"\n", ""),
+        &variant("legal_basis = \"contract\"\n", ""),
+        &variant("retention = \"30d after delivered\"\n", ""),
+        &variant("description = \"Deliver the order to the customer\"\n", ""),
+    ] {
+        assert!(
+            matches!(err(bad), SchemaError::Toml { .. }),
+            "{bad}: {:?}",
+            err(bad)
+        );
+    }
+}
+
+#[test]
+fn version_errors() {
+    for v in ["0", "-1", "4294967296"] {
+        assert_eq!(
+            err(&variant("version = 1", &format!("version = {v}"))),
+            SchemaError::InvalidVersion
+        );
+    }
+    assert_eq!(
+        err(&variant("version = 1", "")),
+        SchemaError::InvalidVersion
+    );
+    let s = Schema::from_toml(&variant("version = 1", "version = 42")).unwrap();
+    assert_eq!(s.version(), 42);
+}
+
+#[test]
+fn too_large() {
+    let text = format!("{MINIMAL}\n#{}", "x".repeat(MAX_SCHEMA_LEN));
+    assert!(matches!(err(&text), SchemaError::TooLarge { .. }));
+}
+
+#[test]
+fn name_rules() {
+    assert!(is_valid_name("a"));
+    assert!(is_valid_name("last_order2"));
+    assert!(is_valid_name(&format!("a{}", "b".repeat(62))));
+    for bad in ["", "A", "1a", "_a", "a-b", "a b", "é", &"a".repeat(64)] {
+        assert!(!is_valid_name(bad), "{bad}");
+    }
+    let cases = [
+        ("[purposes.shipping]", "[purposes.Shipping]", "purpose"),
+        ("[types.address]", "[types.\"2address\"]", "record type"),
+        ("fields.street]", "fields.street-name]", "field"),
+    ];
+    for (from, to, what) in cases {
+        let e = err(&variant(from, to));
+        assert!(
+            matches!(&e, SchemaError::InvalidName { what: w, .. } if *w == what),
+            "{e:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_purpose() {
+    let e = err(&variant("purpose = \"shipping\"", "purpose = \"shiping\""));
+    assert_eq!(
+        e,
+        SchemaError::UnknownPurpose {
+            record_type: "address".into(),
+            field: "street".into(),
+            purpose: "shiping".into()
+        }
+    );
+    assert!(e.to_string().contains("shiping"));
+}
+
+#[test]
+fn purpose_errors() {
+    let e = err(&variant("\"contract\"", "\"contractual\""));
+    assert!(matches!(e, SchemaError::InvalidLegalBasis { .. }), "{e:?}");
+    for bad in ["forever", "30d after", "0d after delivered", "until Bad"] {
+        let e = err(&variant("30d after delivered", bad));
+        assert!(
+            matches!(&e, SchemaError::InvalidRetention { purpose, .. } if purpose == "shipping"),
+            "{e:?}"
+        );
+    }
+    let e = err(&variant("Deliver the order to the customer", "  "));
+    assert!(matches!(e, SchemaError::InvalidPurpose { .. }), "{e:?}");
+    let e = err(&variant("\"PostNL (processor)\"", "\"\""));
+    assert!(matches!(e, SchemaError::InvalidPurpose { .. }), "{e:?}");
+    for basis in LegalBasis::ALL {
+        let s = Schema::from_toml(&variant("\"contract\"", &format!("\"{}\"", basis.as_str())))
+            .unwrap();
+        assert_eq!(s.purpose("shipping").unwrap().legal_basis, basis);
+    }
+}
+
+#[test]
+fn field_errors() {
+    let field_err = |from: &str, to: &str| {
+        let e = err(&variant(from, to));
+        assert!(
+            matches!(&e, SchemaError::InvalidField { record_type, field, .. }
+                if record_type == "address" && field == "street"),
+            "{to}: {e:?}"
+        );
+    };
+    field_err("type = \"text\"", "type = \"string\"");
+    field_err("max_len = 200", "max_len = 0");
+    field_err("max_len = 200", "max_len = -5");
+    field_err("max_len = 200", "max_len = 1048577");
+    field_err(
+        "type = \"text\"\npurpose = \"shipping\"\nrequired = true\nmax_len = 200",
+        "type = \"date\"\npurpose = \"shipping\"\nmax_len = 9",
+    );
+    field_err("type = \"text\"", "type = \"json\"\nindex = true");
+    field_err("type = \"text\"", "type = \"bytes\"\nindex = true");
+    let ok = variant("max_len = 200", "max_len = 1048576\nindex = true");
+    let s = Schema::from_toml(&ok).unwrap();
+    assert_eq!(
+        s.record_type("address")
+            .unwrap()
+            .field("street")
+            .unwrap()
+            .max_len,
+        MAX_FIELD_LEN
+    );
+}
+
+#[test]
+fn no_fields() {
+    let text = r#"
+version = 1
+[purposes.p]
+description = "d"
+legal_basis = "consent"
+retention = "none"
+[types.empty]
+description = "nothing"
+"#;
+    assert_eq!(
+        err(text),
+        SchemaError::NoFields {
+            record_type: "empty".into()
+        }
+    );
+    let text = text.replace("[types.empty]\ndescription = \"nothing\"\n", "");
+    let s = Schema::from_toml(&text).unwrap();
+    assert_eq!(s.record_types().count(), 0);
+    assert!(s.purpose("p").unwrap().recipients.is_empty());
+    assert_eq!(s.purpose("p").unwrap().retention, Retention::None);
+}
+
+#[test]
+fn check_fields() {
+    let s = Schema::from_toml(WEBSHOP).unwrap();
+    let t = s.record_type("customer").unwrap();
+    assert_eq!(
+        t.check_fields(["first_name", "last_name", "email"].into_iter()),
+        Ok(())
+    );
+    assert_eq!(
+        t.check_fields(["first_name", "last_name", "email", "phone", "birth_date"].into_iter()),
+        Ok(())
+    );
+    assert_eq!(
+        t.check_fields(["first_name", "email"].into_iter()),
+        Err(RecordError::MissingRequired {
+            record_type: "customer".into(),
+            field: "last_name".into()
+        })
+    );
+    let e = t
+        .check_fields(["first_name", "last_name", "email", "shoe_size"].into_iter())
+        .unwrap_err();
+    assert_eq!(
+        e,
+        RecordError::UnknownField {
+            record_type: "customer".into(),
+            field: "shoe_size".into()
+        }
+    );
+    assert!(e.to_string().contains("shoe_size"));
+    assert!(t.check_fields(std::iter::empty()).is_err());
+    let long = "x".repeat(1000);
+    match t.check_fields(std::iter::once(long.as_str())) {
+        Err(RecordError::UnknownField { field, .. }) => assert_eq!(field.len(), 64),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn errors_display() {
+    let e = SchemaError::InvalidField {
+        record_type: "t".into(),
+        field: "f".into(),
+        reason: "bad".into(),
+    };
+    assert_eq!(e.to_string(), "field `t.f`: bad");
+    assert!(SchemaError::InvalidVersion.to_string().contains("version"));
+}

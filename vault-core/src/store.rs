@@ -1,0 +1,270 @@
+//! Storage behind a small trait, so another engine can replace sled without touching crypto code.
+//!
+//! kluis keeps its logical tables ([`Table`]) in one ordered key-value space: every stored key starts
+//! with its table's one-byte tag. That lets one [`WriteBatch`] span tables and still commit
+//! atomically with sled's `apply_batch`, which is cheaper than sled's multi-tree transactions.
+//! Key encodings per table are in `docs/format.md`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::{Component, StorageError};
+
+/// Logical tables and their one-byte key prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Table {
+    /// Vault metadata: id, format version, schema. Key: ASCII name.
+    Meta = 0x00,
+    /// Subject entries (wrapped data keys). Key: subject id (16 bytes).
+    Subject = 0x01,
+    /// Encrypted records. Key: subject (16) ‖ type length (u8) ‖ type ‖ label.
+    Record = 0x02,
+    /// Blind index. Key: tag (16) ‖ subject (16) ‖ label.
+    Index = 0x03,
+    /// Expiry index. Key: expiry (i64 big-endian, so keys sort by time) ‖ subject ‖ purpose.
+    Expiry = 0x04,
+    /// Audit log. Key: sequence number (u64 big-endian).
+    Audit = 0x05,
+}
+
+/// Writes that commit together or not at all.
+#[derive(Default)]
+pub struct WriteBatch {
+    pub(crate) ops: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl std::fmt::Debug for WriteBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WriteBatch({} ops)", self.ops.len())
+    }
+}
+
+impl WriteBatch {
+    /// Sets `key` in `table` to `value`.
+    pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((table, key, Some(value)));
+    }
+    /// Removes `key` from `table`.
+    pub fn delete(&mut self, table: Table, key: Vec<u8>) {
+        self.ops.push((table, key, None));
+    }
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A key/value pair returned by a scan.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The storage engine interface.
+pub trait Store: Send + Sync {
+    /// Reads one key.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// All pairs whose key starts with `prefix`, in key order (keys returned without the table tag).
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError>;
+    /// Pairs with `from <= key < to`, in key order, at most `limit`.
+    fn scan_range(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError>;
+    /// Applies all writes atomically.
+    fn apply(&self, batch: WriteBatch) -> Result<(), StorageError>;
+    /// Makes every applied write durable (flush + real fsync).
+    fn sync(&self) -> Result<(), StorageError>;
+}
+
+fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(table as u8);
+    k.extend_from_slice(key);
+    k
+}
+
+/// Runs a sled call, turning its panics (sled 0.34 can panic on some corrupt files) into `Corrupted`
+/// and its errors into [`StorageError`]s that never carry stored bytes.
+fn guard<T>(f: impl FnOnce() -> sled::Result<T>) -> Result<T, StorageError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(map_sled(e)),
+        Err(_) => Err(StorageError::corrupted(
+            Component::DataStore,
+            "the storage engine failed on its files",
+        )),
+    }
+}
+
+fn map_sled(e: sled::Error) -> StorageError {
+    match e {
+        sled::Error::Io(io) => StorageError::io(Component::DataStore, &io),
+        sled::Error::Corruption { .. } => {
+            StorageError::corrupted(Component::DataStore, "storage engine reports corruption")
+        }
+        // CollectionNotFound carries a key, Unsupported/ReportableBug free text: drop both.
+        sled::Error::CollectionNotFound(_) => {
+            StorageError::corrupted(Component::DataStore, "missing tree")
+        }
+        sled::Error::Unsupported(_) => {
+            StorageError::corrupted(Component::DataStore, "unsupported storage operation")
+        }
+        sled::Error::ReportableBug(_) => {
+            StorageError::corrupted(Component::DataStore, "storage engine bug")
+        }
+    }
+}
+
+/// sled 0.34 behind [`Store`].
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    dir: PathBuf,
+    /// Handle on sled's segment file for the real fsync that sled's own `flush` omits.
+    db_file: Mutex<File>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("dir", &self.dir).finish()
+    }
+}
+
+/// Tuning for [`SledStore`].
+#[derive(Debug, Clone, Copy)]
+pub struct SledConfig {
+    /// sled page-cache size in bytes (sled's own default is 1 GiB; kluis's is 64 MiB).
+    pub cache_bytes: u64,
+    /// sled background flush interval in milliseconds (`None`: only explicit syncs).
+    pub flush_every_ms: Option<u64>,
+}
+
+impl Default for SledConfig {
+    fn default() -> Self {
+        SledConfig {
+            cache_bytes: 64 * 1024 * 1024,
+            flush_every_ms: Some(500),
+        }
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the sled database in `dir`.
+    pub fn open(dir: &Path, cfg: SledConfig) -> Result<SledStore, StorageError> {
+        let db = guard(|| {
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(cfg.cache_bytes)
+                .flush_every_ms(cfg.flush_every_ms)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        })?;
+        let tree = guard(|| db.open_tree(b"kluis"))?;
+        let db_file =
+            File::open(dir.join("db")).map_err(|e| StorageError::io(Component::DataStore, &e))?;
+        Ok(SledStore {
+            db,
+            tree,
+            dir: dir.to_path_buf(),
+            db_file: Mutex::new(db_file),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes sled reports on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        guard(|| self.db.size_on_disk())
+    }
+
+    fn fsync_files(&self) -> Result<(), StorageError> {
+        let io = |e: std::io::Error| StorageError::io(Component::DataStore, &e);
+        // A poisoned lock only means another syncer panicked; the File inside is still valid.
+        let f = self.db_file.lock().unwrap_or_else(|p| p.into_inner());
+        f.sync_all().map_err(io)?;
+        drop(f);
+        // Large values go to separate blob files, which sled writes without fsync.
+        let blobs = self.dir.join("blobs");
+        if let Ok(entries) = std::fs::read_dir(&blobs) {
+            for e in entries.flatten() {
+                File::open(e.path())
+                    .and_then(|f| f.sync_all())
+                    .map_err(io)?;
+            }
+            crate::fsutil::sync_dir(&blobs).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let k = full_key(table, key);
+        Ok(guard(|| self.tree.get(&k))?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        let p = full_key(table, prefix);
+        guard(|| {
+            self.tree
+                .scan_prefix(&p)
+                .take(limit)
+                .map(|r| r.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
+                .collect()
+        })
+    }
+
+    fn scan_range(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        let (a, b) = (full_key(table, from), full_key(table, to));
+        guard(|| {
+            self.tree
+                .range(a..b)
+                .take(limit)
+                .map(|r| r.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
+                .collect()
+        })
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut b = sled::Batch::default();
+        for (table, key, value) in batch.ops {
+            let k = full_key(table, &key);
+            match value {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        guard(|| self.tree.apply_batch(b))
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        guard(|| self.db.flush())?;
+        self.fsync_files()
+    }
+}

@@ -1,0 +1,254 @@
+//! Subject ids (the shop's pseudonym for a customer) and subject entries (wrapped data keys).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::error::SubjectError;
+
+/// Bytes in a subject id.
+pub const SUBJECT_ID_LEN: usize = 16;
+
+/// A subject id: 128 random bits issued by the vault, shown as 22 URL-safe base64 characters.
+///
+/// It is a pseudonym: the shop's order table stores only this, and it reveals nothing about the
+/// person. It is not secret, so `Debug` and `Display` print it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubjectId([u8; SUBJECT_ID_LEN]);
+
+impl SubjectId {
+    pub(crate) fn generate() -> Result<Self, crate::crypto::RngError> {
+        let mut b = [0u8; SUBJECT_ID_LEN];
+        crate::crypto::fill_random(&mut b)?;
+        Ok(SubjectId(b))
+    }
+    pub(crate) fn from_bytes(b: [u8; SUBJECT_ID_LEN]) -> Self {
+        SubjectId(b)
+    }
+    /// The raw 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; SUBJECT_ID_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Display for SubjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for SubjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectId({self})")
+    }
+}
+
+impl FromStr for SubjectId {
+    type Err = SubjectError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 22 {
+            return Err(SubjectError::InvalidId);
+        }
+        let v = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| SubjectError::InvalidId)?;
+        let b: [u8; SUBJECT_ID_LEN] = v.try_into().map_err(|_| SubjectError::InvalidId)?;
+        Ok(SubjectId(b))
+    }
+}
+
+/// The data-key slot of one purpose of one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// A live data key, wrapped under KEK `kek_id`.
+    Live {
+        generation: u32,
+        kek_id: u32,
+        /// Persisted high-water mark of field encryptions reserved under this data key.
+        uses: u64,
+        wrapped: Vec<u8>,
+    },
+    /// The data key was destroyed at `at` (Unix seconds).
+    Shredded { generation: u32, at: i64 },
+}
+
+impl Slot {
+    pub(crate) fn generation(&self) -> u32 {
+        match self {
+            Slot::Live { generation, .. } | Slot::Shredded { generation, .. } => *generation,
+        }
+    }
+}
+
+/// A legal hold on a subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hold {
+    pub(crate) since: i64,
+    pub(crate) until: Option<i64>,
+}
+
+/// What the vault keeps per subject (the data-key slots, anchor events and hold).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct SubjectEntry {
+    pub(crate) created_at: i64,
+    pub(crate) slots: BTreeMap<String, Slot>,
+    pub(crate) events: BTreeMap<String, i64>,
+    pub(crate) hold: Option<Hold>,
+}
+
+const ENTRY_VERSION: u8 = 1;
+const MAX_SLOTS: usize = 1024;
+const MAX_EVENTS: usize = 1024;
+/// A wrapped data key: nonce (12) ‖ encrypted key (32) ‖ tag (16).
+pub(crate) const WRAPPED_LEN: usize = 60;
+
+impl SubjectEntry {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(32 + self.slots.len() * 96);
+        w.u8(ENTRY_VERSION)
+            .i64(self.created_at)
+            .u16(self.slots.len() as u16);
+        for (purpose, slot) in &self.slots {
+            w.str8(purpose);
+            match slot {
+                Slot::Live {
+                    generation,
+                    kek_id,
+                    uses,
+                    wrapped,
+                } => {
+                    w.u8(1)
+                        .u32(*generation)
+                        .u32(*kek_id)
+                        .u64(*uses)
+                        .raw(wrapped);
+                }
+                Slot::Shredded { generation, at } => {
+                    w.u8(2).u32(*generation).i64(*at);
+                }
+            }
+        }
+        w.u16(self.events.len() as u16);
+        for (name, at) in &self.events {
+            w.str8(name).i64(*at);
+        }
+        match self.hold {
+            None => w.u8(0),
+            Some(h) => w.u8(1).i64(h.since).i64(h.until.unwrap_or(i64::MIN)),
+        };
+        w.finish()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let bad = DecodeError {
+            what: "subject entry",
+        };
+        let mut r = Reader::new(bytes, "subject entry");
+        if r.u8()? != ENTRY_VERSION {
+            return Err(bad);
+        }
+        let created_at = r.i64()?;
+        let mut slots = BTreeMap::new();
+        for _ in 0..r.count16(MAX_SLOTS)? {
+            let purpose = r.str8()?.to_owned();
+            let slot = match r.u8()? {
+                1 => Slot::Live {
+                    generation: r.u32()?,
+                    kek_id: r.u32()?,
+                    uses: r.u64()?,
+                    wrapped: r.raw(WRAPPED_LEN)?.to_vec(),
+                },
+                2 => Slot::Shredded {
+                    generation: r.u32()?,
+                    at: r.i64()?,
+                },
+                _ => return Err(bad),
+            };
+            slots.insert(purpose, slot);
+        }
+        let mut events = BTreeMap::new();
+        for _ in 0..r.count16(MAX_EVENTS)? {
+            let name = r.str8()?.to_owned();
+            events.insert(name, r.i64()?);
+        }
+        let hold = match r.u8()? {
+            0 => None,
+            1 => {
+                let since = r.i64()?;
+                let until = r.i64()?;
+                Some(Hold {
+                    since,
+                    until: (until != i64::MIN).then_some(until),
+                })
+            }
+            _ => return Err(bad),
+        };
+        r.end()?;
+        Ok(SubjectEntry {
+            created_at,
+            slots,
+            events,
+            hold,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_id_text_round_trip_and_rejects_foreign_ids() {
+        let s = SubjectId::generate().unwrap();
+        let text = s.to_string();
+        assert_eq!(text.len(), 22);
+        assert_eq!(text.parse::<SubjectId>().unwrap(), s);
+        for bad in [
+            "",
+            "abc",
+            "!!!!!!!!!!!!!!!!!!!!!!",
+            "12345678901234567890123",
+            "cust-0001",
+        ] {
+            assert!(bad.parse::<SubjectId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entry_round_trip() {
+        let mut e = SubjectEntry {
+            created_at: 5,
+            ..Default::default()
+        };
+        e.slots.insert(
+            "account".into(),
+            Slot::Live {
+                generation: 1,
+                kek_id: 2,
+                uses: 3,
+                wrapped: vec![7; WRAPPED_LEN],
+            },
+        );
+        e.slots.insert(
+            "shipping".into(),
+            Slot::Shredded {
+                generation: 4,
+                at: 9,
+            },
+        );
+        e.events.insert("delivered".into(), 100);
+        e.hold = Some(Hold {
+            since: 1,
+            until: None,
+        });
+        let b = e.encode();
+        assert_eq!(SubjectEntry::decode(&b).unwrap(), e);
+        for cut in 0..b.len() {
+            assert!(SubjectEntry::decode(&b[..cut]).is_err());
+        }
+    }
+}

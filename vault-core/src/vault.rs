@@ -1,0 +1,537 @@
+//! The [`Vault`]: opening, creating, and the shared state every operation uses.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use lru::LruCache;
+
+use crate::clock::{Clock, SystemClock};
+use crate::codec::{Reader, Writer};
+use crate::credentials::{Credentials, KdfParams};
+use crate::crypto;
+use crate::durability::{Committer, Durability};
+use crate::error::{Component, CreateError, OpenError, RekeyError, StorageError};
+use crate::fsutil::{LockError, LockFile};
+use crate::keystore::{KekInfo, KeyStore};
+use crate::labels;
+use crate::schema::Schema;
+use crate::secret::SecretKey;
+use crate::store::{SledConfig, SledStore, Store, Table, WriteBatch};
+use crate::subject::SubjectId;
+
+/// Format version of the data directory this build writes and reads.
+pub const DATA_FORMAT_VERSION: u16 = 1;
+const DATA_MAGIC: &[u8; 8] = b"KLUISDAT";
+const META_VAULT: &[u8] = b"vault";
+const META_SCHEMA: &[u8] = b"schema";
+const STRIPES: usize = 1024;
+
+/// Where a vault's two parts live. Keep them apart: back up `data_dir` freely; the key store is
+/// what crypto-shredding destroys, so it must not travel with the data backups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultPaths {
+    /// The sled data directory (encrypted records, wrapped data keys, indexes, audit log).
+    pub data_dir: PathBuf,
+    /// The sealed key store file.
+    pub key_store: PathBuf,
+}
+
+impl VaultPaths {
+    /// The default layout under `root`: `root/data/` and `root/keys/keystore.kluis`, siblings, so
+    /// operators can back up `data/` without the keys.
+    pub fn in_dir(root: impl AsRef<Path>) -> Self {
+        let root = root.as_ref();
+        VaultPaths {
+            data_dir: root.join("data"),
+            key_store: root.join("keys").join("keystore.kluis"),
+        }
+    }
+}
+
+/// Options for opening or creating a vault.
+#[derive(Clone)]
+pub struct VaultOptions {
+    pub(crate) durability: Durability,
+    pub(crate) dek_cache: NonZeroUsize,
+    pub(crate) sled: SledConfig,
+    pub(crate) allow_weak_kdf: bool,
+    pub(crate) kdf: KdfParams,
+    pub(crate) max_key_uses: u64,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for VaultOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultOptions")
+            .field("durability", &self.durability)
+            .field("dek_cache", &self.dek_cache)
+            .field("sled", &self.sled)
+            .field("allow_weak_kdf", &self.allow_weak_kdf)
+            .field("kdf", &self.kdf)
+            .field("max_key_uses", &self.max_key_uses)
+            .finish()
+    }
+}
+
+/// NIST SP 800-38D: at most 2^32 random-nonce encryptions under one AES-GCM key.
+pub const MAX_KEY_USES: u64 = 1 << 32;
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        VaultOptions {
+            durability: Durability::default(),
+            dek_cache: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            sled: SledConfig::default(),
+            allow_weak_kdf: false,
+            kdf: KdfParams::default(),
+            max_key_uses: MAX_KEY_USES,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl VaultOptions {
+    /// Durability mode (default: [`Durability::GroupCommit`]).
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+    /// How many unwrapped data keys to keep in memory (default 10,000; at least 1).
+    pub fn dek_cache_size(mut self, n: usize) -> Self {
+        self.dek_cache = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        self
+    }
+    /// sled's page-cache size in bytes (default 64 MiB).
+    pub fn storage_cache_bytes(mut self, n: u64) -> Self {
+        self.sled.cache_bytes = n;
+        self
+    }
+    /// Argon2id parameters for a new vault or new credentials (default m=64 MiB, t=3, p=4).
+    pub fn kdf(mut self, kdf: KdfParams) -> Self {
+        self.kdf = kdf;
+        self
+    }
+    /// **Danger:** accept Argon2id parameters below the floor. For tests only.
+    pub fn danger_allow_weak_kdf(mut self, allow: bool) -> Self {
+        self.allow_weak_kdf = allow;
+        self
+    }
+    /// Encryptions allowed per key before rotation is required (new vaults only; default and
+    /// maximum 2^32). Tests set it tiny.
+    pub fn max_key_uses(mut self, n: u64) -> Self {
+        self.max_key_uses = n.clamp(1, MAX_KEY_USES);
+        self
+    }
+    /// The clock (default: system time). Retention tests inject a mock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// An unwrapped data key in the cache.
+pub(crate) struct CachedDek {
+    pub(crate) key: SecretKey,
+    pub(crate) generation: u32,
+    pub(crate) used: u64,
+    pub(crate) reserved: u64,
+}
+
+/// The schema with the blind-index keys derived for it.
+pub(crate) struct ActiveSchema {
+    pub(crate) schema: Schema,
+    /// (record type, field) → index key, for every `index = true` field.
+    pub(crate) index_keys: HashMap<(String, String), SecretKey>,
+}
+
+/// An open vault. `Send + Sync`: share it between threads behind an `Arc`.
+///
+/// All calls are synchronous and may block on disk I/O (and, in durable modes, on fsync). From an
+/// async runtime, call them inside `tokio::task::spawn_blocking` (or your runtime's equivalent).
+pub struct Vault {
+    pub(crate) paths: VaultPaths,
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) sled: Option<Arc<SledStore>>,
+    pub(crate) keys: Mutex<KeyStore>,
+    pub(crate) vault_id: [u8; 16],
+    pub(crate) schema: RwLock<Arc<ActiveSchema>>,
+    pub(crate) cache: Mutex<LruCache<(SubjectId, String), CachedDek>>,
+    pub(crate) stripes: Vec<RwLock<()>>,
+    pub(crate) committer: Committer,
+    pub(crate) options: VaultOptions,
+    _locks: (LockFile, LockFile),
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("paths", &self.paths)
+            .field("durability", &self.committer.mode())
+            .field("keys", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// `Arc` wrapper so the sled store can be both the `dyn Store` and reachable for size queries.
+struct SharedSled(Arc<SledStore>);
+
+impl Store for SharedSled {
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.0.get(t, k)
+    }
+    fn scan_prefix(
+        &self,
+        t: Table,
+        p: &[u8],
+        l: usize,
+    ) -> Result<Vec<crate::store::KeyValue>, StorageError> {
+        self.0.scan_prefix(t, p, l)
+    }
+    fn scan_range(
+        &self,
+        t: Table,
+        a: &[u8],
+        b: &[u8],
+        l: usize,
+    ) -> Result<Vec<crate::store::KeyValue>, StorageError> {
+        self.0.scan_range(t, a, b, l)
+    }
+    fn apply(&self, b: WriteBatch) -> Result<(), StorageError> {
+        self.0.apply(b)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        self.0.sync()
+    }
+}
+
+fn lock(path: &Path) -> Result<LockFile, (String, Option<std::io::Error>)> {
+    LockFile::acquire(path).map_err(|e| match e {
+        LockError::Held => (path.display().to_string(), None),
+        LockError::Io(e) => (path.display().to_string(), Some(e)),
+    })
+}
+
+fn data_lock_path(p: &VaultPaths) -> PathBuf {
+    p.data_dir.join("kluis.lock")
+}
+
+fn key_lock_path(p: &VaultPaths) -> PathBuf {
+    crate::fsutil::temp_path(&p.key_store).with_extension("lock")
+}
+
+fn is_nonempty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+impl Vault {
+    /// Creates a new vault at `paths`, sealed with `creds`, holding `schema`.
+    ///
+    /// Refuses to touch anything that exists: an existing key store or a non-empty data directory
+    /// is [`CreateError::AlreadyExists`].
+    pub fn create(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        schema: Schema,
+        options: VaultOptions,
+    ) -> Result<Vault, CreateError> {
+        if paths.key_store.exists() {
+            return Err(CreateError::AlreadyExists {
+                path: paths.key_store.display().to_string(),
+            });
+        }
+        if is_nonempty_dir(&paths.data_dir) || paths.data_dir.is_file() {
+            return Err(CreateError::AlreadyExists {
+                path: paths.data_dir.display().to_string(),
+            });
+        }
+        if creds.factors() == 0 {
+            return Err(CreateError::NoCredentials);
+        }
+        options.kdf.check(options.allow_weak_kdf)?;
+        let io = |c, e: std::io::Error| CreateError::Storage(StorageError::io(c, &e));
+        std::fs::create_dir_all(&paths.data_dir).map_err(|e| io(Component::DataStore, e))?;
+        if let Some(dir) = paths.key_store.parent() {
+            create_private_dir(dir).map_err(|e| io(Component::KeyStore, e))?;
+        }
+        let map_lock = |(path, e): (String, Option<std::io::Error>)| match e {
+            None => CreateError::AlreadyOpen { path },
+            Some(e) => io(Component::DataStore, e),
+        };
+        let data_lock = lock(&data_lock_path(paths)).map_err(map_lock)?;
+        let key_lock = lock(&key_lock_path(paths)).map_err(map_lock)?;
+        let now = options.clock.now();
+        let ks = KeyStore::create(
+            &paths.key_store,
+            creds,
+            options.kdf,
+            options.allow_weak_kdf,
+            options.max_key_uses,
+            now,
+        )?;
+        let sled = Arc::new(SledStore::open(&paths.data_dir, options.sled)?);
+        let store: Box<dyn Store> = Box::new(SharedSled(sled.clone()));
+        let mut batch = WriteBatch::default();
+        let mut w = Writer::default();
+        w.raw(DATA_MAGIC)
+            .u16(DATA_FORMAT_VERSION)
+            .raw(&ks.vault_id)
+            .i64(now);
+        batch.put(Table::Meta, META_VAULT.to_vec(), w.finish());
+        batch.put(
+            Table::Meta,
+            META_SCHEMA.to_vec(),
+            encode_schema(&ks, &schema),
+        );
+        store.apply(batch)?;
+        store.sync()?;
+        tracing::info!(data = %paths.data_dir.display(), "created kluis vault");
+        Ok(Self::assemble(
+            paths,
+            store,
+            Some(sled),
+            ks,
+            schema,
+            options,
+            (data_lock, key_lock),
+        ))
+    }
+
+    /// Opens an existing vault. A wrong passphrase or key file is [`OpenError::WrongCredentials`]
+    /// and changes nothing on disk.
+    pub fn open(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        options: VaultOptions,
+    ) -> Result<Vault, OpenError> {
+        if !paths.data_dir.join("db").is_file() {
+            return Err(OpenError::NotAVault {
+                path: paths.data_dir.display().to_string(),
+            });
+        }
+        if !paths.key_store.is_file() {
+            return Err(OpenError::NotAVault {
+                path: paths.key_store.display().to_string(),
+            });
+        }
+        let map_lock = |(path, e): (String, Option<std::io::Error>)| match e {
+            None => OpenError::AlreadyOpen { path },
+            Some(e) => OpenError::Storage(StorageError::io(Component::DataStore, &e)),
+        };
+        let data_lock = lock(&data_lock_path(paths)).map_err(map_lock)?;
+        let key_lock = lock(&key_lock_path(paths)).map_err(map_lock)?;
+        let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
+        let sled = Arc::new(SledStore::open(&paths.data_dir, options.sled)?);
+        let store: Box<dyn Store> = Box::new(SharedSled(sled.clone()));
+        let meta = store
+            .get(Table::Meta, META_VAULT)?
+            .ok_or(StorageError::corrupted(
+                Component::Meta,
+                "vault metadata missing",
+            ))?;
+        let mut r = Reader::new(&meta, "vault metadata");
+        let bad = |_| {
+            OpenError::Storage(StorageError::corrupted(
+                Component::Meta,
+                "vault metadata does not decode",
+            ))
+        };
+        if r.array::<8>().map_err(bad)? != *DATA_MAGIC {
+            return Err(StorageError::corrupted(Component::Meta, "bad magic").into());
+        }
+        let version = r.u16().map_err(bad)?;
+        if version != DATA_FORMAT_VERSION {
+            return Err(OpenError::UnsupportedVersion {
+                component: Component::DataStore,
+                found: u32::from(version),
+                supported: u32::from(DATA_FORMAT_VERSION),
+            });
+        }
+        if r.array::<16>().map_err(bad)? != ks.vault_id {
+            return Err(OpenError::VaultMismatch);
+        }
+        let stored = store
+            .get(Table::Meta, META_SCHEMA)?
+            .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
+        let schema = decode_schema(&ks, &stored)?;
+        Ok(Self::assemble(
+            paths,
+            store,
+            Some(sled),
+            ks,
+            schema,
+            options,
+            (data_lock, key_lock),
+        ))
+    }
+
+    fn assemble(
+        paths: &VaultPaths,
+        store: Box<dyn Store>,
+        sled: Option<Arc<SledStore>>,
+        ks: KeyStore,
+        schema: Schema,
+        options: VaultOptions,
+        locks: (LockFile, LockFile),
+    ) -> Vault {
+        let active = activate(&ks, schema);
+        Vault {
+            paths: paths.clone(),
+            store,
+            sled,
+            vault_id: ks.vault_id,
+            keys: Mutex::new(ks),
+            schema: RwLock::new(Arc::new(active)),
+            cache: Mutex::new(LruCache::new(options.dek_cache)),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            committer: Committer::new(options.durability),
+            options,
+            _locks: locks,
+        }
+    }
+
+    /// The schema in force.
+    pub fn schema(&self) -> Schema {
+        self.active_schema().schema.clone()
+    }
+
+    pub(crate) fn active_schema(&self) -> Arc<ActiveSchema> {
+        // A poisoned lock means a panic while swapping the Arc; the Arc inside is whole.
+        self.schema
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn key_store(&self) -> MutexGuard<'_, KeyStore> {
+        // The key store is only mutated through methods that restore it on failure, so a panic
+        // elsewhere while the lock was held leaves it consistent.
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn dek_cache(&self) -> MutexGuard<'_, LruCache<(SubjectId, String), CachedDek>> {
+        // Cache entries are replaced whole; a poisoned lock leaves no half-written entry.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn stripe(&self, s: &SubjectId) -> &RwLock<()> {
+        let b = s.as_bytes();
+        &self.stripes[(usize::from(b[0]) << 8 | usize::from(b[1])) % STRIPES]
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.options.clock.now()
+    }
+
+    /// Where this vault lives.
+    pub fn paths(&self) -> &VaultPaths {
+        &self.paths
+    }
+
+    /// The durability mode in force.
+    pub fn durability(&self) -> Durability {
+        self.committer.mode()
+    }
+
+    /// Secret-free descriptions of the key-encryption keys.
+    pub fn keks(&self) -> Vec<KekInfo> {
+        self.key_store().kek_infos()
+    }
+
+    /// Argon2id parameters of the key store.
+    pub fn kdf_params(&self) -> KdfParams {
+        self.key_store().kdf()
+    }
+
+    /// Generation of the key store file (grows by one per key-store write).
+    pub fn key_store_generation(&self) -> u64 {
+        self.key_store().generation()
+    }
+
+    /// Bytes the data directory takes on disk (as sled reports it).
+    pub fn data_size_on_disk(&self) -> Result<u64, StorageError> {
+        match &self.sled {
+            Some(s) => s.size_on_disk(),
+            None => Ok(0),
+        }
+    }
+
+    /// Makes every write so far durable (flush + fsync), whatever the durability mode.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.store.sync()
+    }
+
+    /// Re-seals the key store under new credentials (passphrase or key-file rotation). O(1): no data
+    /// key or record is touched. The old credentials stop working once this returns.
+    pub fn change_credentials(&self, new: &Credentials, kdf: KdfParams) -> Result<(), RekeyError> {
+        self.key_store()
+            .rekey(new, kdf, self.options.allow_weak_kdf)
+    }
+
+    /// Applies a write batch and waits until it is durable under the configured mode.
+    pub(crate) fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.store.apply(batch)?;
+        self.committer.commit(self.store.as_ref())
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+fn schema_mac_key(ks: &KeyStore) -> SecretKey {
+    crypto::derive_subkey(&ks.meta_root, &[labels::SCHEMA_MAC])
+}
+
+/// Stored schema: version (u32) ‖ TOML (u32 length + bytes) ‖ HMAC-SHA256 over vault id ‖ both.
+pub(crate) fn encode_schema(ks: &KeyStore, schema: &Schema) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(schema.version()).bytes32(schema.source().as_bytes());
+    let mac = crypto::hmac_sha256(&schema_mac_key(ks), &[&ks.vault_id, &w.buf]);
+    w.raw(&mac);
+    w.finish()
+}
+
+fn decode_schema(ks: &KeyStore, bytes: &[u8]) -> Result<Schema, OpenError> {
+    let corrupt = |d| OpenError::Storage(StorageError::corrupted(Component::Schema, d));
+    if bytes.len() < 32 {
+        return Err(corrupt("truncated"));
+    }
+    let (body, mac) = bytes.split_at(bytes.len() - 32);
+    if !crypto::hmac_verify(&schema_mac_key(ks), &[&ks.vault_id, body], mac) {
+        return Err(corrupt("authentication failed"));
+    }
+    let mut r = Reader::new(body, "schema");
+    let _version = r.u32().map_err(|_| corrupt("does not decode"))?;
+    let text = r
+        .bytes32(16 << 20)
+        .map_err(|_| corrupt("does not decode"))?;
+    let text = std::str::from_utf8(text).map_err(|_| corrupt("not UTF-8"))?;
+    Schema::from_toml(text).map_err(|_| corrupt("does not parse"))
+}
+
+/// Derives the per-(record type, field) blind-index keys for a schema.
+pub(crate) fn activate(ks: &KeyStore, schema: Schema) -> ActiveSchema {
+    let mut index_keys = HashMap::new();
+    for rt in schema.record_types() {
+        for f in rt.fields().filter(|f| f.index) {
+            let key =
+                crate::index::field_key(&ks.index_root, ks.index_generation, &rt.name, &f.name);
+            index_keys.insert((rt.name.clone(), f.name.clone()), key);
+        }
+    }
+    ActiveSchema { schema, index_keys }
+}
