@@ -157,11 +157,15 @@ pub(crate) fn hmac_sha256(key: &SecretKey, parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
-/// Constant-time check that `tag` is the HMAC-SHA256 of `parts` under `key`.
+/// Constant-time check that `tag` is the HMAC-SHA256 of `parts` under `key`, or a prefix of it of at
+/// least 16 bytes (truncated tags, as in the key-store check).
 pub(crate) fn hmac_verify(key: &SecretKey, parts: &[&[u8]], tag: &[u8]) -> bool {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key.expose());
-    let msg: Vec<u8> = parts.concat();
-    hmac::verify(&k, &msg, tag).is_ok()
+    if tag.len() < 16 || tag.len() > 32 {
+        return false;
+    }
+    let full = hmac_sha256(key, parts);
+    // Fold the differences so the time taken does not depend on where the first mismatch is.
+    full.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 struct Len32;
@@ -282,6 +286,22 @@ mod tests {
         }
         let mut t = Sealer::new().unwrap();
         assert!(!seen.contains(&t.next_nonce().unwrap()));
+    }
+
+    #[test]
+    fn hmac_verify_accepts_full_and_truncated_tags_only_when_right() {
+        let key = SecretKey::generate().unwrap();
+        let tag = hmac_sha256(&key, &[b"kluis", b"/v1"]);
+        assert!(hmac_verify(&key, &[b"kluis/v1"], &tag));
+        assert!(hmac_verify(&key, &[b"kluis/v1"], &tag[..16]));
+        assert!(
+            !hmac_verify(&key, &[b"kluis/v1"], &tag[..15]),
+            "too short to count as a MAC"
+        );
+        assert!(!hmac_verify(&key, &[b"kluis/v2"], &tag[..16]));
+        let mut bad = tag;
+        bad[3] ^= 1;
+        assert!(!hmac_verify(&key, &[b"kluis/v1"], &bad));
     }
 
     #[test]
