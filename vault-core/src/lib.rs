@@ -70,6 +70,11 @@ pub mod store;
 pub mod subject;
 pub mod vault;
 
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use clock::{Clock, MockClock, SystemClock};
 pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
