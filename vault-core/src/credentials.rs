@@ -218,6 +218,18 @@ impl Credentials {
         })
     }
 
+    /// Checks what can be checked without running the KDF (passphrase length).
+    pub(crate) fn check(&self) -> Result<(), KdfError> {
+        match &self.passphrase {
+            Some(p) if p.is_empty() || p.len() > MAX_PASSPHRASE_LEN => {
+                Err(KdfError::PassphraseLength {
+                    max: MAX_PASSPHRASE_LEN,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Derives the root key. Argon2id runs only when a passphrase is present.
     pub(crate) fn derive_root(
         &self,

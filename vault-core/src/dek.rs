@@ -7,8 +7,10 @@
 
 use crate::aad;
 use crate::crypto::{AeadKey, IntegrityError, Sealer};
+use crate::error::ROW_AUTH_FAILED;
 use crate::error::{Component, StorageError, WriteError};
 use crate::keystore::Epoch;
+use crate::record::Envelope;
 use crate::secret::{SecretKey, KEY_LEN};
 use crate::store::Table;
 use crate::subject::{Slot, SubjectEntry, SubjectId};
@@ -21,9 +23,35 @@ impl Vault {
     pub(crate) fn load_subject(&self, s: &SubjectId) -> Result<Option<SubjectEntry>, StorageError> {
         match self.store.get(Table::Subject, s.as_bytes())? {
             None => Ok(None),
-            Some(b) => SubjectEntry::decode(&b).map(Some).map_err(|_| {
-                StorageError::corrupted(Component::Subject, "subject entry does not decode")
-            }),
+            Some(b) => {
+                let body = self
+                    .open_row(Table::Subject, s.as_bytes(), &b)
+                    .map_err(|_| StorageError::corrupted(Component::Subject, ROW_AUTH_FAILED))?;
+                SubjectEntry::decode(body).map(Some).map_err(|_| {
+                    StorageError::corrupted(Component::Subject, "subject entry does not decode")
+                })
+            }
+        }
+    }
+
+    /// The stored form of a subject entry (encoded and row-authenticated).
+    pub(crate) fn subject_row(&self, s: &SubjectId, e: &SubjectEntry) -> Vec<u8> {
+        self.seal_row(Table::Subject, s.as_bytes(), e.encode())
+    }
+
+    /// Loads and authenticates a record envelope. A row that fails authentication or decoding is
+    /// `Corrupted { component: Record }`.
+    pub(crate) fn load_envelope(&self, rkey: &[u8]) -> Result<Option<Envelope>, StorageError> {
+        match self.store.get(Table::Record, rkey)? {
+            None => Ok(None),
+            Some(b) => {
+                let body = self
+                    .open_row(Table::Record, rkey, &b)
+                    .map_err(|_| StorageError::corrupted(Component::Record, ROW_AUTH_FAILED))?;
+                Envelope::decode(body).map(Some).map_err(|_| {
+                    StorageError::corrupted(Component::Record, "record does not decode")
+                })
+            }
         }
     }
 

@@ -327,11 +327,28 @@ pub enum ReadError {
     Integrity(#[from] IntegrityError),
     /// Storage failure.
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     /// Conversion into the shop's type failed.
     #[error("the record could not be converted: {0}")]
     Serde(String),
 }
+
+impl From<StorageError> for ReadError {
+    /// A stored row that fails its MAC is, to a reader, the same opaque integrity failure as a
+    /// field that fails to decrypt.
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Corrupted {
+                component: Component::Record | Component::Subject,
+                detail,
+            } if detail == ROW_AUTH_FAILED => ReadError::Integrity(IntegrityError),
+            other => ReadError::Storage(other),
+        }
+    }
+}
+
+/// Detail of the `Corrupted` error for a stored row (record or subject entry) whose MAC fails.
+pub(crate) const ROW_AUTH_FAILED: &str = "row fails authentication";
 
 /// Errors deleting a record.
 #[derive(Debug, thiserror::Error)]

@@ -22,5 +22,7 @@ pub const FIELD: &[u8] = b"kluis/v1/field";
 pub const INDEX_FIELD: &[u8] = b"kluis/v1/index";
 /// HKDF info of the key that authenticates the stored schema.
 pub const SCHEMA_MAC: &[u8] = b"kluis/v1/schema";
+/// HKDF info of the key that authenticates stored rows (record envelopes, subject entries) as a whole.
+pub const ROW_MAC: &[u8] = b"kluis/v1/row-mac";
 /// HKDF info of the key that chains the audit log.
 pub const AUDIT_MAC: &[u8] = b"kluis/v1/audit";

@@ -87,6 +87,9 @@ impl From<&str> for RecordKey {
     }
 }
 
+/// A validated field of a write: its definition and canonical plaintext (`None`: remove it).
+type PlainField<'a> = (&'a FieldDef, Option<Zeroizing<Vec<u8>>>);
+
 enum Mode {
     Put,
     Update,
@@ -101,7 +104,11 @@ impl Vault {
             ..Default::default()
         };
         let mut b = WriteBatch::default();
-        b.put(Table::Subject, s.as_bytes().to_vec(), entry.encode());
+        b.put(
+            Table::Subject,
+            s.as_bytes().to_vec(),
+            self.subject_row(&s, &entry),
+        );
         self.commit(b)?;
         Ok(s)
     }
@@ -163,7 +170,7 @@ impl Vault {
             }));
         }
         // Validate and encode before taking any lock: bad input costs no storage access.
-        let mut plain: BTreeMap<&str, (&FieldDef, Option<Zeroizing<Vec<u8>>>)> = BTreeMap::new();
+        let mut plain: BTreeMap<&str, PlainField<'_>> = BTreeMap::new();
         for (name, value) in record.iter() {
             let def = rt.field(name).ok_or_else(|| RecordError::UnknownField {
                 record_type: rt.name.clone(),
@@ -181,12 +188,7 @@ impl Vault {
 
         let _guard = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
         let rkey = key.storage_key(s);
-        let old = match self.store.get(Table::Record, &rkey)? {
-            Some(b) => Some(Envelope::decode(&b).map_err(|_| {
-                StorageError::corrupted(Component::Record, "record does not decode")
-            })?),
-            None => None,
-        };
+        let old = self.load_envelope(&rkey)?;
         if rt.immutable && old.is_some() {
             return Err(WriteError::Immutable {
                 record_type: rt.name.clone(),
@@ -322,7 +324,7 @@ impl Vault {
             Ok(())
         })();
         let result = seal_result.and_then(|()| {
-            let encoded = env.encode();
+            let encoded = self.seal_row(Table::Record, &rkey, env.encode());
             if encoded.len() > MAX_RECORD_LEN {
                 return Err(WriteError::TooLarge {
                     len: encoded.len(),
@@ -346,7 +348,11 @@ impl Vault {
             batch.put(Table::Record, rkey, encoded);
             if entry_dirty {
                 if let Some(e) = &entry {
-                    batch.put(Table::Subject, s.as_bytes().to_vec(), e.encode());
+                    batch.put(
+                        Table::Subject,
+                        s.as_bytes().to_vec(),
+                        self.subject_row(s, e),
+                    );
                 }
             }
             self.commit(batch).map_err(WriteError::from)
@@ -386,7 +392,15 @@ impl Vault {
     ) -> Result<T, ReadError> {
         self.get(subject, key)?
             .deserialize()
-            .map_err(|e| ReadError::Serde(e.to_string()))
+            // serde_json's messages quote the offending value: report only where it failed.
+            .map_err(|e| {
+                ReadError::Serde(format!(
+                    "{:?} error at line {} column {}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ))
+            })
     }
 
     fn read(
@@ -411,10 +425,8 @@ impl Vault {
             }
         }
         let _guard = self.stripe(s).read().unwrap_or_else(|p| p.into_inner());
-        let env = match self.store.get(Table::Record, &key.storage_key(s))? {
-            Some(b) => Envelope::decode(&b).map_err(|_| {
-                StorageError::corrupted(Component::Record, "record does not decode")
-            })?,
+        let env = match self.load_envelope(&key.storage_key(s))? {
+            Some(env) => env,
             None => {
                 if self.load_subject(s)?.is_none() {
                     return Err(ReadError::SubjectNotFound);
@@ -513,10 +525,8 @@ impl Vault {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         let rkey = key.storage_key(subject);
-        let env = match self.store.get(Table::Record, &rkey)? {
-            Some(b) => Envelope::decode(&b).map_err(|_| {
-                StorageError::corrupted(Component::Record, "record does not decode")
-            })?,
+        let env = match self.load_envelope(&rkey)? {
+            Some(env) => env,
             None => {
                 return Err(DeleteError::NotFound {
                     record_type: rt.name.clone(),
@@ -577,13 +587,17 @@ impl Vault {
         let rows = self
             .store
             .scan_prefix(Table::Record, subject.as_bytes(), usize::MAX)?;
-        rows.iter()
+        let mut keys = rows
+            .iter()
             .map(|(k, _)| {
                 RecordKey::from_storage_key(k).ok_or(StorageError::corrupted(
                     Component::Record,
                     "record key does not decode",
                 ))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // Storage order puts the type's length first; callers get (type, label) order.
+        keys.sort();
+        Ok(keys)
     }
 }

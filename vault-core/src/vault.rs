@@ -157,6 +157,8 @@ pub struct Vault {
     pub(crate) keys: Mutex<KeyStore>,
     pub(crate) vault_id: [u8; 16],
     pub(crate) schema: RwLock<Arc<ActiveSchema>>,
+    /// Authenticates whole stored rows (see [`Vault::seal_row`]).
+    row_mac: SecretKey,
     pub(crate) cache: Mutex<LruCache<(SubjectId, String), CachedDek>>,
     pub(crate) stripes: Vec<RwLock<()>>,
     pub(crate) committer: Committer,
@@ -252,6 +254,7 @@ impl Vault {
             return Err(CreateError::NoCredentials);
         }
         options.kdf.check(options.allow_weak_kdf)?;
+        creds.check()?;
         let io = |c, e: std::io::Error| CreateError::Storage(StorageError::io(c, &e));
         std::fs::create_dir_all(&paths.data_dir).map_err(|e| io(Component::DataStore, e))?;
         if let Some(dir) = paths.key_store.parent() {
@@ -378,7 +381,9 @@ impl Vault {
         locks: (LockFile, LockFile),
     ) -> Vault {
         let active = activate(&ks, schema);
+        let row_mac = crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]);
         Vault {
+            row_mac,
             paths: paths.clone(),
             store,
             sled,
@@ -469,6 +474,48 @@ impl Vault {
     pub fn change_credentials(&self, new: &Credentials, kdf: KdfParams) -> Result<(), RekeyError> {
         self.key_store()
             .rekey(new, kdf, self.options.allow_weak_kdf)
+    }
+
+    fn row_tag(&self, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
+        let t = [table as u8];
+        let kl = (key.len() as u32).to_le_bytes();
+        crypto::hmac_sha256(&self.row_mac, &[&t, &kl, key, value])
+    }
+
+    /// Appends a MAC over (table, storage key, value), so no byte of a stored row can be altered,
+    /// dropped or moved to another key unnoticed: the per-field AEAD protects each value, this
+    /// protects the row's framing (field names, index tags, timestamps, usage counters).
+    pub(crate) fn seal_row(&self, table: Table, key: &[u8], mut value: Vec<u8>) -> Vec<u8> {
+        let tag = self.row_tag(table, key, &value);
+        value.extend_from_slice(&tag);
+        value
+    }
+
+    /// Verifies and strips the MAC [`Vault::seal_row`] added.
+    pub(crate) fn open_row<'a>(
+        &self,
+        table: Table,
+        key: &[u8],
+        stored: &'a [u8],
+    ) -> Result<&'a [u8], crypto::IntegrityError> {
+        if stored.len() < 32 {
+            return Err(crypto::IntegrityError);
+        }
+        let (value, tag) = stored.split_at(stored.len() - 32);
+        if crypto::hmac_verify(
+            &self.row_mac,
+            &[
+                &[table as u8],
+                &(key.len() as u32).to_le_bytes(),
+                key,
+                value,
+            ],
+            tag,
+        ) {
+            Ok(value)
+        } else {
+            Err(crypto::IntegrityError)
+        }
     }
 
     /// Applies a write batch and waits until it is durable under the configured mode.
