@@ -124,7 +124,7 @@ fn crypto_floor(c: &mut Criterion) {
                         &mut buf,
                     )
                     .unwrap();
-                black_box((buf, tag));
+                let _ = black_box((buf, tag));
             }
         })
     });

@@ -109,7 +109,7 @@ pub fn iban(rng: &mut Rng) -> String {
 
 /// The `customer` record of subject number `i` (6 fields, as in `examples/webshop.toml`).
 pub fn customer(i: u64) -> Value {
-    let mut rng = Rng::new(i.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xC0FF_EE);
+    let mut rng = Rng::new(i.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x00C0_FFEE);
     let first = rng.pick(FIRST);
     let tv = rng.pick(TUSSEN);
     let last = rng.pick(LAST);
@@ -138,7 +138,7 @@ pub fn customer(i: u64) -> Value {
 
 /// The `address` record of subject number `i`.
 pub fn address(i: u64) -> Value {
-    let mut rng = Rng::new(i ^ 0xADD2_E55);
+    let mut rng = Rng::new(i ^ 0x0ADD_2E55);
     json!({
         "recipient_name": format!("{} {}", rng.pick(FIRST), rng.pick(LAST)),
         "street": rng.pick(STREET),
