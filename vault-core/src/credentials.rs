@@ -49,13 +49,14 @@ impl KdfParams {
 
     /// Checks the floor (unless `allow_weak`) and the ceiling (always).
     pub fn check(&self, allow_weak: bool) -> Result<(), KdfError> {
-        if self.m_kib > Self::MAX_M_KIB
-            || self.t > Self::MAX_T
-            || self.p > Self::MAX_P
-            || self.p == 0
-            || self.t == 0
-            || self.m_kib < 8 * self.p
-        {
+        if self.p == 0 || self.t == 0 || self.m_kib < self.p.saturating_mul(8) {
+            return Err(KdfError::Invalid {
+                m_kib: self.m_kib,
+                t: self.t,
+                p: self.p,
+            });
+        }
+        if self.m_kib > Self::MAX_M_KIB || self.t > Self::MAX_T || self.p > Self::MAX_P {
             return Err(KdfError::TooStrong {
                 m_kib: self.m_kib,
                 t: self.t,

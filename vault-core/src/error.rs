@@ -205,6 +205,16 @@ pub enum KdfError {
         /// Lanes.
         p: u32,
     },
+    /// Not valid Argon2id parameters at all (t = 0, p = 0, or m < 8·p KiB).
+    #[error("Argon2id parameters m={m_kib} KiB, t={t}, p={p} are invalid (need t >= 1, p >= 1, m >= 8*p)")]
+    Invalid {
+        /// Memory in KiB.
+        m_kib: u32,
+        /// Iterations.
+        t: u32,
+        /// Lanes.
+        p: u32,
+    },
     /// The passphrase is empty or longer than the limit.
     #[error("the passphrase must be 1 to {max} bytes long")]
     PassphraseLength {

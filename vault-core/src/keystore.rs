@@ -255,7 +255,9 @@ impl KeyStore {
 
     /// Writes the key store atomically with the next generation number.
     pub(crate) fn save(&mut self) -> Result<(), StorageError> {
+        // The generation advances even if the write fails, so no two files ever share one.
         let generation = self.seal.generation + 1;
+        self.seal.generation = generation;
         let body = self.encode_body();
         let mut out = Writer::with_capacity(HEADER_LEN + body.len() + 64);
         out.raw(MAGIC)
@@ -283,9 +285,7 @@ impl KeyStore {
         let sum = crypto::sha256(&out.buf);
         out.raw(&sum);
         fsutil::atomic_write(&self.path, &out.buf)
-            .map_err(|e| StorageError::io(Component::KeyStore, &e))?;
-        self.seal.generation = generation;
-        Ok(())
+            .map_err(|e| StorageError::io(Component::KeyStore, &e))
     }
 
     /// Re-seals the same keys under new credentials (passphrase / key-file rotation). O(1): only the
@@ -314,7 +314,9 @@ impl KeyStore {
         };
         let old = std::mem::replace(&mut self.seal, new);
         if let Err(e) = self.save() {
+            let generation = self.seal.generation;
             self.seal = old;
+            self.seal.generation = generation;
             return Err(e.into());
         }
         Ok(())
@@ -374,8 +376,8 @@ impl KeyStore {
                     self.keks[i].state = KekState::DecryptOnly;
                 }
                 if let Err(e) = self.save() {
+                    // Ids stay monotonic: the failed write may still have reached the disk.
                     self.keks.pop();
-                    self.next_kek_id -= 1;
                     if let Some(i) = found {
                         self.keks[i].state = KekState::Active;
                     }
@@ -417,7 +419,15 @@ impl KeyStore {
     }
 
     fn encode_body(&self) -> Zeroizing<Vec<u8>> {
-        let mut w = Writer::with_capacity(256 + self.keks.len() * 80 + self.ledger.len() * 48);
+        // Exact capacity: a reallocation would leave an unwiped copy of the keys in freed memory.
+        let keks: usize = self.keks.len() * (4 + 1 + 1 + 8 + 8 + 8 + 8 + KEY_LEN);
+        let ledger: usize = self
+            .ledger
+            .iter()
+            .map(|e| 16 + 1 + e.purpose.len() + 8 + 4)
+            .sum();
+        let mut w =
+            Writer::with_capacity(2 + 16 + 8 + 8 + 4 + 2 * KEY_LEN + 4 + 4 + keks + 4 + ledger);
         w.u16(1)
             .raw(&self.vault_id)
             .i64(self.created_at)

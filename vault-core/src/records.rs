@@ -278,6 +278,11 @@ impl Vault {
             deks.insert(purpose, dek);
         }
 
+        // Every write needs an existing subject; with no field to seal, nothing above checked it.
+        if deks.is_empty() && entry.is_none() && self.load_subject(s)?.is_none() {
+            return Err(WriteError::SubjectNotFound);
+        }
+
         // Seal the fields and compute their index tags.
         let mut batch = WriteBatch::default();
         let old_tags = old.as_ref().map(|o| o.tags.clone()).unwrap_or_default();
@@ -357,14 +362,15 @@ impl Vault {
             }
             self.commit(batch).map_err(WriteError::from)
         });
-        // Return the keys to the cache. Uses were taken whether or not the write landed (nonces were
-        // spent); a reservation that did not land is dropped so it is re-persisted next time.
-        let mut cache = self.dek_cache();
-        for (purpose, mut dek) in deks {
-            if result.is_err() && entry_dirty {
-                dek.reserved = dek.reserved.min(dek.used.saturating_sub(1));
+        // Return the keys to the cache only if the write landed. On failure they are dropped: a key
+        // made in this call was never persisted (caching it would seal later fields under a key no
+        // subject entry holds), and a persisted one reloads from its slot with its persisted
+        // reservation, which never undercounts uses.
+        if result.is_ok() {
+            let mut cache = self.dek_cache();
+            for (purpose, dek) in deks {
+                cache.put((*s, purpose.to_owned()), dek);
             }
-            cache.put((*s, purpose.to_owned()), dek);
         }
         result
     }

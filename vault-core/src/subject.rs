@@ -61,6 +61,20 @@ impl FromStr for SubjectId {
     }
 }
 
+impl serde::Serialize for SubjectId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SubjectId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse()
+            .map_err(|_| serde::de::Error::custom("not a kluis subject id"))
+    }
+}
+
 /// The data-key slot of one purpose of one subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Slot {

@@ -256,7 +256,7 @@ impl Vault {
         options.kdf.check(options.allow_weak_kdf)?;
         creds.check()?;
         let io = |c, e: std::io::Error| CreateError::Storage(StorageError::io(c, &e));
-        std::fs::create_dir_all(&paths.data_dir).map_err(|e| io(Component::DataStore, e))?;
+        create_private_dir(&paths.data_dir).map_err(|e| io(Component::DataStore, e))?;
         if let Some(dir) = paths.key_store.parent() {
             create_private_dir(dir).map_err(|e| io(Component::KeyStore, e))?;
         }
