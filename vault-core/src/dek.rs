@@ -9,7 +9,7 @@ use crate::aad;
 use crate::crypto::{AeadKey, IntegrityError, Sealer};
 use crate::error::ROW_AUTH_FAILED;
 use crate::error::{Component, StorageError, WriteError};
-use crate::keystore::Epoch;
+use crate::keystore::{Epoch, KekState};
 use crate::record::Envelope;
 use crate::secret::{SecretKey, KEY_LEN};
 use crate::store::Table;
@@ -67,6 +67,7 @@ impl Vault {
             kek_id,
             uses,
             wrapped,
+            ..
         } = slot
         else {
             return Err(IntegrityError);
@@ -92,16 +93,25 @@ impl Vault {
         })
     }
 
-    /// Makes a new data key for (`s`, `purpose`), wraps it, and returns the slot and the key.
-    pub(crate) fn new_dek(
+    /// When the KEK with `id` was destroyed, if it was (its data keys are then noise: shredded).
+    pub(crate) fn kek_destroyed_at(&self, id: u32) -> Option<i64> {
+        let ks = self.key_store();
+        match ks.kek(id) {
+            Some(k) if k.state == KekState::Destroyed => Some(k.destroyed_at),
+            _ => None,
+        }
+    }
+
+    /// Wraps `key` under the active KEK of `epoch` (reserving one use of it).
+    pub(crate) fn wrap_key(
         &self,
         s: &SubjectId,
         purpose: &str,
         generation: u32,
+        key: &SecretKey,
         epoch: Epoch,
         sealer: &mut Sealer,
-    ) -> Result<(Slot, CachedDek), WriteError> {
-        let key = SecretKey::generate()?;
+    ) -> Result<(u32, Vec<u8>), WriteError> {
         let (kek_id, kek) = {
             let mut ks = self.key_store();
             let id = ks
@@ -121,11 +131,31 @@ impl Vault {
             )
             .map_err(|_| WriteError::Integrity(IntegrityError))?;
         debug_assert_eq!(wrapped.len(), KEY_LEN + crate::crypto::SEAL_OVERHEAD);
+        Ok((kek_id, wrapped))
+    }
+
+    /// Makes a new data key for (`s`, `purpose`), wraps it under the KEK of the epoch of `expires`,
+    /// and returns the slot and the key.
+    pub(crate) fn new_dek(
+        &self,
+        s: &SubjectId,
+        purpose: &str,
+        generation: u32,
+        expires: Option<i64>,
+        sealer: &mut Sealer,
+    ) -> Result<(Slot, CachedDek), WriteError> {
+        let key = SecretKey::generate()?;
+        let epoch = self.epoch_of(expires);
+        let (kek_id, wrapped) = self.wrap_key(s, purpose, generation, &key, epoch, sealer)?;
+        let now = self.now();
         let slot = Slot::Live {
             generation,
             kek_id,
             uses: 0,
             wrapped,
+            since: now,
+            last_update: now,
+            expires,
         };
         Ok((
             slot,
@@ -136,6 +166,41 @@ impl Vault {
                 reserved: 0,
             },
         ))
+    }
+
+    /// Rewraps a live slot's data key under the active KEK of `epoch` (after its expiry moved, or to
+    /// retire its old KEK). The data key itself does not change.
+    pub(crate) fn rewrap_slot(
+        &self,
+        s: &SubjectId,
+        purpose: &str,
+        slot: &mut Slot,
+        epoch: Epoch,
+        sealer: &mut Sealer,
+    ) -> Result<(), WriteError> {
+        let dek = self.unwrap_slot(s, purpose, slot)?;
+        if let Slot::Live {
+            generation,
+            kek_id,
+            wrapped,
+            ..
+        } = slot
+        {
+            let (id, w) = self.wrap_key(s, purpose, *generation, &dek.key, epoch, sealer)?;
+            *kek_id = id;
+            *wrapped = w;
+        }
+        Ok(())
+    }
+
+    /// The epoch a data key expiring at `expires` belongs to.
+    pub(crate) fn epoch_of(&self, expires: Option<i64>) -> Epoch {
+        self.key_store().epochs.epoch_of(expires)
+    }
+
+    /// The epoch of the KEK with `id`.
+    pub(crate) fn kek_epoch(&self, id: u32) -> Option<Epoch> {
+        self.key_store().kek(id).map(|k| k.epoch)
     }
 
     /// Takes `n` uses of a data key, raising its reservation (in `entry`) if needed. Returns whether

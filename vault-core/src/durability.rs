@@ -3,7 +3,6 @@
 use std::sync::{Condvar, Mutex};
 
 use crate::error::StorageError;
-use crate::store::Store;
 
 /// When a write call returns, how safe is the write?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,15 +53,22 @@ impl Committer {
     }
 
     /// Call after a write was applied; returns once it is durable under the configured mode.
-    pub(crate) fn commit(&self, store: &dyn Store) -> Result<(), StorageError> {
+    /// `sync` makes everything applied so far durable.
+    pub(crate) fn commit(
+        &self,
+        sync: &dyn Fn() -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         match self.mode {
             Durability::Relaxed => Ok(()),
-            Durability::PerOperation => store.sync(),
-            Durability::GroupCommit => self.group_commit(store),
+            Durability::PerOperation => sync(),
+            Durability::GroupCommit => self.group_commit(sync),
         }
     }
 
-    fn group_commit(&self, store: &dyn Store) -> Result<(), StorageError> {
+    fn group_commit(
+        &self,
+        sync: &dyn Fn() -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         // A poisoned mutex means a syncing thread panicked; the counters are still consistent
         // (they are only changed under the lock, after the sync returns).
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,7 +90,7 @@ impl Committer {
                 st.syncing = true;
                 let target = st.applied;
                 drop(st);
-                let result = store.sync();
+                let result = sync();
                 st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 st.syncing = false;
                 match &result {

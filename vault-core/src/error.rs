@@ -27,6 +27,8 @@ pub enum Component {
     Schema,
     /// Vault metadata (ids, format version).
     Meta,
+    /// The audit log.
+    Audit,
 }
 
 impl fmt::Display for Component {
@@ -39,6 +41,7 @@ impl fmt::Display for Component {
             Component::Index => "blind index",
             Component::Schema => "stored schema",
             Component::Meta => "vault metadata",
+            Component::Audit => "audit log",
         })
     }
 }
@@ -273,6 +276,12 @@ pub enum WriteError {
     /// The subject does not exist in this vault.
     #[error("unknown subject")]
     SubjectNotFound,
+    /// The subject was forgotten: no new personal data may be stored for it.
+    #[error("the subject was forgotten (at Unix time {at}); create a new subject for new data")]
+    SubjectForgotten {
+        /// When.
+        at: i64,
+    },
     /// `update` of a record that does not exist.
     #[error("no {record_type} record for this subject")]
     NotFound {
@@ -450,6 +459,64 @@ pub enum RekeyError {
     Rng(#[from] crate::crypto::RngError),
 }
 
+/// Errors of retention operations: events, holds, forget, expire, KEK retirement.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LifecycleError {
+    /// The subject does not exist in this vault.
+    #[error("unknown subject")]
+    SubjectNotFound,
+    /// The subject was already forgotten.
+    #[error("the subject was already forgotten (at Unix time {at})")]
+    AlreadyForgotten {
+        /// When.
+        at: i64,
+    },
+    /// The subject was forgotten; its remaining data is only kept for a legal obligation.
+    #[error("the subject was forgotten (at Unix time {at}); no new events or holds")]
+    Forgotten {
+        /// When.
+        at: i64,
+    },
+    /// The subject is under legal hold.
+    #[error("the subject is under legal hold (since Unix time {since}); release it or override explicitly")]
+    Held {
+        /// Since when.
+        since: i64,
+        /// Until when, if set.
+        until: Option<i64>,
+    },
+    /// `release` of a subject that is not held.
+    #[error("the subject is not under legal hold")]
+    NotHeld,
+    /// The event name is not a valid event (built-ins `created`/`last_update` are recorded by kluis).
+    #[error(
+        "{event:?} is not an event the shop can record (lower-case name; not created/last_update)"
+    )]
+    InvalidEvent {
+        /// The event name (clipped).
+        event: String,
+    },
+    /// No such key-encryption key.
+    #[error("no key-encryption key with id {id}")]
+    KekNotFound {
+        /// The id.
+        id: u32,
+    },
+    /// The key-encryption key is already destroyed.
+    #[error("key-encryption key {id} is already destroyed")]
+    KekDestroyed {
+        /// The id.
+        id: u32,
+    },
+    /// A write inside the operation failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
 /// Any kluis error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -481,6 +548,9 @@ pub enum Error {
     /// Schema.
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    /// Retention operations.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -27,7 +27,7 @@ const MAX_FILE_LEN: u64 = 64 * 1024 * 1024;
 /// Most KEKs a key store may hold (epochs of many decades plus rotations).
 const MAX_KEKS: usize = 100_000;
 /// Most erasure-ledger entries a key store may hold.
-const MAX_LEDGER: usize = 10_000_000;
+const MAX_LEDGER: usize = (MAX_FILE_LEN / 34) as usize;
 /// How many KEK uses are reserved per key-store write (see [`KeyStore::reserve_kek_use`]).
 pub(crate) const KEK_USE_BLOCK: u64 = 4096;
 
@@ -40,6 +40,8 @@ pub enum KekState {
     DecryptOnly,
     /// Key bytes erased; everything wrapped under it is noise.
     Destroyed,
+    /// Being retired: its data keys are being rewrapped under a successor; then it is destroyed.
+    Retiring,
 }
 
 impl KekState {
@@ -48,6 +50,7 @@ impl KekState {
             KekState::Active => 1,
             KekState::DecryptOnly => 2,
             KekState::Destroyed => 3,
+            KekState::Retiring => 4,
         }
     }
     fn from_code(c: u8) -> Option<Self> {
@@ -55,6 +58,7 @@ impl KekState {
             1 => Some(KekState::Active),
             2 => Some(KekState::DecryptOnly),
             3 => Some(KekState::Destroyed),
+            4 => Some(KekState::Retiring),
             _ => None,
         }
     }
@@ -105,7 +109,11 @@ pub struct KekInfo {
 pub(crate) struct LedgerEntry {
     pub(crate) subject: [u8; 16],
     pub(crate) purpose: String,
+    /// The data-key generation shredded (a later generation is new data and is not touched).
+    pub(crate) generation: u32,
     pub(crate) at: i64,
+    pub(crate) why: crate::subject::ShredReason,
+    /// The KEK that wrapped the shredded key: once it is destroyed, the entry can be pruned.
     pub(crate) kek_id: u32,
 }
 
@@ -132,6 +140,12 @@ pub(crate) struct KeyStore {
     pub(crate) next_kek_id: u32,
     pub(crate) keks: Vec<Kek>,
     pub(crate) ledger: Vec<LedgerEntry>,
+    /// Retention-epoch length and grace, fixed at creation.
+    pub(crate) epochs: crate::retention::EpochPolicy,
+    /// Last audit-chain head seen at a key-store write (detects entries cut off the log's end).
+    pub(crate) audit_checkpoint: crate::audit::Head,
+    /// Where `save` reads the durable audit head from (set by the vault).
+    pub(crate) checkpoint_source: Option<std::sync::Arc<std::sync::Mutex<crate::audit::Head>>>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -160,6 +174,7 @@ impl KeyStore {
         kdf: KdfParams,
         allow_weak: bool,
         max_key_uses: u64,
+        epochs: crate::retention::EpochPolicy,
         now: i64,
     ) -> Result<KeyStore, CreateError> {
         if creds.factors() == 0 {
@@ -191,6 +206,9 @@ impl KeyStore {
             next_kek_id: 1,
             keks: Vec::new(),
             ledger: Vec::new(),
+            epochs,
+            audit_checkpoint: crate::audit::Head::EMPTY,
+            checkpoint_source: None,
         };
         ks.push_new_kek(Epoch::OpenEnded, now)?;
         if path.exists() {
@@ -258,6 +276,12 @@ impl KeyStore {
         // The generation advances even if the write fails, so no two files ever share one.
         let generation = self.seal.generation + 1;
         self.seal.generation = generation;
+        if let Some(src) = &self.checkpoint_source {
+            let head = *src.lock().unwrap_or_else(|p| p.into_inner());
+            if head.seq > self.audit_checkpoint.seq {
+                self.audit_checkpoint = head;
+            }
+        }
         let body = self.encode_body();
         let mut out = Writer::with_capacity(HEADER_LEN + body.len() + 64);
         out.raw(MAGIC)
@@ -424,10 +448,12 @@ impl KeyStore {
         let ledger: usize = self
             .ledger
             .iter()
-            .map(|e| 16 + 1 + e.purpose.len() + 8 + 4)
+            .map(|e| 16 + 1 + e.purpose.len() + 4 + 8 + 1 + 4)
             .sum();
-        let mut w =
-            Writer::with_capacity(2 + 16 + 8 + 8 + 4 + 2 * KEY_LEN + 4 + 4 + keks + 4 + ledger);
+        let tail = 8 + 8 + 8 + 32;
+        let mut w = Writer::with_capacity(
+            2 + 16 + 8 + 8 + 4 + 2 * KEY_LEN + 4 + 4 + keks + 4 + ledger + tail,
+        );
         w.u16(1)
             .raw(&self.vault_id)
             .i64(self.created_at)
@@ -449,14 +475,25 @@ impl KeyStore {
                 .i64(k.created_at)
                 .i64(k.destroyed_at)
                 .u64(k.reserved);
-            if let (KekState::Active | KekState::DecryptOnly, Some(key)) = (k.state, &k.key) {
+            if let (KekState::Active | KekState::DecryptOnly | KekState::Retiring, Some(key)) =
+                (k.state, &k.key)
+            {
                 w.raw(key.expose());
             }
         }
         w.u32(self.ledger.len() as u32);
         for e in &self.ledger {
-            w.raw(&e.subject).str8(&e.purpose).i64(e.at).u32(e.kek_id);
+            w.raw(&e.subject)
+                .str8(&e.purpose)
+                .u32(e.generation)
+                .i64(e.at)
+                .u8(e.why.code())
+                .u32(e.kek_id);
         }
+        w.i64(self.epochs.length)
+            .i64(self.epochs.grace)
+            .u64(self.audit_checkpoint.seq)
+            .raw(&self.audit_checkpoint.mac);
         Zeroizing::new(w.finish())
     }
 }
@@ -513,10 +550,23 @@ fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeyStore, DecodeE
         ledger.push(LedgerEntry {
             subject: r.array()?,
             purpose: r.str8()?.to_owned(),
+            generation: r.u32()?,
             at: r.i64()?,
+            why: crate::subject::ShredReason::from_code(r.u8()?).ok_or(bad)?,
             kek_id: r.u32()?,
         });
     }
+    let epochs = crate::retention::EpochPolicy {
+        length: r.i64()?,
+        grace: r.i64()?,
+    };
+    if epochs.length <= 0 || epochs.grace < 0 {
+        return Err(bad);
+    }
+    let audit_checkpoint = crate::audit::Head {
+        seq: r.u64()?,
+        mac: r.array()?,
+    };
     r.end()?;
     Ok(KeyStore {
         path: path.to_path_buf(),
@@ -530,6 +580,9 @@ fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeyStore, DecodeE
         next_kek_id,
         keks,
         ledger,
+        epochs,
+        audit_checkpoint,
+        checkpoint_source: None,
     })
 }
 

@@ -51,6 +51,8 @@
 #![warn(missing_docs)]
 
 mod aad;
+pub mod audit;
+mod audit_log;
 pub mod clock;
 mod codec;
 pub mod credentials;
@@ -62,8 +64,11 @@ mod fsutil;
 mod index;
 pub mod keystore;
 pub mod labels;
+pub mod lifecycle;
 pub mod record;
 pub mod records;
+pub mod retention;
+mod retire;
 pub mod schema;
 pub mod secret;
 pub mod store;
@@ -75,17 +80,23 @@ pub mod vault;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub use audit::{AuditEntry, AuditOp, AuditProblem, AuditReport};
+pub use audit_log::AuditFilter;
 pub use clock::{Clock, MockClock, SystemClock};
 pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
 pub use error::{
     Component, CreateError, DeleteError, Error, FindError, IntegrityError, KdfError, KeyFileError,
-    OpenError, ReadError, RekeyError, StorageError, SubjectError, WriteError,
+    LifecycleError, OpenError, ReadError, RekeyError, StorageError, SubjectError, WriteError,
 };
 pub use keystore::{Epoch, KekInfo, KekState};
-pub use record::Record;
+pub use lifecycle::{ExpireReport, ForgetReport, KeptPurpose, Request};
+pub use record::{FieldState, Record, Shredded};
 pub use records::RecordKey;
+pub use retention::EpochPolicy;
+pub use retire::RetireReport;
 pub use schema::Schema;
 pub use secret::Passphrase;
+pub use subject::ShredReason;
 pub use subject::SubjectId;
 pub use vault::{Vault, VaultOptions, VaultPaths};

@@ -16,6 +16,27 @@ use crate::codec::{DecodeError, Reader, Writer};
 #[derive(Default)]
 pub struct Record {
     fields: BTreeMap<String, Value>,
+    shredded: BTreeMap<String, Shredded>,
+}
+
+/// A field whose data key was destroyed: the value is gone for good.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Shredded {
+    /// The purpose whose key was destroyed.
+    pub purpose: String,
+    /// When (Unix seconds).
+    pub at: i64,
+}
+
+/// What a read found for one field.
+#[derive(Debug, PartialEq)]
+pub enum FieldState<'a> {
+    /// The field holds this value.
+    Value(&'a Value),
+    /// The field's purpose was shredded (expired or forgotten); its value is unrecoverable.
+    Shredded(&'a Shredded),
+    /// The record has no such field (never written, or removed by an update).
+    Absent,
 }
 
 impl Record {
@@ -75,11 +96,37 @@ impl Record {
         self.fields.is_empty()
     }
 
+    /// Whether `field` holds a value, was shredded, or is absent.
+    pub fn field_state(&self, field: &str) -> FieldState<'_> {
+        if let Some(v) = self.fields.get(field) {
+            FieldState::Value(v)
+        } else if let Some(s) = self.shredded.get(field) {
+            FieldState::Shredded(s)
+        } else {
+            FieldState::Absent
+        }
+    }
+
+    /// Fields that were shredded, with purpose and time, sorted by field name.
+    pub fn shredded_fields(&self) -> impl Iterator<Item = (&str, &Shredded)> {
+        self.shredded.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// True when any field of the record was shredded.
+    pub fn has_shredded(&self) -> bool {
+        !self.shredded.is_empty()
+    }
+
+    pub(crate) fn insert_shredded(&mut self, field: String, s: Shredded) {
+        self.shredded.insert(field, s);
+    }
+
     /// Builds a record from a JSON object. Anything else is refused.
     pub fn from_json(value: Value) -> Result<Record, NotAnObject> {
         match value {
             Value::Object(map) => Ok(Record {
                 fields: map.into_iter().collect(),
+                shredded: BTreeMap::new(),
             }),
             mut other => {
                 wipe(&mut other);
@@ -141,6 +188,7 @@ impl fmt::Debug for Record {
         f.debug_struct("Record")
             .field("fields", &self.fields.keys().collect::<Vec<_>>())
             .field("values", &"[REDACTED]")
+            .field("shredded", &self.shredded)
             .finish()
     }
 }
@@ -172,18 +220,21 @@ pub(crate) struct Envelope {
     /// field name → blind-index tag (kept so update/delete can remove entries without decrypting).
     pub(crate) tags: BTreeMap<String, [u8; 16]>,
     pub(crate) fields: BTreeMap<String, SealedField>,
+    /// field name → (purpose, when) for fields whose data key was shredded.
+    pub(crate) shredded: BTreeMap<String, (String, i64)>,
 }
 
 /// Envelope format version.
 pub(crate) const ENVELOPE_VERSION: u8 = 1;
-const MAX_FIELDS: usize = 4096;
+const MAX_FIELDS: usize = u16::MAX as usize;
 /// Largest sealed field accepted when decoding (1 MiB value + overhead).
 const MAX_SEALED: usize = (1 << 20) + 64;
 
 impl Envelope {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let size: usize = self.fields.values().map(|f| f.sealed.len() + 48).sum();
-        let mut w = Writer::with_capacity(32 + size + self.tags.len() * 40);
+        let mut w =
+            Writer::with_capacity(32 + size + self.tags.len() * 40 + self.shredded.len() * 48);
         w.u8(ENVELOPE_VERSION)
             .i64(self.created_at)
             .i64(self.updated_at)
@@ -197,6 +248,10 @@ impl Envelope {
                 .str8(&f.purpose)
                 .u32(f.generation)
                 .bytes32(&f.sealed);
+        }
+        w.u16(self.shredded.len() as u16);
+        for (name, (purpose, at)) in &self.shredded {
+            w.str8(name).str8(purpose).i64(*at);
         }
         w.finish()
     }
@@ -231,6 +286,11 @@ impl Envelope {
                 },
             );
         }
+        for _ in 0..r.count16(MAX_FIELDS)? {
+            let name = r.str8()?.to_owned();
+            let purpose = r.str8()?.to_owned();
+            e.shredded.insert(name, (purpose, r.i64()?));
+        }
         r.end()?;
         Ok(e)
     }
@@ -264,6 +324,7 @@ mod tests {
                 sealed: vec![1; 40],
             },
         );
+        e.shredded.insert("street".into(), ("shipping".into(), 99));
         let b = e.encode();
         assert_eq!(Envelope::decode(&b).unwrap(), e);
         for cut in 0..b.len() {

@@ -6,13 +6,13 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::aad::{self, FieldContext};
+use crate::audit::{AuditEntry, AuditOp};
 use crate::crypto::{AeadKey, IntegrityError, Sealer};
 use crate::error::{
     Component, DeleteError, FindError, ReadError, StorageError, SubjectError, WriteError,
 };
 use crate::index;
-use crate::keystore::Epoch;
-use crate::record::{Envelope, Record, SealedField};
+use crate::record::{Envelope, Record, SealedField, Shredded};
 use crate::schema::{FieldDef, RecordError, RecordType};
 use crate::store::{Table, WriteBatch};
 use crate::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
@@ -81,10 +81,23 @@ impl RecordKey {
     }
 }
 
+/// The label part of a record storage key (empty if it does not decode).
+pub(crate) fn label_of(storage_key: &[u8]) -> String {
+    RecordKey::from_storage_key(storage_key)
+        .map(|k| k.label)
+        .unwrap_or_default()
+}
+
 impl From<&str> for RecordKey {
     fn from(t: &str) -> Self {
         RecordKey::new(t)
     }
+}
+
+/// How a read opens the fields of one purpose.
+enum PurposeKey {
+    Live(u32, Box<AeadKey>),
+    Shredded(i64),
 }
 
 /// A validated field of a write: its definition and canonical plaintext (`None`: remove it).
@@ -109,7 +122,13 @@ impl Vault {
             s.as_bytes().to_vec(),
             self.subject_row(&s, &entry),
         );
-        self.commit(b)?;
+        let audit = AuditEntry::new(
+            AuditOp::CreateSubject,
+            entry.created_at,
+            &self.options.actor,
+        )
+        .subject(&s);
+        self.commit_audited(b, vec![audit])?;
         Ok(s)
     }
 
@@ -235,29 +254,43 @@ impl Vault {
             }
         }
         let mut sealer = Sealer::new()?;
+        let mut batch = WriteBatch::default();
         let mut entry: Option<SubjectEntry> = None;
         let mut entry_dirty = false;
         let mut deks: BTreeMap<&str, CachedDek> = BTreeMap::new();
         for (&purpose, &n) in &uses {
+            // Purposes whose retention runs from `last_update` must record this write's time.
+            let anchored = active
+                .schema
+                .purpose(purpose)
+                .is_some_and(|p| p.retention.event() == Some("last_update"));
             let cached = self.dek_cache().pop(&(*s, purpose.to_owned()));
+            if entry.is_none() && (cached.is_none() || anchored) {
+                let e = self.load_subject(s)?.ok_or(WriteError::SubjectNotFound)?;
+                if let Some(at) = e.forgotten_at {
+                    return Err(WriteError::SubjectForgotten { at });
+                }
+                entry = Some(e);
+            }
             let mut dek = match cached {
                 Some(d) => d,
                 None => {
-                    if entry.is_none() {
-                        entry = Some(self.load_subject(s)?.ok_or(WriteError::SubjectNotFound)?);
-                    }
                     let e = entry.as_mut().ok_or(WriteError::SubjectNotFound)?;
                     match e.slots.get(purpose) {
                         Some(slot @ Slot::Live { .. }) => self.unwrap_slot(s, purpose, slot)?,
                         other => {
                             let generation = other.map_or(1, |o| o.generation() + 1);
-                            let (slot, dek) = self.new_dek(
-                                s,
-                                purpose,
-                                generation,
-                                Epoch::OpenEnded,
-                                &mut sealer,
-                            )?;
+                            let expires =
+                                crate::lifecycle::slot_expiry(&active.schema, e, purpose, now, now);
+                            let (slot, dek) =
+                                self.new_dek(s, purpose, generation, expires, &mut sealer)?;
+                            if let Some(t) = expires {
+                                batch.put(
+                                    Table::Expiry,
+                                    crate::lifecycle::expiry_key(t, s, purpose),
+                                    Vec::new(),
+                                );
+                            }
                             e.slots.insert(purpose.to_owned(), slot);
                             entry_dirty = true;
                             dek
@@ -265,6 +298,14 @@ impl Vault {
                     }
                 }
             };
+            if anchored {
+                if let Some(Slot::Live { last_update, .. }) =
+                    entry.as_mut().and_then(|e| e.slots.get_mut(purpose))
+                {
+                    *last_update = now;
+                    entry_dirty = true;
+                }
+            }
             if dek.used + n > dek.reserved {
                 if entry.is_none() {
                     entry = Some(self.load_subject(s)?.ok_or(WriteError::SubjectNotFound)?);
@@ -277,6 +318,11 @@ impl Vault {
             }
             deks.insert(purpose, dek);
         }
+        if entry_dirty {
+            if let Some(e) = entry.as_mut() {
+                self.reconcile(s, e, &mut batch, &mut sealer)?;
+            }
+        }
 
         // Every write needs an existing subject; with no field to seal, nothing above checked it.
         if deks.is_empty() && entry.is_none() && self.load_subject(s)?.is_none() {
@@ -284,7 +330,6 @@ impl Vault {
         }
 
         // Seal the fields and compute their index tags.
-        let mut batch = WriteBatch::default();
         let old_tags = old.as_ref().map(|o| o.tags.clone()).unwrap_or_default();
         if let Mode::Put = mode {
             env.tags.clear();
@@ -309,6 +354,7 @@ impl Vault {
                 let sealed = sealer
                     .seal(k, &aad::field(&ctx), bytes)
                     .map_err(|_| IntegrityError)?;
+                env.shredded.remove(*name);
                 env.fields.insert(
                     (*name).to_owned(),
                     SealedField {
@@ -360,7 +406,15 @@ impl Vault {
                     );
                 }
             }
-            self.commit(batch).map_err(WriteError::from)
+            let op = match mode {
+                Mode::Put => AuditOp::Put,
+                Mode::Update => AuditOp::Update,
+            };
+            let audit = AuditEntry::new(op, now, &self.options.actor)
+                .subject(s)
+                .record(&rt.name, &key.label);
+            self.commit_audited(batch, vec![audit])
+                .map_err(WriteError::from)
         });
         // Return the keys to the cache only if the write landed. On failure they are dropped: a key
         // made in this call was never persisted (caching it would seal later fields under a key no
@@ -453,42 +507,47 @@ impl Vault {
         env: &Envelope,
         only: Option<&[&str]>,
     ) -> Result<Record, ReadError> {
+        let wanted = |name: &str| only.is_none_or(|o| o.contains(&name));
         let mut out = Record::new();
+        for (name, (purpose, at)) in &env.shredded {
+            if wanted(name) {
+                out.insert_shredded(
+                    name.clone(),
+                    Shredded {
+                        purpose: purpose.clone(),
+                        at: *at,
+                    },
+                );
+            }
+        }
         let mut entry: Option<SubjectEntry> = None;
-        let mut keys: BTreeMap<String, (u32, AeadKey)> = BTreeMap::new();
+        let mut keys: BTreeMap<String, PurposeKey> = BTreeMap::new();
         for (name, f) in &env.fields {
-            if only.is_some_and(|o| !o.contains(&name.as_str())) {
+            if !wanted(name) {
                 continue;
             }
             let Some(def) = rt.field(name) else {
+                // The row MAC proved this field is ours: it was dropped from a later schema version.
                 tracing::warn!(record_type = %rt.name, field = %name, "stored field not in the schema; skipped");
                 continue;
             };
             if !keys.contains_key(&f.purpose) {
-                let cache_key = (*s, f.purpose.clone());
-                let from_cache = self
-                    .dek_cache()
-                    .get(&cache_key)
-                    .map(|d| (d.generation, AeadKey::new(&d.key)));
-                let k = match from_cache {
-                    Some(k) => k,
-                    None => {
-                        if entry.is_none() {
-                            entry = Some(self.load_subject(s)?.ok_or(ReadError::SubjectNotFound)?);
-                        }
-                        let slot = entry
-                            .as_ref()
-                            .and_then(|e| e.slots.get(&f.purpose))
-                            .ok_or(IntegrityError)?;
-                        let dek = self.unwrap_slot(s, &f.purpose, slot)?;
-                        let k = (dek.generation, AeadKey::new(&dek.key));
-                        self.dek_cache().put(cache_key, dek);
-                        k
-                    }
-                };
+                let k = self.purpose_key(s, &f.purpose, &mut entry)?;
                 keys.insert(f.purpose.clone(), k);
             }
-            let (generation, k) = keys.get(&f.purpose).ok_or(IntegrityError)?;
+            let (generation, k) = match keys.get(&f.purpose).ok_or(IntegrityError)? {
+                PurposeKey::Shredded(at) => {
+                    out.insert_shredded(
+                        name.clone(),
+                        Shredded {
+                            purpose: f.purpose.clone(),
+                            at: *at,
+                        },
+                    );
+                    continue;
+                }
+                PurposeKey::Live(g, k) => (g, k),
+            };
             if *generation != f.generation || def.purpose != f.purpose {
                 return Err(IntegrityError.into());
             }
@@ -506,6 +565,39 @@ impl Vault {
             out.insert_decoded(name.clone(), value);
         }
         Ok(out)
+    }
+
+    /// The key for reading `purpose` of `s`: from the cache, or unwrapped from the subject entry; or
+    /// the time it was shredded (slot shredded, or its KEK destroyed).
+    fn purpose_key(
+        &self,
+        s: &SubjectId,
+        purpose: &str,
+        entry: &mut Option<SubjectEntry>,
+    ) -> Result<PurposeKey, ReadError> {
+        let cache_key = (*s, purpose.to_owned());
+        if let Some(d) = self.dek_cache().get(&cache_key) {
+            return Ok(PurposeKey::Live(d.generation, Box::new(AeadKey::new(&d.key))));
+        }
+        if entry.is_none() {
+            *entry = Some(self.load_subject(s)?.ok_or(ReadError::SubjectNotFound)?);
+        }
+        let slot = entry
+            .as_ref()
+            .and_then(|e| e.slots.get(purpose))
+            .ok_or(IntegrityError)?;
+        match slot {
+            Slot::Shredded { at, .. } => Ok(PurposeKey::Shredded(*at)),
+            Slot::Live { kek_id, .. } => {
+                if let Some(at) = self.kek_destroyed_at(*kek_id) {
+                    return Ok(PurposeKey::Shredded(at));
+                }
+                let dek = self.unwrap_slot(s, purpose, slot)?;
+                let k = PurposeKey::Live(dek.generation, Box::new(AeadKey::new(&dek.key)));
+                self.dek_cache().put(cache_key, dek);
+                Ok(k)
+            }
+        }
     }
 
     /// Deletes the `key` record of `subject` and its blind-index entries. The subject's data keys stay
@@ -544,7 +636,10 @@ impl Vault {
             batch.delete(Table::Index, index::entry_key(tag, subject, &key.label));
         }
         batch.delete(Table::Record, rkey);
-        self.commit(batch)?;
+        let audit = AuditEntry::new(AuditOp::Delete, self.now(), &self.options.actor)
+            .subject(subject)
+            .record(&rt.name, &key.label);
+        self.commit_audited(batch, vec![audit])?;
         Ok(())
     }
 

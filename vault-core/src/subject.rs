@@ -75,6 +75,32 @@ impl<'de> serde::Deserialize<'de> for SubjectId {
     }
 }
 
+/// Why a data key was shredded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShredReason {
+    /// Its retention period ended.
+    Expired,
+    /// The subject was forgotten (Art. 17).
+    Forgotten,
+}
+
+impl ShredReason {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            ShredReason::Expired => 1,
+            ShredReason::Forgotten => 2,
+        }
+    }
+    pub(crate) fn from_code(c: u8) -> Option<Self> {
+        match c {
+            1 => Some(ShredReason::Expired),
+            2 => Some(ShredReason::Forgotten),
+            _ => None,
+        }
+    }
+}
+
 /// The data-key slot of one purpose of one subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Slot {
@@ -85,9 +111,19 @@ pub(crate) enum Slot {
         /// Persisted high-water mark of field encryptions reserved under this data key.
         uses: u64,
         wrapped: Vec<u8>,
+        /// When this generation of the key was made; anchor events before it do not count.
+        since: i64,
+        /// When data of this purpose was last written (the `last_update` anchor).
+        last_update: i64,
+        /// The expiry in force (mirrored in the expiry index), `None` when none.
+        expires: Option<i64>,
     },
     /// The data key was destroyed at `at` (Unix seconds).
-    Shredded { generation: u32, at: i64 },
+    Shredded {
+        generation: u32,
+        at: i64,
+        why: ShredReason,
+    },
 }
 
 impl Slot {
@@ -112,17 +148,20 @@ pub(crate) struct SubjectEntry {
     pub(crate) slots: BTreeMap<String, Slot>,
     pub(crate) events: BTreeMap<String, i64>,
     pub(crate) hold: Option<Hold>,
+    pub(crate) forgotten_at: Option<i64>,
 }
 
 const ENTRY_VERSION: u8 = 1;
-const MAX_SLOTS: usize = 1024;
-const MAX_EVENTS: usize = 1024;
+const MAX_SLOTS: usize = u16::MAX as usize;
+const MAX_EVENTS: usize = u16::MAX as usize;
+/// Encodes `Option<i64>` as `i64::MIN` for `None`.
+const NONE_TIME: i64 = i64::MIN;
 /// A wrapped data key: nonce (12) ‖ encrypted key (32) ‖ tag (16).
 pub(crate) const WRAPPED_LEN: usize = 60;
 
 impl SubjectEntry {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(32 + self.slots.len() * 96);
+        let mut w = Writer::with_capacity(48 + self.slots.len() * 120 + self.events.len() * 24);
         w.u8(ENTRY_VERSION)
             .i64(self.created_at)
             .u16(self.slots.len() as u16);
@@ -134,15 +173,25 @@ impl SubjectEntry {
                     kek_id,
                     uses,
                     wrapped,
+                    since,
+                    last_update,
+                    expires,
                 } => {
                     w.u8(1)
                         .u32(*generation)
                         .u32(*kek_id)
                         .u64(*uses)
                         .raw(wrapped);
+                    w.i64(*since)
+                        .i64(*last_update)
+                        .i64(expires.unwrap_or(NONE_TIME));
                 }
-                Slot::Shredded { generation, at } => {
-                    w.u8(2).u32(*generation).i64(*at);
+                Slot::Shredded {
+                    generation,
+                    at,
+                    why,
+                } => {
+                    w.u8(2).u32(*generation).i64(*at).u8(why.code());
                 }
             }
         }
@@ -152,8 +201,9 @@ impl SubjectEntry {
         }
         match self.hold {
             None => w.u8(0),
-            Some(h) => w.u8(1).i64(h.since).i64(h.until.unwrap_or(i64::MIN)),
+            Some(h) => w.u8(1).i64(h.since).i64(h.until.unwrap_or(NONE_TIME)),
         };
+        w.i64(self.forgotten_at.unwrap_or(NONE_TIME));
         w.finish()
     }
 
@@ -175,10 +225,14 @@ impl SubjectEntry {
                     kek_id: r.u32()?,
                     uses: r.u64()?,
                     wrapped: r.raw(WRAPPED_LEN)?.to_vec(),
+                    since: r.i64()?,
+                    last_update: r.i64()?,
+                    expires: opt_time(r.i64()?),
                 },
                 2 => Slot::Shredded {
                     generation: r.u32()?,
                     at: r.i64()?,
+                    why: ShredReason::from_code(r.u8()?).ok_or(bad)?,
                 },
                 _ => return Err(bad),
             };
@@ -196,19 +250,25 @@ impl SubjectEntry {
                 let until = r.i64()?;
                 Some(Hold {
                     since,
-                    until: (until != i64::MIN).then_some(until),
+                    until: opt_time(until),
                 })
             }
             _ => return Err(bad),
         };
+        let forgotten_at = opt_time(r.i64()?);
         r.end()?;
         Ok(SubjectEntry {
             created_at,
             slots,
             events,
             hold,
+            forgotten_at,
         })
     }
+}
+
+fn opt_time(t: i64) -> Option<i64> {
+    (t != NONE_TIME).then_some(t)
 }
 
 #[cfg(test)]
@@ -245,6 +305,9 @@ mod tests {
                 kek_id: 2,
                 uses: 3,
                 wrapped: vec![7; WRAPPED_LEN],
+                since: 4,
+                last_update: 5,
+                expires: Some(6),
             },
         );
         e.slots.insert(
@@ -252,9 +315,11 @@ mod tests {
             Slot::Shredded {
                 generation: 4,
                 at: 9,
+                why: ShredReason::Forgotten,
             },
         );
         e.events.insert("delivered".into(), 100);
+        e.forgotten_at = Some(11);
         e.hold = Some(Hold {
             since: 1,
             until: None,

@@ -26,6 +26,8 @@ pub const DATA_FORMAT_VERSION: u16 = 1;
 const DATA_MAGIC: &[u8; 8] = b"KLUISDAT";
 const META_VAULT: &[u8] = b"vault";
 const META_SCHEMA: &[u8] = b"schema";
+/// Meta key of the audit chain head.
+pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
 const STRIPES: usize = 1024;
 
 /// Where a vault's two parts live. Keep them apart: back up `data_dir` freely; the key store is
@@ -60,7 +62,13 @@ pub struct VaultOptions {
     pub(crate) kdf: KdfParams,
     pub(crate) max_key_uses: u64,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) actor: String,
+    pub(crate) epochs: crate::retention::EpochPolicy,
+    pub(crate) store_wrapper: Option<StoreWrapper>,
 }
+
+/// Wraps the storage engine (fault injection in tests).
+pub type StoreWrapper = Arc<dyn Fn(Box<dyn Store>) -> Box<dyn Store> + Send + Sync>;
 
 impl std::fmt::Debug for VaultOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +96,9 @@ impl Default for VaultOptions {
             kdf: KdfParams::default(),
             max_key_uses: MAX_KEY_USES,
             clock: Arc::new(SystemClock),
+            actor: "application".to_owned(),
+            epochs: crate::retention::EpochPolicy::default(),
+            store_wrapper: None,
         }
     }
 }
@@ -122,6 +133,22 @@ impl VaultOptions {
     /// maximum 2^32). Tests set it tiny.
     pub fn max_key_uses(mut self, n: u64) -> Self {
         self.max_key_uses = n.clamp(1, MAX_KEY_USES);
+        self
+    }
+    /// Who record writes are attributed to in the audit log (default `"application"`).
+    pub fn actor(mut self, actor: &str) -> Self {
+        self.actor = actor.to_owned();
+        self
+    }
+    /// Retention-epoch length and grace for a new vault (default 30 days, 7 days grace). Fixed at
+    /// creation; the key store keeps it.
+    pub fn epochs(mut self, epochs: crate::retention::EpochPolicy) -> Self {
+        self.epochs = epochs;
+        self
+    }
+    /// **Danger:** wraps the storage engine, e.g. with a fault injector. For tests only.
+    pub fn danger_wrap_store(mut self, wrap: StoreWrapper) -> Self {
+        self.store_wrapper = Some(wrap);
         self
     }
     /// The clock (default: system time). Retention tests inject a mock.
@@ -159,6 +186,12 @@ pub struct Vault {
     pub(crate) schema: RwLock<Arc<ActiveSchema>>,
     /// Authenticates whole stored rows (see [`Vault::seal_row`]).
     row_mac: SecretKey,
+    /// Chains the audit log.
+    pub(crate) audit_key: SecretKey,
+    /// Head of the audit chain as applied (guarded: appends are serialised).
+    pub(crate) audit_head: Mutex<crate::audit::Head>,
+    /// Head of the audit chain known durable; the key store checkpoints it on every write.
+    pub(crate) durable_head: Arc<Mutex<crate::audit::Head>>,
     pub(crate) cache: Mutex<LruCache<(SubjectId, String), CachedDek>>,
     pub(crate) stripes: Vec<RwLock<()>>,
     pub(crate) committer: Committer,
@@ -273,10 +306,15 @@ impl Vault {
             options.kdf,
             options.allow_weak_kdf,
             options.max_key_uses,
+            options.epochs,
             now,
         )?;
         let sled = Arc::new(SledStore::open(&paths.data_dir, options.sled)?);
         let store: Box<dyn Store> = Box::new(SharedSled(sled.clone()));
+        let store = match &options.store_wrapper {
+            Some(wrap) => wrap(store),
+            None => store,
+        };
         let mut batch = WriteBatch::default();
         let mut w = Writer::default();
         w.raw(DATA_MAGIC)
@@ -292,15 +330,24 @@ impl Vault {
         store.apply(batch)?;
         store.sync()?;
         tracing::info!(data = %paths.data_dir.display(), "created kluis vault");
-        Ok(Self::assemble(
+        let vault = Self::assemble(
             paths,
+            crate::audit::Head::EMPTY,
             store,
             Some(sled),
             ks,
             schema,
             options,
             (data_lock, key_lock),
-        ))
+        );
+        let entry = crate::audit::AuditEntry::new(
+            crate::audit::AuditOp::CreateVault,
+            now,
+            &vault.options.actor,
+        );
+        vault.commit_audited(WriteBatch::default(), vec![entry])?;
+        vault.sync_store()?;
+        Ok(vault)
     }
 
     /// Opens an existing vault. A wrong passphrase or key file is [`OpenError::WrongCredentials`]
@@ -329,6 +376,10 @@ impl Vault {
         let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
         let sled = Arc::new(SledStore::open(&paths.data_dir, options.sled)?);
         let store: Box<dyn Store> = Box::new(SharedSled(sled.clone()));
+        let store = match &options.store_wrapper {
+            Some(wrap) => wrap(store),
+            None => store,
+        };
         let meta = store
             .get(Table::Meta, META_VAULT)?
             .ok_or(StorageError::corrupted(
@@ -360,19 +411,31 @@ impl Vault {
             .get(Table::Meta, META_SCHEMA)?
             .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
         let schema = decode_schema(&ks, &stored)?;
-        Ok(Self::assemble(
+        let head = match store.get(Table::Meta, META_AUDIT_HEAD)? {
+            None => crate::audit::Head::EMPTY,
+            Some(b) => crate::audit::Head::decode(&b).map_err(|_| {
+                StorageError::corrupted(Component::Audit, "audit head does not decode")
+            })?,
+        };
+        let vault = Self::assemble(
             paths,
+            head,
             store,
             Some(sled),
             ks,
             schema,
             options,
             (data_lock, key_lock),
-        ))
+        );
+        // A restored older data backup (or a crash mid-shred) must not bring erased data back.
+        vault.reapply_ledger()?;
+        Ok(vault)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
         paths: &VaultPaths,
+        head: crate::audit::Head,
         store: Box<dyn Store>,
         sled: Option<Arc<SledStore>>,
         ks: KeyStore,
@@ -382,8 +445,15 @@ impl Vault {
     ) -> Vault {
         let active = activate(&ks, schema);
         let row_mac = crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]);
+        let audit_key = crypto::derive_subkey(&ks.meta_root, &[labels::AUDIT_MAC]);
+        let durable_head = Arc::new(Mutex::new(head));
+        let mut ks = ks;
+        ks.checkpoint_source = Some(durable_head.clone());
         Vault {
             row_mac,
+            audit_key,
+            audit_head: Mutex::new(head),
+            durable_head,
             paths: paths.clone(),
             store,
             sled,
@@ -466,14 +536,21 @@ impl Vault {
 
     /// Makes every write so far durable (flush + fsync), whatever the durability mode.
     pub fn sync(&self) -> Result<(), StorageError> {
-        self.store.sync()
+        self.sync_store()
     }
 
     /// Re-seals the key store under new credentials (passphrase or key-file rotation). O(1): no data
     /// key or record is touched. The old credentials stop working once this returns.
     pub fn change_credentials(&self, new: &Credentials, kdf: KdfParams) -> Result<(), RekeyError> {
         self.key_store()
-            .rekey(new, kdf, self.options.allow_weak_kdf)
+            .rekey(new, kdf, self.options.allow_weak_kdf)?;
+        let audit = crate::audit::AuditEntry::new(
+            crate::audit::AuditOp::ChangeCredentials,
+            self.now(),
+            &self.options.actor,
+        );
+        self.commit_audited(WriteBatch::default(), vec![audit])?;
+        Ok(())
     }
 
     fn row_tag(&self, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
@@ -520,8 +597,48 @@ impl Vault {
 
     /// Applies a write batch and waits until it is durable under the configured mode.
     pub(crate) fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        self.store.apply(batch)?;
-        self.committer.commit(self.store.as_ref())
+        self.commit_audited(batch, Vec::new())
+    }
+
+    /// Syncs the store and records the audit head that is now durable.
+    pub(crate) fn sync_store(&self) -> Result<(), StorageError> {
+        let head = *self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        self.store.sync()?;
+        let mut d = self.durable_head.lock().unwrap_or_else(|p| p.into_inner());
+        if head.seq > d.seq {
+            *d = head;
+        }
+        Ok(())
+    }
+
+    /// Appends `entries` to the audit chain inside `batch`, applies the batch atomically (the change
+    /// and its audit entries land together or not at all), then waits for durability.
+    pub(crate) fn commit_audited(
+        &self,
+        mut batch: WriteBatch,
+        entries: Vec<crate::audit::AuditEntry>,
+    ) -> Result<(), StorageError> {
+        {
+            // Appends are serialised so sequence numbers and the chain follow commit order. A
+            // poisoned lock only means a panic elsewhere; the head is replaced whole below.
+            let mut head = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = *head;
+            for mut e in entries {
+                next.seq += 1;
+                e.seq = next.seq;
+                let body = e.encode_body();
+                next.mac = crate::audit::chain_mac(&self.audit_key, &next.mac, next.seq, &body);
+                let mut value = body;
+                value.extend_from_slice(&next.mac);
+                batch.put(Table::Audit, next.seq.to_be_bytes().to_vec(), value);
+            }
+            if next != *head {
+                batch.put(Table::Meta, META_AUDIT_HEAD.to_vec(), next.encode());
+            }
+            self.store.apply(batch)?;
+            *head = next;
+        }
+        self.committer.commit(&|| self.sync_store())
     }
 }
 

@@ -1,0 +1,746 @@
+//! Retention and crypto-shredding: anchor events, expiry, legal holds, forgetting, the expiry sweep,
+//! epoch-KEK destruction and the erasure ledger.
+//!
+//! **Order of writes when shredding** (what makes it crash-safe): the erasure ledger entry is written
+//! to the key store first, then one atomic data batch marks the slot shredded, removes the expiry and
+//! blind-index entries, strips the sealed fields from the records and appends the audit entry. A
+//! crash between the two is repaired on the next open, which re-applies the ledger.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::audit::{AuditEntry, AuditOp};
+use crate::crypto::Sealer;
+use crate::error::{LifecycleError, StorageError, WriteError};
+use crate::index;
+use crate::keystore::{Epoch, KekState, LedgerEntry};
+use crate::record::Envelope;
+use crate::retention::{self, Anchors};
+use crate::schema::{LegalBasis, Schema};
+use crate::store::{Table, WriteBatch};
+use crate::subject::{Hold, ShredReason, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::vault::Vault;
+
+/// How many due (subject, purpose) pairs the sweep handles per key-store write.
+const SWEEP_CHUNK: usize = 1024;
+
+/// Who asks, and why: recorded in the audit log (never a field value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Who (an admin, a DPO, a cron job).
+    pub actor: String,
+    /// Why (a ticket number, "Art. 17 request", "retention").
+    pub reason: String,
+}
+
+impl Request {
+    /// A request by `actor` for `reason`.
+    pub fn new(actor: &str, reason: &str) -> Self {
+        Request {
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// What `forget` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ForgetReport {
+    /// Purposes whose keys were destroyed.
+    pub shredded: Vec<String>,
+    /// Purposes kept because a legal obligation still runs, with their expiry (`None`: the anchor
+    /// event has not happened yet, so the retention period has not started).
+    pub kept: Vec<KeptPurpose>,
+}
+
+/// A purpose `forget` kept.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeptPurpose {
+    /// The purpose.
+    pub purpose: String,
+    /// Its legal basis (always a legal obligation).
+    pub legal_basis: String,
+    /// When it will be shredded by `expire` (Unix seconds), if known.
+    pub until: Option<i64>,
+}
+
+/// What `expire` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExpireReport {
+    /// Shredded (subject, purpose) pairs per purpose.
+    pub shredded: BTreeMap<String, u64>,
+    /// Epoch KEKs destroyed.
+    pub keks_destroyed: Vec<u32>,
+    /// Pairs skipped because their subject is under legal hold.
+    pub held: u64,
+}
+
+impl ExpireReport {
+    /// Total pairs shredded.
+    pub fn total(&self) -> u64 {
+        self.shredded.values().sum()
+    }
+}
+
+/// Expiry-index key: expiry as an order-preserving u64 (sign bit flipped, big-endian) ‖ subject ‖ purpose.
+pub(crate) fn expiry_key(at: i64, s: &SubjectId, purpose: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + SUBJECT_ID_LEN + purpose.len());
+    k.extend_from_slice(&sortable(at));
+    k.extend_from_slice(s.as_bytes());
+    k.extend_from_slice(purpose.as_bytes());
+    k
+}
+
+fn sortable(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn parse_expiry_key(k: &[u8]) -> Option<(i64, SubjectId, String)> {
+    let t = u64::from_be_bytes(k.get(..8)?.try_into().ok()?) ^ (1 << 63);
+    let s: [u8; SUBJECT_ID_LEN] = k.get(8..8 + SUBJECT_ID_LEN)?.try_into().ok()?;
+    let p = String::from_utf8(k.get(8 + SUBJECT_ID_LEN..)?.to_vec()).ok()?;
+    Some((t as i64, SubjectId::from_bytes(s), p))
+}
+
+/// The expiry a live slot should have now: retention rule against anchors recorded since the key was
+/// made, postponed (or suspended) by a legal hold.
+pub(crate) fn slot_expiry(
+    schema: &Schema,
+    entry: &SubjectEntry,
+    purpose: &str,
+    since: i64,
+    last_update: i64,
+) -> Option<i64> {
+    let rule = &schema.purpose(purpose)?.retention;
+    // Anchor events before this key generation existed belong to earlier data, not to this data.
+    let events: BTreeMap<String, i64> = entry
+        .events
+        .iter()
+        .filter(|(_, &t)| t >= since)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let anchors = Anchors {
+        events: &events,
+        created: entry.created_at,
+        last_update: Some(last_update),
+    };
+    let expiry = retention::expiry(rule, &anchors);
+    match entry.hold {
+        None => expiry,
+        Some(Hold { until: None, .. }) => None,
+        Some(Hold { until: Some(u), .. }) => expiry.map(|e| e.max(u)),
+    }
+}
+
+impl Vault {
+    /// Brings every live slot of `entry` in line with its retention: new expiry, expiry-index entry,
+    /// and, when the epoch changes, a rewrap under the new epoch's KEK. Returns whether it changed.
+    pub(crate) fn reconcile(
+        &self,
+        s: &SubjectId,
+        entry: &mut SubjectEntry,
+        batch: &mut WriteBatch,
+        sealer: &mut Sealer,
+    ) -> Result<bool, WriteError> {
+        let schema = self.active_schema();
+        let mut changed = false;
+        let snapshot = entry.clone();
+        for (purpose, slot) in entry.slots.iter_mut() {
+            let Slot::Live {
+                since,
+                last_update,
+                expires,
+                kek_id,
+                ..
+            } = slot
+            else {
+                continue;
+            };
+            let want = slot_expiry(&schema.schema, &snapshot, purpose, *since, *last_update);
+            let kek_epoch = self.kek_epoch(*kek_id);
+            if want == *expires && kek_epoch == Some(self.epoch_of(want)) {
+                continue;
+            }
+            if let Some(old) = *expires {
+                batch.delete(Table::Expiry, expiry_key(old, s, purpose));
+            }
+            if let Some(new) = want {
+                batch.put(Table::Expiry, expiry_key(new, s, purpose), Vec::new());
+            }
+            *expires = want;
+            let epoch = self.epoch_of(want);
+            if kek_epoch != Some(epoch) {
+                self.rewrap_slot(s, purpose, slot, epoch, sealer)?;
+            }
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Records an anchor event (e.g. `delivered`, `invoiced`, `last_order`, `consent_withdrawn`) for
+    /// a subject at time `at`; the expiries of its purposes are recomputed. Only a later time moves an
+    /// event (recording an older one changes nothing).
+    pub fn record_event(
+        &self,
+        s: &SubjectId,
+        event: &str,
+        at: i64,
+        req: &Request,
+    ) -> Result<(), LifecycleError> {
+        if !crate::schema::is_valid_name(event) || crate::schema::BUILTIN_EVENTS.contains(&event) {
+            return Err(LifecycleError::InvalidEvent {
+                event: event.chars().take(64).collect(),
+            });
+        }
+        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let mut entry = self
+            .load_subject(s)?
+            .ok_or(LifecycleError::SubjectNotFound)?;
+        if let Some(at) = entry.forgotten_at {
+            return Err(LifecycleError::Forgotten { at });
+        }
+        if entry.events.get(event).is_some_and(|&t| t >= at) {
+            return Ok(());
+        }
+        entry.events.insert(event.to_owned(), at);
+        let mut batch = WriteBatch::default();
+        let mut sealer = Sealer::new().map_err(WriteError::from)?;
+        self.reconcile(s, &mut entry, &mut batch, &mut sealer)?;
+        batch.put(
+            Table::Subject,
+            s.as_bytes().to_vec(),
+            self.subject_row(s, &entry),
+        );
+        let audit = AuditEntry::new(AuditOp::Event, self.now(), &req.actor)
+            .subject(s)
+            .purpose(event)
+            .reason(&req.reason);
+        self.commit_audited(batch, vec![audit])?;
+        Ok(())
+    }
+
+    /// Places a legal hold: `expire` skips the subject and `forget` refuses it (unless overridden)
+    /// until it is released or `until` passes. Its data keys move to the open-ended KEK (or the epoch
+    /// of `until`), so no epoch-KEK destruction can reach them while held.
+    pub fn hold(
+        &self,
+        s: &SubjectId,
+        until: Option<i64>,
+        req: &Request,
+    ) -> Result<(), LifecycleError> {
+        self.set_hold(
+            s,
+            Some(Hold {
+                since: self.now(),
+                until,
+            }),
+            AuditOp::Hold,
+            req,
+        )
+    }
+
+    /// Releases a legal hold; expiries resume from the retention rules.
+    pub fn release(&self, s: &SubjectId, req: &Request) -> Result<(), LifecycleError> {
+        self.set_hold(s, None, AuditOp::Release, req)
+    }
+
+    fn set_hold(
+        &self,
+        s: &SubjectId,
+        hold: Option<Hold>,
+        op: AuditOp,
+        req: &Request,
+    ) -> Result<(), LifecycleError> {
+        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let mut entry = self
+            .load_subject(s)?
+            .ok_or(LifecycleError::SubjectNotFound)?;
+        if let Some(at) = entry.forgotten_at {
+            return Err(LifecycleError::Forgotten { at });
+        }
+        if hold.is_none() && entry.hold.is_none() {
+            return Err(LifecycleError::NotHeld);
+        }
+        entry.hold = hold;
+        let mut batch = WriteBatch::default();
+        let mut sealer = Sealer::new().map_err(WriteError::from)?;
+        self.reconcile(s, &mut entry, &mut batch, &mut sealer)?;
+        batch.put(
+            Table::Subject,
+            s.as_bytes().to_vec(),
+            self.subject_row(s, &entry),
+        );
+        let audit = AuditEntry::new(op, self.now(), &req.actor)
+            .subject(s)
+            .reason(&req.reason);
+        self.commit_audited(batch, vec![audit])?;
+        Ok(())
+    }
+
+    /// Destroys the data keys of `purposes` of subject `s` inside `batch`: slots become shredded,
+    /// expiry and blind-index entries go, sealed fields are removed from every record (replaced by a
+    /// shredded marker). `entry` is updated; the caller writes it and commits.
+    pub(crate) fn shred_into(
+        &self,
+        s: &SubjectId,
+        entry: &mut SubjectEntry,
+        purposes: &BTreeSet<String>,
+        why: ShredReason,
+        now: i64,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StorageError> {
+        for p in purposes {
+            if let Some(slot) = entry.slots.get_mut(p) {
+                if let Slot::Live {
+                    generation,
+                    expires,
+                    ..
+                } = slot
+                {
+                    if let Some(t) = *expires {
+                        batch.delete(Table::Expiry, expiry_key(t, s, p));
+                    }
+                    *slot = Slot::Shredded {
+                        generation: *generation,
+                        at: now,
+                        why,
+                    };
+                }
+            }
+        }
+        for (rkey, env) in self.envelopes_of(s)? {
+            let mut env = env;
+            let hit: Vec<String> = env
+                .fields
+                .iter()
+                .filter(|(_, f)| purposes.contains(&f.purpose))
+                .map(|(n, _)| n.clone())
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            let label = crate::records::label_of(&rkey);
+            for name in hit {
+                if let Some(f) = env.fields.remove(&name) {
+                    env.shredded.insert(name.clone(), (f.purpose, now));
+                }
+                if let Some(tag) = env.tags.remove(&name) {
+                    batch.delete(Table::Index, index::entry_key(&tag, s, &label));
+                }
+            }
+            let row = self.seal_row(Table::Record, &rkey, env.encode());
+            batch.put(Table::Record, rkey, row);
+        }
+        let mut cache = self.dek_cache();
+        for p in purposes {
+            cache.pop(&(*s, p.clone()));
+        }
+        Ok(())
+    }
+
+    /// Every record of a subject: storage key and decoded, authenticated envelope.
+    pub(crate) fn envelopes_of(
+        &self,
+        s: &SubjectId,
+    ) -> Result<Vec<(Vec<u8>, Envelope)>, StorageError> {
+        let rows = self
+            .store
+            .scan_prefix(Table::Record, s.as_bytes(), usize::MAX)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (k, v) in rows {
+            let body = self.open_row(Table::Record, &k, &v).map_err(|_| {
+                StorageError::corrupted(
+                    crate::error::Component::Record,
+                    crate::error::ROW_AUTH_FAILED,
+                )
+            })?;
+            let env = Envelope::decode(body).map_err(|_| {
+                StorageError::corrupted(crate::error::Component::Record, "record does not decode")
+            })?;
+            out.push((k, env));
+        }
+        Ok(out)
+    }
+
+    fn ledger_entries(
+        s: &SubjectId,
+        entry: &SubjectEntry,
+        purposes: &BTreeSet<String>,
+        why: ShredReason,
+        now: i64,
+    ) -> Vec<LedgerEntry> {
+        purposes
+            .iter()
+            .filter_map(|p| match entry.slots.get(p) {
+                Some(Slot::Live {
+                    generation, kek_id, ..
+                }) => Some(LedgerEntry {
+                    subject: *s.as_bytes(),
+                    purpose: p.clone(),
+                    generation: *generation,
+                    at: now,
+                    why,
+                    kek_id: *kek_id,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Forgets a subject (GDPR Art. 17): destroys the keys of every purpose except those whose legal
+    /// basis is a legal obligation with retention still running (e.g. invoices, 7 years); reports
+    /// what was kept and until when. `expire` shreds the kept purposes once their retention ends.
+    ///
+    /// A held subject is refused unless `override_hold` is set (and the override is audited).
+    pub fn forget(
+        &self,
+        s: &SubjectId,
+        req: &Request,
+        override_hold: bool,
+    ) -> Result<ForgetReport, LifecycleError> {
+        let schema = self.active_schema();
+        let now = self.now();
+        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let mut entry = self
+            .load_subject(s)?
+            .ok_or(LifecycleError::SubjectNotFound)?;
+        if let Some(at) = entry.forgotten_at {
+            return Err(LifecycleError::AlreadyForgotten { at });
+        }
+        if let (Some(h), false) = (entry.hold, override_hold) {
+            return Err(LifecycleError::Held {
+                since: h.since,
+                until: h.until,
+            });
+        }
+        let mut shred = BTreeSet::new();
+        let mut kept = Vec::new();
+        for (p, slot) in &entry.slots {
+            let Slot::Live { expires, .. } = slot else {
+                continue;
+            };
+            let legal = schema
+                .schema
+                .purpose(p)
+                .is_some_and(|d| d.legal_basis == LegalBasis::LegalObligation);
+            if legal && expires.is_none_or(|t| t > now) {
+                let basis = schema
+                    .schema
+                    .purpose(p)
+                    .map(|d| d.legal_basis.to_string())
+                    .unwrap_or_default();
+                kept.push(KeptPurpose {
+                    purpose: p.clone(),
+                    legal_basis: basis,
+                    until: *expires,
+                });
+            } else {
+                shred.insert(p.clone());
+            }
+        }
+        // The ledger first: from here on, even a restore of an older data backup cannot bring these back.
+        let ledger = Self::ledger_entries(s, &entry, &shred, ShredReason::Forgotten, now);
+        self.append_ledger(ledger)?;
+        let mut batch = WriteBatch::default();
+        self.shred_into(
+            s,
+            &mut entry,
+            &shred,
+            ShredReason::Forgotten,
+            now,
+            &mut batch,
+        )?;
+        // Kept purposes leave the cache too: every later write must see `forgotten_at` and refuse.
+        {
+            let mut cache = self.dek_cache();
+            for p in entry.slots.keys() {
+                cache.pop(&(*s, p.clone()));
+            }
+        }
+        entry.forgotten_at = Some(now);
+        entry.hold = None;
+        batch.put(
+            Table::Subject,
+            s.as_bytes().to_vec(),
+            self.subject_row(s, &entry),
+        );
+        let mut audit = vec![AuditEntry::new(AuditOp::Forget, now, &req.actor)
+            .subject(s)
+            .reason(&req.reason)
+            .count(shred.len() as u64)];
+        if override_hold {
+            audit[0] = audit[0].clone().purpose("override-hold");
+        }
+        self.commit_audited(batch, audit)?;
+        Ok(ForgetReport {
+            shredded: shred.into_iter().collect(),
+            kept,
+        })
+    }
+
+    fn append_ledger(&self, entries: Vec<LedgerEntry>) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut ks = self.key_store();
+        let before = ks.ledger.len();
+        ks.ledger.extend(entries);
+        if let Err(e) = ks.save() {
+            ks.ledger.truncate(before);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Shreds every (subject, purpose) whose expiry is at or before `now` and whose subject is not
+    /// under legal hold, then destroys the KEKs of epochs that ended (plus grace) before `now`.
+    /// Idempotent and resumable: run it again after a crash and it finishes the work.
+    pub fn expire(&self, now: i64, req: &Request) -> Result<ExpireReport, LifecycleError> {
+        let mut report = ExpireReport::default();
+        let end = sortable(now.saturating_add(1)).to_vec();
+        loop {
+            let rows = self
+                .store
+                .scan_range(Table::Expiry, &[], &end, SWEEP_CHUNK)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut due: BTreeMap<SubjectId, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+            let mut stale = WriteBatch::default();
+            for (k, _) in &rows {
+                match parse_expiry_key(k) {
+                    Some((_, s, p)) => {
+                        due.entry(s).or_default().insert(p, k.clone());
+                    }
+                    None => stale.delete(Table::Expiry, k.clone()),
+                }
+            }
+            if !stale.is_empty() {
+                self.commit(stale)?;
+            }
+            // Ledger entries for the whole chunk in one key-store write.
+            let mut ledger = Vec::new();
+            for (s, ps) in &due {
+                if let Some(e) = self.load_subject(s)? {
+                    let ready: BTreeSet<String> = ps
+                        .keys()
+                        .filter(|p| Self::is_due(&e, p, now))
+                        .cloned()
+                        .collect();
+                    ledger.extend(Self::ledger_entries(
+                        s,
+                        &e,
+                        &ready,
+                        ShredReason::Expired,
+                        now,
+                    ));
+                }
+            }
+            self.append_ledger(ledger)?;
+            for (s, ps) in due {
+                self.expire_subject(&s, &ps, now, req, &mut report)?;
+            }
+        }
+        report.keks_destroyed = self.destroy_passed_epochs(now, req)?;
+        Ok(report)
+    }
+
+    fn is_due(entry: &SubjectEntry, purpose: &str, now: i64) -> bool {
+        entry.hold.is_none()
+            && matches!(entry.slots.get(purpose), Some(Slot::Live { expires: Some(t), .. }) if *t <= now)
+    }
+
+    fn expire_subject(
+        &self,
+        s: &SubjectId,
+        purposes: &BTreeMap<String, Vec<u8>>,
+        now: i64,
+        req: &Request,
+        report: &mut ExpireReport,
+    ) -> Result<(), LifecycleError> {
+        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        let Some(mut entry) = self.load_subject(s)? else {
+            // The subject is gone: its index rows are stale.
+            for row in purposes.values() {
+                batch.delete(Table::Expiry, row.clone());
+            }
+            self.commit(batch)?;
+            return Ok(());
+        };
+        let mut ready = BTreeSet::new();
+        for (p, row) in purposes {
+            if Self::is_due(&entry, p, now) {
+                ready.insert(p.clone());
+            } else if entry.hold.is_some() {
+                report.held += 1;
+            } else {
+                // The slot's expiry is not this row's (moved, shredded, or an interrupted write):
+                // the row is stale. The slot's current row, if any, is elsewhere in the index.
+                let current = match entry.slots.get(p) {
+                    Some(Slot::Live {
+                        expires: Some(t), ..
+                    }) => Some(expiry_key(*t, s, p)),
+                    _ => None,
+                };
+                if current.as_ref() != Some(row) {
+                    batch.delete(Table::Expiry, row.clone());
+                }
+            }
+        }
+        if ready.is_empty() {
+            if !batch.is_empty() {
+                self.commit(batch)?;
+            }
+            return Ok(());
+        }
+        self.shred_into(s, &mut entry, &ready, ShredReason::Expired, now, &mut batch)?;
+        batch.put(
+            Table::Subject,
+            s.as_bytes().to_vec(),
+            self.subject_row(s, &entry),
+        );
+        let audit = ready
+            .iter()
+            .map(|p| {
+                AuditEntry::new(AuditOp::Expire, now, &req.actor)
+                    .subject(s)
+                    .purpose(p)
+                    .reason(&req.reason)
+            })
+            .collect();
+        self.commit_audited(batch, audit)?;
+        for p in ready {
+            *report.shredded.entry(p).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// Destroys the KEK of every epoch that ended (plus grace) at or before `now`, provided no
+    /// expiry-index row of that epoch is left (a failed or skipped sweep keeps the KEK alive).
+    fn destroy_passed_epochs(&self, now: i64, req: &Request) -> Result<Vec<u32>, LifecycleError> {
+        let candidates: Vec<(u32, i64)> = {
+            let ks = self.key_store();
+            ks.keks
+                .iter()
+                .filter(|k| k.state != KekState::Destroyed)
+                .filter_map(|k| match (k.epoch, ks.epochs.destroy_after(k.epoch)) {
+                    (Epoch::Starting(start), Some(after)) if after <= now => {
+                        Some((k.id, start.saturating_add(ks.epochs.length)))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut destroyed = Vec::new();
+        for (id, epoch_end) in candidates {
+            let left = self
+                .store
+                .scan_range(Table::Expiry, &[], &sortable(epoch_end), 1)?;
+            if !left.is_empty() {
+                tracing::warn!(
+                    kek = id,
+                    "epoch ended but unswept expiries remain; KEK kept"
+                );
+                continue;
+            }
+            self.destroy_kek(id, now)?;
+            let audit = AuditEntry::new(AuditOp::DestroyKek, now, &req.actor)
+                .reason(&req.reason)
+                .count(u64::from(id));
+            self.commit_audited(WriteBatch::default(), vec![audit])?;
+            destroyed.push(id);
+        }
+        Ok(destroyed)
+    }
+
+    /// Erases a KEK: its key bytes are zeroized in memory and removed from the key store by an
+    /// atomic rewrite; ledger entries it covered are pruned (no copy of their keys can be unwrapped).
+    pub(crate) fn destroy_kek(&self, id: u32, now: i64) -> Result<(), StorageError> {
+        let mut ks = self.key_store();
+        let Some(i) = ks.keks.iter().position(|k| k.id == id) else {
+            return Ok(());
+        };
+        let old_state = ks.keks[i].state;
+        ks.keks[i].state = KekState::Destroyed;
+        ks.keks[i].destroyed_at = now;
+        let key = ks.keks[i].key.take();
+        let pruned: Vec<LedgerEntry> = ks
+            .ledger
+            .iter()
+            .filter(|e| e.kek_id == id)
+            .cloned()
+            .collect();
+        ks.ledger.retain(|e| e.kek_id != id);
+        if let Err(e) = ks.save() {
+            ks.keks[i].state = old_state;
+            ks.keks[i].destroyed_at = 0;
+            ks.keks[i].key = key;
+            ks.ledger.extend(pruned);
+            return Err(e);
+        }
+        // `key` (a SecretKey) is dropped here, which zeroizes it.
+        drop(key);
+        tracing::info!(kek = id, "key-encryption key destroyed");
+        Ok(())
+    }
+
+    /// Re-applies the erasure ledger to the data (after a restore from an older backup, or a crash
+    /// between the ledger write and the data write). Returns how many pairs it had to shred again.
+    pub(crate) fn reapply_ledger(&self) -> Result<u64, StorageError> {
+        let ledger: Vec<LedgerEntry> = self.key_store().ledger.clone();
+        let mut by_subject: BTreeMap<[u8; SUBJECT_ID_LEN], Vec<LedgerEntry>> = BTreeMap::new();
+        for e in ledger {
+            by_subject.entry(e.subject).or_default().push(e);
+        }
+        let mut count = 0;
+        for (sb, entries) in by_subject {
+            let s = SubjectId::from_bytes(sb);
+            let _g = self.stripe(&s).write().unwrap_or_else(|p| p.into_inner());
+            let Some(mut entry) = self.load_subject(&s)? else {
+                continue;
+            };
+            let mut forgotten = None;
+            let mut by_why: BTreeMap<u8, (ShredReason, i64, BTreeSet<String>)> = BTreeMap::new();
+            for e in &entries {
+                if e.why == ShredReason::Forgotten && entry.forgotten_at.is_none() {
+                    forgotten = Some(e.at);
+                }
+                if matches!(entry.slots.get(&e.purpose), Some(Slot::Live { generation, .. }) if *generation <= e.generation)
+                {
+                    by_why
+                        .entry(e.why.code())
+                        .or_insert((e.why, e.at, BTreeSet::new()))
+                        .2
+                        .insert(e.purpose.clone());
+                }
+            }
+            if by_why.is_empty() && forgotten.is_none() {
+                continue;
+            }
+            let mut batch = WriteBatch::default();
+            let mut n = 0u64;
+            for (why, at, ps) in by_why.into_values() {
+                n += ps.len() as u64;
+                self.shred_into(&s, &mut entry, &ps, why, at, &mut batch)?;
+            }
+            if forgotten.is_some() {
+                entry.forgotten_at = forgotten;
+                entry.hold = None;
+            }
+            batch.put(
+                Table::Subject,
+                s.as_bytes().to_vec(),
+                self.subject_row(&s, &entry),
+            );
+            let audit = AuditEntry::new(AuditOp::ReapplyErasure, self.now(), "kluis")
+                .subject(&s)
+                .count(n);
+            self.commit_audited(batch, vec![audit])?;
+            count += n;
+        }
+        if count > 0 {
+            tracing::warn!(pairs = count, "erasure ledger re-applied to the data store (restored backup or interrupted shredding)");
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,134 @@
+//! Retiring a key-encryption key: rewrap every data key under it with a fresh KEK of the same epoch,
+//! then destroy it. After a `forget`, retiring the KEKs that wrapped the forgotten keys makes those
+//! keys unrecoverable from any data backup, even with the passphrase.
+//!
+//! Resumable: the KEK is marked `Retiring` in the key store first, so no new key is wrapped under it;
+//! the rewrap pass is idempotent (it only touches slots still under the old KEK); rerunning
+//! `retire_kek` after a crash finishes the pass and destroys the KEK.
+
+use crate::audit::{AuditEntry, AuditOp};
+use crate::crypto::Sealer;
+use crate::error::{LifecycleError, WriteError};
+use crate::keystore::KekState;
+use crate::lifecycle::Request;
+use crate::store::{Table, WriteBatch};
+use crate::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::vault::Vault;
+
+/// Subject entries examined per storage scan.
+const SCAN: usize = 1024;
+
+/// What `retire_kek` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RetireReport {
+    /// The retired (now destroyed) KEK.
+    pub kek_id: u32,
+    /// Data keys rewrapped under a successor KEK.
+    pub rewrapped: u64,
+}
+
+impl Vault {
+    /// Retires KEK `id`: rewraps every live data key under it with the active KEK of the same epoch
+    /// (made if needed), then destroys it. `progress` is called with the number rewrapped so far.
+    pub fn retire_kek(
+        &self,
+        id: u32,
+        req: &Request,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<RetireReport, LifecycleError> {
+        {
+            let mut ks = self.key_store();
+            let k = ks
+                .keks
+                .iter_mut()
+                .find(|k| k.id == id)
+                .ok_or(LifecycleError::KekNotFound { id })?;
+            match k.state {
+                KekState::Destroyed => return Err(LifecycleError::KekDestroyed { id }),
+                KekState::Retiring => {}
+                old => {
+                    k.state = KekState::Retiring;
+                    if let Err(e) = ks.save() {
+                        if let Some(k) = ks.keks.iter_mut().find(|k| k.id == id) {
+                            k.state = old;
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        let mut rewrapped = 0u64;
+        let mut from: Vec<u8> = Vec::new();
+        let end = [0xFFu8; SUBJECT_ID_LEN + 1];
+        loop {
+            let rows = self.store.scan_range(Table::Subject, &from, &end, SCAN)?;
+            let Some((last, _)) = rows.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, _) in &rows {
+                let Ok(sb) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) else {
+                    continue;
+                };
+                rewrapped += self.rewrap_subject(&SubjectId::from_bytes(sb), id)?;
+            }
+            progress(rewrapped);
+            if rows.len() < SCAN {
+                break;
+            }
+        }
+        let now = self.now();
+        self.destroy_kek(id, now)?;
+        let audit = AuditEntry::new(AuditOp::RetireKek, now, &req.actor)
+            .reason(&req.reason)
+            .count(rewrapped);
+        self.commit_audited(WriteBatch::default(), vec![audit])?;
+        Ok(RetireReport {
+            kek_id: id,
+            rewrapped,
+        })
+    }
+
+    /// Rewraps the slots of `s` that are still under KEK `id`; returns how many.
+    fn rewrap_subject(&self, s: &SubjectId, id: u32) -> Result<u64, LifecycleError> {
+        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let Some(mut entry): Option<SubjectEntry> = self.load_subject(s)? else {
+            return Ok(0);
+        };
+        let under: Vec<String> = entry
+            .slots
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Live { kek_id, .. } if *kek_id == id))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if under.is_empty() {
+            return Ok(0);
+        }
+        let mut sealer = Sealer::new().map_err(WriteError::from)?;
+        for p in &under {
+            if let Some(slot) = entry.slots.get_mut(p) {
+                let epoch = self
+                    .kek_epoch(id)
+                    .unwrap_or(crate::keystore::Epoch::OpenEnded);
+                self.rewrap_slot(s, p, slot, epoch, &mut sealer)?;
+            }
+        }
+        let mut batch = WriteBatch::default();
+        batch.put(
+            Table::Subject,
+            s.as_bytes().to_vec(),
+            self.subject_row(s, &entry),
+        );
+        self.commit(batch)?;
+        Ok(under.len() as u64)
+    }
+
+    /// KEKs whose retirement was interrupted (rerun `retire_kek` on them to finish).
+    pub fn pending_retirements(&self) -> Vec<u32> {
+        self.key_store()
+            .keks
+            .iter()
+            .filter(|k| k.state == KekState::Retiring)
+            .map(|k| k.id)
+            .collect()
+    }
+}
