@@ -163,14 +163,32 @@ impl Default for SledConfig {
 impl SledStore {
     /// Opens (or creates) the sled database in `dir`.
     pub fn open(dir: &Path, cfg: SledConfig) -> Result<SledStore, StorageError> {
-        let db = guard(|| {
-            sled::Config::new()
-                .path(dir)
-                .cache_capacity(cfg.cache_bytes)
-                .flush_every_ms(cfg.flush_every_ms)
-                .mode(sled::Mode::HighThroughput)
-                .open()
-        })?;
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cfg.cache_bytes)
+            .flush_every_ms(cfg.flush_every_ms)
+            .mode(sled::Mode::HighThroughput);
+        // The caller holds kluis's own exclusive lock on the data directory, so if sled's file lock
+        // is taken it is by this process's previous handle, whose I/O threads can hold the file for
+        // a moment after the handle is dropped. Wait for them (bounded), instead of failing.
+        let mut attempts = 0;
+        let db = loop {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+                Ok(Err(sled::Error::Io(e)))
+                    if attempts < 100 && e.to_string().contains("could not acquire lock") =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Ok(result) => break result.map_err(map_sled)?,
+                Err(_) => {
+                    return Err(StorageError::corrupted(
+                        Component::DataStore,
+                        "the storage engine failed on its files",
+                    ))
+                }
+            }
+        };
         let tree = guard(|| db.open_tree(b"kluis"))?;
         let db_file =
             File::open(dir.join("db")).map_err(|e| StorageError::io(Component::DataStore, &e))?;
