@@ -602,7 +602,7 @@ impl Vault {
         let audit = ready
             .iter()
             .map(|p| {
-                AuditEntry::new(AuditOp::Expire, now, &req.actor)
+                AuditEntry::new(AuditOp::Expire, self.now(), &req.actor)
                     .subject(s)
                     .purpose(p)
                     .reason(&req.reason)
@@ -644,7 +644,7 @@ impl Vault {
                 continue;
             }
             self.destroy_kek(id, now)?;
-            let audit = AuditEntry::new(AuditOp::DestroyKek, now, &req.actor)
+            let audit = AuditEntry::new(AuditOp::DestroyKek, self.now(), &req.actor)
                 .reason(&req.reason)
                 .count(u64::from(id));
             self.commit_audited(WriteBatch::default(), vec![audit])?;

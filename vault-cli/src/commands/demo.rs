@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use vault_core::{
-    Credentials, Error, KdfParams, OpenError, Record, RecordKey, Schema, Vault, VaultOptions,
-    VaultPaths,
+    AuditFilter, Clock, Credentials, Error, FieldState, KdfParams, KekState, OpenError, Record,
+    RecordKey, Request, Schema, Vault, VaultOptions, VaultPaths,
 };
 
 /// Arguments of `kluis demo`.
@@ -235,7 +235,143 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rec.get("email").is_some()
     );
 
-    println!("\nDone. Retention, forgetting and crypto-shredding arrive with the next release of this tour.");
+    retention_tour(&vault, &ids)?;
+    Ok(())
+}
+
+const DAY: i64 = 86_400;
+
+/// A Unix time as an ISO date (UTC).
+fn date(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d").to_string())
+}
+
+/// Steps 9-14: retention, crypto-shredding, forgetting, KEK retirement, audit.
+fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Result<()> {
+    let req = Request::new("demo", "guided tour");
+    let now = vault_core::SystemClock.now();
+
+    step(
+        9,
+        "Record deliveries: shipping addresses now expire 30 days after delivery",
+    );
+    for s in &ids[..3] {
+        vault
+            .record_event(s, "delivered", now, &req)
+            .map_err(Error::from)?;
+    }
+    println!("    delivered: customers 1-3 (customers 4-5 still waiting for their parcel)");
+
+    step(
+        10,
+        "Run expiry with the clock 31 days ahead: their address keys are destroyed",
+    );
+    let report = vault.expire(now + 31 * DAY, &req).map_err(Error::from)?;
+    println!("    shredded per purpose: {:?}", report.shredded);
+    let addr = vault.get(&ids[0], "address").map_err(Error::from)?;
+    match addr.field_state("street") {
+        FieldState::Shredded(sh) => println!(
+            "    customer 1 address.street -> shredded (purpose {}, at {})",
+            sh.purpose,
+            date(sh.at)
+        ),
+        _ => bail!("an expired address is still readable"),
+    }
+    let kept = vault
+        .get_fields(&ids[3], "address", &["city"])
+        .map_err(Error::from)?;
+    println!(
+        "    customer 4 address.city   -> {} (not delivered yet: kept)",
+        kept.get_str("city").unwrap_or("?")
+    );
+
+    step(
+        11,
+        "Sanne asks to be forgotten (Art. 17): everything goes except what tax law keeps",
+    );
+    vault
+        .record_event(&ids[2], "invoiced", now, &req)
+        .map_err(Error::from)?;
+    let f = vault
+        .forget(
+            &ids[2],
+            &Request::new("dpo", "Art. 17 request by e-mail"),
+            false,
+        )
+        .map_err(Error::from)?;
+    println!("    shredded purposes: {:?}", f.shredded);
+    for k in &f.kept {
+        let until = k.until.map_or("its retention starts".to_owned(), date);
+        println!("    kept: {} ({}) until {until}", k.purpose, k.legal_basis);
+    }
+    let found = vault
+        .find("customer", "email", "sanne.devries@voorbeeld.nl")
+        .map_err(Error::from)?;
+    println!("    find(customer.email = sanne.devries@...) -> {found:?}");
+    if !found.is_empty() {
+        bail!("a forgotten customer is still findable");
+    }
+
+    step(
+        12,
+        "Retire every key-encryption key: rewrap surviving data keys, destroy the old KEKs",
+    );
+    println!(
+        "    (after this, even a data backup taken before the forget cannot yield Sanne's data)"
+    );
+    let live: Vec<u32> = vault
+        .keks()
+        .iter()
+        .filter(|k| k.state != KekState::Destroyed)
+        .map(|k| k.id)
+        .collect();
+    for id in live {
+        let r = vault
+            .retire_kek(id, &req, &mut |_| {})
+            .map_err(Error::from)?;
+        println!(
+            "    KEK {} retired, {} data keys rewrapped",
+            r.kek_id, r.rewrapped
+        );
+    }
+    let rec = vault
+        .get_fields(&ids[0], "customer", &["first_name"])
+        .map_err(Error::from)?;
+    println!(
+        "    customer 1 still readable: {}",
+        rec.get_str("first_name").unwrap_or("?")
+    );
+
+    step(
+        13,
+        "Verify the audit log: every change above is in a keyed hash chain",
+    );
+    let audit = vault.verify_audit()?;
+    println!(
+        "    {} entries, chain intact: {}",
+        audit.entries,
+        audit.is_intact()
+    );
+    if !audit.is_intact() {
+        bail!("audit chain broken: {:?}", audit.problem);
+    }
+    for e in vault.audit_entries(&AuditFilter {
+        subject: Some(ids[2]),
+        ..Default::default()
+    })? {
+        println!(
+            "    #{:<3} {}  {:<15} {:<12} {:<10} {}",
+            e.seq,
+            date(e.at),
+            e.op.to_string(),
+            e.record_type,
+            e.purpose,
+            e.reason
+        );
+    }
+
+    println!("\nDone.");
     Ok(())
 }
 
