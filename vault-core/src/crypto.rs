@@ -1,6 +1,6 @@
 //! The AEAD, MAC and KDF layer: AES-256-GCM (ring), HMAC-SHA256, HKDF-SHA256.
 //!
-//! **Nonces never come from callers.** A [`Sealer`] draws 96 random bits from the operating system
+//! **Nonces never come from callers.** A `Sealer` draws 96 random bits from the operating system
 //! once, when it is made (one per vault operation), and derives the nonce of its i-th seal by
 //! XOR-ing `i` into the last four bytes. Nonces within one sealer are distinct by construction;
 //! across sealers they collide only if two random 96-bit draws land within 2^32 of each other,
@@ -9,7 +9,7 @@
 //! path without a userspace RNG whose state a `fork()` could duplicate.
 //!
 //! **Key schedules.** Keys are kept as raw bytes in zeroizing boxes ([`SecretKey`]); ring's expanded
-//! AES key schedule ([`AeadKey`]) is built per operation (≈200 ns) and dropped at its end. ring does
+//! AES key schedule (`AeadKey`) is built per operation (≈200 ns) and dropped at its end. ring does
 //! not wipe that schedule, so it lives only for the duration of one operation.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};

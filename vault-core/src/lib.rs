@@ -60,6 +60,7 @@ pub mod crypto;
 mod dek;
 pub mod durability;
 pub mod error;
+pub mod export;
 mod fsutil;
 mod index;
 pub mod keystore;
@@ -88,6 +89,10 @@ pub use durability::Durability;
 pub use error::{
     Component, CreateError, DeleteError, Error, FindError, IntegrityError, KdfError, KeyFileError,
     LifecycleError, OpenError, ReadError, RekeyError, StorageError, SubjectError, WriteError,
+};
+pub use export::{
+    HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordExport, RegisterData,
+    RegisterField, RegisterPurpose, RegisterRecordType, ShreddedFieldExport, SubjectExport,
 };
 pub use keystore::{Epoch, KekInfo, KekState};
 pub use lifecycle::{ExpireReport, ForgetReport, KeptPurpose, Request};

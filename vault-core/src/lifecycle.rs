@@ -125,9 +125,27 @@ pub(crate) fn slot_expiry(
     };
     let expiry = retention::expiry(rule, &anchors);
     match entry.hold {
-        None => expiry,
-        Some(Hold { until: None, .. }) => None,
+        // A hold with an end date keeps the data at least until then.
         Some(Hold { until: Some(u), .. }) => expiry.map(|e| e.max(u)),
+        // A hold without one keeps the expiry as it is: the sweep skips (and counts) held subjects,
+        // and their keys sit under the open-ended KEK (see `slot_epoch`) so no epoch can take them.
+        _ => expiry,
+    }
+}
+
+impl Hold {
+    /// True while the hold is in force at `now`.
+    pub(crate) fn active(&self, now: i64) -> bool {
+        self.until.is_none_or(|u| u > now)
+    }
+}
+
+/// The epoch whose KEK must wrap a live key expiring at `expires`: the open-ended epoch while an
+/// open-ended hold is in force, else the epoch of the expiry.
+pub(crate) fn slot_epoch(v: &Vault, entry: &SubjectEntry, expires: Option<i64>) -> Epoch {
+    match entry.hold {
+        Some(Hold { until: None, .. }) => Epoch::OpenEnded,
+        _ => v.epoch_of(expires),
     }
 }
 
@@ -157,17 +175,19 @@ impl Vault {
             };
             let want = slot_expiry(&schema.schema, &snapshot, purpose, *since, *last_update);
             let kek_epoch = self.kek_epoch(*kek_id);
-            if want == *expires && kek_epoch == Some(self.epoch_of(want)) {
+            let epoch = slot_epoch(self, &snapshot, want);
+            if want == *expires && kek_epoch == Some(epoch) {
                 continue;
             }
-            if let Some(old) = *expires {
-                batch.delete(Table::Expiry, expiry_key(old, s, purpose));
+            if want != *expires {
+                if let Some(old) = *expires {
+                    batch.delete(Table::Expiry, expiry_key(old, s, purpose));
+                }
+                if let Some(new) = want {
+                    batch.put(Table::Expiry, expiry_key(new, s, purpose), Vec::new());
+                }
+                *expires = want;
             }
-            if let Some(new) = want {
-                batch.put(Table::Expiry, expiry_key(new, s, purpose), Vec::new());
-            }
-            *expires = want;
-            let epoch = self.epoch_of(want);
             if kek_epoch != Some(epoch) {
                 self.rewrap_slot(s, purpose, slot, epoch, sealer)?;
             }
@@ -406,7 +426,7 @@ impl Vault {
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::AlreadyForgotten { at });
         }
-        if let (Some(h), false) = (entry.hold, override_hold) {
+        if let (Some(h), false) = (entry.hold.filter(|h| h.active(now)), override_hold) {
             return Err(LifecycleError::Held {
                 since: h.since,
                 until: h.until,
@@ -497,13 +517,15 @@ impl Vault {
     pub fn expire(&self, now: i64, req: &Request) -> Result<ExpireReport, LifecycleError> {
         let mut report = ExpireReport::default();
         let end = sortable(now.saturating_add(1)).to_vec();
+        // A cursor, so rows left in place (held subjects) are passed over, and the sweep ends.
+        let mut from: Vec<u8> = Vec::new();
         loop {
             let rows = self
                 .store
-                .scan_range(Table::Expiry, &[], &end, SWEEP_CHUNK)?;
-            if rows.is_empty() {
-                break;
-            }
+                .scan_range(Table::Expiry, &from, &end, SWEEP_CHUNK)?;
+            let Some((last, _)) = rows.last() else { break };
+            from = last.clone();
+            from.push(0);
             let mut due: BTreeMap<SubjectId, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
             let mut stale = WriteBatch::default();
             for (k, _) in &rows {
@@ -545,7 +567,7 @@ impl Vault {
     }
 
     fn is_due(entry: &SubjectEntry, purpose: &str, now: i64) -> bool {
-        entry.hold.is_none()
+        !entry.hold.is_some_and(|h| h.active(now))
             && matches!(entry.slots.get(purpose), Some(Slot::Live { expires: Some(t), .. }) if *t <= now)
     }
 
@@ -571,7 +593,10 @@ impl Vault {
         for (p, row) in purposes {
             if Self::is_due(&entry, p, now) {
                 ready.insert(p.clone());
-            } else if entry.hold.is_some() {
+            } else if entry.hold.is_some_and(|h| h.active(now))
+                && matches!(entry.slots.get(p), Some(Slot::Live { expires: Some(t), .. }) if *t <= now)
+            {
+                // Due, but under legal hold: skipped, counted, and its row stays for later sweeps.
                 report.held += 1;
             } else {
                 // The slot's expiry is not this row's (moved, shredded, or an interrupted write):
@@ -633,13 +658,10 @@ impl Vault {
         };
         let mut destroyed = Vec::new();
         for (id, epoch_end) in candidates {
-            let left = self
-                .store
-                .scan_range(Table::Expiry, &[], &sortable(epoch_end), 1)?;
-            if !left.is_empty() {
+            if self.kek_still_needed(id, epoch_end)? {
                 tracing::warn!(
                     kek = id,
-                    "epoch ended but unswept expiries remain; KEK kept"
+                    "epoch ended but unswept expiries remain under its KEK; kept"
                 );
                 continue;
             }
@@ -651,6 +673,29 @@ impl Vault {
             destroyed.push(id);
         }
         Ok(destroyed)
+    }
+
+    /// Whether any live key is still wrapped under epoch KEK `id`: every such key has an expiry row
+    /// before `epoch_end`, so only those rows (normally none, or held subjects) are examined.
+    fn kek_still_needed(&self, id: u32, epoch_end: i64) -> Result<bool, StorageError> {
+        const LIMIT: usize = 100_000;
+        let rows = self
+            .store
+            .scan_range(Table::Expiry, &[], &sortable(epoch_end), LIMIT)?;
+        if rows.len() == LIMIT {
+            return Ok(true); // too many to check here: keep the KEK, the next sweep will retry
+        }
+        for (k, _) in rows {
+            let Some((_, s, p)) = parse_expiry_key(&k) else {
+                continue;
+            };
+            if let Some(e) = self.load_subject(&s)? {
+                if matches!(e.slots.get(&p), Some(Slot::Live { kek_id, .. }) if *kek_id == id) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Erases a KEK: its key bytes are zeroized in memory and removed from the key store by an

@@ -577,7 +577,10 @@ impl Vault {
     ) -> Result<PurposeKey, ReadError> {
         let cache_key = (*s, purpose.to_owned());
         if let Some(d) = self.dek_cache().get(&cache_key) {
-            return Ok(PurposeKey::Live(d.generation, Box::new(AeadKey::new(&d.key))));
+            return Ok(PurposeKey::Live(
+                d.generation,
+                Box::new(AeadKey::new(&d.key)),
+            ));
         }
         if entry.is_none() {
             *entry = Some(self.load_subject(s)?.ok_or(ReadError::SubjectNotFound)?);

@@ -18,8 +18,8 @@ use std::str::FromStr;
 
 use super::is_valid_name;
 
-/// Events every record has without the shop recording them: `created` (when the
-/// record was first stored) and `last_update` (when it was last written).
+/// Events kluis records itself: `created` (when the subject was created) and `last_update` (when
+/// data of the purpose was last written; before any write, the subject's creation).
 pub const BUILTIN_EVENTS: [&str; 2] = ["created", "last_update"];
 
 /// A calendar period: years, months and days (weeks are folded into days).
