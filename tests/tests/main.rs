@@ -1,2 +1,19 @@
-//! kluis end-to-end tests: one binary, one module per area.
+//! kluis end-to-end tests: one test binary, one module per area.
 #![forbid(unsafe_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+mod common;
+
+mod credentials;
+mod hygiene;
+mod known_answers;
+mod model;
+mod records;
+mod storage;
+mod tamper;

@@ -73,10 +73,19 @@ impl LockFile {
             opts.mode(0o600);
         }
         let file = opts.open(path).map_err(LockError::Io)?;
-        match file.try_lock() {
-            Ok(()) => Ok(LockFile { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held),
-            Err(std::fs::TryLockError::Error(e)) => Err(LockError::Io(e)),
+        // A lock can look held for a moment after its owner let go: a process forked by another
+        // thread shares the lock's open file until it execs (std opens with O_CLOEXEC). Retry for a
+        // bounded 200 ms before reporting another owner.
+        for attempt in 0..=10 {
+            match file.try_lock() {
+                Ok(()) => return Ok(LockFile { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) if attempt < 10 => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => return Err(LockError::Held),
+                Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
+            }
         }
+        Err(LockError::Held)
     }
 }
