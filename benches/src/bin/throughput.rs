@@ -134,6 +134,7 @@ fn main() {
         1e6 / kluis_put,
         1e6 / kluis_get
     );
+    durable_writes(&tmp.path().join("durable"));
     let kd = dir_size(&paths.data_dir);
     let pd = dir_size(&tmp.path().join("plain"));
     println!(
@@ -143,6 +144,59 @@ fn main() {
         std::fs::metadata(&paths.key_store).map(|m| m.len()).unwrap_or(0),
         pd as f64 / 1048576.0,
         pd as f64 / n as f64
+    );
+}
+
+/// Durable puts (real fsync): one thread with per-operation flush versus 16 threads sharing fsyncs
+/// through group commit, on the same machine in the same run.
+fn durable_writes(dir: &std::path::Path) {
+    let schema = || Schema::from_toml(include_str!("../../../examples/webshop.toml")).unwrap();
+    let run = |name: &str, mode: Durability, threads: usize, per_thread: u64| -> f64 {
+        let opts = VaultOptions::default()
+            .durability(mode)
+            .kdf(KdfParams::danger_insecure_for_tests())
+            .danger_allow_weak_kdf(true);
+        let v = std::sync::Arc::new(
+            Vault::create(
+                &VaultPaths::in_dir(dir.join(name)),
+                &Credentials::passphrase("bench"),
+                schema(),
+                opts,
+            )
+            .unwrap(),
+        );
+        let t = Instant::now();
+        let hs: Vec<_> = (0..threads)
+            .map(|k| {
+                let v = v.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        let s = v.create_subject().unwrap();
+                        let r = Record::from_json(customer(k as u64 * 1_000_000 + i)).unwrap();
+                        v.put(&s, "customer", &r).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        rate(threads as u64 * per_thread, t.elapsed().as_secs_f64())
+    };
+    let per_op = run("per-op", Durability::PerOperation, 1, 300);
+    let per_op16 = run("per-op-16", Durability::PerOperation, 16, 40);
+    let group16 = run("group-16", Durability::GroupCommit, 16, 40);
+    println!();
+    println!("| durable writes (fsync) | rec/s | ratio vs per-op 1 thread |");
+    println!("|---|---:|---:|");
+    println!("| per-operation, 1 thread | {per_op:.0} | 1.00 |");
+    println!(
+        "| per-operation, 16 threads | {per_op16:.0} | {:.2} |",
+        per_op16 / per_op
+    );
+    println!(
+        "| group commit, 16 threads | {group16:.0} | {:.2} |",
+        group16 / per_op
     );
 }
 
