@@ -1,7 +1,8 @@
 //! The audit log: append-only, hash-chained with a keyed MAC, committed in the same atomic batch as
 //! the change it describes (if the audit write fails, the change does not happen).
 //!
-//! Entry `i` stores `mac_i = HMAC(K_audit, mac_{i-1} ‖ seq_i ‖ body_i)`; `mac_0` is 32 zero bytes.
+//! Entry `i` stores `mac_i = HMAC(K_audit, "kluis/v1/audit" ‖ mac_{i-1} ‖ seq_i (u64 LE) ‖ body_i)`;
+//! `mac_0` is 32 zero bytes.
 //! Editing, removing or reordering any entry breaks the chain. The head (last sequence number and
 //! MAC) is kept in the data store and checkpointed into the key store on every key-store write, so
 //! cutting entries off the end is detected back to the last checkpoint.

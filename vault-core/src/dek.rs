@@ -193,6 +193,42 @@ impl Vault {
         Ok(())
     }
 
+    /// Live slots whose KEK was destroyed are shredded in all but name (seen after restoring a data
+    /// backup taken before a KEK's destruction): marks them shredded and drops their expiry rows, so
+    /// writes start a fresh key generation instead of failing to unwrap. Returns whether it changed.
+    pub(crate) fn normalize_destroyed(
+        &self,
+        s: &SubjectId,
+        entry: &mut SubjectEntry,
+        batch: &mut crate::store::WriteBatch,
+    ) -> bool {
+        let mut changed = false;
+        for (purpose, slot) in entry.slots.iter_mut() {
+            let Slot::Live {
+                generation,
+                kek_id,
+                expires,
+                ..
+            } = slot
+            else {
+                continue;
+            };
+            let Some(at) = self.kek_destroyed_at(*kek_id) else {
+                continue;
+            };
+            if let Some(t) = *expires {
+                batch.delete(Table::Expiry, crate::lifecycle::expiry_key(t, s, purpose));
+            }
+            *slot = Slot::Shredded {
+                generation: *generation,
+                at,
+                why: crate::subject::ShredReason::Expired,
+            };
+            changed = true;
+        }
+        changed
+    }
+
     /// The epoch a data key expiring at `expires` belongs to.
     pub(crate) fn epoch_of(&self, expires: Option<i64>) -> Epoch {
         self.key_store().epochs.epoch_of(expires)

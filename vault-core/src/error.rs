@@ -157,6 +157,12 @@ pub enum CreateError {
     /// No credential was given.
     #[error("a vault needs a passphrase, a key file, or both")]
     NoCredentials,
+    /// An option is out of range.
+    #[error("invalid option: {reason}")]
+    InvalidOptions {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// Weak passphrase KDF parameters.
     #[error(transparent)]
     Kdf(#[from] KdfError),

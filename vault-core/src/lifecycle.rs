@@ -21,7 +21,7 @@ use crate::subject::{Hold, ShredReason, Slot, SubjectEntry, SubjectId, SUBJECT_I
 use crate::vault::Vault;
 
 /// How many due (subject, purpose) pairs the sweep handles per key-store write.
-const SWEEP_CHUNK: usize = 1024;
+const SWEEP_CHUNK: usize = 256;
 
 /// Who asks, and why: recorded in the audit log (never a field value).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,11 +212,19 @@ impl Vault {
             });
         }
         let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        // Events carry no personal data and are accepted for forgotten subjects too: a kept
+        // legal-obligation purpose still needs its anchor (e.g. `invoiced`) to start its retention.
         let mut entry = self
             .load_subject(s)?
             .ok_or(LifecycleError::SubjectNotFound)?;
-        if let Some(at) = entry.forgotten_at {
-            return Err(LifecycleError::Forgotten { at });
+        let mut normalized = WriteBatch::default();
+        if self.normalize_destroyed(s, &mut entry, &mut normalized) {
+            normalized.put(
+                Table::Subject,
+                s.as_bytes().to_vec(),
+                self.subject_row(s, &entry),
+            );
+            self.commit(normalized)?;
         }
         if entry.events.get(event).is_some_and(|&t| t >= at) {
             return Ok(());
@@ -274,6 +282,15 @@ impl Vault {
         let mut entry = self
             .load_subject(s)?
             .ok_or(LifecycleError::SubjectNotFound)?;
+        let mut normalized = WriteBatch::default();
+        if self.normalize_destroyed(s, &mut entry, &mut normalized) {
+            normalized.put(
+                Table::Subject,
+                s.as_bytes().to_vec(),
+                self.subject_row(s, &entry),
+            );
+            self.commit(normalized)?;
+        }
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::Forgotten { at });
         }
@@ -423,6 +440,15 @@ impl Vault {
         let mut entry = self
             .load_subject(s)?
             .ok_or(LifecycleError::SubjectNotFound)?;
+        let mut normalized = WriteBatch::default();
+        if self.normalize_destroyed(s, &mut entry, &mut normalized) {
+            normalized.put(
+                Table::Subject,
+                s.as_bytes().to_vec(),
+                self.subject_row(s, &entry),
+            );
+            self.commit(normalized)?;
+        }
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::AlreadyForgotten { at });
         }
@@ -458,7 +484,17 @@ impl Vault {
             }
         }
         // The ledger first: from here on, even a restore of an older data backup cannot bring these back.
-        let ledger = Self::ledger_entries(s, &entry, &shred, ShredReason::Forgotten, now);
+        let mut ledger = Self::ledger_entries(s, &entry, &shred, ShredReason::Forgotten, now);
+        // A marker for the subject itself, so a restore re-applies `forgotten` even when nothing
+        // was shredded (e.g. only invoices were held).
+        ledger.push(LedgerEntry {
+            subject: *s.as_bytes(),
+            purpose: String::new(),
+            generation: 0,
+            at: now,
+            why: ShredReason::Forgotten,
+            kek_id: 0,
+        });
         self.append_ledger(ledger)?;
         let mut batch = WriteBatch::default();
         self.shred_into(
@@ -477,7 +513,11 @@ impl Vault {
             }
         }
         entry.forgotten_at = Some(now);
-        entry.hold = None;
+        if entry.hold.take().is_some() {
+            // The kept purposes' expiries no longer wait for the (overridden) hold.
+            let mut sealer = Sealer::new().map_err(WriteError::from)?;
+            self.reconcile(s, &mut entry, &mut batch, &mut sealer)?;
+        }
         batch.put(
             Table::Subject,
             s.as_bytes().to_vec(),
@@ -503,7 +543,12 @@ impl Vault {
         }
         let mut ks = self.key_store();
         let before = ks.ledger.len();
-        ks.ledger.extend(entries);
+        // Any KEK that exists now may hold (in some backup) a wrap of these keys; none made later can.
+        let newest = ks.next_kek_id.saturating_sub(1);
+        ks.ledger.extend(entries.into_iter().map(|mut e| {
+            e.kek_id = newest;
+            e
+        }));
         if let Err(e) = ks.save() {
             ks.ledger.truncate(before);
             return Err(e);
@@ -539,10 +584,29 @@ impl Vault {
             if !stale.is_empty() {
                 self.commit(stale)?;
             }
-            // Ledger entries for the whole chunk in one key-store write.
+            // Lock every subject of the chunk (in stripe order: other code holds at most one stripe
+            // at a time, so ascending order cannot deadlock), so what the ledger records is exactly
+            // what the data batches then shred.
+            let mut stripes: Vec<usize> = due.keys().map(|s| self.stripe_index(s)).collect();
+            stripes.sort_unstable();
+            stripes.dedup();
+            let _guards: Vec<_> = stripes
+                .iter()
+                .map(|&i| self.stripes[i].write().unwrap_or_else(|p| p.into_inner()))
+                .collect();
+            let mut entries = BTreeMap::new();
             let mut ledger = Vec::new();
             for (s, ps) in &due {
-                if let Some(e) = self.load_subject(s)? {
+                if let Some(mut e) = self.load_subject(s)? {
+                    let mut fix = WriteBatch::default();
+                    if self.normalize_destroyed(s, &mut e, &mut fix) {
+                        fix.put(
+                            Table::Subject,
+                            s.as_bytes().to_vec(),
+                            self.subject_row(s, &e),
+                        );
+                        self.commit(fix)?;
+                    }
                     let ready: BTreeSet<String> = ps
                         .keys()
                         .filter(|p| Self::is_due(&e, p, now))
@@ -555,11 +619,12 @@ impl Vault {
                         ShredReason::Expired,
                         now,
                     ));
+                    entries.insert(*s, e);
                 }
             }
             self.append_ledger(ledger)?;
             for (s, ps) in due {
-                self.expire_subject(&s, &ps, now, req, &mut report)?;
+                self.expire_subject(&s, entries.remove(&s), &ps, now, req, &mut report)?;
             }
         }
         report.keks_destroyed = self.destroy_passed_epochs(now, req)?;
@@ -571,17 +636,19 @@ impl Vault {
             && matches!(entry.slots.get(purpose), Some(Slot::Live { expires: Some(t), .. }) if *t <= now)
     }
 
+    /// Shreds the due purposes of one subject. The caller holds the subject's stripe lock and
+    /// passes its entry as loaded under that lock.
     fn expire_subject(
         &self,
         s: &SubjectId,
+        entry: Option<SubjectEntry>,
         purposes: &BTreeMap<String, Vec<u8>>,
         now: i64,
         req: &Request,
         report: &mut ExpireReport,
     ) -> Result<(), LifecycleError> {
-        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
         let mut batch = WriteBatch::default();
-        let Some(mut entry) = self.load_subject(s)? else {
+        let Some(mut entry) = entry else {
             // The subject is gone: its index rows are stale.
             for row in purposes.values() {
                 batch.delete(Table::Expiry, row.clone());
@@ -640,8 +707,8 @@ impl Vault {
         Ok(())
     }
 
-    /// Destroys the KEK of every epoch that ended (plus grace) at or before `now`, provided no
-    /// expiry-index row of that epoch is left (a failed or skipped sweep keeps the KEK alive).
+    /// Destroys the KEK of every epoch that ended (plus grace) at or before `now`, provided no live
+    /// key is still wrapped under it (a failed sweep, or a held subject, keeps the KEK alive).
     fn destroy_passed_epochs(&self, now: i64, req: &Request) -> Result<Vec<u32>, LifecycleError> {
         let candidates: Vec<(u32, i64)> = {
             let ks = self.key_store();
@@ -667,8 +734,8 @@ impl Vault {
             }
             self.destroy_kek(id, now)?;
             let audit = AuditEntry::new(AuditOp::DestroyKek, self.now(), &req.actor)
-                .reason(&req.reason)
-                .count(u64::from(id));
+                .record("", &format!("kek-{id}"))
+                .reason(&req.reason);
             self.commit_audited(WriteBatch::default(), vec![audit])?;
             destroyed.push(id);
         }
@@ -699,7 +766,8 @@ impl Vault {
     }
 
     /// Erases a KEK: its key bytes are zeroized in memory and removed from the key store by an
-    /// atomic rewrite; ledger entries it covered are pruned (no copy of their keys can be unwrapped).
+    /// atomic rewrite. Ledger entries are pruned once every KEK that existed when they were written
+    /// is destroyed: only then can no backup's copy of their keys be unwrapped.
     pub(crate) fn destroy_kek(&self, id: u32, now: i64) -> Result<(), StorageError> {
         let mut ks = self.key_store();
         let Some(i) = ks.keks.iter().position(|k| k.id == id) else {
@@ -709,13 +777,17 @@ impl Vault {
         ks.keks[i].state = KekState::Destroyed;
         ks.keks[i].destroyed_at = now;
         let key = ks.keks[i].key.take();
-        let pruned: Vec<LedgerEntry> = ks
-            .ledger
+        // An entry may go once every KEK that existed when it was written is destroyed: only then is
+        // every wrap of its key, in any backup, noise. (KEK ids only grow.)
+        let oldest_live = ks
+            .keks
             .iter()
-            .filter(|e| e.kek_id == id)
-            .cloned()
-            .collect();
-        ks.ledger.retain(|e| e.kek_id != id);
+            .filter(|k| k.state != KekState::Destroyed)
+            .map(|k| k.id)
+            .min();
+        let prunable = |e: &LedgerEntry| oldest_live.is_none_or(|o| e.kek_id < o);
+        let pruned: Vec<LedgerEntry> = ks.ledger.iter().filter(|e| prunable(e)).cloned().collect();
+        ks.ledger.retain(|e| !prunable(e));
         if let Err(e) = ks.save() {
             ks.keks[i].state = old_state;
             ks.keks[i].destroyed_at = 0;

@@ -270,6 +270,8 @@ impl Vault {
                 if let Some(at) = e.forgotten_at {
                     return Err(WriteError::SubjectForgotten { at });
                 }
+                let mut e = e;
+                entry_dirty |= self.normalize_destroyed(s, &mut e, &mut batch);
                 entry = Some(e);
             }
             let mut dek = match cached {

@@ -79,6 +79,7 @@ impl Vault {
         let now = self.now();
         self.destroy_kek(id, now)?;
         let audit = AuditEntry::new(AuditOp::RetireKek, now, &req.actor)
+            .record("", &format!("kek-{id}"))
             .reason(&req.reason)
             .count(rewrapped);
         self.commit_audited(WriteBatch::default(), vec![audit])?;

@@ -23,7 +23,8 @@ pub enum Table {
     Record = 0x02,
     /// Blind index. Key: tag (16) ‖ subject (16) ‖ label.
     Index = 0x03,
-    /// Expiry index. Key: expiry (i64 big-endian, so keys sort by time) ‖ subject ‖ purpose.
+    /// Expiry index. Key: expiry as u64 big-endian with the sign bit flipped (so keys sort by
+    /// time, negative times first) ‖ subject ‖ purpose.
     Expiry = 0x04,
     /// Audit log. Key: sequence number (u64 big-endian).
     Audit = 0x05,

@@ -288,6 +288,12 @@ impl Vault {
         }
         options.kdf.check(options.allow_weak_kdf)?;
         creds.check()?;
+        if options.epochs.length < 3600 || options.epochs.grace < 0 {
+            return Err(CreateError::InvalidOptions {
+                reason:
+                    "retention epochs must be at least an hour long, with a grace of zero or more",
+            });
+        }
         let io = |c, e: std::io::Error| CreateError::Storage(StorageError::io(c, &e));
         create_private_dir(&paths.data_dir).map_err(|e| io(Component::DataStore, e))?;
         if let Some(dir) = paths.key_store.parent() {
@@ -493,8 +499,13 @@ impl Vault {
     }
 
     pub(crate) fn stripe(&self, s: &SubjectId) -> &RwLock<()> {
+        &self.stripes[self.stripe_index(s)]
+    }
+
+    /// Which lock stripe guards subject `s`.
+    pub(crate) fn stripe_index(&self, s: &SubjectId) -> usize {
         let b = s.as_bytes();
-        &self.stripes[(usize::from(b[0]) << 8 | usize::from(b[1])) % STRIPES]
+        (usize::from(b[0]) << 8 | usize::from(b[1])) % STRIPES
     }
 
     pub(crate) fn now(&self) -> i64 {
