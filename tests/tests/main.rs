@@ -1,18 +1,15 @@
 //! kluis end-to-end tests: one test binary, one module per area.
 #![forbid(unsafe_code)]
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
 mod common;
 
+mod audit;
+mod backup;
 mod credentials;
 mod hygiene;
 mod known_answers;
+mod lifecycle;
 mod model;
 mod records;
 mod storage;

@@ -530,7 +530,20 @@ impl Vault {
         if override_hold {
             audit[0] = audit[0].clone().purpose("override-hold");
         }
-        self.commit_audited(batch, audit)?;
+        if let Err(e) = self.commit_audited(batch, audit) {
+            // The data did not change: take the ledger entries back, or the next open would
+            // complete a forget the caller was told failed. (If this fails too, the forget completes
+            // on the next open, as a `ReapplyErasure`.)
+            let mut ks = self.key_store();
+            let before = ks.ledger.len();
+            ks.ledger.retain(|l| {
+                !(l.subject == *s.as_bytes() && l.at == now && l.why == ShredReason::Forgotten)
+            });
+            if ks.ledger.len() != before {
+                let _ = ks.save();
+            }
+            return Err(e.into());
+        }
         Ok(ForgetReport {
             shredded: shred.into_iter().collect(),
             kept,
@@ -785,7 +798,9 @@ impl Vault {
             .filter(|k| k.state != KekState::Destroyed)
             .map(|k| k.id)
             .min();
-        let prunable = |e: &LedgerEntry| oldest_live.is_none_or(|o| e.kek_id < o);
+        // Forget markers (empty purpose) stay: they are what keeps a restored subject forgotten.
+        let prunable =
+            |e: &LedgerEntry| !e.purpose.is_empty() && oldest_live.is_none_or(|o| e.kek_id < o);
         let pruned: Vec<LedgerEntry> = ks.ledger.iter().filter(|e| prunable(e)).cloned().collect();
         ks.ledger.retain(|e| !prunable(e));
         if let Err(e) = ks.save() {

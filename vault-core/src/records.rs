@@ -599,7 +599,11 @@ impl Vault {
                 }
                 let dek = self.unwrap_slot(s, purpose, slot)?;
                 let k = PurposeKey::Live(dek.generation, Box::new(AeadKey::new(&dek.key)));
-                self.dek_cache().put(cache_key, dek);
+                // Keys of forgotten subjects are never cached: a cached key lets a write skip the
+                // subject entry, and with it the `forgotten` check.
+                if entry.as_ref().is_some_and(|e| e.forgotten_at.is_none()) {
+                    self.dek_cache().put(cache_key, dek);
+                }
                 Ok(k)
             }
         }
@@ -681,10 +685,25 @@ impl Vault {
         let hits = self
             .store
             .scan_prefix(Table::Index, &tag, MAX_FIND_RESULTS)?;
-        let set: BTreeSet<SubjectId> = hits
+        let candidates: BTreeSet<SubjectId> = hits
             .iter()
             .filter_map(|(k, _)| index::subject_of(k))
             .collect();
+        // An index row proves nothing by itself (rows carry no MAC, and a restored old backup keeps
+        // rows of erased data): report a subject only while the field's purpose has a live key.
+        let mut set = BTreeSet::new();
+        for s in candidates {
+            let live = match self.load_subject(&s)? {
+                Some(e) => match e.slots.get(&def.purpose) {
+                    Some(Slot::Live { kek_id, .. }) => self.kek_destroyed_at(*kek_id).is_none(),
+                    _ => false,
+                },
+                None => false,
+            };
+            if live {
+                set.insert(s);
+            }
+        }
         Ok(set.into_iter().collect())
     }
 

@@ -1,0 +1,1074 @@
+//! Retention and crypto-shredding (issue "Retention and crypto-shredding"): expiry against anchor
+//! events, `record_event` semantics, `forget`, legal holds, retention-epoch KEKs and KEK retirement.
+//!
+//! Every test runs on a `MockClock`; expected expiries are computed here from the rules in
+//! `examples/webshop.toml` (calendar years by a small civil-date helper), not by the library.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::backup::{raw_subjects, RawSlot};
+use crate::common::*;
+use serde_json::json;
+use vault_core::{
+    AuditFilter, AuditOp, Epoch, EpochPolicy, FieldState, KekState, LifecycleError, MockClock,
+    Record, RecordKey, Request, SubjectId, Vault, VaultOptions, VaultPaths, WriteError,
+};
+
+const DAY: i64 = 86_400;
+/// 2027-01-15T08:00:00Z.
+const T0: i64 = 1_800_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Calendar arithmetic (proleptic Gregorian, UTC), independent of the library's.
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+/// `t` plus `n` calendar years (29 February becomes 28 February in a common year).
+fn add_years(t: i64, n: i64) -> i64 {
+    let (days, secs) = (t.div_euclid(DAY), t.rem_euclid(DAY));
+    let (y, m, d) = civil_from_days(days);
+    let y = y + n;
+    let d = if m == 2 && d == 29 && !is_leap(y) {
+        28
+    } else {
+        d
+    };
+    days_from_civil(y, m, d) * DAY + secs
+}
+
+#[test]
+fn calendar_helper_sanity() {
+    // 2024-02-29T12:00:00Z + 7y = 2031-02-28T12:00:00Z; T0 is 2027-01-15T08:00:00Z.
+    assert_eq!(add_years(1_709_208_000, 7), 1_930_046_400);
+    assert_eq!(civil_from_days(T0.div_euclid(DAY)), (2027, 1, 15));
+    assert_eq!(add_years(T0, 2) - T0, 731 * DAY, "2028 is a leap year");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures.
+
+fn options(clock: &Arc<MockClock>) -> VaultOptions {
+    fast_options().clock(clock.clone())
+}
+
+fn create(root: &Path, clock: &Arc<MockClock>) -> Vault {
+    Vault::create(
+        &VaultPaths::in_dir(root),
+        &creds(),
+        webshop_schema(),
+        options(clock),
+    )
+    .expect("create vault")
+}
+
+fn open(root: &Path, clock: &Arc<MockClock>) -> Vault {
+    Vault::open(&VaultPaths::in_dir(root), &creds(), options(clock)).expect("open vault")
+}
+
+fn req() -> Request {
+    Request::new("retention-job", "retention test")
+}
+
+fn customer(i: usize) -> Record {
+    Record::new()
+        .with("first_name", format!("Voornaam{i}"))
+        .with("last_name", format!("Achternaam{i}"))
+        .with("email", format!("klant{i}@voorbeeld.nl"))
+}
+
+fn customer_with_phone(i: usize) -> Record {
+    customer(i).with("phone", format!("+31 6 {:08}", 10_000_000 + i))
+}
+
+fn address(i: usize) -> Record {
+    Record::new()
+        .with("recipient_name", format!("Ontvanger{i}"))
+        .with("street", format!("Straat{i}"))
+        .with("house_number", format!("{}", i % 300 + 1))
+        .with("postcode", "1234 AB")
+        .with("city", "Utrecht")
+        .with("country", "NL")
+}
+
+fn consent(i: usize) -> Record {
+    Record::new()
+        .with("email", format!("klant{i}@voorbeeld.nl"))
+        .with("consented_at", "2027-01-10")
+        .with("consent_source", "checkout checkbox v3")
+}
+
+fn invoice(number: &str) -> Record {
+    Record::new()
+        .with("invoice_number", number)
+        .with("invoice_date", "2027-01-15")
+        .with("billing_name", format!("Factuurnaam {number}"))
+        .with("billing_address", "Dorpsstraat 1\n1234 AB Ergens")
+        .with(
+            "lines",
+            json!([{"description": "thee", "quantity": 2, "unit_price": "4.50", "vat_rate": "9"}]),
+        )
+        .with("total", "9.81")
+}
+
+/// Every field of `want` reads back with exactly its value.
+fn assert_values(got: &Record, want: &Record, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?}");
+    for (name, value) in want.iter() {
+        assert_eq!(got.get(name), Some(value), "{what}.{name}");
+    }
+    assert!(!got.has_shredded(), "{what}");
+}
+
+/// Every field of `want` is `Shredded` (by `purpose`), none has a value.
+fn assert_shredded(got: &Record, want: &Record, purpose: &str, what: &str) {
+    assert_eq!(got.len(), 0, "{what}: a value came back: {got:?}");
+    for name in want.field_names() {
+        match got.field_state(name) {
+            FieldState::Shredded(s) => assert_eq!(s.purpose, purpose, "{what}.{name}"),
+            _ => panic!("{what}.{name} is not shredded"),
+        }
+    }
+}
+
+fn is_shredded(r: &Record, field: &str) -> bool {
+    matches!(r.field_state(field), FieldState::Shredded(_))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiry at scale.
+
+/// A cheap deterministic spread of values in `0..m` (a multiplicative hash).
+fn spread(i: usize, salt: u64, m: i64) -> i64 {
+    let x = (i as u64 ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((x >> 17) % m as u64) as i64
+}
+
+/// One subject's anchors, and whether it is under legal hold.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    last_order: Option<i64>,
+    delivered: Option<i64>,
+    withdrawn: Option<i64>,
+    held: bool,
+}
+
+/// Subjects in the sweep test (× 3 purposes each). The issue asks for 10,000, but in a debug build
+/// on 2 cores that took 55 s wall / 59 s CPU (about 0.6 ms of CPU per vault operation, mostly sled;
+/// ~6 operations per subject), over the 40 s budget for this test. 7,000 took 31 s wall / 35 s CPU,
+/// so that is the size used. Raise it for a release-mode soak run.
+const SWEEP_SUBJECTS: usize = 7_000;
+
+#[test]
+fn expire_shreds_exactly_the_due_pairs_of_thousands_of_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    // The sweep runs three years after the data was stored.
+    let now = T0 + 1095 * DAY + 12_345;
+    assert_ne!(
+        civil_from_days(now.div_euclid(DAY)).1,
+        2,
+        "keep clear of 29 February"
+    );
+
+    let plan = |i: usize| -> Plan {
+        let mut p = Plan {
+            last_order: (!i.is_multiple_of(5)).then(|| T0 + spread(i, 1, 1000 * DAY)),
+            delivered: (!i.is_multiple_of(4)).then(|| T0 + spread(i, 2, 1200 * DAY)),
+            withdrawn: i.is_multiple_of(3).then(|| T0 + spread(i, 3, 1400 * DAY)),
+            held: i % 1000 == 13,
+        };
+        // Boundary cases: an expiry exactly at `now` is due, one second later is not.
+        match i {
+            1 => p.delivered = Some(now - 30 * DAY),
+            2 => p.delivered = Some(now - 30 * DAY + 1),
+            6 => p.withdrawn = Some(now),
+            9 => p.withdrawn = Some(now + 1),
+            7 => p.last_order = Some(add_years(now, -2)),
+            8 => p.last_order = Some(add_years(now, -2) + 1),
+            _ => {}
+        }
+        p
+    };
+    let expiry = |p: &Plan, purpose: &str| -> Option<i64> {
+        match purpose {
+            "account" => p.last_order.map(|t| add_years(t, 2)),
+            "shipping" => p.delivered.map(|t| t + 30 * DAY),
+            "marketing" => p.withdrawn,
+            _ => unreachable!(),
+        }
+    };
+    let due = |p: &Plan, purpose: &str| !p.held && expiry(p, purpose).is_some_and(|t| t <= now);
+
+    let mut subjects = Vec::with_capacity(SWEEP_SUBJECTS);
+    for i in 0..SWEEP_SUBJECTS {
+        let s = v.create_subject().unwrap();
+        v.put(&s, "customer", &customer(i)).unwrap();
+        v.put(&s, "address", &address(i)).unwrap();
+        v.put(&s, "marketing_consent", &consent(i)).unwrap();
+        let p = plan(i);
+        for (event, at) in [
+            ("last_order", p.last_order),
+            ("delivered", p.delivered),
+            ("consent_withdrawn", p.withdrawn),
+        ] {
+            if let Some(at) = at {
+                v.record_event(&s, event, at, &req()).unwrap();
+                if i % 50 == 7 {
+                    // An older report of the same event changes nothing.
+                    v.record_event(&s, event, at - 10 * DAY, &req()).unwrap();
+                }
+            }
+        }
+        if p.held {
+            v.hold(&s, None, &req()).unwrap();
+        }
+        subjects.push(s);
+    }
+
+    // The truth, computed from the rules.
+    let purposes = [
+        ("account", "customer"),
+        ("shipping", "address"),
+        ("marketing", "marketing_consent"),
+    ];
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    let mut held_due = 0u64;
+    for i in 0..SWEEP_SUBJECTS {
+        let p = plan(i);
+        for (purpose, _) in purposes {
+            if due(&p, purpose) {
+                *want.entry(purpose.to_string()).or_default() += 1;
+            } else if p.held && expiry(&p, purpose).is_some_and(|t| t <= now) {
+                held_due += 1;
+            }
+        }
+    }
+    assert!(want.values().all(|&n| n > 500), "{want:?}");
+    assert!(held_due > 0);
+    for (i, expected) in [(1, true), (2, false)] {
+        assert_eq!(due(&plan(i), "shipping"), expected);
+    }
+
+    let report = v.expire(now, &req()).unwrap();
+    assert_eq!(report.shredded, want, "shredded per purpose");
+    assert_eq!(report.held, held_due, "due pairs skipped for a legal hold");
+
+    let mut shredded_seen: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, s) in subjects.iter().enumerate() {
+        let p = plan(i);
+        for (purpose, rt) in purposes {
+            let original = match rt {
+                "customer" => customer(i),
+                "address" => address(i),
+                _ => consent(i),
+            };
+            let got = v.get(s, rt).unwrap();
+            if due(&p, purpose) {
+                assert_shredded(&got, &original, purpose, &format!("subject {i} {rt}"));
+                *shredded_seen.entry(purpose).or_default() += 1;
+            } else {
+                assert_values(&got, &original, &format!("subject {i} {rt}"));
+            }
+        }
+        let email = format!("klant{i}@voorbeeld.nl");
+        let by_account = v.find("customer", "email", email.as_str()).unwrap();
+        let by_consent = v
+            .find("marketing_consent", "email", email.as_str())
+            .unwrap();
+        let expect = |purpose| {
+            if due(&p, purpose) {
+                vec![]
+            } else {
+                vec![*s]
+            }
+        };
+        assert_eq!(by_account, expect("account"), "subject {i} customer.email");
+        assert_eq!(
+            by_consent,
+            expect("marketing"),
+            "subject {i} marketing_consent.email"
+        );
+    }
+    let seen: BTreeMap<String, u64> = shredded_seen
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    assert_eq!(seen, want);
+
+    // Epoch KEKs: every epoch that ended (plus grace) by `now` is destroyed, no other.
+    let policy = EpochPolicy::default();
+    let keks = v.keks();
+    let mut should_die = BTreeSet::new();
+    for k in &keks {
+        match k.epoch {
+            Epoch::Starting(start) if start + policy.length + policy.grace <= now => {
+                should_die.insert(k.id);
+                assert_eq!(k.state, KekState::Destroyed, "{k:?}");
+            }
+            _ => assert_ne!(k.state, KekState::Destroyed, "{k:?}"),
+        }
+    }
+    assert!(!should_die.is_empty());
+    let reported: BTreeSet<u32> = report.keks_destroyed.iter().copied().collect();
+    assert_eq!(reported, should_die);
+
+    // Idempotent: a second sweep finds nothing left to do.
+    let again = v.expire(now, &req()).unwrap();
+    assert_eq!(again.total(), 0, "{again:?}");
+    assert!(again.keks_destroyed.is_empty(), "{again:?}");
+}
+
+/// `report.held` counts the due pairs a sweep skipped because their subject is held.
+#[test]
+fn expire_reports_pairs_skipped_for_a_legal_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let held = v.create_subject().unwrap();
+    let free = v.create_subject().unwrap();
+    for s in [&held, &free] {
+        v.put(s, "address", &address(1)).unwrap();
+        v.put(s, "marketing_consent", &consent(1)).unwrap();
+        v.record_event(s, "delivered", T0, &req()).unwrap();
+        v.record_event(s, "consent_withdrawn", T0 + DAY, &req())
+            .unwrap();
+    }
+    v.hold(&held, None, &req()).unwrap();
+    let report = v.expire(T0 + 40 * DAY, &req()).unwrap();
+    assert_eq!(report.total(), 2, "{report:?}");
+    assert!(is_shredded(&v.get(&free, "address").unwrap(), "street"));
+    assert_eq!(
+        v.get(&held, "address").unwrap().get_str("street"),
+        Some("Straat1")
+    );
+    assert_eq!(
+        report.held, 2,
+        "both due pairs of the held subject: {report:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// record_event.
+
+#[test]
+fn record_event_only_moves_forward_and_recomputes_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let s = v.create_subject().unwrap();
+    v.put(&s, "address", &address(1)).unwrap();
+    v.put(&s, "customer", &customer(1)).unwrap();
+
+    // No anchor yet: nothing expires, however late the sweep.
+    assert_eq!(v.expire(T0 + 20 * 365 * DAY, &req()).unwrap().total(), 0);
+
+    let t1 = T0 + 10 * DAY;
+    v.record_event(&s, "delivered", t1, &req()).unwrap();
+    // An earlier report does not move the event back (t0 + 30 d would be due at t1 + 29 d).
+    v.record_event(&s, "delivered", T0, &req()).unwrap();
+    assert_eq!(
+        v.expire(t1 + 30 * DAY - 1, &req()).unwrap().total(),
+        0,
+        "an older event time must not move the expiry earlier"
+    );
+    // A later delivery (a second order) postpones the expiry.
+    let t2 = T0 + 50 * DAY;
+    v.record_event(&s, "delivered", t2, &req()).unwrap();
+    assert_eq!(v.expire(t1 + 30 * DAY, &req()).unwrap().total(), 0);
+    assert_eq!(v.expire(t2 + 30 * DAY - 1, &req()).unwrap().total(), 0);
+    assert_eq!(
+        v.get(&s, "address").unwrap().get_str("street"),
+        Some("Straat1")
+    );
+    let r = v.expire(t2 + 30 * DAY, &req()).unwrap();
+    assert_eq!(r.shredded.get("shipping"), Some(&1), "{r:?}");
+    assert_eq!(r.total(), 1, "only shipping: {r:?}");
+    let got = v.get(&s, "address").unwrap();
+    assert_shredded(&got, &address(1), "shipping", "address");
+    match got.field_state("street") {
+        FieldState::Shredded(sh) => assert_eq!(sh.at, t2 + 30 * DAY),
+        _ => unreachable!(),
+    }
+    assert_values(&v.get(&s, "customer").unwrap(), &customer(1), "customer");
+
+    // New address data after the shredding gets a new data key: the old delivery (t2) belongs to
+    // the old data and does not count, so the new address does not expire at once.
+    clock.set(t2 + 40 * DAY);
+    v.put(&s, "address", &address(2)).unwrap();
+    assert_values(&v.get(&s, "address").unwrap(), &address(2), "new address");
+    assert_eq!(
+        v.expire(t2 + 400 * DAY, &req()).unwrap().total(),
+        0,
+        "events from before the purpose was re-keyed must not count"
+    );
+    assert_values(&v.get(&s, "address").unwrap(), &address(2), "new address");
+    // A delivery of the new data does.
+    let t3 = t2 + 41 * DAY;
+    v.record_event(&s, "delivered", t3, &req()).unwrap();
+    assert_eq!(v.expire(t3 + 30 * DAY - 1, &req()).unwrap().total(), 0);
+    assert_eq!(v.expire(t3 + 30 * DAY, &req()).unwrap().total(), 1);
+    assert_shredded(
+        &v.get(&s, "address").unwrap(),
+        &address(2),
+        "shipping",
+        "new address",
+    );
+}
+
+#[test]
+fn record_event_rejects_builtin_and_malformed_names_and_unknown_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let s = v.create_subject().unwrap();
+    for bad in ["created", "last_update", "Delivered", "", "de livered"] {
+        assert!(
+            matches!(
+                v.record_event(&s, bad, T0, &req()),
+                Err(LifecycleError::InvalidEvent { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    let other = {
+        let d2 = tempfile::tempdir().unwrap();
+        let v2 = create(d2.path(), &clock);
+        v2.create_subject().unwrap()
+    };
+    assert!(matches!(
+        v.record_event(&other, "delivered", T0, &req()),
+        Err(LifecycleError::SubjectNotFound)
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// forget.
+
+#[test]
+fn forget_shreds_everything_but_running_legal_obligations() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let s = v.create_subject().unwrap();
+    let bystander = v.create_subject().unwrap();
+    for (x, i) in [(&s, 1), (&bystander, 2)] {
+        v.put(x, "customer", &customer_with_phone(i)).unwrap();
+        v.put(x, "address", &address(i)).unwrap();
+        v.put(x, "marketing_consent", &consent(i)).unwrap();
+    }
+    v.put(
+        &s,
+        RecordKey::labelled("invoice", "2027-0001"),
+        &invoice("2027-0001"),
+    )
+    .unwrap();
+    let invoiced = T0 + 3600;
+    v.record_event(&s, "invoiced", invoiced, &req()).unwrap();
+
+    clock.set(T0 + 5 * DAY);
+    let forget_at = clock_now(&clock);
+    let report = v
+        .forget(&s, &Request::new("dpo", "Art. 17 request #12"), false)
+        .unwrap();
+    assert_eq!(report.shredded, ["account", "marketing", "shipping"]);
+    assert_eq!(report.kept.len(), 1, "{report:?}");
+    let kept = &report.kept[0];
+    assert_eq!(kept.purpose, "invoicing");
+    assert!(
+        kept.legal_basis.contains("Art. 6(1)(c)"),
+        "{}",
+        kept.legal_basis
+    );
+    let until = add_years(invoiced, 7);
+    assert_eq!(kept.until, Some(until));
+
+    let check = |v: &Vault| {
+        for (rt, rec, purpose) in [
+            ("customer", customer_with_phone(1), "account"),
+            ("address", address(1), "shipping"),
+            ("marketing_consent", consent(1), "marketing"),
+        ] {
+            let got = v.get(&s, rt).unwrap();
+            assert_shredded(&got, &rec, purpose, rt);
+            for (_, sh) in got.shredded_fields() {
+                assert_eq!(sh.at, forget_at);
+            }
+        }
+        for (rt, field, value) in [
+            ("customer", "email", "klant1@voorbeeld.nl".to_string()),
+            ("customer", "phone", format!("+31 6 {:08}", 10_000_001)),
+            (
+                "marketing_consent",
+                "email",
+                "klant1@voorbeeld.nl".to_string(),
+            ),
+        ] {
+            assert!(
+                v.find(rt, field, value.as_str()).unwrap().is_empty(),
+                "{rt}.{field}"
+            );
+        }
+        // No more writes or holds. (Events are still accepted: they carry no personal data, and
+        // a kept purpose may need its anchor; see the next test.) (Checked before the kept invoice is read: see
+        // `forgotten_subject_refuses_writes_after_its_kept_data_was_read`.)
+        for res in [
+            v.put(&s, "customer", &customer(1)),
+            v.put(&s, "address", &address(1)),
+            v.update(&s, "customer", &Record::new().with("first_name", "X")),
+            v.put(
+                &s,
+                RecordKey::labelled("invoice", "2027-0002"),
+                &invoice("2027-0002"),
+            ),
+        ] {
+            assert!(
+                matches!(res, Err(WriteError::SubjectForgotten { at }) if at == forget_at),
+                "{res:?}"
+            );
+        }
+        assert!(matches!(
+            v.hold(&s, None, &req()),
+            Err(LifecycleError::Forgotten { .. })
+        ));
+        assert!(matches!(
+            v.forget(&s, &req(), false),
+            Err(LifecycleError::AlreadyForgotten { at }) if at == forget_at
+        ));
+        // The invoice is kept, readable and findable.
+        let inv = v
+            .get(&s, RecordKey::labelled("invoice", "2027-0001"))
+            .unwrap();
+        assert_values(&inv, &invoice("2027-0001"), "invoice");
+        assert_eq!(
+            v.find("invoice", "invoice_number", "2027-0001").unwrap(),
+            vec![s]
+        );
+        // The bystander is untouched.
+        assert_values(
+            &v.get(&bystander, "customer").unwrap(),
+            &customer_with_phone(2),
+            "bystander",
+        );
+        assert_eq!(
+            v.find("customer", "email", "klant2@voorbeeld.nl").unwrap(),
+            vec![bystander]
+        );
+    };
+    check(&v);
+    drop(v);
+    let v = open(dir.path(), &clock);
+    check(&v);
+
+    // The kept invoice goes when its retention ends: not a second before.
+    let r = v.expire(until - 1, &req()).unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    let r = v.expire(until, &req()).unwrap();
+    assert_eq!(r.shredded.get("invoicing"), Some(&1), "{r:?}");
+    assert_eq!(r.total(), 1, "{r:?}");
+    assert_shredded(
+        &v.get(&s, RecordKey::labelled("invoice", "2027-0001"))
+            .unwrap(),
+        &invoice("2027-0001"),
+        "invoicing",
+        "invoice",
+    );
+    assert!(v
+        .find("invoice", "invoice_number", "2027-0001")
+        .unwrap()
+        .is_empty());
+
+    // Unknown subjects.
+    let stranger = {
+        let d2 = tempfile::tempdir().unwrap();
+        let v2 = create(d2.path(), &clock);
+        v2.create_subject().unwrap()
+    };
+    assert!(matches!(
+        v.forget(&stranger, &req(), false),
+        Err(LifecycleError::SubjectNotFound)
+    ));
+}
+
+/// Reading the kept invoice of a forgotten subject must not reopen it for writes.
+#[test]
+fn forgotten_subject_refuses_writes_after_its_kept_data_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let s = v.create_subject().unwrap();
+    v.put(&s, "customer", &customer(1)).unwrap();
+    v.put(&s, RecordKey::labelled("invoice", "1"), &invoice("1"))
+        .unwrap();
+    v.record_event(&s, "invoiced", T0, &req()).unwrap();
+    v.forget(&s, &req(), false).unwrap();
+    assert_values(
+        &v.get(&s, RecordKey::labelled("invoice", "1")).unwrap(),
+        &invoice("1"),
+        "kept invoice",
+    );
+    let res = v.put(&s, RecordKey::labelled("invoice", "2"), &invoice("2"));
+    assert!(
+        matches!(res, Err(WriteError::SubjectForgotten { .. })),
+        "{res:?}"
+    );
+    assert!(matches!(
+        v.get(&s, RecordKey::labelled("invoice", "2")),
+        Err(vault_core::ReadError::NotFound { .. })
+    ));
+}
+
+fn clock_now(c: &MockClock) -> i64 {
+    vault_core::Clock::now(c)
+}
+
+/// An invoice whose retention has not started (no `invoiced` event yet) is kept with no end date;
+/// recording its anchor after the forget starts the retention, and `expire` then ends it.
+#[test]
+fn forget_keeps_a_legal_obligation_whose_retention_has_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let s = v.create_subject().unwrap();
+    v.put(&s, "customer", &customer(1)).unwrap();
+    v.put(&s, RecordKey::labelled("invoice", "9"), &invoice("9"))
+        .unwrap();
+    let r = v.forget(&s, &req(), false).unwrap();
+    assert_eq!(r.shredded, ["account"]);
+    assert_eq!(r.kept.len(), 1);
+    assert_eq!(r.kept[0].purpose, "invoicing");
+    assert_eq!(r.kept[0].until, None);
+    assert_values(
+        &v.get(&s, RecordKey::labelled("invoice", "9")).unwrap(),
+        &invoice("9"),
+        "invoice",
+    );
+    let invoiced = T0 + 20 * DAY;
+    v.record_event(&s, "invoiced", invoiced, &req()).unwrap();
+    let until = add_years(invoiced, 7);
+    assert_eq!(v.expire(until - 1, &req()).unwrap().total(), 0);
+    let r = v.expire(until, &req()).unwrap();
+    assert_eq!(r.shredded.get("invoicing"), Some(&1), "{r:?}");
+    assert_shredded(
+        &v.get(&s, RecordKey::labelled("invoice", "9")).unwrap(),
+        &invoice("9"),
+        "invoicing",
+        "invoice",
+    );
+    // The account stays shredded, and the subject forgotten.
+    assert!(is_shredded(&v.get(&s, "customer").unwrap(), "email"));
+    assert!(matches!(
+        v.forget(&s, &req(), false),
+        Err(LifecycleError::AlreadyForgotten { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legal hold.
+
+#[test]
+fn legal_hold_blocks_expiry_and_forget_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let held = v.create_subject().unwrap();
+    let overridden = v.create_subject().unwrap();
+    for (s, i) in [(&held, 1), (&overridden, 2)] {
+        v.put(s, "customer", &customer(i)).unwrap();
+        v.put(s, "address", &address(i)).unwrap();
+        v.record_event(s, "delivered", T0, &req()).unwrap();
+    }
+    assert!(matches!(
+        v.release(&held, &req()),
+        Err(LifecycleError::NotHeld)
+    ));
+    clock.set(T0 + DAY);
+    v.hold(&held, None, &Request::new("legal", "case 2027-77"))
+        .unwrap();
+    v.hold(&overridden, None, &req()).unwrap();
+
+    // Due by retention, but held: the sweep skips it.
+    let r = v.expire(T0 + 31 * DAY, &req()).unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    assert_values(&v.get(&held, "address").unwrap(), &address(1), "held");
+
+    // forget refuses a held subject ...
+    match v.forget(&held, &req(), false) {
+        Err(LifecycleError::Held { since, until }) => {
+            assert_eq!(since, T0 + DAY);
+            assert_eq!(until, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_values(&v.get(&held, "customer").unwrap(), &customer(1), "held");
+    // ... unless explicitly overridden, and the override is audited.
+    let rep = v
+        .forget(&overridden, &Request::new("dpo", "court order 5"), true)
+        .unwrap();
+    assert_eq!(rep.shredded, ["account", "shipping"]);
+    assert!(is_shredded(
+        &v.get(&overridden, "customer").unwrap(),
+        "email"
+    ));
+    let entries = v
+        .audit_entries(&AuditFilter {
+            subject: Some(overridden),
+            ..Default::default()
+        })
+        .unwrap();
+    let forget = entries
+        .iter()
+        .find(|e| e.op == AuditOp::Forget)
+        .expect("forget audited");
+    assert_eq!(forget.actor, "dpo");
+    assert_eq!(forget.reason, "court order 5");
+    let text = serde_json::to_string(forget).unwrap();
+    assert!(
+        text.contains("override"),
+        "the override is recorded: {text}"
+    );
+
+    // Released: the next sweep shreds it.
+    v.release(&held, &req()).unwrap();
+    let r = v.expire(T0 + 31 * DAY, &req()).unwrap();
+    assert_eq!(r.shredded.get("shipping"), Some(&1), "{r:?}");
+    assert_shredded(
+        &v.get(&held, "address").unwrap(),
+        &address(1),
+        "shipping",
+        "released",
+    );
+    assert_values(&v.get(&held, "customer").unwrap(), &customer(1), "account");
+    // And forget works again.
+    v.forget(&held, &req(), false).unwrap();
+}
+
+/// A hold with an end date postpones expiry to max(expiry, until); once `until` has passed the
+/// data expires on its own.
+#[test]
+fn hold_with_until_postpones_expiry_to_the_later_of_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let late = v.create_subject().unwrap();
+    let early = v.create_subject().unwrap();
+    for (s, i) in [(&late, 1), (&early, 2)] {
+        v.put(s, "address", &address(i)).unwrap();
+        v.record_event(s, "delivered", T0, &req()).unwrap();
+    }
+    let expiry = T0 + 30 * DAY;
+    // until after the expiry: the expiry moves to `until`.
+    v.hold(&late, Some(T0 + 60 * DAY), &req()).unwrap();
+    // until before the expiry: the expiry stays.
+    v.hold(&early, Some(T0 + 10 * DAY), &req()).unwrap();
+
+    let r = v.expire(expiry - 1, &req()).unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    let r = v.expire(expiry, &req()).unwrap();
+    assert_eq!(r.total(), 1, "the early-until hold has passed: {r:?}");
+    assert!(is_shredded(&v.get(&early, "address").unwrap(), "street"));
+    assert_values(&v.get(&late, "address").unwrap(), &address(1), "late");
+    let r = v.expire(T0 + 60 * DAY - 1, &req()).unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    let r = v.expire(T0 + 60 * DAY, &req()).unwrap();
+    assert_eq!(r.total(), 1, "{r:?}");
+    assert!(is_shredded(&v.get(&late, "address").unwrap(), "street"));
+}
+
+/// Before `until` passes, a hold with an end date blocks the sweep like any hold.
+#[test]
+fn hold_with_until_blocks_expiry_before_until() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let s = v.create_subject().unwrap();
+    v.put(&s, "address", &address(1)).unwrap();
+    v.record_event(&s, "delivered", T0, &req()).unwrap();
+    v.hold(&s, Some(T0 + 60 * DAY), &req()).unwrap();
+    for at in [T0 + 30 * DAY, T0 + 45 * DAY, T0 + 60 * DAY - 1] {
+        let r = v.expire(at, &req()).unwrap();
+        assert_eq!(r.total(), 0, "at {at}: {r:?}");
+    }
+    assert_values(&v.get(&s, "address").unwrap(), &address(1), "held");
+    // Released: the plain retention (30 days after delivery) applies again.
+    v.release(&s, &req()).unwrap();
+    let r = v.expire(T0 + 30 * DAY, &req()).unwrap();
+    assert_eq!(r.total(), 1, "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Epoch KEKs.
+
+/// Reads the KEK id of each (subject, purpose) slot from the closed vault's data directory.
+fn slot_keks(root: &Path, subjects: &[SubjectId], purpose: &str) -> Vec<u32> {
+    raw_subjects(root, subjects)
+        .into_iter()
+        .map(|e| match &e.slots[purpose] {
+            RawSlot::Live { kek_id, .. } => *kek_id,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn data_expiring_in_different_epochs_sits_under_different_keks() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let policy = EpochPolicy::default();
+    let epoch_of = |t: i64| Epoch::Starting(t.div_euclid(policy.length) * policy.length);
+    // Three deliveries about 45 days apart: three different epochs.
+    let deliveries = [T0, T0 + 45 * DAY, T0 + 90 * DAY];
+    let mut subjects = Vec::new();
+    for (i, at) in deliveries.iter().enumerate() {
+        let s = v.create_subject().unwrap();
+        v.put(&s, "address", &address(i)).unwrap();
+        v.record_event(&s, "delivered", *at, &req()).unwrap();
+        subjects.push(s);
+    }
+    let keeper = v.create_subject().unwrap();
+    v.put(&keeper, "customer", &customer(9)).unwrap();
+    let expiries: Vec<i64> = deliveries.iter().map(|t| t + 30 * DAY).collect();
+    let epochs: Vec<Epoch> = expiries.iter().map(|t| epoch_of(*t)).collect();
+    assert_eq!(
+        epochs.iter().collect::<BTreeSet<_>>().len(),
+        3,
+        "{epochs:?}"
+    );
+    let keks = v.keks();
+    v.sync().unwrap();
+    drop(v);
+
+    // On disk, each data key is wrapped under the KEK of its expiry's epoch.
+    let ids = slot_keks(dir.path(), &subjects, "shipping");
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 3, "{ids:?}");
+    for (id, epoch) in ids.iter().zip(&epochs) {
+        let k = keks.iter().find(|k| k.id == *id).unwrap();
+        assert_eq!(k.epoch, *epoch, "{k:?}");
+    }
+    let open_ended = slot_keks(dir.path(), &[keeper], "account")[0];
+    assert_eq!(
+        keks.iter().find(|k| k.id == open_ended).unwrap().epoch,
+        Epoch::OpenEnded
+    );
+
+    let v = open(dir.path(), &clock);
+    let Epoch::Starting(first) = epochs[0] else {
+        unreachable!()
+    };
+    let destroy_at = first + policy.length + policy.grace;
+    // Data of the first epoch is swept, but its KEK stays for the grace period.
+    let r = v.expire(destroy_at - 1, &req()).unwrap();
+    assert_eq!(r.total(), 1, "{r:?}");
+    assert!(r.keks_destroyed.is_empty(), "{r:?}");
+    assert_ne!(
+        v.keks().iter().find(|k| k.id == ids[0]).unwrap().state,
+        KekState::Destroyed
+    );
+    let r = v.expire(destroy_at, &req()).unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    assert_eq!(r.keks_destroyed, vec![ids[0]]);
+    let keks = v.keks();
+    let state = |id: u32| keks.iter().find(|k| k.id == id).unwrap().state;
+    assert_eq!(state(ids[0]), KekState::Destroyed);
+    assert_ne!(state(ids[1]), KekState::Destroyed);
+    assert_ne!(state(ids[2]), KekState::Destroyed);
+    assert!(is_shredded(
+        &v.get(&subjects[0], "address").unwrap(),
+        "street"
+    ));
+    assert_values(&v.get(&subjects[1], "address").unwrap(), &address(1), "2nd");
+    assert_values(&v.get(&subjects[2], "address").unwrap(), &address(2), "3rd");
+
+    // Far in the future every epoch is gone, the open-ended KEK never.
+    let r = v.expire(T0 + 50 * 365 * DAY, &req()).unwrap();
+    assert_eq!(r.total(), 2, "{r:?}");
+    let got: BTreeSet<u32> = r.keks_destroyed.iter().copied().collect();
+    assert_eq!(got, BTreeSet::from([ids[1], ids[2]]));
+    for k in v.keks() {
+        match k.epoch {
+            Epoch::OpenEnded => assert_ne!(k.state, KekState::Destroyed, "{k:?}"),
+            Epoch::Starting(_) => assert_eq!(k.state, KekState::Destroyed, "{k:?}"),
+        }
+    }
+    assert_values(&v.get(&keeper, "customer").unwrap(), &customer(9), "keeper");
+    drop(v);
+    let v = open(dir.path(), &clock);
+    assert_values(&v.get(&keeper, "customer").unwrap(), &customer(9), "keeper");
+    assert!(v.verify_audit().unwrap().is_intact());
+}
+
+// ---------------------------------------------------------------------------------------------
+// KEK retirement.
+
+#[test]
+fn retire_kek_rewraps_live_keys_and_destroys_the_old_kek() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    // Open-ended data: 4 subjects × (account + marketing) = 8 live slots under the open-ended KEK.
+    let mut open_subjects = Vec::new();
+    for i in 0..4 {
+        let s = v.create_subject().unwrap();
+        v.put(&s, "customer", &customer(i)).unwrap();
+        v.put(&s, "marketing_consent", &consent(i)).unwrap();
+        open_subjects.push(s);
+    }
+    // A forgotten subject: its shredded slots are not rewrapped.
+    let gone = v.create_subject().unwrap();
+    v.put(&gone, "customer", &customer(50)).unwrap();
+    v.forget(&gone, &req(), false).unwrap();
+    // Epoch data: 3 addresses delivered the same day.
+    let mut epoch_subjects = Vec::new();
+    for i in 10..13 {
+        let s = v.create_subject().unwrap();
+        v.put(&s, "address", &address(i)).unwrap();
+        v.record_event(&s, "delivered", T0, &req()).unwrap();
+        epoch_subjects.push(s);
+    }
+    let keks = v.keks();
+    let open_kek = keks
+        .iter()
+        .find(|k| k.epoch == Epoch::OpenEnded && k.state == KekState::Active)
+        .unwrap()
+        .id;
+    let epoch_kek = keks
+        .iter()
+        .find(|k| matches!(k.epoch, Epoch::Starting(_)))
+        .unwrap()
+        .clone();
+    v.sync().unwrap();
+    drop(v);
+    // Cross-check the expected counts on disk.
+    let on_disk = |purpose: &str, subjects: &[SubjectId], kek: u32| {
+        slot_keks(dir.path(), subjects, purpose)
+            .iter()
+            .filter(|id| **id == kek)
+            .count()
+    };
+    assert_eq!(on_disk("account", &open_subjects, open_kek), 4);
+    assert_eq!(on_disk("marketing", &open_subjects, open_kek), 4);
+    assert_eq!(on_disk("shipping", &epoch_subjects, epoch_kek.id), 3);
+
+    let v = open(dir.path(), &clock);
+    let mut progress = Vec::new();
+    let r = v
+        .retire_kek(open_kek, &req(), &mut |n| progress.push(n))
+        .unwrap();
+    assert_eq!(r.kek_id, open_kek);
+    assert_eq!(r.rewrapped, 8);
+    assert_eq!(progress.last(), Some(&8));
+    let r = v.retire_kek(epoch_kek.id, &req(), &mut |_| {}).unwrap();
+    assert_eq!(r.rewrapped, 3);
+    let keks = v.keks();
+    for id in [open_kek, epoch_kek.id] {
+        assert_eq!(
+            keks.iter().find(|k| k.id == id).unwrap().state,
+            KekState::Destroyed
+        );
+    }
+    // Successors serve the same epochs.
+    assert!(keks
+        .iter()
+        .any(|k| k.epoch == Epoch::OpenEnded && k.state == KekState::Active));
+    assert!(keks
+        .iter()
+        .any(|k| k.epoch == epoch_kek.epoch && k.state == KekState::Active));
+    assert!(v.pending_retirements().is_empty());
+
+    let check = |v: &Vault| {
+        for (i, s) in open_subjects.iter().enumerate() {
+            assert_values(&v.get(s, "customer").unwrap(), &customer(i), "customer");
+            assert_values(
+                &v.get(s, "marketing_consent").unwrap(),
+                &consent(i),
+                "consent",
+            );
+        }
+        for (s, i) in epoch_subjects.iter().zip(10..) {
+            assert_values(&v.get(s, "address").unwrap(), &address(i), "address");
+        }
+        assert!(is_shredded(&v.get(&gone, "customer").unwrap(), "email"));
+    };
+    check(&v);
+    // Writes keep working under the successors.
+    v.put(&open_subjects[0], "address", &address(77)).unwrap();
+    drop(v);
+    let v = open(dir.path(), &clock);
+    check(&v);
+    assert_values(
+        &v.get(&open_subjects[0], "address").unwrap(),
+        &address(77),
+        "new",
+    );
+    // The retirement is audited with its count.
+    let counts: Vec<u64> = v
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .iter()
+        .filter(|e| e.op == AuditOp::RetireKek)
+        .map(|e| e.count)
+        .collect();
+    assert_eq!(counts, vec![8, 3]);
+    assert!(v.verify_audit().unwrap().is_intact());
+
+    assert!(matches!(
+        v.retire_kek(open_kek, &req(), &mut |_| {}),
+        Err(LifecycleError::KekDestroyed { id }) if id == open_kek
+    ));
+    assert!(matches!(
+        v.retire_kek(99_999, &req(), &mut |_| {}),
+        Err(LifecycleError::KekNotFound { id: 99_999 })
+    ));
+    drop(v);
+    // On disk no slot refers to a retired KEK any more.
+    let all: Vec<SubjectId> = open_subjects
+        .iter()
+        .chain(&epoch_subjects)
+        .copied()
+        .collect();
+    for e in raw_subjects(dir.path(), &all) {
+        for (p, slot) in &e.slots {
+            if let RawSlot::Live { kek_id, .. } = slot {
+                assert!(
+                    *kek_id != open_kek && *kek_id != epoch_kek.id,
+                    "{p} still under retired KEK {kek_id}"
+                );
+            }
+        }
+    }
+}
