@@ -1,11 +1,18 @@
 //! kluis end-to-end tests: one test binary, one module per area.
 #![forbid(unsafe_code)]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    missing_docs
+)]
 
 mod common;
 
 mod audit;
 mod backup;
+mod cli;
 mod credentials;
 mod hygiene;
 mod known_answers;

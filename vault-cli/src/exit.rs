@@ -1,8 +1,12 @@
 //! Documented exit codes and the mapping from library errors to them.
 
+use std::fmt;
 use std::process::ExitCode;
 
-use vault_core::{Error, OpenError, ReadError, StorageError, WriteError};
+use vault_core::{
+    CreateError, DeleteError, Error, FindError, KdfError, LifecycleError, OpenError, ReadError,
+    RekeyError, StorageError, SubjectError, WriteError,
+};
 
 /// Other failure.
 pub const FAILURE: u8 = 1;
@@ -18,35 +22,238 @@ pub const NOT_FOUND: u8 = 5;
 pub const IN_USE: u8 = 6;
 /// Invalid input.
 pub const INVALID_INPUT: u8 = 7;
+/// A batch partially failed (some rows of an `import` rejected).
+pub const PARTIAL: u8 = 8;
 
-/// The exit code for an error.
-pub fn code(e: &anyhow::Error) -> u8 {
-    let Some(e) = e.downcast_ref::<Error>() else {
-        return FAILURE;
-    };
-    match e {
-        Error::Open(
-            OpenError::WrongCredentials | OpenError::WrongFactors { .. } | OpenError::KeyFile(_),
-        ) => WRONG_CREDENTIALS,
-        Error::Open(OpenError::AlreadyOpen { .. }) => IN_USE,
-        Error::Open(OpenError::NotAVault { .. }) => NOT_FOUND,
-        Error::Open(
-            OpenError::Storage(StorageError::Corrupted { .. }) | OpenError::VaultMismatch,
-        ) => INTEGRITY,
-        Error::Read(ReadError::Integrity(_)) | Error::Write(WriteError::Integrity(_)) => INTEGRITY,
-        Error::Read(ReadError::NotFound { .. } | ReadError::SubjectNotFound) => NOT_FOUND,
-        Error::Write(WriteError::Field(_) | WriteError::Record(_)) | Error::Schema(_) => {
-            INVALID_INPUT
+/// An error the CLI itself raises, with its exit code. The message never holds a value or key.
+#[derive(Debug)]
+pub struct CliError {
+    /// Exit code.
+    pub code: u8,
+    msg: String,
+}
+
+impl CliError {
+    /// An error with `code` and `msg`.
+    pub fn new(code: u8, msg: impl Into<String>) -> Self {
+        CliError {
+            code,
+            msg: msg.into(),
         }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+fn storage(e: &StorageError) -> u8 {
+    match e {
+        StorageError::Corrupted { .. } => INTEGRITY,
         _ => FAILURE,
     }
 }
 
-/// Prints the error chain (messages never contain values or keys) and returns its exit code.
-pub fn report(e: &anyhow::Error) -> ExitCode {
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!("kluis: error: {e:#}");
+fn kdf(e: &KdfError) -> u8 {
+    match e {
+        KdfError::PassphraseLength { .. } => WRONG_CREDENTIALS,
+        _ => INVALID_INPUT,
     }
-    ExitCode::from(code(e))
+}
+
+fn open(e: &OpenError) -> u8 {
+    match e {
+        OpenError::WrongCredentials | OpenError::WrongFactors { .. } | OpenError::KeyFile(_) => {
+            WRONG_CREDENTIALS
+        }
+        OpenError::AlreadyOpen { .. } => IN_USE,
+        OpenError::NotAVault { .. } => NOT_FOUND,
+        OpenError::VaultMismatch | OpenError::UnsupportedVersion { .. } => INTEGRITY,
+        OpenError::Storage(s) => storage(s),
+        OpenError::Kdf(k) => kdf(k),
+        _ => FAILURE,
+    }
+}
+
+fn create(e: &CreateError) -> u8 {
+    match e {
+        CreateError::AlreadyOpen { .. } => IN_USE,
+        CreateError::NoCredentials => USAGE,
+        CreateError::InvalidOptions { .. } | CreateError::Schema(_) => INVALID_INPUT,
+        CreateError::Kdf(k) => kdf(k),
+        CreateError::KeyFile(_) => WRONG_CREDENTIALS,
+        CreateError::Storage(s) => storage(s),
+        _ => FAILURE,
+    }
+}
+
+fn write(e: &WriteError) -> u8 {
+    match e {
+        WriteError::SubjectNotFound | WriteError::NotFound { .. } => NOT_FOUND,
+        WriteError::UnknownRecordType(_)
+        | WriteError::Record(_)
+        | WriteError::Field(_)
+        | WriteError::TooLarge { .. }
+        | WriteError::Immutable { .. }
+        | WriteError::SubjectForgotten { .. }
+        | WriteError::Serde(_) => INVALID_INPUT,
+        WriteError::Integrity(_) => INTEGRITY,
+        WriteError::Storage(s) | WriteError::KeyStore(s) => storage(s),
+        _ => FAILURE,
+    }
+}
+
+fn read(e: &ReadError) -> u8 {
+    match e {
+        ReadError::SubjectNotFound | ReadError::NotFound { .. } => NOT_FOUND,
+        ReadError::UnknownRecordType(_) | ReadError::UnknownField { .. } => INVALID_INPUT,
+        ReadError::Integrity(_) => INTEGRITY,
+        ReadError::Storage(s) => storage(s),
+        _ => FAILURE,
+    }
+}
+
+fn delete(e: &DeleteError) -> u8 {
+    match e {
+        DeleteError::NotFound { .. } => NOT_FOUND,
+        DeleteError::UnknownRecordType(_) | DeleteError::Immutable { .. } => INVALID_INPUT,
+        DeleteError::Storage(s) => storage(s),
+        _ => FAILURE,
+    }
+}
+
+fn find(e: &FindError) -> u8 {
+    match e {
+        FindError::UnknownRecordType(_)
+        | FindError::UnknownField { .. }
+        | FindError::NotIndexed { .. }
+        | FindError::Field(_) => INVALID_INPUT,
+        FindError::Storage(s) => storage(s),
+        _ => FAILURE,
+    }
+}
+
+fn subject(e: &SubjectError) -> u8 {
+    match e {
+        SubjectError::InvalidId => INVALID_INPUT,
+        SubjectError::Storage(s) => storage(s),
+        _ => FAILURE,
+    }
+}
+
+fn rekey(e: &RekeyError) -> u8 {
+    match e {
+        RekeyError::NoCredentials => USAGE,
+        RekeyError::Kdf(k) => kdf(k),
+        RekeyError::Storage(s) => storage(s),
+        _ => FAILURE,
+    }
+}
+
+fn lifecycle(e: &LifecycleError) -> u8 {
+    match e {
+        LifecycleError::SubjectNotFound | LifecycleError::KekNotFound { .. } => NOT_FOUND,
+        LifecycleError::InvalidEvent { .. } => INVALID_INPUT,
+        LifecycleError::Write(w) => write(w),
+        LifecycleError::Storage(s) => storage(s),
+        // Already forgotten, held, not held, KEK already destroyed: the request does not apply.
+        _ => FAILURE,
+    }
+}
+
+fn library(e: &Error) -> u8 {
+    match e {
+        Error::Open(e) => open(e),
+        Error::Create(e) => create(e),
+        Error::Write(e) => write(e),
+        Error::Read(e) => read(e),
+        Error::Delete(e) => delete(e),
+        Error::Find(e) => find(e),
+        Error::Subject(e) => subject(e),
+        Error::Rekey(e) => rekey(e),
+        Error::Schema(_) => INVALID_INPUT,
+        Error::Lifecycle(e) => lifecycle(e),
+        Error::Storage(e) => storage(e),
+        _ => FAILURE,
+    }
+}
+
+/// The exit code for an error.
+pub fn code(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.downcast_ref::<CliError>() {
+        return c.code;
+    }
+    if let Some(e) = e.downcast_ref::<Error>() {
+        return library(e);
+    }
+    macro_rules! try_as {
+        ($($t:ty => $f:expr),* $(,)?) => {
+            $(if let Some(x) = e.downcast_ref::<$t>() { return $f(x); })*
+        };
+    }
+    try_as!(
+        OpenError => open,
+        CreateError => create,
+        WriteError => write,
+        ReadError => read,
+        DeleteError => delete,
+        FindError => find,
+        SubjectError => subject,
+        RekeyError => rekey,
+        LifecycleError => lifecycle,
+        StorageError => storage,
+        KdfError => kdf,
+    );
+    if e.downcast_ref::<vault_core::schema::SchemaError>()
+        .is_some()
+    {
+        return INVALID_INPUT;
+    }
+    FAILURE
+}
+
+/// What to do about an error with exit code `code`.
+fn hint(code: u8) -> Option<&'static str> {
+    match code {
+        WRONG_CREDENTIALS => Some(
+            "check the passphrase file (--passphrase-file or KLUIS_PASSPHRASE_FILE) and the key \
+             file (--key-file); nothing was changed",
+        ),
+        INTEGRITY => Some(
+            "the vault's files fail their integrity checks: stop writing to it, keep a copy for \
+             investigation, and restore data/ and keys/ from their backups",
+        ),
+        NOT_FOUND => Some(
+            "check the --vault directory (or KLUIS_VAULT), the subject id, record type and label; \
+             `kluis find` looks subjects up, `kluis export` lists a subject's records",
+        ),
+        IN_USE => Some(
+            "another process (the shop's application or another kluis) has the vault open; stop \
+             it or retry when it is done",
+        ),
+        _ => None,
+    }
+}
+
+/// Prints the error chain to stderr (messages never contain values or keys), as one JSON object
+/// `{"error", "code", "hint"}` when `json`, and returns its exit code.
+pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
+    let code = code(e);
+    #[allow(clippy::print_stderr)]
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({ "error": format!("{e:#}"), "code": code, "hint": hint(code) })
+        );
+    } else {
+        eprintln!("kluis: error: {e:#}");
+        if let Some(h) = hint(code) {
+            eprintln!("kluis: hint: {h}");
+        }
+    }
+    ExitCode::from(code)
 }

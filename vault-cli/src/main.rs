@@ -5,13 +5,18 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success |
-//! | 1 | other failure (I/O, storage) |
-//! | 2 | usage error (bad arguments) |
+//! | 1 | other failure (I/O, storage, a request that does not apply, e.g. forgetting twice) |
+//! | 2 | usage error (bad arguments, no credentials given) |
 //! | 3 | wrong credentials (passphrase or key file) |
-//! | 4 | integrity failure (tampered or corrupted data or key store) |
-//! | 5 | not found (vault, subject, record) |
+//! | 4 | integrity failure (tampered or corrupted data, key store or audit log) |
+//! | 5 | not found (vault, subject, record, KEK) |
 //! | 6 | vault in use by another process |
-//! | 7 | invalid input (schema, field value) |
+//! | 7 | invalid input (schema, field value, record JSON, event name) |
+//! | 8 | a batch partially failed (reserved for `import`) |
+//!
+//! Credentials: `--passphrase-file FILE` (or the environment variable `KLUIS_PASSPHRASE_FILE`
+//! naming one) and/or `--key-file FILE`; with neither, a no-echo prompt when stdin is a terminal.
+//! The passphrase itself is never taken from the command line.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -21,16 +26,71 @@ use clap::{Parser, Subcommand};
 mod commands;
 mod exit;
 
+const EXIT_CODES: &str = "\
+Credentials: --passphrase-file FILE (or KLUIS_PASSPHRASE_FILE) and/or --key-file FILE; with neither,
+a no-echo prompt on the terminal. Never the passphrase itself on the command line.
+
+Exit codes: 0 ok, 1 other failure, 2 usage error, 3 wrong credentials, 4 integrity failure,
+5 not found, 6 vault in use, 7 invalid input, 8 batch partially failed.";
+
 /// kluis: an encrypted customer-data vault that deletes by destroying keys.
 #[derive(Debug, Parser)]
-#[command(name = "kluis", version, about, long_about = None)]
+#[command(name = "kluis", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
+    #[command(flatten)]
+    global: commands::Global,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a new vault from a schema (refuses to overwrite anything).
+    Init(commands::init::Args),
+    /// Show the schema in force, or check a schema file.
+    #[command(subcommand)]
+    Schema(commands::schema::Command),
+    /// Subjects, records, keys per state and epoch, next expiry, disk use, format version.
+    Status,
+    /// Issue a new subject id (a pseudonym; store only this in the shop's own tables).
+    NewSubject,
+    /// Store a record (a JSON object read from a file or stdin), replacing any previous one.
+    Put(commands::records::PutArgs),
+    /// Read a record (values on stdout; shredded fields marked).
+    Get(commands::records::GetArgs),
+    /// Find subjects by an indexed field (blind index; no decryption).
+    Find(commands::find::Args),
+    /// Delete a record (mutable types only).
+    Delete(commands::records::DeleteArgs),
+    /// Record an anchor event (delivered, invoiced, ...) that starts a retention period.
+    Event(commands::event::Args),
+    /// Shred everything whose retention ended (cron-friendly: quiet unless something happened).
+    Expire(commands::expire::Args),
+    /// Forget a subject (GDPR Art. 17); keeps only running legal obligations.
+    Forget(commands::forget::Args),
+    /// Place a legal hold: nothing of the subject expires or is forgotten until released.
+    Hold(commands::hold::HoldArgs),
+    /// Release a legal hold.
+    Release(commands::hold::ReleaseArgs),
+    /// Store many records from JSON Lines, in batches; rejected rows are listed by line number
+    /// (exit 8 when any was rejected).
+    Import(commands::import::Args),
+    /// Export everything held about a subject (GDPR Art. 15/20), as JSON.
+    Export(commands::export::Args),
+    /// The record of processing activities (GDPR Art. 30), from the schema.
+    Register(commands::register::Args),
+    /// Verify or list the audit log.
+    #[command(subcommand)]
+    Audit(commands::audit::Command),
+    /// Read every record: each field must decrypt or be accounted for as shredded (exit 4 if not).
+    Verify,
+    /// Rotate credentials or key-encryption keys.
+    #[command(subcommand)]
+    Rotate(commands::rotate::Command),
+    /// Print a shell completion script.
+    Completions(commands::completions::Args),
+    /// Print the man page (roff): `kluis man > kluis.1`.
+    Man,
     /// A guided tour on a fresh vault with generated Dutch shop customers.
     Demo(commands::demo::Args),
 }
@@ -47,11 +107,33 @@ fn main() -> ExitCode {
             };
         }
     };
+    let g = &cli.global;
     let result = match cli.command {
-        Command::Demo(args) => commands::demo::run(args),
+        Command::Init(a) => commands::init::run(g, a),
+        Command::Schema(c) => commands::schema::run(g, c),
+        Command::Status => commands::status::run(g),
+        Command::NewSubject => commands::records::new_subject(g),
+        Command::Put(a) => commands::records::put(g, a),
+        Command::Get(a) => commands::records::get(g, a),
+        Command::Find(a) => commands::find::run(g, a),
+        Command::Delete(a) => commands::records::delete(g, a),
+        Command::Event(a) => commands::event::run(g, a),
+        Command::Expire(a) => commands::expire::run(g, a),
+        Command::Forget(a) => commands::forget::run(g, a),
+        Command::Hold(a) => commands::hold::hold(g, a),
+        Command::Release(a) => commands::hold::release(g, a),
+        Command::Import(a) => commands::import::run(g, a),
+        Command::Export(a) => commands::export::run(g, a),
+        Command::Register(a) => commands::register::run(g, a),
+        Command::Audit(c) => commands::audit::run(g, c),
+        Command::Verify => commands::verify::run(g),
+        Command::Rotate(c) => commands::rotate::run(g, c),
+        Command::Completions(a) => commands::completions::run(a),
+        Command::Man => commands::completions::man(),
+        Command::Demo(a) => commands::demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => exit::report(&e),
+        Err(e) => exit::report(&e, g.json),
     }
 }

@@ -103,7 +103,7 @@ pub use retention::EpochPolicy;
 pub use retire::RetireReport;
 pub use schema::Schema;
 pub use secret::Passphrase;
-pub use stats::VaultStats;
+pub use stats::{ExpirePreview, VaultStats, VerifyProblem, VerifyReport};
 pub use subject::ShredReason;
 pub use subject::SubjectId;
 pub use vault::{Vault, VaultOptions, VaultPaths};

@@ -1,3 +1,319 @@
-//! One module per subcommand; each is thin and calls into `vault_core`.
+//! One module per subcommand; each is thin and calls into `vault_core`. This module holds what
+//! they share: the global options, credentials, opening the vault, time parsing and output.
 
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use vault_core::{
+    Credentials, KdfParams, KeyFile, Passphrase, Request, SubjectId, Vault, VaultOptions,
+    VaultPaths,
+};
+
+use crate::exit::{self, CliError};
+
+pub mod audit;
+pub mod completions;
 pub mod demo;
+pub mod event;
+pub mod expire;
+pub mod export;
+pub mod find;
+pub mod forget;
+pub mod hold;
+pub mod import;
+pub mod init;
+pub mod records;
+pub mod register;
+pub mod rotate;
+pub mod schema;
+pub mod status;
+pub mod verify;
+
+/// Options every subcommand understands (they may be given before or after it).
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// The vault directory (holds `data/` and `keys/`).
+    #[arg(long, global = true, env = "KLUIS_VAULT", value_name = "DIR")]
+    pub vault: Option<PathBuf>,
+    /// Read the passphrase from this file (first line; a trailing newline is ignored).
+    #[arg(
+        long,
+        global = true,
+        env = "KLUIS_PASSPHRASE_FILE",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub passphrase_file: Option<PathBuf>,
+    /// Unseal with this key file (alone, or with a passphrase for two-factor vaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Output JSON Lines (one object per line) instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Who is acting, recorded in the audit log.
+    #[arg(
+        long,
+        global = true,
+        env = "USER",
+        hide_env_values = true,
+        default_value = "admin"
+    )]
+    pub actor: String,
+    /// DANGER, tests only: tiny Argon2id parameters on init, and accept them on open.
+    #[arg(long, global = true, hide = true)]
+    pub danger_insecure_kdf_for_tests: bool,
+}
+
+impl Global {
+    /// The vault directory, or a usage error saying how to name one.
+    pub fn vault_dir(&self) -> anyhow::Result<&Path> {
+        self.vault.as_deref().ok_or_else(|| {
+            CliError::new(
+                exit::USAGE,
+                "no vault given: pass --vault DIR or set KLUIS_VAULT",
+            )
+            .into()
+        })
+    }
+
+    /// The vault's paths.
+    pub fn paths(&self) -> anyhow::Result<VaultPaths> {
+        Ok(VaultPaths::in_dir(self.vault_dir()?))
+    }
+
+    /// Options for opening or creating (actor, and the test-only KDF switch).
+    pub fn options(&self) -> VaultOptions {
+        let o = VaultOptions::default().actor(&self.actor);
+        if self.danger_insecure_kdf_for_tests {
+            o.kdf(KdfParams::danger_insecure_for_tests())
+                .danger_allow_weak_kdf(true)
+        } else {
+            o
+        }
+    }
+
+    /// An audit request by the acting admin.
+    pub fn request(&self, reason: &str) -> Request {
+        Request::new(&self.actor, reason)
+    }
+
+    /// Credentials for opening: the passphrase file (or `KLUIS_PASSPHRASE_FILE`) and/or the key
+    /// file; with neither, a no-echo prompt when stdin is a terminal.
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        let key = match &self.key_file {
+            Some(p) => Some(KeyFile::read(p).map_err(vault_core::OpenError::from)?),
+            None => None,
+        };
+        let pass = match &self.passphrase_file {
+            Some(p) => Some(read_passphrase_file(p)?),
+            None if key.is_none() => Some(prompt_passphrase("kluis passphrase: ", false)?),
+            None => None,
+        };
+        Ok(combine(pass, key))
+    }
+
+    /// Opens the vault. A two-factor vault opened with only `--key-file` on a terminal prompts for
+    /// the passphrase too.
+    pub fn open(&self) -> anyhow::Result<Vault> {
+        self.open_with(self.options())
+    }
+
+    /// Opens the vault with `options` (see [`Global::open`]).
+    pub fn open_with(&self, options: VaultOptions) -> anyhow::Result<Vault> {
+        let paths = self.paths()?;
+        let creds = self.credentials()?;
+        match Vault::open(&paths, &creds, options.clone()) {
+            Err(vault_core::OpenError::WrongFactors { .. })
+                if self.passphrase_file.is_none()
+                    && self.key_file.is_some()
+                    && std::io::stdin().is_terminal() =>
+            {
+                let pass = prompt_passphrase("kluis passphrase: ", false)?;
+                let key = match &self.key_file {
+                    Some(p) => Some(KeyFile::read(p).map_err(vault_core::OpenError::from)?),
+                    None => None,
+                };
+                Ok(
+                    Vault::open(&paths, &combine(Some(pass), key), self.options())
+                        .map_err(vault_core::Error::from)?,
+                )
+            }
+            r => Ok(r.map_err(vault_core::Error::from)?),
+        }
+    }
+}
+
+/// Credentials from the factors given.
+pub fn combine(pass: Option<Passphrase>, key: Option<KeyFile>) -> Credentials {
+    match (pass, key) {
+        (Some(p), Some(k)) => Credentials::passphrase(p).with_key_file(k),
+        (Some(p), None) => Credentials::passphrase(p),
+        (None, Some(k)) => Credentials::key_file(k),
+        (None, None) => Credentials::default(),
+    }
+}
+
+/// Reads a passphrase file: its first line, without the line ending.
+pub fn read_passphrase_file(path: &Path) -> anyhow::Result<Passphrase> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| {
+            CliError::new(
+                exit::WRONG_CREDENTIALS,
+                format!(
+                    "cannot read the passphrase file {}: {}; check the path and its permissions",
+                    path.display(),
+                    e.kind()
+                ),
+            )
+        })?;
+    let line = text.lines().next().unwrap_or("").to_owned();
+    zeroize_string(&mut text);
+    if line.is_empty() {
+        return Err(CliError::new(
+            exit::INVALID_INPUT,
+            format!("the passphrase file {} is empty", path.display()),
+        )
+        .into());
+    }
+    Ok(Passphrase::new(line))
+}
+
+fn zeroize_string(s: &mut String) {
+    // Overwrite in place before the buffer is freed (no unsafe: replace every byte with NUL).
+    let n = s.len();
+    s.clear();
+    s.extend(std::iter::repeat_n('\0', n));
+    s.clear();
+}
+
+/// Prompts for a passphrase on the terminal without echo (twice when `confirm`). Refuses when stdin
+/// is not a terminal, with a usage error that names the non-interactive options.
+pub fn prompt_passphrase(prompt: &str, confirm: bool) -> anyhow::Result<Passphrase> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::new(
+            exit::USAGE,
+            "no credentials: pass --passphrase-file FILE, set KLUIS_PASSPHRASE_FILE, or pass \
+             --key-file FILE (stdin is not a terminal, so kluis cannot prompt)",
+        )
+        .into());
+    }
+    let first = rpassword::prompt_password(prompt).context("reading the passphrase")?;
+    if confirm {
+        let mut again =
+            rpassword::prompt_password("repeat it: ").context("reading the passphrase")?;
+        let same = again == first;
+        zeroize_string(&mut again);
+        if !same {
+            return Err(CliError::new(
+                exit::INVALID_INPUT,
+                "the two passphrases differ; nothing was changed",
+            )
+            .into());
+        }
+    }
+    if first.is_empty() {
+        return Err(CliError::new(exit::INVALID_INPUT, "the passphrase is empty").into());
+    }
+    Ok(Passphrase::new(first))
+}
+
+/// Parses a subject id argument.
+pub fn subject(s: &str) -> anyhow::Result<SubjectId> {
+    s.parse::<SubjectId>().map_err(|_| {
+        CliError::new(
+            exit::INVALID_INPUT,
+            "not a kluis subject id (expected 22 URL-safe base64 characters, as printed by \
+             `kluis new-subject`)",
+        )
+        .into()
+    })
+}
+
+/// Parses a time: RFC 3339 (`2026-05-01T12:00:00Z`), a date (`2026-05-01`, midnight UTC), or Unix
+/// seconds.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i64>() {
+        return Ok(n);
+    }
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.timestamp());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        if let Some(dt) = d.and_hms_opt(0, 0, 0) {
+            return Ok(dt.and_utc().timestamp());
+        }
+    }
+    Err(CliError::new(
+        exit::USAGE,
+        format!(
+            "cannot read the time {t:?}: use RFC 3339 (2026-05-01T12:00:00Z), a date \
+             (2026-05-01) or Unix seconds"
+        ),
+    )
+    .into())
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A Unix time shown as RFC 3339 (UTC).
+pub fn show_time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// Writes a line to stdout (a closed pipe is not an error worth a panic).
+pub fn out(line: &str) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    match writeln!(o, "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+/// Writes one JSON Lines record to stdout.
+pub fn out_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    out(&v.to_string())
+}
+
+/// Writes a note to stderr (progress, warnings), never data.
+pub fn note(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Creates a new file with mode 0600, refusing to overwrite anything, and writes `bytes`.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            CliError::new(
+                exit::FAILURE,
+                format!(
+                    "refusing to overwrite {}: choose a new file name",
+                    path.display()
+                ),
+            )
+        } else {
+            CliError::new(
+                exit::FAILURE,
+                format!("cannot create {}: {}", path.display(), e.kind()),
+            )
+        }
+    })?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}

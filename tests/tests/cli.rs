@@ -1,0 +1,822 @@
+//! The `kluis` binary end to end: every subcommand of the first CLI slice on a temporary vault,
+//! `--json` output parsed back, and the documented exit codes for the failures an admin meets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tempfile::TempDir;
+use vault_core::{Credentials, Vault, VaultPaths};
+
+use crate::common::{fast_options, PASSPHRASE};
+
+/// The `kluis` binary, built once per test run. The tests crate cannot depend on a binary-only
+/// package, so the binary is built here with the same cargo, profile and target directory.
+fn kluis() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = assert_cmd::cargo::cargo_bin("kluis");
+        let profile_dir = bin.parent().expect("target profile directory");
+        let target_dir = profile_dir.parent().expect("target directory");
+        let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        build
+            .args(["build", "--quiet", "-p", "vault-cli", "--bin", "kluis"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build for kluis");
+        assert!(status.success(), "building the kluis binary failed");
+        bin
+    })
+}
+
+/// A temporary directory with a passphrase file, and a vault path inside it.
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pass"), format!("{PASSPHRASE}\n")).unwrap();
+        Env { dir }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn vault(&self) -> PathBuf {
+        self.path("vault")
+    }
+    /// `kluis` with the test KDF, this vault, no inherited kluis variables, no terminal.
+    fn bare(&self) -> Command {
+        let mut c = Command::new(kluis());
+        c.arg("--danger-insecure-kdf-for-tests")
+            .arg("--vault")
+            .arg(self.vault())
+            .args(["--actor", "tester"])
+            .env_remove("KLUIS_VAULT")
+            .env_remove("KLUIS_PASSPHRASE_FILE")
+            .stdin(Stdio::null());
+        c
+    }
+    /// `kluis` unsealing with the passphrase file.
+    fn cmd(&self) -> Command {
+        let mut c = self.bare();
+        c.arg("--passphrase-file").arg(self.path("pass"));
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "kluis {args:?} failed ({:?}): {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+    /// Runs with `--json` and parses every stdout line.
+    fn json(&self, args: &[&str]) -> Vec<Value> {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        self.ok(&a)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    }
+    fn init(&self) {
+        self.ok(&["init", "--schema", &schema_path()]);
+    }
+    fn new_subject(&self) -> String {
+        self.json(&["new-subject"])[0]["subject"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+    fn write(&self, name: &str, text: &str) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+    /// Every file under the vault with its bytes (lock files excepted).
+    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_none_or(|x| x != "lock") {
+                    out.insert(p.clone(), std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(&self.vault(), &mut out);
+        out
+    }
+}
+
+fn schema_path() -> String {
+    format!("{}/../examples/webshop.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn code(o: &Output) -> Option<i32> {
+    o.status.code()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const CUSTOMER: &str = r#"{"first_name":"Jan","tussenvoegsel":"van der","last_name":"Berg",
+    "email":"Jan.vanderBerg@voorbeeld.nl","phone":"06-12345678"}"#;
+const ADDRESS: &str = r#"{"recipient_name":"Jan van der Berg","street":"Damrak","house_number":"1",
+    "postcode":"1012 LG","city":"Amsterdam","country":"NL"}"#;
+
+#[test]
+fn cli_every_subcommand_end_to_end() {
+    let env = Env::new();
+    let init = env.json(&["init", "--schema", &schema_path()]);
+    assert_eq!(init[0]["kdf"]["t"], 1);
+    let jan = env.new_subject();
+
+    // put: from stdin and from a file.
+    let mut put = env
+        .cmd()
+        .args(["put", &jan, "customer", "--json-file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut put.stdin.take().unwrap(), CUSTOMER.as_bytes()).unwrap();
+    assert!(put.wait_with_output().unwrap().status.success());
+    let address = env.write("address.json", ADDRESS);
+    env.ok(&["put", &jan, "address", "--json-file", &address]);
+    let invoice = env.write(
+        "invoice.json",
+        r#"{"invoice_number":"2026-0042","invoice_date":"2026-05-01","billing_name":"J. van der Berg",
+            "billing_address":"Damrak 1, 1012 LG Amsterdam","lines":[{"sku":"A1","qty":1}],
+            "total":"249.00"}"#,
+    );
+    env.ok(&[
+        "put",
+        &jan,
+        "invoice",
+        "--label",
+        "2026-0042",
+        "--json-file",
+        &invoice,
+    ]);
+
+    // get, whole and by field, parsed back.
+    let got = &env.json(&["get", &jan, "customer"])[0];
+    assert_eq!(got["fields"]["first_name"], "Jan");
+    assert_eq!(got["fields"]["last_name"], "Berg");
+    let some = &env.json(&["get", &jan, "customer", "--fields", "first_name,last_name"])[0];
+    assert_eq!(some["fields"].as_object().unwrap().len(), 2);
+    let human = env.ok(&["get", &jan, "address"]);
+    assert!(human.contains("Amsterdam"), "{human}");
+
+    // find by the blind index (normalised e-mail).
+    let found = env.json(&["find", "customer", "email", " JAN.vanderberg@Voorbeeld.nl"]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["subject"], jan.as_str());
+    let mut find = env
+        .cmd()
+        .args(["find", "customer", "email", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut find.stdin.take().unwrap(),
+        b"jan.vanderberg@voorbeeld.nl\n",
+    )
+    .unwrap();
+    let found = find.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(found.stdout).unwrap().trim(), jan);
+    assert_eq!(
+        env.ok(&["find", "customer", "email", "nobody@voorbeeld.nl"]),
+        ""
+    );
+
+    // A second subject: hold, release, delete.
+    let piet = env.new_subject();
+    env.ok(&["put", &piet, "address", "--json-file", &address]);
+    env.ok(&[
+        "hold",
+        &piet,
+        "--reason",
+        "court order 7",
+        "--until",
+        "2030-01-01",
+    ]);
+    let held = env.run(&["forget", &piet, "--reason", "Art. 17"]);
+    assert_eq!(code(&held), Some(1), "{}", stderr(&held));
+    assert!(stderr(&held).contains("legal hold"), "{}", stderr(&held));
+    env.ok(&["release", &piet, "--reason", "case closed"]);
+    env.ok(&["delete", &piet, "address"]);
+    let gone = env.run(&["get", &piet, "address"]);
+    assert_eq!(code(&gone), Some(5), "{}", stderr(&gone));
+
+    // event + expire with a simulated clock: the shipping data goes, the account stays.
+    env.ok(&["event", &jan, "delivered"]);
+    env.ok(&["event", &jan, "invoiced", "--at", &now().to_string()]);
+    assert_eq!(
+        env.ok(&["expire"]),
+        "",
+        "expire is quiet when nothing is due"
+    );
+    let later = (now() + 60 * 86_400).to_string();
+    let preview = &env.json(&["expire", "--now", &later, "--dry-run"])[0];
+    assert_eq!(preview["due"]["shipping"], 1, "{preview}");
+    assert_eq!(
+        env.json(&["get", &jan, "address"])[0]["fields"]["city"],
+        "Amsterdam",
+        "a dry run changes nothing"
+    );
+    let expired = &env.json(&["expire", "--now", &later])[0];
+    assert!(expired["total"].as_u64().unwrap() >= 1, "{expired}");
+    assert_eq!(expired["shredded"]["shipping"], 1);
+    let addr = &env.json(&["get", &jan, "address"])[0];
+    assert!(addr["fields"].as_object().unwrap().is_empty(), "{addr}");
+    assert_eq!(addr["shredded"]["street"]["purpose"], "shipping");
+    assert!(env.ok(&["get", &jan, "address"]).contains("<shredded"));
+    assert_eq!(
+        env.json(&["get", &jan, "customer"])[0]["fields"]["first_name"],
+        "Jan"
+    );
+
+    // forget: the account goes; the invoice is kept for the tax law.
+    let forgot = &env.json(&["forget", &jan, "--reason", "Art. 17 request #12"])[0];
+    assert_eq!(forgot["shredded"], serde_json::json!(["account"]));
+    assert_eq!(forgot["kept"][0]["purpose"], "invoicing");
+    let again = env.run(&["forget", &jan, "--reason", "twice"]);
+    assert_eq!(code(&again), Some(1));
+
+    // export to a new 0600 file, parsed back; never overwrites.
+    let out = env.path("jan.json");
+    let out_s = out.display().to_string();
+    env.ok(&["export", &jan, "--out", &out_s]);
+    let export: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(export["subject"], jan.as_str());
+    assert!(export["forgotten_at"].is_i64());
+    let records = export["records"].as_array().unwrap();
+    let inv = records
+        .iter()
+        .find(|r| r["record_type"] == "invoice")
+        .unwrap();
+    assert_eq!(inv["fields"]["invoice_number"], "2026-0042");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let twice = env.run(&["export", &jan, "--out", &out_s]);
+    assert_ne!(code(&twice), Some(0));
+    assert!(stderr(&twice).contains("refusing to overwrite"));
+    let stdout_export = &env.json(&["export", &jan])[0];
+    assert_eq!(stdout_export["subject"], jan.as_str());
+
+    // schema show / check.
+    let shown = env.ok(&["schema", "show"]);
+    assert!(shown.contains("[purposes.invoicing]"), "{shown}");
+    let checked = &env.json(&["schema", "check", &schema_path()])[0];
+    assert_eq!(checked["valid"], true);
+    let bad = env.write(
+        "bad.toml",
+        "version = 1\n[purposes.x]\nretention = \"soon\"\n",
+    );
+    let o = env.run(&["schema", "check", &bad]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+
+    // register, status, audit.
+    let md = env.ok(&["register"]);
+    assert!(md.starts_with("# Processing register"), "{md}");
+    assert!(md.contains("invoicing"));
+    let reg = &env.json(&["register"])[0];
+    assert!(reg["purposes"].as_array().unwrap().len() >= 4);
+    let status = &env.json(&["status"])[0];
+    assert_eq!(status["subjects"], 2);
+    assert_eq!(status["forgotten"], 1);
+    assert!(status["audit_entries"].as_u64().unwrap() > 10);
+    assert!(env.ok(&["status"]).contains("subjects    2"));
+    let checked = &env.json(&["verify"])[0];
+    assert_eq!(checked["problems"], serde_json::json!([]), "{checked}");
+    assert!(checked["fields_shredded"].as_u64().unwrap() > 0);
+    assert!(checked["fields_readable"].as_u64().unwrap() > 0);
+    let verify = &env.json(&["audit", "verify"])[0];
+    assert_eq!(verify["intact"], true);
+    let entries = env.json(&["audit", "show", "--subject", &jan]);
+    assert!(entries.iter().any(|e| e["op"] == "forget"
+        && e["reason"] == "Art. 17 request #12"
+        && e["actor"] == "tester"));
+    assert!(entries.iter().all(|e| e["subject"] == jan.as_str()));
+    let since = env.json(&["audit", "show", "--since", &later]);
+    assert!(since.is_empty(), "no entry is from the future");
+
+    // rotate kek: every live KEK retired, records still read.
+    let rotated = env.json(&["rotate", "kek", "--all"]);
+    assert!(!rotated.is_empty());
+    let after = &env.json(&["status"])[0];
+    assert_eq!(after["keks"]["retiring"], Value::Null);
+    assert_eq!(
+        env.json(&["get", &jan, "invoice", "--label", "2026-0042"])[0]["fields"]["billing_name"],
+        "J. van der Berg"
+    );
+
+    // rotate passphrase: the old one stops working, the new one opens.
+    let new_pass = env.write("new-pass", "een nieuwe lange wachtzin\n");
+    env.ok(&["rotate", "passphrase", "--new-passphrase-file", &new_pass]);
+    let old = env.run(&["status"]);
+    assert_eq!(code(&old), Some(3), "{}", stderr(&old));
+    let o = env
+        .bare()
+        .args(["--passphrase-file", &new_pass, "audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // completions.
+    let bash = Command::new(kluis())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(bash.status.success());
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("kluis"));
+    let man = Command::new(kluis()).arg("man").output().unwrap();
+    assert!(man.status.success());
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH kluis"));
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn cli_wrong_passphrase_exits_3_and_changes_nothing() {
+    let env = Env::new();
+    env.init();
+    let s = env.new_subject();
+    let before = env.snapshot();
+    let wrong = env.write("wrong", "not the passphrase\n");
+    for args in [
+        vec!["status"],
+        vec!["new-subject"],
+        vec!["forget", s.as_str(), "--reason", "x"],
+    ] {
+        let o = env
+            .bare()
+            .args(["--passphrase-file", &wrong])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), Some(3), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("wrong credentials"), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("not the passphrase"));
+    }
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "a wrong passphrase must not change a byte"
+    );
+}
+
+#[test]
+fn cli_key_files_missing_or_wrong_factors_exit_3() {
+    let env = Env::new();
+    let key = env.path("vault.key");
+    let key_s = key.display().to_string();
+    env.ok(&["init", "--schema", &schema_path(), "--key-file-new", &key_s]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Two factors: the passphrase alone is not enough.
+    let o = env.run(&["status"]);
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    let missing = env.path("nope.key").display().to_string();
+    let o = env.run(&["--key-file", &missing, "status"]);
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    env.ok(&["--key-file", &key_s, "status"]);
+    // A new vault never overwrites an existing key file.
+    let other = Env::new();
+    let o = other.run(&["init", "--schema", &schema_path(), "--key-file-new", &key_s]);
+    assert_ne!(code(&o), Some(0));
+    assert!(
+        stderr(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn cli_unknown_subject_exits_5_and_bad_id_exits_7() {
+    let env = Env::new();
+    env.init();
+    let unknown = "AAAAAAAAAAAAAAAAAAAAAA";
+    for args in [
+        vec!["get", unknown, "customer"],
+        vec!["forget", unknown, "--reason", "x"],
+        vec!["event", unknown, "delivered"],
+        vec!["export", unknown],
+    ] {
+        let o = env.run(&args);
+        assert_eq!(code(&o), Some(5), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("unknown subject"), "{}", stderr(&o));
+    }
+    // With --json the error is one JSON object on stderr.
+    let o = env.run(&["--json", "get", unknown, "customer"]);
+    assert_eq!(code(&o), Some(5));
+    let err: Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert_eq!(err["code"], 5);
+    assert_eq!(err["error"], "unknown subject");
+    let o = env.run(&["get", "not-an-id", "customer"]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    let o = Env::new().run(&["status"]);
+    assert_eq!(code(&o), Some(5), "no vault: {}", stderr(&o));
+}
+
+#[test]
+fn cli_invalid_field_value_exits_7_without_the_value() {
+    let env = Env::new();
+    env.init();
+    let s = env.new_subject();
+    let secret = "geheim-adres-zonder-apenstaart";
+    let f = env.write(
+        "bad.json",
+        &format!(r#"{{"first_name":"Jan","last_name":"Berg","email":"{secret}"}}"#),
+    );
+    let o = env.run(&["put", &s, "customer", "--json-file", &f]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).contains("email"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains(secret) && !String::from_utf8_lossy(&o.stdout).contains(secret));
+    // Not JSON at all: the position, never the text.
+    let f = env.write("broken.json", &format!("{{\"first_name\": {secret}}}"));
+    let o = env.run(&["put", &s, "customer", "--json-file", &f]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(!stderr(&o).contains(secret), "{}", stderr(&o));
+    let o = env.run(&["event", &s, "Not An Event"]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+}
+
+#[test]
+fn cli_second_init_is_refused_and_changes_nothing() {
+    let env = Env::new();
+    env.init();
+    let before = env.snapshot();
+    let o = env.run(&["init", "--schema", &schema_path()]);
+    assert_ne!(code(&o), Some(0));
+    assert!(
+        stderr(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn cli_vault_in_use_exits_6() {
+    let env = Env::new();
+    env.init();
+    let held = Vault::open(
+        &VaultPaths::in_dir(env.vault()),
+        &Credentials::passphrase(PASSPHRASE),
+        fast_options(),
+    )
+    .unwrap();
+    let o = env.run(&["status"]);
+    assert_eq!(code(&o), Some(6), "{}", stderr(&o));
+    assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    drop(held);
+    env.ok(&["status"]);
+}
+
+#[test]
+fn cli_usage_errors_exit_2() {
+    let env = Env::new();
+    env.init();
+    // No credentials and no terminal to prompt on.
+    let o = env.bare().arg("status").output().unwrap();
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--passphrase-file"), "{}", stderr(&o));
+    let o = env.run(&["no-such-command"]);
+    assert_eq!(code(&o), Some(2));
+    let o = env.run(&["expire", "--now", "yesterday-ish"]);
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    let o = env.run(&["rotate", "kek"]);
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn cli_tampered_key_store_or_data_exits_4() {
+    let env = Env::new();
+    env.init();
+    let s = env.new_subject();
+    let f = env.write("c.json", CUSTOMER);
+    env.ok(&["put", &s, "customer", "--json-file", &f]);
+
+    // One flipped bit in a stored record: its row MAC fails.
+    let sid: vault_core::SubjectId = s.parse().unwrap();
+    let mut key = vec![0x02u8];
+    key.extend_from_slice(sid.as_bytes());
+    key.push(b"customer".len() as u8);
+    key.extend_from_slice(b"customer");
+    {
+        let db = sled::open(env.vault().join("data")).unwrap();
+        let tree = db.open_tree(b"kluis").unwrap();
+        let mut v = tree.get(&key).unwrap().expect("record row").to_vec();
+        let mid = v.len() / 2;
+        v[mid] ^= 1;
+        tree.insert(&key, v).unwrap();
+        db.flush().unwrap();
+    }
+    let o = env.run(&["get", &s, "customer"]);
+    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("restore"), "{}", stderr(&o));
+    let o = env.run(&["verify"]);
+    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 problem(s)"));
+
+    // One flipped bit in the key store: refused before anything is written.
+    let ks = env.vault().join("keys").join("keystore.kluis");
+    let mut b = std::fs::read(&ks).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&ks, &b).unwrap();
+    let before = env.snapshot();
+    let o = env.run(&["status"]);
+    assert_eq!(code(&o), Some(4), "{}", stderr(&o));
+    assert_eq!(env.snapshot(), before);
+}
+
+/// Status of KEK `id` as `kluis status --json` reports it.
+fn kek_state(env: &Env, id: u64) -> String {
+    let st = &env.json(&["status"])[0];
+    st["kek_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .map(|k| k["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn cli_rotate_kek_killed_midway_resumes_on_rerun() {
+    const SUBJECTS: usize = 300;
+    let env = Env::new();
+    let mut subjects = Vec::new();
+    {
+        let v = crate::common::new_vault(&env.vault());
+        for i in 0..SUBJECTS {
+            let s = v.create_subject().unwrap();
+            let r = vault_core::Record::new()
+                .with("first_name", format!("Klant {i}"))
+                .with("last_name", "Jansen")
+                .with("email", format!("klant{i}@voorbeeld.nl"));
+            v.put(&s, "customer", &r).unwrap();
+            subjects.push(s);
+        }
+        v.sync().unwrap();
+    }
+    // A small xorshift generator seeded from the clock; the seed is printed for reproduction.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    println!("kill-point seed {seed}");
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..3 {
+        let st = &env.json(&["status"])[0];
+        let id = st["kek_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["state"] == "active")
+            .expect("an active KEK")["id"]
+            .as_u64()
+            .unwrap();
+        let mut child = env
+            .cmd()
+            .args(["rotate", "kek", "--id", &id.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = 50 + next() % 600;
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        let state = kek_state(&env, id);
+        println!("round {round}: KEK {id} is {state} after a kill at {delay} ms");
+        if state != "destroyed" {
+            env.ok(&["rotate", "kek", "--id", &id.to_string()]);
+        }
+        assert_eq!(kek_state(&env, id), "destroyed");
+        let st = &env.json(&["status"])[0];
+        assert_eq!(st["pending_retirements"], serde_json::json!([]));
+    }
+    // Every record still reads.
+    let v = crate::common::reopen(&env.vault());
+    for (i, s) in subjects.iter().enumerate() {
+        let r = v.get(s, "customer").unwrap();
+        assert_eq!(r.get_str("first_name"), Some(format!("Klant {i}").as_str()));
+    }
+    assert!(v.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn cli_environment_variables_and_help() {
+    let env = Env::new();
+    env.init();
+    // KLUIS_VAULT and KLUIS_PASSPHRASE_FILE instead of options.
+    let o = Command::new(kluis())
+        .args(["--danger-insecure-kdf-for-tests", "--json", "status"])
+        .env("KLUIS_VAULT", env.vault())
+        .env("KLUIS_PASSPHRASE_FILE", env.path("pass"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["subjects"], 0);
+    // No vault named at all: a usage error that says how to name one.
+    let o = Command::new(kluis())
+        .arg("status")
+        .env_remove("KLUIS_VAULT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("KLUIS_VAULT"));
+
+    let help = Command::new(kluis()).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    for sub in [
+        "init",
+        "schema",
+        "status",
+        "new-subject",
+        "put",
+        "get",
+        "find",
+        "delete",
+        "event",
+        "expire",
+        "forget",
+        "hold",
+        "release",
+        "export",
+        "register",
+        "audit",
+        "rotate",
+        "completions",
+        "man",
+        "demo",
+    ] {
+        assert!(
+            help.contains(&format!("  {sub} ")),
+            "--help lists {sub}:\n{help}"
+        );
+        let o = Command::new(kluis())
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{sub} --help");
+    }
+    assert!(
+        !help.contains("danger"),
+        "the test-only switch stays hidden"
+    );
+}
+
+#[test]
+fn cli_import_reports_rejected_rows_by_line_and_exits_8() {
+    let env = Env::new();
+    env.init();
+    let s = env.new_subject();
+    let secret = "geheim-zonder-apenstaart";
+    let rows = [
+        format!(r#"{{"type":"customer","record":{CUSTOMER}}}"#).replace('\n', ""),
+        format!(r#"{{"subject":"{s}","type":"address","record":{ADDRESS}}}"#).replace('\n', ""),
+        format!(
+            r#"{{"type":"customer","record":{{"first_name":"A","last_name":"B","email":"{secret}"}}}}"#
+        ),
+        String::new(),
+        format!(r#"{{"type":"customer","record":{{"first_name":"{secret}""#),
+        format!(r#"{{"subject":"{s}","type":"no_such_type","record":{{}}}}"#),
+    ];
+    let file = env.write("rows.jsonl", &rows.join("\n"));
+    let o = env
+        .cmd()
+        .args(["--json", "import", &file])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), Some(8), "{}", stderr(&o));
+    let stdout = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(!stdout.contains(secret) && !stderr(&o).contains(secret));
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rejected: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.get("rejected").is_some())
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rejected, vec![3, 5, 6], "{stdout}");
+    let created = lines
+        .iter()
+        .find(|l| l.get("created").is_some())
+        .expect("a created subject");
+    assert_eq!(created["line"], 1);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["summary"]["stored"], 2);
+    assert_eq!(summary["summary"]["rejected"], 3);
+    let new = created["created"].as_str().unwrap();
+    assert_eq!(
+        env.json(&["get", new, "customer"])[0]["fields"]["first_name"],
+        "Jan"
+    );
+    assert_eq!(
+        env.json(&["get", &s, "address"])[0]["fields"]["city"],
+        "Amsterdam"
+    );
+    // All rows good: exit 0.
+    let good = env.write("good.jsonl", &rows[1]);
+    env.ok(&["import", &good]);
+}
+
+/// Runs `kluis ARGS` on a pseudo-terminal (util-linux `script`), typing `input`; `None` when
+/// `script` is not installed.
+fn on_terminal(env: &Env, args: &str, input: &str) -> Option<Output> {
+    let line = format!(
+        "{} --danger-insecure-kdf-for-tests --vault {} {args}",
+        kluis().display(),
+        env.vault().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("KLUIS_PASSPHRASE_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take().unwrap();
+    for l in input.lines() {
+        std::io::Write::write_all(&mut stdin, format!("{l}\n").as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    drop(stdin);
+    Some(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn cli_prompts_on_a_terminal_twice_on_init() {
+    let env = Env::new();
+    let schema = schema_path();
+    let Some(o) = on_terminal(&env, &format!("init --schema {schema}"), "een\nandere\n") else {
+        println!("skipped: `script` (util-linux) is not installed");
+        return;
+    };
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("repeat it"), "{text}");
+    assert!(text.contains("differ"), "{text}");
+    assert!(!env.vault().join("keys").exists(), "nothing was created");
+    let o = on_terminal(
+        &env,
+        &format!("init --schema {schema}"),
+        &format!("{PASSPHRASE}\n{PASSPHRASE}\n"),
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("created a kluis vault"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The passphrase typed at the prompt opens it from a file too.
+    env.ok(&["status"]);
+}

@@ -1,0 +1,187 @@
+//! `kluis import`: store many records from JSON Lines, in batches, with a summary of rejected rows
+//! (line number and reason, never the value). Exit 8 when some rows were rejected.
+//!
+//! One row per line: `{"subject": "<id>", "type": "customer", "label": "...", "record": {...}}`.
+//! Without `subject`, a new subject is created and its id reported with the line number.
+
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::path::PathBuf;
+
+use serde_json::Value;
+use vault_core::{Durability, Record, RecordKey, Vault};
+
+use super::{note, out, out_json, Global};
+use crate::exit::{self, CliError};
+
+/// Rows made durable together (one fsync per batch).
+const BATCH: usize = 1000;
+
+/// Arguments of `kluis import`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// JSON Lines file, or `-` for stdin.
+    #[arg(value_name = "FILE|-")]
+    pub file: PathBuf,
+}
+
+/// One outcome line of the report.
+enum Outcome {
+    Stored {
+        line: usize,
+        created: Option<String>,
+    },
+    Rejected {
+        line: usize,
+        reason: String,
+    },
+}
+
+fn row(v: &Vault, text: &str) -> Result<Option<String>, String> {
+    let mut value: Value = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "not valid JSON ({:?} error at column {})",
+            e.classify(),
+            e.column()
+        )
+    })?;
+    let obj = value
+        .as_object_mut()
+        .ok_or("a row must be a JSON object with type and record")?;
+    let record_type = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("missing \"type\"")?
+        .to_owned();
+    let label = match obj.get("label") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(l)) => l.clone(),
+        Some(_) => return Err("\"label\" must be a string".into()),
+    };
+    let record = obj.remove("record").ok_or("missing \"record\"")?;
+    let record = Record::from_json(record).map_err(|_| "\"record\" must be a JSON object")?;
+    let (subject, created) = match obj.get("subject") {
+        None | Some(Value::Null) => {
+            let s = v.create_subject().map_err(|e| e.to_string())?;
+            (s, Some(s.to_string()))
+        }
+        Some(Value::String(s)) => (
+            s.parse()
+                .map_err(|_| "\"subject\" is not a kluis subject id".to_owned())?,
+            None,
+        ),
+        Some(_) => return Err("\"subject\" must be a string".into()),
+    };
+    let key = RecordKey::labelled(&record_type, &label);
+    v.put(&subject, key, &record).map_err(|e| e.to_string())?;
+    Ok(created)
+}
+
+/// Runs `kluis import`.
+pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
+    let input: Box<dyn Read> = if a.file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(&a.file).map_err(|e| {
+            CliError::new(
+                exit::NOT_FOUND,
+                format!("cannot read {}: {}", a.file.display(), e.kind()),
+            )
+        })?)
+    };
+    // Rows are made durable per batch with an explicit sync, not one fsync per row.
+    let v = g.open_with(g.options().durability(Durability::Relaxed))?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        b
+    });
+    let (mut stored, mut rejected) = (0u64, 0u64);
+    let mut pending: Vec<Outcome> = Vec::new();
+    let flush = |v: &Vault, pending: &mut Vec<Outcome>| -> anyhow::Result<()> {
+        v.sync()?;
+        for o in pending.drain(..) {
+            match o {
+                Outcome::Stored { line, created } => {
+                    if let Some(s) = created {
+                        if g.json {
+                            out_json(&serde_json::json!({ "line": line, "created": s }))?;
+                        } else {
+                            out(&format!("line {line}: new subject {s}"))?;
+                        }
+                    }
+                }
+                Outcome::Rejected { line, reason } => {
+                    if g.json {
+                        out_json(&serde_json::json!({ "line": line, "rejected": reason }))?;
+                    } else {
+                        out(&format!("line {line}: rejected: {reason}"))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut rows = 0usize;
+    for (i, line) in BufReader::new(input).lines().enumerate() {
+        let line_no = i + 1;
+        let mut text = line.map_err(|e| {
+            CliError::new(
+                exit::FAILURE,
+                format!("reading line {line_no}: {}", e.kind()),
+            )
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let result = row(&v, &text);
+        let n = text.len();
+        text.clear();
+        text.extend(std::iter::repeat_n('\0', n));
+        match result {
+            Ok(created) => {
+                stored += 1;
+                if created.is_some() {
+                    pending.push(Outcome::Stored {
+                        line: line_no,
+                        created,
+                    });
+                }
+            }
+            Err(reason) => {
+                rejected += 1;
+                pending.push(Outcome::Rejected {
+                    line: line_no,
+                    reason,
+                });
+            }
+        }
+        rows += 1;
+        if rows.is_multiple_of(BATCH) {
+            flush(&v, &mut pending)?;
+            if let Some(b) = &bar {
+                b.set_message(format!("{stored} stored, {rejected} rejected"));
+            }
+        }
+    }
+    flush(&v, &mut pending)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if g.json {
+        out_json(&serde_json::json!({ "summary": { "stored": stored, "rejected": rejected } }))?;
+    } else {
+        note(&format!("imported {stored} row(s), rejected {rejected}"));
+    }
+    if rejected > 0 {
+        return Err(CliError::new(
+            exit::PARTIAL,
+            format!(
+                "{rejected} of {} row(s) were rejected (listed above by line number); fix them \
+                 and import those lines again",
+                stored + rejected
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `kluis rotate passphrase` and `kluis rotate kek`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use vault_core::{KdfParams, KekState, KeyFile};
+
+use super::{combine, note, out, out_json, prompt_passphrase, read_passphrase_file, Global};
+use crate::exit::{self, CliError};
+
+/// `kluis rotate` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Re-seal the key store under new credentials (O(1): no data key or record is touched).
+    Passphrase(PassphraseArgs),
+    /// Retire key-encryption keys: rewrap their data keys under a fresh KEK, then destroy them.
+    /// Interrupted retirements (Ctrl-C, kill, crash) are finished first; rerun to resume.
+    Kek(KekArgs),
+}
+
+/// Arguments of `kluis rotate passphrase`.
+#[derive(Debug, clap::Args)]
+pub struct PassphraseArgs {
+    /// Read the new passphrase from this file (default: prompt twice on the terminal).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Also seal with this existing key file (two-factor), or with it alone if no new
+    /// passphrase is given.
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: Option<PathBuf>,
+    /// Create a new key file here (mode 0600) and seal with it.
+    #[arg(long, value_name = "FILE", conflicts_with = "new_key_file")]
+    pub new_key_file_new: Option<PathBuf>,
+}
+
+/// Arguments of `kluis rotate kek`.
+#[derive(Debug, clap::Args)]
+pub struct KekArgs {
+    /// Retire this KEK.
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub id: Option<u32>,
+    /// Retire every KEK that is not destroyed yet.
+    #[arg(long)]
+    pub all: bool,
+    /// Why, for the audit log.
+    #[arg(long, default_value = "key rotation")]
+    pub reason: String,
+}
+
+/// Runs a `rotate` subcommand.
+pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
+    match c {
+        Command::Passphrase(a) => passphrase(g, a),
+        Command::Kek(a) => kek(g, a),
+    }
+}
+
+fn passphrase(g: &Global, a: PassphraseArgs) -> anyhow::Result<()> {
+    let v = g.open()?;
+    let pass = match &a.new_passphrase_file {
+        Some(p) => Some(read_passphrase_file(p)?),
+        None if a.new_key_file.is_none() && a.new_key_file_new.is_none() => {
+            Some(prompt_passphrase("new passphrase: ", true)?)
+        }
+        None => None,
+    };
+    let key = match (&a.new_key_file, &a.new_key_file_new) {
+        (Some(p), _) => Some(KeyFile::read(p).map_err(vault_core::OpenError::from)?),
+        (None, Some(p)) => Some(
+            KeyFile::generate(p)
+                .map_err(|e| CliError::new(exit::FAILURE, format!("key file: {e}")))?,
+        ),
+        (None, None) => None,
+    };
+    let kdf = if g.danger_insecure_kdf_for_tests {
+        KdfParams::danger_insecure_for_tests()
+    } else {
+        // Keep the vault's strength, but never go below today's default.
+        let cur = v.kdf_params();
+        let def = KdfParams::default();
+        KdfParams {
+            m_kib: cur.m_kib.max(def.m_kib),
+            t: cur.t.max(def.t),
+            p: cur.p.max(def.p),
+        }
+    };
+    if let Err(e) = v.change_credentials(&combine(pass, key), kdf) {
+        if let Some(p) = &a.new_key_file_new {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(vault_core::Error::from(e).into());
+    }
+    v.sync()?;
+    if g.json {
+        out_json(&serde_json::json!({ "rotated": "credentials" }))
+    } else {
+        out("the vault is now sealed with the new credentials; the old ones no longer open it")?;
+        out("Old copies of keys/ still open with the old credentials: replace them in your backups.")
+    }
+}
+
+fn kek(g: &Global, a: KekArgs) -> anyhow::Result<()> {
+    let v = g.open()?;
+    let pending = v.pending_retirements();
+    let mut ids: Vec<u32> = pending.clone();
+    if a.all {
+        ids.extend(
+            v.keks()
+                .iter()
+                .filter(|k| k.state != KekState::Destroyed)
+                .map(|k| k.id),
+        );
+    } else if let Some(id) = a.id {
+        ids.push(id);
+    } else if pending.is_empty() {
+        return Err(CliError::new(
+            exit::USAGE,
+            "nothing to do: name a KEK with --id N or pass --all (see `kluis status` for ids)",
+        )
+        .into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    ids.retain(|id| seen.insert(*id));
+    let req = g.request(&a.reason);
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        b
+    });
+    for id in ids {
+        if pending.contains(&id) && !g.json {
+            note(&format!("resuming the interrupted retirement of KEK {id}"));
+        }
+        if let Some(b) = &bar {
+            b.set_message(format!("retiring KEK {id}"));
+        }
+        let mut progress = |n: u64| {
+            if let Some(b) = &bar {
+                b.set_message(format!("retiring KEK {id}: {n} data key(s) rewrapped"));
+            }
+        };
+        let r = v.retire_kek(id, &req, &mut progress)?;
+        if g.json {
+            out_json(&serde_json::json!({ "retired": r.kek_id, "rewrapped": r.rewrapped }))?;
+        } else {
+            if let Some(b) = &bar {
+                b.suspend(|| ());
+            }
+            out(&format!(
+                "retired KEK {}: {} data key(s) rewrapped, KEK destroyed",
+                r.kek_id, r.rewrapped
+            ))?;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    v.sync()?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! `kluis status`: what the vault holds, its keys, and its size.
+
+use vault_core::{Epoch, KekState};
+
+use super::{out, out_json, show_time, Global};
+
+fn state(s: KekState) -> &'static str {
+    match s {
+        KekState::Active => "active",
+        KekState::DecryptOnly => "decrypt-only",
+        KekState::Retiring => "retiring",
+        KekState::Destroyed => "destroyed",
+    }
+}
+
+fn epoch(e: Epoch) -> String {
+    match e {
+        Epoch::OpenEnded => "open-ended".to_owned(),
+        Epoch::Starting(t) => format!("from {}", show_time(t)),
+    }
+}
+
+/// Runs `kluis status`.
+pub fn run(g: &Global) -> anyhow::Result<()> {
+    let v = g.open()?;
+    let st = v.stats()?;
+    let kdf = v.kdf_params();
+    let keks = v.keks();
+    let pending = v.pending_retirements();
+    if g.json {
+        let keks: Vec<_> = keks
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "id": k.id,
+                    "state": state(k.state),
+                    "epoch": match k.epoch { Epoch::OpenEnded => None, Epoch::Starting(t) => Some(t) },
+                    "created_at": k.created_at,
+                    "uses": k.uses,
+                    "use_limit": vault_core::vault::MAX_KEY_USES,
+                })
+            })
+            .collect();
+        let mut obj = serde_json::to_value(&st)?;
+        if let Some(m) = obj.as_object_mut() {
+            m.insert("kek_list".into(), serde_json::Value::Array(keks));
+            m.insert("pending_retirements".into(), serde_json::json!(pending));
+            m.insert(
+                "kdf".into(),
+                serde_json::json!({"m_kib": kdf.m_kib, "t": kdf.t, "p": kdf.p}),
+            );
+            m.insert(
+                "key_store_generation".into(),
+                serde_json::json!(v.key_store_generation()),
+            );
+        }
+        return out_json(&obj);
+    }
+    let p = v.paths();
+    out(&format!("vault       {}", g.vault_dir()?.display()))?;
+    out(&format!(
+        "format      data v{}, schema v{}",
+        st.data_format_version, st.schema_version
+    ))?;
+    out(&format!(
+        "subjects    {} ({} forgotten, {} under legal hold)",
+        st.subjects, st.forgotten, st.held
+    ))?;
+    out(&format!("records     {}", st.records))?;
+    out(&format!(
+        "data keys   {} live, {} shredded",
+        st.live_data_keys, st.shredded_data_keys
+    ))?;
+    let next = st.next_expiry.map_or_else(|| "none".to_owned(), show_time);
+    out(&format!(
+        "expiries    {} pending, next {next}",
+        st.pending_expiries
+    ))?;
+    out(&format!("audit log   {} entries", st.audit_entries))?;
+    out(&format!(
+        "argon2id    m={} KiB, t={}, p={}",
+        kdf.m_kib, kdf.t, kdf.p
+    ))?;
+    out(&format!(
+        "disk        data {} bytes ({}), key store {} bytes ({})",
+        st.data_bytes,
+        p.data_dir.display(),
+        st.key_store_bytes,
+        p.key_store.display()
+    ))?;
+    out("KEKs        id    state         epoch                     uses / limit")?;
+    for k in &keks {
+        out(&format!(
+            "            {:<5} {:<13} {:<25} {} / {}",
+            k.id,
+            state(k.state),
+            epoch(k.epoch),
+            k.uses,
+            vault_core::vault::MAX_KEY_USES
+        ))?;
+    }
+    if !pending.is_empty() {
+        out(&format!(
+            "interrupted KEK retirement(s): {:?}; run `kluis rotate kek` to finish",
+            pending
+        ))?;
+    }
+    Ok(())
+}
