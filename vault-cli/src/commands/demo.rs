@@ -61,6 +61,7 @@ fn step(n: u32, text: &str) {
 
 /// Runs the tour.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let keep_dir = args.dir.is_some();
     let temp;
     let root = match args.dir {
         Some(d) => d,
@@ -236,6 +237,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
 
     retention_tour(&vault, &ids)?;
+    if keep_dir {
+        // Leave the vault usable for the other subcommands: its passphrase in a 0600 file beside it.
+        let file = root.join("demo-passphrase.txt");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        use std::io::Write as _;
+        opts.open(&file)
+            .and_then(|mut f| f.write_all(new_pass.as_bytes()))
+            .with_context(|| format!("writing {}", file.display()))?;
+        println!("\nThe vault stays in {}. Check it with:", root.display());
+        println!(
+            "    kluis --vault {} --passphrase-file {} verify",
+            root.display(),
+            file.display()
+        );
+    }
     Ok(())
 }
 
