@@ -17,9 +17,16 @@ use crate::common::{fast_options, PASSPHRASE};
 fn kluis() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let bin = assert_cmd::cargo::cargo_bin("kluis");
-        let profile_dir = bin.parent().expect("target profile directory");
+        // This test binary lives in <target>/<profile>/deps/; `kluis` is built into <target>/<profile>/.
+        // (cargo sets CARGO_BIN_EXE_kluis only for tests of the binary's own package, so the path is
+        // worked out here, and the binary built first.)
+        let exe = std::env::current_exe().expect("path of the test binary");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile directory");
         let target_dir = profile_dir.parent().expect("target directory");
+        let bin = profile_dir.join(format!("kluis{}", std::env::consts::EXE_SUFFIX));
         let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
         build
             .args(["build", "--quiet", "-p", "vault-cli", "--bin", "kluis"])

@@ -13,6 +13,7 @@ mod common;
 mod audit;
 mod backup;
 mod cli;
+mod crash;
 mod credentials;
 mod hygiene;
 mod known_answers;
