@@ -13,6 +13,8 @@ mod common;
 mod audit;
 mod backup;
 mod cli;
+mod cli_admin;
+mod cli_snapshots;
 mod crash;
 mod credentials;
 mod hygiene;

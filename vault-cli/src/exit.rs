@@ -165,6 +165,14 @@ fn lifecycle(e: &LifecycleError) -> u8 {
     }
 }
 
+fn admin(e: &vault_core::admin::AdminError) -> u8 {
+    match e {
+        vault_core::admin::AdminError::Storage(s) => storage(s),
+        #[allow(unreachable_patterns)]
+        _ => FAILURE,
+    }
+}
+
 fn library(e: &Error) -> u8 {
     match e {
         Error::Open(e) => open(e),
@@ -178,6 +186,10 @@ fn library(e: &Error) -> u8 {
         Error::Schema(_) => INVALID_INPUT,
         Error::Lifecycle(e) => lifecycle(e),
         Error::Storage(e) => storage(e),
+        Error::Admin(e) => admin(e),
+        // A schema that would orphan data is refused as invalid input.
+        Error::SchemaChange(vault_core::schema_change::SchemaChangeError::Storage(s)) => storage(s),
+        Error::SchemaChange(_) => INVALID_INPUT,
         _ => FAILURE,
     }
 }

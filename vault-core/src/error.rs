@@ -557,6 +557,12 @@ pub enum Error {
     /// Retention operations.
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    /// Administrative key operations.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    /// Schema changes.
+    #[error(transparent)]
+    SchemaChange(#[from] crate::schema_change::SchemaChangeError),
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),

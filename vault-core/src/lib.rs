@@ -51,6 +51,7 @@
 #![warn(missing_docs)]
 
 mod aad;
+pub mod admin;
 pub mod audit;
 mod audit_log;
 pub mod clock;
@@ -71,6 +72,7 @@ pub mod records;
 pub mod retention;
 mod retire;
 pub mod schema;
+pub mod schema_change;
 pub mod secret;
 pub mod stats;
 pub mod store;
