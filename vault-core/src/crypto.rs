@@ -53,7 +53,7 @@ impl AeadKey {
     fn from_bytes(key: &[u8; KEY_LEN]) -> Self {
         // AES_256_GCM takes exactly KEY_LEN (32) bytes, which the array type guarantees.
         #[allow(clippy::expect_used)]
-        let unbound = UnboundKey::new(&AES_256_GCM, key).expect("AES-256 key is 32 bytes");
+        let unbound = UnboundKey::new(&AES_256_GCM, key).expect("AES-256 key is 32 bytes"); // invariant: [u8; KEY_LEN] is 32 bytes
         AeadKey(LessSafeKey::new(unbound))
     }
 
@@ -182,9 +182,9 @@ pub(crate) fn hkdf(salt: &[u8], ikm: &[u8], info: &[&[u8]]) -> SecretKey {
         // Expanding to 32 bytes is far below HKDF-SHA256's limit of 255 * 32 bytes, so neither step can fail.
         #[allow(clippy::expect_used)]
         prk.expand(info, Len32)
-            .expect("32-byte HKDF output is within limits")
+            .expect("32-byte HKDF output is within limits") // invariant: 32 <= 255 * 32
             .fill(out)
-            .expect("32-byte HKDF output is within limits");
+            .expect("32-byte HKDF output is within limits"); // invariant: out is exactly Len32
     })
 }
 
@@ -195,9 +195,9 @@ pub(crate) fn derive_subkey(key: &SecretKey, info: &[&[u8]]) -> SecretKey {
         // As in `hkdf`: 32 bytes are always within HKDF-SHA256's output limit.
         #[allow(clippy::expect_used)]
         prk.expand(info, Len32)
-            .expect("32-byte HKDF output is within limits")
+            .expect("32-byte HKDF output is within limits") // invariant: 32 <= 255 * 32
             .fill(out)
-            .expect("32-byte HKDF output is within limits");
+            .expect("32-byte HKDF output is within limits"); // invariant: out is exactly Len32
     })
 }
 

@@ -926,7 +926,6 @@ mod tests {
         assert_eq!(email["max_len"], 254);
 
         let md = reg.to_markdown();
-        println!("{md}");
         assert!(md.contains("| Purpose | Legal basis | Data | Recipients | Retention |"));
         assert!(md.contains("legal obligation (Art. 6(1)(c))"));
         assert!(md.contains("PostNL (processor), DHL Parcel (processor)"));

@@ -150,6 +150,24 @@ pub(crate) fn slot_epoch(v: &Vault, entry: &SubjectEntry, expires: Option<i64>) 
 }
 
 impl Vault {
+    /// Loads a subject entry to change it (the caller holds the subject's stripe lock). Live slots
+    /// under destroyed KEKs are first recorded as shredded, so the change never tries to unwrap them.
+    fn load_for_change(&self, s: &SubjectId) -> Result<SubjectEntry, LifecycleError> {
+        let mut entry = self
+            .load_subject(s)?
+            .ok_or(LifecycleError::SubjectNotFound)?;
+        let mut normalized = WriteBatch::default();
+        if self.normalize_destroyed(s, &mut entry, &mut normalized) {
+            normalized.put(
+                Table::Subject,
+                s.as_bytes().to_vec(),
+                self.subject_row(s, &entry),
+            );
+            self.commit(normalized)?;
+        }
+        Ok(entry)
+    }
+
     /// Brings every live slot of `entry` in line with its retention: new expiry, expiry-index entry,
     /// and, when the epoch changes, a rewrap under the new epoch's KEK. Returns whether it changed.
     pub(crate) fn reconcile(
@@ -214,18 +232,7 @@ impl Vault {
         let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
         // Events carry no personal data and are accepted for forgotten subjects too: a kept
         // legal-obligation purpose still needs its anchor (e.g. `invoiced`) to start its retention.
-        let mut entry = self
-            .load_subject(s)?
-            .ok_or(LifecycleError::SubjectNotFound)?;
-        let mut normalized = WriteBatch::default();
-        if self.normalize_destroyed(s, &mut entry, &mut normalized) {
-            normalized.put(
-                Table::Subject,
-                s.as_bytes().to_vec(),
-                self.subject_row(s, &entry),
-            );
-            self.commit(normalized)?;
-        }
+        let mut entry = self.load_for_change(s)?;
         if entry.events.get(event).is_some_and(|&t| t >= at) {
             return Ok(());
         }
@@ -279,18 +286,7 @@ impl Vault {
         req: &Request,
     ) -> Result<(), LifecycleError> {
         let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
-        let mut entry = self
-            .load_subject(s)?
-            .ok_or(LifecycleError::SubjectNotFound)?;
-        let mut normalized = WriteBatch::default();
-        if self.normalize_destroyed(s, &mut entry, &mut normalized) {
-            normalized.put(
-                Table::Subject,
-                s.as_bytes().to_vec(),
-                self.subject_row(s, &entry),
-            );
-            self.commit(normalized)?;
-        }
+        let mut entry = self.load_for_change(s)?;
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::Forgotten { at });
         }
@@ -437,18 +433,7 @@ impl Vault {
         let schema = self.active_schema();
         let now = self.now();
         let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
-        let mut entry = self
-            .load_subject(s)?
-            .ok_or(LifecycleError::SubjectNotFound)?;
-        let mut normalized = WriteBatch::default();
-        if self.normalize_destroyed(s, &mut entry, &mut normalized) {
-            normalized.put(
-                Table::Subject,
-                s.as_bytes().to_vec(),
-                self.subject_row(s, &entry),
-            );
-            self.commit(normalized)?;
-        }
+        let mut entry = self.load_for_change(s)?;
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::AlreadyForgotten { at });
         }
