@@ -827,3 +827,102 @@ fn cli_prompts_on_a_terminal_twice_on_init() {
     // The passphrase typed at the prompt opens it from a file too.
     env.ok(&["status"]);
 }
+
+/// `import --csv`: a header row names the fields (plus `subject`/`label`); good rows are stored,
+/// bad rows are rejected by line number without their values, and the exit code says so.
+#[test]
+fn cli_import_csv_stores_good_rows_and_rejects_bad_ones_by_line() {
+    let env = Env::new();
+    env.init();
+    let s = env.new_subject();
+    let secret = "geheim-zonder-apenstaart";
+    let csv = format!(
+        "first_name,last_name,email,phone,subject\n\
+         Jan,Berg,jan@voorbeeld.nl,06-12345678,\n\
+         Anouk,\"van Dijk, de\",anouk@voorbeeld.nl,,{s}\n\
+         Bad,Row,{secret},,\n\
+         Too,Many,cells@voorbeeld.nl,,,extra\n"
+    );
+    let file = env.write("rows.csv", &csv);
+    let o = env
+        .cmd()
+        .args(["--json", "import", "--csv", "--type", "customer", &file])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), Some(8), "{}", stderr(&o));
+    let stdout = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(!stdout.contains(secret) && !stderr(&o).contains(secret));
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rejected: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.get("rejected").is_some())
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rejected, vec![4, 5], "{stdout}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["summary"]["stored"], 2, "{stdout}");
+    let created = lines
+        .iter()
+        .find(|l| l.get("created").is_some())
+        .expect("a created subject");
+    assert_eq!(created["line"], 2);
+    let new = created["created"].as_str().unwrap();
+    assert_eq!(
+        env.json(&["get", new, "customer"])[0]["fields"]["phone"],
+        "06-12345678"
+    );
+    assert_eq!(
+        env.json(&["get", &s, "customer"])[0]["fields"]["last_name"],
+        "van Dijk, de"
+    );
+}
+
+/// `kluis demo DIR` completes and leaves a vault that `kluis verify` passes (the issue's check);
+/// the tour itself asserts its own steps (it fails if any step misbehaves).
+#[test]
+fn cli_demo_completes_and_leaves_a_vault_verify_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("demo");
+    let o = Command::new(kluis())
+        .args(["demo"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("chain intact: true"), "{out}");
+    let pass = root.join("demo-passphrase.txt");
+    let o = Command::new(kluis())
+        .arg("--vault")
+        .arg(&root)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8(o.stdout)
+        .unwrap()
+        .contains("0 problem(s)"));
+}
+
+/// Subject ids are URL-safe base64, so one in 64 starts with '-': such an id must reach the vault
+/// (here: unknown subject, exit 5), not be taken for an option (usage error, exit 2).
+#[test]
+fn cli_subject_ids_starting_with_a_dash_are_ids() {
+    let env = Env::new();
+    env.init();
+    let id = "-AAAAAAAAAAAAAAAAAAAAA";
+    for args in [
+        vec!["get", id, "customer"],
+        vec!["forget", id, "--reason", "test"],
+        vec!["event", id, "delivered"],
+        vec!["export", id],
+    ] {
+        let o = env.run(&args);
+        assert_eq!(code(&o), Some(5), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -1,1 +1,590 @@
-//! (being written)
+//! The admin subcommands end to end: `rotate data-keys`, `rotate index`, `backup`, `keys export`,
+//! driving the real `kluis` binary (plus one library-level test of the usage limit).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tempfile::TempDir;
+use vault_core::{Credentials, Record, Request, Vault, VaultPaths, WriteError};
+
+use crate::common::{fast_options, webshop_schema, PASSPHRASE};
+
+/// The `kluis` binary, built once per test run (same approach as `cli.rs`: the tests crate cannot
+/// depend on a binary-only package).
+fn kluis() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("path of the test binary");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile directory");
+        let target_dir = profile_dir.parent().expect("target directory");
+        let bin = profile_dir.join(format!("kluis{}", std::env::consts::EXE_SUFFIX));
+        let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        build
+            .args(["build", "--quiet", "-p", "vault-cli", "--bin", "kluis"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build for kluis");
+        assert!(status.success(), "building the kluis binary failed");
+        bin
+    })
+}
+
+/// A temporary directory with a passphrase file, and a vault path inside it.
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pass"), format!("{PASSPHRASE}\n")).unwrap();
+        Env { dir }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn vault(&self) -> PathBuf {
+        self.path("vault")
+    }
+    fn cmd_with(&self, pass: &Path) -> Command {
+        let mut c = Command::new(kluis());
+        c.arg("--danger-insecure-kdf-for-tests")
+            .arg("--vault")
+            .arg(self.vault())
+            .args(["--actor", "tester"])
+            .arg("--passphrase-file")
+            .arg(pass)
+            .env_remove("KLUIS_VAULT")
+            .env_remove("KLUIS_PASSPHRASE_FILE")
+            .stdin(Stdio::null());
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd_with(&self.path("pass"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "kluis {args:?} failed ({:?}): {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+    fn json(&self, args: &[&str]) -> Vec<Value> {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        self.ok(&a)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    }
+    fn write(&self, name: &str, text: &str) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+    /// A vault with two subjects, each with a customer and an address record.
+    fn populated(&self) -> Vec<String> {
+        self.ok(&["init", "--schema", &schema_path()]);
+        let mut subjects = Vec::new();
+        for (i, name) in ["Jan", "Els"].iter().enumerate() {
+            let s = self.new_subject();
+            let customer = self.write(
+                &format!("c{i}.json"),
+                &format!(
+                    r#"{{"first_name":"{name}","last_name":"Berg","email":"{name}@voorbeeld.nl","phone":"06-1234567{i}"}}"#
+                ),
+            );
+            self.ok(&["put", &s, "customer", "--json-file", &customer]);
+            let address = self.write(&format!("a{i}.json"), ADDRESS);
+            self.ok(&["put", &s, "address", "--json-file", &address]);
+            subjects.push(s);
+        }
+        subjects
+    }
+    /// A new subject id. Ids starting with '-' are skipped: the positional subject arguments of
+    /// `put`/`get` would read them as options.
+    fn new_subject(&self) -> String {
+        loop {
+            let s = self.json(&["new-subject"])[0]["subject"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            if !s.starts_with('-') {
+                return s;
+            }
+        }
+    }
+    fn first_name(&self, s: &str) -> Value {
+        self.json(&["get", s, "customer"])[0]["fields"]["first_name"].clone()
+    }
+    fn find_email(&self, email: &str) -> Vec<String> {
+        self.json(&["find", "customer", "email", email])
+            .iter()
+            .map(|v| v["subject"].as_str().unwrap().to_owned())
+            .collect()
+    }
+    /// Raw rows of one table (by its one-byte prefix), read with sled directly (vault closed).
+    fn raw(&self, table: u8) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        raw_rows(&self.vault().join("data"), table)
+    }
+}
+
+fn raw_rows(data: &Path, table: u8) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let db = sled::open(data).unwrap();
+    let tree = db.open_tree(b"kluis").unwrap();
+    tree.scan_prefix([table])
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+const RECORD: u8 = 0x02;
+const INDEX: u8 = 0x03;
+
+const ADDRESS: &str = r#"{"recipient_name":"Jan van der Berg","street":"Damrak","house_number":"1",
+    "postcode":"1012 LG","city":"Amsterdam","country":"NL"}"#;
+
+fn schema_path() -> String {
+    format!("{}/../examples/webshop.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn admin_rotate_data_keys_reencrypts_and_keeps_records_readable() {
+    let env = Env::new();
+    let subjects = env.populated();
+    let before = env.raw(RECORD);
+
+    // One subject: its two purposes (account, shipping) rotate; the other subject is untouched.
+    let out = env.json(&["rotate", "data-keys", "--subject", &subjects[0]]);
+    assert_eq!(out[0]["rotated_data_keys"], 2);
+    let after_one = env.raw(RECORD);
+    let mine = |rows: &BTreeMap<Vec<u8>, Vec<u8>>, s: usize| -> Vec<Vec<u8>> {
+        let id: Vec<u8> = env
+            .json(&["audit", "show", "--subject", &subjects[s]])
+            .len()
+            .to_le_bytes()
+            .to_vec();
+        let _ = id;
+        rows.values()
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .take(0)
+            .chain(
+                rows.iter()
+                    .filter(|(k, _)| before.contains_key(*k))
+                    .map(|(_, v)| v.clone()),
+            )
+            .collect()
+    };
+    let _ = mine;
+    assert_eq!(before.len(), after_one.len());
+    let changed = before
+        .iter()
+        .filter(|(k, v)| after_one.get(*k) != Some(*v))
+        .count();
+    assert_eq!(
+        changed, 2,
+        "exactly the rotated subject's two records change"
+    );
+    assert_eq!(env.first_name(&subjects[0]), "Jan");
+    assert_eq!(env.first_name(&subjects[1]), "Els");
+
+    // All subjects: every record is re-encrypted, all still read, find still works.
+    let out = env.json(&["rotate", "data-keys", "--all"]);
+    assert_eq!(out[0]["rotated_data_keys"], 4);
+    let after_all = env.raw(RECORD);
+    assert!(after_one
+        .iter()
+        .all(|(k, v)| after_all.get(k).is_some_and(|w| w != v)));
+    for (s, name) in subjects.iter().zip(["Jan", "Els"]) {
+        assert_eq!(env.first_name(s), name);
+        let addr = &env.json(&["get", s, "address"])[0]["fields"];
+        assert_eq!(addr["city"], "Amsterdam");
+    }
+    assert_eq!(
+        env.find_email("els@voorbeeld.nl"),
+        vec![subjects[1].clone()]
+    );
+    env.ok(&["verify"]);
+    let audit = env.ok(&["--json", "audit", "verify"]);
+    assert!(
+        audit.contains("true") || audit.contains("intact"),
+        "{audit}"
+    );
+
+    // Neither or both: usage error; unknown subject: not found.
+    assert_eq!(env.run(&["rotate", "data-keys"]).status.code(), Some(2));
+    let unknown = env.json(&["new-subject"])[0]["subject"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // `--subject` takes ids that start with '-' too (URL-safe base64 may).
+    assert_eq!(
+        env.run(&["rotate", "data-keys", "--subject", &unknown])
+            .status
+            .code(),
+        Some(0),
+        "a subject without data keys rotates nothing"
+    );
+    for id in ["AAAAAAAAAAAAAAAAAAAAAA", "-AAAAAAAAAAAAAAAAAAAAA"] {
+        let o = env.run(&["rotate", "data-keys", "--subject", id]);
+        assert_eq!(
+            o.status.code(),
+            Some(5),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let both = env.run(&["rotate", "data-keys", "--subject", &unknown, "--all"]);
+    assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
+fn admin_rotate_data_keys_clears_the_usage_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = VaultPaths::in_dir(dir.path());
+    let v = Vault::create(
+        &paths,
+        &Credentials::passphrase(PASSPHRASE),
+        webshop_schema(),
+        fast_options().max_key_uses(8),
+    )
+    .unwrap();
+    let s = v.create_subject().unwrap();
+    // Three account fields per put: the third put would be the 9th use of the key.
+    let rec = Record::new()
+        .with("first_name", "Jan")
+        .with("last_name", "Berg")
+        .with("email", "jan@voorbeeld.nl");
+    v.put(&s, "customer", &rec).unwrap();
+    v.put(&s, "customer", &rec).unwrap();
+    let err = v.put(&s, "customer", &rec).unwrap_err();
+    assert!(matches!(err, WriteError::UsageLimit { .. }), "{err}");
+    assert!(err.to_string().contains("rotate"), "{err}");
+
+    let req = Request::new("tester", "usage limit");
+    assert_eq!(v.rotate_data_keys(&s, &req).unwrap(), 1);
+    v.put(&s, "customer", &rec).unwrap();
+    assert_eq!(
+        v.get(&s, "customer").unwrap().get_str("first_name"),
+        Some("Jan")
+    );
+    drop(v);
+    // The fresh key's count survives a reopen: one more put fits, the next does not.
+    let v = Vault::open(&paths, &Credentials::passphrase(PASSPHRASE), fast_options()).unwrap();
+    assert_eq!(
+        v.get(&s, "customer").unwrap().get_str("email"),
+        Some("jan@voorbeeld.nl")
+    );
+    assert!(v.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn admin_rotate_index_keeps_find_working_under_new_tags() {
+    let env = Env::new();
+    let subjects = env.populated();
+    let before = env.raw(INDEX);
+    assert!(!before.is_empty());
+    let out = env.json(&["rotate", "index"]);
+    assert_eq!(out[0]["reindexed_records"], 4);
+    let after = env.raw(INDEX);
+    assert_eq!(before.len(), after.len(), "one row per indexed field value");
+    assert!(
+        before.keys().all(|k| !after.contains_key(k)),
+        "no tag under the old index root is left"
+    );
+    assert_eq!(
+        env.find_email(" JAN@voorbeeld.nl"),
+        vec![subjects[0].clone()]
+    );
+    assert_eq!(
+        env.find_email("els@voorbeeld.nl"),
+        vec![subjects[1].clone()]
+    );
+    let by_phone = env.json(&["find", "customer", "phone", "06-12345671"]);
+    assert_eq!(by_phone.len(), 1);
+    // A later put uses the new keys too, and a second rotation still finds everything.
+    let c = env.write(
+        "c9.json",
+        r#"{"first_name":"Jan","last_name":"Berg","email":"jan2@voorbeeld.nl"}"#,
+    );
+    env.ok(&["put", &subjects[0], "customer", "--json-file", &c]);
+    assert_eq!(
+        env.find_email("jan2@voorbeeld.nl"),
+        vec![subjects[0].clone()]
+    );
+    assert!(env.find_email("jan@voorbeeld.nl").is_empty());
+    env.ok(&["rotate", "index"]);
+    assert_eq!(
+        env.find_email("jan2@voorbeeld.nl"),
+        vec![subjects[0].clone()]
+    );
+    env.ok(&["verify"]);
+}
+
+#[test]
+fn admin_backup_copies_data_only_and_opens_with_the_current_key_store() {
+    let env = Env::new();
+    let subjects = env.populated();
+    let dest = env.path("backup");
+    let text = env.ok(&["backup", dest.to_str().unwrap()]);
+    assert!(text.contains("key store is NOT in this backup"), "{text}");
+    assert!(dest.join("db").is_file());
+    assert!(!dest.join("kluis.lock").exists());
+    assert!(!dest.join("keys").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let mode = std::fs::metadata(dest.join("db"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // A second backup into the same (now non-empty) directory is refused.
+    let again = env.run(&["backup", dest.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+
+    // Restore: the backup as data/, next to a copy of the current key store.
+    let restore = env.path("restore");
+    let keys = restore.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::rename(&dest, restore.join("data")).unwrap();
+    std::fs::copy(
+        env.vault().join("keys/keystore.kluis"),
+        keys.join("keystore.kluis"),
+    )
+    .unwrap();
+    let v = Vault::open(
+        &VaultPaths::in_dir(&restore),
+        &Credentials::passphrase(PASSPHRASE),
+        fast_options(),
+    )
+    .unwrap();
+    for (s, name) in subjects.iter().zip(["Jan", "Els"]) {
+        let s = s.parse().unwrap();
+        assert_eq!(
+            v.get(&s, "customer").unwrap().get_str("first_name"),
+            Some(name)
+        );
+        assert_eq!(
+            v.get(&s, "address").unwrap().get_str("city"),
+            Some("Amsterdam")
+        );
+    }
+    assert!(v.verify_audit().unwrap().is_intact());
+}
+
+#[test]
+fn admin_keys_export_opens_only_with_the_recovery_passphrase() {
+    let env = Env::new();
+    let subjects = env.populated();
+    std::fs::write(env.path("recovery"), "herstel: negen nachtegalen\n").unwrap();
+    let copy = env.path("recovery.kluis");
+    let text = env.ok(&[
+        "keys",
+        "export",
+        copy.to_str().unwrap(),
+        "--recovery-passphrase-file",
+        env.path("recovery").to_str().unwrap(),
+    ]);
+    assert!(text.contains("created 20"), "{text}");
+    assert!(text.contains("shredded after today"), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // Never overwrites.
+    let again = env.run(&[
+        "keys",
+        "export",
+        copy.to_str().unwrap(),
+        "--recovery-passphrase-file",
+        env.path("recovery").to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+
+    // Put the copy in place of the key store: the recovery passphrase opens it, the old one not.
+    std::fs::copy(&copy, env.vault().join("keys/keystore.kluis")).unwrap();
+    let wrong = env.run(&["get", &subjects[0], "customer"]);
+    assert_eq!(wrong.status.code(), Some(3));
+    let o = env
+        .cmd_with(&env.path("recovery"))
+        .args(["--json", "get", &subjects[0], "customer"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(got["fields"]["first_name"], "Jan");
+}
+
+#[test]
+fn admin_rotate_data_keys_skips_shredded_purposes_of_a_forgotten_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = crate::common::new_vault(dir.path());
+    let s = v.create_subject().unwrap();
+    v.put(
+        &s,
+        "customer",
+        &Record::new()
+            .with("first_name", "Jan")
+            .with("last_name", "Berg")
+            .with("email", "jan@voorbeeld.nl"),
+    )
+    .unwrap();
+    let invoice = Record::from_json(serde_json::json!({
+        "invoice_number": "2026-0042", "invoice_date": "2026-05-01",
+        "billing_name": "J. van der Berg", "billing_address": "Damrak 1, 1012 LG Amsterdam",
+        "lines": [{"sku": "A1", "qty": 1}], "total": "249.00"
+    }))
+    .unwrap();
+    v.put(
+        &s,
+        vault_core::RecordKey::labelled("invoice", "2026-0042"),
+        &invoice,
+    )
+    .unwrap();
+    let req = Request::new("tester", "Art. 17");
+    let report = v.forget(&s, &req, false).unwrap();
+    assert_eq!(report.kept.len(), 1, "{report:?}");
+    // Only the kept legal-obligation purpose has a live key left to rotate.
+    assert_eq!(v.rotate_data_keys(&s, &req).unwrap(), 1);
+    let inv = v
+        .get(&s, vault_core::RecordKey::labelled("invoice", "2026-0042"))
+        .unwrap();
+    assert_eq!(inv.get_str("billing_name"), Some("J. van der Berg"));
+    let cust = v.get(&s, "customer").unwrap();
+    assert!(cust.has_shredded());
+    assert!(v.verify_audit().unwrap().is_intact());
+}
+
+/// Fails every `apply` once `budget` successful applies are used up (negative: never fails).
+struct CutOffStore {
+    inner: Box<dyn vault_core::store::Store>,
+    budget: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl vault_core::store::Store for CutOffStore {
+    fn get(
+        &self,
+        table: vault_core::store::Table,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, vault_core::StorageError> {
+        self.inner.get(table, key)
+    }
+    fn scan_prefix(
+        &self,
+        table: vault_core::store::Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
+        self.inner.scan_prefix(table, prefix, limit)
+    }
+    fn scan_range(
+        &self,
+        table: vault_core::store::Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
+        self.inner.scan_range(table, from, to, limit)
+    }
+    fn apply(&self, batch: vault_core::store::WriteBatch) -> Result<(), vault_core::StorageError> {
+        use std::sync::atomic::Ordering;
+        if self.budget.load(Ordering::SeqCst) == 0 {
+            return Err(vault_core::StorageError::Io {
+                component: vault_core::Component::DataStore,
+                kind: std::io::ErrorKind::Other,
+            });
+        }
+        self.budget.fetch_sub(1, Ordering::SeqCst);
+        self.inner.apply(batch)
+    }
+    fn sync(&self) -> Result<(), vault_core::StorageError> {
+        self.inner.sync()
+    }
+}
+
+#[test]
+fn admin_interrupted_index_rotation_is_repaired_by_running_it_again() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = VaultPaths::in_dir(dir.path());
+    let budget = Arc::new(AtomicI64::new(-1));
+    let b = budget.clone();
+    let options = fast_options().danger_wrap_store(Arc::new(
+        move |inner: Box<dyn vault_core::store::Store>| {
+            Box::new(CutOffStore {
+                inner,
+                budget: b.clone(),
+            }) as Box<dyn vault_core::store::Store>
+        },
+    ));
+    let creds = Credentials::passphrase(PASSPHRASE);
+    let v = Vault::create(&paths, &creds, webshop_schema(), options).unwrap();
+    let mut subjects = Vec::new();
+    for i in 0..4 {
+        let s = v.create_subject().unwrap();
+        let rec = Record::new()
+            .with("first_name", "Jan")
+            .with("last_name", "Berg")
+            .with("email", format!("jan{i}@voorbeeld.nl"));
+        v.put(&s, "customer", &rec).unwrap();
+        subjects.push(s);
+    }
+    let found = |v: &Vault| {
+        (0..4)
+            .filter(|i| {
+                v.find("customer", "email", format!("jan{i}@voorbeeld.nl"))
+                    .unwrap()
+                    .len()
+                    == 1
+            })
+            .count()
+    };
+    assert_eq!(found(&v), 4);
+    // The first subject's batch lands, the second fails: the run stops half-way.
+    budget.store(1, Ordering::SeqCst);
+    let req = Request::new("tester", "index rotation");
+    assert!(v.rotate_index(&req, &mut |_| {}).is_err());
+    budget.store(-1, Ordering::SeqCst);
+    assert_eq!(found(&v), 1, "records not rebuilt yet are missed");
+    drop(v);
+    // After reopening (the new index root was saved first), a second run repairs everything.
+    let v = Vault::open(&paths, &creds, fast_options()).unwrap();
+    assert_eq!(found(&v), 1);
+    assert_eq!(v.rotate_index(&req, &mut |_| {}).unwrap(), 4);
+    assert_eq!(found(&v), 4);
+    for s in &subjects {
+        assert_eq!(
+            v.get(s, "customer").unwrap().get_str("first_name"),
+            Some("Jan")
+        );
+    }
+    assert!(v.verify_audit().unwrap().is_intact());
+}

@@ -166,9 +166,14 @@ fn lifecycle(e: &LifecycleError) -> u8 {
 }
 
 fn admin(e: &vault_core::admin::AdminError) -> u8 {
+    use vault_core::admin::AdminError;
     match e {
-        vault_core::admin::AdminError::Storage(s) => storage(s),
-        #[allow(unreachable_patterns)]
+        AdminError::SubjectNotFound => NOT_FOUND,
+        AdminError::Integrity(_) => INTEGRITY,
+        AdminError::Write(w) => write(w),
+        AdminError::Rekey(r) => rekey(r),
+        AdminError::Storage(s) => storage(s),
+        // Destination exists, I/O while writing the copy, RNG failure.
         _ => FAILURE,
     }
 }
@@ -219,6 +224,7 @@ pub fn code(e: &anyhow::Error) -> u8 {
         LifecycleError => lifecycle,
         StorageError => storage,
         KdfError => kdf,
+        vault_core::admin::AdminError => admin,
     );
     if e.downcast_ref::<vault_core::schema::SchemaError>()
         .is_some()

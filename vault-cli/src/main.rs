@@ -47,7 +47,7 @@ struct Cli {
 enum Command {
     /// Create a new vault from a schema (refuses to overwrite anything).
     Init(commands::init::Args),
-    /// Show the schema in force, or check a schema file.
+    /// Show the schema in force, check a schema file, or apply a new version (refusing orphaned data).
     #[command(subcommand)]
     Schema(commands::schema::Command),
     /// Subjects, records, keys per state and epoch, next expiry, disk use, format version.
@@ -84,9 +84,14 @@ enum Command {
     Audit(commands::audit::Command),
     /// Read every record: each field must decrypt or be accounted for as shredded (exit 4 if not).
     Verify,
-    /// Rotate credentials or key-encryption keys.
+    /// Rotate credentials, key-encryption keys, data keys or the blind index.
     #[command(subcommand)]
     Rotate(commands::rotate::Command),
+    /// Copy the data directory consistently (the key store is NOT included: back it up separately).
+    Backup(commands::backup::Args),
+    /// Key-store recovery copies.
+    #[command(subcommand)]
+    Keys(commands::keys::Command),
     /// Print a shell completion script.
     Completions(commands::completions::Args),
     /// Print the man page (roff): `kluis man > kluis.1`.
@@ -96,6 +101,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // No core dumps: a dump of this process would hold unwrapped keys. Failure (e.g. a platform
+    // without RLIMIT_CORE) is not fatal.
+    let _ = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0);
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -128,6 +136,8 @@ fn main() -> ExitCode {
         Command::Audit(c) => commands::audit::run(g, c),
         Command::Verify => commands::verify::run(g),
         Command::Rotate(c) => commands::rotate::run(g, c),
+        Command::Backup(a) => commands::backup::run(g, a),
+        Command::Keys(c) => commands::keys::run(g, c),
         Command::Completions(a) => commands::completions::run(a),
         Command::Man => commands::completions::man(),
         Command::Demo(a) => commands::demo::run(a),

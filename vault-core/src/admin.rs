@@ -1,10 +1,542 @@
 //! Administrative key operations: data-key and blind-index rotation, backup, key-store export.
+//!
+//! - [`Vault::rotate_data_keys`] gives every live purpose of a subject a fresh data key (next
+//!   generation) and re-encrypts that purpose's fields in every record of the subject, in one
+//!   atomic batch. It resets the key's usage counter (the remedy for [`WriteError::UsageLimit`]).
+//! - [`Vault::rotate_index`] replaces the blind-index root and rebuilds every record's tags and
+//!   index rows from the decrypted values.
+//! - [`Vault::backup`] copies the data directory (never the key store) consistently.
+//! - [`Vault::export_key_store`] writes a recovery copy of the key store sealed under separate
+//!   credentials.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::aad::{self, FieldContext};
+use crate::audit::{AuditEntry, AuditOp};
+use crate::credentials::{Credentials, KdfParams};
+use crate::crypto::{AeadKey, IntegrityError, RngError, Sealer};
+use crate::error::{Component, RekeyError, StorageError, WriteError};
+use crate::index;
+use crate::lifecycle::Request;
+use crate::record::Envelope;
+use crate::secret::SecretKey;
+use crate::store::{Table, WriteBatch};
+use crate::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::vault::Vault;
+
+/// Subject entries examined per storage scan.
+const SCAN: usize = 1024;
 
 /// Errors of administrative operations.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
+    /// The subject does not exist in this vault.
+    #[error("unknown subject")]
+    SubjectNotFound,
+    /// A stored key or value failed authentication.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+    /// Wrapping a new data key failed (key-store reservation, randomness).
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The recovery credentials or KDF parameters are refused, or the export could not be sealed.
+    #[error(transparent)]
+    Rekey(#[from] RekeyError),
+    /// The destination of a backup or export is not usable (it exists and is not empty).
+    #[error("refusing to overwrite {path}: {reason}")]
+    Destination {
+        /// The destination path.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Writing the backup or export failed.
+    #[error("cannot write {path}: {kind}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+    },
+    /// The operating system's RNG failed.
+    #[error(transparent)]
+    Rng(#[from] RngError),
     /// Storage failure.
     #[error(transparent)]
-    Storage(#[from] crate::error::StorageError),
+    Storage(#[from] StorageError),
+}
+
+impl AdminError {
+    fn io(path: &Path, e: &std::io::Error) -> Self {
+        AdminError::Io {
+            path: path.display().to_string(),
+            kind: e.kind(),
+        }
+    }
+}
+
+/// What [`Vault::backup`] copied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackupReport {
+    /// The backup directory.
+    pub dest: PathBuf,
+    /// Files copied.
+    pub files: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+}
+
+/// Record type of a record storage key (subject ‖ type length ‖ type ‖ label).
+fn record_type_of(rkey: &[u8]) -> Option<String> {
+    let rest = rkey.get(SUBJECT_ID_LEN..)?;
+    let (&n, rest) = rest.split_first()?;
+    String::from_utf8(rest.get(..usize::from(n))?.to_vec()).ok()
+}
+
+impl Vault {
+    /// Every subject id, in storage order, in chunks; `f` is called for each.
+    fn for_each_subject(
+        &self,
+        f: &mut dyn FnMut(&SubjectId) -> Result<(), AdminError>,
+    ) -> Result<(), AdminError> {
+        let mut from: Vec<u8> = Vec::new();
+        let end = [0xFFu8; SUBJECT_ID_LEN + 1];
+        loop {
+            let rows = self.store.scan_range(Table::Subject, &from, &end, SCAN)?;
+            let Some((last, _)) = rows.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, _) in &rows {
+                if let Ok(sb) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) {
+                    f(&SubjectId::from_bytes(sb))?;
+                }
+            }
+            if rows.len() < SCAN {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every live purpose of `subject` a fresh data key (the next generation) and re-encrypts
+    /// every sealed field of those purposes in every record of the subject. The slot keeps its
+    /// `since`, `last_update` and expiry; the new key starts with a fresh usage count (which is how
+    /// a [`WriteError::UsageLimit`] is cleared). Shredded purposes are skipped. Everything —
+    /// subject entry, records and one `rotate_data_key` audit entry per purpose — is one atomic
+    /// batch. Returns the number of purposes rotated.
+    pub fn rotate_data_keys(&self, subject: &SubjectId, req: &Request) -> Result<u64, AdminError> {
+        let s = subject;
+        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let mut entry: SubjectEntry = self.load_subject(s)?.ok_or(AdminError::SubjectNotFound)?;
+        let mut batch = WriteBatch::default();
+        // Slots under a destroyed KEK are shredded in all but name: mark them so (not rotated).
+        let normalized = self.normalize_destroyed(s, &mut entry, &mut batch);
+        let live: Vec<String> = entry
+            .slots
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Live { .. }))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if live.is_empty() {
+            if normalized {
+                batch.put(
+                    Table::Subject,
+                    s.as_bytes().to_vec(),
+                    self.subject_row(s, &entry),
+                );
+                self.commit(batch)?;
+            }
+            return Ok(0);
+        }
+        let mut sealer = Sealer::new()?;
+        // purpose → (old generation, old key, new generation, new key)
+        let mut keys: BTreeMap<String, (u32, AeadKey, u32, SecretKey)> = BTreeMap::new();
+        for p in &live {
+            let Some(slot) = entry.slots.get(p) else {
+                continue;
+            };
+            let old = self.unwrap_slot(s, p, slot)?;
+            let Slot::Live {
+                generation,
+                since,
+                last_update,
+                expires,
+                ..
+            } = *slot
+            else {
+                continue;
+            };
+            let new_gen = generation.checked_add(1).ok_or(IntegrityError)?;
+            let key = SecretKey::generate()?;
+            let epoch = crate::lifecycle::slot_epoch(self, &entry, expires);
+            let (kek_id, wrapped) = self.wrap_key(s, p, new_gen, &key, epoch, &mut sealer)?;
+            entry.slots.insert(
+                p.clone(),
+                Slot::Live {
+                    generation: new_gen,
+                    kek_id,
+                    uses: 0,
+                    wrapped,
+                    since,
+                    last_update,
+                    expires,
+                },
+            );
+            keys.insert(
+                p.clone(),
+                (generation, AeadKey::new(&old.key), new_gen, key),
+            );
+        }
+        let mut sealed_per_purpose: BTreeMap<String, u64> = BTreeMap::new();
+        for (rkey, env) in self.envelopes_of(s)? {
+            let mut env: Envelope = env;
+            let record_type = record_type_of(&rkey).ok_or(StorageError::corrupted(
+                Component::Record,
+                "record key does not decode",
+            ))?;
+            let label = crate::records::label_of(&rkey);
+            let mut changed = false;
+            for (name, f) in env.fields.iter_mut() {
+                let Some((old_gen, old_key, new_gen, new_key)) = keys.get(&f.purpose) else {
+                    continue;
+                };
+                if f.generation != *old_gen {
+                    return Err(IntegrityError.into());
+                }
+                let mut ctx = FieldContext {
+                    vault_id: &self.vault_id,
+                    record_type: &record_type,
+                    subject: s,
+                    label: &label,
+                    field: name,
+                    purpose: &f.purpose,
+                    generation: *old_gen,
+                };
+                let plain = old_key.open(&aad::field(&ctx), &f.sealed)?;
+                ctx.generation = *new_gen;
+                let sealed = sealer
+                    .seal(&AeadKey::new(new_key), &aad::field(&ctx), &plain)
+                    .map_err(|_| IntegrityError)?;
+                f.generation = *new_gen;
+                f.sealed = sealed;
+                *sealed_per_purpose.entry(f.purpose.clone()).or_default() += 1;
+                changed = true;
+            }
+            if changed {
+                let row = self.seal_row(Table::Record, &rkey, env.encode());
+                batch.put(Table::Record, rkey, row);
+            }
+        }
+        // The new key's persisted reservation covers exactly the fields just sealed under it.
+        for (p, n) in &sealed_per_purpose {
+            if let Some(Slot::Live { uses, .. }) = entry.slots.get_mut(p) {
+                *uses = *n;
+            }
+        }
+        batch.put(
+            Table::Subject,
+            s.as_bytes().to_vec(),
+            self.subject_row(s, &entry),
+        );
+        let now = self.now();
+        let audit: Vec<AuditEntry> = keys
+            .keys()
+            .map(|p| {
+                AuditEntry::new(AuditOp::RotateDataKey, now, &req.actor)
+                    .subject(s)
+                    .purpose(p)
+                    .reason(&req.reason)
+                    .count(sealed_per_purpose.get(p).copied().unwrap_or(0))
+            })
+            .collect();
+        let result = self.commit_audited(batch, audit);
+        // Old keys must not be used again, whether or not the batch landed (a failed batch leaves
+        // the old slot, which reloads from storage).
+        {
+            let mut cache = self.dek_cache();
+            for p in keys.keys() {
+                cache.pop(&(*s, p.clone()));
+            }
+        }
+        result?;
+        Ok(keys.len() as u64)
+    }
+
+    /// [`Vault::rotate_data_keys`] for every subject. `progress` is called with the number of
+    /// purposes rotated so far after each chunk of subjects. Each subject is its own batch, so an
+    /// interrupted run leaves every subject either rotated or not; rerunning rotates all again.
+    pub fn rotate_all_data_keys(
+        &self,
+        req: &Request,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, AdminError> {
+        let mut total = 0u64;
+        let mut seen = 0usize;
+        self.for_each_subject(&mut |s| {
+            total += self.rotate_data_keys(s, req)?;
+            seen += 1;
+            if seen.is_multiple_of(SCAN) {
+                progress(total);
+            }
+            Ok(())
+        })?;
+        progress(total);
+        Ok(total)
+    }
+
+    /// Replaces the blind-index root with a fresh random key (next index generation, saved in the
+    /// key store first), switches lookups to the new per-field keys, then rebuilds every record's
+    /// tags and index rows from its decrypted values (one batch per subject). Returns the number
+    /// of records rebuilt. `progress` is called with that number after each chunk of subjects.
+    ///
+    /// **While it runs, `find` misses records not rebuilt yet.** If it is interrupted, those records
+    /// keep tags under the old root, which no lookup matches: **run it again after an
+    /// interruption** — every run recomputes all tags from the plaintext, so a complete run repairs
+    /// a partial one. Run it without concurrent writers (the CLI holds the vault exclusively).
+    /// Fields whose data key is shredded (or whose KEK is destroyed) lose their index rows.
+    pub fn rotate_index(
+        &self,
+        req: &Request,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, AdminError> {
+        {
+            let mut ks = self.key_store();
+            let new_root = SecretKey::generate()?;
+            let old_root = std::mem::replace(&mut ks.index_root, new_root);
+            let old_gen = ks.index_generation;
+            ks.index_generation = old_gen.wrapping_add(1);
+            if let Err(e) = ks.save() {
+                ks.index_root = old_root;
+                ks.index_generation = old_gen;
+                return Err(e.into());
+            }
+            let active = crate::vault::activate(&ks, self.active_schema().schema.clone());
+            // A poisoned lock means a panic while swapping the Arc; the Arc inside is whole.
+            *self.schema.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
+        }
+        let mut rebuilt = 0u64;
+        let mut seen = 0usize;
+        self.for_each_subject(&mut |s| {
+            rebuilt += self.reindex_subject(s)?;
+            seen += 1;
+            if seen.is_multiple_of(SCAN) {
+                progress(rebuilt);
+            }
+            Ok(())
+        })?;
+        progress(rebuilt);
+        let audit = AuditEntry::new(AuditOp::RotateDataKey, self.now(), &req.actor)
+            .record("", "blind-index")
+            .reason(&req.reason)
+            .count(rebuilt);
+        self.commit_audited(WriteBatch::default(), vec![audit])?;
+        Ok(rebuilt)
+    }
+
+    /// Recomputes the blind-index tags of every record of `s` under the active index keys.
+    fn reindex_subject(&self, s: &SubjectId) -> Result<u64, AdminError> {
+        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let active = self.active_schema();
+        let Some(entry) = self.load_subject(s)? else {
+            return Ok(0);
+        };
+        // purpose → (generation, key); `None` when the purpose's key is gone.
+        let mut keys: BTreeMap<String, Option<(u32, AeadKey)>> = BTreeMap::new();
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        for (rkey, env) in self.envelopes_of(s)? {
+            let mut env: Envelope = env;
+            let record_type = record_type_of(&rkey).ok_or(StorageError::corrupted(
+                Component::Record,
+                "record key does not decode",
+            ))?;
+            let label = crate::records::label_of(&rkey);
+            let rt = active.schema.record_type(&record_type);
+            let mut tags: BTreeMap<String, [u8; index::TAG_LEN]> = BTreeMap::new();
+            for (name, f) in &env.fields {
+                let Some(def) = rt.and_then(|rt| rt.field(name)) else {
+                    continue;
+                };
+                let Some(ikey) = active
+                    .index_keys
+                    .get(&(record_type.clone(), def.name.clone()))
+                else {
+                    continue;
+                };
+                if !keys.contains_key(&f.purpose) {
+                    let k = match entry.slots.get(&f.purpose) {
+                        Some(slot @ Slot::Live { kek_id, .. })
+                            if self.kek_destroyed_at(*kek_id).is_none() =>
+                        {
+                            let d = self.unwrap_slot(s, &f.purpose, slot)?;
+                            Some((d.generation, AeadKey::new(&d.key)))
+                        }
+                        _ => None,
+                    };
+                    keys.insert(f.purpose.clone(), k);
+                }
+                let Some(Some((generation, k))) = keys.get(&f.purpose) else {
+                    continue;
+                };
+                if *generation != f.generation {
+                    return Err(IntegrityError.into());
+                }
+                let ctx = FieldContext {
+                    vault_id: &self.vault_id,
+                    record_type: &record_type,
+                    subject: s,
+                    label: &label,
+                    field: name,
+                    purpose: &f.purpose,
+                    generation: f.generation,
+                };
+                let plain = k.open(&aad::field(&ctx), &f.sealed)?;
+                tags.insert(name.clone(), index::tag(ikey, &def.index_form(&plain)));
+            }
+            for tag in env.tags.values() {
+                batch.delete(Table::Index, index::entry_key(tag, s, &label));
+            }
+            for tag in tags.values() {
+                batch.put(Table::Index, index::entry_key(tag, s, &label), Vec::new());
+            }
+            env.tags = tags;
+            let row = self.seal_row(Table::Record, &rkey, env.encode());
+            batch.put(Table::Record, rkey, row);
+            n += 1;
+        }
+        if !batch.is_empty() {
+            self.commit(batch)?;
+        }
+        Ok(n)
+    }
+
+    /// Copies the data directory (everything but its lock file) into `dest`, which must not exist
+    /// or be an empty directory; it is created with mode 0700, files with 0600, all fsynced.
+    /// Commits are held off (the audit-head lock) and the store is synced first, so the copy is a
+    /// consistent state of the vault. (sled's background flusher has nothing left to write after
+    /// the sync, as no commit can happen meanwhile; reads continue during the copy.)
+    ///
+    /// **The key store is not copied**: back it up separately (see
+    /// [`Vault::export_key_store`]), and never next to the data backups — destroying keys is what
+    /// makes erasure real, and a data backup restored later has every erasure since re-applied from
+    /// the key store's ledger when it is opened.
+    pub fn backup(&self, dest: &Path) -> Result<BackupReport, AdminError> {
+        let refuse = |reason| AdminError::Destination {
+            path: dest.display().to_string(),
+            reason,
+        };
+        if dest.exists() {
+            let empty = std::fs::read_dir(dest)
+                .map_err(|e| AdminError::io(dest, &e))?
+                .next()
+                .is_none();
+            if !dest.is_dir() || !empty {
+                return Err(refuse("it exists and is not an empty directory"));
+            }
+        }
+        if dest.starts_with(&self.paths.data_dir) {
+            return Err(refuse("it is inside the data directory"));
+        }
+        make_private_dir(dest)?;
+        // Hold off every commit (they all take this lock) while syncing and copying.
+        let head = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        self.store.sync()?;
+        {
+            let mut d = self.durable_head.lock().unwrap_or_else(|p| p.into_inner());
+            if head.seq > d.seq {
+                *d = *head;
+            }
+        }
+        let mut report = BackupReport {
+            dest: dest.to_path_buf(),
+            files: 0,
+            bytes: 0,
+        };
+        let lock_name = std::ffi::OsStr::new("kluis.lock");
+        copy_tree(&self.paths.data_dir, dest, Some(lock_name), &mut report)?;
+        drop(head);
+        Ok(report)
+    }
+
+    /// Writes a recovery copy of the key store to `dest` (which must not exist; mode 0600), sealed
+    /// under `recovery` with a fresh salt and Argon2id `kdf`. Put in place of the key store, it
+    /// opens the vault with the recovery credentials.
+    ///
+    /// **Keeping the copy defeats crypto-shredding** for as long as it exists: it holds every KEK
+    /// alive at the time of export. Replace it at least once per retention epoch (or KEK rotation)
+    /// and destroy the old one. Its KEK usage reservations are those of the moment of export; a
+    /// vault reopened on it later starts counting from there.
+    pub fn export_key_store(
+        &self,
+        dest: &Path,
+        recovery: &Credentials,
+        kdf: KdfParams,
+    ) -> Result<(), AdminError> {
+        self.key_store()
+            .export_to(dest, recovery, kdf, self.options.allow_weak_kdf)
+    }
+}
+
+fn make_private_dir(dir: &Path) -> Result<(), AdminError> {
+    if !dir.is_dir() {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        b.create(dir).map_err(|e| AdminError::io(dir, &e))?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| AdminError::io(dir, &e))?;
+    }
+    Ok(())
+}
+
+/// Copies the regular files under `from` into `to` (created private), fsyncing every file and
+/// directory. `skip` names a top-level file left out.
+fn copy_tree(
+    from: &Path,
+    to: &Path,
+    skip: Option<&std::ffi::OsStr>,
+    report: &mut BackupReport,
+) -> Result<(), AdminError> {
+    let io_from =
+        |e: std::io::Error| AdminError::Storage(StorageError::io(Component::DataStore, &e));
+    for e in std::fs::read_dir(from).map_err(io_from)? {
+        let e = e.map_err(io_from)?;
+        let name = e.file_name();
+        if skip == Some(name.as_os_str()) {
+            continue;
+        }
+        let src = e.path();
+        let dst = to.join(&name);
+        let ft = e.file_type().map_err(io_from)?;
+        if ft.is_dir() {
+            make_private_dir(&dst)?;
+            copy_tree(&src, &dst, None, report)?;
+        } else if ft.is_file() {
+            let mut input = std::fs::File::open(&src).map_err(io_from)?;
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(0o600);
+            }
+            let mut out = o.open(&dst).map_err(|e| AdminError::io(&dst, &e))?;
+            let n = std::io::copy(&mut input, &mut out).map_err(|e| AdminError::io(&dst, &e))?;
+            out.sync_all().map_err(|e| AdminError::io(&dst, &e))?;
+            report.files += 1;
+            report.bytes += n;
+        }
+    }
+    crate::fsutil::sync_dir(to).map_err(|e| AdminError::io(to, &e))
 }

@@ -282,19 +282,27 @@ impl KeyStore {
                 self.audit_checkpoint = head;
             }
         }
+        let bytes = self.encode_file(&self.seal, generation)?;
+        fsutil::atomic_write(&self.path, &bytes)
+            .map_err(|e| StorageError::io(Component::KeyStore, &e))
+    }
+
+    /// The whole file: header (with `seal`'s factors, KDF, salt and check MAC), the body sealed
+    /// under `seal`'s key, and the checksum.
+    fn encode_file(&self, seal: &Seal, generation: u64) -> Result<Vec<u8>, StorageError> {
         let body = self.encode_body();
         let mut out = Writer::with_capacity(HEADER_LEN + body.len() + 64);
         out.raw(MAGIC)
             .u16(KEY_STORE_VERSION)
-            .u8(self.seal.factors)
+            .u8(seal.factors)
             .u8(0)
-            .u32(self.seal.kdf.m_kib)
-            .u32(self.seal.kdf.t)
-            .u32(self.seal.kdf.p)
-            .raw(&self.seal.salt)
+            .u32(seal.kdf.m_kib)
+            .u32(seal.kdf.t)
+            .u32(seal.kdf.p)
+            .raw(&seal.salt)
             .raw(&self.vault_id)
             .u64(generation);
-        let check = crypto::hmac_sha256(&self.seal.check_key, &[&out.buf[..64]]);
+        let check = crypto::hmac_sha256(&seal.check_key, &[&out.buf[..64]]);
         out.raw(&check[..16]);
         let sealed_len = body.len() + crypto::SEAL_OVERHEAD;
         out.u32(sealed_len as u32);
@@ -303,13 +311,70 @@ impl KeyStore {
         let mut sealer = Sealer::new()
             .map_err(|_| StorageError::corrupted(Component::KeyStore, "no randomness"))?;
         let sealed = sealer
-            .seal(&AeadKey::new(&self.seal.seal_key), &header, &body)
+            .seal(&AeadKey::new(&seal.seal_key), &header, &body)
             .map_err(|_| StorageError::corrupted(Component::KeyStore, "sealing failed"))?;
         out.raw(&sealed);
         let sum = crypto::sha256(&out.buf);
         out.raw(&sum);
-        fsutil::atomic_write(&self.path, &out.buf)
-            .map_err(|e| StorageError::io(Component::KeyStore, &e))
+        Ok(out.buf)
+    }
+
+    /// Writes a copy of this key store to `dest` (which must not exist; mode 0600, fsynced),
+    /// sealed under `creds` with a fresh salt and `kdf`: same vault, keys, ledger and generation.
+    pub(crate) fn export_to(
+        &self,
+        dest: &Path,
+        creds: &Credentials,
+        kdf: KdfParams,
+        allow_weak: bool,
+    ) -> Result<(), crate::admin::AdminError> {
+        use crate::admin::AdminError;
+        use std::io::Write;
+        if creds.factors() == 0 {
+            return Err(RekeyError::NoCredentials.into());
+        }
+        kdf.check(allow_weak).map_err(RekeyError::from)?;
+        let mut salt = [0u8; 16];
+        crypto::fill_random(&mut salt)?;
+        let root = creds.derive_root(&kdf, &salt).map_err(RekeyError::from)?;
+        let (seal_key, check_key) = seal_keys(&root);
+        let seal = Seal {
+            factors: creds.factors(),
+            kdf,
+            salt,
+            generation: self.seal.generation,
+            seal_key,
+            check_key,
+        };
+        let bytes = Zeroizing::new(self.encode_file(&seal, self.seal.generation)?);
+        let io = |e: &std::io::Error| AdminError::Io {
+            path: dest.display().to_string(),
+            kind: e.kind(),
+        };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(dest).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                AdminError::Destination {
+                    path: dest.display().to_string(),
+                    reason: "the file exists",
+                }
+            } else {
+                io(&e)
+            }
+        })?;
+        let written = f.write_all(&bytes).and_then(|()| f.sync_all());
+        drop(f);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(dest);
+            return Err(io(&e));
+        }
+        fsutil::sync_dir(dest.parent().unwrap_or(Path::new("."))).map_err(|e| io(&e))
     }
 
     /// Re-seals the same keys under new credentials (passphrase / key-file rotation). O(1): only the

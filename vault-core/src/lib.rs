@@ -84,6 +84,7 @@ pub mod vault;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub use admin::{AdminError, BackupReport};
 pub use audit::{AuditEntry, AuditOp, AuditProblem, AuditReport};
 pub use audit_log::AuditFilter;
 pub use clock::{Clock, MockClock, SystemClock};
@@ -104,6 +105,7 @@ pub use records::RecordKey;
 pub use retention::EpochPolicy;
 pub use retire::RetireReport;
 pub use schema::Schema;
+pub use schema_change::{SchemaChangeError, SchemaChangeReport};
 pub use secret::Passphrase;
 pub use stats::{ExpirePreview, VaultStats, VerifyProblem, VerifyReport};
 pub use subject::ShredReason;

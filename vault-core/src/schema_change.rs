@@ -1,10 +1,672 @@
 //! Applying a new schema version without orphaning stored data.
+//!
+//! [`Vault::check_schema_change`] compares a new schema with the one in force and the data the
+//! vault holds; [`Vault::apply_schema`] does the same under the vault's write locks and, if the
+//! change is safe, stores the new schema (audited) and puts it in force. Changes that would make
+//! stored data unreadable or unaccounted for are refused with one typed reason each; errors name
+//! record types, fields and purposes, never a stored value.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::audit::{AuditEntry, AuditOp};
+use crate::crypto::Sealer;
+use crate::error::{Component, StorageError, WriteError, ROW_AUTH_FAILED};
+use crate::lifecycle::Request;
+use crate::record::Envelope;
+use crate::schema::Schema;
+use crate::store::{Table, WriteBatch};
+use crate::subject::{SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::vault::{activate, encode_schema, Vault};
+
+/// The `Table::Meta` key of the stored schema (the same key `Vault::create` and `Vault::open` use).
+const META_SCHEMA: &[u8] = b"schema";
 
 /// Why a new schema cannot be applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SchemaChangeError {
+    /// The new schema's version is not greater than the version in force.
+    #[error(
+        "schema version {new} is not newer than the version in force ({current}): bump `version`"
+    )]
+    VersionNotIncreased {
+        /// The version in force.
+        current: u32,
+        /// The version of the refused schema.
+        new: u32,
+    },
+    /// A record type that still has stored records would be removed.
+    #[error(
+        "record type `{record_type}` still has stored records: delete them (or forget their \
+         subjects) first, or keep the type"
+    )]
+    RecordTypeInUse {
+        /// The record type.
+        record_type: String,
+    },
+    /// A field that still has stored values (or shredded-field markers) would be removed.
+    #[error(
+        "field `{record_type}.{field}` still has stored values: remove the field from every record \
+         first, or keep it"
+    )]
+    FieldInUse {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+    },
+    /// A field with stored values would move to another purpose; its ciphertexts are bound to the
+    /// purpose's data key.
+    #[error(
+        "field `{record_type}.{field}` has stored values sealed under purpose `{from}`; moving it to \
+         `{to}` would make them unreadable: add a new field for the new purpose instead"
+    )]
+    FieldPurposeChanged {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+        /// The purpose in force.
+        from: String,
+        /// The purpose in the refused schema.
+        to: String,
+    },
+    /// A field with stored values would change kind; stored values would no longer decode.
+    #[error(
+        "field `{record_type}.{field}` has stored values of type `{from}`; changing it to `{to}` \
+         would make them undecodable: add a new field instead"
+    )]
+    FieldKindChanged {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+        /// The kind in force.
+        from: &'static str,
+        /// The kind in the refused schema.
+        to: &'static str,
+    },
+    /// A purpose that subjects still hold data keys (or shredding records) for would be removed.
+    #[error(
+        "purpose `{purpose}` is still in use by stored subjects: their keys and erasure records \
+         refer to it; keep the purpose (its retention can be changed)"
+    )]
+    PurposeInUse {
+        /// The purpose.
+        purpose: String,
+    },
+    /// The new schema was stored and is in force, but recomputing the stored expiries of its
+    /// changed retention periods failed part-way (subjects not reached keep their old expiry
+    /// until their next write or event).
+    #[error(
+        "the new schema is in force, but recomputing stored expiries failed part-way; subjects \
+         not reached keep their old expiry until their next write or event"
+    )]
+    ExpiryRecompute(#[source] WriteError),
     /// Storage failure.
     #[error(transparent)]
     Storage(#[from] crate::error::StorageError),
+}
+
+/// What a schema change changes (or, for a check, would change).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct SchemaChangeReport {
+    /// The version in force before the change.
+    pub from_version: u32,
+    /// The version of the new schema.
+    pub to_version: u32,
+    /// Whether the new schema was stored and put in force (`false` for a check).
+    pub applied: bool,
+    /// Purposes added.
+    pub added_purposes: Vec<String>,
+    /// Purposes removed (none of them in use).
+    pub removed_purposes: Vec<String>,
+    /// Purposes whose description, legal basis, recipients or retention changed.
+    pub changed_purposes: Vec<String>,
+    /// Record types added.
+    pub added_types: Vec<String>,
+    /// Record types removed (none of them had records).
+    pub removed_types: Vec<String>,
+    /// Fields added, as `type.field`.
+    pub added_fields: Vec<String>,
+    /// Fields removed, as `type.field` (none of them had values).
+    pub removed_fields: Vec<String>,
+    /// Fields whose definition changed, as `type.field`.
+    pub changed_fields: Vec<String>,
+    /// Subjects whose stored expiries were recomputed because a retention period changed.
+    pub recomputed_subjects: u64,
+    /// Things the operator must know or do (never a value).
+    pub warnings: Vec<String>,
+    /// Whether a purpose's retention changed (its stored expiries are recomputed on apply).
+    #[serde(skip)]
+    retention_changed: bool,
+}
+
+impl SchemaChangeReport {
+    /// Whether the new schema differs from the one in force in anything but its version.
+    pub fn has_changes(&self) -> bool {
+        !(self.added_purposes.is_empty()
+            && self.removed_purposes.is_empty()
+            && self.changed_purposes.is_empty()
+            && self.added_types.is_empty()
+            && self.removed_types.is_empty()
+            && self.added_fields.is_empty()
+            && self.removed_fields.is_empty()
+            && self.changed_fields.is_empty())
+    }
+}
+
+/// What the vault stores, as far as a schema change cares.
+#[derive(Default)]
+struct Usage {
+    /// Record types with at least one stored record.
+    types: BTreeSet<String>,
+    /// (type, field) with a sealed value in some record.
+    sealed: BTreeSet<(String, String)>,
+    /// (type, field) with a sealed value or a shredded-field marker in some record.
+    present: BTreeSet<(String, String)>,
+    /// Purposes named by a slot (live or shredded) of some subject.
+    purposes: BTreeSet<String>,
+}
+
+/// The record type part of a record storage key (subject id ‖ type length ‖ type ‖ label).
+fn record_type_of(key: &[u8]) -> Option<String> {
+    let rest = key.get(SUBJECT_ID_LEN..)?;
+    let (&n, rest) = rest.split_first()?;
+    let t = rest.get(..usize::from(n))?;
+    String::from_utf8(t.to_vec()).ok()
+}
+
+impl Vault {
+    fn schema_usage(&self) -> Result<Usage, StorageError> {
+        let mut u = Usage::default();
+        for (k, v) in self.store.scan_prefix(Table::Record, &[], usize::MAX)? {
+            let body = self
+                .open_row(Table::Record, &k, &v)
+                .map_err(|_| StorageError::corrupted(Component::Record, ROW_AUTH_FAILED))?;
+            let env = Envelope::decode(body).map_err(|_| {
+                StorageError::corrupted(Component::Record, "record does not decode")
+            })?;
+            let t = record_type_of(&k).ok_or(StorageError::corrupted(
+                Component::Record,
+                "record key does not decode",
+            ))?;
+            for f in env.fields.keys() {
+                u.sealed.insert((t.clone(), f.clone()));
+                u.present.insert((t.clone(), f.clone()));
+            }
+            for f in env.shredded.keys() {
+                u.present.insert((t.clone(), f.clone()));
+            }
+            u.types.insert(t);
+        }
+        for (k, v) in self.store.scan_prefix(Table::Subject, &[], usize::MAX)? {
+            let body = self
+                .open_row(Table::Subject, &k, &v)
+                .map_err(|_| StorageError::corrupted(Component::Subject, ROW_AUTH_FAILED))?;
+            let entry = SubjectEntry::decode(body).map_err(|_| {
+                StorageError::corrupted(Component::Subject, "subject entry does not decode")
+            })?;
+            u.purposes.extend(entry.slots.into_keys());
+        }
+        Ok(u)
+    }
+
+    /// Checks whether `new` could replace the schema in force, without changing anything: the
+    /// report says what would change (`applied` is `false`), the error why it is refused.
+    pub fn check_schema_change(
+        &self,
+        new: &Schema,
+    ) -> Result<SchemaChangeReport, SchemaChangeError> {
+        let old = self.active_schema();
+        compare(&old.schema, new, &self.schema_usage()?)
+    }
+
+    /// Applies a new schema version: refuses changes that would orphan stored data (see
+    /// [`SchemaChangeError`]), otherwise stores the new schema with an audit entry and puts it in
+    /// force. Writers are held off while the data is checked and the schema swapped.
+    pub fn apply_schema(
+        &self,
+        new: Schema,
+        req: &Request,
+    ) -> Result<SchemaChangeReport, SchemaChangeError> {
+        // Every stripe, in index order (the only order anyone takes more than one), so no write
+        // can add a value for a field between the check and the swap. A poisoned stripe guards no
+        // data of its own.
+        let _guards: Vec<_> = self
+            .stripes
+            .iter()
+            .map(|s| s.write().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let mut report = {
+            let old = self.active_schema();
+            compare(&old.schema, &new, &self.schema_usage()?)?
+        };
+        let ks = self.key_store();
+        let mut batch = WriteBatch::default();
+        batch.put(Table::Meta, META_SCHEMA.to_vec(), encode_schema(&ks, &new));
+        let entry = AuditEntry::new(AuditOp::Update, self.now(), &req.actor)
+            .record("schema", &format!("v{}", new.version()))
+            .reason(&req.reason);
+        self.commit_audited(batch, vec![entry])?;
+        let active = Arc::new(activate(&ks, new));
+        drop(ks);
+        *self.schema.write().unwrap_or_else(|p| p.into_inner()) = active;
+        report.applied = true;
+        if report.retention_changed {
+            report.recomputed_subjects = self
+                .recompute_expiries()
+                .map_err(SchemaChangeError::ExpiryRecompute)?;
+        }
+        Ok(report)
+    }
+
+    /// Brings every subject's stored expiries in line with the schema in force. The caller holds
+    /// every stripe lock. Returns how many subjects changed.
+    fn recompute_expiries(&self) -> Result<u64, WriteError> {
+        let mut changed = 0;
+        for (k, _) in self.store.scan_prefix(Table::Subject, &[], usize::MAX)? {
+            let Ok(id) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) else {
+                return Err(StorageError::corrupted(
+                    Component::Subject,
+                    "subject key does not decode",
+                )
+                .into());
+            };
+            let s = SubjectId::from_bytes(id);
+            let Some(mut entry) = self.load_subject(&s)? else {
+                continue;
+            };
+            let mut batch = WriteBatch::default();
+            let mut sealer = Sealer::new()?;
+            let normalized = self.normalize_destroyed(&s, &mut entry, &mut batch);
+            if self.reconcile(&s, &mut entry, &mut batch, &mut sealer)? || normalized {
+                batch.put(
+                    Table::Subject,
+                    s.as_bytes().to_vec(),
+                    self.subject_row(&s, &entry),
+                );
+                self.commit(batch)?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, SchemaChangeError> {
+    if new.version() <= old.version() {
+        return Err(SchemaChangeError::VersionNotIncreased {
+            current: old.version(),
+            new: new.version(),
+        });
+    }
+    let mut r = SchemaChangeReport {
+        from_version: old.version(),
+        to_version: new.version(),
+        ..SchemaChangeReport::default()
+    };
+
+    // Purposes.
+    for p in old.purposes() {
+        match new.purpose(&p.name) {
+            None => {
+                if u.purposes.contains(&p.name) {
+                    return Err(SchemaChangeError::PurposeInUse {
+                        purpose: p.name.clone(),
+                    });
+                }
+                r.removed_purposes.push(p.name.clone());
+            }
+            Some(np) if np != p => {
+                r.changed_purposes.push(p.name.clone());
+                if np.retention != p.retention && u.purposes.contains(&p.name) {
+                    r.retention_changed = true;
+                    r.warnings.push(format!(
+                        "purpose `{}`: retention changed; the stored expiries of every subject \
+                         are recomputed when the schema is applied",
+                        p.name
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for p in new.purposes() {
+        if old.purpose(&p.name).is_none() {
+            r.added_purposes.push(p.name.clone());
+        }
+    }
+
+    // Record types and fields.
+    let key = |t: &str, f: &str| (t.to_owned(), f.to_owned());
+    for t in old.record_types() {
+        let Some(nt) = new.record_type(&t.name) else {
+            if u.types.contains(&t.name) {
+                return Err(SchemaChangeError::RecordTypeInUse {
+                    record_type: t.name.clone(),
+                });
+            }
+            r.removed_types.push(t.name.clone());
+            continue;
+        };
+        let has_records = u.types.contains(&t.name);
+        for f in t.fields() {
+            let name = format!("{}.{}", t.name, f.name);
+            let Some(nf) = nt.field(&f.name) else {
+                if u.present.contains(&key(&t.name, &f.name)) {
+                    return Err(SchemaChangeError::FieldInUse {
+                        record_type: t.name.clone(),
+                        field: f.name.clone(),
+                    });
+                }
+                r.removed_fields.push(name);
+                continue;
+            };
+            if nf == f {
+                continue;
+            }
+            let sealed = u.sealed.contains(&key(&t.name, &f.name));
+            if nf.purpose != f.purpose && sealed {
+                return Err(SchemaChangeError::FieldPurposeChanged {
+                    record_type: t.name.clone(),
+                    field: f.name.clone(),
+                    from: f.purpose.clone(),
+                    to: nf.purpose.clone(),
+                });
+            }
+            if nf.kind != f.kind && sealed {
+                return Err(SchemaChangeError::FieldKindChanged {
+                    record_type: t.name.clone(),
+                    field: f.name.clone(),
+                    from: f.kind.as_str(),
+                    to: nf.kind.as_str(),
+                });
+            }
+            if nf.max_len < f.max_len && sealed {
+                r.warnings.push(format!(
+                    "field `{name}`: max_len lowered; stored longer values are kept and still read, \
+                     new writes must fit"
+                ));
+            }
+            if nf.index && !f.index && sealed {
+                r.warnings.push(format!(
+                    "field `{name}`: index rebuild needed; existing values are not findable until \
+                     `kluis rotate index`"
+                ));
+            }
+            if nf.required && !f.required && has_records {
+                r.warnings.push(format!(
+                    "field `{name}`: now required; existing records without it stay readable, but \
+                     updating them needs the field"
+                ));
+            }
+            r.changed_fields.push(name);
+        }
+        for f in nt.fields() {
+            if t.field(&f.name).is_none() {
+                r.added_fields.push(format!("{}.{}", t.name, f.name));
+                if f.required && has_records {
+                    r.warnings.push(format!(
+                        "field `{}.{}`: new and required; existing records lack it",
+                        t.name, f.name
+                    ));
+                }
+            }
+        }
+    }
+    for t in new.record_types() {
+        if old.record_type(&t.name).is_none() {
+            r.added_types.push(t.name.clone());
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::credentials::{Credentials, KdfParams};
+    use crate::durability::Durability;
+    use crate::record::Record;
+    use crate::vault::{VaultOptions, VaultPaths};
+
+    const WEBSHOP: &str = include_str!("../../examples/webshop.toml");
+
+    fn options() -> VaultOptions {
+        VaultOptions::default()
+            .kdf(KdfParams::danger_insecure_for_tests())
+            .danger_allow_weak_kdf(true)
+            .durability(Durability::Relaxed)
+    }
+
+    fn creds() -> Credentials {
+        Credentials::passphrase("schema change test passphrase")
+    }
+
+    fn vault(dir: &std::path::Path) -> Vault {
+        Vault::create(
+            &VaultPaths::in_dir(dir),
+            &creds(),
+            Schema::from_toml(WEBSHOP).unwrap(),
+            options(),
+        )
+        .unwrap()
+    }
+
+    fn req() -> Request {
+        Request::new("admin", "schema v2")
+    }
+
+    /// The webshop schema as version `v`, with `edit` applied to its text.
+    fn webshop_v(v: u32, edit: impl Fn(String) -> String) -> Schema {
+        let text = WEBSHOP.replacen("version = 1", &format!("version = {v}"), 1);
+        Schema::from_toml(&edit(text)).unwrap()
+    }
+
+    /// Removes the `[header]` table (up to the next table header or the end).
+    fn drop_table(text: String, header: &str) -> String {
+        let start = text.find(header).unwrap();
+        let rest = &text[start + header.len()..];
+        let end = rest
+            .find("\n[")
+            .map_or(text.len(), |i| start + header.len() + i + 1);
+        format!("{}{}", &text[..start], &text[end..])
+    }
+
+    fn store_customer(v: &Vault) -> crate::subject::SubjectId {
+        let s = v.create_subject().unwrap();
+        v.put(
+            &s,
+            "customer",
+            &Record::new()
+                .with("first_name", "Jan")
+                .with("last_name", "Berg")
+                .with("email", "jan@voorbeeld.nl"),
+        )
+        .unwrap();
+        s
+    }
+
+    #[test]
+    fn version_must_increase() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path());
+        let e = v.apply_schema(webshop_v(1, |t| t), &req()).unwrap_err();
+        assert!(matches!(
+            e,
+            SchemaChangeError::VersionNotIncreased { current: 1, new: 1 }
+        ));
+    }
+
+    #[test]
+    fn adding_is_applied_audited_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path());
+        store_customer(&v);
+        let new = webshop_v(2, |t| {
+            t + "\n[types.note]\ndescription = \"x\"\n[types.note.fields.text]\ntype = \"text\"\n\
+                 purpose = \"account\"\n[types.customer.fields.nickname]\ntype = \"text\"\n\
+                 purpose = \"account\"\n"
+        });
+        let r = v.apply_schema(new, &req()).unwrap();
+        assert!(r.applied);
+        assert_eq!(r.added_types, vec!["note"]);
+        assert_eq!(r.added_fields, vec!["customer.nickname"]);
+        assert!(r.warnings.is_empty());
+        assert_eq!(v.schema().version(), 2);
+        // The new field is usable at once.
+        let s = v.create_subject().unwrap();
+        v.put(&s, "note", &Record::new().with("text", "hallo"))
+            .unwrap();
+        assert!(v.verify_audit().unwrap().is_intact());
+        drop(v);
+        let v = Vault::open(&VaultPaths::in_dir(dir.path()), &creds(), options()).unwrap();
+        assert_eq!(v.schema().version(), 2);
+        assert!(v.schema().record_type("note").is_some());
+    }
+
+    #[test]
+    fn removing_a_type_with_records_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path());
+        let new = webshop_v(2, |t| {
+            let t = drop_table(t, "[types.marketing_consent]");
+            let t = drop_table(t, "[types.marketing_consent.fields.email]");
+            let t = drop_table(t, "[types.marketing_consent.fields.consented_at]");
+            drop_table(t, "[types.marketing_consent.fields.consent_source]")
+        });
+        // Without records the type may go.
+        let r = v.check_schema_change(&new).unwrap();
+        assert_eq!(r.removed_types, vec!["marketing_consent"]);
+        assert!(!r.applied);
+
+        store_customer(&v);
+        assert!(v.check_schema_change(&new).is_ok(), "no consent records");
+        let removed_customer = webshop_v(2, |t| t.replace("[types.customer", "[types.klant"));
+        let e = v.apply_schema(removed_customer, &req()).unwrap_err();
+        assert!(
+            matches!(&e, SchemaChangeError::RecordTypeInUse { record_type } if record_type == "customer"),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("jan"));
+        assert_eq!(v.schema().version(), 1);
+    }
+
+    #[test]
+    fn removing_or_retyping_a_field_with_values_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path());
+        store_customer(&v);
+        let no_phone = webshop_v(2, |t| drop_table(t, "[types.customer.fields.phone]"));
+        // phone has no stored value: it may go.
+        let r = v.check_schema_change(&no_phone).unwrap();
+        assert_eq!(r.removed_fields, vec!["customer.phone"]);
+
+        let no_email = webshop_v(2, |t| drop_table(t, "[types.customer.fields.email]"));
+        let e = v.check_schema_change(&no_email).unwrap_err();
+        assert!(
+            matches!(&e, SchemaChangeError::FieldInUse { record_type, field }
+                if record_type == "customer" && field == "email"),
+            "{e:?}"
+        );
+
+        let moved = webshop_v(2, |t| {
+            t.replacen(
+                "[types.customer.fields.last_name]\ntype = \"text\"\npurpose = \"account\"",
+                "[types.customer.fields.last_name]\ntype = \"text\"\npurpose = \"shipping\"",
+                1,
+            )
+        });
+        assert_ne!(moved.source(), WEBSHOP, "the edit applied");
+        let e = v.check_schema_change(&moved).unwrap_err();
+        assert!(
+            matches!(&e, SchemaChangeError::FieldPurposeChanged { field, from, to, .. }
+                if field == "last_name" && from == "account" && to == "shipping"),
+            "{e:?}"
+        );
+        assert_eq!(v.schema().version(), 1);
+    }
+
+    #[test]
+    fn removing_a_purpose_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path());
+        let s = v.create_subject().unwrap();
+        v.put(
+            &s,
+            "marketing_consent",
+            &Record::new()
+                .with("email", "jan@voorbeeld.nl")
+                .with("consented_at", "2024-05-01")
+                .with("consent_source", "webshop"),
+        )
+        .unwrap();
+        v.delete(&s, "marketing_consent").unwrap();
+        let new = webshop_v(2, |t| {
+            let t = drop_table(t, "[purposes.marketing]");
+            let t = drop_table(t, "[types.marketing_consent]");
+            let t = drop_table(t, "[types.marketing_consent.fields.email]");
+            let t = drop_table(t, "[types.marketing_consent.fields.consented_at]");
+            drop_table(t, "[types.marketing_consent.fields.consent_source]")
+        });
+        let e = v.apply_schema(new, &req()).unwrap_err();
+        assert!(
+            matches!(&e, SchemaChangeError::PurposeInUse { purpose } if purpose == "marketing"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn index_and_retention_changes_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path());
+        let s = store_customer(&v);
+        let t0 = v.now() + 60;
+        v.record_event(&s, "last_order", t0, &req()).unwrap();
+        let expiry = |v: &Vault| match v.load_subject(&s).unwrap().unwrap().slots.get("account") {
+            Some(crate::subject::Slot::Live { expires, .. }) => expires.unwrap(),
+            _ => panic!("account slot is live"),
+        };
+        let before = expiry(&v);
+        assert!(before > t0 + 365 * 86_400, "two years after the event");
+        let new = webshop_v(2, |t| {
+            t.replacen(
+                "retention = \"2y after last_order\"",
+                "retention = \"3y after last_order\"",
+                1,
+            )
+        });
+        let r = v.apply_schema(new, &req()).unwrap();
+        assert_eq!(r.changed_purposes, vec!["account"]);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("retention"));
+        assert_eq!(r.recomputed_subjects, 1);
+        let after = expiry(&v);
+        assert!(after > before + 364 * 86_400, "one year later");
+
+        let indexed = webshop_v(3, |t| {
+            let t = t.replacen(
+                "retention = \"2y after last_order\"",
+                "retention = \"3y after last_order\"",
+                1,
+            );
+            t.replacen(
+                "[types.customer.fields.last_name]\n",
+                "[types.customer.fields.last_name]\nindex = true\n",
+                1,
+            )
+        });
+        let r = v.apply_schema(indexed, &req()).unwrap();
+        assert_eq!(r.changed_fields, vec!["customer.last_name"]);
+        assert_eq!(r.recomputed_subjects, 0);
+        assert!(
+            r.warnings.iter().any(|w| w.contains("rotate index")),
+            "{:?}",
+            r.warnings
+        );
+    }
 }

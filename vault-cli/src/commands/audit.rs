@@ -18,7 +18,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
     /// Only entries about this subject.
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
     pub subject: Option<String>,
     /// Only entries at or after this time (RFC 3339, a date, or Unix seconds).
     #[arg(long, value_name = "T")]

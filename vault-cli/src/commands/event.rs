@@ -6,6 +6,7 @@ use super::{now, out, out_json, parse_time, show_time, subject, Global};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The subject id.
+    #[arg(allow_hyphen_values = true)] // ids are base64url: 1 in 64 starts with '-'
     pub subject: String,
     /// The event, as the schema's retention rules name it (delivered, invoiced, last_order, ...).
     pub name: String,

@@ -8,6 +8,7 @@ use super::{out, subject, write_new_private, Global};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The subject id.
+    #[arg(allow_hyphen_values = true)] // ids are base64url: 1 in 64 starts with '-'
     pub subject: String,
     /// Write the bundle to this new file (mode 0600; never overwrites) instead of stdout.
     #[arg(long, value_name = "FILE")]

@@ -6,6 +6,7 @@ use super::{out, out_json, show_time, subject, Global};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The subject id.
+    #[arg(allow_hyphen_values = true)] // ids are base64url: 1 in 64 starts with '-'
     pub subject: String,
     /// Why (e.g. a ticket number), for the audit log.
     #[arg(long)]

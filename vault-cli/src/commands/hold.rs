@@ -6,6 +6,7 @@ use super::{out, out_json, parse_time, show_time, subject, Global};
 #[derive(Debug, clap::Args)]
 pub struct HoldArgs {
     /// The subject id.
+    #[arg(allow_hyphen_values = true)] // ids are base64url: 1 in 64 starts with '-'
     pub subject: String,
     /// Why (e.g. a court order reference), for the audit log.
     #[arg(long)]
@@ -19,6 +20,7 @@ pub struct HoldArgs {
 #[derive(Debug, clap::Args)]
 pub struct ReleaseArgs {
     /// The subject id.
+    #[arg(allow_hyphen_values = true)] // ids are base64url: 1 in 64 starts with '-'
     pub subject: String,
     /// Why, for the audit log.
     #[arg(long)]

@@ -1,8 +1,12 @@
 //! `kluis import`: store many records from JSON Lines, in batches, with a summary of rejected rows
 //! (line number and reason, never the value). Exit 8 when some rows were rejected.
 //!
-//! One row per line: `{"subject": "<id>", "type": "customer", "label": "...", "record": {...}}`.
+//! JSON Lines, one row per line: `{"subject": "<id>", "type": "customer", "label": "...", "record": {...}}`.
 //! Without `subject`, a new subject is created and its id reported with the line number.
+//!
+//! CSV (`--csv --type customer`): a header row names the record's fields, plus the optional columns
+//! `subject` and `label`; each further row is one record. Empty cells are left out; cells of `json`
+//! fields are parsed as JSON, all others are taken as text (as the schema's field types expect).
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
@@ -19,9 +23,15 @@ const BATCH: usize = 1000;
 /// Arguments of `kluis import`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// JSON Lines file, or `-` for stdin.
+    /// JSON Lines (or, with --csv, CSV) file, or `-` for stdin.
     #[arg(value_name = "FILE|-")]
     pub file: PathBuf,
+    /// Read CSV with a header row instead of JSON Lines.
+    #[arg(long, requires = "record_type")]
+    pub csv: bool,
+    /// The record type of every CSV row.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub record_type: Option<String>,
 }
 
 /// One outcome line of the report.
@@ -37,13 +47,56 @@ enum Outcome {
 }
 
 fn row(v: &Vault, text: &str) -> Result<Option<String>, String> {
-    let mut value: Value = serde_json::from_str(text).map_err(|e| {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
         format!(
             "not valid JSON ({:?} error at column {})",
             e.classify(),
             e.column()
         )
     })?;
+    row_value(v, value)
+}
+
+/// A CSV row as the same JSON shape a JSON Lines row has. Reasons never quote a cell.
+fn csv_row(
+    schema: &vault_core::Schema,
+    record_type: &str,
+    headers: &csv::StringRecord,
+    cells: &csv::StringRecord,
+) -> Result<Value, String> {
+    let rt = schema
+        .record_type(record_type)
+        .ok_or_else(|| format!("unknown record type {record_type:?}"))?;
+    let mut record = serde_json::Map::new();
+    let mut row = serde_json::Map::new();
+    row.insert("type".into(), Value::String(record_type.to_owned()));
+    for (name, cell) in headers.iter().zip(cells.iter()) {
+        if cell.is_empty() {
+            continue;
+        }
+        match name {
+            "subject" | "label" => {
+                row.insert(name.to_owned(), Value::String(cell.to_owned()));
+            }
+            field => {
+                let is_json = rt
+                    .field(field)
+                    .is_some_and(|f| f.kind == vault_core::schema::FieldKind::Json);
+                let value = if is_json {
+                    serde_json::from_str(cell)
+                        .map_err(|_| format!("column {field:?} is not valid JSON"))?
+                } else {
+                    Value::String(cell.to_owned())
+                };
+                record.insert(field.to_owned(), value);
+            }
+        }
+    }
+    row.insert("record".into(), Value::Object(record));
+    Ok(Value::Object(row))
+}
+
+fn row_value(v: &Vault, mut value: Value) -> Result<Option<String>, String> {
     let obj = value
         .as_object_mut()
         .ok_or("a row must be a JSON object with type and record")?;
@@ -74,6 +127,16 @@ fn row(v: &Vault, text: &str) -> Result<Option<String>, String> {
     let key = RecordKey::labelled(&record_type, &label);
     v.put(&subject, key, &record).map_err(|e| e.to_string())?;
     Ok(created)
+}
+
+/// Why a CSV row failed, without quoting it.
+fn csv_reason(e: &csv::Error) -> &'static str {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8",
+        csv::ErrorKind::UnequalLengths { .. } => "wrong number of columns",
+        csv::ErrorKind::Io(_) => "read error",
+        _ => "malformed",
+    }
 }
 
 /// Runs `kluis import`.
@@ -122,44 +185,94 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         Ok(())
     };
     let mut rows = 0usize;
-    for (i, line) in BufReader::new(input).lines().enumerate() {
-        let line_no = i + 1;
-        let mut text = line.map_err(|e| {
-            CliError::new(
-                exit::FAILURE,
-                format!("reading line {line_no}: {}", e.kind()),
-            )
-        })?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let result = row(&v, &text);
-        let n = text.len();
-        text.clear();
-        text.extend(std::iter::repeat_n('\0', n));
-        match result {
-            Ok(created) => {
-                stored += 1;
-                if created.is_some() {
-                    pending.push(Outcome::Stored {
+    if a.csv {
+        let record_type = a.record_type.clone().unwrap_or_default();
+        let schema = v.schema();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(input);
+        let headers = reader
+            .headers()
+            .map_err(|e| {
+                CliError::new(
+                    exit::INVALID_INPUT,
+                    format!("the CSV header row does not parse: {}", csv_reason(&e)),
+                )
+            })?
+            .clone();
+        let mut record = csv::StringRecord::new();
+        loop {
+            let line_no = reader.position().line() as usize;
+            let result = match reader.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => csv_row(&schema, &record_type, &headers, &record)
+                    .and_then(|value| row_value(&v, value)),
+                Err(e) => Err(format!("not a valid CSV row ({})", csv_reason(&e))),
+            };
+            match result {
+                Ok(created) => {
+                    stored += 1;
+                    if created.is_some() {
+                        pending.push(Outcome::Stored {
+                            line: line_no,
+                            created,
+                        });
+                    }
+                }
+                Err(reason) => {
+                    rejected += 1;
+                    pending.push(Outcome::Rejected {
                         line: line_no,
-                        created,
+                        reason,
                     });
                 }
             }
-            Err(reason) => {
-                rejected += 1;
-                pending.push(Outcome::Rejected {
-                    line: line_no,
-                    reason,
-                });
+            rows += 1;
+            if rows.is_multiple_of(BATCH) {
+                flush(&v, &mut pending)?;
             }
         }
-        rows += 1;
-        if rows.is_multiple_of(BATCH) {
-            flush(&v, &mut pending)?;
-            if let Some(b) = &bar {
-                b.set_message(format!("{stored} stored, {rejected} rejected"));
+    } else {
+        for (i, line) in BufReader::new(input).lines().enumerate() {
+            let line_no = i + 1;
+            let mut text = line.map_err(|e| {
+                CliError::new(
+                    exit::FAILURE,
+                    format!("reading line {line_no}: {}", e.kind()),
+                )
+            })?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let result = row(&v, &text);
+            let n = text.len();
+            text.clear();
+            text.extend(std::iter::repeat_n('\0', n));
+            match result {
+                Ok(created) => {
+                    stored += 1;
+                    if created.is_some() {
+                        pending.push(Outcome::Stored {
+                            line: line_no,
+                            created,
+                        });
+                    }
+                }
+                Err(reason) => {
+                    rejected += 1;
+                    pending.push(Outcome::Rejected {
+                        line: line_no,
+                        reason,
+                    });
+                }
+            }
+            rows += 1;
+            if rows.is_multiple_of(BATCH) {
+                flush(&v, &mut pending)?;
+                if let Some(b) = &bar {
+                    b.set_message(format!("{stored} stored, {rejected} rejected"));
+                }
             }
         }
     }

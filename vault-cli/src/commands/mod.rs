@@ -13,6 +13,7 @@ use vault_core::{
 use crate::exit::{self, CliError};
 
 pub mod audit;
+pub mod backup;
 pub mod completions;
 pub mod demo;
 pub mod event;
@@ -23,6 +24,7 @@ pub mod forget;
 pub mod hold;
 pub mod import;
 pub mod init;
+pub mod keys;
 pub mod records;
 pub mod register;
 pub mod rotate;
@@ -34,7 +36,13 @@ pub mod verify;
 #[derive(Debug, clap::Args)]
 pub struct Global {
     /// The vault directory (holds `data/` and `keys/`).
-    #[arg(long, global = true, env = "KLUIS_VAULT", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "KLUIS_VAULT",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub vault: Option<PathBuf>,
     /// Read the passphrase from this file (first line; a trailing newline is ignored).
     #[arg(

@@ -13,6 +13,7 @@ use crate::exit::{self, CliError};
 #[derive(Debug, clap::Args)]
 pub struct Which {
     /// The subject id (as printed by `kluis new-subject`).
+    #[arg(allow_hyphen_values = true)] // ids are base64url: 1 in 64 starts with '-'
     pub subject: String,
     /// The record type (as declared in the schema).
     #[arg(value_name = "TYPE")]

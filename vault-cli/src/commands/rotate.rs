@@ -1,11 +1,13 @@
-//! `kluis rotate passphrase` and `kluis rotate kek`.
+//! `kluis rotate passphrase`, `kluis rotate kek`, `kluis rotate data-keys`, `kluis rotate index`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use vault_core::{KdfParams, KekState, KeyFile};
 
-use super::{combine, note, out, out_json, prompt_passphrase, read_passphrase_file, Global};
+use super::{
+    combine, note, out, out_json, prompt_passphrase, read_passphrase_file, subject, Global,
+};
 use crate::exit::{self, CliError};
 
 /// `kluis rotate` subcommands.
@@ -16,6 +18,35 @@ pub enum Command {
     /// Retire key-encryption keys: rewrap their data keys under a fresh KEK, then destroy them.
     /// Interrupted retirements (Ctrl-C, kill, crash) are finished first; rerun to resume.
     Kek(KekArgs),
+    /// Re-encrypt records under fresh data keys (one subject, or all). Resets the per-key usage
+    /// count; an interrupted `--all` run can simply be rerun.
+    DataKeys(DataKeysArgs),
+    /// New blind-index keys, then rebuild every index entry. `find` misses records not yet
+    /// rebuilt while it runs; after an interruption, run it again.
+    Index(IndexArgs),
+}
+
+/// Arguments of `kluis rotate data-keys`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["subject", "all"])))]
+pub struct DataKeysArgs {
+    /// Rotate this subject's data keys.
+    #[arg(long, value_name = "SUBJECT", allow_hyphen_values = true)]
+    pub subject: Option<String>,
+    /// Rotate every subject's data keys.
+    #[arg(long)]
+    pub all: bool,
+    /// Why, for the audit log.
+    #[arg(long, default_value = "key rotation")]
+    pub reason: String,
+}
+
+/// Arguments of `kluis rotate index`.
+#[derive(Debug, clap::Args)]
+pub struct IndexArgs {
+    /// Why, for the audit log.
+    #[arg(long, default_value = "index key rotation")]
+    pub reason: String,
 }
 
 /// Arguments of `kluis rotate passphrase`.
@@ -52,6 +83,75 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
     match c {
         Command::Passphrase(a) => passphrase(g, a),
         Command::Kek(a) => kek(g, a),
+        Command::DataKeys(a) => data_keys(g, a),
+        Command::Index(a) => index(g, a),
+    }
+}
+
+fn spinner() -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        b
+    })
+}
+
+fn data_keys(g: &Global, a: DataKeysArgs) -> anyhow::Result<()> {
+    let one = a.subject.as_deref().map(subject).transpose()?;
+    let v = g.open()?;
+    let req = g.request(&a.reason);
+    let n = match &one {
+        Some(s) => v
+            .rotate_data_keys(s, &req)
+            .map_err(vault_core::Error::from)?,
+        None => {
+            let bar = spinner();
+            let mut progress = |n: u64| {
+                if let Some(b) = &bar {
+                    b.set_message(format!("{n} data key(s) rotated"));
+                }
+            };
+            let n = v
+                .rotate_all_data_keys(&req, &mut progress)
+                .map_err(vault_core::Error::from)?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            n
+        }
+    };
+    v.sync()?;
+    if g.json {
+        out_json(&serde_json::json!({ "rotated_data_keys": n }))
+    } else {
+        out(&format!(
+            "{n} data key(s) rotated; their records are re-encrypted under the new keys"
+        ))
+    }
+}
+
+fn index(g: &Global, a: IndexArgs) -> anyhow::Result<()> {
+    let v = g.open()?;
+    let req = g.request(&a.reason);
+    let bar = spinner();
+    let mut progress = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_message(format!("{n} record(s) re-indexed"));
+        }
+    };
+    let n = v
+        .rotate_index(&req, &mut progress)
+        .map_err(vault_core::Error::from)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    v.sync()?;
+    if g.json {
+        out_json(&serde_json::json!({ "reindexed_records": n }))
+    } else {
+        out(&format!(
+            "blind-index keys rotated; {n} record(s) re-indexed (if this was interrupted, run it again)"
+        ))
     }
 }
 
