@@ -14,7 +14,7 @@ use crate::common::{fast_options, PASSPHRASE};
 
 /// The `kluis` binary, built once per test run. The tests crate cannot depend on a binary-only
 /// package, so the binary is built here with the same cargo, profile and target directory.
-fn kluis() -> &'static Path {
+pub(crate) fn kluis() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         // This test binary lives in <target>/<profile>/deps/; `kluis` is built into <target>/<profile>/.

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -12,31 +11,7 @@ use vault_core::{Credentials, Record, Request, Vault, VaultPaths, WriteError};
 
 use crate::common::{fast_options, webshop_schema, PASSPHRASE};
 
-/// The `kluis` binary, built once per test run (same approach as `cli.rs`: the tests crate cannot
-/// depend on a binary-only package).
-fn kluis() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target profile directory");
-        let target_dir = profile_dir.parent().expect("target directory");
-        let bin = profile_dir.join(format!("kluis{}", std::env::consts::EXE_SUFFIX));
-        let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        build
-            .args(["build", "--quiet", "-p", "vault-cli", "--bin", "kluis"])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build for kluis");
-        assert!(status.success(), "building the kluis binary failed");
-        bin
-    })
-}
+use crate::cli::kluis;
 
 /// A temporary directory with a passphrase file, and a vault path inside it.
 struct Env {

@@ -2,36 +2,9 @@
 //! `tests/cmd/` (trycmd cases). After an intended change, regenerate them with
 //! `TRYCMD=overwrite cargo test -p kluis-tests --test e2e cli_snapshots` and review the diff.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-/// The `kluis` binary, built once per test run (as in `cli.rs`: the tests crate cannot depend on a
-/// binary-only package, so it is built here with the same cargo, profile and target directory).
-fn kluis() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // This test binary lives in <target>/<profile>/deps/; `kluis` is built into <target>/<profile>/.
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target profile directory");
-        let target_dir = profile_dir.parent().expect("target directory");
-        let bin = profile_dir.join(format!("kluis{}", std::env::consts::EXE_SUFFIX));
-        let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        build
-            .args(["build", "--quiet", "-p", "vault-cli", "--bin", "kluis"])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build for kluis");
-        assert!(status.success(), "building the kluis binary failed");
-        bin
-    })
-}
+use crate::cli::kluis;
 
 /// Every case in `tests/cmd/*.toml` (each runs `kluis` with no inherited environment).
 #[test]
