@@ -509,3 +509,494 @@ fn key_material_files_are_owner_only() {
         assert_eq!(mode(&p), 0o600, "{} in the key directory", p.display());
     }
 }
+
+/// A writer that appends everything `tracing` emits to one shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The process-wide TRACE subscriber of the test binary, installed once, capturing every log line
+/// of every test into one buffer. (A thread-scoped subscriber is not enough: tracing caches a
+/// callsite's interest process-wide, so lines emitted on other threads or first seen by other tests
+/// would be missed.)
+fn global_log() -> Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the test binary");
+        log
+    })
+    .clone()
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+/// The key-file bytes of the hygiene sessions: random-looking, so that a leak in any encoding is
+/// recognisable.
+fn canary_key() -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, b"kluis hygiene canary key file");
+    let mut k = [0u8; 32];
+    k.copy_from_slice(d.as_ref());
+    k
+}
+
+/// Every encoding in which key bytes could leak: hex (both cases) of the whole key and of every
+/// 8-byte window, and base64 (standard and URL-safe, padded or not) of the whole key.
+fn key_needles(key: &[u8]) -> Vec<String> {
+    use base64::Engine as _;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut out = Vec::new();
+    for w in key.windows(8) {
+        out.push(hex(w));
+        out.push(hex(w).to_uppercase());
+    }
+    for engine in [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        // The first 30 characters: any encoding of the key starts with them.
+        out.push(engine.encode(key)[..30].to_owned());
+    }
+    out.push(format!("{:?}", &key[..8]).trim_end_matches(']').to_owned());
+    out
+}
+
+/// Asserts that `text` holds no canary value, no passphrase and no form of the key bytes.
+fn assert_no_secret(what: &str, text: &str, key: &[u8], passphrases: &[&str]) {
+    assert_clean(what, text);
+    for p in passphrases {
+        assert!(!text.contains(p), "{what} shows a passphrase: {text}");
+    }
+    for k in key_needles(key) {
+        assert!(!text.contains(&k), "{what} shows key bytes ({k}): {text}");
+    }
+}
+
+/// A whole library session (create, fill, update, delete, find, events, hold, expire, forget,
+/// KEK rotation, data-key rotation, credential change, wrong credentials, invalid values, audit log,
+/// reopen) under a TRACE-level subscriber: no log line, error, `Debug` output, audit entry or panic
+/// shows a canary value, the passphrase or the key-file bytes in hex or base64.
+#[test]
+fn a_traced_library_session_leaks_nothing_to_logs_errors_audit_or_panics() {
+    use vault_core::{Request, Vault};
+    let key = canary_key();
+    let new_pass = "Nieuw-kanarie-wachtwoord 5512";
+    let log = global_log();
+    let mut shown: Vec<(String, String)> = Vec::new();
+
+    let session = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = VaultPaths::in_dir(dir.path());
+            let creds = Credentials::passphrase(PASS).with_key_file(KeyFile::from_bytes(&key));
+            let vault = Vault::create(&paths, &creds, schema_with_bytes(), fast_options()).unwrap();
+            fill(&vault);
+            let req = Request::new("hygiene", "canary session");
+            let s = vault
+                .find(
+                    "customer",
+                    "email",
+                    EMAIL_GIVEN.trim().to_lowercase().as_str(),
+                )
+                .unwrap()[0];
+            let far = 4_102_444_800; // 2100-01-01
+            vault
+                .record_event(&s, "delivered", 1_700_000_000, &req)
+                .unwrap();
+            vault.hold(&s, None, &req).unwrap();
+            shown.push((
+                "expire while held".into(),
+                format!("{:?}", vault.expire(far, &req)),
+            ));
+            vault.release(&s, &req).unwrap();
+            shown.push((
+                "data-key rotation".into(),
+                format!("{:?}", vault.rotate_data_keys(&s, &req)),
+            ));
+            for k in vault.keks() {
+                let r = vault.retire_kek(k.id, &req, &mut |_| {});
+                shown.push(("retire".into(), format!("{r:?}")));
+            }
+            shown.push((
+                "export".into(),
+                format!("{}", vault.export_subject(&s).is_ok()),
+            ));
+            shown.push(("expire".into(), format!("{:?}", vault.expire(far, &req))));
+            shown.push((
+                "forget".into(),
+                format!("{:?}", vault.forget(&s, &req, true)),
+            ));
+            shown.push((
+                "read after forget".into(),
+                format!("{:?}", vault.get(&s, "customer")),
+            ));
+            let new_creds =
+                Credentials::passphrase(new_pass).with_key_file(KeyFile::from_bytes(&key));
+            vault
+                .change_credentials(&new_creds, KdfParams::danger_insecure_for_tests())
+                .unwrap();
+            shown.push(("audit verify".into(), format!("{:?}", vault.verify_audit())));
+            let entries = vault.audit_entries(&Default::default()).unwrap();
+            assert!(entries.len() > 10, "the session is audited");
+            for e in &entries {
+                shown.push(("audit entry".into(), format!("{e:?}")));
+            }
+            drop(vault);
+            for wrong in [
+                Credentials::passphrase(PASS).with_key_file(KeyFile::from_bytes(&key)),
+                Credentials::passphrase(new_pass),
+                Credentials::passphrase(format!("{new_pass}!"))
+                    .with_key_file(KeyFile::from_bytes(&key)),
+            ] {
+                let e = Vault::open(&paths, &wrong, fast_options()).unwrap_err();
+                shown.push(("wrong credentials".into(), format!("{e:?} / {e}")));
+            }
+            let vault = Vault::open(&paths, &new_creds, fast_options()).unwrap();
+            shown.push(("vault".into(), format!("{vault:?}")));
+            shown.push((
+                "verify".into(),
+                format!("{:?}", vault.verify_records(&mut |_| {})),
+            ));
+        }
+    }));
+    if let Err(payload) = session {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        assert_no_secret("panic message", &msg, &key, &[PASS, new_pass]);
+        panic!("the session panicked: {msg}");
+    }
+    let logged = log.text();
+    assert!(
+        logged.contains("created kluis vault") && logged.contains("destroyed"),
+        "positive control: the subscriber captured kluis's log lines: {logged}"
+    );
+    shown.push(("log".into(), logged));
+    for (what, text) in &shown {
+        assert_no_secret(what, text, &key, &[PASS, new_pass]);
+    }
+}
+
+/// The secret detector itself: key bytes in hex, base64 or as a byte list, a passphrase and a
+/// canary value are each caught.
+#[test]
+fn the_secret_detector_catches_each_kind_of_leak() {
+    use base64::Engine as _;
+    let key = canary_key();
+    let leaks = [
+        format!("key={}", key_needles(&key)[3]),
+        format!(
+            "k: {}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        ),
+        format!("{:?}", &key[..]),
+        format!("passphrase {PASS}"),
+        format!("value {}", FIRST.to_lowercase()),
+    ];
+    for leak in leaks {
+        let caught = std::panic::catch_unwind(|| assert_no_secret("control", &leak, &key, &[PASS]));
+        assert!(caught.is_err(), "not caught: {leak}");
+    }
+    assert_no_secret("control", "subject AAECAwQFBgcICQoLDA0ODw", &key, &[PASS]);
+}
+
+/// A scripted admin session through the real `kluis` binary with canary values, a canary
+/// passphrase and a canary key file: init, put, import (with rejected rows), find, event, hold,
+/// release, expire, forget, status, verify, audit show/verify, register, rotations, backup, keys
+/// export, wrong credentials and invalid values. Nothing on stderr, and nothing on stdout except of
+/// `get`/`export` (whose job is to show values), holds a canary, a passphrase or key bytes.
+#[test]
+fn a_scripted_cli_session_shows_no_values_or_secrets() {
+    use std::process::{Command, Stdio};
+    let key = canary_key();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let new_pass = "Nieuw-kanarie-wachtwoord 5512";
+    std::fs::write(p("pass"), format!("{PASS}\n")).unwrap();
+    std::fs::write(p("pass2"), format!("{new_pass}\n")).unwrap();
+    std::fs::write(p("wrong"), format!("{PASS} fout\n")).unwrap();
+    std::fs::write(p("recovery"), "Herstel-kanarie 8841\n").unwrap();
+    std::fs::write(p("key"), key).unwrap();
+    let schema = p("schema.toml");
+    std::fs::write(
+        &schema,
+        format!("{}\n", include_str!("../../examples/webshop.toml")),
+    )
+    .unwrap();
+    let mut pass_file = p("pass");
+    let run = |args: &[&str], pass: &Path| {
+        let out = Command::new(crate::cli::kluis())
+            .arg("--danger-insecure-kdf-for-tests")
+            .arg("--vault")
+            .arg(p("vault"))
+            .arg("--passphrase-file")
+            .arg(pass)
+            .arg("--key-file")
+            .arg(p("key"))
+            .args(["--actor", "hygiene"])
+            .env_remove("KLUIS_VAULT")
+            .env_remove("KLUIS_PASSPHRASE_FILE")
+            .env("RUST_LOG", "trace")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // init with the key file as a second factor: `init` creates it.
+    std::fs::remove_file(p("key")).unwrap();
+    let init = Command::new(crate::cli::kluis())
+        .arg("--danger-insecure-kdf-for-tests")
+        .arg("--vault")
+        .arg(p("vault"))
+        .arg("--passphrase-file")
+        .arg(p("pass"))
+        .arg("--key-file-new")
+        .arg(p("key"))
+        .arg("--schema")
+        .arg(&schema)
+        .arg("init")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // Global options may follow the subcommand in clap; accept either order.
+    let init = if init.status.success() {
+        init
+    } else {
+        Command::new(crate::cli::kluis())
+            .arg("--danger-insecure-kdf-for-tests")
+            .arg("--vault")
+            .arg(p("vault"))
+            .arg("--passphrase-file")
+            .arg(p("pass"))
+            .args(["init", "--key-file-new"])
+            .arg(p("key"))
+            .arg("--schema")
+            .arg(&schema)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert!(
+        init.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let key = std::fs::read(p("key")).unwrap();
+    let init_text = format!("{init:?}");
+    let mut seen: Vec<(String, String)> = vec![("init".into(), init_text)];
+    let mut check = |args: &[&str], pass: &Path, values_expected: bool| {
+        let (code, stdout, stderr) = run(args, pass);
+        seen.push((format!("stderr of {args:?}"), stderr));
+        if !values_expected {
+            seen.push((format!("stdout of {args:?}"), stdout.clone()));
+        }
+        (code, stdout)
+    };
+
+    let (code, out) = check(&["--json", "new-subject"], &pass_file, false);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let s = v["subject"].as_str().unwrap().to_owned();
+    let customer = serde_json::json!({
+        "first_name": FIRST, "tussenvoegsel": TUSSENVOEGSEL, "last_name": LAST,
+        "email": EMAIL_GIVEN, "phone": PHONE, "birth_date": BIRTH,
+    });
+    std::fs::write(p("customer.json"), customer.to_string()).unwrap();
+    let cust = p("customer.json").display().to_string();
+    assert_eq!(
+        check(
+            &["put", "--json-file", &cust, "--", &s, "customer"],
+            &pass_file,
+            false
+        )
+        .0,
+        Some(0)
+    );
+    // Invalid values (the value must not be echoed).
+    for bad in [
+        serde_json::json!({"first_name": FIRST, "last_name": LAST, "email": format!("{FIRST}@@x")}),
+        serde_json::json!({"first_name": FIRST.repeat(40), "last_name": LAST, "email": "a@b.nl"}),
+        serde_json::json!({"first_name": FIRST, "last_name": LAST, "email": "a@b.nl", "kanarie_veld": LAST}),
+    ] {
+        std::fs::write(p("bad.json"), bad.to_string()).unwrap();
+        let bad = p("bad.json").display().to_string();
+        let (code, _) = check(
+            &["put", "--json-file", &bad, "--", &s, "customer"],
+            &pass_file,
+            false,
+        );
+        assert_ne!(code, Some(0));
+    }
+    // Import with good and rejected rows.
+    let rows = [
+        serde_json::json!({"type": "customer", "record": {"first_name": "Kanariepiet", "last_name": LAST, "email": "kanariepiet@example.nl"}}).to_string(),
+        serde_json::json!({"type": "customer", "record": {"first_name": FIRST, "last_name": LAST, "email": format!("{LAST}@@example")}}).to_string(),
+        format!("{{\"type\": \"customer\", \"record\": {{\"first_name\": \"{FIRST}\""),
+        serde_json::json!({"subject": format!("{FIRST}xx"), "type": "customer", "record": {"first_name": FIRST}}).to_string(),
+    ];
+    std::fs::write(p("rows.jsonl"), rows.join("\n")).unwrap();
+    let rows = p("rows.jsonl").display().to_string();
+    assert_eq!(check(&["import", &rows], &pass_file, false).0, Some(8));
+    let email = EMAIL_GIVEN.trim().to_lowercase();
+    let (code, out) = check(&["find", "customer", "email", &email], &pass_file, false);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&s), "find works: {out}");
+    let (code, out) = check(&["get", "--", &s, "customer"], &pass_file, true);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(LAST),
+        "positive control: get shows the value: {out}"
+    );
+    let (code, out) = check(&["export", "--", &s], &pass_file, true);
+    assert_eq!(code, Some(0), "export");
+    drop(out);
+    for args in [
+        vec!["event", "--", &s, "delivered"],
+        vec!["hold", "--", &s],
+        vec!["release", "--", &s],
+        vec!["expire", "--dry-run"],
+        vec!["expire"],
+        vec!["status"],
+        vec!["verify"],
+        vec!["audit", "verify"],
+        vec!["audit", "show"],
+        vec!["--json", "audit", "show"],
+        vec!["register"],
+        vec!["rotate", "data-keys", "--all"],
+        vec!["rotate", "index"],
+    ] {
+        let (code, _) = check(&args, &pass_file, false);
+        assert!(
+            matches!(code, Some(0) | Some(2) | Some(5)),
+            "{args:?}: {code:?}"
+        );
+    }
+    let backup = p("backup").display().to_string();
+    assert_eq!(check(&["backup", &backup], &pass_file, false).0, Some(0));
+    let recovery = p("recovery").display().to_string();
+    let copy = p("keys.copy").display().to_string();
+    assert_eq!(
+        check(
+            &[
+                "keys",
+                "export",
+                "--recovery-passphrase-file",
+                &recovery,
+                &copy
+            ],
+            &pass_file,
+            false
+        )
+        .0,
+        Some(0)
+    );
+    let pass2 = p("pass2").display().to_string();
+    assert_eq!(
+        check(
+            &[
+                "rotate",
+                "passphrase",
+                "--new-passphrase-file",
+                &pass2,
+                "--new-key-file",
+                &p("key").display().to_string()
+            ],
+            &pass_file,
+            false
+        )
+        .0,
+        Some(0)
+    );
+    pass_file = p("pass2");
+    assert_eq!(
+        check(
+            &["forget", "--reason", "customer request", "--", &s],
+            &pass_file,
+            false
+        )
+        .0,
+        Some(0)
+    );
+    // After the forget, `get` has nothing left to show: its output is checked like the rest.
+    let (code, _) = check(&["get", "--", &s, "customer"], &pass_file, false);
+    assert!(
+        matches!(code, Some(0) | Some(5)),
+        "get after forget: {code:?}"
+    );
+    // Wrong credentials.
+    assert_eq!(check(&["status"], &p("wrong"), false).0, Some(3));
+    assert_eq!(check(&["status"], &p("pass"), false).0, Some(3));
+
+    for (what, text) in &seen {
+        assert_no_secret(what, text, &key, &[PASS, new_pass, "Herstel-kanarie"]);
+    }
+}
+
+/// `kluis` turns core dumps off for itself before it reads any credential: a dump would hold
+/// unwrapped keys. Checked on the live process through /proc while it waits for its passphrase.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_cli_disables_core_dumps_before_reading_credentials() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pass.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let mut child = Command::new(crate::cli::kluis())
+        .arg("--danger-insecure-kdf-for-tests")
+        .arg("--vault")
+        .arg(dir.path().join("no-vault-here"))
+        .arg("--passphrase-file")
+        .arg(&fifo)
+        .arg("status")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Opening the FIFO for writing blocks until kluis opens it to read its passphrase.
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    w.write_all(b"whatever\n").unwrap();
+    drop(w);
+    let _ = child.wait();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("core limit listed");
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], &["0", "0"], "{core}");
+}
