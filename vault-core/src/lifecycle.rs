@@ -624,6 +624,10 @@ impl Vault {
             for (s, ps) in due {
                 self.expire_subject(&s, entries.remove(&s), &ps, now, req, &mut report)?;
             }
+            // The chunk's batches are applied, not yet durable: one sync for all of them instead
+            // of one per subject. Safe because the ledger above is durable: a crash that loses
+            // some of them is undone by `reapply_ledger` on the next open.
+            self.wait_durable()?;
         }
         report.keks_destroyed = self.destroy_passed_epochs(now, req)?;
         Ok(report)
@@ -651,7 +655,7 @@ impl Vault {
             for row in purposes.values() {
                 batch.delete(Table::Expiry, row.clone());
             }
-            self.commit(batch)?;
+            self.apply_audited(batch, Vec::new())?;
             return Ok(());
         };
         let mut ready = BTreeSet::new();
@@ -679,7 +683,7 @@ impl Vault {
         }
         if ready.is_empty() {
             if !batch.is_empty() {
-                self.commit(batch)?;
+                self.apply_audited(batch, Vec::new())?;
             }
             return Ok(());
         }
@@ -698,7 +702,7 @@ impl Vault {
                     .reason(&req.reason)
             })
             .collect();
-        self.commit_audited(batch, audit)?;
+        self.apply_audited(batch, audit)?;
         for p in ready {
             *report.shredded.entry(p).or_default() += 1;
         }
@@ -767,6 +771,10 @@ impl Vault {
     /// atomic rewrite. Ledger entries are pruned once every KEK that existed when they were written
     /// is destroyed: only then can no backup's copy of their keys be unwrapped.
     pub(crate) fn destroy_kek(&self, id: u32, now: i64) -> Result<(), StorageError> {
+        // Every rewrap away from this KEK must be durable before the KEK is gone, whatever the
+        // durability mode: a `Relaxed` rewrap lost in a crash after the destruction would leave a
+        // live key wrapped under a destroyed KEK, i.e. live data shredded.
+        self.sync_store()?;
         let mut ks = self.key_store();
         let Some(i) = ks.keks.iter().position(|k| k.id == id) else {
             return Ok(());

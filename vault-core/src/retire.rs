@@ -71,6 +71,9 @@ impl Vault {
                 };
                 rewrapped += self.rewrap_subject(&SubjectId::from_bytes(sb), id)?;
             }
+            // One sync per chunk, not per subject: the KEK is durably marked retiring, so a crash
+            // that loses some rewraps only means the rerun rewraps them again.
+            self.wait_durable()?;
             progress(rewrapped);
             if rows.len() < SCAN {
                 break;
@@ -119,7 +122,8 @@ impl Vault {
             s.as_bytes().to_vec(),
             self.subject_row(s, &entry),
         );
-        self.commit(batch)?;
+        // Durable at the end of the chunk (`retire_kek`), and before the KEK is destroyed.
+        self.apply_audited(batch, Vec::new())?;
         Ok(under.len() as u64)
     }
 

@@ -626,6 +626,24 @@ impl Vault {
     /// and its audit entries land together or not at all), then waits for durability.
     pub(crate) fn commit_audited(
         &self,
+        batch: WriteBatch,
+        entries: Vec<crate::audit::AuditEntry>,
+    ) -> Result<(), StorageError> {
+        self.apply_audited(batch, entries)?;
+        self.wait_durable()
+    }
+
+    /// Waits until every batch applied so far is durable under the configured mode (in `Relaxed`
+    /// mode it returns at once).
+    pub(crate) fn wait_durable(&self) -> Result<(), StorageError> {
+        self.committer.commit(&|| self.sync_store())
+    }
+
+    /// [`Vault::commit_audited`] without the wait: the batch is applied (visible to every reader)
+    /// but not yet durable. Only for sweeps whose every step is already recorded durably elsewhere
+    /// (the erasure ledger, a retiring KEK), which call [`Vault::wait_durable`] once per chunk.
+    pub(crate) fn apply_audited(
+        &self,
         mut batch: WriteBatch,
         entries: Vec<crate::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
@@ -649,7 +667,7 @@ impl Vault {
             self.store.apply(batch)?;
             *head = next;
         }
-        self.committer.commit(&|| self.sync_store())
+        Ok(())
     }
 }
 
