@@ -28,8 +28,8 @@ struct State {
     synced: u64,
     /// An fsync is running.
     syncing: bool,
-    /// The last sync failed: writers waiting on it must fail too.
-    failed_at: Option<u64>,
+    /// The last sync failed (up to which write, and how): writers waiting on it fail the same way.
+    failed_at: Option<(u64, StorageError)>,
 }
 
 /// Coordinates fsyncs between writer threads (leader/follower group commit).
@@ -78,12 +78,10 @@ impl Committer {
             if st.synced >= mine {
                 return Ok(());
             }
-            if let Some(f) = st.failed_at {
-                if f >= mine {
-                    return Err(StorageError::corrupted(
-                        crate::error::Component::DataStore,
-                        "group fsync failed",
-                    ));
+            if let Some((f, e)) = &st.failed_at {
+                if *f >= mine {
+                    // The shared fsync failed: an I/O failure, not damage on disk.
+                    return Err(e.clone());
                 }
             }
             if !st.syncing {
@@ -95,7 +93,7 @@ impl Committer {
                 st.syncing = false;
                 match &result {
                     Ok(()) => st.synced = st.synced.max(target),
-                    Err(_) => st.failed_at = Some(target),
+                    Err(e) => st.failed_at = Some((target, e.clone())),
                 }
                 self.done.notify_all();
                 if mine <= target {

@@ -127,6 +127,9 @@ struct Seal {
     check_key: SecretKey,
 }
 
+/// The seal a [`KeyStore::rekey`] replaced (to undo it with [`KeyStore::restore_seal`]).
+pub(crate) struct PreviousSeal(Seal);
+
 /// The decrypted key store plus what is needed to write it back.
 pub(crate) struct KeyStore {
     path: PathBuf,
@@ -384,7 +387,7 @@ impl KeyStore {
         creds: &Credentials,
         kdf: KdfParams,
         allow_weak: bool,
-    ) -> Result<(), RekeyError> {
+    ) -> Result<PreviousSeal, RekeyError> {
         if creds.factors() == 0 {
             return Err(RekeyError::NoCredentials);
         }
@@ -407,6 +410,21 @@ impl KeyStore {
             self.seal = old;
             self.seal.generation = generation;
             return Err(e.into());
+        }
+        Ok(PreviousSeal(old))
+    }
+
+    /// Undoes a [`KeyStore::rekey`]: re-seals under the credentials before it. If the write fails,
+    /// the new seal stays in force (in memory as it may be on disk) and the error is returned.
+    pub(crate) fn restore_seal(&mut self, old: PreviousSeal) -> Result<(), StorageError> {
+        let mut old = old.0;
+        old.generation = self.seal.generation;
+        let newer = std::mem::replace(&mut self.seal, old);
+        if let Err(e) = self.save() {
+            let generation = self.seal.generation;
+            self.seal = newer;
+            self.seal.generation = generation;
+            return Err(e);
         }
         Ok(())
     }

@@ -552,16 +552,42 @@ impl Vault {
 
     /// Re-seals the key store under new credentials (passphrase or key-file rotation). O(1): no data
     /// key or record is touched. The old credentials stop working once this returns.
+    ///
+    /// On `Err` the old credentials stay in force and no audit entry was written; on `Ok` the new
+    /// ones are in force and the change is in the audit log.
     pub fn change_credentials(&self, new: &Credentials, kdf: KdfParams) -> Result<(), RekeyError> {
-        self.key_store()
+        let old = self
+            .key_store()
             .rekey(new, kdf, self.options.allow_weak_kdf)?;
         let audit = crate::audit::AuditEntry::new(
             crate::audit::AuditOp::ChangeCredentials,
             self.now(),
             &self.options.actor,
         );
-        self.commit_audited(WriteBatch::default(), vec![audit])?;
-        Ok(())
+        match self.commit_audited_split(WriteBatch::default(), vec![audit]) {
+            Ok(()) => Ok(()),
+            Err(CommitFailure::Unsynced(_)) => {
+                // The entry is in the log, only its fsync failed: the change stands. Retry the
+                // fsync; if that fails too the entry is still applied and the next sync (or sled's
+                // background flush) persists it.
+                if self.sync_store().is_err() {
+                    tracing::warn!(
+                        "credentials changed; the audit entry is not yet confirmed durable"
+                    );
+                }
+                Ok(())
+            }
+            Err(CommitFailure::NotApplied(e)) => {
+                // No audit entry: put the old credentials back, so the caller's `Err` is true.
+                if self.key_store().restore_seal(old).is_err() {
+                    tracing::error!(
+                        "credentials change failed and the old seal could not be restored; \
+                         the key store may need the new credentials"
+                    );
+                }
+                Err(e.into())
+            }
+        }
     }
 
     fn row_tag(&self, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
@@ -626,9 +652,20 @@ impl Vault {
     /// and its audit entries land together or not at all), then waits for durability.
     pub(crate) fn commit_audited(
         &self,
-        mut batch: WriteBatch,
+        batch: WriteBatch,
         entries: Vec<crate::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
+        self.commit_audited_split(batch, entries)
+            .map_err(CommitFailure::into_error)
+    }
+
+    /// [`Vault::commit_audited`], telling a batch that was not applied from one that was applied
+    /// but whose fsync failed (callers that undo side effects must only undo the former).
+    pub(crate) fn commit_audited_split(
+        &self,
+        mut batch: WriteBatch,
+        entries: Vec<crate::audit::AuditEntry>,
+    ) -> Result<(), CommitFailure> {
         {
             // Appends are serialised so sequence numbers and the chain follow commit order. A
             // poisoned lock only means a panic elsewhere; the head is replaced whole below.
@@ -646,10 +683,30 @@ impl Vault {
             if next != *head {
                 batch.put(Table::Meta, META_AUDIT_HEAD.to_vec(), next.encode());
             }
-            self.store.apply(batch)?;
+            self.store.apply(batch).map_err(CommitFailure::NotApplied)?;
             *head = next;
         }
-        self.committer.commit(&|| self.sync_store())
+        self.committer
+            .commit(&|| self.sync_store())
+            .map_err(CommitFailure::Unsynced)
+    }
+}
+
+/// How a commit failed.
+#[derive(Debug)]
+pub(crate) enum CommitFailure {
+    /// The batch was not applied: nothing changed.
+    NotApplied(StorageError),
+    /// The batch was applied (readers see it) but its fsync failed: it may or may not survive a
+    /// crash, and will be persisted by the next successful sync.
+    Unsynced(StorageError),
+}
+
+impl CommitFailure {
+    pub(crate) fn into_error(self) -> StorageError {
+        match self {
+            CommitFailure::NotApplied(e) | CommitFailure::Unsynced(e) => e,
+        }
     }
 }
 
