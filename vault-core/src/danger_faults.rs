@@ -181,7 +181,8 @@ pub struct KeyStoreFault {
     /// At which step.
     pub step: KeyStoreStep,
     /// `false`: the system call fails and the error path runs (temp file removed). `true`: a crash
-    /// (nothing cleaned up; the caller still gets an I/O error, as if the process had died).
+    /// (nothing cleaned up; the caller still gets an I/O error, and every later key-store write on
+    /// this thread fails before touching the disk, as if the process had died).
     pub crash: bool,
 }
 
@@ -229,9 +230,14 @@ pub(crate) enum Injected {
     Crash,
 }
 
-/// Called by `fsutil::atomic_write` at the start of a write.
-pub(crate) fn key_store_write_started() {
-    KEY_STORE_PLAN.with(|p| p.borrow_mut().writes += 1);
+/// Called by `fsutil::atomic_write` at the start of a write. `true`: an earlier interruption was a
+/// crash, so this "dead process" writes nothing at all.
+pub(crate) fn key_store_write_started() -> bool {
+    KEY_STORE_PLAN.with(|p| {
+        let mut p = p.borrow_mut();
+        p.writes += 1;
+        p.fired && p.fault.is_some_and(|f| f.crash)
+    })
 }
 
 /// Called by `fsutil::atomic_write` before each step.

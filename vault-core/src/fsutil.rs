@@ -28,7 +28,9 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     #[cfg(feature = "danger-fault-injection")]
-    crate::danger_faults::key_store_write_started();
+    if crate::danger_faults::key_store_write_started() {
+        return Err(std::io::Error::other("injected crash: the process is gone"));
+    }
     // Set when an injected fault simulates a crash: a dead process cleans nothing up.
     let mut crashed = false;
     let result = (|| {

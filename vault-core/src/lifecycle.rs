@@ -748,7 +748,7 @@ impl Vault {
             let audit = AuditEntry::new(AuditOp::DestroyKek, self.now(), &req.actor)
                 .record("", &format!("kek-{id}"))
                 .reason(&req.reason);
-            self.commit_audited(WriteBatch::default(), vec![audit])?;
+            self.audit_irreversible(vec![audit])?;
             destroyed.push(id);
         }
         Ok(destroyed)

@@ -659,6 +659,23 @@ impl Vault {
             .map_err(CommitFailure::into_error)
     }
 
+    /// Logs the audit entries of a change already made irreversibly outside the data store (a
+    /// destroyed KEK): a change that happened must not go unlogged, so a failed append is retried
+    /// once (and a failed fsync of an applied append is retried once) before giving up.
+    pub(crate) fn audit_irreversible(
+        &self,
+        entries: Vec<crate::audit::AuditEntry>,
+    ) -> Result<(), StorageError> {
+        match self.commit_audited_split(WriteBatch::default(), entries.clone()) {
+            Ok(()) => Ok(()),
+            Err(CommitFailure::Unsynced(_)) => self.sync_store(),
+            Err(CommitFailure::NotApplied(_)) => {
+                tracing::warn!("audit append after a key destruction failed; retrying once");
+                self.commit_audited(WriteBatch::default(), entries)
+            }
+        }
+    }
+
     /// [`Vault::commit_audited`], telling a batch that was not applied from one that was applied
     /// but whose fsync failed (callers that undo side effects must only undo the former).
     pub(crate) fn commit_audited_split(
