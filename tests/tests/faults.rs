@@ -584,3 +584,89 @@ key_store_sweep!(
 key_store_sweep!(forget_key_store_write_leaves_old_or_new, Op::Forget);
 key_store_sweep!(expire_key_store_write_leaves_old_or_new, Op::Expire);
 key_store_sweep!(retire_kek_key_store_write_leaves_old_or_new, Op::RetireKek);
+
+/// The fsync of a forget's data write fails after the batch was applied: the erasure ledger entry
+/// must stay, so restoring a data backup from before the forget cannot resurrect the subject.
+#[test]
+fn forget_whose_flush_fails_still_survives_a_backup_restore() {
+    let f = build_fixture();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("v");
+    copy_dir(&f.root, &root);
+    let backup = work.path().join("data-backup");
+    copy_dir(&root.join("data"), &backup);
+    let plan = FaultPlan::new();
+    let v = Vault::open(
+        &VaultPaths::in_dir(&root),
+        &creds(),
+        opts(NOW).danger_wrap_store(wrapper(plan.clone())),
+    )
+    .unwrap();
+    plan.arm(FaultKind::Sync, 1);
+    let r = v.forget(&f.s.b, &req(), false);
+    assert!(plan.fired());
+    assert!(r.is_err(), "{r:?}");
+    plan.disarm();
+    drop(v);
+    // Restore the data directory from the backup taken before the forget.
+    std::fs::remove_dir_all(root.join("data")).unwrap();
+    copy_dir(&backup, &root.join("data"));
+    let v = Vault::open(&VaultPaths::in_dir(&root), &creds(), opts(NOW)).unwrap();
+    let rec = v.get(&f.s.b, "customer").unwrap();
+    assert!(
+        matches!(rec.field_state("first_name"), FieldState::Shredded(_)),
+        "the forgotten subject came back from the backup"
+    );
+    assert!(v
+        .find("customer", "email", "bram@voorbeeld.nl")
+        .unwrap()
+        .is_empty());
+    assert!(audit_ops(&v).contains(&AuditOp::ReapplyErasure));
+    assert!(v.verify_audit().unwrap().is_intact());
+}
+
+/// `change_credentials` re-seals the key store, then its audit append fails: the call fails and
+/// the old credentials stay in force (no unlogged credential change). If only the audit fsync
+/// fails, the change stands, is logged, and the call succeeds.
+#[test]
+fn change_credentials_is_all_or_nothing_with_its_audit_entry() {
+    let f = build_fixture();
+    let new = || Credentials::passphrase(NEW_PASSPHRASE);
+    let kdf = KdfParams::danger_insecure_for_tests();
+    for (kind, want_new) in [(FaultKind::Write, false), (FaultKind::Sync, true)] {
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("v");
+        copy_dir(&f.root, &root);
+        let plan = FaultPlan::new();
+        let v = Vault::open(
+            &VaultPaths::in_dir(&root),
+            &creds(),
+            opts(NOW).danger_wrap_store(wrapper(plan.clone())),
+        )
+        .unwrap();
+        plan.arm(kind, 1);
+        let r = v.change_credentials(&new(), kdf);
+        assert!(plan.fired());
+        assert_eq!(r.is_ok(), want_new, "{kind:?}: {r:?}");
+        plan.disarm();
+        // A later key-store write in the same session keeps the credentials the call reported.
+        v.forget(&f.s.b, &req(), false).unwrap();
+        drop(v);
+        let paths = VaultPaths::in_dir(&root);
+        let (good, bad) = if want_new {
+            (new(), creds())
+        } else {
+            (creds(), new())
+        };
+        assert!(matches!(
+            Vault::open(&paths, &bad, opts(NOW)),
+            Err(OpenError::WrongCredentials)
+        ));
+        let v = Vault::open(&paths, &good, opts(NOW)).unwrap();
+        assert_eq!(
+            audit_ops(&v).contains(&AuditOp::ChangeCredentials),
+            want_new
+        );
+        assert!(v.verify_audit().unwrap().is_intact());
+    }
+}

@@ -105,3 +105,52 @@ impl Committer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Component;
+    use std::sync::{mpsc, Arc};
+
+    fn io_error() -> StorageError {
+        StorageError::io(Component::DataStore, &std::io::Error::other("fsync failed"))
+    }
+
+    /// A writer whose write rode on another writer's failed group fsync gets that fsync's I/O
+    /// error, not a misleading `Corrupted`.
+    #[test]
+    fn a_waiter_on_a_failed_group_fsync_gets_the_io_error() {
+        let c = Arc::new(Committer::new(Durability::GroupCommit));
+        let (release, gate) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let leader = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                c.commit(&|| {
+                    let _ = gate.lock().unwrap().recv();
+                    Ok(())
+                })
+            })
+        };
+        // Wait until the leader's fsync runs, then queue two writers behind it.
+        while !c.state.lock().unwrap().syncing {
+            std::thread::yield_now();
+        }
+        let followers: Vec<_> = (0..2)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || c.commit(&|| Err(io_error())))
+            })
+            .collect();
+        while c.state.lock().unwrap().applied < 3 {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        assert!(leader.join().unwrap().is_ok());
+        // One follower leads the next fsync (which fails), the other waits on it: both see I/O.
+        for f in followers {
+            let e = f.join().unwrap().unwrap_err();
+            assert!(matches!(e, StorageError::Io { .. }), "{e:?}");
+        }
+    }
+}
