@@ -175,12 +175,16 @@ fn audit_ops(v: &Vault) -> Vec<AuditOp> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Put,
+    /// A record of a purpose the subject has no data key for yet (a new data key, wrapped under a
+    /// KEK use reserved in the key store).
+    PutNewPurpose,
     Update,
     Delete,
     Forget,
     Expire,
     Event,
     Hold,
+    Release,
     RetireKek,
     RotateDataKeys,
     ChangeCredentials,
@@ -190,13 +194,14 @@ enum Op {
 impl Op {
     fn audit_op(self) -> AuditOp {
         match self {
-            Op::Put => AuditOp::Put,
+            Op::Put | Op::PutNewPurpose => AuditOp::Put,
             Op::Update => AuditOp::Update,
             Op::Delete => AuditOp::Delete,
             Op::Forget => AuditOp::Forget,
             Op::Expire => AuditOp::Expire,
             Op::Event => AuditOp::Event,
             Op::Hold => AuditOp::Hold,
+            Op::Release => AuditOp::Release,
             Op::RetireKek => AuditOp::RetireKek,
             Op::RotateDataKeys => AuditOp::RotateDataKey,
             Op::ChangeCredentials => AuditOp::ChangeCredentials,
@@ -213,6 +218,7 @@ impl Op {
             Op::Put => v
                 .put(&s.b, "customer", &customer("Nieuw", "nieuw@voorbeeld.nl"))
                 .map_err(|x| e(&x)),
+            Op::PutNewPurpose => v.put(&s.b, "address", &address()).map_err(|x| e(&x)),
             Op::Update => v
                 .update(&s.b, "customer", &Record::new().with("first_name", "Nieuw"))
                 .map_err(|x| e(&x)),
@@ -223,6 +229,7 @@ impl Op {
                 .record_event(&s.b, "last_order", NOW, &r)
                 .map_err(|x| e(&x)),
             Op::Hold => v.hold(&s.b, None, &r).map_err(|x| e(&x)),
+            Op::Release => v.release(&s.c, &r).map_err(|x| e(&x)),
             Op::RetireKek => v
                 .retire_kek(f.open_kek, &r, &mut |_| {})
                 .map(|_| ())
@@ -260,6 +267,11 @@ impl Op {
                     other => Err(format!("torn customer record: {:?}", other.0)),
                 }
             }
+            Op::PutNewPurpose => match v.get(&s.b, "address") {
+                Ok(r) if r.get_str("city") == Some("Kanariedorp") => Ok(true),
+                Err(ReadError::NotFound { .. }) => Ok(false),
+                other => Err(format!("torn new record: {other:?}")),
+            },
             Op::Delete => match v.get(&s.a, "address") {
                 Ok(r) if r.get_str("city") == Some("Kanariedorp") => Ok(false),
                 Err(ReadError::NotFound { .. }) => Ok(true),
@@ -300,7 +312,9 @@ impl Op {
                 None => Err("KEK vanished".into()),
             },
             // Their effects are one atomic batch with their audit entry.
-            Op::Event | Op::Hold | Op::RotateDataKeys | Op::CreateSubject => Ok(logged),
+            Op::Event | Op::Hold | Op::Release | Op::RotateDataKeys | Op::CreateSubject => {
+                Ok(logged)
+            }
             // Which credentials open it is checked against this in `check_after`.
             Op::ChangeCredentials => Ok(logged),
         }
@@ -438,8 +452,18 @@ fn check_baseline(v: &Vault, f: &Fixture, op: Op) -> Result<(), String> {
     Ok(())
 }
 
-/// Sweeps storage faults over `op`. Returns (read, write, sync points, cases).
+/// Sweeps storage faults over `op` in both durable modes. Returns (read, write, sync points of
+/// one run, cases of both).
 fn sweep_store(op: Op) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for mode in [Durability::PerOperation, Durability::GroupCommit] {
+        let r = sweep_store_in(op, mode);
+        out = [r[0], r[1], r[2], out[3] + r[3]];
+    }
+    out
+}
+
+fn sweep_store_in(op: Op, mode: Durability) -> [u64; 4] {
     let f = build_fixture();
     let work = tempfile::tempdir().unwrap();
     let mut points = [0u64; 3];
@@ -454,7 +478,9 @@ fn sweep_store(op: Op) -> [u64; 4] {
             let v = Vault::open(
                 &VaultPaths::in_dir(&root),
                 &creds(),
-                opts(NOW).danger_wrap_store(wrapper(plan.clone())),
+                opts(NOW)
+                    .durability(mode)
+                    .danger_wrap_store(wrapper(plan.clone())),
             )
             .unwrap();
             plan.arm(kind, n);
@@ -477,7 +503,7 @@ fn sweep_store(op: Op) -> [u64; 4] {
         }
     }
     eprintln!(
-        "faults: {op:?}: {} read / {} write / {} sync points, {cases} cases ({absorbed} absorbed with Ok)",
+        "faults: {op:?} ({mode:?}): {} read / {} write / {} sync points, {cases} cases ({absorbed} absorbed with Ok)",
         points[0], points[1], points[2]
     );
     [points[0], points[1], points[2], cases]
@@ -548,6 +574,11 @@ macro_rules! store_sweep {
 }
 
 store_sweep!(put_survives_every_storage_fault, Op::Put);
+store_sweep!(
+    put_new_purpose_survives_every_storage_fault,
+    Op::PutNewPurpose
+);
+store_sweep!(release_survives_every_storage_fault, Op::Release);
 store_sweep!(update_survives_every_storage_fault, Op::Update);
 store_sweep!(delete_survives_every_storage_fault, Op::Delete);
 store_sweep!(forget_survives_every_storage_fault, Op::Forget);
@@ -580,6 +611,14 @@ macro_rules! key_store_sweep {
 key_store_sweep!(
     change_credentials_key_store_write_leaves_old_or_new,
     Op::ChangeCredentials
+);
+key_store_sweep!(
+    put_new_purpose_key_store_write_leaves_old_or_new,
+    Op::PutNewPurpose
+);
+key_store_sweep!(
+    rotate_data_keys_key_store_write_leaves_old_or_new,
+    Op::RotateDataKeys
 );
 key_store_sweep!(forget_key_store_write_leaves_old_or_new, Op::Forget);
 key_store_sweep!(expire_key_store_write_leaves_old_or_new, Op::Expire);
