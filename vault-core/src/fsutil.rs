@@ -32,7 +32,10 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         return Err(std::io::Error::other("injected crash: the process is gone"));
     }
     // Set when an injected fault simulates a crash: a dead process cleans nothing up.
+    #[cfg(feature = "danger-fault-injection")]
     let mut crashed = false;
+    #[cfg(not(feature = "danger-fault-injection"))]
+    let crashed = false;
     let result = (|| {
         let mut f = opts.open(&tmp)?;
         #[cfg(feature = "danger-fault-injection")]
