@@ -709,3 +709,81 @@ fn change_credentials_is_all_or_nothing_with_its_audit_entry() {
         assert!(v.verify_audit().unwrap().is_intact());
     }
 }
+
+/// `Vault::open` itself under faults, on a data directory restored from a backup older than a
+/// forget, so the open must re-apply the erasure ledger (reads, a write and a sync): every failure
+/// is a typed I/O error, and the next clean open completes the erasure.
+#[test]
+fn open_that_reapplies_the_ledger_survives_every_storage_fault() {
+    let t = Instant::now();
+    let f = build_fixture();
+    let work = tempfile::tempdir().unwrap();
+    let stale = work.path().join("stale");
+    copy_dir(&f.root, &stale);
+    let backup = work.path().join("data-backup");
+    copy_dir(&stale.join("data"), &backup);
+    {
+        let v = Vault::open(&VaultPaths::in_dir(&stale), &creds(), opts(NOW)).unwrap();
+        v.forget(&f.s.b, &req(), false).unwrap();
+    }
+    std::fs::remove_dir_all(stale.join("data")).unwrap();
+    copy_dir(&backup, &stale.join("data"));
+    let mut points = [0u64; 3];
+    let mut cases = 0;
+    let kinds = [FaultKind::Read, FaultKind::Write, FaultKind::Sync];
+    for (ki, kind) in kinds.into_iter().enumerate() {
+        for n in 1u64.. {
+            let root = work.path().join(format!("open-{kind:?}-{n}"));
+            copy_dir(&stale, &root);
+            let plan = FaultPlan::new();
+            plan.arm(kind, n);
+            let opened = Vault::open(
+                &VaultPaths::in_dir(&root),
+                &creds(),
+                opts(NOW).danger_wrap_store(wrapper(plan.clone())),
+            );
+            let fired = plan.fired();
+            plan.disarm();
+            let opened = opened.map(drop).map_err(|e| format!("{e:?}"));
+            if !fired {
+                assert!(opened.is_ok(), "open without a fault: {opened:?}");
+                points[ki] = n - 1;
+                break;
+            }
+            cases += 1;
+            if let Err(e) = &opened {
+                assert!(
+                    e.contains("Io {") && !e.contains("Corrupted"),
+                    "open, {kind:?} fault #{n}: not a clean I/O error: {e}"
+                );
+            }
+            let v = Vault::open(&VaultPaths::in_dir(&root), &creds(), opts(NOW))
+                .unwrap_or_else(|e| panic!("open, {kind:?} fault #{n}: reopen: {e:?}"));
+            let ctx = format!("open, {kind:?} fault #{n} (it returned {opened:?})");
+            let rec = v.get(&f.s.b, "customer").unwrap();
+            assert!(
+                matches!(rec.field_state("first_name"), FieldState::Shredded(_)),
+                "{ctx}: the forgotten subject is readable"
+            );
+            assert!(
+                v.find("customer", "email", "bram@voorbeeld.nl")
+                    .unwrap()
+                    .is_empty(),
+                "{ctx}: the forgotten subject is findable"
+            );
+            check_baseline(&v, &f, Op::Forget).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            assert!(v.verify_audit().unwrap().is_intact(), "{ctx}: audit chain");
+            drop(v);
+            std::fs::remove_dir_all(&root).unwrap();
+            assert!(n < 500, "open: no end to {kind:?} calls");
+        }
+    }
+    assert!(cases > 0);
+    eprintln!(
+        "faults: Open (ledger re-applied): {} read / {} write / {} sync points, {cases} cases, in {:.1?}",
+        points[0],
+        points[1],
+        points[2],
+        t.elapsed()
+    );
+}
