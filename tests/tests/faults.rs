@@ -787,3 +787,60 @@ fn open_that_reapplies_the_ledger_survives_every_storage_fault() {
         t.elapsed()
     );
 }
+
+/// `Vault::create` under faults: a failed create must leave nothing that blocks a retry (the
+/// retry creates the vault) and must not leave a half vault behind.
+#[test]
+fn create_survives_every_storage_fault() {
+    let work = tempfile::tempdir().unwrap();
+    let mut points = [0u64; 3];
+    let mut cases = 0;
+    let kinds = [FaultKind::Read, FaultKind::Write, FaultKind::Sync];
+    for (ki, kind) in kinds.into_iter().enumerate() {
+        for n in 1u64.. {
+            let root = work.path().join(format!("create-{kind:?}-{n}"));
+            let paths = VaultPaths::in_dir(&root);
+            let plan = FaultPlan::new();
+            plan.arm(kind, n);
+            let created = Vault::create(
+                &paths,
+                &creds(),
+                webshop_schema(),
+                opts(T0).danger_wrap_store(wrapper(plan.clone())),
+            );
+            let fired = plan.fired();
+            plan.disarm();
+            let created = created.map(drop).map_err(|e| format!("{e:?}"));
+            if !fired {
+                assert!(created.is_ok(), "create without a fault: {created:?}");
+                points[ki] = n - 1;
+                break;
+            }
+            cases += 1;
+            let ctx = format!("create, {kind:?} fault #{n} (it returned {created:?})");
+            if let Err(e) = &created {
+                assert!(
+                    e.contains("Io {") && !e.contains("Corrupted"),
+                    "{ctx}: not a clean I/O error"
+                );
+                let v = Vault::create(&paths, &creds(), webshop_schema(), opts(T0))
+                    .unwrap_or_else(|e| panic!("{ctx}: retrying the create: {e:?}"));
+                drop(v);
+            }
+            let v = Vault::open(&paths, &creds(), opts(T0))
+                .unwrap_or_else(|e| panic!("{ctx}: open: {e:?}"));
+            assert!(v.verify_audit().unwrap().is_intact(), "{ctx}: audit chain");
+            let s = v.create_subject().unwrap();
+            v.put(&s, "customer", &customer("Anna", "anna@voorbeeld.nl"))
+                .unwrap();
+            drop(v);
+            std::fs::remove_dir_all(&root).unwrap();
+            assert!(n < 500, "create: no end to {kind:?} calls");
+        }
+    }
+    assert!(cases > 0);
+    eprintln!(
+        "faults: Create: {} read / {} write / {} sync points, {cases} cases",
+        points[0], points[1], points[2]
+    );
+}

@@ -315,6 +315,36 @@ impl Vault {
             options.epochs,
             now,
         )?;
+        let locks = (data_lock, key_lock);
+        let result = Self::create_data(paths, ks, schema, options, locks, now);
+        if result.is_err() {
+            // A failed create leaves nothing behind, so it can simply be retried: the key store
+            // file and everything in the data directory (empty or absent before, checked above)
+            // were made by this call.
+            let _ = std::fs::remove_file(&paths.key_store);
+            if let Ok(entries) = std::fs::read_dir(&paths.data_dir) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        }
+        result
+    }
+
+    /// The data-store half of [`Vault::create`], after the key store is written.
+    fn create_data(
+        paths: &VaultPaths,
+        ks: KeyStore,
+        schema: Schema,
+        options: VaultOptions,
+        (data_lock, key_lock): (LockFile, LockFile),
+        now: i64,
+    ) -> Result<Vault, CreateError> {
         let sled = Arc::new(SledStore::open(&paths.data_dir, options.sled)?);
         let store: Box<dyn Store> = Box::new(SharedSled(sled.clone()));
         let store = match &options.store_wrapper {
