@@ -20,6 +20,9 @@
 //! key-store write of an operation at each step (write temp file, fsync it, rename, fsync the
 //! directory), as a failed call or as a crash (no clean-up; later key-store writes never happen):
 //! the key store must open, under the old or the new credentials, and the checks above hold.
+//! The operation sweeps run under `Durability::PerOperation` and `GroupCommit`. `Vault::create` and a
+//! `Vault::open` that must re-apply the erasure ledger (data restored from an older backup) are
+//! swept too. Each sweep prints a `faults: ...` line with its points and cases (`--nocapture`).
 
 use std::path::Path;
 use std::sync::Arc;
