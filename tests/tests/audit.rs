@@ -340,10 +340,6 @@ fn scripted_session(root: &Path) -> Session {
             .kek(open_kek),
     );
 
-    // Everything so far is durable; the next key-store write checkpoints it.
-    v.sync().unwrap();
-    let checkpoint_seq = want.len() as u64;
-
     let at = tick(&clock);
     v.change_credentials(&new_creds(), KdfParams::danger_insecure_for_tests())
         .unwrap();
@@ -394,6 +390,16 @@ fn scripted_session(root: &Path) -> Session {
                 .reason("nightly")
                 .kek(*id),
         );
+    }
+    // The last key-store write was the second KEK's destruction, which first made the data store
+    // durable (a KEK goes only after everything written before is durable): its checkpoint is
+    // every entry before that destruction's own audit entry.
+    let checkpoint_seq = want.len() as u64 - 1;
+    // Two more entries after the checkpoint, with no key-store write.
+    for _ in 0..2 {
+        let at = tick(&clock);
+        let u = v.create_subject().unwrap();
+        want.push(Want::new(AuditOp::CreateSubject, at, "webshop").subject(u));
     }
     v.sync().unwrap();
     drop(v);

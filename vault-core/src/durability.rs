@@ -28,8 +28,8 @@ struct State {
     synced: u64,
     /// An fsync is running.
     syncing: bool,
-    /// The last sync failed: writers waiting on it must fail too.
-    failed_at: Option<u64>,
+    /// The last sync failed (up to which write, and how): writers waiting on it fail the same way.
+    failed_at: Option<(u64, StorageError)>,
 }
 
 /// Coordinates fsyncs between writer threads (leader/follower group commit).
@@ -78,12 +78,10 @@ impl Committer {
             if st.synced >= mine {
                 return Ok(());
             }
-            if let Some(f) = st.failed_at {
-                if f >= mine {
-                    return Err(StorageError::corrupted(
-                        crate::error::Component::DataStore,
-                        "group fsync failed",
-                    ));
+            if let Some((f, e)) = &st.failed_at {
+                if *f >= mine {
+                    // The shared fsync failed: an I/O failure, not damage on disk.
+                    return Err(e.clone());
                 }
             }
             if !st.syncing {
@@ -95,7 +93,7 @@ impl Committer {
                 st.syncing = false;
                 match &result {
                     Ok(()) => st.synced = st.synced.max(target),
-                    Err(_) => st.failed_at = Some(target),
+                    Err(e) => st.failed_at = Some((target, e.clone())),
                 }
                 self.done.notify_all();
                 if mine <= target {
@@ -104,6 +102,55 @@ impl Committer {
             } else {
                 st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Component;
+    use std::sync::{mpsc, Arc};
+
+    fn io_error() -> StorageError {
+        StorageError::io(Component::DataStore, &std::io::Error::other("fsync failed"))
+    }
+
+    /// A writer whose write rode on another writer's failed group fsync gets that fsync's I/O
+    /// error, not a misleading `Corrupted`.
+    #[test]
+    fn a_waiter_on_a_failed_group_fsync_gets_the_io_error() {
+        let c = Arc::new(Committer::new(Durability::GroupCommit));
+        let (release, gate) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let leader = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                c.commit(&|| {
+                    let _ = gate.lock().unwrap().recv();
+                    Ok(())
+                })
+            })
+        };
+        // Wait until the leader's fsync runs, then queue two writers behind it.
+        while !c.state.lock().unwrap().syncing {
+            std::thread::yield_now();
+        }
+        let followers: Vec<_> = (0..2)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || c.commit(&|| Err(io_error())))
+            })
+            .collect();
+        while c.state.lock().unwrap().applied < 3 {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        assert!(leader.join().unwrap().is_ok());
+        // One follower leads the next fsync (which fails), the other waits on it: both see I/O.
+        for f in followers {
+            let e = f.join().unwrap().unwrap_err();
+            assert!(matches!(e, StorageError::Io { .. }), "{e:?}");
         }
     }
 }

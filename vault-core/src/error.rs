@@ -47,7 +47,7 @@ impl fmt::Display for Component {
 }
 
 /// A failure of the storage layer (sled or the file system). Never carries stored bytes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
     /// An I/O error (the message is the OS's, about the operation, never data).

@@ -127,6 +127,9 @@ struct Seal {
     check_key: SecretKey,
 }
 
+/// The seal a [`KeyStore::rekey`] replaced (to undo it with [`KeyStore::restore_seal`]).
+pub(crate) struct PreviousSeal(Seal);
+
 /// The decrypted key store plus what is needed to write it back.
 pub(crate) struct KeyStore {
     path: PathBuf,
@@ -283,8 +286,23 @@ impl KeyStore {
             }
         }
         let bytes = self.encode_file(&self.seal, generation)?;
-        fsutil::atomic_write(&self.path, &bytes)
-            .map_err(|e| StorageError::io(Component::KeyStore, &e))
+        let Err(e) = fsutil::atomic_write(&self.path, &bytes) else {
+            return Ok(());
+        };
+        // If the rename landed (only the directory fsync failed), the new file is what every
+        // reader sees: retry that fsync rather than report a change as failed that is in force.
+        let landed = read_capped(&self.path)
+            .ok()
+            .and_then(|b| Header::parse(&b).ok())
+            .is_some_and(|h| h.generation == generation);
+        if landed {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            if fsutil::sync_dir(dir).is_ok() {
+                tracing::warn!("key store written; its directory fsync needed a retry");
+                return Ok(());
+            }
+        }
+        Err(StorageError::io(Component::KeyStore, &e))
     }
 
     /// The whole file: header (with `seal`'s factors, KDF, salt and check MAC), the body sealed
@@ -384,7 +402,7 @@ impl KeyStore {
         creds: &Credentials,
         kdf: KdfParams,
         allow_weak: bool,
-    ) -> Result<(), RekeyError> {
+    ) -> Result<PreviousSeal, RekeyError> {
         if creds.factors() == 0 {
             return Err(RekeyError::NoCredentials);
         }
@@ -403,10 +421,43 @@ impl KeyStore {
         };
         let old = std::mem::replace(&mut self.seal, new);
         if let Err(e) = self.save() {
+            if self.seal_on_disk() {
+                // The rename landed; only the directory fsync failed. The new credentials are what
+                // opens the file now, so the change has happened: report it as done.
+                tracing::warn!("key store re-sealed; its directory fsync failed");
+                return Ok(PreviousSeal(old));
+            }
             let generation = self.seal.generation;
             self.seal = old;
             self.seal.generation = generation;
             return Err(e.into());
+        }
+        Ok(PreviousSeal(old))
+    }
+
+    /// Whether the file on disk carries this key store's current seal (its salt), i.e. a failed
+    /// write still replaced the file.
+    fn seal_on_disk(&self) -> bool {
+        read_capped(&self.path)
+            .ok()
+            .and_then(|b| Header::parse(&b).ok())
+            .is_some_and(|h| h.salt == self.seal.salt)
+    }
+
+    /// Undoes a [`KeyStore::rekey`]: re-seals under the credentials before it. If the write fails,
+    /// the new seal stays in force (in memory as it may be on disk) and the error is returned.
+    pub(crate) fn restore_seal(&mut self, old: PreviousSeal) -> Result<(), StorageError> {
+        let mut old = old.0;
+        old.generation = self.seal.generation;
+        let newer = std::mem::replace(&mut self.seal, old);
+        if let Err(e) = self.save() {
+            if self.seal_on_disk() {
+                return Ok(());
+            }
+            let generation = self.seal.generation;
+            self.seal = newer;
+            self.seal.generation = generation;
+            return Err(e);
         }
         Ok(())
     }

@@ -58,6 +58,8 @@ pub mod clock;
 mod codec;
 pub mod credentials;
 pub mod crypto;
+#[cfg(feature = "danger-fault-injection")]
+pub mod danger_faults;
 mod dek;
 pub mod durability;
 pub mod error;

@@ -18,7 +18,7 @@ use crate::retention::{self, Anchors};
 use crate::schema::{LegalBasis, Schema};
 use crate::store::{Table, WriteBatch};
 use crate::subject::{Hold, ShredReason, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
-use crate::vault::Vault;
+use crate::vault::{CommitFailure, Vault};
 
 /// How many due (subject, purpose) pairs the sweep handles per key-store write.
 const SWEEP_CHUNK: usize = 256;
@@ -515,24 +515,38 @@ impl Vault {
         if override_hold {
             audit[0] = audit[0].clone().purpose("override-hold");
         }
-        if let Err(e) = self.commit_audited(batch, audit) {
-            // The data did not change: take the ledger entries back, or the next open would
-            // complete a forget the caller was told failed. (If this fails too, the forget completes
-            // on the next open, as a `ReapplyErasure`.)
-            let mut ks = self.key_store();
-            let before = ks.ledger.len();
-            ks.ledger.retain(|l| {
-                !(l.subject == *s.as_bytes() && l.at == now && l.why == ShredReason::Forgotten)
-            });
-            if ks.ledger.len() != before {
-                let _ = ks.save();
+        match self.commit_audited_split(batch, audit) {
+            Ok(()) => {}
+            Err(CommitFailure::Unsynced(e)) => {
+                // The batch is applied (the subject reads as forgotten) and may already be on disk;
+                // only its fsync failed. Keep the ledger entries: they are what stops a restore of
+                // an older data backup (or a crash losing the unsynced batch) from resurrecting
+                // the subject. The next open completes the forget if the batch is lost.
+                return Err(LifecycleError::from(e));
             }
-            return Err(e.into());
+            Err(CommitFailure::NotApplied(e)) => {
+                return Err(self.take_back_forget_ledger(s, now, e));
+            }
         }
         Ok(ForgetReport {
             shredded: shred.into_iter().collect(),
             kept,
         })
+    }
+
+    /// After a forget whose batch was not applied: the data did not change, so take the ledger
+    /// entries back, or the next open would complete a forget the caller was told failed. (If this
+    /// fails too, the forget completes on the next open, as a `ReapplyErasure`.)
+    fn take_back_forget_ledger(&self, s: &SubjectId, now: i64, e: StorageError) -> LifecycleError {
+        let mut ks = self.key_store();
+        let before = ks.ledger.len();
+        ks.ledger.retain(|l| {
+            !(l.subject == *s.as_bytes() && l.at == now && l.why == ShredReason::Forgotten)
+        });
+        if ks.ledger.len() != before {
+            let _ = ks.save();
+        }
+        e.into()
     }
 
     fn append_ledger(&self, entries: Vec<LedgerEntry>) -> Result<(), StorageError> {
@@ -738,7 +752,7 @@ impl Vault {
             let audit = AuditEntry::new(AuditOp::DestroyKek, self.now(), &req.actor)
                 .record("", &format!("kek-{id}"))
                 .reason(&req.reason);
-            self.commit_audited(WriteBatch::default(), vec![audit])?;
+            self.audit_irreversible(vec![audit])?;
             destroyed.push(id);
         }
         Ok(destroyed)

@@ -85,7 +85,7 @@ impl Vault {
             .record("", &format!("kek-{id}"))
             .reason(&req.reason)
             .count(rewrapped);
-        self.commit_audited(WriteBatch::default(), vec![audit])?;
+        self.audit_irreversible(vec![audit])?;
         Ok(RetireReport {
             kek_id: id,
             rewrapped,

@@ -315,6 +315,36 @@ impl Vault {
             options.epochs,
             now,
         )?;
+        let locks = (data_lock, key_lock);
+        let result = Self::create_data(paths, ks, schema, options, locks, now);
+        if result.is_err() {
+            // A failed create leaves nothing behind, so it can simply be retried: the key store
+            // file and everything in the data directory (empty or absent before, checked above)
+            // were made by this call.
+            let _ = std::fs::remove_file(&paths.key_store);
+            if let Ok(entries) = std::fs::read_dir(&paths.data_dir) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        }
+        result
+    }
+
+    /// The data-store half of [`Vault::create`], after the key store is written.
+    fn create_data(
+        paths: &VaultPaths,
+        ks: KeyStore,
+        schema: Schema,
+        options: VaultOptions,
+        (data_lock, key_lock): (LockFile, LockFile),
+        now: i64,
+    ) -> Result<Vault, CreateError> {
         let sled = Arc::new(SledStore::open(&paths.data_dir, options.sled)?);
         let store: Box<dyn Store> = Box::new(SharedSled(sled.clone()));
         let store = match &options.store_wrapper {
@@ -552,16 +582,42 @@ impl Vault {
 
     /// Re-seals the key store under new credentials (passphrase or key-file rotation). O(1): no data
     /// key or record is touched. The old credentials stop working once this returns.
+    ///
+    /// On `Err` the old credentials stay in force and no audit entry was written; on `Ok` the new
+    /// ones are in force and the change is in the audit log.
     pub fn change_credentials(&self, new: &Credentials, kdf: KdfParams) -> Result<(), RekeyError> {
-        self.key_store()
+        let old = self
+            .key_store()
             .rekey(new, kdf, self.options.allow_weak_kdf)?;
         let audit = crate::audit::AuditEntry::new(
             crate::audit::AuditOp::ChangeCredentials,
             self.now(),
             &self.options.actor,
         );
-        self.commit_audited(WriteBatch::default(), vec![audit])?;
-        Ok(())
+        match self.commit_audited_split(WriteBatch::default(), vec![audit]) {
+            Ok(()) => Ok(()),
+            Err(CommitFailure::Unsynced(_)) => {
+                // The entry is in the log, only its fsync failed: the change stands. Retry the
+                // fsync; if that fails too the entry is still applied and the next sync (or sled's
+                // background flush) persists it.
+                if self.sync_store().is_err() {
+                    tracing::warn!(
+                        "credentials changed; the audit entry is not yet confirmed durable"
+                    );
+                }
+                Ok(())
+            }
+            Err(CommitFailure::NotApplied(e)) => {
+                // No audit entry: put the old credentials back, so the caller's `Err` is true.
+                if self.key_store().restore_seal(old).is_err() {
+                    tracing::error!(
+                        "credentials change failed and the old seal could not be restored; \
+                         the key store may need the new credentials"
+                    );
+                }
+                Err(e.into())
+            }
+        }
     }
 
     fn row_tag(&self, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
@@ -629,8 +685,37 @@ impl Vault {
         batch: WriteBatch,
         entries: Vec<crate::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
-        self.apply_audited(batch, entries)?;
-        self.wait_durable()
+        self.commit_audited_split(batch, entries)
+            .map_err(CommitFailure::into_error)
+    }
+
+    /// Logs the audit entries of a change already made irreversibly outside the data store (a
+    /// destroyed KEK): a change that happened must not go unlogged, so a failed append is retried
+    /// once (and a failed fsync of an applied append is retried once) before giving up.
+    pub(crate) fn audit_irreversible(
+        &self,
+        entries: Vec<crate::audit::AuditEntry>,
+    ) -> Result<(), StorageError> {
+        match self.commit_audited_split(WriteBatch::default(), entries.clone()) {
+            Ok(()) => Ok(()),
+            Err(CommitFailure::Unsynced(_)) => self.sync_store(),
+            Err(CommitFailure::NotApplied(_)) => {
+                tracing::warn!("audit append after a key destruction failed; retrying once");
+                self.commit_audited(WriteBatch::default(), entries)
+            }
+        }
+    }
+
+    /// [`Vault::commit_audited`], telling a batch that was not applied from one that was applied
+    /// but whose fsync failed (callers that undo side effects must only undo the former).
+    pub(crate) fn commit_audited_split(
+        &self,
+        batch: WriteBatch,
+        entries: Vec<crate::audit::AuditEntry>,
+    ) -> Result<(), CommitFailure> {
+        self.apply_audited(batch, entries)
+            .map_err(CommitFailure::NotApplied)?;
+        self.wait_durable().map_err(CommitFailure::Unsynced)
     }
 
     /// Waits until every batch applied so far is durable under the configured mode (in `Relaxed`
@@ -647,27 +732,43 @@ impl Vault {
         mut batch: WriteBatch,
         entries: Vec<crate::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
-        {
-            // Appends are serialised so sequence numbers and the chain follow commit order. A
-            // poisoned lock only means a panic elsewhere; the head is replaced whole below.
-            let mut head = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
-            let mut next = *head;
-            for mut e in entries {
-                next.seq += 1;
-                e.seq = next.seq;
-                let body = e.encode_body();
-                next.mac = crate::audit::chain_mac(&self.audit_key, &next.mac, next.seq, &body);
-                let mut value = body;
-                value.extend_from_slice(&next.mac);
-                batch.put(Table::Audit, next.seq.to_be_bytes().to_vec(), value);
-            }
-            if next != *head {
-                batch.put(Table::Meta, META_AUDIT_HEAD.to_vec(), next.encode());
-            }
-            self.store.apply(batch)?;
-            *head = next;
+        // Appends are serialised so sequence numbers and the chain follow commit order. A
+        // poisoned lock only means a panic elsewhere; the head is replaced whole below.
+        let mut head = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = *head;
+        for mut e in entries {
+            next.seq += 1;
+            e.seq = next.seq;
+            let body = e.encode_body();
+            next.mac = crate::audit::chain_mac(&self.audit_key, &next.mac, next.seq, &body);
+            let mut value = body;
+            value.extend_from_slice(&next.mac);
+            batch.put(Table::Audit, next.seq.to_be_bytes().to_vec(), value);
         }
+        if next != *head {
+            batch.put(Table::Meta, META_AUDIT_HEAD.to_vec(), next.encode());
+        }
+        self.store.apply(batch)?;
+        *head = next;
         Ok(())
+    }
+}
+
+/// How a commit failed.
+#[derive(Debug)]
+pub(crate) enum CommitFailure {
+    /// The batch was not applied: nothing changed.
+    NotApplied(StorageError),
+    /// The batch was applied (readers see it) but its fsync failed: it may or may not survive a
+    /// crash, and will be persisted by the next successful sync.
+    Unsynced(StorageError),
+}
+
+impl CommitFailure {
+    pub(crate) fn into_error(self) -> StorageError {
+        match self {
+            CommitFailure::NotApplied(e) | CommitFailure::Unsynced(e) => e,
+        }
     }
 }
 

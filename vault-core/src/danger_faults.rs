@@ -1,0 +1,258 @@
+//! **Danger: fault injection, for tests only.** Compiled only with the `danger-fault-injection`
+//! feature, which no shipped binary enables.
+//!
+//! Two hooks:
+//! - [`FaultStore`], a [`Store`] wrapper (install it with [`crate::VaultOptions::danger_wrap_store`]
+//!   via [`wrapper`]) that fails the n-th read, write (batch apply) or sync of a [`FaultPlan`] with
+//!   the same typed [`StorageError`] a real I/O failure gives;
+//! - a per-thread key-store plan ([`arm_key_store`]) that interrupts the atomic key-store write
+//!   (write temp file / fsync it / rename it / fsync the directory) of the n-th key-store write on
+//!   the calling thread, either as a failed system call (the error path runs) or as a crash (the
+//!   process "dies": nothing is cleaned up, the caller still gets an error).
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Component, StorageError};
+use crate::store::{KeyValue, Store, Table, WriteBatch};
+use crate::vault::StoreWrapper;
+
+/// Which kind of storage call a fault targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `get`, `scan_prefix`, `scan_range`.
+    Read,
+    /// `apply` (the batch is not applied).
+    Write,
+    /// `sync` (every earlier write stays applied, durability is not confirmed).
+    Sync,
+}
+
+/// Counts storage calls and fails the chosen one. Shared (`Arc`) between the test and the store.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    syncs: AtomicU64,
+    target: Mutex<Option<(FaultKind, u64)>>,
+    hit: AtomicU64,
+}
+
+impl FaultPlan {
+    /// A plan that fails nothing (it only counts).
+    pub fn new() -> Arc<FaultPlan> {
+        Arc::new(FaultPlan::default())
+    }
+
+    /// Resets the counters and fails the `n`-th (1-based) call of `kind` from now on (once).
+    pub fn arm(&self, kind: FaultKind, n: u64) {
+        self.reset();
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some((kind, n));
+    }
+
+    /// Stops failing and resets the counters.
+    pub fn disarm(&self) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.reset();
+    }
+
+    fn reset(&self) {
+        self.reads.store(0, Ordering::SeqCst);
+        self.writes.store(0, Ordering::SeqCst);
+        self.syncs.store(0, Ordering::SeqCst);
+        self.hit.store(0, Ordering::SeqCst);
+    }
+
+    /// Calls of `kind` counted since the last `arm`/`disarm`.
+    pub fn count(&self, kind: FaultKind) -> u64 {
+        self.counter(kind).load(Ordering::SeqCst)
+    }
+
+    /// Whether the armed fault fired.
+    pub fn fired(&self) -> bool {
+        self.hit.load(Ordering::SeqCst) > 0
+    }
+
+    fn counter(&self, kind: FaultKind) -> &AtomicU64 {
+        match kind {
+            FaultKind::Read => &self.reads,
+            FaultKind::Write => &self.writes,
+            FaultKind::Sync => &self.syncs,
+        }
+    }
+
+    fn check(&self, kind: FaultKind) -> Result<(), StorageError> {
+        let n = self.counter(kind).fetch_add(1, Ordering::SeqCst) + 1;
+        let target = *self.target.lock().unwrap_or_else(|p| p.into_inner());
+        if target == Some((kind, n)) {
+            self.hit.fetch_add(1, Ordering::SeqCst);
+            return Err(StorageError::io(
+                Component::DataStore,
+                &std::io::Error::other("injected fault"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A [`Store`] that consults a [`FaultPlan`] before every call.
+pub struct FaultStore {
+    inner: Box<dyn Store>,
+    plan: Arc<FaultPlan>,
+}
+
+impl FaultStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn Store>, plan: Arc<FaultPlan>) -> FaultStore {
+        FaultStore { inner, plan }
+    }
+}
+
+impl Store for FaultStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.plan.check(FaultKind::Read)?;
+        self.inner.get(table, key)
+    }
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        self.plan.check(FaultKind::Read)?;
+        self.inner.scan_prefix(table, prefix, limit)
+    }
+    fn scan_range(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        self.plan.check(FaultKind::Read)?;
+        self.inner.scan_range(table, from, to, limit)
+    }
+    fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.plan.check(FaultKind::Write)?;
+        self.inner.apply(batch)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        self.plan.check(FaultKind::Sync)?;
+        self.inner.sync()
+    }
+}
+
+/// A store wrapper for [`crate::VaultOptions::danger_wrap_store`] that installs `plan`.
+pub fn wrapper(plan: Arc<FaultPlan>) -> StoreWrapper {
+    Arc::new(move |inner: Box<dyn Store>| {
+        Box::new(FaultStore::new(inner, plan.clone())) as Box<dyn Store>
+    })
+}
+
+/// The steps of an atomic key-store write, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStoreStep {
+    /// Writing the temp file (an interruption leaves it half written).
+    WriteTemp,
+    /// fsync of the temp file.
+    SyncTemp,
+    /// Renaming the temp file over the key store (an interruption happens before the rename).
+    Rename,
+    /// fsync of the directory (an interruption happens after the rename).
+    SyncDir,
+}
+
+impl KeyStoreStep {
+    /// All steps, in order.
+    pub const ALL: [KeyStoreStep; 4] = [
+        KeyStoreStep::WriteTemp,
+        KeyStoreStep::SyncTemp,
+        KeyStoreStep::Rename,
+        KeyStoreStep::SyncDir,
+    ];
+}
+
+/// An interruption of one key-store write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStoreFault {
+    /// Which key-store write on this thread (1-based, counted from [`arm_key_store`]).
+    pub nth_write: u64,
+    /// At which step.
+    pub step: KeyStoreStep,
+    /// `false`: the system call fails and the error path runs (temp file removed). `true`: a crash
+    /// (nothing cleaned up; the caller still gets an I/O error, and every later key-store write on
+    /// this thread fails before touching the disk, as if the process had died).
+    pub crash: bool,
+}
+
+#[derive(Default)]
+struct ThreadPlan {
+    fault: Option<KeyStoreFault>,
+    writes: u64,
+    fired: bool,
+}
+
+thread_local! {
+    static KEY_STORE_PLAN: RefCell<ThreadPlan> = RefCell::new(ThreadPlan::default());
+}
+
+/// Interrupts a key-store write on this thread (resets the write counter).
+pub fn arm_key_store(fault: KeyStoreFault) {
+    KEY_STORE_PLAN.with(|p| {
+        *p.borrow_mut() = ThreadPlan {
+            fault: Some(fault),
+            ..ThreadPlan::default()
+        }
+    });
+}
+
+/// Stops interrupting key-store writes on this thread (resets the write counter).
+pub fn disarm_key_store() {
+    KEY_STORE_PLAN.with(|p| *p.borrow_mut() = ThreadPlan::default());
+}
+
+/// Key-store writes started on this thread since the last arm/disarm.
+pub fn key_store_writes() -> u64 {
+    KEY_STORE_PLAN.with(|p| p.borrow().writes)
+}
+
+/// Whether the armed key-store interruption fired.
+pub fn key_store_fault_fired() -> bool {
+    KEY_STORE_PLAN.with(|p| p.borrow().fired)
+}
+
+/// What the atomic write should do at a step.
+pub(crate) enum Injected {
+    /// Fail the step (the error path runs).
+    Fail,
+    /// Stop as if the process died here.
+    Crash,
+}
+
+/// Called by `fsutil::atomic_write` at the start of a write. `true`: an earlier interruption was a
+/// crash, so this "dead process" writes nothing at all.
+pub(crate) fn key_store_write_started() -> bool {
+    KEY_STORE_PLAN.with(|p| {
+        let mut p = p.borrow_mut();
+        p.writes += 1;
+        p.fired && p.fault.is_some_and(|f| f.crash)
+    })
+}
+
+/// Called by `fsutil::atomic_write` before each step.
+pub(crate) fn key_store_step(step: KeyStoreStep) -> Option<Injected> {
+    KEY_STORE_PLAN.with(|p| {
+        let mut p = p.borrow_mut();
+        let f = p.fault?;
+        if p.fired || f.nth_write != p.writes || f.step != step {
+            return None;
+        }
+        p.fired = true;
+        Some(if f.crash {
+            Injected::Crash
+        } else {
+            Injected::Fail
+        })
+    })
+}
