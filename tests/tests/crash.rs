@@ -1,6 +1,9 @@
-//! Crash tests for the shredding operations (issue #3): the process running `expire`, `forget` or
-//! `retire_kek` is killed with SIGKILL at random points; on reopen the operation completes or
-//! resumes, nothing is half-shredded and no forgotten subject is readable.
+//! Crash tests (issues #3 and #6): a child process running `expire`, `forget`, `retire_kek`, `put`,
+//! `update` or `rotate_data_keys` is killed with SIGKILL at random points; on reopen every
+//! acknowledged step is there, no record is torn (old or new, never a mix), nothing is
+//! half-shredded, no forgotten subject is readable, interrupted operations resume and the audit
+//! chain verifies. `put`, `update` and `rotate_data_keys` run in a loop on one small vault kept
+//! across rounds (see "Loop operations" below); the shredding operations as follows.
 //!
 //! How: each parent test builds one fixture vault (64 subjects with account, shipping, marketing
 //! and invoicing records, anchor events on both sides of every retention boundary, legal holds and
@@ -25,10 +28,14 @@
 //! - rerunning the operation completes, and afterwards the vault holds exactly the expected state;
 //! - the audit chain verifies after the reopen and after the rerun.
 //!
-//! Rounds per operation: 50 (plus 10 open kills) by default; `KLUIS_CRASH_ROUNDS=<n>` for the long
-//! mode (e.g. `KLUIS_CRASH_ROUNDS=1000 cargo test -p kluis-tests --test e2e crash::`),
-//! `KLUIS_CRASH_SEED=<n>` for another delay schedule. A failure names the operation, seed, round and
-//! kill time and keeps the round's vault directory and the child's output.
+//! Rounds per operation: 84 for the shredding operations (plus 16 open kills, plus the resumed
+//! children: over 100 kills each) and 100 for the loop operations (plus every third round's resumed
+//! child) by default; `KLUIS_CRASH_ROUNDS=<n>` for the long mode (e.g.
+//! `KLUIS_CRASH_ROUNDS=1000 cargo test -p kluis-tests --test e2e crash:: -- --nocapture`),
+//! `KLUIS_CRASH_SEED=<n>` for another delay schedule. Each operation prints one summary line on
+//! stderr (kills, where they landed, resumed children; `--nocapture` shows it). A failure names the
+//! operation, seed, round and kill time and keeps the round's vault directory and the child's
+//! output.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
