@@ -161,9 +161,53 @@ impl Default for SledConfig {
     }
 }
 
+/// Removes the `snap.<lsn>.generating` files a kill during sled's snapshot write leaves behind.
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, fsyncs it and renames it to
+/// `snap.<lsn>`; so a `.generating` file is never a valid snapshot, only the remains of a write
+/// that a crash interrupted. sled itself does not skip them: it sorts every `snap.*` file and reads
+/// the last, which is the `.generating` one (it sorts after `snap.<lsn>`), finds it empty or
+/// truncated and refuses to open with `Corruption` (sled issues #1527, #1533). Without the file,
+/// sled reads the previous complete snapshot, or none, and replays its log from there, which is
+/// what it does after any crash. A missing `dir` (a vault being created) is not an error.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StorageError> {
+    let io = |e: std::io::Error| StorageError::io(Component::DataStore, &e);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut removed = 0usize;
+    for entry in entries {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with("snap.") && name.ends_with(".generating")) {
+            continue;
+        }
+        if !entry.file_type().map_err(io)?.is_file() {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    if removed > 0 {
+        crate::fsutil::sync_dir(dir).map_err(io)?;
+        tracing::warn!(
+            files = removed,
+            "removed unfinished storage-engine snapshot files left by an interrupted run"
+        );
+    }
+    Ok(())
+}
+
 impl SledStore {
     /// Opens (or creates) the sled database in `dir`.
     pub fn open(dir: &Path, cfg: SledConfig) -> Result<SledStore, StorageError> {
+        remove_unfinished_snapshots(dir)?;
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cfg.cache_bytes)
@@ -285,5 +329,64 @@ impl Store for SledStore {
     fn sync(&self) -> Result<(), StorageError> {
         guard(|| self.db.flush())?;
         self.fsync_files()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn small() -> SledConfig {
+        SledConfig {
+            cache_bytes: 1024 * 1024,
+            flush_every_ms: None,
+        }
+    }
+
+    fn write_some(dir: &Path) {
+        let st = SledStore::open(dir, small()).unwrap();
+        let mut b = WriteBatch::default();
+        for i in 0u32..200 {
+            b.put(Table::Meta, i.to_be_bytes().to_vec(), vec![i as u8; 100]);
+        }
+        st.apply(b).unwrap();
+        st.sync().unwrap();
+    }
+
+    fn reads_back(dir: &Path) {
+        let st = SledStore::open(dir, small()).expect("reopen with a leftover snapshot file");
+        for i in 0u32..200 {
+            assert_eq!(
+                st.get(Table::Meta, &i.to_be_bytes()).unwrap(),
+                Some(vec![i as u8; 100])
+            );
+        }
+    }
+
+    /// A kill while sled writes its snapshot leaves `snap.<lsn>.generating` (empty or truncated);
+    /// sled alone then refuses to open. The store removes it and sled recovers from its log.
+    #[test]
+    fn open_removes_unfinished_snapshot_files() {
+        for contents in [&b""[..], &[0x5a; 7][..], &[0x17; 300][..]] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("data");
+            write_some(&dir);
+            let leftover = dir.join("snap.0000000000ABCDEF.generating");
+            std::fs::write(&leftover, contents).unwrap();
+            // A file that only looks similar stays.
+            let other = dir.join("notes.generating");
+            std::fs::write(&other, b"x").unwrap();
+            reads_back(&dir);
+            assert!(!leftover.exists(), "the unfinished snapshot is removed");
+            assert!(other.exists(), "only snap.*.generating files are removed");
+        }
+    }
+
+    #[test]
+    fn missing_directory_is_not_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(remove_unfinished_snapshots(&tmp.path().join("nope")).is_ok());
     }
 }
