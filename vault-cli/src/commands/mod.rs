@@ -180,8 +180,9 @@ pub fn read_passphrase_file(path: &Path) -> anyhow::Result<Passphrase> {
     let line = text.lines().next().unwrap_or("").to_owned();
     zeroize_string(&mut text);
     if line.is_empty() {
+        // An empty passphrase never opens a vault: report it as a credentials problem.
         return Err(CliError::new(
-            exit::INVALID_INPUT,
+            exit::WRONG_CREDENTIALS,
             format!("the passphrase file {} is empty", path.display()),
         )
         .into());
