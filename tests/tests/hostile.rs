@@ -529,12 +529,18 @@ fn hostile_values_and_subjects_are_refused() {
         "x".repeat(101)
     );
     let huge = format!(
-        r#"{{"first_name":"Jan","last_name":"{SECRET}","notes":"{}"}}"#,
+        r#"{{"first_name":"Jan","last_name":"{}","email":"jan@voorbeeld.nl"}}"#,
         "y".repeat(5 << 20)
     );
-    let files: [(&str, Vec<u8>); 7] = [
+    let deep = format!(
+        r#"{{"first_name":"Jan","last_name":"Berg","x":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let files: [(&str, Vec<u8>); 8] = [
         ("field over max_len", long_name.into_bytes()),
-        ("record over 4 MiB", huge.into_bytes()),
+        ("a 5 MiB value", huge.into_bytes()),
+        ("JSON nested 100,000 deep", deep.into_bytes()),
         ("not UTF-8", b"{\"first_name\":\"Jan\xff\xfe\"}".to_vec()),
         ("not JSON", format!("{{first_name: {SECRET}").into_bytes()),
         ("a JSON array", format!(r#"["{SECRET}"]"#).into_bytes()),
