@@ -222,6 +222,16 @@ fn hostile_passphrases_are_wrong_credentials() {
         assert_refused(&o, &args, WRONG_CREDENTIALS);
         assert!(!stderr(&o).is_empty(), "{what}");
     }
+    // An endless "file": read only up to a bound, then refused as too long (not read until
+    // memory runs out).
+    let args = ["get", &env.subject, "customer"];
+    let o = env
+        .bare_on(&env.vault)
+        .args(["--passphrase-file", "/dev/zero"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_refused(&o, &args, WRONG_CREDENTIALS);
     env.assert_intact();
 }
 
