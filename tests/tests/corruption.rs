@@ -456,6 +456,22 @@ fn assert_no_panic_no_wrong_data(tallies: &BTreeMap<&'static str, Tally>) {
     }
 }
 
+/// sled opened directly, without its flusher thread (whose late exit would keep the directory
+/// locked after the handle is dropped), retrying while a previous handle's lock is still held.
+pub(crate) fn open_sled(data: &Path) -> sled::Db {
+    let mut tries = 0;
+    loop {
+        match sled::Config::new().path(data).flush_every_ms(None).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e)) if tries < 100 && e.to_string().contains("lock") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("open sled directly: {e}"),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests.
 
@@ -520,7 +536,7 @@ fn corrupted_audit_rows_are_always_detected() {
     let copy = fx.copy();
     let data = root(copy.path()).join("data");
     let audit_keys: Vec<(Vec<u8>, Vec<u8>)> = {
-        let db = sled::open(&data).unwrap();
+        let db = open_sled(&data);
         let tree = db.open_tree(b"kluis").unwrap();
         let rows = tree
             .scan_prefix([0x05])
@@ -534,7 +550,7 @@ fn corrupted_audit_rows_are_always_detected() {
     };
     assert!(audit_keys.len() > 10, "{}", audit_keys.len());
     let edit = |f: &dyn Fn(&sled::Tree)| {
-        let db = sled::open(&data).unwrap();
+        let db = open_sled(&data);
         let tree = db.open_tree(b"kluis").unwrap();
         f(&tree);
         db.flush().unwrap();
