@@ -32,6 +32,28 @@ pub(crate) fn kluis() -> &'static Path {
             .args(["build", "--quiet", "-p", "vault-cli", "--bin", "kluis"])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        // Cargo sets these for the test process; inherited by this build they differ from what
+        // cargo gives build scripts, so ring's build script (rerun-if-env-changed on several of
+        // them) would rerun here and again in the next `cargo test`, rebuilding ring, vault-core
+        // and kluis every run.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&k.as_ref())
+            {
+                build.env_remove(k.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

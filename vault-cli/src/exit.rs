@@ -24,6 +24,9 @@ pub const IN_USE: u8 = 6;
 pub const INVALID_INPUT: u8 = 7;
 /// A batch partially failed (some rows of an `import` rejected).
 pub const PARTIAL: u8 = 8;
+/// Storage refused: the disk is full, the directory is read-only, or another I/O error. Nothing
+/// was acknowledged; the vault is as it was before the command.
+pub const STORAGE_REFUSED: u8 = 9;
 
 /// An error the CLI itself raises, with its exit code. The message never holds a value or key.
 #[derive(Debug)]
@@ -54,6 +57,7 @@ impl std::error::Error for CliError {}
 fn storage(e: &StorageError) -> u8 {
     match e {
         StorageError::Corrupted { .. } => INTEGRITY,
+        StorageError::DiskFull { .. } | StorageError::Io { .. } => STORAGE_REFUSED,
         _ => FAILURE,
     }
 }
@@ -74,7 +78,10 @@ fn open(e: &OpenError) -> u8 {
         OpenError::NotAVault { .. } => NOT_FOUND,
         OpenError::VaultMismatch | OpenError::UnsupportedVersion { .. } => INTEGRITY,
         OpenError::Storage(s) => storage(s),
-        OpenError::Kdf(k) => kdf(k),
+        // Argon2id parameters out of bounds in an existing key store's header: the file was
+        // crafted or damaged (the header is read before it can be authenticated).
+        OpenError::Kdf(KdfError::PassphraseLength { .. }) => WRONG_CREDENTIALS,
+        OpenError::Kdf(_) => INTEGRITY,
         _ => FAILURE,
     }
 }
@@ -252,6 +259,10 @@ fn hint(code: u8) -> Option<&'static str> {
         IN_USE => Some(
             "another process (the shop's application or another kluis) has the vault open; stop \
              it or retry when it is done",
+        ),
+        STORAGE_REFUSED => Some(
+            "the file system refused the write or read (disk full, read-only, I/O error); nothing \
+             was acknowledged: free space or fix the mount and run the command again",
         ),
         _ => None,
     }

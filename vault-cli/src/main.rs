@@ -13,6 +13,7 @@
 //! | 6 | vault in use by another process |
 //! | 7 | invalid input (schema, field value, record JSON, event name) |
 //! | 8 | a batch partially failed (reserved for `import`) |
+//! | 9 | storage refused (disk full, read-only file system, other I/O error); nothing acknowledged |
 //!
 //! Credentials: `--passphrase-file FILE` (or the environment variable `KLUIS_PASSPHRASE_FILE`
 //! naming one) and/or `--key-file FILE`; with neither, a no-echo prompt when stdin is a terminal.
@@ -31,7 +32,8 @@ Credentials: --passphrase-file FILE (or KLUIS_PASSPHRASE_FILE) and/or --key-file
 a no-echo prompt on the terminal. Never the passphrase itself on the command line.
 
 Exit codes: 0 ok, 1 other failure, 2 usage error, 3 wrong credentials, 4 integrity failure,
-5 not found, 6 vault in use, 7 invalid input, 8 batch partially failed.";
+5 not found, 6 vault in use, 7 invalid input, 8 batch partially failed, 9 storage refused
+(disk full, read-only, I/O error).";
 
 /// kluis: an encrypted customer-data vault that deletes by destroying keys.
 #[derive(Debug, Parser)]

@@ -46,7 +46,35 @@ enum Outcome {
     },
 }
 
-fn row(v: &Vault, text: &str) -> Result<Option<String>, String> {
+/// Why a row was not stored: the row is bad (reported by line number, the import goes on), or the
+/// storage refused the write (disk full, read-only, I/O error: the import stops, nothing of the
+/// current batch is acknowledged).
+enum RowError {
+    Rejected(String),
+    Storage(anyhow::Error),
+}
+
+impl From<String> for RowError {
+    fn from(s: String) -> Self {
+        RowError::Rejected(s)
+    }
+}
+
+impl From<&str> for RowError {
+    fn from(s: &str) -> Self {
+        RowError::Rejected(s.to_owned())
+    }
+}
+
+/// A storage error that is no fault of the row (the file system refused the write).
+fn refused(e: &vault_core::StorageError) -> bool {
+    matches!(
+        e,
+        vault_core::StorageError::DiskFull { .. } | vault_core::StorageError::Io { .. }
+    )
+}
+
+fn row(v: &Vault, text: &str) -> Result<Option<String>, RowError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         format!(
             "not valid JSON ({:?} error at column {})",
@@ -96,7 +124,7 @@ fn csv_row(
     Ok(Value::Object(row))
 }
 
-fn row_value(v: &Vault, mut value: Value) -> Result<Option<String>, String> {
+fn row_value(v: &Vault, mut value: Value) -> Result<Option<String>, RowError> {
     let obj = value
         .as_object_mut()
         .ok_or("a row must be a JSON object with type and record")?;
@@ -114,7 +142,10 @@ fn row_value(v: &Vault, mut value: Value) -> Result<Option<String>, String> {
     let record = Record::from_json(record).map_err(|_| "\"record\" must be a JSON object")?;
     let (subject, created) = match obj.get("subject") {
         None | Some(Value::Null) => {
-            let s = v.create_subject().map_err(|e| e.to_string())?;
+            let s = v.create_subject().map_err(|e| match &e {
+                vault_core::SubjectError::Storage(st) if refused(st) => RowError::Storage(e.into()),
+                _ => RowError::Rejected(e.to_string()),
+            })?;
             (s, Some(s.to_string()))
         }
         Some(Value::String(s)) => (
@@ -125,7 +156,14 @@ fn row_value(v: &Vault, mut value: Value) -> Result<Option<String>, String> {
         Some(_) => return Err("\"subject\" must be a string".into()),
     };
     let key = RecordKey::labelled(&record_type, &label);
-    v.put(&subject, key, &record).map_err(|e| e.to_string())?;
+    v.put(&subject, key, &record).map_err(|e| match &e {
+        vault_core::WriteError::Storage(st) | vault_core::WriteError::KeyStore(st)
+            if refused(st) =>
+        {
+            RowError::Storage(e.into())
+        }
+        _ => RowError::Rejected(e.to_string()),
+    })?;
     Ok(created)
 }
 
@@ -207,8 +245,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             let result = match reader.read_record(&mut record) {
                 Ok(false) => break,
                 Ok(true) => csv_row(&schema, &record_type, &headers, &record)
+                    .map_err(RowError::Rejected)
                     .and_then(|value| row_value(&v, value)),
-                Err(e) => Err(format!("not a valid CSV row ({})", csv_reason(&e))),
+                Err(e) => Err(RowError::Rejected(format!(
+                    "not a valid CSV row ({})",
+                    csv_reason(&e)
+                ))),
             };
             match result {
                 Ok(created) => {
@@ -220,13 +262,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
                         });
                     }
                 }
-                Err(reason) => {
+                Err(RowError::Rejected(reason)) => {
                     rejected += 1;
                     pending.push(Outcome::Rejected {
                         line: line_no,
                         reason,
                     });
                 }
+                Err(RowError::Storage(e)) => return Err(e),
             }
             rows += 1;
             if rows.is_multiple_of(BATCH) {
@@ -234,21 +277,26 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             }
         }
     } else {
-        for (i, line) in BufReader::new(input).lines().enumerate() {
+        // Lines are split as bytes so that one line that is not UTF-8 is rejected as a row, not
+        // the end of the import.
+        for (i, line) in BufReader::new(input).split(b'\n').enumerate() {
             let line_no = i + 1;
-            let mut text = line.map_err(|e| {
+            let mut bytes = line.map_err(|e| {
                 CliError::new(
                     exit::FAILURE,
                     format!("reading line {line_no}: {}", e.kind()),
                 )
             })?;
-            if text.trim().is_empty() {
-                continue;
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
             }
-            let result = row(&v, &text);
-            let n = text.len();
-            text.clear();
-            text.extend(std::iter::repeat_n('\0', n));
+            let result = match std::str::from_utf8(&bytes) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => row(&v, text),
+                Err(_) => Err(RowError::Rejected("not UTF-8".to_owned())),
+            };
+            // Overwrite the plaintext before the buffer is freed.
+            bytes.fill(0);
             match result {
                 Ok(created) => {
                     stored += 1;
@@ -259,13 +307,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
                         });
                     }
                 }
-                Err(reason) => {
+                Err(RowError::Rejected(reason)) => {
                     rejected += 1;
                     pending.push(Outcome::Rejected {
                         line: line_no,
                         reason,
                     });
                 }
+                Err(RowError::Storage(e)) => return Err(e),
             }
             rows += 1;
             if rows.is_multiple_of(BATCH) {

@@ -162,11 +162,17 @@ pub fn combine(pass: Option<Passphrase>, key: Option<KeyFile>) -> Credentials {
     }
 }
 
+/// How much of a passphrase file is read (the first line must fit; the library refuses
+/// passphrases over 4096 bytes).
+const PASSPHRASE_FILE_READ_LIMIT: u64 = 64 << 10;
+
 /// Reads a passphrase file: its first line, without the line ending.
 pub fn read_passphrase_file(path: &Path) -> anyhow::Result<Passphrase> {
     let mut text = String::new();
+    // Read a bounded prefix: a passphrase is at most 4096 bytes, and a "file" such as /dev/zero
+    // or a huge log must not be read until memory runs out.
     std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
+        .and_then(|f| f.take(PASSPHRASE_FILE_READ_LIMIT).read_to_string(&mut text))
         .map_err(|e| {
             CliError::new(
                 exit::WRONG_CREDENTIALS,
@@ -180,8 +186,9 @@ pub fn read_passphrase_file(path: &Path) -> anyhow::Result<Passphrase> {
     let line = text.lines().next().unwrap_or("").to_owned();
     zeroize_string(&mut text);
     if line.is_empty() {
+        // An empty passphrase never opens a vault: report it as a credentials problem.
         return Err(CliError::new(
-            exit::INVALID_INPUT,
+            exit::WRONG_CREDENTIALS,
             format!("the passphrase file {} is empty", path.display()),
         )
         .into());

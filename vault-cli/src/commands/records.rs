@@ -78,10 +78,17 @@ fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
         std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
     };
     r.map_err(|e| {
-        CliError::new(
-            exit::NOT_FOUND,
-            format!("cannot read {}: {}", path.display(), e.kind()),
-        )
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            CliError::new(
+                exit::INVALID_INPUT,
+                format!("{} is not UTF-8 text (JSON must be UTF-8)", path.display()),
+            )
+        } else {
+            CliError::new(
+                exit::NOT_FOUND,
+                format!("cannot read {}: {}", path.display(), e.kind()),
+            )
+        }
     })?;
     let parsed = serde_json::from_str::<Value>(&text);
     // Overwrite the plaintext before the buffer is freed.
