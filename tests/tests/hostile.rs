@@ -460,9 +460,8 @@ impl FullDisk {
 }
 
 /// A full disk: the write is refused with exit 9 ("no space left"), nothing acknowledged is lost,
-/// and once space is freed the vault works again. (sled 0.34 leaves an empty
-/// `snap.*.generating` behind when its snapshot write fails; until the store removes it on open,
-/// this test removes it by hand, as the operator would: see the ignored test below.)
+/// and once space is freed the vault works again with no cleanup by hand (sled 0.34 leaves an
+/// empty `snap.*.generating` behind when its snapshot write fails; `SledStore::open` removes it).
 #[test]
 fn hostile_full_disk_is_storage_refused() {
     let Some(fd) = FullDisk::new() else { return };
@@ -470,12 +469,6 @@ fn hostile_full_disk_is_storage_refused() {
     assert_refused(&o, &["put", "invoice"], STORAGE_REFUSED);
     assert!(stderr(&o).contains("no space left"), "{}", stderr(&o));
     std::fs::remove_file(&fd.filler).unwrap();
-    for e in std::fs::read_dir(fd.env.vault.join("data")).unwrap() {
-        let p = e.unwrap().path();
-        if p.to_string_lossy().ends_with(".generating") {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
     fd.env.assert_intact();
     let o = fd.put("2026-0002");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -483,10 +476,9 @@ fn hostile_full_disk_is_storage_refused() {
 }
 
 /// The same, with repeated attempts while the disk stays full, and no cleanup by hand: every
-/// attempt must be exit 9 (today the second one reports the data store corrupted, exit 4, because
-/// of the empty `snap.*.generating` the first left), and the vault must open once space is freed.
+/// attempt must be exit 9 (before `SledStore::open` removed sled's empty `snap.*.generating`, the
+/// second one reported the data store corrupted, exit 4), and the vault opens once space is freed.
 #[test]
-#[ignore = "needs snap.generating cleanup (crash branch)"]
 fn hostile_full_disk_repeated_writes_and_reopen_need_no_cleanup() {
     let Some(fd) = FullDisk::new() else { return };
     for label in ["2026-0001", "2026-0002", "2026-0003"] {
