@@ -24,8 +24,8 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let schema = Schema::from_toml(include_str!("../../examples/webshop.toml"))
-            .expect("example schema");
+        let schema =
+            Schema::from_toml(include_str!("../../examples/webshop.toml")).expect("example schema");
         let options = VaultOptions::default()
             .kdf(KdfParams::danger_insecure_for_tests())
             .danger_allow_weak_kdf(true)

@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
             if opened.is_ok() {
                 assert!(fuzz_api::key_store_body(rest).is_ok());
             }
-            if fuzz_api::key_store_body(rest).is_ok() && rest.get(2..18) == Some(&fuzz_api::SAMPLE_VAULT_ID[..]) {
+            if fuzz_api::key_store_body(rest).is_ok()
+                && rest.get(2..18) == Some(&fuzz_api::SAMPLE_VAULT_ID[..])
+            {
                 assert_eq!(opened.ok(), Some(9));
             }
         }

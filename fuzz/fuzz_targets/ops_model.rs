@@ -89,7 +89,13 @@ fn text(n: u8) -> String {
 fn run(f: &mut Fixture, ops: &[Op]) {
     let paths = VaultPaths::in_dir(f.dir.path());
     let subjects: Vec<SubjectId> = (0..SUBJECTS)
-        .map(|_| f.vault.as_ref().expect("open").create_subject().expect("subject"))
+        .map(|_| {
+            f.vault
+                .as_ref()
+                .expect("open")
+                .create_subject()
+                .expect("subject")
+        })
         .collect();
     let mut model: BTreeMap<(usize, usize), Value> = BTreeMap::new();
     let mut forgotten = [false; SUBJECTS];
@@ -120,7 +126,11 @@ fn run(f: &mut Fixture, ops: &[Op]) {
                 let res = v.get(&subjects[s], RecordKey::labelled("note", LABELS[l]));
                 if forgotten[s] {
                     if let Ok(r) = res {
-                        assert_eq!(r.get_str("text"), None, "a forgotten subject's value is back");
+                        assert_eq!(
+                            r.get_str("text"),
+                            None,
+                            "a forgotten subject's value is back"
+                        );
                     }
                     continue;
                 }
@@ -139,7 +149,11 @@ fn run(f: &mut Fixture, ops: &[Op]) {
                 if forgotten[s] {
                     continue;
                 }
-                assert_eq!(res.is_ok(), model.remove(&(s, l)).is_some(), "delete: {res:?}");
+                assert_eq!(
+                    res.is_ok(),
+                    model.remove(&(s, l)).is_some(),
+                    "delete: {res:?}"
+                );
             }
             Op::Find { email } => {
                 let e = email as usize % EMAILS.len();
@@ -188,9 +202,8 @@ fn run(f: &mut Fixture, ops: &[Op]) {
             }
             Op::Reopen => {
                 f.vault = None;
-                f.vault = Some(
-                    Vault::open(&paths, &fuzz_api::credentials(), options()).expect("reopen"),
-                );
+                f.vault =
+                    Some(Vault::open(&paths, &fuzz_api::credentials(), options()).expect("reopen"));
             }
         }
     }
