@@ -118,13 +118,13 @@ pub(crate) struct LedgerEntry {
 }
 
 /// Header fields and derived keys needed to rewrite the file without re-running Argon2id.
-struct Seal {
-    factors: u8,
-    kdf: KdfParams,
-    salt: [u8; 16],
-    generation: u64,
-    seal_key: SecretKey,
-    check_key: SecretKey,
+pub(crate) struct Seal {
+    pub(crate) factors: u8,
+    pub(crate) kdf: KdfParams,
+    pub(crate) salt: [u8; 16],
+    pub(crate) generation: u64,
+    pub(crate) seal_key: SecretKey,
+    pub(crate) check_key: SecretKey,
 }
 
 /// The seal a [`KeyStore::rekey`] replaced (to undo it with [`KeyStore::restore_seal`]).
@@ -132,8 +132,8 @@ pub(crate) struct PreviousSeal(Seal);
 
 /// The decrypted key store plus what is needed to write it back.
 pub(crate) struct KeyStore {
-    path: PathBuf,
-    seal: Seal,
+    pub(crate) path: PathBuf,
+    pub(crate) seal: Seal,
     pub(crate) vault_id: [u8; 16],
     pub(crate) created_at: i64,
     pub(crate) max_key_uses: u64,
@@ -162,7 +162,7 @@ impl std::fmt::Debug for KeyStore {
     }
 }
 
-fn seal_keys(root: &SecretKey) -> (SecretKey, SecretKey) {
+pub(crate) fn seal_keys(root: &SecretKey) -> (SecretKey, SecretKey) {
     (
         crypto::derive_subkey(root, &[labels::KEY_STORE_SEAL]),
         crypto::derive_subkey(root, &[labels::KEY_STORE_CHECK]),
@@ -230,7 +230,17 @@ impl KeyStore {
         allow_weak: bool,
     ) -> Result<KeyStore, OpenError> {
         let bytes = read_capped(path)?;
-        let h = Header::parse(&bytes)?;
+        Self::open_bytes(&bytes, path, creds, allow_weak)
+    }
+
+    /// [`KeyStore::open`] on the file's bytes, already read (`path` is only remembered for saves).
+    pub(crate) fn open_bytes(
+        bytes: &[u8],
+        path: &Path,
+        creds: &Credentials,
+        allow_weak: bool,
+    ) -> Result<KeyStore, OpenError> {
+        let h = Header::parse(bytes)?;
         h.kdf.check(allow_weak)?;
         if creds.factors() != h.factors {
             return Err(OpenError::WrongFactors {
@@ -558,7 +568,7 @@ impl KeyStore {
             .collect()
     }
 
-    fn encode_body(&self) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn encode_body(&self) -> Zeroizing<Vec<u8>> {
         // Exact capacity: a reallocation would leave an unwiped copy of the keys in freed memory.
         let keks: usize = self.keks.len() * (4 + 1 + 1 + 8 + 8 + 8 + 8 + KEY_LEN);
         let ledger: usize = self
@@ -614,7 +624,7 @@ impl KeyStore {
     }
 }
 
-fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeyStore, DecodeError> {
+pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeyStore, DecodeError> {
     let mut r = Reader::new(body, "key store body");
     let bad = DecodeError {
         what: "key store body",

@@ -65,6 +65,8 @@ pub mod durability;
 pub mod error;
 pub mod export;
 mod fsutil;
+#[cfg(feature = "danger-fuzzing")]
+pub mod fuzz_api;
 mod index;
 pub mod keystore;
 pub mod labels;
