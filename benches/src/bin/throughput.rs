@@ -6,7 +6,8 @@
 //! ```text
 //! cargo build --release -p vault-cli      # for --only import (uses target/release/kluis)
 //! cargo run --release -p benches --bin throughput -- [N] [--threads 1,2] [--admin-n M]
-//!     [--import-n M] [--json] [--markdown] [--only ops,admin,rotate-dek,durable,open,import,rss]
+//!     [--import-n M] [--json] [--markdown] [--only ops,put,admin,rotate-dek,durable,open,import,rss]
+//!     (`put` = only the put phase of `ops`, e.g. for profiling)
 //! ```
 //!
 //! `N` (default 100000) customers for the record operations; the slow admin sweeps run on
@@ -314,7 +315,7 @@ fn bench_tmp() -> tempfile::TempDir {
 
 /// Record operations on N customers: put (new subject), get (full, 2 fields), find by e-mail,
 /// update, delete; kluis against plaintext sled, naive and the crypto floor, with `threads` threads.
-fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize) {
+fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
     let dir = root.join(format!("ops-{threads}"));
     let vault = open_vault(&dir.join("kluis"), Durability::Relaxed, None);
     let plain = PlainStore::open(&dir.join("plain")).unwrap();
@@ -390,6 +391,11 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize) {
         Some(fp),
     ));
     vault.sync().unwrap();
+    if puts_only {
+        drop(vault);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
 
     // Reads, in a random order over all N.
     let order = shuffled(n, 42);
@@ -999,7 +1005,7 @@ fn main() {
             "-h" | "--help" => {
                 println!(
                     "throughput [N] [--threads 1,2] [--admin-n M] [--import-n M] [--json] [--markdown] \
-                     [--only ops,admin,rotate-dek,durable,open,import,rss]"
+                     [--only ops,put,admin,rotate-dek,durable,open,import,rss]"
                 );
                 return;
             }
@@ -1031,9 +1037,9 @@ fn main() {
         );
     }
     let t = Instant::now();
-    if on("ops") {
+    if on("ops") || on("put") {
         for &th in &threads {
-            ops(&mut rep, tmp.path(), n, th);
+            ops(&mut rep, tmp.path(), n, th, !on("ops"));
         }
     }
     if on("admin") || on("rotate-dek") {
