@@ -53,6 +53,18 @@ impl PlainStore {
         );
         self.tree.apply_batch(b)
     }
+    /// Stores many records and their index entries in one atomic batch (a bulk import's best case).
+    pub fn put_many(&self, rows: &[([u8; 16], Value)]) -> sled::Result<()> {
+        let mut b = sled::Batch::default();
+        for (id, record) in rows {
+            b.insert(key(b'i', &[norm_email(record).as_bytes(), id]), &[][..]);
+            b.insert(
+                key(b'r', &[id]),
+                serde_json::to_vec(record).unwrap_or_default(),
+            );
+        }
+        self.tree.apply_batch(b)
+    }
     /// Read-modify-write of some fields (what `Vault::update` does).
     pub fn update(&self, id: &[u8; 16], changes: &Value) -> sled::Result<()> {
         let mut rec = self
