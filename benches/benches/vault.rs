@@ -1,23 +1,24 @@
-//! Criterion benchmarks: kluis put/get against same-run baselines (plaintext sled with the same
-//! e-mail index, and the bare AEAD work of the same fields).
-//!
-//! `cargo bench -p benches --bench vault`
+//! Criterion benchmarks: kluis put / get / get 2 fields / find / update against the same-run
+//! baselines (plaintext sled with the same e-mail index, naive one-key blob store, and the bare AEAD
+//! work of the same fields), on stores preloaded with `BENCH_N` customers (default 10000; the
+//! issue's 100k: `BENCH_N=100000 cargo bench -p benches --bench vault`).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
-use benches::{customer, PlainStore};
+use benches::{customer, email_of, CryptoFloor, NaiveStore, PlainStore};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use vault_core::{
-    Credentials, Durability, KdfParams, Record, Schema, Vault, VaultOptions, VaultPaths,
-};
+use vault_core::{Credentials, Durability, KdfParams, Record, Vault, VaultOptions, VaultPaths};
 
-const PRELOAD: u64 = 10_000;
+fn preload() -> u64 {
+    std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
 
 fn vault(dir: &std::path::Path) -> Vault {
-    let schema = Schema::from_toml(include_str!("../../examples/webshop.toml")).unwrap();
     let opts = VaultOptions::default()
         .durability(Durability::Relaxed)
         .kdf(KdfParams::danger_insecure_for_tests())
@@ -25,27 +26,38 @@ fn vault(dir: &std::path::Path) -> Vault {
     Vault::create(
         &VaultPaths::in_dir(dir),
         &Credentials::passphrase("bench"),
-        schema,
+        benches::schema(),
         opts,
     )
     .unwrap()
 }
 
-fn put_get(c: &mut Criterion) {
+fn pid(i: u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&i.to_le_bytes());
+    id[8] = 0xB5;
+    id
+}
+
+fn stores(c: &mut Criterion) {
+    let n = preload();
     let tmp = tempfile::tempdir().unwrap();
     let v = vault(&tmp.path().join("k"));
     let plain = PlainStore::open(&tmp.path().join("p")).unwrap();
+    let naive = NaiveStore::open(&tmp.path().join("n")).unwrap();
     let mut subjects = Vec::new();
-    for i in 0..PRELOAD {
+    for i in 0..n {
         let s = v.create_subject().unwrap();
         v.put(&s, "customer", &Record::from_json(customer(i)).unwrap())
             .unwrap();
-        plain.put(s.as_bytes(), &customer(i)).unwrap();
+        plain.put(&pid(i), &customer(i)).unwrap();
+        naive.put(&pid(i), &customer(i)).unwrap();
         subjects.push(s);
     }
-    let mut g = c.benchmark_group("put_new_subject");
+
+    let mut g = c.benchmark_group(format!("put_new_subject/{n}"));
     g.throughput(Throughput::Elements(1));
-    let mut i = PRELOAD;
+    let mut i = n;
     g.bench_function("kluis", |b| {
         b.iter_batched(
             || {
@@ -59,80 +71,118 @@ fn put_get(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let mut j = PRELOAD;
+    let mut j = n;
     g.bench_function("plaintext_sled", |b| {
         b.iter_batched(
             || {
                 j += 1;
-                let mut id = [0u8; 16];
-                id[..8].copy_from_slice(&j.to_le_bytes());
-                (id, customer(j))
+                (pid(j), customer(j))
             },
             |(id, r)| plain.put(&id, &r).unwrap(),
             BatchSize::SmallInput,
         )
     });
+    let mut j = n;
+    g.bench_function("naive_blob", |b| {
+        b.iter_batched(
+            || {
+                j += 1;
+                (pid(j), customer(j))
+            },
+            |(id, r)| naive.put(&id, &r).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut floor = CryptoFloor::default();
+    let fields = CryptoFloor::fields(&customer(1));
+    g.bench_function("crypto_floor_seal", |b| {
+        b.iter(|| black_box(floor.seal(&fields)))
+    });
     g.finish();
 
-    let mut g = c.benchmark_group("get");
+    let mut g = c.benchmark_group(format!("get/{n}"));
     g.throughput(Throughput::Elements(1));
-    let mut k = 0usize;
+    let mut k = 0u64;
+    let step = |k: &mut u64| {
+        *k = (*k + 7919) % n;
+        *k
+    };
     g.bench_function("kluis_full", |b| {
-        b.iter(|| {
-            k = (k + 7919) % subjects.len();
-            black_box(v.get(&subjects[k], "customer").unwrap())
-        })
+        b.iter(|| black_box(v.get(&subjects[step(&mut k) as usize], "customer").unwrap()))
     });
     g.bench_function("kluis_2_fields", |b| {
         b.iter(|| {
-            k = (k + 7919) % subjects.len();
             black_box(
-                v.get_fields(&subjects[k], "customer", &["first_name", "email"])
-                    .unwrap(),
+                v.get_fields(
+                    &subjects[step(&mut k) as usize],
+                    "customer",
+                    &["first_name", "email"],
+                )
+                .unwrap(),
             )
         })
     });
     g.bench_function("plaintext_sled_full", |b| {
+        b.iter(|| black_box(plain.get(&pid(step(&mut k))).unwrap()))
+    });
+    g.bench_function("naive_blob_full", |b| {
+        b.iter(|| black_box(naive.get(&pid(step(&mut k))).unwrap()))
+    });
+    let sealed = floor.seal(&fields);
+    g.bench_function("crypto_floor_open", |b| {
+        b.iter(|| black_box(floor.open(&sealed)))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("find_by_email/{n}"));
+    g.throughput(Throughput::Elements(1));
+    let emails: Vec<String> = (0..n.min(2_000)).map(email_of).collect();
+    let mut e = 0usize;
+    g.bench_function("kluis", |b| {
         b.iter(|| {
-            k = (k + 7919) % subjects.len();
-            black_box(plain.get(subjects[k].as_bytes()).unwrap())
+            e = (e + 1) % emails.len();
+            black_box(v.find("customer", "email", emails[e].as_str()).unwrap())
         })
+    });
+    g.bench_function("plaintext_sled", |b| {
+        b.iter(|| {
+            e = (e + 1) % emails.len();
+            black_box(plain.find(&emails[e]).unwrap())
+        })
+    });
+    g.bench_function("naive_blob", |b| {
+        b.iter(|| {
+            e = (e + 1) % emails.len();
+            black_box(naive.find(&emails[e]).unwrap())
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("update_phone/{n}"));
+    g.throughput(Throughput::Elements(1));
+    let change = serde_json::json!({"phone": "06-12345678"});
+    g.bench_function("kluis", |b| {
+        b.iter_batched(
+            || Record::from_json(change.clone()).unwrap(),
+            |r| {
+                v.update(&subjects[step(&mut k) as usize], "customer", &r)
+                    .unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("plaintext_sled", |b| {
+        b.iter(|| plain.update(&pid(step(&mut k)), &change).unwrap())
+    });
+    g.bench_function("naive_blob", |b| {
+        b.iter(|| naive.update(&pid(step(&mut k)), &change).unwrap())
     });
     g.finish();
 }
 
-fn crypto_floor(c: &mut Criterion) {
-    // The AEAD work alone for one customer's fields: the floor no design can go under.
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
-    let rec = customer(1);
-    let fields: Vec<Vec<u8>> = rec
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_str().unwrap().as_bytes().to_vec())
-        .collect();
-    c.bench_function("crypto_floor/seal_customer_fields_ring", |b| {
-        b.iter(|| {
-            for (n, f) in fields.iter().enumerate() {
-                let mut buf = f.clone();
-                let mut nonce = [0u8; 12];
-                nonce[..8].copy_from_slice(&(n as u64).to_le_bytes());
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(b"aad"),
-                        &mut buf,
-                    )
-                    .unwrap();
-                let _ = black_box((buf, tag));
-            }
-        })
-    });
-}
-
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = put_get, crypto_floor
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
+    targets = stores
 }
 criterion_main!(benches);

@@ -1,27 +1,278 @@
-//! Prints, in one run, records/s for kluis and its same-run baselines, with the ratios.
+//! Prints, in one run, operations/s for kluis and its same-run baselines (plaintext sled with the
+//! same e-mail index, the bare AEAD work, a naive one-key encrypted-blob store) and the ratios, in
+//! wall time and in process CPU time (the machine may be shared: CPU per operation is the steadier
+//! figure).
 //!
-//! `cargo run --release -p benches --bin throughput -- [N]` (default N = 100000 subjects).
-//! Durability is Relaxed for both kluis and the plaintext baseline (neither fsyncs per write), so the
-//! ratio compares the same storage work with and without kluis's crypto and key management.
+//! ```text
+//! cargo build --release -p vault-cli      # for --only import (uses target/release/kluis)
+//! cargo run --release -p benches --bin throughput -- [N] [--threads 1,2] [--admin-n M]
+//!     [--import-n M] [--json] [--markdown] [--only ops,put,admin,rotate-dek,durable,open,import,rss]
+//!     (`put` = only the put phase of `ops`, e.g. for profiling)
+//! ```
+//!
+//! `N` (default 100000) customers for the record operations; the slow admin sweeps run on
+//! `--admin-n` (default min(N, 20000)) and the CLI import on `--import-n` (default min(N, 20000)).
+//! `BENCH_TMP` chooses the directory for the stores (default: the system temp dir).
+//! `--rss-child kluis|kluis-cache16|plaintext N` is the child process the `rss` section runs
+//! (`kluis-cache16`: sled page cache 16 MiB instead of the default 64 MiB).
 
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs
+)]
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use benches::{customer, email_of, PlainStore, Rng};
+use benches::probe::{cpu_seconds, status_kib};
+use benches::{customer, email_of, invoice, CryptoFloor, NaiveStore, PlainStore, Rng};
+use serde_json::{json, Value};
 use vault_core::{
-    Credentials, Durability, KdfParams, Record, Schema, SubjectId, Vault, VaultOptions, VaultPaths,
+    Credentials, Durability, Epoch, KdfParams, KekState, MockClock, Record, Request, SubjectId,
+    Vault, VaultOptions, VaultPaths,
 };
 
-fn rate(n: u64, secs: f64) -> f64 {
-    n as f64 / secs
+/// Records generated and stored per chunk (bounds the generator's memory at 1M).
+const CHUNK: u64 = 50_000;
+/// 2026-01-01T00:00:00Z: the mock clock's start.
+const T0: i64 = 1_767_225_600;
+const DAY: i64 = 86_400;
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Sample {
+    ops: u64,
+    wall: f64,
+    cpu: f64,
 }
 
-fn dir_size(p: &std::path::Path) -> u64 {
+impl Sample {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.wall.max(1e-9)
+    }
+    fn cpu_per_op(&self) -> f64 {
+        self.cpu / self.ops.max(1) as f64
+    }
+    fn add(&mut self, o: Sample) {
+        self.ops += o.ops;
+        self.wall += o.wall;
+        self.cpu += o.cpu;
+    }
+}
+
+fn measure(ops: u64, f: impl FnOnce()) -> Sample {
+    let (c0, k0) = cpu_seconds();
+    let t = Instant::now();
+    f();
+    let wall = t.elapsed().as_secs_f64();
+    let (c1, k1) = cpu_seconds();
+    Sample {
+        ops,
+        wall,
+        cpu: (c1 - c0) + (k1 - k0),
+    }
+}
+
+struct Row {
+    section: &'static str,
+    op: String,
+    n: u64,
+    threads: usize,
+    mode: &'static str,
+    unit: &'static str,
+    kluis: Sample,
+    plain: Option<Sample>,
+    naive: Option<Sample>,
+    floor: Option<Sample>,
+}
+
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    json: bool,
+}
+
+impl Report {
+    fn row(&mut self, r: Row) {
+        if !self.json {
+            let ratio = r
+                .plain
+                .map(|p| {
+                    format!(
+                        "  x{:.2} wall, x{:.2} CPU vs plaintext",
+                        r.kluis.rate() / p.rate(),
+                        p.cpu_per_op() / r.kluis.cpu_per_op().max(1e-12)
+                    )
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "  {:<34} N={:<7} t={} {:<9} kluis {:>10.0} {}/s{}",
+                r.op,
+                r.n,
+                r.threads,
+                r.mode,
+                r.kluis.rate(),
+                r.unit,
+                ratio
+            );
+        }
+        self.rows.push(r);
+    }
+    fn note(&mut self, s: String) {
+        if !self.json {
+            eprintln!("  note: {s}");
+        }
+        self.notes.push(s);
+    }
+}
+
+fn fmt_rate(s: Option<Sample>) -> String {
+    s.map(|s| format!("{:.0}", s.rate()))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn ratio(k: &Sample, b: Option<Sample>, cpu: bool) -> String {
+    match b {
+        Some(b) if cpu && k.cpu > 0.0 && b.cpu > 0.0 => {
+            format!("{:.2}", b.cpu_per_op() / k.cpu_per_op())
+        }
+        Some(b) if !cpu => format!("{:.2}", k.rate() / b.rate()),
+        _ => "-".into(),
+    }
+}
+
+fn print_markdown(rep: &Report) {
+    println!("| section | operation | N | threads | durability | unit | kluis /s | plaintext /s | naive /s | crypto floor /s | kluis/plain wall | kluis/plain CPU | kluis/naive wall | kluis CPU µs/op |");
+    println!("|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rep.rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            r.section,
+            r.op,
+            r.n,
+            r.threads,
+            r.mode,
+            r.unit,
+            r.kluis.rate(),
+            fmt_rate(r.plain),
+            fmt_rate(r.naive),
+            fmt_rate(r.floor),
+            ratio(&r.kluis, r.plain, false),
+            ratio(&r.kluis, r.plain, true),
+            ratio(&r.kluis, r.naive, false),
+            r.kluis.cpu_per_op() * 1e6
+        );
+    }
+    println!();
+    for n in &rep.notes {
+        println!("- {n}");
+    }
+}
+
+fn sample_json(s: Option<Sample>) -> Value {
+    match s {
+        Some(s) => json!({"ops": s.ops, "wall_s": s.wall, "cpu_s": s.cpu, "per_s": s.rate()}),
+        None => Value::Null,
+    }
+}
+
+fn print_json(rep: &Report) {
+    for r in &rep.rows {
+        println!(
+            "{}",
+            json!({
+                "section": r.section, "op": r.op, "n": r.n, "threads": r.threads, "mode": r.mode,
+                "unit": r.unit, "kluis": sample_json(Some(r.kluis)), "plaintext": sample_json(r.plain),
+                "naive": sample_json(r.naive), "crypto_floor": sample_json(r.floor),
+            })
+        );
+    }
+    for n in &rep.notes {
+        println!("{}", json!({ "note": n }));
+    }
+}
+
+fn print_plain(rep: &Report) {
+    println!("| operation | N | thr | mode | kluis /s | plain /s | naive /s | floor /s | k/plain wall | k/plain CPU | k/naive wall |");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rep.rows {
+        println!(
+            "| {} ({}) | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            r.op,
+            r.unit,
+            r.n,
+            r.threads,
+            r.mode,
+            r.kluis.rate(),
+            fmt_rate(r.plain),
+            fmt_rate(r.naive),
+            fmt_rate(r.floor),
+            ratio(&r.kluis, r.plain, false),
+            ratio(&r.kluis, r.plain, true),
+            ratio(&r.kluis, r.naive, false),
+        );
+    }
+    println!();
+    for n in &rep.notes {
+        println!("- {n}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn mode_name(d: Durability) -> &'static str {
+    match d {
+        Durability::PerOperation => "per-op",
+        Durability::GroupCommit => "group",
+        _ => "none",
+    }
+}
+
+fn open_vault(dir: &Path, d: Durability, clock: Option<Arc<MockClock>>) -> Vault {
+    let mut opts = VaultOptions::default()
+        .durability(d)
+        .kdf(KdfParams::danger_insecure_for_tests())
+        .danger_allow_weak_kdf(true);
+    if let Some(c) = clock {
+        opts = opts.clock(c);
+    }
+    Vault::create(
+        &VaultPaths::in_dir(dir),
+        &Credentials::passphrase("bench"),
+        benches::schema(),
+        opts,
+    )
+    .unwrap()
+}
+
+/// Deterministic 16-byte id of baseline subject `i`.
+fn pid(i: u64) -> [u8; 16] {
+    let mut r = Rng::new(i ^ 0x5EED);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&r.next_u64().to_le_bytes());
+    out[8..].copy_from_slice(&r.next_u64().to_le_bytes());
+    out
+}
+
+fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = (0..n).collect();
+    let mut r = Rng::new(seed);
+    for i in (1..v.len()).rev() {
+        let j = r.below(i as u64 + 1) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+fn dir_size(p: &Path) -> u64 {
     let mut total = 0;
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
-            let m = e.metadata().unwrap();
+            let Ok(m) = e.metadata() else { continue };
             total += if m.is_dir() {
                 dir_size(&e.path())
             } else {
@@ -32,197 +283,830 @@ fn dir_size(p: &std::path::Path) -> u64 {
     total
 }
 
-fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000);
-    let tmp = tempfile::tempdir().unwrap();
-    let records: Vec<_> = (0..n).map(customer).collect();
-    println!("kluis throughput, {n} generated Dutch customers (6 fields, e-mail + phone blind-indexed), 1 thread");
+/// Runs `f(i)` for every `i` in `items`, split round-robin over `threads` threads.
+fn par<T: Sync>(items: &[T], threads: usize, f: impl Fn(&T) + Sync) {
+    if threads <= 1 {
+        items.iter().for_each(&f);
+        return;
+    }
+    std::thread::scope(|sc| {
+        for k in 0..threads {
+            let f = &f;
+            sc.spawn(move || {
+                for x in items.iter().skip(k).step_by(threads) {
+                    f(x);
+                }
+            });
+        }
+    });
+}
 
-    // Baseline: plaintext JSON in sled with an e-mail index.
-    let plain = PlainStore::open(&tmp.path().join("plain")).unwrap();
-    let ids: Vec<[u8; 16]> = (0..n).map(|i| *uuidish(i).as_bytes()).collect();
-    let t = Instant::now();
-    for (id, r) in ids.iter().zip(&records) {
-        plain.put(id, r).unwrap();
+fn bench_tmp() -> tempfile::TempDir {
+    match std::env::var_os("BENCH_TMP") {
+        Some(d) => {
+            std::fs::create_dir_all(&d).unwrap();
+            tempfile::tempdir_in(d).unwrap()
+        }
+        None => tempfile::tempdir().unwrap(),
     }
-    let plain_put = rate(n, t.elapsed().as_secs_f64());
-    let order = shuffled(n);
-    let t = Instant::now();
-    for &i in &order {
-        std::hint::black_box(plain.get(&ids[i as usize]).unwrap());
-    }
-    let plain_get = rate(n, t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    for &i in order.iter().take(10_000.min(n as usize)) {
-        std::hint::black_box(plain.find(&email_of(i)).unwrap());
-    }
-    let plain_find = rate(10_000.min(n), t.elapsed().as_secs_f64());
+}
 
-    // kluis.
-    let schema = Schema::from_toml(include_str!("../../../examples/webshop.toml")).unwrap();
-    let paths = VaultPaths::in_dir(tmp.path().join("kluis"));
-    let opts = VaultOptions::default()
-        .durability(Durability::Relaxed)
-        .kdf(KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true);
-    let vault = Vault::create(&paths, &Credentials::passphrase("bench"), schema, opts).unwrap();
-    let recs: Vec<Record> = records
+// ---------------------------------------------------------------------------------------------
+// Sections
+
+/// Record operations on N customers: put (new subject), get (full, 2 fields), find by e-mail,
+/// update, delete; kluis against plaintext sled, naive and the crypto floor, with `threads` threads.
+fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
+    let dir = root.join(format!("ops-{threads}"));
+    let vault = open_vault(&dir.join("kluis"), Durability::Relaxed, None);
+    let plain = PlainStore::open(&dir.join("plain")).unwrap();
+    let naive = NaiveStore::open(&dir.join("naive")).unwrap();
+    let mut subjects: Vec<Option<SubjectId>> = vec![None; n as usize];
+    let (mut kp, mut pp, mut np, mut fp) = (
+        Sample::default(),
+        Sample::default(),
+        Sample::default(),
+        Sample::default(),
+    );
+    let mut start = 0;
+    while start < n {
+        let end = (start + CHUNK).min(n);
+        let values: Vec<(u64, Value)> = (start..end).map(|i| (i, customer(i))).collect();
+        let recs: Vec<(u64, Record)> = values
+            .iter()
+            .map(|(i, v)| (*i, Record::from_json(v.clone()).unwrap()))
+            .collect();
+        let cells: Vec<std::sync::Mutex<Option<SubjectId>>> =
+            (start..end).map(|_| std::sync::Mutex::new(None)).collect();
+        kp.add(measure(end - start, || {
+            par(&recs, threads, |(i, r)| {
+                let s = vault.create_subject().unwrap();
+                vault.put(&s, "customer", r).unwrap();
+                *cells[(*i - start) as usize].lock().unwrap() = Some(s);
+            })
+        }));
+        for (k, c) in cells.into_iter().enumerate() {
+            subjects[start as usize + k] = c.into_inner().unwrap();
+        }
+        pp.add(measure(end - start, || {
+            par(&values, threads, |(i, v)| plain.put(&pid(*i), v).unwrap())
+        }));
+        np.add(measure(end - start, || {
+            par(&values, threads, |(i, v)| naive.put(&pid(*i), v).unwrap())
+        }));
+        let fields: Vec<Vec<Vec<u8>>> =
+            values.iter().map(|(_, v)| CryptoFloor::fields(v)).collect();
+        fp.add(measure(end - start, || {
+            std::thread::scope(|sc| {
+                for k in 0..threads {
+                    let fields = &fields;
+                    sc.spawn(move || {
+                        let mut f = CryptoFloor::default();
+                        for x in fields.iter().skip(k).step_by(threads) {
+                            std::hint::black_box(f.seal(x));
+                        }
+                    });
+                }
+            })
+        }));
+        start = end;
+    }
+    let subjects: Vec<SubjectId> = subjects.into_iter().map(Option::unwrap).collect();
+    let row = |op: &str, k, p, nv, f| Row {
+        section: "ops",
+        op: op.into(),
+        n,
+        threads,
+        mode: "none",
+        unit: "rec",
+        kluis: k,
+        plain: p,
+        naive: nv,
+        floor: f,
+    };
+    rep.row(row(
+        "put (new subject, 8-field customer + index)",
+        kp,
+        Some(pp),
+        Some(np),
+        Some(fp),
+    ));
+    vault.sync().unwrap();
+    if puts_only {
+        drop(vault);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+
+    // Reads, in a random order over all N, after one untimed pass over every store: the first
+    // reads after a bulk load also pay for sled's background flushing and page faults, which would
+    // bias whichever read phase runs first.
+    let order = shuffled(n, 42);
+    par(&order, threads, |&i| {
+        std::hint::black_box(vault.get(&subjects[i as usize], "customer").unwrap());
+        std::hint::black_box(plain.get(&pid(i)).unwrap());
+        std::hint::black_box(naive.get(&pid(i)).unwrap());
+    });
+    let k = measure(n, || {
+        par(&order, threads, |&i| {
+            std::hint::black_box(vault.get(&subjects[i as usize], "customer").unwrap());
+        })
+    });
+    let p = measure(n, || {
+        par(&order, threads, |&i| {
+            std::hint::black_box(plain.get(&pid(i)).unwrap());
+        })
+    });
+    let nv = measure(n, || {
+        par(&order, threads, |&i| {
+            std::hint::black_box(naive.get(&pid(i)).unwrap());
+        })
+    });
+    // Floor: open the fields of the sealed records (sealed outside the timing).
+    let m = n.min(CHUNK);
+    let mut f0 = CryptoFloor::default();
+    let sealed: Vec<_> = order
         .iter()
-        .map(|r| Record::from_json(r.clone()).unwrap())
+        .take(m as usize)
+        .map(|&i| f0.seal(&CryptoFloor::fields(&customer(i))))
         .collect();
-    let t = Instant::now();
-    let mut subjects: Vec<SubjectId> = Vec::with_capacity(n as usize);
-    for r in &recs {
+    let f = measure(m, || {
+        par(&sealed, threads, |s| {
+            std::hint::black_box(f0.open(s));
+        })
+    });
+    rep.row(row("get (full record)", k, Some(p), Some(nv), Some(f)));
+    let k2 = measure(n, || {
+        par(&order, threads, |&i| {
+            std::hint::black_box(
+                vault
+                    .get_fields(&subjects[i as usize], "customer", &["first_name", "email"])
+                    .unwrap(),
+            );
+        })
+    });
+    rep.row(row(
+        "get (2 fields) vs full plaintext get",
+        k2,
+        Some(p),
+        Some(nv),
+        None,
+    ));
+
+    let q = n.min(10_000);
+    let look: Vec<(u64, String)> = order
+        .iter()
+        .take(q as usize)
+        .map(|&i| (i, email_of(i)))
+        .collect();
+    let k = measure(q, || {
+        par(&look, threads, |(_, e)| {
+            assert_eq!(
+                vault.find("customer", "email", e.as_str()).unwrap().len(),
+                1
+            );
+        })
+    });
+    let p = measure(q, || {
+        par(&look, threads, |(_, e)| {
+            assert_eq!(plain.find(e).unwrap().len(), 1);
+        })
+    });
+    let nv = measure(q, || {
+        par(&look, threads, |(_, e)| {
+            assert_eq!(naive.find(e).unwrap().len(), 1);
+        })
+    });
+    rep.row(row("find by e-mail", k, Some(p), Some(nv), None));
+
+    // Update: a new phone number and e-mail (the index entry moves).
+    let upd: Vec<(u64, Value)> = order
+        .iter()
+        .take(q as usize)
+        .map(|&i| {
+            (
+                i,
+                json!({"phone": format!("06-{:08}", i % 100_000_000), "email": format!("nieuw.{i}@voorbeeld.nl")}),
+            )
+        })
+        .collect();
+    let urec: Vec<(u64, Record)> = upd
+        .iter()
+        .map(|(i, v)| (*i, Record::from_json(v.clone()).unwrap()))
+        .collect();
+    let k = measure(q, || {
+        par(&urec, threads, |(i, r)| {
+            vault.update(&subjects[*i as usize], "customer", r).unwrap()
+        })
+    });
+    let p = measure(q, || {
+        par(&upd, threads, |(i, v)| plain.update(&pid(*i), v).unwrap())
+    });
+    let nv = measure(q, || {
+        par(&upd, threads, |(i, v)| naive.update(&pid(*i), v).unwrap())
+    });
+    rep.row(row("update (phone + e-mail)", k, Some(p), Some(nv), None));
+
+    // Delete: the records updated above.
+    let del: Vec<u64> = order.iter().take(q as usize).copied().collect();
+    let k = measure(q, || {
+        par(&del, threads, |&i| {
+            vault.delete(&subjects[i as usize], "customer").unwrap()
+        })
+    });
+    let p = measure(q, || {
+        par(&del, threads, |&i| plain.delete(&pid(i)).unwrap())
+    });
+    let nv = measure(q, || {
+        par(&del, threads, |&i| naive.delete(&pid(i)).unwrap())
+    });
+    rep.row(row("delete (record + index)", k, Some(p), Some(nv), None));
+
+    if threads == 1 {
+        vault.sync().unwrap();
+        drop(vault);
+        let _ = plain.sync(&dir.join("plain"));
+        let kd = dir_size(&dir.join("kluis").join("data"));
+        let pd = plain
+            .size_on_disk()
+            .unwrap_or(0)
+            .max(dir_size(&dir.join("plain")));
+        let nd = dir_size(&dir.join("naive"));
+        rep.note(format!(
+            "disk after {n} customers (and {q} deleted): kluis data dir {:.1} MiB ({:.0} B/customer), \
+             plaintext sled {:.1} MiB ({:.0} B/customer), naive {:.1} MiB",
+            kd as f64 / 1048576.0,
+            kd as f64 / n as f64,
+            pd as f64 / 1048576.0,
+            pd as f64 / n as f64,
+            nd as f64 / 1048576.0
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lifecycle sweeps on M subjects (mock clock): invoices, rotate data keys, retire (rotate) the
+/// epoch KEK, forget, expire.
+fn admin(rep: &mut Report, root: &Path, m: u64, sections: &dyn Fn(&str) -> bool) {
+    let dir = root.join("admin");
+    let clock = Arc::new(MockClock::new(T0));
+    let vault = open_vault(&dir.join("kluis"), Durability::Relaxed, Some(clock.clone()));
+    let plain = PlainStore::open(&dir.join("plain")).unwrap();
+    let req = Request::new("bench", "benchmark");
+    let mut subjects = Vec::with_capacity(m as usize);
+    for i in 0..m {
         let s = vault.create_subject().unwrap();
-        vault.put(&s, "customer", r).unwrap();
+        vault
+            .put(&s, "customer", &Record::from_json(customer(i)).unwrap())
+            .unwrap();
+        plain.put(&pid(i), &customer(i)).unwrap();
         subjects.push(s);
     }
-    let kluis_put = rate(n, t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    for r in recs.iter().take(10_000.min(n as usize)) {
-        vault.put(&subjects[0], "customer", r).unwrap();
-    }
-    let kluis_update = rate(10_000.min(n), t.elapsed().as_secs_f64());
-    vault.put(&subjects[0], "customer", &recs[0]).unwrap();
-    let t = Instant::now();
-    for &i in &order {
-        std::hint::black_box(vault.get(&subjects[i as usize], "customer").unwrap());
-    }
-    let kluis_get = rate(n, t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    for &i in &order {
-        std::hint::black_box(
+    // Every 10th customer has an invoice (a second purpose, kept on forget).
+    let inv: Vec<u64> = (0..m).step_by(10).collect();
+    let irec: Vec<(u64, Record)> = inv
+        .iter()
+        .map(|&i| (i, Record::from_json(invoice(i)).unwrap()))
+        .collect();
+    let k = measure(inv.len() as u64, || {
+        for (i, r) in &irec {
+            vault.put(&subjects[*i as usize], "invoice", r).unwrap();
             vault
-                .get_fields(&subjects[i as usize], "customer", &["first_name", "email"])
-                .unwrap(),
-        );
-    }
-    let kluis_get2 = rate(n, t.elapsed().as_secs_f64());
-    let t = Instant::now();
-    for &i in order.iter().take(10_000.min(n as usize)) {
-        std::hint::black_box(vault.find("customer", "email", email_of(i)).unwrap());
-    }
-    let kluis_find = rate(10_000.min(n), t.elapsed().as_secs_f64());
+                .record_event(&subjects[*i as usize], "invoiced", T0, &req)
+                .unwrap();
+        }
+    });
+    let p = measure(inv.len() as u64, || {
+        for &i in &inv {
+            let mut id = pid(i);
+            id[0] ^= 0xFF;
+            plain.put(&id, &invoice(i)).unwrap();
+        }
+    });
+    rep.row(Row {
+        section: "admin",
+        op: "put invoice + record_event(invoiced)".into(),
+        n: m,
+        threads: 1,
+        mode: "none",
+        unit: "rec",
+        kluis: k,
+        plain: Some(p),
+        naive: None,
+        floor: None,
+    });
     vault.sync().unwrap();
 
-    println!();
-    println!("| operation | kluis rec/s | plaintext sled rec/s | ratio kluis/plaintext |");
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| put (new subject + customer + index) | {kluis_put:.0} | {plain_put:.0} | {:.2} |",
-        kluis_put / plain_put
-    );
-    println!(
-        "| get (full record) | {kluis_get:.0} | {plain_get:.0} | {:.2} |",
-        kluis_get / plain_get
-    );
-    println!(
-        "| get (2 fields) | {kluis_get2:.0} | {plain_get:.0} (full) | {:.2} |",
-        kluis_get2 / plain_get
-    );
-    println!(
-        "| find by e-mail | {kluis_find:.0} | {plain_find:.0} | {:.2} |",
-        kluis_find / plain_find
-    );
-    println!("| replace existing record | {kluis_update:.0} | - | - |");
-    println!();
-    println!(
-        "put: {:.1} µs/record, get: {:.1} µs/record (kluis, this run)",
-        1e6 / kluis_put,
-        1e6 / kluis_get
-    );
-    durable_writes(&tmp.path().join("durable"));
-    let kd = dir_size(&paths.data_dir);
-    let pd = dir_size(&tmp.path().join("plain"));
-    println!(
-        "on disk after {n} customers: kluis data dir {:.1} MiB ({:.0} B/customer), key store {} B; plaintext sled {:.1} MiB ({:.0} B/customer)",
-        kd as f64 / 1048576.0,
-        kd as f64 / n as f64,
-        std::fs::metadata(&paths.key_store).map(|m| m.len()).unwrap_or(0),
-        pd as f64 / 1048576.0,
-        pd as f64 / n as f64
-    );
+    if sections("rotate-dek") {
+        let mut total = 0;
+        let mut k = measure(0, || {
+            total = vault.rotate_all_data_keys(&req, &mut |_| {}).unwrap();
+        });
+        k.ops = total;
+        // Baseline: rewriting every plaintext record once.
+        let p = measure(m, || {
+            for i in 0..m {
+                let v = plain.get(&pid(i)).unwrap().unwrap();
+                plain.put(&pid(i), &v).unwrap();
+            }
+        });
+        rep.row(Row {
+            section: "admin",
+            op: "rotate data keys (re-encrypt all) vs plaintext rewrite".into(),
+            n: m,
+            threads: 1,
+            mode: "none",
+            unit: "DEK",
+            kluis: k,
+            plain: Some(p),
+            naive: None,
+            floor: None,
+        });
+    }
+
+    // Rotate KEK: retire every active epoch KEK, rewrapping every live DEK with an expiry.
+    let keks: Vec<u32> = vault
+        .keks()
+        .into_iter()
+        .filter(|k| k.state == KekState::Active && matches!(k.epoch, Epoch::Starting(_)))
+        .map(|k| k.id)
+        .collect();
+    let mut rew = 0;
+    let mut k = measure(0, || {
+        for id in &keks {
+            rew += vault.retire_kek(*id, &req, &mut |_| {}).unwrap().rewrapped;
+        }
+    });
+    k.ops = rew;
+    rep.row(Row {
+        section: "admin",
+        op: "rotate kek (retire epoch KEKs, rewrap DEKs)".into(),
+        n: m,
+        threads: 1,
+        mode: "none",
+        unit: "DEK",
+        kluis: k,
+        plain: None,
+        naive: None,
+        floor: None,
+    });
+    rep.note(format!(
+        "rotate kek at M={m}: {rew} DEKs under {} KEKs rewrapped in {:.1} s; 1M DEKs ≈ {:.0} s (target 20 s)",
+        keks.len(),
+        k.wall,
+        1e6 / k.rate()
+    ));
+
+    // Forget 10% (customers with an invoice keep the invoicing purpose).
+    let f: Vec<u64> = (0..m).step_by(10).chain((5..m).step_by(10)).collect();
+    let k = measure(f.len() as u64, || {
+        for &i in &f {
+            vault.forget(&subjects[i as usize], &req, false).unwrap();
+        }
+    });
+    let p = measure(f.len() as u64, || {
+        for &i in &f {
+            plain.delete(&pid(i)).unwrap();
+        }
+    });
+    rep.row(Row {
+        section: "admin",
+        op: "forget subject vs plaintext delete".into(),
+        n: m,
+        threads: 1,
+        mode: "none",
+        unit: "subj",
+        kluis: k,
+        plain: Some(p),
+        naive: None,
+        floor: None,
+    });
+
+    // Expire: two years and two epochs later, every remaining account pair is due.
+    clock.set(T0 + 2 * 366 * DAY + 70 * DAY);
+    let now = T0 + 2 * 366 * DAY + 70 * DAY;
+    let mut rep_x = None;
+    let mut k = measure(0, || {
+        rep_x = Some(vault.expire(now, &req).unwrap());
+    });
+    let x = rep_x.unwrap();
+    k.ops = x.total();
+    let rest: Vec<u64> = (0..m).filter(|i| i % 10 != 0 && i % 10 != 5).collect();
+    let p = measure(rest.len() as u64, || {
+        for &i in &rest {
+            plain.delete(&pid(i)).unwrap();
+        }
+    });
+    rep.row(Row {
+        section: "admin",
+        op: "expire sweep (due pairs) vs plaintext delete".into(),
+        n: m,
+        threads: 1,
+        mode: "none",
+        unit: "pair",
+        kluis: k,
+        plain: Some(p),
+        naive: None,
+        floor: None,
+    });
+    rep.note(format!(
+        "expire at M={m}: {} pairs shredded, {} KEKs destroyed, in {:.1} s; 1M pairs ≈ {:.0} s (target 20 s)",
+        x.total(),
+        x.keks_destroyed.len(),
+        k.wall,
+        1e6 / k.rate()
+    ));
+    drop(vault);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Durable puts (real fsync): one thread with per-operation flush versus 16 threads sharing fsyncs
-/// through group commit, on the same machine in the same run.
-fn durable_writes(dir: &std::path::Path) {
-    let schema = || Schema::from_toml(include_str!("../../../examples/webshop.toml")).unwrap();
-    let run = |name: &str, mode: Durability, threads: usize, per_thread: u64| -> f64 {
-        let opts = VaultOptions::default()
-            .durability(mode)
-            .kdf(KdfParams::danger_insecure_for_tests())
-            .danger_allow_weak_kdf(true);
-        let v = std::sync::Arc::new(
-            Vault::create(
-                &VaultPaths::in_dir(dir.join(name)),
+/// Durable puts (real fsync): per-operation against group commit, 1, 2 and 16 writer threads.
+fn durable(rep: &mut Report, root: &Path) {
+    let run = |name: &str, mode: Durability, threads: usize, per_thread: u64| -> Sample {
+        let v = open_vault(&root.join(name), mode, None);
+        let items: Vec<(u64, Record)> = (0..threads as u64 * per_thread)
+            .map(|i| (i, Record::from_json(customer(i)).unwrap()))
+            .collect();
+        let s = measure(items.len() as u64, || {
+            par(&items, threads, |(_, r)| {
+                let s = v.create_subject().unwrap();
+                v.put(&s, "customer", r).unwrap();
+            })
+        });
+        drop(v);
+        let _ = std::fs::remove_dir_all(root.join(name));
+        s
+    };
+    let pdir = root.join("plain-durable");
+    let plain = PlainStore::open(&pdir).unwrap();
+    let p = measure(300, || {
+        for i in 0..300 {
+            plain.put(&pid(i), &customer(i)).unwrap();
+            plain.sync(&pdir).unwrap();
+        }
+    });
+    drop(plain);
+    let base = run("per-op-1", Durability::PerOperation, 1, 300);
+    let mk = |op: String, threads, mode, k: Sample, plain: Option<Sample>| Row {
+        section: "durable",
+        op,
+        n: k.ops,
+        threads,
+        mode,
+        unit: "rec",
+        kluis: k,
+        plain,
+        naive: None,
+        floor: None,
+    };
+    rep.row(mk(
+        "put, fsync per op (plain: flush+fsync per put)".into(),
+        1,
+        "per-op",
+        base,
+        Some(p),
+    ));
+    for (mode, threads, per) in [
+        (Durability::PerOperation, 2, 150),
+        (Durability::PerOperation, 16, 40),
+        (Durability::GroupCommit, 1, 300),
+        (Durability::GroupCommit, 2, 150),
+        (Durability::GroupCommit, 16, 40),
+    ] {
+        let name = format!("{}-{threads}", mode_name(mode));
+        let k = run(&name, mode, threads, per);
+        rep.row(mk(
+            format!(
+                "put, durable ({:.2}x per-op 1 thread)",
+                k.rate() / base.rate()
+            ),
+            threads,
+            mode_name(mode),
+            k,
+            None,
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&pdir);
+}
+
+/// Open with the default Argon2id parameters (m = 64 MiB, t = 3, p = 4).
+fn open(rep: &mut Report, root: &Path) {
+    let paths = VaultPaths::in_dir(root.join("open"));
+    let creds = Credentials::passphrase("correct horse battery staple");
+    let v = Vault::create(&paths, &creds, benches::schema(), VaultOptions::default()).unwrap();
+    for i in 0..1000 {
+        let s = v.create_subject().unwrap();
+        v.put(&s, "customer", &Record::from_json(customer(i)).unwrap())
+            .unwrap();
+    }
+    drop(v);
+    let mut best = Sample::default();
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        let s = measure(1, || {
+            let v = Vault::open(&paths, &creds, VaultOptions::default()).unwrap();
+            drop(v);
+        });
+        samples.push(s);
+    }
+    samples.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    best.add(samples[1]);
+    rep.row(Row {
+        section: "open",
+        op: "open (default Argon2id m=64MiB t=3 p=4), median of 3".into(),
+        n: 1000,
+        threads: 1,
+        mode: "-",
+        unit: "open",
+        kluis: best,
+        plain: None,
+        naive: None,
+        floor: None,
+    });
+    rep.note(format!(
+        "open with default Argon2id: median {:.2} s wall, {:.2} s CPU",
+        best.wall, best.cpu
+    ));
+    let _ = std::fs::remove_dir_all(root.join("open"));
+}
+
+fn kluis_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.join("kluis");
+    p.is_file().then_some(p)
+}
+
+/// `kluis import` of a JSON Lines file of M new customers, through the CLI binary.
+fn import(rep: &mut Report, root: &Path, m: u64) {
+    let Some(bin) = kluis_bin() else {
+        rep.note("import skipped: build the CLI first (cargo build --release -p vault-cli)".into());
+        return;
+    };
+    let dir = root.join("import");
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = dir.join("schema.toml");
+    std::fs::write(&schema, benches::SCHEMA).unwrap();
+    let pass = dir.join("pass");
+    std::fs::write(&pass, "bench\n").unwrap();
+    let jsonl = dir.join("customers.jsonl");
+    let mut text = String::new();
+    for i in 0..m {
+        text.push_str(&json!({"type": "customer", "record": customer(i)}).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&jsonl, text).unwrap();
+    let vault_dir = dir.join("vault");
+    let cmd = |args: &[&std::ffi::OsStr]| {
+        let st = std::process::Command::new(&bin)
+            .arg("--vault")
+            .arg(&vault_dir)
+            .arg("--passphrase-file")
+            .arg(&pass)
+            .arg("--danger-insecure-kdf-for-tests")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kluis {args:?}: {st}");
+    };
+    cmd(&["init".as_ref(), "--schema".as_ref(), schema.as_os_str()]);
+    let k = measure(m, || cmd(&["import".as_ref(), jsonl.as_os_str()]));
+    // Baseline: the same rows into plaintext sled from a library call, one fsync per 1000 rows.
+    let pdir = dir.join("plain");
+    let plain = PlainStore::open(&pdir).unwrap();
+    let p = measure(m, || {
+        for i in 0..m {
+            plain.put(&pid(i), &customer(i)).unwrap();
+            if i % 1000 == 999 {
+                plain.sync(&pdir).unwrap();
+            }
+        }
+        plain.sync(&pdir).unwrap();
+    });
+    rep.row(Row {
+        section: "import",
+        op: "kluis import JSONL (CLI, new subjects) vs plaintext puts".into(),
+        n: m,
+        threads: 1,
+        mode: "batch",
+        unit: "rec",
+        kluis: k,
+        plain: Some(p),
+        naive: None,
+        floor: None,
+    });
+    // Best case for any design on sled: 1000 rows per apply_batch, one fsync per batch.
+    let bdir = dir.join("plain-batched");
+    let batched = PlainStore::open(&bdir).unwrap();
+    let rows: Vec<Vec<([u8; 16], Value)>> = (0..m)
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|c| c.iter().map(|&i| (pid(i), customer(i))).collect())
+        .collect();
+    let pb = measure(m, || {
+        for chunk in &rows {
+            batched.put_many(chunk).unwrap();
+            batched.sync(&bdir).unwrap();
+        }
+    });
+    rep.note(format!(
+        "plaintext sled with 1000 rows per apply_batch + one fsync per batch (the best case for a \
+         batch-import API on sled): {:.0} rec/s = {:.1}x one batch per row ({:.0} rec/s), {:.1} µs CPU/row",
+        pb.rate(),
+        pb.rate() / p.rate(),
+        p.rate(),
+        pb.cpu_per_op() * 1e6
+    ));
+    drop(batched);
+    rep.note(format!(
+        "import of {m} rows: {:.0} rec/s (target 50,000 rec/s: x{:.3})",
+        k.rate(),
+        k.rate() / 50_000.0
+    ));
+    drop(plain);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `--rss-child` process: store N customers (default cache sizes), read them all back, print
+/// `VmHWM VmRSS` in KiB.
+fn rss_child(kind: &str, n: u64) {
+    let tmp = bench_tmp();
+    match kind {
+        "kluis" | "kluis-cache16" => {
+            let mut opts = VaultOptions::default()
+                .durability(Durability::Relaxed)
+                .kdf(KdfParams::danger_insecure_for_tests())
+                .danger_allow_weak_kdf(true);
+            if kind == "kluis-cache16" {
+                opts = opts.storage_cache_bytes(16 << 20);
+            }
+            let v = Vault::create(
+                &VaultPaths::in_dir(tmp.path().join("k")),
                 &Credentials::passphrase("bench"),
-                schema(),
+                benches::schema(),
                 opts,
             )
-            .unwrap(),
-        );
-        let t = Instant::now();
-        let hs: Vec<_> = (0..threads)
-            .map(|k| {
-                let v = v.clone();
-                std::thread::spawn(move || {
-                    for i in 0..per_thread {
-                        let s = v.create_subject().unwrap();
-                        let r = Record::from_json(customer(k as u64 * 1_000_000 + i)).unwrap();
-                        v.put(&s, "customer", &r).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for h in hs {
-            h.join().unwrap();
+            .unwrap();
+            let mut subjects = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let s = v.create_subject().unwrap();
+                v.put(&s, "customer", &Record::from_json(customer(i)).unwrap())
+                    .unwrap();
+                subjects.push(s);
+            }
+            for s in &subjects {
+                std::hint::black_box(v.get(s, "customer").unwrap());
+            }
         }
-        rate(threads as u64 * per_thread, t.elapsed().as_secs_f64())
+        _ => {
+            let p = PlainStore::open(&tmp.path().join("p")).unwrap();
+            for i in 0..n {
+                p.put(&pid(i), &customer(i)).unwrap();
+            }
+            for i in 0..n {
+                std::hint::black_box(p.get(&pid(i)).unwrap());
+            }
+        }
+    }
+    println!("{} {}", status_kib("VmHWM"), status_kib("VmRSS"));
+}
+
+fn rss(rep: &mut Report, n: u64) {
+    let exe = std::env::current_exe().unwrap();
+    let mut got = Vec::new();
+    for kind in ["plaintext", "kluis", "kluis-cache16"] {
+        let (c0, k0) = cpu_seconds();
+        let t = Instant::now();
+        let out = std::process::Command::new(&exe)
+            .args(["--rss-child", kind, &n.to_string()])
+            .output()
+            .unwrap();
+        let wall = t.elapsed().as_secs_f64();
+        let (c1, k1) = cpu_seconds();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
+        let (hwm, now) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        got.push((kind, hwm, now));
+        let _ = (wall, c1 - c0, k1 - k0);
+    }
+    let s = got
+        .iter()
+        .map(|(k, h, r)| {
+            format!(
+                "{k}: peak {:.0} MiB, at end {:.0} MiB",
+                *h as f64 / 1024.0,
+                *r as f64 / 1024.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    rep.note(format!(
+        "resident memory after storing and reading {n} customers (default caches, fresh process): {s} (target ≤ 150 MiB at 1M)"
+    ));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(p) = args.iter().position(|a| a == "--rss-child") {
+        let kind = args.get(p + 1).map(String::as_str).unwrap_or("kluis");
+        let n = args
+            .get(p + 2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(100_000);
+        rss_child(kind, n);
+        return;
+    }
+    let mut n = 100_000u64;
+    let mut threads = vec![1usize, 2];
+    let (mut json_out, mut markdown) = (false, false);
+    let mut only: Option<Vec<String>> = None;
+    let (mut admin_n, mut import_n) = (None, None);
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let next = args.get(i + 1).cloned().unwrap_or_default();
+        match a {
+            "--json" => json_out = true,
+            "--markdown" => markdown = true,
+            "--threads" => {
+                threads = next.split(',').filter_map(|t| t.parse().ok()).collect();
+                i += 1;
+            }
+            "--only" => {
+                only = Some(next.split(',').map(str::to_owned).collect());
+                i += 1;
+            }
+            "--admin-n" => {
+                admin_n = next.parse().ok();
+                i += 1;
+            }
+            "--import-n" => {
+                import_n = next.parse().ok();
+                i += 1;
+            }
+            "-h" | "--help" => {
+                println!(
+                    "throughput [N] [--threads 1,2] [--admin-n M] [--import-n M] [--json] [--markdown] \
+                     [--only ops,put,admin,rotate-dek,durable,open,import,rss]"
+                );
+                return;
+            }
+            x => match x.parse() {
+                Ok(v) => n = v,
+                Err(_) => {
+                    eprintln!("unknown argument {x:?} (try --help)");
+                    std::process::exit(2);
+                }
+            },
+        }
+        i += 1;
+    }
+    let admin_n = admin_n.unwrap_or(n.min(20_000));
+    let import_n = import_n.unwrap_or(n.min(20_000));
+    let on = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let tmp = bench_tmp();
+    let mut rep = Report {
+        rows: Vec::new(),
+        notes: Vec::new(),
+        json: json_out,
     };
-    let per_op = run("per-op", Durability::PerOperation, 1, 300);
-    let per_op16 = run("per-op-16", Durability::PerOperation, 16, 40);
-    let group16 = run("group-16", Durability::GroupCommit, 16, 40);
-    println!();
-    println!("| durable writes (fsync) | rec/s | ratio vs per-op 1 thread |");
-    println!("|---|---:|---:|");
-    println!("| per-operation, 1 thread | {per_op:.0} | 1.00 |");
-    println!(
-        "| per-operation, 16 threads | {per_op16:.0} | {:.2} |",
-        per_op16 / per_op
-    );
-    println!(
-        "| group commit, 16 threads | {group16:.0} | {:.2} |",
-        group16 / per_op
-    );
-}
-
-fn uuidish(i: u64) -> SubjectIdBytes {
-    let mut r = Rng::new(i ^ 0x5EED);
-    let a = r.next_u64().to_le_bytes();
-    let b = r.next_u64().to_le_bytes();
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&a);
-    out[8..].copy_from_slice(&b);
-    SubjectIdBytes(out)
-}
-
-struct SubjectIdBytes([u8; 16]);
-impl SubjectIdBytes {
-    fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
+    if !json_out {
+        eprintln!(
+            "kluis throughput: N={n}, threads {threads:?}, admin M={admin_n}, import M={import_n}, \
+             {} CPUs, tmp {}",
+            std::thread::available_parallelism().map_or(0, |p| p.get()),
+            tmp.path().display()
+        );
     }
-}
-
-fn shuffled(n: u64) -> Vec<u64> {
-    let mut v: Vec<u64> = (0..n).collect();
-    let mut r = Rng::new(42);
-    for i in (1..v.len()).rev() {
-        let j = r.below(i as u64 + 1) as usize;
-        v.swap(i, j);
+    let t = Instant::now();
+    if on("ops") || on("put") {
+        for &th in &threads {
+            ops(&mut rep, tmp.path(), n, th, !on("ops"));
+        }
     }
-    v
+    if on("admin") || on("rotate-dek") {
+        admin(&mut rep, tmp.path(), admin_n, &|s| on(s));
+    }
+    if on("durable") {
+        durable(&mut rep, tmp.path());
+    }
+    if on("open") {
+        open(&mut rep, tmp.path());
+    }
+    if on("import") {
+        import(&mut rep, tmp.path(), import_n);
+    }
+    if on("rss") {
+        rss(&mut rep, n);
+    }
+    rep.note(format!("total run time {:.0} s", t.elapsed().as_secs_f64()));
+    if json_out {
+        print_json(&rep);
+    } else if markdown {
+        print_markdown(&rep);
+    } else {
+        print_plain(&rep);
+    }
 }
