@@ -447,7 +447,7 @@ fn every_operation_is_audited_in_order_without_field_values() {
     assert_no_canary(&text, "the audit entries");
     // ... nor in the stored audit rows (whose bodies are not encrypted).
     drop(v);
-    let db = sled::open(dir.path().join("data")).unwrap();
+    let db = open_sled(&dir.path().join("data"));
     let tree = db.open_tree(b"kluis").unwrap();
     let mut rows = 0;
     for kv in tree.scan_prefix([0x05u8]) {
@@ -533,7 +533,7 @@ fn tampered(from: &Path, clock: &Arc<MockClock>, edit: impl FnOnce(&sled::Tree))
     let dir = tempfile::tempdir().unwrap();
     copy_dir(from, dir.path());
     {
-        let db = sled::open(dir.path().join("data")).unwrap();
+        let db = open_sled(&dir.path().join("data"));
         let tree = db.open_tree(b"kluis").unwrap();
         edit(&tree);
         db.flush().unwrap();

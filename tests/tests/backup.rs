@@ -164,7 +164,7 @@ pub(crate) fn decode_subject(row: &[u8]) -> RawSubject {
 
 /// Reads the subject entries of `subjects` from the data directory of the closed vault at `root`.
 pub(crate) fn raw_subjects(root: &Path, subjects: &[SubjectId]) -> Vec<RawSubject> {
-    let db = sled::open(root.join("data")).expect("open sled directly");
+    let db = open_sled(&root.join("data"));
     let tree = db.open_tree(b"kluis").expect("kluis tree");
     let out = subjects
         .iter()

@@ -566,7 +566,7 @@ fn cli_tampered_key_store_or_data_exits_4() {
     key.push(b"customer".len() as u8);
     key.extend_from_slice(b"customer");
     {
-        let db = sled::open(env.vault().join("data")).unwrap();
+        let db = crate::common::open_sled(&env.vault().join("data"));
         let tree = db.open_tree(b"kluis").unwrap();
         let mut v = tree.get(&key).unwrap().expect("record row").to_vec();
         let mid = v.len() / 2;

@@ -120,7 +120,7 @@ impl Env {
 }
 
 fn raw_rows(data: &Path, table: u8) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let db = sled::open(data).unwrap();
+    let db = crate::common::open_sled(data);
     let tree = db.open_tree(b"kluis").unwrap();
     tree.scan_prefix([table])
         .map(|r| {

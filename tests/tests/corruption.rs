@@ -456,22 +456,6 @@ fn assert_no_panic_no_wrong_data(tallies: &BTreeMap<&'static str, Tally>) {
     }
 }
 
-/// sled opened directly, without its flusher thread (whose late exit would keep the directory
-/// locked after the handle is dropped), retrying while a previous handle's lock is still held.
-pub(crate) fn open_sled(data: &Path) -> sled::Db {
-    let mut tries = 0;
-    loop {
-        match sled::Config::new().path(data).flush_every_ms(None).open() {
-            Ok(db) => return db,
-            Err(sled::Error::Io(e)) if tries < 100 && e.to_string().contains("lock") => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => panic!("open sled directly: {e}"),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tests.
 

@@ -294,7 +294,7 @@ fn hostile_future_format_versions_are_refused() {
 
     // The data directory's `vault` meta entry, edited with sled directly.
     let edit_meta = |version: u16| {
-        let db = crate::corruption::open_sled(&env.vault.join("data"));
+        let db = crate::common::open_sled(&env.vault.join("data"));
         let tree = db.open_tree(b"kluis").unwrap();
         let key = b"\x00vault";
         let mut v = tree.get(key).unwrap().unwrap().to_vec();

@@ -51,7 +51,7 @@ struct Raw {
 
 impl Raw {
     fn open(root: &Path) -> Raw {
-        let db = sled::open(root.join("data")).expect("open sled directly");
+        let db = open_sled(&root.join("data"));
         let tree = db.open_tree(b"kluis").expect("kluis tree");
         Raw { db, tree }
     }
