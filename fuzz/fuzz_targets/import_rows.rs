@@ -46,7 +46,8 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// The CLI's `row_value`, step for step (a new subject is not created: the known one is used).
+/// The CLI's `row_value`, step for step, except that a row without a subject goes to the known
+/// subject (the CLI calls `create_subject_with`, which takes the same write path with a new id).
 fn row(f: &Fixture, text: &str) -> Result<(), String> {
     let mut value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let obj = value.as_object_mut().ok_or("not an object")?;

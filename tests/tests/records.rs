@@ -1071,3 +1071,66 @@ fn kek_usage_limit_rotates_keks_automatically() {
         );
     }
 }
+
+/// `create_subject_with` stores a new customer in one step: the record reads back, is found by
+/// e-mail, survives a reopen, is audited as `create_subject` then `put` for the same subject, gets
+/// its data key and expiry like a `put` would; a refused record creates no subject at all.
+#[test]
+fn create_subject_with_stores_a_new_customer_in_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = new_vault(dir.path());
+    let before = vault.stats().unwrap();
+    let seq0 = vault
+        .audit_entries(&vault_core::AuditFilter::default())
+        .unwrap()
+        .len();
+
+    // Refused input writes nothing: no subject, no audit entry.
+    let bad = customer().with("shoe_size", "44");
+    assert!(matches!(
+        vault.create_subject_with("customer", &bad),
+        Err(WriteError::Record(RecordError::UnknownField { .. }))
+    ));
+    let missing = Record::new().with("first_name", "Jan");
+    assert!(vault.create_subject_with("customer", &missing).is_err());
+    assert_eq!(vault.stats().unwrap().subjects, before.subjects);
+
+    let s = vault.create_subject_with("customer", &customer()).unwrap();
+    assert!(vault.subject_exists(&s).unwrap());
+    assert_eq!(
+        vault.get(&s, "customer").unwrap().to_json(),
+        customer().to_json()
+    );
+    assert_eq!(find_email(&vault, JAN_EMAIL), set([s]));
+    let after = vault.stats().unwrap();
+    assert_eq!(after.subjects, before.subjects + 1);
+    assert_eq!(after.records, before.records + 1);
+    assert_eq!(after.live_data_keys, before.live_data_keys + 1);
+
+    let entries = vault
+        .audit_entries(&vault_core::AuditFilter::default())
+        .unwrap();
+    let new: Vec<_> = entries[seq0..].iter().collect();
+    assert_eq!(new.len(), 2, "{new:?}");
+    assert_eq!(new[0].op, vault_core::AuditOp::CreateSubject);
+    assert_eq!(new[1].op, vault_core::AuditOp::Put);
+    assert!(new.iter().all(|e| e.subject == Some(s)));
+    assert_eq!(new[1].record_type, "customer");
+
+    // The subject behaves like any other: more records, reopen, forget.
+    vault.put(&s, "address", &address()).unwrap();
+    let vault = sync_and_reopen(vault, dir.path());
+    assert_eq!(
+        vault.get(&s, "customer").unwrap().to_json(),
+        customer().to_json()
+    );
+    assert_eq!(
+        vault.get(&s, "address").unwrap().to_json(),
+        address().to_json()
+    );
+    assert!(vault.verify_audit().unwrap().is_intact());
+    vault
+        .forget(&s, &vault_core::Request::new("dpo", "Art. 17"), false)
+        .unwrap();
+    assert!(find_email(&vault, JAN_EMAIL).is_empty());
+}

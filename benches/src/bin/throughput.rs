@@ -319,10 +319,14 @@ fn bench_tmp() -> tempfile::TempDir {
 fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
     let dir = root.join(format!("ops-{threads}"));
     let vault = open_vault(&dir.join("kluis"), Durability::Relaxed, None);
+    // The same puts the pre-`create_subject_with` way (two calls, two batches), for the ratio
+    // between the two in the same run.
+    let two_calls = open_vault(&dir.join("kluis-two-calls"), Durability::Relaxed, None);
     let plain = PlainStore::open(&dir.join("plain")).unwrap();
     let naive = NaiveStore::open(&dir.join("naive")).unwrap();
     let mut subjects: Vec<Option<SubjectId>> = vec![None; n as usize];
-    let (mut kp, mut pp, mut np, mut fp) = (
+    let (mut kp, mut k2, mut pp, mut np, mut fp) = (
+        Sample::default(),
         Sample::default(),
         Sample::default(),
         Sample::default(),
@@ -340,9 +344,14 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
             (start..end).map(|_| std::sync::Mutex::new(None)).collect();
         kp.add(measure(end - start, || {
             par(&recs, threads, |(i, r)| {
-                let s = vault.create_subject().unwrap();
-                vault.put(&s, "customer", r).unwrap();
+                let s = vault.create_subject_with("customer", r).unwrap();
                 *cells[(*i - start) as usize].lock().unwrap() = Some(s);
+            })
+        }));
+        k2.add(measure(end - start, || {
+            par(&recs, threads, |(_, r)| {
+                let s = two_calls.create_subject().unwrap();
+                two_calls.put(&s, "customer", r).unwrap();
             })
         }));
         for (k, c) in cells.into_iter().enumerate() {
@@ -391,6 +400,14 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
         Some(np),
         Some(fp),
     ));
+    rep.row(row(
+        "put as create_subject + put (two batches)",
+        k2,
+        Some(pp),
+        Some(np),
+        None,
+    ));
+    drop(two_calls);
     vault.sync().unwrap();
     if puts_only {
         drop(vault);

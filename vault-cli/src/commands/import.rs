@@ -140,31 +140,30 @@ fn row_value(v: &Vault, mut value: Value) -> Result<Option<String>, RowError> {
     };
     let record = obj.remove("record").ok_or("missing \"record\"")?;
     let record = Record::from_json(record).map_err(|_| "\"record\" must be a JSON object")?;
-    let (subject, created) = match obj.get("subject") {
-        None | Some(Value::Null) => {
-            let s = v.create_subject().map_err(|e| match &e {
-                vault_core::SubjectError::Storage(st) if refused(st) => RowError::Storage(e.into()),
-                _ => RowError::Rejected(e.to_string()),
-            })?;
-            (s, Some(s.to_string()))
-        }
-        Some(Value::String(s)) => (
-            s.parse()
-                .map_err(|_| "\"subject\" is not a kluis subject id".to_owned())?,
-            None,
-        ),
-        Some(_) => return Err("\"subject\" must be a string".into()),
-    };
     let key = RecordKey::labelled(&record_type, &label);
-    v.put(&subject, key, &record).map_err(|e| match &e {
+    let write_error = |e: vault_core::WriteError| match &e {
         vault_core::WriteError::Storage(st) | vault_core::WriteError::KeyStore(st)
             if refused(st) =>
         {
             RowError::Storage(e.into())
         }
         _ => RowError::Rejected(e.to_string()),
-    })?;
-    Ok(created)
+    };
+    match obj.get("subject") {
+        // A new customer: subject and record in one batch, and no empty subject if refused.
+        None | Some(Value::Null) => {
+            let s = v.create_subject_with(key, &record).map_err(write_error)?;
+            Ok(Some(s.to_string()))
+        }
+        Some(Value::String(s)) => {
+            let subject: vault_core::SubjectId = s
+                .parse()
+                .map_err(|_| "\"subject\" is not a kluis subject id".to_owned())?;
+            v.put(&subject, key, &record).map_err(write_error)?;
+            Ok(None)
+        }
+        Some(_) => Err("\"subject\" must be a string".into()),
+    }
 }
 
 /// Why a CSV row failed, without quoting it.
