@@ -22,11 +22,10 @@ use std::sync::Arc;
 use crate::backup::copy_dir;
 use crate::common::*;
 use serde_json::json;
-use vault_core::store::{KeyValue, Store, Table, WriteBatch};
 use vault_core::{
-    AuditEntry, AuditFilter, AuditOp, AuditProblem, Component, Credentials, FieldState, KdfParams,
-    KekState, LifecycleError, MockClock, Record, RecordKey, Request, StorageError, SubjectId,
-    Vault, VaultOptions, VaultPaths, WriteError,
+    AuditEntry, AuditFilter, AuditOp, AuditProblem, Credentials, FieldState, KdfParams, KekState,
+    LifecycleError, MockClock, Record, RecordKey, Request, SubjectId, Vault, VaultOptions,
+    VaultPaths, WriteError,
 };
 
 const DAY: i64 = 86_400;
@@ -651,54 +650,17 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
 // ---------------------------------------------------------------------------------------------
 // A failing audit write takes the change with it.
 
-/// Fails every `apply` while `fail` is set.
-struct FailingStore {
-    inner: Box<dyn Store>,
-    fail: Arc<AtomicBool>,
-}
-
-impl Store for FailingStore {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.get(table, key)
-    }
-    fn scan_prefix(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StorageError> {
-        self.inner.scan_prefix(table, prefix, limit)
-    }
-    fn scan_range(
-        &self,
-        table: Table,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StorageError> {
-        self.inner.scan_range(table, from, to, limit)
-    }
-    fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(StorageError::Io {
-                component: Component::DataStore,
-                kind: std::io::ErrorKind::Other,
-            });
-        }
-        self.inner.apply(batch)
-    }
-    fn sync(&self) -> Result<(), StorageError> {
-        self.inner.sync()
-    }
-}
-
 fn failing_options(clock: &Arc<MockClock>, fail: &Arc<AtomicBool>) -> VaultOptions {
+    // Fails every `apply` while `fail` is set.
     let fail = fail.clone();
-    options(clock).danger_wrap_store(Arc::new(move |inner: Box<dyn Store>| {
-        Box::new(FailingStore {
-            inner,
-            fail: fail.clone(),
-        }) as Box<dyn Store>
+    options(clock).danger_wrap_store(hooked_store(StoreHooks {
+        before_apply: Some(Arc::new(move || {
+            if fail.load(Ordering::SeqCst) {
+                return Err(injected_io_error());
+            }
+            Ok(())
+        })),
+        ..StoreHooks::default()
     }))
 }
 

@@ -457,53 +457,6 @@ fn admin_rotate_data_keys_skips_shredded_purposes_of_a_forgotten_subject() {
     assert!(v.verify_audit().unwrap().is_intact());
 }
 
-/// Fails every `apply` once `budget` successful applies are used up (negative: never fails).
-struct CutOffStore {
-    inner: Box<dyn vault_core::store::Store>,
-    budget: std::sync::Arc<std::sync::atomic::AtomicI64>,
-}
-
-impl vault_core::store::Store for CutOffStore {
-    fn get(
-        &self,
-        table: vault_core::store::Table,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, vault_core::StorageError> {
-        self.inner.get(table, key)
-    }
-    fn scan_prefix(
-        &self,
-        table: vault_core::store::Table,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
-        self.inner.scan_prefix(table, prefix, limit)
-    }
-    fn scan_range(
-        &self,
-        table: vault_core::store::Table,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
-        self.inner.scan_range(table, from, to, limit)
-    }
-    fn apply(&self, batch: vault_core::store::WriteBatch) -> Result<(), vault_core::StorageError> {
-        use std::sync::atomic::Ordering;
-        if self.budget.load(Ordering::SeqCst) == 0 {
-            return Err(vault_core::StorageError::Io {
-                component: vault_core::Component::DataStore,
-                kind: std::io::ErrorKind::Other,
-            });
-        }
-        self.budget.fetch_sub(1, Ordering::SeqCst);
-        self.inner.apply(batch)
-    }
-    fn sync(&self) -> Result<(), vault_core::StorageError> {
-        self.inner.sync()
-    }
-}
-
 #[test]
 fn admin_interrupted_index_rotation_is_repaired_by_running_it_again() {
     use std::sync::atomic::{AtomicI64, Ordering};
@@ -512,14 +465,18 @@ fn admin_interrupted_index_rotation_is_repaired_by_running_it_again() {
     let paths = VaultPaths::in_dir(dir.path());
     let budget = Arc::new(AtomicI64::new(-1));
     let b = budget.clone();
-    let options = fast_options().danger_wrap_store(Arc::new(
-        move |inner: Box<dyn vault_core::store::Store>| {
-            Box::new(CutOffStore {
-                inner,
-                budget: b.clone(),
-            }) as Box<dyn vault_core::store::Store>
-        },
-    ));
+    // Fails every `apply` once `budget` successful applies are used up (negative: never fails).
+    let options =
+        fast_options().danger_wrap_store(crate::common::hooked_store(crate::common::StoreHooks {
+            before_apply: Some(Arc::new(move || {
+                if b.load(Ordering::SeqCst) == 0 {
+                    return Err(crate::common::injected_io_error());
+                }
+                b.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })),
+            ..Default::default()
+        }));
     let creds = Credentials::passphrase(PASSPHRASE);
     let v = Vault::create(&paths, &creds, webshop_schema(), options).unwrap();
     let mut subjects = Vec::new();

@@ -55,3 +55,82 @@ pub fn open_sled(data: &Path) -> sled::Db {
         }
     }
 }
+
+/// Hooks around a real store, for tests that fail or observe writes (see [`hooked_store`]).
+#[derive(Clone, Default)]
+pub struct StoreHooks {
+    /// Called before each batch; an `Err` fails the batch, which is then not applied.
+    pub before_apply:
+        Option<std::sync::Arc<dyn Fn() -> Result<(), vault_core::StorageError> + Send + Sync>>,
+    /// Called after each batch that was applied.
+    pub after_apply: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+    /// Called after each successful sync.
+    pub after_sync: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+}
+
+struct HookedStore {
+    inner: Box<dyn vault_core::store::Store>,
+    hooks: StoreHooks,
+}
+
+impl vault_core::store::Store for HookedStore {
+    fn get(
+        &self,
+        table: vault_core::store::Table,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, vault_core::StorageError> {
+        self.inner.get(table, key)
+    }
+    fn scan_prefix(
+        &self,
+        table: vault_core::store::Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
+        self.inner.scan_prefix(table, prefix, limit)
+    }
+    fn scan_range(
+        &self,
+        table: vault_core::store::Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
+        self.inner.scan_range(table, from, to, limit)
+    }
+    fn apply(&self, batch: vault_core::store::WriteBatch) -> Result<(), vault_core::StorageError> {
+        if let Some(h) = &self.hooks.before_apply {
+            h()?;
+        }
+        self.inner.apply(batch)?;
+        if let Some(h) = &self.hooks.after_apply {
+            h();
+        }
+        Ok(())
+    }
+    fn sync(&self) -> Result<(), vault_core::StorageError> {
+        self.inner.sync()?;
+        if let Some(h) = &self.hooks.after_sync {
+            h();
+        }
+        Ok(())
+    }
+}
+
+/// A `VaultOptions::danger_wrap_store` wrapper that runs `hooks` around the real store.
+pub fn hooked_store(hooks: StoreHooks) -> vault_core::StoreWrapper {
+    std::sync::Arc::new(move |inner| {
+        Box::new(HookedStore {
+            inner,
+            hooks: hooks.clone(),
+        }) as Box<dyn vault_core::store::Store>
+    })
+}
+
+/// The I/O error the hooks inject.
+pub fn injected_io_error() -> vault_core::StorageError {
+    vault_core::StorageError::Io {
+        component: vault_core::Component::DataStore,
+        kind: std::io::ErrorKind::Other,
+    }
+}

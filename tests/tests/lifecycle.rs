@@ -1071,50 +1071,6 @@ fn retire_kek_rewraps_live_keys_and_destroys_the_old_kek() {
     }
 }
 
-/// Counts the batches applied since the last `sync` (writes a crash could still lose).
-struct UnsyncedCounter {
-    inner: Box<dyn vault_core::store::Store>,
-    unsynced: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl vault_core::store::Store for UnsyncedCounter {
-    fn get(
-        &self,
-        table: vault_core::store::Table,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, vault_core::StorageError> {
-        self.inner.get(table, key)
-    }
-    fn scan_prefix(
-        &self,
-        table: vault_core::store::Table,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
-        self.inner.scan_prefix(table, prefix, limit)
-    }
-    fn scan_range(
-        &self,
-        table: vault_core::store::Table,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
-        self.inner.scan_range(table, from, to, limit)
-    }
-    fn apply(&self, batch: vault_core::store::WriteBatch) -> Result<(), vault_core::StorageError> {
-        self.inner.apply(batch)?;
-        self.unsynced
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-    fn sync(&self) -> Result<(), vault_core::StorageError> {
-        self.inner.sync()?;
-        self.unsynced.store(0, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-}
-
 /// In `Relaxed` mode nothing is synced per write, yet a KEK may only be destroyed once every
 /// rewrap away from it is durable: otherwise a crash right after `retire_kek` would leave live
 /// keys wrapped under a destroyed KEK (live data shredded). After `retire_kek` returns, the only
@@ -1123,13 +1079,17 @@ impl vault_core::store::Store for UnsyncedCounter {
 fn retire_kek_makes_its_rewraps_durable_before_destroying_the_kek_even_when_relaxed() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(MockClock::new(T0));
+    // Batches applied since the last sync: the writes a crash could still lose.
     let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = unsynced.clone();
-    let opts = options(&clock).danger_wrap_store(Arc::new(move |inner| {
-        Box::new(UnsyncedCounter {
-            inner,
-            unsynced: counter.clone(),
-        }) as Box<dyn vault_core::store::Store>
+    let (applied, synced) = (unsynced.clone(), unsynced.clone());
+    let opts = options(&clock).danger_wrap_store(hooked_store(StoreHooks {
+        after_apply: Some(Arc::new(move || {
+            applied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })),
+        after_sync: Some(Arc::new(move || {
+            synced.store(0, std::sync::atomic::Ordering::SeqCst)
+        })),
+        ..StoreHooks::default()
     }));
     let v = Vault::create(
         &VaultPaths::in_dir(dir.path()),

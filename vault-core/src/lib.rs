@@ -114,4 +114,4 @@ pub use secret::Passphrase;
 pub use stats::{ExpirePreview, VaultStats, VerifyProblem, VerifyReport};
 pub use subject::ShredReason;
 pub use subject::SubjectId;
-pub use vault::{Vault, VaultOptions, VaultPaths};
+pub use vault::{StoreWrapper, Vault, VaultOptions, VaultPaths};
