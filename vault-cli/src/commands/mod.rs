@@ -168,23 +168,25 @@ const PASSPHRASE_FILE_READ_LIMIT: u64 = 64 << 10;
 
 /// Reads a passphrase file: its first line, without the line ending.
 pub fn read_passphrase_file(path: &Path) -> anyhow::Result<Passphrase> {
-    let mut text = String::new();
-    // Read a bounded prefix: a passphrase is at most 4096 bytes, and a "file" such as /dev/zero
-    // or a huge log must not be read until memory runs out.
+    let unreadable = |what: &dyn std::fmt::Display| {
+        CliError::new(
+            exit::WRONG_CREDENTIALS,
+            format!(
+                "cannot read the passphrase file {}: {what}; check the path and its permissions",
+                path.display()
+            ),
+        )
+    };
+    // Read a bounded prefix, as bytes wiped on drop: a passphrase is at most 4096 bytes, and a
+    // "file" such as /dev/zero or a huge log must not be read until memory runs out. Only the
+    // first line must be UTF-8 (the cut at the limit may split a character of a later line).
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
     std::fs::File::open(path)
-        .and_then(|f| f.take(PASSPHRASE_FILE_READ_LIMIT).read_to_string(&mut text))
-        .map_err(|e| {
-            CliError::new(
-                exit::WRONG_CREDENTIALS,
-                format!(
-                    "cannot read the passphrase file {}: {}; check the path and its permissions",
-                    path.display(),
-                    e.kind()
-                ),
-            )
-        })?;
-    let line = text.lines().next().unwrap_or("").to_owned();
-    zeroize_string(&mut text);
+        .and_then(|f| f.take(PASSPHRASE_FILE_READ_LIMIT).read_to_end(&mut bytes))
+        .map_err(|e| unreadable(&e.kind()))?;
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = std::str::from_utf8(line).map_err(|_| unreadable(&"invalid data (not UTF-8)"))?;
     if line.is_empty() {
         // An empty passphrase never opens a vault: report it as a credentials problem.
         return Err(CliError::new(
@@ -193,7 +195,7 @@ pub fn read_passphrase_file(path: &Path) -> anyhow::Result<Passphrase> {
         )
         .into());
     }
-    Ok(Passphrase::new(line))
+    Ok(Passphrase::new(line.to_owned()))
 }
 
 fn zeroize_string(s: &mut String) {
