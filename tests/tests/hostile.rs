@@ -233,6 +233,29 @@ fn hostile_passphrases_are_wrong_credentials() {
         .unwrap();
     assert_refused(&o, &args, WRONG_CREDENTIALS);
     env.assert_intact();
+
+    // Only the first line counts: the right passphrase followed by lines that are not UTF-8, or
+    // whose multi-byte character the read limit (64 KiB) cuts in two, still opens the vault.
+    let mut bytes = std::fs::read(env.path("pass")).unwrap();
+    let first = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(bytes.len());
+    bytes.truncate(first);
+    bytes.extend_from_slice(b"\n\xff\xfe not text\n");
+    while bytes.len() < (64 << 10) - 1 {
+        bytes.push(b'x');
+    }
+    bytes.extend_from_slice("é and more".as_bytes());
+    let p = env.write("pass-with-trailer", &bytes);
+    let o = env
+        .bare_on(&env.vault)
+        .arg("--passphrase-file")
+        .arg(&p)
+        .args(["get", &env.subject, "customer"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// Argon2id parameters in a crafted key-store header (with a valid checksum): out of bounds is an
@@ -487,6 +510,65 @@ fn hostile_full_disk_repeated_writes_and_reopen_need_no_cleanup() {
     }
     std::fs::remove_file(&fd.filler).unwrap();
     fd.env.assert_intact();
+}
+
+/// An import stopped by a full disk: exit 9, and no customer it may have stored is lost from
+/// sight. Every new subject id of a row applied since the last confirmed batch is printed (marked
+/// not confirmed); once space is freed, every imported customer that is in the vault is one whose
+/// id was printed, so nothing needs to be imported twice blindly.
+#[test]
+fn hostile_full_disk_stops_an_import_and_prints_every_subject_it_may_have_stored() {
+    let Some(fd) = FullDisk::new() else { return };
+    let n = 300;
+    let mut jsonl = String::new();
+    for i in 0..n {
+        jsonl.push_str(&format!(
+            "{{\"type\":\"customer\",\"record\":{{\"first_name\":\"Klant{i}\",\
+             \"last_name\":\"Vol\",\"email\":\"klant{i}@schijfvol.nl\"}}}}\n"
+        ));
+    }
+    let f = fd.env.write("rows.jsonl", jsonl.as_bytes());
+    // Room to open the vault and start, not to finish: the disk fills up during the import.
+    let filler = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fd.filler)
+        .unwrap();
+    let len = filler.metadata().unwrap().len();
+    filler.set_len(len.saturating_sub(192 << 10)).unwrap();
+    drop(filler);
+    let o = fd.env.run(&["--json", "import", &f]);
+    assert_refused(&o, &["import"], STORAGE_REFUSED);
+    assert!(stderr(&o).contains("import stopped"), "{}", stderr(&o));
+    let printed: std::collections::BTreeSet<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|v| v["created"].as_str().map(str::to_owned))
+        .collect();
+    std::fs::remove_file(&fd.filler).unwrap();
+    fd.env.assert_intact();
+    let mut stored = 0;
+    for i in 0..n {
+        let found = fd.env.ok(&[
+            "--json",
+            "find",
+            "customer",
+            "email",
+            &format!("klant{i}@schijfvol.nl"),
+        ]);
+        for line in found.lines() {
+            let hit: Value = serde_json::from_str(line).unwrap();
+            let s = hit["subject"].as_str().unwrap();
+            assert!(
+                printed.contains(s),
+                "row {i} is stored as {s}, an id the import never printed"
+            );
+            stored += 1;
+        }
+    }
+    eprintln!(
+        "full-disk import: {} new subject ids printed, {stored} of {n} rows in the vault afterwards",
+        printed.len()
+    );
 }
 
 /// A second process (here: this test, through the library) holds the vault: exit 6 for readers

@@ -24,8 +24,9 @@ pub const IN_USE: u8 = 6;
 pub const INVALID_INPUT: u8 = 7;
 /// A batch partially failed (some rows of an `import` rejected).
 pub const PARTIAL: u8 = 8;
-/// Storage refused: the disk is full, the directory is read-only, or another I/O error. Nothing
-/// was acknowledged; the vault is as it was before the command.
+/// Storage refused: the disk is full, the directory is read-only, or another I/O error. The
+/// command's change was not acknowledged: it did not happen, or (if only the final fsync failed)
+/// it is applied but not confirmed durable. Erasures complete either way (the erasure ledger).
 pub const STORAGE_REFUSED: u8 = 9;
 
 /// An error the CLI itself raises, with its exit code. The message never holds a value or key.
@@ -261,8 +262,9 @@ fn hint(code: u8) -> Option<&'static str> {
              it or retry when it is done",
         ),
         STORAGE_REFUSED => Some(
-            "the file system refused the write or read (disk full, read-only, I/O error); nothing \
-             was acknowledged: free space or fix the mount and run the command again",
+            "the file system refused the write or read (disk full, read-only, I/O error); the \
+             change was not confirmed (it may or may not have been applied): free space or fix the \
+             mount, then check (e.g. `kluis find`, `kluis export`) before running it again",
         ),
         _ => None,
     }

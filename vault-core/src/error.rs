@@ -58,8 +58,10 @@ pub enum StorageError {
         /// The kind of I/O error.
         kind: std::io::ErrorKind,
     },
-    /// The device is full; nothing was acknowledged.
-    #[error("no space left on the device holding the {component}; free space and retry (nothing was written)")]
+    /// The device is full. The operation was not acknowledged: it either did not happen, or (when
+    /// only the final fsync failed) it is applied but not confirmed durable; check before retrying
+    /// a non-idempotent operation such as creating a subject.
+    #[error("no space left on the device holding the {component}; the operation was not confirmed (it may or may not have been applied): free space, then check and retry")]
     DiskFull {
         /// Where it happened.
         component: Component,

@@ -197,16 +197,25 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     });
     let (mut stored, mut rejected) = (0u64, 0u64);
     let mut pending: Vec<Outcome> = Vec::new();
-    let flush = |v: &Vault, pending: &mut Vec<Outcome>| -> anyhow::Result<()> {
-        v.sync()?;
+    // Prints the outcomes of a batch. `confirmed`: the batch was made durable. When a storage
+    // refusal stops the import, the rows applied since the last sync are printed unconfirmed: they
+    // may or may not have reached the disk, and their new subject ids must not be lost (a rerun
+    // would create duplicates of customers nobody could then find by id).
+    let print = |pending: &mut Vec<Outcome>, confirmed: bool| -> anyhow::Result<()> {
         for o in pending.drain(..) {
             match o {
                 Outcome::Stored { line, created } => {
                     if let Some(s) = created {
                         if g.json {
-                            out_json(&serde_json::json!({ "line": line, "created": s }))?;
-                        } else {
+                            out_json(&serde_json::json!({
+                                "line": line, "created": s, "confirmed": confirmed
+                            }))?;
+                        } else if confirmed {
                             out(&format!("line {line}: new subject {s}"))?;
+                        } else {
+                            out(&format!(
+                                "line {line}: new subject {s} (applied, not confirmed durable)"
+                            ))?;
                         }
                     }
                 }
@@ -220,6 +229,27 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             }
         }
         Ok(())
+    };
+    let flush = |v: &Vault, pending: &mut Vec<Outcome>| -> anyhow::Result<()> {
+        match v.sync() {
+            Ok(()) => print(pending, true),
+            Err(e) => {
+                print(pending, false)?;
+                Err(anyhow::Error::from(e).context(
+                    "import stopped: the last batch was not confirmed durable; check the rows \
+                     printed as not confirmed (kluis find / export) before importing them again",
+                ))
+            }
+        }
+    };
+    let stop = |pending: &mut Vec<Outcome>, line: usize, e: anyhow::Error| -> anyhow::Error {
+        if let Err(p) = print(pending, false) {
+            return p;
+        }
+        e.context(format!(
+            "import stopped at line {line}; rows after the last confirmed batch were applied but \
+             not confirmed durable: check them (kluis find / export) before importing them again"
+        ))
     };
     let mut rows = 0usize;
     if a.csv {
@@ -268,7 +298,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
                         reason,
                     });
                 }
-                Err(RowError::Storage(e)) => return Err(e),
+                Err(RowError::Storage(e)) => return Err(stop(&mut pending, line_no, e)),
             }
             rows += 1;
             if rows.is_multiple_of(BATCH) {
@@ -313,7 +343,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
                         reason,
                     });
                 }
-                Err(RowError::Storage(e)) => return Err(e),
+                Err(RowError::Storage(e)) => return Err(stop(&mut pending, line_no, e)),
             }
             rows += 1;
             if rows.is_multiple_of(BATCH) {
