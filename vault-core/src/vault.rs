@@ -305,6 +305,18 @@ impl Vault {
         };
         let data_lock = lock(&data_lock_path(paths)).map_err(map_lock)?;
         let key_lock = lock(&key_lock_path(paths)).map_err(map_lock)?;
+        // Checked again under both locks: another `create` on the same paths may have finished
+        // between the checks above and the locks, and its vault must be neither overwritten nor
+        // (if this create then fails) removed by the cleanup below.
+        let lock_file = data_lock_path(paths);
+        let data_in_use = std::fs::read_dir(&paths.data_dir)
+            .map(|d| d.flatten().any(|e| e.path() != lock_file))
+            .unwrap_or(false);
+        if paths.key_store.exists() || data_in_use {
+            return Err(CreateError::AlreadyExists {
+                path: paths.key_store.display().to_string(),
+            });
+        }
         let now = options.clock.now();
         let ks = KeyStore::create(
             &paths.key_store,
