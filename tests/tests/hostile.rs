@@ -621,9 +621,17 @@ fn hostile_values_and_subjects_are_refused() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    let files: [(&str, Vec<u8>); 8] = [
+    let endless = format!(
+        r#"{{"first_name":"Jan","last_name":"{}"}}"#,
+        "z".repeat(9 << 20)
+    );
+    let files: [(&str, Vec<u8>); 9] = [
         ("field over max_len", long_name.into_bytes()),
         ("a 5 MiB value", huge.into_bytes()),
+        (
+            "a 9 MiB file (over the 8 MiB input limit)",
+            endless.into_bytes(),
+        ),
         ("JSON nested 100,000 deep", deep.into_bytes()),
         ("not UTF-8", b"{\"first_name\":\"Jan\xff\xfe\"}".to_vec()),
         ("not JSON", format!("{{first_name: {SECRET}").into_bytes()),

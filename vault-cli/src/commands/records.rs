@@ -70,31 +70,45 @@ pub fn new_subject(g: &Global) -> anyhow::Result<()> {
     }
 }
 
+/// Largest JSON input `put`/`update` read (a stored record is at most 4 MiB; JSON escaping can
+/// make its text larger, so twice that).
+const JSON_INPUT_LIMIT: u64 = 8 << 20;
+
 fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
-    let mut text = String::new();
+    // Read as bytes wiped on drop, bounded: a huge or endless input is refused, not read until
+    // memory runs out.
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
     let r = if path.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text)
+        std::io::stdin()
+            .take(JSON_INPUT_LIMIT + 1)
+            .read_to_end(&mut bytes)
     } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
+        std::fs::File::open(path).and_then(|f| f.take(JSON_INPUT_LIMIT + 1).read_to_end(&mut bytes))
     };
     r.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::InvalidData {
-            CliError::new(
-                exit::INVALID_INPUT,
-                format!("{} is not UTF-8 text (JSON must be UTF-8)", path.display()),
-            )
-        } else {
-            CliError::new(
-                exit::NOT_FOUND,
-                format!("cannot read {}: {}", path.display(), e.kind()),
-            )
-        }
+        CliError::new(
+            exit::NOT_FOUND,
+            format!("cannot read {}: {}", path.display(), e.kind()),
+        )
     })?;
-    let parsed = serde_json::from_str::<Value>(&text);
-    // Overwrite the plaintext before the buffer is freed.
-    let n = text.len();
-    text.clear();
-    text.extend(std::iter::repeat_n('\0', n));
+    if bytes.len() as u64 > JSON_INPUT_LIMIT {
+        return Err(CliError::new(
+            exit::INVALID_INPUT,
+            format!(
+                "{} is larger than {} MiB (a record is at most 4 MiB stored)",
+                path.display(),
+                JSON_INPUT_LIMIT >> 20
+            ),
+        )
+        .into());
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        CliError::new(
+            exit::INVALID_INPUT,
+            format!("{} is not UTF-8 text (JSON must be UTF-8)", path.display()),
+        )
+    })?;
+    let parsed = serde_json::from_str::<Value>(text);
     // serde_json's syntax errors carry no input text, but report only the position to be sure.
     parsed.map_err(|e| {
         CliError::new(
