@@ -27,5 +27,6 @@ mod known_answers;
 mod lifecycle;
 mod model;
 mod records;
+mod review;
 mod storage;
 mod tamper;

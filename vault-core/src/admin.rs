@@ -133,7 +133,9 @@ impl Vault {
         let mut entry: SubjectEntry = self.load_subject(s)?.ok_or(AdminError::SubjectNotFound)?;
         let mut batch = WriteBatch::default();
         // Slots under a destroyed KEK are shredded in all but name: mark them so (not rotated).
-        let normalized = self.normalize_destroyed(s, &mut entry, &mut batch);
+        let normalized = !self
+            .normalize_destroyed(s, &mut entry, None, &mut batch)?
+            .is_empty();
         let live: Vec<String> = entry
             .slots
             .iter()
@@ -152,8 +154,8 @@ impl Vault {
             return Ok(0);
         }
         let mut sealer = Sealer::new()?;
-        // purpose → (old generation, old key, new generation, new key)
-        let mut keys: BTreeMap<String, (u32, AeadKey, u32, SecretKey)> = BTreeMap::new();
+        // purpose → (old generation, old key, new generation, new key, new key's KEK)
+        let mut keys: BTreeMap<String, (u32, AeadKey, u32, SecretKey, u32)> = BTreeMap::new();
         for p in &live {
             let Some(slot) = entry.slots.get(p) else {
                 continue;
@@ -172,7 +174,8 @@ impl Vault {
             let new_gen = generation.checked_add(1).ok_or(IntegrityError)?;
             let key = SecretKey::generate()?;
             let epoch = crate::lifecycle::slot_epoch(self, &entry, expires);
-            let (kek_id, wrapped) = self.wrap_key(s, p, new_gen, &key, epoch, &mut sealer)?;
+            let (kek_id, wrapped) =
+                self.wrap_key(s, p, new_gen, &key, epoch, &mut sealer, &mut batch)?;
             entry.slots.insert(
                 p.clone(),
                 Slot::Live {
@@ -187,9 +190,10 @@ impl Vault {
             );
             keys.insert(
                 p.clone(),
-                (generation, AeadKey::new(&old.key), new_gen, key),
+                (generation, AeadKey::new(&old.key), new_gen, key, kek_id),
             );
         }
+        let active = self.active_schema();
         let mut sealed_per_purpose: BTreeMap<String, u64> = BTreeMap::new();
         for (rkey, env) in self.envelopes_of(s)? {
             let mut env: Envelope = env;
@@ -198,9 +202,11 @@ impl Vault {
                 "record key does not decode",
             ))?;
             let label = crate::records::label_of(&rkey);
+            let rt = active.schema.record_type(&record_type);
             let mut changed = false;
+            let mut tags = env.tags.clone();
             for (name, f) in env.fields.iter_mut() {
-                let Some((old_gen, old_key, new_gen, new_key)) = keys.get(&f.purpose) else {
+                let Some((old_gen, old_key, new_gen, new_key, kek)) = keys.get(&f.purpose) else {
                     continue;
                 };
                 if f.generation != *old_gen {
@@ -224,7 +230,26 @@ impl Vault {
                 f.sealed = sealed;
                 *sealed_per_purpose.entry(f.purpose.clone()).or_default() += 1;
                 changed = true;
+                // The new key may sit under another KEK than the old one: so may its tags.
+                if let Some(def) = rt.and_then(|rt| rt.field(name)).filter(|d| d.index) {
+                    let form = def.index_form(&plain);
+                    match self.index_tag(&active, &record_type, name, *kek, &form) {
+                        Some(tag) => tags.insert(name.clone(), tag),
+                        None => tags.remove(name),
+                    };
+                }
             }
+            for (field, tag) in &env.tags {
+                if tags.get(field) != Some(tag) {
+                    batch.delete(Table::Index, index::entry_key(tag, s, &label));
+                }
+            }
+            for (field, tag) in &tags {
+                if env.tags.get(field) != Some(tag) {
+                    batch.put(Table::Index, index::entry_key(tag, s, &label), Vec::new());
+                }
+            }
+            env.tags = tags;
             if changed {
                 let row = self.seal_row(Table::Record, &rkey, env.encode());
                 batch.put(Table::Record, rkey, row);
@@ -317,6 +342,21 @@ impl Vault {
             // A poisoned lock means a panic while swapping the Arc; the Arc inside is whole.
             *self.schema.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
         }
+        let rebuilt = self.reindex_all_with(progress)?;
+        let audit = AuditEntry::new(AuditOp::RotateDataKey, self.now(), &req.actor)
+            .record("", "blind-index")
+            .reason(&req.reason)
+            .count(rebuilt);
+        self.commit_audited(WriteBatch::default(), vec![audit])?;
+        Ok(rebuilt)
+    }
+
+    /// Recomputes every blind-index tag of the vault (see [`Vault::retag_into`]).
+    pub(crate) fn reindex_all(&self) -> Result<u64, AdminError> {
+        self.reindex_all_with(&mut |_| {})
+    }
+
+    fn reindex_all_with(&self, progress: &mut dyn FnMut(u64)) -> Result<u64, AdminError> {
         let mut rebuilt = 0u64;
         let mut seen = 0usize;
         self.for_each_subject(&mut |s| {
@@ -328,57 +368,97 @@ impl Vault {
             Ok(())
         })?;
         progress(rebuilt);
-        let audit = AuditEntry::new(AuditOp::RotateDataKey, self.now(), &req.actor)
-            .record("", "blind-index")
-            .reason(&req.reason)
-            .count(rebuilt);
-        self.commit_audited(WriteBatch::default(), vec![audit])?;
         Ok(rebuilt)
     }
 
     /// Recomputes the blind-index tags of every record of `s` under the active index keys.
     fn reindex_subject(&self, s: &SubjectId) -> Result<u64, AdminError> {
         let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
-        let active = self.active_schema();
         let Some(entry) = self.load_subject(s)? else {
             return Ok(0);
         };
-        // purpose → (generation, key); `None` when the purpose's key is gone.
-        let mut keys: BTreeMap<String, Option<(u32, AeadKey)>> = BTreeMap::new();
         let mut batch = WriteBatch::default();
+        let n = self.retag_into(s, &entry, None, None, &mut batch)?;
+        if !batch.is_empty() {
+            self.commit(batch)?;
+        }
+        Ok(n)
+    }
+
+    /// Recomputes, inside `batch`, the blind-index tags of the indexed fields of `purposes` (every
+    /// purpose when `None`) in every record of `s`, under the KEK that now wraps each purpose's
+    /// key (see `index.rs`): after a rewrap moved a key to another KEK, or an index-root rotation.
+    /// `current` is a record the caller is rewriting itself (storage key and its envelope, changed
+    /// in place, not written here). Fields whose key is gone lose their tag. The caller holds the
+    /// subject's lock; `entry` is its subject entry as it will be written. Returns the records
+    /// whose tags changed.
+    pub(crate) fn retag_into(
+        &self,
+        s: &SubjectId,
+        entry: &SubjectEntry,
+        purposes: Option<&std::collections::BTreeSet<String>>,
+        mut current: Option<(&[u8], &mut Envelope)>,
+        batch: &mut WriteBatch,
+    ) -> Result<u64, WriteError> {
+        let active = self.active_schema();
+        let wanted = |p: &str| purposes.is_none_or(|ps| ps.contains(p));
+        let indexed = active
+            .schema
+            .record_types()
+            .any(|rt| rt.fields().any(|f| f.index && wanted(&f.purpose)));
+        if !indexed {
+            return Ok(0);
+        }
+        // purpose → (generation, key, KEK); `None` when the purpose's key is gone.
+        let mut keys: BTreeMap<String, Option<(u32, AeadKey, u32)>> = BTreeMap::new();
         let mut n = 0u64;
-        for (rkey, env) in self.envelopes_of(s)? {
-            let mut env: Envelope = env;
+        let skip = current.as_ref().map(|(k, _)| k.to_vec());
+        let stored = self.envelopes_of(s)?;
+        let mut todo: Vec<(Vec<u8>, Option<Envelope>)> = stored
+            .into_iter()
+            .filter(|(k, _)| skip.as_deref() != Some(k.as_slice()))
+            .map(|(k, e)| (k, Some(e)))
+            .collect();
+        if let Some(k) = &skip {
+            todo.push((k.clone(), None));
+        }
+        for (rkey, env) in todo {
+            let mut owned = env;
+            let env: &mut Envelope = match owned.as_mut() {
+                Some(e) => e,
+                None => match current.as_mut() {
+                    Some((_, e)) => e,
+                    None => continue,
+                },
+            };
             let record_type = record_type_of(&rkey).ok_or(StorageError::corrupted(
                 Component::Record,
                 "record key does not decode",
             ))?;
             let label = crate::records::label_of(&rkey);
             let rt = active.schema.record_type(&record_type);
-            let mut tags: BTreeMap<String, [u8; index::TAG_LEN]> = BTreeMap::new();
+            let mut tags = env.tags.clone();
             for (name, f) in &env.fields {
                 let Some(def) = rt.and_then(|rt| rt.field(name)) else {
                     continue;
                 };
-                let Some(ikey) = active
-                    .index_keys
-                    .get(&(record_type.clone(), def.name.clone()))
-                else {
+                if !def.index || !wanted(&f.purpose) {
                     continue;
-                };
+                }
                 if !keys.contains_key(&f.purpose) {
                     let k = match entry.slots.get(&f.purpose) {
                         Some(slot @ Slot::Live { kek_id, .. })
                             if self.kek_destroyed_at(*kek_id).is_none() =>
                         {
                             let d = self.unwrap_slot(s, &f.purpose, slot)?;
-                            Some((d.generation, AeadKey::new(&d.key)))
+                            Some((d.generation, AeadKey::new(&d.key), *kek_id))
                         }
                         _ => None,
                     };
                     keys.insert(f.purpose.clone(), k);
                 }
-                let Some(Some((generation, k))) = keys.get(&f.purpose) else {
+                let Some(Some((generation, k, kek_id))) = keys.get(&f.purpose) else {
+                    tags.remove(name);
                     continue;
                 };
                 if *generation != f.generation {
@@ -394,21 +474,31 @@ impl Vault {
                     generation: f.generation,
                 };
                 let plain = k.open(&aad::field(&ctx), &f.sealed)?;
-                tags.insert(name.clone(), index::tag(ikey, &def.index_form(&plain)));
+                let form = def.index_form(&plain);
+                match self.index_tag(&active, &record_type, name, *kek_id, &form) {
+                    Some(tag) => tags.insert(name.clone(), tag),
+                    None => tags.remove(name),
+                };
             }
-            for tag in env.tags.values() {
-                batch.delete(Table::Index, index::entry_key(tag, s, &label));
+            if tags == env.tags {
+                continue;
             }
-            for tag in tags.values() {
-                batch.put(Table::Index, index::entry_key(tag, s, &label), Vec::new());
+            for (field, tag) in &env.tags {
+                if tags.get(field) != Some(tag) {
+                    batch.delete(Table::Index, index::entry_key(tag, s, &label));
+                }
+            }
+            for (field, tag) in &tags {
+                if env.tags.get(field) != Some(tag) {
+                    batch.put(Table::Index, index::entry_key(tag, s, &label), Vec::new());
+                }
             }
             env.tags = tags;
-            let row = self.seal_row(Table::Record, &rkey, env.encode());
-            batch.put(Table::Record, rkey, row);
+            if let Some(e) = owned {
+                let row = self.seal_row(Table::Record, &rkey, e.encode());
+                batch.put(Table::Record, rkey, row);
+            }
             n += 1;
-        }
-        if !batch.is_empty() {
-            self.commit(batch)?;
         }
         Ok(n)
     }

@@ -52,10 +52,12 @@ pub enum AuditOp {
     RotateDataKey,
     /// An erasure from the ledger was re-applied to restored data.
     ReapplyErasure,
+    /// An operator accepted a rolled-back key store or schema (disaster recovery).
+    AcceptRollback,
 }
 
 impl AuditOp {
-    const ALL: [AuditOp; 15] = [
+    const ALL: [AuditOp; 16] = [
         AuditOp::CreateVault,
         AuditOp::CreateSubject,
         AuditOp::Put,
@@ -71,6 +73,7 @@ impl AuditOp {
         AuditOp::ChangeCredentials,
         AuditOp::RotateDataKey,
         AuditOp::ReapplyErasure,
+        AuditOp::AcceptRollback,
     ];
     fn code(self) -> u8 {
         Self::ALL

@@ -12,7 +12,7 @@ use crate::error::{Component, StorageError, WriteError};
 use crate::keystore::{Epoch, KekState};
 use crate::record::Envelope;
 use crate::secret::{SecretKey, KEY_LEN};
-use crate::store::Table;
+use crate::store::{Table, WriteBatch};
 use crate::subject::{Slot, SubjectEntry, SubjectId};
 use crate::vault::{CachedDek, Vault};
 
@@ -88,6 +88,7 @@ impl Vault {
         Ok(CachedDek {
             key,
             generation: *generation,
+            kek_id: *kek_id,
             used: *uses,
             reserved: *uses,
         })
@@ -102,7 +103,9 @@ impl Vault {
         }
     }
 
-    /// Wraps `key` under the active KEK of `epoch` (reserving one use of it).
+    /// Wraps `key` under the active KEK of `epoch` (reserving one use of it). The KEK stays pinned
+    /// until `batch`, which must carry the wrap to storage, is applied or dropped.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn wrap_key(
         &self,
         s: &SubjectId,
@@ -111,12 +114,16 @@ impl Vault {
         key: &SecretKey,
         epoch: Epoch,
         sealer: &mut Sealer,
+        batch: &mut WriteBatch,
     ) -> Result<(u32, Vec<u8>), WriteError> {
         let (kek_id, kek) = {
             let mut ks = self.key_store();
             let id = ks
                 .reserve_kek_use(epoch, self.now())
                 .map_err(WriteError::KeyStore)?;
+            // Pinned under the key-store lock: a retirement marks the KEK under the same lock, so
+            // it either sees this pin or this call never chose the KEK.
+            batch.hold(self.kek_pins.pin(id));
             let k = ks
                 .kek(id)
                 .and_then(|k| k.key.as_ref())
@@ -143,10 +150,12 @@ impl Vault {
         generation: u32,
         expires: Option<i64>,
         sealer: &mut Sealer,
+        batch: &mut WriteBatch,
     ) -> Result<(Slot, CachedDek), WriteError> {
         let key = SecretKey::generate()?;
         let epoch = self.epoch_of(expires);
-        let (kek_id, wrapped) = self.wrap_key(s, purpose, generation, &key, epoch, sealer)?;
+        let (kek_id, wrapped) =
+            self.wrap_key(s, purpose, generation, &key, epoch, sealer, batch)?;
         let now = self.now();
         let slot = Slot::Live {
             generation,
@@ -162,6 +171,7 @@ impl Vault {
             CachedDek {
                 key,
                 generation,
+                kek_id,
                 used: 0,
                 reserved: 0,
             },
@@ -177,6 +187,7 @@ impl Vault {
         slot: &mut Slot,
         epoch: Epoch,
         sealer: &mut Sealer,
+        batch: &mut WriteBatch,
     ) -> Result<(), WriteError> {
         let dek = self.unwrap_slot(s, purpose, slot)?;
         if let Slot::Live {
@@ -186,23 +197,32 @@ impl Vault {
             ..
         } = slot
         {
-            let (id, w) = self.wrap_key(s, purpose, *generation, &dek.key, epoch, sealer)?;
+            let (id, w) = self.wrap_key(s, purpose, *generation, &dek.key, epoch, sealer, batch)?;
             *kek_id = id;
             *wrapped = w;
+            // Callers hold the subject's lock; a cached copy must name the KEK tags now use.
+            if let Some(c) = self.dek_cache().peek_mut(&(*s, purpose.to_owned())) {
+                c.kek_id = id;
+            }
         }
         Ok(())
     }
 
     /// Live slots whose KEK was destroyed are shredded in all but name (seen after restoring a data
-    /// backup taken before a KEK's destruction): marks them shredded and drops their expiry rows, so
-    /// writes start a fresh key generation instead of failing to unwrap. Returns whether it changed.
+    /// backup taken before a KEK's destruction): marks them shredded (with the truthful reason, see
+    /// [`Vault::destroyed_kek_reason`]), drops their expiry rows and moves their fields to the
+    /// shredded section of every record of `s` but `skip` (which the caller rewrites itself, with
+    /// [`crate::record::Envelope::shred_purposes`]), so writes start a fresh key generation and no
+    /// record keeps ciphertext of the dead one. Returns the purposes it changed and when their KEK
+    /// was destroyed.
     pub(crate) fn normalize_destroyed(
         &self,
         s: &SubjectId,
         entry: &mut SubjectEntry,
-        batch: &mut crate::store::WriteBatch,
-    ) -> bool {
-        let mut changed = false;
+        skip: Option<&[u8]>,
+        batch: &mut WriteBatch,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StorageError> {
+        let mut changed = std::collections::BTreeMap::new();
         for (purpose, slot) in entry.slots.iter_mut() {
             let Slot::Live {
                 generation,
@@ -213,7 +233,7 @@ impl Vault {
             else {
                 continue;
             };
-            let Some(at) = self.kek_destroyed_at(*kek_id) else {
+            let Some((at, why)) = self.destroyed_kek_reason(*kek_id, *expires) else {
                 continue;
             };
             if let Some(t) = *expires {
@@ -222,11 +242,30 @@ impl Vault {
             *slot = Slot::Shredded {
                 generation: *generation,
                 at,
-                why: crate::subject::ShredReason::Expired,
+                why,
             };
-            changed = true;
+            changed.insert(purpose.clone(), at);
         }
-        changed
+        self.shred_fields_into(s, &changed, skip, batch)?;
+        Ok(changed)
+    }
+
+    /// For a live slot under KEK `kek_id` expiring at `expires`: when that KEK was destroyed and
+    /// why the slot's key is gone. `Expired` if the data's retention had ended by then (an epoch
+    /// KEK destroyed by the sweep); otherwise `KeyRetired`: the KEK was retired after this copy of
+    /// the slot was written, i.e. the data comes from a backup older than the retirement.
+    pub(crate) fn destroyed_kek_reason(
+        &self,
+        kek_id: u32,
+        expires: Option<i64>,
+    ) -> Option<(i64, crate::subject::ShredReason)> {
+        let at = self.kek_destroyed_at(kek_id)?;
+        let why = if expires.is_some_and(|t| t <= at) {
+            crate::subject::ShredReason::Expired
+        } else {
+            crate::subject::ShredReason::KeyRetired
+        };
+        Some((at, why))
     }
 
     /// The epoch a data key expiring at `expires` belongs to.

@@ -138,12 +138,44 @@ pub enum OpenError {
     /// The key store belongs to another vault than the data directory.
     #[error("the key store belongs to a different vault than the data directory")]
     VaultMismatch,
+    /// The key store, or the schema stored in the data directory, is older than the other half of
+    /// the vault has already seen: a backup of it was put back. Destroyed keys, an older erasure
+    /// ledger or an older schema would come back, so the vault is not opened. A deliberate
+    /// disaster recovery goes through `Vault::danger_open_accepting_rollback` (`kluis recover`).
+    #[error("{0}; refusing to open (if this restore was deliberate, see `kluis recover --help`)")]
+    RolledBack(Rollback),
     /// Storage failure or corruption.
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// The operating system's RNG failed.
     #[error(transparent)]
     Rng(#[from] crate::crypto::RngError),
+}
+
+/// What [`OpenError::RolledBack`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum Rollback {
+    /// The key store file is older than one the data directory has already seen.
+    #[error("the key store is older than the data directory has seen (generation {found}, data has seen {seen}): a key-store backup was put back")]
+    KeyStore {
+        /// Newest key-store generation recorded in the data directory.
+        seen: u64,
+        /// Generation of the key store file given.
+        found: u64,
+    },
+    /// The schema stored in the data directory is older than one the key store has seen applied.
+    #[error("the data directory's schema is older than the key store has seen (version {found}, key store has seen {seen}): an older schema was put back")]
+    Schema {
+        /// Newest schema version the key store recorded.
+        seen: u32,
+        /// Version stored in the data directory.
+        found: u32,
+    },
+    /// The data directory lacks the key-store watermark that the key store says it keeps.
+    #[error("the data directory's record of the key store is missing (removed, or data from another vault)")]
+    WatermarkMissing,
 }
 
 /// Errors creating a vault.

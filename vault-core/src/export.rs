@@ -242,12 +242,10 @@ impl Vault {
                     },
                     Some(Slot::Live {
                         kek_id, expires, ..
-                    }) => match self.kek_destroyed_at(*kek_id) {
-                        // The epoch KEK wrapping the key is gone: shredded by retention.
-                        Some(at) => PurposeState::Shredded {
-                            at,
-                            reason: ShredReason::Expired,
-                        },
+                    }) => match self.destroyed_kek_reason(*kek_id, *expires) {
+                        // The KEK wrapping the key is gone: by retention, or by a retirement
+                        // after this (restored) copy of the data was taken.
+                        Some((at, reason)) => PurposeState::Shredded { at, reason },
                         None => PurposeState::Live { expires: *expires },
                     },
                 };
@@ -355,6 +353,10 @@ pub struct RegisterField {
     pub purpose: String,
     /// Whether a blind index lets the shop find records by this field.
     pub indexed: bool,
+    /// For an indexed field whose values can be enumerated (phone numbers, dates, postcodes,
+    /// short numbers): why, since whoever holds the key store can then read it from the index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_enumerable: Option<&'static str>,
     /// Whether every record of the type has it.
     pub required: bool,
     /// Largest value in bytes.
@@ -404,6 +406,11 @@ impl ProcessingRegister {
                         kind: f.kind.as_str().to_owned(),
                         purpose: f.purpose.clone(),
                         indexed: f.index,
+                        index_enumerable: schema
+                            .index_warnings()
+                            .into_iter()
+                            .find(|w| w.record_type == rt.name && w.field == f.name)
+                            .map(|w| w.why),
                         required: f.required,
                         max_len: f.max_len,
                     })

@@ -266,6 +266,9 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
         epochs: EpochPolicy::default(),
         audit_checkpoint: head,
         checkpoint_source: None,
+        schema_version: 3,
+        data_keeps_watermark: true,
+        saved_generation: Default::default(),
     };
     let body = ks.encode_body().to_vec();
     let file = seal_key_store_file(&body, SAMPLE_VAULT_ID, 4);
@@ -278,6 +281,43 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("key_store_body", body),
         ("key_store_file", file),
     ]
+}
+
+/// **The attacker's view**, for the tests of crypto-shredding: every blind-index tag that someone
+/// holding the key store file at `key_store` and its credentials can compute for `value` of field
+/// `field` of `record_type`: one under every KEK still in the file, and one under the index root
+/// alone (the scheme before per-KEK tag keys). An index row, in any backup, whose tag matches none
+/// of these confirms nothing to them. `None` when the field does not exist or is not indexed.
+pub fn attacker_index_tags(
+    key_store: &Path,
+    creds: &Credentials,
+    schema: &Schema,
+    record_type: &str,
+    field: &str,
+    value: &serde_json::Value,
+) -> Result<Option<Vec<[u8; crate::index::TAG_LEN]>>, OpenError> {
+    let ks = KeyStore::open(key_store, creds, true)?;
+    let Some(def) = schema
+        .record_type(record_type)
+        .and_then(|rt| rt.field(field))
+        .filter(|d| d.index)
+    else {
+        return Ok(None);
+    };
+    let Ok(plain) = def.encode(value) else {
+        return Ok(None);
+    };
+    let form = def.index_form(&plain);
+    let field_key =
+        crate::index::field_key(&ks.index_root, ks.index_generation, record_type, field);
+    let mut tags = vec![crate::index::tag(&field_key, &form)];
+    for k in &ks.keks {
+        if let Some(kek) = &k.key {
+            let tag_key = crate::index::tag_key(&field_key, kek);
+            tags.push(crate::index::tag(&tag_key, &form));
+        }
+    }
+    Ok(Some(tags))
 }
 
 #[cfg(test)]

@@ -1,7 +1,12 @@
 //! Blind index: equality lookup on encrypted fields.
 //!
-//! For a field declared `index = true`, kluis stores `HMAC-SHA256(K_field, normalise(value))[..16]`
-//! where `K_field = HKDF-Expand(index_root, "kluis/v1/index" ‖ generation ‖ type ‖ field)`.
+//! For a field declared `index = true`, kluis stores `HMAC-SHA256(K_tag, normalise(value))[..16]`
+//! where `K_tag = HMAC-SHA256(HKDF-Expand(KEK, "kluis/v1/index-kek"), "kluis/v1/index-tag-key" ‖
+//! K_field)` and `K_field = HKDF-Expand(index_root, "kluis/v1/index" ‖ generation ‖ type ‖ field)`.
+//! `KEK` is the key-encryption key that wraps the data key of the field's purpose for that
+//! subject. So a tag can be computed (or tested against a guess) only while that KEK exists: when
+//! it is destroyed (epoch passed, or retired), every copy of the tag, in any backup, is as useless
+//! as the wrapped data key beside it. `find` computes one tag per live KEK.
 //!
 //! **Leakage** (documented in ARCHITECTURE.md): equal values of the same field produce equal tags, so
 //! someone holding the data directory can see *that* two subjects share an e-mail address (not
@@ -37,6 +42,15 @@ pub(crate) fn field_key(
             field.as_bytes(),
         ],
     )
+}
+
+/// The tag key of one (record type, field) for data whose key is wrapped under `kek`.
+pub(crate) fn tag_key(field_key: &SecretKey, kek: &SecretKey) -> SecretKey {
+    let kek_index = crypto::derive_subkey(kek, &[labels::INDEX_KEK]);
+    let mut k = crypto::hmac_sha256(&kek_index, &[labels::INDEX_TAG_KEY, field_key.expose()]);
+    let key = SecretKey::init_with(|out| out.copy_from_slice(&k));
+    zeroize::Zeroize::zeroize(&mut k);
+    key
 }
 
 /// The tag of a normalised value.

@@ -28,6 +28,8 @@ const MAX_FILE_LEN: u64 = 64 * 1024 * 1024;
 const MAX_KEKS: usize = 100_000;
 /// Most erasure-ledger entries a key store may hold.
 const MAX_LEDGER: usize = (MAX_FILE_LEN / 34) as usize;
+/// Body version this build writes: 2 added the schema-version watermark (it reads 1 and 2).
+const BODY_VERSION: u16 = 2;
 /// How many KEK uses are reserved per key-store write (see [`KeyStore::reserve_kek_use`]).
 pub(crate) const KEK_USE_BLOCK: u64 = 4096;
 
@@ -117,6 +119,62 @@ pub(crate) struct LedgerEntry {
     pub(crate) kek_id: u32,
 }
 
+/// Wraps in flight per KEK: a key wrapped under KEK `id` is *pinned* from the moment the KEK is
+/// chosen (under the key-store lock, so atomically with its state check) until the batch that
+/// stores the wrap has been applied. A retirement marks its KEK `Retiring` (no new pins) and then
+/// waits for the pins to drain before it scans, so no wrap can land behind its scan; a destruction
+/// waits the same way. **Architecture Invariant:** no KEK is destroyed while a wrap under it is in
+/// flight.
+#[derive(Default)]
+pub(crate) struct KekPins {
+    counts: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
+    drained: std::sync::Condvar,
+}
+
+/// One in-flight wrap under a KEK (see [`KekPins`]); dropping it releases the pin.
+pub(crate) struct KekPin {
+    pins: std::sync::Arc<KekPins>,
+    id: u32,
+}
+
+impl KekPins {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, usize>> {
+        // Counts are only ever incremented or decremented whole; a poisoned lock holds no torn state.
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pins KEK `id`. Call with the key-store lock held, right where the KEK was chosen.
+    pub(crate) fn pin(self: &std::sync::Arc<Self>, id: u32) -> KekPin {
+        *self.lock().entry(id).or_default() += 1;
+        KekPin {
+            pins: self.clone(),
+            id,
+        }
+    }
+
+    /// Waits until no wrap under KEK `id` is in flight. Callers first make sure no new pin can be
+    /// taken (the KEK is no longer `Active`).
+    pub(crate) fn wait_drained(&self, id: u32) {
+        let mut counts = self.lock();
+        while counts.get(&id).is_some_and(|&n| n > 0) {
+            counts = self.drained.wait(counts).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for KekPin {
+    fn drop(&mut self) {
+        let mut counts = self.pins.lock();
+        if let Some(n) = counts.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.id);
+                self.pins.drained.notify_all();
+            }
+        }
+    }
+}
+
 /// Header fields and derived keys needed to rewrite the file without re-running Argon2id.
 pub(crate) struct Seal {
     pub(crate) factors: u8,
@@ -149,6 +207,14 @@ pub(crate) struct KeyStore {
     pub(crate) audit_checkpoint: crate::audit::Head,
     /// Where `save` reads the durable audit head from (set by the vault).
     pub(crate) checkpoint_source: Option<std::sync::Arc<std::sync::Mutex<crate::audit::Head>>>,
+    /// The newest schema version this vault has applied (0 in a body written before version 2).
+    /// The data directory's stored schema must not be older (rollback detection).
+    pub(crate) schema_version: u32,
+    /// Whether the data directory is known to keep a key-store watermark (body version ≥ 2: the
+    /// build that wrote it keeps one), so a missing watermark row is tampering, not an old vault.
+    pub(crate) data_keeps_watermark: bool,
+    /// The generation of the last file this process wrote (the vault copies it into `data/`).
+    pub(crate) saved_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -212,6 +278,9 @@ impl KeyStore {
             epochs,
             audit_checkpoint: crate::audit::Head::EMPTY,
             checkpoint_source: None,
+            schema_version: 0,
+            data_keeps_watermark: true,
+            saved_generation: Default::default(),
         };
         ks.push_new_kek(Epoch::OpenEnded, now)?;
         if path.exists() {
@@ -281,6 +350,8 @@ impl KeyStore {
         for k in &mut ks.keks {
             k.used = k.reserved;
         }
+        ks.saved_generation
+            .store(h.generation, std::sync::atomic::Ordering::Release);
         Ok(ks)
     }
 
@@ -296,7 +367,9 @@ impl KeyStore {
             }
         }
         let bytes = self.encode_file(&self.seal, generation)?;
+        let saved = std::sync::atomic::Ordering::Release;
         let Err(e) = fsutil::atomic_write(&self.path, &bytes) else {
+            self.saved_generation.fetch_max(generation, saved);
             return Ok(());
         };
         // If the rename landed (only the directory fsync failed), the new file is what every
@@ -309,6 +382,7 @@ impl KeyStore {
             let dir = self.path.parent().unwrap_or(Path::new("."));
             if fsutil::sync_dir(dir).is_ok() {
                 tracing::warn!("key store written; its directory fsync needed a retry");
+                self.saved_generation.fetch_max(generation, saved);
                 return Ok(());
             }
         }
@@ -576,11 +650,11 @@ impl KeyStore {
             .iter()
             .map(|e| 16 + 1 + e.purpose.len() + 4 + 8 + 1 + 4)
             .sum();
-        let tail = 8 + 8 + 8 + 32;
+        let tail = 8 + 8 + 8 + 32 + 4;
         let mut w = Writer::with_capacity(
             2 + 16 + 8 + 8 + 4 + 2 * KEY_LEN + 4 + 4 + keks + 4 + ledger + tail,
         );
-        w.u16(1)
+        w.u16(BODY_VERSION)
             .raw(&self.vault_id)
             .i64(self.created_at)
             .u64(self.max_key_uses)
@@ -619,7 +693,8 @@ impl KeyStore {
         w.i64(self.epochs.length)
             .i64(self.epochs.grace)
             .u64(self.audit_checkpoint.seq)
-            .raw(&self.audit_checkpoint.mac);
+            .raw(&self.audit_checkpoint.mac)
+            .u32(self.schema_version);
         Zeroizing::new(w.finish())
     }
 }
@@ -629,7 +704,8 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
     let bad = DecodeError {
         what: "key store body",
     };
-    if r.u16()? != 1 {
+    let body_version = r.u16()?;
+    if !(1..=BODY_VERSION).contains(&body_version) {
         return Err(bad);
     }
     let vault_id = r.array::<16>()?;
@@ -693,6 +769,7 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
         seq: r.u64()?,
         mac: r.array()?,
     };
+    let schema_version = if body_version >= 2 { r.u32()? } else { 0 };
     r.end()?;
     Ok(KeyStore {
         path: path.to_path_buf(),
@@ -709,6 +786,9 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
         epochs,
         audit_checkpoint,
         checkpoint_source: None,
+        schema_version,
+        data_keeps_watermark: body_version >= 2,
+        saved_generation: Default::default(),
     })
 }
 

@@ -20,6 +20,10 @@ pub const DEK_WRAP: &[u8] = b"kluis/v1/dek";
 pub const FIELD: &[u8] = b"kluis/v1/field";
 /// HKDF info prefix of a per-(record type, field) blind-index key.
 pub const INDEX_FIELD: &[u8] = b"kluis/v1/index";
+/// HKDF info of a KEK's blind-index subkey (index tags die with the KEK that wraps their data key).
+pub const INDEX_KEK: &[u8] = b"kluis/v1/index-kek";
+/// MAC domain of a per-(record type, field, KEK) blind-index tag key.
+pub const INDEX_TAG_KEY: &[u8] = b"kluis/v1/index-tag-key";
 /// HKDF info of the key that authenticates the stored schema.
 pub const SCHEMA_MAC: &[u8] = b"kluis/v1/schema";
 /// HKDF info of the key that authenticates stored rows (record envelopes, subject entries) as a whole.

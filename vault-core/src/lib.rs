@@ -96,7 +96,8 @@ pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
 pub use error::{
     Component, CreateError, DeleteError, Error, FindError, IntegrityError, KdfError, KeyFileError,
-    LifecycleError, OpenError, ReadError, RekeyError, StorageError, SubjectError, WriteError,
+    LifecycleError, OpenError, ReadError, RekeyError, Rollback, StorageError, SubjectError,
+    WriteError,
 };
 pub use export::{
     HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordExport, RegisterData,
@@ -108,7 +109,7 @@ pub use record::{FieldState, Record, Shredded};
 pub use records::RecordKey;
 pub use retention::EpochPolicy;
 pub use retire::RetireReport;
-pub use schema::Schema;
+pub use schema::{IndexWarning, Schema};
 pub use schema_change::{SchemaChangeError, SchemaChangeReport};
 pub use secret::Passphrase;
 pub use stats::{ExpirePreview, VaultStats, VerifyProblem, VerifyReport};

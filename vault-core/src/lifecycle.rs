@@ -157,7 +157,10 @@ impl Vault {
             .load_subject(s)?
             .ok_or(LifecycleError::SubjectNotFound)?;
         let mut normalized = WriteBatch::default();
-        if self.normalize_destroyed(s, &mut entry, &mut normalized) {
+        if !self
+            .normalize_destroyed(s, &mut entry, None, &mut normalized)?
+            .is_empty()
+        {
             normalized.put(
                 Table::Subject,
                 s.as_bytes().to_vec(),
@@ -169,16 +172,20 @@ impl Vault {
     }
 
     /// Brings every live slot of `entry` in line with its retention: new expiry, expiry-index entry,
-    /// and, when the epoch changes, a rewrap under the new epoch's KEK. Returns whether it changed.
+    /// and, when the epoch changes, a rewrap under the new epoch's KEK, with the blind-index tags
+    /// of the rewrapped purposes recomputed under it (`current`: see [`Vault::retag_into`]).
+    /// Returns whether it changed.
     pub(crate) fn reconcile(
         &self,
         s: &SubjectId,
         entry: &mut SubjectEntry,
         batch: &mut WriteBatch,
         sealer: &mut Sealer,
+        current: Option<(&[u8], &mut Envelope)>,
     ) -> Result<bool, WriteError> {
         let schema = self.active_schema();
         let mut changed = false;
+        let mut rewrapped = BTreeSet::new();
         let snapshot = entry.clone();
         for (purpose, slot) in entry.slots.iter_mut() {
             let Slot::Live {
@@ -207,9 +214,13 @@ impl Vault {
                 *expires = want;
             }
             if kek_epoch != Some(epoch) {
-                self.rewrap_slot(s, purpose, slot, epoch, sealer)?;
+                self.rewrap_slot(s, purpose, slot, epoch, sealer, batch)?;
+                rewrapped.insert(purpose.clone());
             }
             changed = true;
+        }
+        if !rewrapped.is_empty() {
+            self.retag_into(s, entry, Some(&rewrapped), current, batch)?;
         }
         Ok(changed)
     }
@@ -239,7 +250,7 @@ impl Vault {
         entry.events.insert(event.to_owned(), at);
         let mut batch = WriteBatch::default();
         let mut sealer = Sealer::new().map_err(WriteError::from)?;
-        self.reconcile(s, &mut entry, &mut batch, &mut sealer)?;
+        self.reconcile(s, &mut entry, &mut batch, &mut sealer, None)?;
         batch.put(
             Table::Subject,
             s.as_bytes().to_vec(),
@@ -296,7 +307,7 @@ impl Vault {
         entry.hold = hold;
         let mut batch = WriteBatch::default();
         let mut sealer = Sealer::new().map_err(WriteError::from)?;
-        self.reconcile(s, &mut entry, &mut batch, &mut sealer)?;
+        self.reconcile(s, &mut entry, &mut batch, &mut sealer, None)?;
         batch.put(
             Table::Subject,
             s.as_bytes().to_vec(),
@@ -340,32 +351,41 @@ impl Vault {
                 }
             }
         }
-        for (rkey, env) in self.envelopes_of(s)? {
-            let mut env = env;
-            let hit: Vec<String> = env
-                .fields
-                .iter()
-                .filter(|(_, f)| purposes.contains(&f.purpose))
-                .map(|(n, _)| n.clone())
-                .collect();
-            if hit.is_empty() {
-                continue;
-            }
-            let label = crate::records::label_of(&rkey);
-            for name in hit {
-                if let Some(f) = env.fields.remove(&name) {
-                    env.shredded.insert(name.clone(), (f.purpose, now));
-                }
-                if let Some(tag) = env.tags.remove(&name) {
-                    batch.delete(Table::Index, index::entry_key(&tag, s, &label));
-                }
-            }
-            let row = self.seal_row(Table::Record, &rkey, env.encode());
-            batch.put(Table::Record, rkey, row);
-        }
+        let at: BTreeMap<String, i64> = purposes.iter().map(|p| (p.clone(), now)).collect();
+        self.shred_fields_into(s, &at, None, batch)?;
         let mut cache = self.dek_cache();
         for p in purposes {
             cache.pop(&(*s, p.clone()));
+        }
+        Ok(())
+    }
+
+    /// Moves the sealed fields of `purposes` (purpose → time of erasure) to the shredded section of
+    /// every record of `s` but `skip` (a record the caller rewrites itself), and deletes their
+    /// blind-index entries, inside `batch`.
+    pub(crate) fn shred_fields_into(
+        &self,
+        s: &SubjectId,
+        purposes: &BTreeMap<String, i64>,
+        skip: Option<&[u8]>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StorageError> {
+        if purposes.is_empty() {
+            return Ok(());
+        }
+        for (rkey, mut env) in self.envelopes_of(s)? {
+            if skip == Some(rkey.as_slice()) {
+                continue;
+            }
+            let before = (env.fields.len(), env.tags.len());
+            let label = crate::records::label_of(&rkey);
+            for tag in env.shred_purposes(purposes) {
+                batch.delete(Table::Index, index::entry_key(&tag, s, &label));
+            }
+            if (env.fields.len(), env.tags.len()) != before {
+                let row = self.seal_row(Table::Record, &rkey, env.encode());
+                batch.put(Table::Record, rkey, row);
+            }
         }
         Ok(())
     }
@@ -501,7 +521,7 @@ impl Vault {
         if entry.hold.take().is_some() {
             // The kept purposes' expiries no longer wait for the (overridden) hold.
             let mut sealer = Sealer::new().map_err(WriteError::from)?;
-            self.reconcile(s, &mut entry, &mut batch, &mut sealer)?;
+            self.reconcile(s, &mut entry, &mut batch, &mut sealer, None)?;
         }
         batch.put(
             Table::Subject,
@@ -611,7 +631,10 @@ impl Vault {
             for (s, ps) in &due {
                 if let Some(mut e) = self.load_subject(s)? {
                     let mut fix = WriteBatch::default();
-                    if self.normalize_destroyed(s, &mut e, &mut fix) {
+                    if !self
+                        .normalize_destroyed(s, &mut e, None, &mut fix)?
+                        .is_empty()
+                    {
                         fix.put(
                             Table::Subject,
                             s.as_bytes().to_vec(),
@@ -741,6 +764,18 @@ impl Vault {
         };
         let mut destroyed = Vec::new();
         for (id, epoch_end) in candidates {
+            // Close the epoch's KEK to new wraps (a key written now with an already passed expiry
+            // would choose it) and let those in flight land, so the check below sees them. The
+            // state needs no save of its own: a later wrap for this epoch simply gets a new KEK.
+            {
+                let mut ks = self.key_store();
+                if let Some(k) = ks.keks.iter_mut().find(|k| k.id == id) {
+                    if k.state == KekState::Active {
+                        k.state = KekState::DecryptOnly;
+                    }
+                }
+            }
+            self.kek_pins.wait_drained(id);
             if self.kek_still_needed(id, epoch_end)? {
                 tracing::warn!(
                     kek = id,
@@ -785,6 +820,9 @@ impl Vault {
     /// atomic rewrite. Ledger entries are pruned once every KEK that existed when they were written
     /// is destroyed: only then can no backup's copy of their keys be unwrapped.
     pub(crate) fn destroy_kek(&self, id: u32, now: i64) -> Result<(), StorageError> {
+        // Callers have taken the KEK out of service (retiring, or an epoch closed); a wrap that
+        // chose it before must land first, so the caller's check could see it.
+        self.kek_pins.wait_drained(id);
         // Every rewrap away from this KEK must be durable before the KEK is gone, whatever the
         // durability mode: a `Relaxed` rewrap lost in a crash after the destruction would leave a
         // live key wrapped under a destroyed KEK, i.e. live data shredded.
@@ -817,8 +855,12 @@ impl Vault {
             ks.ledger.extend(pruned);
             return Err(e);
         }
+        drop(ks);
         // `key` (a SecretKey) is dropped here, which zeroizes it.
         drop(key);
+        // Unwrapped data keys cached from slots under it must not outlive it (a cached key would
+        // keep reading, in this process, data whose key is now noise everywhere else).
+        self.dek_cache().clear();
         tracing::info!(kek = id, "key-encryption key destroyed");
         Ok(())
     }

@@ -231,6 +231,28 @@ const MAX_FIELDS: usize = u16::MAX as usize;
 const MAX_SEALED: usize = (1 << 20) + 64;
 
 impl Envelope {
+    /// Moves every sealed field of `purposes` (purpose → time of erasure) to the shredded section
+    /// and drops its blind-index tag. Returns the tags dropped (their index entries must go too).
+    pub(crate) fn shred_purposes(&mut self, purposes: &BTreeMap<String, i64>) -> Vec<[u8; 16]> {
+        let hit: Vec<String> = self
+            .fields
+            .iter()
+            .filter(|(_, f)| purposes.contains_key(&f.purpose))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut dropped = Vec::new();
+        for name in hit {
+            if let Some(f) = self.fields.remove(&name) {
+                let at = purposes.get(&f.purpose).copied().unwrap_or_default();
+                self.shredded.insert(name.clone(), (f.purpose, at));
+            }
+            if let Some(tag) = self.tags.remove(&name) {
+                dropped.push(tag);
+            }
+        }
+        dropped
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let size: usize = self.fields.values().map(|f| f.sealed.len() + 48).sum();
         let mut w =

@@ -307,7 +307,14 @@ impl Vault {
                     return Err(WriteError::SubjectForgotten { at });
                 }
                 let mut e = e;
-                entry_dirty |= self.normalize_destroyed(s, &mut e, &mut batch);
+                let dead = self.normalize_destroyed(s, &mut e, Some(&rkey), &mut batch)?;
+                if !dead.is_empty() {
+                    // This record is rewritten below from `env`: its fields of the dead
+                    // generations go to the shredded section here (their index entries are
+                    // deleted with the tag diff), so no ciphertext of a dead key stays in it.
+                    env.shred_purposes(&dead);
+                    entry_dirty = true;
+                }
                 entry = Some(e);
             }
             let mut dek = match cached {
@@ -320,8 +327,14 @@ impl Vault {
                             let generation = other.map_or(1, |o| o.generation() + 1);
                             let expires =
                                 crate::lifecycle::slot_expiry(&active.schema, e, purpose, now, now);
-                            let (slot, dek) =
-                                self.new_dek(s, purpose, generation, expires, &mut sealer)?;
+                            let (slot, dek) = self.new_dek(
+                                s,
+                                purpose,
+                                generation,
+                                expires,
+                                &mut sealer,
+                                &mut batch,
+                            )?;
                             if let Some(t) = expires {
                                 batch.put(
                                     Table::Expiry,
@@ -358,7 +371,7 @@ impl Vault {
         }
         if entry_dirty {
             if let Some(e) = entry.as_mut() {
-                self.reconcile(s, e, &mut batch, &mut sealer)?;
+                self.reconcile(s, e, &mut batch, &mut sealer, Some((&rkey, &mut env)))?;
             }
         }
 
@@ -372,6 +385,14 @@ impl Vault {
         if let Mode::Put = mode {
             env.tags.clear();
         }
+        // The KEK each purpose's key is wrapped under after this write (a reconcile above may have
+        // moved it): index tags are made under it.
+        let kek_of = |purpose: &str| -> Option<u32> {
+            match entry.as_ref().and_then(|e| e.slots.get(purpose)) {
+                Some(Slot::Live { kek_id, .. }) => Some(*kek_id),
+                _ => deks.get(purpose).map(|d| d.kek_id),
+            }
+        };
         let seal_result = (|| -> Result<(), WriteError> {
             let mut keys: BTreeMap<&str, AeadKey> = BTreeMap::new();
             for (name, (def, bytes)) in &plain {
@@ -402,12 +423,11 @@ impl Vault {
                     },
                 );
                 if def.index {
-                    let ikey = active
-                        .index_keys
-                        .get(&(rt.name.clone(), def.name.clone()))
+                    let kek = kek_of(&def.purpose).ok_or(IntegrityError)?;
+                    let tag = self
+                        .index_tag(&active, &rt.name, name, kek, &def.index_form(bytes))
                         .ok_or(IntegrityError)?;
-                    env.tags
-                        .insert((*name).to_owned(), index::tag(ikey, &def.index_form(bytes)));
+                    env.tags.insert((*name).to_owned(), tag);
                 }
             }
             Ok(())
@@ -466,8 +486,11 @@ impl Vault {
         // subject entry holds), and a persisted one reloads from its slot with its persisted
         // reservation, which never undercounts uses.
         if result.is_ok() {
+            let now_under: BTreeMap<&str, u32> =
+                deks.keys().filter_map(|p| Some((*p, kek_of(p)?))).collect();
             let mut cache = self.dek_cache();
-            for (purpose, dek) in deks {
+            for (purpose, mut dek) in deks {
+                dek.kek_id = now_under.get(purpose).copied().unwrap_or(dek.kek_id);
                 cache.put((*s, purpose.to_owned()), dek);
             }
         }
@@ -712,35 +735,53 @@ impl Vault {
             record_type: rt.name.clone(),
             field: field.chars().take(64).collect(),
         })?;
-        let ikey = active
-            .index_keys
-            .get(&(rt.name.clone(), def.name.clone()))
-            .ok_or_else(|| FindError::NotIndexed {
+        if !def.index {
+            return Err(FindError::NotIndexed {
                 record_type: rt.name.clone(),
                 field: def.name.clone(),
-            })?;
+            });
+        }
         let mut value = value.into();
         let plain = def.encode(&value);
         if let Value::String(s) = &mut value {
             zeroize::Zeroize::zeroize(s);
         }
-        let tag = index::tag(ikey, &def.index_form(&plain?));
-        let hits = self
-            .store
-            .scan_prefix(Table::Index, &tag, MAX_FIND_RESULTS)?;
-        let candidates: BTreeSet<SubjectId> = hits
+        let form = def.index_form(&plain?);
+        // A tag is made under the KEK that wraps its data key: one tag, one scan per live KEK.
+        let live_keks: Vec<u32> = self
+            .key_store()
+            .keks
             .iter()
-            .filter_map(|(k, _)| index::subject_of(k))
+            .filter(|k| k.key.is_some())
+            .map(|k| k.id)
             .collect();
+        let mut candidates: BTreeSet<(SubjectId, u32)> = BTreeSet::new();
+        for kek in live_keks {
+            let Some(tag) = self.index_tag(&active, &rt.name, &def.name, kek, &form) else {
+                continue;
+            };
+            let hits = self
+                .store
+                .scan_prefix(Table::Index, &tag, MAX_FIND_RESULTS)?;
+            candidates.extend(
+                hits.iter()
+                    .filter_map(|(k, _)| Some((index::subject_of(k)?, kek))),
+            );
+        }
         // An index row proves nothing by itself (rows carry no MAC, and a restored old backup keeps
-        // rows of erased data): report a subject only while the field's purpose has a live key.
+        // rows of erased data): report a subject only while the field's purpose has a live key
+        // under the very KEK the row's tag was made with.
         let mut set = BTreeSet::new();
-        for s in candidates {
+        for (s, kek) in candidates {
+            if set.contains(&s) || set.len() >= MAX_FIND_RESULTS {
+                continue;
+            }
             let live = match self.load_subject(&s)? {
-                Some(e) => match e.slots.get(&def.purpose) {
-                    Some(Slot::Live { kek_id, .. }) => self.kek_destroyed_at(*kek_id).is_none(),
-                    _ => false,
-                },
+                Some(e) => matches!(
+                    e.slots.get(&def.purpose),
+                    Some(Slot::Live { kek_id, .. }) if *kek_id == kek
+                        && self.kek_destroyed_at(*kek_id).is_none()
+                ),
                 None => false,
             };
             if live {

@@ -57,6 +57,9 @@ impl Vault {
                 }
             }
         }
+        // No new wrap can choose the KEK now; wait out those that chose it before, so that the
+        // scan below sees every key they stored under it.
+        self.kek_pins.wait_drained(id);
         let mut rewrapped = 0u64;
         let mut from: Vec<u8> = Vec::new();
         let end = [0xFFu8; SUBJECT_ID_LEN + 1];
@@ -108,15 +111,19 @@ impl Vault {
             return Ok(0);
         }
         let mut sealer = Sealer::new().map_err(WriteError::from)?;
+        let mut batch = WriteBatch::default();
         for p in &under {
             if let Some(slot) = entry.slots.get_mut(p) {
                 let epoch = self
                     .kek_epoch(id)
                     .unwrap_or(crate::keystore::Epoch::OpenEnded);
-                self.rewrap_slot(s, p, slot, epoch, &mut sealer)?;
+                self.rewrap_slot(s, p, slot, epoch, &mut sealer, &mut batch)?;
             }
         }
-        let mut batch = WriteBatch::default();
+        // Index tags of these purposes were made under the retiring KEK: remake them under the
+        // successor, so that the retirement makes every older copy of them useless too.
+        let under: std::collections::BTreeSet<String> = under.iter().cloned().collect();
+        self.retag_into(s, &entry, Some(&under), None, &mut batch)?;
         batch.put(
             Table::Subject,
             s.as_bytes().to_vec(),

@@ -41,6 +41,51 @@ pub use record::{RecordError, RecordType};
 pub use retention::{Period, Retention, RetentionParseError, BUILTIN_EVENTS};
 pub use value::{FieldDef, FieldError, FieldKind, MAX_FIELD_LEN};
 
+/// An `index = true` field whose possible values are few enough to try them all: anyone who holds
+/// the key store and its credentials (an admin, or whoever steals both) can compute the blind-index
+/// tag of every candidate and so read the value back from the index of any data copy whose KEK
+/// still exists. Fine for lookups the shop needs, but it should be a conscious choice.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IndexWarning {
+    /// The record type.
+    pub record_type: String,
+    /// The field.
+    pub field: String,
+    /// Why its values are enumerable, e.g. "phone numbers: about 10^8 Dutch mobile numbers".
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for IndexWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{} is indexed but its values can be enumerated ({}): whoever holds the key store \
+             and its credentials can recover it from the blind index",
+            self.record_type, self.field, self.why
+        )
+    }
+}
+
+/// Why an indexed field's values are enumerable, if they are.
+fn low_entropy(f: &FieldDef) -> Option<&'static str> {
+    let name = f.name.to_ascii_lowercase();
+    match f.kind {
+        FieldKind::Phone => Some("phone numbers: about 10^8 Dutch mobile numbers"),
+        FieldKind::Date => Some("dates: about 36,500 per century"),
+        FieldKind::Text | FieldKind::Iban if f.max_len <= 16 => {
+            Some("short values such as postcodes or numbers (max_len at most 16)")
+        }
+        FieldKind::Text
+            if ["postcode", "zip", "postal", "number", "nummer", "code"]
+                .iter()
+                .any(|w| name.contains(w)) =>
+        {
+            Some("postcodes, house, order or invoice numbers follow known patterns")
+        }
+        _ => None,
+    }
+}
+
 /// Largest accepted schema source, in bytes.
 pub const MAX_SCHEMA_LEN: usize = 1_048_576;
 
@@ -206,6 +251,21 @@ impl Schema {
     /// The record type called `name`, if declared.
     pub fn record_type(&self, name: &str) -> Option<&RecordType> {
         self.types.get(name)
+    }
+
+    /// Indexed fields whose values are few enough to enumerate (see [`IndexWarning`]).
+    pub fn index_warnings(&self) -> Vec<IndexWarning> {
+        self.record_types()
+            .flat_map(|rt| rt.fields().map(move |f| (rt, f)))
+            .filter(|(_, f)| f.index)
+            .filter_map(|(rt, f)| {
+                low_entropy(f).map(|why| IndexWarning {
+                    record_type: rt.name.clone(),
+                    field: f.name.clone(),
+                    why,
+                })
+            })
+            .collect()
     }
 
     /// All record types, sorted by name.

@@ -243,13 +243,20 @@ impl Vault {
             let old = self.active_schema();
             compare(&old.schema, &new, &self.schema_usage()?)?
         };
-        let ks = self.key_store();
+        let mut ks = self.key_store();
         let mut batch = WriteBatch::default();
         batch.put(Table::Meta, META_SCHEMA.to_vec(), encode_schema(&ks, &new));
         let entry = AuditEntry::new(AuditOp::Update, self.now(), &req.actor)
             .record("schema", &format!("v{}", new.version()))
             .reason(&req.reason);
         self.commit_audited(batch, vec![entry])?;
+        // The data holds the new schema (durably, under per-operation or group commit); now the
+        // key store remembers its version, so putting the old schema row back is detected. A
+        // failed save only delays that until the next key-store write.
+        ks.schema_version = new.version();
+        if let Err(e) = self.sync_store().and_then(|()| ks.save()) {
+            tracing::warn!(error = %e, "schema applied; recording its version in the key store failed");
+        }
         let active = Arc::new(activate(&ks, new));
         drop(ks);
         *self.schema.write().unwrap_or_else(|p| p.into_inner()) = active;
@@ -280,8 +287,10 @@ impl Vault {
             };
             let mut batch = WriteBatch::default();
             let mut sealer = Sealer::new()?;
-            let normalized = self.normalize_destroyed(&s, &mut entry, &mut batch);
-            if self.reconcile(&s, &mut entry, &mut batch, &mut sealer)? || normalized {
+            let normalized = !self
+                .normalize_destroyed(&s, &mut entry, None, &mut batch)?
+                .is_empty();
+            if self.reconcile(&s, &mut entry, &mut batch, &mut sealer, None)? || normalized {
                 batch.put(
                     Table::Subject,
                     s.as_bytes().to_vec(),

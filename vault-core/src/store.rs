@@ -34,6 +34,9 @@ pub enum Table {
 #[derive(Default)]
 pub struct WriteBatch {
     pub(crate) ops: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+    /// Guards released only once the batch is applied or abandoned (e.g. the pin that keeps a KEK
+    /// from being retired while a key wrapped under it is on its way to storage).
+    pub(crate) held: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl std::fmt::Debug for WriteBatch {
@@ -58,6 +61,14 @@ impl WriteBatch {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+    /// Keeps `guard` alive until the batch has been applied (or dropped unapplied).
+    pub(crate) fn hold(&mut self, guard: impl std::any::Any + Send) {
+        self.held.push(Box::new(guard));
+    }
+    /// Takes the guards out, for the committer to drop after the apply returned.
+    pub(crate) fn take_held(&mut self) -> Vec<Box<dyn std::any::Any + Send>> {
+        std::mem::take(&mut self.held)
     }
 }
 
@@ -262,16 +273,7 @@ impl SledStore {
         f.sync_all().map_err(io)?;
         drop(f);
         // Large values go to separate blob files, which sled writes without fsync.
-        let blobs = self.dir.join("blobs");
-        if let Ok(entries) = std::fs::read_dir(&blobs) {
-            for e in entries.flatten() {
-                File::open(e.path())
-                    .and_then(|f| f.sync_all())
-                    .map_err(io)?;
-            }
-            crate::fsutil::sync_dir(&blobs).map_err(io)?;
-        }
-        Ok(())
+        crate::fsutil::sync_files_in(&self.dir.join("blobs")).map_err(io)
     }
 }
 

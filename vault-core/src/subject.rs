@@ -78,11 +78,15 @@ impl<'de> serde::Deserialize<'de> for SubjectId {
 /// Why a data key was shredded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ShredReason {
     /// Its retention period ended.
     Expired,
     /// The subject was forgotten (Art. 17).
     Forgotten,
+    /// The key-encryption key that wrapped it was retired after this copy of the data was written:
+    /// the data comes from a backup taken before a `retire_kek` (whatever its retention said).
+    KeyRetired,
 }
 
 impl ShredReason {
@@ -90,12 +94,14 @@ impl ShredReason {
         match self {
             ShredReason::Expired => 1,
             ShredReason::Forgotten => 2,
+            ShredReason::KeyRetired => 3,
         }
     }
     pub(crate) fn from_code(c: u8) -> Option<Self> {
         match c {
             1 => Some(ShredReason::Expired),
             2 => Some(ShredReason::Forgotten),
+            3 => Some(ShredReason::KeyRetired),
             _ => None,
         }
     }

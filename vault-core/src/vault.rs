@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use lru::LruCache;
@@ -28,6 +29,12 @@ const META_VAULT: &[u8] = b"vault";
 const META_SCHEMA: &[u8] = b"schema";
 /// Meta key of the audit chain head.
 pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
+/// Meta key of the newest key-store generation the data has seen (rollback detection).
+const META_KEY_STORE_SEEN: &[u8] = b"key_store_seen";
+/// Meta key whose presence says the blind index uses per-KEK tag keys (see `index.rs`).
+const META_INDEX_SCHEME: &[u8] = b"index_scheme";
+/// The blind-index scheme this build writes: 2 = tags keyed per KEK.
+const INDEX_SCHEME: u8 = 2;
 const STRIPES: usize = 1024;
 
 /// Where a vault's two parts live. Keep them apart: back up `data_dir` freely; the key store is
@@ -162,6 +169,8 @@ impl VaultOptions {
 pub(crate) struct CachedDek {
     pub(crate) key: SecretKey,
     pub(crate) generation: u32,
+    /// The KEK its slot is wrapped under (kept current by every rewrap): index tags depend on it.
+    pub(crate) kek_id: u32,
     pub(crate) used: u64,
     pub(crate) reserved: u64,
 }
@@ -193,6 +202,12 @@ pub struct Vault {
     /// Head of the audit chain known durable; the key store checkpoints it on every write.
     pub(crate) durable_head: Arc<Mutex<crate::audit::Head>>,
     pub(crate) cache: Mutex<LruCache<(SubjectId, String), CachedDek>>,
+    /// In-flight wraps per KEK: a KEK is not retired or destroyed while a wrap under it is pinned.
+    pub(crate) kek_pins: Arc<crate::keystore::KekPins>,
+    /// Generation of the newest key-store file written (shared with the key store).
+    key_store_saved: Arc<std::sync::atomic::AtomicU64>,
+    /// Newest key-store generation recorded in `data/` (guarded by the audit-head lock's order).
+    key_store_seen: std::sync::atomic::AtomicU64,
     pub(crate) stripes: Vec<RwLock<()>>,
     pub(crate) committer: Committer,
     pub(crate) options: VaultOptions,
@@ -357,6 +372,8 @@ impl Vault {
         (data_lock, key_lock): (LockFile, LockFile),
         now: i64,
     ) -> Result<Vault, CreateError> {
+        let mut ks = ks;
+        ks.schema_version = schema.version();
         let sled = Arc::new(SledStore::open(&paths.data_dir, options.sled)?);
         let store: Box<dyn Store> = Box::new(SharedSled(sled.clone()));
         let store = match &options.store_wrapper {
@@ -375,6 +392,7 @@ impl Vault {
             META_SCHEMA.to_vec(),
             encode_schema(&ks, &schema),
         );
+        batch.put(Table::Meta, META_INDEX_SCHEME.to_vec(), vec![INDEX_SCHEME]);
         store.apply(batch)?;
         store.sync()?;
         tracing::info!(data = %paths.data_dir.display(), "created kluis vault");
@@ -399,12 +417,43 @@ impl Vault {
     }
 
     /// Opens an existing vault. A wrong passphrase or key file is [`OpenError::WrongCredentials`]
-    /// and changes nothing on disk.
+    /// and changes nothing on disk. A key store older than the data has seen (or an older schema
+    /// put back into the data) is [`OpenError::RolledBack`] and changes nothing either.
     pub fn open(
         paths: &VaultPaths,
         creds: &Credentials,
         options: VaultOptions,
     ) -> Result<Vault, OpenError> {
+        Self::open_checked(paths, creds, options, None).map(|(v, _)| v)
+    }
+
+    /// **Danger: disaster recovery.** Opens a vault even if its key store is older than the data
+    /// directory has seen, or its stored schema older than the key store has seen (what
+    /// [`Vault::open`] refuses as [`OpenError::RolledBack`]), and makes the rolled-back state the
+    /// vault's new truth: the data records the key store's generation, the key store the stored
+    /// schema's version, and an `accept_rollback` audit entry says what was accepted, by whom
+    /// (`req`) and why. Returns what was accepted (`None`: nothing was rolled back, and nothing
+    /// was changed beyond a normal open).
+    ///
+    /// What this re-opens: a key-store copy older than a KEK destruction holds that KEK again,
+    /// and an older erasure ledger, so data shredded since that copy was made may become readable
+    /// again from data backups; an older schema re-activates its fields and retention rules. Use
+    /// it only when the newer key store is lost, and run `retire_kek` on every live KEK afterwards.
+    pub fn danger_open_accepting_rollback(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        options: VaultOptions,
+        req: &crate::lifecycle::Request,
+    ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
+        Self::open_checked(paths, creds, options, Some(req))
+    }
+
+    fn open_checked(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        options: VaultOptions,
+        accept: Option<&crate::lifecycle::Request>,
+    ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
         if !paths.data_dir.join("db").is_file() {
             return Err(OpenError::NotAVault {
                 path: paths.data_dir.display().to_string(),
@@ -459,6 +508,7 @@ impl Vault {
             .get(Table::Meta, META_SCHEMA)?
             .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
         let schema = decode_schema(&ks, &stored)?;
+        let stored_schema_version = schema.version();
         let head = match store.get(Table::Meta, META_AUDIT_HEAD)? {
             None => crate::audit::Head::EMPTY,
             Some(b) => crate::audit::Head::decode(&b).map_err(|_| {
@@ -475,9 +525,145 @@ impl Vault {
             options,
             (data_lock, key_lock),
         );
+        let rollback = vault.check_rollback(stored_schema_version)?;
+        match (rollback, accept) {
+            (Some(r), None) => return Err(OpenError::RolledBack(r)),
+            (Some(r), Some(req)) => vault.accept_rollback(r, stored_schema_version, req)?,
+            (None, _) => vault.upgrade_watermarks(stored_schema_version)?,
+        }
+        vault.upgrade_index_scheme()?;
         // A restored older data backup (or a crash mid-shred) must not bring erased data back.
         vault.reapply_ledger()?;
-        Ok(vault)
+        Ok((vault, rollback))
+    }
+
+    /// Compares what each half of the vault has seen of the other (see `OpenError::RolledBack`).
+    fn check_rollback(
+        &self,
+        stored_schema: u32,
+    ) -> Result<Option<crate::error::Rollback>, OpenError> {
+        use crate::error::Rollback;
+        let seen = match self.store.get(Table::Meta, META_KEY_STORE_SEEN)? {
+            None => None,
+            Some(b) => {
+                let body = self
+                    .open_row(Table::Meta, META_KEY_STORE_SEEN, &b)
+                    .map_err(|_| {
+                        StorageError::corrupted(Component::Meta, crate::error::ROW_AUTH_FAILED)
+                    })?;
+                let bytes: [u8; 8] = body.try_into().map_err(|_| {
+                    StorageError::corrupted(Component::Meta, "key-store watermark does not decode")
+                })?;
+                Some(u64::from_le_bytes(bytes))
+            }
+        };
+        let (generation, keeps_watermark, schema_seen) = {
+            let ks = self.key_store();
+            (ks.generation(), ks.data_keeps_watermark, ks.schema_version)
+        };
+        if let Some(seen) = seen {
+            self.key_store_seen.store(seen, Ordering::Release);
+            if seen > generation {
+                return Ok(Some(Rollback::KeyStore {
+                    seen,
+                    found: generation,
+                }));
+            }
+        } else if keeps_watermark {
+            return Ok(Some(Rollback::WatermarkMissing));
+        }
+        if stored_schema < schema_seen {
+            return Ok(Some(Rollback::Schema {
+                seen: schema_seen,
+                found: stored_schema,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Makes the state found the vault's truth (see [`Vault::danger_open_accepting_rollback`]).
+    fn accept_rollback(
+        &self,
+        r: crate::error::Rollback,
+        stored_schema: u32,
+        req: &crate::lifecycle::Request,
+    ) -> Result<(), OpenError> {
+        let generation = {
+            let mut ks = self.key_store();
+            ks.schema_version = stored_schema;
+            ks.data_keeps_watermark = true;
+            ks.save()?;
+            ks.generation()
+        };
+        let mut batch = WriteBatch::default();
+        let row = self.seal_row(
+            Table::Meta,
+            META_KEY_STORE_SEEN,
+            generation.to_le_bytes().to_vec(),
+        );
+        batch.put(Table::Meta, META_KEY_STORE_SEEN.to_vec(), row);
+        let what = match r {
+            crate::error::Rollback::KeyStore { seen, found } => {
+                format!("key-store generation {found} (data had seen {seen})")
+            }
+            crate::error::Rollback::Schema { seen, found } => {
+                format!("schema version {found} (key store had seen {seen})")
+            }
+            crate::error::Rollback::WatermarkMissing => "missing key-store watermark".to_owned(),
+        };
+        let audit = crate::audit::AuditEntry::new(
+            crate::audit::AuditOp::AcceptRollback,
+            self.now(),
+            &req.actor,
+        )
+        .record("", &what)
+        .reason(&req.reason);
+        self.commit_audited(batch, vec![audit])?;
+        self.key_store_seen.store(generation, Ordering::Release);
+        self.sync_store()?;
+        tracing::warn!(accepted = %what, "rolled-back vault state accepted by an operator");
+        Ok(())
+    }
+
+    /// A vault last written by a build without rollback detection: record the watermarks now,
+    /// durably, before any key-store write can announce (by its newer format) that they exist.
+    fn upgrade_watermarks(&self, stored_schema: u32) -> Result<(), OpenError> {
+        let legacy = {
+            let mut ks = self.key_store();
+            if ks.schema_version < stored_schema {
+                ks.schema_version = stored_schema;
+            }
+            !ks.data_keeps_watermark
+        };
+        if legacy {
+            // The batch is empty but for the watermark `apply_audited` adds to every batch.
+            self.apply_audited(WriteBatch::default(), Vec::new())?;
+            self.sync_store()?;
+            self.key_store().data_keeps_watermark = true;
+        }
+        Ok(())
+    }
+
+    /// A vault whose blind index predates per-KEK tag keys: every tag is remade (once).
+    fn upgrade_index_scheme(&self) -> Result<(), OpenError> {
+        if self.store.get(Table::Meta, META_INDEX_SCHEME)?.is_some() {
+            return Ok(());
+        }
+        let n = self.reindex_all().map_err(|e| match e {
+            crate::admin::AdminError::Storage(e) => OpenError::Storage(e),
+            crate::admin::AdminError::Write(crate::error::WriteError::Storage(e)) => {
+                OpenError::Storage(e)
+            }
+            _ => OpenError::Storage(StorageError::corrupted(
+                Component::Record,
+                "a record fails authentication while upgrading the blind index",
+            )),
+        })?;
+        let mut batch = WriteBatch::default();
+        batch.put(Table::Meta, META_INDEX_SCHEME.to_vec(), vec![INDEX_SCHEME]);
+        self.commit(batch)?;
+        tracing::info!(records = n, "blind index upgraded to per-KEK tag keys");
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -497,6 +683,7 @@ impl Vault {
         let durable_head = Arc::new(Mutex::new(head));
         let mut ks = ks;
         ks.checkpoint_source = Some(durable_head.clone());
+        let ks_saved = ks.saved_generation.clone();
         Vault {
             row_mac,
             audit_key,
@@ -509,11 +696,35 @@ impl Vault {
             keys: Mutex::new(ks),
             schema: RwLock::new(Arc::new(active)),
             cache: Mutex::new(LruCache::new(options.dek_cache)),
+            kek_pins: Arc::default(),
+            key_store_saved: ks_saved,
+            key_store_seen: std::sync::atomic::AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             committer: Committer::new(options.durability),
             options,
             _locks: locks,
         }
+    }
+
+    /// The blind-index tag of `normalised` for field `field` of `record_type`, for data whose key is
+    /// wrapped under KEK `kek_id`. `None` when the field is not indexed or the KEK has no key
+    /// (destroyed: nothing can be tagged under it any more).
+    pub(crate) fn index_tag(
+        &self,
+        active: &ActiveSchema,
+        record_type: &str,
+        field: &str,
+        kek_id: u32,
+        normalised: &[u8],
+    ) -> Option<[u8; crate::index::TAG_LEN]> {
+        let field_key = active
+            .index_keys
+            .get(&(record_type.to_owned(), field.to_owned()))?;
+        let tag_key = {
+            let ks = self.key_store();
+            crate::index::tag_key(field_key, ks.kek(kek_id)?.key.as_ref()?)
+        };
+        Some(crate::index::tag(&tag_key, normalised))
     }
 
     /// The schema in force.
@@ -760,8 +971,32 @@ impl Vault {
         if next != *head {
             batch.put(Table::Meta, META_AUDIT_HEAD.to_vec(), next.encode());
         }
-        self.store.apply(batch)?;
+        // Every batch carries the newest key-store generation written since the last one, so the
+        // data always knows (give or take the writes since its last batch) how new a key store it
+        // has seen: an older one put back is refused at open.
+        let saved = self.key_store_saved.load(Ordering::Acquire);
+        let record_seen = saved > self.key_store_seen.load(Ordering::Acquire);
+        if record_seen {
+            batch.put(
+                Table::Meta,
+                META_KEY_STORE_SEEN.to_vec(),
+                self.seal_row(
+                    Table::Meta,
+                    META_KEY_STORE_SEEN,
+                    saved.to_le_bytes().to_vec(),
+                ),
+            );
+        }
+        // KEK pins are released only after the apply returned: from then on a retirement's scan
+        // sees the keys this batch wrapped (see `KekPins`).
+        let held = batch.take_held();
+        let applied = self.store.apply(batch);
+        drop(held);
+        applied?;
         *head = next;
+        if record_seen {
+            self.key_store_seen.fetch_max(saved, Ordering::AcqRel);
+        }
         Ok(())
     }
 }
