@@ -10,6 +10,7 @@
 
 mod common;
 
+mod aead_differential;
 mod audit;
 mod backup;
 mod cli;

@@ -247,6 +247,29 @@ pub mod danger {
         AeadKey::new(&key).open(aad, &sealed).map(|p| p.to_vec())
     }
 
+    /// Seals each `(aad, plaintext)` in turn with one real `Sealer`, as one vault operation does
+    /// (one OS-drawn nonce base, the i-th seal under nonce i), and returns each sealed field
+    /// `nonce || ciphertext || tag` exactly as the vault stores it. Only the key is caller-chosen.
+    /// `None` if the key is not 32 bytes or the OS RNG fails.
+    pub fn aes256gcm_seal_fields(key: &[u8], fields: &[(&[u8], &[u8])]) -> Option<Vec<Vec<u8>>> {
+        let key = AeadKey::new(&SecretKey::from_slice(key)?);
+        let mut sealer = Sealer::new().ok()?;
+        fields
+            .iter()
+            .map(|(aad, plaintext)| sealer.seal(&key, aad, plaintext).ok())
+            .collect()
+    }
+
+    /// Opens a sealed field `nonce || ciphertext || tag` with the code the vault opens fields with.
+    pub fn aes256gcm_open_field(
+        key: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, IntegrityError> {
+        let key = SecretKey::from_slice(key).ok_or(IntegrityError)?;
+        AeadKey::new(&key).open(aad, sealed).map(|p| p.to_vec())
+    }
+
     /// HMAC-SHA256 with the same code kluis uses for blind indexes and the audit chain.
     /// Keys of any length are accepted here (Wycheproof varies them); kluis itself uses 32-byte keys.
     pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
