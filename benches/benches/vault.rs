@@ -179,9 +179,65 @@ fn stores(c: &mut Criterion) {
     g.finish();
 }
 
+/// `find` computes one tag and scans once per live KEK (the tags die with the KEK of their data):
+/// the same 2,000 customers, their keys spread over 1, 12 or 85 live epoch KEKs (85: 7 years of
+/// 30-day epochs), against plaintext sled's index lookup in the same run.
+fn find_live_keks(c: &mut Criterion) {
+    const N: u64 = 2_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = PlainStore::open(&tmp.path().join("p")).unwrap();
+    for i in 0..N {
+        plain.put(&pid(i), &customer(i)).unwrap();
+    }
+    let emails: Vec<String> = (0..N).map(email_of).collect();
+    let mut g = c.benchmark_group(format!("find_by_email_live_keks/{N}"));
+    g.throughput(Throughput::Elements(1));
+    for keks in [1u64, 12, 85] {
+        let clock = std::sync::Arc::new(vault_core::MockClock::new(1_800_000_000));
+        let opts = VaultOptions::default()
+            .durability(Durability::Relaxed)
+            .kdf(KdfParams::danger_insecure_for_tests())
+            .danger_allow_weak_kdf(true)
+            .clock(clock.clone());
+        let v = Vault::create(
+            &VaultPaths::in_dir(tmp.path().join(format!("k{keks}"))),
+            &Credentials::passphrase("bench"),
+            benches::schema(),
+            opts,
+        )
+        .unwrap();
+        for i in 0..N {
+            // "2y after last_update": a customer written in another month expires in another epoch.
+            clock.set(1_800_000_000 + (i % keks) as i64 * 31 * 86_400);
+            v.create_subject_with("customer", &Record::from_json(customer(i)).unwrap())
+                .unwrap();
+        }
+        let live = v
+            .keks()
+            .iter()
+            .filter(|k| k.state != vault_core::KekState::Destroyed)
+            .count();
+        let mut e = 0usize;
+        g.bench_function(format!("kluis/{live}_live_keks"), |b| {
+            b.iter(|| {
+                e = (e + 1) % emails.len();
+                black_box(v.find("customer", "email", emails[e].as_str()).unwrap())
+            })
+        });
+    }
+    let mut e = 0usize;
+    g.bench_function("plaintext_sled", |b| {
+        b.iter(|| {
+            e = (e + 1) % emails.len();
+            black_box(plain.find(&emails[e]).unwrap())
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = stores
+    targets = stores, find_live_keks
 }
 criterion_main!(benches);
