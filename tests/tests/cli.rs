@@ -30,6 +30,9 @@ pub(crate) fn kluis() -> &'static Path {
         let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
         build
             .args(["build", "--quiet", "-p", "vault-cli", "--bin", "kluis"])
+            // The tests pass the hidden --danger-insecure-kdf-for-tests, which only this feature
+            // compiles in.
+            .args(["--features", "danger-insecure-kdf"])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         // Cargo sets these for the test process; inherited by this build they differ from what

@@ -149,3 +149,28 @@ fn main() -> ExitCode {
         Err(e) => exit::report(&e, g.json),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    /// The test-only tiny-KDF flag is compiled in only with the `danger-insecure-kdf` feature.
+    /// `cargo test --workspace` builds this test without it, as `cargo build --release -p
+    /// vault-cli` builds the binary: so this checks the shipped command line has no such flag (and
+    /// rejects it as a usage error). The end-to-end tests build `kluis` with the feature.
+    #[test]
+    fn the_insecure_kdf_flag_exists_only_with_its_feature() {
+        let with = cfg!(feature = "danger-insecure-kdf");
+        let declared = Cli::command()
+            .get_arguments()
+            .any(|a| a.get_long() == Some("danger-insecure-kdf-for-tests"));
+        assert_eq!(declared, with);
+        let parsed = Cli::try_parse_from(["kluis", "--danger-insecure-kdf-for-tests", "status"]);
+        assert_eq!(parsed.is_ok(), with);
+        if let Err(e) = parsed {
+            assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        }
+    }
+}

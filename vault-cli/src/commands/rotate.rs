@@ -172,7 +172,7 @@ fn passphrase(g: &Global, a: PassphraseArgs) -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
-    let kdf = if g.danger_insecure_kdf_for_tests {
+    let kdf = if g.insecure_kdf() {
         KdfParams::danger_insecure_for_tests()
     } else {
         // Keep the vault's strength, but never go below today's default.
