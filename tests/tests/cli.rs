@@ -934,6 +934,59 @@ fn cli_demo_completes_and_leaves_a_vault_verify_passes() {
         .contains("0 problem(s)"));
 }
 
+/// `kluis event` with a time that does not count says so, and why, instead of "recorded": an
+/// equal or later time already recorded, data newer than the event, no data for the purpose; in
+/// human and `--json` modes, exit 0.
+#[test]
+fn cli_event_says_when_a_time_does_not_count() {
+    let env = Env::new();
+    env.init();
+    let s = env.new_subject();
+    let address = env.write("address.json", ADDRESS);
+    env.ok(&["put", &s, "address", "--json-file", &address]);
+
+    // Before the address was stored (its key dates from now): ignored for shipping.
+    let out = env.ok(&["event", &s, "delivered", "--at", "2020-01-01"]);
+    assert!(out.starts_with("ignored delivered for "), "{out}");
+    assert!(
+        out.contains("not counted for shipping: its data is newer"),
+        "{out}"
+    );
+    let j = &env.json(&["event", &s, "delivered", "--at", "2020-01-02"])[0];
+    assert_eq!(j["recorded"], true, "{j}");
+    assert_eq!(j["counted_for"], serde_json::json!([]), "{j}");
+    assert_eq!(j["not_counted_for"][0]["purpose"], "shipping", "{j}");
+    assert!(j["not_counted_for"][0]["data_since"].as_i64().unwrap() > 1_600_000_000);
+
+    // Now: counts.
+    let at = now() + 5;
+    let out = env.ok(&["event", &s, "delivered", "--at", &at.to_string()]);
+    assert!(out.starts_with("recorded delivered for "), "{out}");
+    assert!(!out.contains("not counted"), "{out}");
+
+    // Equal or earlier than the time in force: nothing changes, and the time in force is named.
+    let out = env.ok(&["event", &s, "delivered", "--at", &at.to_string()]);
+    assert!(out.starts_with("ignored delivered for "), "{out}");
+    assert!(out.contains("already recorded at "), "{out}");
+    assert!(out.contains("nothing changed"), "{out}");
+    let j = &env.json(&["event", &s, "delivered", "--at", "2020-01-03"])[0];
+    assert_eq!(j["recorded"], false, "{j}");
+    assert_eq!(j["already_recorded"], at, "{j}");
+
+    // A purpose without data, and an event no rule names.
+    let out = env.ok(&["event", &s, "consent_withdrawn"]);
+    assert!(
+        out.contains("not counted for marketing: no marketing data"),
+        "{out}"
+    );
+    let out = env.ok(&["event", &s, "deliverd"]);
+    assert!(out.starts_with("recorded deliverd"), "{out}");
+    assert!(
+        out.contains("no retention rule of the schema names deliverd"),
+        "{out}"
+    );
+}
+
 /// Subject ids are URL-safe base64, so one in 64 starts with '-': such an id must reach the vault
 /// (here: unknown subject, exit 5), not be taken for an option (usage error, exit 2).
 #[test]
