@@ -235,10 +235,14 @@ fn cli_every_subcommand_end_to_end() {
     .unwrap();
     let found = find.wait_with_output().unwrap();
     assert_eq!(String::from_utf8(found.stdout).unwrap().trim(), jan);
+    // No match: said so in human mode (exit 0: an empty answer is not an error); no line in JSON.
     assert_eq!(
         env.ok(&["find", "customer", "email", "nobody@voorbeeld.nl"]),
-        ""
+        "no subject found\n"
     );
+    assert!(env
+        .json(&["find", "customer", "email", "nobody@voorbeeld.nl"])
+        .is_empty());
 
     // A second subject: hold, release, delete.
     let piet = env.new_subject();
