@@ -391,7 +391,11 @@ fn cli_every_subcommand_end_to_end() {
     assert!(String::from_utf8_lossy(&bash.stdout).contains("kluis"));
     let man = Command::new(kluis()).arg("man").output().unwrap();
     assert!(man.status.success());
-    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH kluis"));
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.contains(".TH kluis"));
+    // A subcommand's long notes (the import row format) are in the page too.
+    assert!(man.contains(".SH \"KLUIS IMPORT\""), "{man}");
+    assert!(man.contains("Row format, JSON Lines"), "{man}");
 }
 
 fn now() -> i64 {

@@ -74,8 +74,12 @@ enum Command {
     Hold(commands::hold::HoldArgs),
     /// Release a legal hold.
     Release(commands::hold::ReleaseArgs),
-    /// Store many records from JSON Lines, in batches; rejected rows are listed by line number
-    /// (exit 8 when any was rejected).
+    /// Store many records from JSON Lines or CSV, in batches; rejected rows are listed by line
+    /// number (exit 8 when any was rejected).
+    #[command(
+        after_help = "The row format: kluis import --help.",
+        after_long_help = commands::import::ROW_FORMAT
+    )]
     Import(commands::import::Args),
     /// Export everything held about a subject (GDPR Art. 15/20), as JSON.
     Export(commands::export::Args),
