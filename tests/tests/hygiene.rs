@@ -510,6 +510,95 @@ fn key_material_files_are_owner_only() {
     }
 }
 
+/// Every file and directory under `dir` (not `dir` itself) with its mode.
+#[cfg(unix)]
+fn modes_under(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let is_dir = p.is_dir();
+        out.push((p.clone(), is_dir, mode(&p)));
+        if is_dir {
+            out.extend(modes_under(&p));
+        }
+    }
+    out
+}
+
+/// Everything sled keeps under `data/` is private to the owner: files 0600, directories 0700 (sled
+/// creates them with the umask: `db` 0644, `blobs/` 0755), after writes and a sync, and again on
+/// every open, whatever modes the files were given in between.
+#[cfg(unix)]
+#[test]
+fn data_directory_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = VaultPaths::in_dir(dir.path().join("vault"));
+    let check = |when: &str| {
+        let all = modes_under(&paths.data_dir);
+        let names: Vec<String> = all
+            .iter()
+            .map(|(p, ..)| {
+                p.strip_prefix(&paths.data_dir)
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        // What sled keeps there, blobs included (large values): the test must see them all.
+        for want in ["conf", "db", "blobs", "kluis.lock"] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{when}: no {want} in {names:?}"
+            );
+        }
+        assert!(
+            names.iter().any(|n| n.starts_with("blobs/")),
+            "{when}: no blob file in {names:?}"
+        );
+        for (p, is_dir, m) in &all {
+            let want = if *is_dir { 0o700 } else { 0o600 };
+            assert_eq!(*m, want, "{when}: {} is {m:o}", p.display());
+        }
+    };
+    let vault = Vault::create(
+        &paths,
+        &Credentials::passphrase(PASS),
+        webshop_schema(),
+        fast_options(),
+    )
+    .unwrap();
+    // Large invoices next to each other, so that sled writes a blob.
+    let s = vault.create_subject().unwrap();
+    for i in 0..8 {
+        let lines: Vec<serde_json::Value> = (0..700)
+            .map(|n| json!({"description": format!("artikel {i}-{n}"), "quantity": n}))
+            .collect();
+        let invoice = json!({"invoice_number": format!("2026-{i:04}"),
+            "invoice_date": "2026-05-01", "billing_name": "J. Berg",
+            "billing_address": "Damrak 1, Amsterdam", "lines": lines, "total": "121.00"});
+        vault
+            .put(
+                &s,
+                RecordKey::labelled("invoice", &format!("2026-{i:04}")),
+                &Record::from_json(invoice).unwrap(),
+            )
+            .unwrap();
+    }
+    vault.sync().unwrap();
+    check("after writes and a sync");
+    drop(vault);
+
+    // Modes widened while the vault is closed (a copy, a restore, another umask): open narrows them.
+    for (p, is_dir, _) in modes_under(&paths.data_dir) {
+        let m = if is_dir { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let vault = Vault::open(&paths, &Credentials::passphrase(PASS), fast_options()).unwrap();
+    check("after open");
+    drop(vault);
+}
+
 /// A writer that appends everything `tracing` emits to one shared buffer.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
