@@ -520,3 +520,61 @@ fn admin_interrupted_index_rotation_is_repaired_by_running_it_again() {
     }
     assert!(v.verify_audit().unwrap().is_intact());
 }
+
+/// After data/ is restored from a backup, `kluis audit verify` reports the audit log as older than
+/// the key store's checkpoint (exit 4), says what happened and what to do, instead of the general
+/// integrity hint "restore data/ and keys/ from their backups", which is what was just done.
+#[test]
+fn admin_audit_verify_after_a_data_restore_says_what_happened() {
+    let env = Env::new();
+    let subjects = env.populated();
+    let backup = env.path("backup");
+    env.ok(&["backup", backup.to_str().unwrap()]);
+    // Audited writes after the backup, then a key-store write (the forget's erasure ledger), which
+    // moves the key store's audit checkpoint past everything the backup holds.
+    let customer = env.write(
+        "c.json",
+        r#"{"first_name":"Els","last_name":"de Vries","email":"els@voorbeeld.nl"}"#,
+    );
+    env.ok(&["put", &subjects[1], "customer", "--json-file", &customer]);
+    env.ok(&["forget", &subjects[0], "--reason", "Art. 17"]);
+
+    // The deliberate restore: the backup becomes data/, next to the current key store.
+    let data = env.vault().join("data");
+    std::fs::rename(&data, env.path("data-before-restore")).unwrap();
+    std::fs::rename(&backup, &data).unwrap();
+
+    let o = env.run(&["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the audit log is older than the key store"),
+        "{err}"
+    );
+    assert!(err.contains("data/ restored from a backup"), "{err}");
+    assert!(
+        err.contains("if data/ was restored from a backup on purpose"),
+        "{err}"
+    );
+    assert!(err.contains("Keep this report as evidence"), "{err}");
+    assert!(err.contains("investigate"), "{err}");
+    assert!(
+        !err.contains("restore data/ and keys/ from their backups"),
+        "the circular hint: {err}"
+    );
+    let o = env.run(&["--json", "audit", "verify"]);
+    assert_eq!(o.status.code(), Some(4));
+    let line: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["problem"]["kind"], "checkpoint_missing", "{line}");
+    let e: Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert!(e["hint"].as_str().unwrap().contains("on purpose"), "{e}");
+    // The forgotten subject stays forgotten in the restored data.
+    assert_eq!(
+        env.run(&["get", &subjects[0], "customer"]).status.code(),
+        Some(0)
+    );
+    assert!(env.json(&["get", &subjects[0], "customer"])[0]["fields"]
+        .as_object()
+        .unwrap()
+        .is_empty());
+}
