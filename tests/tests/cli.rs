@@ -928,6 +928,13 @@ fn cli_demo_completes_and_leaves_a_vault_verify_passes() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("chain intact: true"), "{out}");
     let pass = root.join("demo-passphrase.txt");
+    // Random, not the guessable `demo-<pid>` it once was.
+    let text = std::fs::read_to_string(&pass).unwrap();
+    assert!(
+        text.len() >= 32 && !text.starts_with("demo-"),
+        "{}",
+        text.len()
+    );
     let o = Command::new(kluis())
         .arg("--vault")
         .arg(&root)
