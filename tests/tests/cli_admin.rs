@@ -578,3 +578,55 @@ fn admin_audit_verify_after_a_data_restore_says_what_happened() {
         .unwrap()
         .is_empty());
 }
+
+/// Retiring a KEK warns that every data backup taken before it is unreadable where its keys were
+/// under the destroyed KEK, invoices included, and that a fresh backup is needed: on stderr in
+/// human mode (stdout stays the result), as a field of every `--json` line.
+#[test]
+fn admin_rotate_kek_warns_that_older_backups_become_unreadable() {
+    let env = Env::new();
+    env.populated();
+    let o = env.run(&["rotate", "kek", "--all"]);
+    assert_eq!(o.status.code(), Some(0));
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    for text in [
+        "every data backup taken before this retirement is now unreadable",
+        "invoices included",
+        "take a fresh backup now (`kluis backup DIR`)",
+    ] {
+        assert!(err.contains(text), "{text:?} not in {err}");
+        assert!(!out.contains(text), "the warning is not on stdout: {out}");
+    }
+    assert!(out.contains("KEK destroyed"), "{out}");
+
+    // One KEK by id, with --json: every line carries the warning.
+    let st = &env.json(&["status"])[0];
+    let id = st["kek_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "active")
+        .expect("an active KEK")["id"]
+        .as_u64()
+        .unwrap();
+    let o = env.run(&["--json", "rotate", "kek", "--id", &id.to_string()]);
+    assert_eq!(o.status.code(), Some(0));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["retired"], id);
+    assert!(lines[0]["warning"]
+        .as_str()
+        .unwrap()
+        .contains("take a fresh backup now"));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
