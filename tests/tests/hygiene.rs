@@ -526,8 +526,8 @@ fn modes_under(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
 }
 
 /// Everything sled keeps under `data/` is private to the owner: files 0600, directories 0700 (sled
-/// creates them with the umask: `db` 0644, `blobs/` 0755), after writes and a sync, and again on
-/// every open, whatever modes the files were given in between.
+/// creates them with the umask: `db` 0644, `blobs/` 0755), after writes and a sync; every open
+/// narrows whatever modes the files were given while the vault was closed.
 #[cfg(unix)]
 #[test]
 fn data_directory_files_are_owner_only() {
@@ -561,41 +561,53 @@ fn data_directory_files_are_owner_only() {
             assert_eq!(*m, want, "{when}: {} is {m:o}", p.display());
         }
     };
+    let schema = Schema::from_toml(&format!(
+        "{}\n[types.document.fields.body]\ntype = \"json\"\npurpose = \"account\"\n\
+         max_len = 262144\n",
+        include_str!("../../examples/webshop.toml")
+    ))
+    .unwrap();
     let vault = Vault::create(
         &paths,
         &Credentials::passphrase(PASS),
-        webshop_schema(),
+        schema,
         fast_options(),
     )
     .unwrap();
-    // Large invoices next to each other, so that sled writes a blob.
+    // One field of about 180 KiB: over sled's inline limit (a quarter of its 512 KiB segments), so
+    // sled writes it to a blob file.
     let s = vault.create_subject().unwrap();
-    for i in 0..8 {
-        let lines: Vec<serde_json::Value> = (0..700)
-            .map(|n| json!({"description": format!("artikel {i}-{n}"), "quantity": n}))
-            .collect();
-        let invoice = json!({"invoice_number": format!("2026-{i:04}"),
-            "invoice_date": "2026-05-01", "billing_name": "J. Berg",
-            "billing_address": "Damrak 1, Amsterdam", "lines": lines, "total": "121.00"});
-        vault
-            .put(
-                &s,
-                RecordKey::labelled("invoice", &format!("2026-{i:04}")),
-                &Record::from_json(invoice).unwrap(),
-            )
-            .unwrap();
-    }
+    let lines: Vec<serde_json::Value> = (0..4000)
+        .map(|n| json!({"description": format!("artikel {n}"), "quantity": n}))
+        .collect();
+    vault
+        .put(
+            &s,
+            "document",
+            &Record::from_json(json!({ "body": lines })).unwrap(),
+        )
+        .unwrap();
     vault.sync().unwrap();
     check("after writes and a sync");
     drop(vault);
 
     // Modes widened while the vault is closed (a copy, a restore, another umask): open narrows them.
-    for (p, is_dir, _) in modes_under(&paths.data_dir) {
-        let m = if is_dir { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    let widened = modes_under(&paths.data_dir);
+    for (p, is_dir, _) in &widened {
+        let m = if *is_dir { 0o755 } else { 0o644 };
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     }
     let vault = Vault::open(&paths, &Credentials::passphrase(PASS), fast_options()).unwrap();
-    check("after open");
+    for (p, is_dir, _) in &widened {
+        // (sled may have removed an old blob or snapshot since; a file it makes after the open
+        // keeps the umask's mode until the next sync, inside the 0700 directory.)
+        if p.exists() {
+            let want = if *is_dir { 0o700 } else { 0o600 };
+            assert_eq!(mode(p), want, "after open: {}", p.display());
+        }
+    }
+    vault.sync().unwrap();
+    check("after open and a sync");
     drop(vault);
 }
 
