@@ -30,6 +30,9 @@ pub(crate) fn kluis() -> &'static Path {
         let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
         build
             .args(["build", "--quiet", "-p", "vault-cli", "--bin", "kluis"])
+            // The tests pass the hidden --danger-insecure-kdf-for-tests, which only this feature
+            // compiles in.
+            .args(["--features", "danger-insecure-kdf"])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         // Cargo sets these for the test process; inherited by this build they differ from what
@@ -232,10 +235,14 @@ fn cli_every_subcommand_end_to_end() {
     .unwrap();
     let found = find.wait_with_output().unwrap();
     assert_eq!(String::from_utf8(found.stdout).unwrap().trim(), jan);
+    // No match: said so in human mode (exit 0: an empty answer is not an error); no line in JSON.
     assert_eq!(
         env.ok(&["find", "customer", "email", "nobody@voorbeeld.nl"]),
-        ""
+        "no subject found\n"
     );
+    assert!(env
+        .json(&["find", "customer", "email", "nobody@voorbeeld.nl"])
+        .is_empty());
 
     // A second subject: hold, release, delete.
     let piet = env.new_subject();
@@ -384,7 +391,11 @@ fn cli_every_subcommand_end_to_end() {
     assert!(String::from_utf8_lossy(&bash.stdout).contains("kluis"));
     let man = Command::new(kluis()).arg("man").output().unwrap();
     assert!(man.status.success());
-    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH kluis"));
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.contains(".TH kluis"));
+    // A subcommand's long notes (the import row format) are in the page too.
+    assert!(man.contains(".SH \"KLUIS IMPORT\""), "{man}");
+    assert!(man.contains("Row format, JSON Lines"), "{man}");
 }
 
 fn now() -> i64 {
@@ -917,6 +928,13 @@ fn cli_demo_completes_and_leaves_a_vault_verify_passes() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("chain intact: true"), "{out}");
     let pass = root.join("demo-passphrase.txt");
+    // Random, not the guessable `demo-<pid>` it once was.
+    let text = std::fs::read_to_string(&pass).unwrap();
+    assert!(
+        text.len() >= 32 && !text.starts_with("demo-"),
+        "{}",
+        text.len()
+    );
     let o = Command::new(kluis())
         .arg("--vault")
         .arg(&root)
@@ -929,6 +947,59 @@ fn cli_demo_completes_and_leaves_a_vault_verify_passes() {
     assert!(String::from_utf8(o.stdout)
         .unwrap()
         .contains("0 problem(s)"));
+}
+
+/// `kluis event` with a time that does not count says so, and why, instead of "recorded": an
+/// equal or later time already recorded, data newer than the event, no data for the purpose; in
+/// human and `--json` modes, exit 0.
+#[test]
+fn cli_event_says_when_a_time_does_not_count() {
+    let env = Env::new();
+    env.init();
+    let s = env.new_subject();
+    let address = env.write("address.json", ADDRESS);
+    env.ok(&["put", &s, "address", "--json-file", &address]);
+
+    // Before the address was stored (its key dates from now): ignored for shipping.
+    let out = env.ok(&["event", &s, "delivered", "--at", "2020-01-01"]);
+    assert!(out.starts_with("ignored delivered for "), "{out}");
+    assert!(
+        out.contains("not counted for shipping: its data is newer"),
+        "{out}"
+    );
+    let j = &env.json(&["event", &s, "delivered", "--at", "2020-01-02"])[0];
+    assert_eq!(j["recorded"], true, "{j}");
+    assert_eq!(j["counted_for"], serde_json::json!([]), "{j}");
+    assert_eq!(j["not_counted_for"][0]["purpose"], "shipping", "{j}");
+    assert!(j["not_counted_for"][0]["data_since"].as_i64().unwrap() > 1_600_000_000);
+
+    // Now: counts.
+    let at = now() + 5;
+    let out = env.ok(&["event", &s, "delivered", "--at", &at.to_string()]);
+    assert!(out.starts_with("recorded delivered for "), "{out}");
+    assert!(!out.contains("not counted"), "{out}");
+
+    // Equal or earlier than the time in force: nothing changes, and the time in force is named.
+    let out = env.ok(&["event", &s, "delivered", "--at", &at.to_string()]);
+    assert!(out.starts_with("ignored delivered for "), "{out}");
+    assert!(out.contains("already recorded at "), "{out}");
+    assert!(out.contains("nothing changed"), "{out}");
+    let j = &env.json(&["event", &s, "delivered", "--at", "2020-01-03"])[0];
+    assert_eq!(j["recorded"], false, "{j}");
+    assert_eq!(j["already_recorded"], at, "{j}");
+
+    // A purpose without data, and an event no rule names.
+    let out = env.ok(&["event", &s, "consent_withdrawn"]);
+    assert!(
+        out.contains("not counted for marketing: no marketing data"),
+        "{out}"
+    );
+    let out = env.ok(&["event", &s, "deliverd"]);
+    assert!(out.starts_with("recorded deliverd"), "{out}");
+    assert!(
+        out.contains("no retention rule of the schema names deliverd"),
+        "{out}"
+    );
 }
 
 /// Subject ids are URL-safe base64, so one in 64 starts with '-': such an id must reach the vault

@@ -521,3 +521,113 @@ fn admin_interrupted_index_rotation_is_repaired_by_running_it_again() {
     }
     assert!(v.verify_audit().unwrap().is_intact());
 }
+
+/// After data/ is restored from a backup, `kluis audit verify` reports the audit log as older than
+/// the key store's checkpoint (exit 4), says what happened and what to do, instead of the general
+/// integrity hint "restore data/ and keys/ from their backups", which is what was just done.
+#[test]
+fn admin_audit_verify_after_a_data_restore_says_what_happened() {
+    let env = Env::new();
+    let subjects = env.populated();
+    let backup = env.path("backup");
+    env.ok(&["backup", backup.to_str().unwrap()]);
+    // Audited writes after the backup, then a key-store write (the forget's erasure ledger), which
+    // moves the key store's audit checkpoint past everything the backup holds.
+    let customer = env.write(
+        "c.json",
+        r#"{"first_name":"Els","last_name":"de Vries","email":"els@voorbeeld.nl"}"#,
+    );
+    env.ok(&["put", &subjects[1], "customer", "--json-file", &customer]);
+    env.ok(&["forget", &subjects[0], "--reason", "Art. 17"]);
+
+    // The deliberate restore: the backup becomes data/, next to the current key store.
+    let data = env.vault().join("data");
+    std::fs::rename(&data, env.path("data-before-restore")).unwrap();
+    std::fs::rename(&backup, &data).unwrap();
+
+    let o = env.run(&["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the audit log is older than the key store"),
+        "{err}"
+    );
+    assert!(err.contains("data/ restored from a backup"), "{err}");
+    assert!(
+        err.contains("if data/ was restored from a backup on purpose"),
+        "{err}"
+    );
+    assert!(err.contains("Keep this report as evidence"), "{err}");
+    assert!(err.contains("investigate"), "{err}");
+    assert!(
+        !err.contains("restore data/ and keys/ from their backups"),
+        "the circular hint: {err}"
+    );
+    let o = env.run(&["--json", "audit", "verify"]);
+    assert_eq!(o.status.code(), Some(4));
+    let line: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["problem"]["kind"], "checkpoint_missing", "{line}");
+    let e: Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert!(e["hint"].as_str().unwrap().contains("on purpose"), "{e}");
+    // The forgotten subject stays forgotten in the restored data.
+    assert_eq!(
+        env.run(&["get", &subjects[0], "customer"]).status.code(),
+        Some(0)
+    );
+    assert!(env.json(&["get", &subjects[0], "customer"])[0]["fields"]
+        .as_object()
+        .unwrap()
+        .is_empty());
+}
+
+/// Retiring a KEK warns that every data backup taken before it is unreadable where its keys were
+/// under the destroyed KEK, invoices included, and that a fresh backup is needed: on stderr in
+/// human mode (stdout stays the result), as a field of every `--json` line.
+#[test]
+fn admin_rotate_kek_warns_that_older_backups_become_unreadable() {
+    let env = Env::new();
+    env.populated();
+    let o = env.run(&["rotate", "kek", "--all"]);
+    assert_eq!(o.status.code(), Some(0));
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    for text in [
+        "every data backup taken before this retirement is now unreadable",
+        "invoices included",
+        "take a fresh backup now (`kluis backup DIR`)",
+    ] {
+        assert!(err.contains(text), "{text:?} not in {err}");
+        assert!(!out.contains(text), "the warning is not on stdout: {out}");
+    }
+    assert!(out.contains("KEK destroyed"), "{out}");
+
+    // One KEK by id, with --json: every line carries the warning.
+    let st = &env.json(&["status"])[0];
+    let id = st["kek_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "active")
+        .expect("an active KEK")["id"]
+        .as_u64()
+        .unwrap();
+    let o = env.run(&["--json", "rotate", "kek", "--id", &id.to_string()]);
+    assert_eq!(o.status.code(), Some(0));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["retired"], id);
+    assert!(lines[0]["warning"]
+        .as_str()
+        .unwrap()
+        .contains("take a fresh backup now"));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -299,7 +299,7 @@ fn sweeper(sh: &Shared, rng: &mut Rng, ops: &AtomicU64, _id: usize) {
             "consent_withdrawn"
         };
         match sh.vault.record_event(&s, event, now, &req()) {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(LifecycleError::Forgotten { .. }) if sh.is_forgetting(&s) => {}
             Err(e) => sh.violation(format!("event {event} on subject {s} failed: {e:?}")),
         }

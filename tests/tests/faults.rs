@@ -230,6 +230,7 @@ impl Op {
             Op::Expire => v.expire(NOW, &r).map(|_| ()).map_err(|x| e(&x)),
             Op::Event => v
                 .record_event(&s.b, "last_order", NOW, &r)
+                .map(|_| ())
                 .map_err(|x| e(&x)),
             Op::Hold => v.hold(&s.b, None, &r).map_err(|x| e(&x)),
             Op::Release => v.release(&s.c, &r).map_err(|x| e(&x)),

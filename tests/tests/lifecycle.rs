@@ -448,6 +448,63 @@ fn record_event_only_moves_forward_and_recomputes_expiry() {
     );
 }
 
+/// `record_event` says when a time does not count, instead of returning as if it had: an equal or
+/// later time already recorded, data newer than the event, or no data at all for a purpose whose
+/// rule names the event.
+#[test]
+fn record_event_reports_times_that_do_not_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let s = v.create_subject().unwrap();
+    v.put(&s, "address", &address(1)).unwrap(); // shipping: 30d after delivered, key made at T0
+
+    // Before the address existed: stored, but it does not count for shipping.
+    let r = v.record_event(&s, "delivered", T0 - DAY, &req()).unwrap();
+    assert!(r.recorded);
+    assert_eq!(r.already_recorded, None);
+    assert!(r.counted_for.is_empty(), "{r:?}");
+    assert_eq!(r.not_counted_for.len(), 1, "{r:?}");
+    assert_eq!(r.not_counted_for[0].purpose, "shipping");
+    assert_eq!(r.not_counted_for[0].data_since, T0);
+    assert!(r.no_data.is_empty(), "{r:?}");
+    assert_eq!(v.expire(T0 + 400 * DAY, &req()).unwrap().total(), 0);
+
+    // At or after the data: counts.
+    let r = v.record_event(&s, "delivered", T0 + DAY, &req()).unwrap();
+    assert!(r.recorded);
+    assert_eq!(r.counted_for, vec!["shipping".to_owned()]);
+    assert!(
+        r.not_counted_for.is_empty() && r.no_data.is_empty(),
+        "{r:?}"
+    );
+
+    // Equal or earlier than the time recorded: nothing changes, and the report says which time
+    // is in force. No audit entry either.
+    let audited = v.audit_entries(&AuditFilter::default()).unwrap().len();
+    for at in [T0 + DAY, T0] {
+        let r = v.record_event(&s, "delivered", at, &req()).unwrap();
+        assert!(!r.recorded, "{at}: {r:?}");
+        assert_eq!(r.already_recorded, Some(T0 + DAY));
+        assert!(r.counted_for.is_empty() && r.not_counted_for.is_empty() && r.no_data.is_empty());
+    }
+    assert_eq!(
+        v.audit_entries(&AuditFilter::default()).unwrap().len(),
+        audited
+    );
+
+    // A purpose whose rule names the event but holds no data: data written later is newer.
+    let r = v.record_event(&s, "consent_withdrawn", T0, &req()).unwrap();
+    assert!(r.recorded);
+    assert_eq!(r.no_data, vec!["marketing".to_owned()]);
+    assert!(r.counted_for.is_empty() && r.not_counted_for.is_empty());
+
+    // An event no rule names: stored, for no purpose.
+    let r = v.record_event(&s, "picked_up", T0, &req()).unwrap();
+    assert!(r.recorded);
+    assert!(r.counted_for.is_empty() && r.not_counted_for.is_empty() && r.no_data.is_empty());
+}
+
 #[test]
 fn record_event_rejects_builtin_and_malformed_names_and_unknown_subjects() {
     let dir = tempfile::tempdir().unwrap();

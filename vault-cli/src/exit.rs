@@ -35,6 +35,8 @@ pub struct CliError {
     /// Exit code.
     pub code: u8,
     msg: String,
+    /// What to do, when the code's general hint does not fit this error.
+    hint: Option<String>,
 }
 
 impl CliError {
@@ -43,7 +45,14 @@ impl CliError {
         CliError {
             code,
             msg: msg.into(),
+            hint: None,
         }
+    }
+
+    /// Replaces the general hint of the exit code with `hint`.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
     }
 }
 
@@ -274,15 +283,19 @@ fn hint(code: u8) -> Option<&'static str> {
 /// `{"error", "code", "hint"}` when `json`, and returns its exit code.
 pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
     let code = code(e);
+    let hint = match e.downcast_ref::<CliError>().and_then(|c| c.hint.as_deref()) {
+        Some(h) => Some(h),
+        None => hint(code),
+    };
     #[allow(clippy::print_stderr)]
     if json {
         eprintln!(
             "{}",
-            serde_json::json!({ "error": format!("{e:#}"), "code": code, "hint": hint(code) })
+            serde_json::json!({ "error": format!("{e:#}"), "code": code, "hint": hint })
         );
     } else {
         eprintln!("kluis: error: {e:#}");
-        if let Some(h) = hint(code) {
+        if let Some(h) = hint {
             eprintln!("kluis: hint: {h}");
         }
     }

@@ -74,8 +74,12 @@ enum Command {
     Hold(commands::hold::HoldArgs),
     /// Release a legal hold.
     Release(commands::hold::ReleaseArgs),
-    /// Store many records from JSON Lines, in batches; rejected rows are listed by line number
-    /// (exit 8 when any was rejected).
+    /// Store many records from JSON Lines or CSV, in batches; rejected rows are listed by line
+    /// number (exit 8 when any was rejected).
+    #[command(
+        after_help = "The row format: kluis import --help.",
+        after_long_help = commands::import::ROW_FORMAT
+    )]
     Import(commands::import::Args),
     /// Export everything held about a subject (GDPR Art. 15/20), as JSON.
     Export(commands::export::Args),
@@ -147,5 +151,30 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => exit::report(&e, g.json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    /// The test-only tiny-KDF flag is compiled in only with the `danger-insecure-kdf` feature.
+    /// `cargo test --workspace` builds this test without it, as `cargo build --release -p
+    /// vault-cli` builds the binary: so this checks the shipped command line has no such flag (and
+    /// rejects it as a usage error). The end-to-end tests build `kluis` with the feature.
+    #[test]
+    fn the_insecure_kdf_flag_exists_only_with_its_feature() {
+        let with = cfg!(feature = "danger-insecure-kdf");
+        let declared = Cli::command()
+            .get_arguments()
+            .any(|a| a.get_long() == Some("danger-insecure-kdf-for-tests"));
+        assert_eq!(declared, with);
+        let parsed = Cli::try_parse_from(["kluis", "--danger-insecure-kdf-for-tests", "status"]);
+        assert_eq!(parsed.is_ok(), with);
+        if let Err(e) = parsed {
+            assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        }
     }
 }

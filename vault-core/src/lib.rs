@@ -104,7 +104,7 @@ pub use export::{
     RegisterField, RegisterPurpose, RegisterRecordType, ShreddedFieldExport, SubjectExport,
 };
 pub use keystore::{Epoch, KekInfo, KekState};
-pub use lifecycle::{ExpireReport, ForgetReport, KeptPurpose, Request};
+pub use lifecycle::{EventReport, ExpireReport, ForgetReport, KeptPurpose, NotCounted, Request};
 pub use record::{FieldState, Record, Shredded};
 pub use records::RecordKey;
 pub use retention::EpochPolicy;

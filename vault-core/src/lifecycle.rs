@@ -63,6 +63,39 @@ pub struct KeptPurpose {
     pub until: Option<i64>,
 }
 
+/// What `record_event` did. An event time that does not count is not an error (the call is
+/// idempotent and replays safely), but it changes nothing for some or all purposes, which the
+/// caller usually wants to know.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EventReport {
+    /// Whether the time was stored as the event's latest time. `false`: an equal or later time is
+    /// already recorded ([`EventReport::already_recorded`]) and nothing changed.
+    pub recorded: bool,
+    /// The time already recorded for the event (Unix seconds) when it is equal to or later than the
+    /// one given, which makes the call change nothing.
+    pub already_recorded: Option<i64>,
+    /// Purposes whose retention rule names the event and for which it counts (their data is no
+    /// newer than the event). Empty when nothing was recorded.
+    pub counted_for: Vec<String>,
+    /// Purposes whose retention rule names the event but whose current data key was made after the
+    /// time given: events older than the data do not count for it (ARCHITECTURE.md, "Retention"),
+    /// so their retention does not start. Empty when nothing was recorded.
+    pub not_counted_for: Vec<NotCounted>,
+    /// Purposes whose retention rule names the event but that hold no data (none written yet, or
+    /// shredded): data written later gets a newer data key, for which this event does not count.
+    /// Empty when nothing was recorded.
+    pub no_data: Vec<String>,
+}
+
+/// A purpose for which a recorded event does not count, because its data is newer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NotCounted {
+    /// The purpose.
+    pub purpose: String,
+    /// When its current data key was made (Unix seconds): an event counts for it from this time on.
+    pub data_since: i64,
+}
+
 /// What `expire` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ExpireReport {
@@ -227,14 +260,15 @@ impl Vault {
 
     /// Records an anchor event (e.g. `delivered`, `invoiced`, `last_order`, `consent_withdrawn`) for
     /// a subject at time `at`; the expiries of its purposes are recomputed. Only a later time moves an
-    /// event (recording an older one changes nothing).
+    /// event (recording an equal or older one changes nothing), and an event older than a purpose's
+    /// data key does not count for that purpose: the report says when either happened.
     pub fn record_event(
         &self,
         s: &SubjectId,
         event: &str,
         at: i64,
         req: &Request,
-    ) -> Result<(), LifecycleError> {
+    ) -> Result<EventReport, LifecycleError> {
         if !crate::schema::is_valid_name(event) || crate::schema::BUILTIN_EVENTS.contains(&event) {
             return Err(LifecycleError::InvalidEvent {
                 event: event.chars().take(64).collect(),
@@ -244,9 +278,16 @@ impl Vault {
         // Events carry no personal data and are accepted for forgotten subjects too: a kept
         // legal-obligation purpose still needs its anchor (e.g. `invoiced`) to start its retention.
         let mut entry = self.load_for_change(s)?;
-        if entry.events.get(event).is_some_and(|&t| t >= at) {
-            return Ok(());
+        if let Some(&t) = entry.events.get(event).filter(|&&t| t >= at) {
+            return Ok(EventReport {
+                recorded: false,
+                already_recorded: Some(t),
+                counted_for: Vec::new(),
+                not_counted_for: Vec::new(),
+                no_data: Vec::new(),
+            });
         }
+        let (counted_for, not_counted_for, no_data) = self.event_purposes(&entry, event, at);
         entry.events.insert(event.to_owned(), at);
         let mut batch = WriteBatch::default();
         let mut sealer = Sealer::new().map_err(WriteError::from)?;
@@ -261,7 +302,43 @@ impl Vault {
             .purpose(event)
             .reason(&req.reason);
         self.commit_audited(batch, vec![audit])?;
-        Ok(())
+        Ok(EventReport {
+            recorded: true,
+            already_recorded: None,
+            counted_for,
+            not_counted_for,
+            no_data,
+        })
+    }
+
+    /// The purposes whose retention rule names `event`, split by whether an event at `at` counts
+    /// for them: it does for a live data key no newer than `at`; it does not for a newer one
+    /// (`slot_expiry` ignores it), nor for a purpose without a live data key (later data is newer).
+    fn event_purposes(
+        &self,
+        entry: &SubjectEntry,
+        event: &str,
+        at: i64,
+    ) -> (Vec<String>, Vec<NotCounted>, Vec<String>) {
+        use crate::schema::Retention;
+        let schema = self.active_schema();
+        let (mut counted, mut newer, mut no_data) = (Vec::new(), Vec::new(), Vec::new());
+        for p in schema.schema.purposes() {
+            let names_it = matches!(&p.retention,
+                Retention::UntilEvent { event: e } | Retention::After { event: e, .. } if e == event);
+            if !names_it {
+                continue;
+            }
+            match entry.slots.get(&p.name) {
+                Some(Slot::Live { since, .. }) if *since > at => newer.push(NotCounted {
+                    purpose: p.name.clone(),
+                    data_since: *since,
+                }),
+                Some(Slot::Live { .. }) => counted.push(p.name.clone()),
+                _ => no_data.push(p.name.clone()),
+            }
+        }
+        (counted, newer, no_data)
     }
 
     /// Places a legal hold: `expire` skips the subject and `forget` refuses it (unless overridden)

@@ -215,8 +215,54 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Makes everything under `dir` private to the owner: directories 0700, files 0600. sled creates
+/// its files (`conf`, `db`, `snap.*`, `blobs/` and the blob files) with the process umask, usually
+/// 0644 and 0755; the data directory itself is 0700, so this is defence in depth for a directory
+/// whose mode is later widened, or whose files are copied with their modes. Symbolic links are
+/// left alone. Returns how many entries could not be read or changed (best effort: a file owned by
+/// another user must not stop a vault from opening).
+#[cfg(unix)]
+fn restrict_permissions(dir: &Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 1;
+    };
+    let mut failed = 0;
+    for entry in entries {
+        let Ok(entry) = entry else {
+            failed += 1;
+            continue;
+        };
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            failed += 1;
+            continue;
+        };
+        let want = if meta.is_dir() {
+            failed += restrict_permissions(&path);
+            0o700
+        } else if meta.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o777 != want
+            && std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want)).is_err()
+        {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_dir: &Path) -> usize {
+    0
+}
+
 impl SledStore {
-    /// Opens (or creates) the sled database in `dir`.
+    /// Opens (or creates) the sled database in `dir`, and makes the files sled created or left
+    /// there private to the owner (see `restrict_permissions`).
     pub fn open(dir: &Path, cfg: SledConfig) -> Result<SledStore, StorageError> {
         remove_unfinished_snapshots(dir)?;
         let config = sled::Config::new()
@@ -246,6 +292,13 @@ impl SledStore {
             }
         };
         let tree = guard(|| db.open_tree(b"kluis"))?;
+        let failed = restrict_permissions(dir);
+        if failed > 0 {
+            tracing::warn!(
+                entries = failed,
+                "could not make some files of the data directory private to the owner (0600/0700)"
+            );
+        }
         let db_file =
             File::open(dir.join("db")).map_err(|e| StorageError::io(Component::DataStore, &e))?;
         Ok(SledStore {
@@ -330,7 +383,10 @@ impl Store for SledStore {
 
     fn sync(&self) -> Result<(), StorageError> {
         guard(|| self.db.flush())?;
-        self.fsync_files()
+        self.fsync_files()?;
+        // Blob and snapshot files sled made since the open (best effort, see `open`).
+        let _ = restrict_permissions(&self.dir);
+        Ok(())
     }
 }
 

@@ -856,7 +856,11 @@ fn kluis_bin() -> Option<PathBuf> {
 /// `kluis import` of a JSON Lines file of M new customers, through the CLI binary.
 fn import(rep: &mut Report, root: &Path, m: u64) {
     let Some(bin) = kluis_bin() else {
-        rep.note("import skipped: build the CLI first (cargo build --release -p vault-cli)".into());
+        rep.note(
+            "import skipped: build the CLI first (cargo build --release -p vault-cli --features \
+             danger-insecure-kdf)"
+                .into(),
+        );
         return;
     };
     let dir = root.join("import");
@@ -879,6 +883,7 @@ fn import(rep: &mut Report, root: &Path, m: u64) {
             .arg(&vault_dir)
             .arg("--passphrase-file")
             .arg(&pass)
+            // Needs a kluis built with the `danger-insecure-kdf` feature (see `kluis_bin`).
             .arg("--danger-insecure-kdf-for-tests")
             .args(args)
             .stdout(std::process::Stdio::null())

@@ -47,11 +47,22 @@ fn describe(p: &AuditProblem) -> String {
             "the stored head does not match the last entry (entries cut off the end)".to_owned()
         }
         AuditProblem::CheckpointMissing { seq } => format!(
-            "the key store's checkpoint (entry {seq}) is not in the log (entries cut off the end)"
+            "the audit log is older than the key store: entry {seq}, which the key store recorded \
+             as written, is not in it; the data directory was rolled back (e.g. data/ restored \
+             from a backup) or entries were cut off the end"
         ),
         _ => "the chain is broken".to_owned(),
     }
 }
+
+/// What to do when the audit log is older than the key store's checkpoint.
+const ROLLED_BACK: &str = "if data/ was restored from a backup on purpose: nothing is lost from \
+     the key store, and opening the vault re-applied every erasure made since that backup; what \
+     data/ lost are the other changes made since (records written, events) and their audit \
+     entries. Keep this report as evidence of the restore: later key-store writes move the \
+     checkpoint on, and then the check no longer sees it. If nobody restored data/, treat it as \
+     a rollback by someone else: stop writing to the vault, keep copies of data/ and keys/, and \
+     investigate";
 
 fn verify(g: &Global) -> anyhow::Result<()> {
     let v = g.open()?;
@@ -67,15 +78,22 @@ fn verify(g: &Global) -> anyhow::Result<()> {
     }
     match &r.problem {
         None => Ok(()),
-        Some(p) => Err(CliError::new(
-            exit::INTEGRITY,
-            format!(
-                "the audit log is broken after {} good entries: {}",
-                r.entries,
-                describe(p)
-            ),
-        )
-        .into()),
+        Some(p) => {
+            let e = CliError::new(
+                exit::INTEGRITY,
+                format!(
+                    "the audit log is broken after {} good entries: {}",
+                    r.entries,
+                    describe(p)
+                ),
+            );
+            // The general integrity hint (restore from backups) is circular after a restore.
+            Err(match p {
+                AuditProblem::CheckpointMissing { .. } => e.with_hint(ROLLED_BACK),
+                _ => e,
+            }
+            .into())
+        }
     }
 }
 

@@ -71,8 +71,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let paths = VaultPaths::in_dir(&root);
-    // A demo passphrase, generated here and never printed; a real vault reads it from a TTY or file.
-    let passphrase = format!("demo-{}", std::process::id());
+    // A random demo passphrase, never printed (with DIR, kept in a 0600 file for later commands);
+    // a real vault reads it from a TTY or file.
+    let passphrase = random_passphrase()?;
     let creds = Credentials::passphrase(passphrase.as_str());
 
     step(
@@ -214,7 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "Rotate the passphrase: the key store is re-sealed, no record is touched (O(1))",
     );
     let vault = Vault::open(&paths, &creds, VaultOptions::default()).map_err(Error::from)?;
-    let new_pass = format!("{passphrase}-rotated");
+    let new_pass = random_passphrase()?;
     vault
         .change_credentials(
             &Credentials::passphrase(new_pass.as_str()),
@@ -259,6 +260,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A passphrase for the demo vault: 24 bytes from the operating system's CSPRNG, base64url (32
+/// characters, 192 bits), wiped on drop. (It was `demo-<pid>`, which anyone on the host could
+/// guess for a vault the demo leaves behind.)
+fn random_passphrase() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom as _;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 24]);
+    ring::rand::SystemRandom::new()
+        .fill(bytes.as_mut())
+        .map_err(|_| anyhow::anyhow!("the operating system's random number generator failed"))?;
+    Ok(zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref()),
+    ))
 }
 
 const DAY: i64 = 86_400;
@@ -437,4 +453,23 @@ fn scan_for(root: &std::path::Path, needles: &[&str]) -> anyhow::Result<usize> {
         }
     }
     Ok(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::random_passphrase;
+
+    /// Not `demo-<pid>` any more: 32 base64url characters, different on every call.
+    #[test]
+    fn demo_passphrases_are_random_and_long() {
+        let a = random_passphrase().unwrap();
+        let b = random_passphrase().unwrap();
+        assert_ne!(*a, *b);
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
 }

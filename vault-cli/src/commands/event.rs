@@ -18,7 +18,9 @@ pub struct Args {
     pub reason: String,
 }
 
-/// Runs `kluis event`.
+/// Runs `kluis event`. An event time that does not count is reported, not refused (exit 0): the
+/// event was already recorded at that time or later, or the data it would start the retention of
+/// is newer than it.
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let s = subject(&a.subject)?;
     let at = match &a.at {
@@ -26,10 +28,56 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         None => now(),
     };
     let v = g.open()?;
-    v.record_event(&s, &a.name, at, &g.request(&a.reason))?;
+    let r = v.record_event(&s, &a.name, at, &g.request(&a.reason))?;
     if g.json {
-        out_json(&serde_json::json!({ "event": a.name, "subject": s, "at": at }))
-    } else {
-        out(&format!("recorded {} for {s} at {}", a.name, show_time(at)))
+        return out_json(&serde_json::json!({
+            "event": a.name,
+            "subject": s,
+            "at": at,
+            "recorded": r.recorded,
+            "already_recorded": r.already_recorded,
+            "counted_for": r.counted_for,
+            "not_counted_for": r.not_counted_for,
+            "no_data": r.no_data,
+        }));
     }
+    let (name, when) = (&a.name, show_time(at));
+    if let Some(t) = r.already_recorded {
+        return out(&format!(
+            "ignored {name} for {s} at {when}: it is already recorded at {}, and only a later time \
+             moves an event; nothing changed",
+            show_time(t)
+        ));
+    }
+    let names_it =
+        !(r.counted_for.is_empty() && r.not_counted_for.is_empty() && r.no_data.is_empty());
+    if r.counted_for.is_empty() && names_it {
+        out(&format!(
+            "ignored {name} for {s} at {when}: recorded, but it starts no retention period"
+        ))?;
+    } else {
+        out(&format!("recorded {name} for {s} at {when}"))?;
+    }
+    for n in &r.not_counted_for {
+        out(&format!(
+            "  not counted for {}: its data is newer (written from {}), and an event older than \
+             the data does not count for it; to start its retention, record {name} again with a \
+             time at or after that",
+            n.purpose,
+            show_time(n.data_since)
+        ))?;
+    }
+    for p in &r.no_data {
+        out(&format!(
+            "  not counted for {p}: no {p} data is stored, and data written later is newer than \
+             this event; record {name} again after storing it"
+        ))?;
+    }
+    if !names_it {
+        out(&format!(
+            "  no retention rule of the schema names {name}, so it starts nothing (check the \
+             spelling against `kluis schema show`)"
+        ))?;
+    }
+    Ok(())
 }

@@ -17,7 +17,9 @@ pub struct Args {
     pub value: String,
 }
 
-/// Runs `kluis find`. Prints one subject per line (nothing when none matches).
+/// Runs `kluis find`. Prints one subject per line, or `no subject found` when none matches (exit 0
+/// either way: an empty answer is not an error). With `--json`, one object per match, so nothing
+/// when none matches.
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let mut value = a.value;
     if value == "-" {
@@ -35,6 +37,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     value.clear();
     value.extend(std::iter::repeat_n('\0', n));
     let hits = hits?;
+    if hits.is_empty() && !g.json {
+        return out("no subject found");
+    }
     for s in hits {
         if g.json {
             out_json(&serde_json::json!({ "subject": s }))?;

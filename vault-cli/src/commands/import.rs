@@ -1,12 +1,8 @@
 //! `kluis import`: store many records from JSON Lines, in batches, with a summary of rejected rows
 //! (line number and reason, never the value). Exit 8 when some rows were rejected.
 //!
-//! JSON Lines, one row per line: `{"subject": "<id>", "type": "customer", "label": "...", "record": {...}}`.
-//! Without `subject`, a new subject is created and its id reported with the line number.
-//!
-//! CSV (`--csv --type customer`): a header row names the record's fields, plus the optional columns
-//! `subject` and `label`; each further row is one record. Empty cells are left out; cells of `json`
-//! fields are parsed as JSON, all others are taken as text (as the schema's field types expect).
+//! The row formats are documented for users in [`ROW_FORMAT`] (`kluis import --help`, the man
+//! page) and the README.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
@@ -16,6 +12,32 @@ use vault_core::{Durability, Record, RecordKey, Vault};
 
 use super::{note, out, out_json, Global};
 use crate::exit::{self, CliError};
+
+/// The row formats, shown by `kluis import --help` and in the man page.
+pub const ROW_FORMAT: &str = r#"Row format, JSON Lines (the default): one JSON object per line; blank lines are skipped.
+  {"subject": "<id>", "type": "<record type>", "label": "<label>", "record": {"<field>": <value>, ...}}
+  type    required: a record type of the schema.
+  record  required: the record's fields, as `kluis put` takes them.
+  subject optional: an existing subject id. Without it, a new subject is created and its id is
+          printed with the line number ("line 3: new subject <id>"): keep that output.
+  label   optional: for record types a subject has several of. Stored unencrypted: only a
+          pseudonymous id that identifies nobody on its own (an order or invoice number), never
+          a name, e-mail address or other personal data.
+
+CSV (--csv --type TYPE): a header row names the record's fields, plus the optional columns
+subject and label; every further row is one record of TYPE. Empty cells are left out; cells of
+json fields are parsed as JSON, all others are taken as text.
+
+Rejected rows are listed by line number and reason (never a value); the others are stored. Exit 8
+when any row was rejected.
+
+Example (the schema examples/webshop.toml), customers.jsonl:
+  {"type": "customer", "record": {"first_name": "Jan", "last_name": "Berg", "email": "jan@voorbeeld.nl"}}
+  {"subject": "<id>", "type": "marketing_consent", "record": {"email": "jan@voorbeeld.nl", "consented_at": "2026-05-01"}}
+(<id>: a subject id, as printed for an earlier line or by `kluis new-subject`), and
+customers.csv, imported with `kluis import --csv --type customer customers.csv`:
+  first_name,tussenvoegsel,last_name,email
+  Jan,van der,Berg,jan@voorbeeld.nl"#;
 
 /// Rows made durable together (one fsync per batch).
 const BATCH: usize = 1000;

@@ -53,7 +53,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let schema = Schema::from_toml(&text)
         .with_context(|| format!("the schema {} is not valid", a.schema.display()))?;
 
-    let mut kdf = if g.danger_insecure_kdf_for_tests {
+    let mut kdf = if g.insecure_kdf() {
         KdfParams::danger_insecure_for_tests()
     } else {
         KdfParams::default()
@@ -64,7 +64,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     if let Some(t) = a.kdf_iterations {
         kdf.t = t;
     }
-    kdf.check(g.danger_insecure_kdf_for_tests)?;
+    kdf.check(g.insecure_kdf())?;
 
     if g.key_file.is_some() {
         return Err(CliError::new(

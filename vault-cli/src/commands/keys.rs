@@ -40,7 +40,7 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
 fn export(g: &Global, a: ExportArgs) -> anyhow::Result<()> {
     let recovery = Credentials::passphrase(read_passphrase_file(&a.recovery_passphrase_file)?);
     let v = g.open()?;
-    let kdf = if g.danger_insecure_kdf_for_tests {
+    let kdf = if g.insecure_kdf() {
         KdfParams::danger_insecure_for_tests()
     } else {
         let cur = v.kdf_params();

@@ -68,7 +68,9 @@ pub struct Global {
         default_value = "admin"
     )]
     pub actor: String,
-    /// DANGER, tests only: tiny Argon2id parameters on init, and accept them on open.
+    /// DANGER, tests only: tiny Argon2id parameters on init, and accept them on open. Exists only
+    /// in builds with the `danger-insecure-kdf` feature (the test suite's); never in a release.
+    #[cfg(feature = "danger-insecure-kdf")]
     #[arg(long, global = true, hide = true)]
     pub danger_insecure_kdf_for_tests: bool,
 }
@@ -90,10 +92,23 @@ impl Global {
         Ok(VaultPaths::in_dir(self.vault_dir()?))
     }
 
+    /// Whether the test-only tiny-KDF switch is on.
+    #[cfg(feature = "danger-insecure-kdf")]
+    pub fn insecure_kdf(&self) -> bool {
+        self.danger_insecure_kdf_for_tests
+    }
+
+    /// Whether the test-only tiny-KDF switch is on: never, in a build without the
+    /// `danger-insecure-kdf` feature (which has no such flag).
+    #[cfg(not(feature = "danger-insecure-kdf"))]
+    pub fn insecure_kdf(&self) -> bool {
+        false
+    }
+
     /// Options for opening or creating (actor, and the test-only KDF switch).
     pub fn options(&self) -> VaultOptions {
         let o = VaultOptions::default().actor(&self.actor);
-        if self.danger_insecure_kdf_for_tests {
+        if self.insecure_kdf() {
             o.kdf(KdfParams::danger_insecure_for_tests())
                 .danger_allow_weak_kdf(true)
         } else {

@@ -18,7 +18,10 @@ pub struct Which {
     /// The record type (as declared in the schema).
     #[arg(value_name = "TYPE")]
     pub record_type: String,
-    /// The record's label, for types a subject has several of (e.g. an invoice number).
+    /// The record's label, for types a subject has several of: up to 64 of A-Z a-z 0-9 . _ -.
+    /// Stored unencrypted (storage keys, index entries, the audit log) and never shredded: only a
+    /// pseudonymous id that identifies nobody on its own, such as an order or invoice number;
+    /// never a name, e-mail address, phone number or other personal data.
     #[arg(long, value_name = "L")]
     pub label: Option<String>,
 }

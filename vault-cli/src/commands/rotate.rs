@@ -16,7 +16,9 @@ pub enum Command {
     /// Re-seal the key store under new credentials (O(1): no data key or record is touched).
     Passphrase(PassphraseArgs),
     /// Retire key-encryption keys: rewrap their data keys under a fresh KEK, then destroy them.
-    /// Interrupted retirements (Ctrl-C, kill, crash) are finished first; rerun to resume.
+    /// Interrupted retirements (Ctrl-C, kill, crash) are finished first; rerun to resume. Data
+    /// backups taken before become unreadable where their keys were under a destroyed KEK: take a
+    /// fresh backup right after.
     Kek(KekArgs),
     /// Re-encrypt records under fresh data keys (one subject, or all). Resets the per-key usage
     /// count; an interrupted `--all` run can simply be rerun.
@@ -172,7 +174,7 @@ fn passphrase(g: &Global, a: PassphraseArgs) -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
-    let kdf = if g.danger_insecure_kdf_for_tests {
+    let kdf = if g.insecure_kdf() {
         KdfParams::danger_insecure_for_tests()
     } else {
         // Keep the vault's strength, but never go below today's default.
@@ -198,6 +200,12 @@ fn passphrase(g: &Global, a: PassphraseArgs) -> anyhow::Result<()> {
         out("Old copies of keys/ still open with the old credentials: replace them in your backups.")
     }
 }
+
+/// What retiring a KEK does to the data backups taken before it (printed on stderr, or a field of
+/// each `--json` line).
+const BACKUP_WARNING: &str = "every data backup taken before this retirement is now unreadable \
+     where its data keys were wrapped under the destroyed KEK(s) (all of it after --all), legally \
+     kept records such as invoices included: take a fresh backup now (`kluis backup DIR`)";
 
 fn kek(g: &Global, a: KekArgs) -> anyhow::Result<()> {
     let v = g.open()?;
@@ -227,34 +235,47 @@ fn kek(g: &Global, a: KekArgs) -> anyhow::Result<()> {
         b.enable_steady_tick(std::time::Duration::from_millis(200));
         b
     });
-    for id in ids {
-        if pending.contains(&id) && !g.json {
-            note(&format!("resuming the interrupted retirement of KEK {id}"));
-        }
-        if let Some(b) = &bar {
-            b.set_message(format!("retiring KEK {id}"));
-        }
-        let mut progress = |n: u64| {
-            if let Some(b) = &bar {
-                b.set_message(format!("retiring KEK {id}: {n} data key(s) rewrapped"));
+    let mut retired = 0usize;
+    let result = (|| -> anyhow::Result<()> {
+        for id in ids {
+            if pending.contains(&id) && !g.json {
+                note(&format!("resuming the interrupted retirement of KEK {id}"));
             }
-        };
-        let r = v.retire_kek(id, &req, &mut progress)?;
-        if g.json {
-            out_json(&serde_json::json!({ "retired": r.kek_id, "rewrapped": r.rewrapped }))?;
-        } else {
             if let Some(b) = &bar {
-                b.suspend(|| ());
+                b.set_message(format!("retiring KEK {id}"));
             }
-            out(&format!(
-                "retired KEK {}: {} data key(s) rewrapped, KEK destroyed",
-                r.kek_id, r.rewrapped
-            ))?;
+            let mut progress = |n: u64| {
+                if let Some(b) = &bar {
+                    b.set_message(format!("retiring KEK {id}: {n} data key(s) rewrapped"));
+                }
+            };
+            let r = v.retire_kek(id, &req, &mut progress)?;
+            retired += 1;
+            if g.json {
+                out_json(&serde_json::json!({
+                    "retired": r.kek_id,
+                    "rewrapped": r.rewrapped,
+                    "warning": BACKUP_WARNING,
+                }))?;
+            } else {
+                if let Some(b) = &bar {
+                    b.suspend(|| ());
+                }
+                out(&format!(
+                    "retired KEK {}: {} data key(s) rewrapped, KEK destroyed",
+                    r.kek_id, r.rewrapped
+                ))?;
+            }
         }
-    }
+        v.sync()?;
+        Ok(())
+    })();
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    v.sync()?;
-    Ok(())
+    // Also when a later KEK failed: the ones destroyed before it are gone either way.
+    if retired > 0 && !g.json {
+        note(&format!("warning: {BACKUP_WARNING}"));
+    }
+    result
 }
