@@ -631,3 +631,64 @@ fn admin_rotate_kek_warns_that_older_backups_become_unreadable() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn admin_recover_refuses_a_rolled_back_key_store_until_accepted() {
+    let env = Env::new();
+    env.populated();
+    let ks = env.vault().join("keys/keystore.kluis");
+    let old = env.path("keystore.old");
+    std::fs::copy(&ks, &old).unwrap();
+    env.ok(&["rotate", "kek", "--all"]);
+    std::fs::copy(&old, &ks).unwrap();
+
+    let refused = env.run(&["status"]);
+    assert_eq!(refused.status.code(), Some(10));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("key store is older"), "{err}");
+    assert!(err.contains("kluis recover"), "{err}");
+    let report = env.run(&["recover"]);
+    assert_eq!(report.status.code(), Some(10));
+    let usage = env.run(&["recover", "--accept-rollback"]);
+    assert_eq!(usage.status.code(), Some(2), "a reason is required");
+
+    let out = env.json(&["recover", "--accept-rollback", "--reason", "keys disk lost"]);
+    assert_eq!(out[0]["accepted"], true);
+    assert_eq!(out[0]["rolled_back"]["kind"], "key_store");
+    env.ok(&["status"]);
+    let log = env.json(&["audit", "show"]);
+    let last = log.last().unwrap();
+    assert_eq!(last["op"], "accept_rollback", "{last}");
+    assert_eq!(last["reason"], "keys disk lost");
+    assert_eq!(
+        env.json(&["recover"])[0]["rolled_back"],
+        Value::Null,
+        "accepted once, nothing left to recover"
+    );
+}
+
+#[test]
+fn admin_schema_check_warns_about_enumerable_indexed_fields() {
+    let env = Env::new();
+    let text = env.ok(&["schema", "check", &schema_path()]);
+    assert!(
+        text.contains("warning: customer.phone is indexed"),
+        "{text}"
+    );
+    assert!(text.contains("invoice.invoice_number"), "{text}");
+    assert!(!text.contains("customer.email is indexed"), "{text}");
+    let out = env.json(&["schema", "check", &schema_path()]);
+    let fields: Vec<&str> = out[0]["index_warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["field"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"phone"), "{fields:?}");
+    let init = env.run(&["init", "--schema", &schema_path()]);
+    assert!(init.status.success());
+    assert!(String::from_utf8_lossy(&init.stderr).contains("customer.phone is indexed"));
+    let register = env.json(&["register"]);
+    let text = register[0].to_string();
+    assert!(text.contains("index_enumerable"), "{text}");
+}

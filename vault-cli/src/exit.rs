@@ -28,6 +28,9 @@ pub const PARTIAL: u8 = 8;
 /// command's change was not acknowledged: it did not happen, or (if only the final fsync failed)
 /// it is applied but not confirmed durable. Erasures complete either way (the erasure ledger).
 pub const STORAGE_REFUSED: u8 = 9;
+/// Rolled back: the key store is older than the data directory has seen, or the stored schema
+/// older than the key store has seen (a backup put back). Nothing was changed; `kluis recover`.
+pub const ROLLED_BACK: u8 = 10;
 
 /// An error the CLI itself raises, with its exit code. The message never holds a value or key.
 #[derive(Debug)]
@@ -87,6 +90,7 @@ fn open(e: &OpenError) -> u8 {
         OpenError::AlreadyOpen { .. } => IN_USE,
         OpenError::NotAVault { .. } => NOT_FOUND,
         OpenError::VaultMismatch | OpenError::UnsupportedVersion { .. } => INTEGRITY,
+        OpenError::RolledBack(_) => ROLLED_BACK,
         OpenError::Storage(s) => storage(s),
         // Argon2id parameters out of bounds in an existing key store's header: the file was
         // crafted or damaged (the header is read before it can be authenticated).
@@ -269,6 +273,11 @@ fn hint(code: u8) -> Option<&'static str> {
         IN_USE => Some(
             "another process (the shop's application or another kluis) has the vault open; stop \
              it or retry when it is done",
+        ),
+        ROLLED_BACK => Some(
+            "a backup of the key store (or of the stored schema) was put back beside newer data; \
+             nothing was changed. Put the newest key store back if you have it; if it is lost, \
+             `kluis recover` says what accepting this one would re-open",
         ),
         STORAGE_REFUSED => Some(
             "the file system refused the write or read (disk full, read-only, I/O error); the \

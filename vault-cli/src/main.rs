@@ -14,6 +14,7 @@
 //! | 7 | invalid input (schema, field value, record JSON, event name) |
 //! | 8 | a batch partially failed (reserved for `import`) |
 //! | 9 | storage refused (disk full, read-only file system, other I/O error); nothing acknowledged |
+//! | 10 | rolled back: the key store (or the stored schema) is older than the vault has seen; see `kluis recover` |
 //!
 //! Credentials: `--passphrase-file FILE` (or the environment variable `KLUIS_PASSPHRASE_FILE`
 //! naming one) and/or `--key-file FILE`; with neither, a no-echo prompt when stdin is a terminal.
@@ -33,7 +34,7 @@ a no-echo prompt on the terminal. Never the passphrase itself on the command lin
 
 Exit codes: 0 ok, 1 other failure, 2 usage error, 3 wrong credentials, 4 integrity failure,
 5 not found, 6 vault in use, 7 invalid input, 8 batch partially failed, 9 storage refused
-(disk full, read-only, I/O error).";
+(disk full, read-only, I/O error), 10 key store or schema rolled back (see kluis recover).";
 
 /// kluis: an encrypted customer-data vault that deletes by destroying keys.
 #[derive(Debug, Parser)]
@@ -98,6 +99,15 @@ enum Command {
     /// Key-store recovery copies.
     #[command(subcommand)]
     Keys(commands::keys::Command),
+    /// Disaster recovery: say why the vault is refused as rolled back, or accept it (audited).
+    ///
+    /// `open` refuses (exit 10) a key store older than the data directory has seen, a schema row
+    /// older than the key store has seen, or a data directory without its record of the key
+    /// store. Without --accept-rollback this only reports what it finds. With it, the found state
+    /// becomes the vault's new truth and an `accept_rollback` audit entry records who did it and
+    /// why. What that re-opens: KEKs destroyed since the key-store copy was made, and erasures
+    /// since, may be readable again from data backups. Retire every KEK afterwards.
+    Recover(commands::recover::Args),
     /// Print a shell completion script.
     Completions(commands::completions::Args),
     /// Print the man page (roff): `kluis man > kluis.1`.
@@ -144,6 +154,7 @@ fn main() -> ExitCode {
         Command::Rotate(c) => commands::rotate::run(g, c),
         Command::Backup(a) => commands::backup::run(g, a),
         Command::Keys(c) => commands::keys::run(g, c),
+        Command::Recover(a) => commands::recover::run(g, a),
         Command::Completions(a) => commands::completions::run(a),
         Command::Man => commands::completions::man(),
         Command::Demo(a) => commands::demo::run(a),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use vault_core::{KdfParams, KeyFile, Schema, Vault};
 
-use super::{combine, out, out_json, prompt_passphrase, read_passphrase_file, Global};
+use super::{combine, note, out, out_json, prompt_passphrase, read_passphrase_file, Global};
 use crate::exit::{self, CliError};
 
 /// Arguments of `kluis init`.
@@ -88,6 +88,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         None => None,
     };
     let creds = combine(pass, key);
+    let index_warnings = schema.index_warnings();
     let created = Vault::create(&paths, &creds, schema, g.options().kdf(kdf));
     let vault = match created {
         Ok(v) => v,
@@ -108,8 +109,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             "key_store": paths.key_store.display().to_string(),
             "key_file": a.key_file_new.as_ref().map(|p| p.display().to_string()),
             "kdf": {"m_kib": kdf.m_kib, "t": kdf.t, "p": kdf.p},
+            "index_warnings": index_warnings,
         }))
     } else {
+        for w in &index_warnings {
+            note(&format!("warning: {w}"));
+        }
         out(&format!("created a kluis vault in {dir}"))?;
         out(&format!("  data:      {}", paths.data_dir.display()))?;
         out(&format!("  key store: {}", paths.key_store.display()))?;

@@ -26,6 +26,7 @@ pub mod import;
 pub mod init;
 pub mod keys;
 pub mod records;
+pub mod recover;
 pub mod register;
 pub mod rotate;
 pub mod schema;

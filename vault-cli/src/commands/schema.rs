@@ -115,17 +115,22 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
             let purposes = s.purposes().count();
             let types = s.record_types().count();
             let fields: usize = s.record_types().map(|t| t.fields().count()).sum();
+            let warnings = s.index_warnings();
             if g.json {
                 out_json(&serde_json::json!({
                     "valid": true, "version": s.version(), "purposes": purposes,
-                    "record_types": types, "fields": fields,
+                    "record_types": types, "fields": fields, "index_warnings": warnings,
                 }))
             } else {
                 out(&format!(
                     "{}: valid (version {}, {purposes} purposes, {types} record types, {fields} fields)",
                     file.display(),
                     s.version()
-                ))
+                ))?;
+                for w in &warnings {
+                    out(&format!("  warning: {w}"))?;
+                }
+                Ok(())
             }
         }
     }
