@@ -123,6 +123,9 @@ mod index {
         v.put(&jan, "customer", &customer("jan")).unwrap();
         let piet = v.create_subject().unwrap();
         v.put(&piet, "customer", &customer("piet")).unwrap();
+        // Piet's account key moves to an epoch KEK; Jan's stays under the open-ended one.
+        v.record_event(&piet, "last_order", T0, &req()).unwrap();
+        let open_ended = v.keks()[0].id;
         v.sync().unwrap();
         drop(v);
         copy_dir(&root.join("data"), &backup);
@@ -135,6 +138,12 @@ mod index {
 
         let v = open(&root, &clock).unwrap();
         v.forget(&jan, &req(), false).unwrap();
+        // Retiring only the KEK that wrapped Jan's key in the backup kills his rows there and
+        // leaves Piet's (under a KEK that lives) as testable as Piet's data: each row dies with
+        // the KEK of *its* data, no sooner and no later.
+        v.retire_kek(open_ended, &req(), &mut |_| {}).unwrap();
+        assert!(!confirms(&root, &backup, "email", "jan@voorbeeld.nl"));
+        assert!(confirms(&root, &backup, "email", "piet@voorbeeld.nl"));
         for k in v.keks() {
             if k.state != vault_core::KekState::Destroyed {
                 v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
@@ -608,6 +617,8 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
     let v = create(&root, &clock);
     let jan = v.create_subject().unwrap();
     v.put(&jan, "customer", &customer("jan")).unwrap();
+    let piet = v.create_subject().unwrap();
+    v.put(&piet, "customer", &customer("piet")).unwrap();
     drop(v);
     copy_dir(&root.join("data"), &backup);
     let v = open(&root, &clock).unwrap();
@@ -650,6 +661,18 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
     )
     .unwrap();
     check(&v);
+    // The same through a data-key rotation first: the rotation must not write the dead fields
+    // back.
+    v.rotate_data_keys(&piet, &req()).unwrap();
+    v.update(
+        &piet,
+        "customer",
+        &Record::new().with("first_name", "Pieter"),
+    )
+    .unwrap();
+    let rec = v.get(&piet, "customer").unwrap();
+    assert_eq!(rec.get_str("first_name"), Some("Pieter"));
+    assert!(matches!(rec.field_state("email"), FieldState::Shredded(_)));
     drop(v);
     let v = open(&root, &clock).unwrap();
     check(&v);
@@ -672,4 +695,125 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
         .find("customer", "email", "jan@voorbeeld.nl")
         .unwrap()
         .is_empty());
+}
+
+/// An update that changes an indexed value while the write moves the key to another KEK (a
+/// purpose kept "after last_update") leaves no row of the old value behind, before or after forget.
+#[test]
+fn an_update_that_moves_the_key_leaves_no_stale_index_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let schema = vault_core::Schema::from_toml(
+        r#"
+        version = 1
+        [purposes.account]
+        description = "account"
+        legal_basis = "contract"
+        retention = "1y after last_update"
+        [types.customer.fields.email]
+        type = "email"
+        purpose = "account"
+        index = true
+        "#,
+    )
+    .unwrap();
+    let v = Vault::create(
+        &VaultPaths::in_dir(dir.path()),
+        &creds(),
+        schema,
+        options(&clock),
+    )
+    .unwrap();
+    let jan = v.create_subject().unwrap();
+    v.put(
+        &jan,
+        "customer",
+        &Record::new().with("email", "oud@voorbeeld.nl"),
+    )
+    .unwrap();
+    clock.set(T0 + 40 * DAY); // the new expiry falls in another epoch: a rewrap
+    v.update(
+        &jan,
+        "customer",
+        &Record::new().with("email", "nieuw@voorbeeld.nl"),
+    )
+    .unwrap();
+    assert!(v
+        .find("customer", "email", "oud@voorbeeld.nl")
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        v.find("customer", "email", "nieuw@voorbeeld.nl").unwrap(),
+        vec![jan]
+    );
+    v.forget(&jan, &req(), false).unwrap();
+    drop(v);
+    assert!(raw_rows(&dir.path().join("data"), Table::Index).is_empty());
+}
+
+/// A rewrap whose batch fails must not leave the cached key naming the new KEK (tags would then
+/// be made under a KEK the slot is not under).
+#[test]
+fn a_failed_rewrap_leaves_the_cached_key_consistent() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let fail = Arc::new(AtomicBool::new(false));
+    let armed = fail.clone();
+    let hooks = StoreHooks {
+        before_apply: Some(Arc::new(move || {
+            if armed.swap(false, Ordering::SeqCst) {
+                Err(injected_io_error())
+            } else {
+                Ok(())
+            }
+        })),
+        ..StoreHooks::default()
+    };
+    let v = Vault::create(
+        &VaultPaths::in_dir(dir.path()),
+        &creds(),
+        webshop_schema(),
+        options(&clock).danger_wrap_store(hooked_store(hooks)),
+    )
+    .unwrap();
+    let jan = v.create_subject().unwrap();
+    v.put(&jan, "customer", &customer("jan")).unwrap();
+    v.get(&jan, "customer").unwrap(); // cached
+    fail.store(true, Ordering::SeqCst);
+    assert!(v.record_event(&jan, "last_order", T0, &req()).is_err());
+    v.update(
+        &jan,
+        "customer",
+        &Record::new().with("email", "johannes@voorbeeld.nl"),
+    )
+    .unwrap();
+    assert_eq!(
+        v.find("customer", "email", "johannes@voorbeeld.nl")
+            .unwrap(),
+        vec![jan]
+    );
+}
+
+/// Restoring a data backup taken before a schema change is an ordinary restore, not a rollback.
+#[test]
+fn a_data_backup_from_before_a_schema_change_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("vault");
+    let backup = dir.path().join("backup");
+    let clock = Arc::new(MockClock::new(T0));
+    drop(create(&root, &clock));
+    copy_dir(&root.join("data"), &backup);
+    let v = open(&root, &clock).unwrap();
+    let text =
+        include_str!("../../examples/webshop.toml").replacen("version = 1", "version = 2", 1);
+    v.apply_schema(vault_core::Schema::from_toml(&text).unwrap(), &req())
+        .unwrap();
+    drop(v);
+    std::fs::remove_dir_all(root.join("data")).unwrap();
+    copy_dir(&backup, &root.join("data"));
+    let v = open(&root, &clock).expect("an older data directory is a restore");
+    assert_eq!(v.schema().version(), 1);
+    drop(v);
+    open(&root, &clock).expect("and it stays open-able");
 }

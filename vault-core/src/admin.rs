@@ -131,11 +131,10 @@ impl Vault {
         let s = subject;
         let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
         let mut entry: SubjectEntry = self.load_subject(s)?.ok_or(AdminError::SubjectNotFound)?;
+        // Slots under a destroyed KEK are shredded in all but name: record them so (committed on
+        // its own, so the records read below are clean), and do not rotate them.
+        self.normalize_destroyed(s, &mut entry)?;
         let mut batch = WriteBatch::default();
-        // Slots under a destroyed KEK are shredded in all but name: mark them so (not rotated).
-        let normalized = !self
-            .normalize_destroyed(s, &mut entry, None, &mut batch)?
-            .is_empty();
         let live: Vec<String> = entry
             .slots
             .iter()
@@ -143,14 +142,6 @@ impl Vault {
             .map(|(p, _)| p.clone())
             .collect();
         if live.is_empty() {
-            if normalized {
-                batch.put(
-                    Table::Subject,
-                    s.as_bytes().to_vec(),
-                    self.subject_row(s, &entry),
-                );
-                self.commit(batch)?;
-            }
             return Ok(0);
         }
         let mut sealer = Sealer::new()?;
@@ -352,10 +343,6 @@ impl Vault {
     }
 
     /// Recomputes every blind-index tag of the vault (see [`Vault::retag_into`]).
-    pub(crate) fn reindex_all(&self) -> Result<u64, AdminError> {
-        self.reindex_all_with(&mut |_| {})
-    }
-
     fn reindex_all_with(&self, progress: &mut dyn FnMut(u64)) -> Result<u64, AdminError> {
         let mut rebuilt = 0u64;
         let mut seen = 0usize;
@@ -424,6 +411,7 @@ impl Vault {
         }
         for (rkey, env) in todo {
             let mut owned = env;
+            let stored = owned.is_some();
             let env: &mut Envelope = match owned.as_mut() {
                 Some(e) => e,
                 None => match current.as_mut() {
@@ -437,7 +425,13 @@ impl Vault {
             ))?;
             let label = crate::records::label_of(&rkey);
             let rt = active.schema.record_type(&record_type);
+            let indexed_now = |name: &str| {
+                env.fields.contains_key(name)
+                    && rt.and_then(|rt| rt.field(name)).is_some_and(|d| d.index)
+            };
+            // Tags of fields gone or no longer indexed go too (they were made under old keys).
             let mut tags = env.tags.clone();
+            tags.retain(|name, _| indexed_now(name));
             for (name, f) in &env.fields {
                 let Some(def) = rt.and_then(|rt| rt.field(name)) else {
                     continue;
@@ -461,9 +455,6 @@ impl Vault {
                     tags.remove(name);
                     continue;
                 };
-                if *generation != f.generation {
-                    return Err(IntegrityError.into());
-                }
                 let ctx = FieldContext {
                     vault_id: &self.vault_id,
                     record_type: &record_type,
@@ -473,7 +464,16 @@ impl Vault {
                     purpose: &f.purpose,
                     generation: f.generation,
                 };
-                let plain = k.open(&aad::field(&ctx), &f.sealed)?;
+                let opened = (*generation == f.generation)
+                    .then(|| k.open(&aad::field(&ctx), &f.sealed).ok())
+                    .flatten();
+                let Some(plain) = opened else {
+                    // Unreadable (a dead generation left by an older build, or damage): it cannot
+                    // be found any more, but it must not stop a rewrap, a retirement or an open.
+                    tracing::warn!(record_type = %record_type, field = %name, "indexed field does not open; its index entry is dropped");
+                    tags.remove(name);
+                    continue;
+                };
                 let form = def.index_form(&plain);
                 match self.index_tag(&active, &record_type, name, *kek_id, &form) {
                     Some(tag) => tags.insert(name.clone(), tag),
@@ -483,14 +483,18 @@ impl Vault {
             if tags == env.tags {
                 continue;
             }
-            for (field, tag) in &env.tags {
-                if tags.get(field) != Some(tag) {
-                    batch.delete(Table::Index, index::entry_key(tag, s, &label));
+            // The record the caller rewrites diffs its index rows itself (against what storage
+            // holds): here only its in-memory tags change.
+            if stored {
+                for (field, tag) in &env.tags {
+                    if tags.get(field) != Some(tag) {
+                        batch.delete(Table::Index, index::entry_key(tag, s, &label));
+                    }
                 }
-            }
-            for (field, tag) in &tags {
-                if env.tags.get(field) != Some(tag) {
-                    batch.put(Table::Index, index::entry_key(tag, s, &label), Vec::new());
+                for (field, tag) in &tags {
+                    if env.tags.get(field) != Some(tag) {
+                        batch.put(Table::Index, index::entry_key(tag, s, &label), Vec::new());
+                    }
                 }
             }
             env.tags = tags;

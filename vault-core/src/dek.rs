@@ -200,10 +200,9 @@ impl Vault {
             let (id, w) = self.wrap_key(s, purpose, *generation, &dek.key, epoch, sealer, batch)?;
             *kek_id = id;
             *wrapped = w;
-            // Callers hold the subject's lock; a cached copy must name the KEK tags now use.
-            if let Some(c) = self.dek_cache().peek_mut(&(*s, purpose.to_owned())) {
-                c.kek_id = id;
-            }
+            // A cached copy names the old KEK (index tags are made under it) and the batch may
+            // still fail: drop it, the next use reloads it from whichever slot landed.
+            self.dek_cache().pop(&(*s, purpose.to_owned()));
         }
         Ok(())
     }
@@ -211,18 +210,18 @@ impl Vault {
     /// Live slots whose KEK was destroyed are shredded in all but name (seen after restoring a data
     /// backup taken before a KEK's destruction): marks them shredded (with the truthful reason, see
     /// [`Vault::destroyed_kek_reason`]), drops their expiry rows and moves their fields to the
-    /// shredded section of every record of `s` but `skip` (which the caller rewrites itself, with
-    /// [`crate::record::Envelope::shred_purposes`]), so writes start a fresh key generation and no
-    /// record keeps ciphertext of the dead one. Returns the purposes it changed and when their KEK
-    /// was destroyed.
+    /// shredded section of every record of `s`, and **commits that at once**, on its own: every
+    /// later step of the caller's operation then reads clean rows (a record it rewrites from an
+    /// earlier read must apply [`crate::record::Envelope::shred_purposes`] itself). The caller
+    /// holds the subject's lock; `entry` is updated. Returns the purposes it changed and when
+    /// their KEK was destroyed (empty: nothing was written).
     pub(crate) fn normalize_destroyed(
         &self,
         s: &SubjectId,
         entry: &mut SubjectEntry,
-        skip: Option<&[u8]>,
-        batch: &mut WriteBatch,
     ) -> Result<std::collections::BTreeMap<String, i64>, StorageError> {
         let mut changed = std::collections::BTreeMap::new();
+        let mut batch = WriteBatch::default();
         for (purpose, slot) in entry.slots.iter_mut() {
             let Slot::Live {
                 generation,
@@ -246,7 +245,16 @@ impl Vault {
             };
             changed.insert(purpose.clone(), at);
         }
-        self.shred_fields_into(s, &changed, skip, batch)?;
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        self.shred_fields_into(s, &changed, None, &mut batch)?;
+        batch.put(
+            Table::Subject,
+            s.as_bytes().to_vec(),
+            self.subject_row(s, entry),
+        );
+        self.commit(batch)?;
         Ok(changed)
     }
 

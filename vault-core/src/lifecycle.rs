@@ -189,18 +189,7 @@ impl Vault {
         let mut entry = self
             .load_subject(s)?
             .ok_or(LifecycleError::SubjectNotFound)?;
-        let mut normalized = WriteBatch::default();
-        if !self
-            .normalize_destroyed(s, &mut entry, None, &mut normalized)?
-            .is_empty()
-        {
-            normalized.put(
-                Table::Subject,
-                s.as_bytes().to_vec(),
-                self.subject_row(s, &entry),
-            );
-            self.commit(normalized)?;
-        }
+        self.normalize_destroyed(s, &mut entry)?;
         Ok(entry)
     }
 
@@ -707,18 +696,7 @@ impl Vault {
             let mut ledger = Vec::new();
             for (s, ps) in &due {
                 if let Some(mut e) = self.load_subject(s)? {
-                    let mut fix = WriteBatch::default();
-                    if !self
-                        .normalize_destroyed(s, &mut e, None, &mut fix)?
-                        .is_empty()
-                    {
-                        fix.put(
-                            Table::Subject,
-                            s.as_bytes().to_vec(),
-                            self.subject_row(s, &e),
-                        );
-                        self.commit(fix)?;
-                    }
+                    self.normalize_destroyed(s, &mut e)?;
                     let ready: BTreeSet<String> = ps
                         .keys()
                         .filter(|p| Self::is_due(&e, p, now))

@@ -307,13 +307,12 @@ impl Vault {
                     return Err(WriteError::SubjectForgotten { at });
                 }
                 let mut e = e;
-                let dead = self.normalize_destroyed(s, &mut e, Some(&rkey), &mut batch)?;
+                let dead = self.normalize_destroyed(s, &mut e)?;
                 if !dead.is_empty() {
-                    // This record is rewritten below from `env`: its fields of the dead
-                    // generations go to the shredded section here (their index entries are
-                    // deleted with the tag diff), so no ciphertext of a dead key stays in it.
+                    // Committed already, but this record is rewritten below from the copy read
+                    // before: its fields of the dead generations go to the shredded section here
+                    // too, so no ciphertext of a dead key comes back with it.
                     env.shred_purposes(&dead);
-                    entry_dirty = true;
                 }
                 entry = Some(e);
             }

@@ -285,18 +285,18 @@ impl Vault {
             let Some(mut entry) = self.load_subject(&s)? else {
                 continue;
             };
+            let normalized = !self.normalize_destroyed(&s, &mut entry)?.is_empty();
             let mut batch = WriteBatch::default();
             let mut sealer = Sealer::new()?;
-            let normalized = !self
-                .normalize_destroyed(&s, &mut entry, None, &mut batch)?
-                .is_empty();
-            if self.reconcile(&s, &mut entry, &mut batch, &mut sealer, None)? || normalized {
+            if self.reconcile(&s, &mut entry, &mut batch, &mut sealer, None)? {
                 batch.put(
                     Table::Subject,
                     s.as_bytes().to_vec(),
                     self.subject_row(&s, &entry),
                 );
                 self.commit(batch)?;
+                changed += 1;
+            } else if normalized {
                 changed += 1;
             }
         }
@@ -428,6 +428,12 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
     for t in new.record_types() {
         if old.record_type(&t.name).is_none() {
             r.added_types.push(t.name.clone());
+        }
+    }
+    let before = old.index_warnings();
+    for w in new.index_warnings() {
+        if !before.contains(&w) {
+            r.warnings.push(w.to_string());
         }
     }
     Ok(r)

@@ -36,7 +36,7 @@ pub struct WriteBatch {
     pub(crate) ops: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
     /// Guards released only once the batch is applied or abandoned (e.g. the pin that keeps a KEK
     /// from being retired while a key wrapped under it is on its way to storage).
-    pub(crate) held: Vec<Box<dyn std::any::Any + Send>>,
+    pub(crate) held: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for WriteBatch {
@@ -63,11 +63,11 @@ impl WriteBatch {
         self.ops.is_empty()
     }
     /// Keeps `guard` alive until the batch has been applied (or dropped unapplied).
-    pub(crate) fn hold(&mut self, guard: impl std::any::Any + Send) {
+    pub(crate) fn hold(&mut self, guard: impl std::any::Any + Send + Sync) {
         self.held.push(Box::new(guard));
     }
     /// Takes the guards out, for the committer to drop after the apply returned.
-    pub(crate) fn take_held(&mut self) -> Vec<Box<dyn std::any::Any + Send>> {
+    pub(crate) fn take_held(&mut self) -> Vec<Box<dyn std::any::Any + Send + Sync>> {
         std::mem::take(&mut self.held)
     }
 }

@@ -393,6 +393,17 @@ impl Vault {
             encode_schema(&ks, &schema),
         );
         batch.put(Table::Meta, META_INDEX_SCHEME.to_vec(), vec![INDEX_SCHEME]);
+        // The watermark exists from the first batch on: a crash before any other batch must not
+        // leave a vault whose key store says "the data keeps a watermark" and whose data has none.
+        let generation = ks.generation();
+        let row_mac = crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]);
+        let seen = generation.to_le_bytes().to_vec();
+        let tag = row_tag_with(&row_mac, Table::Meta, META_KEY_STORE_SEEN, &seen);
+        batch.put(
+            Table::Meta,
+            META_KEY_STORE_SEEN.to_vec(),
+            [seen, tag.to_vec()].concat(),
+        );
         store.apply(batch)?;
         store.sync()?;
         tracing::info!(data = %paths.data_dir.display(), "created kluis vault");
@@ -531,9 +542,9 @@ impl Vault {
             (Some(r), Some(req)) => vault.accept_rollback(r, stored_schema_version, req)?,
             (None, _) => vault.upgrade_watermarks(stored_schema_version)?,
         }
-        vault.upgrade_index_scheme()?;
         // A restored older data backup (or a crash mid-shred) must not bring erased data back.
         vault.reapply_ledger()?;
+        vault.upgrade_index_scheme()?;
         Ok((vault, rollback))
     }
 
@@ -557,10 +568,24 @@ impl Vault {
                 Some(u64::from_le_bytes(bytes))
             }
         };
-        let (generation, keeps_watermark, schema_seen) = {
+        let (generation, keeps_watermark, schema_seen, checkpoint) = {
             let ks = self.key_store();
-            (ks.generation(), ks.data_keeps_watermark, ks.schema_version)
+            let c = ks.audit_checkpoint.seq;
+            (
+                ks.generation(),
+                ks.data_keeps_watermark,
+                ks.schema_version,
+                c,
+            )
         };
+        // The key store recorded audit entries as durable that this data lacks: the whole data
+        // directory is older (a data backup restored), not a single row put back.
+        let data_is_older = self
+            .audit_head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seq
+            < checkpoint;
         if let Some(seen) = seen {
             self.key_store_seen.store(seen, Ordering::Release);
             if seen > generation {
@@ -573,6 +598,21 @@ impl Vault {
             return Ok(Some(Rollback::WatermarkMissing));
         }
         if stored_schema < schema_seen {
+            if data_is_older {
+                // The whole data directory is older than the key store (a data backup restored,
+                // the supported restore): its older schema came with it. The key store now
+                // remembers that version, so only a later schema change moves it on again.
+                tracing::warn!(
+                    stored = stored_schema,
+                    applied = schema_seen,
+                    "the data directory (restored from a backup?) holds an older schema than was \
+                     last applied; re-apply the newer schema"
+                );
+                let mut ks = self.key_store();
+                ks.schema_version = stored_schema;
+                ks.save()?;
+                return Ok(None);
+            }
             return Ok(Some(Rollback::Schema {
                 seen: schema_seen,
                 found: stored_schema,
@@ -649,7 +689,11 @@ impl Vault {
         if self.store.get(Table::Meta, META_INDEX_SCHEME)?.is_some() {
             return Ok(());
         }
-        let n = self.reindex_all().map_err(|e| match e {
+        // A new index root, not only new tags: the old root-keyed rows in every backup and old
+        // log segment must become untestable with this key store too.
+        let req =
+            crate::lifecycle::Request::new("kluis", "blind index upgraded to per-KEK tag keys");
+        let n = self.rotate_index(&req, &mut |_| {}).map_err(|e| match e {
             crate::admin::AdminError::Storage(e) => OpenError::Storage(e),
             crate::admin::AdminError::Write(crate::error::WriteError::Storage(e)) => {
                 OpenError::Storage(e)
@@ -844,9 +888,7 @@ impl Vault {
     }
 
     fn row_tag(&self, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
-        let t = [table as u8];
-        let kl = (key.len() as u32).to_le_bytes();
-        crypto::hmac_sha256(&self.row_mac, &[&t, &kl, key, value])
+        row_tag_with(&self.row_mac, table, key, value)
     }
 
     /// Appends a MAC over (table, storage key, value), so no byte of a stored row can be altered,
@@ -920,13 +962,15 @@ impl Vault {
         entries: Vec<crate::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
         match self.commit_audited_split(WriteBatch::default(), entries.clone()) {
-            Ok(()) => Ok(()),
-            Err(CommitFailure::Unsynced(_)) => self.sync_store(),
+            Ok(()) | Err(CommitFailure::Unsynced(_)) => {}
             Err(CommitFailure::NotApplied(_)) => {
                 tracing::warn!("audit append after a key destruction failed; retrying once");
-                self.commit_audited(WriteBatch::default(), entries)
+                self.commit_audited(WriteBatch::default(), entries)?;
             }
         }
+        // Durable in every mode: the batch also carries the key store's new generation, and a
+        // key-store copy from before the destruction must be refused after any crash.
+        self.sync_store()
     }
 
     /// [`Vault::commit_audited`], telling a batch that was not applied from one that was applied
@@ -1017,6 +1061,13 @@ impl CommitFailure {
             CommitFailure::NotApplied(e) | CommitFailure::Unsynced(e) => e,
         }
     }
+}
+
+/// The row MAC of `value` stored at (`table`, `key`) (see `docs/format.md`, "Row MAC").
+fn row_tag_with(row_mac: &SecretKey, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
+    let t = [table as u8];
+    let kl = (key.len() as u32).to_le_bytes();
+    crypto::hmac_sha256(row_mac, &[&t, &kl, key, value])
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

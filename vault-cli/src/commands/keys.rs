@@ -28,7 +28,9 @@ pub struct ExportArgs {
 const SHRED_WARNING: &str = "this copy holds every key alive today: while it exists, data \
      shredded after today can be recovered with it. Keep it offline, replace it at least once per \
      retention epoch (or KEK rotation), and destroy the old copy. To use it, put it in place of \
-     keys/keystore.kluis and open with the recovery passphrase.";
+     keys/keystore.kluis and open with the recovery passphrase; once the key store has been \
+     written since this copy was made, opening refuses it as rolled back (exit 10) until an admin \
+     accepts it with `kluis recover --accept-rollback`.";
 
 /// Runs a `keys` subcommand.
 pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
