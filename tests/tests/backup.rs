@@ -327,7 +327,7 @@ fn forget_and_expire(root: &Path, f: &Fixture) -> Vault {
 
 /// Restores the backup: the current data directory goes, the backup comes back beside the current
 /// key store.
-fn restore(root: &Path, backup: &Path) {
+pub(crate) fn restore(root: &Path, backup: &Path) {
     std::fs::remove_dir_all(root.join("data")).expect("remove current data");
     copy_dir(backup, &root.join("data"));
 }

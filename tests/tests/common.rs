@@ -35,6 +35,22 @@ pub fn new_vault(dir: &Path) -> Vault {
     .expect("create vault")
 }
 
+/// [`fast_options`] on a test clock.
+pub fn options(clock: &std::sync::Arc<vault_core::MockClock>) -> VaultOptions {
+    fast_options().clock(clock.clone())
+}
+
+/// A fresh vault in `root` on the web-shop schema and a test clock.
+pub fn create(root: &Path, clock: &std::sync::Arc<vault_core::MockClock>) -> Vault {
+    Vault::create(
+        &VaultPaths::in_dir(root),
+        &creds(),
+        webshop_schema(),
+        options(clock),
+    )
+    .expect("create vault")
+}
+
 /// Reopens the vault in `dir`.
 pub fn reopen(dir: &Path) -> Vault {
     Vault::open(&VaultPaths::in_dir(dir), &creds(), fast_options()).expect("open vault")

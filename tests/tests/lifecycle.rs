@@ -13,7 +13,7 @@ use crate::common::*;
 use serde_json::json;
 use vault_core::{
     AuditFilter, AuditOp, Epoch, EpochPolicy, FieldState, KekState, LifecycleError, MockClock,
-    Record, RecordKey, Request, SubjectId, Vault, VaultOptions, VaultPaths, WriteError,
+    Record, RecordKey, Request, SubjectId, Vault, VaultPaths, WriteError,
 };
 
 const DAY: i64 = 86_400;
@@ -80,20 +80,6 @@ fn calendar_helper_sanity() {
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
-
-fn options(clock: &Arc<MockClock>) -> VaultOptions {
-    fast_options().clock(clock.clone())
-}
-
-fn create(root: &Path, clock: &Arc<MockClock>) -> Vault {
-    Vault::create(
-        &VaultPaths::in_dir(root),
-        &creds(),
-        webshop_schema(),
-        options(clock),
-    )
-    .expect("create vault")
-}
 
 fn open(root: &Path, clock: &Arc<MockClock>) -> Vault {
     Vault::open(&VaultPaths::in_dir(root), &creds(), options(clock)).expect("open vault")

@@ -16,7 +16,7 @@ use crate::common::*;
 use vault_core::store::{Table, WriteBatch};
 use vault_core::{
     FieldState, MockClock, OpenError, Record, RecordKey, Request, Rollback, ShredReason, SubjectId,
-    Vault, VaultOptions, VaultPaths,
+    Vault, VaultPaths,
 };
 
 const DAY: i64 = 86_400;
@@ -24,20 +24,6 @@ const T0: i64 = 1_800_000_000;
 
 fn req() -> Request {
     Request::new("dpo", "review test")
-}
-
-fn options(clock: &Arc<MockClock>) -> VaultOptions {
-    fast_options().clock(clock.clone())
-}
-
-fn create(root: &Path, clock: &Arc<MockClock>) -> Vault {
-    Vault::create(
-        &VaultPaths::in_dir(root),
-        &creds(),
-        webshop_schema(),
-        options(clock),
-    )
-    .expect("create vault")
 }
 
 fn open(root: &Path, clock: &Arc<MockClock>) -> Result<Vault, OpenError> {
@@ -593,8 +579,7 @@ mod rollback {
         v.put(&piet, "customer", &customer("piet")).unwrap();
         v.retire_kek(v.keks()[0].id, &req(), &mut |_| {}).unwrap();
         drop(v);
-        std::fs::remove_dir_all(root.join("data")).unwrap();
-        copy_dir(&backup, &root.join("data"));
+        crate::backup::restore(&root, &backup);
         drop(open(&root, &clock).unwrap());
 
         set_raw_row(&root.join("data"), Table::Meta, b"key_store_seen", None);
@@ -625,8 +610,7 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
     clock.set(T0 + DAY);
     v.retire_kek(v.keks()[0].id, &req(), &mut |_| {}).unwrap();
     drop(v);
-    std::fs::remove_dir_all(root.join("data")).unwrap();
-    copy_dir(&backup, &root.join("data"));
+    crate::backup::restore(&root, &backup);
 
     let v = open(&root, &clock).unwrap();
     let export = v.export_subject(&jan).unwrap();
@@ -810,8 +794,7 @@ fn a_data_backup_from_before_a_schema_change_still_opens() {
     v.apply_schema(vault_core::Schema::from_toml(&text).unwrap(), &req())
         .unwrap();
     drop(v);
-    std::fs::remove_dir_all(root.join("data")).unwrap();
-    copy_dir(&backup, &root.join("data"));
+    crate::backup::restore(&root, &backup);
     let v = open(&root, &clock).expect("an older data directory is a restore");
     assert_eq!(v.schema().version(), 1);
     drop(v);

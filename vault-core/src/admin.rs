@@ -230,16 +230,7 @@ impl Vault {
                     };
                 }
             }
-            for (field, tag) in &env.tags {
-                if tags.get(field) != Some(tag) {
-                    batch.delete(Table::Index, index::entry_key(tag, s, &label));
-                }
-            }
-            for (field, tag) in &tags {
-                if env.tags.get(field) != Some(tag) {
-                    batch.put(Table::Index, index::entry_key(tag, s, &label), Vec::new());
-                }
-            }
+            index::write_tag_changes(&mut batch, s, &label, &env.tags, &tags);
             env.tags = tags;
             if changed {
                 let row = self.seal_row(Table::Record, &rkey, env.encode());
@@ -486,16 +477,7 @@ impl Vault {
             // The record the caller rewrites diffs its index rows itself (against what storage
             // holds): here only its in-memory tags change.
             if stored {
-                for (field, tag) in &env.tags {
-                    if tags.get(field) != Some(tag) {
-                        batch.delete(Table::Index, index::entry_key(tag, s, &label));
-                    }
-                }
-                for (field, tag) in &tags {
-                    if env.tags.get(field) != Some(tag) {
-                        batch.put(Table::Index, index::entry_key(tag, s, &label), Vec::new());
-                    }
-                }
+                index::write_tag_changes(batch, s, &label, &env.tags, &tags);
             }
             env.tags = tags;
             if let Some(e) = owned {

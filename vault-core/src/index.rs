@@ -16,6 +16,7 @@
 use crate::crypto;
 use crate::labels;
 use crate::secret::SecretKey;
+use crate::store::{Table, WriteBatch};
 use crate::subject::{SubjectId, SUBJECT_ID_LEN};
 
 /// Bytes of a stored blind-index tag.
@@ -59,6 +60,30 @@ pub(crate) fn tag(key: &SecretKey, normalised: &[u8]) -> [u8; TAG_LEN] {
     let mut t = [0u8; TAG_LEN];
     t.copy_from_slice(&full[..TAG_LEN]);
     t
+}
+
+/// A record's tags, by field name.
+pub(crate) type Tags = std::collections::BTreeMap<String, [u8; TAG_LEN]>;
+
+/// Puts into `batch` the index-row changes that turn a record's `old` tags into its `new` ones:
+/// rows of tags that changed or went are deleted, rows of tags that changed or came are put.
+pub(crate) fn write_tag_changes(
+    batch: &mut WriteBatch,
+    subject: &SubjectId,
+    label: &str,
+    old: &Tags,
+    new: &Tags,
+) {
+    for (field, tag) in old {
+        if new.get(field) != Some(tag) {
+            batch.delete(Table::Index, entry_key(tag, subject, label));
+        }
+    }
+    for (field, tag) in new {
+        if old.get(field) != Some(tag) {
+            batch.put(Table::Index, entry_key(tag, subject, label), Vec::new());
+        }
+    }
 }
 
 /// Index entry key: tag ‖ subject ‖ record label.

@@ -439,20 +439,7 @@ impl Vault {
                     max: MAX_RECORD_LEN,
                 });
             }
-            for (field, tag) in &old_tags {
-                if env.tags.get(field) != Some(tag) {
-                    batch.delete(Table::Index, index::entry_key(tag, s, &key.label));
-                }
-            }
-            for (field, tag) in &env.tags {
-                if old_tags.get(field) != Some(tag) {
-                    batch.put(
-                        Table::Index,
-                        index::entry_key(tag, s, &key.label),
-                        Vec::new(),
-                    );
-                }
-            }
+            index::write_tag_changes(&mut batch, s, &key.label, &old_tags, &env.tags);
             batch.put(Table::Record, rkey, encoded);
             if entry_dirty {
                 if let Some(e) = &entry {
