@@ -779,9 +779,10 @@ fn a_failed_rewrap_leaves_the_cached_key_consistent() {
     );
 }
 
-/// Restoring a data backup taken before a schema change is an ordinary restore, not a rollback.
+/// A data backup taken before a schema change cannot be told from an older schema row put back
+/// (the audit head has no MAC): it is refused too, and opens through the audited accept.
 #[test]
-fn a_data_backup_from_before_a_schema_change_still_opens() {
+fn a_data_backup_from_before_a_schema_change_opens_only_through_the_audited_accept() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("vault");
     let backup = dir.path().join("backup");
@@ -795,8 +796,26 @@ fn a_data_backup_from_before_a_schema_change_still_opens() {
         .unwrap();
     drop(v);
     crate::backup::restore(&root, &backup);
-    let v = open(&root, &clock).expect("an older data directory is a restore");
+    // Deleting the unauthenticated audit head (which would make the data look older) changes
+    // nothing either.
+    set_raw_row(&root.join("data"), Table::Meta, b"audit_head", None);
+    let err = open(&root, &clock).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenError::RolledBack(Rollback::Schema { seen: 2, found: 1 })
+        ),
+        "{err:?}"
+    );
+    let (v, accepted) = Vault::danger_open_accepting_rollback(
+        &VaultPaths::in_dir(&root),
+        &creds(),
+        options(&clock),
+        &Request::new("admin", "data restored from before schema v2"),
+    )
+    .unwrap();
+    assert!(matches!(accepted, Some(Rollback::Schema { .. })));
     assert_eq!(v.schema().version(), 1);
     drop(v);
-    open(&root, &clock).expect("and it stays open-able");
+    open(&root, &clock).expect("accepted once, it opens");
 }

@@ -435,8 +435,11 @@ impl Vault {
                         Some(slot @ Slot::Live { kek_id, .. })
                             if self.kek_destroyed_at(*kek_id).is_none() =>
                         {
-                            let d = self.unwrap_slot(s, &f.purpose, slot)?;
-                            Some((d.generation, AeadKey::new(&d.key), *kek_id))
+                            // A key that does not unwrap drops the purpose's tags (as a field
+                            // that does not open does, below) rather than stop the caller.
+                            self.unwrap_slot(s, &f.purpose, slot)
+                                .ok()
+                                .map(|d| (d.generation, AeadKey::new(&d.key), *kek_id))
                         }
                         _ => None,
                     };

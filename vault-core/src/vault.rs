@@ -169,7 +169,8 @@ impl VaultOptions {
 pub(crate) struct CachedDek {
     pub(crate) key: SecretKey,
     pub(crate) generation: u32,
-    /// The KEK its slot is wrapped under (kept current by every rewrap): index tags depend on it.
+    /// The KEK its slot was wrapped under when cached (a rewrap drops the entry): index tags depend
+    /// on it.
     pub(crate) kek_id: u32,
     pub(crate) used: u64,
     pub(crate) reserved: u64,
@@ -568,24 +569,10 @@ impl Vault {
                 Some(u64::from_le_bytes(bytes))
             }
         };
-        let (generation, keeps_watermark, schema_seen, checkpoint) = {
+        let (generation, keeps_watermark, schema_seen) = {
             let ks = self.key_store();
-            let c = ks.audit_checkpoint.seq;
-            (
-                ks.generation(),
-                ks.data_keeps_watermark,
-                ks.schema_version,
-                c,
-            )
+            (ks.generation(), ks.data_keeps_watermark, ks.schema_version)
         };
-        // The key store recorded audit entries as durable that this data lacks: the whole data
-        // directory is older (a data backup restored), not a single row put back.
-        let data_is_older = self
-            .audit_head
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .seq
-            < checkpoint;
         if let Some(seen) = seen {
             self.key_store_seen.store(seen, Ordering::Release);
             if seen > generation {
@@ -597,22 +584,10 @@ impl Vault {
         } else if keeps_watermark {
             return Ok(Some(Rollback::WatermarkMissing));
         }
+        // Also when the whole data directory is older (a data backup from before a schema
+        // change): nothing unauthenticated in `data/` can tell that from one row put back, so the
+        // older schema is taken only through the audited accept.
         if stored_schema < schema_seen {
-            if data_is_older {
-                // The whole data directory is older than the key store (a data backup restored,
-                // the supported restore): its older schema came with it. The key store now
-                // remembers that version, so only a later schema change moves it on again.
-                tracing::warn!(
-                    stored = stored_schema,
-                    applied = schema_seen,
-                    "the data directory (restored from a backup?) holds an older schema than was \
-                     last applied; re-apply the newer schema"
-                );
-                let mut ks = self.key_store();
-                ks.schema_version = stored_schema;
-                ks.save()?;
-                return Ok(None);
-            }
             return Ok(Some(Rollback::Schema {
                 seen: schema_seen,
                 found: stored_schema,
@@ -695,9 +670,10 @@ impl Vault {
             crate::lifecycle::Request::new("kluis", "blind index upgraded to per-KEK tag keys");
         let n = self.rotate_index(&req, &mut |_| {}).map_err(|e| match e {
             crate::admin::AdminError::Storage(e) => OpenError::Storage(e),
-            crate::admin::AdminError::Write(crate::error::WriteError::Storage(e)) => {
-                OpenError::Storage(e)
-            }
+            crate::admin::AdminError::Rng(e) => OpenError::Rng(e),
+            crate::admin::AdminError::Write(
+                crate::error::WriteError::Storage(e) | crate::error::WriteError::KeyStore(e),
+            ) => OpenError::Storage(e),
             _ => OpenError::Storage(StorageError::corrupted(
                 Component::Record,
                 "a record fails authentication while upgrading the blind index",
