@@ -496,7 +496,10 @@ impl ProcessingRegister {
                     f.kind,
                     cell(&f.purpose),
                     yes_no(f.required),
-                    yes_no(f.indexed),
+                    match f.index_enumerable {
+                        Some(why) => format!("yes; enumerable: {why}"),
+                        None => yes_no(f.indexed).to_owned(),
+                    },
                     f.max_len,
                 );
             }
@@ -941,6 +944,8 @@ mod tests {
         assert!(md.contains("### invoice"));
         assert!(md.contains("| Field | Type | Purpose | Required | Indexed | Max length |"));
         assert!(md.contains("| `email` | email | account | yes | yes | 254 |"));
+        // An indexed field whose values can be enumerated says so in the register.
+        assert!(md.contains("| `phone` | phone | account | no | yes; enumerable: phone numbers"));
         assert!(md.contains("never changed once written"));
         // One purpose row per purpose; every table row has the right number of cells.
         for line in md.lines().filter(|l| l.starts_with('|')) {
