@@ -20,6 +20,7 @@ use crate::crypto::{AeadKey, IntegrityError, RngError, Sealer};
 use crate::error::{Component, RekeyError, StorageError, WriteError};
 use crate::index;
 use crate::lifecycle::Request;
+use crate::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::record::Envelope;
 use crate::secret::SecretKey;
 use crate::store::{Table, WriteBatch};
@@ -129,7 +130,7 @@ impl Vault {
     /// batch. Returns the number of purposes rotated.
     pub fn rotate_data_keys(&self, subject: &SubjectId, req: &Request) -> Result<u64, AdminError> {
         let s = subject;
-        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let _g = self.stripe(s).write_unpoisoned();
         let mut entry: SubjectEntry = self.load_subject(s)?.ok_or(AdminError::SubjectNotFound)?;
         // Slots under a destroyed KEK are shredded in all but name: record them so (committed on
         // its own, so the records read below are clean), and do not rotate them.
@@ -243,11 +244,7 @@ impl Vault {
                 *uses = *n;
             }
         }
-        batch.put(
-            Table::Subject,
-            s.as_bytes().to_vec(),
-            self.subject_row(s, &entry),
-        );
+        self.put_subject(&mut batch, s, &entry);
         let now = self.now();
         let audit: Vec<AuditEntry> = keys
             .keys()
@@ -322,7 +319,7 @@ impl Vault {
             }
             let active = crate::vault::activate(&ks, self.active_schema().schema.clone());
             // A poisoned lock means a panic while swapping the Arc; the Arc inside is whole.
-            *self.schema.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
+            *self.schema.write_unpoisoned() = Arc::new(active);
         }
         let rebuilt = self.reindex_all_with(progress)?;
         let audit = AuditEntry::new(AuditOp::RotateDataKey, self.now(), &req.actor)
@@ -351,7 +348,7 @@ impl Vault {
 
     /// Recomputes the blind-index tags of every record of `s` under the active index keys.
     fn reindex_subject(&self, s: &SubjectId) -> Result<u64, AdminError> {
-        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let _g = self.stripe(s).write_unpoisoned();
         let Some(entry) = self.load_subject(s)? else {
             return Ok(0);
         };
@@ -521,10 +518,10 @@ impl Vault {
         }
         make_private_dir(dest)?;
         // Hold off every commit (they all take this lock) while syncing and copying.
-        let head = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        let head = self.audit_head.lock_unpoisoned();
         self.store.sync()?;
         {
-            let mut d = self.durable_head.lock().unwrap_or_else(|p| p.into_inner());
+            let mut d = self.durable_head.lock_unpoisoned();
             if head.seq > d.seq {
                 *d = *head;
             }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Component, StorageError};
+use crate::locks::LockUnpoisoned;
 use crate::store::{KeyValue, Store, Table, WriteBatch};
 use crate::vault::StoreWrapper;
 
@@ -48,12 +49,12 @@ impl FaultPlan {
     /// Resets the counters and fails the `n`-th (1-based) call of `kind` from now on (once).
     pub fn arm(&self, kind: FaultKind, n: u64) {
         self.reset();
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some((kind, n));
+        *self.target.lock_unpoisoned() = Some((kind, n));
     }
 
     /// Stops failing and resets the counters.
     pub fn disarm(&self) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.target.lock_unpoisoned() = None;
         self.reset();
     }
 
@@ -84,7 +85,7 @@ impl FaultPlan {
 
     fn check(&self, kind: FaultKind) -> Result<(), StorageError> {
         let n = self.counter(kind).fetch_add(1, Ordering::SeqCst) + 1;
-        let target = *self.target.lock().unwrap_or_else(|p| p.into_inner());
+        let target = *self.target.lock_unpoisoned();
         if target == Some((kind, n)) {
             self.hit.fetch_add(1, Ordering::SeqCst);
             return Err(StorageError::io(

@@ -39,6 +39,15 @@ impl Vault {
         self.seal_row(Table::Subject, s.as_bytes(), e.encode())
     }
 
+    /// Puts the subject entry `e` of `s`, row-authenticated, into `batch`.
+    pub(crate) fn put_subject(&self, batch: &mut WriteBatch, s: &SubjectId, e: &SubjectEntry) {
+        batch.put(
+            Table::Subject,
+            s.as_bytes().to_vec(),
+            self.subject_row(s, e),
+        );
+    }
+
     /// Loads and authenticates a record envelope. A row that fails authentication or decoding is
     /// `Corrupted { component: Record }`.
     pub(crate) fn load_envelope(&self, rkey: &[u8]) -> Result<Option<Envelope>, StorageError> {
@@ -249,11 +258,7 @@ impl Vault {
             return Ok(changed);
         }
         self.shred_fields_into(s, &changed, None, &mut batch)?;
-        batch.put(
-            Table::Subject,
-            s.as_bytes().to_vec(),
-            self.subject_row(s, entry),
-        );
+        self.put_subject(&mut batch, s, entry);
         self.commit(batch)?;
         Ok(changed)
     }

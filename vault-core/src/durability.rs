@@ -3,6 +3,7 @@
 use std::sync::{Condvar, Mutex};
 
 use crate::error::StorageError;
+use crate::locks::LockUnpoisoned;
 
 /// When a write call returns, how safe is the write?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,7 +72,7 @@ impl Committer {
     ) -> Result<(), StorageError> {
         // A poisoned mutex means a syncing thread panicked; the counters are still consistent
         // (they are only changed under the lock, after the sync returns).
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock_unpoisoned();
         st.applied += 1;
         let mine = st.applied;
         loop {
@@ -89,7 +90,7 @@ impl Committer {
                 let target = st.applied;
                 drop(st);
                 let result = sync();
-                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st = self.state.lock_unpoisoned();
                 st.syncing = false;
                 match &result {
                     Ok(()) => st.synced = st.synced.max(target),

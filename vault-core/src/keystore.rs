@@ -14,6 +14,7 @@ use crate::crypto::{self, AeadKey, Sealer};
 use crate::error::{Component, CreateError, OpenError, RekeyError, StorageError};
 use crate::fsutil;
 use crate::labels;
+use crate::locks::LockUnpoisoned;
 use crate::secret::{SecretKey, KEY_LEN};
 
 /// Magic bytes at the start of a key store file.
@@ -140,7 +141,7 @@ pub(crate) struct KekPin {
 impl KekPins {
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, usize>> {
         // Counts are only ever incremented or decremented whole; a poisoned lock holds no torn state.
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+        self.counts.lock_unpoisoned()
     }
 
     /// Pins KEK `id`. Call with the key-store lock held, right where the KEK was chosen.
@@ -361,7 +362,7 @@ impl KeyStore {
         let generation = self.seal.generation + 1;
         self.seal.generation = generation;
         if let Some(src) = &self.checkpoint_source {
-            let head = *src.lock().unwrap_or_else(|p| p.into_inner());
+            let head = *src.lock_unpoisoned();
             if head.seq > self.audit_checkpoint.seq {
                 self.audit_checkpoint = head;
             }

@@ -71,6 +71,7 @@ mod index;
 pub mod keystore;
 pub mod labels;
 pub mod lifecycle;
+mod locks;
 pub mod record;
 pub mod records;
 pub mod retention;

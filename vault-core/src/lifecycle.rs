@@ -13,6 +13,7 @@ use crate::crypto::Sealer;
 use crate::error::{LifecycleError, StorageError, WriteError};
 use crate::index;
 use crate::keystore::{Epoch, KekState, LedgerEntry};
+use crate::locks::RwUnpoisoned;
 use crate::record::Envelope;
 use crate::retention::{self, Anchors};
 use crate::schema::{LegalBasis, Schema};
@@ -263,7 +264,7 @@ impl Vault {
                 event: event.chars().take(64).collect(),
             });
         }
-        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let _g = self.stripe(s).write_unpoisoned();
         // Events carry no personal data and are accepted for forgotten subjects too: a kept
         // legal-obligation purpose still needs its anchor (e.g. `invoiced`) to start its retention.
         let mut entry = self.load_for_change(s)?;
@@ -281,11 +282,7 @@ impl Vault {
         let mut batch = WriteBatch::default();
         let mut sealer = Sealer::new().map_err(WriteError::from)?;
         self.reconcile(s, &mut entry, &mut batch, &mut sealer, None)?;
-        batch.put(
-            Table::Subject,
-            s.as_bytes().to_vec(),
-            self.subject_row(s, &entry),
-        );
+        self.put_subject(&mut batch, s, &entry);
         let audit = AuditEntry::new(AuditOp::Event, self.now(), &req.actor)
             .subject(s)
             .purpose(event)
@@ -362,7 +359,7 @@ impl Vault {
         op: AuditOp,
         req: &Request,
     ) -> Result<(), LifecycleError> {
-        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let _g = self.stripe(s).write_unpoisoned();
         let mut entry = self.load_for_change(s)?;
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::Forgotten { at });
@@ -374,11 +371,7 @@ impl Vault {
         let mut batch = WriteBatch::default();
         let mut sealer = Sealer::new().map_err(WriteError::from)?;
         self.reconcile(s, &mut entry, &mut batch, &mut sealer, None)?;
-        batch.put(
-            Table::Subject,
-            s.as_bytes().to_vec(),
-            self.subject_row(s, &entry),
-        );
+        self.put_subject(&mut batch, s, &entry);
         let audit = AuditEntry::new(op, self.now(), &req.actor)
             .subject(s)
             .reason(&req.reason);
@@ -518,7 +511,7 @@ impl Vault {
     ) -> Result<ForgetReport, LifecycleError> {
         let schema = self.active_schema();
         let now = self.now();
-        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let _g = self.stripe(s).write_unpoisoned();
         let mut entry = self.load_for_change(s)?;
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::AlreadyForgotten { at });
@@ -589,11 +582,7 @@ impl Vault {
             let mut sealer = Sealer::new().map_err(WriteError::from)?;
             self.reconcile(s, &mut entry, &mut batch, &mut sealer, None)?;
         }
-        batch.put(
-            Table::Subject,
-            s.as_bytes().to_vec(),
-            self.subject_row(s, &entry),
-        );
+        self.put_subject(&mut batch, s, &entry);
         let mut audit = vec![AuditEntry::new(AuditOp::Forget, now, &req.actor)
             .subject(s)
             .reason(&req.reason)
@@ -690,7 +679,7 @@ impl Vault {
             stripes.dedup();
             let _guards: Vec<_> = stripes
                 .iter()
-                .map(|&i| self.stripes[i].write().unwrap_or_else(|p| p.into_inner()))
+                .map(|&i| self.stripes[i].write_unpoisoned())
                 .collect();
             let mut entries = BTreeMap::new();
             let mut ledger = Vec::new();
@@ -780,11 +769,7 @@ impl Vault {
             return Ok(());
         }
         self.shred_into(s, &mut entry, &ready, ShredReason::Expired, now, &mut batch)?;
-        batch.put(
-            Table::Subject,
-            s.as_bytes().to_vec(),
-            self.subject_row(s, &entry),
-        );
+        self.put_subject(&mut batch, s, &entry);
         let audit = ready
             .iter()
             .map(|p| {
@@ -931,7 +916,7 @@ impl Vault {
         let mut count = 0;
         for (sb, entries) in by_subject {
             let s = SubjectId::from_bytes(sb);
-            let _g = self.stripe(&s).write().unwrap_or_else(|p| p.into_inner());
+            let _g = self.stripe(&s).write_unpoisoned();
             let Some(mut entry) = self.load_subject(&s)? else {
                 continue;
             };
@@ -963,11 +948,7 @@ impl Vault {
                 entry.forgotten_at = forgotten;
                 entry.hold = None;
             }
-            batch.put(
-                Table::Subject,
-                s.as_bytes().to_vec(),
-                self.subject_row(&s, &entry),
-            );
+            self.put_subject(&mut batch, &s, &entry);
             let audit = AuditEntry::new(AuditOp::ReapplyErasure, self.now(), "kluis")
                 .subject(&s)
                 .count(n);

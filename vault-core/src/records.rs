@@ -12,6 +12,7 @@ use crate::error::{
     Component, DeleteError, FindError, ReadError, StorageError, SubjectError, WriteError,
 };
 use crate::index;
+use crate::locks::RwUnpoisoned;
 use crate::record::{Envelope, Record, SealedField, Shredded};
 use crate::schema::{FieldDef, RecordError, RecordType};
 use crate::store::{Table, WriteBatch};
@@ -117,11 +118,7 @@ impl Vault {
             ..Default::default()
         };
         let mut b = WriteBatch::default();
-        b.put(
-            Table::Subject,
-            s.as_bytes().to_vec(),
-            self.subject_row(&s, &entry),
-        );
+        self.put_subject(&mut b, &s, &entry);
         let audit = AuditEntry::new(
             AuditOp::CreateSubject,
             entry.created_at,
@@ -233,7 +230,7 @@ impl Vault {
             rt.check_fields(record.field_names())?;
         }
 
-        let _guard = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.stripe(s).write_unpoisoned();
         let rkey = key.storage_key(s);
         let old = if new_subject {
             None
@@ -443,11 +440,7 @@ impl Vault {
             batch.put(Table::Record, rkey, encoded);
             if entry_dirty {
                 if let Some(e) = &entry {
-                    batch.put(
-                        Table::Subject,
-                        s.as_bytes().to_vec(),
-                        self.subject_row(s, e),
-                    );
+                    self.put_subject(&mut batch, s, e);
                 }
             }
             let op = match mode {
@@ -538,7 +531,7 @@ impl Vault {
                 }
             }
         }
-        let _guard = self.stripe(s).read().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.stripe(s).read_unpoisoned();
         let env = match self.load_envelope(&key.storage_key(s))? {
             Some(env) => env,
             None => {
@@ -679,10 +672,7 @@ impl Vault {
                 record_type: rt.name.clone(),
             });
         }
-        let _guard = self
-            .stripe(subject)
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let _guard = self.stripe(subject).write_unpoisoned();
         let rkey = key.storage_key(subject);
         let env = match self.load_envelope(&rkey)? {
             Some(env) => env,

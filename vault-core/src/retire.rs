@@ -11,6 +11,7 @@ use crate::crypto::Sealer;
 use crate::error::{LifecycleError, WriteError};
 use crate::keystore::KekState;
 use crate::lifecycle::Request;
+use crate::locks::RwUnpoisoned;
 use crate::store::{Table, WriteBatch};
 use crate::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
 use crate::vault::Vault;
@@ -97,7 +98,7 @@ impl Vault {
 
     /// Rewraps the slots of `s` that are still under KEK `id`; returns how many.
     fn rewrap_subject(&self, s: &SubjectId, id: u32) -> Result<u64, LifecycleError> {
-        let _g = self.stripe(s).write().unwrap_or_else(|p| p.into_inner());
+        let _g = self.stripe(s).write_unpoisoned();
         let Some(mut entry): Option<SubjectEntry> = self.load_subject(s)? else {
             return Ok(0);
         };
@@ -124,11 +125,7 @@ impl Vault {
         // successor, so that the retirement makes every older copy of them useless too.
         let under: std::collections::BTreeSet<String> = under.iter().cloned().collect();
         self.retag_into(s, &entry, Some(&under), None, &mut batch)?;
-        batch.put(
-            Table::Subject,
-            s.as_bytes().to_vec(),
-            self.subject_row(s, &entry),
-        );
+        self.put_subject(&mut batch, s, &entry);
         // Durable at the end of the chunk (`retire_kek`), and before the KEK is destroyed.
         self.apply_audited(batch, Vec::new())?;
         Ok(under.len() as u64)

@@ -13,6 +13,7 @@ use crate::audit::{AuditEntry, AuditOp};
 use crate::crypto::Sealer;
 use crate::error::{Component, StorageError, WriteError, ROW_AUTH_FAILED};
 use crate::lifecycle::Request;
+use crate::locks::RwUnpoisoned;
 use crate::record::Envelope;
 use crate::schema::Schema;
 use crate::store::{Table, WriteBatch};
@@ -234,11 +235,7 @@ impl Vault {
         // Every stripe, in index order (the only order anyone takes more than one), so no write
         // can add a value for a field between the check and the swap. A poisoned stripe guards no
         // data of its own.
-        let _guards: Vec<_> = self
-            .stripes
-            .iter()
-            .map(|s| s.write().unwrap_or_else(|p| p.into_inner()))
-            .collect();
+        let _guards: Vec<_> = self.stripes.iter().map(|s| s.write_unpoisoned()).collect();
         let mut report = {
             let old = self.active_schema();
             compare(&old.schema, &new, &self.schema_usage()?)?
@@ -259,7 +256,7 @@ impl Vault {
         }
         let active = Arc::new(activate(&ks, new));
         drop(ks);
-        *self.schema.write().unwrap_or_else(|p| p.into_inner()) = active;
+        *self.schema.write_unpoisoned() = active;
         report.applied = true;
         if report.retention_changed {
             report.recomputed_subjects = self
@@ -289,11 +286,7 @@ impl Vault {
             let mut batch = WriteBatch::default();
             let mut sealer = Sealer::new()?;
             if self.reconcile(&s, &mut entry, &mut batch, &mut sealer, None)? {
-                batch.put(
-                    Table::Subject,
-                    s.as_bytes().to_vec(),
-                    self.subject_row(&s, &entry),
-                );
+                self.put_subject(&mut batch, &s, &entry);
                 self.commit(batch)?;
                 changed += 1;
             } else if normalized {

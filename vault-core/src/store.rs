@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{Component, StorageError};
+use crate::locks::LockUnpoisoned;
 
 /// Logical tables and their one-byte key prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,7 +323,7 @@ impl SledStore {
     fn fsync_files(&self) -> Result<(), StorageError> {
         let io = |e: std::io::Error| StorageError::io(Component::DataStore, &e);
         // A poisoned lock only means another syncer panicked; the File inside is still valid.
-        let f = self.db_file.lock().unwrap_or_else(|p| p.into_inner());
+        let f = self.db_file.lock_unpoisoned();
         f.sync_all().map_err(io)?;
         drop(f);
         // Large values go to separate blob files, which sled writes without fsync.

@@ -17,6 +17,7 @@ use crate::error::{Component, CreateError, OpenError, RekeyError, StorageError};
 use crate::fsutil::{LockError, LockFile};
 use crate::keystore::{KekInfo, KeyStore};
 use crate::labels;
+use crate::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::schema::Schema;
 use crate::secret::SecretKey;
 use crate::store::{SledConfig, SledStore, Store, Table, WriteBatch};
@@ -754,21 +755,18 @@ impl Vault {
 
     pub(crate) fn active_schema(&self) -> Arc<ActiveSchema> {
         // A poisoned lock means a panic while swapping the Arc; the Arc inside is whole.
-        self.schema
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.schema.read_unpoisoned().clone()
     }
 
     pub(crate) fn key_store(&self) -> MutexGuard<'_, KeyStore> {
         // The key store is only mutated through methods that restore it on failure, so a panic
         // elsewhere while the lock was held leaves it consistent.
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+        self.keys.lock_unpoisoned()
     }
 
     pub(crate) fn dek_cache(&self) -> MutexGuard<'_, LruCache<(SubjectId, String), CachedDek>> {
         // Cache entries are replaced whole; a poisoned lock leaves no half-written entry.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.cache.lock_unpoisoned()
     }
 
     pub(crate) fn stripe(&self, s: &SubjectId) -> &RwLock<()> {
@@ -910,9 +908,9 @@ impl Vault {
 
     /// Syncs the store and records the audit head that is now durable.
     pub(crate) fn sync_store(&self) -> Result<(), StorageError> {
-        let head = *self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        let head = *self.audit_head.lock_unpoisoned();
         self.store.sync()?;
-        let mut d = self.durable_head.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = self.durable_head.lock_unpoisoned();
         if head.seq > d.seq {
             *d = head;
         }
@@ -977,7 +975,7 @@ impl Vault {
     ) -> Result<(), StorageError> {
         // Appends are serialised so sequence numbers and the chain follow commit order. A
         // poisoned lock only means a panic elsewhere; the head is replaced whole below.
-        let mut head = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        let mut head = self.audit_head.lock_unpoisoned();
         let mut next = *head;
         for mut e in entries {
             next.seq += 1;
