@@ -23,15 +23,37 @@ impl Vault {
     pub(crate) fn load_subject(&self, s: &SubjectId) -> Result<Option<SubjectEntry>, StorageError> {
         match self.store.get(Table::Subject, s.as_bytes())? {
             None => Ok(None),
-            Some(b) => {
-                let body = self
-                    .open_row(Table::Subject, s.as_bytes(), &b)
-                    .map_err(|_| StorageError::corrupted(Component::Subject, ROW_AUTH_FAILED))?;
-                SubjectEntry::decode(body).map(Some).map_err(|_| {
-                    StorageError::corrupted(Component::Subject, "subject entry does not decode")
-                })
-            }
+            Some(b) => self.decode_subject_row(s.as_bytes(), &b).map(Some),
         }
+    }
+
+    /// Authenticates and decodes a stored subject entry (`key`: its table key). A row that fails
+    /// either is `Corrupted { component: Subject }`.
+    pub(crate) fn decode_subject_row(
+        &self,
+        key: &[u8],
+        stored: &[u8],
+    ) -> Result<SubjectEntry, StorageError> {
+        let body = self
+            .open_row(Table::Subject, key, stored)
+            .map_err(|_| StorageError::corrupted(Component::Subject, ROW_AUTH_FAILED))?;
+        SubjectEntry::decode(body).map_err(|_| {
+            StorageError::corrupted(Component::Subject, "subject entry does not decode")
+        })
+    }
+
+    /// Authenticates and decodes a stored record envelope (`rkey`: its table key). A row that
+    /// fails either is `Corrupted { component: Record }`.
+    pub(crate) fn decode_record_row(
+        &self,
+        rkey: &[u8],
+        stored: &[u8],
+    ) -> Result<Envelope, StorageError> {
+        let body = self
+            .open_row(Table::Record, rkey, stored)
+            .map_err(|_| StorageError::corrupted(Component::Record, ROW_AUTH_FAILED))?;
+        Envelope::decode(body)
+            .map_err(|_| StorageError::corrupted(Component::Record, "record does not decode"))
     }
 
     /// The stored form of a subject entry (encoded and row-authenticated).
@@ -53,14 +75,7 @@ impl Vault {
     pub(crate) fn load_envelope(&self, rkey: &[u8]) -> Result<Option<Envelope>, StorageError> {
         match self.store.get(Table::Record, rkey)? {
             None => Ok(None),
-            Some(b) => {
-                let body = self
-                    .open_row(Table::Record, rkey, &b)
-                    .map_err(|_| StorageError::corrupted(Component::Record, ROW_AUTH_FAILED))?;
-                Envelope::decode(body).map(Some).map_err(|_| {
-                    StorageError::corrupted(Component::Record, "record does not decode")
-                })
-            }
+            Some(b) => self.decode_record_row(rkey, &b).map(Some),
         }
     }
 

@@ -459,15 +459,7 @@ impl Vault {
             .scan_prefix(Table::Record, s.as_bytes(), usize::MAX)?;
         let mut out = Vec::with_capacity(rows.len());
         for (k, v) in rows {
-            let body = self.open_row(Table::Record, &k, &v).map_err(|_| {
-                StorageError::corrupted(
-                    crate::error::Component::Record,
-                    crate::error::ROW_AUTH_FAILED,
-                )
-            })?;
-            let env = Envelope::decode(body).map_err(|_| {
-                StorageError::corrupted(crate::error::Component::Record, "record does not decode")
-            })?;
+            let env = self.decode_record_row(&k, &v)?;
             out.push((k, env));
         }
         Ok(out)

@@ -11,13 +11,12 @@ use std::sync::Arc;
 
 use crate::audit::{AuditEntry, AuditOp};
 use crate::crypto::Sealer;
-use crate::error::{Component, StorageError, WriteError, ROW_AUTH_FAILED};
+use crate::error::{Component, StorageError, WriteError};
 use crate::lifecycle::Request;
 use crate::locks::RwUnpoisoned;
-use crate::record::Envelope;
 use crate::schema::Schema;
 use crate::store::{Table, WriteBatch};
-use crate::subject::{SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::subject::{SubjectId, SUBJECT_ID_LEN};
 use crate::vault::{activate, encode_schema, Vault};
 
 /// The `Table::Meta` key of the stored schema (the same key `Vault::create` and `Vault::open` use).
@@ -183,12 +182,7 @@ impl Vault {
     fn schema_usage(&self) -> Result<Usage, StorageError> {
         let mut u = Usage::default();
         for (k, v) in self.store.scan_prefix(Table::Record, &[], usize::MAX)? {
-            let body = self
-                .open_row(Table::Record, &k, &v)
-                .map_err(|_| StorageError::corrupted(Component::Record, ROW_AUTH_FAILED))?;
-            let env = Envelope::decode(body).map_err(|_| {
-                StorageError::corrupted(Component::Record, "record does not decode")
-            })?;
+            let env = self.decode_record_row(&k, &v)?;
             let t = record_type_of(&k).ok_or(StorageError::corrupted(
                 Component::Record,
                 "record key does not decode",
@@ -203,12 +197,7 @@ impl Vault {
             u.types.insert(t);
         }
         for (k, v) in self.store.scan_prefix(Table::Subject, &[], usize::MAX)? {
-            let body = self
-                .open_row(Table::Subject, &k, &v)
-                .map_err(|_| StorageError::corrupted(Component::Subject, ROW_AUTH_FAILED))?;
-            let entry = SubjectEntry::decode(body).map_err(|_| {
-                StorageError::corrupted(Component::Subject, "subject entry does not decode")
-            })?;
+            let entry = self.decode_subject_row(&k, &v)?;
             u.purposes.extend(entry.slots.into_keys());
         }
         Ok(u)
