@@ -9,7 +9,7 @@
 //! - [`Vault::export_key_store`] writes a recovery copy of the key store sealed under separate
 //!   credentials.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -371,8 +371,8 @@ impl Vault {
         &self,
         s: &SubjectId,
         entry: &SubjectEntry,
-        purposes: Option<&std::collections::BTreeSet<String>>,
-        mut current: Option<(&[u8], &mut Envelope)>,
+        purposes: Option<&BTreeSet<String>>,
+        current: Option<(&[u8], &mut Envelope)>,
         batch: &mut WriteBatch,
     ) -> Result<u64, WriteError> {
         let active = self.active_schema();
@@ -384,107 +384,31 @@ impl Vault {
         if !indexed {
             return Ok(0);
         }
-        // purpose → (generation, key, KEK); `None` when the purpose's key is gone.
-        let mut keys: BTreeMap<String, Option<(u32, AeadKey, u32)>> = BTreeMap::new();
+        let mut keys = TagKeys::new(self, s, entry, purposes);
         let mut n = 0u64;
         let skip = current.as_ref().map(|(k, _)| k.to_vec());
-        let stored = self.envelopes_of(s)?;
-        let mut todo: Vec<(Vec<u8>, Option<Envelope>)> = stored
-            .into_iter()
-            .filter(|(k, _)| skip.as_deref() != Some(k.as_slice()))
-            .map(|(k, e)| (k, Some(e)))
-            .collect();
-        if let Some(k) = &skip {
-            todo.push((k.clone(), None));
-        }
-        for (rkey, env) in todo {
-            let mut owned = env;
-            let stored = owned.is_some();
-            let env: &mut Envelope = match owned.as_mut() {
-                Some(e) => e,
-                None => match current.as_mut() {
-                    Some((_, e)) => e,
-                    None => continue,
-                },
-            };
-            let record_type = record_type_of(&rkey).ok_or(StorageError::corrupted(
-                Component::Record,
-                "record key does not decode",
-            ))?;
-            let label = crate::records::label_of(&rkey);
-            let rt = active.schema.record_type(&record_type);
-            let indexed_now = |name: &str| {
-                env.fields.contains_key(name)
-                    && rt.and_then(|rt| rt.field(name)).is_some_and(|d| d.index)
-            };
-            // Tags of fields gone or no longer indexed go too (they were made under old keys).
-            let mut tags = env.tags.clone();
-            tags.retain(|name, _| indexed_now(name));
-            for (name, f) in &env.fields {
-                let Some(def) = rt.and_then(|rt| rt.field(name)) else {
-                    continue;
-                };
-                if !def.index || !wanted(&f.purpose) {
-                    continue;
-                }
-                if !keys.contains_key(&f.purpose) {
-                    let k = match entry.slots.get(&f.purpose) {
-                        Some(slot @ Slot::Live { kek_id, .. })
-                            if self.kek_destroyed_at(*kek_id).is_none() =>
-                        {
-                            // A key that does not unwrap drops the purpose's tags (as a field
-                            // that does not open does, below) rather than stop the caller.
-                            self.unwrap_slot(s, &f.purpose, slot)
-                                .ok()
-                                .map(|d| (d.generation, AeadKey::new(&d.key), *kek_id))
-                        }
-                        _ => None,
-                    };
-                    keys.insert(f.purpose.clone(), k);
-                }
-                let Some(Some((generation, k, kek_id))) = keys.get(&f.purpose) else {
-                    tags.remove(name);
-                    continue;
-                };
-                let ctx = FieldContext {
-                    vault_id: &self.vault_id,
-                    record_type: &record_type,
-                    subject: s,
-                    label: &label,
-                    field: name,
-                    purpose: &f.purpose,
-                    generation: f.generation,
-                };
-                let opened = (*generation == f.generation)
-                    .then(|| k.open(&aad::field(&ctx), &f.sealed).ok())
-                    .flatten();
-                let Some(plain) = opened else {
-                    // Unreadable (a dead generation left by an older build, or damage): it cannot
-                    // be found any more, but it must not stop a rewrap, a retirement or an open.
-                    tracing::warn!(record_type = %record_type, field = %name, "indexed field does not open; its index entry is dropped");
-                    tags.remove(name);
-                    continue;
-                };
-                let form = def.index_form(&plain);
-                match self.index_tag(&active, &record_type, name, *kek_id, &form) {
-                    Some(tag) => tags.insert(name.clone(), tag),
-                    None => tags.remove(name),
-                };
-            }
-            if tags == env.tags {
+        for (rkey, mut env) in self.envelopes_of(s)? {
+            if skip.as_deref() == Some(rkey.as_slice()) {
                 continue;
             }
-            // The record the caller rewrites diffs its index rows itself (against what storage
-            // holds): here only its in-memory tags change.
-            if stored {
+            let tags = keys.remade_tags(&active, &rkey, &env)?;
+            if tags != env.tags {
+                let label = crate::records::label_of(&rkey);
                 index::write_tag_changes(batch, s, &label, &env.tags, &tags);
-            }
-            env.tags = tags;
-            if let Some(e) = owned {
-                let row = self.seal_row(Table::Record, &rkey, e.encode());
+                env.tags = tags;
+                let row = self.seal_row(Table::Record, &rkey, env.encode());
                 batch.put(Table::Record, rkey, row);
+                n += 1;
             }
-            n += 1;
+        }
+        // The record the caller rewrites diffs its index rows itself (against what storage
+        // holds): only its in-memory tags change here.
+        if let Some((rkey, env)) = current {
+            let tags = keys.remade_tags(&active, rkey, env)?;
+            if tags != env.tags {
+                env.tags = tags;
+                n += 1;
+            }
         }
         Ok(n)
     }
@@ -615,4 +539,107 @@ fn copy_tree(
         }
     }
     crate::fsutil::sync_dir(to).map_err(|e| AdminError::io(to, &e))
+}
+
+/// The keys [`Vault::retag_into`] remakes one subject's tags with: per purpose, the live data key
+/// (unwrapped once) and the KEK it is under; `None` when the purpose's key is gone.
+struct TagKeys<'a> {
+    vault: &'a Vault,
+    subject: &'a SubjectId,
+    entry: &'a SubjectEntry,
+    purposes: Option<&'a BTreeSet<String>>,
+    keys: BTreeMap<String, Option<(u32, AeadKey, u32)>>,
+}
+
+impl<'a> TagKeys<'a> {
+    fn new(
+        vault: &'a Vault,
+        subject: &'a SubjectId,
+        entry: &'a SubjectEntry,
+        purposes: Option<&'a BTreeSet<String>>,
+    ) -> Self {
+        TagKeys {
+            vault,
+            subject,
+            entry,
+            purposes,
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// The data key of `purpose` (generation, key, KEK), unwrapped on first use. A key that does
+    /// not unwrap counts as gone: its tags are dropped rather than the caller stopped.
+    fn key(&mut self, purpose: &str) -> Option<&(u32, AeadKey, u32)> {
+        if !self.keys.contains_key(purpose) {
+            let k = match self.entry.slots.get(purpose) {
+                Some(slot @ Slot::Live { kek_id, .. })
+                    if self.vault.kek_destroyed_at(*kek_id).is_none() =>
+                {
+                    self.vault
+                        .unwrap_slot(self.subject, purpose, slot)
+                        .ok()
+                        .map(|d| (d.generation, AeadKey::new(&d.key), *kek_id))
+                }
+                _ => None,
+            };
+            self.keys.insert(purpose.to_owned(), k);
+        }
+        self.keys.get(purpose).and_then(Option::as_ref)
+    }
+
+    /// The tags `env` (stored at `rkey`) should carry: remade for the indexed fields of the wanted
+    /// purposes under their key's current KEK, kept for the others; gone for fields that are not
+    /// there, not indexed any more, or do not open.
+    fn remade_tags(
+        &mut self,
+        active: &crate::vault::ActiveSchema,
+        rkey: &[u8],
+        env: &Envelope,
+    ) -> Result<index::Tags, StorageError> {
+        let record_type = record_type_of(rkey).ok_or(StorageError::corrupted(
+            Component::Record,
+            "record key does not decode",
+        ))?;
+        let label = crate::records::label_of(rkey);
+        let rt = active.schema.record_type(&record_type);
+        let def_of = |name: &str| rt.and_then(|rt| rt.field(name)).filter(|d| d.index);
+        let mut tags = env.tags.clone();
+        tags.retain(|name, _| env.fields.contains_key(name) && def_of(name).is_some());
+        for (name, f) in &env.fields {
+            let Some(def) = def_of(name) else { continue };
+            if !self.purposes.is_none_or(|ps| ps.contains(&f.purpose)) {
+                continue;
+            }
+            let (vault, subject) = (self.vault, self.subject);
+            let Some((generation, k, kek)) = self.key(&f.purpose) else {
+                tags.remove(name); // the purpose's key is gone: so is the field's index entry
+                continue;
+            };
+            let ctx = FieldContext {
+                vault_id: &vault.vault_id,
+                record_type: &record_type,
+                subject,
+                label: &label,
+                field: name,
+                purpose: &f.purpose,
+                generation: f.generation,
+            };
+            let plain = (*generation == f.generation)
+                .then(|| k.open(&aad::field(&ctx), &f.sealed).ok())
+                .flatten();
+            let tag = plain.and_then(|p| {
+                vault.index_tag(active, &record_type, name, *kek, &def.index_form(&p))
+            });
+            match tag {
+                Some(tag) => tags.insert(name.clone(), tag),
+                None => {
+                    // Unreadable (a dead generation left by an older build, or damage): it cannot
+                    // be found any more, but must not stop a rewrap, a retirement or an open.
+                    tracing::warn!(record_type = %record_type, field = %name, "indexed field does not open; its index entry is dropped");
+                    tags.remove(name)
+                }
+            };
+        }
+        Ok(tags)
+    }
 }
