@@ -38,6 +38,34 @@ fn customer(n: &str) -> Record {
         .with("phone", "+31 6 1234 5678")
 }
 
+/// A vault directory, room for one backup of its data, and a test clock.
+struct Site {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    backup: std::path::PathBuf,
+    clock: Arc<MockClock>,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        Site {
+            root: dir.path().join("vault"),
+            backup: dir.path().join("backup"),
+            clock: Arc::new(MockClock::new(T0)),
+            _dir: dir,
+        }
+    }
+    /// Copies the (closed) vault's data directory to the backup.
+    fn back_up(&self) {
+        copy_dir(&self.root.join("data"), &self.backup);
+    }
+    /// Puts the backup back in place of the data directory, beside the current key store.
+    fn restore(&self) {
+        crate::backup::restore(&self.root, &self.backup);
+    }
+}
+
 /// Every (key, value) of one table in the closed vault's data directory at `data`.
 fn raw_rows(data: &Path, table: Table) -> Vec<(Vec<u8>, Vec<u8>)> {
     let db = open_sled(data);
@@ -100,11 +128,9 @@ mod index {
 
     #[test]
     fn index_rows_in_an_old_backup_die_with_the_kek_that_wrapped_their_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("vault");
-        let backup = dir.path().join("backup-data");
-        let clock = Arc::new(MockClock::new(T0));
-        let v = create(&root, &clock);
+        let site = Site::new();
+        let (root, backup, clock) = (&site.root, &site.backup, &site.clock);
+        let v = create(root, clock);
         let jan = v.create_subject().unwrap();
         v.put(&jan, "customer", &customer("jan")).unwrap();
         let piet = v.create_subject().unwrap();
@@ -114,22 +140,22 @@ mod index {
         let open_ended = v.keks()[0].id;
         v.sync().unwrap();
         drop(v);
-        copy_dir(&root.join("data"), &backup);
+        site.back_up();
 
         // The attack works on the backup while its KEK lives: the window is the data's own (the
         // wrapped key beside the row unwraps just as well), not a second, longer one.
-        assert!(confirms(&root, &backup, "email", "jan@voorbeeld.nl"));
-        assert!(confirms(&root, &backup, "phone", "+31612345678"));
-        assert!(!confirms(&root, &backup, "email", "klaas@voorbeeld.nl"));
+        assert!(confirms(root, backup, "email", "jan@voorbeeld.nl"));
+        assert!(confirms(root, backup, "phone", "+31612345678"));
+        assert!(!confirms(root, backup, "email", "klaas@voorbeeld.nl"));
 
-        let v = open(&root, &clock).unwrap();
+        let v = open(root, clock).unwrap();
         v.forget(&jan, &req(), false).unwrap();
         // Retiring only the KEK that wrapped Jan's key in the backup kills his rows there and
         // leaves Piet's (under a KEK that lives) as testable as Piet's data: each row dies with
         // the KEK of *its* data, no sooner and no later.
         v.retire_kek(open_ended, &req(), &mut |_| {}).unwrap();
-        assert!(!confirms(&root, &backup, "email", "jan@voorbeeld.nl"));
-        assert!(confirms(&root, &backup, "email", "piet@voorbeeld.nl"));
+        assert!(!confirms(root, backup, "email", "jan@voorbeeld.nl"));
+        assert!(confirms(root, backup, "email", "piet@voorbeeld.nl"));
         for k in v.keks() {
             if k.state != vault_core::KekState::Destroyed {
                 v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
@@ -149,9 +175,9 @@ mod index {
         // Every KEK that wrapped anything in the backup is destroyed: none of its index rows can
         // be tested any more, by e-mail or by enumerating phone numbers (before the fix the tags
         // were keyed by the index root alone, which never dies).
-        assert!(!confirms(&root, &backup, "email", "jan@voorbeeld.nl"));
-        assert!(!confirms(&root, &backup, "email", "piet@voorbeeld.nl"));
-        assert!(!confirms(&root, &backup, "phone", "+31612345678"));
+        assert!(!confirms(root, backup, "email", "jan@voorbeeld.nl"));
+        assert!(!confirms(root, backup, "email", "piet@voorbeeld.nl"));
+        assert!(!confirms(root, backup, "phone", "+31612345678"));
     }
 
     #[test]
@@ -563,27 +589,25 @@ mod rollback {
 
     #[test]
     fn a_removed_watermark_is_refused_and_an_older_data_backup_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("vault");
-        let backup = dir.path().join("backup");
-        let clock = Arc::new(MockClock::new(T0));
-        let v = create(&root, &clock);
+        let site = Site::new();
+        let (root, clock) = (&site.root, &site.clock);
+        let v = create(root, clock);
         let jan = v.create_subject().unwrap();
         v.put(&jan, "customer", &customer("jan")).unwrap();
         drop(v);
-        copy_dir(&root.join("data"), &backup);
+        site.back_up();
 
         // Restoring older *data* beside the current key store is the supported restore.
-        let v = open(&root, &clock).unwrap();
+        let v = open(root, clock).unwrap();
         let piet = v.create_subject().unwrap();
         v.put(&piet, "customer", &customer("piet")).unwrap();
         v.retire_kek(v.keks()[0].id, &req(), &mut |_| {}).unwrap();
         drop(v);
-        crate::backup::restore(&root, &backup);
-        drop(open(&root, &clock).unwrap());
+        site.restore();
+        drop(open(root, clock).unwrap());
 
         set_raw_row(&root.join("data"), Table::Meta, b"key_store_seen", None);
-        let err = open(&root, &clock).unwrap_err();
+        let err = open(root, clock).unwrap_err();
         assert!(
             matches!(err, OpenError::RolledBack(Rollback::WatermarkMissing)),
             "{err:?}"
@@ -595,24 +619,22 @@ mod rollback {
 ///    shredded, with a truthful reason, and nothing else of the record is lost.
 #[test]
 fn restore_then_update_keeps_the_rest_of_the_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("vault");
-    let backup = dir.path().join("backup");
-    let clock = Arc::new(MockClock::new(T0));
-    let v = create(&root, &clock);
+    let site = Site::new();
+    let (root, clock) = (&site.root, &site.clock);
+    let v = create(root, clock);
     let jan = v.create_subject().unwrap();
     v.put(&jan, "customer", &customer("jan")).unwrap();
     let piet = v.create_subject().unwrap();
     v.put(&piet, "customer", &customer("piet")).unwrap();
     drop(v);
-    copy_dir(&root.join("data"), &backup);
-    let v = open(&root, &clock).unwrap();
+    site.back_up();
+    let v = open(root, clock).unwrap();
     clock.set(T0 + DAY);
     v.retire_kek(v.keks()[0].id, &req(), &mut |_| {}).unwrap();
     drop(v);
-    crate::backup::restore(&root, &backup);
+    site.restore();
 
-    let v = open(&root, &clock).unwrap();
+    let v = open(root, clock).unwrap();
     let export = v.export_subject(&jan).unwrap();
     let account = export
         .purposes
@@ -658,7 +680,7 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
     assert_eq!(rec.get_str("first_name"), Some("Pieter"));
     assert!(matches!(rec.field_state("email"), FieldState::Shredded(_)));
     drop(v);
-    let v = open(&root, &clock).unwrap();
+    let v = open(root, clock).unwrap();
     check(&v);
     // A later write of another field still leaves everything readable.
     v.update(
@@ -783,23 +805,21 @@ fn a_failed_rewrap_leaves_the_cached_key_consistent() {
 /// (the audit head has no MAC): it is refused too, and opens through the audited accept.
 #[test]
 fn a_data_backup_from_before_a_schema_change_opens_only_through_the_audited_accept() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("vault");
-    let backup = dir.path().join("backup");
-    let clock = Arc::new(MockClock::new(T0));
-    drop(create(&root, &clock));
-    copy_dir(&root.join("data"), &backup);
-    let v = open(&root, &clock).unwrap();
+    let site = Site::new();
+    let (root, clock) = (&site.root, &site.clock);
+    drop(create(root, clock));
+    site.back_up();
+    let v = open(root, clock).unwrap();
     let text =
         include_str!("../../examples/webshop.toml").replacen("version = 1", "version = 2", 1);
     v.apply_schema(vault_core::Schema::from_toml(&text).unwrap(), &req())
         .unwrap();
     drop(v);
-    crate::backup::restore(&root, &backup);
+    site.restore();
     // Deleting the unauthenticated audit head (which would make the data look older) changes
     // nothing either.
     set_raw_row(&root.join("data"), Table::Meta, b"audit_head", None);
-    let err = open(&root, &clock).unwrap_err();
+    let err = open(root, clock).unwrap_err();
     assert!(
         matches!(
             err,
@@ -808,14 +828,14 @@ fn a_data_backup_from_before_a_schema_change_opens_only_through_the_audited_acce
         "{err:?}"
     );
     let (v, accepted) = Vault::danger_open_accepting_rollback(
-        &VaultPaths::in_dir(&root),
+        &VaultPaths::in_dir(root),
         &creds(),
-        options(&clock),
+        options(clock),
         &Request::new("admin", "data restored from before schema v2"),
     )
     .unwrap();
     assert!(matches!(accepted, Some(Rollback::Schema { .. })));
     assert_eq!(v.schema().version(), 1);
     drop(v);
-    open(&root, &clock).expect("accepted once, it opens");
+    open(root, clock).expect("accepted once, it opens");
 }
