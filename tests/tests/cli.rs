@@ -264,7 +264,8 @@ fn cli_every_subcommand_end_to_end() {
     assert_eq!(code(&gone), Some(5), "{}", stderr(&gone));
 
     // event + expire with a simulated clock: the shipping data goes, the account stays.
-    env.ok(&["event", &jan, "delivered"]);
+    // Shipping is counted per order (address record) in the example schema.
+    env.ok(&["event", &jan, "delivered", "--record", "address"]);
     env.ok(&["event", &jan, "invoiced", "--at", &now().to_string()]);
     assert_eq!(
         env.ok(&["expire"]),
@@ -961,13 +962,29 @@ fn cli_event_says_when_a_time_does_not_count() {
     env.ok(&["put", &s, "address", "--json-file", &address]);
 
     // Before the address was stored (its key dates from now): ignored for shipping.
-    let out = env.ok(&["event", &s, "delivered", "--at", "2020-01-01"]);
+    let out = env.ok(&[
+        "event",
+        &s,
+        "delivered",
+        "--record",
+        "address",
+        "--at",
+        "2020-01-01",
+    ]);
     assert!(out.starts_with("ignored delivered for "), "{out}");
     assert!(
         out.contains("not counted for shipping: its data is newer"),
         "{out}"
     );
-    let j = &env.json(&["event", &s, "delivered", "--at", "2020-01-02"])[0];
+    let j = &env.json(&[
+        "event",
+        &s,
+        "delivered",
+        "--record",
+        "address",
+        "--at",
+        "2020-01-02",
+    ])[0];
     assert_eq!(j["recorded"], true, "{j}");
     assert_eq!(j["counted_for"], serde_json::json!([]), "{j}");
     assert_eq!(j["not_counted_for"][0]["purpose"], "shipping", "{j}");
@@ -975,18 +992,50 @@ fn cli_event_says_when_a_time_does_not_count() {
 
     // Now: counts.
     let at = now() + 5;
-    let out = env.ok(&["event", &s, "delivered", "--at", &at.to_string()]);
+    let out = env.ok(&[
+        "event",
+        &s,
+        "delivered",
+        "--record",
+        "address",
+        "--at",
+        &at.to_string(),
+    ]);
     assert!(out.starts_with("recorded delivered for "), "{out}");
     assert!(!out.contains("not counted"), "{out}");
 
     // Equal or earlier than the time in force: nothing changes, and the time in force is named.
-    let out = env.ok(&["event", &s, "delivered", "--at", &at.to_string()]);
+    let out = env.ok(&[
+        "event",
+        &s,
+        "delivered",
+        "--record",
+        "address",
+        "--at",
+        &at.to_string(),
+    ]);
     assert!(out.starts_with("ignored delivered for "), "{out}");
     assert!(out.contains("already recorded at "), "{out}");
     assert!(out.contains("nothing changed"), "{out}");
-    let j = &env.json(&["event", &s, "delivered", "--at", "2020-01-03"])[0];
+    let j = &env.json(&[
+        "event",
+        &s,
+        "delivered",
+        "--record",
+        "address",
+        "--at",
+        "2020-01-03",
+    ])[0];
     assert_eq!(j["recorded"], false, "{j}");
     assert_eq!(j["already_recorded"], at, "{j}");
+
+    // Recorded for the customer, `delivered` starts nothing: shipping is counted per order.
+    let out = env.ok(&["event", &s, "delivered"]);
+    assert!(out.starts_with("ignored delivered for "), "{out}");
+    assert!(
+        out.contains("not counted for shipping: its retention is counted per record"),
+        "{out}"
+    );
 
     // A purpose without data, and an event no rule names.
     let out = env.ok(&["event", &s, "consent_withdrawn"]);

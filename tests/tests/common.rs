@@ -4,8 +4,30 @@ use std::path::Path;
 
 use vault_core::{Credentials, Durability, KdfParams, Schema, Vault, VaultOptions, VaultPaths};
 
-/// The example schema shipped in `examples/webshop.toml`.
+/// The example schema shipped in `examples/webshop.toml`, with every purpose's retention counted
+/// per customer (its `scope = "record"` lines removed). The suites written before per-record
+/// retention run on it: they are what shows that customer-scoped purposes keep working as before.
+/// `per_record.rs` tests the example as shipped ([`example_schema`]).
 pub fn webshop_schema() -> Schema {
+    Schema::from_toml(&per_customer(include_str!("../../examples/webshop.toml")))
+        .expect("example schema parses")
+}
+
+/// `text` (a schema) with its `scope = "record"` lines removed.
+pub fn per_customer(text: &str) -> String {
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim() != "scope = \"record\"")
+        .collect();
+    assert!(
+        kept.len() < text.lines().count(),
+        "the example has record-scoped purposes"
+    );
+    kept.join("\n") + "\n"
+}
+
+/// The example schema exactly as shipped in `examples/webshop.toml`.
+pub fn example_schema() -> Schema {
     Schema::from_toml(include_str!("../../examples/webshop.toml")).expect("example schema parses")
 }
 
@@ -46,6 +68,17 @@ pub fn create(root: &Path, clock: &std::sync::Arc<vault_core::MockClock>) -> Vau
         &VaultPaths::in_dir(root),
         &creds(),
         webshop_schema(),
+        options(clock),
+    )
+    .expect("create vault")
+}
+
+/// A fresh vault in `root` on the example schema as shipped and a test clock.
+pub fn create_example(root: &Path, clock: &std::sync::Arc<vault_core::MockClock>) -> Vault {
+    Vault::create(
+        &VaultPaths::in_dir(root),
+        &creds(),
+        example_schema(),
         options(clock),
     )
     .expect("create vault")

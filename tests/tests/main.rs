@@ -27,6 +27,7 @@ mod hygiene;
 mod known_answers;
 mod lifecycle;
 mod model;
+mod per_record;
 mod records;
 mod review;
 mod storage;

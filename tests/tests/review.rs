@@ -567,9 +567,12 @@ mod rollback {
         };
         let v1 = schema_row(&data);
         let v = open(&root, &clock).unwrap();
-        let text =
-            include_str!("../../examples/webshop.toml").replacen("version = 1", "version = 2", 1)
-                + "\n[types.customer.fields.nickname]\ntype = \"text\"\npurpose = \"account\"\n";
+        let text = per_customer(include_str!("../../examples/webshop.toml")).replacen(
+            "version = 1",
+            "version = 2",
+            1,
+        )
+            + "\n[types.customer.fields.nickname]\ntype = \"text\"\npurpose = \"account\"\n";
         let report = v
             .apply_schema(vault_core::Schema::from_toml(&text).unwrap(), &req())
             .unwrap();
@@ -810,8 +813,11 @@ fn a_data_backup_from_before_a_schema_change_opens_only_through_the_audited_acce
     drop(create(root, clock));
     site.back_up();
     let v = open(root, clock).unwrap();
-    let text =
-        include_str!("../../examples/webshop.toml").replacen("version = 1", "version = 2", 1);
+    let text = per_customer(include_str!("../../examples/webshop.toml")).replacen(
+        "version = 1",
+        "version = 2",
+        1,
+    );
     v.apply_schema(vault_core::Schema::from_toml(&text).unwrap(), &req())
         .unwrap();
     drop(v);

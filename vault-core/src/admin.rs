@@ -24,7 +24,7 @@ use crate::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::record::Envelope;
 use crate::secret::SecretKey;
 use crate::store::{Table, WriteBatch};
-use crate::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::subject::{slot_name, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
 use crate::vault::Vault;
 
 /// Subject entries examined per storage scan.
@@ -198,7 +198,8 @@ impl Vault {
             let mut changed = false;
             let mut tags = env.tags.clone();
             for (name, f) in env.fields.iter_mut() {
-                let Some((old_gen, old_key, new_gen, new_key, kek)) = keys.get(&f.purpose) else {
+                let slot = slot_name::for_record(&active.schema, &f.purpose, &record_type, &label);
+                let Some((old_gen, old_key, new_gen, new_key, kek)) = keys.get(&slot) else {
                     continue;
                 };
                 if f.generation != *old_gen {
@@ -220,7 +221,7 @@ impl Vault {
                     .map_err(|_| IntegrityError)?;
                 f.generation = *new_gen;
                 f.sealed = sealed;
-                *sealed_per_purpose.entry(f.purpose.clone()).or_default() += 1;
+                *sealed_per_purpose.entry(slot).or_default() += 1;
                 changed = true;
                 // The new key may sit under another KEK than the old one: so may its tags.
                 if let Some(def) = rt.and_then(|rt| rt.field(name)).filter(|d| d.index) {
@@ -541,8 +542,8 @@ fn copy_tree(
     crate::fsutil::sync_dir(to).map_err(|e| AdminError::io(to, &e))
 }
 
-/// The keys [`Vault::retag_into`] remakes one subject's tags with: per purpose, the live data key
-/// (unwrapped once) and the KEK it is under; `None` when the purpose's key is gone.
+/// The keys [`Vault::retag_into`] remakes one subject's tags with: per slot (purpose, or purpose
+/// and record), the live data key (unwrapped once) and the KEK it is under; `None` when it is gone.
 struct TagKeys<'a> {
     vault: &'a Vault,
     subject: &'a SubjectId,
@@ -567,7 +568,7 @@ impl<'a> TagKeys<'a> {
         }
     }
 
-    /// The data key of `purpose` (generation, key, KEK), unwrapped on first use. A key that does
+    /// The data key of slot `purpose` (generation, key, KEK), unwrapped on first use. A key that does
     /// not unwrap counts as gone: its tags are dropped rather than the caller stopped.
     fn key(&mut self, purpose: &str) -> Option<&(u32, AeadKey, u32)> {
         if !self.keys.contains_key(purpose) {
@@ -607,11 +608,12 @@ impl<'a> TagKeys<'a> {
         tags.retain(|name, _| env.fields.contains_key(name) && def_of(name).is_some());
         for (name, f) in &env.fields {
             let Some(def) = def_of(name) else { continue };
-            if !self.purposes.is_none_or(|ps| ps.contains(&f.purpose)) {
+            let slot = slot_name::for_record(&active.schema, &f.purpose, &record_type, &label);
+            if !self.purposes.is_none_or(|ps| ps.contains(&slot)) {
                 continue;
             }
             let (vault, subject) = (self.vault, self.subject);
-            let Some((generation, k, kek)) = self.key(&f.purpose) else {
+            let Some((generation, k, kek)) = self.key(&slot) else {
                 tags.remove(name); // the purpose's key is gone: so is the field's index entry
                 continue;
             };

@@ -537,6 +537,12 @@ pub enum LifecycleError {
         /// The event name (clipped).
         event: String,
     },
+    /// `record_event_for` named a record type the schema does not declare.
+    #[error("unknown record type {0:?}")]
+    UnknownRecordType(String),
+    /// `record_event_for` named a record whose label is not at most 64 bytes of `[A-Za-z0-9._-]`.
+    #[error("labels are at most 64 bytes of [A-Za-z0-9._-]")]
+    InvalidLabel,
     /// No such key-encryption key.
     #[error("no key-encryption key with id {id}")]
     KekNotFound {

@@ -19,8 +19,9 @@ use serde_json::{Map, Value};
 use zeroize::Zeroize;
 
 use crate::error::ReadError;
-use crate::schema::{Period, Retention, Schema};
-use crate::subject::{ShredReason, Slot, SubjectId};
+use crate::records::RecordKey;
+use crate::schema::{Period, Purpose, Retention, Schema, Scope};
+use crate::subject::{slot_name, ShredReason, Slot, SubjectEntry, SubjectId};
 use crate::vault::Vault;
 
 /// Everything the vault holds about one subject, as returned by [`Vault::export_subject`].
@@ -39,9 +40,12 @@ pub struct SubjectExport {
     pub forgotten_at: Option<i64>,
     /// The legal hold on the subject, if any.
     pub hold: Option<HoldExport>,
-    /// Anchor events recorded for the subject (e.g. `delivered`), name → latest time.
+    /// Anchor events recorded for the subject (e.g. `last_order`), name → latest time.
     pub events: BTreeMap<String, i64>,
-    /// One entry per purpose of the schema, sorted by name.
+    /// Anchor events recorded for one record (e.g. `delivered` for order 42), sorted.
+    pub record_events: Vec<RecordEventExport>,
+    /// One entry per purpose of the schema, sorted by name; a record-scoped purpose has one entry
+    /// per record holding (or having held) its data, or one `no_data` entry.
     pub purposes: Vec<PurposeExport>,
     /// Every record of the subject, sorted by (record type, label).
     pub records: Vec<RecordExport>,
@@ -56,8 +60,21 @@ pub struct HoldExport {
     pub until: Option<i64>,
 }
 
+/// An anchor event recorded for one record, in a [`SubjectExport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordEventExport {
+    /// The record type.
+    pub record_type: String,
+    /// The record's label.
+    pub label: String,
+    /// The event.
+    pub event: String,
+    /// Its latest time (Unix seconds).
+    pub at: i64,
+}
+
 /// One purpose of processing in a [`SubjectExport`]: what the schema declares for it and where the
-/// subject's data of that purpose stands.
+/// subject's data of that purpose (for a record-scoped purpose: in one record) stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PurposeExport {
     /// Purpose name, as in the schema.
@@ -72,6 +89,10 @@ pub struct PurposeExport {
     pub recipients: Vec<String>,
     /// The retention rule, e.g. `30d after delivered`.
     pub retention: String,
+    /// `subject` (one data key per customer) or `record` (one per record).
+    pub scope: &'static str,
+    /// For a record-scoped purpose, the record this entry is about (`None`: no record has data).
+    pub record: Option<RecordKey>,
     /// Where the subject's data of this purpose stands.
     pub state: PurposeState,
 }
@@ -122,6 +143,27 @@ pub struct ShreddedFieldExport {
     pub purpose: String,
     /// When (Unix seconds).
     pub at: i64,
+}
+
+/// The subject's own events, and those recorded for one record (stored as `type/label/event`).
+fn split_events(all: &BTreeMap<String, i64>) -> (BTreeMap<String, i64>, Vec<RecordEventExport>) {
+    let mut own = BTreeMap::new();
+    let mut per_record = Vec::new();
+    for (k, &at) in all {
+        let mut parts = k.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(t), Some(l), Some(e)) => per_record.push(RecordEventExport {
+                record_type: t.to_owned(),
+                label: l.to_owned(),
+                event: e.to_owned(),
+                at,
+            }),
+            _ => {
+                own.insert(k.clone(), at);
+            }
+        }
+    }
+    (own, per_record)
 }
 
 /// Text returned by the `to_json_pretty` methods in the (unreachable) case that serialisation fails.
@@ -233,33 +275,9 @@ impl Vault {
         let purposes = schema
             .schema
             .purposes()
-            .map(|p| {
-                let state = match entry.slots.get(&p.name) {
-                    None => PurposeState::NoData,
-                    Some(Slot::Shredded { at, why, .. }) => PurposeState::Shredded {
-                        at: *at,
-                        reason: *why,
-                    },
-                    Some(Slot::Live {
-                        kek_id, expires, ..
-                    }) => match self.destroyed_kek_reason(*kek_id, *expires) {
-                        // The KEK wrapping the key is gone: by retention, or by a retirement
-                        // after this (restored) copy of the data was taken.
-                        Some((at, reason)) => PurposeState::Shredded { at, reason },
-                        None => PurposeState::Live { expires: *expires },
-                    },
-                };
-                PurposeExport {
-                    name: p.name.clone(),
-                    description: p.description.clone(),
-                    legal_basis: p.legal_basis.to_string(),
-                    legal_basis_code: p.legal_basis.as_str().to_owned(),
-                    recipients: p.recipients.clone(),
-                    retention: p.retention.to_string(),
-                    state,
-                }
-            })
+            .flat_map(|p| self.purpose_exports(p, &entry))
             .collect();
+        let (events, record_events) = split_events(&entry.events);
 
         Ok(SubjectExport {
             subject: *s,
@@ -270,10 +288,62 @@ impl Vault {
                 since: h.since,
                 until: h.until,
             }),
-            events: entry.events.clone(),
+            events,
+            record_events,
             purposes,
             records,
         })
+    }
+
+    /// The export entries of purpose `p`: one for a subject-scoped purpose, one per slot for a
+    /// record-scoped one (or a single `no_data` entry when it has none).
+    fn purpose_exports(&self, p: &Purpose, entry: &SubjectEntry) -> Vec<PurposeExport> {
+        let slots: Vec<(&String, &Slot)> = match p.scope {
+            Scope::Record => {
+                let prefix = format!("{}/", p.name);
+                let mine = |k: &&String| k.starts_with(&prefix);
+                entry.slots.iter().filter(|(k, _)| mine(k)).collect()
+            }
+            _ => entry.slots.get_key_value(&p.name).into_iter().collect(),
+        };
+        let export = |record: Option<RecordKey>, state| PurposeExport {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            legal_basis: p.legal_basis.to_string(),
+            legal_basis_code: p.legal_basis.as_str().to_owned(),
+            recipients: p.recipients.clone(),
+            retention: p.retention.to_string(),
+            scope: p.scope.as_str(),
+            record,
+            state,
+        };
+        if slots.is_empty() {
+            return vec![export(None, PurposeState::NoData)];
+        }
+        slots
+            .into_iter()
+            .map(|(name, slot)| {
+                let record = slot_name::record(name).map(|(t, l)| RecordKey::labelled(t, l));
+                export(record, self.purpose_state(slot))
+            })
+            .collect()
+    }
+
+    fn purpose_state(&self, slot: &Slot) -> PurposeState {
+        match slot {
+            Slot::Shredded { at, why, .. } => PurposeState::Shredded {
+                at: *at,
+                reason: *why,
+            },
+            Slot::Live {
+                kek_id, expires, ..
+            } => match self.destroyed_kek_reason(*kek_id, *expires) {
+                // The KEK wrapping the key is gone: by retention, or by a retirement after this
+                // (restored) copy of the data was taken.
+                Some((at, reason)) => PurposeState::Shredded { at, reason },
+                None => PurposeState::Live { expires: *expires },
+            },
+        }
     }
 
     /// Art. 30 register of the schema in force: its purposes (legal basis, recipients, retention
@@ -315,6 +385,8 @@ pub struct RegisterPurpose {
     pub retention: String,
     /// The retention rule in words, e.g. `30 days after delivered`.
     pub retention_description: String,
+    /// `subject` (retention counted per customer) or `record` (per record, e.g. per order).
+    pub scope: &'static str,
     /// The data processed for this purpose: per record type, the fields tied to it.
     pub data: Vec<RegisterData>,
 }
@@ -378,6 +450,7 @@ impl ProcessingRegister {
                 recipients: p.recipients.clone(),
                 retention: p.retention.to_string(),
                 retention_description: describe_retention(&p.retention),
+                scope: p.scope.as_str(),
                 data: schema
                     .record_types()
                     .filter_map(|rt| {
@@ -458,6 +531,10 @@ impl ProcessingRegister {
                     .collect::<Vec<_>>()
                     .join("; ")
             };
+            let retention = match p.scope {
+                "record" => format!("{}, counted per record", p.retention_description),
+                _ => p.retention_description.clone(),
+            };
             let recipients = if p.recipients.is_empty() {
                 "none".to_owned()
             } else {
@@ -471,7 +548,7 @@ impl ProcessingRegister {
                 cell(&p.legal_basis),
                 cell(&data),
                 cell(&recipients),
-                cell(&p.retention_description),
+                cell(&retention),
             );
         }
         md.push_str("\n## Record types\n");

@@ -95,6 +95,13 @@ pub(crate) fn entry_key(tag: &[u8; TAG_LEN], subject: &SubjectId, label: &str) -
     k
 }
 
+/// The subject and record label in an index entry key.
+pub(crate) fn subject_and_label_of(entry_key: &[u8]) -> Option<(SubjectId, String)> {
+    let label = entry_key.get(TAG_LEN + SUBJECT_ID_LEN..)?;
+    let label = String::from_utf8(label.to_vec()).ok()?;
+    Some((subject_of(entry_key)?, label))
+}
+
 /// The subject in an index entry key.
 pub(crate) fn subject_of(entry_key: &[u8]) -> Option<SubjectId> {
     let b: [u8; SUBJECT_ID_LEN] = entry_key

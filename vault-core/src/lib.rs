@@ -101,8 +101,9 @@ pub use error::{
     WriteError,
 };
 pub use export::{
-    HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordExport, RegisterData,
-    RegisterField, RegisterPurpose, RegisterRecordType, ShreddedFieldExport, SubjectExport,
+    HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordEventExport, RecordExport,
+    RegisterData, RegisterField, RegisterPurpose, RegisterRecordType, ShreddedFieldExport,
+    SubjectExport,
 };
 pub use keystore::{Epoch, KekInfo, KekState};
 pub use lifecycle::{EventReport, ExpireReport, ForgetReport, KeptPurpose, NotCounted, Request};
@@ -110,7 +111,7 @@ pub use record::{FieldState, Record, Shredded};
 pub use records::RecordKey;
 pub use retention::EpochPolicy;
 pub use retire::RetireReport;
-pub use schema::{IndexWarning, Schema};
+pub use schema::{IndexWarning, Schema, Scope};
 pub use schema_change::{SchemaChangeError, SchemaChangeReport};
 pub use secret::Passphrase;
 pub use stats::{ExpirePreview, VaultStats, VerifyProblem, VerifyReport};

@@ -15,10 +15,11 @@ use crate::index;
 use crate::keystore::{Epoch, KekState, LedgerEntry};
 use crate::locks::RwUnpoisoned;
 use crate::record::Envelope;
+use crate::records::RecordKey;
 use crate::retention::{self, Anchors};
 use crate::schema::{LegalBasis, Schema};
 use crate::store::{Table, WriteBatch};
-use crate::subject::{Hold, ShredReason, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::subject::{slot_name, Hold, ShredReason, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
 use crate::vault::{CommitFailure, Vault};
 
 /// How many due (subject, purpose) pairs the sweep handles per key-store write.
@@ -46,7 +47,7 @@ impl Request {
 /// What `forget` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ForgetReport {
-    /// Purposes whose keys were destroyed.
+    /// Purposes whose keys were destroyed (a record-scoped purpose once, however many records).
     pub shredded: Vec<String>,
     /// Purposes kept because a legal obligation still runs, with their expiry (`None`: the anchor
     /// event has not happened yet, so the retention period has not started).
@@ -58,6 +59,8 @@ pub struct ForgetReport {
 pub struct KeptPurpose {
     /// The purpose.
     pub purpose: String,
+    /// For a record-scoped purpose, the record whose data is kept (e.g. one invoice).
+    pub record: Option<RecordKey>,
     /// Its legal basis (always a legal obligation).
     pub legal_basis: String,
     /// When it will be shredded by `expire` (Unix seconds), if known.
@@ -86,6 +89,11 @@ pub struct EventReport {
     /// shredded): data written later gets a newer data key, for which this event does not count.
     /// Empty when nothing was recorded.
     pub no_data: Vec<String>,
+    /// Purposes whose retention rule names the event but whose keys are scoped the other way: a
+    /// record-scoped purpose counts only events recorded for its record
+    /// ([`Vault::record_event_for`]), a subject-scoped one only the subject's own events
+    /// ([`Vault::record_event`]). The event does nothing for them.
+    pub other_scope: Vec<String>,
 }
 
 /// A purpose for which a recorded event does not count, because its data is newer.
@@ -137,24 +145,29 @@ fn parse_expiry_key(k: &[u8]) -> Option<(i64, SubjectId, String)> {
 
 /// The expiry a live slot should have now: retention rule against anchors recorded since the key was
 /// made, postponed (or suspended) by a legal hold.
+///
+/// `slot` is a slot name (see [`slot_name`]): a record-scoped slot counts only the events of its
+/// record, and its `created` is when its key was made (the record's first data of the purpose).
 pub(crate) fn slot_expiry(
     schema: &Schema,
     entry: &SubjectEntry,
-    purpose: &str,
+    slot: &str,
     since: i64,
     last_update: i64,
 ) -> Option<i64> {
-    let rule = &schema.purpose(purpose)?.retention;
+    let rule = &schema.purpose(slot_name::purpose(slot))?.retention;
     // Anchor events before this key generation existed belong to earlier data, not to this data.
-    let events: BTreeMap<String, i64> = entry
-        .events
-        .iter()
-        .filter(|(_, &t)| t >= since)
-        .map(|(k, v)| (k.clone(), *v))
+    let events: BTreeMap<String, i64> = slot_name::events_for(slot, &entry.events)
+        .filter(|&(_, t)| t >= since)
+        .map(|(k, t)| (k.to_owned(), t))
         .collect();
+    let created = match slot_name::record(slot) {
+        None => entry.created_at,
+        Some(_) => since,
+    };
     let anchors = Anchors {
         events: &events,
-        created: entry.created_at,
+        created,
         last_update: Some(last_update),
     };
     let expiry = retention::expiry(rule, &anchors);
@@ -249,12 +262,52 @@ impl Vault {
     }
 
     /// Records an anchor event (e.g. `delivered`, `invoiced`, `last_order`, `consent_withdrawn`) for
-    /// a subject at time `at`; the expiries of its purposes are recomputed. Only a later time moves an
-    /// event (recording an equal or older one changes nothing), and an event older than a purpose's
-    /// data key does not count for that purpose: the report says when either happened.
+    /// a subject at time `at`; the expiries of its subject-scoped purposes are recomputed. Only a
+    /// later time moves an event (recording an equal or older one changes nothing), and an event
+    /// older than a purpose's data key does not count for that purpose: the report says when
+    /// either happened. Record-scoped purposes (`scope = "record"`) count only events recorded
+    /// for their record: see [`Vault::record_event_for`].
     pub fn record_event(
         &self,
         s: &SubjectId,
+        event: &str,
+        at: i64,
+        req: &Request,
+    ) -> Result<EventReport, LifecycleError> {
+        self.record_scoped_event(s, None, event, at, req)
+    }
+
+    /// Records an anchor event for one record of a subject (e.g. `delivered` for order 42): the
+    /// expiries of that record's record-scoped purposes are recomputed, and no other record's.
+    /// Same rules as [`Vault::record_event`] otherwise.
+    pub fn record_event_for(
+        &self,
+        s: &SubjectId,
+        record: &RecordKey,
+        event: &str,
+        at: i64,
+        req: &Request,
+    ) -> Result<EventReport, LifecycleError> {
+        if self
+            .active_schema()
+            .schema
+            .record_type(&record.record_type)
+            .is_none()
+        {
+            return Err(LifecycleError::UnknownRecordType(
+                record.record_type.chars().take(64).collect(),
+            ));
+        }
+        if !record.label_ok() {
+            return Err(LifecycleError::InvalidLabel);
+        }
+        self.record_scoped_event(s, Some(record), event, at, req)
+    }
+
+    fn record_scoped_event(
+        &self,
+        s: &SubjectId,
+        record: Option<&RecordKey>,
         event: &str,
         at: i64,
         req: &Request,
@@ -264,67 +317,80 @@ impl Vault {
                 event: event.chars().take(64).collect(),
             });
         }
+        let stored_as = match record {
+            None => event.to_owned(),
+            Some(r) => slot_name::record_event(&r.record_type, &r.label, event),
+        };
         let _g = self.stripe(s).write_unpoisoned();
         // Events carry no personal data and are accepted for forgotten subjects too: a kept
         // legal-obligation purpose still needs its anchor (e.g. `invoiced`) to start its retention.
         let mut entry = self.load_for_change(s)?;
-        if let Some(&t) = entry.events.get(event).filter(|&&t| t >= at) {
+        if let Some(&t) = entry.events.get(&stored_as).filter(|&&t| t >= at) {
             return Ok(EventReport {
-                recorded: false,
                 already_recorded: Some(t),
-                counted_for: Vec::new(),
-                not_counted_for: Vec::new(),
-                no_data: Vec::new(),
+                ..EventReport::default()
             });
         }
-        let (counted_for, not_counted_for, no_data) = self.event_purposes(&entry, event, at);
-        entry.events.insert(event.to_owned(), at);
+        let mut report = self.event_purposes(&entry, record, event, at);
+        report.recorded = true;
+        entry.events.insert(stored_as, at);
         let mut batch = WriteBatch::default();
         let mut sealer = Sealer::new().map_err(WriteError::from)?;
         self.reconcile(s, &mut entry, &mut batch, &mut sealer, None)?;
         self.put_subject(&mut batch, s, &entry);
-        let audit = AuditEntry::new(AuditOp::Event, self.now(), &req.actor)
+        let mut audit = AuditEntry::new(AuditOp::Event, self.now(), &req.actor)
             .subject(s)
             .purpose(event)
             .reason(&req.reason);
+        if let Some(r) = record {
+            audit = audit.record(&r.record_type, &r.label);
+        }
         self.commit_audited(batch, vec![audit])?;
-        Ok(EventReport {
-            recorded: true,
-            already_recorded: None,
-            counted_for,
-            not_counted_for,
-            no_data,
-        })
+        Ok(report)
     }
 
-    /// The purposes whose retention rule names `event`, split by whether an event at `at` counts
-    /// for them: it does for a live data key no newer than `at`; it does not for a newer one
-    /// (`slot_expiry` ignores it), nor for a purpose without a live data key (later data is newer).
+    /// The purposes whose retention rule names `event`, split by whether an event at `at` (for
+    /// `record`, or for the subject) counts for them: it does for a live data key of the same
+    /// scope no newer than `at`; it does not for a newer one (`slot_expiry` ignores it), nor for a
+    /// purpose without a live data key (later data is newer), nor for one of the other scope.
     fn event_purposes(
         &self,
         entry: &SubjectEntry,
+        record: Option<&RecordKey>,
         event: &str,
         at: i64,
-    ) -> (Vec<String>, Vec<NotCounted>, Vec<String>) {
-        use crate::schema::Retention;
+    ) -> EventReport {
+        use crate::schema::{Retention, Scope};
         let schema = self.active_schema();
-        let (mut counted, mut newer, mut no_data) = (Vec::new(), Vec::new(), Vec::new());
+        let mut r = EventReport::default();
         for p in schema.schema.purposes() {
             let names_it = matches!(&p.retention,
                 Retention::UntilEvent { event: e } | Retention::After { event: e, .. } if e == event);
             if !names_it {
                 continue;
             }
-            match entry.slots.get(&p.name) {
-                Some(Slot::Live { since, .. }) if *since > at => newer.push(NotCounted {
-                    purpose: p.name.clone(),
-                    data_since: *since,
-                }),
-                Some(Slot::Live { .. }) => counted.push(p.name.clone()),
-                _ => no_data.push(p.name.clone()),
+            let slot = match (p.scope, record) {
+                (Scope::Record, Some(k)) => {
+                    slot_name::for_record(&schema.schema, &p.name, &k.record_type, &k.label)
+                }
+                (Scope::Subject, None) => p.name.clone(),
+                _ => {
+                    r.other_scope.push(p.name.clone());
+                    continue;
+                }
+            };
+            match entry.slots.get(&slot) {
+                Some(Slot::Live { since, .. }) if *since > at => {
+                    r.not_counted_for.push(NotCounted {
+                        purpose: p.name.clone(),
+                        data_since: *since,
+                    })
+                }
+                Some(Slot::Live { .. }) => r.counted_for.push(p.name.clone()),
+                _ => r.no_data.push(p.name.clone()),
             }
         }
-        (counted, newer, no_data)
+        r
     }
 
     /// Places a legal hold: `expire` skips the subject and `forget` refuses it (unless overridden)
@@ -419,7 +485,7 @@ impl Vault {
         Ok(())
     }
 
-    /// Moves the sealed fields of `purposes` (purpose → time of erasure) to the shredded section of
+    /// Moves the sealed fields of `purposes` (slot name → time of erasure) to the shredded section of
     /// every record of `s` but `skip` (a record the caller rewrites itself), and deletes their
     /// blind-index entries, inside `batch`.
     pub(crate) fn shred_fields_into(
@@ -437,8 +503,15 @@ impl Vault {
                 continue;
             }
             let before = (env.fields.len(), env.tags.len());
-            let label = crate::records::label_of(&rkey);
-            for tag in env.shred_purposes(purposes) {
+            let Some(record) = crate::records::record_key_of(&rkey) else {
+                return Err(StorageError::corrupted(
+                    crate::error::Component::Record,
+                    "record key does not decode",
+                ));
+            };
+            let label = record.label;
+            let here = slot_name::purposes_in_record(purposes, &record.record_type, &label);
+            for tag in env.shred_purposes(&here) {
                 batch.delete(Table::Index, index::entry_key(&tag, s, &label));
             }
             if (env.fields.len(), env.tags.len()) != before {
@@ -520,18 +593,15 @@ impl Vault {
             let Slot::Live { expires, .. } = slot else {
                 continue;
             };
-            let legal = schema
-                .schema
-                .purpose(p)
-                .is_some_and(|d| d.legal_basis == LegalBasis::LegalObligation);
+            let purpose = schema.schema.purpose(slot_name::purpose(p));
+            let legal = purpose.is_some_and(|d| d.legal_basis == LegalBasis::LegalObligation);
             if legal && expires.is_none_or(|t| t > now) {
-                let basis = schema
-                    .schema
-                    .purpose(p)
+                let basis = purpose
                     .map(|d| d.legal_basis.to_string())
                     .unwrap_or_default();
                 kept.push(KeptPurpose {
-                    purpose: p.clone(),
+                    purpose: slot_name::purpose(p).to_owned(),
+                    record: slot_name::record(p).map(|(t, l)| RecordKey::labelled(t, l)),
                     legal_basis: basis,
                     until: *expires,
                 });
@@ -596,7 +666,12 @@ impl Vault {
             }
         }
         Ok(ForgetReport {
-            shredded: shred.into_iter().collect(),
+            shredded: shred
+                .iter()
+                .map(|p| slot_name::purpose(p).to_owned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             kept,
         })
     }
@@ -773,7 +848,10 @@ impl Vault {
             .collect();
         self.apply_audited(batch, audit)?;
         for p in ready {
-            *report.shredded.entry(p).or_default() += 1;
+            *report
+                .shredded
+                .entry(slot_name::purpose(&p).to_owned())
+                .or_default() += 1;
         }
         Ok(())
     }

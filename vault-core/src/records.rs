@@ -16,7 +16,7 @@ use crate::locks::RwUnpoisoned;
 use crate::record::{Envelope, Record, SealedField, Shredded};
 use crate::schema::{FieldDef, RecordError, RecordType};
 use crate::store::{Table, WriteBatch};
-use crate::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::subject::{slot_name, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
 use crate::vault::{CachedDek, Vault};
 
 /// Largest encoded record (all sealed fields together), in bytes.
@@ -31,7 +31,7 @@ pub const MAX_FIND_RESULTS: usize = 10_000;
 ///
 /// **Labels are stored in the clear** (they are part of the storage key): use pseudonymous labels
 /// such as an order number, never personal data. At most 64 bytes of `[A-Za-z0-9._-]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct RecordKey {
     /// The record type, as declared in the schema.
     pub record_type: String,
@@ -54,7 +54,7 @@ impl RecordKey {
             label: label.to_owned(),
         }
     }
-    fn label_ok(&self) -> bool {
+    pub(crate) fn label_ok(&self) -> bool {
         self.label.len() <= MAX_LABEL_LEN
             && self
                 .label
@@ -87,6 +87,11 @@ pub(crate) fn label_of(storage_key: &[u8]) -> String {
     RecordKey::from_storage_key(storage_key)
         .map(|k| k.label)
         .unwrap_or_default()
+}
+
+/// The record key of a record storage key (`None` if it does not decode).
+pub(crate) fn record_key_of(storage_key: &[u8]) -> Option<RecordKey> {
+    RecordKey::from_storage_key(storage_key)
 }
 
 impl From<&str> for RecordKey {
@@ -275,11 +280,14 @@ impl Vault {
             }
         }
 
-        // Data keys for every purpose this write seals under.
-        let mut uses: BTreeMap<&str, u64> = BTreeMap::new();
+        // Data keys for every slot this write seals under (one per purpose; per purpose and
+        // record for record-scoped purposes).
+        let slot_of =
+            |purpose: &str| slot_name::for_record(&active.schema, purpose, &rt.name, &key.label);
+        let mut uses: BTreeMap<String, u64> = BTreeMap::new();
         for (def, bytes) in plain.values() {
             if bytes.is_some() {
-                *uses.entry(def.purpose.as_str()).or_default() += 1;
+                *uses.entry(slot_of(&def.purpose)).or_default() += 1;
             }
         }
         let mut sealer = Sealer::new()?;
@@ -291,11 +299,12 @@ impl Vault {
         });
         let mut entry_dirty = new_subject;
         let mut deks: BTreeMap<&str, CachedDek> = BTreeMap::new();
-        for (&purpose, &n) in &uses {
+        for (purpose, &n) in &uses {
+            let purpose = purpose.as_str();
             // Purposes whose retention runs from `last_update` must record this write's time.
             let anchored = active
                 .schema
-                .purpose(purpose)
+                .purpose(slot_name::purpose(purpose))
                 .is_some_and(|p| p.retention.event() == Some("last_update"));
             let cached = self.dek_cache().pop(&(*s, purpose.to_owned()));
             if entry.is_none() && (cached.is_none() || anchored) {
@@ -309,7 +318,7 @@ impl Vault {
                     // Committed already, but this record is rewritten below from the copy read
                     // before: its fields of the dead generations go to the shredded section here
                     // too, so no ciphertext of a dead key comes back with it.
-                    env.shred_purposes(&dead);
+                    env.shred_purposes(&slot_name::purposes_in_record(&dead, &rt.name, &key.label));
                 }
                 entry = Some(e);
             }
@@ -383,17 +392,18 @@ impl Vault {
         }
         // The KEK each purpose's key is wrapped under after this write (a reconcile above may have
         // moved it): index tags are made under it.
-        let kek_of = |purpose: &str| -> Option<u32> {
-            match entry.as_ref().and_then(|e| e.slots.get(purpose)) {
+        let kek_of = |slot: &str| -> Option<u32> {
+            match entry.as_ref().and_then(|e| e.slots.get(slot)) {
                 Some(Slot::Live { kek_id, .. }) => Some(*kek_id),
-                _ => deks.get(purpose).map(|d| d.kek_id),
+                _ => deks.get(slot).map(|d| d.kek_id),
             }
         };
         let seal_result = (|| -> Result<(), WriteError> {
             let mut keys: BTreeMap<&str, AeadKey> = BTreeMap::new();
             for (name, (def, bytes)) in &plain {
                 let Some(bytes) = bytes else { continue };
-                let dek = deks.get(def.purpose.as_str()).ok_or(IntegrityError)?;
+                let slot = slot_of(&def.purpose);
+                let dek = deks.get(slot.as_str()).ok_or(IntegrityError)?;
                 let k = keys
                     .entry(def.purpose.as_str())
                     .or_insert_with(|| AeadKey::new(&dek.key));
@@ -419,7 +429,7 @@ impl Vault {
                     },
                 );
                 if def.index {
-                    let kek = kek_of(&def.purpose).ok_or(IntegrityError)?;
+                    let kek = kek_of(&slot).ok_or(IntegrityError)?;
                     let tag = self
                         .index_tag(&active, &rt.name, name, kek, &def.index_form(bytes))
                         .ok_or(IntegrityError)?;
@@ -468,9 +478,9 @@ impl Vault {
             let now_under: BTreeMap<&str, u32> =
                 deks.keys().filter_map(|p| Some((*p, kek_of(p)?))).collect();
             let mut cache = self.dek_cache();
-            for (purpose, mut dek) in deks {
-                dek.kek_id = now_under.get(purpose).copied().unwrap_or(dek.kek_id);
-                cache.put((*s, purpose.to_owned()), dek);
+            for (slot, mut dek) in deks {
+                dek.kek_id = now_under.get(slot).copied().unwrap_or(dek.kek_id);
+                cache.put((*s, slot.to_owned()), dek);
             }
         }
         result
@@ -543,12 +553,13 @@ impl Vault {
                 });
             }
         };
-        self.open_envelope(s, rt, key, &env, only)
+        self.open_envelope(s, &active.schema, rt, key, &env, only)
     }
 
     fn open_envelope(
         &self,
         s: &SubjectId,
+        schema: &crate::schema::Schema,
         rt: &RecordType,
         key: &RecordKey,
         env: &Envelope,
@@ -579,7 +590,8 @@ impl Vault {
                 continue;
             };
             if !keys.contains_key(&f.purpose) {
-                let k = self.purpose_key(s, &f.purpose, &mut entry)?;
+                let slot = slot_name::for_record(schema, &f.purpose, &rt.name, &key.label);
+                let k = self.purpose_key(s, &slot, &mut entry)?;
                 keys.insert(f.purpose.clone(), k);
             }
             let (generation, k) = match keys.get(&f.purpose).ok_or(IntegrityError)? {
@@ -614,15 +626,15 @@ impl Vault {
         Ok(out)
     }
 
-    /// The key for reading `purpose` of `s`: from the cache, or unwrapped from the subject entry; or
-    /// the time it was shredded (slot shredded, or its KEK destroyed).
+    /// The key for reading the fields of `slot` of `s`: from the cache, or unwrapped from the
+    /// subject entry; or the time it was shredded (slot shredded, or its KEK destroyed).
     fn purpose_key(
         &self,
         s: &SubjectId,
-        purpose: &str,
+        slot: &str,
         entry: &mut Option<SubjectEntry>,
     ) -> Result<PurposeKey, ReadError> {
-        let cache_key = (*s, purpose.to_owned());
+        let cache_key = (*s, slot.to_owned());
         if let Some(d) = self.dek_cache().get(&cache_key) {
             return Ok(PurposeKey::Live(
                 d.generation,
@@ -632,9 +644,10 @@ impl Vault {
         if entry.is_none() {
             *entry = Some(self.load_subject(s)?.ok_or(ReadError::SubjectNotFound)?);
         }
+        let name = slot;
         let slot = entry
             .as_ref()
-            .and_then(|e| e.slots.get(purpose))
+            .and_then(|e| e.slots.get(name))
             .ok_or(IntegrityError)?;
         match slot {
             Slot::Shredded { at, .. } => Ok(PurposeKey::Shredded(*at)),
@@ -642,7 +655,7 @@ impl Vault {
                 if let Some(at) = self.kek_destroyed_at(*kek_id) {
                     return Ok(PurposeKey::Shredded(at));
                 }
-                let dek = self.unwrap_slot(s, purpose, slot)?;
+                let dek = self.unwrap_slot(s, name, slot)?;
                 let k = PurposeKey::Live(dek.generation, Box::new(AeadKey::new(&dek.key)));
                 // Keys of forgotten subjects are never cached: a cached key lets a write skip the
                 // subject entry, and with it the `forgotten` check.
@@ -731,7 +744,7 @@ impl Vault {
             .filter(|k| k.key.is_some())
             .map(|k| k.id)
             .collect();
-        let mut candidates: BTreeSet<(SubjectId, u32)> = BTreeSet::new();
+        let mut candidates: BTreeSet<(SubjectId, u32, String)> = BTreeSet::new();
         for kek in live_keks {
             let Some(tag) = self.index_tag(&active, &rt.name, &def.name, kek, &form) else {
                 continue;
@@ -739,22 +752,23 @@ impl Vault {
             let hits = self
                 .store
                 .scan_prefix(Table::Index, &tag, MAX_FIND_RESULTS)?;
-            candidates.extend(
-                hits.iter()
-                    .filter_map(|(k, _)| Some((index::subject_of(k)?, kek))),
-            );
+            candidates.extend(hits.iter().filter_map(|(k, _)| {
+                let (s, label) = index::subject_and_label_of(k)?;
+                Some((s, kek, label))
+            }));
         }
         // An index row proves nothing by itself (rows carry no MAC, and a restored old backup keeps
         // rows of erased data): report a subject only while the field's purpose has a live key
         // under the very KEK the row's tag was made with.
         let mut set = BTreeSet::new();
-        for (s, kek) in candidates {
+        for (s, kek, label) in candidates {
             if set.contains(&s) || set.len() >= MAX_FIND_RESULTS {
                 continue;
             }
+            let slot = slot_name::for_record(&active.schema, &def.purpose, &rt.name, &label);
             let live = match self.load_subject(&s)? {
                 Some(e) => matches!(
-                    e.slots.get(&def.purpose),
+                    e.slots.get(&slot),
                     Some(Slot::Live { kek_id, .. }) if *kek_id == kek
                         && self.kek_destroyed_at(*kek_id).is_none()
                 ),

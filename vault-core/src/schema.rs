@@ -36,7 +36,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
-pub use purpose::{LegalBasis, Purpose};
+pub use purpose::{LegalBasis, Purpose, Scope};
 pub use record::{RecordError, RecordType};
 pub use retention::{Period, Retention, RetentionParseError, BUILTIN_EVENTS};
 pub use value::{FieldDef, FieldError, FieldKind, MAX_FIELD_LEN};
@@ -300,6 +300,7 @@ struct RawPurpose {
     #[serde(default)]
     recipients: Vec<String>,
     retention: String,
+    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -361,12 +362,18 @@ fn validate_purpose(name: String, raw: RawPurpose) -> Result<Purpose, SchemaErro
                 purpose: name.clone(),
                 reason: e.reason().to_owned(),
             })?;
+    let scope = match raw.scope.as_deref() {
+        None => Scope::default(),
+        Some(text) => Scope::from_name(text)
+            .ok_or_else(|| invalid("scope must be \"subject\" or \"record\""))?,
+    };
     Ok(Purpose {
         name,
         legal_basis,
         description: raw.description,
         recipients: raw.recipients,
         retention,
+        scope,
     })
 }
 

@@ -96,6 +96,16 @@ pub enum SchemaChangeError {
         /// The purpose.
         purpose: String,
     },
+    /// A purpose that subjects hold data keys for would change `scope`: its stored keys are per
+    /// customer or per record, and cannot be split or merged.
+    #[error(
+        "purpose `{purpose}` is in use: its scope (one data key per customer or per record) cannot \
+         change; add a new purpose with the new scope instead"
+    )]
+    ScopeChanged {
+        /// The purpose.
+        purpose: String,
+    },
     /// The new schema was stored and is in force, but recomputing the stored expiries of its
     /// changed retention periods failed part-way (subjects not reached keep their old expiry
     /// until their next write or event).
@@ -198,7 +208,8 @@ impl Vault {
         }
         for (k, v) in self.store.scan_prefix(Table::Subject, &[], usize::MAX)? {
             let entry = self.decode_subject_row(&k, &v)?;
-            u.purposes.extend(entry.slots.into_keys());
+            let purpose = |slot: String| crate::subject::slot_name::purpose(&slot).to_owned();
+            u.purposes.extend(entry.slots.into_keys().map(purpose));
         }
         Ok(u)
     }
@@ -311,6 +322,11 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
                 r.removed_purposes.push(p.name.clone());
             }
             Some(np) if np != p => {
+                if np.scope != p.scope && u.purposes.contains(&p.name) {
+                    return Err(SchemaChangeError::ScopeChanged {
+                        purpose: p.name.clone(),
+                    });
+                }
                 r.changed_purposes.push(p.name.clone());
                 if np.retention != p.retention && u.purposes.contains(&p.name) {
                     r.retention_changed = true;

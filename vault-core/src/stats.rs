@@ -102,7 +102,8 @@ impl Vault {
             if e.hold.is_some_and(|h| h.active(now)) {
                 p.held += 1;
             } else {
-                *p.due.entry(purpose).or_default() += 1;
+                let name = crate::subject::slot_name::purpose(&purpose).to_owned();
+                *p.due.entry(name).or_default() += 1;
             }
         }
         Ok(p)

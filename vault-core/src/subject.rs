@@ -140,6 +140,74 @@ impl Slot {
     }
 }
 
+/// Slot names. A subject-scoped purpose's data key sits in the slot named after the purpose
+/// (`shipping`); a record-scoped purpose has one slot per record, named `purpose/type/label`
+/// (`shipping/order/42`). Purpose and type names are `[a-z][a-z0-9_]*` and labels
+/// `[A-Za-z0-9._-]*`, so the first two `/` split a slot name unambiguously. The name is what the
+/// data key's wrap AAD, the expiry index, the DEK cache and the erasure ledger key on.
+pub(crate) mod slot_name {
+    use crate::schema::{Schema, Scope};
+
+    /// The slot holding the key of `purpose` for the fields of record (`record_type`, `label`).
+    pub(crate) fn for_record(
+        schema: &Schema,
+        purpose: &str,
+        record_type: &str,
+        label: &str,
+    ) -> String {
+        match schema.purpose(purpose).map(|p| p.scope) {
+            Some(Scope::Record) => format!("{purpose}/{record_type}/{label}"),
+            _ => purpose.to_owned(),
+        }
+    }
+
+    /// The purpose of a slot.
+    pub(crate) fn purpose(slot: &str) -> &str {
+        slot.split('/').next().unwrap_or(slot)
+    }
+
+    /// The record (type, label) of a record-scoped slot; `None` for a subject-scoped one.
+    pub(crate) fn record(slot: &str) -> Option<(&str, &str)> {
+        let mut parts = slot.splitn(3, '/');
+        parts.next();
+        Some((parts.next()?, parts.next()?))
+    }
+
+    /// The key under which an event recorded for one record is kept in the subject entry's
+    /// events (`type/label/event`; a subject's own events have no `/`).
+    pub(crate) fn record_event(record_type: &str, label: &str, event: &str) -> String {
+        format!("{record_type}/{label}/{event}")
+    }
+
+    /// The events that count for `slot`: a subject-scoped slot counts the subject's own events,
+    /// a record-scoped one only those recorded for its record (by event name).
+    pub(crate) fn events_for<'a>(
+        slot: &str,
+        events: &'a std::collections::BTreeMap<String, i64>,
+    ) -> impl Iterator<Item = (&'a str, i64)> + 'a {
+        let prefix = record(slot).map(|(t, l)| format!("{t}/{l}/"));
+        events.iter().filter_map(move |(k, &t)| match &prefix {
+            None => (!k.contains('/')).then_some((k.as_str(), t)),
+            Some(p) => k.strip_prefix(p.as_str()).map(|e| (e, t)),
+        })
+    }
+
+    /// The purposes among `slots` (slot name → erasure time) whose fields in record
+    /// (`record_type`, `label`) they hold: subject-scoped slots everywhere, a record-scoped one
+    /// only in its own record. Returns purpose → time.
+    pub(crate) fn purposes_in_record(
+        slots: &std::collections::BTreeMap<String, i64>,
+        record_type: &str,
+        label: &str,
+    ) -> std::collections::BTreeMap<String, i64> {
+        slots
+            .iter()
+            .filter(|(slot, _)| record(slot).is_none_or(|r| r == (record_type, label)))
+            .map(|(slot, &at)| (purpose(slot).to_owned(), at))
+            .collect()
+    }
+}
+
 /// A legal hold on a subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hold {

@@ -103,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         paths.key_store.display()
     );
 
-    step(2, "Store five customers and a shipping address each; every field sealed under its own purpose's key");
+    step(2, "Store five customers and the shipping address of one order each; every field sealed under its own purpose's key");
     let mut ids = Vec::new();
     for (first, tv, last, email, phone) in CUSTOMERS {
         let s = vault.create_subject().map_err(Error::from)?;
@@ -126,7 +126,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with("postcode", "1012 LG")
             .with("city", "Amsterdam")
             .with("country", "NL");
-        vault.put(&s, "address", &addr).map_err(Error::from)?;
+        // Shipping is kept per order (`scope = "record"`): the address is labelled with the order.
+        vault
+            .put(&s, order_of(ids.len()), &addr)
+            .map_err(Error::from)?;
         println!("    subject {s}  (the shop's order table stores only this pseudonym)");
         ids.push(s);
     }
@@ -294,12 +297,14 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
         9,
         "Record deliveries: shipping addresses now expire 30 days after delivery",
     );
-    for s in &ids[..3] {
+    for (i, s) in ids[..3].iter().enumerate() {
         vault
-            .record_event(s, "delivered", now, &req)
+            .record_event_for(s, &order_of(i), "delivered", now, &req)
             .map_err(Error::from)?;
     }
-    println!("    delivered: customers 1-3 (customers 4-5 still waiting for their parcel)");
+    println!(
+        "    delivered: the orders of customers 1-3 (customers 4-5 still waiting for their parcel)"
+    );
 
     step(
         10,
@@ -307,7 +312,7 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
     );
     let report = vault.expire(now + 31 * DAY, &req).map_err(Error::from)?;
     println!("    shredded per purpose: {:?}", report.shredded);
-    let addr = vault.get(&ids[0], "address").map_err(Error::from)?;
+    let addr = vault.get(&ids[0], order_of(0)).map_err(Error::from)?;
     match addr.field_state("street") {
         FieldState::Shredded(sh) => println!(
             "    customer 1 address.street -> shredded (purpose {}, at {})",
@@ -317,7 +322,7 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
         _ => bail!("an expired address is still readable"),
     }
     let kept = vault
-        .get_fields(&ids[3], "address", &["city"])
+        .get_fields(&ids[3], order_of(3), &["city"])
         .map_err(Error::from)?;
     println!(
         "    customer 4 address.city   -> {} (not delivered yet: kept)",
@@ -329,7 +334,13 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
         "Sanne asks to be forgotten (Art. 17): everything goes except what tax law keeps",
     );
     vault
-        .record_event(&ids[2], "invoiced", now, &req)
+        .record_event_for(
+            &ids[2],
+            &RecordKey::labelled("invoice", "2026-0001"),
+            "invoiced",
+            now,
+            &req,
+        )
         .map_err(Error::from)?;
     let f = vault
         .forget(
@@ -453,6 +464,11 @@ fn scan_for(root: &std::path::Path, needles: &[&str]) -> anyhow::Result<usize> {
         }
     }
     Ok(hits)
+}
+
+/// The address record of the demo order of customer `i` (order numbers 1001, 1002, ...).
+fn order_of(i: usize) -> RecordKey {
+    RecordKey::labelled("address", &(1001 + i).to_string())
 }
 
 #[cfg(test)]

@@ -13,6 +13,14 @@ pub struct Args {
     /// When it happened: RFC 3339, a date, or Unix seconds (default: now).
     #[arg(long, value_name = "T")]
     pub at: Option<String>,
+    /// Record the event for one record (e.g. `--record address --label 42`, order 42's
+    /// delivery) instead of for the customer: purposes with `scope = "record"` count only events
+    /// of their own record.
+    #[arg(long, value_name = "TYPE")]
+    pub record: Option<String>,
+    /// The label of the `--record` (e.g. the order number); empty when not given.
+    #[arg(long, value_name = "L", requires = "record")]
+    pub label: Option<String>,
     /// Why, for the audit log.
     #[arg(long, default_value = "")]
     pub reason: String,
@@ -28,7 +36,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         None => now(),
     };
     let v = g.open()?;
-    let r = v.record_event(&s, &a.name, at, &g.request(&a.reason))?;
+    let req = g.request(&a.reason);
+    let r = match &a.record {
+        Some(t) => {
+            let key = vault_core::RecordKey::labelled(t, a.label.as_deref().unwrap_or(""));
+            v.record_event_for(&s, &key, &a.name, at, &req)?
+        }
+        None => v.record_event(&s, &a.name, at, &req)?,
+    };
     if g.json {
         return out_json(&serde_json::json!({
             "event": a.name,
@@ -39,6 +54,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             "counted_for": r.counted_for,
             "not_counted_for": r.not_counted_for,
             "no_data": r.no_data,
+            "other_scope": r.other_scope,
+            "record": a.record.as_ref().map(|t| serde_json::json!({
+                "type": t, "label": a.label.as_deref().unwrap_or("")
+            })),
         }));
     }
     let (name, when) = (&a.name, show_time(at));
@@ -49,8 +68,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             show_time(t)
         ));
     }
-    let names_it =
-        !(r.counted_for.is_empty() && r.not_counted_for.is_empty() && r.no_data.is_empty());
+    let names_it = !(r.counted_for.is_empty()
+        && r.not_counted_for.is_empty()
+        && r.no_data.is_empty()
+        && r.other_scope.is_empty());
     if r.counted_for.is_empty() && names_it {
         out(&format!(
             "ignored {name} for {s} at {when}: recorded, but it starts no retention period"
@@ -72,6 +93,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             "  not counted for {p}: no {p} data is stored, and data written later is newer than \
              this event; record {name} again after storing it"
         ))?;
+    }
+    for p in &r.other_scope {
+        let hint = match a.record {
+            Some(_) => "its retention is counted per customer: record the event without --record",
+            None => {
+                "its retention is counted per record: record the event with --record TYPE --label L"
+            }
+        };
+        out(&format!("  not counted for {p}: {hint}"))?;
     }
     if !names_it {
         out(&format!(

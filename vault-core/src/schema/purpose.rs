@@ -92,6 +92,41 @@ pub struct Purpose {
     pub recipients: Vec<String>,
     /// How long data collected for this purpose is kept.
     pub retention: Retention,
+    /// Whose data one data key of this purpose covers: the whole customer's, or one record's.
+    pub scope: Scope,
+}
+
+/// What one data key of a purpose covers, and so what its retention is counted for.
+///
+/// `subject` (the default): one key per customer, whose retention runs from the customer's
+/// events. `record`: one key per record (e.g. per order, per invoice), whose retention runs from
+/// events recorded for that record only, so order 42's address expires 30 days after order 42 was
+/// delivered, whatever happens to order 43.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Scope {
+    /// One data key per customer (subject).
+    #[default]
+    Subject,
+    /// One data key per record (record type and label) of the customer.
+    Record,
+}
+
+impl Scope {
+    /// The schema (TOML) spelling: `"subject"` or `"record"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Subject => "subject",
+            Scope::Record => "record",
+        }
+    }
+
+    /// Parse the schema spelling (see [`Scope::as_str`]).
+    pub fn from_name(name: &str) -> Option<Scope> {
+        [Scope::Subject, Scope::Record]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
 }
 
 #[cfg(test)]

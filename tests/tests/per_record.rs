@@ -1,0 +1,292 @@
+//! Retention per record (issue 12): a purpose with `scope = "record"` has one data key per record,
+//! and its retention runs from events recorded for that record only. In `examples/webshop.toml`
+//! shipping addresses are kept per order and invoices per invoice number.
+
+use std::sync::Arc;
+
+use crate::common::*;
+use serde_json::json;
+use vault_core::{
+    FieldState, LifecycleError, MockClock, PurposeState, Record, RecordKey, Request, Schema,
+    SchemaChangeError, SubjectId, Vault,
+};
+
+const DAY: i64 = 86_400;
+/// 2027-01-15T08:00:00Z.
+const T0: i64 = 1_800_000_000;
+
+fn req() -> Request {
+    Request::new("retention-job", "per-record retention test")
+}
+
+fn customer() -> Record {
+    Record::new()
+        .with("first_name", "Sanne")
+        .with("last_name", "de Vries")
+        .with("email", "sanne@voorbeeld.nl")
+}
+
+fn address(street: &str) -> Record {
+    Record::new()
+        .with("recipient_name", "Sanne de Vries")
+        .with("street", street)
+        .with("house_number", "12")
+        .with("postcode", "1234 AB")
+        .with("city", "Utrecht")
+        .with("country", "NL")
+}
+
+fn invoice(number: &str) -> Record {
+    Record::new()
+        .with("invoice_number", number)
+        .with("invoice_date", "2027-01-15")
+        .with("billing_name", "Sanne de Vries")
+        .with("billing_address", "Dorpsstraat 1\n1234 AB Ergens")
+        .with(
+            "lines",
+            json!([{"description": "thee", "quantity": 1, "unit_price": "4.50", "vat_rate": "9"}]),
+        )
+        .with("total", "4.91")
+}
+
+fn order(n: &str) -> RecordKey {
+    RecordKey::labelled("address", n)
+}
+
+/// A vault on the example schema with one customer who placed orders 42 and 43.
+fn shop(root: &std::path::Path, clock: &Arc<MockClock>) -> (Vault, SubjectId) {
+    let v = create_example(root, clock);
+    let s = v.create_subject_with("customer", &customer()).unwrap();
+    v.put(&s, order("42"), &address("Lange Nieuwstraat"))
+        .unwrap();
+    v.put(&s, order("43"), &address("Oudegracht")).unwrap();
+    (v, s)
+}
+
+fn street(v: &Vault, s: &SubjectId, key: RecordKey) -> Option<String> {
+    let r = v.get(s, key).unwrap();
+    match r.field_state("street") {
+        FieldState::Value(v) => Some(v.as_str().unwrap().to_owned()),
+        FieldState::Shredded(_) => None,
+        FieldState::Absent => panic!("street absent"),
+    }
+}
+
+/// The back-order case: order 42 is delivered, order 43 waits for stock. 30 days after 42 arrived,
+/// 42's address goes and 43's stays (with per-customer retention, one `delivered` shredded both).
+#[test]
+fn a_delivered_order_does_not_expire_the_address_of_an_order_on_back_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let (v, s) = shop(dir.path(), &clock);
+
+    clock.set(T0 + DAY);
+    let r = v
+        .record_event_for(&s, &order("42"), "delivered", T0 + DAY, &req())
+        .unwrap();
+    assert_eq!(r.counted_for, vec!["shipping".to_owned()]);
+
+    let report = v.expire(T0 + 32 * DAY, &req()).unwrap();
+    assert_eq!(report.shredded.get("shipping"), Some(&1), "{report:?}");
+    assert_eq!(street(&v, &s, order("42")), None);
+    assert_eq!(street(&v, &s, order("43")).as_deref(), Some("Oudegracht"));
+
+    // Order 43 is delivered much later; its own 30 days count from then.
+    clock.set(T0 + 100 * DAY);
+    v.record_event_for(&s, &order("43"), "delivered", T0 + 100 * DAY, &req())
+        .unwrap();
+    v.expire(T0 + 129 * DAY, &req()).unwrap();
+    assert_eq!(street(&v, &s, order("43")).as_deref(), Some("Oudegracht"));
+    v.expire(T0 + 131 * DAY, &req()).unwrap();
+    assert_eq!(street(&v, &s, order("43")), None);
+    // The customer's own data is untouched.
+    assert_eq!(
+        v.get(&s, "customer").unwrap().get_str("first_name"),
+        Some("Sanne")
+    );
+}
+
+/// A regular customer: new deliveries of later orders do not keep an old order's address alive.
+#[test]
+fn later_deliveries_do_not_postpone_an_earlier_orders_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let (v, s) = shop(dir.path(), &clock);
+    v.record_event_for(&s, &order("42"), "delivered", T0, &req())
+        .unwrap();
+    for (i, n) in ["44", "45", "46"].into_iter().enumerate() {
+        let t = T0 + (i as i64 + 1) * 20 * DAY;
+        clock.set(t);
+        v.put(&s, order(n), &address("Nieuwe straat")).unwrap();
+        v.record_event_for(&s, &order(n), "delivered", t, &req())
+            .unwrap();
+    }
+    v.expire(T0 + 61 * DAY, &req()).unwrap();
+    assert_eq!(street(&v, &s, order("42")), None);
+    assert_eq!(street(&v, &s, order("43")).as_deref(), Some("Oudegracht"));
+    assert_eq!(
+        street(&v, &s, order("46")).as_deref(),
+        Some("Nieuwe straat")
+    );
+}
+
+/// An event for the customer does nothing for a record-scoped purpose (and says so); an event for
+/// a record does nothing for a customer-scoped one; bad records are typed errors.
+#[test]
+fn events_count_only_for_purposes_of_their_own_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let (v, s) = shop(dir.path(), &clock);
+    let r = v.record_event(&s, "delivered", T0, &req()).unwrap();
+    assert!(r.recorded);
+    assert_eq!(r.other_scope, vec!["shipping".to_owned()]);
+    assert!(r.counted_for.is_empty());
+    v.expire(T0 + 365 * DAY, &req()).unwrap();
+    assert_eq!(
+        street(&v, &s, order("42")).as_deref(),
+        Some("Lange Nieuwstraat")
+    );
+
+    let r = v
+        .record_event_for(&s, &order("42"), "last_order", T0, &req())
+        .unwrap();
+    assert_eq!(r.other_scope, vec!["account".to_owned()]);
+
+    let e = v
+        .record_event_for(&s, &RecordKey::new("parcel"), "delivered", T0, &req())
+        .unwrap_err();
+    assert!(matches!(e, LifecycleError::UnknownRecordType(_)), "{e:?}");
+    let e = v
+        .record_event_for(&s, &order("4/2"), "delivered", T0, &req())
+        .unwrap_err();
+    assert!(matches!(e, LifecycleError::InvalidLabel), "{e:?}");
+}
+
+/// Invoices per invoice number: each runs its own 7 years; `forget` keeps each running one and
+/// reports it by record; export lists the purpose per record, and the record events.
+#[test]
+fn invoices_keep_their_own_seven_years_through_forget_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let (v, s) = shop(dir.path(), &clock);
+    let first = RecordKey::labelled("invoice", "2027-001");
+    let second = RecordKey::labelled("invoice", "2027-002");
+    v.put(&s, first.clone(), &invoice("2027-001")).unwrap();
+    v.put(&s, second.clone(), &invoice("2027-002")).unwrap();
+    v.record_event_for(&s, &first, "invoiced", T0, &req())
+        .unwrap();
+    clock.set(T0 + 400 * DAY);
+    v.record_event_for(&s, &second, "invoiced", T0 + 400 * DAY, &req())
+        .unwrap();
+
+    let export = v.export_subject(&s).unwrap();
+    let invoicing: Vec<_> = export
+        .purposes
+        .iter()
+        .filter(|p| p.name == "invoicing")
+        .collect();
+    assert_eq!(invoicing.len(), 2, "one entry per invoice");
+    assert!(invoicing.iter().all(|p| p.scope == "record"));
+    let labels: Vec<_> = invoicing
+        .iter()
+        .map(|p| p.record.as_ref().unwrap().label.clone())
+        .collect();
+    assert_eq!(labels, vec!["2027-001", "2027-002"]);
+    assert!(matches!(
+        invoicing[0].state,
+        PurposeState::Live { expires: Some(t) } if t > T0 + 7 * 365 * DAY
+    ));
+    assert_eq!(export.record_events.len(), 2);
+    assert!(export.events.is_empty(), "{:?}", export.events);
+
+    let report = v.forget(&s, &req(), false).unwrap();
+    let kept: Vec<_> = report
+        .kept
+        .iter()
+        .map(|k| (k.purpose.as_str(), k.record.clone().unwrap().label))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("invoicing", "2027-001".into()),
+            ("invoicing", "2027-002".into())
+        ]
+    );
+    assert_eq!(report.shredded, vec!["account", "shipping"]);
+    // Seven years and a day after the first invoice: the first is gone, the second is kept.
+    let t = T0 + (7 * 365 + 3) * DAY;
+    v.expire(t, &req()).unwrap();
+    let billing = |k: RecordKey| {
+        v.get(&s, k)
+            .unwrap()
+            .get_str("billing_name")
+            .map(str::to_owned)
+    };
+    assert_eq!(billing(first), None);
+    assert_eq!(billing(second).as_deref(), Some("Sanne de Vries"));
+}
+
+/// Record events survive a reopen, and an index lookup on a record-scoped field works after the
+/// KEKs are retired (its tags follow each record's own key).
+#[test]
+fn record_events_persist_and_find_follows_each_records_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let (v, s) = shop(dir.path(), &clock);
+    v.put(
+        &s,
+        RecordKey::labelled("invoice", "2027-009"),
+        &invoice("2027-009"),
+    )
+    .unwrap();
+    v.record_event_for(&s, &order("42"), "delivered", T0, &req())
+        .unwrap();
+    for k in v.keks() {
+        if k.state == vault_core::KekState::Active {
+            v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
+        }
+    }
+    assert_eq!(
+        v.find("invoice", "invoice_number", "2027-009").unwrap(),
+        vec![s]
+    );
+    drop(v);
+    let v = Vault::open(
+        &vault_core::VaultPaths::in_dir(dir.path()),
+        &creds(),
+        options(&clock),
+    )
+    .unwrap();
+    let again = v
+        .record_event_for(&s, &order("42"), "delivered", T0, &req())
+        .unwrap();
+    assert_eq!(again.already_recorded, Some(T0));
+    v.expire(T0 + 31 * DAY, &req()).unwrap();
+    assert_eq!(street(&v, &s, order("42")), None);
+    assert_eq!(street(&v, &s, order("43")).as_deref(), Some("Oudegracht"));
+}
+
+/// A purpose in use cannot change scope: its stored keys are per customer or per record.
+#[test]
+fn changing_the_scope_of_a_purpose_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let (v, _s) = shop(dir.path(), &clock);
+    let text = include_str!("../../examples/webshop.toml")
+        .replacen("version = 1", "version = 2", 1)
+        .replacen(
+            "retention = \"30d after delivered\"\n# Counted per order: the address record of each order is labelled with the\n# order number, and `delivered` is recorded for that record.\nscope = \"record\"",
+            "retention = \"30d after delivered\"",
+            1,
+        );
+    let new = Schema::from_toml(&text).unwrap();
+    assert_ne!(
+        new.purpose("shipping").unwrap().scope,
+        vault_core::Scope::Record
+    );
+    let e = v.check_schema_change(&new).unwrap_err();
+    assert!(
+        matches!(e, SchemaChangeError::ScopeChanged { ref purpose } if purpose == "shipping"),
+        "{e:?}"
+    );
+}
