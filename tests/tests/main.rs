@@ -25,6 +25,7 @@ mod faults;
 mod hostile;
 mod hygiene;
 mod known_answers;
+mod layers;
 mod lifecycle;
 mod model;
 mod per_record;

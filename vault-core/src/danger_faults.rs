@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Component, StorageError};
-use crate::locks::LockUnpoisoned;
-use crate::store::{KeyValue, Store, Table, WriteBatch};
+use crate::storage::locks::LockUnpoisoned;
+use crate::storage::store::{KeyValue, Store, Table, WriteBatch};
 use crate::vault::StoreWrapper;
 
 /// Which kind of storage call a fault targets.

@@ -5,8 +5,6 @@
 
 use std::fmt;
 
-pub use crate::codec::DecodeError;
-pub use crate::crypto::IntegrityError;
 use crate::schema::{FieldError, RecordError, SchemaError};
 
 /// The part of a vault a storage or integrity error concerns.
@@ -149,7 +147,7 @@ pub enum OpenError {
     Storage(#[from] StorageError),
     /// The operating system's RNG failed.
     #[error(transparent)]
-    Rng(#[from] crate::crypto::RngError),
+    Rng(#[from] RngError),
 }
 
 /// What [`OpenError::RolledBack`] found.
@@ -217,7 +215,7 @@ pub enum CreateError {
     },
     /// The operating system's RNG failed.
     #[error(transparent)]
-    Rng(#[from] crate::crypto::RngError),
+    Rng(#[from] RngError),
 }
 
 /// Argon2id parameters refused.
@@ -351,7 +349,7 @@ pub enum WriteError {
     Serde(String),
     /// The operating system's RNG failed.
     #[error(transparent)]
-    Rng(#[from] crate::crypto::RngError),
+    Rng(#[from] RngError),
     /// Key-store update failure while reserving key usage.
     #[error("key store: {0}")]
     KeyStore(StorageError),
@@ -475,7 +473,7 @@ pub enum SubjectError {
     Storage(#[from] StorageError),
     /// The operating system's RNG failed.
     #[error(transparent)]
-    Rng(#[from] crate::crypto::RngError),
+    Rng(#[from] RngError),
     /// The text is not a kluis subject id.
     #[error("not a kluis subject id (expected 22 URL-safe base64 characters)")]
     InvalidId,
@@ -496,7 +494,7 @@ pub enum RekeyError {
     Storage(#[from] StorageError),
     /// The operating system's RNG failed.
     #[error(transparent)]
-    Rng(#[from] crate::crypto::RngError),
+    Rng(#[from] RngError),
 }
 
 /// Errors of retention operations: events, holds, forget, expire, KEK retirement.
@@ -599,11 +597,167 @@ pub enum Error {
     Lifecycle(#[from] LifecycleError),
     /// Administrative key operations.
     #[error(transparent)]
-    Admin(#[from] crate::admin::AdminError),
+    Admin(#[from] AdminError),
     /// Schema changes.
     #[error(transparent)]
-    SchemaChange(#[from] crate::schema_change::SchemaChangeError),
+    SchemaChange(#[from] SchemaChangeError),
     /// Storage.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The operating system's random number generator failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random number generator failed")]
+pub struct RngError;
+
+/// Authentication of a sealed value failed: it was altered, moved to another context, or sealed under
+/// another key. Deliberately carries no detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("integrity check failed: the stored value was altered, moved, or sealed under another key")]
+pub struct IntegrityError;
+
+/// A structure did not decode: truncated, oversized, or a field out of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed {what}")]
+pub struct DecodeError {
+    /// Which part failed (a static name, never data).
+    pub what: &'static str,
+}
+
+/// Errors of administrative operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The subject does not exist in this vault.
+    #[error("unknown subject")]
+    SubjectNotFound,
+    /// A stored key or value failed authentication.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+    /// Wrapping a new data key failed (key-store reservation, randomness).
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The recovery credentials or KDF parameters are refused, or the export could not be sealed.
+    #[error(transparent)]
+    Rekey(#[from] RekeyError),
+    /// The destination of a backup or export is not usable (it exists and is not empty).
+    #[error("refusing to overwrite {path}: {reason}")]
+    Destination {
+        /// The destination path.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Writing the backup or export failed.
+    #[error("cannot write {path}: {kind}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+    },
+    /// The operating system's RNG failed.
+    #[error(transparent)]
+    Rng(#[from] RngError),
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a new schema cannot be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaChangeError {
+    /// The new schema's version is not greater than the version in force.
+    #[error(
+        "schema version {new} is not newer than the version in force ({current}): bump `version`"
+    )]
+    VersionNotIncreased {
+        /// The version in force.
+        current: u32,
+        /// The version of the refused schema.
+        new: u32,
+    },
+    /// A record type that still has stored records would be removed.
+    #[error(
+        "record type `{record_type}` still has stored records: delete them (or forget their \
+         subjects) first, or keep the type"
+    )]
+    RecordTypeInUse {
+        /// The record type.
+        record_type: String,
+    },
+    /// A field that still has stored values (or shredded-field markers) would be removed.
+    #[error(
+        "field `{record_type}.{field}` still has stored values: remove the field from every record \
+         first, or keep it"
+    )]
+    FieldInUse {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+    },
+    /// A field with stored values would move to another purpose; its ciphertexts are bound to the
+    /// purpose's data key.
+    #[error(
+        "field `{record_type}.{field}` has stored values sealed under purpose `{from}`; moving it to \
+         `{to}` would make them unreadable: add a new field for the new purpose instead"
+    )]
+    FieldPurposeChanged {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+        /// The purpose in force.
+        from: String,
+        /// The purpose in the refused schema.
+        to: String,
+    },
+    /// A field with stored values would change kind; stored values would no longer decode.
+    #[error(
+        "field `{record_type}.{field}` has stored values of type `{from}`; changing it to `{to}` \
+         would make them undecodable: add a new field instead"
+    )]
+    FieldKindChanged {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+        /// The kind in force.
+        from: &'static str,
+        /// The kind in the refused schema.
+        to: &'static str,
+    },
+    /// A purpose that subjects still hold data keys (or shredding records) for would be removed.
+    #[error(
+        "purpose `{purpose}` is still in use by stored subjects: their keys and erasure records \
+         refer to it; keep the purpose (its retention can be changed)"
+    )]
+    PurposeInUse {
+        /// The purpose.
+        purpose: String,
+    },
+    /// A purpose that subjects hold data keys for would change `scope`: its stored keys are per
+    /// customer or per record, and cannot be split or merged.
+    #[error(
+        "purpose `{purpose}` is in use: its scope (one data key per customer or per record) cannot \
+         change; add a new purpose with the new scope instead"
+    )]
+    ScopeChanged {
+        /// The purpose.
+        purpose: String,
+    },
+    /// The new schema was stored and is in force, but recomputing the stored expiries of its
+    /// changed retention periods failed part-way (subjects not reached keep their old expiry
+    /// until their next write or event).
+    #[error(
+        "the new schema is in force, but recomputing stored expiries failed part-way; subjects \
+         not reached keep their old expiry until their next write or event"
+    )]
+    ExpiryRecompute(#[source] WriteError),
+    /// Storage failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

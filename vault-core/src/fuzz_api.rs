@@ -23,19 +23,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::audit::{AuditEntry, AuditOp, Head};
-use crate::codec::Writer;
-use crate::credentials::{Credentials, KdfParams, KeyFile};
+use crate::crypto::secret::SecretKey;
 use crate::crypto::{self, AeadKey, Sealer};
 use crate::error::OpenError;
-use crate::keystore::{self, Epoch, Kek, KekState, KeyStore, LedgerEntry, Seal};
-use crate::record::{Envelope, SealedField};
-use crate::retention::EpochPolicy;
+use crate::format::audit::{AuditEntry, AuditOp, Head};
+use crate::format::codec::Writer;
+use crate::format::record::{Envelope, SealedField};
+use crate::format::subject::{Hold, ShredReason, Slot, SubjectEntry, SubjectId, WRAPPED_LEN};
+use crate::keys::credentials::{Credentials, KdfParams, KeyFile};
+use crate::keys::keystore::{self, Epoch, Kek, KekState, KeyStore, LedgerEntry, Seal};
+use crate::keys::retention::EpochPolicy;
 use crate::schema::{Schema, SchemaError};
-use crate::secret::SecretKey;
-use crate::subject::{Hold, ShredReason, Slot, SubjectEntry, SubjectId, WRAPPED_LEN};
 
-pub use crate::codec::DecodeError;
+pub use crate::format::codec::DecodeError;
 
 /// The key file every fuzzing key store is sealed under (factors = key file only: no Argon2id, so
 /// opening is cheap enough to run thousands of times a second).
@@ -295,7 +295,7 @@ pub fn attacker_index_tags(
     record_type: &str,
     field: &str,
     value: &serde_json::Value,
-) -> Result<Option<Vec<[u8; crate::index::TAG_LEN]>>, OpenError> {
+) -> Result<Option<Vec<[u8; crate::storage::index::TAG_LEN]>>, OpenError> {
     let ks = KeyStore::open(key_store, creds, true)?;
     let Some(def) = schema
         .record_type(record_type)
@@ -309,12 +309,12 @@ pub fn attacker_index_tags(
     };
     let form = def.index_form(&plain);
     let field_key =
-        crate::index::field_key(&ks.index_root, ks.index_generation, record_type, field);
-    let mut tags = vec![crate::index::tag(&field_key, &form)];
+        crate::storage::index::field_key(&ks.index_root, ks.index_generation, record_type, field);
+    let mut tags = vec![crate::storage::index::tag(&field_key, &form)];
     for k in &ks.keks {
         if let Some(kek) = &k.key {
-            let tag_key = crate::index::tag_key(&field_key, kek);
-            tags.push(crate::index::tag(&tag_key, &form));
+            let tag_key = crate::storage::index::tag_key(&field_key, kek);
+            tags.push(crate::storage::index::tag(&tag_key, &form));
         }
     }
     Ok(Some(tags))

@@ -50,39 +50,29 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod aad;
-pub mod admin;
-pub mod audit;
-mod audit_log;
-pub mod clock;
-mod codec;
-pub mod credentials;
-pub mod crypto;
+// The layers, lowest first; a module uses only its own layer and those below it (checked by
+// `cargo test -p kluis-tests layers`; ARCHITECTURE.md, "Code map").
+pub mod clock; // 0: time
+pub mod crypto; // 2: AEAD, MAC, KDF, secrets, labels
+pub mod error; // 1: every error type
+mod format; // 3: codecs, envelopes, AADs, subject entries, audit entries
+mod keys; // 5: credentials, key store, KEKs, epochs, ledger
+mod ops; // 6: operations on a vault (records, lifecycle, admin, export, ...)
+pub mod schema; // 0: the schema (purposes, record types, retention rules)
+mod storage; // 4: the engine, tables, durability, files
+pub mod vault; // 7: the facade: opening, creating, the shared state
+
 #[cfg(feature = "danger-fault-injection")]
 pub mod danger_faults;
-mod dek;
-pub mod durability;
-pub mod error;
-pub mod export;
-mod fsutil;
 #[cfg(feature = "danger-fuzzing")]
 pub mod fuzz_api;
-mod index;
-pub mod keystore;
-pub mod labels;
-pub mod lifecycle;
-mod locks;
-pub mod record;
-pub mod records;
-pub mod retention;
-mod retire;
-pub mod schema;
-pub mod schema_change;
-pub mod secret;
-pub mod stats;
-pub mod store;
-pub mod subject;
-pub mod vault;
+
+// The public module paths of kluis 0.1, kept.
+pub use crypto::{labels, secret};
+pub use format::{audit, record, subject};
+pub use keys::{credentials, keystore, retention};
+pub use ops::{admin, export, lifecycle, records, schema_change, stats};
+pub use storage::{durability, store};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
@@ -91,7 +81,6 @@ pub struct ReadmeDoctests;
 
 pub use admin::{AdminError, BackupReport};
 pub use audit::{AuditEntry, AuditOp, AuditProblem, AuditReport};
-pub use audit_log::AuditFilter;
 pub use clock::{Clock, MockClock, SystemClock};
 pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
@@ -107,10 +96,11 @@ pub use export::{
 };
 pub use keystore::{Epoch, KekInfo, KekState};
 pub use lifecycle::{EventReport, ExpireReport, ForgetReport, KeptPurpose, NotCounted, Request};
+pub use ops::audit_log::AuditFilter;
+pub use ops::retire::RetireReport;
 pub use record::{FieldState, Record, Shredded};
 pub use records::RecordKey;
 pub use retention::EpochPolicy;
-pub use retire::RetireReport;
 pub use schema::{IndexWarning, Schema, Scope};
 pub use schema_change::{SchemaChangeError, SchemaChangeReport};
 pub use secret::Passphrase;

@@ -9,19 +9,19 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use lru::LruCache;
 
 use crate::clock::{Clock, SystemClock};
-use crate::codec::{Reader, Writer};
-use crate::credentials::{Credentials, KdfParams};
 use crate::crypto;
-use crate::durability::{Committer, Durability};
+use crate::crypto::labels;
+use crate::crypto::secret::SecretKey;
 use crate::error::{Component, CreateError, OpenError, RekeyError, StorageError};
-use crate::fsutil::{LockError, LockFile};
-use crate::keystore::{KekInfo, KeyStore};
-use crate::labels;
-use crate::locks::{LockUnpoisoned, RwUnpoisoned};
+use crate::format::codec::{Reader, Writer};
+use crate::format::subject::SubjectId;
+use crate::keys::credentials::{Credentials, KdfParams};
+use crate::keys::keystore::{KekInfo, KeyStore};
 use crate::schema::Schema;
-use crate::secret::SecretKey;
-use crate::store::{SledConfig, SledStore, Store, Table, WriteBatch};
-use crate::subject::SubjectId;
+use crate::storage::durability::{Committer, Durability};
+use crate::storage::fsutil::{LockError, LockFile};
+use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
+use crate::storage::store::{SledConfig, SledStore, Store, Table, WriteBatch};
 
 /// Format version of the data directory this build writes and reads.
 pub const DATA_FORMAT_VERSION: u16 = 1;
@@ -71,7 +71,7 @@ pub struct VaultOptions {
     pub(crate) max_key_uses: u64,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) actor: String,
-    pub(crate) epochs: crate::retention::EpochPolicy,
+    pub(crate) epochs: crate::keys::retention::EpochPolicy,
     pub(crate) store_wrapper: Option<StoreWrapper>,
 }
 
@@ -105,7 +105,7 @@ impl Default for VaultOptions {
             max_key_uses: MAX_KEY_USES,
             clock: Arc::new(SystemClock),
             actor: "application".to_owned(),
-            epochs: crate::retention::EpochPolicy::default(),
+            epochs: crate::keys::retention::EpochPolicy::default(),
             store_wrapper: None,
         }
     }
@@ -150,7 +150,7 @@ impl VaultOptions {
     }
     /// Retention-epoch length and grace for a new vault (default 30 days, 7 days grace). Fixed at
     /// creation; the key store keeps it.
-    pub fn epochs(mut self, epochs: crate::retention::EpochPolicy) -> Self {
+    pub fn epochs(mut self, epochs: crate::keys::retention::EpochPolicy) -> Self {
         self.epochs = epochs;
         self
     }
@@ -200,12 +200,12 @@ pub struct Vault {
     /// Chains the audit log.
     pub(crate) audit_key: SecretKey,
     /// Head of the audit chain as applied (guarded: appends are serialised).
-    pub(crate) audit_head: Mutex<crate::audit::Head>,
+    pub(crate) audit_head: Mutex<crate::format::audit::Head>,
     /// Head of the audit chain known durable; the key store checkpoints it on every write.
-    pub(crate) durable_head: Arc<Mutex<crate::audit::Head>>,
+    pub(crate) durable_head: Arc<Mutex<crate::format::audit::Head>>,
     pub(crate) cache: Mutex<LruCache<(SubjectId, String), CachedDek>>,
     /// In-flight wraps per KEK: a KEK is not retired or destroyed while a wrap under it is pinned.
-    pub(crate) kek_pins: Arc<crate::keystore::KekPins>,
+    pub(crate) kek_pins: Arc<crate::keys::keystore::KekPins>,
     /// Generation of the newest key-store file written (shared with the key store).
     key_store_saved: Arc<std::sync::atomic::AtomicU64>,
     /// Newest key-store generation recorded in `data/` (guarded by the audit-head lock's order).
@@ -238,7 +238,7 @@ impl Store for SharedSled {
         t: Table,
         p: &[u8],
         l: usize,
-    ) -> Result<Vec<crate::store::KeyValue>, StorageError> {
+    ) -> Result<Vec<crate::storage::store::KeyValue>, StorageError> {
         self.0.scan_prefix(t, p, l)
     }
     fn scan_range(
@@ -247,7 +247,7 @@ impl Store for SharedSled {
         a: &[u8],
         b: &[u8],
         l: usize,
-    ) -> Result<Vec<crate::store::KeyValue>, StorageError> {
+    ) -> Result<Vec<crate::storage::store::KeyValue>, StorageError> {
         self.0.scan_range(t, a, b, l)
     }
     fn apply(&self, b: WriteBatch) -> Result<(), StorageError> {
@@ -270,7 +270,7 @@ fn data_lock_path(p: &VaultPaths) -> PathBuf {
 }
 
 fn key_lock_path(p: &VaultPaths) -> PathBuf {
-    crate::fsutil::temp_path(&p.key_store).with_extension("lock")
+    crate::storage::fsutil::temp_path(&p.key_store).with_extension("lock")
 }
 
 fn is_nonempty_dir(p: &Path) -> bool {
@@ -411,7 +411,7 @@ impl Vault {
         tracing::info!(data = %paths.data_dir.display(), "created kluis vault");
         let vault = Self::assemble(
             paths,
-            crate::audit::Head::EMPTY,
+            crate::format::audit::Head::EMPTY,
             store,
             Some(sled),
             ks,
@@ -419,8 +419,8 @@ impl Vault {
             options,
             (data_lock, key_lock),
         );
-        let entry = crate::audit::AuditEntry::new(
-            crate::audit::AuditOp::CreateVault,
+        let entry = crate::format::audit::AuditEntry::new(
+            crate::format::audit::AuditOp::CreateVault,
             now,
             &vault.options.actor,
         );
@@ -456,7 +456,7 @@ impl Vault {
         paths: &VaultPaths,
         creds: &Credentials,
         options: VaultOptions,
-        req: &crate::lifecycle::Request,
+        req: &crate::ops::lifecycle::Request,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
         Self::open_checked(paths, creds, options, Some(req))
     }
@@ -465,7 +465,7 @@ impl Vault {
         paths: &VaultPaths,
         creds: &Credentials,
         options: VaultOptions,
-        accept: Option<&crate::lifecycle::Request>,
+        accept: Option<&crate::ops::lifecycle::Request>,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
         if !paths.data_dir.join("db").is_file() {
             return Err(OpenError::NotAVault {
@@ -523,8 +523,8 @@ impl Vault {
         let schema = decode_schema(&ks, &stored)?;
         let stored_schema_version = schema.version();
         let head = match store.get(Table::Meta, META_AUDIT_HEAD)? {
-            None => crate::audit::Head::EMPTY,
-            Some(b) => crate::audit::Head::decode(&b).map_err(|_| {
+            None => crate::format::audit::Head::EMPTY,
+            Some(b) => crate::format::audit::Head::decode(&b).map_err(|_| {
                 StorageError::corrupted(Component::Audit, "audit head does not decode")
             })?,
         };
@@ -602,7 +602,7 @@ impl Vault {
         &self,
         r: crate::error::Rollback,
         stored_schema: u32,
-        req: &crate::lifecycle::Request,
+        req: &crate::ops::lifecycle::Request,
     ) -> Result<(), OpenError> {
         let generation = {
             let mut ks = self.key_store();
@@ -627,8 +627,8 @@ impl Vault {
             }
             crate::error::Rollback::WatermarkMissing => "missing key-store watermark".to_owned(),
         };
-        let audit = crate::audit::AuditEntry::new(
-            crate::audit::AuditOp::AcceptRollback,
+        let audit = crate::format::audit::AuditEntry::new(
+            crate::format::audit::AuditOp::AcceptRollback,
             self.now(),
             &req.actor,
         )
@@ -667,12 +667,14 @@ impl Vault {
         }
         // A new index root, not only new tags: the old root-keyed rows in every backup and old
         // log segment must become untestable with this key store too.
-        let req =
-            crate::lifecycle::Request::new("kluis", "blind index upgraded to per-KEK tag keys");
+        let req = crate::ops::lifecycle::Request::new(
+            "kluis",
+            "blind index upgraded to per-KEK tag keys",
+        );
         let n = self.rotate_index(&req, &mut |_| {}).map_err(|e| match e {
-            crate::admin::AdminError::Storage(e) => OpenError::Storage(e),
-            crate::admin::AdminError::Rng(e) => OpenError::Rng(e),
-            crate::admin::AdminError::Write(
+            crate::error::AdminError::Storage(e) => OpenError::Storage(e),
+            crate::error::AdminError::Rng(e) => OpenError::Rng(e),
+            crate::error::AdminError::Write(
                 crate::error::WriteError::Storage(e) | crate::error::WriteError::KeyStore(e),
             ) => OpenError::Storage(e),
             _ => OpenError::Storage(StorageError::corrupted(
@@ -690,7 +692,7 @@ impl Vault {
     #[allow(clippy::too_many_arguments)]
     fn assemble(
         paths: &VaultPaths,
-        head: crate::audit::Head,
+        head: crate::format::audit::Head,
         store: Box<dyn Store>,
         sled: Option<Arc<SledStore>>,
         ks: KeyStore,
@@ -737,15 +739,15 @@ impl Vault {
         field: &str,
         kek_id: u32,
         normalised: &[u8],
-    ) -> Option<[u8; crate::index::TAG_LEN]> {
+    ) -> Option<[u8; crate::storage::index::TAG_LEN]> {
         let field_key = active
             .index_keys
             .get(&(record_type.to_owned(), field.to_owned()))?;
         let tag_key = {
             let ks = self.key_store();
-            crate::index::tag_key(field_key, ks.kek(kek_id)?.key.as_ref()?)
+            crate::storage::index::tag_key(field_key, ks.kek(kek_id)?.key.as_ref()?)
         };
-        Some(crate::index::tag(&tag_key, normalised))
+        Some(crate::storage::index::tag(&tag_key, normalised))
     }
 
     /// The schema in force.
@@ -830,8 +832,8 @@ impl Vault {
         let old = self
             .key_store()
             .rekey(new, kdf, self.options.allow_weak_kdf)?;
-        let audit = crate::audit::AuditEntry::new(
-            crate::audit::AuditOp::ChangeCredentials,
+        let audit = crate::format::audit::AuditEntry::new(
+            crate::format::audit::AuditOp::ChangeCredentials,
             self.now(),
             &self.options.actor,
         );
@@ -922,7 +924,7 @@ impl Vault {
     pub(crate) fn commit_audited(
         &self,
         batch: WriteBatch,
-        entries: Vec<crate::audit::AuditEntry>,
+        entries: Vec<crate::format::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
         self.commit_audited_split(batch, entries)
             .map_err(CommitFailure::into_error)
@@ -933,7 +935,7 @@ impl Vault {
     /// once (and a failed fsync of an applied append is retried once) before giving up.
     pub(crate) fn audit_irreversible(
         &self,
-        entries: Vec<crate::audit::AuditEntry>,
+        entries: Vec<crate::format::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
         match self.commit_audited_split(WriteBatch::default(), entries.clone()) {
             Ok(()) | Err(CommitFailure::Unsynced(_)) => {}
@@ -952,7 +954,7 @@ impl Vault {
     pub(crate) fn commit_audited_split(
         &self,
         batch: WriteBatch,
-        entries: Vec<crate::audit::AuditEntry>,
+        entries: Vec<crate::format::audit::AuditEntry>,
     ) -> Result<(), CommitFailure> {
         self.apply_audited(batch, entries)
             .map_err(CommitFailure::NotApplied)?;
@@ -971,7 +973,7 @@ impl Vault {
     pub(crate) fn apply_audited(
         &self,
         mut batch: WriteBatch,
-        entries: Vec<crate::audit::AuditEntry>,
+        entries: Vec<crate::format::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
         // Appends are serialised so sequence numbers and the chain follow commit order. A
         // poisoned lock only means a panic elsewhere; the head is replaced whole below.
@@ -981,7 +983,7 @@ impl Vault {
             next.seq += 1;
             e.seq = next.seq;
             let body = e.encode_body();
-            next.mac = crate::audit::chain_mac(&self.audit_key, &next.mac, next.seq, &body);
+            next.mac = crate::format::audit::chain_mac(&self.audit_key, &next.mac, next.seq, &body);
             let mut value = body;
             value.extend_from_slice(&next.mac);
             batch.put(Table::Audit, next.seq.to_be_bytes().to_vec(), value);
@@ -1094,8 +1096,12 @@ pub(crate) fn activate(ks: &KeyStore, schema: Schema) -> ActiveSchema {
     let mut index_keys = HashMap::new();
     for rt in schema.record_types() {
         for f in rt.fields().filter(|f| f.index) {
-            let key =
-                crate::index::field_key(&ks.index_root, ks.index_generation, &rt.name, &f.name);
+            let key = crate::storage::index::field_key(
+                &ks.index_root,
+                ks.index_generation,
+                &rt.name,
+                &f.name,
+            );
             index_keys.insert((rt.name.clone(), f.name.clone()), key);
         }
     }

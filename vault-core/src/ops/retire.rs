@@ -6,14 +6,14 @@
 //! the rewrap pass is idempotent (it only touches slots still under the old KEK); rerunning
 //! `retire_kek` after a crash finishes the pass and destroys the KEK.
 
-use crate::audit::{AuditEntry, AuditOp};
 use crate::crypto::Sealer;
 use crate::error::{LifecycleError, WriteError};
-use crate::keystore::KekState;
-use crate::lifecycle::Request;
-use crate::locks::RwUnpoisoned;
-use crate::store::{Table, WriteBatch};
-use crate::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::format::audit::{AuditEntry, AuditOp};
+use crate::format::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::keys::keystore::KekState;
+use crate::ops::lifecycle::Request;
+use crate::storage::locks::RwUnpoisoned;
+use crate::storage::store::{Table, WriteBatch};
 use crate::vault::Vault;
 
 /// Subject entries examined per storage scan.
@@ -117,7 +117,7 @@ impl Vault {
             if let Some(slot) = entry.slots.get_mut(p) {
                 let epoch = self
                     .kek_epoch(id)
-                    .unwrap_or(crate::keystore::Epoch::OpenEnded);
+                    .unwrap_or(crate::keys::keystore::Epoch::OpenEnded);
                 self.rewrap_slot(s, p, slot, epoch, &mut sealer, &mut batch)?;
             }
         }

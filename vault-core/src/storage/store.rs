@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{Component, StorageError};
-use crate::locks::LockUnpoisoned;
+use crate::storage::locks::LockUnpoisoned;
 
 /// Logical tables and their one-byte key prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +207,7 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StorageError> {
         }
     }
     if removed > 0 {
-        crate::fsutil::sync_dir(dir).map_err(io)?;
+        crate::storage::fsutil::sync_dir(dir).map_err(io)?;
         tracing::warn!(
             files = removed,
             "removed unfinished storage-engine snapshot files left by an interrupted run"
@@ -327,7 +327,7 @@ impl SledStore {
         f.sync_all().map_err(io)?;
         drop(f);
         // Large values go to separate blob files, which sled writes without fsync.
-        crate::fsutil::sync_files_in(&self.dir.join("blobs")).map_err(io)
+        crate::storage::fsutil::sync_files_in(&self.dir.join("blobs")).map_err(io)
     }
 }
 

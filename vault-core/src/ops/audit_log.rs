@@ -1,9 +1,9 @@
 //! Reading and verifying the audit log.
 
-use crate::audit::{chain_mac, AuditEntry, AuditProblem, AuditReport, Head};
 use crate::error::{Component, StorageError};
-use crate::store::Table;
-use crate::subject::SubjectId;
+use crate::format::audit::{chain_mac, AuditEntry, AuditProblem, AuditReport, Head};
+use crate::format::subject::SubjectId;
+use crate::storage::store::Table;
 use crate::vault::{Vault, META_AUDIT_HEAD};
 
 /// Entries read per storage scan.

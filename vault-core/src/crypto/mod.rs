@@ -12,12 +12,16 @@
 //! AES key schedule (`AeadKey`) is built per operation (≈200 ns) and dropped at its end. ring does
 //! not wipe that schedule, so it lives only for the duration of one operation.
 
+pub mod labels;
+pub mod secret;
+
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{hkdf, hmac};
 use zeroize::Zeroizing;
 
-use crate::secret::{SecretKey, KEY_LEN};
+use crate::crypto::secret::{SecretKey, KEY_LEN};
+pub use crate::error::{IntegrityError, RngError};
 
 /// Bytes of an AES-GCM nonce.
 pub const NONCE_LEN: usize = 12;
@@ -25,17 +29,6 @@ pub const NONCE_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 /// Bytes a sealed value adds to its plaintext (nonce + tag).
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
-
-/// The operating system's random number generator failed.
-#[derive(Debug, thiserror::Error)]
-#[error("the operating system's random number generator failed")]
-pub struct RngError;
-
-/// Authentication of a sealed value failed: it was altered, moved to another context, or sealed under
-/// another key. Deliberately carries no detail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("integrity check failed: the stored value was altered, moved, or sealed under another key")]
-pub struct IntegrityError;
 
 /// Fills `out` from the operating system's CSPRNG.
 pub(crate) fn fill_random(out: &mut [u8]) -> Result<(), RngError> {

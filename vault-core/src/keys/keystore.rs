@@ -4,18 +4,19 @@
 //! erasure ledger. It is rewritten atomically (temp file, fsync, rename, fsync directory) with a
 //! generation counter that grows by one per write. Byte layout: `docs/format.md`, "Key store".
 
+pub use crate::keys::retention::Epoch;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::codec::{DecodeError, Reader, Writer};
-use crate::credentials::{factors_name, Credentials, KdfParams};
+use crate::crypto::labels;
+use crate::crypto::secret::{SecretKey, KEY_LEN};
 use crate::crypto::{self, AeadKey, Sealer};
 use crate::error::{Component, CreateError, OpenError, RekeyError, StorageError};
-use crate::fsutil;
-use crate::labels;
-use crate::locks::LockUnpoisoned;
-use crate::secret::{SecretKey, KEY_LEN};
+use crate::format::codec::{DecodeError, Reader, Writer};
+use crate::keys::credentials::{factors_name, Credentials, KdfParams};
+use crate::storage::fsutil;
+use crate::storage::locks::LockUnpoisoned;
 
 /// Magic bytes at the start of a key store file.
 pub(crate) const MAGIC: &[u8; 8] = b"KLUISKEY";
@@ -67,16 +68,6 @@ impl KekState {
     }
 }
 
-/// The retention epoch a KEK serves: data keys are wrapped under the KEK of the epoch in which their
-/// data expires, so destroying that one KEK shreds every copy of those data keys, backups included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Epoch {
-    /// Data with no expiry date (kept until forgotten or consent withdrawn).
-    OpenEnded,
-    /// Data expiring in the epoch starting at this Unix time (seconds).
-    Starting(i64),
-}
-
 /// A key-encryption key.
 pub(crate) struct Kek {
     pub(crate) id: u32,
@@ -115,7 +106,7 @@ pub(crate) struct LedgerEntry {
     /// The data-key generation shredded (a later generation is new data and is not touched).
     pub(crate) generation: u32,
     pub(crate) at: i64,
-    pub(crate) why: crate::subject::ShredReason,
+    pub(crate) why: crate::format::subject::ShredReason,
     /// The KEK that wrapped the shredded key: once it is destroyed, the entry can be pruned.
     pub(crate) kek_id: u32,
 }
@@ -203,11 +194,12 @@ pub(crate) struct KeyStore {
     pub(crate) keks: Vec<Kek>,
     pub(crate) ledger: Vec<LedgerEntry>,
     /// Retention-epoch length and grace, fixed at creation.
-    pub(crate) epochs: crate::retention::EpochPolicy,
+    pub(crate) epochs: crate::keys::retention::EpochPolicy,
     /// Last audit-chain head seen at a key-store write (detects entries cut off the log's end).
-    pub(crate) audit_checkpoint: crate::audit::Head,
+    pub(crate) audit_checkpoint: crate::format::audit::Head,
     /// Where `save` reads the durable audit head from (set by the vault).
-    pub(crate) checkpoint_source: Option<std::sync::Arc<std::sync::Mutex<crate::audit::Head>>>,
+    pub(crate) checkpoint_source:
+        Option<std::sync::Arc<std::sync::Mutex<crate::format::audit::Head>>>,
     /// The newest schema version this vault has applied (0 in a body written before version 2).
     /// The data directory's stored schema must not be older (rollback detection).
     pub(crate) schema_version: u32,
@@ -244,7 +236,7 @@ impl KeyStore {
         kdf: KdfParams,
         allow_weak: bool,
         max_key_uses: u64,
-        epochs: crate::retention::EpochPolicy,
+        epochs: crate::keys::retention::EpochPolicy,
         now: i64,
     ) -> Result<KeyStore, CreateError> {
         if creds.factors() == 0 {
@@ -277,7 +269,7 @@ impl KeyStore {
             keks: Vec::new(),
             ledger: Vec::new(),
             epochs,
-            audit_checkpoint: crate::audit::Head::EMPTY,
+            audit_checkpoint: crate::format::audit::Head::EMPTY,
             checkpoint_source: None,
             schema_version: 0,
             data_keeps_watermark: true,
@@ -430,8 +422,8 @@ impl KeyStore {
         creds: &Credentials,
         kdf: KdfParams,
         allow_weak: bool,
-    ) -> Result<(), crate::admin::AdminError> {
-        use crate::admin::AdminError;
+    ) -> Result<(), crate::error::AdminError> {
+        use crate::error::AdminError;
         use std::io::Write;
         if creds.factors() == 0 {
             return Err(RekeyError::NoCredentials.into());
@@ -755,18 +747,18 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
             purpose: r.str8()?.to_owned(),
             generation: r.u32()?,
             at: r.i64()?,
-            why: crate::subject::ShredReason::from_code(r.u8()?).ok_or(bad)?,
+            why: crate::format::subject::ShredReason::from_code(r.u8()?).ok_or(bad)?,
             kek_id: r.u32()?,
         });
     }
-    let epochs = crate::retention::EpochPolicy {
+    let epochs = crate::keys::retention::EpochPolicy {
         length: r.i64()?,
         grace: r.i64()?,
     };
     if epochs.length <= 0 || epochs.grace < 0 {
         return Err(bad);
     }
-    let audit_checkpoint = crate::audit::Head {
+    let audit_checkpoint = crate::format::audit::Head {
         seq: r.u64()?,
         mac: r.array()?,
     };

@@ -5,11 +5,20 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Months, TimeDelta, Utc};
 
-use crate::keystore::Epoch;
 use crate::schema::{Period, Retention};
 
 /// Seconds in a day.
 pub const DAY: i64 = 86_400;
+
+/// The retention epoch a KEK serves: data keys are wrapped under the KEK of the epoch in which their
+/// data expires, so destroying that one KEK shreds every copy of those data keys, backups included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Epoch {
+    /// Data with no expiry date (kept until forgotten or consent withdrawn).
+    OpenEnded,
+    /// Data expiring in the epoch starting at this Unix time (seconds).
+    Starting(i64),
+}
 
 /// Retention epochs: fixed-length windows of Unix time. Each data key is wrapped under the KEK of
 /// the epoch its expiry falls in; once an epoch has ended (plus `grace`), its KEK is destroyed.

@@ -3,9 +3,9 @@
 //! Every variable-length part is length-prefixed, so no two different contexts can produce the
 //! same AAD bytes.
 
-use crate::labels;
-use crate::record::ENVELOPE_VERSION;
-use crate::subject::SubjectId;
+use crate::crypto::labels;
+use crate::format::record::ENVELOPE_VERSION;
+use crate::format::subject::SubjectId;
 
 fn push_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u16).to_le_bytes());

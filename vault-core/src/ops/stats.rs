@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use crate::error::StorageError;
-use crate::keystore::KekState;
-use crate::store::Table;
-use crate::subject::{Slot, SubjectId, SUBJECT_ID_LEN};
+use crate::format::subject::{Slot, SubjectId, SUBJECT_ID_LEN};
+use crate::keys::keystore::KekState;
+use crate::storage::store::Table;
 use crate::vault::Vault;
 
 /// Rows read per storage scan.
@@ -102,7 +102,7 @@ impl Vault {
             if e.hold.is_some_and(|h| h.active(now)) {
                 p.held += 1;
             } else {
-                let name = crate::subject::slot_name::purpose(&purpose).to_owned();
+                let name = crate::format::subject::slot_name::purpose(&purpose).to_owned();
                 *p.due.entry(name).or_default() += 1;
             }
         }

@@ -5,18 +5,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::aad::{self, FieldContext};
-use crate::audit::{AuditEntry, AuditOp};
 use crate::crypto::{AeadKey, IntegrityError, Sealer};
 use crate::error::{
     Component, DeleteError, FindError, ReadError, StorageError, SubjectError, WriteError,
 };
-use crate::index;
-use crate::locks::RwUnpoisoned;
-use crate::record::{Envelope, Record, SealedField, Shredded};
+use crate::format::aad::{self, FieldContext};
+use crate::format::audit::{AuditEntry, AuditOp};
+use crate::format::record::{Envelope, Record, SealedField, Shredded};
+use crate::format::subject::{slot_name, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
 use crate::schema::{FieldDef, RecordError, RecordType};
-use crate::store::{Table, WriteBatch};
-use crate::subject::{slot_name, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::storage::index;
+use crate::storage::locks::RwUnpoisoned;
+use crate::storage::store::{Table, WriteBatch};
 use crate::vault::{CachedDek, Vault};
 
 /// Largest encoded record (all sealed fields together), in bytes.
@@ -330,8 +330,13 @@ impl Vault {
                         Some(slot @ Slot::Live { .. }) => self.unwrap_slot(s, purpose, slot)?,
                         other => {
                             let generation = other.map_or(1, |o| o.generation() + 1);
-                            let expires =
-                                crate::lifecycle::slot_expiry(&active.schema, e, purpose, now, now);
+                            let expires = crate::ops::lifecycle::slot_expiry(
+                                &active.schema,
+                                e,
+                                purpose,
+                                now,
+                                now,
+                            );
                             let (slot, dek) = self.new_dek(
                                 s,
                                 purpose,
@@ -343,7 +348,7 @@ impl Vault {
                             if let Some(t) = expires {
                                 batch.put(
                                     Table::Expiry,
-                                    crate::lifecycle::expiry_key(t, s, purpose),
+                                    crate::ops::lifecycle::expiry_key(t, s, purpose),
                                     Vec::new(),
                                 );
                             }

@@ -14,10 +14,10 @@
 //! Without the key store, tags cannot be tested against guessed values.
 
 use crate::crypto;
-use crate::labels;
-use crate::secret::SecretKey;
-use crate::store::{Table, WriteBatch};
-use crate::subject::{SubjectId, SUBJECT_ID_LEN};
+use crate::crypto::labels;
+use crate::crypto::secret::SecretKey;
+use crate::format::subject::{SubjectId, SUBJECT_ID_LEN};
+use crate::storage::store::{Table, WriteBatch};
 
 /// Bytes of a stored blind-index tag.
 pub(crate) const TAG_LEN: usize = 16;

@@ -15,7 +15,7 @@ pub struct SecretKey(SecretBox<[u8; KEY_LEN]>);
 
 impl SecretKey {
     /// Fresh random key from the operating system's CSPRNG.
-    pub(crate) fn generate() -> Result<Self, crate::crypto::RngError> {
+    pub(crate) fn generate() -> Result<Self, crate::error::RngError> {
         let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
         crate::crypto::fill_random(secrecy::ExposeSecretMut::expose_secret_mut(&mut key))?;
         Ok(SecretKey(key))

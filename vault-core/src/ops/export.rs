@@ -19,9 +19,9 @@ use serde_json::{Map, Value};
 use zeroize::Zeroize;
 
 use crate::error::ReadError;
-use crate::records::RecordKey;
+use crate::format::subject::{slot_name, ShredReason, Slot, SubjectEntry, SubjectId};
+use crate::ops::records::RecordKey;
 use crate::schema::{Period, Purpose, Retention, Schema, Scope};
-use crate::subject::{slot_name, ShredReason, Slot, SubjectEntry, SubjectId};
 use crate::vault::Vault;
 
 /// Everything the vault holds about one subject, as returned by [`Vault::export_subject`].
@@ -656,18 +656,18 @@ mod tests {
 
     use super::*;
     use crate::clock::MockClock;
-    use crate::credentials::{Credentials, KdfParams};
-    use crate::durability::Durability;
-    use crate::lifecycle::Request;
-    use crate::record::Record;
-    use crate::records::RecordKey;
-    use crate::retention::{add_period, DAY};
+    use crate::format::record::Record;
+    use crate::keys::credentials::{Credentials, KdfParams};
+    use crate::keys::retention::{add_period, DAY};
+    use crate::ops::lifecycle::Request;
+    use crate::ops::records::RecordKey;
+    use crate::storage::durability::Durability;
     use crate::vault::{VaultOptions, VaultPaths};
 
     const T0: i64 = 1_714_521_600; // 2024-05-01T00:00:00Z
 
     fn schema() -> Schema {
-        Schema::from_toml(include_str!("../../examples/webshop.toml")).unwrap()
+        Schema::from_toml(include_str!("../../../examples/webshop.toml")).unwrap()
     }
 
     fn vault(dir: &std::path::Path, clock: Arc<MockClock>) -> Vault {
@@ -752,8 +752,11 @@ mod tests {
         let clock = Arc::new(MockClock::new(T0));
         let v = vault(dir.path(), clock.clone());
         let s = store_customer(&v);
-        v.record_event(&s, "delivered", T0, &req()).unwrap();
-        v.record_event(&s, "invoiced", T0, &req()).unwrap();
+        v.record_event_for(&s, &RecordKey::new("address"), "delivered", T0, &req())
+            .unwrap();
+        let invoice = RecordKey::labelled("invoice", "2024-0042");
+        v.record_event_for(&s, &invoice, "invoiced", T0, &req())
+            .unwrap();
         clock.advance(60);
 
         let e = v.export_subject(&s).unwrap();
@@ -762,8 +765,29 @@ mod tests {
         assert_eq!(e.created_at, T0);
         assert_eq!(e.forgotten_at, None);
         assert_eq!(e.hold, None);
-        assert_eq!(e.events.get("delivered"), Some(&T0));
-        assert_eq!(e.events.get("invoiced"), Some(&T0));
+        assert!(
+            e.events.is_empty(),
+            "both events were recorded for a record"
+        );
+        let events: Vec<(&str, &str, &str, i64)> = e
+            .record_events
+            .iter()
+            .map(|r| {
+                (
+                    r.record_type.as_str(),
+                    r.label.as_str(),
+                    r.event.as_str(),
+                    r.at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("address", "", "delivered", T0),
+                ("invoice", "2024-0042", "invoiced", T0)
+            ]
+        );
 
         let names: Vec<&str> = e.purposes.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["account", "invoicing", "marketing", "shipping"]);
@@ -834,8 +858,11 @@ mod tests {
         let clock = Arc::new(MockClock::new(T0));
         let v = vault(dir.path(), clock.clone());
         let s = store_customer(&v);
-        v.record_event(&s, "delivered", T0, &req()).unwrap();
-        v.record_event(&s, "invoiced", T0, &req()).unwrap();
+        v.record_event_for(&s, &RecordKey::new("address"), "delivered", T0, &req())
+            .unwrap();
+        let invoice = RecordKey::labelled("invoice", "2024-0042");
+        v.record_event_for(&s, &invoice, "invoiced", T0, &req())
+            .unwrap();
 
         // Shipping expires 30 days after delivery.
         let expired_at = T0 + 31 * DAY;

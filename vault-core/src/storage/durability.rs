@@ -3,7 +3,7 @@
 use std::sync::{Condvar, Mutex};
 
 use crate::error::StorageError;
-use crate::locks::LockUnpoisoned;
+use crate::storage::locks::LockUnpoisoned;
 
 /// When a write call returns, how safe is the write?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -4,13 +4,7 @@
 //! and (b) secrets decode straight into zeroizing buffers with no hidden intermediate copies.
 //! Every read is bounds-checked and returns [`DecodeError`]; decoding never panics.
 
-/// A structure did not decode: truncated, oversized, or a field out of range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("malformed {what}")]
-pub struct DecodeError {
-    /// Which part failed (a static name, never data).
-    pub what: &'static str,
-}
+pub use crate::error::DecodeError;
 
 /// Appends little-endian fields to a byte vector.
 #[derive(Default)]

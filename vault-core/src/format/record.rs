@@ -6,7 +6,7 @@ use std::fmt;
 use serde_json::Value;
 use zeroize::Zeroize;
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::format::codec::{DecodeError, Reader, Writer};
 
 /// A record's plaintext: field name → JSON value.
 ///

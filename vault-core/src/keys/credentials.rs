@@ -7,9 +7,9 @@ use std::path::Path;
 use secrecy::{ExposeSecret, SecretBox};
 
 use crate::crypto;
+use crate::crypto::labels;
+use crate::crypto::secret::{Passphrase, SecretKey, KEY_LEN};
 use crate::error::{KdfError, KeyFileError};
-use crate::labels;
-use crate::secret::{Passphrase, SecretKey, KEY_LEN};
 
 /// Longest accepted passphrase in bytes (a crafted huge input must not cost unbounded memory).
 pub const MAX_PASSPHRASE_LEN: usize = 4096;
@@ -130,7 +130,7 @@ impl KeyFile {
                 kind: e.kind(),
             })?;
         if let Some(dir) = path.parent() {
-            crate::fsutil::sync_dir(dir).map_err(|e| KeyFileError::Io {
+            crate::storage::fsutil::sync_dir(dir).map_err(|e| KeyFileError::Io {
                 path: shown.clone(),
                 kind: e.kind(),
             })?;

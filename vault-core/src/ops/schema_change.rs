@@ -6,118 +6,22 @@
 //! stored data unreadable or unaccounted for are refused with one typed reason each; errors name
 //! record types, fields and purposes, never a stored value.
 
+pub use crate::error::SchemaChangeError;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::audit::{AuditEntry, AuditOp};
 use crate::crypto::Sealer;
 use crate::error::{Component, StorageError, WriteError};
-use crate::lifecycle::Request;
-use crate::locks::RwUnpoisoned;
+use crate::format::audit::{AuditEntry, AuditOp};
+use crate::format::subject::{SubjectId, SUBJECT_ID_LEN};
+use crate::ops::lifecycle::Request;
 use crate::schema::Schema;
-use crate::store::{Table, WriteBatch};
-use crate::subject::{SubjectId, SUBJECT_ID_LEN};
+use crate::storage::locks::RwUnpoisoned;
+use crate::storage::store::{Table, WriteBatch};
 use crate::vault::{activate, encode_schema, Vault};
 
 /// The `Table::Meta` key of the stored schema (the same key `Vault::create` and `Vault::open` use).
 const META_SCHEMA: &[u8] = b"schema";
-
-/// Why a new schema cannot be applied.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SchemaChangeError {
-    /// The new schema's version is not greater than the version in force.
-    #[error(
-        "schema version {new} is not newer than the version in force ({current}): bump `version`"
-    )]
-    VersionNotIncreased {
-        /// The version in force.
-        current: u32,
-        /// The version of the refused schema.
-        new: u32,
-    },
-    /// A record type that still has stored records would be removed.
-    #[error(
-        "record type `{record_type}` still has stored records: delete them (or forget their \
-         subjects) first, or keep the type"
-    )]
-    RecordTypeInUse {
-        /// The record type.
-        record_type: String,
-    },
-    /// A field that still has stored values (or shredded-field markers) would be removed.
-    #[error(
-        "field `{record_type}.{field}` still has stored values: remove the field from every record \
-         first, or keep it"
-    )]
-    FieldInUse {
-        /// The record type.
-        record_type: String,
-        /// The field.
-        field: String,
-    },
-    /// A field with stored values would move to another purpose; its ciphertexts are bound to the
-    /// purpose's data key.
-    #[error(
-        "field `{record_type}.{field}` has stored values sealed under purpose `{from}`; moving it to \
-         `{to}` would make them unreadable: add a new field for the new purpose instead"
-    )]
-    FieldPurposeChanged {
-        /// The record type.
-        record_type: String,
-        /// The field.
-        field: String,
-        /// The purpose in force.
-        from: String,
-        /// The purpose in the refused schema.
-        to: String,
-    },
-    /// A field with stored values would change kind; stored values would no longer decode.
-    #[error(
-        "field `{record_type}.{field}` has stored values of type `{from}`; changing it to `{to}` \
-         would make them undecodable: add a new field instead"
-    )]
-    FieldKindChanged {
-        /// The record type.
-        record_type: String,
-        /// The field.
-        field: String,
-        /// The kind in force.
-        from: &'static str,
-        /// The kind in the refused schema.
-        to: &'static str,
-    },
-    /// A purpose that subjects still hold data keys (or shredding records) for would be removed.
-    #[error(
-        "purpose `{purpose}` is still in use by stored subjects: their keys and erasure records \
-         refer to it; keep the purpose (its retention can be changed)"
-    )]
-    PurposeInUse {
-        /// The purpose.
-        purpose: String,
-    },
-    /// A purpose that subjects hold data keys for would change `scope`: its stored keys are per
-    /// customer or per record, and cannot be split or merged.
-    #[error(
-        "purpose `{purpose}` is in use: its scope (one data key per customer or per record) cannot \
-         change; add a new purpose with the new scope instead"
-    )]
-    ScopeChanged {
-        /// The purpose.
-        purpose: String,
-    },
-    /// The new schema was stored and is in force, but recomputing the stored expiries of its
-    /// changed retention periods failed part-way (subjects not reached keep their old expiry
-    /// until their next write or event).
-    #[error(
-        "the new schema is in force, but recomputing stored expiries failed part-way; subjects \
-         not reached keep their old expiry until their next write or event"
-    )]
-    ExpiryRecompute(#[source] WriteError),
-    /// Storage failure.
-    #[error(transparent)]
-    Storage(#[from] crate::error::StorageError),
-}
 
 /// What a schema change changes (or, for a check, would change).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
@@ -208,7 +112,8 @@ impl Vault {
         }
         for (k, v) in self.store.scan_prefix(Table::Subject, &[], usize::MAX)? {
             let entry = self.decode_subject_row(&k, &v)?;
-            let purpose = |slot: String| crate::subject::slot_name::purpose(&slot).to_owned();
+            let purpose =
+                |slot: String| crate::format::subject::slot_name::purpose(&slot).to_owned();
             u.purposes.extend(entry.slots.into_keys().map(purpose));
         }
         Ok(u)
@@ -442,12 +347,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::credentials::{Credentials, KdfParams};
-    use crate::durability::Durability;
-    use crate::record::Record;
+    use crate::format::record::Record;
+    use crate::keys::credentials::{Credentials, KdfParams};
+    use crate::storage::durability::Durability;
     use crate::vault::{VaultOptions, VaultPaths};
 
-    const WEBSHOP: &str = include_str!("../../examples/webshop.toml");
+    const WEBSHOP: &str = include_str!("../../../examples/webshop.toml");
 
     fn options() -> VaultOptions {
         VaultOptions::default()
@@ -490,7 +395,7 @@ mod tests {
         format!("{}{}", &text[..start], &text[end..])
     }
 
-    fn store_customer(v: &Vault) -> crate::subject::SubjectId {
+    fn store_customer(v: &Vault) -> crate::format::subject::SubjectId {
         let s = v.create_subject().unwrap();
         v.put(
             &s,
@@ -641,7 +546,7 @@ mod tests {
         let t0 = v.now() + 60;
         v.record_event(&s, "last_order", t0, &req()).unwrap();
         let expiry = |v: &Vault| match v.load_subject(&s).unwrap().unwrap().slots.get("account") {
-            Some(crate::subject::Slot::Live { expires, .. }) => expires.unwrap(),
+            Some(crate::format::subject::Slot::Live { expires, .. }) => expires.unwrap(),
             _ => panic!("account slot is live"),
         };
         let before = expiry(&v);

@@ -12,10 +12,10 @@
 
 use std::fmt;
 
-use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto;
-use crate::secret::SecretKey;
-use crate::subject::SubjectId;
+use crate::crypto::secret::SecretKey;
+use crate::format::codec::{DecodeError, Reader, Writer};
+use crate::format::subject::SubjectId;
 
 /// What an audit entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -228,7 +228,12 @@ fn clip(s: &str, max: usize) -> String {
 pub(crate) fn chain_mac(key: &SecretKey, prev: &[u8; 32], seq: u64, body: &[u8]) -> [u8; 32] {
     crypto::hmac_sha256(
         key,
-        &[crate::labels::AUDIT_MAC, prev, &seq.to_le_bytes(), body],
+        &[
+            crate::crypto::labels::AUDIT_MAC,
+            prev,
+            &seq.to_le_bytes(),
+            body,
+        ],
     )
 }
 

@@ -7,8 +7,8 @@ use std::str::FromStr;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use crate::codec::{DecodeError, Reader, Writer};
 use crate::error::SubjectError;
+use crate::format::codec::{DecodeError, Reader, Writer};
 
 /// Bytes in a subject id.
 pub const SUBJECT_ID_LEN: usize = 16;

@@ -5,15 +5,15 @@
 //! when a reservation runs out, so a put for a known subject touches only the record and its index
 //! entries. A reservation left unused when the key leaves the cache is burnt, never reused.
 
-use crate::aad;
+use crate::crypto::secret::{SecretKey, KEY_LEN};
 use crate::crypto::{AeadKey, IntegrityError, Sealer};
 use crate::error::ROW_AUTH_FAILED;
 use crate::error::{Component, StorageError, WriteError};
-use crate::keystore::{Epoch, KekState};
-use crate::record::Envelope;
-use crate::secret::{SecretKey, KEY_LEN};
-use crate::store::{Table, WriteBatch};
-use crate::subject::{Slot, SubjectEntry, SubjectId};
+use crate::format::aad;
+use crate::format::record::Envelope;
+use crate::format::subject::{Slot, SubjectEntry, SubjectId};
+use crate::keys::keystore::{Epoch, KekState};
+use crate::storage::store::{Table, WriteBatch};
 use crate::vault::{CachedDek, Vault};
 
 /// Uses reserved per subject-entry write.
@@ -236,7 +236,7 @@ impl Vault {
     /// [`Vault::destroyed_kek_reason`]), drops their expiry rows and moves their fields to the
     /// shredded section of every record of `s`, and **commits that at once**, on its own: every
     /// later step of the caller's operation then reads clean rows (a record it rewrites from an
-    /// earlier read must apply [`crate::record::Envelope::shred_purposes`] itself). The caller
+    /// earlier read must apply [`crate::format::record::Envelope::shred_purposes`] itself). The caller
     /// holds the subject's lock; `entry` is updated. Returns the purposes it changed and when
     /// their KEK was destroyed (empty: nothing was written).
     pub(crate) fn normalize_destroyed(
@@ -260,7 +260,10 @@ impl Vault {
                 continue;
             };
             if let Some(t) = *expires {
-                batch.delete(Table::Expiry, crate::lifecycle::expiry_key(t, s, purpose));
+                batch.delete(
+                    Table::Expiry,
+                    crate::ops::lifecycle::expiry_key(t, s, purpose),
+                );
             }
             *slot = Slot::Shredded {
                 generation: *generation,
@@ -286,12 +289,12 @@ impl Vault {
         &self,
         kek_id: u32,
         expires: Option<i64>,
-    ) -> Option<(i64, crate::subject::ShredReason)> {
+    ) -> Option<(i64, crate::format::subject::ShredReason)> {
         let at = self.kek_destroyed_at(kek_id)?;
         let why = if expires.is_some_and(|t| t <= at) {
-            crate::subject::ShredReason::Expired
+            crate::format::subject::ShredReason::Expired
         } else {
-            crate::subject::ShredReason::KeyRetired
+            crate::format::subject::ShredReason::KeyRetired
         };
         Some((at, why))
     }

@@ -8,18 +8,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::audit::{AuditEntry, AuditOp};
 use crate::crypto::Sealer;
 use crate::error::{LifecycleError, StorageError, WriteError};
-use crate::index;
-use crate::keystore::{Epoch, KekState, LedgerEntry};
-use crate::locks::RwUnpoisoned;
-use crate::record::Envelope;
-use crate::records::RecordKey;
-use crate::retention::{self, Anchors};
+use crate::format::audit::{AuditEntry, AuditOp};
+use crate::format::record::Envelope;
+use crate::format::subject::{
+    slot_name, Hold, ShredReason, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN,
+};
+use crate::keys::keystore::{Epoch, KekState, LedgerEntry};
+use crate::keys::retention::{self, Anchors};
+use crate::ops::records::RecordKey;
 use crate::schema::{LegalBasis, Schema};
-use crate::store::{Table, WriteBatch};
-use crate::subject::{slot_name, Hold, ShredReason, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::storage::index;
+use crate::storage::locks::RwUnpoisoned;
+use crate::storage::store::{Table, WriteBatch};
 use crate::vault::{CommitFailure, Vault};
 
 /// How many due (subject, purpose) pairs the sweep handles per key-store write.
@@ -503,7 +505,7 @@ impl Vault {
                 continue;
             }
             let before = (env.fields.len(), env.tags.len());
-            let Some(record) = crate::records::record_key_of(&rkey) else {
+            let Some(record) = crate::ops::records::record_key_of(&rkey) else {
                 return Err(StorageError::corrupted(
                     crate::error::Component::Record,
                     "record key does not decode",

@@ -9,66 +9,27 @@
 //! - [`Vault::export_key_store`] writes a recovery copy of the key store sealed under separate
 //!   credentials.
 
+pub use crate::error::AdminError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::aad::{self, FieldContext};
-use crate::audit::{AuditEntry, AuditOp};
-use crate::credentials::{Credentials, KdfParams};
-use crate::crypto::{AeadKey, IntegrityError, RngError, Sealer};
-use crate::error::{Component, RekeyError, StorageError, WriteError};
-use crate::index;
-use crate::lifecycle::Request;
-use crate::locks::{LockUnpoisoned, RwUnpoisoned};
-use crate::record::Envelope;
-use crate::secret::SecretKey;
-use crate::store::{Table, WriteBatch};
-use crate::subject::{slot_name, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::crypto::secret::SecretKey;
+use crate::crypto::{AeadKey, IntegrityError, Sealer};
+use crate::error::{Component, StorageError, WriteError};
+use crate::format::aad::{self, FieldContext};
+use crate::format::audit::{AuditEntry, AuditOp};
+use crate::format::record::Envelope;
+use crate::format::subject::{slot_name, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::keys::credentials::{Credentials, KdfParams};
+use crate::ops::lifecycle::Request;
+use crate::storage::index;
+use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
+use crate::storage::store::{Table, WriteBatch};
 use crate::vault::Vault;
 
 /// Subject entries examined per storage scan.
 const SCAN: usize = 1024;
-
-/// Errors of administrative operations.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AdminError {
-    /// The subject does not exist in this vault.
-    #[error("unknown subject")]
-    SubjectNotFound,
-    /// A stored key or value failed authentication.
-    #[error(transparent)]
-    Integrity(#[from] IntegrityError),
-    /// Wrapping a new data key failed (key-store reservation, randomness).
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    /// The recovery credentials or KDF parameters are refused, or the export could not be sealed.
-    #[error(transparent)]
-    Rekey(#[from] RekeyError),
-    /// The destination of a backup or export is not usable (it exists and is not empty).
-    #[error("refusing to overwrite {path}: {reason}")]
-    Destination {
-        /// The destination path.
-        path: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
-    /// Writing the backup or export failed.
-    #[error("cannot write {path}: {kind}")]
-    Io {
-        /// The file or directory.
-        path: String,
-        /// The kind of I/O error.
-        kind: std::io::ErrorKind,
-    },
-    /// The operating system's RNG failed.
-    #[error(transparent)]
-    Rng(#[from] RngError),
-    /// Storage failure.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
 
 impl AdminError {
     fn io(path: &Path, e: &std::io::Error) -> Self {
@@ -165,7 +126,7 @@ impl Vault {
             };
             let new_gen = generation.checked_add(1).ok_or(IntegrityError)?;
             let key = SecretKey::generate()?;
-            let epoch = crate::lifecycle::slot_epoch(self, &entry, expires);
+            let epoch = crate::ops::lifecycle::slot_epoch(self, &entry, expires);
             let (kek_id, wrapped) =
                 self.wrap_key(s, p, new_gen, &key, epoch, &mut sealer, &mut batch)?;
             entry.slots.insert(
@@ -193,7 +154,7 @@ impl Vault {
                 Component::Record,
                 "record key does not decode",
             ))?;
-            let label = crate::records::label_of(&rkey);
+            let label = crate::ops::records::label_of(&rkey);
             let rt = active.schema.record_type(&record_type);
             let mut changed = false;
             let mut tags = env.tags.clone();
@@ -394,7 +355,7 @@ impl Vault {
             }
             let tags = keys.remade_tags(&active, &rkey, &env)?;
             if tags != env.tags {
-                let label = crate::records::label_of(&rkey);
+                let label = crate::ops::records::label_of(&rkey);
                 index::write_tag_changes(batch, s, &label, &env.tags, &tags);
                 env.tags = tags;
                 let row = self.seal_row(Table::Record, &rkey, env.encode());
@@ -539,7 +500,7 @@ fn copy_tree(
             report.bytes += n;
         }
     }
-    crate::fsutil::sync_dir(to).map_err(|e| AdminError::io(to, &e))
+    crate::storage::fsutil::sync_dir(to).map_err(|e| AdminError::io(to, &e))
 }
 
 /// The keys [`Vault::retag_into`] remakes one subject's tags with: per slot (purpose, or purpose
@@ -601,7 +562,7 @@ impl<'a> TagKeys<'a> {
             Component::Record,
             "record key does not decode",
         ))?;
-        let label = crate::records::label_of(rkey);
+        let label = crate::ops::records::label_of(rkey);
         let rt = active.schema.record_type(&record_type);
         let def_of = |name: &str| rt.and_then(|rt| rt.field(name)).filter(|d| d.index);
         let mut tags = env.tags.clone();

@@ -1,0 +1,131 @@
+//! The layers of `vault-core` hold: a module uses only its own layer and the layers below it
+//! (ARCHITECTURE.md, "Code map"). Read from the source text: every `crate::<module>` path outside
+//! comments is an edge. `cargo test -p kluis-tests layers` is how anyone checks it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The layers, lowest first: a top-level directory or file of `vault-core/src`, and its rank.
+const LAYERS: &[(&str, u8)] = &[
+    ("clock", 0),
+    ("schema", 0),
+    ("error", 1),
+    ("crypto", 2),
+    ("format", 3),
+    ("storage", 4),
+    ("keys", 5),
+    ("ops", 6),
+    ("vault", 7),
+    ("lib", 8),
+    ("danger_faults", 8),
+    ("fuzz_api", 8),
+];
+
+/// Upward edges still allowed, each with why.
+const ALLOWED_UP: &[(&str, &str, &str)] = &[
+    // The operations are `impl Vault` blocks: they reach the vault's state through the facade
+    // type. Moving that state into sub-structures of `ops/` removes this edge.
+    (
+        "ops",
+        "vault",
+        "operations are methods of the facade's state",
+    ),
+    // Fault-injection hooks in the key-store file writes, compiled only with the test feature.
+    (
+        "storage",
+        "danger_faults",
+        "test-only fault hooks (danger-fault-injection)",
+    ),
+];
+
+fn rank(layer: &str) -> Option<u8> {
+    LAYERS.iter().find(|(l, _)| *l == layer).map(|(_, r)| *r)
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../vault-core/src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The layer a file belongs to: its top-level directory, or its own name at the top.
+fn layer_of(file: &Path) -> String {
+    let rel = file.strip_prefix(src()).unwrap();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
+    first.trim_end_matches(".rs").to_owned()
+}
+
+/// The modules named by `crate::<name>` in the code (comments left out) of `text`.
+fn crate_refs(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+/// Every (from layer, to layer, file) edge that goes up, except the allowed ones.
+fn upward_edges() -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    assert!(files.len() > 30, "found the vault-core sources");
+    let mut bad = Vec::new();
+    for f in &files {
+        let from = layer_of(f);
+        let from_rank = rank(&from).unwrap_or_else(|| panic!("{} is in no layer", f.display()));
+        for to in crate_refs(&std::fs::read_to_string(f).unwrap()) {
+            let Some(to_rank) = rank(&to) else {
+                // `crate::SomeType` re-exported at the root is the facade: top layer.
+                bad.push(format!("{}: crate::{to} is not a layer path", f.display()));
+                continue;
+            };
+            let allowed = ALLOWED_UP.iter().any(|(a, b, _)| *a == from && *b == to);
+            if to_rank > from_rank && !allowed {
+                bad.push(format!("{} ({from}) uses {to}", f.display()));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn no_module_uses_a_higher_layer() {
+    let bad = upward_edges();
+    assert!(bad.is_empty(), "layer violations:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_checker_sees_an_upward_edge() {
+    // The checker itself: a lower layer naming a higher one is caught, a comment is not code.
+    let refs = crate_refs("use crate::ops::records; // crate::vault\nlet x = crate::keys::k();");
+    assert_eq!(
+        refs.into_iter().collect::<Vec<_>>(),
+        vec!["keys".to_owned(), "ops".to_owned()]
+    );
+    assert!(rank("format") < rank("ops"));
+}

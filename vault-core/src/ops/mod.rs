@@ -1,0 +1,18 @@
+//! **Layer 6: operations.** What a vault does, as `impl Vault` blocks over the state the facade
+//! (`vault.rs`) holds: records (put/get/find/delete), data keys and their cache (`dek`),
+//! lifecycle (events, expiry, forget, holds, the ledger's re-application), KEK retirement,
+//! administration (rotation, backup, rekey), the audit log's reads, export and register, stats
+//! and verification, schema changes.
+//!
+//! May use every lower layer and `vault` (the state these operations are methods of: the one
+//! upward edge left, until the facade holds its state in sub-structures of this layer).
+
+pub mod admin;
+pub(crate) mod audit_log;
+pub(crate) mod dek;
+pub mod export;
+pub mod lifecycle;
+pub mod records;
+pub(crate) mod retire;
+pub mod schema_change;
+pub mod stats;

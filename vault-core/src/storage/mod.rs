@@ -1,0 +1,11 @@
+//! **Layer 4: storage.** Where bytes live and how they become durable: the engine trait and its
+//! sled implementation (`store`), the tables' row keys (blind-index rows in `index`), durability
+//! modes and group commit, atomic file writes and directory syncs (`fsutil`), lock helpers.
+//!
+//! May use: `format`, `crypto`, `schema`, `error`. Never keys or operations.
+
+pub mod durability;
+pub(crate) mod fsutil;
+pub(crate) mod index;
+pub(crate) mod locks;
+pub mod store;
