@@ -40,6 +40,16 @@ impl AdminError {
     }
 }
 
+/// One slot's key change in [`Vault::rotate_data_keys`]: the old key (to open its fields) and the
+/// new generation, key and KEK (to seal them again and tag them).
+struct RotatedKey {
+    old_generation: u32,
+    old_key: AeadKey,
+    generation: u32,
+    key: SecretKey,
+    kek_id: u32,
+}
+
 /// What [`Vault::backup`] copied.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BackupReport {
@@ -96,112 +106,22 @@ impl Vault {
         // Slots under a destroyed KEK are shredded in all but name: record them so (committed on
         // its own, so the records read below are clean), and do not rotate them.
         self.normalize_destroyed(s, &mut entry)?;
-        let mut batch = WriteBatch::default();
-        let live: Vec<String> = entry
+        if !entry
             .slots
-            .iter()
-            .filter(|(_, slot)| matches!(slot, Slot::Live { .. }))
-            .map(|(p, _)| p.clone())
-            .collect();
-        if live.is_empty() {
+            .values()
+            .any(|slot| matches!(slot, Slot::Live { .. }))
+        {
             return Ok(0);
         }
+        let mut batch = WriteBatch::default();
         let mut sealer = Sealer::new()?;
-        // purpose → (old generation, old key, new generation, new key, new key's KEK)
-        let mut keys: BTreeMap<String, (u32, AeadKey, u32, SecretKey, u32)> = BTreeMap::new();
-        for p in &live {
-            let Some(slot) = entry.slots.get(p) else {
-                continue;
-            };
-            let old = self.unwrap_slot(s, p, slot)?;
-            let Slot::Live {
-                generation,
-                since,
-                last_update,
-                expires,
-                ..
-            } = *slot
-            else {
-                continue;
-            };
-            let new_gen = generation.checked_add(1).ok_or(IntegrityError)?;
-            let key = SecretKey::generate()?;
-            let epoch = crate::ops::lifecycle::slot_epoch(self, &entry, expires);
-            let (kek_id, wrapped) =
-                self.wrap_key(s, p, new_gen, &key, epoch, &mut sealer, &mut batch)?;
-            entry.slots.insert(
-                p.clone(),
-                Slot::Live {
-                    generation: new_gen,
-                    kek_id,
-                    uses: 0,
-                    wrapped,
-                    since,
-                    last_update,
-                    expires,
-                },
-            );
-            keys.insert(
-                p.clone(),
-                (generation, AeadKey::new(&old.key), new_gen, key, kek_id),
-            );
-        }
-        let active = self.active_schema();
-        let mut sealed_per_purpose: BTreeMap<String, u64> = BTreeMap::new();
+        let keys = self.fresh_keys(s, &mut entry, &mut sealer, &mut batch)?;
+        let mut sealed: BTreeMap<String, u64> = BTreeMap::new();
         for (rkey, env) in self.envelopes_of(s)? {
-            let mut env: Envelope = env;
-            let record_type = record_type_of(&rkey).ok_or(StorageError::corrupted(
-                Component::Record,
-                "record key does not decode",
-            ))?;
-            let label = crate::ops::records::label_of(&rkey);
-            let rt = active.schema.record_type(&record_type);
-            let mut changed = false;
-            let mut tags = env.tags.clone();
-            for (name, f) in env.fields.iter_mut() {
-                let slot = slot_name::for_record(&active.schema, &f.purpose, &record_type, &label);
-                let Some((old_gen, old_key, new_gen, new_key, kek)) = keys.get(&slot) else {
-                    continue;
-                };
-                if f.generation != *old_gen {
-                    return Err(IntegrityError.into());
-                }
-                let mut ctx = FieldContext {
-                    vault_id: &self.vault_id,
-                    record_type: &record_type,
-                    subject: s,
-                    label: &label,
-                    field: name,
-                    purpose: &f.purpose,
-                    generation: *old_gen,
-                };
-                let plain = old_key.open(&aad::field(&ctx), &f.sealed)?;
-                ctx.generation = *new_gen;
-                let sealed = sealer
-                    .seal(&AeadKey::new(new_key), &aad::field(&ctx), &plain)
-                    .map_err(|_| IntegrityError)?;
-                f.generation = *new_gen;
-                f.sealed = sealed;
-                *sealed_per_purpose.entry(slot).or_default() += 1;
-                changed = true;
-                // The new key may sit under another KEK than the old one: so may its tags.
-                if let Some(def) = rt.and_then(|rt| rt.field(name)).filter(|d| d.index) {
-                    let form = def.index_form(&plain);
-                    match self.index_tag(&active, &record_type, name, *kek, &form) {
-                        Some(tag) => tags.insert(name.clone(), tag),
-                        None => tags.remove(name),
-                    };
-                }
-            }
-            index::write_tag_changes(&mut batch, s, &label, &env.tags, &tags);
-            env.tags = tags;
-            if changed {
-                let row = self.seal_row(Table::Record, &rkey, env.encode());
-                batch.put(Table::Record, rkey, row);
-            }
+            self.reseal_record(s, rkey, env, &keys, &mut sealer, &mut sealed, &mut batch)?;
         }
         // The new key's persisted reservation covers exactly the fields just sealed under it.
-        for (p, n) in &sealed_per_purpose {
+        for (p, n) in &sealed {
             if let Some(Slot::Live { uses, .. }) = entry.slots.get_mut(p) {
                 *uses = *n;
             }
@@ -215,7 +135,7 @@ impl Vault {
                     .subject(s)
                     .purpose(p)
                     .reason(&req.reason)
-                    .count(sealed_per_purpose.get(p).copied().unwrap_or(0))
+                    .count(sealed.get(p).copied().unwrap_or(0))
             })
             .collect();
         let result = self.commit_audited(batch, audit);
@@ -229,6 +149,133 @@ impl Vault {
         }
         result?;
         Ok(keys.len() as u64)
+    }
+
+    /// Makes the next generation of every live slot of `entry`: a new data key wrapped under the
+    /// KEK of the slot's epoch (into `batch`), the slot updated in `entry`. Returns, per slot, the
+    /// old key and the new one.
+    fn fresh_keys(
+        &self,
+        s: &SubjectId,
+        entry: &mut SubjectEntry,
+        sealer: &mut Sealer,
+        batch: &mut WriteBatch,
+    ) -> Result<BTreeMap<String, RotatedKey>, AdminError> {
+        let mut keys = BTreeMap::new();
+        let live: Vec<String> = entry
+            .slots
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Live { .. }))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in live {
+            let Some(
+                slot @ Slot::Live {
+                    generation,
+                    since,
+                    last_update,
+                    expires,
+                    ..
+                },
+            ) = entry.slots.get(&p)
+            else {
+                continue;
+            };
+            let (old_generation, since, last_update, expires) =
+                (*generation, *since, *last_update, *expires);
+            let old = self.unwrap_slot(s, &p, slot)?;
+            let generation = old_generation.checked_add(1).ok_or(IntegrityError)?;
+            let key = SecretKey::generate()?;
+            let epoch = crate::ops::lifecycle::slot_epoch(self, entry, expires);
+            let (kek_id, wrapped) = self.wrap_key(s, &p, generation, &key, epoch, sealer, batch)?;
+            let uses = 0;
+            let slot = Slot::Live {
+                generation,
+                kek_id,
+                uses,
+                wrapped,
+                since,
+                last_update,
+                expires,
+            };
+            entry.slots.insert(p.clone(), slot);
+            let old_key = AeadKey::new(&old.key);
+            let rotated = RotatedKey {
+                old_generation,
+                old_key,
+                generation,
+                key,
+                kek_id,
+            };
+            keys.insert(p, rotated);
+        }
+        Ok(keys)
+    }
+
+    /// Re-encrypts the fields of record `rkey` whose slot is in `keys` under its new key, remakes
+    /// their index tags under the new key's KEK, and puts the changed record into `batch`;
+    /// `sealed` counts the fields sealed per slot.
+    #[allow(clippy::too_many_arguments)]
+    fn reseal_record(
+        &self,
+        s: &SubjectId,
+        rkey: Vec<u8>,
+        mut env: Envelope,
+        keys: &BTreeMap<String, RotatedKey>,
+        sealer: &mut Sealer,
+        sealed: &mut BTreeMap<String, u64>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), AdminError> {
+        let active = self.active_schema();
+        let record_type = record_type_of(&rkey).ok_or(StorageError::corrupted(
+            Component::Record,
+            "record key does not decode",
+        ))?;
+        let label = crate::ops::records::label_of(&rkey);
+        let rt = active.schema.record_type(&record_type);
+        let mut changed = false;
+        let mut tags = env.tags.clone();
+        for (name, f) in env.fields.iter_mut() {
+            let slot = slot_name::for_record(&active.schema, &f.purpose, &record_type, &label);
+            let Some(k) = keys.get(&slot) else {
+                continue;
+            };
+            if f.generation != k.old_generation {
+                return Err(IntegrityError.into());
+            }
+            let mut ctx = FieldContext {
+                vault_id: &self.vault_id,
+                record_type: &record_type,
+                subject: s,
+                label: &label,
+                field: name,
+                purpose: &f.purpose,
+                generation: k.old_generation,
+            };
+            let plain = k.old_key.open(&aad::field(&ctx), &f.sealed)?;
+            ctx.generation = k.generation;
+            f.sealed = sealer
+                .seal(&AeadKey::new(&k.key), &aad::field(&ctx), &plain)
+                .map_err(|_| IntegrityError)?;
+            f.generation = k.generation;
+            *sealed.entry(slot).or_default() += 1;
+            changed = true;
+            // The new key may sit under another KEK than the old one: so may its tags.
+            if let Some(def) = rt.and_then(|rt| rt.field(name)).filter(|d| d.index) {
+                let form = def.index_form(&plain);
+                match self.index_tag(&active, &record_type, name, k.kek_id, &form) {
+                    Some(tag) => tags.insert(name.clone(), tag),
+                    None => tags.remove(name),
+                };
+            }
+        }
+        index::write_tag_changes(batch, s, &label, &env.tags, &tags);
+        env.tags = tags;
+        if changed {
+            let row = self.seal_row(Table::Record, &rkey, env.encode());
+            batch.put(Table::Record, rkey, row);
+        }
+        Ok(())
     }
 
     /// [`Vault::rotate_data_keys`] for every subject. `progress` is called with the number of
