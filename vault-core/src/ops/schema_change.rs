@@ -17,7 +17,7 @@ use crate::format::subject::{SubjectId, SUBJECT_ID_LEN};
 use crate::ops::lifecycle::Request;
 use crate::schema::Schema;
 use crate::storage::locks::RwUnpoisoned;
-use crate::storage::store::{Table, WriteBatch};
+use crate::storage::store::{scan, Table, WriteBatch};
 use crate::vault::{activate, encode_schema, Vault};
 
 /// The `Table::Meta` key of the stored schema (the same key `Vault::create` and `Vault::open` use).
@@ -95,7 +95,8 @@ fn record_type_of(key: &[u8]) -> Option<String> {
 impl Vault {
     fn schema_usage(&self) -> Result<Usage, StorageError> {
         let mut u = Usage::default();
-        for (k, v) in self.store.scan_prefix(Table::Record, &[], usize::MAX)? {
+        for row in scan(&*self.store, Table::Record, &[]) {
+            let (k, v) = row?;
             let env = self.decode_record_row(&k, &v)?;
             let t = record_type_of(&k).ok_or(StorageError::corrupted(
                 Component::Record,
@@ -110,7 +111,8 @@ impl Vault {
             }
             u.types.insert(t);
         }
-        for (k, v) in self.store.scan_prefix(Table::Subject, &[], usize::MAX)? {
+        for row in scan(&*self.store, Table::Subject, &[]) {
+            let (k, v) = row?;
             let entry = self.decode_subject_row(&k, &v)?;
             let purpose =
                 |slot: String| crate::format::subject::slot_name::purpose(&slot).to_owned();
@@ -175,7 +177,8 @@ impl Vault {
     /// every stripe lock. Returns how many subjects changed.
     fn recompute_expiries(&self) -> Result<u64, WriteError> {
         let mut changed = 0;
-        for (k, _) in self.store.scan_prefix(Table::Subject, &[], usize::MAX)? {
+        for row in scan(&*self.store, Table::Subject, &[]) {
+            let (k, _) = row?;
             let Ok(id) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) else {
                 return Err(StorageError::corrupted(
                     Component::Subject,

@@ -101,6 +101,78 @@ pub trait Store: Send + Sync {
     fn sync(&self) -> Result<(), StorageError>;
 }
 
+/// Rows per storage read of a [`Scan`].
+const SCAN_PAGE: usize = 1024;
+
+/// Every table key is far shorter than this (the longest, an expiry row, is under 256 bytes), so a
+/// key of this many `0xFF` bytes sorts after all of them: the end of an unbounded scan.
+const KEY_END: [u8; 1024] = [0xFF; 1024];
+
+/// The rows of one table whose key starts with a prefix, in key order, read [`SCAN_PAGE`] at a time:
+/// a scan of the whole vault holds one page in memory, never the table.
+pub(crate) struct Scan<'a> {
+    store: &'a dyn Store,
+    table: Table,
+    from: Vec<u8>,
+    to: Vec<u8>,
+    page: std::vec::IntoIter<KeyValue>,
+    done: bool,
+}
+
+/// Scans the rows of `table` whose key starts with `prefix` (empty: the whole table).
+pub(crate) fn scan<'a>(store: &'a dyn Store, table: Table, prefix: &[u8]) -> Scan<'a> {
+    Scan {
+        store,
+        table,
+        from: prefix.to_vec(),
+        to: prefix_end(prefix),
+        page: Vec::new().into_iter(),
+        done: false,
+    }
+}
+
+/// The smallest key after every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    KEY_END.to_vec()
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<KeyValue, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(row) = self.page.next() {
+            return Some(Ok(row));
+        }
+        if self.done {
+            return None;
+        }
+        let rows = match self
+            .store
+            .scan_range(self.table, &self.from, &self.to, SCAN_PAGE)
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        self.done = rows.len() < SCAN_PAGE;
+        if let Some((last, _)) = rows.last() {
+            self.from = last.clone();
+            self.from.push(0);
+        }
+        self.page = rows.into_iter();
+        self.page.next().map(Ok)
+    }
+}
+
 fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
     k.push(table as u8);
@@ -402,6 +474,42 @@ mod tests {
             cache_bytes: 1024 * 1024,
             flush_every_ms: None,
         }
+    }
+
+    /// A scan pages through exactly the rows of its prefix, in order, however many pages they
+    /// take, including prefixes ending in `0xFF` and the empty prefix (the whole table).
+    #[test]
+    fn scan_pages_through_exactly_its_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = SledStore::open(dir.path(), small()).unwrap();
+        let mut b = WriteBatch::default();
+        for p in [[0x01u8], [0xFF], [0x02]] {
+            for i in 0u32..2 * SCAN_PAGE as u32 + 7 {
+                let mut k = p.to_vec();
+                k.extend_from_slice(&i.to_be_bytes());
+                b.put(Table::Record, k, vec![p[0]]);
+            }
+        }
+        b.put(Table::Subject, vec![0x01, 0, 0, 0, 0], vec![9]);
+        st.apply(b).unwrap();
+        let keys = |prefix: &[u8]| -> Vec<Vec<u8>> {
+            scan(&st, Table::Record, prefix)
+                .map(|r| r.unwrap().0)
+                .collect()
+        };
+        for p in [0x01u8, 0xFF] {
+            let got = keys(&[p]);
+            assert_eq!(got.len(), 2 * SCAN_PAGE + 7);
+            assert!(got.iter().all(|k| k[0] == p));
+            assert!(got.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert_eq!(
+            keys(&[]).len(),
+            3 * (2 * SCAN_PAGE + 7),
+            "not the subject row"
+        );
+        assert_eq!(keys(&[0x03]).len(), 0);
+        assert_eq!(prefix_end(&[0x01, 0xFF]), vec![0x02]);
     }
 
     fn write_some(dir: &Path) {
