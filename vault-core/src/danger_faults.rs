@@ -1,14 +1,21 @@
 //! **Danger: fault injection, for tests only.** Compiled only with the `danger-fault-injection`
 //! feature, which no shipped binary enables.
 //!
-//! Two hooks:
+//! Three hooks:
 //! - [`FaultStore`], a [`Store`] wrapper (install it with [`crate::VaultOptions::danger_wrap_store`]
 //!   via [`wrapper`]) that fails the n-th read, write (batch apply) or sync of a [`FaultPlan`] with
 //!   the same typed [`StorageError`] a real I/O failure gives;
 //! - a per-thread key-store plan ([`arm_key_store`]) that interrupts the atomic key-store write
 //!   (write temp file / fsync it / rename it / fsync the directory) of the n-th key-store write on
 //!   the calling thread, either as a failed system call (the error path runs) or as a crash (the
-//!   process "dies": nothing is cleaned up, the caller still gets an error).
+//!   process "dies": nothing is cleaned up, the caller still gets an error). Every atomic file
+//!   replacement counts, so the rewrite of the erasure ledger by a compaction does too;
+//! - a per-thread ledger plan ([`arm_ledger`]) that interrupts the n-th append to the erasure
+//!   ledger flushed by the calling thread (write / fsync), as a failure (a failed write is a full
+//!   disk) or as a crash.
+//!
+//! After an injected crash the thread is "dead": every later key-store write and ledger append on
+//! it fails before touching the disk, whichever plan crashed.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,10 +203,14 @@ struct ThreadPlan {
 
 thread_local! {
     static KEY_STORE_PLAN: RefCell<ThreadPlan> = RefCell::new(ThreadPlan::default());
+    static LEDGER_PLAN: RefCell<LedgerPlan> = RefCell::new(LedgerPlan::default());
+    /// An injected crash happened on this thread: the "process" is gone.
+    static DEAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Interrupts a key-store write on this thread (resets the write counter).
 pub fn arm_key_store(fault: KeyStoreFault) {
+    DEAD.with(|d| d.set(false));
     KEY_STORE_PLAN.with(|p| {
         *p.borrow_mut() = ThreadPlan {
             fault: Some(fault),
@@ -210,6 +221,7 @@ pub fn arm_key_store(fault: KeyStoreFault) {
 
 /// Stops interrupting key-store writes on this thread (resets the write counter).
 pub fn disarm_key_store() {
+    DEAD.with(|d| d.set(false));
     KEY_STORE_PLAN.with(|p| *p.borrow_mut() = ThreadPlan::default());
 }
 
@@ -234,11 +246,8 @@ pub(crate) enum Injected {
 /// Called by `fsutil::atomic_write` at the start of a write. `true`: an earlier interruption was a
 /// crash, so this "dead process" writes nothing at all.
 pub(crate) fn key_store_write_started() -> bool {
-    KEY_STORE_PLAN.with(|p| {
-        let mut p = p.borrow_mut();
-        p.writes += 1;
-        p.fired && p.fault.is_some_and(|f| f.crash)
-    })
+    KEY_STORE_PLAN.with(|p| p.borrow_mut().writes += 1);
+    DEAD.with(|d| d.get())
 }
 
 /// Called by `fsutil::atomic_write` before each step.
@@ -251,6 +260,93 @@ pub(crate) fn key_store_step(step: KeyStoreStep) -> Option<Injected> {
         }
         p.fired = true;
         Some(if f.crash {
+            DEAD.with(|d| d.set(true));
+            Injected::Crash
+        } else {
+            Injected::Fail
+        })
+    })
+}
+
+/// The steps of one append to the erasure ledger, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerStep {
+    /// Writing the records (an interruption leaves half of them in the file; as a failure it is
+    /// reported as a full disk).
+    Write,
+    /// fsync of the file (an interruption happens after the whole write).
+    Sync,
+}
+
+impl LedgerStep {
+    /// All steps, in order.
+    pub const ALL: [LedgerStep; 2] = [LedgerStep::Write, LedgerStep::Sync];
+}
+
+/// An interruption of one ledger append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerFault {
+    /// Which append flushed by this thread (1-based, counted from [`arm_ledger`]).
+    pub nth_append: u64,
+    /// At which step.
+    pub step: LedgerStep,
+    /// `false`: the call fails and the error path runs (the torn records are cut off). `true`: a
+    /// crash (nothing cleaned up; later appends and key-store writes on this thread fail).
+    pub crash: bool,
+}
+
+#[derive(Default)]
+struct LedgerPlan {
+    fault: Option<LedgerFault>,
+    appends: u64,
+    fired: bool,
+}
+
+/// Interrupts a ledger append on this thread (resets the append counter).
+pub fn arm_ledger(fault: LedgerFault) {
+    DEAD.with(|d| d.set(false));
+    LEDGER_PLAN.with(|p| {
+        *p.borrow_mut() = LedgerPlan {
+            fault: Some(fault),
+            ..LedgerPlan::default()
+        }
+    });
+}
+
+/// Stops interrupting ledger appends on this thread (resets the append counter).
+pub fn disarm_ledger() {
+    DEAD.with(|d| d.set(false));
+    LEDGER_PLAN.with(|p| *p.borrow_mut() = LedgerPlan::default());
+}
+
+/// Ledger appends flushed by this thread since the last arm/disarm.
+pub fn ledger_appends() -> u64 {
+    LEDGER_PLAN.with(|p| p.borrow().appends)
+}
+
+/// Whether the armed ledger interruption fired.
+pub fn ledger_fault_fired() -> bool {
+    LEDGER_PLAN.with(|p| p.borrow().fired)
+}
+
+/// Called by the ledger before it writes an append. `true`: an earlier interruption on this
+/// thread was a crash, so this "dead process" writes nothing.
+pub(crate) fn ledger_append_started() -> bool {
+    LEDGER_PLAN.with(|p| p.borrow_mut().appends += 1);
+    DEAD.with(|d| d.get())
+}
+
+/// Called by the ledger before each step of an append (and before the fsync of `Relaxed` mode).
+pub(crate) fn ledger_step(step: LedgerStep) -> Option<Injected> {
+    LEDGER_PLAN.with(|p| {
+        let mut p = p.borrow_mut();
+        let f = p.fault?;
+        if p.fired || f.nth_append != p.appends || f.step != step {
+            return None;
+        }
+        p.fired = true;
+        Some(if f.crash {
+            DEAD.with(|d| d.set(true));
             Injected::Crash
         } else {
             Injected::Fail

@@ -70,6 +70,7 @@ pub mod fuzz_api;
 mod index;
 pub mod keystore;
 pub mod labels;
+mod ledger;
 pub mod lifecycle;
 mod locks;
 pub mod record;
@@ -97,8 +98,8 @@ pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
 pub use error::{
     Component, CreateError, DeleteError, Error, FindError, IntegrityError, KdfError, KeyFileError,
-    LifecycleError, OpenError, ReadError, RekeyError, Rollback, StorageError, SubjectError,
-    WriteError,
+    LedgerWitness, LifecycleError, OpenError, ReadError, RekeyError, Rollback, StorageError,
+    SubjectError, WriteError,
 };
 pub use export::{
     HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordExport, RegisterData,
