@@ -25,6 +25,7 @@ mod faults;
 mod hostile;
 mod hygiene;
 mod known_answers;
+mod ledger;
 mod lifecycle;
 mod model;
 mod records;
