@@ -740,3 +740,83 @@ fn retiring_the_keks_compacts_the_ledger_and_keeps_forget_markers() {
         Err(vault_core::WriteError::SubjectForgotten { .. })
     ));
 }
+
+/// The compaction after a KEK destruction, and the key store's re-anchoring after it, interrupted
+/// at every step of every atomic write of `retire_kek` (as a failure and as a crash): the vault
+/// opens afterwards (a key store anchoring the replaced generation is accepted beside the new
+/// file), the retirement finishes when rerun, and a restored data backup from before the forget
+/// still comes back forgotten.
+#[test]
+fn a_compaction_interrupted_at_every_step_leaves_a_vault_that_opens() {
+    let base = Site::new();
+    let v = base.create();
+    let jan = add(&v, "jan");
+    let backup = base.copy_data("before-forget");
+    v.forget(&jan, &req(), false).unwrap();
+    let kek = v.keks()[0].id;
+    drop(v);
+    let mut cases = 0;
+    let mut compacted = 0;
+    for nth in 1u64.. {
+        let mut any = false;
+        for step in KeyStoreStep::ALL {
+            for crash in [false, true] {
+                let site = Site::new();
+                copy_dir(&base.root, &site.root);
+                let v = site.open().unwrap();
+                arm_key_store(KeyStoreFault {
+                    nth_write: nth,
+                    step,
+                    crash,
+                });
+                let result = v.retire_kek(kek, &req(), &mut |_| {});
+                let fired = key_store_fault_fired();
+                disarm_key_store();
+                drop(v);
+                if !fired {
+                    result.unwrap();
+                    continue;
+                }
+                any = true;
+                cases += 1;
+                let what = format!("write #{nth} at {step:?}, crash {crash}");
+                let v = site
+                    .open()
+                    .unwrap_or_else(|e| panic!("{what}: reopen: {e:?}"));
+                let destroyed = |v: &Vault| {
+                    v.keks()
+                        .iter()
+                        .any(|k| k.id == kek && k.state == vault_core::KekState::Destroyed)
+                };
+                if !destroyed(&v) {
+                    v.retire_kek(kek, &req(), &mut |_| {})
+                        .unwrap_or_else(|e| panic!("{what}: rerun: {e:?}"));
+                }
+                assert!(destroyed(&v), "{what}");
+                let generation =
+                    u64::from_le_bytes(site.ledger_bytes()[28..36].try_into().unwrap());
+                compacted += usize::from(generation > 1);
+                drop(v);
+                site.restore_data(&backup);
+                let v = site
+                    .open()
+                    .unwrap_or_else(|e| panic!("{what}: restore: {e:?}"));
+                assert!(
+                    matches!(
+                        v.put(&jan, "customer", &customer("jan")),
+                        Err(vault_core::WriteError::SubjectForgotten { .. })
+                    ),
+                    "{what}"
+                );
+            }
+        }
+        if !any {
+            break;
+        }
+        assert!(nth < 20, "no end to key-store writes");
+    }
+    // Four atomic writes (no live key is left under the KEK, so no successor is made): marking
+    // it retiring, destroying it, the ledger's compaction and the key store's re-anchoring.
+    assert_eq!(cases, 4 * 8, "cases");
+    assert!(compacted > 0);
+}
