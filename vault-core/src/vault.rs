@@ -280,6 +280,24 @@ fn key_lock_path(p: &VaultPaths) -> PathBuf {
     crate::fsutil::temp_path(&p.key_store).with_extension("lock")
 }
 
+/// `create` never overwrites: an existing key store or ledger, or a non-empty data directory, is
+/// `AlreadyExists`.
+fn refuse_existing(paths: &VaultPaths, ledger_file: &Path) -> Result<(), CreateError> {
+    for p in [paths.key_store.as_path(), ledger_file] {
+        if p.exists() {
+            return Err(CreateError::AlreadyExists {
+                path: p.display().to_string(),
+            });
+        }
+    }
+    if is_nonempty_dir(&paths.data_dir) || paths.data_dir.is_file() {
+        return Err(CreateError::AlreadyExists {
+            path: paths.data_dir.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn is_nonempty_dir(p: &Path) -> bool {
     std::fs::read_dir(p)
         .map(|mut d| d.next().is_some())
@@ -298,18 +316,7 @@ impl Vault {
         options: VaultOptions,
     ) -> Result<Vault, CreateError> {
         let ledger_file = crate::ledger::ledger_path(&paths.key_store);
-        for p in [&paths.key_store, &ledger_file] {
-            if p.exists() {
-                return Err(CreateError::AlreadyExists {
-                    path: p.display().to_string(),
-                });
-            }
-        }
-        if is_nonempty_dir(&paths.data_dir) || paths.data_dir.is_file() {
-            return Err(CreateError::AlreadyExists {
-                path: paths.data_dir.display().to_string(),
-            });
-        }
+        refuse_existing(paths, &ledger_file)?;
         if creds.factors() == 0 {
             return Err(CreateError::NoCredentials);
         }
@@ -505,33 +512,7 @@ impl Vault {
             Some(wrap) => wrap(store),
             None => store,
         };
-        let meta = store
-            .get(Table::Meta, META_VAULT)?
-            .ok_or(StorageError::corrupted(
-                Component::Meta,
-                "vault metadata missing",
-            ))?;
-        let mut r = Reader::new(&meta, "vault metadata");
-        let bad = |_| {
-            OpenError::Storage(StorageError::corrupted(
-                Component::Meta,
-                "vault metadata does not decode",
-            ))
-        };
-        if r.array::<8>().map_err(bad)? != *DATA_MAGIC {
-            return Err(StorageError::corrupted(Component::Meta, "bad magic").into());
-        }
-        let version = r.u16().map_err(bad)?;
-        if version != DATA_FORMAT_VERSION {
-            return Err(OpenError::UnsupportedVersion {
-                component: Component::DataStore,
-                found: u32::from(version),
-                supported: u32::from(DATA_FORMAT_VERSION),
-            });
-        }
-        if r.array::<16>().map_err(bad)? != ks.vault_id {
-            return Err(OpenError::VaultMismatch);
-        }
+        check_vault_meta(&*store, &ks)?;
         let stored = store
             .get(Table::Meta, META_SCHEMA)?
             .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
@@ -1157,6 +1138,39 @@ fn row_tag_with(row_mac: &SecretKey, table: Table, key: &[u8], value: &[u8]) -> 
     let t = [table as u8];
     let kl = (key.len() as u32).to_le_bytes();
     crypto::hmac_sha256(row_mac, &[&t, &kl, key, value])
+}
+
+/// The data directory's `vault` meta entry: magic, a data format this build reads, and the key
+/// store's vault id.
+fn check_vault_meta(store: &dyn Store, ks: &KeyStore) -> Result<(), OpenError> {
+    let meta = store
+        .get(Table::Meta, META_VAULT)?
+        .ok_or(StorageError::corrupted(
+            Component::Meta,
+            "vault metadata missing",
+        ))?;
+    let mut r = Reader::new(&meta, "vault metadata");
+    let bad = |_| {
+        OpenError::Storage(StorageError::corrupted(
+            Component::Meta,
+            "vault metadata does not decode",
+        ))
+    };
+    if r.array::<8>().map_err(bad)? != *DATA_MAGIC {
+        return Err(StorageError::corrupted(Component::Meta, "bad magic").into());
+    }
+    let version = r.u16().map_err(bad)?;
+    if version != DATA_FORMAT_VERSION {
+        return Err(OpenError::UnsupportedVersion {
+            component: Component::DataStore,
+            found: u32::from(version),
+            supported: u32::from(DATA_FORMAT_VERSION),
+        });
+    }
+    if r.array::<16>().map_err(bad)? != ks.vault_id {
+        return Err(OpenError::VaultMismatch);
+    }
+    Ok(())
 }
 
 /// The `ledger_seen` meta row's value (before its row MAC).
