@@ -1,7 +1,7 @@
-//! Criterion benchmarks: kluis put / get / get 2 fields / find / update against the same-run
-//! baselines (plaintext sled with the same e-mail index, naive one-key blob store, and the bare AEAD
-//! work of the same fields), on stores preloaded with `BENCH_N` customers (default 10000; the
-//! issue's 100k: `BENCH_N=100000 cargo bench -p benches --bench vault`).
+//! Criterion benchmarks: kluis put / get / get 2 fields / find / update / forget / delete against
+//! the same-run baselines (plaintext sled with the same e-mail index, naive one-key blob store, and
+//! the bare AEAD work of the same fields), on stores preloaded with `BENCH_N` customers (default
+//! 10000; the 100k: `BENCH_N=100000 cargo bench -p benches --bench vault`).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,8 +19,12 @@ fn preload() -> u64 {
 }
 
 fn vault(dir: &std::path::Path) -> Vault {
+    vault_with(dir, Durability::Relaxed)
+}
+
+fn vault_with(dir: &std::path::Path, durability: Durability) -> Vault {
     let opts = VaultOptions::default()
-        .durability(Durability::Relaxed)
+        .durability(durability)
         .kdf(KdfParams::danger_insecure_for_tests())
         .danger_allow_weak_kdf(true);
     Vault::create(
@@ -235,9 +239,85 @@ fn find_live_keks(c: &mut Criterion) {
     g.finish();
 }
 
+/// Erasure against deletion: `forget` of a customer (the erasure ledger entry, then one batch that
+/// shreds the key, strips the record's fields and index rows, audited) and kluis's own `delete` of
+/// the record, against plaintext sled deleting the record and its index entry, in the same run on
+/// stores preloaded with `BENCH_N` customers. Every iteration erases a customer stored in its
+/// (untimed) setup. Non-durable (`Relaxed`, sled without fsync) and durable (kluis group commit,
+/// one writer; plaintext: delete, then sled flush + fsync).
+fn erasure(c: &mut Criterion) {
+    let n = preload();
+    let tmp = tempfile::tempdir().unwrap();
+    let req = vault_core::Request::new("bench", "benchmark");
+    for (name, mode) in [
+        ("forget", Durability::Relaxed),
+        ("forget_durable", Durability::GroupCommit),
+    ] {
+        let v = vault_with(&tmp.path().join(format!("k-{name}")), Durability::Relaxed);
+        let pdir = tmp.path().join(format!("p-{name}"));
+        let plain = PlainStore::open(&pdir).unwrap();
+        for i in 0..n {
+            v.create_subject_with("customer", &Record::from_json(customer(i)).unwrap())
+                .unwrap();
+            plain.put(&pid(i), &customer(i)).unwrap();
+        }
+        drop(v);
+        let v = Vault::open(
+            &VaultPaths::in_dir(tmp.path().join(format!("k-{name}"))),
+            &Credentials::passphrase("bench"),
+            VaultOptions::default()
+                .durability(mode)
+                .kdf(KdfParams::danger_insecure_for_tests())
+                .danger_allow_weak_kdf(true),
+        )
+        .unwrap();
+        let durable = mode != Durability::Relaxed;
+        let mut g = c.benchmark_group(format!("{name}/{n}"));
+        g.throughput(Throughput::Elements(1));
+        let mut i = n;
+        let mut fresh = || {
+            i += 1;
+            v.create_subject_with("customer", &Record::from_json(customer(i)).unwrap())
+                .unwrap()
+        };
+        g.bench_function("kluis_forget", |b| {
+            b.iter_batched(
+                &mut fresh,
+                |s| black_box(v.forget(&s, &req, false).unwrap()),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function("kluis_delete", |b| {
+            b.iter_batched(
+                &mut fresh,
+                |s| v.delete(&s, "customer").unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+        let mut j = n;
+        g.bench_function("plaintext_sled_delete", |b| {
+            b.iter_batched(
+                || {
+                    j += 1;
+                    plain.put(&pid(j), &customer(j)).unwrap();
+                    pid(j)
+                },
+                |id| {
+                    plain.delete(&id).unwrap();
+                    if durable {
+                        plain.sync(&pdir).unwrap();
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = stores, find_live_keks
+    targets = stores, find_live_keks, erasure
 }
 criterion_main!(benches);

@@ -343,16 +343,15 @@ fn admin_backup_copies_data_only_and_opens_with_the_current_key_store() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
 
-    // Restore: the backup as data/, next to a copy of the current key store.
+    // Restore: the backup as data/, next to a copy of the current keys/ (the key store and the
+    // erasure ledger beside it).
     let restore = env.path("restore");
     let keys = restore.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::rename(&dest, restore.join("data")).unwrap();
-    std::fs::copy(
-        env.vault().join("keys/keystore.kluis"),
-        keys.join("keystore.kluis"),
-    )
-    .unwrap();
+    for f in ["keystore.kluis", "keystore.kluis.ledger"] {
+        std::fs::copy(env.vault().join("keys").join(f), keys.join(f)).unwrap();
+    }
     let v = Vault::open(
         &VaultPaths::in_dir(&restore),
         &Credentials::passphrase(PASSPHRASE),
@@ -531,14 +530,16 @@ fn admin_audit_verify_after_a_data_restore_says_what_happened() {
     let subjects = env.populated();
     let backup = env.path("backup");
     env.ok(&["backup", backup.to_str().unwrap()]);
-    // Audited writes after the backup, then a key-store write (the forget's erasure ledger), which
-    // moves the key store's audit checkpoint past everything the backup holds.
+    // Audited writes after the backup, then a key-store write (a new blind-index root; a forget
+    // appends to the erasure ledger and no longer rewrites the key store), which moves the key
+    // store's audit checkpoint past everything the backup holds.
     let customer = env.write(
         "c.json",
         r#"{"first_name":"Els","last_name":"de Vries","email":"els@voorbeeld.nl"}"#,
     );
     env.ok(&["put", &subjects[1], "customer", "--json-file", &customer]);
     env.ok(&["forget", &subjects[0], "--reason", "Art. 17"]);
+    env.ok(&["rotate", "index"]);
 
     // The deliberate restore: the backup becomes data/, next to the current key store.
     let data = env.vault().join("data");

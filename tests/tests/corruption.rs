@@ -171,6 +171,7 @@ fn class(rel: &Path) -> &'static str {
         ("data", "db") => "db",
         ("data", n) if n.starts_with("snap.") => "snapshot",
         ("keys", "keystore.kluis") => "key store",
+        ("keys", "keystore.kluis.ledger") => "erasure ledger",
         (_, "vault.key") => "key file",
         _ => "other",
     }
@@ -459,9 +460,9 @@ fn assert_no_panic_no_wrong_data(tallies: &BTreeMap<&'static str, Tally>) {
 // ---------------------------------------------------------------------------------------------
 // Tests.
 
-/// Every file of a passphrase vault: sled's conf, log and blobs, and the key store. Never a panic,
-/// never wrong data; damage to the key store and to sled's conf is always either harmless or a
-/// typed error. (Silent loss in sled's log and blobs is recorded, not asserted here: see the
+/// Every file of a passphrase vault: sled's conf, log and blobs, the key store and the erasure
+/// ledger. Never a panic, never wrong data; damage to the key store, the ledger and sled's conf is
+/// always either harmless or a typed error. (Silent loss in sled's log and blobs is recorded, not asserted here: see the
 /// ignored test below.)
 #[test]
 fn corrupted_files_give_typed_errors_never_panics_or_wrong_data() {
@@ -479,6 +480,22 @@ fn corrupted_files_give_typed_errors_never_panics_or_wrong_data() {
         ks.typed.keys().all(|k| k == "corrupted key store"),
         "{:?}",
         ks.typed
+    );
+    // The fixture erased nothing: the ledger is its header, which its MAC covers (another vault id
+    // reads as another vault's ledger).
+    let ledger = &tallies["erasure ledger"];
+    assert_eq!(
+        ledger.typed(),
+        ledger.cases,
+        "every ledger damage is a typed error"
+    );
+    assert!(
+        ledger
+            .typed
+            .keys()
+            .all(|k| k == "corrupted erasure ledger" || k == "RolledBack"),
+        "{:?}",
+        ledger.typed
     );
     let conf = &tallies["conf"];
     assert_eq!(conf.silent_loss, 0, "conf damage is harmless or typed");

@@ -20,6 +20,10 @@
 //! key-store write of an operation at each step (write temp file, fsync it, rename, fsync the
 //! directory), as a failed call or as a crash (no clean-up; later key-store writes never happen):
 //! the key store must open, under the old or the new credentials, and the checks above hold.
+//! The ledger tests interrupt each append of an operation to the erasure ledger at each step
+//! (write, fsync), as a failure (a failed write is a full disk: `DiskFull`) or as a crash: after
+//! the reopen the erasure is either not there at all or complete, and the checks above hold.
+//! `forget` appends to the ledger and writes no key store at all.
 //! The operation sweeps run under `Durability::PerOperation` and `GroupCommit`. `Vault::create` and a
 //! `Vault::open` that must re-apply the erasure ledger (data restored from an older backup) are
 //! swept too. Each sweep prints a `faults: ...` line with its points and cases (`--nocapture`).
@@ -29,8 +33,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use vault_core::danger_faults::{
-    arm_key_store, disarm_key_store, key_store_fault_fired, key_store_writes, wrapper, FaultKind,
-    FaultPlan, KeyStoreFault, KeyStoreStep,
+    arm_key_store, arm_ledger, disarm_key_store, disarm_ledger, key_store_fault_fired,
+    key_store_writes, ledger_appends, ledger_fault_fired, wrapper, FaultKind, FaultPlan,
+    KeyStoreFault, KeyStoreStep, LedgerFault, LedgerStep,
 };
 use vault_core::{
     AuditFilter, AuditOp, Credentials, Durability, Epoch, FieldState, KdfParams, KekState,
@@ -392,7 +397,9 @@ fn check_after(
             }
         }
         Err(e) => {
-            if !e.contains("Io {") || e.contains("Corrupted") {
+            // A full disk is how an interrupted ledger write is reported.
+            let clean = e.contains("Io {") || e.contains("DiskFull { component: Ledger }");
+            if !clean || e.contains("Corrupted") {
                 return Err(format!("not a clean I/O error: {e}"));
             }
         }
@@ -565,6 +572,85 @@ fn sweep_key_store(op: Op) -> [u64; 2] {
     [writes, cases]
 }
 
+/// Interrupts every ledger append of `op` at every step, as a failure and as a crash.
+/// Returns (appends, cases).
+fn sweep_ledger(op: Op) -> [u64; 2] {
+    let f = build_fixture();
+    let work = tempfile::tempdir().unwrap();
+    let (mut cases, mut absorbed, mut appends) = (0u64, 0u64, 0);
+    for nth in 1u64.. {
+        let mut any = false;
+        for step in LedgerStep::ALL {
+            for crash in [false, true] {
+                let root = work.path().join(format!("ledger-{nth}-{step:?}-{crash}"));
+                copy_dir(&f.root, &root);
+                let v = Vault::open(&VaultPaths::in_dir(&root), &creds(), opts(NOW)).unwrap();
+                arm_ledger(LedgerFault {
+                    nth_append: nth,
+                    step,
+                    crash,
+                });
+                let result = op.run(&v, &f);
+                let (fired, total) = (ledger_fault_fired(), ledger_appends());
+                disarm_ledger();
+                drop(v);
+                if !fired {
+                    assert!(result.is_ok(), "{op:?} without a fault: {result:?}");
+                    appends = total;
+                    std::fs::remove_dir_all(&root).unwrap();
+                    continue;
+                }
+                any = true;
+                cases += 1;
+                if let Err(e) = check_after(op, &f, &root, &result, &mut absorbed) {
+                    panic!(
+                        "{op:?}, ledger append #{nth} interrupted at {step:?} (crash: {crash}): \
+                         {e} (the call returned {result:?})"
+                    );
+                }
+                std::fs::remove_dir_all(&root).unwrap();
+            }
+        }
+        if !any {
+            break;
+        }
+        assert!(nth < 200, "{op:?}: no end to ledger appends");
+    }
+    eprintln!("faults: {op:?}: {appends} ledger appends, {cases} ledger cases");
+    [appends, cases]
+}
+
+macro_rules! ledger_sweep {
+    ($name:ident, $op:expr) => {
+        #[test]
+        fn $name() {
+            let t = Instant::now();
+            let [_, cases] = sweep_ledger($op);
+            assert!(cases > 0);
+            eprintln!("faults: {:?} ledger swept in {:.1?}", $op, t.elapsed());
+        }
+    };
+}
+
+ledger_sweep!(forget_ledger_append_leaves_none_or_all, Op::Forget);
+ledger_sweep!(expire_ledger_append_leaves_none_or_all, Op::Expire);
+
+/// An erasure appends to the ledger and leaves the key store alone (it was rewritten whole for
+/// every forget before the ledger had a file of its own).
+#[test]
+fn forget_writes_no_key_store() {
+    let f = build_fixture();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("v");
+    copy_dir(&f.root, &root);
+    let v = Vault::open(&VaultPaths::in_dir(&root), &creds(), opts(NOW)).unwrap();
+    disarm_key_store();
+    disarm_ledger();
+    v.forget(&f.s.b, &req(), false).unwrap();
+    assert_eq!(key_store_writes(), 0);
+    assert_eq!(ledger_appends(), 1);
+}
+
 macro_rules! store_sweep {
     ($name:ident, $op:expr) => {
         #[test]
@@ -624,7 +710,6 @@ key_store_sweep!(
     rotate_data_keys_key_store_write_leaves_old_or_new,
     Op::RotateDataKeys
 );
-key_store_sweep!(forget_key_store_write_leaves_old_or_new, Op::Forget);
 key_store_sweep!(expire_key_store_write_leaves_old_or_new, Op::Expire);
 key_store_sweep!(retire_kek_key_store_write_leaves_old_or_new, Op::RetireKek);
 

@@ -26,6 +26,7 @@ mod hostile;
 mod hygiene;
 mod known_answers;
 mod layers;
+mod ledger;
 mod lifecycle;
 mod model;
 mod per_record;

@@ -28,6 +28,7 @@ fn main() -> std::io::Result<()> {
             "audit_head" => &[("audit_entry", b"")],
             "key_store_file" => &[("key_store_file", b"\x00"), ("key_store_file", b"\x01")],
             "key_store_body" => &[("key_store_body", b""), ("key_store_file", b"\x02")],
+            "ledger_revoke" => &[("ledger_record", b"")],
             other => &[(other, b"")],
         };
         for (i, (target, prefix)) in targets.iter().enumerate() {

@@ -1,16 +1,22 @@
 //! **Danger: fault injection, for tests only.** Compiled only with the `danger-fault-injection`
 //! feature, which no shipped binary enables.
 //!
-//! Two hooks:
+//! Three hooks:
 //! - [`FaultStore`], a [`Store`] wrapper (install it with [`crate::VaultOptions::danger_wrap_store`]
 //!   via [`wrapper`]) that fails the n-th read, write (batch apply) or sync of a [`FaultPlan`] with
 //!   the same typed [`StorageError`] a real I/O failure gives;
 //! - a per-thread key-store plan ([`arm_key_store`]) that interrupts the atomic key-store write
 //!   (write temp file / fsync it / rename it / fsync the directory) of the n-th key-store write on
 //!   the calling thread, either as a failed system call (the error path runs) or as a crash (the
-//!   process "dies": nothing is cleaned up, the caller still gets an error).
+//!   process "dies": nothing is cleaned up, the caller still gets an error). Every atomic file
+//!   replacement counts, so the rewrite of the erasure ledger by a compaction does too;
+//! - a per-thread ledger plan ([`arm_ledger`]) that interrupts the n-th append to the erasure
+//!   ledger flushed by the calling thread (write / fsync), as a failure (a failed write is a full
+//!   disk) or as a crash.
+//!
+//! After an injected crash the thread is "dead": every later key-store write and ledger append on
+//! it fails before touching the disk, whichever plan crashed.
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +24,13 @@ use crate::error::{Component, StorageError};
 use crate::storage::locks::LockUnpoisoned;
 use crate::storage::store::{KeyValue, Store, Table, WriteBatch};
 use crate::vault::StoreWrapper;
+
+// The per-thread file hooks live with the file writes they interrupt (a lower layer).
+pub use crate::storage::file_faults::{
+    arm_key_store, arm_ledger, disarm_key_store, disarm_ledger, key_store_fault_fired,
+    key_store_writes, ledger_appends, ledger_fault_fired, KeyStoreFault, KeyStoreStep, LedgerFault,
+    LedgerStep,
+};
 
 /// Which kind of storage call a fault targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,112 +161,5 @@ impl Store for FaultStore {
 pub fn wrapper(plan: Arc<FaultPlan>) -> StoreWrapper {
     Arc::new(move |inner: Box<dyn Store>| {
         Box::new(FaultStore::new(inner, plan.clone())) as Box<dyn Store>
-    })
-}
-
-/// The steps of an atomic key-store write, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyStoreStep {
-    /// Writing the temp file (an interruption leaves it half written).
-    WriteTemp,
-    /// fsync of the temp file.
-    SyncTemp,
-    /// Renaming the temp file over the key store (an interruption happens before the rename).
-    Rename,
-    /// fsync of the directory (an interruption happens after the rename).
-    SyncDir,
-}
-
-impl KeyStoreStep {
-    /// All steps, in order.
-    pub const ALL: [KeyStoreStep; 4] = [
-        KeyStoreStep::WriteTemp,
-        KeyStoreStep::SyncTemp,
-        KeyStoreStep::Rename,
-        KeyStoreStep::SyncDir,
-    ];
-}
-
-/// An interruption of one key-store write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyStoreFault {
-    /// Which key-store write on this thread (1-based, counted from [`arm_key_store`]).
-    pub nth_write: u64,
-    /// At which step.
-    pub step: KeyStoreStep,
-    /// `false`: the system call fails and the error path runs (temp file removed). `true`: a crash
-    /// (nothing cleaned up; the caller still gets an I/O error, and every later key-store write on
-    /// this thread fails before touching the disk, as if the process had died).
-    pub crash: bool,
-}
-
-#[derive(Default)]
-struct ThreadPlan {
-    fault: Option<KeyStoreFault>,
-    writes: u64,
-    fired: bool,
-}
-
-thread_local! {
-    static KEY_STORE_PLAN: RefCell<ThreadPlan> = RefCell::new(ThreadPlan::default());
-}
-
-/// Interrupts a key-store write on this thread (resets the write counter).
-pub fn arm_key_store(fault: KeyStoreFault) {
-    KEY_STORE_PLAN.with(|p| {
-        *p.borrow_mut() = ThreadPlan {
-            fault: Some(fault),
-            ..ThreadPlan::default()
-        }
-    });
-}
-
-/// Stops interrupting key-store writes on this thread (resets the write counter).
-pub fn disarm_key_store() {
-    KEY_STORE_PLAN.with(|p| *p.borrow_mut() = ThreadPlan::default());
-}
-
-/// Key-store writes started on this thread since the last arm/disarm.
-pub fn key_store_writes() -> u64 {
-    KEY_STORE_PLAN.with(|p| p.borrow().writes)
-}
-
-/// Whether the armed key-store interruption fired.
-pub fn key_store_fault_fired() -> bool {
-    KEY_STORE_PLAN.with(|p| p.borrow().fired)
-}
-
-/// What the atomic write should do at a step.
-pub(crate) enum Injected {
-    /// Fail the step (the error path runs).
-    Fail,
-    /// Stop as if the process died here.
-    Crash,
-}
-
-/// Called by `fsutil::atomic_write` at the start of a write. `true`: an earlier interruption was a
-/// crash, so this "dead process" writes nothing at all.
-pub(crate) fn key_store_write_started() -> bool {
-    KEY_STORE_PLAN.with(|p| {
-        let mut p = p.borrow_mut();
-        p.writes += 1;
-        p.fired && p.fault.is_some_and(|f| f.crash)
-    })
-}
-
-/// Called by `fsutil::atomic_write` before each step.
-pub(crate) fn key_store_step(step: KeyStoreStep) -> Option<Injected> {
-    KEY_STORE_PLAN.with(|p| {
-        let mut p = p.borrow_mut();
-        let f = p.fault?;
-        if p.fired || f.nth_write != p.writes || f.step != step {
-            return None;
-        }
-        p.fired = true;
-        Some(if f.crash {
-            Injected::Crash
-        } else {
-            Injected::Fail
-        })
     })
 }

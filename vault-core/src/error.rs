@@ -27,6 +27,8 @@ pub enum Component {
     Meta,
     /// The audit log.
     Audit,
+    /// The erasure ledger file beside the key store.
+    Ledger,
 }
 
 impl fmt::Display for Component {
@@ -40,6 +42,7 @@ impl fmt::Display for Component {
             Component::Schema => "stored schema",
             Component::Meta => "vault metadata",
             Component::Audit => "audit log",
+            Component::Ledger => "erasure ledger",
         })
     }
 }
@@ -174,6 +177,56 @@ pub enum Rollback {
     /// The data directory lacks the key-store watermark that the key store says it keeps.
     #[error("the data directory's record of the key store is missing (removed, or data from another vault)")]
     WatermarkMissing,
+    /// The erasure ledger file beside the key store is missing, though the key store or the data
+    /// directory has seen it.
+    #[error("the erasure ledger file is missing, though the {by} has seen it")]
+    LedgerMissing {
+        /// Which half of the vault has seen it.
+        by: LedgerWitness,
+    },
+    /// The erasure ledger is shorter or older than one the key store or the data directory has
+    /// seen: it was cut short, or an older copy was put back. Erasures recorded since would not be
+    /// re-applied to restored data.
+    #[error("the erasure ledger is older than the {by} has seen ({found} entries in ledger generation {found_generation}; it has seen {seen} in generation {seen_generation}): it was truncated or an older copy was put back")]
+    LedgerBehind {
+        /// Which half of the vault has seen more.
+        by: LedgerWitness,
+        /// Ledger generation (one per compaction) the witness has seen.
+        seen_generation: u64,
+        /// Records of that generation the witness has seen.
+        seen: u64,
+        /// Generation of the ledger file found.
+        found_generation: u64,
+        /// Records in the ledger file found (its authenticated prefix).
+        found: u64,
+    },
+    /// The erasure ledger file is not the one the key store or the data directory has seen:
+    /// another vault's, or another copy of this vault's whose records differ.
+    #[error("the erasure ledger file is not the one the {by} has seen (another vault's, or a different copy)")]
+    LedgerReplaced {
+        /// Which half of the vault has seen another ledger.
+        by: LedgerWitness,
+    },
+}
+
+/// Which half of a vault vouches for the erasure ledger in a [`Rollback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LedgerWitness {
+    /// The key store, which anchors the ledger's length and digest at every save.
+    KeyStore,
+    /// The data directory, whose batches record the ledger's length and digest they depend on.
+    Data,
+}
+
+impl fmt::Display for LedgerWitness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LedgerWitness::KeyStore => "key store",
+            LedgerWitness::Data => "data directory",
+        })
+    }
 }
 
 /// Errors creating a vault.

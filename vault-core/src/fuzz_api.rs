@@ -11,6 +11,8 @@
 //! | [`audit_entry`], [`audit_head`] | audit entry body, audit head |
 //! | [`key_store_body`] | the plaintext inside a key store's sealed body |
 //! | [`key_store_file`] | a whole key store file: header, checksum, check MAC, AEAD, body |
+//! | [`ledger_record`] | the body of one erasure-ledger record (an erasure or a revocation) |
+//! | [`ledger_file`] | a whole erasure-ledger file: header, header MAC, the record chain |
 //! | [`schema_toml`] | a schema (TOML) |
 //!
 //! The binary decoders return the *canonical re-encoding* of what they decoded, so a caller can
@@ -91,6 +93,23 @@ pub fn key_store_body(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
 pub fn key_store_file(bytes: &[u8]) -> Result<u64, OpenError> {
     KeyStore::open_bytes(bytes, Path::new("fuzz"), &credentials(), true)
         .map(|ks| ks.seal.generation)
+}
+
+/// Decodes the body of an erasure-ledger record; on success returns its canonical encoding.
+pub fn ledger_record(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    crate::keys::ledger::fuzz::record(bytes)
+}
+
+/// The metadata MAC root of the fuzzing ledger files ([`ledger_file`], the `ledger_file` sample).
+fn fuzz_meta_root() -> SecretKey {
+    SecretKey::init_with(|k| k.fill(4))
+}
+
+/// Parses and verifies a whole erasure-ledger file of vault [`SAMPLE_VAULT_ID`] (the key is the
+/// sample key store's): header, header MAC, every record's length, chain MAC and body. Returns
+/// how many records verify (`None`: the header names another vault).
+pub fn ledger_file(bytes: &[u8]) -> Result<Option<u64>, OpenError> {
+    crate::keys::ledger::fuzz::file(bytes, &fuzz_meta_root(), &SAMPLE_VAULT_ID)
 }
 
 /// Rewrites the trailing SHA-256 of a key store file so that mutations of the rest get past the
@@ -255,7 +274,7 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 key: None,
             },
         ],
-        ledger: vec![LedgerEntry {
+        carried: vec![LedgerEntry {
             subject: [0x11; 16],
             purpose: "marketing".into(),
             generation: 3,
@@ -263,6 +282,12 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
             why: ShredReason::Expired,
             kek_id: 2,
         }],
+        ledger_anchor: crate::keys::ledger::Anchor {
+            generation: 2,
+            count: 7,
+            digest: [0x42; 32],
+        },
+        ledger_source: None,
         epochs: EpochPolicy::default(),
         audit_checkpoint: head,
         checkpoint_source: None,
@@ -272,6 +297,9 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
     };
     let body = ks.encode_body().to_vec();
     let file = seal_key_store_file(&body, SAMPLE_VAULT_ID, 4);
+    let ledger =
+        crate::keys::ledger::fuzz::file_with(&fuzz_meta_root(), SAMPLE_VAULT_ID, &ks.carried);
+    let mut records = crate::keys::ledger::fuzz::sample_records().into_iter();
 
     vec![
         ("envelope", env.encode()),
@@ -280,7 +308,32 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("audit_head", head.encode()),
         ("key_store_body", body),
         ("key_store_file", file),
+        ("ledger_record", records.next().unwrap_or_default()),
+        ("ledger_revoke", records.next().unwrap_or_default()),
+        ("ledger_file", ledger),
     ]
+}
+
+/// **Danger: tests of the ledger migration only.** Rewrites the (closed) vault's key store as the
+/// build before the erasure ledger had a file of its own wrote it — body version 2 with the ledger's
+/// entries inside, same generation — and removes the ledger file. (The caller also removes the
+/// data directory's `ledger_seen` row, which that build did not write.)
+pub fn danger_downgrade_to_key_store_ledger(
+    paths: &crate::VaultPaths,
+    creds: &Credentials,
+) -> Result<usize, OpenError> {
+    let io = |e: std::io::Error| {
+        OpenError::Storage(crate::StorageError::io(crate::Component::Ledger, &e))
+    };
+    let mut ks = KeyStore::open(&paths.key_store, creds, true)?;
+    let opened =
+        crate::keys::ledger::Ledger::open(&paths.key_store, &ks.meta_root, ks.vault_id, true, &[])?;
+    ks.carried = opened.ledger.entries();
+    drop(opened);
+    let bytes = ks.encode_legacy_file()?;
+    std::fs::write(&paths.key_store, bytes).map_err(io)?;
+    std::fs::remove_file(crate::keys::ledger::ledger_path(&paths.key_store)).map_err(io)?;
+    Ok(ks.carried.len())
 }
 
 /// **The attacker's view**, for the tests of crypto-shredding: every blind-index tag that someone
@@ -335,6 +388,11 @@ mod tests {
                 "key_store_body" => key_store_body(&bytes).ok(),
                 "key_store_file" => {
                     assert_eq!(key_store_file(&bytes).ok(), Some(4));
+                    continue;
+                }
+                "ledger_record" | "ledger_revoke" => ledger_record(&bytes).ok(),
+                "ledger_file" => {
+                    assert_eq!(ledger_file(&bytes).ok(), Some(Some(1)));
                     continue;
                 }
                 _ => unreachable!(),

@@ -86,8 +86,8 @@ pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
 pub use error::{
     Component, CreateError, DeleteError, Error, FindError, IntegrityError, KdfError, KeyFileError,
-    LifecycleError, OpenError, ReadError, RekeyError, Rollback, StorageError, SubjectError,
-    WriteError,
+    LedgerWitness, LifecycleError, OpenError, ReadError, RekeyError, Rollback, StorageError,
+    SubjectError, WriteError,
 };
 pub use export::{
     HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordEventExport, RecordExport,

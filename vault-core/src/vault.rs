@@ -17,6 +17,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::subject::SubjectId;
 use crate::keys::credentials::{Credentials, KdfParams};
 use crate::keys::keystore::{KekInfo, KeyStore};
+use crate::keys::ledger::{Anchor, Ledger};
 use crate::schema::Schema;
 use crate::storage::durability::{Committer, Durability};
 use crate::storage::fsutil::{LockError, LockFile};
@@ -32,11 +33,18 @@ const META_SCHEMA: &[u8] = b"schema";
 pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
 /// Meta key of the newest key-store generation the data has seen (rollback detection).
 const META_KEY_STORE_SEEN: &[u8] = b"key_store_seen";
+/// Meta key of the erasure-ledger position the data depends on (generation, count, digest).
+const META_LEDGER_SEEN: &[u8] = b"ledger_seen";
 /// Meta key whose presence says the blind index uses per-KEK tag keys (see `index.rs`).
 const META_INDEX_SCHEME: &[u8] = b"index_scheme";
 /// The blind-index scheme this build writes: 2 = tags keyed per KEK.
 const INDEX_SCHEME: u8 = 2;
 const STRIPES: usize = 1024;
+/// Ledger appends are fsynced before their shredding batch in every durability mode, `Relaxed`
+/// included. `Relaxed` may lose the last writes on a power cut, but it must never keep an erasure
+/// in the live data that the ledger lost: a data backup restored later would bring it back. An
+/// erasure is rare next to a write, so the fsync costs little (about 0.3 ms per `forget`).
+const SYNC_LEDGER_APPENDS: bool = true;
 
 /// Where a vault's two parts live. Keep them apart: back up `data_dir` freely; the key store is
 /// what crypto-shredding destroys, so it must not travel with the data backups.
@@ -210,6 +218,10 @@ pub struct Vault {
     key_store_saved: Arc<std::sync::atomic::AtomicU64>,
     /// Newest key-store generation recorded in `data/` (guarded by the audit-head lock's order).
     key_store_seen: std::sync::atomic::AtomicU64,
+    /// The erasure ledger (an append-only file beside the key store).
+    pub(crate) ledger: Ledger,
+    /// Newest ledger position recorded in `data/` (changed under the audit-head lock).
+    ledger_seen: Mutex<Anchor>,
     pub(crate) stripes: Vec<RwLock<()>>,
     pub(crate) committer: Committer,
     pub(crate) options: VaultOptions,
@@ -273,6 +285,24 @@ fn key_lock_path(p: &VaultPaths) -> PathBuf {
     crate::storage::fsutil::temp_path(&p.key_store).with_extension("lock")
 }
 
+/// `create` never overwrites: an existing key store or ledger, or a non-empty data directory, is
+/// `AlreadyExists`.
+fn refuse_existing(paths: &VaultPaths, ledger_file: &Path) -> Result<(), CreateError> {
+    for p in [paths.key_store.as_path(), ledger_file] {
+        if p.exists() {
+            return Err(CreateError::AlreadyExists {
+                path: p.display().to_string(),
+            });
+        }
+    }
+    if is_nonempty_dir(&paths.data_dir) || paths.data_dir.is_file() {
+        return Err(CreateError::AlreadyExists {
+            path: paths.data_dir.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn is_nonempty_dir(p: &Path) -> bool {
     std::fs::read_dir(p)
         .map(|mut d| d.next().is_some())
@@ -290,16 +320,8 @@ impl Vault {
         schema: Schema,
         options: VaultOptions,
     ) -> Result<Vault, CreateError> {
-        if paths.key_store.exists() {
-            return Err(CreateError::AlreadyExists {
-                path: paths.key_store.display().to_string(),
-            });
-        }
-        if is_nonempty_dir(&paths.data_dir) || paths.data_dir.is_file() {
-            return Err(CreateError::AlreadyExists {
-                path: paths.data_dir.display().to_string(),
-            });
-        }
+        let ledger_file = crate::keys::ledger::ledger_path(&paths.key_store);
+        refuse_existing(paths, &ledger_file)?;
         if creds.factors() == 0 {
             return Err(CreateError::NoCredentials);
         }
@@ -329,13 +351,13 @@ impl Vault {
         let data_in_use = std::fs::read_dir(&paths.data_dir)
             .map(|d| d.flatten().any(|e| e.path() != lock_file))
             .unwrap_or(false);
-        if paths.key_store.exists() || data_in_use {
+        if paths.key_store.exists() || ledger_file.exists() || data_in_use {
             return Err(CreateError::AlreadyExists {
                 path: paths.key_store.display().to_string(),
             });
         }
         let now = options.clock.now();
-        let ks = KeyStore::create(
+        let result = KeyStore::create(
             &paths.key_store,
             creds,
             options.kdf,
@@ -343,14 +365,18 @@ impl Vault {
             options.max_key_uses,
             options.epochs,
             now,
-        )?;
-        let locks = (data_lock, key_lock);
-        let result = Self::create_data(paths, ks, schema, options, locks, now);
+            SYNC_LEDGER_APPENDS,
+        )
+        .and_then(|(ks, ledger)| {
+            let locks = (data_lock, key_lock);
+            Self::create_data(paths, ks, ledger, schema, options, locks, now)
+        });
         if result.is_err() {
             // A failed create leaves nothing behind, so it can simply be retried: the key store
-            // file and everything in the data directory (empty or absent before, checked above)
-            // were made by this call.
+            // and ledger files and everything in the data directory (empty or absent before,
+            // checked above) were made by this call.
             let _ = std::fs::remove_file(&paths.key_store);
+            let _ = std::fs::remove_file(&ledger_file);
             if let Ok(entries) = std::fs::read_dir(&paths.data_dir) {
                 for e in entries.flatten() {
                     let p = e.path();
@@ -369,6 +395,7 @@ impl Vault {
     fn create_data(
         paths: &VaultPaths,
         ks: KeyStore,
+        ledger: Ledger,
         schema: Schema,
         options: VaultOptions,
         (data_lock, key_lock): (LockFile, LockFile),
@@ -414,7 +441,7 @@ impl Vault {
             crate::format::audit::Head::EMPTY,
             store,
             Some(sled),
-            ks,
+            (ks, ledger),
             schema,
             options,
             (data_lock, key_lock),
@@ -490,33 +517,7 @@ impl Vault {
             Some(wrap) => wrap(store),
             None => store,
         };
-        let meta = store
-            .get(Table::Meta, META_VAULT)?
-            .ok_or(StorageError::corrupted(
-                Component::Meta,
-                "vault metadata missing",
-            ))?;
-        let mut r = Reader::new(&meta, "vault metadata");
-        let bad = |_| {
-            OpenError::Storage(StorageError::corrupted(
-                Component::Meta,
-                "vault metadata does not decode",
-            ))
-        };
-        if r.array::<8>().map_err(bad)? != *DATA_MAGIC {
-            return Err(StorageError::corrupted(Component::Meta, "bad magic").into());
-        }
-        let version = r.u16().map_err(bad)?;
-        if version != DATA_FORMAT_VERSION {
-            return Err(OpenError::UnsupportedVersion {
-                component: Component::DataStore,
-                found: u32::from(version),
-                supported: u32::from(DATA_FORMAT_VERSION),
-            });
-        }
-        if r.array::<16>().map_err(bad)? != ks.vault_id {
-            return Err(OpenError::VaultMismatch);
-        }
+        check_vault_meta(&*store, &ks)?;
         let stored = store
             .get(Table::Meta, META_SCHEMA)?
             .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
@@ -528,32 +529,37 @@ impl Vault {
                 StorageError::corrupted(Component::Audit, "audit head does not decode")
             })?,
         };
+        let (ledger, ledger_rollback, ledger_seen) = open_ledger(&*store, &ks)?;
         let vault = Self::assemble(
             paths,
             head,
             store,
             Some(sled),
-            ks,
+            (ks, ledger),
             schema,
             options,
             (data_lock, key_lock),
         );
-        let rollback = vault.check_rollback(stored_schema_version)?;
+        *vault.ledger_seen.lock_unpoisoned() = ledger_seen;
+        let rollback = vault.check_rollback(stored_schema_version, ledger_rollback)?;
         match (rollback, accept) {
             (Some(r), None) => return Err(OpenError::RolledBack(r)),
             (Some(r), Some(req)) => vault.accept_rollback(r, stored_schema_version, req)?,
             (None, _) => vault.upgrade_watermarks(stored_schema_version)?,
         }
+        vault.settle_ledger()?;
         // A restored older data backup (or a crash mid-shred) must not bring erased data back.
         vault.reapply_ledger()?;
         vault.upgrade_index_scheme()?;
         Ok((vault, rollback))
     }
 
-    /// Compares what each half of the vault has seen of the other (see `OpenError::RolledBack`).
+    /// Compares what each half of the vault has seen of the other (see `OpenError::RolledBack`);
+    /// `ledger` is what the erasure ledger's check found.
     fn check_rollback(
         &self,
         stored_schema: u32,
+        ledger: Option<crate::error::Rollback>,
     ) -> Result<Option<crate::error::Rollback>, OpenError> {
         use crate::error::Rollback;
         let seen = match self.store.get(Table::Meta, META_KEY_STORE_SEEN)? {
@@ -585,6 +591,9 @@ impl Vault {
         } else if keeps_watermark {
             return Ok(Some(Rollback::WatermarkMissing));
         }
+        if ledger.is_some() {
+            return Ok(ledger);
+        }
         // Also when the whole data directory is older (a data backup from before a schema
         // change): nothing unauthenticated in `data/` can tell that from one row put back, so the
         // older schema is taken only through the audited accept.
@@ -604,6 +613,13 @@ impl Vault {
         stored_schema: u32,
         req: &crate::ops::lifecycle::Request,
     ) -> Result<(), OpenError> {
+        if !self.ledger.has_file() {
+            // The ledger was lost (or another vault's is in its place): a new one, later than any
+            // the two halves have seen. Entries a recovery copy carries join it below.
+            let seen = self.ledger_seen.lock_unpoisoned().generation;
+            let anchored = self.key_store().ledger_anchor.generation;
+            self.ledger.start_new(seen.max(anchored) + 1)?;
+        }
         let generation = {
             let mut ks = self.key_store();
             ks.schema_version = stored_schema;
@@ -618,6 +634,10 @@ impl Vault {
             generation.to_le_bytes().to_vec(),
         );
         batch.put(Table::Meta, META_KEY_STORE_SEEN.to_vec(), row);
+        // The ledger as found (or new) is the truth now, even if the data had seen more of it.
+        let tip = self.ledger.anchor();
+        let row = self.seal_row(Table::Meta, META_LEDGER_SEEN, encode_anchor(&tip));
+        batch.put(Table::Meta, META_LEDGER_SEEN.to_vec(), row);
         let what = match r {
             crate::error::Rollback::KeyStore { seen, found } => {
                 format!("key-store generation {found} (data had seen {seen})")
@@ -626,6 +646,22 @@ impl Vault {
                 format!("schema version {found} (key store had seen {seen})")
             }
             crate::error::Rollback::WatermarkMissing => "missing key-store watermark".to_owned(),
+            crate::error::Rollback::LedgerMissing { by } => {
+                format!("missing erasure ledger (the {by} had seen one)")
+            }
+            crate::error::Rollback::LedgerBehind {
+                by,
+                seen_generation,
+                seen,
+                found_generation,
+                found,
+            } => format!(
+                "erasure ledger generation {found_generation} with {found} entries (the {by} \
+                 had seen {seen} in generation {seen_generation})"
+            ),
+            crate::error::Rollback::LedgerReplaced { by } => {
+                format!("an erasure ledger other than the {by} had seen")
+            }
         };
         let audit = crate::format::audit::AuditEntry::new(
             crate::format::audit::AuditOp::AcceptRollback,
@@ -636,6 +672,7 @@ impl Vault {
         .reason(&req.reason);
         self.commit_audited(batch, vec![audit])?;
         self.key_store_seen.store(generation, Ordering::Release);
+        *self.ledger_seen.lock_unpoisoned() = tip;
         self.sync_store()?;
         tracing::warn!(accepted = %what, "rolled-back vault state accepted by an operator");
         Ok(())
@@ -657,6 +694,53 @@ impl Vault {
             self.sync_store()?;
             self.key_store().data_keeps_watermark = true;
         }
+        Ok(())
+    }
+
+    /// Once the checks passed: cuts a torn ledger tail, gives a vault from before the ledger had a
+    /// file of its own its file, and moves the entries a key store body carries (such a vault's
+    /// ledger, or a recovery copy's) into it. Crash-safe at every step: the entries stay in the
+    /// key store until the file holds them durably, and merging skips entries already there.
+    fn settle_ledger(&self) -> Result<(), OpenError> {
+        self.ledger.settle()?;
+        let carried = self.key_store().carried.clone();
+        if carried.is_empty() && self.ledger.has_file() {
+            return Ok(());
+        }
+        if !self.ledger.has_file() {
+            self.ledger.start_new(1)?;
+        }
+        let encode = |e: &crate::keys::keystore::LedgerEntry| {
+            let mut w = Writer::default();
+            e.encode_into(&mut w);
+            w.finish()
+        };
+        let have: std::collections::HashSet<Vec<u8>> =
+            self.ledger.entries().iter().map(encode).collect();
+        let missing: Vec<_> = carried
+            .into_iter()
+            .filter(|e| !have.contains(&encode(e)))
+            .collect();
+        let moved = missing.len();
+        if !missing.is_empty() {
+            self.ledger.append(missing)?;
+        }
+        {
+            let mut ks = self.key_store();
+            let before = std::mem::take(&mut ks.carried);
+            if let Err(e) = ks.save() {
+                ks.carried = before;
+                return Err(e.into());
+            }
+        }
+        // The data learns the new key-store generation and the ledger's tip at once, so a key
+        // store that still carries the entries, put back, is refused from now on.
+        self.apply_audited(WriteBatch::default(), Vec::new())?;
+        self.sync_store()?;
+        tracing::info!(
+            entries = moved,
+            "erasure ledger entries moved from the key store into the ledger file"
+        );
         Ok(())
     }
 
@@ -695,7 +779,7 @@ impl Vault {
         head: crate::format::audit::Head,
         store: Box<dyn Store>,
         sled: Option<Arc<SledStore>>,
-        ks: KeyStore,
+        (ks, ledger): (KeyStore, Ledger),
         schema: Schema,
         options: VaultOptions,
         locks: (LockFile, LockFile),
@@ -706,6 +790,7 @@ impl Vault {
         let durable_head = Arc::new(Mutex::new(head));
         let mut ks = ks;
         ks.checkpoint_source = Some(durable_head.clone());
+        ks.ledger_source = Some(ledger.durable());
         let ks_saved = ks.saved_generation.clone();
         Vault {
             row_mac,
@@ -722,6 +807,8 @@ impl Vault {
             kek_pins: Arc::default(),
             key_store_saved: ks_saved,
             key_store_seen: std::sync::atomic::AtomicU64::new(0),
+            ledger,
+            ledger_seen: Mutex::new(Anchor::NONE),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             committer: Committer::new(options.durability),
             options,
@@ -911,6 +998,9 @@ impl Vault {
     /// Syncs the store and records the audit head that is now durable.
     pub(crate) fn sync_store(&self) -> Result<(), StorageError> {
         let head = *self.audit_head.lock_unpoisoned();
+        // The ledger first (it has anything to sync only in `Relaxed` mode): data made durable
+        // must not be ahead of the erasures it depends on.
+        self.ledger.sync()?;
         self.store.sync()?;
         let mut d = self.durable_head.lock_unpoisoned();
         if head.seq > d.seq {
@@ -996,6 +1086,14 @@ impl Vault {
         // has seen: an older one put back is refused at open.
         let saved = self.key_store_saved.load(Ordering::Acquire);
         let record_seen = saved > self.key_store_seen.load(Ordering::Acquire);
+        // Likewise the ledger position the batch depends on (its durable tip: a shredding batch
+        // follows its ledger entries), so data ahead of a ledger put back is refused at open.
+        let tip = self.ledger.anchor();
+        let record_ledger = tip.ahead_of(&self.ledger_seen.lock_unpoisoned());
+        if record_ledger {
+            let row = self.seal_row(Table::Meta, META_LEDGER_SEEN, encode_anchor(&tip));
+            batch.put(Table::Meta, META_LEDGER_SEEN.to_vec(), row);
+        }
         if record_seen {
             batch.put(
                 Table::Meta,
@@ -1016,6 +1114,9 @@ impl Vault {
         *head = next;
         if record_seen {
             self.key_store_seen.fetch_max(saved, Ordering::AcqRel);
+        }
+        if record_ledger {
+            *self.ledger_seen.lock_unpoisoned() = tip;
         }
         Ok(())
     }
@@ -1044,6 +1145,95 @@ fn row_tag_with(row_mac: &SecretKey, table: Table, key: &[u8], value: &[u8]) -> 
     let t = [table as u8];
     let kl = (key.len() as u32).to_le_bytes();
     crypto::hmac_sha256(row_mac, &[&t, &kl, key, value])
+}
+
+/// The data directory's `vault` meta entry: magic, a data format this build reads, and the key
+/// store's vault id.
+fn check_vault_meta(store: &dyn Store, ks: &KeyStore) -> Result<(), OpenError> {
+    let meta = store
+        .get(Table::Meta, META_VAULT)?
+        .ok_or(StorageError::corrupted(
+            Component::Meta,
+            "vault metadata missing",
+        ))?;
+    let mut r = Reader::new(&meta, "vault metadata");
+    let bad = |_| {
+        OpenError::Storage(StorageError::corrupted(
+            Component::Meta,
+            "vault metadata does not decode",
+        ))
+    };
+    if r.array::<8>().map_err(bad)? != *DATA_MAGIC {
+        return Err(StorageError::corrupted(Component::Meta, "bad magic").into());
+    }
+    let version = r.u16().map_err(bad)?;
+    if version != DATA_FORMAT_VERSION {
+        return Err(OpenError::UnsupportedVersion {
+            component: Component::DataStore,
+            found: u32::from(version),
+            supported: u32::from(DATA_FORMAT_VERSION),
+        });
+    }
+    if r.array::<16>().map_err(bad)? != ks.vault_id {
+        return Err(OpenError::VaultMismatch);
+    }
+    Ok(())
+}
+
+/// The `ledger_seen` meta row's value (before its row MAC).
+fn encode_anchor(a: &Anchor) -> Vec<u8> {
+    let mut w = Writer::with_capacity(48);
+    a.encode_into(&mut w);
+    w.finish()
+}
+
+/// The erasure-ledger position the data directory has seen (`None`: no row, as in data from
+/// before the ledger had a file).
+fn read_ledger_seen(store: &dyn Store, ks: &KeyStore) -> Result<Option<Anchor>, OpenError> {
+    let Some(stored) = store.get(Table::Meta, META_LEDGER_SEEN)? else {
+        return Ok(None);
+    };
+    let bad = |d| OpenError::Storage(StorageError::corrupted(Component::Meta, d));
+    let row_mac = crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]);
+    let body = stored.len().checked_sub(32).map(|n| stored.split_at(n));
+    let Some((body, tag)) = body else {
+        return Err(bad(crate::error::ROW_AUTH_FAILED));
+    };
+    let (t, kl) = (
+        [Table::Meta as u8],
+        (META_LEDGER_SEEN.len() as u32).to_le_bytes(),
+    );
+    if !crypto::hmac_verify(&row_mac, &[&t, &kl, META_LEDGER_SEEN, body], tag) {
+        return Err(bad(crate::error::ROW_AUTH_FAILED));
+    }
+    let mut r = Reader::new(body, "ledger watermark");
+    let a = Anchor::decode(&mut r).map_err(|_| bad("ledger watermark does not decode"))?;
+    r.end()
+        .map_err(|_| bad("ledger watermark does not decode"))?;
+    Ok(Some(a))
+}
+
+/// Opens the erasure ledger beside the key store and checks it against the key store's anchor and
+/// the data's watermark. Returns the ledger, what the check found and the data's watermark.
+fn open_ledger(
+    store: &dyn Store,
+    ks: &KeyStore,
+) -> Result<(Ledger, Option<crate::error::Rollback>, Anchor), OpenError> {
+    let seen = read_ledger_seen(store, ks)?;
+    let want: Vec<u64> = [Some(ks.ledger_anchor), seen]
+        .iter()
+        .flatten()
+        .map(|a| a.count)
+        .collect();
+    let opened = Ledger::open(
+        &ks.path,
+        &ks.meta_root,
+        ks.vault_id,
+        SYNC_LEDGER_APPENDS,
+        &want,
+    )?;
+    let rollback = opened.check(ks.ledger_anchor, seen)?;
+    Ok((opened.ledger, rollback, seen.unwrap_or(Anchor::NONE)))
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

@@ -30,3 +30,9 @@ pub const SCHEMA_MAC: &[u8] = b"kluis/v1/schema";
 pub const ROW_MAC: &[u8] = b"kluis/v1/row-mac";
 /// HKDF info of the key that chains the audit log.
 pub const AUDIT_MAC: &[u8] = b"kluis/v1/audit";
+/// HKDF info of the key that authenticates the erasure ledger file (header and record chain).
+pub const LEDGER: &[u8] = b"kluis/v1/ledger";
+/// MAC domain of the erasure ledger's header (its MAC is the start of the record chain).
+pub const LEDGER_HEADER: &[u8] = b"kluis/v1/ledger/header";
+/// MAC domain of one erasure ledger record, chained to the one before.
+pub const LEDGER_RECORD: &[u8] = b"kluis/v1/ledger/record";

@@ -1,8 +1,10 @@
 //! The key store: a small file, kept apart from the data, sealed as a whole under the root key.
 //!
 //! It holds the key-encryption keys (KEKs), the blind-index root, the metadata MAC root and the
-//! erasure ledger. It is rewritten atomically (temp file, fsync, rename, fsync directory) with a
-//! generation counter that grows by one per write. Byte layout: `docs/format.md`, "Key store".
+//! anchor of the erasure ledger (its length and digest as of the last save; the ledger itself is a
+//! file of its own beside it, see `ledger.rs`). It is rewritten atomically (temp file, fsync,
+//! rename, fsync directory) with a generation counter that grows by one per write, only when keys
+//! change. Byte layout: `docs/format.md`, "Key store".
 
 pub use crate::keys::retention::Epoch;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use crate::crypto::{self, AeadKey, Sealer};
 use crate::error::{Component, CreateError, OpenError, RekeyError, StorageError};
 use crate::format::codec::{DecodeError, Reader, Writer};
 use crate::keys::credentials::{factors_name, Credentials, KdfParams};
+pub(crate) use crate::keys::ledger::LedgerEntry;
+use crate::keys::ledger::{Anchor, Ledger};
 use crate::storage::fsutil;
 use crate::storage::locks::LockUnpoisoned;
 
@@ -28,10 +32,12 @@ pub(crate) const HEADER_LEN: usize = 84;
 const MAX_FILE_LEN: u64 = 64 * 1024 * 1024;
 /// Most KEKs a key store may hold (epochs of many decades plus rotations).
 const MAX_KEKS: usize = 100_000;
-/// Most erasure-ledger entries a key store may hold.
-const MAX_LEDGER: usize = (MAX_FILE_LEN / 34) as usize;
-/// Body version this build writes: 2 added the schema-version watermark (it reads 1 and 2).
-const BODY_VERSION: u16 = 2;
+/// Most erasure-ledger entries a key store body may carry (bounded by the file size: an entry is at
+/// least 34 bytes). Only bodies of version 1 and 2, and recovery copies, carry entries.
+const MAX_CARRIED: usize = (MAX_FILE_LEN / 34) as usize;
+/// Body version this build writes: 2 added the schema-version watermark, 3 moved the erasure
+/// ledger into a file of its own and added its anchor (it reads 1, 2 and 3).
+const BODY_VERSION: u16 = 3;
 /// How many KEK uses are reserved per key-store write (see [`KeyStore::reserve_kek_use`]).
 pub(crate) const KEK_USE_BLOCK: u64 = 4096;
 
@@ -95,20 +101,6 @@ pub struct KekInfo {
     pub created_at: i64,
     /// Wraps reserved (an upper bound on wraps done).
     pub uses: u64,
-}
-
-/// Erasure ledger entry: a (subject, purpose) whose keys were shredded, re-applied on open so a data
-/// restore from an older backup cannot resurrect it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LedgerEntry {
-    pub(crate) subject: [u8; 16],
-    pub(crate) purpose: String,
-    /// The data-key generation shredded (a later generation is new data and is not touched).
-    pub(crate) generation: u32,
-    pub(crate) at: i64,
-    pub(crate) why: crate::format::subject::ShredReason,
-    /// The KEK that wrapped the shredded key: once it is destroyed, the entry can be pruned.
-    pub(crate) kek_id: u32,
 }
 
 /// Wraps in flight per KEK: a key wrapped under KEK `id` is *pinned* from the moment the KEK is
@@ -192,7 +184,16 @@ pub(crate) struct KeyStore {
     pub(crate) meta_root: SecretKey,
     pub(crate) next_kek_id: u32,
     pub(crate) keks: Vec<Kek>,
-    pub(crate) ledger: Vec<LedgerEntry>,
+    /// Erasure-ledger entries carried in the body: all of them in a body of version 1 or 2
+    /// (before the ledger had a file of its own), or a copy of the ledger in a recovery copy
+    /// ([`KeyStore::export_to`]). `Vault::open` moves them into the ledger file; a live key store
+    /// carries none.
+    pub(crate) carried: Vec<LedgerEntry>,
+    /// The ledger file's generation, record count and chain digest as of this file's last save
+    /// (generation 0: no ledger file yet). A ledger behind it was cut short or put back.
+    pub(crate) ledger_anchor: Anchor,
+    /// Where `save` reads the ledger's durable tip from (set by the vault).
+    pub(crate) ledger_source: Option<std::sync::Arc<std::sync::Mutex<Anchor>>>,
     /// Retention-epoch length and grace, fixed at creation.
     pub(crate) epochs: crate::keys::retention::EpochPolicy,
     /// Last audit-chain head seen at a key-store write (detects entries cut off the log's end).
@@ -229,7 +230,9 @@ pub(crate) fn seal_keys(root: &SecretKey) -> (SecretKey, SecretKey) {
 }
 
 impl KeyStore {
-    /// Makes a new key store with one open-ended KEK and writes it to `path` (which must not exist).
+    /// Makes a new key store with one open-ended KEK and an empty erasure ledger and writes both
+    /// (the ledger first: the key store anchors it) to `path` and beside it (neither may exist).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn create(
         path: &Path,
         creds: &Credentials,
@@ -238,7 +241,8 @@ impl KeyStore {
         max_key_uses: u64,
         epochs: crate::keys::retention::EpochPolicy,
         now: i64,
-    ) -> Result<KeyStore, CreateError> {
+        sync_appends: bool,
+    ) -> Result<(KeyStore, Ledger), CreateError> {
         if creds.factors() == 0 {
             return Err(CreateError::NoCredentials);
         }
@@ -267,7 +271,9 @@ impl KeyStore {
             meta_root: SecretKey::generate()?,
             next_kek_id: 1,
             keks: Vec::new(),
-            ledger: Vec::new(),
+            carried: Vec::new(),
+            ledger_anchor: Anchor::NONE,
+            ledger_source: None,
             epochs,
             audit_checkpoint: crate::format::audit::Head::EMPTY,
             checkpoint_source: None,
@@ -276,13 +282,18 @@ impl KeyStore {
             saved_generation: Default::default(),
         };
         ks.push_new_kek(Epoch::OpenEnded, now)?;
-        if path.exists() {
-            return Err(CreateError::AlreadyExists {
-                path: path.display().to_string(),
-            });
+        let ledger_path = crate::keys::ledger::ledger_path(path);
+        for p in [path, ledger_path.as_path()] {
+            if p.exists() {
+                return Err(CreateError::AlreadyExists {
+                    path: p.display().to_string(),
+                });
+            }
         }
+        let ledger = Ledger::create(path, &ks.meta_root, vault_id, sync_appends)?;
+        ks.ledger_source = Some(ledger.durable());
         ks.save().map_err(CreateError::Storage)?;
-        Ok(ks)
+        Ok((ks, ledger))
     }
 
     /// Reads and unseals the key store at `path`. Changes nothing on disk.
@@ -359,7 +370,14 @@ impl KeyStore {
                 self.audit_checkpoint = head;
             }
         }
-        let bytes = self.encode_file(&self.seal, generation)?;
+        // Re-anchor the erasure ledger: every save records how far it is durable now.
+        if let Some(src) = &self.ledger_source {
+            let tip = *src.lock_unpoisoned();
+            if tip.generation != 0 {
+                self.ledger_anchor = tip;
+            }
+        }
+        let bytes = self.encode_file(&self.seal, generation, self.encode_body())?;
         let saved = std::sync::atomic::Ordering::Release;
         let Err(e) = fsutil::atomic_write(&self.path, &bytes) else {
             self.saved_generation.fetch_max(generation, saved);
@@ -382,10 +400,14 @@ impl KeyStore {
         Err(StorageError::io(Component::KeyStore, &e))
     }
 
-    /// The whole file: header (with `seal`'s factors, KDF, salt and check MAC), the body sealed
+    /// The whole file: header (with `seal`'s factors, KDF, salt and check MAC), `body` sealed
     /// under `seal`'s key, and the checksum.
-    fn encode_file(&self, seal: &Seal, generation: u64) -> Result<Vec<u8>, StorageError> {
-        let body = self.encode_body();
+    fn encode_file(
+        &self,
+        seal: &Seal,
+        generation: u64,
+        body: Zeroizing<Vec<u8>>,
+    ) -> Result<Vec<u8>, StorageError> {
         let mut out = Writer::with_capacity(HEADER_LEN + body.len() + 64);
         out.raw(MAGIC)
             .u16(KEY_STORE_VERSION)
@@ -415,13 +437,17 @@ impl KeyStore {
     }
 
     /// Writes a copy of this key store to `dest` (which must not exist; mode 0600, fsynced),
-    /// sealed under `creds` with a fresh salt and `kdf`: same vault, keys, ledger and generation.
+    /// sealed under `creds` with a fresh salt and `kdf`: same vault, keys and generation, and the
+    /// erasure ledger's entries (`ledger`) carried in the body, so the one file is a complete
+    /// recovery copy (put in place of the key store, its entries join the ledger file on open, or
+    /// start a new one if the ledger file was lost too).
     pub(crate) fn export_to(
         &self,
         dest: &Path,
         creds: &Credentials,
         kdf: KdfParams,
         allow_weak: bool,
+        ledger: &[LedgerEntry],
     ) -> Result<(), crate::error::AdminError> {
         use crate::error::AdminError;
         use std::io::Write;
@@ -441,7 +467,8 @@ impl KeyStore {
             seal_key,
             check_key,
         };
-        let bytes = Zeroizing::new(self.encode_file(&seal, self.seal.generation)?);
+        let body = self.encode_body_with(ledger, BODY_VERSION);
+        let bytes = Zeroizing::new(self.encode_file(&seal, self.seal.generation, body)?);
         let io = |e: &std::io::Error| AdminError::Io {
             path: dest.display().to_string(),
             kind: e.kind(),
@@ -636,18 +663,28 @@ impl KeyStore {
     }
 
     pub(crate) fn encode_body(&self) -> Zeroizing<Vec<u8>> {
+        self.encode_body_with(&self.carried, BODY_VERSION)
+    }
+
+    /// The whole file as a build before the ledger file wrote it: body version 2, carrying the
+    /// ledger (a vault to test the migration on).
+    #[cfg(feature = "danger-fuzzing")]
+    pub(crate) fn encode_legacy_file(&self) -> Result<Vec<u8>, StorageError> {
+        let body = self.encode_body_with(&self.carried, 2);
+        self.encode_file(&self.seal, self.seal.generation, body)
+    }
+
+    /// The body of `version` (3; 2 only for tests of the migration), carrying `carried`
+    /// erasure-ledger entries (none in a live key store).
+    fn encode_body_with(&self, carried: &[LedgerEntry], version: u16) -> Zeroizing<Vec<u8>> {
         // Exact capacity: a reallocation would leave an unwiped copy of the keys in freed memory.
         let keks: usize = self.keks.len() * (4 + 1 + 1 + 8 + 8 + 8 + 8 + KEY_LEN);
-        let ledger: usize = self
-            .ledger
-            .iter()
-            .map(|e| 16 + 1 + e.purpose.len() + 4 + 8 + 1 + 4)
-            .sum();
-        let tail = 8 + 8 + 8 + 32 + 4;
+        let ledger: usize = carried.iter().map(LedgerEntry::encoded_len).sum();
+        let tail = 8 + 8 + 8 + 32 + 4 + 48;
         let mut w = Writer::with_capacity(
             2 + 16 + 8 + 8 + 4 + 2 * KEY_LEN + 4 + 4 + keks + 4 + ledger + tail,
         );
-        w.u16(BODY_VERSION)
+        w.u16(version)
             .raw(&self.vault_id)
             .i64(self.created_at)
             .u64(self.max_key_uses)
@@ -674,20 +711,27 @@ impl KeyStore {
                 w.raw(key.expose());
             }
         }
-        w.u32(self.ledger.len() as u32);
-        for e in &self.ledger {
-            w.raw(&e.subject)
-                .str8(&e.purpose)
-                .u32(e.generation)
-                .i64(e.at)
-                .u8(e.why.code())
-                .u32(e.kek_id);
+        w.u32(carried.len() as u32);
+        for e in carried {
+            if version >= 3 {
+                e.encode_into(&mut w);
+            } else {
+                w.raw(&e.subject)
+                    .str8(&e.purpose)
+                    .u32(e.generation)
+                    .i64(e.at)
+                    .u8(e.why.code())
+                    .u32(e.kek_id);
+            }
         }
         w.i64(self.epochs.length)
             .i64(self.epochs.grace)
             .u64(self.audit_checkpoint.seq)
             .raw(&self.audit_checkpoint.mac)
             .u32(self.schema_version);
+        if version >= 3 {
+            self.ledger_anchor.encode_into(&mut w);
+        }
         Zeroizing::new(w.finish())
     }
 }
@@ -739,16 +783,13 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
             key,
         });
     }
-    let n = r.count32(MAX_LEDGER)?;
-    let mut ledger = Vec::with_capacity(n.min(1 << 16));
+    let n = r.count32(MAX_CARRIED)?;
+    let mut carried = Vec::with_capacity(n.min(1 << 16));
     for _ in 0..n {
-        ledger.push(LedgerEntry {
-            subject: r.array()?,
-            purpose: r.str8()?.to_owned(),
-            generation: r.u32()?,
-            at: r.i64()?,
-            why: crate::format::subject::ShredReason::from_code(r.u8()?).ok_or(bad)?,
-            kek_id: r.u32()?,
+        carried.push(if body_version >= 3 {
+            LedgerEntry::decode(&mut r)?
+        } else {
+            legacy_entry(&mut r)?
         });
     }
     let epochs = crate::keys::retention::EpochPolicy {
@@ -763,6 +804,11 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
         mac: r.array()?,
     };
     let schema_version = if body_version >= 2 { r.u32()? } else { 0 };
+    let ledger_anchor = if body_version >= 3 {
+        Anchor::decode(&mut r)?
+    } else {
+        Anchor::NONE
+    };
     r.end()?;
     Ok(KeyStore {
         path: path.to_path_buf(),
@@ -775,13 +821,30 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
         meta_root,
         next_kek_id,
         keks,
-        ledger,
+        carried,
+        ledger_anchor,
+        ledger_source: None,
         epochs,
         audit_checkpoint,
         checkpoint_source: None,
         schema_version,
         data_keeps_watermark: body_version >= 2,
         saved_generation: Default::default(),
+    })
+}
+
+/// An erasure-ledger entry as a body of version 1 or 2 stored it (purpose with a one-byte length).
+fn legacy_entry(r: &mut Reader<'_>) -> Result<LedgerEntry, DecodeError> {
+    let bad = DecodeError {
+        what: "key store body",
+    };
+    Ok(LedgerEntry {
+        subject: r.array()?,
+        purpose: r.str8()?.to_owned(),
+        generation: r.u32()?,
+        at: r.i64()?,
+        why: crate::format::subject::ShredReason::from_code(r.u8()?).ok_or(bad)?,
+        kek_id: r.u32()?,
     })
 }
 

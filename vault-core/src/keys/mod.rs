@@ -6,4 +6,5 @@
 
 pub mod credentials;
 pub mod keystore;
+pub(crate) mod ledger;
 pub mod retention;

@@ -5,9 +5,10 @@
 //!   atomic batch. It resets the key's usage counter (the remedy for [`WriteError::UsageLimit`]).
 //! - [`Vault::rotate_index`] replaces the blind-index root and rebuilds every record's tags and
 //!   index rows from the decrypted values.
-//! - [`Vault::backup`] copies the data directory (never the key store) consistently.
-//! - [`Vault::export_key_store`] writes a recovery copy of the key store sealed under separate
-//!   credentials.
+//! - [`Vault::backup`] copies the data directory (never the key store or the erasure ledger beside
+//!   it) consistently.
+//! - [`Vault::export_key_store`] writes a recovery copy of the key store, carrying the erasure
+//!   ledger's entries, sealed under separate credentials.
 
 pub use crate::error::AdminError;
 use std::collections::{BTreeMap, BTreeSet};
@@ -428,10 +429,10 @@ impl Vault {
     /// consistent state of the vault. (sled's background flusher has nothing left to write after
     /// the sync, as no commit can happen meanwhile; reads continue during the copy.)
     ///
-    /// **The key store is not copied**: back it up separately (see
-    /// [`Vault::export_key_store`]), and never next to the data backups — destroying keys is what
-    /// makes erasure real, and a data backup restored later has every erasure since re-applied from
-    /// the key store's ledger when it is opened.
+    /// **The key store and the erasure ledger are not copied** (they live in `keys/`): back them
+    /// up separately (see [`Vault::export_key_store`]), and never next to the data backups —
+    /// destroying keys is what makes erasure real, and a data backup restored later has every
+    /// erasure since re-applied from the ledger when it is opened.
     pub fn backup(&self, dest: &Path) -> Result<BackupReport, AdminError> {
         let refuse = |reason| AdminError::Destination {
             path: dest.display().to_string(),
@@ -471,8 +472,11 @@ impl Vault {
     }
 
     /// Writes a recovery copy of the key store to `dest` (which must not exist; mode 0600), sealed
-    /// under `recovery` with a fresh salt and Argon2id `kdf`. Put in place of the key store, it
-    /// opens the vault with the recovery credentials.
+    /// under `recovery` with a fresh salt and Argon2id `kdf`, carrying the erasure ledger's
+    /// entries in its body. Put in place of the key store, it opens the vault with the recovery
+    /// credentials: beside the ledger file its entries are merged into it; if the ledger file was
+    /// lost too, the open is refused as rolled back (`Rollback::LedgerMissing`) until an admin
+    /// accepts it, which starts a new ledger file from the carried entries.
     ///
     /// **Keeping the copy defeats crypto-shredding** for as long as it exists: it holds every KEK
     /// alive at the time of export. Replace it at least once per retention epoch (or KEK rotation)
@@ -484,8 +488,9 @@ impl Vault {
         recovery: &Credentials,
         kdf: KdfParams,
     ) -> Result<(), AdminError> {
+        let ledger = self.ledger.entries();
         self.key_store()
-            .export_to(dest, recovery, kdf, self.options.allow_weak_kdf)
+            .export_to(dest, recovery, kdf, self.options.allow_weak_kdf, &ledger)
     }
 }
 

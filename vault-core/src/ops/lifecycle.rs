@@ -1,10 +1,11 @@
 //! Retention and crypto-shredding: anchor events, expiry, legal holds, forgetting, the expiry sweep,
 //! epoch-KEK destruction and the erasure ledger.
 //!
-//! **Order of writes when shredding** (what makes it crash-safe): the erasure ledger entry is written
-//! to the key store first, then one atomic data batch marks the slot shredded, removes the expiry and
-//! blind-index entries, strips the sealed fields from the records and appends the audit entry. A
-//! crash between the two is repaired on the next open, which re-applies the ledger.
+//! **Order of writes when shredding** (what makes it crash-safe): the erasure ledger entry is
+//! appended to the ledger file first (durable before the data in the durable modes), then one
+//! atomic data batch marks the slot shredded, removes the expiry and blind-index entries, strips
+//! the sealed fields from the records and appends the audit entry. A crash between the two is
+//! repaired on the next open, which re-applies the ledger.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,7 +25,7 @@ use crate::storage::locks::RwUnpoisoned;
 use crate::storage::store::{Table, WriteBatch};
 use crate::vault::{CommitFailure, Vault};
 
-/// How many due (subject, purpose) pairs the sweep handles per key-store write.
+/// How many due (subject, purpose) pairs the sweep handles per ledger append.
 const SWEEP_CHUNK: usize = 256;
 
 /// Who asks, and why: recorded in the audit log (never a field value).
@@ -623,7 +624,7 @@ impl Vault {
             why: ShredReason::Forgotten,
             kek_id: 0,
         });
-        self.append_ledger(ledger)?;
+        let written = self.append_ledger(ledger)?;
         let mut batch = WriteBatch::default();
         self.shred_into(
             s,
@@ -664,7 +665,7 @@ impl Vault {
                 return Err(LifecycleError::from(e));
             }
             Err(CommitFailure::NotApplied(e)) => {
-                return Err(self.take_back_forget_ledger(s, now, e));
+                return Err(self.take_back_forget_ledger(&written, e));
             }
         }
         Ok(ForgetReport {
@@ -678,38 +679,35 @@ impl Vault {
         })
     }
 
-    /// After a forget whose batch was not applied: the data did not change, so take the ledger
-    /// entries back, or the next open would complete a forget the caller was told failed. (If this
-    /// fails too, the forget completes on the next open, as a `ReapplyErasure`.)
-    fn take_back_forget_ledger(&self, s: &SubjectId, now: i64, e: StorageError) -> LifecycleError {
-        let mut ks = self.key_store();
-        let before = ks.ledger.len();
-        ks.ledger.retain(|l| {
-            !(l.subject == *s.as_bytes() && l.at == now && l.why == ShredReason::Forgotten)
-        });
-        if ks.ledger.len() != before {
-            let _ = ks.save();
+    /// After a forget whose batch was not applied: the data did not change, so void the ledger
+    /// entries (an appended revocation), or the next open would complete a forget the caller was
+    /// told failed. (If this fails too, the forget completes on the next open, as a
+    /// `ReapplyErasure`.)
+    fn take_back_forget_ledger(&self, written: &[LedgerEntry], e: StorageError) -> LifecycleError {
+        if self.ledger.revoke(written).is_err() {
+            tracing::warn!("a failed forget could not be taken back; the next open completes it");
         }
         e.into()
     }
 
-    fn append_ledger(&self, entries: Vec<LedgerEntry>) -> Result<(), StorageError> {
+    /// Appends erasure entries to the ledger, durably before they return (whatever the durability
+    /// mode, except `Relaxed`: see ARCHITECTURE.md, "Durability"), and returns them as written.
+    /// The caller holds the stripes of their subjects, so no key of theirs is wrapped meanwhile.
+    fn append_ledger(&self, entries: Vec<LedgerEntry>) -> Result<Vec<LedgerEntry>, StorageError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(entries);
         }
-        let mut ks = self.key_store();
-        let before = ks.ledger.len();
         // Any KEK that exists now may hold (in some backup) a wrap of these keys; none made later can.
-        let newest = ks.next_kek_id.saturating_sub(1);
-        ks.ledger.extend(entries.into_iter().map(|mut e| {
-            e.kek_id = newest;
-            e
-        }));
-        if let Err(e) = ks.save() {
-            ks.ledger.truncate(before);
-            return Err(e);
-        }
-        Ok(())
+        let newest = self.key_store().next_kek_id.saturating_sub(1);
+        let entries: Vec<LedgerEntry> = entries
+            .into_iter()
+            .map(|mut e| {
+                e.kek_id = newest;
+                e
+            })
+            .collect();
+        self.ledger.append(entries.clone())?;
+        Ok(entries)
     }
 
     /// Shreds every (subject, purpose) whose expiry is at or before `now` and whose subject is not
@@ -947,6 +945,12 @@ impl Vault {
         ks.keks[i].state = KekState::Destroyed;
         ks.keks[i].destroyed_at = now;
         let key = ks.keks[i].key.take();
+        if let Err(e) = ks.save() {
+            ks.keks[i].state = old_state;
+            ks.keks[i].destroyed_at = 0;
+            ks.keks[i].key = key;
+            return Err(e);
+        }
         // An entry may go once every KEK that existed when it was written is destroyed: only then is
         // every wrap of its key, in any backup, noise. (KEK ids only grow.)
         let oldest_live = ks
@@ -955,18 +959,6 @@ impl Vault {
             .filter(|k| k.state != KekState::Destroyed)
             .map(|k| k.id)
             .min();
-        // Forget markers (empty purpose) stay: they are what keeps a restored subject forgotten.
-        let prunable =
-            |e: &LedgerEntry| !e.purpose.is_empty() && oldest_live.is_none_or(|o| e.kek_id < o);
-        let pruned: Vec<LedgerEntry> = ks.ledger.iter().filter(|e| prunable(e)).cloned().collect();
-        ks.ledger.retain(|e| !prunable(e));
-        if let Err(e) = ks.save() {
-            ks.keks[i].state = old_state;
-            ks.keks[i].destroyed_at = 0;
-            ks.keks[i].key = key;
-            ks.ledger.extend(pruned);
-            return Err(e);
-        }
         drop(ks);
         // `key` (a SecretKey) is dropped here, which zeroizes it.
         drop(key);
@@ -974,13 +966,37 @@ impl Vault {
         // keep reading, in this process, data whose key is now noise everywhere else).
         self.dek_cache().clear();
         tracing::info!(kek = id, "key-encryption key destroyed");
+        self.prune_ledger(oldest_live);
         Ok(())
+    }
+
+    /// Compacts the ledger after a KEK destruction (which is durable by now, so no backup's copy
+    /// of a pruned entry's key can be unwrapped any more), then re-anchors the key store to the
+    /// new file. A failure leaves extra entries, never fewer: it is logged and retried by the next
+    /// destruction.
+    fn prune_ledger(&self, oldest_live: Option<u32>) {
+        // Forget markers (empty purpose) stay: they are what keeps a restored subject forgotten.
+        let keep =
+            |e: &LedgerEntry| e.purpose.is_empty() || oldest_live.is_some_and(|o| e.kek_id >= o);
+        match self.ledger.compact(&keep) {
+            Ok(false) => {}
+            Ok(true) => {
+                if self.key_store().save().is_err() {
+                    // Until the next save the key store anchors the file this one replaced; open
+                    // accepts that (the new file names it as its predecessor).
+                    tracing::warn!(
+                        "erasure ledger compacted; re-anchoring it in the key store failed"
+                    );
+                }
+            }
+            Err(_) => tracing::warn!("erasure ledger compaction failed; it is retried later"),
+        }
     }
 
     /// Re-applies the erasure ledger to the data (after a restore from an older backup, or a crash
     /// between the ledger write and the data write). Returns how many pairs it had to shred again.
     pub(crate) fn reapply_ledger(&self) -> Result<u64, StorageError> {
-        let ledger: Vec<LedgerEntry> = self.key_store().ledger.clone();
+        let ledger: Vec<LedgerEntry> = self.ledger.entries();
         let mut by_subject: BTreeMap<[u8; SUBJECT_ID_LEN], Vec<LedgerEntry>> = BTreeMap::new();
         for e in ledger {
             by_subject.entry(e.subject).or_default().push(e);

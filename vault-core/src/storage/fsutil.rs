@@ -28,7 +28,7 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     #[cfg(feature = "danger-fault-injection")]
-    if crate::danger_faults::key_store_write_started() {
+    if crate::storage::file_faults::key_store_write_started() {
         return Err(std::io::Error::other("injected crash: the process is gone"));
     }
     // Set when an injected fault simulates a crash: a dead process cleans nothing up.
@@ -39,25 +39,37 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut f = opts.open(&tmp)?;
         #[cfg(feature = "danger-fault-injection")]
-        if let Some(i) = injected(crate::danger_faults::KeyStoreStep::WriteTemp, &mut crashed) {
+        if let Some(i) = injected(
+            crate::storage::file_faults::KeyStoreStep::WriteTemp,
+            &mut crashed,
+        ) {
             // Interrupted mid-write: half the bytes reach the temp file.
             f.write_all(&bytes[..bytes.len() / 2])?;
             return Err(i);
         }
         f.write_all(bytes)?;
         #[cfg(feature = "danger-fault-injection")]
-        if let Some(i) = injected(crate::danger_faults::KeyStoreStep::SyncTemp, &mut crashed) {
+        if let Some(i) = injected(
+            crate::storage::file_faults::KeyStoreStep::SyncTemp,
+            &mut crashed,
+        ) {
             return Err(i);
         }
         f.sync_all()?;
         drop(f);
         #[cfg(feature = "danger-fault-injection")]
-        if let Some(i) = injected(crate::danger_faults::KeyStoreStep::Rename, &mut crashed) {
+        if let Some(i) = injected(
+            crate::storage::file_faults::KeyStoreStep::Rename,
+            &mut crashed,
+        ) {
             return Err(i);
         }
         std::fs::rename(&tmp, path)?;
         #[cfg(feature = "danger-fault-injection")]
-        if let Some(i) = injected(crate::danger_faults::KeyStoreStep::SyncDir, &mut crashed) {
+        if let Some(i) = injected(
+            crate::storage::file_faults::KeyStoreStep::SyncDir,
+            &mut crashed,
+        ) {
             return Err(i);
         }
         sync_dir(dir)
@@ -71,11 +83,11 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The injected interruption at `step`, if the thread's fault plan names it.
 #[cfg(feature = "danger-fault-injection")]
 fn injected(
-    step: crate::danger_faults::KeyStoreStep,
+    step: crate::storage::file_faults::KeyStoreStep,
     crashed: &mut bool,
 ) -> Option<std::io::Error> {
-    use crate::danger_faults::Injected;
-    let i = crate::danger_faults::key_store_step(step)?;
+    use crate::storage::file_faults::Injected;
+    let i = crate::storage::file_faults::key_store_step(step)?;
     *crashed = matches!(i, Injected::Crash);
     Some(std::io::Error::other("injected key-store fault"))
 }

@@ -5,6 +5,8 @@
 //! May use: `format`, `crypto`, `schema`, `error`. Never keys or operations.
 
 pub mod durability;
+#[cfg(feature = "danger-fault-injection")]
+pub(crate) mod file_faults;
 pub(crate) mod fsutil;
 pub(crate) mod index;
 pub(crate) mod locks;

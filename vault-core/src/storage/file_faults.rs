@@ -1,0 +1,203 @@
+//! **Danger: per-thread fault hooks in kluis's own file writes, for tests only** (compiled only
+//! with the `danger-fault-injection` feature; re-exported by `danger_faults`, whose module doc
+//! explains them): the atomic key-store (and ledger compaction) write in `fsutil`, and the ledger
+//! append in `keys::ledger`. They sit here, beside the writes, so that those layers need nothing
+//! from above.
+
+use std::cell::RefCell;
+
+/// The steps of an atomic key-store write, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStoreStep {
+    /// Writing the temp file (an interruption leaves it half written).
+    WriteTemp,
+    /// fsync of the temp file.
+    SyncTemp,
+    /// Renaming the temp file over the key store (an interruption happens before the rename).
+    Rename,
+    /// fsync of the directory (an interruption happens after the rename).
+    SyncDir,
+}
+
+impl KeyStoreStep {
+    /// All steps, in order.
+    pub const ALL: [KeyStoreStep; 4] = [
+        KeyStoreStep::WriteTemp,
+        KeyStoreStep::SyncTemp,
+        KeyStoreStep::Rename,
+        KeyStoreStep::SyncDir,
+    ];
+}
+
+/// An interruption of one key-store write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStoreFault {
+    /// Which key-store write on this thread (1-based, counted from [`arm_key_store`]).
+    pub nth_write: u64,
+    /// At which step.
+    pub step: KeyStoreStep,
+    /// `false`: the system call fails and the error path runs (temp file removed). `true`: a crash
+    /// (nothing cleaned up; the caller still gets an I/O error, and every later key-store write on
+    /// this thread fails before touching the disk, as if the process had died).
+    pub crash: bool,
+}
+
+#[derive(Default)]
+struct ThreadPlan {
+    fault: Option<KeyStoreFault>,
+    writes: u64,
+    fired: bool,
+}
+
+thread_local! {
+    static KEY_STORE_PLAN: RefCell<ThreadPlan> = RefCell::new(ThreadPlan::default());
+    static LEDGER_PLAN: RefCell<LedgerPlan> = RefCell::new(LedgerPlan::default());
+    /// An injected crash happened on this thread: the "process" is gone.
+    static DEAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Interrupts a key-store write on this thread (resets the write counter).
+pub fn arm_key_store(fault: KeyStoreFault) {
+    DEAD.with(|d| d.set(false));
+    KEY_STORE_PLAN.with(|p| {
+        *p.borrow_mut() = ThreadPlan {
+            fault: Some(fault),
+            ..ThreadPlan::default()
+        }
+    });
+}
+
+/// Stops interrupting key-store writes on this thread (resets the write counter).
+pub fn disarm_key_store() {
+    DEAD.with(|d| d.set(false));
+    KEY_STORE_PLAN.with(|p| *p.borrow_mut() = ThreadPlan::default());
+}
+
+/// Key-store writes started on this thread since the last arm/disarm.
+pub fn key_store_writes() -> u64 {
+    KEY_STORE_PLAN.with(|p| p.borrow().writes)
+}
+
+/// Whether the armed key-store interruption fired.
+pub fn key_store_fault_fired() -> bool {
+    KEY_STORE_PLAN.with(|p| p.borrow().fired)
+}
+
+/// What the atomic write should do at a step.
+pub(crate) enum Injected {
+    /// Fail the step (the error path runs).
+    Fail,
+    /// Stop as if the process died here.
+    Crash,
+}
+
+/// Called by `fsutil::atomic_write` at the start of a write. `true`: an earlier interruption was a
+/// crash, so this "dead process" writes nothing at all.
+pub(crate) fn key_store_write_started() -> bool {
+    KEY_STORE_PLAN.with(|p| p.borrow_mut().writes += 1);
+    DEAD.with(|d| d.get())
+}
+
+/// Called by `fsutil::atomic_write` before each step.
+pub(crate) fn key_store_step(step: KeyStoreStep) -> Option<Injected> {
+    KEY_STORE_PLAN.with(|p| {
+        let mut p = p.borrow_mut();
+        let f = p.fault?;
+        if p.fired || f.nth_write != p.writes || f.step != step {
+            return None;
+        }
+        p.fired = true;
+        Some(if f.crash {
+            DEAD.with(|d| d.set(true));
+            Injected::Crash
+        } else {
+            Injected::Fail
+        })
+    })
+}
+
+/// The steps of one append to the erasure ledger, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerStep {
+    /// Writing the records (an interruption leaves half of them in the file; as a failure it is
+    /// reported as a full disk).
+    Write,
+    /// fsync of the file (an interruption happens after the whole write).
+    Sync,
+}
+
+impl LedgerStep {
+    /// All steps, in order.
+    pub const ALL: [LedgerStep; 2] = [LedgerStep::Write, LedgerStep::Sync];
+}
+
+/// An interruption of one ledger append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerFault {
+    /// Which append flushed by this thread (1-based, counted from [`arm_ledger`]).
+    pub nth_append: u64,
+    /// At which step.
+    pub step: LedgerStep,
+    /// `false`: the call fails and the error path runs (the torn records are cut off). `true`: a
+    /// crash (nothing cleaned up; later appends and key-store writes on this thread fail).
+    pub crash: bool,
+}
+
+#[derive(Default)]
+struct LedgerPlan {
+    fault: Option<LedgerFault>,
+    appends: u64,
+    fired: bool,
+}
+
+/// Interrupts a ledger append on this thread (resets the append counter).
+pub fn arm_ledger(fault: LedgerFault) {
+    DEAD.with(|d| d.set(false));
+    LEDGER_PLAN.with(|p| {
+        *p.borrow_mut() = LedgerPlan {
+            fault: Some(fault),
+            ..LedgerPlan::default()
+        }
+    });
+}
+
+/// Stops interrupting ledger appends on this thread (resets the append counter).
+pub fn disarm_ledger() {
+    DEAD.with(|d| d.set(false));
+    LEDGER_PLAN.with(|p| *p.borrow_mut() = LedgerPlan::default());
+}
+
+/// Ledger appends flushed by this thread since the last arm/disarm.
+pub fn ledger_appends() -> u64 {
+    LEDGER_PLAN.with(|p| p.borrow().appends)
+}
+
+/// Whether the armed ledger interruption fired.
+pub fn ledger_fault_fired() -> bool {
+    LEDGER_PLAN.with(|p| p.borrow().fired)
+}
+
+/// Called by the ledger before it writes an append. `true`: an earlier interruption on this
+/// thread was a crash, so this "dead process" writes nothing.
+pub(crate) fn ledger_append_started() -> bool {
+    LEDGER_PLAN.with(|p| p.borrow_mut().appends += 1);
+    DEAD.with(|d| d.get())
+}
+
+/// Called by the ledger before each step of an append (and before the fsync of `Relaxed` mode).
+pub(crate) fn ledger_step(step: LedgerStep) -> Option<Injected> {
+    LEDGER_PLAN.with(|p| {
+        let mut p = p.borrow_mut();
+        let f = p.fault?;
+        if p.fired || f.nth_append != p.appends || f.step != step {
+            return None;
+        }
+        p.fired = true;
+        Some(if f.crash {
+            DEAD.with(|d| d.set(true));
+            Injected::Crash
+        } else {
+            Injected::Fail
+        })
+    })
+}
