@@ -749,6 +749,19 @@ pub enum SchemaChangeError {
         /// The purpose.
         purpose: String,
     },
+    /// A field with stored values would become `index = "unique"`: the values already stored
+    /// are not known to be unique (kluis cannot tell without decrypting them all, and a
+    /// duplicate could not be resolved by the schema change).
+    #[error(
+        "field `{record_type}.{field}` has stored values; it cannot become unique: add a new \
+         unique field and fill it, or make the field unique before storing values"
+    )]
+    UniqueOnStoredValues {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+    },
     /// The new schema was stored and is in force, but recomputing the stored expiries of its
     /// changed retention periods failed part-way (subjects not reached keep their old expiry
     /// until their next write or event).
