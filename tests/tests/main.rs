@@ -33,3 +33,4 @@ mod records;
 mod review;
 mod storage;
 mod tamper;
+mod transactions;

@@ -105,7 +105,7 @@ fn parses_webshop_example() {
 
     let customer = s.record_type("customer").unwrap();
     let email = customer.field("email").unwrap();
-    assert!(email.index && email.required);
+    assert!(email.index && email.unique && email.required);
     assert_eq!(email.kind, FieldKind::Email);
     assert_eq!(email.max_len, 254);
     let phone = customer.field("phone").unwrap();
