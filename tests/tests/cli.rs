@@ -515,6 +515,26 @@ fn cli_invalid_field_value_exits_7_without_the_value() {
     assert_eq!(code(&o), Some(7), "{}", stderr(&o));
 }
 
+/// The example's log-in e-mail is unique: `kluis put` of an address another customer holds exits 7
+/// naming the field, never the address, and stores nothing.
+#[test]
+fn cli_a_taken_email_exits_7_without_the_value() {
+    let env = Env::new();
+    env.init();
+    let (jan, piet) = (env.new_subject(), env.new_subject());
+    let taken = "bezet-adres@voorbeeld.nl";
+    let f = env.write(
+        "c.json",
+        &format!(r#"{{"first_name":"Jan","last_name":"Berg","email":"{taken}"}}"#),
+    );
+    env.ok(&["put", &jan, "customer", "--json-file", &f]);
+    let o = env.run(&["put", &piet, "customer", "--json-file", &f]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unique"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains(taken) && !String::from_utf8_lossy(&o.stdout).contains(taken));
+    assert_eq!(code(&env.run(&["get", &piet, "customer"])), Some(5));
+}
+
 #[test]
 fn cli_second_init_is_refused_and_changes_nothing() {
     let env = Env::new();

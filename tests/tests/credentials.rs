@@ -396,7 +396,8 @@ fn change_credentials_to_a_new_passphrase() {
         // The open handle keeps working.
         assert_jan(&vault, &s);
         let t = vault.create_subject().unwrap();
-        vault.put(&t, "customer", &jan()).unwrap();
+        let other = jan().with("email", "jan.tweede@voorbeeld.nl");
+        vault.put(&t, "customer", &other).unwrap();
         vault.sync().unwrap();
         (s, vault.key_store_generation())
     };
@@ -407,10 +408,10 @@ fn change_credentials_to_a_new_passphrase() {
     let vault = open_with(dir.path(), &Credentials::passphrase(new_pass)).unwrap();
     assert!(vault.key_store_generation() >= generation);
     assert_jan(&vault, &s);
-    let found = vault
-        .find("customer", "email", "jan.vanderberg@voorbeeld.nl")
-        .unwrap();
-    assert_eq!(found.len(), 2, "blind index still works after rekey");
+    for email in ["jan.vanderberg@voorbeeld.nl", "jan.tweede@voorbeeld.nl"] {
+        let found = vault.find("customer", "email", email).unwrap();
+        assert_eq!(found.len(), 1, "blind index still works after rekey");
+    }
 }
 
 #[test]

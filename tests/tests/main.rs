@@ -34,3 +34,4 @@ mod records;
 mod review;
 mod storage;
 mod tamper;
+mod transactions;

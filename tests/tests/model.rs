@@ -1,5 +1,7 @@
 //! Model-based property test: random sequences of record operations (with reopens) over a few
-//! subjects, checked step by step against a plain in-memory model, error kinds included.
+//! subjects, checked step by step against a plain in-memory model, error kinds included. The
+//! customer e-mail is unique (`index = "unique"` in the example schema): the model refuses a
+//! value another subject holds, as the vault must.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -238,6 +240,20 @@ fn open_settled(dir: &Path, options: impl Fn() -> VaultOptions) -> Vault {
 
 type Model = BTreeMap<(usize, Ty, &'static str), Fields>;
 
+/// Whether a subject other than `s` holds the e-mail `email` (compared in index form).
+fn email_taken(model: &Model, s: usize, email: &Value) -> bool {
+    let wanted = email.as_str().map(email_index_form);
+    model.iter().any(|((o, t, _), fields)| {
+        *o != s
+            && *t == Ty::Customer
+            && fields
+                .get("email")
+                .and_then(Value::as_str)
+                .map(email_index_form)
+                == wanted
+    })
+}
+
 fn rkey(t: Ty, l: &str) -> RecordKey {
     RecordKey::labelled(t.name(), l)
 }
@@ -280,6 +296,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     rec.set(f, val.clone());
                 }
                 let r = v.put(&subjects[s], rkey(t, l), &rec);
+                if t == Ty::Customer
+                    && fields
+                        .get("email")
+                        .is_some_and(|e| email_taken(&model, s, e))
+                {
+                    prop_assert!(
+                        matches!(r, Err(WriteError::NotUnique { .. })),
+                        "step {step}: put of a taken e-mail: {r:?}"
+                    );
+                    continue;
+                }
                 prop_assert!(r.is_ok(), "step {step}: put {t:?}/{l}: {r:?}");
                 let canon = fields
                     .iter()
@@ -293,6 +320,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     rec.set(f, val.clone().unwrap_or(Value::Null));
                 }
                 let r = v.update(&subjects[s], rkey(t, l), &rec);
+                let taken = t == Ty::Customer
+                    && changes
+                        .get("email")
+                        .and_then(Option::as_ref)
+                        .is_some_and(|e| email_taken(&model, s, e));
                 match model.get_mut(&(s, t, l)) {
                     None => prop_assert!(
                         matches!(r, Err(WriteError::NotFound { .. })),
@@ -305,6 +337,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 Err(WriteError::Record(RecordError::MissingRequired { .. }))
                             ),
                             "step {step}: null on a required field: {r:?}"
+                        )
+                    }
+                    Some(_) if taken => {
+                        prop_assert!(
+                            matches!(r, Err(WriteError::NotUnique { .. })),
+                            "step {step}: update to a taken e-mail: {r:?}"
                         )
                     }
                     Some(stored) => {

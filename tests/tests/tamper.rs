@@ -443,15 +443,19 @@ fn moved_ciphertexts_and_wrapped_keys_fail_integrity() {
         &customer("Pieter", "Bakker", "c@voorbeeld.nl"),
     )
     .unwrap();
-    for s in [&d, &g, &h, &f1, &f2, &control] {
-        v.put(
-            s,
-            "customer",
-            &customer("Sanne", "de Wit", "same@voorbeeld.nl"),
-        )
-        .unwrap();
-        v.put(s, "marketing_consent", &consent("same@voorbeeld.nl"))
+    // The same record for each but the e-mail (the log-in name is unique), equal lengths.
+    for (s, n) in [
+        (&d, "d"),
+        (&g, "g"),
+        (&h, "h"),
+        (&f1, "1"),
+        (&f2, "2"),
+        (&control, "c"),
+    ] {
+        let email = format!("same-{n}@voorbeeld.nl");
+        v.put(s, "customer", &customer("Sanne", "de Wit", &email))
             .unwrap();
+        v.put(s, "marketing_consent", &consent(&email)).unwrap();
     }
     v.put(
         &e,
@@ -711,7 +715,7 @@ fn data_copied_between_vaults_fails_integrity() {
     vb.put(
         &sb2,
         "customer",
-        &customer("Bram", "Visser", "bram@voorbeeld.nl"),
+        &customer("Bram", "Visser", "bra2@voorbeeld.nl"),
     )
     .unwrap();
     drop((va, vb));

@@ -121,6 +121,7 @@ fn write(e: &WriteError) -> u8 {
         | WriteError::TooLarge { .. }
         | WriteError::Immutable { .. }
         | WriteError::SubjectForgotten { .. }
+        | WriteError::NotUnique { .. }
         | WriteError::Serde(_) => INVALID_INPUT,
         WriteError::Integrity(_) => INTEGRITY,
         WriteError::Storage(s) | WriteError::KeyStore(s) => storage(s),

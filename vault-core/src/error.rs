@@ -406,6 +406,73 @@ pub enum WriteError {
     /// Key-store update failure while reserving key usage.
     #[error("key store: {0}")]
     KeyStore(StorageError),
+    /// The field is declared `index = "unique"` and another subject already holds the value
+    /// (after normalisation). The value itself is never reported.
+    #[error("another subject already has this {record_type}.{field} value ({field} is unique)")]
+    NotUnique {
+        /// The record type.
+        record_type: String,
+        /// The unique field.
+        field: String,
+    },
+}
+
+/// What a failed operation of a transaction was refused with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// A `put` or `update` (or the commit, for a check made there: uniqueness, record size).
+    #[error(transparent)]
+    Write(WriteError),
+    /// A `delete`.
+    #[error(transparent)]
+    Delete(DeleteError),
+    /// A `record_event` / `record_event_for`.
+    #[error(transparent)]
+    Event(LifecycleError),
+}
+
+/// Errors of a transaction (`Vault::transaction`). The transaction wrote nothing, except when
+/// only the final fsync of its commit failed ([`TransactionError::Commit`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransactionError {
+    /// Operation `index` (0-based, in call order) failed: when called, or at commit for the
+    /// checks made there (a unique value another subject holds, a record over the size limit).
+    #[error("operation {index} of the transaction ({}) failed: {source}", describe(.record_type.as_deref(), .label))]
+    Op {
+        /// The operation's position in the transaction.
+        index: usize,
+        /// The record type it wrote, deleted or recorded an event for (`None`: an event of the
+        /// subject as a whole).
+        record_type: Option<String>,
+        /// The record's label (pseudonymous by contract, like everywhere it is stored).
+        label: String,
+        /// Why.
+        #[source]
+        source: Box<OpError>,
+    },
+    /// An earlier operation (`index`) of this transaction failed: the transaction can only be
+    /// dropped, and `commit` refuses it.
+    #[error(
+        "operation {index} of this transaction failed earlier; nothing can be added or committed"
+    )]
+    Aborted {
+        /// The operation that failed.
+        index: usize,
+    },
+    /// Starting or committing failed (storage, key store, randomness); nothing was written, or,
+    /// when only the final fsync failed, the change is applied but not confirmed durable.
+    #[error(transparent)]
+    Commit(WriteError),
+}
+
+fn describe(record_type: Option<&str>, label: &str) -> String {
+    match (record_type, label) {
+        (None, _) => "the subject".to_owned(),
+        (Some(t), "") => format!("record {t}"),
+        (Some(t), l) => format!("record {t}/{l}"),
+    }
 }
 
 /// Errors reading a record.
@@ -654,6 +721,9 @@ pub enum Error {
     /// Schema changes.
     #[error(transparent)]
     SchemaChange(#[from] SchemaChangeError),
+    /// Transactions.
+    #[error(transparent)]
+    Transaction(#[from] TransactionError),
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -801,6 +871,19 @@ pub enum SchemaChangeError {
     ScopeChanged {
         /// The purpose.
         purpose: String,
+    },
+    /// A field with stored values would become `index = "unique"`: the values already stored
+    /// are not known to be unique (kluis cannot tell without decrypting them all, and a
+    /// duplicate could not be resolved by the schema change).
+    #[error(
+        "field `{record_type}.{field}` has stored values; it cannot become unique: add a new \
+         unique field and fill it, or make the field unique before storing values"
+    )]
+    UniqueOnStoredValues {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
     },
     /// The new schema was stored and is in force, but recomputing the stored expiries of its
     /// changed retention periods failed part-way (subjects not reached keep their old expiry

@@ -71,7 +71,7 @@ pub mod fuzz_api;
 pub use crypto::{labels, secret};
 pub use format::{audit, record, subject};
 pub use keys::{credentials, keystore, retention};
-pub use ops::{admin, export, lifecycle, records, schema_change, stats};
+pub use ops::{admin, export, lifecycle, records, schema_change, stats, transaction};
 pub use storage::{durability, store};
 
 /// The README's example, compiled and run as a doctest.
@@ -86,8 +86,8 @@ pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
 pub use error::{
     Component, CreateError, DeleteError, Error, FindError, IntegrityError, KdfError, KeyFileError,
-    LedgerWitness, LifecycleError, OpenError, ReadError, RekeyError, Rollback, StorageError,
-    SubjectError, WriteError,
+    LedgerWitness, LifecycleError, OpError, OpenError, ReadError, RekeyError, Rollback,
+    StorageError, SubjectError, TransactionError, WriteError,
 };
 pub use export::{
     HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordEventExport, RecordExport,
@@ -107,4 +107,5 @@ pub use secret::Passphrase;
 pub use stats::{ExpirePreview, VaultStats, VerifyProblem, VerifyReport};
 pub use subject::ShredReason;
 pub use subject::SubjectId;
+pub use transaction::Transaction;
 pub use vault::{StoreWrapper, Vault, VaultOptions, VaultPaths};

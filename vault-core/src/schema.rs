@@ -323,8 +323,18 @@ struct RawField {
     max_len: Option<i64>,
     #[serde(default)]
     required: bool,
-    #[serde(default)]
-    index: bool,
+    /// `true`, `false` or `"unique"` (read by `index_kind`).
+    index: Option<toml::Value>,
+}
+
+/// Whether a field is indexed, and whether uniquely: `index = true | false | "unique"`.
+fn index_kind(raw: Option<&toml::Value>) -> Option<(bool, bool)> {
+    match raw {
+        None | Some(toml::Value::Boolean(false)) => Some((false, false)),
+        Some(toml::Value::Boolean(true)) => Some((true, false)),
+        Some(toml::Value::String(s)) if s == "unique" => Some((true, true)),
+        Some(_) => None,
+    }
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), SchemaError> {
@@ -443,9 +453,11 @@ fn validate_field(
             n
         }
     };
-    if raw.index && !kind.indexable() {
+    let (index, unique) = index_kind(raw.index.as_ref())
+        .ok_or_else(|| invalid("index must be true, false or \"unique\"".to_owned()))?;
+    if index && !kind.indexable() {
         return Err(invalid(format!(
-            "index = true is not allowed on {kind} fields (only text, email, phone, date and iban)"
+            "an index is not allowed on {kind} fields (only text, email, phone, date and iban)"
         )));
     }
     Ok(FieldDef {
@@ -454,6 +466,7 @@ fn validate_field(
         max_len,
         required: raw.required,
         purpose: raw.purpose,
-        index: raw.index,
+        index,
+        unique,
     })
 }

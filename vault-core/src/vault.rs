@@ -1062,12 +1062,24 @@ impl Vault {
     /// (the erasure ledger, a retiring KEK), which call [`Vault::wait_durable`] once per chunk.
     pub(crate) fn apply_audited(
         &self,
-        mut batch: WriteBatch,
+        batch: WriteBatch,
         entries: Vec<crate::format::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
         // Appends are serialised so sequence numbers and the chain follow commit order. A
         // poisoned lock only means a panic elsewhere; the head is replaced whole below.
         let mut head = self.audit_head.lock_unpoisoned();
+        self.apply_audited_locked(&mut head, batch, entries)
+    }
+
+    /// [`Vault::apply_audited`] for a caller that holds the audit-head lock (`head`), so that
+    /// what it checked under that lock still holds when the batch lands: no other batch can be
+    /// applied in between (a transaction's unique-value check).
+    pub(crate) fn apply_audited_locked(
+        &self,
+        head: &mut crate::format::audit::Head,
+        mut batch: WriteBatch,
+        entries: Vec<crate::format::audit::AuditEntry>,
+    ) -> Result<(), StorageError> {
         let mut next = *head;
         for mut e in entries {
             next.seq += 1;

@@ -62,6 +62,10 @@ pub struct BackupReport {
     pub bytes: u64,
 }
 
+/// Records a transaction rewrites, by storage key: the envelope it will write (`None`: it
+/// deletes the record).
+pub(crate) type Rewrites = BTreeMap<Vec<u8>, Option<Envelope>>;
+
 /// Record type of a record storage key (subject ‖ type length ‖ type ‖ label).
 fn record_type_of(rkey: &[u8]) -> Option<String> {
     let rest = rkey.get(SUBJECT_ID_LEN..)?;
@@ -373,16 +377,16 @@ impl Vault {
     /// Recomputes, inside `batch`, the blind-index tags of the indexed fields of `purposes` (every
     /// purpose when `None`) in every record of `s`, under the KEK that now wraps each purpose's
     /// key (see `index.rs`): after a rewrap moved a key to another KEK, or an index-root rotation.
-    /// `current` is a record the caller is rewriting itself (storage key and its envelope, changed
-    /// in place, not written here). Fields whose key is gone lose their tag. The caller holds the
-    /// subject's lock; `entry` is its subject entry as it will be written. Returns the records
-    /// whose tags changed.
+    /// `current` holds the records the caller is rewriting itself (a transaction's writes: their
+    /// envelopes are changed in place, not written here; a deleted one is skipped). Fields whose
+    /// key is gone lose their tag. The caller holds the subject's lock; `entry` is its subject
+    /// entry as it will be written. Returns the records whose tags changed.
     pub(crate) fn retag_into(
         &self,
         s: &SubjectId,
         entry: &SubjectEntry,
         purposes: Option<&BTreeSet<String>>,
-        current: Option<(&[u8], &mut Envelope)>,
+        current: Option<&mut Rewrites>,
         batch: &mut WriteBatch,
     ) -> Result<u64, WriteError> {
         let active = self.active_schema();
@@ -396,9 +400,8 @@ impl Vault {
         }
         let mut keys = TagKeys::new(self, s, entry, purposes);
         let mut n = 0u64;
-        let skip = current.as_ref().map(|(k, _)| k.to_vec());
         for (rkey, mut env) in self.envelopes_of(s)? {
-            if skip.as_deref() == Some(rkey.as_slice()) {
+            if current.as_ref().is_some_and(|c| c.contains_key(&rkey)) {
                 continue;
             }
             let tags = keys.remade_tags(&active, &rkey, &env)?;
@@ -411,9 +414,10 @@ impl Vault {
                 n += 1;
             }
         }
-        // The record the caller rewrites diffs its index rows itself (against what storage
-        // holds): only its in-memory tags change here.
-        if let Some((rkey, env)) = current {
+        // The records the caller rewrites diff their index rows themselves (against what storage
+        // holds): only their in-memory tags change here.
+        for (rkey, env) in current.into_iter().flatten() {
+            let Some(env) = env else { continue };
             let tags = keys.remade_tags(&active, rkey, env)?;
             if tags != env.tags {
                 env.tags = tags;

@@ -220,7 +220,7 @@ impl Vault {
         entry: &mut SubjectEntry,
         batch: &mut WriteBatch,
         sealer: &mut Sealer,
-        current: Option<(&[u8], &mut Envelope)>,
+        current: Option<&mut crate::ops::admin::Rewrites>,
     ) -> Result<bool, WriteError> {
         let schema = self.active_schema();
         let mut changed = false;
@@ -291,20 +291,40 @@ impl Vault {
         at: i64,
         req: &Request,
     ) -> Result<EventReport, LifecycleError> {
-        if self
-            .active_schema()
-            .schema
-            .record_type(&record.record_type)
-            .is_none()
-        {
-            return Err(LifecycleError::UnknownRecordType(
-                record.record_type.chars().take(64).collect(),
-            ));
-        }
-        if !record.label_ok() {
-            return Err(LifecycleError::InvalidLabel);
-        }
         self.record_scoped_event(s, Some(record), event, at, req)
+    }
+
+    /// The key an event is kept under in a subject entry's events (`record`: an event of that
+    /// record), once the record type, label and event name are checked.
+    pub(crate) fn event_key(
+        &self,
+        record: Option<&RecordKey>,
+        event: &str,
+    ) -> Result<String, LifecycleError> {
+        if let Some(r) = record {
+            if self
+                .active_schema()
+                .schema
+                .record_type(&r.record_type)
+                .is_none()
+            {
+                return Err(LifecycleError::UnknownRecordType(
+                    r.record_type.chars().take(64).collect(),
+                ));
+            }
+            if !r.label_ok() {
+                return Err(LifecycleError::InvalidLabel);
+            }
+        }
+        if !crate::schema::is_valid_name(event) || crate::schema::BUILTIN_EVENTS.contains(&event) {
+            return Err(LifecycleError::InvalidEvent {
+                event: event.chars().take(64).collect(),
+            });
+        }
+        Ok(match record {
+            None => event.to_owned(),
+            Some(r) => slot_name::record_event(&r.record_type, &r.label, event),
+        })
     }
 
     fn record_scoped_event(
@@ -315,15 +335,7 @@ impl Vault {
         at: i64,
         req: &Request,
     ) -> Result<EventReport, LifecycleError> {
-        if !crate::schema::is_valid_name(event) || crate::schema::BUILTIN_EVENTS.contains(&event) {
-            return Err(LifecycleError::InvalidEvent {
-                event: event.chars().take(64).collect(),
-            });
-        }
-        let stored_as = match record {
-            None => event.to_owned(),
-            Some(r) => slot_name::record_event(&r.record_type, &r.label, event),
-        };
+        let stored_as = self.event_key(record, event)?;
         let _g = self.stripe(s).write_unpoisoned();
         // Events carry no personal data and are accepted for forgotten subjects too: a kept
         // legal-obligation purpose still needs its anchor (e.g. `invoiced`) to start its retention.
@@ -356,7 +368,7 @@ impl Vault {
     /// `record`, or for the subject) counts for them: it does for a live data key of the same
     /// scope no newer than `at`; it does not for a newer one (`slot_expiry` ignores it), nor for a
     /// purpose without a live data key (later data is newer), nor for one of the other scope.
-    fn event_purposes(
+    pub(crate) fn event_purposes(
         &self,
         entry: &SubjectEntry,
         record: Option<&RecordKey>,

@@ -1,5 +1,6 @@
 //! **Layer 6: operations.** What a vault does, as `impl Vault` blocks over the state the facade
 //! (`vault.rs`) holds: records (put/get/find/delete), data keys and their cache (`dek`),
+//! transactions (several record changes of one subject, all or nothing, and unique values),
 //! lifecycle (events, expiry, forget, holds, the ledger's re-application), KEK retirement,
 //! administration (rotation, backup, rekey), the audit log's reads, export and register, stats
 //! and verification, schema changes.
@@ -16,3 +17,4 @@ pub mod records;
 pub(crate) mod retire;
 pub mod schema_change;
 pub mod stats;
+pub mod transaction;

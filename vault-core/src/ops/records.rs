@@ -3,21 +3,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use zeroize::Zeroizing;
 
-use crate::crypto::{AeadKey, IntegrityError, Sealer};
+use crate::crypto::{AeadKey, IntegrityError};
 use crate::error::{
     Component, DeleteError, FindError, ReadError, StorageError, SubjectError, WriteError,
 };
 use crate::format::aad::{self, FieldContext};
 use crate::format::audit::{AuditEntry, AuditOp};
-use crate::format::record::{Envelope, Record, SealedField, Shredded};
+use crate::format::record::{Envelope, Record, Shredded};
 use crate::format::subject::{slot_name, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
-use crate::schema::{FieldDef, RecordError, RecordType};
-use crate::storage::index;
+use crate::ops::transaction::{Mode, Transaction};
+use crate::schema::{FieldDef, RecordType};
+use crate::storage::index::{self, TAG_LEN};
 use crate::storage::locks::RwUnpoisoned;
 use crate::storage::store::{Table, WriteBatch};
-use crate::vault::{CachedDek, Vault};
+use crate::vault::Vault;
 
 /// Largest encoded record (all sealed fields together), in bytes.
 pub const MAX_RECORD_LEN: usize = 4 << 20;
@@ -61,7 +61,7 @@ impl RecordKey {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     }
-    fn storage_key(&self, s: &SubjectId) -> Vec<u8> {
+    pub(crate) fn storage_key(&self, s: &SubjectId) -> Vec<u8> {
         let mut k =
             Vec::with_capacity(SUBJECT_ID_LEN + 2 + self.record_type.len() + self.label.len());
         k.extend_from_slice(s.as_bytes());
@@ -106,12 +106,12 @@ enum PurposeKey {
     Shredded(i64),
 }
 
-/// A validated field of a write: its definition and canonical plaintext (`None`: remove it).
-type PlainField<'a> = (&'a FieldDef, Option<Zeroizing<Vec<u8>>>);
-
-enum Mode {
-    Put,
-    Update,
+/// One value of an indexed field as the index is searched for it: its tag under each live KEK.
+pub(crate) struct IndexProbe<'a> {
+    pub(crate) rt: &'a RecordType,
+    pub(crate) def: &'a FieldDef,
+    /// (KEK id, the value's tag under that KEK).
+    pub(crate) tags: Vec<(u32, [u8; TAG_LEN])>,
 }
 
 impl Vault {
@@ -145,7 +145,9 @@ impl Vault {
         record: &Record,
     ) -> Result<SubjectId, WriteError> {
         let s = SubjectId::generate()?;
-        self.write_as(&s, &key.into(), record, Mode::Put, true)?;
+        let mut tx = Transaction::new(self, s, true);
+        tx.write_op(&key.into(), record, Mode::Put)?;
+        tx.commit_inner().map_err(|f| f.error)?;
         Ok(s)
     }
 
@@ -187,6 +189,7 @@ impl Vault {
         self.write(subject, &key.into(), changes, Mode::Update)
     }
 
+    /// `put` / `update`: a transaction of one operation.
     fn write(
         &self,
         s: &SubjectId,
@@ -194,301 +197,9 @@ impl Vault {
         record: &Record,
         mode: Mode,
     ) -> Result<(), WriteError> {
-        self.write_as(s, key, record, mode, false)
-    }
-
-    /// `put` / `update`; with `new_subject`, `s` is a freshly generated id whose subject entry is
-    /// created in the same batch (no storage read for it: a random 128-bit id is not in use).
-    fn write_as(
-        &self,
-        s: &SubjectId,
-        key: &RecordKey,
-        record: &Record,
-        mode: Mode,
-        new_subject: bool,
-    ) -> Result<(), WriteError> {
-        let active = self.active_schema();
-        let rt = active
-            .schema
-            .record_type(&key.record_type)
-            .ok_or_else(|| WriteError::UnknownRecordType(key.record_type.clone()))?;
-        if !key.label_ok() {
-            return Err(WriteError::Field(crate::schema::FieldError::Invalid {
-                field: "label".into(),
-                reason: "labels are at most 64 bytes of [A-Za-z0-9._-]",
-            }));
-        }
-        // Validate and encode before taking any lock: bad input costs no storage access.
-        let mut plain: BTreeMap<&str, PlainField<'_>> = BTreeMap::new();
-        for (name, value) in record.iter() {
-            let def = rt.field(name).ok_or_else(|| RecordError::UnknownField {
-                record_type: rt.name.clone(),
-                field: name.chars().take(64).collect(),
-            })?;
-            let bytes = match (value, &mode) {
-                (Value::Null, Mode::Update) => None,
-                _ => Some(def.encode(value)?),
-            };
-            plain.insert(def.name.as_str(), (def, bytes));
-        }
-        if let Mode::Put = mode {
-            rt.check_fields(record.field_names())?;
-        }
-
-        let _guard = self.stripe(s).write_unpoisoned();
-        let rkey = key.storage_key(s);
-        let old = if new_subject {
-            None
-        } else {
-            self.load_envelope(&rkey)?
-        };
-        if rt.immutable && old.is_some() {
-            return Err(WriteError::Immutable {
-                record_type: rt.name.clone(),
-            });
-        }
-        if let (Mode::Update, None) = (&mode, &old) {
-            if self.load_subject(s)?.is_none() {
-                return Err(WriteError::SubjectNotFound);
-            }
-            return Err(WriteError::NotFound {
-                record_type: rt.name.clone(),
-            });
-        }
-        let now = self.now();
-        let mut env = match (&mode, &old) {
-            (Mode::Update, Some(o)) => o.clone(),
-            _ => Envelope {
-                created_at: old.as_ref().map_or(now, |o| o.created_at),
-                ..Default::default()
-            },
-        };
-        env.updated_at = now;
-        if let Mode::Update = mode {
-            for (name, (def, bytes)) in &plain {
-                if bytes.is_none() {
-                    if def.required {
-                        return Err(RecordError::MissingRequired {
-                            record_type: rt.name.clone(),
-                            field: def.name.clone(),
-                        }
-                        .into());
-                    }
-                    env.fields.remove(*name);
-                    env.tags.remove(*name);
-                }
-            }
-        }
-
-        // Data keys for every slot this write seals under (one per purpose; per purpose and
-        // record for record-scoped purposes).
-        let slot_of =
-            |purpose: &str| slot_name::for_record(&active.schema, purpose, &rt.name, &key.label);
-        let mut uses: BTreeMap<String, u64> = BTreeMap::new();
-        for (def, bytes) in plain.values() {
-            if bytes.is_some() {
-                *uses.entry(slot_of(&def.purpose)).or_default() += 1;
-            }
-        }
-        let mut sealer = Sealer::new()?;
-        let mut batch = WriteBatch::default();
-        // A new subject's entry starts here and is written with the batch.
-        let mut entry: Option<SubjectEntry> = new_subject.then(|| SubjectEntry {
-            created_at: now,
-            ..Default::default()
-        });
-        let mut entry_dirty = new_subject;
-        let mut deks: BTreeMap<&str, CachedDek> = BTreeMap::new();
-        for (purpose, &n) in &uses {
-            let purpose = purpose.as_str();
-            // Purposes whose retention runs from `last_update` must record this write's time.
-            let anchored = active
-                .schema
-                .purpose(slot_name::purpose(purpose))
-                .is_some_and(|p| p.retention.event() == Some("last_update"));
-            let cached = self.dek_cache().pop(&(*s, purpose.to_owned()));
-            if entry.is_none() && (cached.is_none() || anchored) {
-                let e = self.load_subject(s)?.ok_or(WriteError::SubjectNotFound)?;
-                if let Some(at) = e.forgotten_at {
-                    return Err(WriteError::SubjectForgotten { at });
-                }
-                let mut e = e;
-                let dead = self.normalize_destroyed(s, &mut e)?;
-                if !dead.is_empty() {
-                    // Committed already, but this record is rewritten below from the copy read
-                    // before: its fields of the dead generations go to the shredded section here
-                    // too, so no ciphertext of a dead key comes back with it.
-                    env.shred_purposes(&slot_name::purposes_in_record(&dead, &rt.name, &key.label));
-                }
-                entry = Some(e);
-            }
-            let mut dek = match cached {
-                Some(d) => d,
-                None => {
-                    let e = entry.as_mut().ok_or(WriteError::SubjectNotFound)?;
-                    match e.slots.get(purpose) {
-                        Some(slot @ Slot::Live { .. }) => self.unwrap_slot(s, purpose, slot)?,
-                        other => {
-                            let generation = other.map_or(1, |o| o.generation() + 1);
-                            let expires = crate::ops::lifecycle::slot_expiry(
-                                &active.schema,
-                                e,
-                                purpose,
-                                now,
-                                now,
-                            );
-                            let (slot, dek) = self.new_dek(
-                                s,
-                                purpose,
-                                generation,
-                                expires,
-                                &mut sealer,
-                                &mut batch,
-                            )?;
-                            if let Some(t) = expires {
-                                batch.put(
-                                    Table::Expiry,
-                                    crate::ops::lifecycle::expiry_key(t, s, purpose),
-                                    Vec::new(),
-                                );
-                            }
-                            e.slots.insert(purpose.to_owned(), slot);
-                            entry_dirty = true;
-                            dek
-                        }
-                    }
-                }
-            };
-            if anchored {
-                if let Some(Slot::Live { last_update, .. }) =
-                    entry.as_mut().and_then(|e| e.slots.get_mut(purpose))
-                {
-                    *last_update = now;
-                    entry_dirty = true;
-                }
-            }
-            if dek.used + n > dek.reserved {
-                if entry.is_none() {
-                    entry = Some(self.load_subject(s)?.ok_or(WriteError::SubjectNotFound)?);
-                }
-                if let Some(e) = entry.as_mut() {
-                    entry_dirty |= self.take_uses(&mut dek, n, e, purpose)?;
-                }
-            } else {
-                dek.used += n;
-            }
-            deks.insert(purpose, dek);
-        }
-        if entry_dirty {
-            if let Some(e) = entry.as_mut() {
-                self.reconcile(s, e, &mut batch, &mut sealer, Some((&rkey, &mut env)))?;
-            }
-        }
-
-        // Every write needs an existing subject; with no field to seal, nothing above checked it.
-        if deks.is_empty() && entry.is_none() && self.load_subject(s)?.is_none() {
-            return Err(WriteError::SubjectNotFound);
-        }
-
-        // Seal the fields and compute their index tags.
-        let old_tags = old.as_ref().map(|o| o.tags.clone()).unwrap_or_default();
-        if let Mode::Put = mode {
-            env.tags.clear();
-        }
-        // The KEK each purpose's key is wrapped under after this write (a reconcile above may have
-        // moved it): index tags are made under it.
-        let kek_of = |slot: &str| -> Option<u32> {
-            match entry.as_ref().and_then(|e| e.slots.get(slot)) {
-                Some(Slot::Live { kek_id, .. }) => Some(*kek_id),
-                _ => deks.get(slot).map(|d| d.kek_id),
-            }
-        };
-        let seal_result = (|| -> Result<(), WriteError> {
-            let mut keys: BTreeMap<&str, AeadKey> = BTreeMap::new();
-            for (name, (def, bytes)) in &plain {
-                let Some(bytes) = bytes else { continue };
-                let slot = slot_of(&def.purpose);
-                let dek = deks.get(slot.as_str()).ok_or(IntegrityError)?;
-                let k = keys
-                    .entry(def.purpose.as_str())
-                    .or_insert_with(|| AeadKey::new(&dek.key));
-                let ctx = FieldContext {
-                    vault_id: &self.vault_id,
-                    record_type: &rt.name,
-                    subject: s,
-                    label: &key.label,
-                    field: name,
-                    purpose: &def.purpose,
-                    generation: dek.generation,
-                };
-                let sealed = sealer
-                    .seal(k, &aad::field(&ctx), bytes)
-                    .map_err(|_| IntegrityError)?;
-                env.shredded.remove(*name);
-                env.fields.insert(
-                    (*name).to_owned(),
-                    SealedField {
-                        purpose: def.purpose.clone(),
-                        generation: dek.generation,
-                        sealed,
-                    },
-                );
-                if def.index {
-                    let kek = kek_of(&slot).ok_or(IntegrityError)?;
-                    let tag = self
-                        .index_tag(&active, &rt.name, name, kek, &def.index_form(bytes))
-                        .ok_or(IntegrityError)?;
-                    env.tags.insert((*name).to_owned(), tag);
-                }
-            }
-            Ok(())
-        })();
-        let result = seal_result.and_then(|()| {
-            let encoded = self.seal_row(Table::Record, &rkey, env.encode());
-            if encoded.len() > MAX_RECORD_LEN {
-                return Err(WriteError::TooLarge {
-                    len: encoded.len(),
-                    max: MAX_RECORD_LEN,
-                });
-            }
-            index::write_tag_changes(&mut batch, s, &key.label, &old_tags, &env.tags);
-            batch.put(Table::Record, rkey, encoded);
-            if entry_dirty {
-                if let Some(e) = &entry {
-                    self.put_subject(&mut batch, s, e);
-                }
-            }
-            let op = match mode {
-                Mode::Put => AuditOp::Put,
-                Mode::Update => AuditOp::Update,
-            };
-            let mut audit = Vec::with_capacity(2);
-            if new_subject {
-                audit.push(
-                    AuditEntry::new(AuditOp::CreateSubject, now, &self.options.actor).subject(s),
-                );
-            }
-            audit.push(
-                AuditEntry::new(op, now, &self.options.actor)
-                    .subject(s)
-                    .record(&rt.name, &key.label),
-            );
-            self.commit_audited(batch, audit).map_err(WriteError::from)
-        });
-        // Return the keys to the cache only if the write landed. On failure they are dropped: a key
-        // made in this call was never persisted (caching it would seal later fields under a key no
-        // subject entry holds), and a persisted one reloads from its slot with its persisted
-        // reservation, which never undercounts uses.
-        if result.is_ok() {
-            let now_under: BTreeMap<&str, u32> =
-                deks.keys().filter_map(|p| Some((*p, kek_of(p)?))).collect();
-            let mut cache = self.dek_cache();
-            for (slot, mut dek) in deks {
-                dek.kek_id = now_under.get(slot).copied().unwrap_or(dek.kek_id);
-                cache.put((*s, slot.to_owned()), dek);
-            }
-        }
-        result
+        let mut tx = Transaction::new(self, *s, false);
+        tx.write_op(key, record, mode)?;
+        tx.commit_inner().map_err(|f| f.error)
     }
 
     /// Reads the whole `key` record of `subject`.
@@ -679,37 +390,9 @@ impl Vault {
         subject: &SubjectId,
         key: impl Into<RecordKey>,
     ) -> Result<(), DeleteError> {
-        let key = key.into();
-        let active = self.active_schema();
-        let rt = active
-            .schema
-            .record_type(&key.record_type)
-            .ok_or_else(|| DeleteError::UnknownRecordType(key.record_type.clone()))?;
-        if rt.immutable {
-            return Err(DeleteError::Immutable {
-                record_type: rt.name.clone(),
-            });
-        }
-        let _guard = self.stripe(subject).write_unpoisoned();
-        let rkey = key.storage_key(subject);
-        let env = match self.load_envelope(&rkey)? {
-            Some(env) => env,
-            None => {
-                return Err(DeleteError::NotFound {
-                    record_type: rt.name.clone(),
-                })
-            }
-        };
-        let mut batch = WriteBatch::default();
-        for tag in env.tags.values() {
-            batch.delete(Table::Index, index::entry_key(tag, subject, &key.label));
-        }
-        batch.delete(Table::Record, rkey);
-        let audit = AuditEntry::new(AuditOp::Delete, self.now(), &self.options.actor)
-            .subject(subject)
-            .record(&rt.name, &key.label);
-        self.commit_audited(batch, vec![audit])?;
-        Ok(())
+        let mut tx = Transaction::new(self, *subject, false);
+        tx.delete_op(&key.into())?;
+        tx.commit_inner().map_err(|f| f.into_delete_error())
     }
 
     /// Subjects with a `record_type` record whose `field` equals `value` (after normalisation: e-mail
@@ -749,41 +432,69 @@ impl Vault {
             .filter(|k| k.key.is_some())
             .map(|k| k.id)
             .collect();
+        let tags = live_keks
+            .into_iter()
+            .filter_map(|kek| {
+                Some((
+                    kek,
+                    self.index_tag(&active, &rt.name, &def.name, kek, &form)?,
+                ))
+            })
+            .collect();
+        let probe = IndexProbe { rt, def, tags };
+        let kek_live = |id: u32| self.kek_destroyed_at(id).is_none();
+        let found = self.index_holders(
+            &active.schema,
+            &probe,
+            &kek_live,
+            &|_, _| true,
+            (MAX_FIND_RESULTS, MAX_FIND_RESULTS),
+        )?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// The subjects the index says hold `probe`'s value (at most `limit`, scanning at most `scan`
+    /// rows per tag) and that `accept` takes. An index row proves nothing by itself (rows carry
+    /// no MAC, and a restored old backup keeps rows of erased data): a subject counts only while
+    /// the field's purpose has a live key under the very KEK the row's tag was made with
+    /// (`kek_live` says which KEKs are not destroyed).
+    pub(crate) fn index_holders(
+        &self,
+        schema: &crate::schema::Schema,
+        probe: &IndexProbe<'_>,
+        kek_live: &dyn Fn(u32) -> bool,
+        accept: &dyn Fn(&SubjectId, &SubjectEntry) -> bool,
+        (scan, limit): (usize, usize),
+    ) -> Result<BTreeSet<SubjectId>, StorageError> {
         let mut candidates: BTreeSet<(SubjectId, u32, String)> = BTreeSet::new();
-        for kek in live_keks {
-            let Some(tag) = self.index_tag(&active, &rt.name, &def.name, kek, &form) else {
-                continue;
-            };
-            let hits = self
-                .store
-                .scan_prefix(Table::Index, &tag, MAX_FIND_RESULTS)?;
+        for (kek, tag) in &probe.tags {
+            let hits = self.store.scan_prefix(Table::Index, tag, scan)?;
             candidates.extend(hits.iter().filter_map(|(k, _)| {
                 let (s, label) = index::subject_and_label_of(k)?;
-                Some((s, kek, label))
+                Some((s, *kek, label))
             }));
         }
-        // An index row proves nothing by itself (rows carry no MAC, and a restored old backup keeps
-        // rows of erased data): report a subject only while the field's purpose has a live key
-        // under the very KEK the row's tag was made with.
+        let (rt, def) = (probe.rt, probe.def);
         let mut set = BTreeSet::new();
         for (s, kek, label) in candidates {
-            if set.contains(&s) || set.len() >= MAX_FIND_RESULTS {
+            if set.contains(&s) || set.len() >= limit {
                 continue;
             }
-            let slot = slot_name::for_record(&active.schema, &def.purpose, &rt.name, &label);
+            let slot = slot_name::for_record(schema, &def.purpose, &rt.name, &label);
             let live = match self.load_subject(&s)? {
-                Some(e) => matches!(
-                    e.slots.get(&slot),
-                    Some(Slot::Live { kek_id, .. }) if *kek_id == kek
-                        && self.kek_destroyed_at(*kek_id).is_none()
-                ),
+                Some(e) => {
+                    matches!(
+                        e.slots.get(&slot),
+                        Some(Slot::Live { kek_id, .. }) if *kek_id == kek && kek_live(*kek_id)
+                    ) && accept(&s, &e)
+                }
                 None => false,
             };
             if live {
                 set.insert(s);
             }
         }
-        Ok(set.into_iter().collect())
+        Ok(set)
     }
 
     /// The records a subject has (types and labels), sorted.

@@ -291,6 +291,14 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
                     to: nf.purpose.clone(),
                 });
             }
+            // Stored values are not known to be unique, and no schema change could settle a
+            // duplicate: a field becomes unique only while it holds no values.
+            if nf.unique && !f.unique && sealed {
+                return Err(SchemaChangeError::UniqueOnStoredValues {
+                    record_type: t.name.clone(),
+                    field: f.name.clone(),
+                });
+            }
             if nf.kind != f.kind && sealed {
                 return Err(SchemaChangeError::FieldKindChanged {
                     record_type: t.name.clone(),

@@ -63,6 +63,7 @@ fn parses_minimal() {
             required: true,
             purpose: "shipping".into(),
             index: false,
+            unique: false,
         }
     );
     assert!(t.field("nope").is_none());
@@ -104,10 +105,11 @@ fn parses_webshop_example() {
 
     let customer = s.record_type("customer").unwrap();
     let email = customer.field("email").unwrap();
-    assert!(email.index && email.required);
+    assert!(email.index && email.unique && email.required);
     assert_eq!(email.kind, FieldKind::Email);
     assert_eq!(email.max_len, 254);
-    assert!(customer.field("phone").unwrap().index);
+    let phone = customer.field("phone").unwrap();
+    assert!(phone.index && !phone.unique);
     assert!(customer.field("tussenvoegsel").is_some());
     assert_eq!(customer.field("birth_date").unwrap().kind, FieldKind::Date);
     assert_eq!(
@@ -277,6 +279,10 @@ fn field_errors() {
     );
     field_err("type = \"text\"", "type = \"json\"\nindex = true");
     field_err("type = \"text\"", "type = \"bytes\"\nindex = true");
+    field_err("type = \"text\"", "type = \"json\"\nindex = \"unique\"");
+    for bad in ["\"yes\"", "\"Unique\"", "1", "[]"] {
+        field_err("max_len = 200", &format!("max_len = 200\nindex = {bad}"));
+    }
     let ok = variant("max_len = 200", "max_len = 1048576\nindex = true");
     let s = Schema::from_toml(&ok).unwrap();
     assert_eq!(
@@ -287,6 +293,20 @@ fn field_errors() {
             .max_len,
         MAX_FIELD_LEN
     );
+}
+
+#[test]
+fn index_unique_is_an_index_too() {
+    let field = |index: &str| {
+        let s =
+            Schema::from_toml(&variant("max_len = 200", &format!("max_len = 200{index}"))).unwrap();
+        let f = s.record_type("address").unwrap().field("street").unwrap();
+        (f.index, f.unique)
+    };
+    assert_eq!(field(""), (false, false));
+    assert_eq!(field("\nindex = false"), (false, false));
+    assert_eq!(field("\nindex = true"), (true, false));
+    assert_eq!(field("\nindex = \"unique\""), (true, true));
 }
 
 #[test]

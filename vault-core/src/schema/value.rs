@@ -112,8 +112,12 @@ pub struct FieldDef {
     pub required: bool,
     /// The purpose this field is processed for (declared in the schema).
     pub purpose: String,
-    /// Whether a blind index is kept so records can be found by this field.
+    /// Whether a blind index is kept so records can be found by this field (`index = true`, or
+    /// `index = "unique"`).
     pub index: bool,
+    /// Whether no two subjects may hold the same value (after normalisation) in this field
+    /// (`index = "unique"`; implies `index`). Enforced on every write, see `Vault::transaction`.
+    pub unique: bool,
 }
 
 /// A field value was rejected. Messages name the field and the rule, never the value.

@@ -15,6 +15,7 @@ fn def(kind: FieldKind) -> FieldDef {
         required: false,
         purpose: "p".into(),
         index: kind.indexable(),
+        unique: false,
     }
 }
 

@@ -1,0 +1,937 @@
+//! Transactions: several changes to one subject's records, committed all or nothing.
+//!
+//! A [`Transaction`] follows redb's `WriteTransaction`: it holds its subject's stripe lock for
+//! its whole life and keeps everything it reads or changes — the subject entry (read at most
+//! once), the record envelopes it touches (each read at most once), the data keys it seals under,
+//! expiry rows, unique values it claims and audit entries — until `commit` turns them into **one**
+//! `WriteBatch`, applied once and waited on once (one fsync in the durable modes). Dropping it
+//! (the closure of [`Vault::transaction`] returning `Err` or panicking, or a [`Vault::begin`]
+//! never committed) writes nothing and caches no key. `put`, `update`, `delete` and
+//! `create_subject_with` are one-operation transactions through the same code.
+//!
+//! **Unique fields** (`index = "unique"`): an operation that gives the subject a value it does not
+//! already hold in storage records a *claim*; `commit` checks every claim against the blind index
+//! under every live KEK (the rule `find` uses: a row counts only while its subject's key of the
+//! field's purpose is live under the KEK the tag was made with, so a value whose key was shredded
+//! — expired, or forgotten — is free again; a subject's own rows never count against it) and
+//! applies the batch **in the same critical section**: the key store's lock, then the
+//! audit-head lock every commit takes to apply. No batch of any thread can land between the check
+//! and the apply, so two subjects claiming one value cannot both win, and neither can a holder's
+//! row moving between KEKs (a rewrap in a concurrent reconcile) make the check miss it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLockWriteGuard};
+
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::crypto::{AeadKey, IntegrityError, Sealer};
+use crate::error::{
+    Component, DeleteError, LifecycleError, OpError, RngError, StorageError, TransactionError,
+    WriteError,
+};
+use crate::format::aad::{self, FieldContext};
+use crate::format::audit::{AuditEntry, AuditOp};
+use crate::format::record::{Envelope, Record, SealedField};
+use crate::format::subject::{slot_name, Slot, SubjectEntry, SubjectId};
+use crate::keys::keystore::{KekState, KeyStore};
+use crate::ops::admin::Rewrites;
+use crate::ops::lifecycle::EventReport;
+use crate::ops::records::{IndexProbe, RecordKey, MAX_RECORD_LEN};
+use crate::schema::{FieldDef, RecordError, RecordType};
+use crate::storage::index::{self, Tags, TAG_LEN};
+use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
+use crate::storage::store::{Table, WriteBatch};
+use crate::vault::{ActiveSchema, CachedDek, Vault};
+
+/// How a write treats the stored record: replace it whole, or change the fields named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Put,
+    Update,
+}
+
+/// A validated field of a write: its definition and canonical plaintext (`None`: remove it).
+type PlainField<'a> = (&'a FieldDef, Option<Zeroizing<Vec<u8>>>);
+type Plain<'a> = BTreeMap<&'a str, PlainField<'a>>;
+
+/// A record as it was in storage when the transaction first touched it.
+struct Stored {
+    key: RecordKey,
+    /// Its blind-index tags (the rows the commit diffs against).
+    tags: Tags,
+    /// The last operation that wrote it (a check at commit is reported as that operation's).
+    last_op: usize,
+}
+
+/// A unique value an operation gives the subject. The normalised value is wiped on drop.
+struct Claim {
+    op: usize,
+    key: RecordKey,
+    field: String,
+    form: Zeroizing<Vec<u8>>,
+}
+
+/// Why a commit failed, and which operation's check it was (`None`: the commit itself).
+pub(crate) struct Failed {
+    pub(crate) op: Option<(usize, RecordKey)>,
+    pub(crate) error: WriteError,
+}
+
+/// Errors of the commit itself (no operation to blame).
+macro_rules! failed_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Failed {
+            fn from(e: $t) -> Self {
+                Failed { op: None, error: e.into() }
+            }
+        }
+    )*};
+}
+failed_from!(WriteError, StorageError, IntegrityError, RngError);
+
+impl Failed {
+    fn into_tx_error(self) -> TransactionError {
+        match self.op {
+            Some((index, key)) => op_error(index, Some(&key), OpError::Write(self.error)),
+            None => TransactionError::Commit(self.error),
+        }
+    }
+}
+
+fn op_error(index: usize, key: Option<&RecordKey>, source: OpError) -> TransactionError {
+    // Caller-supplied names: bounded so a garbage key cannot flood logs.
+    let clip = |s: &str| s.chars().take(64).collect::<String>();
+    TransactionError::Op {
+        index,
+        record_type: key.map(|k| clip(&k.record_type)),
+        label: key.map(|k| clip(&k.label)).unwrap_or_default(),
+        source: Box::new(source),
+    }
+}
+
+/// Changes to one subject's records that commit together or not at all; see [`Vault::transaction`].
+///
+/// It holds the subject's write lock until it is committed or dropped: **do not call other
+/// `Vault` methods from the thread that holds it** (a subject shares its lock stripe with others,
+/// so even a read of another subject may wait for it forever). The first operation that fails
+/// aborts the transaction: later operations and `commit` return [`TransactionError::Aborted`].
+pub struct Transaction<'v> {
+    vault: &'v Vault,
+    active: Arc<ActiveSchema>,
+    subject: SubjectId,
+    now: i64,
+    new_subject: bool,
+    entry: Option<SubjectEntry>,
+    entry_dirty: bool,
+    /// Data keys this transaction seals under, by slot: taken out of the cache (or unwrapped, or
+    /// made), returned to it only when the commit lands.
+    deks: BTreeMap<String, CachedDek>,
+    stored: BTreeMap<Vec<u8>, Stored>,
+    /// What the commit writes per touched record (`None`: deletes it).
+    writes: Rewrites,
+    claims: BTreeMap<(Vec<u8>, String), Claim>,
+    /// Expiry rows and KEK pins of new data keys (the commit adds the rest).
+    batch: WriteBatch,
+    sealer: Option<Sealer>,
+    audit: Vec<AuditEntry>,
+    ops: usize,
+    failed: Option<usize>,
+    _guard: RwLockWriteGuard<'v, ()>,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("subject", &self.subject)
+            .field("operations", &self.ops)
+            .field("records", &self.writes.len())
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The operation's sealer, drawn on first use (a delete needs none).
+fn sealer(slot: &mut Option<Sealer>) -> Result<&mut Sealer, RngError> {
+    if slot.is_none() {
+        *slot = Some(Sealer::new()?);
+    }
+    slot.as_mut().ok_or(RngError)
+}
+
+/// The KEK that wraps `slot`'s key as the transaction stands (index tags are made under it).
+fn kek_of(
+    entry: Option<&SubjectEntry>,
+    deks: &BTreeMap<String, CachedDek>,
+    slot: &str,
+) -> Option<u32> {
+    match entry.and_then(|e| e.slots.get(slot)) {
+        Some(Slot::Live { kek_id, .. }) => Some(*kek_id),
+        _ => deks.get(slot).map(|d| d.kek_id),
+    }
+}
+
+/// Checks a write against the schema and encodes its fields: no storage access.
+fn validate<'a>(
+    active: &'a ActiveSchema,
+    key: &RecordKey,
+    record: &Record,
+    mode: Mode,
+) -> Result<(&'a RecordType, Plain<'a>), WriteError> {
+    let rt = active
+        .schema
+        .record_type(&key.record_type)
+        .ok_or_else(|| WriteError::UnknownRecordType(key.record_type.clone()))?;
+    if !key.label_ok() {
+        return Err(WriteError::Field(crate::schema::FieldError::Invalid {
+            field: "label".into(),
+            reason: "labels are at most 64 bytes of [A-Za-z0-9._-]",
+        }));
+    }
+    let mut plain = Plain::new();
+    for (name, value) in record.iter() {
+        let def = rt.field(name).ok_or_else(|| RecordError::UnknownField {
+            record_type: rt.name.clone(),
+            field: name.chars().take(64).collect(),
+        })?;
+        let bytes = match (value, mode) {
+            (Value::Null, Mode::Update) => None,
+            _ => Some(def.encode(value)?),
+        };
+        plain.insert(def.name.as_str(), (def, bytes));
+    }
+    if mode == Mode::Put {
+        rt.check_fields(record.field_names())?;
+    }
+    Ok((rt, plain))
+}
+
+impl Vault {
+    /// Runs `f` on a transaction of `subject` and commits it: every `put`, `update`, `delete` and
+    /// event in it lands in **one** atomic batch (one fsync in the durable modes), with all their
+    /// audit entries, or nothing does. If `f` returns `Err` or panics, or an operation or the
+    /// commit fails, nothing is written.
+    ///
+    /// ```
+    /// # use vault_core::*;
+    /// # fn order(vault: &Vault, jan: &SubjectId) -> Result<(), TransactionError> {
+    /// let order = RecordKey::labelled("address", "order-42");
+    /// vault.transaction(jan, |tx| {
+    ///     tx.put(order.clone(), &Record::new().with("street", "Kerkstraat 1"))?;
+    ///     tx.update("customer", &Record::new().with("phone", "0612345678"))?;
+    ///     tx.record_event_for(&order, "ordered", 1_800_000_000)?;
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// The transaction holds the subject's write lock while `f` runs: do not call other `Vault`
+    /// methods inside `f` (see [`Transaction`]).
+    pub fn transaction<T>(
+        &self,
+        subject: &SubjectId,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, TransactionError>,
+    ) -> Result<T, TransactionError> {
+        let mut tx = self.begin(subject);
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Creates a new subject and runs `f` on a transaction of it: the subject entry, every record
+    /// and event `f` adds, and all audit entries (`create_subject` first) are one atomic batch. If
+    /// anything fails, no subject is left behind. Returns the new subject id and `f`'s result.
+    pub fn create_subject_in_transaction<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, TransactionError>,
+    ) -> Result<(SubjectId, T), TransactionError> {
+        let mut tx = self.begin_new_subject()?;
+        let out = f(&mut tx)?;
+        let s = tx.subject();
+        tx.commit()?;
+        Ok((s, out))
+    }
+
+    /// Starts a transaction of `subject` (see [`Vault::transaction`]); [`Transaction::commit`]
+    /// applies it, dropping it discards it. Blocks while another transaction or write of a
+    /// subject in the same lock stripe runs.
+    pub fn begin(&self, subject: &SubjectId) -> Transaction<'_> {
+        Transaction::new(self, *subject, false)
+    }
+
+    /// Starts a transaction of a new subject (a fresh random id, created by the commit).
+    pub fn begin_new_subject(&self) -> Result<Transaction<'_>, TransactionError> {
+        let s = SubjectId::generate().map_err(|e| TransactionError::Commit(e.into()))?;
+        Ok(Transaction::new(self, s, true))
+    }
+}
+
+impl<'v> Transaction<'v> {
+    /// Takes the subject's lock; with `new_subject`, `subject` is a freshly generated id whose
+    /// entry starts here (no storage read for it: a random 128-bit id is not in use).
+    pub(crate) fn new(vault: &'v Vault, subject: SubjectId, new_subject: bool) -> Self {
+        let guard = vault.stripe(&subject).write_unpoisoned();
+        // After the lock: a schema change holds every stripe, so this one stays in force.
+        let active = vault.active_schema();
+        let now = vault.now();
+        let mut audit = Vec::new();
+        if new_subject {
+            audit.push(
+                AuditEntry::new(AuditOp::CreateSubject, now, &vault.options.actor)
+                    .subject(&subject),
+            );
+        }
+        Transaction {
+            vault,
+            active,
+            subject,
+            now,
+            new_subject,
+            entry: new_subject.then(|| SubjectEntry {
+                created_at: now,
+                ..Default::default()
+            }),
+            entry_dirty: new_subject,
+            deks: BTreeMap::new(),
+            stored: BTreeMap::new(),
+            writes: Rewrites::new(),
+            claims: BTreeMap::new(),
+            batch: WriteBatch::default(),
+            sealer: None,
+            audit,
+            ops: 0,
+            failed: None,
+            _guard: guard,
+        }
+    }
+
+    /// The transaction's subject.
+    pub fn subject(&self) -> SubjectId {
+        self.subject
+    }
+
+    /// Stores `record` as the `key` record, replacing any previous one (as [`Vault::put`]).
+    pub fn put(
+        &mut self,
+        key: impl Into<RecordKey>,
+        record: &Record,
+    ) -> Result<(), TransactionError> {
+        let key = key.into();
+        self.run(Some(&key), OpError::Write, |tx| {
+            tx.write_op(&key, record, Mode::Put)
+        })
+    }
+
+    /// Stores the shop's own `Serialize` type as a record (as [`Vault::put_as`]).
+    pub fn put_as<T: serde::Serialize + ?Sized>(
+        &mut self,
+        key: impl Into<RecordKey>,
+        value: &T,
+    ) -> Result<(), TransactionError> {
+        let key = key.into();
+        self.run(Some(&key), OpError::Write, |tx| {
+            let r = Record::from_serialize(value).map_err(|e| WriteError::Serde(e.to_string()))?;
+            tx.write_op(&key, &r, Mode::Put)
+        })
+    }
+
+    /// Changes some fields of the `key` record (as [`Vault::update`]); sees earlier operations of
+    /// this transaction.
+    pub fn update(
+        &mut self,
+        key: impl Into<RecordKey>,
+        changes: &Record,
+    ) -> Result<(), TransactionError> {
+        let key = key.into();
+        self.run(Some(&key), OpError::Write, |tx| {
+            tx.write_op(&key, changes, Mode::Update)
+        })
+    }
+
+    /// Deletes the `key` record and its blind-index entries (as [`Vault::delete`]).
+    pub fn delete(&mut self, key: impl Into<RecordKey>) -> Result<(), TransactionError> {
+        let key = key.into();
+        self.run(Some(&key), OpError::Delete, |tx| tx.delete_op(&key))
+    }
+
+    /// Records an anchor event of the subject (as [`Vault::record_event`], attributed in the
+    /// audit log to the vault's actor, like record writes).
+    pub fn record_event(&mut self, event: &str, at: i64) -> Result<EventReport, TransactionError> {
+        self.run(None, OpError::Event, |tx| tx.event_op(None, event, at))
+    }
+
+    /// Records an anchor event of one record (as [`Vault::record_event_for`]).
+    pub fn record_event_for(
+        &mut self,
+        record: &RecordKey,
+        event: &str,
+        at: i64,
+    ) -> Result<EventReport, TransactionError> {
+        self.run(Some(record), OpError::Event, |tx| {
+            tx.event_op(Some(record), event, at)
+        })
+    }
+
+    /// Applies every operation in one batch and waits until it is durable (per the vault's
+    /// durability mode). Unique values are checked here, atomically with the apply.
+    pub fn commit(self) -> Result<(), TransactionError> {
+        if let Some(index) = self.failed {
+            return Err(TransactionError::Aborted { index });
+        }
+        self.commit_inner().map_err(Failed::into_tx_error)
+    }
+
+    /// Runs one operation: numbered, and aborting the transaction if it fails.
+    fn run<R, E>(
+        &mut self,
+        key: Option<&RecordKey>,
+        wrap: fn(E) -> OpError,
+        op: impl FnOnce(&mut Self) -> Result<R, E>,
+    ) -> Result<R, TransactionError> {
+        if let Some(index) = self.failed {
+            return Err(TransactionError::Aborted { index });
+        }
+        let index = self.ops;
+        self.ops += 1;
+        match op(self) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // Part of the failed operation may be in the state already: nothing may commit.
+                self.failed = Some(index);
+                Err(op_error(index, key, wrap(e)))
+            }
+        }
+    }
+
+    fn op_index(&self) -> usize {
+        self.ops.saturating_sub(1)
+    }
+
+    /// `put` / `update` of one record into the transaction's state.
+    pub(crate) fn write_op(
+        &mut self,
+        key: &RecordKey,
+        record: &Record,
+        mode: Mode,
+    ) -> Result<(), WriteError> {
+        let active = self.active.clone();
+        let (rt, plain) = validate(&active, key, record, mode)?;
+        let rkey = key.storage_key(&self.subject);
+        self.touch(&rkey, key)?;
+        let exists = matches!(self.writes.get(&rkey), Some(Some(_)));
+        if rt.immutable && exists {
+            return Err(WriteError::Immutable {
+                record_type: rt.name.clone(),
+            });
+        }
+        if mode == Mode::Update && !exists {
+            if !self.subject_known()? {
+                return Err(WriteError::SubjectNotFound);
+            }
+            return Err(WriteError::NotFound {
+                record_type: rt.name.clone(),
+            });
+        }
+        let required_removed = plain.values().find(|(d, b)| d.required && b.is_none());
+        if let Some((def, _)) = required_removed {
+            return Err(RecordError::MissingRequired {
+                record_type: rt.name.clone(),
+                field: def.name.clone(),
+            }
+            .into());
+        }
+        self.take_keys(rt, key, &plain)?;
+        let mut env = self.start_envelope(&rkey, &plain, mode);
+        match mode {
+            Mode::Put => self.claims.retain(|(k, _), _| *k != rkey),
+            Mode::Update => self
+                .claims
+                .retain(|(k, f), _| *k != rkey || !plain.contains_key(f.as_str())),
+        }
+        self.seal_into(rt, key, &rkey, &plain, &mut env)?;
+        let op = self.op_index();
+        if let Some(st) = self.stored.get_mut(&rkey) {
+            st.last_op = op;
+        }
+        self.writes.insert(rkey, Some(env));
+        let audit_op = match mode {
+            Mode::Put => AuditOp::Put,
+            Mode::Update => AuditOp::Update,
+        };
+        self.audit.push(
+            AuditEntry::new(audit_op, self.now, &self.vault.options.actor)
+                .subject(&self.subject)
+                .record(&rt.name, &key.label),
+        );
+        Ok(())
+    }
+
+    /// `delete` of one record into the transaction's state.
+    pub(crate) fn delete_op(&mut self, key: &RecordKey) -> Result<(), DeleteError> {
+        let active = self.active.clone();
+        let rt = active
+            .schema
+            .record_type(&key.record_type)
+            .ok_or_else(|| DeleteError::UnknownRecordType(key.record_type.clone()))?;
+        if rt.immutable {
+            return Err(DeleteError::Immutable {
+                record_type: rt.name.clone(),
+            });
+        }
+        let rkey = key.storage_key(&self.subject);
+        self.touch(&rkey, key)?;
+        if !matches!(self.writes.get(&rkey), Some(Some(_))) {
+            return Err(DeleteError::NotFound {
+                record_type: rt.name.clone(),
+            });
+        }
+        self.claims.retain(|(k, _), _| *k != rkey);
+        let op = self.op_index();
+        if let Some(st) = self.stored.get_mut(&rkey) {
+            st.last_op = op;
+        }
+        self.writes.insert(rkey, None);
+        self.audit.push(
+            AuditEntry::new(AuditOp::Delete, self.now, &self.vault.options.actor)
+                .subject(&self.subject)
+                .record(&rt.name, &key.label),
+        );
+        Ok(())
+    }
+
+    /// An anchor event into the subject entry (events carry no personal data: accepted for a
+    /// forgotten subject too, as by `record_event`).
+    fn event_op(
+        &mut self,
+        record: Option<&RecordKey>,
+        event: &str,
+        at: i64,
+    ) -> Result<EventReport, LifecycleError> {
+        let v = self.vault;
+        let stored_as = v.event_key(record, event)?;
+        let e = self.entry().map_err(|e| match e {
+            WriteError::SubjectNotFound => LifecycleError::SubjectNotFound,
+            WriteError::Storage(s) => LifecycleError::Storage(s),
+            other => LifecycleError::Write(other),
+        })?;
+        if let Some(&t) = e.events.get(&stored_as).filter(|&&t| t >= at) {
+            return Ok(EventReport {
+                already_recorded: Some(t),
+                ..EventReport::default()
+            });
+        }
+        let mut report = v.event_purposes(e, record, event, at);
+        report.recorded = true;
+        e.events.insert(stored_as, at);
+        self.entry_dirty = true;
+        let mut audit = AuditEntry::new(AuditOp::Event, self.now, &v.options.actor)
+            .subject(&self.subject)
+            .purpose(event);
+        if let Some(r) = record {
+            audit = audit.record(&r.record_type, &r.label);
+        }
+        self.audit.push(audit);
+        Ok(report)
+    }
+
+    /// Reads the record at `rkey` the first time the transaction touches it.
+    fn touch(&mut self, rkey: &[u8], key: &RecordKey) -> Result<(), StorageError> {
+        if self.stored.contains_key(rkey) {
+            return Ok(());
+        }
+        let env = if self.new_subject {
+            None
+        } else {
+            self.vault.load_envelope(rkey)?
+        };
+        let stored = Stored {
+            key: key.clone(),
+            tags: env.as_ref().map(|e| e.tags.clone()).unwrap_or_default(),
+            last_op: self.op_index(),
+        };
+        self.stored.insert(rkey.to_vec(), stored);
+        self.writes.insert(rkey.to_vec(), env);
+        Ok(())
+    }
+
+    /// Whether the subject exists (without reading it when the transaction knows already).
+    fn subject_known(&self) -> Result<bool, StorageError> {
+        Ok(self.entry.is_some() || self.vault.load_subject(&self.subject)?.is_some())
+    }
+
+    /// The subject entry, read on first use. Slots under destroyed KEKs are recorded as shredded
+    /// at once (committed on their own, see `normalize_destroyed`), and so are their fields in
+    /// every record this transaction holds, so no ciphertext of a dead key comes back with them.
+    fn entry(&mut self) -> Result<&mut SubjectEntry, WriteError> {
+        if self.entry.is_none() {
+            let v = self.vault;
+            let mut e = v
+                .load_subject(&self.subject)?
+                .ok_or(WriteError::SubjectNotFound)?;
+            let dead = v.normalize_destroyed(&self.subject, &mut e)?;
+            for (rkey, env) in self.writes.iter_mut() {
+                let (Some(env), Some(st)) = (env, self.stored.get(rkey)) else {
+                    continue;
+                };
+                let (t, l) = (&st.key.record_type, &st.key.label);
+                env.shred_purposes(&slot_name::purposes_in_record(&dead, t, l));
+            }
+            self.entry = Some(e);
+        }
+        self.entry.as_mut().ok_or(WriteError::SubjectNotFound)
+    }
+
+    /// The subject entry, for adding personal data: refused for a forgotten subject.
+    fn entry_for_write(&mut self) -> Result<&mut SubjectEntry, WriteError> {
+        let e = self.entry()?;
+        if let Some(at) = e.forgotten_at {
+            return Err(WriteError::SubjectForgotten { at });
+        }
+        Ok(e)
+    }
+
+    /// Takes the data keys a write seals under (one per slot it uses), with enough uses.
+    fn take_keys(
+        &mut self,
+        rt: &RecordType,
+        key: &RecordKey,
+        plain: &Plain<'_>,
+    ) -> Result<(), WriteError> {
+        let mut uses: BTreeMap<String, u64> = BTreeMap::new();
+        for (def, bytes) in plain.values() {
+            if bytes.is_some() {
+                let slot =
+                    slot_name::for_record(&self.active.schema, &def.purpose, &rt.name, &key.label);
+                *uses.entry(slot).or_default() += 1;
+            }
+        }
+        // Every write needs an existing subject; with no field to seal, nothing below checks it.
+        if uses.is_empty() && !self.subject_known()? {
+            return Err(WriteError::SubjectNotFound);
+        }
+        for (slot, n) in &uses {
+            self.take_key(slot, *n)?;
+        }
+        Ok(())
+    }
+
+    /// The key of `slot` for `n` more seals: from this transaction, the cache, its slot, or new.
+    fn take_key(&mut self, slot: &str, n: u64) -> Result<(), WriteError> {
+        let v = self.vault;
+        // Purposes whose retention runs from `last_update` must record this write's time.
+        let anchored = self
+            .active
+            .schema
+            .purpose(slot_name::purpose(slot))
+            .is_some_and(|p| p.retention.event() == Some("last_update"));
+        let held = match self.deks.remove(slot) {
+            Some(d) => Some(d),
+            None => v.dek_cache().pop(&(self.subject, slot.to_owned())),
+        };
+        if held.is_none() || anchored || self.entry.is_some() {
+            self.entry_for_write()?;
+        }
+        let mut dek = match held {
+            Some(d) => d,
+            None => self.load_or_make_key(slot)?,
+        };
+        if anchored {
+            if let Some(Slot::Live { last_update, .. }) =
+                self.entry.as_mut().and_then(|e| e.slots.get_mut(slot))
+            {
+                *last_update = self.now;
+                self.entry_dirty = true;
+            }
+        }
+        if dek.used + n > dek.reserved {
+            let e = self.entry_for_write()?;
+            let changed = v.take_uses(&mut dek, n, e, slot)?;
+            self.entry_dirty |= changed;
+        } else {
+            dek.used += n;
+        }
+        self.deks.insert(slot.to_owned(), dek);
+        Ok(())
+    }
+
+    /// Unwraps `slot`'s live key, or makes the next generation (wrapped under the KEK of its
+    /// expiry's epoch, with its expiry row) when there is none or it was shredded.
+    fn load_or_make_key(&mut self, slot: &str) -> Result<CachedDek, WriteError> {
+        let (v, s, now) = (self.vault, self.subject, self.now);
+        let e = self.entry.as_mut().ok_or(WriteError::SubjectNotFound)?;
+        let generation = match e.slots.get(slot) {
+            Some(live @ Slot::Live { .. }) => return Ok(v.unwrap_slot(&s, slot, live)?),
+            Some(old) => old.generation().checked_add(1).ok_or(IntegrityError)?,
+            None => 1,
+        };
+        let expires = crate::ops::lifecycle::slot_expiry(&self.active.schema, e, slot, now, now);
+        let sealer = sealer(&mut self.sealer)?;
+        let (new, dek) = v.new_dek(&s, slot, generation, expires, sealer, &mut self.batch)?;
+        if let Some(t) = expires {
+            let row = crate::ops::lifecycle::expiry_key(t, &s, slot);
+            self.batch.put(Table::Expiry, row, Vec::new());
+        }
+        e.slots.insert(slot.to_owned(), new);
+        self.entry_dirty = true;
+        Ok(dek)
+    }
+
+    /// The envelope a write starts from: the record as the transaction has it (update), or a new
+    /// one keeping the creation time of a record it replaces (put); fields set to `null` removed.
+    fn start_envelope(&self, rkey: &[u8], plain: &Plain<'_>, mode: Mode) -> Envelope {
+        let current = self.writes.get(rkey).and_then(Option::as_ref);
+        let mut env = match (mode, current) {
+            (Mode::Update, Some(o)) => o.clone(),
+            _ => Envelope {
+                created_at: current.map_or(self.now, |o| o.created_at),
+                ..Default::default()
+            },
+        };
+        env.updated_at = self.now;
+        for (name, (_, bytes)) in plain {
+            if bytes.is_none() {
+                env.fields.remove(*name);
+                env.tags.remove(*name);
+            }
+        }
+        env
+    }
+
+    /// Seals the write's fields into `env`, with the blind-index tag of each indexed one and a
+    /// claim for each unique value the subject does not already hold in storage.
+    fn seal_into(
+        &mut self,
+        rt: &RecordType,
+        key: &RecordKey,
+        rkey: &[u8],
+        plain: &Plain<'_>,
+        env: &mut Envelope,
+    ) -> Result<(), WriteError> {
+        let (v, op) = (self.vault, self.op_index());
+        let sealer = sealer(&mut self.sealer)?;
+        let stored_tags = self.stored.get(rkey).map(|st| &st.tags);
+        let mut keys: BTreeMap<&str, AeadKey> = BTreeMap::new();
+        for (name, (def, bytes)) in plain {
+            let Some(bytes) = bytes else { continue };
+            let slot =
+                slot_name::for_record(&self.active.schema, &def.purpose, &rt.name, &key.label);
+            let dek = self.deks.get(&slot).ok_or(IntegrityError)?;
+            let k = keys
+                .entry(def.purpose.as_str())
+                .or_insert_with(|| AeadKey::new(&dek.key));
+            let ctx = FieldContext {
+                vault_id: &v.vault_id,
+                record_type: &rt.name,
+                subject: &self.subject,
+                label: &key.label,
+                field: name,
+                purpose: &def.purpose,
+                generation: dek.generation,
+            };
+            let sealed = sealer
+                .seal(k, &aad::field(&ctx), bytes)
+                .map_err(|_| IntegrityError)?;
+            env.shredded.remove(*name);
+            let field = SealedField {
+                purpose: def.purpose.clone(),
+                generation: dek.generation,
+                sealed,
+            };
+            env.fields.insert((*name).to_owned(), field);
+            if !def.index {
+                continue;
+            }
+            let kek = kek_of(self.entry.as_ref(), &self.deks, &slot).ok_or(IntegrityError)?;
+            let form = def.index_form(bytes);
+            let tag = v
+                .index_tag(&self.active, &rt.name, name, kek, &form)
+                .ok_or(IntegrityError)?;
+            env.tags.insert((*name).to_owned(), tag);
+            // Storage already holds this very tag for the subject: others see it, nothing to claim.
+            if def.unique && stored_tags.and_then(|t| t.get(*name)) != Some(&tag) {
+                let claim = Claim {
+                    op,
+                    key: key.clone(),
+                    field: (*name).to_owned(),
+                    form,
+                };
+                self.claims
+                    .insert((rkey.to_vec(), (*name).to_owned()), claim);
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits (see [`Transaction::commit`]); `Failed` names the operation a check at commit
+    /// refused. On success the data keys go back to the cache.
+    pub(crate) fn commit_inner(mut self) -> Result<(), Failed> {
+        if self.audit.is_empty() {
+            return Ok(()); // nothing changed (e.g. only events already recorded)
+        }
+        if self.entry_dirty {
+            if let Some(e) = self.entry.as_mut() {
+                let sealer = sealer(&mut self.sealer)?;
+                let current = Some(&mut self.writes);
+                self.vault
+                    .reconcile(&self.subject, e, &mut self.batch, sealer, current)?;
+            }
+        }
+        let batch = self.build_batch()?;
+        self.apply(batch)?;
+        // Only now: a key made here was never persisted if the commit failed (caching it would
+        // seal later fields under a key no subject entry holds), and a persisted one reloads from
+        // its slot with its persisted reservation, which never undercounts uses.
+        let deks = std::mem::take(&mut self.deks);
+        let mut cache = self.vault.dek_cache();
+        for (slot, mut dek) in deks {
+            // A reconcile may have rewrapped it: index tags follow the KEK it is under now.
+            if let Some(Slot::Live { kek_id, .. }) =
+                self.entry.as_ref().and_then(|e| e.slots.get(&slot))
+            {
+                dek.kek_id = *kek_id;
+            }
+            cache.put((self.subject, slot), dek);
+        }
+        Ok(())
+    }
+
+    /// The batch: every touched record (row MAC, size limit) with its index-row changes against
+    /// what storage holds, the subject entry if it changed, and the rows gathered on the way.
+    fn build_batch(&mut self) -> Result<WriteBatch, Failed> {
+        let (v, s) = (self.vault, self.subject);
+        let mut batch = std::mem::take(&mut self.batch);
+        for (rkey, env) in &self.writes {
+            let st = self.stored.get(rkey).ok_or(IntegrityError)?;
+            let Some(env) = env else {
+                index::write_tag_changes(&mut batch, &s, &st.key.label, &st.tags, &Tags::new());
+                batch.delete(Table::Record, rkey.clone());
+                continue;
+            };
+            let row = v.seal_row(Table::Record, rkey, env.encode());
+            if row.len() > MAX_RECORD_LEN {
+                return Err(Failed {
+                    op: Some((st.last_op, st.key.clone())),
+                    error: WriteError::TooLarge {
+                        len: row.len(),
+                        max: MAX_RECORD_LEN,
+                    },
+                });
+            }
+            index::write_tag_changes(&mut batch, &s, &st.key.label, &st.tags, &env.tags);
+            batch.put(Table::Record, rkey.clone(), row);
+        }
+        if self.entry_dirty {
+            if let Some(e) = &self.entry {
+                v.put_subject(&mut batch, &s, e);
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Applies the batch with the audit entries and waits for durability. With unique values to
+    /// check, the check and the apply share one critical section (key store, then audit head:
+    /// the order every other path takes them in).
+    fn apply(&mut self, batch: WriteBatch) -> Result<(), Failed> {
+        let v = self.vault;
+        let audit = std::mem::take(&mut self.audit);
+        // Claims whose value the transaction still writes (a later operation may have shredded,
+        // replaced or removed it), with the value's tags under the live KEKs computed up front.
+        let claims: Vec<(&Claim, BTreeMap<u32, [u8; TAG_LEN]>)> = self
+            .claims
+            .iter()
+            .filter(|((rkey, f), _)| {
+                matches!(self.writes.get(rkey), Some(Some(env)) if env.fields.contains_key(f))
+            })
+            .map(|(_, c)| (c, self.tags_now(c)))
+            .collect();
+        {
+            let ks = (!claims.is_empty()).then(|| v.key_store());
+            let mut head = v.audit_head.lock_unpoisoned();
+            if let Some(ks) = &ks {
+                for (claim, tags) in &claims {
+                    self.check_unique(ks, claim, tags)?;
+                }
+            }
+            v.apply_audited_locked(&mut head, batch, audit)?;
+        }
+        v.wait_durable()?;
+        Ok(())
+    }
+
+    /// A claim's tag under each KEK live now (the check completes the list under the lock).
+    fn tags_now(&self, c: &Claim) -> BTreeMap<u32, [u8; TAG_LEN]> {
+        let ids: Vec<u32> = self.vault.keks().iter().map(|k| k.id).collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                let tag = self.vault.index_tag(
+                    &self.active,
+                    &c.key.record_type,
+                    &c.field,
+                    id,
+                    &c.form,
+                )?;
+                Some((id, tag))
+            })
+            .collect()
+    }
+
+    /// Refuses `claim` if another subject holds its value: a live row (as `find` counts them)
+    /// under any live KEK of `ks` (its lock is held, so that set cannot change under the check).
+    fn check_unique(
+        &self,
+        ks: &KeyStore,
+        claim: &Claim,
+        known: &BTreeMap<u32, [u8; TAG_LEN]>,
+    ) -> Result<(), Failed> {
+        let schema = &self.active.schema;
+        let rt = schema
+            .record_type(&claim.key.record_type)
+            .ok_or(IntegrityError)?;
+        let def = rt.field(&claim.field).ok_or(IntegrityError)?;
+        let field_key = self
+            .active
+            .index_keys
+            .get(&(rt.name.clone(), def.name.clone()))
+            .ok_or(IntegrityError)?;
+        let tags = ks
+            .keks
+            .iter()
+            .filter_map(|k| match known.get(&k.id) {
+                Some(t) if k.key.is_some() => Some((k.id, *t)),
+                _ => {
+                    let tag_key = index::tag_key(field_key, k.key.as_ref()?);
+                    Some((k.id, index::tag(&tag_key, &claim.form)))
+                }
+            })
+            .collect();
+        let probe = IndexProbe { rt, def, tags };
+        let kek_live = |id: u32| ks.kek(id).is_some_and(|k| k.state != KekState::Destroyed);
+        let other = |h: &SubjectId, _: &SubjectEntry| *h != self.subject;
+        let holders =
+            self.vault
+                .index_holders(schema, &probe, &kek_live, &other, (usize::MAX, 1))?;
+        if holders.is_empty() {
+            return Ok(());
+        }
+        Err(Failed {
+            op: Some((claim.op, claim.key.clone())),
+            error: WriteError::NotUnique {
+                record_type: rt.name.clone(),
+                field: def.name.clone(),
+            },
+        })
+    }
+}
+
+impl Failed {
+    /// The error of a one-operation `delete` (its commit can only fail in storage).
+    pub(crate) fn into_delete_error(self) -> DeleteError {
+        match self.error {
+            WriteError::Storage(e) | WriteError::KeyStore(e) => DeleteError::Storage(e),
+            _ => DeleteError::Storage(StorageError::corrupted(
+                Component::Record,
+                "the delete could not be committed",
+            )),
+        }
+    }
+}
