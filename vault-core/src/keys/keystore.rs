@@ -752,37 +752,7 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
     let index_root = SecretKey::from_slice(r.raw(KEY_LEN)?).ok_or(bad)?;
     let meta_root = SecretKey::from_slice(r.raw(KEY_LEN)?).ok_or(bad)?;
     let next_kek_id = r.u32()?;
-    let n = r.count32(MAX_KEKS)?;
-    let mut keks = Vec::with_capacity(n);
-    for _ in 0..n {
-        let id = r.u32()?;
-        let state = KekState::from_code(r.u8()?).ok_or(bad)?;
-        let epoch = match (r.u8()?, r.i64()?) {
-            (0, _) => Epoch::OpenEnded,
-            (1, t) => Epoch::Starting(t),
-            _ => return Err(bad),
-        };
-        let created_at = r.i64()?;
-        let destroyed_at = r.i64()?;
-        let reserved = r.u64()?;
-        let key = match state {
-            KekState::Destroyed => None,
-            _ => Some(SecretKey::from_slice(r.raw(KEY_LEN)?).ok_or(bad)?),
-        };
-        if id >= next_kek_id {
-            return Err(bad);
-        }
-        keks.push(Kek {
-            id,
-            created_at,
-            state,
-            epoch,
-            reserved,
-            used: reserved,
-            destroyed_at,
-            key,
-        });
-    }
+    let keks = decode_keks(&mut r, next_kek_id)?;
     let n = r.count32(MAX_CARRIED)?;
     let mut carried = Vec::with_capacity(n.min(1 << 16));
     for _ in 0..n {
@@ -831,6 +801,46 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
         data_keeps_watermark: body_version >= 2,
         saved_generation: Default::default(),
     })
+}
+
+/// The KEK list of a key store body (every id below `next_kek_id`; no key bytes for a destroyed
+/// KEK).
+fn decode_keks(r: &mut Reader<'_>, next_kek_id: u32) -> Result<Vec<Kek>, DecodeError> {
+    let bad = DecodeError {
+        what: "key store body",
+    };
+    let n = r.count32(MAX_KEKS)?;
+    let mut keks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = r.u32()?;
+        let state = KekState::from_code(r.u8()?).ok_or(bad)?;
+        let epoch = match (r.u8()?, r.i64()?) {
+            (0, _) => Epoch::OpenEnded,
+            (1, t) => Epoch::Starting(t),
+            _ => return Err(bad),
+        };
+        let created_at = r.i64()?;
+        let destroyed_at = r.i64()?;
+        let reserved = r.u64()?;
+        let key = match state {
+            KekState::Destroyed => None,
+            _ => Some(SecretKey::from_slice(r.raw(KEY_LEN)?).ok_or(bad)?),
+        };
+        if id >= next_kek_id {
+            return Err(bad);
+        }
+        keks.push(Kek {
+            id,
+            created_at,
+            state,
+            epoch,
+            reserved,
+            used: reserved,
+            destroyed_at,
+            key,
+        });
+    }
+    Ok(keks)
 }
 
 /// An erasure-ledger entry as a body of version 1 or 2 stored it (purpose with a one-byte length).

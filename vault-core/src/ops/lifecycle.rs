@@ -602,28 +602,7 @@ impl Vault {
                 until: h.until,
             });
         }
-        let mut shred = BTreeSet::new();
-        let mut kept = Vec::new();
-        for (p, slot) in &entry.slots {
-            let Slot::Live { expires, .. } = slot else {
-                continue;
-            };
-            let purpose = schema.schema.purpose(slot_name::purpose(p));
-            let legal = purpose.is_some_and(|d| d.legal_basis == LegalBasis::LegalObligation);
-            if legal && expires.is_none_or(|t| t > now) {
-                let basis = purpose
-                    .map(|d| d.legal_basis.to_string())
-                    .unwrap_or_default();
-                kept.push(KeptPurpose {
-                    purpose: slot_name::purpose(p).to_owned(),
-                    record: slot_name::record(p).map(|(t, l)| RecordKey::labelled(t, l)),
-                    legal_basis: basis,
-                    until: *expires,
-                });
-            } else {
-                shred.insert(p.clone());
-            }
-        }
+        let (shred, kept) = Self::forget_plan(&schema.schema, &entry, now);
         // The ledger first: from here on, even a restore of an older data backup cannot bring these back.
         let mut ledger = Self::ledger_entries(s, &entry, &shred, ShredReason::Forgotten, now);
         // A marker for the subject itself, so a restore re-applies `forgotten` even when nothing
@@ -637,29 +616,7 @@ impl Vault {
             kek_id: 0,
         });
         let written = self.append_ledger(ledger)?;
-        let mut batch = WriteBatch::default();
-        self.shred_into(
-            s,
-            &mut entry,
-            &shred,
-            ShredReason::Forgotten,
-            now,
-            &mut batch,
-        )?;
-        // Kept purposes leave the cache too: every later write must see `forgotten_at` and refuse.
-        {
-            let mut cache = self.dek_cache();
-            for p in entry.slots.keys() {
-                cache.pop(&(*s, p.clone()));
-            }
-        }
-        entry.forgotten_at = Some(now);
-        if entry.hold.take().is_some() {
-            // The kept purposes' expiries no longer wait for the (overridden) hold.
-            let mut sealer = Sealer::new().map_err(WriteError::from)?;
-            self.reconcile(s, &mut entry, &mut batch, &mut sealer, None)?;
-        }
-        self.put_subject(&mut batch, s, &entry);
+        let batch = self.forget_batch(s, &mut entry, &shred, now)?;
         let mut audit = vec![AuditEntry::new(AuditOp::Forget, now, &req.actor)
             .subject(s)
             .reason(&req.reason)
@@ -680,15 +637,74 @@ impl Vault {
                 return Err(self.take_back_forget_ledger(&written, e));
             }
         }
+        let shredded: BTreeSet<String> = shred
+            .iter()
+            .map(|p| slot_name::purpose(p).to_owned())
+            .collect();
         Ok(ForgetReport {
-            shredded: shred
-                .iter()
-                .map(|p| slot_name::purpose(p).to_owned())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            shredded: shredded.into_iter().collect(),
             kept,
         })
+    }
+
+    /// What `forget` keeps (live legal-obligation slots whose retention still runs) and what it
+    /// shreds (every other live slot), decided at `now`.
+    fn forget_plan(
+        schema: &Schema,
+        entry: &SubjectEntry,
+        now: i64,
+    ) -> (BTreeSet<String>, Vec<KeptPurpose>) {
+        let mut shred = BTreeSet::new();
+        let mut kept = Vec::new();
+        for (p, slot) in &entry.slots {
+            let Slot::Live { expires, .. } = slot else {
+                continue;
+            };
+            let purpose = schema.purpose(slot_name::purpose(p));
+            let legal = purpose.is_some_and(|d| d.legal_basis == LegalBasis::LegalObligation);
+            if legal && expires.is_none_or(|t| t > now) {
+                kept.push(KeptPurpose {
+                    purpose: slot_name::purpose(p).to_owned(),
+                    record: slot_name::record(p).map(|(t, l)| RecordKey::labelled(t, l)),
+                    legal_basis: purpose
+                        .map(|d| d.legal_basis.to_string())
+                        .unwrap_or_default(),
+                    until: *expires,
+                });
+            } else {
+                shred.insert(p.clone());
+            }
+        }
+        (shred, kept)
+    }
+
+    /// The data batch of a forget: `shred` destroyed, `forgotten_at` set, an overridden hold
+    /// lifted (and the kept slots reconciled without it), the subject entry written. Every key of
+    /// the subject leaves the cache.
+    fn forget_batch(
+        &self,
+        s: &SubjectId,
+        entry: &mut SubjectEntry,
+        shred: &BTreeSet<String>,
+        now: i64,
+    ) -> Result<WriteBatch, LifecycleError> {
+        let mut batch = WriteBatch::default();
+        self.shred_into(s, entry, shred, ShredReason::Forgotten, now, &mut batch)?;
+        // Kept purposes leave the cache too: every later write must see `forgotten_at` and refuse.
+        {
+            let mut cache = self.dek_cache();
+            for p in entry.slots.keys() {
+                cache.pop(&(*s, p.clone()));
+            }
+        }
+        entry.forgotten_at = Some(now);
+        if entry.hold.take().is_some() {
+            // The kept purposes' expiries no longer wait for the (overridden) hold.
+            let mut sealer = Sealer::new().map_err(WriteError::from)?;
+            self.reconcile(s, entry, &mut batch, &mut sealer, None)?;
+        }
+        self.put_subject(&mut batch, s, entry);
+        Ok(batch)
     }
 
     /// After a forget whose batch was not applied: the data did not change, so void the ledger
