@@ -1,9 +1,10 @@
 //! A storage wrapper that counts what kluis asks of its engine: point reads and scans per table,
 //! and batches applied. Installed with `VaultOptions::danger_wrap_store` (see [`CountingStore::wrapper`]),
-//! it answers "how many storage reads does one `get` cost" without touching vault-core.
+//! it answers "how many storage reads does one `get` cost" without touching vault-core, and
+//! (through [`Counters::table_bytes`]) how many bytes of keys and values each table holds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use vault_core::store::{KeyValue, Store, Table, WriteBatch};
 use vault_core::{StorageError, StoreWrapper};
@@ -25,12 +26,40 @@ fn slot(t: Table) -> usize {
     (t as usize).min(SLOTS - 1)
 }
 
-/// Counters shared between the wrapper and the caller.
-#[derive(Debug, Default)]
+/// Counters shared between the wrapper and the caller, and a handle on the real store.
+#[derive(Default)]
 pub struct Counters {
     gets: [AtomicU64; SLOTS],
     scans: [AtomicU64; SLOTS],
     applies: AtomicU64,
+    /// The wrapped store (for [`Counters::table_bytes`], which does not count its own scans).
+    inner: Mutex<Option<Arc<dyn Store>>>,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("now", &self.snapshot())
+            .finish()
+    }
+}
+
+/// Rows and bytes of one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableBytes {
+    /// Rows.
+    pub rows: u64,
+    /// Key bytes, the one-byte table tag included.
+    pub key_bytes: u64,
+    /// Value bytes.
+    pub value_bytes: u64,
+}
+
+impl TableBytes {
+    /// Keys plus values.
+    pub fn total(&self) -> u64 {
+        self.key_bytes + self.value_bytes
+    }
 }
 
 /// A copy of the counters at one moment; subtract two to count what happened in between.
@@ -100,18 +129,57 @@ impl Counters {
         s.applies = self.applies.load(Ordering::Relaxed);
         s
     }
+
+    /// Rows and key + value bytes of every table, read straight from the wrapped store (not
+    /// counted): the logical size of what kluis stores, before the engine's own overhead.
+    /// `None` before a vault was opened through the wrapper.
+    pub fn table_bytes(&self) -> Option<Result<Vec<(&'static str, TableBytes)>, StorageError>> {
+        let store = self.inner.lock().ok()?.clone()?;
+        let scan = |t: Table| -> Result<TableBytes, StorageError> {
+            const PAGE: usize = 4096;
+            let end = [0xFFu8; 256];
+            let mut from: Vec<u8> = Vec::new();
+            let mut b = TableBytes::default();
+            loop {
+                let rows = store.scan_range(t, &from, &end, PAGE)?;
+                for (k, v) in &rows {
+                    b.rows += 1;
+                    b.key_bytes += 1 + k.len() as u64;
+                    b.value_bytes += v.len() as u64;
+                }
+                match rows.last() {
+                    Some((last, _)) if rows.len() == PAGE => {
+                        from = last.clone();
+                        from.push(0);
+                    }
+                    _ => return Ok(b),
+                }
+            }
+        };
+        Some(
+            TABLES
+                .iter()
+                .map(|&(t, name)| scan(t).map(|b| (name, b)))
+                .collect(),
+        )
+    }
 }
 
 /// Forwards every call to the real store and counts it.
 pub struct CountingStore {
-    inner: Box<dyn Store>,
+    inner: Arc<dyn Store>,
     counters: Arc<Counters>,
 }
 
 impl CountingStore {
-    /// A wrapper for `VaultOptions::danger_wrap_store` that counts into `counters`.
+    /// A wrapper for `VaultOptions::danger_wrap_store` that counts into `counters` (and leaves
+    /// them a handle on the real store).
     pub fn wrapper(counters: Arc<Counters>) -> StoreWrapper {
         Arc::new(move |inner| {
+            let inner: Arc<dyn Store> = Arc::from(inner);
+            if let Ok(mut slot) = counters.inner.lock() {
+                *slot = Some(inner.clone());
+            }
             Box::new(CountingStore {
                 inner,
                 counters: counters.clone(),
@@ -185,5 +253,13 @@ mod tests {
         assert!(d.gets_of(Table::Record) >= 1, "{}", d.breakdown());
         assert!(d.reads() >= 1);
         assert_eq!(d.applies, 0);
+        let before = counters.snapshot();
+        let bytes = counters.table_bytes().unwrap().unwrap();
+        let of = |name: &str| bytes.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!(of("subject").rows, 1);
+        assert_eq!(of("record").rows, 1);
+        assert!(of("record").value_bytes > 100);
+        // Reading the sizes is not counted.
+        assert_eq!(counters.snapshot(), before);
     }
 }

@@ -110,6 +110,9 @@ pub const METRICS: &[(&str, &str, &str, Better, &str)] = &[
     ("bytes", "kluis_per_customer", " B", Lower, "kluis data directory per customer"),
     ("bytes", "plain_per_customer", " B", Lower, "plaintext sled directory per customer"),
     ("bytes", "ratio", "x", Lower, "kluis bytes / plaintext bytes"),
+    ("bytes", "logical_kluis", " B", Lower, "kluis keys + values per customer (all tables)"),
+    ("bytes", "logical_plain", " B", Lower, "plaintext keys + values per customer"),
+    ("bytes", "logical_ratio", "x", Lower, "kluis / plaintext keys + values"),
     ("bytes", "key_store", " B", Neither, "key store file (not in the ratio)"),
     ("reads", "warm", "", Lower, "storage reads per get, DEK cached (same subjects again)"),
     ("reads", "cold", "", Lower, "storage reads per get, DEK not cached (first get after open)"),
@@ -311,11 +314,14 @@ impl Outcome {
                 self.get("bytes", "plain_per_customer"),
             ) {
                 (Some(r), Some(k), Some(p)) => format!(
-                    "{} ({} vs {}, N={})",
+                    "{} ({} vs {}, N={}){}",
                     show(r, 2),
                     show(k, 0),
                     show(p, 0),
-                    r.n
+                    r.n,
+                    self.get("bytes", "logical_ratio")
+                        .map(|l| format!("; keys + values {}", show(l, 2)))
+                        .unwrap_or_default()
                 ),
                 _ => "not run".into(),
             },
@@ -616,6 +622,9 @@ fn customers(
         ));
     }
     let plain = PlainStore::open(&pdir)?;
+    if cfg.on("bytes") {
+        logical_bytes(n, &kdir, &clock, &plain, out, progress)?;
+    }
 
     if cfg.on("reads") {
         reads(n, &kdir, &clock, &subjects, &plain, out, progress)?;
@@ -623,6 +632,56 @@ fn customers(
 
     if cfg.on("forget") && cfg.forget > 0 {
         forget(cfg, &kdir, &clock, &subjects, &plain, out, progress)?;
+    }
+    Ok(())
+}
+
+/// Key + value bytes per customer in kluis's tables and in plaintext sled: steadier than the
+/// directory sizes (which move with sled's flush timing) and split by table.
+fn logical_bytes(
+    n: u64,
+    kdir: &Path,
+    clock: &Arc<MockClock>,
+    plain: &PlainStore,
+    out: &mut Outcome,
+    progress: &mut dyn FnMut(&str),
+) -> Res<()> {
+    let counters = Arc::new(Counters::default());
+    let vault = open(
+        kdir,
+        Durability::Relaxed,
+        clock,
+        Some(CountingStore::wrapper(counters.clone())),
+    )?;
+    let tables = counters
+        .table_bytes()
+        .ok_or("the counting wrapper was not installed")??;
+    drop(vault);
+    let k: u64 = tables.iter().map(|(_, b)| b.total()).sum();
+    let (_, p) = plain.logical_bytes()?;
+    out.record("bytes", "logical_kluis", n, k as f64 / n as f64);
+    out.record("bytes", "logical_plain", n, p as f64 / n as f64);
+    out.record("bytes", "logical_ratio", n, k as f64 / p.max(1) as f64);
+    let split = tables
+        .iter()
+        .filter(|(_, b)| b.rows > 0)
+        .map(|(name, b)| {
+            format!(
+                "{name} {:.0} ({} rows)",
+                b.total() as f64 / n as f64,
+                b.rows
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let note = format!(
+        "logical bytes per customer at N={n} (keys + values): kluis {:.0} = {split}; plaintext {:.0}",
+        k as f64 / n as f64,
+        p as f64 / n as f64
+    );
+    progress(&format!("  {note}"));
+    if !out.notes.contains(&note) {
+        out.notes.push(note);
     }
     Ok(())
 }
