@@ -19,6 +19,7 @@
 //! operation, so the ratios are like for like only with the default `Relaxed`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -91,7 +92,7 @@ pub fn default_forget(n: u64) -> u64 {
     (n / 5).min(4_000)
 }
 
-/// Whether a larger or a smaller value is better (for "worst of the runs").
+/// Whether a larger or a smaller value is better (in the JSON, for tools that compare runs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Better {
     /// Throughput, ratios.
@@ -135,6 +136,7 @@ pub const METRICS: &[(&str, &str, &str, Better, &str)] = &[
     ("expire", "us_per_item", " µs", Lower, "expire: wall µs per pair"),
     ("expire", "cpu_seconds", " s", Lower, "expire: process CPU time"),
     ("expire", "keks_destroyed", "", Neither, "epoch KEKs destroyed by the sweep"),
+    ("expire", "key_store_peak", " B", Lower, "key store file at its largest during the sweep (sampled every 200 ms)"),
     ("expire", "key_store_after", " B", Neither, "key store file after the sweep"),
     ("expire", "plain_seconds", " s", Lower, "plaintext sled deleting the same N rows (record + index, one batch each) + sync"),
     ("expire", "ratio_wall", "x", Higher, "kluis pairs/s / plaintext deletes/s (wall)"),
@@ -907,12 +909,26 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
         clock.set(EXPIRE_AT);
         let vault = open(&kdir, cfg.durability, &clock, None)?;
         progress("  expire: sweeping");
-        let (r, k) = timed(|| -> Res<vault_core::ExpireReport> {
-            let r = vault.expire(EXPIRE_AT, &req)?;
-            vault.sync()?;
-            Ok(r)
+        // The erasure ledger lives in the key store until the sweep's KEK dies: watch its size.
+        let (peak, stop) = (AtomicU64::new(0), AtomicBool::new(false));
+        let (r, k) = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let len = std::fs::metadata(&ks_path).map_or(0, |m| m.len());
+                    peak.fetch_max(len, Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            });
+            let out = timed(|| -> Res<vault_core::ExpireReport> {
+                let r = vault.expire(EXPIRE_AT, &req)?;
+                vault.sync()?;
+                Ok(r)
+            });
+            stop.store(true, Ordering::Relaxed);
+            out
         });
         let r = r?;
+        out.record("expire", "key_store_peak", n, peak.into_inner() as f64);
         let ks_after = std::fs::metadata(&ks_path).map_or(0, |m| m.len());
         drop(vault);
         record_sweep(out, "expire", n, r.total(), k);
