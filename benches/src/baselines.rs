@@ -122,6 +122,16 @@ impl PlainStore {
     pub fn size_on_disk(&self) -> sled::Result<u64> {
         self.db.size_on_disk()
     }
+    /// (rows, key + value bytes) stored: the logical size, before sled's own overhead.
+    pub fn logical_bytes(&self) -> sled::Result<(u64, u64)> {
+        let (mut rows, mut bytes) = (0, 0);
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            rows += 1;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        Ok((rows, bytes))
+    }
 }
 
 /// fsync every regular file in `dir` (and the directory), like kluis's `SledStore::sync`.
@@ -322,6 +332,7 @@ mod tests {
         assert_eq!(p.get(&id).unwrap().unwrap(), customer(3));
         assert_eq!(n.get(&id).unwrap().unwrap(), customer(3));
         assert_eq!(p.find(&email_of(3)).unwrap(), vec![id.to_vec()]);
+        assert_eq!(p.logical_bytes().unwrap().0, 2); // record + index entry
         assert_eq!(n.find(&email_of(3)).unwrap(), vec![id.to_vec()]);
         p.update(&id, &serde_json::json!({"email": "x@y.nl"}))
             .unwrap();

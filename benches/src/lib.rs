@@ -1,11 +1,14 @@
 //! Shared helpers for the kluis benchmarks: a deterministic generator of realistic Dutch web-shop
 //! customers and invoices, the same-run baselines (plaintext sled with the same e-mail index, the
-//! bare AEAD work, and a naive one-key encrypted-blob store), and process CPU / memory probes.
+//! bare AEAD work, and a naive one-key encrypted-blob store), process CPU / memory probes, a
+//! store wrapper that counts storage reads, and issue 12's targets harness.
 #![forbid(unsafe_code)]
 
 pub mod baselines;
+pub mod counting;
 pub mod generator;
 pub mod probe;
+pub mod targets;
 
 pub use baselines::{CryptoFloor, NaiveStore, PlainStore};
 pub use generator::{customer, email_of, iban, invoice, Rng};
