@@ -198,41 +198,61 @@ pub(crate) struct ActiveSchema {
 /// async runtime, call them inside `tokio::task::spawn_blocking` (or your runtime's equivalent).
 pub struct Vault {
     pub(crate) paths: VaultPaths,
+    pub(crate) vault_id: [u8; 16],
+    pub(crate) options: VaultOptions,
+    pub(crate) schema: RwLock<Arc<ActiveSchema>>,
+    /// The data directory: storage, commits, subject locks, row MACs, watermarks.
+    pub(crate) data: DataState,
+    /// The key store, the keys derived from it and the erasure ledger beside it.
+    pub(crate) keys: KeyState,
+    /// The audit chain's key and heads.
+    pub(crate) audit: AuditState,
+    _locks: (LockFile, LockFile),
+}
+
+/// What a vault holds of its data directory.
+pub(crate) struct DataState {
     pub(crate) store: Box<dyn Store>,
     pub(crate) sled: Option<Arc<SledStore>>,
-    pub(crate) keys: Mutex<KeyStore>,
-    pub(crate) vault_id: [u8; 16],
-    pub(crate) schema: RwLock<Arc<ActiveSchema>>,
+    pub(crate) committer: Committer,
+    /// One lock per stripe of subjects (chosen by the id's first two bytes).
+    pub(crate) stripes: Vec<RwLock<()>>,
     /// Authenticates whole stored rows (see [`Vault::seal_row`]).
     row_mac: SecretKey,
-    /// Chains the audit log.
-    pub(crate) audit_key: SecretKey,
-    /// Head of the audit chain as applied (guarded: appends are serialised).
-    pub(crate) audit_head: Mutex<crate::format::audit::Head>,
-    /// Head of the audit chain known durable; the key store checkpoints it on every write.
-    pub(crate) durable_head: Arc<Mutex<crate::format::audit::Head>>,
-    pub(crate) cache: Mutex<LruCache<(SubjectId, String), CachedDek>>,
-    /// In-flight wraps per KEK: a KEK is not retired or destroyed while a wrap under it is pinned.
-    pub(crate) kek_pins: Arc<crate::keys::keystore::KekPins>,
-    /// Generation of the newest key-store file written (shared with the key store).
-    key_store_saved: Arc<std::sync::atomic::AtomicU64>,
     /// Newest key-store generation recorded in `data/` (guarded by the audit-head lock's order).
     key_store_seen: std::sync::atomic::AtomicU64,
-    /// The erasure ledger (an append-only file beside the key store).
-    pub(crate) ledger: Ledger,
     /// Newest ledger position recorded in `data/` (changed under the audit-head lock).
     ledger_seen: Mutex<Anchor>,
-    pub(crate) stripes: Vec<RwLock<()>>,
-    pub(crate) committer: Committer,
-    pub(crate) options: VaultOptions,
-    _locks: (LockFile, LockFile),
+}
+
+/// What a vault holds of its keys: the key store, the unwrapped data keys it caches, the wraps in
+/// flight, and the erasure ledger.
+pub(crate) struct KeyState {
+    pub(crate) store: Mutex<KeyStore>,
+    pub(crate) cache: Mutex<LruCache<(SubjectId, String), CachedDek>>,
+    /// In-flight wraps per KEK: a KEK is not retired or destroyed while a wrap under it is pinned.
+    pub(crate) pins: Arc<crate::keys::keystore::KekPins>,
+    /// Generation of the newest key-store file written (shared with the key store).
+    saved: Arc<std::sync::atomic::AtomicU64>,
+    /// The erasure ledger (an append-only file beside the key store).
+    pub(crate) ledger: Ledger,
+}
+
+/// The audit chain's key and heads.
+pub(crate) struct AuditState {
+    /// Chains the audit log.
+    pub(crate) key: SecretKey,
+    /// Head of the audit chain as applied (guarded: appends are serialised).
+    pub(crate) head: Mutex<crate::format::audit::Head>,
+    /// Head of the audit chain known durable; the key store checkpoints it on every write.
+    pub(crate) durable: Arc<Mutex<crate::format::audit::Head>>,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
             .field("paths", &self.paths)
-            .field("durability", &self.committer.mode())
+            .field("durability", &self.data.committer.mode())
             .field("keys", &"[REDACTED]")
             .finish()
     }
@@ -540,7 +560,7 @@ impl Vault {
             options,
             (data_lock, key_lock),
         );
-        *vault.ledger_seen.lock_unpoisoned() = ledger_seen;
+        *vault.data.ledger_seen.lock_unpoisoned() = ledger_seen;
         let rollback = vault.check_rollback(stored_schema_version, ledger_rollback)?;
         match (rollback, accept) {
             (Some(r), None) => return Err(OpenError::RolledBack(r)),
@@ -562,7 +582,7 @@ impl Vault {
         ledger: Option<crate::error::Rollback>,
     ) -> Result<Option<crate::error::Rollback>, OpenError> {
         use crate::error::Rollback;
-        let seen = match self.store.get(Table::Meta, META_KEY_STORE_SEEN)? {
+        let seen = match self.data.store.get(Table::Meta, META_KEY_STORE_SEEN)? {
             None => None,
             Some(b) => {
                 let body = self
@@ -581,7 +601,7 @@ impl Vault {
             (ks.generation(), ks.data_keeps_watermark, ks.schema_version)
         };
         if let Some(seen) = seen {
-            self.key_store_seen.store(seen, Ordering::Release);
+            self.data.key_store_seen.store(seen, Ordering::Release);
             if seen > generation {
                 return Ok(Some(Rollback::KeyStore {
                     seen,
@@ -613,12 +633,12 @@ impl Vault {
         stored_schema: u32,
         req: &crate::ops::lifecycle::Request,
     ) -> Result<(), OpenError> {
-        if !self.ledger.has_file() {
+        if !self.keys.ledger.has_file() {
             // The ledger was lost (or another vault's is in its place): a new one, later than any
             // the two halves have seen. Entries a recovery copy carries join it below.
-            let seen = self.ledger_seen.lock_unpoisoned().generation;
+            let seen = self.data.ledger_seen.lock_unpoisoned().generation;
             let anchored = self.key_store().ledger_anchor.generation;
-            self.ledger.start_new(seen.max(anchored) + 1)?;
+            self.keys.ledger.start_new(seen.max(anchored) + 1)?;
         }
         let generation = {
             let mut ks = self.key_store();
@@ -635,7 +655,7 @@ impl Vault {
         );
         batch.put(Table::Meta, META_KEY_STORE_SEEN.to_vec(), row);
         // The ledger as found (or new) is the truth now, even if the data had seen more of it.
-        let tip = self.ledger.anchor();
+        let tip = self.keys.ledger.anchor();
         let row = self.seal_row(Table::Meta, META_LEDGER_SEEN, encode_anchor(&tip));
         batch.put(Table::Meta, META_LEDGER_SEEN.to_vec(), row);
         let what = match r {
@@ -671,8 +691,10 @@ impl Vault {
         .record("", &what)
         .reason(&req.reason);
         self.commit_audited(batch, vec![audit])?;
-        self.key_store_seen.store(generation, Ordering::Release);
-        *self.ledger_seen.lock_unpoisoned() = tip;
+        self.data
+            .key_store_seen
+            .store(generation, Ordering::Release);
+        *self.data.ledger_seen.lock_unpoisoned() = tip;
         self.sync_store()?;
         tracing::warn!(accepted = %what, "rolled-back vault state accepted by an operator");
         Ok(())
@@ -702,13 +724,13 @@ impl Vault {
     /// ledger, or a recovery copy's) into it. Crash-safe at every step: the entries stay in the
     /// key store until the file holds them durably, and merging skips entries already there.
     fn settle_ledger(&self) -> Result<(), OpenError> {
-        self.ledger.settle()?;
+        self.keys.ledger.settle()?;
         let carried = self.key_store().carried.clone();
-        if carried.is_empty() && self.ledger.has_file() {
+        if carried.is_empty() && self.keys.ledger.has_file() {
             return Ok(());
         }
-        if !self.ledger.has_file() {
-            self.ledger.start_new(1)?;
+        if !self.keys.ledger.has_file() {
+            self.keys.ledger.start_new(1)?;
         }
         let encode = |e: &crate::keys::keystore::LedgerEntry| {
             let mut w = Writer::default();
@@ -716,14 +738,14 @@ impl Vault {
             w.finish()
         };
         let have: std::collections::HashSet<Vec<u8>> =
-            self.ledger.entries().iter().map(encode).collect();
+            self.keys.ledger.entries().iter().map(encode).collect();
         let missing: Vec<_> = carried
             .into_iter()
             .filter(|e| !have.contains(&encode(e)))
             .collect();
         let moved = missing.len();
         if !missing.is_empty() {
-            self.ledger.append(missing)?;
+            self.keys.ledger.append(missing)?;
         }
         {
             let mut ks = self.key_store();
@@ -746,7 +768,12 @@ impl Vault {
 
     /// A vault whose blind index predates per-KEK tag keys: every tag is remade (once).
     fn upgrade_index_scheme(&self) -> Result<(), OpenError> {
-        if self.store.get(Table::Meta, META_INDEX_SCHEME)?.is_some() {
+        if self
+            .data
+            .store
+            .get(Table::Meta, META_INDEX_SCHEME)?
+            .is_some()
+        {
             return Ok(());
         }
         // A new index root, not only new tags: the old root-keyed rows in every backup and old
@@ -793,24 +820,30 @@ impl Vault {
         ks.ledger_source = Some(ledger.durable());
         let ks_saved = ks.saved_generation.clone();
         Vault {
-            row_mac,
-            audit_key,
-            audit_head: Mutex::new(head),
-            durable_head,
             paths: paths.clone(),
-            store,
-            sled,
             vault_id: ks.vault_id,
-            keys: Mutex::new(ks),
             schema: RwLock::new(Arc::new(active)),
-            cache: Mutex::new(LruCache::new(options.dek_cache)),
-            kek_pins: Arc::default(),
-            key_store_saved: ks_saved,
-            key_store_seen: std::sync::atomic::AtomicU64::new(0),
-            ledger,
-            ledger_seen: Mutex::new(Anchor::NONE),
-            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
-            committer: Committer::new(options.durability),
+            data: DataState {
+                store,
+                sled,
+                committer: Committer::new(options.durability),
+                stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+                row_mac,
+                key_store_seen: std::sync::atomic::AtomicU64::new(0),
+                ledger_seen: Mutex::new(Anchor::NONE),
+            },
+            keys: KeyState {
+                store: Mutex::new(ks),
+                cache: Mutex::new(LruCache::new(options.dek_cache)),
+                pins: Arc::default(),
+                saved: ks_saved,
+                ledger,
+            },
+            audit: AuditState {
+                key: audit_key,
+                head: Mutex::new(head),
+                durable: durable_head,
+            },
             options,
             _locks: locks,
         }
@@ -850,16 +883,16 @@ impl Vault {
     pub(crate) fn key_store(&self) -> MutexGuard<'_, KeyStore> {
         // The key store is only mutated through methods that restore it on failure, so a panic
         // elsewhere while the lock was held leaves it consistent.
-        self.keys.lock_unpoisoned()
+        self.keys.store.lock_unpoisoned()
     }
 
     pub(crate) fn dek_cache(&self) -> MutexGuard<'_, LruCache<(SubjectId, String), CachedDek>> {
         // Cache entries are replaced whole; a poisoned lock leaves no half-written entry.
-        self.cache.lock_unpoisoned()
+        self.keys.cache.lock_unpoisoned()
     }
 
     pub(crate) fn stripe(&self, s: &SubjectId) -> &RwLock<()> {
-        &self.stripes[self.stripe_index(s)]
+        &self.data.stripes[self.stripe_index(s)]
     }
 
     /// Which lock stripe guards subject `s`.
@@ -879,7 +912,7 @@ impl Vault {
 
     /// The durability mode in force.
     pub fn durability(&self) -> Durability {
-        self.committer.mode()
+        self.data.committer.mode()
     }
 
     /// Secret-free descriptions of the key-encryption keys.
@@ -899,7 +932,7 @@ impl Vault {
 
     /// Bytes the data directory takes on disk (as sled reports it).
     pub fn data_size_on_disk(&self) -> Result<u64, StorageError> {
-        match &self.sled {
+        match &self.data.sled {
             Some(s) => s.size_on_disk(),
             None => Ok(0),
         }
@@ -951,7 +984,7 @@ impl Vault {
     }
 
     fn row_tag(&self, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
-        row_tag_with(&self.row_mac, table, key, value)
+        row_tag_with(&self.data.row_mac, table, key, value)
     }
 
     /// Appends a MAC over (table, storage key, value), so no byte of a stored row can be altered,
@@ -975,7 +1008,7 @@ impl Vault {
         }
         let (value, tag) = stored.split_at(stored.len() - 32);
         if crypto::hmac_verify(
-            &self.row_mac,
+            &self.data.row_mac,
             &[
                 &[table as u8],
                 &(key.len() as u32).to_le_bytes(),
@@ -997,12 +1030,12 @@ impl Vault {
 
     /// Syncs the store and records the audit head that is now durable.
     pub(crate) fn sync_store(&self) -> Result<(), StorageError> {
-        let head = *self.audit_head.lock_unpoisoned();
+        let head = *self.audit.head.lock_unpoisoned();
         // The ledger first (it has anything to sync only in `Relaxed` mode): data made durable
         // must not be ahead of the erasures it depends on.
-        self.ledger.sync()?;
-        self.store.sync()?;
-        let mut d = self.durable_head.lock_unpoisoned();
+        self.keys.ledger.sync()?;
+        self.data.store.sync()?;
+        let mut d = self.audit.durable.lock_unpoisoned();
         if head.seq > d.seq {
             *d = head;
         }
@@ -1054,7 +1087,7 @@ impl Vault {
     /// Waits until every batch applied so far is durable under the configured mode (in `Relaxed`
     /// mode it returns at once).
     pub(crate) fn wait_durable(&self) -> Result<(), StorageError> {
-        self.committer.commit(&|| self.sync_store())
+        self.data.committer.commit(&|| self.sync_store())
     }
 
     /// [`Vault::commit_audited`] without the wait: the batch is applied (visible to every reader)
@@ -1067,7 +1100,7 @@ impl Vault {
     ) -> Result<(), StorageError> {
         // Appends are serialised so sequence numbers and the chain follow commit order. A
         // poisoned lock only means a panic elsewhere; the head is replaced whole below.
-        let mut head = self.audit_head.lock_unpoisoned();
+        let mut head = self.audit.head.lock_unpoisoned();
         self.apply_audited_locked(&mut head, batch, entries)
     }
 
@@ -1085,7 +1118,7 @@ impl Vault {
             next.seq += 1;
             e.seq = next.seq;
             let body = e.encode_body();
-            next.mac = crate::format::audit::chain_mac(&self.audit_key, &next.mac, next.seq, &body);
+            next.mac = crate::format::audit::chain_mac(&self.audit.key, &next.mac, next.seq, &body);
             let mut value = body;
             value.extend_from_slice(&next.mac);
             batch.put(Table::Audit, next.seq.to_be_bytes().to_vec(), value);
@@ -1096,12 +1129,12 @@ impl Vault {
         // Every batch carries the newest key-store generation written since the last one, so the
         // data always knows (give or take the writes since its last batch) how new a key store it
         // has seen: an older one put back is refused at open.
-        let saved = self.key_store_saved.load(Ordering::Acquire);
-        let record_seen = saved > self.key_store_seen.load(Ordering::Acquire);
+        let saved = self.keys.saved.load(Ordering::Acquire);
+        let record_seen = saved > self.data.key_store_seen.load(Ordering::Acquire);
         // Likewise the ledger position the batch depends on (its durable tip: a shredding batch
         // follows its ledger entries), so data ahead of a ledger put back is refused at open.
-        let tip = self.ledger.anchor();
-        let record_ledger = tip.ahead_of(&self.ledger_seen.lock_unpoisoned());
+        let tip = self.keys.ledger.anchor();
+        let record_ledger = tip.ahead_of(&self.data.ledger_seen.lock_unpoisoned());
         if record_ledger {
             let row = self.seal_row(Table::Meta, META_LEDGER_SEEN, encode_anchor(&tip));
             batch.put(Table::Meta, META_LEDGER_SEEN.to_vec(), row);
@@ -1120,15 +1153,15 @@ impl Vault {
         // KEK pins are released only after the apply returned: from then on a retirement's scan
         // sees the keys this batch wrapped (see `KekPins`).
         let held = batch.take_held();
-        let applied = self.store.apply(batch);
+        let applied = self.data.store.apply(batch);
         drop(held);
         applied?;
         *head = next;
         if record_seen {
-            self.key_store_seen.fetch_max(saved, Ordering::AcqRel);
+            self.data.key_store_seen.fetch_max(saved, Ordering::AcqRel);
         }
         if record_ledger {
-            *self.ledger_seen.lock_unpoisoned() = tip;
+            *self.data.ledger_seen.lock_unpoisoned() = tip;
         }
         Ok(())
     }

@@ -82,7 +82,10 @@ impl Vault {
         let mut from: Vec<u8> = Vec::new();
         let end = [0xFFu8; SUBJECT_ID_LEN + 1];
         loop {
-            let rows = self.store.scan_range(Table::Subject, &from, &end, SCAN)?;
+            let rows = self
+                .data
+                .store
+                .scan_range(Table::Subject, &from, &end, SCAN)?;
             let Some((last, _)) = rows.last() else { break };
             from = last.clone();
             from.push(0);
@@ -456,10 +459,10 @@ impl Vault {
         }
         make_private_dir(dest)?;
         // Hold off every commit (they all take this lock) while syncing and copying.
-        let head = self.audit_head.lock_unpoisoned();
-        self.store.sync()?;
+        let head = self.audit.head.lock_unpoisoned();
+        self.data.store.sync()?;
         {
-            let mut d = self.durable_head.lock_unpoisoned();
+            let mut d = self.audit.durable.lock_unpoisoned();
             if head.seq > d.seq {
                 *d = *head;
             }
@@ -492,7 +495,7 @@ impl Vault {
         recovery: &Credentials,
         kdf: KdfParams,
     ) -> Result<(), AdminError> {
-        let ledger = self.ledger.entries();
+        let ledger = self.keys.ledger.entries();
         self.key_store()
             .export_to(dest, recovery, kdf, self.options.allow_weak_kdf, &ledger)
     }

@@ -28,9 +28,10 @@ impl Vault {
         let mut problem = None;
         'scan: loop {
             let from = (prev.seq + 1).to_be_bytes();
-            let rows = self
-                .store
-                .scan_range(Table::Audit, &from, &u64::MAX.to_be_bytes(), PAGE)?;
+            let rows =
+                self.data
+                    .store
+                    .scan_range(Table::Audit, &from, &u64::MAX.to_be_bytes(), PAGE)?;
             if rows.is_empty() {
                 break;
             }
@@ -48,7 +49,7 @@ impl Vault {
                     break 'scan;
                 }
                 let (body, mac) = v.split_at(v.len() - 32);
-                let want = chain_mac(&self.audit_key, &prev.mac, seq, body);
+                let want = chain_mac(&self.audit.key, &prev.mac, seq, body);
                 // Compare in constant time: the MAC chain is a secret-keyed check.
                 if want.iter().zip(mac).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
                     problem = Some(AuditProblem::BadMac { seq });
@@ -62,7 +63,7 @@ impl Vault {
             }
         }
         if problem.is_none() {
-            let stored = match self.store.get(Table::Meta, META_AUDIT_HEAD)? {
+            let stored = match self.data.store.get(Table::Meta, META_AUDIT_HEAD)? {
                 None => Head::EMPTY,
                 Some(b) => Head::decode(&b).map_err(|_| {
                     StorageError::corrupted(Component::Audit, "audit head does not decode")
@@ -87,6 +88,7 @@ impl Vault {
 
     fn audit_mac_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StorageError> {
         Ok(self
+            .data
             .store
             .get(Table::Audit, &seq.to_be_bytes())?
             .and_then(|v| v.get(v.len().saturating_sub(32)..)?.try_into().ok()))
@@ -98,7 +100,7 @@ impl Vault {
         let mut out = Vec::new();
         let mut next = 1u64;
         loop {
-            let rows = self.store.scan_range(
+            let rows = self.data.store.scan_range(
                 Table::Audit,
                 &next.to_be_bytes(),
                 &u64::MAX.to_be_bytes(),

@@ -21,7 +21,7 @@ const DEK_USE_BLOCK: u64 = 1 << 16;
 
 impl Vault {
     pub(crate) fn load_subject(&self, s: &SubjectId) -> Result<Option<SubjectEntry>, StorageError> {
-        match self.store.get(Table::Subject, s.as_bytes())? {
+        match self.data.store.get(Table::Subject, s.as_bytes())? {
             None => Ok(None),
             Some(b) => self.decode_subject_row(s.as_bytes(), &b).map(Some),
         }
@@ -73,7 +73,7 @@ impl Vault {
     /// Loads and authenticates a record envelope. A row that fails authentication or decoding is
     /// `Corrupted { component: Record }`.
     pub(crate) fn load_envelope(&self, rkey: &[u8]) -> Result<Option<Envelope>, StorageError> {
-        match self.store.get(Table::Record, rkey)? {
+        match self.data.store.get(Table::Record, rkey)? {
             None => Ok(None),
             Some(b) => self.decode_record_row(rkey, &b).map(Some),
         }
@@ -147,7 +147,7 @@ impl Vault {
                 .map_err(WriteError::KeyStore)?;
             // Pinned under the key-store lock: a retirement marks the KEK under the same lock, so
             // it either sees this pin or this call never chose the KEK.
-            batch.hold(self.kek_pins.pin(id));
+            batch.hold(self.keys.pins.pin(id));
             let k = ks
                 .kek(id)
                 .and_then(|k| k.key.as_ref())

@@ -543,6 +543,7 @@ impl Vault {
         s: &SubjectId,
     ) -> Result<Vec<(Vec<u8>, Envelope)>, StorageError> {
         let rows = self
+            .data
             .store
             .scan_prefix(Table::Record, s.as_bytes(), usize::MAX)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -712,7 +713,7 @@ impl Vault {
     /// told failed. (If this fails too, the forget completes on the next open, as a
     /// `ReapplyErasure`.)
     fn take_back_forget_ledger(&self, written: &[LedgerEntry], e: StorageError) -> LifecycleError {
-        if self.ledger.revoke(written).is_err() {
+        if self.keys.ledger.revoke(written).is_err() {
             tracing::warn!("a failed forget could not be taken back; the next open completes it");
         }
         e.into()
@@ -734,7 +735,7 @@ impl Vault {
                 e
             })
             .collect();
-        self.ledger.append(entries.clone())?;
+        self.keys.ledger.append(entries.clone())?;
         Ok(entries)
     }
 
@@ -748,6 +749,7 @@ impl Vault {
         let mut from: Vec<u8> = Vec::new();
         loop {
             let rows = self
+                .data
                 .store
                 .scan_range(Table::Expiry, &from, &end, SWEEP_CHUNK)?;
             let Some((last, _)) = rows.last() else { break };
@@ -774,7 +776,7 @@ impl Vault {
             stripes.dedup();
             let _guards: Vec<_> = stripes
                 .iter()
-                .map(|&i| self.stripes[i].write_unpoisoned())
+                .map(|&i| self.data.stripes[i].write_unpoisoned())
                 .collect();
             let mut entries = BTreeMap::new();
             let mut ledger = Vec::new();
@@ -913,7 +915,7 @@ impl Vault {
                     }
                 }
             }
-            self.kek_pins.wait_drained(id);
+            self.keys.pins.wait_drained(id);
             if self.kek_still_needed(id, epoch_end)? {
                 tracing::warn!(
                     kek = id,
@@ -936,6 +938,7 @@ impl Vault {
     fn kek_still_needed(&self, id: u32, epoch_end: i64) -> Result<bool, StorageError> {
         const LIMIT: usize = 100_000;
         let rows = self
+            .data
             .store
             .scan_range(Table::Expiry, &[], &sortable(epoch_end), LIMIT)?;
         if rows.len() == LIMIT {
@@ -960,7 +963,7 @@ impl Vault {
     pub(crate) fn destroy_kek(&self, id: u32, now: i64) -> Result<(), StorageError> {
         // Callers have taken the KEK out of service (retiring, or an epoch closed); a wrap that
         // chose it before must land first, so the caller's check could see it.
-        self.kek_pins.wait_drained(id);
+        self.keys.pins.wait_drained(id);
         // Every rewrap away from this KEK must be durable before the KEK is gone, whatever the
         // durability mode: a `Relaxed` rewrap lost in a crash after the destruction would leave a
         // live key wrapped under a destroyed KEK, i.e. live data shredded.
@@ -1006,7 +1009,7 @@ impl Vault {
         // Forget markers (empty purpose) stay: they are what keeps a restored subject forgotten.
         let keep =
             |e: &LedgerEntry| e.purpose.is_empty() || oldest_live.is_some_and(|o| e.kek_id >= o);
-        match self.ledger.compact(&keep) {
+        match self.keys.ledger.compact(&keep) {
             Ok(false) => {}
             Ok(true) => {
                 if self.key_store().save().is_err() {
@@ -1024,7 +1027,7 @@ impl Vault {
     /// Re-applies the erasure ledger to the data (after a restore from an older backup, or a crash
     /// between the ledger write and the data write). Returns how many pairs it had to shred again.
     pub(crate) fn reapply_ledger(&self) -> Result<u64, StorageError> {
-        let ledger: Vec<LedgerEntry> = self.ledger.entries();
+        let ledger: Vec<LedgerEntry> = self.keys.ledger.entries();
         let mut by_subject: BTreeMap<[u8; SUBJECT_ID_LEN], Vec<LedgerEntry>> = BTreeMap::new();
         for e in ledger {
             by_subject.entry(e.subject).or_default().push(e);

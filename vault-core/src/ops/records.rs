@@ -153,7 +153,7 @@ impl Vault {
 
     /// True if `s` is a subject of this vault.
     pub fn subject_exists(&self, s: &SubjectId) -> Result<bool, StorageError> {
-        Ok(self.store.get(Table::Subject, s.as_bytes())?.is_some())
+        Ok(self.data.store.get(Table::Subject, s.as_bytes())?.is_some())
     }
 
     /// Stores `record` as the `key` record of `subject`, replacing any previous one (immutable types:
@@ -468,7 +468,7 @@ impl Vault {
     ) -> Result<BTreeSet<SubjectId>, StorageError> {
         let mut candidates: BTreeSet<(SubjectId, u32, String)> = BTreeSet::new();
         for (kek, tag) in &probe.tags {
-            let hits = self.store.scan_prefix(Table::Index, tag, scan)?;
+            let hits = self.data.store.scan_prefix(Table::Index, tag, scan)?;
             candidates.extend(hits.iter().filter_map(|(k, _)| {
                 let (s, label) = index::subject_and_label_of(k)?;
                 Some((s, *kek, label))
@@ -500,6 +500,7 @@ impl Vault {
     /// The records a subject has (types and labels), sorted.
     pub fn records_of(&self, subject: &SubjectId) -> Result<Vec<RecordKey>, StorageError> {
         let rows = self
+            .data
             .store
             .scan_prefix(Table::Record, subject.as_bytes(), usize::MAX)?;
         let mut keys = rows

@@ -60,12 +60,15 @@ impl Vault {
         }
         // No new wrap can choose the KEK now; wait out those that chose it before, so that the
         // scan below sees every key they stored under it.
-        self.kek_pins.wait_drained(id);
+        self.keys.pins.wait_drained(id);
         let mut rewrapped = 0u64;
         let mut from: Vec<u8> = Vec::new();
         let end = [0xFFu8; SUBJECT_ID_LEN + 1];
         loop {
-            let rows = self.store.scan_range(Table::Subject, &from, &end, SCAN)?;
+            let rows = self
+                .data
+                .store
+                .scan_range(Table::Subject, &from, &end, SCAN)?;
             let Some((last, _)) = rows.last() else { break };
             from = last.clone();
             from.push(0);

@@ -95,7 +95,7 @@ fn record_type_of(key: &[u8]) -> Option<String> {
 impl Vault {
     fn schema_usage(&self) -> Result<Usage, StorageError> {
         let mut u = Usage::default();
-        for row in scan(&*self.store, Table::Record, &[]) {
+        for row in scan(&*self.data.store, Table::Record, &[]) {
             let (k, v) = row?;
             let env = self.decode_record_row(&k, &v)?;
             let t = record_type_of(&k).ok_or(StorageError::corrupted(
@@ -111,7 +111,7 @@ impl Vault {
             }
             u.types.insert(t);
         }
-        for row in scan(&*self.store, Table::Subject, &[]) {
+        for row in scan(&*self.data.store, Table::Subject, &[]) {
             let (k, v) = row?;
             let entry = self.decode_subject_row(&k, &v)?;
             let purpose =
@@ -142,7 +142,12 @@ impl Vault {
         // Every stripe, in index order (the only order anyone takes more than one), so no write
         // can add a value for a field between the check and the swap. A poisoned stripe guards no
         // data of its own.
-        let _guards: Vec<_> = self.stripes.iter().map(|s| s.write_unpoisoned()).collect();
+        let _guards: Vec<_> = self
+            .data
+            .stripes
+            .iter()
+            .map(|s| s.write_unpoisoned())
+            .collect();
         let mut report = {
             let old = self.active_schema();
             compare(&old.schema, &new, &self.schema_usage()?)?
@@ -177,7 +182,7 @@ impl Vault {
     /// every stripe lock. Returns how many subjects changed.
     fn recompute_expiries(&self) -> Result<u64, WriteError> {
         let mut changed = 0;
-        for row in scan(&*self.store, Table::Subject, &[]) {
+        for row in scan(&*self.data.store, Table::Subject, &[]) {
             let (k, _) = row?;
             let Ok(id) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) else {
                 return Err(StorageError::corrupted(

@@ -180,7 +180,7 @@ impl Vault {
         let end = [0xFFu8; 1024];
         let mut from: Vec<u8> = Vec::new();
         loop {
-            let rows = self.store.scan_range(table, &from, &end, PAGE)?;
+            let rows = self.data.store.scan_range(table, &from, &end, PAGE)?;
             for (k, _) in &rows {
                 f(k)?;
             }

@@ -846,7 +846,7 @@ impl<'v> Transaction<'v> {
             .collect();
         {
             let ks = (!claims.is_empty()).then(|| v.key_store());
-            let mut head = v.audit_head.lock_unpoisoned();
+            let mut head = v.audit.head.lock_unpoisoned();
             if let Some(ks) = &ks {
                 for (claim, tags) in &claims {
                     self.check_unique(ks, claim, tags)?;
