@@ -290,3 +290,41 @@ fn changing_the_scope_of_a_purpose_in_use_is_refused() {
         "{e:?}"
     );
 }
+
+/// Record events cannot grow one subject entry past its bound (its counts are 16-bit on disk): the
+/// event beyond it is a typed error, and the subject and the vault stay readable (a review found
+/// 65,536 events wrapped the count and made the entry, and with a ledger entry for it the vault,
+/// unreadable).
+#[test]
+fn record_events_beyond_the_bound_are_refused_and_the_subject_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let (v, s) = shop(dir.path(), &clock);
+    const LIMIT: usize = 16_384;
+    v.transaction(&s, |tx| {
+        for i in 0..LIMIT {
+            tx.record_event_for(&order(&format!("o{i}")), "delivered", T0)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let e = v
+        .record_event_for(&s, &order("one-more"), "delivered", T0, &req())
+        .unwrap_err();
+    assert!(
+        matches!(e, LifecycleError::TooManyEvents { limit: LIMIT }),
+        "{e:?}"
+    );
+    // An event already recorded can still move.
+    v.record_event_for(&s, &order("o1"), "delivered", T0 + 1, &req())
+        .unwrap();
+    v.forget(&s, &req(), false).unwrap();
+    drop(v);
+    let v = Vault::open(
+        &vault_core::VaultPaths::in_dir(dir.path()),
+        &creds(),
+        options(&clock),
+    )
+    .unwrap();
+    assert_eq!(v.export_subject(&s).unwrap().record_events.len(), LIMIT);
+}

@@ -391,6 +391,14 @@ pub enum WriteError {
         /// The purpose.
         purpose: String,
     },
+    /// The subject holds as many data keys as one subject entry may (one per subject-scoped
+    /// purpose, one per record of a record-scoped purpose): a new record of a record-scoped purpose
+    /// is refused rather than the entry growing without bound.
+    #[error("the subject holds the most data keys one subject may ({limit}); delete or expire old records first")]
+    SubjectFull {
+        /// The limit.
+        limit: usize,
+    },
     /// A stored key or value failed authentication.
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
@@ -661,6 +669,13 @@ pub enum LifecycleError {
     /// `record_event_for` named a record whose label is not at most 64 bytes of `[A-Za-z0-9._-]`.
     #[error("labels are at most 64 bytes of [A-Za-z0-9._-]")]
     InvalidLabel,
+    /// The subject has as many distinct recorded events as one subject entry may (each event name
+    /// per subject, and per record for record events).
+    #[error("the subject has the most recorded events one subject may ({limit})")]
+    TooManyEvents {
+        /// The limit.
+        limit: usize,
+    },
     /// No such key-encryption key.
     #[error("no key-encryption key with id {id}")]
     KekNotFound {

@@ -226,14 +226,30 @@ pub(crate) struct SubjectEntry {
 }
 
 const ENTRY_VERSION: u8 = 1;
-const MAX_SLOTS: usize = u16::MAX as usize;
-const MAX_EVENTS: usize = u16::MAX as usize;
+/// Most data-key slots one subject entry holds: writes that would add one more are refused
+/// (`WriteError::SubjectFull`), so the `u16` count below can never wrap. A record-scoped purpose adds
+/// one slot per record, and every change rewrites the whole entry, so the bound also bounds cost.
+pub(crate) const MAX_SLOTS: usize = 16_384;
+/// Most recorded events one subject entry holds (refused beyond: `LifecycleError::TooManyEvents`).
+pub(crate) const MAX_EVENTS: usize = 16_384;
+/// What a decoder accepts: the most the `u16` counts can say.
+const MAX_DECODED: usize = u16::MAX as usize;
 /// Encodes `Option<i64>` as `i64::MIN` for `None`.
 const NONE_TIME: i64 = i64::MIN;
 /// A wrapped data key: nonce (12) ‖ encrypted key (32) ‖ tag (16).
 pub(crate) const WRAPPED_LEN: usize = 60;
 
 impl SubjectEntry {
+    /// Whether slot `name` can be stored: it exists, or there is room for one more.
+    pub(crate) fn has_room_for_slot(&self, name: &str) -> bool {
+        self.slots.contains_key(name) || self.slots.len() < MAX_SLOTS
+    }
+
+    /// Whether event `name` can be recorded: it exists, or there is room for one more.
+    pub(crate) fn has_room_for_event(&self, name: &str) -> bool {
+        self.events.contains_key(name) || self.events.len() < MAX_EVENTS
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(48 + self.slots.len() * 120 + self.events.len() * 24);
         w.u8(ENTRY_VERSION)
@@ -291,7 +307,7 @@ impl SubjectEntry {
         }
         let created_at = r.i64()?;
         let mut slots = BTreeMap::new();
-        for _ in 0..r.count16(MAX_SLOTS)? {
+        for _ in 0..r.count16(MAX_DECODED)? {
             let purpose = r.str8()?.to_owned();
             let slot = match r.u8()? {
                 1 => Slot::Live {
@@ -313,7 +329,7 @@ impl SubjectEntry {
             slots.insert(purpose, slot);
         }
         let mut events = BTreeMap::new();
-        for _ in 0..r.count16(MAX_EVENTS)? {
+        for _ in 0..r.count16(MAX_DECODED)? {
             let name = r.str8()?.to_owned();
             events.insert(name, r.i64()?);
         }
@@ -364,6 +380,28 @@ mod tests {
         ] {
             assert!(bad.parse::<SubjectId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_entry_has_room_up_to_its_bounds_and_then_only_for_what_it_holds() {
+        let mut e = SubjectEntry::default();
+        for i in 0..MAX_SLOTS {
+            e.slots.insert(
+                format!("p/t/{i}"),
+                Slot::Shredded {
+                    generation: 1,
+                    at: 0,
+                    why: ShredReason::Expired,
+                },
+            );
+            e.events.insert(format!("t/{i}/e"), 0);
+        }
+        assert!(!e.has_room_for_slot("p/t/new"));
+        assert!(e.has_room_for_slot("p/t/7"));
+        assert!(!e.has_room_for_event("t/new/e"));
+        assert!(e.has_room_for_event("t/7/e"));
+        let full = e.encode();
+        assert_eq!(SubjectEntry::decode(&full).unwrap(), e, "the counts fit");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::error::{LifecycleError, StorageError, WriteError};
 use crate::format::audit::{AuditEntry, AuditOp};
 use crate::format::record::Envelope;
 use crate::format::subject::{
-    slot_name, Hold, ShredReason, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN,
+    slot_name, Hold, ShredReason, Slot, SubjectEntry, SubjectId, MAX_EVENTS, SUBJECT_ID_LEN,
 };
 use crate::keys::keystore::{Epoch, KekState, LedgerEntry};
 use crate::keys::retention::{self, Anchors};
@@ -345,6 +345,9 @@ impl Vault {
                 already_recorded: Some(t),
                 ..EventReport::default()
             });
+        }
+        if !entry.has_room_for_event(&stored_as) {
+            return Err(LifecycleError::TooManyEvents { limit: MAX_EVENTS });
         }
         let mut report = self.event_purposes(&entry, record, event, at);
         report.recorded = true;

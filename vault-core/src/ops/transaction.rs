@@ -33,7 +33,7 @@ use crate::error::{
 use crate::format::aad::{self, FieldContext};
 use crate::format::audit::{AuditEntry, AuditOp};
 use crate::format::record::{Envelope, Record, SealedField};
-use crate::format::subject::{slot_name, Slot, SubjectEntry, SubjectId};
+use crate::format::subject::{slot_name, Slot, SubjectEntry, SubjectId, MAX_EVENTS, MAX_SLOTS};
 use crate::keys::keystore::{KekState, KeyStore};
 use crate::ops::admin::Rewrites;
 use crate::ops::lifecycle::EventReport;
@@ -520,6 +520,9 @@ impl<'v> Transaction<'v> {
                 ..EventReport::default()
             });
         }
+        if !e.has_room_for_event(&stored_as) {
+            return Err(LifecycleError::TooManyEvents { limit: MAX_EVENTS });
+        }
         let mut report = v.event_purposes(e, record, event, at);
         report.recorded = true;
         e.events.insert(stored_as, at);
@@ -662,6 +665,9 @@ impl<'v> Transaction<'v> {
         let generation = match e.slots.get(slot) {
             Some(live @ Slot::Live { .. }) => return Ok(v.unwrap_slot(&s, slot, live)?),
             Some(old) => old.generation().checked_add(1).ok_or(IntegrityError)?,
+            None if !e.has_room_for_slot(slot) => {
+                return Err(WriteError::SubjectFull { limit: MAX_SLOTS })
+            }
             None => 1,
         };
         let expires = crate::ops::lifecycle::slot_expiry(&self.active.schema, e, slot, now, now);
