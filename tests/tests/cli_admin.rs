@@ -692,3 +692,67 @@ fn admin_schema_check_warns_about_enumerable_indexed_fields() {
     let text = register[0].to_string();
     assert!(text.contains("index_enumerable"), "{text}");
 }
+
+/// `schema check` warns about exactly the purposes without a ceiling whose data could be kept
+/// forever (the shipped example has none), `init` says so too, and the register shows each
+/// purpose's ceiling, or that it has no upper limit.
+#[test]
+fn admin_schema_check_warns_about_purposes_without_a_ceiling() {
+    let env = Env::new();
+    let text = env.ok(&["schema", "check", &schema_path()]);
+    assert!(!text.contains("no ceiling"), "{text}");
+    let out = env.json(&["schema", "check", &schema_path()]);
+    assert_eq!(out[0]["ceiling_warnings"], serde_json::json!([]));
+
+    // The example without the ceilings of shipping and marketing; account keeps its own, and a
+    // purpose on a built-in event needs none.
+    let example = std::fs::read_to_string(schema_path()).unwrap();
+    let edited = example
+        .replace("at_most = \"1y after last_order\"\n", "")
+        .replace("at_most = \"2y after last_order\"\n", "")
+        + "\n[purposes.reviews]\ndescription = \"Product reviews\"\nlegal_basis = \"consent\"\n\
+           retention = \"1y after last_update\"\n";
+    let file = env.write("open.toml", &edited);
+    let text = env.ok(&["schema", "check", &file]);
+    let warned: Vec<&str> = text.lines().filter(|l| l.contains("no ceiling")).collect();
+    assert_eq!(warned.len(), 2, "{text}");
+    assert!(warned[0].contains("`marketing`") && warned[0].contains("consent_withdrawn"));
+    assert!(warned[1].contains("`shipping`") && warned[1].contains("delivered"));
+    let out = env.json(&["schema", "check", &file]);
+    let purposes: Vec<&str> = out[0]["ceiling_warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["purpose"].as_str().unwrap())
+        .collect();
+    assert_eq!(purposes, ["marketing", "shipping"]);
+
+    let init = env.run(&["init", "--schema", &file]);
+    assert!(init.status.success());
+    let stderr = String::from_utf8_lossy(&init.stderr);
+    assert!(stderr.contains("`shipping` has no ceiling"), "{stderr}");
+    let register = env.json(&["register"]);
+    let by_name = |n: &str| {
+        register[0]["purposes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("account")["at_most"], "5y after created");
+    assert_eq!(by_name("account")["unbounded"], false);
+    assert_eq!(by_name("shipping")["at_most"], Value::Null);
+    assert_eq!(by_name("shipping")["unbounded"], true);
+    assert_eq!(by_name("reviews")["unbounded"], false);
+    let md = env.ok(&["register", "--format", "markdown"]);
+    assert!(
+        md.contains("2 years after last order; at most 5 years after creation"),
+        "{md}"
+    );
+    assert!(
+        md.contains("30 days after delivered; no upper limit"),
+        "{md}"
+    );
+}

@@ -9,6 +9,35 @@ pub fn webshop_schema() -> Schema {
     Schema::from_toml(include_str!("../../examples/webshop.toml")).expect("example schema parses")
 }
 
+/// The example schema without its ceilings (`at_most` lines), as it was before ceilings existed:
+/// data whose retention event never comes then has no expiry and stays under the open-ended KEK.
+/// For the tests of that KEK, of its retirement and of backups under it; the ceilings themselves are
+/// tested on [`webshop_schema`] (`lifecycle::`, `cli_admin::`).
+pub fn webshop_schema_without_ceilings() -> Schema {
+    let text: String = include_str!("../../examples/webshop.toml")
+        .lines()
+        .filter(|l| !l.starts_with("at_most"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let schema = Schema::from_toml(&text).expect("example schema parses");
+    assert!(schema.purposes().all(|p| p.at_most.is_none()));
+    schema
+}
+
+/// A fresh vault in `root` on [`webshop_schema_without_ceilings`] and a test clock.
+pub fn create_without_ceilings(
+    root: &Path,
+    clock: &std::sync::Arc<vault_core::MockClock>,
+) -> Vault {
+    Vault::create(
+        &VaultPaths::in_dir(root),
+        &creds(),
+        webshop_schema_without_ceilings(),
+        options(clock),
+    )
+    .expect("create vault")
+}
+
 /// Options with tiny Argon2id parameters (tests only) and relaxed durability.
 pub fn fast_options() -> VaultOptions {
     VaultOptions::default()

@@ -110,7 +110,7 @@ pub use record::{FieldState, Record, Shredded};
 pub use records::RecordKey;
 pub use retention::EpochPolicy;
 pub use retire::RetireReport;
-pub use schema::{IndexWarning, Schema};
+pub use schema::{CeilingWarning, IndexWarning, Schema};
 pub use schema_change::{SchemaChangeError, SchemaChangeReport};
 pub use secret::Passphrase;
 pub use stats::{ExpirePreview, VaultStats, VerifyProblem, VerifyReport};

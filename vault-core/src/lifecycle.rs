@@ -75,16 +75,16 @@ pub struct EventReport {
     /// The time already recorded for the event (Unix seconds) when it is equal to or later than the
     /// one given, which makes the call change nothing.
     pub already_recorded: Option<i64>,
-    /// Purposes whose retention rule names the event and for which it counts (their data is no
-    /// newer than the event). Empty when nothing was recorded.
+    /// Purposes whose retention rule or ceiling names the event and for which it counts (their
+    /// data is no newer than the event). Empty when nothing was recorded.
     pub counted_for: Vec<String>,
-    /// Purposes whose retention rule names the event but whose current data key was made after the
-    /// time given: events older than the data do not count for it (ARCHITECTURE.md, "Retention"),
-    /// so their retention does not start. Empty when nothing was recorded.
+    /// Purposes whose retention rule or ceiling names the event but whose current data key was
+    /// made after the time given: events older than the data do not count for it (ARCHITECTURE.md,
+    /// "Retention"), so their retention does not start. Empty when nothing was recorded.
     pub not_counted_for: Vec<NotCounted>,
-    /// Purposes whose retention rule names the event but that hold no data (none written yet, or
-    /// shredded): data written later gets a newer data key, for which this event does not count.
-    /// Empty when nothing was recorded.
+    /// Purposes whose retention rule or ceiling names the event but that hold no data (none
+    /// written yet, or shredded): data written later gets a newer data key, for which this event
+    /// does not count. Empty when nothing was recorded.
     pub no_data: Vec<String>,
 }
 
@@ -136,7 +136,7 @@ fn parse_expiry_key(k: &[u8]) -> Option<(i64, SubjectId, String)> {
 }
 
 /// The expiry a live slot should have now: retention rule against anchors recorded since the key was
-/// made, postponed (or suspended) by a legal hold.
+/// made, bounded by the purpose's ceiling (`at_most`), postponed (or suspended) by a legal hold.
 pub(crate) fn slot_expiry(
     schema: &Schema,
     entry: &SubjectEntry,
@@ -158,6 +158,10 @@ pub(crate) fn slot_expiry(
         last_update: Some(last_update),
     };
     let expiry = retention::expiry(rule, &anchors);
+    // The ceiling bounds the rule: whichever ends first (a ceiling whose event is not recorded yet
+    // bounds nothing). The hold below still overrides both.
+    let ceiling = schema.purpose(purpose).and_then(|p| p.at_most.as_ref());
+    let expiry = retention::earlier(expiry, ceiling.and_then(|c| retention::expiry(c, &anchors)));
     match entry.hold {
         // A hold with an end date keeps the data at least until then.
         Some(Hold { until: Some(u), .. }) => expiry.map(|e| e.max(u)),
@@ -297,21 +301,23 @@ impl Vault {
         })
     }
 
-    /// The purposes whose retention rule names `event`, split by whether an event at `at` counts
-    /// for them: it does for a live data key no newer than `at`; it does not for a newer one
-    /// (`slot_expiry` ignores it), nor for a purpose without a live data key (later data is newer).
+    /// The purposes whose retention rule or ceiling names `event`, split by whether an event at
+    /// `at` counts for them: it does for a live data key no newer than `at`; it does not for a newer
+    /// one (`slot_expiry` ignores it), nor for a purpose without a live data key (later data is
+    /// newer).
     fn event_purposes(
         &self,
         entry: &SubjectEntry,
         event: &str,
         at: i64,
     ) -> (Vec<String>, Vec<NotCounted>, Vec<String>) {
-        use crate::schema::Retention;
         let schema = self.active_schema();
         let (mut counted, mut newer, mut no_data) = (Vec::new(), Vec::new(), Vec::new());
         for p in schema.schema.purposes() {
-            let names_it = matches!(&p.retention,
-                Retention::UntilEvent { event: e } | Retention::After { event: e, .. } if e == event);
+            let names_it = [Some(&p.retention), p.at_most.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|r| r.event() == Some(event));
             if !names_it {
                 continue;
             }
