@@ -756,3 +756,124 @@ fn admin_schema_check_warns_about_purposes_without_a_ceiling() {
         "{md}"
     );
 }
+
+/// `status` and `verify` list data that has waited longer than `--waiting-longer-than` (default a
+/// year) for the anchor event of its retention rule: per purpose, with subject ids, never a value;
+/// in text and in JSON under the same key. Waiting data is not a verification failure.
+#[test]
+fn admin_status_and_verify_list_data_waiting_for_its_anchor_event() {
+    let env = Env::new();
+    // Written 400 days ago (the CLI runs on the real clock).
+    let then = chrono_free_now() - 400 * 86_400;
+    let clock = std::sync::Arc::new(vault_core::MockClock::new(then));
+    let (never_invoiced, invoiced, customer) = {
+        let v = Vault::create(
+            &VaultPaths::in_dir(env.vault()),
+            &Credentials::passphrase(PASSPHRASE),
+            webshop_schema(),
+            fast_options().clock(clock.clone()),
+        )
+        .unwrap();
+        let req = Request::new("test", "waiting");
+        let invoice = |n: &str| {
+            Record::new()
+                .with("invoice_number", n)
+                .with("invoice_date", "2025-01-15")
+                .with("billing_name", "Factuurnaam Geheim")
+                .with("billing_address", "Dorpsstraat 1")
+                .with("lines", serde_json::json!([]))
+                .with("total", "9.81")
+        };
+        let a = v.create_subject().unwrap();
+        v.put(
+            &a,
+            vault_core::RecordKey::labelled("invoice", "1"),
+            &invoice("1"),
+        )
+        .unwrap();
+        let b = v.create_subject().unwrap();
+        v.put(
+            &b,
+            vault_core::RecordKey::labelled("invoice", "2"),
+            &invoice("2"),
+        )
+        .unwrap();
+        v.record_event(&b, "invoiced", then, &req).unwrap();
+        let c = v.create_subject().unwrap();
+        let rec = Record::new()
+            .with("first_name", "Geheimvoornaam")
+            .with("last_name", "Berg")
+            .with("email", "geheim@voorbeeld.nl");
+        v.put(&c, "customer", &rec).unwrap();
+        v.sync().unwrap();
+        (a.to_string(), b.to_string(), c.to_string())
+    };
+
+    let status = &env.json(&["status"])[0]["waiting_for_anchor"];
+    assert_eq!(status["longer_than"], "1y");
+    let purposes = status["purposes"].as_object().unwrap();
+    assert_eq!(
+        purposes.keys().collect::<Vec<_>>(),
+        ["account", "invoicing"]
+    );
+    let inv = &purposes["invoicing"];
+    assert_eq!(inv["event"], "invoiced");
+    assert_eq!(inv["count"], 1);
+    assert_eq!(inv["without_expiry"], 1);
+    assert_eq!(inv["sample"], serde_json::json!([never_invoiced]));
+    assert_eq!(purposes["account"]["sample"], serde_json::json!([customer]));
+    assert_eq!(purposes["account"]["without_expiry"], 0);
+
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("waiting     2 data key(s) waited longer than 1y"),
+        "{text}"
+    );
+    let line = text.lines().find(|l| l.contains("invoicing:")).unwrap();
+    assert!(line.contains("1 waiting for `invoiced`"), "{line}");
+    assert!(line.contains("1 with no expiry at all"), "{line}");
+    assert!(
+        line.contains(&never_invoiced) && !line.contains(&invoiced),
+        "{line}"
+    );
+
+    // A longer threshold: nothing has waited two years.
+    let longer = env.json(&["status", "--waiting-longer-than", "2y"]);
+    assert_eq!(
+        longer[0]["waiting_for_anchor"]["purposes"],
+        serde_json::json!({})
+    );
+    let text = env.ok(&["status", "--waiting-longer-than", "2y"]);
+    assert!(text.contains("waiting     none longer than 2y"), "{text}");
+
+    // verify: the same report beside its own, and exit 0.
+    let verify = env.json(&["verify"]);
+    assert_eq!(verify[0]["problems"], serde_json::json!([]));
+    assert_eq!(
+        &verify[0]["waiting_for_anchor"]["purposes"],
+        &status["purposes"]
+    );
+    let text = env.ok(&["verify", "--waiting-longer-than", "6mo"]);
+    assert!(
+        text.contains("2 data key(s) waited longer than 6mo"),
+        "{text}"
+    );
+    assert!(text.contains(&customer), "{text}");
+    for out in [env.ok(&["status"]), env.ok(&["verify"])] {
+        assert!(!out.contains("Geheim") && !out.contains("geheim"), "{out}");
+    }
+
+    // Not a period: a usage error.
+    for bad in ["forever", "0d", "1x", ""] {
+        let o = env.run(&["status", "--waiting-longer-than", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+    }
+}
+
+/// Unix seconds now (the CLI's clock).
+fn chrono_free_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

@@ -1075,6 +1075,90 @@ fn an_immutable_invoice_never_invoiced_goes_at_its_ceiling_after_forget() {
     );
 }
 
+/// `waiting_for_anchor` lists live data whose `<period> after <event>` rule has waited longer than
+/// the threshold: per purpose, with how many have no expiry at all, and a bounded sample of
+/// subject ids; an `until` rule (consent) is not listed, nor is young data or data whose event
+/// came. Events from before the data do not count, as for the expiry.
+#[test]
+fn waiting_for_anchor_lists_old_data_without_its_event() {
+    use vault_core::schema::Period;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let never_invoiced = v.create_subject().unwrap();
+    let invoiced = v.create_subject().unwrap();
+    let stale_event = v.create_subject().unwrap();
+    for (s, n) in [
+        (&never_invoiced, "1"),
+        (&invoiced, "2"),
+        (&stale_event, "3"),
+    ] {
+        v.put(s, RecordKey::labelled("invoice", n), &invoice(n))
+            .unwrap();
+    }
+    v.record_event(&invoiced, "invoiced", T0, &req()).unwrap();
+    // Recorded, but before the invoice existed: it does not count (see `slot_expiry`).
+    v.record_event(&stale_event, "invoiced", T0 - DAY, &req())
+        .unwrap();
+    let customers: Vec<SubjectId> = (0..3)
+        .map(|i| {
+            let s = v.create_subject().unwrap();
+            v.put(&s, "customer", &customer(i)).unwrap();
+            v.put(&s, "marketing_consent", &consent(i)).unwrap();
+            s
+        })
+        .collect();
+    clock.set(T0 + 200 * DAY);
+    let young = v.create_subject().unwrap();
+    v.put(&young, RecordKey::labelled("invoice", "4"), &invoice("4"))
+        .unwrap();
+
+    let year = Period {
+        years: 1,
+        months: 0,
+        days: 0,
+    };
+    clock.set(add_years(T0, 1) + 1);
+    let r = v.waiting_for_anchor(&year, 2).unwrap();
+    assert_eq!(r.longer_than, "1y");
+    assert_eq!(r.now, add_years(T0, 1) + 1);
+    let names: Vec<&str> = r.purposes.keys().map(String::as_str).collect();
+    assert_eq!(names, ["account", "invoicing"], "{r:?}");
+    let inv = &r.purposes["invoicing"];
+    assert_eq!(inv.event, "invoiced");
+    assert_eq!(
+        inv.count, 2,
+        "never invoiced, and invoiced too early: {r:?}"
+    );
+    assert_eq!(
+        inv.without_expiry, 2,
+        "no order recorded, so no ceiling either"
+    );
+    assert_eq!(inv.oldest, T0);
+    let mut want = vec![never_invoiced, stale_event];
+    want.sort();
+    assert_eq!(inv.sample, want);
+    let acc = &r.purposes["account"];
+    assert_eq!((acc.event.as_str(), acc.count), ("last_order", 3));
+    assert_eq!(acc.without_expiry, 0, "the ceiling gives each an expiry");
+    assert_eq!(acc.sample.len(), 2, "the sample is bounded");
+    assert!(acc.sample.iter().all(|s| customers.contains(s)));
+    assert_eq!(r.total(), 5);
+
+    // Exactly a year is not longer than a year; at two years the young invoice joins.
+    clock.set(add_years(T0, 1));
+    assert_eq!(v.waiting_for_anchor(&year, 10).unwrap().total(), 0);
+    clock.set(add_years(T0, 2));
+    let r = v.waiting_for_anchor(&year, 10).unwrap();
+    assert_eq!(r.purposes["invoicing"].count, 3, "{r:?}");
+    // The event arrives: no longer waiting.
+    v.record_event(&never_invoiced, "invoiced", add_years(T0, 2), &req())
+        .unwrap();
+    let r = v.waiting_for_anchor(&year, 10).unwrap();
+    assert_eq!(r.purposes["invoicing"].count, 2, "{r:?}");
+    assert!(!r.purposes["invoicing"].sample.contains(&never_invoiced));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Epoch KEKs.
 

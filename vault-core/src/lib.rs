@@ -113,7 +113,9 @@ pub use retire::RetireReport;
 pub use schema::{CeilingWarning, IndexWarning, Schema};
 pub use schema_change::{SchemaChangeError, SchemaChangeReport};
 pub use secret::Passphrase;
-pub use stats::{ExpirePreview, VaultStats, VerifyProblem, VerifyReport};
+pub use stats::{
+    ExpirePreview, VaultStats, VerifyProblem, VerifyReport, WaitingPurpose, WaitingReport,
+};
 pub use subject::ShredReason;
 pub use subject::SubjectId;
 pub use vault::{StoreWrapper, Vault, VaultOptions, VaultPaths};

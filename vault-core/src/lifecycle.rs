@@ -171,6 +171,25 @@ pub(crate) fn slot_expiry(
     }
 }
 
+/// The event a live slot's retention period still waits for: the rule is `<period> after <event>`
+/// on an event the shop records, and none has been recorded since the key was made (events before
+/// it do not count, as in [`slot_expiry`]), so the period has not started. `None` otherwise:
+/// `until <event>` rules are left out because their event ends data meant to be kept until then (a
+/// consent until withdrawn), so its absence is the normal case. The ceiling is left out too: this
+/// finds anchors the shop may have forgotten to record, whether or not a ceiling bounds the data.
+pub(crate) fn awaited_anchor<'a>(
+    schema: &'a Schema,
+    entry: &SubjectEntry,
+    purpose: &str,
+    since: i64,
+) -> Option<&'a str> {
+    let crate::schema::Retention::After { event, .. } = &schema.purpose(purpose)?.retention else {
+        return None;
+    };
+    let recorded = entry.events.get(event).is_some_and(|&t| t >= since);
+    (!crate::schema::Retention::is_builtin_event(event) && !recorded).then_some(event.as_str())
+}
+
 impl Hold {
     /// True while the hold is in force at `now`.
     pub(crate) fn active(&self, now: i64) -> bool {
