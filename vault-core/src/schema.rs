@@ -109,7 +109,7 @@ impl std::fmt::Display for CeilingWarning {
         write!(
             f,
             "purpose `{}` has no ceiling: retention `{}` keeps its data forever {until}; add \
-             `at_most = \"<period> after created\"` (or another event) to bound it",
+             `at_most = \"<period> after <event>\"` to bound it",
             self.purpose, self.retention
         )
     }
