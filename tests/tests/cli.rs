@@ -1066,7 +1066,7 @@ fn cli_event_says_when_a_time_does_not_count() {
     let out = env.ok(&["event", &s, "deliverd"]);
     assert!(out.starts_with("recorded deliverd"), "{out}");
     assert!(
-        out.contains("no retention rule of the schema names deliverd"),
+        out.contains("no retention rule or ceiling of the schema names deliverd"),
         "{out}"
     );
 }

@@ -693,3 +693,188 @@ fn admin_schema_check_warns_about_enumerable_indexed_fields() {
     let text = register[0].to_string();
     assert!(text.contains("index_enumerable"), "{text}");
 }
+
+/// `schema check` warns about exactly the purposes without a ceiling whose data could be kept
+/// forever (the shipped example has none), `init` says so too, and the register shows each
+/// purpose's ceiling, or that it has no upper limit.
+#[test]
+fn admin_schema_check_warns_about_purposes_without_a_ceiling() {
+    let env = Env::new();
+    let text = env.ok(&["schema", "check", &schema_path()]);
+    assert!(!text.contains("no ceiling"), "{text}");
+    let out = env.json(&["schema", "check", &schema_path()]);
+    assert_eq!(out[0]["ceiling_warnings"], serde_json::json!([]));
+
+    // The example without the ceilings of shipping and marketing; account keeps its own, and a
+    // purpose on a built-in event needs none.
+    let example = std::fs::read_to_string(schema_path()).unwrap();
+    let edited = example
+        .replace("at_most = \"1y after created\"\n", "")
+        .replace("at_most = \"2y after last_order\"\n", "")
+        + "\n[purposes.reviews]\ndescription = \"Product reviews\"\nlegal_basis = \"consent\"\n\
+           retention = \"1y after last_update\"\n";
+    let file = env.write("open.toml", &edited);
+    let text = env.ok(&["schema", "check", &file]);
+    let warned: Vec<&str> = text.lines().filter(|l| l.contains("no ceiling")).collect();
+    assert_eq!(warned.len(), 2, "{text}");
+    assert!(warned[0].contains("`marketing`") && warned[0].contains("consent_withdrawn"));
+    assert!(warned[1].contains("`shipping`") && warned[1].contains("delivered"));
+    let out = env.json(&["schema", "check", &file]);
+    let purposes: Vec<&str> = out[0]["ceiling_warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["purpose"].as_str().unwrap())
+        .collect();
+    assert_eq!(purposes, ["marketing", "shipping"]);
+
+    let init = env.run(&["init", "--schema", &file]);
+    assert!(init.status.success());
+    let stderr = String::from_utf8_lossy(&init.stderr);
+    assert!(stderr.contains("`shipping` has no ceiling"), "{stderr}");
+    let register = env.json(&["register"]);
+    let by_name = |n: &str| {
+        register[0]["purposes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("account")["at_most"], "5y after created");
+    assert_eq!(by_name("account")["unbounded"], false);
+    assert_eq!(by_name("shipping")["at_most"], Value::Null);
+    assert_eq!(by_name("shipping")["unbounded"], true);
+    assert_eq!(by_name("reviews")["unbounded"], false);
+    let md = env.ok(&["register", "--format", "markdown"]);
+    assert!(
+        md.contains("2 years after last order; at most 5 years after creation"),
+        "{md}"
+    );
+    assert!(
+        md.contains("30 days after delivered, counted per record; no upper limit"),
+        "{md}"
+    );
+}
+
+/// `status` and `verify` list data that has waited longer than `--waiting-longer-than` (default a
+/// year) for the anchor event of its retention rule: per purpose, with subject ids, never a value;
+/// in text and in JSON under the same key. Waiting data is not a verification failure.
+#[test]
+fn admin_status_and_verify_list_data_waiting_for_its_anchor_event() {
+    let env = Env::new();
+    // Written 400 days ago (the CLI runs on the real clock).
+    let then = chrono_free_now() - 400 * 86_400;
+    let clock = std::sync::Arc::new(vault_core::MockClock::new(then));
+    let (never_invoiced, invoiced, customer) = {
+        let v = Vault::create(
+            &VaultPaths::in_dir(env.vault()),
+            &Credentials::passphrase(PASSPHRASE),
+            webshop_schema(),
+            fast_options().clock(clock.clone()),
+        )
+        .unwrap();
+        let req = Request::new("test", "waiting");
+        let invoice = |n: &str| {
+            Record::new()
+                .with("invoice_number", n)
+                .with("invoice_date", "2025-01-15")
+                .with("billing_name", "Factuurnaam Geheim")
+                .with("billing_address", "Dorpsstraat 1")
+                .with("lines", serde_json::json!([]))
+                .with("total", "9.81")
+        };
+        let a = v.create_subject().unwrap();
+        v.put(
+            &a,
+            vault_core::RecordKey::labelled("invoice", "1"),
+            &invoice("1"),
+        )
+        .unwrap();
+        let b = v.create_subject().unwrap();
+        v.put(
+            &b,
+            vault_core::RecordKey::labelled("invoice", "2"),
+            &invoice("2"),
+        )
+        .unwrap();
+        v.record_event(&b, "invoiced", then, &req).unwrap();
+        let c = v.create_subject().unwrap();
+        let rec = Record::new()
+            .with("first_name", "Geheimvoornaam")
+            .with("last_name", "Berg")
+            .with("email", "geheim@voorbeeld.nl");
+        v.put(&c, "customer", &rec).unwrap();
+        v.sync().unwrap();
+        (a.to_string(), b.to_string(), c.to_string())
+    };
+
+    let status = &env.json(&["status"])[0]["waiting_for_anchor"];
+    assert_eq!(status["longer_than"], "1y");
+    let purposes = status["purposes"].as_object().unwrap();
+    assert_eq!(
+        purposes.keys().collect::<Vec<_>>(),
+        ["account", "invoicing"]
+    );
+    let inv = &purposes["invoicing"];
+    assert_eq!(inv["event"], "invoiced");
+    assert_eq!(inv["count"], 1);
+    assert_eq!(inv["without_expiry"], 1);
+    assert_eq!(inv["sample"], serde_json::json!([never_invoiced]));
+    assert_eq!(purposes["account"]["sample"], serde_json::json!([customer]));
+    assert_eq!(purposes["account"]["without_expiry"], 0);
+
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("waiting     2 data key(s) waited longer than 1y"),
+        "{text}"
+    );
+    let line = text.lines().find(|l| l.contains("invoicing:")).unwrap();
+    assert!(line.contains("1 waiting for `invoiced`"), "{line}");
+    assert!(line.contains("1 with no expiry at all"), "{line}");
+    assert!(
+        line.contains(&never_invoiced) && !line.contains(&invoiced),
+        "{line}"
+    );
+
+    // A longer threshold: nothing has waited two years.
+    let longer = env.json(&["status", "--waiting-longer-than", "2y"]);
+    assert_eq!(
+        longer[0]["waiting_for_anchor"]["purposes"],
+        serde_json::json!({})
+    );
+    let text = env.ok(&["status", "--waiting-longer-than", "2y"]);
+    assert!(text.contains("waiting     none longer than 2y"), "{text}");
+
+    // verify: the same report beside its own, and exit 0.
+    let verify = env.json(&["verify"]);
+    assert_eq!(verify[0]["problems"], serde_json::json!([]));
+    assert_eq!(
+        &verify[0]["waiting_for_anchor"]["purposes"],
+        &status["purposes"]
+    );
+    let text = env.ok(&["verify", "--waiting-longer-than", "6mo"]);
+    assert!(
+        text.contains("2 data key(s) waited longer than 6mo"),
+        "{text}"
+    );
+    assert!(text.contains(&customer), "{text}");
+    for out in [env.ok(&["status"]), env.ok(&["verify"])] {
+        assert!(!out.contains("Geheim") && !out.contains("geheim"), "{out}");
+    }
+
+    // Not a period: a usage error.
+    for bad in ["forever", "0d", "1x", ""] {
+        let o = env.run(&["status", "--waiting-longer-than", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+    }
+}
+
+/// Unix seconds now (the CLI's clock).
+fn chrono_free_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

@@ -15,9 +15,16 @@ pub fn webshop_schema() -> Schema {
 
 /// `text` (a schema) with its `scope = "record"` lines removed.
 pub fn per_customer(text: &str) -> String {
-    let kept: Vec<&str> = text
+    // A record's ceiling counts from the record's creation; per customer, `created` would be the
+    // customer's sign-up, so the per-customer variant bounds those purposes by the last order.
+    let kept: Vec<String> = text
         .lines()
         .filter(|l| l.trim() != "scope = \"record\"")
+        .map(|l| match l.trim() {
+            "at_most = \"1y after created\"" => "at_most = \"1y after last_order\"".to_owned(),
+            "at_most = \"10y after created\"" => "at_most = \"10y after last_order\"".to_owned(),
+            _ => l.to_owned(),
+        })
         .collect();
     assert!(
         kept.len() < text.lines().count(),
@@ -29,6 +36,35 @@ pub fn per_customer(text: &str) -> String {
 /// The example schema exactly as shipped in `examples/webshop.toml`.
 pub fn example_schema() -> Schema {
     Schema::from_toml(include_str!("../../examples/webshop.toml")).expect("example schema parses")
+}
+
+/// The example schema without its ceilings (`at_most` lines), as it was before ceilings existed:
+/// data whose retention event never comes then has no expiry and stays under the open-ended KEK.
+/// For the tests of that KEK, of its retirement and of backups under it; the ceilings themselves are
+/// tested on [`webshop_schema`] (`lifecycle::`, `cli_admin::`).
+pub fn webshop_schema_without_ceilings() -> Schema {
+    let text: String = per_customer(include_str!("../../examples/webshop.toml"))
+        .lines()
+        .filter(|l| !l.starts_with("at_most"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let schema = Schema::from_toml(&text).expect("example schema parses");
+    assert!(schema.purposes().all(|p| p.at_most.is_none()));
+    schema
+}
+
+/// A fresh vault in `root` on [`webshop_schema_without_ceilings`] and a test clock.
+pub fn create_without_ceilings(
+    root: &Path,
+    clock: &std::sync::Arc<vault_core::MockClock>,
+) -> Vault {
+    Vault::create(
+        &VaultPaths::in_dir(root),
+        &creds(),
+        webshop_schema_without_ceilings(),
+        options(clock),
+    )
+    .expect("create vault")
 }
 
 /// Options with tiny Argon2id parameters (tests only) and relaxed durability.

@@ -410,13 +410,21 @@ fn build_fixture(dir: &Path, bulk: usize) -> Fixture {
                 .unwrap_or_else(|e| panic!("fixture event {name}: {e:?}"));
         };
         // account: 2 calendar years after last_order. k <= 40 days: due (<= T0 + 771 d < NOW);
-        // k >= 100 days: not due (>= T0 + 830 d > NOW); no last_order: no expiry at all.
+        // k >= 100 days: not due (>= T0 + 830 d > NOW); no last_order: no expiry at all (its
+        // ceiling, 5 years after creation, is far after NOW). The ceilings that run from the
+        // order: marketing's (2 years) likewise, shipping's (1 year) has passed for every order.
         if i % 5 != 0 {
             if i.is_multiple_of(3) {
                 event("last_order", T0 + (i as i64 * 7 % 41) * DAY);
                 subj.due.insert(Purpose::Account);
+                if subj.consent {
+                    subj.due.insert(Purpose::Marketing);
+                }
             } else {
                 event("last_order", T0 + (100 + i as i64 % 60) * DAY);
+            }
+            if !subj.addresses.is_empty() {
+                subj.due.insert(Purpose::Shipping);
             }
         }
         // shipping: 30 days after delivered, including both sides of the boundary.

@@ -70,6 +70,14 @@ fn add_years(t: i64, n: i64) -> i64 {
     days_from_civil(y, m, d) * DAY + secs
 }
 
+/// The earlier of two expiries, `None` meaning "none yet": how a ceiling bounds a rule.
+fn earlier(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[test]
 fn calendar_helper_sanity() {
     // 2024-02-29T12:00:00Z + 7y = 2031-02-28T12:00:00Z; T0 is 2027-01-15T08:00:00Z.
@@ -196,23 +204,34 @@ fn expire_shreds_exactly_the_due_pairs_of_thousands_of_subjects() {
             withdrawn: i.is_multiple_of(3).then(|| T0 + spread(i, 3, 1400 * DAY)),
             held: i % 1000 == 13,
         };
-        // Boundary cases: an expiry exactly at `now` is due, one second later is not.
+        // Boundary cases: an expiry exactly at `now` is due, one second later is not. Without an
+        // order, the ceilings on `last_order` stay out of the way of the rule under test.
         match i {
-            1 => p.delivered = Some(now - 30 * DAY),
-            2 => p.delivered = Some(now - 30 * DAY + 1),
-            6 => p.withdrawn = Some(now),
-            9 => p.withdrawn = Some(now + 1),
+            1 => (p.delivered, p.last_order) = (Some(now - 30 * DAY), None),
+            2 => (p.delivered, p.last_order) = (Some(now - 30 * DAY + 1), None),
+            6 => (p.withdrawn, p.last_order) = (Some(now), None),
+            9 => (p.withdrawn, p.last_order) = (Some(now + 1), None),
             7 => p.last_order = Some(add_years(now, -2)),
             8 => p.last_order = Some(add_years(now, -2) + 1),
+            // The shipping ceiling (`1y after last_order`) with no delivery.
+            10 => (p.last_order, p.delivered) = (Some(add_years(now, -1)), None),
+            11 => (p.last_order, p.delivered) = (Some(add_years(now, -1) + 1), None),
             _ => {}
         }
         p
     };
+    // Each rule bounded by its ceiling (`at_most`): whichever ends first.
     let expiry = |p: &Plan, purpose: &str| -> Option<i64> {
         match purpose {
-            "account" => p.last_order.map(|t| add_years(t, 2)),
-            "shipping" => p.delivered.map(|t| t + 30 * DAY),
-            "marketing" => p.withdrawn,
+            "account" => earlier(
+                p.last_order.map(|t| add_years(t, 2)),
+                Some(add_years(T0, 5)),
+            ),
+            "shipping" => earlier(
+                p.delivered.map(|t| t + 30 * DAY),
+                p.last_order.map(|t| add_years(t, 1)),
+            ),
+            "marketing" => earlier(p.withdrawn, p.last_order.map(|t| add_years(t, 2))),
             _ => unreachable!(),
         }
     };
@@ -264,8 +283,11 @@ fn expire_shreds_exactly_the_due_pairs_of_thousands_of_subjects() {
     }
     assert!(want.values().all(|&n| n > 500), "{want:?}");
     assert!(held_due > 0);
-    for (i, expected) in [(1, true), (2, false)] {
-        assert_eq!(due(&plan(i), "shipping"), expected);
+    for (i, expected) in [(1, true), (2, false), (10, true), (11, false)] {
+        assert_eq!(due(&plan(i), "shipping"), expected, "subject {i}");
+    }
+    for (i, expected) in [(6, true), (9, false)] {
+        assert_eq!(due(&plan(i), "marketing"), expected, "subject {i}");
     }
 
     let report = v.expire(now, &req()).unwrap();
@@ -378,8 +400,9 @@ fn record_event_only_moves_forward_and_recomputes_expiry() {
     v.put(&s, "address", &address(1)).unwrap();
     v.put(&s, "customer", &customer(1)).unwrap();
 
-    // No anchor yet: nothing expires, however late the sweep.
-    assert_eq!(v.expire(T0 + 20 * 365 * DAY, &req()).unwrap().total(), 0);
+    // No anchor yet: nothing expires, however late the sweep, until the account's ceiling (`5y
+    // after created`; shipping's runs from an order, and there is none).
+    assert_eq!(v.expire(add_years(T0, 5) - 1, &req()).unwrap().total(), 0);
 
     let t1 = T0 + 10 * DAY;
     v.record_event(&s, "delivered", t1, &req()).unwrap();
@@ -635,9 +658,11 @@ fn forget_shreds_everything_but_running_legal_obligations() {
     let v = open(dir.path(), &clock);
     check(&v);
 
-    // The kept invoice goes when its retention ends: not a second before.
+    // The kept invoice goes when its retention ends: not a second before. (The bystander's account,
+    // never ordered from, reached its ceiling, 5 years after creation, before that.)
     let r = v.expire(until - 1, &req()).unwrap();
-    assert_eq!(r.total(), 0, "{r:?}");
+    assert_eq!(r.shredded.get("account"), Some(&1), "the bystander: {r:?}");
+    assert_eq!(r.total(), 1, "{r:?}");
     let r = v.expire(until, &req()).unwrap();
     assert_eq!(r.shredded.get("invoicing"), Some(&1), "{r:?}");
     assert_eq!(r.total(), 1, "{r:?}");
@@ -872,6 +897,269 @@ fn hold_with_until_blocks_expiry_before_until() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Ceilings (`at_most`): no silent forever.
+
+/// A customer who never orders never starts `2y after last_order`; the ceiling (`5y after
+/// created`) shreds the account anyway, not a second early.
+#[test]
+fn a_customer_who_never_orders_is_shredded_at_the_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let s = v.create_subject().unwrap();
+    v.put(&s, "customer", &customer(1)).unwrap();
+    let ceiling = add_years(T0, 5);
+
+    let r = v.expire(ceiling - 1, &req()).unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    assert_values(&v.get(&s, "customer").unwrap(), &customer(1), "customer");
+    let r = v.expire(ceiling, &req()).unwrap();
+    assert_eq!(r.shredded.get("account"), Some(&1), "{r:?}");
+    assert_eq!(r.total(), 1, "{r:?}");
+    assert_shredded(
+        &v.get(&s, "customer").unwrap(),
+        &customer(1),
+        "account",
+        "customer",
+    );
+    assert!(v
+        .find("customer", "email", "klant1@voorbeeld.nl")
+        .unwrap()
+        .is_empty());
+}
+
+/// Rule and ceiling: whichever ends first, for a ceiling on `created` and on a recorded event.
+#[test]
+fn the_earlier_of_rule_and_ceiling_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    // account: `2y after last_order`, at most `5y after created`.
+    let late_order = v.create_subject().unwrap(); // rule: T0 + 6y; the ceiling (T0 + 5y) wins
+    let early_order = v.create_subject().unwrap(); // rule: T0 + 3y wins
+                                                   // shipping: `30d after delivered`, at most `1y after last_order`.
+    let lost_parcel = v.create_subject().unwrap(); // never delivered: the ceiling decides
+    let delivered = v.create_subject().unwrap(); // delivered: the rule comes first
+    for (s, i) in [(&late_order, 1), (&early_order, 2)] {
+        v.put(s, "customer", &customer(i)).unwrap();
+    }
+    for (s, i) in [(&lost_parcel, 3), (&delivered, 4)] {
+        v.put(s, "address", &address(i)).unwrap();
+        v.record_event(s, "last_order", T0 + DAY, &req()).unwrap();
+    }
+    v.record_event(&late_order, "last_order", add_years(T0, 4), &req())
+        .unwrap();
+    v.record_event(&early_order, "last_order", add_years(T0, 1), &req())
+        .unwrap();
+    v.record_event(&delivered, "delivered", T0 + 5 * DAY, &req())
+        .unwrap();
+
+    // Each expiry in time order: nothing a second before, exactly the one pair at it.
+    let cases = [
+        (T0 + 35 * DAY, &delivered, "shipping", "address", address(4)),
+        (
+            add_years(T0 + DAY, 1),
+            &lost_parcel,
+            "shipping",
+            "address",
+            address(3),
+        ),
+        (
+            add_years(T0, 3),
+            &early_order,
+            "account",
+            "customer",
+            customer(2),
+        ),
+        (
+            add_years(T0, 5),
+            &late_order,
+            "account",
+            "customer",
+            customer(1),
+        ),
+    ];
+    for (at, s, purpose, rt, rec) in cases {
+        let r = v.expire(at - 1, &req()).unwrap();
+        assert_eq!(r.total(), 0, "{purpose} before {at}: {r:?}");
+        assert_values(&v.get(s, rt).unwrap(), &rec, rt);
+        let r = v.expire(at, &req()).unwrap();
+        assert_eq!(
+            r.shredded.get(purpose),
+            Some(&1),
+            "{purpose} at {at}: {r:?}"
+        );
+        assert_eq!(r.total(), 1, "{r:?}");
+        assert_shredded(&v.get(s, rt).unwrap(), &rec, purpose, rt);
+    }
+}
+
+/// A legal hold keeps data past its ceiling: an open-ended hold until released, a hold with an
+/// end date until that date.
+#[test]
+fn a_hold_beats_the_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let open_ended = v.create_subject().unwrap();
+    let dated = v.create_subject().unwrap();
+    for (s, i) in [(&open_ended, 1), (&dated, 2)] {
+        v.put(s, "customer", &customer(i)).unwrap();
+    }
+    let ceiling = add_years(T0, 5);
+    let until = add_years(T0, 6);
+    v.hold(&open_ended, None, &req()).unwrap();
+    v.hold(&dated, Some(until), &req()).unwrap();
+
+    let r = v.expire(ceiling, &req()).unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    assert_eq!(r.held, 1, "the open-ended hold skips a due pair: {r:?}");
+    let r = v.expire(until - 1, &req()).unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    assert_values(
+        &v.get(&open_ended, "customer").unwrap(),
+        &customer(1),
+        "held",
+    );
+    assert_values(
+        &v.get(&dated, "customer").unwrap(),
+        &customer(2),
+        "held until",
+    );
+
+    let r = v.expire(until, &req()).unwrap();
+    assert_eq!(r.total(), 1, "the dated hold has ended: {r:?}");
+    assert!(is_shredded(&v.get(&dated, "customer").unwrap(), "email"));
+    v.release(&open_ended, &req()).unwrap();
+    let r = v.expire(until, &req()).unwrap();
+    assert_eq!(r.shredded.get("account"), Some(&1), "released: {r:?}");
+    assert!(is_shredded(
+        &v.get(&open_ended, "customer").unwrap(),
+        "email"
+    ));
+}
+
+/// The case: a forgotten customer whose immutable invoice never got `invoiced`. `forget`
+/// keeps it (legal obligation) until the ceiling, and `expire` shreds it then.
+#[test]
+fn an_immutable_invoice_never_invoiced_goes_at_its_ceiling_after_forget() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let s = v.create_subject().unwrap();
+    let key = RecordKey::labelled("invoice", "2027-0009");
+    v.put(&s, key.clone(), &invoice("2027-0009")).unwrap();
+    // The order is recorded after its invoice was stored, so it counts for the invoice's data.
+    v.record_event(&s, "last_order", T0 + 60, &req()).unwrap();
+    let ceiling = add_years(T0 + 60, 10);
+
+    let report = v.forget(&s, &req(), false).unwrap();
+    assert_eq!(report.kept.len(), 1, "{report:?}");
+    assert_eq!(report.kept[0].purpose, "invoicing");
+    assert_eq!(report.kept[0].until, Some(ceiling));
+
+    let r = v.expire(ceiling - 1, &req()).unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    assert_values(
+        &v.get(&s, key.clone()).unwrap(),
+        &invoice("2027-0009"),
+        "kept",
+    );
+    let r = v.expire(ceiling, &req()).unwrap();
+    assert_eq!(r.shredded.get("invoicing"), Some(&1), "{r:?}");
+    assert_shredded(
+        &v.get(&s, key).unwrap(),
+        &invoice("2027-0009"),
+        "invoicing",
+        "invoice",
+    );
+}
+
+/// `waiting_for_anchor` lists live data whose `<period> after <event>` rule has waited longer than
+/// the threshold: per purpose, with how many have no expiry at all, and a bounded sample of
+/// subject ids; an `until` rule (consent) is not listed, nor is young data or data whose event
+/// came. Events from before the data do not count, as for the expiry.
+#[test]
+fn waiting_for_anchor_lists_old_data_without_its_event() {
+    use vault_core::schema::Period;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let never_invoiced = v.create_subject().unwrap();
+    let invoiced = v.create_subject().unwrap();
+    let stale_event = v.create_subject().unwrap();
+    for (s, n) in [
+        (&never_invoiced, "1"),
+        (&invoiced, "2"),
+        (&stale_event, "3"),
+    ] {
+        v.put(s, RecordKey::labelled("invoice", n), &invoice(n))
+            .unwrap();
+    }
+    v.record_event(&invoiced, "invoiced", T0, &req()).unwrap();
+    // Recorded, but before the invoice existed: it does not count (see `slot_expiry`).
+    v.record_event(&stale_event, "invoiced", T0 - DAY, &req())
+        .unwrap();
+    let customers: Vec<SubjectId> = (0..3)
+        .map(|i| {
+            let s = v.create_subject().unwrap();
+            v.put(&s, "customer", &customer(i)).unwrap();
+            v.put(&s, "marketing_consent", &consent(i)).unwrap();
+            s
+        })
+        .collect();
+    clock.set(T0 + 200 * DAY);
+    let young = v.create_subject().unwrap();
+    v.put(&young, RecordKey::labelled("invoice", "4"), &invoice("4"))
+        .unwrap();
+
+    let year = Period {
+        years: 1,
+        months: 0,
+        days: 0,
+    };
+    clock.set(add_years(T0, 1) + 1);
+    let r = v.waiting_for_anchor(&year, 2).unwrap();
+    assert_eq!(r.longer_than, "1y");
+    assert_eq!(r.now, add_years(T0, 1) + 1);
+    let names: Vec<&str> = r.purposes.keys().map(String::as_str).collect();
+    assert_eq!(names, ["account", "invoicing"], "{r:?}");
+    let inv = &r.purposes["invoicing"];
+    assert_eq!(inv.event, "invoiced");
+    assert_eq!(
+        inv.count, 2,
+        "never invoiced, and invoiced too early: {r:?}"
+    );
+    assert_eq!(
+        inv.without_expiry, 2,
+        "no order recorded, so no ceiling either"
+    );
+    assert_eq!(inv.oldest, T0);
+    let mut want = vec![never_invoiced, stale_event];
+    want.sort();
+    assert_eq!(inv.sample, want);
+    let acc = &r.purposes["account"];
+    assert_eq!((acc.event.as_str(), acc.count), ("last_order", 3));
+    assert_eq!(acc.without_expiry, 0, "the ceiling gives each an expiry");
+    assert_eq!(acc.sample.len(), 2, "the sample is bounded");
+    assert!(acc.sample.iter().all(|s| customers.contains(s)));
+    assert_eq!(r.total(), 5);
+
+    // Exactly a year is not longer than a year; at two years the young invoice joins.
+    clock.set(add_years(T0, 1));
+    assert_eq!(v.waiting_for_anchor(&year, 10).unwrap().total(), 0);
+    clock.set(add_years(T0, 2));
+    let r = v.waiting_for_anchor(&year, 10).unwrap();
+    assert_eq!(r.purposes["invoicing"].count, 3, "{r:?}");
+    // The event arrives: no longer waiting.
+    v.record_event(&never_invoiced, "invoiced", add_years(T0, 2), &req())
+        .unwrap();
+    let r = v.waiting_for_anchor(&year, 10).unwrap();
+    assert_eq!(r.purposes["invoicing"].count, 2, "{r:?}");
+    assert!(!r.purposes["invoicing"].sample.contains(&never_invoiced));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Epoch KEKs.
 
 /// Reads the KEK id of each (subject, purpose) slot from the closed vault's data directory.
@@ -889,7 +1177,8 @@ fn slot_keks(root: &Path, subjects: &[SubjectId], purpose: &str) -> Vec<u32> {
 fn data_expiring_in_different_epochs_sits_under_different_keks() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(MockClock::new(T0));
-    let v = create(dir.path(), &clock);
+    // Open-ended data (no ceiling) is part of what this test sorts into KEKs.
+    let v = create_without_ceilings(dir.path(), &clock);
     let policy = EpochPolicy::default();
     let epoch_of = |t: i64| Epoch::Starting(t.div_euclid(policy.length) * policy.length);
     // Three deliveries about 45 days apart: three different epochs.
@@ -980,7 +1269,8 @@ fn data_expiring_in_different_epochs_sits_under_different_keks() {
 fn retire_kek_rewraps_live_keys_and_destroys_the_old_kek() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(MockClock::new(T0));
-    let v = create(dir.path(), &clock);
+    // Without ceilings, so the account data below is open-ended.
+    let v = create_without_ceilings(dir.path(), &clock);
     // Open-ended data: 4 subjects × (account + marketing) = 8 live slots under the open-ended KEK.
     let mut open_subjects = Vec::new();
     for i in 0..4 {
@@ -1134,10 +1424,11 @@ fn retire_kek_makes_its_rewraps_durable_before_destroying_the_kek_even_when_rela
         })),
         ..StoreHooks::default()
     }));
+    // Without ceilings: the open-ended KEK retired below must hold data.
     let v = Vault::create(
         &VaultPaths::in_dir(dir.path()),
         &creds(),
-        webshop_schema(),
+        webshop_schema_without_ceilings(),
         opts,
     )
     .unwrap();

@@ -53,8 +53,9 @@ enum Command {
     /// Show the schema in force, check a schema file, or apply a new version (refusing orphaned data).
     #[command(subcommand)]
     Schema(commands::schema::Command),
-    /// Subjects, records, keys per state and epoch, next expiry, disk use, format version.
-    Status,
+    /// Subjects, records, keys per state and epoch, next expiry, data waiting for its anchor event,
+    /// disk use, format version.
+    Status(commands::status::Args),
     /// Issue a new subject id (a pseudonym; store only this in the shop's own tables).
     NewSubject,
     /// Store a record (a JSON object read from a file or stdin), replacing any previous one.
@@ -90,7 +91,7 @@ enum Command {
     #[command(subcommand)]
     Audit(commands::audit::Command),
     /// Read every record: each field must decrypt or be accounted for as shredded (exit 4 if not).
-    Verify,
+    Verify(commands::verify::Args),
     /// Rotate credentials, key-encryption keys, data keys or the blind index.
     #[command(subcommand)]
     Rotate(commands::rotate::Command),
@@ -135,7 +136,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(a) => commands::init::run(g, a),
         Command::Schema(c) => commands::schema::run(g, c),
-        Command::Status => commands::status::run(g),
+        Command::Status(a) => commands::status::run(g, a),
         Command::NewSubject => commands::records::new_subject(g),
         Command::Put(a) => commands::records::put(g, a),
         Command::Get(a) => commands::records::get(g, a),
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
         Command::Export(a) => commands::export::run(g, a),
         Command::Register(a) => commands::register::run(g, a),
         Command::Audit(c) => commands::audit::run(g, c),
-        Command::Verify => commands::verify::run(g),
+        Command::Verify(a) => commands::verify::run(g, a),
         Command::Rotate(c) => commands::rotate::run(g, c),
         Command::Backup(a) => commands::backup::run(g, a),
         Command::Keys(c) => commands::keys::run(g, c),

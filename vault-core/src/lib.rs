@@ -101,10 +101,12 @@ pub use ops::retire::RetireReport;
 pub use record::{FieldState, Record, Shredded};
 pub use records::RecordKey;
 pub use retention::EpochPolicy;
-pub use schema::{IndexWarning, Schema, Scope};
+pub use schema::{CeilingWarning, IndexWarning, Schema, Scope};
 pub use schema_change::{SchemaChangeError, SchemaChangeReport};
 pub use secret::Passphrase;
-pub use stats::{ExpirePreview, VaultStats, VerifyProblem, VerifyReport};
+pub use stats::{
+    ExpirePreview, VaultStats, VerifyProblem, VerifyReport, WaitingPurpose, WaitingReport,
+};
 pub use subject::ShredReason;
 pub use subject::SubjectId;
 pub use transaction::Transaction;

@@ -14,6 +14,7 @@
 //! legal_basis = "contract"
 //! recipients = ["PostNL (processor)"]
 //! retention = "30d after delivered"
+//! at_most = "1y after ordered"
 //!
 //! [types.address]
 //! description = "Shipping address of an order"
@@ -86,6 +87,34 @@ fn low_entropy(f: &FieldDef) -> Option<&'static str> {
     }
 }
 
+/// A purpose whose data can be kept forever without a word: its retention is `none` or waits for
+/// an event the shop records (a customer who never orders never starts "2y after last_order"), and
+/// it declares no ceiling (`at_most`). `kluis status` lists the data that is actually waiting.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CeilingWarning {
+    /// The purpose.
+    pub purpose: String,
+    /// Its retention rule (canonical schema text).
+    pub retention: String,
+    /// The event the rule waits for; `None` for `none`.
+    pub waits_for: Option<String>,
+}
+
+impl std::fmt::Display for CeilingWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let until = match &self.waits_for {
+            Some(e) => format!("if `{e}` is never recorded"),
+            None => "until the subject is forgotten".to_owned(),
+        };
+        write!(
+            f,
+            "purpose `{}` has no ceiling: retention `{}` keeps its data forever {until}; add \
+             `at_most = \"<period> after <event>\"` to bound it",
+            self.purpose, self.retention
+        )
+    }
+}
+
 /// Largest accepted schema source, in bytes.
 pub const MAX_SCHEMA_LEN: usize = 1_048_576;
 
@@ -152,6 +181,14 @@ pub enum SchemaError {
     /// The `retention` clause could not be parsed.
     #[error("purpose `{purpose}`: {reason}")]
     InvalidRetention {
+        /// The purpose.
+        purpose: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The `at_most` clause (the ceiling) could not be parsed or is not a ceiling.
+    #[error("purpose `{purpose}`: at_most: {reason}")]
+    InvalidCeiling {
         /// The purpose.
         purpose: String,
         /// What is wrong.
@@ -268,16 +305,30 @@ impl Schema {
             .collect()
     }
 
+    /// Purposes whose data can be kept forever without a word (see [`CeilingWarning`]): no
+    /// `at_most`, and a retention rule that is `none` or waits for an event the shop records.
+    pub fn ceiling_warnings(&self) -> Vec<CeilingWarning> {
+        self.purposes()
+            .filter(|p| p.at_most.is_none() && p.retention.is_open_ended())
+            .map(|p| CeilingWarning {
+                purpose: p.name.clone(),
+                retention: p.retention.to_string(),
+                waits_for: p.retention.event().map(str::to_owned),
+            })
+            .collect()
+    }
+
     /// All record types, sorted by name.
     pub fn record_types(&self) -> impl Iterator<Item = &RecordType> + '_ {
         self.types.values()
     }
 
-    /// Every event named by a retention clause, including built-in ones.
+    /// Every event named by a retention clause or a ceiling, including built-in ones.
     pub fn events(&self) -> BTreeSet<&str> {
         self.purposes
             .values()
-            .filter_map(|p| p.retention.event())
+            .flat_map(|p| [Some(&p.retention), p.at_most.as_ref()])
+            .filter_map(|r| r?.event())
             .collect()
     }
 }
@@ -301,6 +352,10 @@ struct RawPurpose {
     recipients: Vec<String>,
     retention: String,
     scope: Option<String>,
+    // Optional, so schemas written before ceilings existed still parse (and their stored text,
+    // which is what the vault keeps and MACs, stays valid as it is).
+    #[serde(default)]
+    at_most: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -377,6 +432,10 @@ fn validate_purpose(name: String, raw: RawPurpose) -> Result<Purpose, SchemaErro
         Some(text) => Scope::from_name(text)
             .ok_or_else(|| invalid("scope must be \"subject\" or \"record\""))?,
     };
+    let at_most = match &raw.at_most {
+        Some(text) => Some(parse_ceiling(&name, text)?),
+        None => None,
+    };
     Ok(Purpose {
         name,
         legal_basis,
@@ -384,7 +443,31 @@ fn validate_purpose(name: String, raw: RawPurpose) -> Result<Purpose, SchemaErro
         recipients: raw.recipients,
         retention,
         scope,
+        at_most,
     })
+}
+
+/// Parses an `at_most` clause: the retention grammar, minus what would not bound anything.
+fn parse_ceiling(purpose: &str, text: &str) -> Result<Retention, SchemaError> {
+    let invalid = |reason: &str| SchemaError::InvalidCeiling {
+        purpose: purpose.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let ceiling: Retention = text
+        .parse()
+        .map_err(|e: RetentionParseError| invalid(e.reason()))?;
+    match ceiling.event() {
+        None => Err(invalid(
+            "`none` is no ceiling; leave `at_most` out if the data may be kept until the subject \
+             is forgotten",
+        )),
+        // kluis moves `last_update` only for purposes whose retention runs from it; under any other
+        // rule it would stay at the key's first write and end data that is still being written.
+        Some("last_update") => Err(invalid(
+            "a ceiling cannot run from `last_update`; use `created` or an event the shop records",
+        )),
+        Some(_) => Ok(ceiling),
+    }
 }
 
 fn validate_type(

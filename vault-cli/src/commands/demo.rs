@@ -83,8 +83,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let schema =
         Schema::from_toml(include_str!("../../../examples/webshop.toml")).map_err(Error::from)?;
     for p in schema.purposes() {
+        let ceiling = p
+            .at_most
+            .as_ref()
+            .map_or_else(String::new, |c| format!(", at most {c}"));
         println!(
-            "    purpose {:<10} {:<42} retention: {}",
+            "    purpose {:<10} {:<42} retention: {}{ceiling}",
             p.name,
             p.legal_basis.to_string(),
             p.retention

@@ -8,7 +8,8 @@ pub struct Args {
     /// The subject id.
     #[arg(allow_hyphen_values = true)] // ids are base64url: 1 in 64 starts with '-'
     pub subject: String,
-    /// The event, as the schema's retention rules name it (delivered, invoiced, last_order, ...).
+    /// The event, as the schema's retention rules and ceilings name it (delivered, invoiced,
+    /// last_order, ...).
     pub name: String,
     /// When it happened: RFC 3339, a date, or Unix seconds (default: now).
     #[arg(long, value_name = "T")]
@@ -105,8 +106,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     }
     if !names_it {
         out(&format!(
-            "  no retention rule of the schema names {name}, so it starts nothing (check the \
-             spelling against `kluis schema show`)"
+            "  no retention rule or ceiling of the schema names {name}, so it starts nothing \
+             (check the spelling against `kluis schema show`)"
         ))?;
     }
     Ok(())

@@ -89,6 +89,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     };
     let creds = combine(pass, key);
     let index_warnings = schema.index_warnings();
+    let ceiling_warnings = schema.ceiling_warnings();
     let created = Vault::create(&paths, &creds, schema, g.options().kdf(kdf));
     let vault = match created {
         Ok(v) => v,
@@ -110,9 +111,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             "key_file": a.key_file_new.as_ref().map(|p| p.display().to_string()),
             "kdf": {"m_kib": kdf.m_kib, "t": kdf.t, "p": kdf.p},
             "index_warnings": index_warnings,
+            "ceiling_warnings": ceiling_warnings,
         }))
     } else {
         for w in &index_warnings {
+            note(&format!("warning: {w}"));
+        }
+        for w in &ceiling_warnings {
             note(&format!("warning: {w}"));
         }
         out(&format!("created a kluis vault in {dir}"))?;

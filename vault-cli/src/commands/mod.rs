@@ -32,6 +32,7 @@ pub mod rotate;
 pub mod schema;
 pub mod status;
 pub mod verify;
+pub mod waiting;
 
 /// Options every subcommand understands (they may be given before or after it).
 #[derive(Debug, clap::Args)]

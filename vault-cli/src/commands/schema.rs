@@ -22,7 +22,8 @@ pub enum Command {
     ///
     /// Refuses (exit 7), and says why, any change that would orphan stored data: removing a record
     /// type, field or purpose still in use, or changing the purpose or type of a field with stored
-    /// values. Changed retention periods are applied to every subject's stored expiries at once.
+    /// values. Changed retention rules and ceilings (`at_most`) are applied to every subject's
+    /// stored expiries at once.
     Apply {
         /// The new schema file (TOML); its `version` must be greater than the one in force.
         file: PathBuf,
@@ -116,10 +117,12 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
             let types = s.record_types().count();
             let fields: usize = s.record_types().map(|t| t.fields().count()).sum();
             let warnings = s.index_warnings();
+            let ceilings = s.ceiling_warnings();
             if g.json {
                 out_json(&serde_json::json!({
                     "valid": true, "version": s.version(), "purposes": purposes,
                     "record_types": types, "fields": fields, "index_warnings": warnings,
+                    "ceiling_warnings": ceilings,
                 }))
             } else {
                 out(&format!(
@@ -128,6 +131,9 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
                     s.version()
                 ))?;
                 for w in &warnings {
+                    out(&format!("  warning: {w}"))?;
+                }
+                for w in &ceilings {
                     out(&format!("  warning: {w}"))?;
                 }
                 Ok(())

@@ -1,8 +1,16 @@
-//! `kluis status`: what the vault holds, its keys, and its size.
+//! `kluis status`: what the vault holds, its keys, its size, and the data still waiting for the
+//! anchor event of its retention rule.
 
 use vault_core::{Epoch, KekState};
 
-use super::{out, out_json, show_time, Global};
+use super::{out, out_json, show_time, waiting, Global};
+
+/// Arguments of `kluis status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub waiting: waiting::WaitingArgs,
+}
 
 fn state(s: KekState) -> &'static str {
     match s {
@@ -21,9 +29,10 @@ fn epoch(e: Epoch) -> String {
 }
 
 /// Runs `kluis status`.
-pub fn run(g: &Global) -> anyhow::Result<()> {
+pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let v = g.open()?;
     let st = v.stats()?;
+    let waiting = waiting::report(&v, &a.waiting)?;
     let kdf = v.kdf_params();
     let keks = v.keks();
     let pending = v.pending_retirements();
@@ -54,6 +63,7 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
                 serde_json::json!(v.key_store_generation()),
             );
         }
+        waiting::add_json(&mut obj, &waiting)?;
         return out_json(&obj);
     }
     let p = v.paths();
@@ -76,6 +86,7 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
         "expiries    {} pending, next {next}",
         st.pending_expiries
     ))?;
+    waiting::print(&waiting, "waiting     ")?;
     out(&format!("audit log   {} entries", st.audit_entries))?;
     out(&format!(
         "argon2id    m={} KiB, t={}, p={}",

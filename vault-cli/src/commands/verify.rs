@@ -1,12 +1,20 @@
 //! `kluis verify`: read every record; each field must decrypt or be accounted for as shredded.
+//! It also lists the data still waiting for the anchor event of its retention rule (not a failure).
 
 use std::io::IsTerminal;
 
-use super::{out, out_json, Global};
+use super::{out, out_json, waiting, Global};
 use crate::exit::{self, CliError};
 
-/// Runs `kluis verify` (exit 4 if any record cannot be read).
-pub fn run(g: &Global) -> anyhow::Result<()> {
+/// Arguments of `kluis verify`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub waiting: waiting::WaitingArgs,
+}
+
+/// Runs `kluis verify` (exit 4 if any record cannot be read; waiting data does not change it).
+pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let v = g.open()?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new_spinner();
@@ -22,8 +30,11 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let waiting = waiting::report(&v, &a.waiting)?;
     if g.json {
-        out_json(&serde_json::to_value(&r)?)?;
+        let mut obj = serde_json::to_value(&r)?;
+        waiting::add_json(&mut obj, &waiting)?;
+        out_json(&obj)?;
     } else {
         out(&format!(
             "{} subject(s), {} record(s): {} field(s) readable, {} shredded, {} problem(s)",
@@ -43,6 +54,7 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
                 p.error
             ))?;
         }
+        waiting::print(&waiting, "")?;
     }
     if r.problems.is_empty() {
         Ok(())

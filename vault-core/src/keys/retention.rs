@@ -101,6 +101,15 @@ pub fn expiry(rule: &Retention, anchors: &Anchors<'_>) -> Option<i64> {
     }
 }
 
+/// The earlier of two expiries, where `None` means "none yet" (so it never wins): how a ceiling
+/// bounds a retention rule.
+pub fn earlier(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +193,15 @@ mod tests {
             ),
             Some(created + 9)
         );
+    }
+
+    #[test]
+    fn earlier_ignores_a_missing_expiry() {
+        assert_eq!(earlier(Some(5), Some(3)), Some(3));
+        assert_eq!(earlier(Some(3), Some(5)), Some(3));
+        assert_eq!(earlier(None, Some(5)), Some(5));
+        assert_eq!(earlier(Some(5), None), Some(5));
+        assert_eq!(earlier(None, None), None);
     }
 
     #[test]

@@ -393,7 +393,9 @@ impl Vault {
         batch: &mut WriteBatch,
     ) -> Result<u64, WriteError> {
         let active = self.active_schema();
-        let wanted = |p: &str| purposes.is_none_or(|ps| ps.contains(p));
+        // `purposes` holds slot names: a record-scoped slot names its purpose first.
+        let wanted =
+            |p: &str| purposes.is_none_or(|ps| ps.iter().any(|slot| slot_name::purpose(slot) == p));
         let indexed = active
             .schema
             .record_types()

@@ -93,6 +93,9 @@ pub struct PurposeExport {
     pub scope: &'static str,
     /// For a record-scoped purpose, the record this entry is about (`None`: no record has data).
     pub record: Option<RecordKey>,
+    /// The ceiling (`at_most`), e.g. `5y after created`: the data goes then at the latest, even if
+    /// the retention rule has not ended. `None`: no ceiling declared.
+    pub at_most: Option<String>,
     /// Where the subject's data of this purpose stands.
     pub state: PurposeState,
 }
@@ -313,6 +316,7 @@ impl Vault {
             legal_basis_code: p.legal_basis.as_str().to_owned(),
             recipients: p.recipients.clone(),
             retention: p.retention.to_string(),
+            at_most: p.at_most.as_ref().map(ToString::to_string),
             scope: p.scope.as_str(),
             record,
             state,
@@ -387,6 +391,15 @@ pub struct RegisterPurpose {
     pub retention_description: String,
     /// `subject` (retention counted per customer) or `record` (per record, e.g. per order).
     pub scope: &'static str,
+    /// The ceiling (`at_most`) as written in the schema (canonical form), e.g. `5y after created`:
+    /// the data goes then at the latest. `None`: no ceiling declared.
+    pub at_most: Option<String>,
+    /// The ceiling in words, e.g. `5 years after creation`.
+    pub at_most_description: Option<String>,
+    /// Whether data of this purpose can be kept forever without anyone deciding so: no ceiling,
+    /// and a retention rule that is `none` or waits for an event the shop records (what
+    /// `kluis schema check` warns about).
+    pub unbounded: bool,
     /// The data processed for this purpose: per record type, the fields tied to it.
     pub data: Vec<RegisterData>,
 }
@@ -451,6 +464,9 @@ impl ProcessingRegister {
                 retention: p.retention.to_string(),
                 retention_description: describe_retention(&p.retention),
                 scope: p.scope.as_str(),
+                at_most: p.at_most.as_ref().map(ToString::to_string),
+                at_most_description: p.at_most.as_ref().map(describe_retention),
+                unbounded: p.at_most.is_none() && p.retention.is_open_ended(),
                 data: schema
                     .record_types()
                     .filter_map(|rt| {
@@ -531,14 +547,20 @@ impl ProcessingRegister {
                     .collect::<Vec<_>>()
                     .join("; ")
             };
-            let retention = match p.scope {
-                "record" => format!("{}, counted per record", p.retention_description),
-                _ => p.retention_description.clone(),
-            };
             let recipients = if p.recipients.is_empty() {
                 "none".to_owned()
             } else {
                 p.recipients.join(", ")
+            };
+            // The ceiling shares the retention cell, so the table keeps its five columns.
+            let rule = match p.scope {
+                "record" => format!("{}, counted per record", p.retention_description),
+                _ => p.retention_description.clone(),
+            };
+            let retention = match (&p.at_most_description, p.unbounded) {
+                (Some(c), _) => format!("{rule}; at most {c}"),
+                (None, true) => format!("{rule}; no upper limit"),
+                (None, false) => rule,
             };
             let _ = writeln!(
                 md,
@@ -816,10 +838,19 @@ mod tests {
                 expires: Some(add_period(T0, &seven_years))
             }
         );
-        // No order yet, so `2y after last_order` has not started.
+        // No order yet, so `2y after last_order` has not started: the ceiling is the expiry.
+        let five_years = Period {
+            years: 5,
+            months: 0,
+            days: 0,
+        };
+        let account = purpose(&e, "account");
+        assert_eq!(account.at_most.as_deref(), Some("5y after created"));
         assert_eq!(
-            purpose(&e, "account").state,
-            PurposeState::Live { expires: None }
+            account.state,
+            PurposeState::Live {
+                expires: Some(add_period(T0, &five_years))
+            }
         );
         assert_eq!(purpose(&e, "marketing").state, PurposeState::NoData);
 
@@ -848,7 +879,11 @@ mod tests {
         assert_eq!(json["subject"], s.to_string());
         assert_eq!(json["records"][1]["fields"]["last_name"], "Berg");
         assert_eq!(json["purposes"][0]["state"]["status"], "live");
-        assert_eq!(json["purposes"][0]["state"]["expires"], Value::Null);
+        assert_eq!(
+            json["purposes"][0]["state"]["expires"],
+            add_period(T0, &five_years)
+        );
+        assert_eq!(json["purposes"][0]["at_most"], "5y after created");
         assert_eq!(json["purposes"][2]["state"]["status"], "no_data");
     }
 
@@ -1022,6 +1057,9 @@ mod tests {
         assert_eq!(invoicing["legal_basis_article"], "Art. 6(1)(c)");
         assert_eq!(invoicing["retention"], "7y after invoiced");
         assert_eq!(invoicing["retention_description"], "7 years after invoiced");
+        assert_eq!(invoicing["at_most"], "10y after created");
+        assert_eq!(invoicing["at_most_description"], "10 years after creation");
+        assert_eq!(invoicing["unbounded"], false);
         assert_eq!(invoicing["data"][0]["record_type"], "invoice");
         assert_eq!(invoicing["data"][0]["fields"].as_array().unwrap().len(), 8);
         let types = json["record_types"].as_array().unwrap();
@@ -1043,8 +1081,9 @@ mod tests {
         assert!(md.contains("| Purpose | Legal basis | Data | Recipients | Retention |"));
         assert!(md.contains("legal obligation (Art. 6(1)(c))"));
         assert!(md.contains("PostNL (processor), DHL Parcel (processor)"));
-        assert!(md.contains("30 days after delivered"));
-        assert!(md.contains("until consent withdrawn"));
+        assert!(md.contains("30 days after delivered, counted per record; at most 1 year after creation"));
+        assert!(md.contains("until consent withdrawn; at most 2 years after last order"));
+        assert!(md.contains("2 years after last order; at most 5 years after creation"));
         assert!(md.contains("### invoice"));
         assert!(md.contains("| Field | Type | Purpose | Required | Indexed | Max length |"));
         assert!(md.contains("| `email` | email | account | yes | yes | 254 |"));

@@ -81,16 +81,16 @@ pub struct EventReport {
     /// The time already recorded for the event (Unix seconds) when it is equal to or later than the
     /// one given, which makes the call change nothing.
     pub already_recorded: Option<i64>,
-    /// Purposes whose retention rule names the event and for which it counts (their data is no
-    /// newer than the event). Empty when nothing was recorded.
+    /// Purposes whose retention rule or ceiling names the event and for which it counts (their
+    /// data is no newer than the event). Empty when nothing was recorded.
     pub counted_for: Vec<String>,
-    /// Purposes whose retention rule names the event but whose current data key was made after the
-    /// time given: events older than the data do not count for it (ARCHITECTURE.md, "Retention"),
-    /// so their retention does not start. Empty when nothing was recorded.
+    /// Purposes whose retention rule or ceiling names the event but whose current data key was
+    /// made after the time given: events older than the data do not count for it (ARCHITECTURE.md,
+    /// "Retention"), so their retention does not start. Empty when nothing was recorded.
     pub not_counted_for: Vec<NotCounted>,
-    /// Purposes whose retention rule names the event but that hold no data (none written yet, or
-    /// shredded): data written later gets a newer data key, for which this event does not count.
-    /// Empty when nothing was recorded.
+    /// Purposes whose retention rule or ceiling names the event but that hold no data (none
+    /// written yet, or shredded): data written later gets a newer data key, for which this event
+    /// does not count. Empty when nothing was recorded.
     pub no_data: Vec<String>,
     /// Purposes whose retention rule names the event but whose keys are scoped the other way: a
     /// record-scoped purpose counts only events recorded for its record
@@ -147,7 +147,7 @@ fn parse_expiry_key(k: &[u8]) -> Option<(i64, SubjectId, String)> {
 }
 
 /// The expiry a live slot should have now: retention rule against anchors recorded since the key was
-/// made, postponed (or suspended) by a legal hold.
+/// made, bounded by the purpose's ceiling (`at_most`), postponed (or suspended) by a legal hold.
 ///
 /// `slot` is a slot name (see [`slot_name`]): a record-scoped slot counts only the events of its
 /// record, and its `created` is when its key was made (the record's first data of the purpose).
@@ -174,6 +174,12 @@ pub(crate) fn slot_expiry(
         last_update: Some(last_update),
     };
     let expiry = retention::expiry(rule, &anchors);
+    // The ceiling bounds the rule: whichever ends first (a ceiling whose event is not recorded yet
+    // bounds nothing). The hold below still overrides both.
+    let ceiling = schema
+        .purpose(slot_name::purpose(slot))
+        .and_then(|p| p.at_most.as_ref());
+    let expiry = retention::earlier(expiry, ceiling.and_then(|c| retention::expiry(c, &anchors)));
     match entry.hold {
         // A hold with an end date keeps the data at least until then.
         Some(Hold { until: Some(u), .. }) => expiry.map(|e| e.max(u)),
@@ -181,6 +187,25 @@ pub(crate) fn slot_expiry(
         // and their keys sit under the open-ended KEK (see `slot_epoch`) so no epoch can take them.
         _ => expiry,
     }
+}
+
+/// The event a live slot's retention period still waits for: the rule is `<period> after <event>`
+/// on an event the shop records, and none has been recorded since the key was made (events before
+/// it do not count, as in [`slot_expiry`]), so the period has not started. `None` otherwise:
+/// `until <event>` rules are left out because their event ends data meant to be kept until then (a
+/// consent until withdrawn), so its absence is the normal case. The ceiling is left out too: this
+/// finds anchors the shop may have forgotten to record, whether or not a ceiling bounds the data.
+pub(crate) fn awaited_anchor<'a>(
+    schema: &'a Schema,
+    entry: &SubjectEntry,
+    purpose: &str,
+    since: i64,
+) -> Option<&'a str> {
+    let crate::schema::Retention::After { event, .. } = &schema.purpose(purpose)?.retention else {
+        return None;
+    };
+    let recorded = entry.events.get(event).is_some_and(|&t| t >= since);
+    (!crate::schema::Retention::is_builtin_event(event) && !recorded).then_some(event.as_str())
 }
 
 impl Hold {
@@ -367,10 +392,10 @@ impl Vault {
         Ok(report)
     }
 
-    /// The purposes whose retention rule names `event`, split by whether an event at `at` (for
-    /// `record`, or for the subject) counts for them: it does for a live data key of the same
-    /// scope no newer than `at`; it does not for a newer one (`slot_expiry` ignores it), nor for a
-    /// purpose without a live data key (later data is newer), nor for one of the other scope.
+    /// The purposes whose retention rule or ceiling names `event`, split by whether an event at
+    /// `at` (for `record`, or for the subject) counts for them: it does for a live data key of the
+    /// same scope no newer than `at`; it does not for a newer one (`slot_expiry` ignores it), nor
+    /// for a purpose without a live data key (later data is newer), nor for one of the other scope.
     pub(crate) fn event_purposes(
         &self,
         entry: &SubjectEntry,
@@ -378,12 +403,14 @@ impl Vault {
         event: &str,
         at: i64,
     ) -> EventReport {
-        use crate::schema::{Retention, Scope};
+        use crate::schema::Scope;
         let schema = self.active_schema();
         let mut r = EventReport::default();
         for p in schema.schema.purposes() {
-            let names_it = matches!(&p.retention,
-                Retention::UntilEvent { event: e } | Retention::After { event: e, .. } if e == event);
+            let names_it = [Some(&p.retention), p.at_most.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|r| r.event() == Some(event));
             if !names_it {
                 continue;
             }

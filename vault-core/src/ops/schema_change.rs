@@ -36,7 +36,7 @@ pub struct SchemaChangeReport {
     pub added_purposes: Vec<String>,
     /// Purposes removed (none of them in use).
     pub removed_purposes: Vec<String>,
-    /// Purposes whose description, legal basis, recipients or retention changed.
+    /// Purposes whose description, legal basis, recipients, retention or ceiling changed.
     pub changed_purposes: Vec<String>,
     /// Record types added.
     pub added_types: Vec<String>,
@@ -48,11 +48,12 @@ pub struct SchemaChangeReport {
     pub removed_fields: Vec<String>,
     /// Fields whose definition changed, as `type.field`.
     pub changed_fields: Vec<String>,
-    /// Subjects whose stored expiries were recomputed because a retention period changed.
+    /// Subjects whose stored expiries were recomputed because a retention rule or ceiling changed.
     pub recomputed_subjects: u64,
     /// Things the operator must know or do (never a value).
     pub warnings: Vec<String>,
-    /// Whether a purpose's retention changed (its stored expiries are recomputed on apply).
+    /// Whether a purpose's retention or ceiling changed (its stored expiries are recomputed on
+    /// apply).
     #[serde(skip)]
     retention_changed: bool,
 }
@@ -241,10 +242,17 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
                     });
                 }
                 r.changed_purposes.push(p.name.clone());
-                if np.retention != p.retention && u.purposes.contains(&p.name) {
+                // A ceiling takes part in every expiry just as the rule does (`slot_expiry`).
+                let what = match (np.retention != p.retention, np.at_most != p.at_most) {
+                    (true, true) => "retention and ceiling (at_most)",
+                    (true, false) => "retention",
+                    (false, true) => "ceiling (at_most)",
+                    (false, false) => "",
+                };
+                if !what.is_empty() && u.purposes.contains(&p.name) {
                     r.retention_changed = true;
                     r.warnings.push(format!(
-                        "purpose `{}`: retention changed; the stored expiries of every subject \
+                        "purpose `{}`: {what} changed; the stored expiries of every subject \
                          are recomputed when the schema is applied",
                         p.name
                     ));
@@ -351,6 +359,12 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
     }
     let before = old.index_warnings();
     for w in new.index_warnings() {
+        if !before.contains(&w) {
+            r.warnings.push(w.to_string());
+        }
+    }
+    let before = old.ceiling_warnings();
+    for w in new.ceiling_warnings() {
         if !before.contains(&w) {
             r.warnings.push(w.to_string());
         }
@@ -599,6 +613,91 @@ mod tests {
         assert_eq!(r.recomputed_subjects, 0);
         assert!(
             r.warnings.iter().any(|w| w.contains("rotate index")),
+            "{:?}",
+            r.warnings
+        );
+    }
+
+    /// The web-shop schema as it was before ceilings: no `at_most` lines.
+    fn without_ceilings(text: String) -> String {
+        text.lines()
+            .filter(|l| !l.starts_with("at_most"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// A vault made under a schema without ceilings gets them from a schema change: the stored
+    /// expiries of existing subjects are recomputed at once, and a ceiling-less open-ended purpose
+    /// the new schema adds is warned about.
+    #[test]
+    fn adding_or_changing_a_ceiling_recomputes_stored_expiries() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = webshop_v(1, without_ceilings);
+        assert!(old.purposes().all(|p| p.at_most.is_none()));
+        assert_eq!(old.ceiling_warnings().len(), 4);
+        let v = Vault::create(&VaultPaths::in_dir(dir.path()), &creds(), old, options()).unwrap();
+        let s = store_customer(&v);
+        let created = v.load_subject(&s).unwrap().unwrap().created_at;
+        let expiry = |v: &Vault| match v.load_subject(&s).unwrap().unwrap().slots.get("account") {
+            Some(crate::format::subject::Slot::Live { expires, .. }) => *expires,
+            _ => panic!("account slot is live"),
+        };
+        assert_eq!(expiry(&v), None, "no order, no ceiling: kept forever");
+
+        let r = v.apply_schema(webshop_v(2, |t| t), &req()).unwrap();
+        assert_eq!(
+            r.changed_purposes,
+            ["account", "invoicing", "marketing", "shipping"]
+        );
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("account") && w.contains("ceiling")),
+            "{:?}",
+            r.warnings
+        );
+        assert_eq!(r.recomputed_subjects, 1);
+        let years = |n| crate::schema::Period {
+            years: n,
+            months: 0,
+            days: 0,
+        };
+        assert_eq!(
+            expiry(&v),
+            Some(crate::keys::retention::add_period(created, &years(5)))
+        );
+
+        let lower = webshop_v(3, |t| {
+            t.replacen(
+                "at_most = \"5y after created\"",
+                "at_most = \"3y after created\"",
+                1,
+            )
+        });
+        let r = v.apply_schema(lower, &req()).unwrap();
+        assert_eq!(r.changed_purposes, ["account"]);
+        assert_eq!(r.recomputed_subjects, 1);
+        assert_eq!(
+            expiry(&v),
+            Some(crate::keys::retention::add_period(created, &years(3)))
+        );
+
+        // A new purpose that can keep data forever is named in the report.
+        let open = webshop_v(4, |t| {
+            let t = t.replacen(
+                "at_most = \"5y after created\"",
+                "at_most = \"3y after created\"",
+                1,
+            );
+            t + "\n[purposes.reviews]\ndescription = \"Product reviews\"\n\
+                 legal_basis = \"consent\"\nretention = \"until review_deleted\"\n"
+        });
+        let r = v.check_schema_change(&open).unwrap();
+        assert_eq!(r.recomputed_subjects, 0);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("`reviews` has no ceiling")),
             "{:?}",
             r.warnings
         );

@@ -1,10 +1,14 @@
-//! Vault statistics for `kluis status`: counts by scanning (metadata only, nothing is decrypted).
+//! Vault statistics for `kluis status`: counts by scanning (metadata only, nothing is decrypted),
+//! and the data still waiting for the anchor event of its retention rule.
 
 use std::collections::BTreeMap;
 
 use crate::error::StorageError;
 use crate::format::subject::{Slot, SubjectId, SUBJECT_ID_LEN};
 use crate::keys::keystore::KekState;
+use crate::keys::retention::add_period;
+use crate::ops::lifecycle::awaited_anchor;
+use crate::schema::Period;
 use crate::storage::store::Table;
 use crate::vault::Vault;
 
@@ -60,7 +64,106 @@ impl ExpirePreview {
     }
 }
 
+/// Most subject ids a [`WaitingReport`] keeps per purpose.
+pub const MAX_WAITING_SAMPLE: usize = 1000;
+
+/// Live data whose retention period still waits for its anchor event long after the data was
+/// written ([`Vault::waiting_for_anchor`]): a customer who never ordered, an invoice never marked
+/// `invoiced`. Often an event the shop forgot to record; without a ceiling such data is kept
+/// forever. Counts and subject ids only, never a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WaitingReport {
+    /// The threshold asked for: only data keys made longer ago than this count (e.g. `1y`).
+    pub longer_than: String,
+    /// When the report was made (Unix seconds, the vault's clock).
+    pub now: i64,
+    /// Per purpose with waiting data, by name.
+    pub purposes: BTreeMap<String, WaitingPurpose>,
+}
+
+impl WaitingReport {
+    /// Total (subject, purpose) pairs waiting.
+    pub fn total(&self) -> u64 {
+        self.purposes.values().map(|p| p.count).sum()
+    }
+}
+
+/// The waiting data of one purpose in a [`WaitingReport`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WaitingPurpose {
+    /// The event its retention rule waits for.
+    pub event: String,
+    /// Live (subject, purpose) data keys waiting.
+    pub count: u64,
+    /// Of those, how many have no expiry at all (no ceiling, or the ceiling's event is not
+    /// recorded either): kept until the subject is forgotten.
+    pub without_expiry: u64,
+    /// When the longest-waiting data key was made (Unix seconds).
+    pub oldest: i64,
+    /// The first of their subject ids, in id order (at most the sample size asked for).
+    pub sample: Vec<SubjectId>,
+}
+
 impl Vault {
+    /// Finds live data whose retention rule still waits for its anchor event (none recorded since
+    /// the data key was made) and whose data key was made longer than `longer_than` ago: counts
+    /// per purpose and up to `sample` subject ids each (capped at [`MAX_WAITING_SAMPLE`]). Only
+    /// `<period> after <event>` rules on events the shop records can wait: `none` and built-in
+    /// events never do, and an `until <event>` rule's event is one whose absence is normal (a
+    /// consent not withdrawn). Read-only; one scan of the subject table.
+    pub fn waiting_for_anchor(
+        &self,
+        longer_than: &Period,
+        sample: usize,
+    ) -> Result<WaitingReport, StorageError> {
+        let now = self.now();
+        let sample = sample.min(MAX_WAITING_SAMPLE);
+        let schema = self.active_schema();
+        let mut r = WaitingReport {
+            longer_than: longer_than.to_string(),
+            now,
+            purposes: BTreeMap::new(),
+        };
+        self.scan_all(Table::Subject, &mut |k| {
+            let Ok(b) = <[u8; SUBJECT_ID_LEN]>::try_from(k) else {
+                return Ok(());
+            };
+            let s = SubjectId::from_bytes(b);
+            let Some(e) = self.load_subject(&s)? else {
+                return Ok(());
+            };
+            for (purpose, slot) in &e.slots {
+                let Slot::Live { since, expires, .. } = slot else {
+                    continue;
+                };
+                if add_period(*since, longer_than) >= now {
+                    continue;
+                }
+                let Some(event) = awaited_anchor(&schema.schema, &e, purpose, *since) else {
+                    continue;
+                };
+                let w = r
+                    .purposes
+                    .entry(purpose.clone())
+                    .or_insert_with(|| WaitingPurpose {
+                        event: event.to_owned(),
+                        count: 0,
+                        without_expiry: 0,
+                        oldest: *since,
+                        sample: Vec::new(),
+                    });
+                w.count += 1;
+                w.without_expiry += u64::from(expires.is_none());
+                w.oldest = w.oldest.min(*since);
+                if w.sample.len() < sample {
+                    w.sample.push(s);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(r)
+    }
+
     /// Previews [`Vault::expire`] at `now`: which (subject, purpose) pairs are due, per purpose, and
     /// how many are held. Read-only. (Epoch-KEK destruction is not previewed.)
     pub fn expire_preview(&self, now: i64) -> Result<ExpirePreview, StorageError> {

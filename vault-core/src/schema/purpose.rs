@@ -92,6 +92,10 @@ pub struct Purpose {
     pub recipients: Vec<String>,
     /// How long data collected for this purpose is kept.
     pub retention: Retention,
+    /// The ceiling (`at_most`): data is shredded when it ends even if `retention` has not, so a
+    /// rule whose event never comes cannot keep data forever. `None`: no ceiling declared. Never
+    /// `Retention::None`, and never anchored on `last_update` (the schema refuses both).
+    pub at_most: Option<Retention>,
     /// Whose data one data key of this purpose covers: the whole customer's, or one record's.
     pub scope: Scope,
 }

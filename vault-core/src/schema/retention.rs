@@ -181,6 +181,13 @@ impl Retention {
     pub fn is_builtin_event(event: &str) -> bool {
         BUILTIN_EVENTS.contains(&event)
     }
+
+    /// True when data under this clause can be kept forever without anyone deciding so: `none`,
+    /// or a clause waiting for an event the shop records (which it may never do). A clause on a
+    /// built-in event always has an end, because kluis knows those times itself.
+    pub fn is_open_ended(&self) -> bool {
+        self.event().is_none_or(|e| !Self::is_builtin_event(e))
+    }
 }
 
 impl fmt::Display for Retention {
@@ -333,6 +340,22 @@ mod tests {
         assert_eq!(r.period(), Some(p(1, 6, 0)));
         assert!(Retention::is_builtin_event("created"));
         assert!(!Retention::is_builtin_event("delivered"));
+    }
+
+    #[test]
+    fn open_ended_clauses() {
+        for (text, open) in [
+            ("none", true),
+            ("until consent_withdrawn", true),
+            ("2y after last_order", true),
+            ("7y after invoiced", true),
+            ("5y after created", false),
+            ("2w after last_update", false),
+            ("until created", false),
+        ] {
+            let r: Retention = text.parse().unwrap();
+            assert_eq!(r.is_open_ended(), open, "{text}");
+        }
     }
 
     #[test]

@@ -98,9 +98,20 @@ fn parses_webshop_example() {
     assert_eq!(retention("shipping"), "30d after delivered");
     assert_eq!(retention("marketing"), "until consent_withdrawn");
     assert_eq!(retention("invoicing"), "7y after invoiced");
+    let ceiling = |p: &str| s.purpose(p).unwrap().at_most.as_ref().unwrap().to_string();
+    assert_eq!(ceiling("account"), "5y after created");
+    assert_eq!(ceiling("shipping"), "1y after created");
+    assert_eq!(ceiling("marketing"), "2y after last_order");
+    assert_eq!(ceiling("invoicing"), "10y after created");
     assert_eq!(
         s.events().into_iter().collect::<Vec<_>>(),
-        ["consent_withdrawn", "delivered", "invoiced", "last_order"]
+        [
+            "consent_withdrawn",
+            "created",
+            "delivered",
+            "invoiced",
+            "last_order"
+        ]
     );
 
     let customer = s.record_type("customer").unwrap();
@@ -380,4 +391,127 @@ fn errors_display() {
     };
     assert_eq!(e.to_string(), "field `t.f`: bad");
     assert!(SchemaError::InvalidVersion.to_string().contains("version"));
+}
+
+#[test]
+fn ceilings_parse_and_old_schemas_have_none() {
+    let s = Schema::from_toml(MINIMAL).unwrap();
+    assert_eq!(s.purpose("shipping").unwrap().at_most, None);
+    let text = variant(
+        "retention = \"30d after delivered\"",
+        "retention = \"30d after delivered\"\nat_most = \"1y after ordered\"",
+    );
+    let s = Schema::from_toml(&text).unwrap();
+    let p = s.purpose("shipping").unwrap();
+    assert_eq!(
+        p.at_most,
+        Some(Retention::After {
+            period: Period {
+                years: 1,
+                months: 0,
+                days: 0
+            },
+            event: "ordered".into()
+        })
+    );
+    assert_eq!(
+        s.events().into_iter().collect::<Vec<_>>(),
+        ["delivered", "ordered"],
+        "a ceiling's event is an event of the schema"
+    );
+    let s = Schema::from_toml(&text.replace("1y after ordered", "until contract_ended")).unwrap();
+    assert_eq!(
+        s.purpose("shipping")
+            .unwrap()
+            .at_most
+            .as_ref()
+            .map(ToString::to_string),
+        Some("until contract_ended".to_owned())
+    );
+}
+
+#[test]
+fn ceiling_errors() {
+    for (bad, why) in [
+        ("none", "`none` is no ceiling"),
+        ("1y after last_update", "cannot run from `last_update`"),
+        ("until last_update", "cannot run from `last_update`"),
+        ("forever", "expected `none`"),
+        ("0d after created", "zero"),
+        ("1y after Created", "invalid event name"),
+    ] {
+        let e = err(&variant(
+            "retention = \"30d after delivered\"",
+            &format!("retention = \"30d after delivered\"\nat_most = \"{bad}\""),
+        ));
+        assert!(
+            matches!(&e, SchemaError::InvalidCeiling { purpose, reason }
+                if purpose == "shipping" && reason.contains(why)),
+            "{bad}: {e:?}"
+        );
+        assert!(
+            e.to_string().starts_with("purpose `shipping`: at_most: "),
+            "{e}"
+        );
+    }
+    let e = err(&variant(
+        "retention = \"30d after delivered\"",
+        "retention = \"30d after delivered\"\nat_most = 5",
+    ));
+    assert!(matches!(e, SchemaError::Toml { .. }), "{e:?}");
+}
+
+/// Every kind of purpose, each with and without a ceiling: the warning names exactly the
+/// ceiling-less purposes whose retention can wait forever.
+#[test]
+fn ceiling_warnings_name_exactly_the_unbounded_purposes() {
+    let rules = [
+        ("none", true),
+        ("until consent_withdrawn", true),
+        ("2y after last_order", true),
+        ("7y after invoiced", true),
+        ("6mo after created", false),
+        ("2w after last_update", false),
+    ];
+    let mut text = String::from("version = 1\n");
+    for (i, (rule, _)) in rules.iter().enumerate() {
+        for ceiling in [None, Some("5y after created")] {
+            let name = format!("p{i}_{}", if ceiling.is_some() { "capped" } else { "open" });
+            text += &format!(
+                "[purposes.{name}]\ndescription = \"d\"\nlegal_basis = \"contract\"\n\
+                 retention = \"{rule}\"\n"
+            );
+            if let Some(c) = ceiling {
+                text += &format!("at_most = \"{c}\"\n");
+            }
+        }
+    }
+    let s = Schema::from_toml(&text).unwrap();
+    let warned: Vec<String> = s
+        .ceiling_warnings()
+        .into_iter()
+        .map(|w| w.purpose)
+        .collect();
+    let want: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, open))| *open)
+        .map(|(i, _)| format!("p{i}_open"))
+        .collect();
+    assert_eq!(warned, want);
+
+    let w = &s.ceiling_warnings()[2];
+    assert_eq!(w.retention, "2y after last_order");
+    assert_eq!(w.waits_for.as_deref(), Some("last_order"));
+    let text = w.to_string();
+    assert!(text.contains("p2_open") && text.contains("last_order") && text.contains("at_most"));
+    assert_eq!(s.ceiling_warnings()[0].waits_for, None);
+    assert!(s.ceiling_warnings()[0].to_string().contains("forgotten"));
+}
+
+#[test]
+fn webshop_example_bounds_every_purpose() {
+    let s = Schema::from_toml(WEBSHOP).unwrap();
+    assert_eq!(s.ceiling_warnings(), vec![]);
+    assert!(s.purposes().all(|p| p.at_most.is_some()));
 }
