@@ -6,8 +6,16 @@
 //! expiry rows, unique values it claims and audit entries — until `commit` turns them into **one**
 //! `WriteBatch`, applied once and waited on once (one fsync in the durable modes). Dropping it
 //! (the closure of [`Vault::transaction`] returning `Err` or panicking, or a [`Vault::begin`]
-//! never committed) writes nothing and caches no key. `put`, `update`, `delete` and
-//! `create_subject_with` are one-operation transactions through the same code.
+//! never committed) writes none of its changes and caches no key. (One repair may already have
+//! been committed when the subject entry was first read: slots under a destroyed KEK recorded as
+//! shredded, as every path that loads an entry to change it does; running it twice is harmless.)
+//! `put`, `update`, `delete` and `create_subject_with` are one-operation transactions through the
+//! same code.
+//!
+//! **One open transaction per thread, and no other `Vault` call inside it.** It holds its
+//! subject's stripe lock until it ends; a second `begin` (or any other call that locks a subject)
+//! on the same thread may need a stripe it or another thread holds, in an order no one else takes
+//! them, and deadlock.
 //!
 //! **Unique fields** (`index = "unique"`): an operation that gives the subject a value it does not
 //! already hold in storage records a *claim*; `commit` checks every claim against the blind index
