@@ -1081,7 +1081,9 @@ mod tests {
         assert!(md.contains("| Purpose | Legal basis | Data | Recipients | Retention |"));
         assert!(md.contains("legal obligation (Art. 6(1)(c))"));
         assert!(md.contains("PostNL (processor), DHL Parcel (processor)"));
-        assert!(md.contains("30 days after delivered, counted per record; at most 1 year after creation"));
+        assert!(md.contains(
+            "30 days after delivered, counted per record; at most 1 year after creation"
+        ));
         assert!(md.contains("until consent withdrawn; at most 2 years after last order"));
         assert!(md.contains("2 years after last order; at most 5 years after creation"));
         assert!(md.contains("### invoice"));

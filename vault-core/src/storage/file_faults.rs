@@ -42,40 +42,63 @@ pub struct KeyStoreFault {
     pub crash: bool,
 }
 
-#[derive(Default)]
-struct ThreadPlan {
-    fault: Option<KeyStoreFault>,
-    writes: u64,
+/// One thread's plan for one kind of write: the interruption armed, how many writes it has
+/// counted, and whether it fired.
+struct Plan<F> {
+    fault: Option<F>,
+    count: u64,
     fired: bool,
 }
 
+impl<F> Default for Plan<F> {
+    fn default() -> Self {
+        Plan {
+            fault: None,
+            count: 0,
+            fired: false,
+        }
+    }
+}
+
+type PlanCell<F> = std::thread::LocalKey<RefCell<Plan<F>>>;
+
+/// Arms `fault` in `plan` (the thread comes back to life, the counter restarts).
+fn arm<F: 'static>(plan: &'static PlanCell<F>, fault: F) {
+    DEAD.with(|d| d.set(false));
+    plan.with(|p| {
+        *p.borrow_mut() = Plan {
+            fault: Some(fault),
+            ..Plan::default()
+        }
+    });
+}
+
+/// Clears `plan` (the thread comes back to life, the counter restarts).
+fn disarm<F: 'static>(plan: &'static PlanCell<F>) {
+    DEAD.with(|d| d.set(false));
+    plan.with(|p| *p.borrow_mut() = Plan::default());
+}
+
 thread_local! {
-    static KEY_STORE_PLAN: RefCell<ThreadPlan> = RefCell::new(ThreadPlan::default());
-    static LEDGER_PLAN: RefCell<LedgerPlan> = RefCell::new(LedgerPlan::default());
+    static KEY_STORE_PLAN: RefCell<Plan<KeyStoreFault>> = RefCell::new(Plan::default());
+    static LEDGER_PLAN: RefCell<Plan<LedgerFault>> = RefCell::new(Plan::default());
     /// An injected crash happened on this thread: the "process" is gone.
     static DEAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Interrupts a key-store write on this thread (resets the write counter).
 pub fn arm_key_store(fault: KeyStoreFault) {
-    DEAD.with(|d| d.set(false));
-    KEY_STORE_PLAN.with(|p| {
-        *p.borrow_mut() = ThreadPlan {
-            fault: Some(fault),
-            ..ThreadPlan::default()
-        }
-    });
+    arm(&KEY_STORE_PLAN, fault);
 }
 
 /// Stops interrupting key-store writes on this thread (resets the write counter).
 pub fn disarm_key_store() {
-    DEAD.with(|d| d.set(false));
-    KEY_STORE_PLAN.with(|p| *p.borrow_mut() = ThreadPlan::default());
+    disarm(&KEY_STORE_PLAN);
 }
 
 /// Key-store writes started on this thread since the last arm/disarm.
 pub fn key_store_writes() -> u64 {
-    KEY_STORE_PLAN.with(|p| p.borrow().writes)
+    KEY_STORE_PLAN.with(|p| p.borrow().count)
 }
 
 /// Whether the armed key-store interruption fired.
@@ -94,7 +117,7 @@ pub(crate) enum Injected {
 /// Called by `fsutil::atomic_write` at the start of a write. `true`: an earlier interruption was a
 /// crash, so this "dead process" writes nothing at all.
 pub(crate) fn key_store_write_started() -> bool {
-    KEY_STORE_PLAN.with(|p| p.borrow_mut().writes += 1);
+    KEY_STORE_PLAN.with(|p| p.borrow_mut().count += 1);
     DEAD.with(|d| d.get())
 }
 
@@ -103,7 +126,7 @@ pub(crate) fn key_store_step(step: KeyStoreStep) -> Option<Injected> {
     KEY_STORE_PLAN.with(|p| {
         let mut p = p.borrow_mut();
         let f = p.fault?;
-        if p.fired || f.nth_write != p.writes || f.step != step {
+        if p.fired || f.nth_write != p.count || f.step != step {
             return None;
         }
         p.fired = true;
@@ -143,33 +166,19 @@ pub struct LedgerFault {
     pub crash: bool,
 }
 
-#[derive(Default)]
-struct LedgerPlan {
-    fault: Option<LedgerFault>,
-    appends: u64,
-    fired: bool,
-}
-
 /// Interrupts a ledger append on this thread (resets the append counter).
 pub fn arm_ledger(fault: LedgerFault) {
-    DEAD.with(|d| d.set(false));
-    LEDGER_PLAN.with(|p| {
-        *p.borrow_mut() = LedgerPlan {
-            fault: Some(fault),
-            ..LedgerPlan::default()
-        }
-    });
+    arm(&LEDGER_PLAN, fault);
 }
 
 /// Stops interrupting ledger appends on this thread (resets the append counter).
 pub fn disarm_ledger() {
-    DEAD.with(|d| d.set(false));
-    LEDGER_PLAN.with(|p| *p.borrow_mut() = LedgerPlan::default());
+    disarm(&LEDGER_PLAN);
 }
 
 /// Ledger appends flushed by this thread since the last arm/disarm.
 pub fn ledger_appends() -> u64 {
-    LEDGER_PLAN.with(|p| p.borrow().appends)
+    LEDGER_PLAN.with(|p| p.borrow().count)
 }
 
 /// Whether the armed ledger interruption fired.
@@ -180,7 +189,7 @@ pub fn ledger_fault_fired() -> bool {
 /// Called by the ledger before it writes an append. `true`: an earlier interruption on this
 /// thread was a crash, so this "dead process" writes nothing.
 pub(crate) fn ledger_append_started() -> bool {
-    LEDGER_PLAN.with(|p| p.borrow_mut().appends += 1);
+    LEDGER_PLAN.with(|p| p.borrow_mut().count += 1);
     DEAD.with(|d| d.get())
 }
 
@@ -189,7 +198,7 @@ pub(crate) fn ledger_step(step: LedgerStep) -> Option<Injected> {
     LEDGER_PLAN.with(|p| {
         let mut p = p.borrow_mut();
         let f = p.fault?;
-        if p.fired || f.nth_append != p.appends || f.step != step {
+        if p.fired || f.nth_append != p.count || f.step != step {
             return None;
         }
         p.fired = true;
