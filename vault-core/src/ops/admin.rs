@@ -26,7 +26,7 @@ use crate::keys::credentials::{Credentials, KdfParams};
 use crate::ops::lifecycle::Request;
 use crate::storage::index;
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
-use crate::storage::store::{Table, WriteBatch};
+use crate::storage::store::{scan, Table, WriteBatch};
 use crate::vault::Vault;
 
 /// Subject entries examined per storage scan.
@@ -74,28 +74,15 @@ fn record_type_of(rkey: &[u8]) -> Option<String> {
 }
 
 impl Vault {
-    /// Every subject id, in storage order, in chunks; `f` is called for each.
+    /// Every subject id, in storage order (read a page at a time); `f` is called for each.
     fn for_each_subject(
         &self,
         f: &mut dyn FnMut(&SubjectId) -> Result<(), AdminError>,
     ) -> Result<(), AdminError> {
-        let mut from: Vec<u8> = Vec::new();
-        let end = [0xFFu8; SUBJECT_ID_LEN + 1];
-        loop {
-            let rows = self
-                .data
-                .store
-                .scan_range(Table::Subject, &from, &end, SCAN)?;
-            let Some((last, _)) = rows.last() else { break };
-            from = last.clone();
-            from.push(0);
-            for (k, _) in &rows {
-                if let Ok(sb) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) {
-                    f(&SubjectId::from_bytes(sb))?;
-                }
-            }
-            if rows.len() < SCAN {
-                break;
+        for row in scan(&*self.data.store, Table::Subject, &[]) {
+            let (k, _) = row?;
+            if let Ok(sb) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) {
+                f(&SubjectId::from_bytes(sb))?;
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ use crate::format::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
 use crate::keys::keystore::KekState;
 use crate::ops::lifecycle::Request;
 use crate::storage::locks::RwUnpoisoned;
-use crate::storage::store::{Table, WriteBatch};
+use crate::storage::store::{scan, Table, WriteBatch};
 use crate::vault::Vault;
 
 /// Subject entries examined per storage scan.
@@ -62,30 +62,24 @@ impl Vault {
         // scan below sees every key they stored under it.
         self.keys.pins.wait_drained(id);
         let mut rewrapped = 0u64;
-        let mut from: Vec<u8> = Vec::new();
-        let end = [0xFFu8; SUBJECT_ID_LEN + 1];
-        loop {
-            let rows = self
-                .data
-                .store
-                .scan_range(Table::Subject, &from, &end, SCAN)?;
-            let Some((last, _)) = rows.last() else { break };
-            from = last.clone();
-            from.push(0);
-            for (k, _) in &rows {
-                let Ok(sb) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) else {
-                    continue;
-                };
-                rewrapped += self.rewrap_subject(&SubjectId::from_bytes(sb), id)?;
-            }
-            // One sync per chunk, not per subject: the KEK is durably marked retiring, so a crash
-            // that loses some rewraps only means the rerun rewraps them again.
-            self.wait_durable()?;
-            progress(rewrapped);
-            if rows.len() < SCAN {
-                break;
+        let mut in_chunk = 0;
+        for row in scan(&*self.data.store, Table::Subject, &[]) {
+            let (k, _) = row?;
+            let Ok(sb) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) else {
+                continue;
+            };
+            rewrapped += self.rewrap_subject(&SubjectId::from_bytes(sb), id)?;
+            in_chunk += 1;
+            if in_chunk == SCAN {
+                // One sync per chunk, not per subject: the KEK is durably marked retiring, so a
+                // crash that loses some rewraps only means the rerun rewraps them again.
+                self.wait_durable()?;
+                progress(rewrapped);
+                in_chunk = 0;
             }
         }
+        self.wait_durable()?;
+        progress(rewrapped);
         let now = self.now();
         self.destroy_kek(id, now)?;
         let audit = AuditEntry::new(AuditOp::RetireKek, now, &req.actor)
