@@ -50,17 +50,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// The layers, lowest first; a module uses only its own layer and those below it (checked by
-// `cargo test -p kluis-tests layers`; ARCHITECTURE.md, "Code map").
+// The layers (the number after each module): a module uses only its own layer and those below
+// it (checked by `cargo test -p kluis-tests layers`; ARCHITECTURE.md, "Code map").
 pub mod clock; // 0: time
 pub mod crypto; // 2: AEAD, MAC, KDF, secrets, labels
 pub mod error; // 1: every error type
 mod format; // 3: codecs, envelopes, AADs, subject entries, audit entries
 mod keys; // 5: credentials, key store, KEKs, epochs, ledger
-mod ops; // 6: operations on a vault (records, lifecycle, admin, export, ...)
+mod ops; // 7: operations on a vault (records, lifecycle, admin, export, ...)
 pub mod schema; // 0: the schema (purposes, record types, retention rules)
 mod storage; // 4: the engine, tables, durability, files
-pub mod vault; // 7: the facade: opening, creating, the shared state
+pub mod vault; // 6: the `Vault` state, opening and creating
 
 #[cfg(feature = "danger-fault-injection")]
 pub mod danger_faults;

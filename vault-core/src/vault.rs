@@ -503,7 +503,7 @@ impl Vault {
         paths: &VaultPaths,
         creds: &Credentials,
         options: VaultOptions,
-        req: &crate::ops::lifecycle::Request,
+        req: &crate::format::audit::Request,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
         Self::open_checked(paths, creds, options, Some(req))
     }
@@ -512,7 +512,7 @@ impl Vault {
         paths: &VaultPaths,
         creds: &Credentials,
         options: VaultOptions,
-        accept: Option<&crate::ops::lifecycle::Request>,
+        accept: Option<&crate::format::audit::Request>,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
         if !paths.data_dir.join("db").is_file() {
             return Err(OpenError::NotAVault {
@@ -631,7 +631,7 @@ impl Vault {
         &self,
         r: crate::error::Rollback,
         stored_schema: u32,
-        req: &crate::ops::lifecycle::Request,
+        req: &crate::format::audit::Request,
     ) -> Result<(), OpenError> {
         if !self.keys.ledger.has_file() {
             // The ledger was lost (or another vault's is in its place): a new one, later than any
@@ -778,10 +778,8 @@ impl Vault {
         }
         // A new index root, not only new tags: the old root-keyed rows in every backup and old
         // log segment must become untestable with this key store too.
-        let req = crate::ops::lifecycle::Request::new(
-            "kluis",
-            "blind index upgraded to per-KEK tag keys",
-        );
+        let req =
+            crate::format::audit::Request::new("kluis", "blind index upgraded to per-KEK tag keys");
         let n = self.rotate_index(&req, &mut |_| {}).map_err(|e| match e {
             crate::error::AdminError::Storage(e) => OpenError::Storage(e),
             crate::error::AdminError::Rng(e) => OpenError::Rng(e),

@@ -314,6 +314,25 @@ pub enum AuditProblem {
     },
 }
 
+/// Who asks, and why: recorded in the audit log (never a field value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Who (an admin, a DPO, a cron job).
+    pub actor: String,
+    /// Why (a ticket number, "Art. 17 request", "retention").
+    pub reason: String,
+}
+
+impl Request {
+    /// A request by `actor` for `reason`.
+    pub fn new(actor: &str, reason: &str) -> Self {
+        Request {
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

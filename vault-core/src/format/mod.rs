@@ -9,4 +9,5 @@ pub(crate) mod aad;
 pub mod audit;
 pub(crate) mod codec;
 pub mod record;
+pub mod record_key;
 pub mod subject;

@@ -318,6 +318,10 @@ impl Envelope {
     }
 }
 
+/// Records a transaction rewrites, by storage key: the envelope it will write (`None`: it
+/// deletes the record).
+pub(crate) type Rewrites = std::collections::BTreeMap<Vec<u8>, Option<Envelope>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

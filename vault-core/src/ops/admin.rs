@@ -62,9 +62,7 @@ pub struct BackupReport {
     pub bytes: u64,
 }
 
-/// Records a transaction rewrites, by storage key: the envelope it will write (`None`: it
-/// deletes the record).
-pub(crate) type Rewrites = BTreeMap<Vec<u8>, Option<Envelope>>;
+pub(crate) use crate::format::record::Rewrites;
 
 /// Record type of a record storage key (subject ‖ type length ‖ type ‖ label).
 fn record_type_of(rkey: &[u8]) -> Option<String> {

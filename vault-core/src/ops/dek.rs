@@ -262,7 +262,7 @@ impl Vault {
             if let Some(t) = *expires {
                 batch.delete(
                     Table::Expiry,
-                    crate::ops::lifecycle::expiry_key(t, s, purpose),
+                    crate::storage::expiry::expiry_key(t, s, purpose),
                 );
             }
             *slot = Slot::Shredded {

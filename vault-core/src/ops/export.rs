@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 use zeroize::Zeroize;
 
 use crate::error::ReadError;
+use crate::format::record_key::RecordKey;
 use crate::format::subject::{slot_name, ShredReason, Slot, SubjectEntry, SubjectId};
-use crate::ops::records::RecordKey;
 use crate::schema::{Period, Purpose, Retention, Schema, Scope};
 use crate::vault::Vault;
 
@@ -679,10 +679,10 @@ mod tests {
     use super::*;
     use crate::clock::MockClock;
     use crate::format::record::Record;
+    use crate::format::record_key::RecordKey;
     use crate::keys::credentials::{Credentials, KdfParams};
     use crate::keys::retention::{add_period, DAY};
     use crate::ops::lifecycle::Request;
-    use crate::ops::records::RecordKey;
     use crate::storage::durability::Durability;
     use crate::vault::{VaultOptions, VaultPaths};
 

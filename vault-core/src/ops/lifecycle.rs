@@ -7,18 +7,21 @@
 //! the sealed fields from the records and appends the audit entry. A crash between the two is
 //! repaired on the next open, which re-applies the ledger.
 
+pub use crate::format::audit::Request;
+pub(crate) use crate::storage::expiry::expiry_key;
+use crate::storage::expiry::{parse_expiry_key, sortable};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::crypto::Sealer;
 use crate::error::{LifecycleError, StorageError, WriteError};
 use crate::format::audit::{AuditEntry, AuditOp};
 use crate::format::record::Envelope;
+use crate::format::record_key::RecordKey;
 use crate::format::subject::{
     slot_name, Hold, ShredReason, Slot, SubjectEntry, SubjectId, MAX_EVENTS, SUBJECT_ID_LEN,
 };
 use crate::keys::keystore::{Epoch, KekState, LedgerEntry};
 use crate::keys::retention::{self, Anchors};
-use crate::ops::records::RecordKey;
 use crate::schema::{LegalBasis, Schema};
 use crate::storage::index;
 use crate::storage::locks::RwUnpoisoned;
@@ -27,25 +30,6 @@ use crate::vault::{CommitFailure, Vault};
 
 /// How many due (subject, purpose) pairs the sweep handles per ledger append.
 const SWEEP_CHUNK: usize = 256;
-
-/// Who asks, and why: recorded in the audit log (never a field value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// Who (an admin, a DPO, a cron job).
-    pub actor: String,
-    /// Why (a ticket number, "Art. 17 request", "retention").
-    pub reason: String,
-}
-
-impl Request {
-    /// A request by `actor` for `reason`.
-    pub fn new(actor: &str, reason: &str) -> Self {
-        Request {
-            actor: actor.to_owned(),
-            reason: reason.to_owned(),
-        }
-    }
-}
 
 /// What `forget` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -124,26 +108,6 @@ impl ExpireReport {
     pub fn total(&self) -> u64 {
         self.shredded.values().sum()
     }
-}
-
-/// Expiry-index key: expiry as an order-preserving u64 (sign bit flipped, big-endian) ‖ subject ‖ purpose.
-pub(crate) fn expiry_key(at: i64, s: &SubjectId, purpose: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + SUBJECT_ID_LEN + purpose.len());
-    k.extend_from_slice(&sortable(at));
-    k.extend_from_slice(s.as_bytes());
-    k.extend_from_slice(purpose.as_bytes());
-    k
-}
-
-fn sortable(t: i64) -> [u8; 8] {
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn parse_expiry_key(k: &[u8]) -> Option<(i64, SubjectId, String)> {
-    let t = u64::from_be_bytes(k.get(..8)?.try_into().ok()?) ^ (1 << 63);
-    let s: [u8; SUBJECT_ID_LEN] = k.get(8..8 + SUBJECT_ID_LEN)?.try_into().ok()?;
-    let p = String::from_utf8(k.get(8 + SUBJECT_ID_LEN..)?.to_vec()).ok()?;
-    Some((t as i64, SubjectId::from_bytes(s), p))
 }
 
 /// The expiry a live slot should have now: retention rule against anchors recorded since the key was
@@ -245,7 +209,7 @@ impl Vault {
         entry: &mut SubjectEntry,
         batch: &mut WriteBatch,
         sealer: &mut Sealer,
-        current: Option<&mut crate::ops::admin::Rewrites>,
+        current: Option<&mut crate::format::record::Rewrites>,
     ) -> Result<bool, WriteError> {
         let schema = self.active_schema();
         let mut changed = false;
@@ -548,7 +512,7 @@ impl Vault {
                 continue;
             }
             let before = (env.fields.len(), env.tags.len());
-            let Some(record) = crate::ops::records::record_key_of(&rkey) else {
+            let Some(record) = crate::format::record_key::record_key_of(&rkey) else {
                 return Err(StorageError::corrupted(
                     crate::error::Component::Record,
                     "record key does not decode",

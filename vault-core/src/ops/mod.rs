@@ -5,8 +5,9 @@
 //! administration (rotation, backup, rekey), the audit log's reads, export and register, stats
 //! and verification, schema changes.
 //!
-//! May use every lower layer and `vault` (the state these operations are methods of: the one
-//! upward edge left, until the facade holds its state in sub-structures of this layer).
+//! May use every lower layer, `vault` (the state these operations are methods of) included.
+//! `vault.rs` imports nothing from here: it calls the two operations `open` needs (re-applying the
+//! ledger, upgrading the index) as methods.
 
 pub mod admin;
 pub(crate) mod audit_log;

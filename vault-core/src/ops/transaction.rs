@@ -40,17 +40,28 @@ use crate::error::{
 };
 use crate::format::aad::{self, FieldContext};
 use crate::format::audit::{AuditEntry, AuditOp};
+use crate::format::record::Rewrites;
 use crate::format::record::{Envelope, Record, SealedField};
+use crate::format::record_key::RecordKey;
 use crate::format::subject::{slot_name, Slot, SubjectEntry, SubjectId, MAX_EVENTS, MAX_SLOTS};
 use crate::keys::keystore::{KekState, KeyStore};
-use crate::ops::admin::Rewrites;
 use crate::ops::lifecycle::EventReport;
-use crate::ops::records::{IndexProbe, RecordKey, MAX_RECORD_LEN};
 use crate::schema::{FieldDef, RecordError, RecordType};
 use crate::storage::index::{self, Tags, TAG_LEN};
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::storage::store::{Table, WriteBatch};
 use crate::vault::{ActiveSchema, CachedDek, Vault};
+
+/// Largest encoded record (all sealed fields together), in bytes.
+pub const MAX_RECORD_LEN: usize = 4 << 20;
+
+/// One value of an indexed field as the index is searched for it: its tag under each live KEK.
+pub(crate) struct IndexProbe<'a> {
+    pub(crate) rt: &'a RecordType,
+    pub(crate) def: &'a FieldDef,
+    /// (KEK id, the value's tag under that KEK).
+    pub(crate) tags: Vec<(u32, [u8; TAG_LEN])>,
+}
 
 /// How a write treats the stored record: replace it whole, or change the fields named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -682,7 +693,7 @@ impl<'v> Transaction<'v> {
         let sealer = sealer(&mut self.sealer)?;
         let (new, dek) = v.new_dek(&s, slot, generation, expires, sealer, &mut self.batch)?;
         if let Some(t) = expires {
-            let row = crate::ops::lifecycle::expiry_key(t, &s, slot);
+            let row = crate::storage::expiry::expiry_key(t, &s, slot);
             self.batch.put(Table::Expiry, row, Vec::new());
         }
         e.slots.insert(slot.to_owned(), new);

@@ -5,6 +5,7 @@
 //! May use: `format`, `crypto`, `schema`, `error`. Never keys or operations.
 
 pub mod durability;
+pub(crate) mod expiry;
 #[cfg(feature = "danger-fault-injection")]
 pub(crate) mod file_faults;
 pub(crate) mod fsutil;
