@@ -148,6 +148,47 @@ pub struct ShreddedFieldExport {
     pub at: i64,
 }
 
+/// One purpose's row of the register's Markdown table (the ceiling and the scope share the
+/// retention cell, so the table keeps its five columns).
+fn purpose_row(p: &RegisterPurpose) -> String {
+    let data = if p.data.is_empty() {
+        "none".to_owned()
+    } else {
+        p.data
+            .iter()
+            .map(|d| {
+                let fields: Vec<String> = d.fields.iter().map(|f| words(f)).collect();
+                format!("{}: {}", words(&d.record_type), fields.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let recipients = if p.recipients.is_empty() {
+        "none".to_owned()
+    } else {
+        p.recipients.join(", ")
+    };
+    // The ceiling shares the retention cell, so the table keeps its five columns.
+    let rule = match p.scope {
+        "record" => format!("{}, counted per record", p.retention_description),
+        _ => p.retention_description.clone(),
+    };
+    let retention = match (&p.at_most_description, p.unbounded) {
+        (Some(c), _) => format!("{rule}; at most {c}"),
+        (None, true) => format!("{rule}; no upper limit"),
+        (None, false) => rule,
+    };
+    format!(
+        "| **{}**: {} | {} | {} | {} | {} |\n",
+        cell(&p.name),
+        cell(&p.description),
+        cell(&p.legal_basis),
+        cell(&data),
+        cell(&recipients),
+        cell(&retention),
+    )
+}
+
 /// The subject's own events, and those recorded for one record (stored as `type/label/event`).
 fn split_events(all: &BTreeMap<String, i64>) -> (BTreeMap<String, i64>, Vec<RecordEventExport>) {
     let mut own = BTreeMap::new();
@@ -535,43 +576,7 @@ impl ProcessingRegister {
         md.push_str("| Purpose | Legal basis | Data | Recipients | Retention |\n");
         md.push_str("|---|---|---|---|---|\n");
         for p in &self.purposes {
-            let data = if p.data.is_empty() {
-                "none".to_owned()
-            } else {
-                p.data
-                    .iter()
-                    .map(|d| {
-                        let fields: Vec<String> = d.fields.iter().map(|f| words(f)).collect();
-                        format!("{}: {}", words(&d.record_type), fields.join(", "))
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            };
-            let recipients = if p.recipients.is_empty() {
-                "none".to_owned()
-            } else {
-                p.recipients.join(", ")
-            };
-            // The ceiling shares the retention cell, so the table keeps its five columns.
-            let rule = match p.scope {
-                "record" => format!("{}, counted per record", p.retention_description),
-                _ => p.retention_description.clone(),
-            };
-            let retention = match (&p.at_most_description, p.unbounded) {
-                (Some(c), _) => format!("{rule}; at most {c}"),
-                (None, true) => format!("{rule}; no upper limit"),
-                (None, false) => rule,
-            };
-            let _ = writeln!(
-                md,
-                "| **{}**: {} | {} | {} | {} | {} |",
-                cell(&p.name),
-                cell(&p.description),
-                cell(&p.legal_basis),
-                cell(&data),
-                cell(&recipients),
-                cell(&retention),
-            );
+            md.push_str(&purpose_row(p));
         }
         md.push_str("\n## Record types\n");
         for rt in &self.record_types {

@@ -15,7 +15,7 @@ use crate::error::{Component, StorageError, WriteError};
 use crate::format::audit::{AuditEntry, AuditOp};
 use crate::format::subject::{SubjectId, SUBJECT_ID_LEN};
 use crate::ops::lifecycle::Request;
-use crate::schema::Schema;
+use crate::schema::{FieldDef, Schema};
 use crate::storage::locks::RwUnpoisoned;
 use crate::storage::store::{scan, Table, WriteBatch};
 use crate::vault::{activate, encode_schema, Vault};
@@ -224,7 +224,20 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
         ..SchemaChangeReport::default()
     };
 
-    // Purposes.
+    compare_purposes(old, new, u, &mut r)?;
+    compare_types(old, new, u, &mut r)?;
+    add_new_warnings(old, new, &mut r);
+    Ok(r)
+}
+
+/// The purposes part of [`compare`]: removed (refused while in use), changed (a scope change of a
+/// purpose in use refused; a retention change reported), added.
+fn compare_purposes(
+    old: &Schema,
+    new: &Schema,
+    u: &Usage,
+    r: &mut SchemaChangeReport,
+) -> Result<(), SchemaChangeError> {
     for p in old.purposes() {
         match new.purpose(&p.name) {
             None => {
@@ -267,7 +280,17 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
         }
     }
 
-    // Record types and fields.
+    Ok(())
+}
+
+/// The record-types part of [`compare`]: types removed (refused while records exist) or added,
+/// and each kept type's fields (see [`compare_field`]).
+fn compare_types(
+    old: &Schema,
+    new: &Schema,
+    u: &Usage,
+    r: &mut SchemaChangeReport,
+) -> Result<(), SchemaChangeError> {
     let key = |t: &str, f: &str| (t.to_owned(), f.to_owned());
     for t in old.record_types() {
         let Some(nt) = new.record_type(&t.name) else {
@@ -296,48 +319,7 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
                 continue;
             }
             let sealed = u.sealed.contains(&key(&t.name, &f.name));
-            if nf.purpose != f.purpose && sealed {
-                return Err(SchemaChangeError::FieldPurposeChanged {
-                    record_type: t.name.clone(),
-                    field: f.name.clone(),
-                    from: f.purpose.clone(),
-                    to: nf.purpose.clone(),
-                });
-            }
-            // Stored values are not known to be unique, and no schema change could settle a
-            // duplicate: a field becomes unique only while it holds no values.
-            if nf.unique && !f.unique && sealed {
-                return Err(SchemaChangeError::UniqueOnStoredValues {
-                    record_type: t.name.clone(),
-                    field: f.name.clone(),
-                });
-            }
-            if nf.kind != f.kind && sealed {
-                return Err(SchemaChangeError::FieldKindChanged {
-                    record_type: t.name.clone(),
-                    field: f.name.clone(),
-                    from: f.kind.as_str(),
-                    to: nf.kind.as_str(),
-                });
-            }
-            if nf.max_len < f.max_len && sealed {
-                r.warnings.push(format!(
-                    "field `{name}`: max_len lowered; stored longer values are kept and still read, \
-                     new writes must fit"
-                ));
-            }
-            if nf.index && !f.index && sealed {
-                r.warnings.push(format!(
-                    "field `{name}`: index rebuild needed; existing values are not findable until \
-                     `kluis rotate index`"
-                ));
-            }
-            if nf.required && !f.required && has_records {
-                r.warnings.push(format!(
-                    "field `{name}`: now required; existing records without it stay readable, but \
-                     updating them needs the field"
-                ));
-            }
+            compare_field(&t.name, f, nf, sealed, has_records, r)?;
             r.changed_fields.push(name);
         }
         for f in nt.fields() {
@@ -357,6 +339,68 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
             r.added_types.push(t.name.clone());
         }
     }
+    Ok(())
+}
+
+/// One field kept by a new schema version whose definition changed: refused when stored values
+/// would become unreadable or unchecked (purpose, kind, made unique), warned about otherwise.
+fn compare_field(
+    record_type: &str,
+    f: &FieldDef,
+    nf: &FieldDef,
+    sealed: bool,
+    has_records: bool,
+    r: &mut SchemaChangeReport,
+) -> Result<(), SchemaChangeError> {
+    let name = format!("{record_type}.{}", f.name);
+    if nf.purpose != f.purpose && sealed {
+        return Err(SchemaChangeError::FieldPurposeChanged {
+            record_type: record_type.to_owned(),
+            field: f.name.clone(),
+            from: f.purpose.clone(),
+            to: nf.purpose.clone(),
+        });
+    }
+    // Stored values are not known to be unique, and no schema change could settle a
+    // duplicate: a field becomes unique only while it holds no values.
+    if nf.unique && !f.unique && sealed {
+        return Err(SchemaChangeError::UniqueOnStoredValues {
+            record_type: record_type.to_owned(),
+            field: f.name.clone(),
+        });
+    }
+    if nf.kind != f.kind && sealed {
+        return Err(SchemaChangeError::FieldKindChanged {
+            record_type: record_type.to_owned(),
+            field: f.name.clone(),
+            from: f.kind.as_str(),
+            to: nf.kind.as_str(),
+        });
+    }
+    if nf.max_len < f.max_len && sealed {
+        r.warnings.push(format!(
+            "field `{name}`: max_len lowered; stored longer values are kept and still read, \
+             new writes must fit"
+        ));
+    }
+    if nf.index && !f.index && sealed {
+        r.warnings.push(format!(
+            "field `{name}`: index rebuild needed; existing values are not findable until \
+             `kluis rotate index`"
+        ));
+    }
+    if nf.required && !f.required && has_records {
+        r.warnings.push(format!(
+            "field `{name}`: now required; existing records without it stay readable, but \
+             updating them needs the field"
+        ));
+    }
+    Ok(())
+}
+
+/// Warnings of `new` (enumerable indexed fields, purposes without a ceiling) that `old` did not
+/// have.
+fn add_new_warnings(old: &Schema, new: &Schema, r: &mut SchemaChangeReport) {
     let before = old.index_warnings();
     for w in new.index_warnings() {
         if !before.contains(&w) {
@@ -369,7 +413,6 @@ fn compare(old: &Schema, new: &Schema, u: &Usage) -> Result<SchemaChangeReport, 
             r.warnings.push(w.to_string());
         }
     }
-    Ok(r)
 }
 
 #[cfg(test)]
