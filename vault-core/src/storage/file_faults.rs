@@ -117,20 +117,33 @@ pub(crate) enum Injected {
 /// Called by `fsutil::atomic_write` at the start of a write. `true`: an earlier interruption was a
 /// crash, so this "dead process" writes nothing at all.
 pub(crate) fn key_store_write_started() -> bool {
-    KEY_STORE_PLAN.with(|p| p.borrow_mut().count += 1);
-    DEAD.with(|d| d.get())
+    started(&KEY_STORE_PLAN)
 }
 
 /// Called by `fsutil::atomic_write` before each step.
 pub(crate) fn key_store_step(step: KeyStoreStep) -> Option<Injected> {
-    KEY_STORE_PLAN.with(|p| {
+    fire(&KEY_STORE_PLAN, |f, n| {
+        (f.nth_write == n && f.step == step).then_some(f.crash)
+    })
+}
+
+/// Counts one write in `plan`; `true` if an earlier interruption on this thread was a crash.
+fn started<F: 'static>(plan: &'static PlanCell<F>) -> bool {
+    plan.with(|p| p.borrow_mut().count += 1);
+    DEAD.with(|d| d.get())
+}
+
+/// Fires `plan`'s fault once, where `hit` (given the fault and the write count) says so: `Some(crash)`.
+/// A crash marks the thread dead.
+fn fire<F: 'static>(
+    plan: &'static PlanCell<F>,
+    hit: impl Fn(&F, u64) -> Option<bool>,
+) -> Option<Injected> {
+    plan.with(|p| {
         let mut p = p.borrow_mut();
-        let f = p.fault?;
-        if p.fired || f.nth_write != p.count || f.step != step {
-            return None;
-        }
+        let crash = hit(p.fault.as_ref()?, p.count).filter(|_| !p.fired)?;
         p.fired = true;
-        Some(if f.crash {
+        Some(if crash {
             DEAD.with(|d| d.set(true));
             Injected::Crash
         } else {
@@ -189,24 +202,12 @@ pub fn ledger_fault_fired() -> bool {
 /// Called by the ledger before it writes an append. `true`: an earlier interruption on this
 /// thread was a crash, so this "dead process" writes nothing.
 pub(crate) fn ledger_append_started() -> bool {
-    LEDGER_PLAN.with(|p| p.borrow_mut().count += 1);
-    DEAD.with(|d| d.get())
+    started(&LEDGER_PLAN)
 }
 
 /// Called by the ledger before each step of an append (and before the fsync of `Relaxed` mode).
 pub(crate) fn ledger_step(step: LedgerStep) -> Option<Injected> {
-    LEDGER_PLAN.with(|p| {
-        let mut p = p.borrow_mut();
-        let f = p.fault?;
-        if p.fired || f.nth_append != p.count || f.step != step {
-            return None;
-        }
-        p.fired = true;
-        Some(if f.crash {
-            DEAD.with(|d| d.set(true));
-            Injected::Crash
-        } else {
-            Injected::Fail
-        })
+    fire(&LEDGER_PLAN, |f, n| {
+        (f.nth_append == n && f.step == step).then_some(f.crash)
     })
 }
