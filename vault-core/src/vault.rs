@@ -1,5 +1,6 @@
 //! The [`Vault`]: opening, creating, and the shared state every operation uses.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::crypto;
 use crate::crypto::labels;
 use crate::crypto::secret::SecretKey;
-use crate::error::{Component, CreateError, OpenError, RekeyError, StorageError};
+use crate::error::{Component, CreateError, DecodeError, OpenError, RekeyError, StorageError};
 use crate::format::codec::{Reader, Writer};
 use crate::format::subject::SubjectId;
 use crate::keys::credentials::{Credentials, KdfParams};
@@ -23,16 +24,13 @@ use crate::storage::durability::{Committer, Durability};
 use crate::storage::fsutil::{LockError, LockFile};
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::storage::store::{SledConfig, SledStore, Store, Table, WriteBatch};
+use crate::storage::table::{encode_with, AuditHead, KeyStoreSeen, Rows, TableDef};
 
 /// Format version of the data directory this build writes and reads.
 pub const DATA_FORMAT_VERSION: u16 = 1;
 const DATA_MAGIC: &[u8; 8] = b"KLUISDAT";
 const META_VAULT: &[u8] = b"vault";
 const META_SCHEMA: &[u8] = b"schema";
-/// Meta key of the audit chain head.
-pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
-/// Meta key of the newest key-store generation the data has seen (rollback detection).
-const META_KEY_STORE_SEEN: &[u8] = b"key_store_seen";
 /// Meta key of the erasure-ledger position the data depends on (generation, count, digest).
 const META_LEDGER_SEEN: &[u8] = b"ledger_seen";
 /// Meta key whose presence says the blind index uses per-KEK tag keys (see `index.rs`).
@@ -217,8 +215,8 @@ pub(crate) struct DataState {
     pub(crate) committer: Committer,
     /// One lock per stripe of subjects (chosen by the id's first two bytes).
     pub(crate) stripes: Vec<RwLock<()>>,
-    /// Authenticates whole stored rows (see [`Vault::seal_row`]).
-    row_mac: SecretKey,
+    /// Reads and writes typed rows, authenticating them with the row-MAC key.
+    pub(crate) rows: Rows,
     /// Newest key-store generation recorded in `data/` (guarded by the audit-head lock's order).
     key_store_seen: std::sync::atomic::AtomicU64,
     /// Newest ledger position recorded in `data/` (changed under the audit-head lock).
@@ -445,14 +443,7 @@ impl Vault {
         // The watermark exists from the first batch on: a crash before any other batch must not
         // leave a vault whose key store says "the data keeps a watermark" and whose data has none.
         let generation = ks.generation();
-        let row_mac = crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]);
-        let seen = generation.to_le_bytes().to_vec();
-        let tag = row_tag_with(&row_mac, Table::Meta, META_KEY_STORE_SEEN, &seen);
-        batch.put(
-            Table::Meta,
-            META_KEY_STORE_SEEN.to_vec(),
-            [seen, tag.to_vec()].concat(),
-        );
+        row_handler(&ks).put::<KeyStoreSeen>(&mut batch, &(), &generation);
         store.apply(batch)?;
         store.sync()?;
         tracing::info!(data = %paths.data_dir.display(), "created kluis vault");
@@ -543,12 +534,9 @@ impl Vault {
             .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
         let schema = decode_schema(&ks, &stored)?;
         let stored_schema_version = schema.version();
-        let head = match store.get(Table::Meta, META_AUDIT_HEAD)? {
-            None => crate::format::audit::Head::EMPTY,
-            Some(b) => crate::format::audit::Head::decode(&b).map_err(|_| {
-                StorageError::corrupted(Component::Audit, "audit head does not decode")
-            })?,
-        };
+        let head = row_handler(&ks)
+            .get::<AuditHead>(&*store, &())?
+            .unwrap_or(crate::format::audit::Head::EMPTY);
         let (ledger, ledger_rollback, ledger_seen) = open_ledger(&*store, &ks)?;
         let vault = Self::assemble(
             paths,
@@ -582,20 +570,7 @@ impl Vault {
         ledger: Option<crate::error::Rollback>,
     ) -> Result<Option<crate::error::Rollback>, OpenError> {
         use crate::error::Rollback;
-        let seen = match self.data.store.get(Table::Meta, META_KEY_STORE_SEEN)? {
-            None => None,
-            Some(b) => {
-                let body = self
-                    .open_row(Table::Meta, META_KEY_STORE_SEEN, &b)
-                    .map_err(|_| {
-                        StorageError::corrupted(Component::Meta, crate::error::ROW_AUTH_FAILED)
-                    })?;
-                let bytes: [u8; 8] = body.try_into().map_err(|_| {
-                    StorageError::corrupted(Component::Meta, "key-store watermark does not decode")
-                })?;
-                Some(u64::from_le_bytes(bytes))
-            }
-        };
+        let seen = self.data.rows.get::<KeyStoreSeen>(&*self.data.store, &())?;
         let (generation, keeps_watermark, schema_seen) = {
             let ks = self.key_store();
             (ks.generation(), ks.data_keeps_watermark, ks.schema_version)
@@ -648,16 +623,11 @@ impl Vault {
             ks.generation()
         };
         let mut batch = WriteBatch::default();
-        let row = self.seal_row(
-            Table::Meta,
-            META_KEY_STORE_SEEN,
-            generation.to_le_bytes().to_vec(),
-        );
-        batch.put(Table::Meta, META_KEY_STORE_SEEN.to_vec(), row);
+        let rows = &self.data.rows;
+        rows.put::<KeyStoreSeen>(&mut batch, &(), &generation);
         // The ledger as found (or new) is the truth now, even if the data had seen more of it.
         let tip = self.keys.ledger.anchor();
-        let row = self.seal_row(Table::Meta, META_LEDGER_SEEN, encode_anchor(&tip));
-        batch.put(Table::Meta, META_LEDGER_SEEN.to_vec(), row);
+        rows.put::<LedgerSeen>(&mut batch, &(), &tip);
         let what = match r {
             crate::error::Rollback::KeyStore { seen, found } => {
                 format!("key-store generation {found} (data had seen {seen})")
@@ -810,7 +780,7 @@ impl Vault {
         locks: (LockFile, LockFile),
     ) -> Vault {
         let active = activate(&ks, schema);
-        let row_mac = crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]);
+        let rows = row_handler(&ks);
         let audit_key = crypto::derive_subkey(&ks.meta_root, &[labels::AUDIT_MAC]);
         let durable_head = Arc::new(Mutex::new(head));
         let mut ks = ks;
@@ -826,7 +796,7 @@ impl Vault {
                 sled,
                 committer: Committer::new(options.durability),
                 stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
-                row_mac,
+                rows,
                 key_store_seen: std::sync::atomic::AtomicU64::new(0),
                 ledger_seen: Mutex::new(Anchor::NONE),
             },
@@ -981,46 +951,6 @@ impl Vault {
         }
     }
 
-    fn row_tag(&self, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
-        row_tag_with(&self.data.row_mac, table, key, value)
-    }
-
-    /// Appends a MAC over (table, storage key, value), so no byte of a stored row can be altered,
-    /// dropped or moved to another key unnoticed: the per-field AEAD protects each value, this
-    /// protects the row's framing (field names, index tags, timestamps, usage counters).
-    pub(crate) fn seal_row(&self, table: Table, key: &[u8], mut value: Vec<u8>) -> Vec<u8> {
-        let tag = self.row_tag(table, key, &value);
-        value.extend_from_slice(&tag);
-        value
-    }
-
-    /// Verifies and strips the MAC [`Vault::seal_row`] added.
-    pub(crate) fn open_row<'a>(
-        &self,
-        table: Table,
-        key: &[u8],
-        stored: &'a [u8],
-    ) -> Result<&'a [u8], crypto::IntegrityError> {
-        if stored.len() < 32 {
-            return Err(crypto::IntegrityError);
-        }
-        let (value, tag) = stored.split_at(stored.len() - 32);
-        if crypto::hmac_verify(
-            &self.data.row_mac,
-            &[
-                &[table as u8],
-                &(key.len() as u32).to_le_bytes(),
-                key,
-                value,
-            ],
-            tag,
-        ) {
-            Ok(value)
-        } else {
-            Err(crypto::IntegrityError)
-        }
-    }
-
     /// Applies a write batch and waits until it is durable under the configured mode.
     pub(crate) fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
         self.commit_audited(batch, Vec::new())
@@ -1122,7 +1052,7 @@ impl Vault {
             batch.put(Table::Audit, next.seq.to_be_bytes().to_vec(), value);
         }
         if next != *head {
-            batch.put(Table::Meta, META_AUDIT_HEAD.to_vec(), next.encode());
+            self.data.rows.put::<AuditHead>(&mut batch, &(), &next);
         }
         // Every batch carries the newest key-store generation written since the last one, so the
         // data always knows (give or take the writes since its last batch) how new a key store it
@@ -1134,19 +1064,10 @@ impl Vault {
         let tip = self.keys.ledger.anchor();
         let record_ledger = tip.ahead_of(&self.data.ledger_seen.lock_unpoisoned());
         if record_ledger {
-            let row = self.seal_row(Table::Meta, META_LEDGER_SEEN, encode_anchor(&tip));
-            batch.put(Table::Meta, META_LEDGER_SEEN.to_vec(), row);
+            self.data.rows.put::<LedgerSeen>(&mut batch, &(), &tip);
         }
         if record_seen {
-            batch.put(
-                Table::Meta,
-                META_KEY_STORE_SEEN.to_vec(),
-                self.seal_row(
-                    Table::Meta,
-                    META_KEY_STORE_SEEN,
-                    saved.to_le_bytes().to_vec(),
-                ),
-            );
+            self.data.rows.put::<KeyStoreSeen>(&mut batch, &(), &saved);
         }
         // KEK pins are released only after the apply returned: from then on a retirement's scan
         // sees the keys this batch wrapped (see `KekPins`).
@@ -1183,13 +1104,6 @@ impl CommitFailure {
     }
 }
 
-/// The row MAC of `value` stored at (`table`, `key`) (see `docs/format.md`, "Row MAC").
-fn row_tag_with(row_mac: &SecretKey, table: Table, key: &[u8], value: &[u8]) -> [u8; 32] {
-    let t = [table as u8];
-    let kl = (key.len() as u32).to_le_bytes();
-    crypto::hmac_sha256(row_mac, &[&t, &kl, key, value])
-}
-
 /// The data directory's `vault` meta entry: magic, a data format this build reads, and the key
 /// store's vault id.
 fn check_vault_meta(store: &dyn Store, ks: &KeyStore) -> Result<(), OpenError> {
@@ -1223,37 +1137,39 @@ fn check_vault_meta(store: &dyn Store, ks: &KeyStore) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// The `ledger_seen` meta row's value (before its row MAC).
-fn encode_anchor(a: &Anchor) -> Vec<u8> {
-    let mut w = Writer::with_capacity(48);
-    a.encode_into(&mut w);
-    w.finish()
+/// Meta `ledger_seen`: the erasure-ledger position the data has seen; row-authenticated.
+pub(crate) struct LedgerSeen;
+
+impl TableDef for LedgerSeen {
+    const TABLE: Table = Table::Meta;
+    const COMPONENT: Component = Component::Meta;
+    const ROW_MAC: bool = true;
+    const UNDECODABLE: &'static str = "ledger watermark does not decode";
+    type Key = ();
+    type Value = Anchor;
+    fn key(_: &()) -> Cow<'static, [u8]> {
+        Cow::Borrowed(META_LEDGER_SEEN)
+    }
+    fn encode(anchor: &Anchor) -> Vec<u8> {
+        encode_with(|w| anchor.encode_into(w))
+    }
+    fn decode(body: &[u8]) -> Result<Anchor, DecodeError> {
+        let mut r = Reader::new(body, "ledger watermark");
+        let anchor = Anchor::decode(&mut r)?;
+        r.end()?;
+        Ok(anchor)
+    }
+}
+
+/// The row handling of a vault whose key store is `ks` (its row-MAC key is derived from it).
+fn row_handler(ks: &KeyStore) -> Rows {
+    Rows::new(crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]))
 }
 
 /// The erasure-ledger position the data directory has seen (`None`: no row, as in data from
 /// before the ledger had a file).
 fn read_ledger_seen(store: &dyn Store, ks: &KeyStore) -> Result<Option<Anchor>, OpenError> {
-    let Some(stored) = store.get(Table::Meta, META_LEDGER_SEEN)? else {
-        return Ok(None);
-    };
-    let bad = |d| OpenError::Storage(StorageError::corrupted(Component::Meta, d));
-    let row_mac = crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]);
-    let body = stored.len().checked_sub(32).map(|n| stored.split_at(n));
-    let Some((body, tag)) = body else {
-        return Err(bad(crate::error::ROW_AUTH_FAILED));
-    };
-    let (t, kl) = (
-        [Table::Meta as u8],
-        (META_LEDGER_SEEN.len() as u32).to_le_bytes(),
-    );
-    if !crypto::hmac_verify(&row_mac, &[&t, &kl, META_LEDGER_SEEN, body], tag) {
-        return Err(bad(crate::error::ROW_AUTH_FAILED));
-    }
-    let mut r = Reader::new(body, "ledger watermark");
-    let a = Anchor::decode(&mut r).map_err(|_| bad("ledger watermark does not decode"))?;
-    r.end()
-        .map_err(|_| bad("ledger watermark does not decode"))?;
-    Ok(Some(a))
+    Ok(row_handler(ks).get::<LedgerSeen>(store, &())?)
 }
 
 /// Opens the erasure ledger beside the key store and checks it against the key store's anchor and

@@ -26,7 +26,8 @@ use crate::keys::credentials::{Credentials, KdfParams};
 use crate::ops::lifecycle::Request;
 use crate::storage::index;
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
-use crate::storage::store::{scan, Table, WriteBatch};
+use crate::storage::store::WriteBatch;
+use crate::storage::table::Subjects;
 use crate::vault::Vault;
 
 /// Subject entries examined per storage scan.
@@ -77,11 +78,8 @@ impl Vault {
         &self,
         f: &mut dyn FnMut(&SubjectId) -> Result<(), AdminError>,
     ) -> Result<(), AdminError> {
-        for row in scan(&*self.data.store, Table::Subject, &[]) {
-            let (k, _) = row?;
-            if let Ok(sb) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) {
-                f(&SubjectId::from_bytes(sb))?;
-            }
+        for s in Subjects::ids(&*self.data.store) {
+            f(&s?)?;
         }
         Ok(())
     }
@@ -265,8 +263,7 @@ impl Vault {
         index::write_tag_changes(batch, s, &label, &env.tags, &tags);
         env.tags = tags;
         if changed {
-            let row = self.seal_row(Table::Record, &rkey, env.encode());
-            batch.put(Table::Record, rkey, row);
+            self.put_envelope(batch, &rkey, &env);
         }
         Ok(())
     }
@@ -399,8 +396,7 @@ impl Vault {
                 let label = crate::ops::records::label_of(&rkey);
                 index::write_tag_changes(batch, s, &label, &env.tags, &tags);
                 env.tags = tags;
-                let row = self.seal_row(Table::Record, &rkey, env.encode());
-                batch.put(Table::Record, rkey, row);
+                self.put_envelope(batch, &rkey, &env);
                 n += 1;
             }
         }

@@ -1,10 +1,11 @@
 //! Reading and verifying the audit log.
 
-use crate::error::{Component, StorageError};
+use crate::error::StorageError;
 use crate::format::audit::{chain_mac, AuditEntry, AuditProblem, AuditReport, Head};
 use crate::format::subject::SubjectId;
 use crate::storage::store::Table;
-use crate::vault::{Vault, META_AUDIT_HEAD};
+use crate::storage::table::AuditHead;
+use crate::vault::Vault;
 
 /// Entries read per storage scan.
 const PAGE: usize = 4096;
@@ -63,12 +64,11 @@ impl Vault {
             }
         }
         if problem.is_none() {
-            let stored = match self.data.store.get(Table::Meta, META_AUDIT_HEAD)? {
-                None => Head::EMPTY,
-                Some(b) => Head::decode(&b).map_err(|_| {
-                    StorageError::corrupted(Component::Audit, "audit head does not decode")
-                })?,
-            };
+            let stored = self
+                .data
+                .rows
+                .get::<AuditHead>(&*self.data.store, &())?
+                .unwrap_or(Head::EMPTY);
             if stored != prev {
                 problem = Some(AuditProblem::HeadMismatch);
             } else {

@@ -7,76 +7,43 @@
 
 use crate::crypto::secret::{SecretKey, KEY_LEN};
 use crate::crypto::{AeadKey, IntegrityError, Sealer};
-use crate::error::ROW_AUTH_FAILED;
-use crate::error::{Component, StorageError, WriteError};
+use crate::error::{StorageError, WriteError};
 use crate::format::aad;
 use crate::format::record::Envelope;
 use crate::format::subject::{Slot, SubjectEntry, SubjectId};
 use crate::keys::keystore::{Epoch, KekState};
 use crate::storage::store::{Table, WriteBatch};
+use crate::storage::table::{Records, Subjects};
 use crate::vault::{CachedDek, Vault};
 
 /// Uses reserved per subject-entry write.
 const DEK_USE_BLOCK: u64 = 1 << 16;
 
 impl Vault {
+    /// The subject entry of `s`, authenticated and decoded (`None`: no such subject).
     pub(crate) fn load_subject(&self, s: &SubjectId) -> Result<Option<SubjectEntry>, StorageError> {
-        match self.data.store.get(Table::Subject, s.as_bytes())? {
-            None => Ok(None),
-            Some(b) => self.decode_subject_row(s.as_bytes(), &b).map(Some),
-        }
-    }
-
-    /// Authenticates and decodes a stored subject entry (`key`: its table key). A row that fails
-    /// either is `Corrupted { component: Subject }`.
-    pub(crate) fn decode_subject_row(
-        &self,
-        key: &[u8],
-        stored: &[u8],
-    ) -> Result<SubjectEntry, StorageError> {
-        let body = self
-            .open_row(Table::Subject, key, stored)
-            .map_err(|_| StorageError::corrupted(Component::Subject, ROW_AUTH_FAILED))?;
-        SubjectEntry::decode(body).map_err(|_| {
-            StorageError::corrupted(Component::Subject, "subject entry does not decode")
-        })
-    }
-
-    /// Authenticates and decodes a stored record envelope (`rkey`: its table key). A row that
-    /// fails either is `Corrupted { component: Record }`.
-    pub(crate) fn decode_record_row(
-        &self,
-        rkey: &[u8],
-        stored: &[u8],
-    ) -> Result<Envelope, StorageError> {
-        let body = self
-            .open_row(Table::Record, rkey, stored)
-            .map_err(|_| StorageError::corrupted(Component::Record, ROW_AUTH_FAILED))?;
-        Envelope::decode(body)
-            .map_err(|_| StorageError::corrupted(Component::Record, "record does not decode"))
-    }
-
-    /// The stored form of a subject entry (encoded and row-authenticated).
-    pub(crate) fn subject_row(&self, s: &SubjectId, e: &SubjectEntry) -> Vec<u8> {
-        self.seal_row(Table::Subject, s.as_bytes(), e.encode())
+        self.data.rows.get::<Subjects>(&*self.data.store, s)
     }
 
     /// Puts the subject entry `e` of `s`, row-authenticated, into `batch`.
     pub(crate) fn put_subject(&self, batch: &mut WriteBatch, s: &SubjectId, e: &SubjectEntry) {
-        batch.put(
-            Table::Subject,
-            s.as_bytes().to_vec(),
-            self.subject_row(s, e),
-        );
+        self.data.rows.put::<Subjects>(batch, s, e);
     }
 
-    /// Loads and authenticates a record envelope. A row that fails authentication or decoding is
-    /// `Corrupted { component: Record }`.
+    /// The record envelope at storage key `rkey`, authenticated and decoded.
     pub(crate) fn load_envelope(&self, rkey: &[u8]) -> Result<Option<Envelope>, StorageError> {
-        match self.data.store.get(Table::Record, rkey)? {
-            None => Ok(None),
-            Some(b) => self.decode_record_row(rkey, &b).map(Some),
-        }
+        self.data.rows.get::<Records>(&*self.data.store, rkey)
+    }
+
+    /// Puts the record envelope `env` at storage key `rkey`, row-authenticated, into `batch`;
+    /// returns the stored row's length.
+    pub(crate) fn put_envelope(
+        &self,
+        batch: &mut WriteBatch,
+        rkey: &[u8],
+        env: &Envelope,
+    ) -> usize {
+        self.data.rows.put::<Records>(batch, rkey, env)
     }
 
     /// Unwraps a live slot's data key.

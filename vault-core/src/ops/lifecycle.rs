@@ -23,9 +23,10 @@ use crate::format::subject::{
 use crate::keys::keystore::{Epoch, KekState, LedgerEntry};
 use crate::keys::retention::{self, Anchors};
 use crate::schema::{LegalBasis, Schema};
-use crate::storage::index;
 use crate::storage::locks::RwUnpoisoned;
 use crate::storage::store::{Table, WriteBatch};
+use crate::storage::table::Records;
+use crate::storage::{expiry, index};
 use crate::vault::{CommitFailure, Vault};
 
 /// How many due (subject, purpose) pairs the sweep handles per ledger append.
@@ -234,10 +235,10 @@ impl Vault {
             }
             if want != *expires {
                 if let Some(old) = *expires {
-                    batch.delete(Table::Expiry, expiry_key(old, s, purpose));
+                    expiry::delete(batch, old, s, purpose);
                 }
                 if let Some(new) = want {
-                    batch.put(Table::Expiry, expiry_key(new, s, purpose), Vec::new());
+                    expiry::put(batch, new, s, purpose);
                 }
                 *expires = want;
             }
@@ -475,7 +476,7 @@ impl Vault {
                 } = slot
                 {
                     if let Some(t) = *expires {
-                        batch.delete(Table::Expiry, expiry_key(t, s, p));
+                        expiry::delete(batch, t, s, p);
                     }
                     *slot = Slot::Shredded {
                         generation: *generation,
@@ -521,11 +522,10 @@ impl Vault {
             let label = record.label;
             let here = slot_name::purposes_in_record(purposes, &record.record_type, &label);
             for tag in env.shred_purposes(&here) {
-                batch.delete(Table::Index, index::entry_key(&tag, s, &label));
+                index::delete_entry(batch, &tag, s, &label);
             }
             if (env.fields.len(), env.tags.len()) != before {
-                let row = self.seal_row(Table::Record, &rkey, env.encode());
-                batch.put(Table::Record, rkey, row);
+                self.put_envelope(batch, &rkey, &env);
             }
         }
         Ok(())
@@ -536,16 +536,11 @@ impl Vault {
         &self,
         s: &SubjectId,
     ) -> Result<Vec<(Vec<u8>, Envelope)>, StorageError> {
-        let rows = self
-            .data
-            .store
-            .scan_prefix(Table::Record, s.as_bytes(), usize::MAX)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (k, v) in rows {
-            let env = self.decode_record_row(&k, &v)?;
-            out.push((k, env));
-        }
-        Ok(out)
+        let store = &*self.data.store;
+        self.data
+            .rows
+            .scan::<Records>(store, s.as_bytes())
+            .collect()
     }
 
     fn ledger_entries(
@@ -756,7 +751,7 @@ impl Vault {
                     Some((_, s, p)) => {
                         due.entry(s).or_default().insert(p, k.clone());
                     }
-                    None => stale.delete(Table::Expiry, k.clone()),
+                    None => expiry::delete_row(&mut stale, k.clone()),
                 }
             }
             if !stale.is_empty() {
@@ -825,7 +820,7 @@ impl Vault {
         let Some(mut entry) = entry else {
             // The subject is gone: its index rows are stale.
             for row in purposes.values() {
-                batch.delete(Table::Expiry, row.clone());
+                expiry::delete_row(&mut batch, row.clone());
             }
             self.apply_audited(batch, Vec::new())?;
             return Ok(());
@@ -849,7 +844,7 @@ impl Vault {
                     _ => None,
                 };
                 if current.as_ref() != Some(row) {
-                    batch.delete(Table::Expiry, row.clone());
+                    expiry::delete_row(&mut batch, row.clone());
                 }
             }
         }

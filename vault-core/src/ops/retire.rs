@@ -9,11 +9,12 @@
 use crate::crypto::Sealer;
 use crate::error::{LifecycleError, WriteError};
 use crate::format::audit::{AuditEntry, AuditOp};
-use crate::format::subject::{Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
+use crate::format::subject::{Slot, SubjectEntry, SubjectId};
 use crate::keys::keystore::KekState;
 use crate::ops::lifecycle::Request;
 use crate::storage::locks::RwUnpoisoned;
-use crate::storage::store::{scan, Table, WriteBatch};
+use crate::storage::store::WriteBatch;
+use crate::storage::table::Subjects;
 use crate::vault::Vault;
 
 /// Subject entries examined per storage scan.
@@ -63,12 +64,8 @@ impl Vault {
         self.keys.pins.wait_drained(id);
         let mut rewrapped = 0u64;
         let mut in_chunk = 0;
-        for row in scan(&*self.data.store, Table::Subject, &[]) {
-            let (k, _) = row?;
-            let Ok(sb) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) else {
-                continue;
-            };
-            rewrapped += self.rewrap_subject(&SubjectId::from_bytes(sb), id)?;
+        for s in Subjects::ids(&*self.data.store) {
+            rewrapped += self.rewrap_subject(&s?, id)?;
             in_chunk += 1;
             if in_chunk == SCAN {
                 // One sync per chunk, not per subject: the KEK is durably marked retiring, so a

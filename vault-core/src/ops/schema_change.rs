@@ -17,7 +17,8 @@ use crate::format::subject::{SubjectId, SUBJECT_ID_LEN};
 use crate::ops::lifecycle::Request;
 use crate::schema::{FieldDef, Schema};
 use crate::storage::locks::RwUnpoisoned;
-use crate::storage::store::{scan, Table, WriteBatch};
+use crate::storage::store::{Table, WriteBatch};
+use crate::storage::table::{Records, Subjects};
 use crate::vault::{activate, encode_schema, Vault};
 
 /// The `Table::Meta` key of the stored schema (the same key `Vault::create` and `Vault::open` use).
@@ -96,9 +97,9 @@ fn record_type_of(key: &[u8]) -> Option<String> {
 impl Vault {
     fn schema_usage(&self) -> Result<Usage, StorageError> {
         let mut u = Usage::default();
-        for row in scan(&*self.data.store, Table::Record, &[]) {
-            let (k, v) = row?;
-            let env = self.decode_record_row(&k, &v)?;
+        let store = &*self.data.store;
+        for row in self.data.rows.scan::<Records>(store, &[]) {
+            let (k, env) = row?;
             let t = record_type_of(&k).ok_or(StorageError::corrupted(
                 Component::Record,
                 "record key does not decode",
@@ -112,9 +113,8 @@ impl Vault {
             }
             u.types.insert(t);
         }
-        for row in scan(&*self.data.store, Table::Subject, &[]) {
-            let (k, v) = row?;
-            let entry = self.decode_subject_row(&k, &v)?;
+        for row in self.data.rows.scan::<Subjects>(store, &[]) {
+            let (_, entry) = row?;
             let purpose =
                 |slot: String| crate::format::subject::slot_name::purpose(&slot).to_owned();
             u.purposes.extend(entry.slots.into_keys().map(purpose));
@@ -183,19 +183,11 @@ impl Vault {
     /// every stripe lock. Returns how many subjects changed.
     fn recompute_expiries(&self) -> Result<u64, WriteError> {
         let mut changed = 0;
-        for row in scan(&*self.data.store, Table::Subject, &[]) {
-            let (k, _) = row?;
-            let Ok(id) = <[u8; SUBJECT_ID_LEN]>::try_from(k.as_slice()) else {
-                return Err(StorageError::corrupted(
-                    Component::Subject,
-                    "subject key does not decode",
-                )
-                .into());
-            };
-            let s = SubjectId::from_bytes(id);
-            let Some(mut entry) = self.load_subject(&s)? else {
-                continue;
-            };
+        for row in self.data.rows.scan::<Subjects>(&*self.data.store, &[]) {
+            let (k, mut entry) = row?;
+            let s = SubjectId::from_bytes(k.as_slice().try_into().map_err(|_| {
+                StorageError::corrupted(Component::Subject, "subject key does not decode")
+            })?);
             let normalized = !self.normalize_destroyed(&s, &mut entry)?.is_empty();
             let mut batch = WriteBatch::default();
             let mut sealer = Sealer::new()?;

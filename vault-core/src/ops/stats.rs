@@ -4,16 +4,15 @@
 use std::collections::BTreeMap;
 
 use crate::error::StorageError;
-use crate::format::subject::{Slot, SubjectId, SUBJECT_ID_LEN};
+use crate::format::subject::{Slot, SubjectId};
 use crate::keys::keystore::KekState;
 use crate::keys::retention::add_period;
 use crate::ops::lifecycle::awaited_anchor;
 use crate::schema::Period;
-use crate::storage::store::Table;
+use crate::storage::expiry;
+use crate::storage::store::{scan, Store, Table};
+use crate::storage::table::Subjects;
 use crate::vault::Vault;
-
-/// Rows read per storage scan.
-const PAGE: usize = 4096;
 
 /// What a vault holds, counted by scanning its tables. Never carries a value or a key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -124,14 +123,8 @@ impl Vault {
             now,
             purposes: BTreeMap::new(),
         };
-        self.scan_all(Table::Subject, &mut |k| {
-            let Ok(b) = <[u8; SUBJECT_ID_LEN]>::try_from(k) else {
-                return Ok(());
-            };
-            let s = SubjectId::from_bytes(b);
-            let Some(e) = self.load_subject(&s)? else {
-                return Ok(());
-            };
+        for row in self.data.rows.subjects(&*self.data.store) {
+            let (s, e) = row?;
             for (purpose, slot) in &e.slots {
                 let Slot::Live { since, expires, .. } = slot else {
                     continue;
@@ -159,8 +152,7 @@ impl Vault {
                     w.sample.push(s);
                 }
             }
-            Ok(())
-        })?;
+        }
         Ok(r)
     }
 
@@ -169,28 +161,11 @@ impl Vault {
     pub fn expire_preview(&self, now: i64) -> Result<ExpirePreview, StorageError> {
         let mut p = ExpirePreview::default();
         let mut due: Vec<(SubjectId, String)> = Vec::new();
-        self.scan_all(Table::Expiry, &mut |k| {
-            let Some(t) = k
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64)
-            else {
-                return Ok(());
-            };
-            if t > now {
-                return Ok(());
+        for row in expiry::rows_until(&*self.data.store, now.checked_add(1)) {
+            if let (_, Some((_, s, slot))) = row? {
+                due.push((s, slot));
             }
-            let s = k
-                .get(8..8 + SUBJECT_ID_LEN)
-                .and_then(|b| <[u8; SUBJECT_ID_LEN]>::try_from(b).ok());
-            let purpose = k
-                .get(8 + SUBJECT_ID_LEN..)
-                .and_then(|b| std::str::from_utf8(b).ok());
-            if let (Some(s), Some(purpose)) = (s, purpose) {
-                due.push((SubjectId::from_bytes(s), purpose.to_owned()));
-            }
-            Ok(())
-        })?;
+        }
         for (s, purpose) in due {
             let Some(e) = self.load_subject(&s)? else {
                 continue;
@@ -221,43 +196,27 @@ impl Vault {
             ..Default::default()
         };
         let now = self.now();
-        self.scan_all(Table::Subject, &mut |k| {
-            let Ok(b) = <[u8; SUBJECT_ID_LEN]>::try_from(k) else {
-                return Ok(());
-            };
+        let store = &*self.data.store;
+        for row in self.data.rows.subjects(store) {
+            let (_, e) = row?;
             st.subjects += 1;
-            if let Some(e) = self.load_subject(&SubjectId::from_bytes(b))? {
-                st.forgotten += u64::from(e.forgotten_at.is_some());
-                st.held += u64::from(e.hold.is_some_and(|h| h.active(now)));
-                for slot in e.slots.values() {
-                    match slot {
-                        Slot::Live { .. } => st.live_data_keys += 1,
-                        Slot::Shredded { .. } => st.shredded_data_keys += 1,
-                    }
+            st.forgotten += u64::from(e.forgotten_at.is_some());
+            st.held += u64::from(e.hold.is_some_and(|h| h.active(now)));
+            for slot in e.slots.values() {
+                match slot {
+                    Slot::Live { .. } => st.live_data_keys += 1,
+                    Slot::Shredded { .. } => st.shredded_data_keys += 1,
                 }
             }
-            Ok(())
-        })?;
-        self.scan_all(Table::Record, &mut |_| {
-            st.records += 1;
-            Ok(())
-        })?;
-        let mut first = None;
-        self.scan_all(Table::Expiry, &mut |k| {
-            if first.is_none() {
-                first = k
-                    .get(..8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
+        }
+        st.records = count_rows(store, Table::Record)?;
+        for row in expiry::rows_until(store, None) {
+            if let (_, Some((t, _, _))) = row? {
+                st.next_expiry = st.next_expiry.or(Some(t));
             }
             st.pending_expiries += 1;
-            Ok(())
-        })?;
-        st.next_expiry = first;
-        self.scan_all(Table::Audit, &mut |_| {
-            st.audit_entries += 1;
-            Ok(())
-        })?;
+        }
+        st.audit_entries = count_rows(store, Table::Audit)?;
         for k in self.keks() {
             let name = match k.state {
                 KekState::Active => "active",
@@ -272,29 +231,6 @@ impl Vault {
             .map(|m| m.len())
             .unwrap_or(0);
         Ok(st)
-    }
-
-    /// Calls `f` with every key of `table`, page by page.
-    fn scan_all(
-        &self,
-        table: Table,
-        f: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
-        let end = [0xFFu8; 1024];
-        let mut from: Vec<u8> = Vec::new();
-        loop {
-            let rows = self.data.store.scan_range(table, &from, &end, PAGE)?;
-            for (k, _) in &rows {
-                f(k)?;
-            }
-            match rows.last() {
-                Some((last, _)) if rows.len() == PAGE => {
-                    from = last.clone();
-                    from.push(0);
-                }
-                _ => return Ok(()),
-            }
-        }
     }
 }
 
@@ -334,13 +270,8 @@ impl Vault {
         &self,
         progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyReport, StorageError> {
-        let mut subjects = Vec::new();
-        self.scan_all(Table::Subject, &mut |k| {
-            if let Ok(b) = <[u8; SUBJECT_ID_LEN]>::try_from(k) {
-                subjects.push(SubjectId::from_bytes(b));
-            }
-            Ok(())
-        })?;
+        let subjects: Vec<SubjectId> =
+            Subjects::ids(&*self.data.store).collect::<Result<_, _>>()?;
         let mut r = VerifyReport::default();
         for s in subjects {
             r.subjects += 1;
@@ -366,4 +297,9 @@ impl Vault {
         progress(r.subjects);
         Ok(r)
     }
+}
+
+/// The number of rows in `table`, read a page at a time.
+fn count_rows(store: &dyn Store, table: Table) -> Result<u64, StorageError> {
+    scan(store, table, &[]).try_fold(0, |n, row| row.map(|_| n + 1))
 }

@@ -49,7 +49,8 @@ use crate::ops::lifecycle::EventReport;
 use crate::schema::{FieldDef, RecordError, RecordType};
 use crate::storage::index::{self, Tags, TAG_LEN};
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
-use crate::storage::store::{Table, WriteBatch};
+use crate::storage::store::WriteBatch;
+use crate::storage::table::{Records, Rows};
 use crate::vault::{ActiveSchema, CachedDek, Vault};
 
 /// Largest encoded record (all sealed fields together), in bytes.
@@ -693,8 +694,7 @@ impl<'v> Transaction<'v> {
         let sealer = sealer(&mut self.sealer)?;
         let (new, dek) = v.new_dek(&s, slot, generation, expires, sealer, &mut self.batch)?;
         if let Some(t) = expires {
-            let row = crate::storage::expiry::expiry_key(t, &s, slot);
-            self.batch.put(Table::Expiry, row, Vec::new());
+            crate::storage::expiry::put(&mut self.batch, t, &s, slot);
         }
         e.slots.insert(slot.to_owned(), new);
         self.entry_dirty = true;
@@ -829,21 +829,20 @@ impl<'v> Transaction<'v> {
             let st = self.stored.get(rkey).ok_or(IntegrityError)?;
             let Some(env) = env else {
                 index::write_tag_changes(&mut batch, &s, &st.key.label, &st.tags, &Tags::new());
-                batch.delete(Table::Record, rkey.clone());
+                Rows::delete::<Records>(&mut batch, rkey);
                 continue;
             };
-            let row = v.seal_row(Table::Record, rkey, env.encode());
-            if row.len() > MAX_RECORD_LEN {
+            let len = v.put_envelope(&mut batch, rkey, env);
+            if len > MAX_RECORD_LEN {
                 return Err(Failed {
                     op: Some((st.last_op, st.key.clone())),
                     error: WriteError::TooLarge {
-                        len: row.len(),
+                        len,
                         max: MAX_RECORD_LEN,
                     },
                 });
             }
             index::write_tag_changes(&mut batch, &s, &st.key.label, &st.tags, &env.tags);
-            batch.put(Table::Record, rkey.clone(), row);
         }
         if self.entry_dirty {
             if let Some(e) = &self.entry {

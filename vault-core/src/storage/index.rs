@@ -76,7 +76,7 @@ pub(crate) fn write_tag_changes(
 ) {
     for (field, tag) in old {
         if new.get(field) != Some(tag) {
-            batch.delete(Table::Index, entry_key(tag, subject, label));
+            delete_entry(batch, tag, subject, label);
         }
     }
     for (field, tag) in new {
@@ -84,6 +84,16 @@ pub(crate) fn write_tag_changes(
             batch.put(Table::Index, entry_key(tag, subject, label), Vec::new());
         }
     }
+}
+
+/// Removes the index entry of `tag` for record `label` of `subject` in `batch`.
+pub(crate) fn delete_entry(
+    batch: &mut WriteBatch,
+    tag: &[u8; TAG_LEN],
+    subject: &SubjectId,
+    label: &str,
+) {
+    batch.delete(Table::Index, entry_key(tag, subject, label));
 }
 
 /// Index entry key: tag ‖ subject ‖ record label.

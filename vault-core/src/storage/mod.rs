@@ -12,3 +12,4 @@ pub(crate) mod fsutil;
 pub(crate) mod index;
 pub(crate) mod locks;
 pub mod store;
+pub(crate) mod table;
