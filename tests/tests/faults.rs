@@ -40,6 +40,7 @@ use vault_core::danger_faults::{
 use vault_core::{
     AuditFilter, AuditOp, Credentials, Durability, Epoch, FieldState, KdfParams, KekState,
     MockClock, OpenError, ReadError, Record, Request, SubjectId, Vault, VaultOptions, VaultPaths,
+    WriteError,
 };
 
 use crate::common::*;
@@ -751,6 +752,44 @@ fn forget_whose_flush_fails_still_survives_a_backup_restore() {
         .is_empty());
     assert!(audit_ops(&v).contains(&AuditOp::ReapplyErasure));
     assert!(v.verify_audit().unwrap().is_intact());
+}
+
+/// The fsync of a put fails after its batch was applied: the caller is told the change is applied
+/// but not durable (`NotDurable`), not "storage error, nothing written", because retrying a
+/// non-idempotent change on that word would do it twice. A write whose apply fails is `Storage`.
+#[test]
+fn a_write_whose_fsync_fails_says_it_was_applied_but_not_durable() {
+    let f = build_fixture();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("v");
+    copy_dir(&f.root, &root);
+    let plan = FaultPlan::new();
+    let paths = VaultPaths::in_dir(&root);
+    let v = Vault::open(
+        &paths,
+        &creds(),
+        opts(NOW).danger_wrap_store(wrapper(plan.clone())),
+    )
+    .unwrap();
+    plan.arm(FaultKind::Sync, 1);
+    let r = v.put(&f.s.b, "customer", &customer("Nieuw", "nieuw@voorbeeld.nl"));
+    assert!(plan.fired());
+    assert!(matches!(r, Err(WriteError::NotDurable(_))), "{r:?}");
+    plan.disarm();
+    let rec = v.get(&f.s.b, "customer").unwrap();
+    assert_eq!(
+        rec.get_str("first_name"),
+        Some("Nieuw"),
+        "the applied write is visible"
+    );
+    plan.arm(FaultKind::Write, 1);
+    let r = v.put(&f.s.b, "customer", &customer("Later", "later@voorbeeld.nl"));
+    assert!(matches!(r, Err(WriteError::Storage(_))), "{r:?}");
+    plan.disarm();
+    assert_eq!(
+        v.get(&f.s.b, "customer").unwrap().get_str("first_name"),
+        Some("Nieuw")
+    );
 }
 
 /// `change_credentials` re-seals the key store, then its audit append fails: the call fails and

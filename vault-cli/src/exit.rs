@@ -124,7 +124,7 @@ fn write(e: &WriteError) -> u8 {
         | WriteError::NotUnique { .. }
         | WriteError::Serde(_) => INVALID_INPUT,
         WriteError::Integrity(_) => INTEGRITY,
-        WriteError::Storage(s) | WriteError::KeyStore(s) => storage(s),
+        WriteError::Storage(s) | WriteError::KeyStore(s) | WriteError::NotDurable(s) => storage(s),
         _ => FAILURE,
     }
 }

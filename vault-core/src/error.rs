@@ -402,9 +402,13 @@ pub enum WriteError {
     /// A stored key or value failed authentication.
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
-    /// Storage failure.
+    /// Storage failure: nothing was written.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The change was applied (readers see it) but making it durable failed: it may not survive a
+    /// crash. Retrying a non-idempotent change (a new subject) could do it twice: check first.
+    #[error("the change was applied but could not be made durable ({0}); it may be lost in a crash: fix the storage, then check before retrying")]
+    NotDurable(#[source] StorageError),
     /// Record value (de)serialisation failure (shop's own types).
     #[error("the value could not be converted to a record: {0}")]
     Serde(String),
@@ -469,8 +473,8 @@ pub enum TransactionError {
         /// The operation that failed.
         index: usize,
     },
-    /// Starting or committing failed (storage, key store, randomness); nothing was written, or,
-    /// when only the final fsync failed, the change is applied but not confirmed durable.
+    /// Starting or committing failed (storage, key store, randomness): nothing was written,
+    /// except for [`WriteError::NotDurable`] (applied, but its fsync failed).
     #[error(transparent)]
     Commit(WriteError),
 }

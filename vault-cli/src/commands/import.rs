@@ -164,7 +164,9 @@ fn row_value(v: &Vault, mut value: Value) -> Result<Option<String>, RowError> {
     let record = Record::from_json(record).map_err(|_| "\"record\" must be a JSON object")?;
     let key = RecordKey::labelled(&record_type, &label);
     let write_error = |e: vault_core::WriteError| match &e {
-        vault_core::WriteError::Storage(st) | vault_core::WriteError::KeyStore(st)
+        vault_core::WriteError::Storage(st)
+        | vault_core::WriteError::KeyStore(st)
+        | vault_core::WriteError::NotDurable(st)
             if refused(st) =>
         {
             RowError::Storage(e.into())

@@ -878,8 +878,11 @@ impl<'v> Transaction<'v> {
             }
             v.apply_audited_locked(&mut head, batch, audit)?;
         }
-        v.wait_durable()?;
-        Ok(())
+        // Applied: from here a failure must not read as "nothing happened".
+        v.wait_durable().map_err(|e| Failed {
+            op: None,
+            error: WriteError::NotDurable(e),
+        })
     }
 
     /// A claim's tag under each KEK live now (the check completes the list under the lock).
