@@ -13,7 +13,7 @@ use crate::common::*;
 use serde_json::json;
 use vault_core::{
     AuditFilter, AuditOp, Epoch, EpochPolicy, FieldState, KekState, LifecycleError, MockClock,
-    Record, RecordKey, Request, SubjectId, Vault, VaultPaths, WriteError,
+    Record, RecordKey, Request, Schema, SubjectId, Vault, VaultPaths, WriteError,
 };
 
 const DAY: i64 = 86_400;
@@ -926,6 +926,44 @@ fn a_customer_who_never_orders_is_shredded_at_the_ceiling() {
         .find("customer", "email", "klant1@voorbeeld.nl")
         .unwrap()
         .is_empty());
+}
+
+/// A fallback instead of a ceiling (`2y after last_order`, fallback `2y after created`): a
+/// customer who never orders goes two years after sign-up; one who orders goes two years after the
+/// last order, however late that is, so a loyal customer is not cut off as by a ceiling.
+#[test]
+fn a_fallback_counts_only_until_the_rules_event_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let text = per_customer(include_str!("../../examples/webshop.toml")).replace(
+        "at_most = \"5y after created\"",
+        "fallback = \"2y after created\"",
+    );
+    let schema = Schema::from_toml(&text).unwrap();
+    assert!(schema.purpose("account").unwrap().at_most.is_none());
+    let v = Vault::create(
+        &VaultPaths::in_dir(dir.path()),
+        &creds(),
+        schema,
+        options(&clock),
+    )
+    .unwrap();
+    let never = v.create_subject().unwrap(); // never orders: T0 + 2y (the fallback)
+    let loyal = v.create_subject().unwrap(); // last order T0 + 6y: T0 + 8y (the rule)
+    for (s, i) in [(&never, 1), (&loyal, 2)] {
+        v.put(s, "customer", &customer(i)).unwrap();
+    }
+    v.record_event(&loyal, "last_order", add_years(T0, 1), &req())
+        .unwrap();
+    v.record_event(&loyal, "last_order", add_years(T0, 6), &req())
+        .unwrap();
+    for (at, s, i) in [(add_years(T0, 2), &never, 1), (add_years(T0, 8), &loyal, 2)] {
+        assert_eq!(v.expire(at - 1, &req()).unwrap().total(), 0, "before {at}");
+        assert_values(&v.get(s, "customer").unwrap(), &customer(i), "customer");
+        let r = v.expire(at, &req()).unwrap();
+        assert_eq!(r.shredded.get("account"), Some(&1), "at {at}: {r:?}");
+        assert!(v.get(s, "customer").unwrap().has_shredded());
+    }
 }
 
 /// Rule and ceiling: whichever ends first, for a ceiling on `created` and on a recorded event.

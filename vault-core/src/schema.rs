@@ -194,6 +194,14 @@ pub enum SchemaError {
         /// What is wrong.
         reason: String,
     },
+    /// The `fallback` clause could not be parsed, or its rule waits for no shop event.
+    #[error("purpose `{purpose}`: fallback: {reason}")]
+    InvalidFallback {
+        /// The purpose.
+        purpose: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Some other property of a purpose is invalid (e.g. empty description).
     #[error("purpose `{purpose}`: {reason}")]
     InvalidPurpose {
@@ -309,7 +317,7 @@ impl Schema {
     /// `at_most`, and a retention rule that is `none` or waits for an event the shop records.
     pub fn ceiling_warnings(&self) -> Vec<CeilingWarning> {
         self.purposes()
-            .filter(|p| p.at_most.is_none() && p.retention.is_open_ended())
+            .filter(|p| p.at_most.is_none() && p.fallback.is_none() && p.retention.is_open_ended())
             .map(|p| CeilingWarning {
                 purpose: p.name.clone(),
                 retention: p.retention.to_string(),
@@ -327,7 +335,7 @@ impl Schema {
     pub fn events(&self) -> BTreeSet<&str> {
         self.purposes
             .values()
-            .flat_map(|p| [Some(&p.retention), p.at_most.as_ref()])
+            .flat_map(|p| [Some(&p.retention), p.at_most.as_ref(), p.fallback.as_ref()])
             .filter_map(|r| r?.event())
             .collect()
     }
@@ -356,6 +364,8 @@ struct RawPurpose {
     // which is what the vault keeps and MACs, stays valid as it is).
     #[serde(default)]
     at_most: Option<String>,
+    #[serde(default)]
+    fallback: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -436,6 +446,10 @@ fn validate_purpose(name: String, raw: RawPurpose) -> Result<Purpose, SchemaErro
         Some(text) => Some(parse_ceiling(&name, text)?),
         None => None,
     };
+    let fallback = match &raw.fallback {
+        Some(text) => Some(parse_fallback(&name, &retention, text)?),
+        None => None,
+    };
     Ok(Purpose {
         name,
         legal_basis,
@@ -444,6 +458,28 @@ fn validate_purpose(name: String, raw: RawPurpose) -> Result<Purpose, SchemaErro
         retention,
         scope,
         at_most,
+        fallback,
+    })
+}
+
+/// Parses a `fallback` clause: a ceiling's grammar, for a rule that waits for a shop event.
+fn parse_fallback(purpose: &str, rule: &Retention, text: &str) -> Result<Retention, SchemaError> {
+    let invalid = |reason: String| SchemaError::InvalidFallback {
+        purpose: purpose.to_owned(),
+        reason,
+    };
+    let waits_for_shop_event = matches!(rule, Retention::After { event, .. }
+        if !Retention::is_builtin_event(event));
+    if !waits_for_shop_event {
+        return Err(invalid(format!(
+            "a fallback applies only to a rule `<period> after <event>` on an event the shop              records; `{rule}` does not wait for one (use `at_most` to bound it)"
+        )));
+    }
+    parse_ceiling(purpose, text).map_err(|e| match e {
+        SchemaError::InvalidCeiling { reason, .. } => {
+            invalid(reason.replace("ceiling", "fallback"))
+        }
+        other => other,
     })
 }
 

@@ -96,6 +96,10 @@ pub struct PurposeExport {
     /// The ceiling (`at_most`), e.g. `5y after created`: the data goes then at the latest, even if
     /// the retention rule has not ended. `None`: no ceiling declared.
     pub at_most: Option<String>,
+    /// The fallback, e.g. `2y after created`: while the rule's event has not been recorded, the
+    /// data goes when it ends. Left out of the JSON when the purpose has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// Where the subject's data of this purpose stands.
     pub state: PurposeState,
 }
@@ -172,6 +176,10 @@ fn purpose_row(p: &RegisterPurpose) -> String {
     let rule = match p.scope {
         "record" => format!("{}, counted per record", p.retention_description),
         _ => p.retention_description.clone(),
+    };
+    let rule = match &p.fallback_description {
+        Some(f) => format!("{rule} (if that never happens: {f})"),
+        None => rule,
     };
     let retention = match (&p.at_most_description, p.unbounded) {
         (Some(c), _) => format!("{rule}; at most {c}"),
@@ -358,6 +366,7 @@ impl Vault {
             recipients: p.recipients.clone(),
             retention: p.retention.to_string(),
             at_most: p.at_most.as_ref().map(ToString::to_string),
+            fallback: p.fallback.as_ref().map(ToString::to_string),
             scope: p.scope.as_str(),
             record,
             state,
@@ -437,6 +446,10 @@ pub struct RegisterPurpose {
     pub at_most: Option<String>,
     /// The ceiling in words, e.g. `5 years after creation`.
     pub at_most_description: Option<String>,
+    /// The fallback in words (while the rule's event has not happened), e.g. `2 years after
+    /// creation`. Left out of the JSON when the purpose has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_description: Option<String>,
     /// Whether data of this purpose can be kept forever without anyone deciding so: no ceiling,
     /// and a retention rule that is `none` or waits for an event the shop records (what
     /// `kluis schema check` warns about).
@@ -507,7 +520,10 @@ impl ProcessingRegister {
                 scope: p.scope.as_str(),
                 at_most: p.at_most.as_ref().map(ToString::to_string),
                 at_most_description: p.at_most.as_ref().map(describe_retention),
-                unbounded: p.at_most.is_none() && p.retention.is_open_ended(),
+                fallback_description: p.fallback.as_ref().map(describe_retention),
+                unbounded: p.at_most.is_none()
+                    && p.fallback.is_none()
+                    && p.retention.is_open_ended(),
                 data: schema
                     .record_types()
                     .filter_map(|rt| {

@@ -138,12 +138,19 @@ pub(crate) fn slot_expiry(
         created,
         last_update: Some(last_update),
     };
-    let expiry = retention::expiry(rule, &anchors);
+    let purpose = schema.purpose(slot_name::purpose(slot));
+    // A rule still waiting for its event counts from the fallback, if the purpose has one.
+    let waiting = rule
+        .event()
+        .is_some_and(|e| !anchors.events.contains_key(e))
+        && rule.is_open_ended();
+    let expiry = match purpose.and_then(|p| p.fallback.as_ref()) {
+        Some(fallback) if waiting => retention::expiry(fallback, &anchors),
+        _ => retention::expiry(rule, &anchors),
+    };
     // The ceiling bounds the rule: whichever ends first (a ceiling whose event is not recorded yet
     // bounds nothing). The hold below still overrides both.
-    let ceiling = schema
-        .purpose(slot_name::purpose(slot))
-        .and_then(|p| p.at_most.as_ref());
+    let ceiling = purpose.and_then(|p| p.at_most.as_ref());
     let expiry = retention::earlier(expiry, ceiling.and_then(|c| retention::expiry(c, &anchors)));
     match entry.hold {
         // A hold with an end date keeps the data at least until then.
@@ -372,7 +379,7 @@ impl Vault {
         let schema = self.active_schema();
         let mut r = EventReport::default();
         for p in schema.schema.purposes() {
-            let names_it = [Some(&p.retention), p.at_most.as_ref()]
+            let names_it = [Some(&p.retention), p.at_most.as_ref(), p.fallback.as_ref()]
                 .into_iter()
                 .flatten()
                 .any(|r| r.event() == Some(event));

@@ -247,13 +247,18 @@ fn compare_purposes(
                     });
                 }
                 r.changed_purposes.push(p.name.clone());
-                // A ceiling takes part in every expiry just as the rule does (`slot_expiry`).
-                let what = match (np.retention != p.retention, np.at_most != p.at_most) {
-                    (true, true) => "retention and ceiling (at_most)",
-                    (true, false) => "retention",
-                    (false, true) => "ceiling (at_most)",
-                    (false, false) => "",
-                };
+                // A ceiling and a fallback take part in every expiry just as the rule does
+                // (`slot_expiry`).
+                let what = [
+                    (np.retention != p.retention, "retention"),
+                    (np.at_most != p.at_most, "ceiling (at_most)"),
+                    (np.fallback != p.fallback, "fallback"),
+                ]
+                .iter()
+                .filter(|(changed, _)| *changed)
+                .map(|(_, name)| *name)
+                .collect::<Vec<_>>()
+                .join(" and ");
                 if !what.is_empty() && u.purposes.contains(&p.name) {
                     r.retention_changed = true;
                     r.warnings.push(format!(

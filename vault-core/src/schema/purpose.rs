@@ -96,6 +96,12 @@ pub struct Purpose {
     /// rule whose event never comes cannot keep data forever. `None`: no ceiling declared. Never
     /// `Retention::None`, and never anchored on `last_update` (the schema refuses both).
     pub at_most: Option<Retention>,
+    /// The fallback (`fallback`) of a rule `<period> after <event>` on an event the shop records:
+    /// while that event has not been recorded for the data, the data goes when the fallback ends
+    /// (`2y after last_order`, fallback `2y after created`: a customer who never orders). Once the
+    /// event is recorded, the rule counts alone, so a loyal customer's account is not cut off the
+    /// way a ceiling would cut it. Same grammar and limits as `at_most`.
+    pub fallback: Option<Retention>,
     /// Whose data one data key of this purpose covers: the whole customer's, or one record's.
     pub scope: Scope,
 }

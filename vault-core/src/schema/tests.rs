@@ -515,3 +515,42 @@ fn webshop_example_bounds_every_purpose() {
     assert_eq!(s.ceiling_warnings(), vec![]);
     assert!(s.purposes().all(|p| p.at_most.is_some()));
 }
+
+#[test]
+fn a_fallback_bounds_only_a_rule_that_waits_for_a_shop_event() {
+    let purpose = |rule: &str, fallback: &str| {
+        format!(
+            "version = 1\n[purposes.account]\ndescription = \"d\"\nlegal_basis = \"contract\"\n\
+             retention = \"{rule}\"\nfallback = \"{fallback}\"\n"
+        )
+    };
+    let s = Schema::from_toml(&purpose("2y after last_order", "2y after created")).unwrap();
+    let p = s.purpose("account").unwrap();
+    assert_eq!(p.fallback.as_ref().unwrap().to_string(), "2y after created");
+    assert!(
+        s.ceiling_warnings().is_empty(),
+        "a fallback bounds the rule"
+    );
+    // Rules that wait for no shop event have nothing to fall back from.
+    for rule in [
+        "6mo after created",
+        "2w after last_update",
+        "until consent_withdrawn",
+        "none",
+    ] {
+        let e = Schema::from_toml(&purpose(rule, "2y after created")).unwrap_err();
+        assert!(
+            matches!(e, SchemaError::InvalidFallback { .. }),
+            "{rule}: {e}"
+        );
+    }
+    // And a fallback is held to a ceiling's grammar.
+    for fallback in ["none", "1y after last_update", "soon"] {
+        let e = Schema::from_toml(&purpose("2y after last_order", fallback)).unwrap_err();
+        assert!(
+            matches!(e, SchemaError::InvalidFallback { .. }),
+            "{fallback}: {e}"
+        );
+        assert!(e.to_string().contains("fallback"), "{e}");
+    }
+}
