@@ -127,17 +127,8 @@ impl<'a> Cur<'a> {
     fn u8(&mut self, what: &'static str) -> u8 {
         self.take(1, what)[0]
     }
-    fn u16(&mut self, what: &'static str) -> u16 {
-        u16::from_le_bytes(self.take(2, what).try_into().unwrap())
-    }
     fn u32(&mut self, what: &'static str) -> u32 {
         u32::from_le_bytes(self.take(4, what).try_into().unwrap())
-    }
-    fn u64(&mut self, what: &'static str) -> u64 {
-        u64::from_le_bytes(self.take(8, what).try_into().unwrap())
-    }
-    fn i64(&mut self, what: &'static str) -> i64 {
-        i64::from_le_bytes(self.take(8, what).try_into().unwrap())
     }
     /// A LEB128 varint (docs/format.md), as one region.
     fn varint(&mut self, what: &'static str) -> u64 {
@@ -314,68 +305,76 @@ impl Envelope {
 #[derive(Clone, Debug, PartialEq)]
 struct LiveSlot {
     purpose: String,
+    /// 1 live, 3 live with an expiry.
+    state: u8,
     generation: u32,
     kek_id: u32,
     uses: u64,
     wrapped: [u8; 60],
-    /// since, last update, expires (3 × i64), kept raw.
+    /// since, last update[, expires] (zigzag differences from the creation time), kept raw.
     times: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 struct SubjectEntry {
-    created: i64,
+    /// The creation time (zigzag varint), kept raw.
+    created: Vec<u8>,
     slots: Vec<LiveSlot>,
-    /// Events and hold, kept as raw bytes.
+    /// Events, flags, hold and forgotten time, kept as raw bytes.
     rest: Vec<u8>,
 }
 
 impl SubjectEntry {
     fn parse(b: &[u8]) -> (SubjectEntry, Vec<(Range<usize>, &'static str)>) {
         let mut c = Cur::new(b);
-        assert_eq!(c.u8("version"), 1, "subject entry version");
-        let created = c.i64("created");
+        assert_eq!(c.u8("version"), 2, "subject entry version");
+        c.varint("created");
+        let created = b[1..c.pos].to_vec();
         let mut slots = Vec::new();
-        for _ in 0..c.u16("slot count") {
+        for _ in 0..c.varint("slot count") {
             let purpose = c.str8("purpose length", "purpose");
-            assert_eq!(c.u8("slot state"), 1, "only live slots expected here");
-            let generation = c.u32("generation");
-            let kek_id = c.u32("kek id");
-            let uses = c.u64("uses");
+            let state = c.u8("slot state");
+            assert!(state == 1 || state == 3, "only live slots expected here");
+            let generation = c.varint("generation") as u32;
+            let kek_id = c.varint("kek id") as u32;
+            let uses = c.varint("uses");
             let mut wrapped = [0u8; 60];
             wrapped[..12].copy_from_slice(c.take(12, "wrapped nonce"));
             wrapped[12..44].copy_from_slice(c.take(32, "wrapped key"));
             wrapped[44..].copy_from_slice(c.take(16, "wrapped tag"));
-            let times = c
-                .take(24, "slot times (since, last update, expires)")
-                .to_vec();
+            let start = c.pos;
+            for _ in 0..if state == 3 { 3 } else { 2 } {
+                c.varint("slot times (since, last update, expires)");
+            }
             slots.push(LiveSlot {
                 purpose,
+                state,
                 generation,
                 kek_id,
                 uses,
                 wrapped,
-                times,
+                times: b[start..c.pos].to_vec(),
             });
         }
-        let n_events = c.u16("event count");
-        for _ in 0..n_events {
+        let rest_start = c.pos;
+        for _ in 0..c.varint("event count") {
             c.str8("event name length", "event name");
-            c.i64("event time");
+            c.varint("event time");
         }
-        if c.u8("hold flag") == 1 {
-            c.take(16, "hold times");
+        let flags = c.u8("hold flag");
+        if flags & 1 != 0 {
+            c.varint("hold times");
+            if flags & 2 != 0 {
+                c.varint("hold times");
+            }
         }
-        c.i64("forgotten at");
+        if flags & 4 != 0 {
+            c.varint("forgotten at");
+        }
+        let body_end = c.pos;
         c.take(32, "row mac");
         c.done();
-        let rest_start = 1
-            + 8
-            + 2
-            + slots
-                .iter()
-                .map(|s| 2 + s.purpose.len() + 76 + 24)
-                .sum::<usize>();
+        assert!(body_end > rest_start);
         let e = SubjectEntry {
             created,
             slots,
@@ -386,15 +385,15 @@ impl SubjectEntry {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut o = vec![1u8];
-        o.extend_from_slice(&self.created.to_le_bytes());
-        o.extend_from_slice(&(self.slots.len() as u16).to_le_bytes());
+        let mut o = vec![2u8];
+        o.extend_from_slice(&self.created);
+        put_varint(&mut o, self.slots.len() as u64);
         for s in &self.slots {
             put_str8(&mut o, &s.purpose);
-            o.push(1);
-            o.extend_from_slice(&s.generation.to_le_bytes());
-            o.extend_from_slice(&s.kek_id.to_le_bytes());
-            o.extend_from_slice(&s.uses.to_le_bytes());
+            o.push(s.state);
+            put_varint(&mut o, u64::from(s.generation));
+            put_varint(&mut o, u64::from(s.kek_id));
+            put_varint(&mut o, s.uses);
             o.extend_from_slice(&s.wrapped);
             o.extend_from_slice(&s.times);
         }
