@@ -474,6 +474,47 @@ mod tests {
         );
     }
 
+    /// The worked example in docs/format.md ("Record envelope, version 2"), byte for byte but for
+    /// the tag, base and sealed bytes.
+    #[test]
+    fn the_documented_example_is_what_the_encoder_writes() {
+        let mut e = Envelope {
+            created_at: 1_800_000_000,
+            updated_at: 1_800_000_000,
+            ..Default::default()
+        };
+        e.tags.insert(3, [0xee; 16]);
+        let base = [0x55; NONCE_LEN];
+        for (id, len) in [(1u32, 20usize), (2, 10), (3, 17)] {
+            let f = SealedField {
+                purpose: "marketing".into(),
+                generation: 1,
+                nonce: crypto::field_nonce(&base, id),
+                ct: vec![id as u8; len + 16],
+            };
+            e.fields.insert(id, f);
+        }
+        let b = e.encode();
+        assert_eq!(b.len(), 105 + 20 + 10 + 17);
+        let head = [0x02, 0x80, 0xc8, 0xce, 0xb4, 0x0d, 0x00, 0x01, 0x03];
+        assert_eq!(b[..9], head);
+        let group = 9 + 16;
+        assert_eq!(
+            b[group..group + 12],
+            [&[1u8, 9][..], b"marketing", &[1]].concat()
+        );
+        assert_eq!(b[group + 12..group + 24], base);
+        assert_eq!(
+            b[group + 24..group + 27],
+            [3, 1, 36],
+            "3 fields; field 1, L = 36"
+        );
+        assert_eq!(*b.last().unwrap(), 0, "no shredded groups");
+        let mut nonce = base;
+        nonce[4] ^= 1;
+        assert_eq!(Envelope::decode(&b).unwrap().fields[&1].nonce, nonce);
+    }
+
     #[test]
     fn ambiguous_envelopes_are_refused() {
         // Tag list naming field 1 twice.

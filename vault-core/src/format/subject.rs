@@ -509,6 +509,42 @@ mod tests {
         assert!(SubjectEntry::decode(&longer).is_err(), "trailing byte");
     }
 
+    /// The worked example in docs/format.md ("Subject entry, version 2"), byte for byte but for
+    /// the wrapped keys.
+    #[test]
+    fn the_documented_example_is_what_the_encoder_writes() {
+        let c = 1_800_000_000;
+        let live = |kek_id, uses, expires| Slot::Live {
+            generation: 1,
+            kek_id,
+            uses,
+            wrapped: vec![0x77; WRAPPED_LEN],
+            since: c,
+            last_update: c,
+            expires,
+        };
+        let mut e = SubjectEntry {
+            created_at: c,
+            ..Default::default()
+        };
+        e.slots.insert("account".into(), live(1, 65_539, None));
+        e.slots
+            .insert("shipping".into(), live(2, 65_542, Some(1_802_595_600)));
+        e.events.insert("delivered".into(), c + 3600);
+        let b = e.encode();
+        assert_eq!(b.len(), 178);
+        let mut want = vec![0x02, 0x80, 0xc8, 0xce, 0xb4, 0x0d, 0x02];
+        want.extend_from_slice(b"\x07account\x01\x01\x01\x83\x80\x04");
+        want.extend_from_slice(&[0x77; WRAPPED_LEN]);
+        want.extend_from_slice(&[0, 0]);
+        want.extend_from_slice(b"\x08shipping\x03\x01\x02\x86\x80\x04");
+        want.extend_from_slice(&[0x77; WRAPPED_LEN]);
+        want.extend_from_slice(&[0, 0, 0xa0, 0xec, 0xbc, 0x02]);
+        want.extend_from_slice(b"\x01\x09delivered\xa0\x38\x00");
+        assert_eq!(b, want);
+        assert_eq!(SubjectEntry::default().encode().len(), 5);
+    }
+
     /// Times far from the creation time (differences that wrap) and a hold with an end still
     /// round-trip exactly; unknown flag bits and an end without a hold are refused.
     #[test]
