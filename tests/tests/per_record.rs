@@ -300,7 +300,7 @@ fn changing_the_scope_of_a_purpose_in_use_is_refused() {
     );
 }
 
-/// Record events cannot grow one subject entry past its bound (its counts are 16-bit on disk): the
+/// Record events cannot grow one subject entry past its bound (decoders accept 65,535 at most): the
 /// event beyond it is a typed error, and the subject and the vault stay readable (a review found
 /// 65,536 events wrapped the count and made the entry, and with a ledger entry for it the vault,
 /// unreadable).

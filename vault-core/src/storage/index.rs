@@ -62,8 +62,8 @@ pub(crate) fn tag(key: &SecretKey, normalised: &[u8]) -> [u8; TAG_LEN] {
     t
 }
 
-/// A record's tags, by field name.
-pub(crate) type Tags = std::collections::BTreeMap<String, [u8; TAG_LEN]>;
+/// A record's tags, by field id.
+pub(crate) type Tags = std::collections::BTreeMap<crate::format::field_ids::FieldId, [u8; TAG_LEN]>;
 
 /// Puts into `batch` the index-row changes that turn a record's `old` tags into its `new` ones:
 /// rows of tags that changed or went are deleted, rows of tags that changed or came are put.
