@@ -70,7 +70,7 @@ pub struct EventReport {
     /// data is no newer than the event). Empty when nothing was recorded.
     pub counted_for: Vec<String>,
     /// Purposes whose retention rule or ceiling names the event but whose current data key was
-    /// made after the time given: events older than the data do not count for it (ARCHITECTURE.md,
+    /// made after the time given: events older than the data do not count for it (docs/design.md,
     /// "Retention"), so their retention does not start. Empty when nothing was recorded.
     pub not_counted_for: Vec<NotCounted>,
     /// Purposes whose retention rule or ceiling names the event but that hold no data (none
@@ -716,7 +716,7 @@ impl Vault {
     }
 
     /// Appends erasure entries to the ledger, durably before they return (whatever the durability
-    /// mode, except `Relaxed`: see ARCHITECTURE.md, "Durability"), and returns them as written.
+    /// mode, except `Relaxed`: see docs/design.md, "Durability"), and returns them as written.
     /// The caller holds the stripes of their subjects, so no key of theirs is wrapped meanwhile.
     fn append_ledger(&self, entries: Vec<LedgerEntry>) -> Result<Vec<LedgerEntry>, StorageError> {
         if entries.is_empty() {

@@ -8,7 +8,7 @@
 //! it is destroyed (epoch passed, or retired), every copy of the tag, in any backup, is as useless
 //! as the wrapped data key beside it. `find` computes one tag per live KEK.
 //!
-//! **Leakage** (documented in ARCHITECTURE.md): equal values of the same field produce equal tags, so
+//! **Leakage** (documented in docs/design.md): equal values of the same field produce equal tags, so
 //! someone holding the data directory can see *that* two subjects share an e-mail address (not
 //! which), and how many subjects share a value. Tags of different fields or vaults are unrelated.
 //! Without the key store, tags cannot be tested against guessed values.
