@@ -28,8 +28,9 @@ use crate::storage::locks::RwUnpoisoned;
 use crate::storage::store::{Table, WriteBatch};
 use crate::vault::{CommitFailure, Vault};
 
-/// How many due (subject, purpose) pairs the sweep handles per ledger append.
-const SWEEP_CHUNK: usize = 256;
+/// How many expiry rows the sweep handles per chunk: one ledger append, one storage batch and one
+/// wait for durability each, with the chunk's subjects locked throughout.
+const SWEEP_CHUNK: usize = 512;
 
 /// What `forget` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -750,59 +751,84 @@ impl Vault {
             from = last.clone();
             from.push(0);
             let mut due: BTreeMap<SubjectId, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
-            let mut stale = WriteBatch::default();
+            let mut batch = WriteBatch::default();
             for (k, _) in &rows {
                 match parse_expiry_key(k) {
                     Some((_, s, p)) => {
                         due.entry(s).or_default().insert(p, k.clone());
                     }
-                    None => stale.delete(Table::Expiry, k.clone()),
+                    None => batch.delete(Table::Expiry, k.clone()),
                 }
             }
-            if !stale.is_empty() {
-                self.commit(stale)?;
-            }
-            // Lock every subject of the chunk (in stripe order: other code holds at most one stripe
-            // at a time, so ascending order cannot deadlock), so what the ledger records is exactly
-            // what the data batches then shred.
-            let mut stripes: Vec<usize> = due.keys().map(|s| self.stripe_index(s)).collect();
-            stripes.sort_unstable();
-            stripes.dedup();
-            let _guards: Vec<_> = stripes
-                .iter()
-                .map(|&i| self.data.stripes[i].write_unpoisoned())
-                .collect();
-            let mut entries = BTreeMap::new();
-            let mut ledger = Vec::new();
-            for (s, ps) in &due {
-                if let Some(mut e) = self.load_subject(s)? {
-                    self.normalize_destroyed(s, &mut e)?;
-                    let ready: BTreeSet<String> = ps
-                        .keys()
-                        .filter(|p| Self::is_due(&e, p, now))
-                        .cloned()
-                        .collect();
-                    ledger.extend(Self::ledger_entries(
-                        s,
-                        &e,
-                        &ready,
-                        ShredReason::Expired,
-                        now,
-                    ));
-                    entries.insert(*s, e);
-                }
-            }
-            self.append_ledger(ledger)?;
-            for (s, ps) in due {
-                self.expire_subject(&s, entries.remove(&s), &ps, now, req, &mut report)?;
-            }
-            // The chunk's batches are applied, not yet durable: one sync for all of them instead
-            // of one per subject. Safe because the ledger above is durable: a crash that loses
-            // some of them is undone by `reapply_ledger` on the next open.
-            self.wait_durable()?;
+            self.expire_chunk(due, batch, now, req, &mut report)?;
         }
         report.keks_destroyed = self.destroy_passed_epochs(now, req)?;
         Ok(report)
+    }
+
+    /// One chunk of the sweep as one transaction across its subjects: their stripes locked (so
+    /// what the ledger records is exactly what the batch then shreds), one ledger append (one
+    /// fsync), one batch with every subject's shredding and audit entries (`batch` may already
+    /// hold stale-row deletions), one wait for durability. A crash leaves the whole chunk applied
+    /// or none of it; its ledger entries, durable first, make the next open (or the next sweep)
+    /// finish it.
+    fn expire_chunk(
+        &self,
+        due: BTreeMap<SubjectId, BTreeMap<String, Vec<u8>>>,
+        mut batch: WriteBatch,
+        now: i64,
+        req: &Request,
+        report: &mut ExpireReport,
+    ) -> Result<(), LifecycleError> {
+        let _guards = self.lock_stripes(due.keys());
+        let mut entries = BTreeMap::new();
+        let mut ledger = Vec::new();
+        for (s, ps) in &due {
+            if let Some(mut e) = self.load_subject(s)? {
+                self.normalize_destroyed(s, &mut e)?;
+                let ready: BTreeSet<String> = ps
+                    .keys()
+                    .filter(|p| Self::is_due(&e, p, now))
+                    .cloned()
+                    .collect();
+                ledger.extend(Self::ledger_entries(
+                    s,
+                    &e,
+                    &ready,
+                    ShredReason::Expired,
+                    now,
+                ));
+                entries.insert(*s, e);
+            }
+        }
+        self.append_ledger(ledger)?;
+        let mut audit = Vec::new();
+        let mut shredded = ExpireReport::default();
+        for (s, ps) in due {
+            let entry = entries.remove(&s);
+            self.expire_subject(
+                &s,
+                entry,
+                &ps,
+                now,
+                req,
+                &mut batch,
+                &mut audit,
+                &mut shredded,
+            )?;
+        }
+        if !batch.is_empty() || !audit.is_empty() {
+            self.apply_audited(batch, audit)?;
+        }
+        // Counted once the chunk is applied; durable below (or, after a crash, by the ledger).
+        report.held += shredded.held;
+        for (p, n) in shredded.shredded {
+            *report.shredded.entry(p).or_default() += n;
+        }
+        // Applied, not yet durable: one sync for the whole chunk. Safe because the ledger above is
+        // durable: a crash that loses the batch is undone by `reapply_ledger` on the next open.
+        self.wait_durable()?;
+        Ok(())
     }
 
     fn is_due(entry: &SubjectEntry, purpose: &str, now: i64) -> bool {
@@ -810,8 +836,10 @@ impl Vault {
             && matches!(entry.slots.get(purpose), Some(Slot::Live { expires: Some(t), .. }) if *t <= now)
     }
 
-    /// Shreds the due purposes of one subject. The caller holds the subject's stripe lock and
-    /// passes its entry as loaded under that lock.
+    /// Adds the shredding of one subject's due purposes to the chunk's `batch` and `audit`
+    /// entries. The caller holds the subject's stripe lock and passes its entry as loaded under
+    /// that lock.
+    #[allow(clippy::too_many_arguments)]
     fn expire_subject(
         &self,
         s: &SubjectId,
@@ -819,15 +847,15 @@ impl Vault {
         purposes: &BTreeMap<String, Vec<u8>>,
         now: i64,
         req: &Request,
+        batch: &mut WriteBatch,
+        audit: &mut Vec<AuditEntry>,
         report: &mut ExpireReport,
     ) -> Result<(), LifecycleError> {
-        let mut batch = WriteBatch::default();
         let Some(mut entry) = entry else {
             // The subject is gone: its index rows are stale.
             for row in purposes.values() {
                 batch.delete(Table::Expiry, row.clone());
             }
-            self.apply_audited(batch, Vec::new())?;
             return Ok(());
         };
         let mut ready = BTreeSet::new();
@@ -854,23 +882,17 @@ impl Vault {
             }
         }
         if ready.is_empty() {
-            if !batch.is_empty() {
-                self.apply_audited(batch, Vec::new())?;
-            }
             return Ok(());
         }
-        self.shred_into(s, &mut entry, &ready, ShredReason::Expired, now, &mut batch)?;
-        self.put_subject(&mut batch, s, &entry);
-        let audit = ready
-            .iter()
-            .map(|p| {
-                AuditEntry::new(AuditOp::Expire, self.now(), &req.actor)
-                    .subject(s)
-                    .purpose(p)
-                    .reason(&req.reason)
-            })
-            .collect();
-        self.apply_audited(batch, audit)?;
+        self.shred_into(s, &mut entry, &ready, ShredReason::Expired, now, batch)?;
+        self.put_subject(batch, s, &entry);
+        let at = self.now();
+        audit.extend(ready.iter().map(|p| {
+            AuditEntry::new(AuditOp::Expire, at, &req.actor)
+                .subject(s)
+                .purpose(p)
+                .reason(&req.reason)
+        }));
         for p in ready {
             *report
                 .shredded
