@@ -1103,3 +1103,58 @@ fn a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it() {
     }
     assert!(n > 1, "the retirement wrote nothing");
 }
+
+/// `forget_many` is one transaction: a batch write that fails forgets none of its subjects, and
+/// their ledger entries are revoked (the next open does not complete a forget the caller was told
+/// failed); a failed fsync after the apply leaves all of them forgotten, for good. A rerun of
+/// the failed call forgets them all.
+#[test]
+fn forget_many_is_all_or_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let pristine = work.path().join("pristine");
+    let subjects = build_chunk_fixture(&pristine);
+    let forgotten = |v: &Vault| -> Vec<bool> {
+        subjects
+            .iter()
+            .map(|s| {
+                let rec = v.get(s, "customer").unwrap();
+                matches!(rec.field_state("first_name"), FieldState::Shredded(_))
+            })
+            .collect()
+    };
+    for (kind, applied) in [(FaultKind::Write, false), (FaultKind::Sync, true)] {
+        let root = work.path().join(format!("{kind:?}"));
+        copy_dir(&pristine, &root);
+        let plan = FaultPlan::new();
+        let paths = VaultPaths::in_dir(&root);
+        let v = Vault::open(
+            &paths,
+            &creds(),
+            opts(T0).danger_wrap_store(wrapper(plan.clone())),
+        )
+        .unwrap();
+        plan.arm(kind, 1);
+        let r = v.forget_many(&subjects, &req(), false);
+        assert!(plan.fired(), "{kind:?}");
+        assert!(r.is_err(), "{kind:?}: {r:?}");
+        plan.disarm();
+        assert_eq!(forgotten(&v), vec![applied; CHUNK_SUBJECTS], "{kind:?}");
+        drop(v);
+        let v = Vault::open(&paths, &creds(), opts(T0)).unwrap();
+        assert_eq!(
+            forgotten(&v),
+            vec![applied; CHUNK_SUBJECTS],
+            "{kind:?} after open"
+        );
+        assert!(
+            !audit_ops(&v).contains(&AuditOp::ReapplyErasure),
+            "{kind:?}"
+        );
+        if !applied {
+            let out = v.forget_many(&subjects, &req(), false).unwrap();
+            assert!(out.values().all(|r| r.is_ok()));
+            assert_eq!(forgotten(&v), vec![true; CHUNK_SUBJECTS]);
+        }
+        assert!(v.verify_audit().unwrap().is_intact());
+    }
+}

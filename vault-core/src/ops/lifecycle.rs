@@ -55,6 +55,14 @@ pub struct KeptPurpose {
     pub until: Option<i64>,
 }
 
+/// A checked forget: the subject entry loaded under its lock, and what is shredded and kept.
+struct ForgetPlan {
+    subject: SubjectId,
+    entry: SubjectEntry,
+    shred: BTreeSet<String>,
+    kept: Vec<KeptPurpose>,
+}
+
 /// What `record_event` did. An event time that does not count is not an error (the call is
 /// idempotent and replays safely), but it changes nothing for some or all purposes, which the
 /// caller usually wants to know.
@@ -585,10 +593,60 @@ impl Vault {
         req: &Request,
         override_hold: bool,
     ) -> Result<ForgetReport, LifecycleError> {
-        let schema = self.active_schema();
         let now = self.now();
         let _g = self.stripe(s).write_unpoisoned();
-        let mut entry = self.load_for_change(s)?;
+        let mut plans = vec![self.forget_check(s, now, override_hold)?];
+        let mut reports = self.forget_planned(&mut plans, now, req, override_hold)?;
+        reports.pop().ok_or(LifecycleError::SubjectNotFound)
+    }
+
+    /// Forgets several subjects as one transaction: their stripes locked, one ledger append (one
+    /// fsync), one batch with every subject's shredding and audit entry, one wait for durability.
+    /// Each subject is forgotten exactly as [`Vault::forget`] would; a subject `forget` would refuse
+    /// (unknown, already forgotten, held without `override_hold`) gets that refusal in the result
+    /// and changes nothing, the others go ahead. A storage failure fails the whole call: either
+    /// every subject that was not refused is forgotten or none is (a batch that was not applied
+    /// has its ledger entries revoked, as for `forget`). For erasure requests handled in bulk.
+    pub fn forget_many(
+        &self,
+        subjects: &[SubjectId],
+        req: &Request,
+        override_hold: bool,
+    ) -> Result<BTreeMap<SubjectId, Result<ForgetReport, LifecycleError>>, LifecycleError> {
+        let now = self.now();
+        let unique: BTreeSet<SubjectId> = subjects.iter().copied().collect();
+        let _guards = self.lock_stripes(&unique);
+        let mut out = BTreeMap::new();
+        let mut plans = Vec::new();
+        for s in unique {
+            match self.forget_check(&s, now, override_hold) {
+                Ok(plan) => plans.push(plan),
+                Err(
+                    e @ (LifecycleError::SubjectNotFound
+                    | LifecycleError::AlreadyForgotten { .. }
+                    | LifecycleError::Held { .. }),
+                ) => {
+                    out.insert(s, Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let reports = self.forget_planned(&mut plans, now, req, override_hold)?;
+        for (plan, report) in plans.iter().zip(reports) {
+            out.insert(plan.subject, Ok(report));
+        }
+        Ok(out)
+    }
+
+    /// The checks of a forget, under the subject's stripe lock: the subject exists, is not
+    /// forgotten, and is not held (unless overridden); then what it keeps and what it shreds.
+    fn forget_check(
+        &self,
+        s: &SubjectId,
+        now: i64,
+        override_hold: bool,
+    ) -> Result<ForgetPlan, LifecycleError> {
+        let entry = self.load_for_change(s)?;
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::AlreadyForgotten { at });
         }
@@ -598,27 +656,63 @@ impl Vault {
                 until: h.until,
             });
         }
-        let (shred, kept) = Self::forget_plan(&schema.schema, &entry, now);
+        let (shred, kept) = Self::forget_plan(&self.active_schema().schema, &entry, now);
+        Ok(ForgetPlan {
+            subject: *s,
+            entry,
+            shred,
+            kept,
+        })
+    }
+
+    /// Carries out checked forgets (the caller holds their stripe locks): the ledger entries of all
+    /// of them first (one durable append), then one batch with every shredding and audit entry.
+    /// Returns one report per plan, in order.
+    fn forget_planned(
+        &self,
+        plans: &mut [ForgetPlan],
+        now: i64,
+        req: &Request,
+        override_hold: bool,
+    ) -> Result<Vec<ForgetReport>, LifecycleError> {
+        if plans.is_empty() {
+            return Ok(Vec::new());
+        }
         // The ledger first: from here on, even a restore of an older data backup cannot bring these back.
-        let mut ledger = Self::ledger_entries(s, &entry, &shred, ShredReason::Forgotten, now);
-        // A marker for the subject itself, so a restore re-applies `forgotten` even when nothing
-        // was shredded (e.g. only invoices were held).
-        ledger.push(LedgerEntry {
-            subject: *s.as_bytes(),
-            purpose: String::new(),
-            generation: 0,
-            at: now,
-            why: ShredReason::Forgotten,
-            kek_id: 0,
-        });
+        let mut ledger = Vec::new();
+        for p in plans.iter() {
+            let s = &p.subject;
+            ledger.extend(Self::ledger_entries(
+                s,
+                &p.entry,
+                &p.shred,
+                ShredReason::Forgotten,
+                now,
+            ));
+            // A marker for the subject itself, so a restore re-applies `forgotten` even when
+            // nothing was shredded (e.g. only invoices were held).
+            ledger.push(LedgerEntry {
+                subject: *s.as_bytes(),
+                purpose: String::new(),
+                generation: 0,
+                at: now,
+                why: ShredReason::Forgotten,
+                kek_id: 0,
+            });
+        }
         let written = self.append_ledger(ledger)?;
-        let batch = self.forget_batch(s, &mut entry, &shred, now)?;
-        let mut audit = vec![AuditEntry::new(AuditOp::Forget, now, &req.actor)
-            .subject(s)
-            .reason(&req.reason)
-            .count(shred.len() as u64)];
-        if override_hold {
-            audit[0] = audit[0].clone().purpose("override-hold");
+        let mut batch = WriteBatch::default();
+        let mut audit = Vec::with_capacity(plans.len());
+        for p in plans.iter_mut() {
+            batch.append(self.forget_batch(&p.subject, &mut p.entry, &p.shred, now)?);
+            let mut a = AuditEntry::new(AuditOp::Forget, now, &req.actor)
+                .subject(&p.subject)
+                .reason(&req.reason)
+                .count(p.shred.len() as u64);
+            if override_hold {
+                a = a.purpose("override-hold");
+            }
+            audit.push(a);
         }
         match self.commit_audited_split(batch, audit) {
             Ok(()) => {}
@@ -633,14 +727,20 @@ impl Vault {
                 return Err(self.take_back_forget_ledger(&written, e));
             }
         }
-        let shredded: BTreeSet<String> = shred
-            .iter()
-            .map(|p| slot_name::purpose(p).to_owned())
-            .collect();
-        Ok(ForgetReport {
-            shredded: shredded.into_iter().collect(),
-            kept,
-        })
+        Ok(plans
+            .iter_mut()
+            .map(|p| {
+                let shredded: BTreeSet<String> = p
+                    .shred
+                    .iter()
+                    .map(|x| slot_name::purpose(x).to_owned())
+                    .collect();
+                ForgetReport {
+                    shredded: shredded.into_iter().collect(),
+                    kept: std::mem::take(&mut p.kept),
+                }
+            })
+            .collect())
     }
 
     /// What `forget` keeps (live legal-obligation slots whose retention still runs) and what it
