@@ -606,7 +606,9 @@ impl Vault {
     /// (unknown, already forgotten, held without `override_hold`) gets that refusal in the result
     /// and changes nothing, the others go ahead. A storage failure fails the whole call: either
     /// every subject that was not refused is forgotten or none is (a batch that was not applied
-    /// has its ledger entries revoked, as for `forget`). For erasure requests handled in bulk.
+    /// has its ledger entries revoked, as for `forget`). For erasure requests handled in bulk; the
+    /// caller picks the size (a few hundred per call: every subject's stripe is held, and shop
+    /// writes to those subjects wait, until the one batch is applied).
     pub fn forget_many(
         &self,
         subjects: &[SubjectId],
