@@ -105,6 +105,18 @@ impl PlainStore {
         b.remove(key(b'r', &[id]));
         self.tree.apply_batch(b)
     }
+    /// Deletes several records (read each, then one batch removing every record and index entry):
+    /// the plaintext analogue of `Vault::forget_many`.
+    pub fn delete_many(&self, ids: &[[u8; 16]]) -> sled::Result<()> {
+        let mut b = sled::Batch::default();
+        for id in ids {
+            if let Some(rec) = self.get(id)? {
+                b.remove(key(b'i', &[norm_email(&rec).as_bytes(), id]));
+                b.remove(key(b'r', &[id]));
+            }
+        }
+        self.tree.apply_batch(b)
+    }
     /// Subjects with this e-mail.
     pub fn find(&self, email: &str) -> sled::Result<Vec<Vec<u8>>> {
         let p = key(b'i', &[email.trim().to_lowercase().as_bytes()]);

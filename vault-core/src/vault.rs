@@ -874,6 +874,22 @@ impl Vault {
         (usize::from(b[0]) << 8 | usize::from(b[1])) % STRIPES
     }
 
+    /// Write-locks the stripes of every subject in `subjects`, each once, in ascending stripe
+    /// order: every other path holds one stripe at a time (or all of them, in order), so a sweep
+    /// that locks a chunk of subjects this way cannot deadlock with it.
+    pub(crate) fn lock_stripes<'a>(
+        &self,
+        subjects: impl IntoIterator<Item = &'a SubjectId>,
+    ) -> Vec<std::sync::RwLockWriteGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = subjects.into_iter().map(|s| self.stripe_index(s)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .iter()
+            .map(|&i| self.data.stripes[i].write_unpoisoned())
+            .collect()
+    }
+
     pub(crate) fn now(&self) -> i64 {
         self.options.clock.now()
     }

@@ -69,15 +69,16 @@ impl Subjects {
     pub(crate) fn ids(
         store: &dyn Store,
     ) -> impl Iterator<Item = Result<SubjectId, StorageError>> + '_ {
-        scan(store, Table::Subject, &[]).map(|row| subject_of_key(&row?.0))
+        scan(store, Table::Subject, &[]).map(|row| Subjects::id_of(&row?.0))
     }
-}
 
-/// The subject id a `Subject` table key names.
-fn subject_of_key(key: &[u8]) -> Result<SubjectId, StorageError> {
-    let id = <[u8; SUBJECT_ID_LEN]>::try_from(key)
-        .map_err(|_| StorageError::corrupted(Component::Subject, "subject key does not decode"))?;
-    Ok(SubjectId::from_bytes(id))
+    /// The subject id a `Subject` table key names (`Corrupted` if it names none).
+    pub(crate) fn id_of(key: &[u8]) -> Result<SubjectId, StorageError> {
+        let id = <[u8; SUBJECT_ID_LEN]>::try_from(key).map_err(|_| {
+            StorageError::corrupted(Component::Subject, "subject key does not decode")
+        })?;
+        Ok(SubjectId::from_bytes(id))
+    }
 }
 
 /// Record envelopes, by storage key (`RecordKey::storage_key`: subject ‖ type ‖ label);
@@ -232,7 +233,7 @@ impl Rows {
     ) -> impl Iterator<Item = Result<(SubjectId, SubjectEntry), StorageError>> + 'a {
         self.scan::<Subjects>(store, &[]).map(|row| {
             let (key, entry) = row?;
-            Ok((subject_of_key(&key)?, entry))
+            Ok((Subjects::id_of(&key)?, entry))
         })
     }
 
