@@ -160,6 +160,25 @@ fn build_fixture() -> Fixture {
     }
 }
 
+/// Copies the vault at `pristine` to `root` and opens the copy at `now` through a fault plan
+/// (unarmed).
+fn open_copy_with_faults(
+    pristine: &Path,
+    root: &Path,
+    now: i64,
+) -> (Vault, Arc<FaultPlan>, VaultPaths) {
+    copy_dir(pristine, root);
+    let plan = FaultPlan::new();
+    let paths = VaultPaths::in_dir(root);
+    let v = Vault::open(
+        &paths,
+        &creds(),
+        opts(now).danger_wrap_store(wrapper(plan.clone())),
+    )
+    .unwrap();
+    (v, plan, paths)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -1028,15 +1047,7 @@ fn a_failed_expire_chunk_is_all_or_nothing_and_the_ledger_finishes_it() {
     let mut n = 1;
     loop {
         let root = work.path().join(format!("n{n}"));
-        copy_dir(&pristine, &root);
-        let plan = FaultPlan::new();
-        let paths = VaultPaths::in_dir(&root);
-        let v = Vault::open(
-            &paths,
-            &creds(),
-            opts(NOW).danger_wrap_store(wrapper(plan.clone())),
-        )
-        .unwrap();
+        let (v, plan, paths) = open_copy_with_faults(&pristine, &root, NOW);
         plan.arm(FaultKind::Write, n);
         let r = v.expire(NOW, &req());
         if !plan.fired() {
@@ -1098,15 +1109,7 @@ fn a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it() {
     let mut n = 1;
     loop {
         let root = work.path().join(format!("n{n}"));
-        copy_dir(&pristine, &root);
-        let plan = FaultPlan::new();
-        let paths = VaultPaths::in_dir(&root);
-        let v = Vault::open(
-            &paths,
-            &creds(),
-            opts(T0).danger_wrap_store(wrapper(plan.clone())),
-        )
-        .unwrap();
+        let (v, plan, paths) = open_copy_with_faults(&pristine, &root, T0);
         let open_kek = v
             .keks()
             .iter()
@@ -1173,15 +1176,7 @@ fn forget_many_is_all_or_nothing() {
     };
     for (kind, applied) in [(FaultKind::Write, false), (FaultKind::Sync, true)] {
         let root = work.path().join(format!("{kind:?}"));
-        copy_dir(&pristine, &root);
-        let plan = FaultPlan::new();
-        let paths = VaultPaths::in_dir(&root);
-        let v = Vault::open(
-            &paths,
-            &creds(),
-            opts(T0).danger_wrap_store(wrapper(plan.clone())),
-        )
-        .unwrap();
+        let (v, plan, paths) = open_copy_with_faults(&pristine, &root, T0);
         plan.arm(kind, 1);
         let r = v.forget_many(&subjects, &req(), false);
         assert!(plan.fired(), "{kind:?}");
