@@ -1053,7 +1053,7 @@ impl Vault {
             let body = e.encode_body();
             next.mac = crate::format::audit::chain_mac(&self.audit.key, &next.mac, next.seq, &body);
             let mut value = body;
-            value.extend_from_slice(&next.mac);
+            value.extend_from_slice(crate::format::audit::stored_tag(&next.mac));
             batch.put(Table::Audit, next.seq.to_be_bytes().to_vec(), value);
         }
         if next != *head {

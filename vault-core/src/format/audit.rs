@@ -1,11 +1,13 @@
 //! The audit log: append-only, hash-chained with a keyed MAC, committed in the same atomic batch as
 //! the change it describes (if the audit write fails, the change does not happen).
 //!
-//! Entry `i` stores `mac_i = HMAC(K_audit, "kluis/v1/audit" ‖ mac_{i-1} ‖ seq_i (u64 LE) ‖ body_i)`;
-//! `mac_0` is 32 zero bytes.
-//! Editing, removing or reordering any entry breaks the chain. The head (last sequence number and
-//! MAC) is kept in the data store and checkpointed into the key store on every key-store write, so
-//! cutting entries off the end is detected back to the last checkpoint.
+//! The chain value is `mac_i = HMAC(K_audit, "kluis/v1/audit" ‖ mac_{i-1} ‖ seq_i (u64 LE) ‖
+//! body_i)` (32 bytes; `mac_0` is 32 zero bytes); entry `i` stores only its first 16 bytes
+//! ([`stored_tag`]), while the chain carries the full value. Editing, removing or reordering any
+//! entry breaks the chain. The head (last sequence number and full chain value) is kept in the
+//! data store and checkpointed into the key store on every key-store write, so cutting entries off
+//! the end is detected back to the last checkpoint, and, since no row holds a full chain value,
+//! also after it unless an old copy of the head is put back (ARCHITECTURE.md, "The audit log").
 //!
 //! **An audit entry never holds a field value**: its fields are operation, record type, label,
 //! subject pseudonym, purpose, actor, reason and a count, all supplied as non-secret metadata.
@@ -314,7 +316,15 @@ pub(crate) fn chain_mac(key: &SecretKey, prev: &[u8; 32], seq: u64, body: &[u8])
     )
 }
 
-/// The last entry of the chain.
+/// Bytes of the chain MAC an audit row stores: the leftmost 128 bits of `mac_i`.
+pub(crate) const STORED_MAC_LEN: usize = crypto::MIN_TAG_LEN;
+
+/// What an audit row stores of its chain value `mac_i`.
+pub(crate) fn stored_tag(mac: &[u8; 32]) -> &[u8] {
+    &mac[..STORED_MAC_LEN]
+}
+
+/// The last entry of the chain (its full 32-byte chain value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Head {
     pub(crate) seq: u64,
