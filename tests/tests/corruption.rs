@@ -340,8 +340,12 @@ fn check(fx: &Fixture, dir: &Path) -> Outcome {
                     .unwrap_or_default();
                 let witnessed = missing.iter().all(|(s, key)| {
                     entries.iter().any(|e| {
-                        e.op == vault_core::AuditOp::Put
-                            && e.subject == Some(*s)
+                        // A record stored with its new subject (`create_subject_with`) is
+                        // named by the `create_subject` entry.
+                        matches!(
+                            e.op,
+                            vault_core::AuditOp::Put | vault_core::AuditOp::CreateSubject
+                        ) && e.subject == Some(*s)
                             && e.record_type == key.record_type
                             && e.label == key.label
                     })
