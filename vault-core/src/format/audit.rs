@@ -194,15 +194,17 @@ impl AuditEntry {
         if let Some(s) = &self.subject {
             w.raw(s.as_bytes());
         }
+        // The builders clip to 64 (1000 for the reason) bytes; clipping again at a character
+        // boundary keeps an entry made with longer strings by hand decodable (never cut inside a
+        // character, never past what the decoder accepts).
         for (bit, s) in &strings[..4] {
             if flags & bit != 0 {
-                w.str8(s);
+                w.str8(&clip(s, u8::MAX.into()));
             }
         }
         if flags & flags::REASON != 0 {
-            // Writers clip reasons to 1000 bytes; the cap keeps hand-made entries decodable.
-            let r = &self.reason.as_bytes()[..self.reason.len().min(MAX_REASON)];
-            w.varint(r.len() as u64).raw(r);
+            let r = clip(&self.reason, MAX_REASON);
+            w.varint(r.len() as u64).raw(r.as_bytes());
         }
         if flags & flags::COUNT != 0 {
             w.varint(self.count);
@@ -505,6 +507,18 @@ mod tests {
         let created = AuditEntry::new(AuditOp::CreateSubject, 1_800_000_000, "webshop")
             .subject(&SubjectId::from_bytes([1; 16]));
         assert_eq!(created.encode_body().len(), 3 + 5 + 16 + 8);
+    }
+
+    /// Strings longer than the body holds (only possible by setting the public fields by hand)
+    /// are cut at a character boundary, so the body still decodes.
+    #[test]
+    fn over_long_hand_made_strings_are_cut_at_a_character_boundary() {
+        let mut e = AuditEntry::new(AuditOp::Update, 1, "x");
+        e.actor = "é".repeat(200); // 400 bytes
+        e.reason = "ü".repeat(3000); // 6000 bytes
+        let d = AuditEntry::decode_body(0, &e.encode_body()).unwrap();
+        assert_eq!(d.actor, "é".repeat(127));
+        assert_eq!(d.reason, "ü".repeat(2048));
     }
 
     /// Only the one encoding of an entry decodes: unknown flag bits, a flagged part that is
