@@ -115,7 +115,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decodes a stored subject row (version 2): entry ‖ 32-byte row MAC.
+/// Decodes a stored subject row (version 2): entry ‖ 16-byte row MAC.
 pub(crate) fn decode_subject(row: &[u8]) -> RawSubject {
     let mut c = Cursor { b: row, at: 0 };
     assert_eq!(c.u8(), 2, "subject entry version");
@@ -165,7 +165,7 @@ pub(crate) fn decode_subject(row: &[u8]) -> RawSubject {
         }
     }
     let forgotten_at = (flags & 4 != 0).then(|| c.time(created));
-    assert_eq!(row.len() - c.at, 32, "row MAC after the entry");
+    assert_eq!(row.len() - c.at, 16, "row MAC after the entry");
     RawSubject {
         slots,
         events,

@@ -236,7 +236,7 @@ impl Envelope {
             "no shredded fields expected in tamper fixtures"
         );
         let shredded = vec![0];
-        let mac = c.take(32, "row mac").to_vec();
+        let mac = c.take(16, "row mac").to_vec();
         c.done();
         let env = Envelope {
             times,
@@ -372,7 +372,7 @@ impl SubjectEntry {
             c.varint("forgotten at");
         }
         let body_end = c.pos;
-        c.take(32, "row mac");
+        c.take(16, "row mac");
         c.done();
         assert!(body_end > rest_start);
         let e = SubjectEntry {
@@ -1095,40 +1095,43 @@ fn removed_sealed_field_is_detected() {
     }
 }
 
-/// A data directory of format version 1 (names in every envelope, before field ids) is refused
-/// at open with the typed version error, naming both versions, and is left as it was.
+/// A data directory of format version 1 (names in every envelope, before field ids) or 2 (audit
+/// entries of version 1, 32-byte row and chain MACs) is refused at open with the typed version
+/// error, naming both versions, and is left as it was.
 #[test]
-fn a_version_1_data_directory_is_refused_with_the_version_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    drop(new_vault(root));
-    let raw = Raw::open(root);
-    let mut meta = raw.get(&meta_key(b"vault"));
-    assert_eq!(meta[8..10], [2, 0], "this build writes data format 2");
-    meta[8..10].copy_from_slice(&1u16.to_le_bytes());
-    raw.put(&meta_key(b"vault"), meta.clone());
-    raw.close();
-    let err = Vault::open(&VaultPaths::in_dir(root), &creds(), fast_options()).err();
-    let Some(e) = err else {
-        panic!("a version 1 vault opened")
-    };
-    assert!(
-        matches!(
-            e,
-            OpenError::UnsupportedVersion {
-                component: Component::DataStore,
-                found: 1,
-                supported: 2
-            }
-        ),
-        "{e:?}"
-    );
-    assert!(e.to_string().contains("version 1"), "{e}");
-    assert_eq!(
-        Raw::open(root).get(&meta_key(b"vault")),
-        meta,
-        "left as it was"
-    );
+fn a_version_1_or_2_data_directory_is_refused_with_the_version_error() {
+    for old in [1u16, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        drop(new_vault(root));
+        let raw = Raw::open(root);
+        let mut meta = raw.get(&meta_key(b"vault"));
+        assert_eq!(meta[8..10], [3, 0], "this build writes data format 3");
+        meta[8..10].copy_from_slice(&old.to_le_bytes());
+        raw.put(&meta_key(b"vault"), meta.clone());
+        raw.close();
+        let err = Vault::open(&VaultPaths::in_dir(root), &creds(), fast_options()).err();
+        let Some(e) = err else {
+            panic!("a version {old} vault opened")
+        };
+        assert!(
+            matches!(
+                e,
+                OpenError::UnsupportedVersion {
+                    component: Component::DataStore,
+                    found,
+                    supported: 3
+                } if found == u32::from(old)
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(&format!("version {old}")), "{e}");
+        assert_eq!(
+            Raw::open(root).get(&meta_key(b"vault")),
+            meta,
+            "left as it was"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

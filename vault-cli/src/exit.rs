@@ -259,8 +259,9 @@ pub fn code(e: &anyhow::Error) -> u8 {
 /// An unknown format version exits as an integrity failure, but it is not damage: restoring
 /// backups (that code's hint) would not help, since they have the same format.
 const VERSION_HINT: &str = "the vault was written in an on-disk format this kluis does not read \
-     (data format 1, from before field ids, is not converted: it was never released); use the \
-     kluis version that wrote it. Nothing was changed";
+     (data formats 1 and 2, from before field ids and before compact audit entries and 16-byte \
+     MACs, are not converted: they were never released); use the kluis version that wrote it. \
+     Nothing was changed";
 
 fn unsupported_version(e: &anyhow::Error) -> bool {
     let open = match e.downcast_ref::<Error>() {

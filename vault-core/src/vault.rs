@@ -28,7 +28,7 @@ use crate::storage::store::{SledConfig, SledStore, Store, Table, WriteBatch};
 use crate::storage::table::{encode_with, AuditHead, KeyStoreSeen, Rows, TableDef};
 
 /// Format version of the data directory this build writes and reads.
-pub const DATA_FORMAT_VERSION: u16 = 2;
+pub const DATA_FORMAT_VERSION: u16 = 3;
 const DATA_MAGIC: &[u8; 8] = b"KLUISDAT";
 const META_VAULT: &[u8] = b"vault";
 const META_SCHEMA: &[u8] = b"schema";
@@ -1069,7 +1069,7 @@ impl Vault {
             let body = e.encode_body();
             next.mac = crate::format::audit::chain_mac(&self.audit.key, &next.mac, next.seq, &body);
             let mut value = body;
-            value.extend_from_slice(&next.mac);
+            value.extend_from_slice(crate::format::audit::stored_tag(&next.mac));
             batch.put(Table::Audit, next.seq.to_be_bytes().to_vec(), value);
         }
         if next != *head {

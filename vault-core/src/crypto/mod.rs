@@ -240,13 +240,29 @@ pub(crate) fn hmac_sha256(key: &SecretKey, parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
+/// The shortest MAC tag kluis stores or accepts: 128 bits (HMAC-SHA-256-128, RFC 4868 §2.6).
+pub(crate) const MIN_TAG_LEN: usize = 16;
+
+/// HMAC-SHA256 of `parts` under `key`, truncated to its leftmost 128 bits (RFC 4868's
+/// HMAC-SHA-256-128; RFC 2104 §5): the row MACs of the data directory.
+pub(crate) fn hmac_sha256_128(key: &SecretKey, parts: &[&[u8]]) -> [u8; MIN_TAG_LEN] {
+    let mut out = [0u8; MIN_TAG_LEN];
+    out.copy_from_slice(&hmac_sha256(key, parts)[..MIN_TAG_LEN]);
+    out
+}
+
 /// Constant-time check that `tag` is the HMAC-SHA256 of `parts` under `key`, or a prefix of it of at
-/// least 16 bytes (truncated tags, as in the key-store check).
+/// least 16 bytes (truncated tags, as in the key-store check and the row MACs).
 pub(crate) fn hmac_verify(key: &SecretKey, parts: &[&[u8]], tag: &[u8]) -> bool {
-    if tag.len() < 16 || tag.len() > 32 {
+    tag_matches(&hmac_sha256(key, parts), tag)
+}
+
+/// Constant-time check that `tag` is `full` or a prefix of it of at least 16 bytes (a MAC the
+/// caller computed itself, e.g. an audit chain value, against the stored tag).
+pub(crate) fn tag_matches(full: &[u8; 32], tag: &[u8]) -> bool {
+    if tag.len() < MIN_TAG_LEN || tag.len() > full.len() {
         return false;
     }
-    let full = hmac_sha256(key, parts);
     // Fold the differences so the time taken does not depend on where the first mismatch is.
     full.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
@@ -440,6 +456,32 @@ mod tests {
         let mut bad = tag;
         bad[3] ^= 1;
         assert!(!hmac_verify(&key, &[b"kluis/v1"], &bad));
+    }
+
+    #[test]
+    fn truncated_macs_are_the_leftmost_128_bits_and_a_wrong_one_is_refused() {
+        let key = SecretKey::generate().unwrap();
+        let full = hmac_sha256(&key, &[b"row"]);
+        let short = hmac_sha256_128(&key, &[b"r", b"ow"]);
+        assert_eq!(short[..], full[..16]);
+        assert!(hmac_verify(&key, &[b"row"], &short));
+        assert!(tag_matches(&full, &short));
+        // Every single-bit change of the 16-byte tag, and a tag under another key or message.
+        for i in 0..short.len() * 8 {
+            let mut bad = short;
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(!hmac_verify(&key, &[b"row"], &bad), "bit {i}");
+            assert!(!tag_matches(&full, &bad), "bit {i}");
+        }
+        let other = SecretKey::generate().unwrap();
+        assert!(!hmac_verify(&other, &[b"row"], &short));
+        assert!(!hmac_verify(&key, &[b"rov"], &short));
+        // Shorter than 128 bits, or longer than the MAC, never verifies.
+        assert!(!tag_matches(&full, &short[..15]));
+        assert!(!tag_matches(&full, &[]));
+        let mut long = full.to_vec();
+        long.push(0);
+        assert!(!tag_matches(&full, &long));
     }
 
     #[test]

@@ -54,9 +54,10 @@ impl Vault {
 
     /// Creates a new subject and stores `record` as its `key` record, in **one** atomic batch (the
     /// subject entry already holding its new data keys, the record, its index entries and expiry
-    /// rows, and both audit entries: `create_subject` then `put`). The way to store a new
-    /// customer: one storage batch instead of two, and no empty subject left behind when the
-    /// record is refused (nothing is written then).
+    /// rows, and one audit entry: `create_subject` naming the record's type and label, which
+    /// stands for the creation and the `put`). The way to store a new customer: one storage
+    /// batch instead of two, and no empty subject left behind when the record is refused
+    /// (nothing is written then).
     pub fn create_subject_with(
         &self,
         key: impl Into<RecordKey>,
@@ -65,6 +66,7 @@ impl Vault {
         let s = SubjectId::generate()?;
         let mut tx = Transaction::new(self, s, true);
         tx.write_op(&key.into(), record, Mode::Put)?;
+        tx.fold_put_into_creation();
         tx.commit_inner().map_err(|f| f.error)?;
         Ok(s)
     }

@@ -423,6 +423,28 @@ impl<'v> Transaction<'v> {
         }
     }
 
+    /// `create_subject_with`: the new subject's `create_subject` entry takes the record type and
+    /// label of its one `put`, whose own entry is dropped, so a new customer costs one audit row
+    /// (docs/format.md, "Audit log": a `create_subject` naming a record stands for both). Does
+    /// nothing unless the entries are exactly that pair.
+    pub(crate) fn fold_put_into_creation(&mut self) {
+        if let [create, put] = self.audit.as_slice() {
+            if create.op == AuditOp::CreateSubject
+                && put.op == AuditOp::Put
+                && create.subject == put.subject
+                && create.at == put.at
+                && create.record_type.is_empty()
+                && create.label.is_empty()
+            {
+                let put = self.audit.pop();
+                if let (Some(create), Some(put)) = (self.audit.first_mut(), put) {
+                    create.record_type = put.record_type;
+                    create.label = put.label;
+                }
+            }
+        }
+    }
+
     fn op_index(&self) -> usize {
         self.ops.saturating_sub(1)
     }
