@@ -124,7 +124,11 @@ impl ExpireReport {
 /// made, bounded by the purpose's ceiling (`at_most`), postponed (or suspended) by a legal hold.
 ///
 /// `slot` is a slot name (see [`slot_name`]): a record-scoped slot counts only the events of its
-/// record, and its `created` is when its key was made (the record's first data of the purpose).
+/// record. `created` is when the slot's data was collected: for a record-scoped slot when its key
+/// was made (the record's first data of the purpose); for a subject-scoped one the subject's
+/// creation, or, for data collected again after its key was shredded (a returning customer), when
+/// the new key was made, so that data is not born past a rule or ceiling on `created`. (A key
+/// rotation keeps `since`, so it moves nothing.)
 pub(crate) fn slot_expiry(
     schema: &Schema,
     entry: &SubjectEntry,
@@ -139,7 +143,7 @@ pub(crate) fn slot_expiry(
         .map(|(k, t)| (k.to_owned(), t))
         .collect();
     let created = match slot_name::record(slot) {
-        None => entry.created_at,
+        None => entry.created_at.max(since),
         Some(_) => since,
     };
     let anchors = Anchors {
@@ -179,13 +183,16 @@ pub(crate) fn slot_expiry(
 pub(crate) fn awaited_anchor<'a>(
     schema: &'a Schema,
     entry: &SubjectEntry,
-    purpose: &str,
+    slot: &str,
     since: i64,
 ) -> Option<&'a str> {
-    let crate::schema::Retention::After { event, .. } = &schema.purpose(purpose)?.retention else {
+    let purpose = schema.purpose(slot_name::purpose(slot))?;
+    let crate::schema::Retention::After { event, .. } = &purpose.retention else {
         return None;
     };
-    let recorded = entry.events.get(event).is_some_and(|&t| t >= since);
+    // The events of the slot's scope (its record's, for a record-scoped slot), as `slot_expiry`.
+    let recorded =
+        slot_name::events_for(slot, &entry.events).any(|(e, t)| e == event.as_str() && t >= since);
     (!crate::schema::Retention::is_builtin_event(event) && !recorded).then_some(event.as_str())
 }
 
@@ -682,7 +689,7 @@ impl Vault {
         if plans.is_empty() {
             return Ok(Vec::new());
         }
-        // The ledger first: from here on, even a restore of an older data backup cannot bring these back.
+        // The ledger entries name the generations as loaded, before the batch marks them shredded.
         let mut ledger = Vec::new();
         for p in plans.iter() {
             let s = &p.subject;
@@ -704,7 +711,8 @@ impl Vault {
                 kek_id: 0,
             });
         }
-        let written = self.append_ledger(ledger)?;
+        // The batch is built before the ledger is written, so a failure reading a subject's rows
+        // (a damaged record) leaves nothing behind, not ledger entries for a forget that failed.
         let mut batch = WriteBatch::default();
         let mut audit = Vec::with_capacity(plans.len());
         for p in plans.iter_mut() {
@@ -718,6 +726,9 @@ impl Vault {
             }
             audit.push(a);
         }
+        // The ledger before the data: from here on, even a restore of an older data backup cannot
+        // bring these back.
+        let written = self.append_ledger(ledger)?;
         match self.commit_audited_split(batch, audit) {
             Ok(()) => {}
             Err(CommitFailure::Unsynced(e)) => {
@@ -728,7 +739,7 @@ impl Vault {
                 return Err(LifecycleError::from(e));
             }
             Err(CommitFailure::NotApplied(e)) => {
-                return Err(self.take_back_forget_ledger(&written, e));
+                return Err(self.take_back_ledger(&written, e));
             }
         }
         Ok(plans
@@ -807,13 +818,14 @@ impl Vault {
         Ok(batch)
     }
 
-    /// After a forget whose batch was not applied: the data did not change, so void the ledger
-    /// entries (an appended revocation), or the next open would complete a forget the caller was
-    /// told failed. (If this fails too, the forget completes on the next open, as a
+    /// After an erasure whose batch was not applied (a forget, an expire chunk): the data did not
+    /// change, so void its ledger entries (an appended revocation), or the next open would
+    /// complete an erasure the caller was told failed, whatever happened since (a hold placed, a
+    /// new event). (If this fails too, the erasure completes on the next open, as a
     /// `ReapplyErasure`.)
-    fn take_back_forget_ledger(&self, written: &[LedgerEntry], e: StorageError) -> LifecycleError {
+    fn take_back_ledger(&self, written: &[LedgerEntry], e: StorageError) -> LifecycleError {
         if self.keys.ledger.revoke(written).is_err() {
-            tracing::warn!("a failed forget could not be taken back; the next open completes it");
+            tracing::warn!("a failed erasure could not be taken back; the next open completes it");
         }
         e.into()
     }
@@ -905,7 +917,8 @@ impl Vault {
                 entries.insert(*s, e);
             }
         }
-        self.append_ledger(ledger)?;
+        // The batch first (a failure reading a subject's rows leaves nothing behind), then the
+        // ledger, durable before the data.
         let mut audit = Vec::new();
         let mut shredded = ExpireReport::default();
         for (s, ps) in due {
@@ -921,8 +934,11 @@ impl Vault {
                 &mut shredded,
             )?;
         }
+        let written = self.append_ledger(ledger)?;
         if !batch.is_empty() || !audit.is_empty() {
-            self.apply_audited(batch, audit)?;
+            if let Err(e) = self.apply_audited(batch, audit) {
+                return Err(self.take_back_ledger(&written, e));
+            }
         }
         // Counted once the chunk is applied; durable below (or, after a crash, by the ledger).
         report.held += shredded.held;
@@ -1198,5 +1214,100 @@ impl Vault {
             tracing::warn!(pairs = count, "erasure ledger re-applied to the data store (restored backup or interrupted shredding)");
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::record::{FieldState, Record};
+    use crate::keys::credentials::{Credentials, KdfParams};
+    use crate::storage::durability::Durability;
+    use crate::vault::{VaultOptions, VaultPaths};
+
+    fn options() -> VaultOptions {
+        VaultOptions::default()
+            .kdf(KdfParams::danger_insecure_for_tests())
+            .danger_allow_weak_kdf(true)
+            .durability(Durability::Relaxed)
+    }
+
+    /// A forget whose batch cannot be built (a damaged record of one of its subjects) fails before
+    /// anything is written: no ledger entry is left behind to complete it on the next open (which
+    /// would forget subjects the caller was told were not forgotten, or fail on the damage).
+    #[test]
+    fn a_forget_that_cannot_be_built_leaves_no_ledger_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, creds) = (
+            VaultPaths::in_dir(dir.path()),
+            Credentials::passphrase("ledger order passphrase"),
+        );
+        let schema = Schema::from_toml(include_str!("../../../examples/webshop.toml")).unwrap();
+        let v = Vault::create(&paths, &creds, schema, options()).unwrap();
+        let mut subjects = Vec::new();
+        for i in 0..2 {
+            let customer = Record::new()
+                .with("first_name", "Jan")
+                .with("last_name", "Berg")
+                .with("email", format!("jan{i}@voorbeeld.nl"));
+            subjects.push(v.create_subject_with("customer", &customer).unwrap());
+        }
+        subjects.sort();
+        // One bit of the second subject's record flipped on disk.
+        let key = RecordKey::from("customer").storage_key(&subjects[1]);
+        let mut row = v.data.store.get(Table::Record, &key).unwrap().unwrap();
+        row[3] ^= 1;
+        let mut batch = WriteBatch::default();
+        batch.put(Table::Record, key, row);
+        v.data.store.apply(batch).unwrap();
+        let req = Request::new("dpo", "Art. 17");
+        assert!(v.forget_many(&subjects, &req, false).is_err());
+        assert!(v.forget(&subjects[1], &req, false).is_err());
+        assert!(
+            v.keys.ledger.entries().is_empty(),
+            "ledger entries left behind"
+        );
+        drop(v);
+        let v = Vault::open(&paths, &creds, options()).unwrap();
+        let first = v.get(&subjects[0], "customer").unwrap();
+        assert!(matches!(
+            first.field_state("first_name"),
+            FieldState::Value(_)
+        ));
+        assert!(v
+            .load_subject(&subjects[0])
+            .unwrap()
+            .unwrap()
+            .forgotten_at
+            .is_none());
+    }
+
+    /// A subject-scoped slot whose key is made again after the first was shredded (a returning
+    /// customer) counts `created` from the new key, not from the subject's creation: otherwise a
+    /// rule or fallback on `created` would make data written today due at once.
+    #[test]
+    fn data_collected_again_counts_created_from_its_new_key() {
+        let schema = Schema::from_toml(
+            "version = 1\n[purposes.account]\ndescription = \"Customer account\"\n\
+             legal_basis = \"contract\"\nretention = \"2y after last_order\"\n\
+             fallback = \"2y after created\"\n[types.customer.fields.name]\ntype = \"text\"\n\
+             purpose = \"account\"\n",
+        )
+        .unwrap();
+        let t0 = 1_714_521_600;
+        let year = 365 * crate::keys::retention::DAY;
+        let mut entry = SubjectEntry {
+            created_at: t0,
+            ..Default::default()
+        };
+        entry.events.insert("last_order".into(), t0 + 30);
+        let first = slot_expiry(&schema, &entry, "account", t0, t0).unwrap();
+        assert!(
+            first < t0 + 3 * year,
+            "the first generation waits for no order: {first}"
+        );
+        let since = t0 + 3 * year;
+        let again = slot_expiry(&schema, &entry, "account", since, since).unwrap();
+        assert!(again > since, "data written at {since} is due at {again}");
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::crypto::Sealer;
 use crate::error::{Component, StorageError, WriteError};
 use crate::format::audit::{AuditEntry, AuditOp};
-use crate::format::subject::{SubjectId, SUBJECT_ID_LEN};
+use crate::format::subject::SUBJECT_ID_LEN;
 use crate::ops::lifecycle::Request;
 use crate::schema::{FieldDef, Schema};
 use crate::storage::locks::RwUnpoisoned;
@@ -197,9 +197,7 @@ impl Vault {
         let mut changed = 0;
         for row in self.data.rows.scan::<Subjects>(&*self.data.store, &[]) {
             let (k, mut entry) = row?;
-            let s = SubjectId::from_bytes(k.as_slice().try_into().map_err(|_| {
-                StorageError::corrupted(Component::Subject, "subject key does not decode")
-            })?);
+            let s = Subjects::id_of(&k)?;
             let normalized = !self.normalize_destroyed(&s, &mut entry)?.is_empty();
             let mut batch = WriteBatch::default();
             let mut sealer = Sealer::new()?;
