@@ -100,24 +100,22 @@ pub fn options(clock: &std::sync::Arc<vault_core::MockClock>) -> VaultOptions {
 
 /// A fresh vault in `root` on the web-shop schema and a test clock.
 pub fn create(root: &Path, clock: &std::sync::Arc<vault_core::MockClock>) -> Vault {
-    Vault::create(
-        &VaultPaths::in_dir(root),
-        &creds(),
-        webshop_schema(),
-        options(clock),
-    )
-    .expect("create vault")
+    create_on(root, webshop_schema(), clock)
 }
 
 /// A fresh vault in `root` on the example schema as shipped and a test clock.
 pub fn create_example(root: &Path, clock: &std::sync::Arc<vault_core::MockClock>) -> Vault {
-    Vault::create(
-        &VaultPaths::in_dir(root),
-        &creds(),
-        example_schema(),
-        options(clock),
-    )
-    .expect("create vault")
+    create_on(root, example_schema(), clock)
+}
+
+/// A fresh vault in `root` on `schema` and a test clock.
+pub fn create_on(
+    root: &Path,
+    schema: Schema,
+    clock: &std::sync::Arc<vault_core::MockClock>,
+) -> Vault {
+    Vault::create(&VaultPaths::in_dir(root), &creds(), schema, options(clock))
+        .expect("create vault")
 }
 
 /// Reopens the vault in `dir`.

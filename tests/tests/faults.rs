@@ -38,9 +38,9 @@ use vault_core::danger_faults::{
     KeyStoreFault, KeyStoreStep, LedgerFault, LedgerStep,
 };
 use vault_core::{
-    AuditFilter, AuditOp, Credentials, Durability, Epoch, FieldState, KdfParams, KekState,
-    MockClock, OpenError, ReadError, Record, Request, SubjectId, Vault, VaultOptions, VaultPaths,
-    WriteError,
+    AuditFilter, AuditOp, Credentials, DeleteError, Durability, Epoch, FieldState, KdfParams,
+    KekState, MockClock, OpenError, ReadError, Record, Request, SubjectId, Vault, VaultOptions,
+    VaultPaths, WriteError,
 };
 
 use crate::common::*;
@@ -790,6 +790,16 @@ fn a_write_whose_fsync_fails_says_it_was_applied_but_not_durable() {
         v.get(&f.s.b, "customer").unwrap().get_str("first_name"),
         Some("Nieuw")
     );
+    // A delete likewise (its own error type).
+    plan.arm(FaultKind::Sync, 1);
+    let r = v.delete(&f.s.a, "address");
+    assert!(plan.fired());
+    assert!(matches!(r, Err(DeleteError::NotDurable(_))), "{r:?}");
+    plan.disarm();
+    assert!(matches!(
+        v.get(&f.s.a, "address"),
+        Err(ReadError::NotFound { .. })
+    ));
 }
 
 /// `change_credentials` re-seals the key store, then its audit append fails: the call fails and

@@ -941,13 +941,7 @@ fn a_fallback_counts_only_until_the_rules_event_is_recorded() {
     );
     let schema = Schema::from_toml(&text).unwrap();
     assert!(schema.purpose("account").unwrap().at_most.is_none());
-    let v = Vault::create(
-        &VaultPaths::in_dir(dir.path()),
-        &creds(),
-        schema,
-        options(&clock),
-    )
-    .unwrap();
+    let v = create_on(dir.path(), schema, &clock);
     let never = v.create_subject().unwrap(); // never orders: T0 + 2y (the fallback)
     let loyal = v.create_subject().unwrap(); // last order T0 + 6y: T0 + 8y (the rule)
     for (s, i) in [(&never, 1), (&loyal, 2)] {

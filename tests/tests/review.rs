@@ -729,13 +729,7 @@ fn an_update_that_moves_the_key_leaves_no_stale_index_row() {
         "#,
     )
     .unwrap();
-    let v = Vault::create(
-        &VaultPaths::in_dir(dir.path()),
-        &creds(),
-        schema,
-        options(&clock),
-    )
-    .unwrap();
+    let v = create_on(dir.path(), schema, &clock);
     let jan = v.create_subject().unwrap();
     v.put(
         &jan,

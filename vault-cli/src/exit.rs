@@ -147,7 +147,7 @@ fn delete(e: &DeleteError) -> u8 {
     match e {
         DeleteError::NotFound { .. } => NOT_FOUND,
         DeleteError::UnknownRecordType(_) | DeleteError::Immutable { .. } => INVALID_INPUT,
-        DeleteError::Storage(s) => storage(s),
+        DeleteError::Storage(s) | DeleteError::NotDurable(s) => storage(s),
         _ => FAILURE,
     }
 }

@@ -583,9 +583,13 @@ pub enum DeleteError {
         /// The record type.
         record_type: String,
     },
-    /// Storage failure.
+    /// Storage failure: nothing was deleted.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The delete was applied (readers no longer see the record) but making it durable failed: a
+    /// crash may bring the record back.
+    #[error("the delete was applied but could not be made durable ({0}); a crash may undo it: fix the storage, then check")]
+    NotDurable(#[source] StorageError),
 }
 
 /// Errors looking up by blind index.

@@ -955,6 +955,7 @@ impl Failed {
     pub(crate) fn into_delete_error(self) -> DeleteError {
         match self.error {
             WriteError::Storage(e) | WriteError::KeyStore(e) => DeleteError::Storage(e),
+            WriteError::NotDurable(e) => DeleteError::NotDurable(e),
             _ => DeleteError::Storage(StorageError::corrupted(
                 Component::Record,
                 "the delete could not be committed",
