@@ -28,6 +28,14 @@ use vault_core::{
     MockClock, OpenError, Record, Request, StorageError, Vault, VaultOptions, VaultPaths,
 };
 
+/// [`fast_options`] without `KLUIS_TEST_ENGINE`: this suite picks its engines itself.
+fn suite_options() -> VaultOptions {
+    VaultOptions::default()
+        .kdf(vault_core::KdfParams::danger_insecure_for_tests())
+        .danger_allow_weak_kdf(true)
+        .durability(vault_core::Durability::Relaxed)
+}
+
 const TABLES: [Table; 6] = [
     Table::Meta,
     Table::Subject,
@@ -708,7 +716,7 @@ fn engines_carry_a_vault_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
         let clock = Arc::new(MockClock::new(T0));
         let paths = VaultPaths::in_dir(tmp.path());
-        let opts = || options(&clock);
+        let opts = || suite_options().clock(clock.clone());
         let v = Vault::create(&paths, &creds(), webshop_schema(), opts().engine(e)).unwrap();
         assert_eq!(v.engine(), Some(e));
         let req = Request::new("engine-suite", "round trip");
@@ -791,7 +799,15 @@ fn engines_unknown_or_missing_engine_files_are_typed_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let paths = VaultPaths::in_dir(tmp.path());
     let e = Engine::built()[0];
-    drop(Vault::create(&paths, &creds(), webshop_schema(), fast_options().engine(e)).unwrap());
+    drop(
+        Vault::create(
+            &paths,
+            &creds(),
+            webshop_schema(),
+            suite_options().engine(e),
+        )
+        .unwrap(),
+    );
     let engine_file = paths.data_dir.join(engine::ENGINE_FILE);
     assert_eq!(
         std::fs::read(&engine_file).unwrap(),
@@ -801,7 +817,7 @@ fn engines_unknown_or_missing_engine_files_are_typed_errors() {
         std::fs::write(&engine_file, junk).unwrap();
         assert!(
             matches!(
-                Vault::open(&paths, &creds(), fast_options()),
+                Vault::open(&paths, &creds(), suite_options()),
                 Err(OpenError::UnknownEngine { .. })
             ),
             "{junk:?}"
@@ -813,11 +829,11 @@ fn engines_unknown_or_missing_engine_files_are_typed_errors() {
     let moved = tmp.path().join("moved");
     std::fs::rename(&main, &moved).unwrap();
     assert!(matches!(
-        Vault::open(&paths, &creds(), fast_options()),
+        Vault::open(&paths, &creds(), suite_options()),
         Err(OpenError::Storage(StorageError::Corrupted { .. }))
     ));
     std::fs::rename(&moved, &main).unwrap();
-    drop(Vault::open(&paths, &creds(), fast_options()).unwrap());
+    drop(Vault::open(&paths, &creds(), suite_options()).unwrap());
     // Neither ENGINE nor the engine's files: not a vault.
     let empty = tempfile::tempdir().unwrap();
     let p = VaultPaths {
@@ -872,6 +888,6 @@ fn engines_cli_init_takes_an_engine() {
     assert!(vault.join("data").join(e.main_file()).exists());
     let o = kluis(&["--json", "new-subject"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v = Vault::open(&VaultPaths::in_dir(&vault), &creds(), fast_options()).unwrap();
+    let v = Vault::open(&VaultPaths::in_dir(&vault), &creds(), suite_options()).unwrap();
     assert_eq!(v.engine(), Some(e));
 }

@@ -174,7 +174,13 @@ pub fn recorded(dir: &Path) -> Result<Recorded, StorageError> {
                 },
             )
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // Not there, or `dir` (or a parent) is not a directory: no ENGINE file.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
             if dir.join(Engine::Sled.main_file()).is_file() {
                 Ok(Recorded::Engine(Engine::Sled))
             } else {
@@ -330,6 +336,14 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(recorded(dir.path()).unwrap(), Recorded::Nothing);
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(
+            recorded(&file.join("data")).unwrap(),
+            Recorded::Nothing,
+            "a data directory under a file"
+        );
+        std::fs::remove_file(&file).unwrap();
         std::fs::write(dir.path().join("db"), b"").unwrap();
         assert_eq!(
             recorded(dir.path()).unwrap(),
