@@ -145,6 +145,18 @@ impl PlainStore {
         b.delete(Table::Record, id.to_vec());
         self.store.apply(b).map_err(plain_err)
     }
+    /// Deletes several records (read each, then one batch removing every record and index entry):
+    /// the plaintext analogue of `Vault::forget_many`.
+    pub fn delete_many(&self, ids: &[[u8; 16]]) -> std::io::Result<()> {
+        let mut b = WriteBatch::default();
+        for id in ids {
+            if let Some(rec) = self.get(id)? {
+                b.delete(Table::Index, key(&[norm_email(&rec).as_bytes(), id]));
+                b.delete(Table::Record, id.to_vec());
+            }
+        }
+        self.store.apply(b).map_err(plain_err)
+    }
     /// Subjects with this e-mail.
     pub fn find(&self, email: &str) -> std::io::Result<Vec<Vec<u8>>> {
         let p = key(&[email.trim().to_lowercase().as_bytes()]);

@@ -127,6 +127,11 @@ pub const METRICS: &[(&str, &str, &str, Better, &str)] = &[
     ("forget", "kluis_cpu_us", " µs", Lower, "kluis CPU per forget"),
     ("forget", "plain_cpu_us", " µs", Lower, "plaintext CPU per delete"),
     ("forget", "key_store_growth", " B", Lower, "key store file growth over the forgets (erasure ledger)"),
+    ("forget", "many_ratio_wall", "x", Higher, "forget_many in chunks of 500 / plaintext delete_many in chunks of 500 (wall rate)"),
+    ("forget", "many_ratio_cpu", "x", Higher, "plaintext CPU per delete_many'd row / kluis CPU per forget_many'd subject"),
+    ("forget", "many_kluis_cpu_us", " µs", Lower, "kluis CPU per subject with forget_many (chunks of 500)"),
+    ("forget", "many_plain_cpu_us", " µs", Lower, "plaintext CPU per row with delete_many (chunks of 500)"),
+    ("forget", "many_vs_single_delete_cpu", "x", Higher, "plaintext CPU per single delete / kluis CPU per forget_many'd subject"),
     ("rotate", "seconds", " s", Lower, "rotate kek --all: wall time (+ sync)"),
     ("rotate", "items", "", Neither, "DEKs rewrapped"),
     ("rotate", "us_per_item", " µs", Lower, "rotate kek: wall µs per DEK"),
@@ -634,6 +639,7 @@ fn customers(
 
     if cfg.on("forget") && cfg.forget > 0 {
         forget(cfg, &kdir, &clock, &subjects, &plain, out, progress)?;
+        forget_many(cfg, &kdir, &clock, &subjects, &plain, out, progress)?;
     }
     Ok(())
 }
@@ -847,6 +853,75 @@ fn forget(
         k.cpu * 1e6 / f as f64,
         rate(p),
         rate(k) / rate(p)
+    ));
+    Ok(())
+}
+
+/// Subjects per `forget_many` call (and per plaintext `delete_many` batch).
+const FORGET_CHUNK: usize = 500;
+
+/// `forget_many` in chunks against plaintext `delete_many` in chunks of the same size, on
+/// another `cfg.forget` customers (those ending in 2 and 7: no invoice), after [`forget`].
+fn forget_many(
+    cfg: &Config,
+    kdir: &Path,
+    clock: &Arc<MockClock>,
+    subjects: &[SubjectId],
+    plain: &PlainStore,
+    out: &mut Outcome,
+    progress: &mut dyn FnMut(&str),
+) -> Res<()> {
+    let who: Vec<u64> = (0..cfg.n)
+        .filter(|i| i % 5 == 2)
+        .take(cfg.forget as usize)
+        .collect();
+    let f = who.len() as u64;
+    if f == 0 {
+        return Ok(());
+    }
+    let req = Request::new("bench", "benchmark");
+    let vault = open(kdir, cfg.durability, clock, None)?;
+    let (r, k) = timed(|| -> Res<()> {
+        for chunk in who.chunks(FORGET_CHUNK) {
+            let ss: Vec<SubjectId> = chunk.iter().map(|&i| subjects[i as usize]).collect();
+            for r in vault.forget_many(&ss, &req, false)?.into_values() {
+                r?;
+            }
+        }
+        Ok(())
+    });
+    r?;
+    drop(vault);
+    let (r, p) = timed(|| -> Res<()> {
+        for chunk in who.chunks(FORGET_CHUNK) {
+            let ids: Vec<[u8; 16]> = chunk.iter().map(|&i| pid(i)).collect();
+            plain.delete_many(&ids)?;
+        }
+        Ok(())
+    });
+    r?;
+    let sec = "forget";
+    out.record(sec, "many_ratio_wall", f, p.wall / k.wall.max(1e-9));
+    if k.cpu > 0.0 && p.cpu > 0.0 {
+        out.record(sec, "many_ratio_cpu", f, p.cpu / k.cpu);
+    }
+    out.record(sec, "many_kluis_cpu_us", f, k.cpu * 1e6 / f as f64);
+    out.record(sec, "many_plain_cpu_us", f, p.cpu * 1e6 / f as f64);
+    if let (Some(single), true) = (out.get(sec, "plain_cpu_us"), k.cpu > 0.0) {
+        let single = single.values.last().copied().unwrap_or(0.0);
+        out.record(
+            sec,
+            "many_vs_single_delete_cpu",
+            f,
+            single / (k.cpu * 1e6 / f as f64),
+        );
+    }
+    progress(&format!(
+        "  forget_many: kluis {:.0}/s ({:.0} µs CPU each), plaintext delete_many {:.0}/s ({:.0} µs CPU each)",
+        f as f64 / k.wall.max(1e-9),
+        k.cpu * 1e6 / f as f64,
+        f as f64 / p.wall.max(1e-9),
+        p.cpu * 1e6 / f as f64,
     ));
     Ok(())
 }

@@ -8,10 +8,13 @@
 //! - a removed entry in the middle → `Gap { expected, found }`;
 //! - two entries' values swapped → `BadMac` at the first;
 //! - the last entry removed, head left alone → `HeadMismatch`;
-//! - entries cut off the end *and* the stored head rewritten to the new last entry → detected
-//!   (`CheckpointMissing`) only if the cut reaches back past the key store's checkpoint. The
-//!   checkpoint is the audit head that was durable (synced) at the last key-store write. Entries
-//!   written after it can be cut off (with a matching head rewrite) without detection: that is the
+//! - entries cut off the end *and* the stored head rewritten to the new last entry as well as the
+//!   rows allow → `CheckpointMissing` if the cut reaches back past the key store's checkpoint (the
+//!   audit head that was durable (synced) at the last key-store write), `HeadMismatch` otherwise:
+//!   a row stores only the first 16 bytes of its 32-byte chain value, so no row gives away the
+//!   head that would match it (data format 3; before, each row stored the full value and such a
+//!   cut after the checkpoint went unseen). What stays undetectable is a cut after the checkpoint
+//!   together with an *old copy* of the head (from a backup of `data/` taken at that point): the
 //!   documented limit of a log kept beside the data. Not asserted, as it is a limitation, not a
 //!   promise.
 
@@ -549,15 +552,20 @@ fn get(tree: &sled::Tree, key: &[u8]) -> Vec<u8> {
     tree.get(key).unwrap().expect("row present").to_vec()
 }
 
-/// Cuts every entry from `first` on and points the stored head at the new last entry, with its
-/// true MAC (what a careful attacker with write access to the data directory would do).
+/// Bytes of the chain MAC each audit row stores (data format 3).
+const STORED_MAC: usize = 16;
+
+/// Cuts every entry from `first` on and points the stored head at the new last entry, with as
+/// much of its chain value as the rows give away: the 16 stored bytes, the other 16 guessed (what
+/// a careful attacker with write access to the data directory can do).
 fn truncate_with_head(tree: &sled::Tree, first: u64, last: u64) {
     for seq in first..=last {
         tree.remove(audit_key(seq)).unwrap().expect("entry present");
     }
     let prev = get(tree, &audit_key(first - 1));
     let mut head = (first - 1).to_le_bytes().to_vec();
-    head.extend_from_slice(&prev[prev.len() - 32..]);
+    head.extend_from_slice(&prev[prev.len() - STORED_MAC..]);
+    head.extend_from_slice(&[0; 32 - STORED_MAC]);
     tree.insert(head_key(), head).unwrap();
 }
 
@@ -643,8 +651,26 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
     assert_eq!(p, AuditProblem::CheckpointMissing { seq: cp });
     let p = tampered(root, clock, |t| truncate_with_head(t, cp - 2, n));
     assert_eq!(p, AuditProblem::CheckpointMissing { seq: cp });
-    // (Cutting only entries after the checkpoint, `cp + 1 ..= n`, with a matching head is not
-    // detectable from the data directory alone: see the module comment.)
+    // Cutting only entries after the checkpoint, `cp + 1 ..= n`: the rows do not give away a
+    // head that matches the new last entry.
+    let p = tampered(root, clock, |t| truncate_with_head(t, cp + 1, n));
+    assert_eq!(p, AuditProblem::HeadMismatch);
+    // A stored chain MAC with one bit flipped is refused.
+    let p = tampered(root, clock, |t| {
+        let mut v = get(t, &audit_key(6));
+        *v.last_mut().unwrap() ^= 0x80;
+        t.insert(audit_key(6), v).unwrap();
+    });
+    assert_eq!(p, AuditProblem::BadMac { seq: 6 });
+    // The head keeps the full 32-byte chain value; the row only its first 16 bytes.
+    {
+        let db = open_sled(&root.join("data"));
+        let tree = db.open_tree(b"kluis").unwrap();
+        let head = get(&tree, &head_key());
+        let last = get(&tree, &audit_key(n));
+        assert_eq!(head.len(), 40);
+        assert_eq!(head[8..24], last[last.len() - STORED_MAC..]);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

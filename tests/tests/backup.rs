@@ -85,14 +85,29 @@ impl<'a> Cursor<'a> {
     fn u8(&mut self) -> u8 {
         self.take(1)[0]
     }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.take(2).try_into().unwrap())
+    /// An unsigned LEB128 varint.
+    fn varint(&mut self) -> u64 {
+        let mut v = 0u64;
+        for i in 0.. {
+            let b = self.u8();
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        v
     }
     fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take(4).try_into().unwrap())
+        u32::try_from(self.varint()).expect("a u32")
     }
-    fn i64(&mut self) -> i64 {
-        i64::from_le_bytes(self.take(8).try_into().unwrap())
+    /// A zigzag varint.
+    fn zigzag(&mut self) -> i64 {
+        let v = self.varint();
+        (v >> 1) as i64 ^ -((v & 1) as i64)
+    }
+    /// A time stored as a zigzag difference from the creation time `c`.
+    fn time(&mut self, c: i64) -> i64 {
+        c.wrapping_add(self.zigzag())
     }
     fn str8(&mut self) -> String {
         let n = usize::from(self.u8());
@@ -100,27 +115,23 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn opt_time(t: i64) -> Option<i64> {
-    (t != i64::MIN).then_some(t)
-}
-
-/// Decodes a stored subject row: entry ‖ 32-byte row MAC.
+/// Decodes a stored subject row (version 2): entry ‖ 16-byte row MAC.
 pub(crate) fn decode_subject(row: &[u8]) -> RawSubject {
     let mut c = Cursor { b: row, at: 0 };
-    assert_eq!(c.u8(), 1, "subject entry version");
-    let _created = c.i64();
+    assert_eq!(c.u8(), 2, "subject entry version");
+    let created = c.zigzag();
     let mut slots = BTreeMap::new();
-    for _ in 0..c.u16() {
+    for _ in 0..c.varint() {
         let purpose = c.str8();
         let slot = match c.u8() {
-            1 => {
+            state @ (1 | 3) => {
                 let generation = c.u32();
                 let kek_id = c.u32();
-                let _uses = c.take(8);
+                let _uses = c.varint();
                 let wrapped = c.take(60).to_vec();
-                let since = c.i64();
-                let _last_update = c.i64();
-                let expires = opt_time(c.i64());
+                let since = c.time(created);
+                let _last_update = c.time(created);
+                let expires = (state == 3).then(|| c.time(created));
                 RawSlot::Live {
                     generation,
                     kek_id,
@@ -131,7 +142,7 @@ pub(crate) fn decode_subject(row: &[u8]) -> RawSubject {
             }
             2 => {
                 let generation = c.u32();
-                let at = c.i64();
+                let at = c.time(created);
                 let _why = c.u8();
                 RawSlot::Shredded { generation, at }
             }
@@ -140,20 +151,21 @@ pub(crate) fn decode_subject(row: &[u8]) -> RawSubject {
         slots.insert(purpose, slot);
     }
     let mut events = BTreeMap::new();
-    for _ in 0..c.u16() {
+    for _ in 0..c.varint() {
         let name = c.str8();
-        events.insert(name, c.i64());
+        events.insert(name, c.time(created));
     }
-    let held = match c.u8() {
-        0 => false,
-        1 => {
-            c.take(16);
-            true
+    let flags = c.u8();
+    assert_eq!(flags & !7, 0, "unknown entry flags {flags}");
+    let held = flags & 1 != 0;
+    if held {
+        c.zigzag();
+        if flags & 2 != 0 {
+            c.zigzag();
         }
-        other => panic!("unknown hold flag {other}"),
-    };
-    let forgotten_at = opt_time(c.i64());
-    assert_eq!(row.len() - c.at, 32, "row MAC after the entry");
+    }
+    let forgotten_at = (flags & 4 != 0).then(|| c.time(created));
+    assert_eq!(row.len() - c.at, 16, "row MAC after the entry");
     RawSubject {
         slots,
         events,

@@ -264,19 +264,31 @@ fn writer(sh: &Shared, rng: &mut Rng, ops: &AtomicU64, id: usize) {
     ops.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Forgets a random subject that is not forgotten yet and adds a fresh one.
+/// Forgets a random subject that is not forgotten yet and adds a fresh one; every other round
+/// forgets two at once with `forget_many` (one transaction across both).
 fn forgetter(sh: &Shared, rng: &mut Rng, ops: &AtomicU64, _id: usize) {
     std::thread::sleep(Duration::from_millis(40));
     let s = sh.pick(rng);
     if sh.is_forgetting(&s) {
         return;
     }
-    sh.forgetting.write().unwrap().insert(s);
-    match sh.vault.forget(&s, &req(), true) {
-        Ok(_) => {
-            sh.forgotten.write().unwrap().insert(s);
+    let also = Some(sh.pick(rng)).filter(|t| *t != s && !sh.is_forgetting(t) && rng.below(2) == 0);
+    let both: Vec<SubjectId> = std::iter::once(s).chain(also).collect();
+    sh.forgetting.write().unwrap().extend(both.iter().copied());
+    if both.len() == 1 {
+        match sh.vault.forget(&s, &req(), true) {
+            Ok(_) => {
+                sh.forgotten.write().unwrap().insert(s);
+            }
+            Err(e) => sh.violation(format!("forget of subject {s} failed: {e:?}")),
         }
-        Err(e) => sh.violation(format!("forget of subject {s} failed: {e:?}")),
+    } else {
+        match sh.vault.forget_many(&both, &req(), true) {
+            Ok(out) if out.len() == 2 && out.values().all(|r| r.is_ok()) => {
+                sh.forgotten.write().unwrap().extend(both.iter().copied());
+            }
+            other => sh.violation(format!("forget_many of {both:?} failed: {other:?}")),
+        }
     }
     match new_subject(&sh.vault, &format!("new{}", ops.load(Ordering::SeqCst))) {
         Ok(n) => sh.subjects.write().unwrap().push(n),

@@ -340,8 +340,12 @@ fn check(fx: &Fixture, dir: &Path) -> Outcome {
                     .unwrap_or_default();
                 let witnessed = missing.iter().all(|(s, key)| {
                     entries.iter().any(|e| {
-                        e.op == vault_core::AuditOp::Put
-                            && e.subject == Some(*s)
+                        // A record stored with its new subject (`create_subject_with`) is
+                        // named by the `create_subject` entry.
+                        matches!(
+                            e.op,
+                            vault_core::AuditOp::Put | vault_core::AuditOp::CreateSubject
+                        ) && e.subject == Some(*s)
                             && e.record_type == key.record_type
                             && e.label == key.label
                     })
@@ -565,9 +569,9 @@ fn corrupted_audit_rows_are_always_detected() {
     };
     for (k, v) in &audit_keys {
         let seq = u64::from_be_bytes(k[1..9].try_into().unwrap());
-        // Three flips: in the body's first bytes (version, time, operation), in the rest of the
-        // body, and in the chain MAC.
-        let body = v.len() - 32;
+        // Three flips: in the body's first bytes (version, operation, flags, time), in the rest
+        // of the body, and in the chain MAC.
+        let body = v.len() - 16;
         for range in [0..10.min(body), 10.min(body)..body, body..v.len()] {
             if range.is_empty() {
                 continue;

@@ -12,7 +12,8 @@
 //!   with a typed error, or the row reads back exactly; never a panic, never a different value. Rows
 //!   an engine drops silently are counted and printed (issue 13's witness of the newest commit is
 //!   what will catch those);
-//! - a vault (create, put, get, find, forget, expire, reopen) on each engine; `open` finds the
+//! - a vault (create, put, get, find, forget, forget_many, expire, reopen, the audit chain, data
+//!   format 3 on disk) on each engine; `open` finds the
 //!   engine by itself and refuses another one, or an unknown `ENGINE` file, with a typed error.
 //!
 //! `cargo test -p kluis-tests engines` runs it.
@@ -745,6 +746,13 @@ fn engines_carry_a_vault_round_trip() {
             .unwrap()
             .is_empty());
         assert_eq!(v.get(&subjects[3], "customer").unwrap().len(), 0, "{e}");
+        // forget_many: several subjects as one chunked transaction (one batch) on this engine.
+        let many = v.forget_many(&subjects[4..6], &req, false).unwrap();
+        assert_eq!(many.len(), 2, "{e}");
+        for r in many.into_values() {
+            assert!(!r.unwrap().shredded.is_empty(), "{e}");
+        }
+        assert_eq!(v.get(&subjects[5], "customer").unwrap().len(), 0, "{e}");
         // Subject 0's address was delivered: it goes 30 days later; nothing else is due yet.
         clock.set(T0 + 31 * DAY);
         let expired = v.expire(T0 + 31 * DAY, &req).unwrap();
@@ -772,7 +780,21 @@ fn engines_carry_a_vault_round_trip() {
             vec![subjects[9]]
         );
         v.put(&subjects[1], "customer", &customer(100)).unwrap();
+        assert!(v.verify_audit().unwrap().is_intact(), "{e}");
         drop(v);
+        // The engine holds the current data format: the `vault` meta row's version (bytes 8..10).
+        {
+            let st =
+                engine::open(e, &paths.data_dir, &EngineConfig::default(), Mode::Open).unwrap();
+            let row = st
+                .get(Table::Meta, b"vault")
+                .unwrap()
+                .expect("vault meta row");
+            assert_eq!(&row[..8], b"KLUISDAT", "{e}");
+            let version = u16::from_le_bytes([row[8], row[9]]);
+            assert_eq!(version, vault_core::vault::DATA_FORMAT_VERSION, "{e}");
+            assert_eq!(version, 3, "{e}");
+        }
         // ... and accepts being told the right one, but refuses another.
         let v = Vault::open(&paths, &creds(), opts().engine(e)).unwrap();
         assert_eq!(

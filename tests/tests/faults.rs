@@ -28,6 +28,7 @@
 //! `Vault::open` that must re-apply the erasure ledger (data restored from an older backup) are
 //! swept too. Each sweep prints a `faults: ...` line with its points and cases (`--nocapture`).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -157,6 +158,25 @@ fn build_fixture() -> Fixture {
         audit_len,
         open_kek,
     }
+}
+
+/// Copies the vault at `pristine` to `root` and opens the copy at `now` through a fault plan
+/// (unarmed).
+fn open_copy_with_faults(
+    pristine: &Path,
+    root: &Path,
+    now: i64,
+) -> (Vault, Arc<FaultPlan>, VaultPaths) {
+    copy_dir(pristine, root);
+    let plan = FaultPlan::new();
+    let paths = VaultPaths::in_dir(root);
+    let v = Vault::open(
+        &paths,
+        &creds(),
+        opts(now).danger_wrap_store(wrapper(plan.clone())),
+    )
+    .unwrap();
+    (v, plan, paths)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -981,4 +1001,206 @@ fn create_survives_every_storage_fault() {
         "faults: Create: {} read / {} write / {} sync points, {cases} cases",
         points[0], points[1], points[2]
     );
+}
+
+/// Subjects in one sweep chunk (far fewer than a chunk holds), each with an address due at NOW
+/// under one epoch KEK, and a customer record under the open-ended KEK (no ceilings).
+const CHUNK_SUBJECTS: usize = 24;
+
+fn build_chunk_fixture(root: &Path) -> Vec<SubjectId> {
+    let v = Vault::create(
+        &VaultPaths::in_dir(root),
+        &creds(),
+        webshop_schema_without_ceilings(),
+        opts(T0),
+    )
+    .unwrap();
+    let r = req();
+    let subjects: Vec<SubjectId> = (0..CHUNK_SUBJECTS)
+        .map(|i| {
+            let s = v.create_subject().unwrap();
+            let email = format!("klant{i}@voorbeeld.nl");
+            v.put(&s, "customer", &customer("Klant", &email)).unwrap();
+            v.put(&s, "address", &address()).unwrap();
+            v.record_event(&s, "delivered", T0, &r).unwrap();
+            s
+        })
+        .collect();
+    v.sync().unwrap();
+    subjects
+}
+
+fn address_shredded(v: &Vault, s: &SubjectId) -> bool {
+    let rec = v.get(s, "address").unwrap();
+    matches!(rec.field_state("street"), FieldState::Shredded(_))
+}
+
+/// Issue 12: `expire` shreds a chunk of subjects as one transaction. A batch write that fails
+/// anywhere in the sweep leaves every subject of the chunk shredded or every one untouched (never
+/// some of each). An untouched chunk has its ledger entries revoked (the data did not change, and
+/// by the next open a hold or a new event may say the data must stay), so the open changes
+/// nothing and the next `expire` shreds the chunk and destroys the passed epoch's KEK.
+#[test]
+fn a_failed_expire_chunk_is_all_or_nothing_and_the_next_sweep_finishes_it() {
+    let work = tempfile::tempdir().unwrap();
+    let pristine = work.path().join("pristine");
+    let subjects = build_chunk_fixture(&pristine);
+    let mut n = 1;
+    loop {
+        let root = work.path().join(format!("n{n}"));
+        let (v, plan, paths) = open_copy_with_faults(&pristine, &root, NOW);
+        plan.arm(FaultKind::Write, n);
+        let r = v.expire(NOW, &req());
+        if !plan.fired() {
+            assert_eq!(r.unwrap().total(), CHUNK_SUBJECTS as u64);
+            break;
+        }
+        plan.disarm();
+        let shredded: Vec<bool> = subjects.iter().map(|s| address_shredded(&v, s)).collect();
+        assert!(
+            shredded.iter().all(|&x| x) || shredded.iter().all(|&x| !x),
+            "write {n}: a failed sweep left its chunk half shredded: {shredded:?}"
+        );
+        let untouched = !shredded[0];
+        drop(v);
+        let v = Vault::open(&paths, &creds(), opts(NOW)).unwrap();
+        for s in &subjects {
+            assert_eq!(
+                address_shredded(&v, s),
+                !untouched,
+                "write {n}: the open changed the chunk"
+            );
+            let rec = v.get(s, "customer").unwrap();
+            assert!(matches!(
+                rec.field_state("first_name"),
+                FieldState::Value(_)
+            ));
+        }
+        let reapplied = audit_ops(&v)
+            .iter()
+            .filter(|o| **o == AuditOp::ReapplyErasure)
+            .count();
+        assert_eq!(reapplied, 0, "write {n}: a revoked chunk was re-applied");
+        let again = v.expire(NOW, &req()).unwrap();
+        let want = if untouched { CHUNK_SUBJECTS as u64 } else { 0 };
+        assert_eq!(again.total(), want, "write {n}");
+        assert!(
+            subjects.iter().all(|s| address_shredded(&v, s)),
+            "write {n}"
+        );
+        assert!(
+            v.keks()
+                .iter()
+                .all(|k| k.epoch == Epoch::OpenEnded || k.state == KekState::Destroyed),
+            "write {n}: the passed epoch's KEK was not destroyed"
+        );
+        assert!(v.verify_audit().unwrap().is_intact());
+        n += 1;
+    }
+    assert!(n > 1, "the sweep wrote nothing");
+}
+
+/// Issue 12: `retire_kek` rewraps a chunk of subjects as one transaction. A batch write that fails
+/// leaves every subject's key under the old KEK or every one under its successor; the rerun
+/// finishes the retirement and every value reads back.
+#[test]
+fn a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it() {
+    let work = tempfile::tempdir().unwrap();
+    let pristine = work.path().join("pristine");
+    let subjects = build_chunk_fixture(&pristine);
+    let mut n = 1;
+    loop {
+        let root = work.path().join(format!("n{n}"));
+        let (v, plan, paths) = open_copy_with_faults(&pristine, &root, T0);
+        let open_kek = v
+            .keks()
+            .iter()
+            .find(|k| k.epoch == Epoch::OpenEnded && k.state == KekState::Active)
+            .unwrap()
+            .id;
+        plan.arm(FaultKind::Write, n);
+        let r = v.retire_kek(open_kek, &req(), &mut |_| {});
+        if !plan.fired() {
+            assert_eq!(r.unwrap().rewrapped, CHUNK_SUBJECTS as u64);
+            break;
+        }
+        plan.disarm();
+        drop(v);
+        let keks: BTreeSet<Option<u32>> = crate::backup::raw_subjects(&root, &subjects)
+            .iter()
+            .map(|e| match e.slots.get("account") {
+                Some(crate::backup::RawSlot::Live { kek_id, .. }) => Some(*kek_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            keks.len(),
+            1,
+            "write {n}: a failed retirement left its chunk half rewrapped: {keks:?}"
+        );
+        let v = Vault::open(&paths, &creds(), opts(T0)).unwrap();
+        if r.is_err() {
+            assert_eq!(v.pending_retirements(), vec![open_kek], "write {n}");
+            v.retire_kek(open_kek, &req(), &mut |_| {}).unwrap();
+        }
+        for (i, s) in subjects.iter().enumerate() {
+            let rec = v.get(s, "customer").unwrap();
+            assert!(matches!(
+                rec.field_state("first_name"),
+                FieldState::Value(_)
+            ));
+            let email = format!("klant{i}@voorbeeld.nl");
+            assert_eq!(v.find("customer", "email", email).unwrap(), vec![*s]);
+        }
+        assert!(v.verify_audit().unwrap().is_intact());
+        n += 1;
+    }
+    assert!(n > 1, "the retirement wrote nothing");
+}
+
+/// `forget_many` is one transaction: a batch write that fails forgets none of its subjects, and
+/// their ledger entries are revoked (the next open does not complete a forget the caller was told
+/// failed); a failed fsync after the apply leaves all of them forgotten, for good. A rerun of
+/// the failed call forgets them all.
+#[test]
+fn forget_many_is_all_or_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let pristine = work.path().join("pristine");
+    let subjects = build_chunk_fixture(&pristine);
+    let forgotten = |v: &Vault| -> Vec<bool> {
+        subjects
+            .iter()
+            .map(|s| {
+                let rec = v.get(s, "customer").unwrap();
+                matches!(rec.field_state("first_name"), FieldState::Shredded(_))
+            })
+            .collect()
+    };
+    for (kind, applied) in [(FaultKind::Write, false), (FaultKind::Sync, true)] {
+        let root = work.path().join(format!("{kind:?}"));
+        let (v, plan, paths) = open_copy_with_faults(&pristine, &root, T0);
+        plan.arm(kind, 1);
+        let r = v.forget_many(&subjects, &req(), false);
+        assert!(plan.fired(), "{kind:?}");
+        assert!(r.is_err(), "{kind:?}: {r:?}");
+        plan.disarm();
+        assert_eq!(forgotten(&v), vec![applied; CHUNK_SUBJECTS], "{kind:?}");
+        drop(v);
+        let v = Vault::open(&paths, &creds(), opts(T0)).unwrap();
+        assert_eq!(
+            forgotten(&v),
+            vec![applied; CHUNK_SUBJECTS],
+            "{kind:?} after open"
+        );
+        assert!(
+            !audit_ops(&v).contains(&AuditOp::ReapplyErasure),
+            "{kind:?}"
+        );
+        if !applied {
+            let out = v.forget_many(&subjects, &req(), false).unwrap();
+            assert!(out.values().all(|r| r.is_ok()));
+            assert_eq!(forgotten(&v), vec![true; CHUNK_SUBJECTS]);
+        }
+        assert!(v.verify_audit().unwrap().is_intact());
+    }
 }

@@ -328,7 +328,22 @@ fn hostile_future_format_versions_are_refused() {
     edit_meta(7);
     let o = env.refused(&args, INTEGRITY);
     assert!(stderr(&o).contains("format version 7"), "{}", stderr(&o));
+    // Data format 1 (names in envelopes) is refused too: it was never released.
     edit_meta(1);
+    let o = env.refused(&args, INTEGRITY);
+    assert!(stderr(&o).contains("format version 1"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("on-disk format"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("restore"),
+        "backups would not help: {}",
+        stderr(&o)
+    );
+    // So is data format 2 (audit entries of version 1, 32-byte MACs): never released either.
+    edit_meta(2);
+    let o = env.refused(&args, INTEGRITY);
+    assert!(stderr(&o).contains("format version 2"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("on-disk format"), "{}", stderr(&o));
+    edit_meta(3); // the version this build writes
     env.assert_intact();
 }
 

@@ -1493,3 +1493,93 @@ fn retire_kek_makes_its_rewraps_durable_before_destroying_the_kek_even_when_rela
         );
     }
 }
+
+/// `forget_many` (issue 12: erasure requests handled in bulk, one transaction): each subject is
+/// forgotten exactly as `forget` would (running legal obligations kept), a subject `forget` would
+/// refuse gets that refusal and is left alone, and everything holds after a reopen.
+#[test]
+fn forget_many_forgets_each_subject_as_forget_does_and_reports_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create(dir.path(), &clock);
+    let [a, b, held, gone, bystander] = [(); 5].map(|()| v.create_subject().unwrap());
+    for (i, s) in [a, b, held, gone, bystander].iter().enumerate() {
+        v.put(s, "customer", &customer(i)).unwrap();
+        v.put(s, "address", &address(i)).unwrap();
+    }
+    v.put(&a, "invoice", &invoice("2027-0001")).unwrap();
+    v.record_event(&a, "invoiced", T0 + 60, &req()).unwrap();
+    v.hold(&held, None, &req()).unwrap();
+    v.forget(&gone, &req(), false).unwrap();
+    clock.set(T0 + DAY);
+    let forgets_before = v
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .iter()
+        .filter(|e| e.op == AuditOp::Forget)
+        .count();
+
+    let out = v
+        .forget_many(&[a, b, held, gone, a], &req(), false)
+        .unwrap();
+    assert_eq!(out.len(), 4);
+    let ra = out[&a].as_ref().unwrap();
+    assert_eq!(ra.shredded, ["account", "shipping"]);
+    assert_eq!(ra.kept.len(), 1);
+    assert_eq!(ra.kept[0].purpose, "invoicing");
+    assert_eq!(out[&b].as_ref().unwrap().shredded, ["account", "shipping"]);
+    assert!(matches!(out[&held], Err(LifecycleError::Held { .. })));
+    assert!(matches!(
+        out[&gone],
+        Err(LifecycleError::AlreadyForgotten { .. })
+    ));
+
+    let check = |v: &Vault| {
+        for (i, s) in [(0, &a), (1, &b)] {
+            assert_shredded(
+                &v.get(s, "customer").unwrap(),
+                &customer(i),
+                "account",
+                "customer",
+            );
+            assert_shredded(
+                &v.get(s, "address").unwrap(),
+                &address(i),
+                "shipping",
+                "address",
+            );
+            assert!(v
+                .find("customer", "email", format!("klant{i}@voorbeeld.nl"))
+                .unwrap()
+                .is_empty());
+            assert!(matches!(
+                v.forget(s, &req(), false),
+                Err(LifecycleError::AlreadyForgotten { .. })
+            ));
+        }
+        assert_values(
+            &v.get(&a, "invoice").unwrap(),
+            &invoice("2027-0001"),
+            "kept invoice",
+        );
+        for (i, s) in [(2, &held), (4, &bystander)] {
+            assert_values(&v.get(s, "customer").unwrap(), &customer(i), "left alone");
+        }
+        assert!(matches!(
+            v.put(&b, "customer", &customer(1)),
+            Err(WriteError::SubjectForgotten { .. })
+        ));
+    };
+    check(&v);
+    let forgets = v
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .iter()
+        .filter(|e| e.op == AuditOp::Forget)
+        .count();
+    assert_eq!(forgets, forgets_before + 2);
+    drop(v);
+    let v = open(dir.path(), &clock);
+    check(&v);
+    assert!(v.verify_audit().unwrap().is_intact());
+}

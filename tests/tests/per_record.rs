@@ -300,7 +300,7 @@ fn changing_the_scope_of_a_purpose_in_use_is_refused() {
     );
 }
 
-/// Record events cannot grow one subject entry past its bound (its counts are 16-bit on disk): the
+/// Record events cannot grow one subject entry past its bound (decoders accept 65,535 at most): the
 /// event beyond it is a typed error, and the subject and the vault stay readable (a review found
 /// 65,536 events wrapped the count and made the entry, and with a ledger entry for it the vault,
 /// unreadable).
@@ -336,4 +336,32 @@ fn record_events_beyond_the_bound_are_refused_and_the_subject_stays_readable() {
     )
     .unwrap();
     assert_eq!(v.export_subject(&s).unwrap().record_events.len(), LIMIT);
+}
+
+/// `kluis status` / `verify` list record-scoped data still waiting for its event per purpose: an
+/// invoice never marked `invoiced` shows under `invoicing`, one that was marked does not, and an
+/// `invoiced` event of another invoice does not count for it.
+#[test]
+fn data_waiting_for_its_records_event_is_listed_per_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(MockClock::new(T0));
+    let v = create_example(dir.path(), &clock);
+    let s = v.create_subject_with("customer", &customer()).unwrap();
+    for n in ["2027-0001", "2027-0002"] {
+        v.put(&s, RecordKey::labelled("invoice", n), &invoice(n))
+            .unwrap();
+    }
+    let invoiced = RecordKey::labelled("invoice", "2027-0001");
+    v.record_event_for(&s, &invoiced, "invoiced", T0 + DAY, &req())
+        .unwrap();
+    clock.set(T0 + 400 * DAY);
+    let r = v.waiting_for_anchor(&"1y".parse().unwrap(), 10).unwrap();
+    let invoicing = r.purposes.get("invoicing").expect("invoicing listed");
+    assert_eq!((invoicing.event.as_str(), invoicing.count), ("invoiced", 1));
+    assert_eq!(invoicing.sample, [s]);
+    assert!(
+        r.purposes.keys().all(|p| !p.contains('/')),
+        "listed by purpose, not by slot: {:?}",
+        r.purposes.keys()
+    );
 }

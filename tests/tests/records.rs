@@ -1089,7 +1089,7 @@ fn kek_usage_limit_rotates_keks_automatically() {
 }
 
 /// `create_subject_with` stores a new customer in one step: the record reads back, is found by
-/// e-mail, survives a reopen, is audited as `create_subject` then `put` for the same subject, gets
+/// e-mail, survives a reopen, is audited as one `create_subject` entry naming the record, gets
 /// its data key and expiry like a `put` would; a refused record creates no subject at all.
 #[test]
 fn create_subject_with_stores_a_new_customer_in_one_step() {
@@ -1127,14 +1127,37 @@ fn create_subject_with_stores_a_new_customer_in_one_step() {
         .audit_entries(&vault_core::AuditFilter::default())
         .unwrap();
     let new: Vec<_> = entries[seq0..].iter().collect();
-    assert_eq!(new.len(), 2, "{new:?}");
+    // One entry says both: the subject was created, with its `customer` record.
+    assert_eq!(new.len(), 1, "{new:?}");
     assert_eq!(new[0].op, vault_core::AuditOp::CreateSubject);
-    assert_eq!(new[1].op, vault_core::AuditOp::Put);
     assert!(new.iter().all(|e| e.subject == Some(s)));
-    assert_eq!(new[1].record_type, "customer");
+    assert_eq!(new[0].record_type, "customer");
+    assert_eq!(new[0].label, "");
 
-    // The subject behaves like any other: more records, reopen, forget.
+    // The subject behaves like any other: more records (each its own `put` entry), reopen, forget.
+    vault
+        .put(
+            &s,
+            RecordKey::labelled("invoice", "2024-0001"),
+            &invoice_1(),
+        )
+        .unwrap();
     vault.put(&s, "address", &address()).unwrap();
+    let later: Vec<_> = vault
+        .audit_entries(&vault_core::AuditFilter::default())
+        .unwrap()
+        .split_off(seq0 + 1);
+    let puts: Vec<_> = later
+        .iter()
+        .map(|e| (e.op, e.record_type.as_str(), e.label.as_str()))
+        .collect();
+    assert_eq!(
+        puts,
+        [
+            (vault_core::AuditOp::Put, "invoice", "2024-0001"),
+            (vault_core::AuditOp::Put, "address", "")
+        ]
+    );
     let vault = sync_and_reopen(vault, dir.path());
     assert_eq!(
         vault.get(&s, "customer").unwrap().to_json(),

@@ -260,6 +260,21 @@ pub fn code(e: &anyhow::Error) -> u8 {
     FAILURE
 }
 
+/// An unknown format version exits as an integrity failure, but it is not damage: restoring
+/// backups (that code's hint) would not help, since they have the same format.
+const VERSION_HINT: &str = "the vault was written in an on-disk format this kluis does not read \
+     (data formats 1 and 2, from before field ids and before compact audit entries and 16-byte \
+     MACs, are not converted: they were never released); use the kluis version that wrote it. \
+     Nothing was changed";
+
+fn unsupported_version(e: &anyhow::Error) -> bool {
+    let open = match e.downcast_ref::<Error>() {
+        Some(Error::Open(o)) => Some(o),
+        _ => e.downcast_ref::<OpenError>(),
+    };
+    matches!(open, Some(OpenError::UnsupportedVersion { .. }))
+}
+
 /// What to do about an error with exit code `code`.
 fn hint(code: u8) -> Option<&'static str> {
     match code {
@@ -299,6 +314,7 @@ pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
     let code = code(e);
     let hint = match e.downcast_ref::<CliError>().and_then(|c| c.hint.as_deref()) {
         Some(h) => Some(h),
+        None if unsupported_version(e) => Some(VERSION_HINT),
         None => hint(code),
     };
     #[allow(clippy::print_stderr)]

@@ -179,25 +179,26 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
         updated_at: 1_700_000_100,
         ..Default::default()
     };
-    env.tags.insert("email".into(), [9; 16]);
+    env.tags.insert(1, [9; 16]);
     env.fields.insert(
-        "email".into(),
+        1,
         SealedField {
             purpose: "account".into(),
             generation: 1,
-            sealed: vec![0xab; 12 + 19 + 16],
+            nonce: [0xab; 12],
+            ct: vec![0xab; 19 + 16],
         },
     );
     env.fields.insert(
-        "name".into(),
+        2,
         SealedField {
             purpose: "account".into(),
             generation: 2,
-            sealed: vec![0xcd; 12 + 3 + 16],
+            nonce: [0xcd; 12],
+            ct: vec![0xcd; 3 + 16],
         },
     );
-    env.shredded
-        .insert("iban".into(), ("invoicing".into(), 1_700_000_050));
+    env.shredded.insert(3, ("invoicing".into(), 1_700_000_050));
 
     let mut slots = BTreeMap::new();
     slots.insert(

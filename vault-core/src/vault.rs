@@ -15,6 +15,7 @@ use crate::crypto::labels;
 use crate::crypto::secret::SecretKey;
 use crate::error::{Component, CreateError, DecodeError, OpenError, RekeyError, StorageError};
 use crate::format::codec::{Reader, Writer};
+use crate::format::field_ids::FieldIds;
 use crate::format::subject::SubjectId;
 use crate::keys::credentials::{Credentials, KdfParams};
 use crate::keys::keystore::{KekInfo, KeyStore};
@@ -28,7 +29,7 @@ use crate::storage::store::{Store, Table, WriteBatch};
 use crate::storage::table::{encode_with, AuditHead, KeyStoreSeen, Rows, TableDef};
 
 /// Format version of the data directory this build writes and reads.
-pub const DATA_FORMAT_VERSION: u16 = 1;
+pub const DATA_FORMAT_VERSION: u16 = 3;
 const DATA_MAGIC: &[u8; 8] = b"KLUISDAT";
 const META_VAULT: &[u8] = b"vault";
 const META_SCHEMA: &[u8] = b"schema";
@@ -207,6 +208,8 @@ pub(crate) struct ActiveSchema {
     pub(crate) schema: Schema,
     /// (record type, field) → index key, for every `index = true` field.
     pub(crate) index_keys: HashMap<(String, String), SecretKey>,
+    /// The ids envelopes store for field names: every field this vault's schemas ever named.
+    pub(crate) field_ids: FieldIds,
 }
 
 /// An open vault. `Send + Sync`: share it between threads behind an `Arc`.
@@ -466,10 +469,12 @@ impl Vault {
             .raw(&ks.vault_id)
             .i64(now);
         batch.put(Table::Meta, META_VAULT.to_vec(), w.finish());
+        let mut field_ids = FieldIds::default();
+        field_ids.extend_for(&schema);
         batch.put(
             Table::Meta,
             META_SCHEMA.to_vec(),
-            encode_schema(&ks, &schema),
+            encode_schema(&ks, &schema, &field_ids),
         );
         batch.put(Table::Meta, META_INDEX_SCHEME.to_vec(), vec![INDEX_SCHEME]);
         // The watermark exists from the first batch on: a crash before any other batch must not
@@ -485,7 +490,7 @@ impl Vault {
             store,
             Some(opened),
             (ks, ledger),
-            schema,
+            (schema, field_ids),
             options,
             (data_lock, key_lock),
         );
@@ -594,7 +599,7 @@ impl Vault {
         let stored = store
             .get(Table::Meta, META_SCHEMA)?
             .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
-        let schema = decode_schema(&ks, &stored)?;
+        let (schema, field_ids) = decode_schema(&ks, &stored)?;
         let stored_schema_version = schema.version();
         let head = row_handler(&ks)
             .get::<AuditHead>(&*store, &())?
@@ -606,7 +611,7 @@ impl Vault {
             store,
             Some(opened),
             (ks, ledger),
-            schema,
+            (schema, field_ids),
             options,
             (data_lock, key_lock),
         );
@@ -837,11 +842,11 @@ impl Vault {
         store: Box<dyn Store>,
         engine: Option<Arc<dyn EngineStore>>,
         (ks, ledger): (KeyStore, Ledger),
-        schema: Schema,
+        (schema, field_ids): (Schema, FieldIds),
         options: VaultOptions,
         locks: (LockFile, LockFile),
     ) -> Vault {
-        let active = activate(&ks, schema);
+        let active = activate(&ks, schema, field_ids);
         let rows = row_handler(&ks);
         let audit_key = crypto::derive_subkey(&ks.meta_root, &[labels::AUDIT_MAC]);
         let durable_head = Arc::new(Mutex::new(head));
@@ -929,6 +934,22 @@ impl Vault {
     pub(crate) fn stripe_index(&self, s: &SubjectId) -> usize {
         let b = s.as_bytes();
         (usize::from(b[0]) << 8 | usize::from(b[1])) % STRIPES
+    }
+
+    /// Write-locks the stripes of every subject in `subjects`, each once, in ascending stripe
+    /// order: every other path holds one stripe at a time (or all of them, in order), so a sweep
+    /// that locks a chunk of subjects this way cannot deadlock with it.
+    pub(crate) fn lock_stripes<'a>(
+        &self,
+        subjects: impl IntoIterator<Item = &'a SubjectId>,
+    ) -> Vec<std::sync::RwLockWriteGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = subjects.into_iter().map(|s| self.stripe_index(s)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .iter()
+            .map(|&i| self.data.stripes[i].write_unpoisoned())
+            .collect()
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -1115,7 +1136,7 @@ impl Vault {
             let body = e.encode_body();
             next.mac = crate::format::audit::chain_mac(&self.audit.key, &next.mac, next.seq, &body);
             let mut value = body;
-            value.extend_from_slice(&next.mac);
+            value.extend_from_slice(crate::format::audit::stored_tag(&next.mac));
             batch.put(Table::Audit, next.seq.to_be_bytes().to_vec(), value);
         }
         if next != *head {
@@ -1280,16 +1301,19 @@ fn schema_mac_key(ks: &KeyStore) -> SecretKey {
     crypto::derive_subkey(&ks.meta_root, &[labels::SCHEMA_MAC])
 }
 
-/// Stored schema: version (u32) ‖ TOML (u32 length + bytes) ‖ HMAC-SHA256 over vault id ‖ both.
-pub(crate) fn encode_schema(ks: &KeyStore, schema: &Schema) -> Vec<u8> {
+/// Stored schema: version (u32) ‖ TOML (u32 length + bytes) ‖ field ids ‖ HMAC-SHA256 over
+/// vault id ‖ all three. The field ids live here so that the schema and the ids its envelopes
+/// use are written, authenticated and restored together.
+pub(crate) fn encode_schema(ks: &KeyStore, schema: &Schema, field_ids: &FieldIds) -> Vec<u8> {
     let mut w = Writer::default();
     w.u32(schema.version()).bytes32(schema.source().as_bytes());
+    field_ids.encode_into(&mut w);
     let mac = crypto::hmac_sha256(&schema_mac_key(ks), &[&ks.vault_id, &w.buf]);
     w.raw(&mac);
     w.finish()
 }
 
-fn decode_schema(ks: &KeyStore, bytes: &[u8]) -> Result<Schema, OpenError> {
+fn decode_schema(ks: &KeyStore, bytes: &[u8]) -> Result<(Schema, FieldIds), OpenError> {
     let corrupt = |d| OpenError::Storage(StorageError::corrupted(Component::Schema, d));
     if bytes.len() < 32 {
         return Err(corrupt("truncated"));
@@ -1304,11 +1328,17 @@ fn decode_schema(ks: &KeyStore, bytes: &[u8]) -> Result<Schema, OpenError> {
         .bytes32(16 << 20)
         .map_err(|_| corrupt("does not decode"))?;
     let text = std::str::from_utf8(text).map_err(|_| corrupt("not UTF-8"))?;
-    Schema::from_toml(text).map_err(|_| corrupt("does not parse"))
+    let field_ids = FieldIds::decode(&mut r).map_err(|_| corrupt("field ids do not decode"))?;
+    r.end().map_err(|_| corrupt("does not decode"))?;
+    let schema = Schema::from_toml(text).map_err(|_| corrupt("does not parse"))?;
+    if !field_ids.covers(&schema) {
+        return Err(corrupt("a field has no id"));
+    }
+    Ok((schema, field_ids))
 }
 
 /// Derives the per-(record type, field) blind-index keys for a schema.
-pub(crate) fn activate(ks: &KeyStore, schema: Schema) -> ActiveSchema {
+pub(crate) fn activate(ks: &KeyStore, schema: Schema, field_ids: FieldIds) -> ActiveSchema {
     let mut index_keys = HashMap::new();
     for rt in schema.record_types() {
         for f in rt.fields().filter(|f| f.index) {
@@ -1321,5 +1351,9 @@ pub(crate) fn activate(ks: &KeyStore, schema: Schema) -> ActiveSchema {
             index_keys.insert((rt.name.clone(), f.name.clone()), key);
         }
     }
-    ActiveSchema { schema, index_keys }
+    ActiveSchema {
+        schema,
+        index_keys,
+        field_ids,
+    }
 }

@@ -1,11 +1,13 @@
 //! The audit log: append-only, hash-chained with a keyed MAC, committed in the same atomic batch as
 //! the change it describes (if the audit write fails, the change does not happen).
 //!
-//! Entry `i` stores `mac_i = HMAC(K_audit, "kluis/v1/audit" ‖ mac_{i-1} ‖ seq_i (u64 LE) ‖ body_i)`;
-//! `mac_0` is 32 zero bytes.
-//! Editing, removing or reordering any entry breaks the chain. The head (last sequence number and
-//! MAC) is kept in the data store and checkpointed into the key store on every key-store write, so
-//! cutting entries off the end is detected back to the last checkpoint.
+//! The chain value is `mac_i = HMAC(K_audit, "kluis/v1/audit" ‖ mac_{i-1} ‖ seq_i (u64 LE) ‖
+//! body_i)` (32 bytes; `mac_0` is 32 zero bytes); entry `i` stores only its first 16 bytes
+//! ([`stored_tag`]), while the chain carries the full value. Editing, removing or reordering any
+//! entry breaks the chain. The head (last sequence number and full chain value) is kept in the
+//! data store and checkpointed into the key store on every key-store write, so cutting entries off
+//! the end is detected back to the last checkpoint, and, since no row holds a full chain value,
+//! also after it unless an old copy of the head is put back (ARCHITECTURE.md, "The audit log").
 //!
 //! **An audit entry never holds a field value**: its fields are operation, record type, label,
 //! subject pseudonym, purpose, actor, reason and a count, all supplied as non-secret metadata.
@@ -161,45 +163,106 @@ impl AuditEntry {
         self
     }
 
+    /// The body, version 2 (docs/format.md, "Audit log"): version, operation, a flag byte
+    /// saying which optional parts follow, the time as a `zigzag`, then only the parts that are
+    /// set (an empty string or a zero count is left out). Each body decodes on its own.
     pub(crate) fn encode_body(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(96 + self.reason.len());
-        w.u8(1)
-            .i64(self.at)
+        let mut flags = 0u8;
+        let strings = [
+            (flags::RECORD_TYPE, &self.record_type),
+            (flags::LABEL, &self.label),
+            (flags::PURPOSE, &self.purpose),
+            (flags::ACTOR, &self.actor),
+            (flags::REASON, &self.reason),
+        ];
+        if self.subject.is_some() {
+            flags |= flags::SUBJECT;
+        }
+        for (bit, s) in &strings {
+            if !s.is_empty() {
+                flags |= bit;
+            }
+        }
+        if self.count != 0 {
+            flags |= flags::COUNT;
+        }
+        let mut w = Writer::with_capacity(40 + self.reason.len());
+        w.u8(BODY_VERSION)
             .u8(self.op.code())
-            .str8(&self.record_type)
-            .str8(&self.label);
-        match &self.subject {
-            None => w.u8(0),
-            Some(s) => w.u8(1).raw(s.as_bytes()),
-        };
-        w.str8(&self.purpose)
-            .str8(&self.actor)
-            .bytes32(self.reason.as_bytes())
-            .u64(self.count);
+            .u8(flags)
+            .zigzag(self.at);
+        if let Some(s) = &self.subject {
+            w.raw(s.as_bytes());
+        }
+        // The builders clip to 64 (1000 for the reason) bytes; clipping again at a character
+        // boundary keeps an entry made with longer strings by hand decodable (never cut inside a
+        // character, never past what the decoder accepts).
+        for (bit, s) in &strings[..4] {
+            if flags & bit != 0 {
+                w.str8(&clip(s, u8::MAX.into()));
+            }
+        }
+        if flags & flags::REASON != 0 {
+            let r = clip(&self.reason, MAX_REASON);
+            w.varint(r.len() as u64).raw(r.as_bytes());
+        }
+        if flags & flags::COUNT != 0 {
+            w.varint(self.count);
+        }
         w.finish()
     }
 
+    /// Decodes a body of version 2. Refuses another version, an unknown operation, an unknown
+    /// flag bit, a part whose flag is set but which is empty (a string of length 0, a count of
+    /// 0: every entry has exactly one encoding), a reason over 4096 bytes, text that is not
+    /// UTF-8, and trailing bytes.
     pub(crate) fn decode_body(seq: u64, b: &[u8]) -> Result<Self, DecodeError> {
         let bad = DecodeError {
             what: "audit entry",
         };
         let mut r = Reader::new(b, "audit entry");
-        if r.u8()? != 1 {
+        if r.u8()? != BODY_VERSION {
             return Err(bad);
         }
-        let at = r.i64()?;
         let op = AuditOp::from_code(r.u8()?).ok_or(bad)?;
-        let record_type = r.str8()?.to_owned();
-        let label = r.str8()?.to_owned();
-        let subject = match r.u8()? {
-            0 => None,
-            1 => Some(SubjectId::from_bytes(r.array()?)),
-            _ => return Err(bad),
+        let flags = r.u8()?;
+        if flags & !flags::ALL != 0 {
+            return Err(bad);
+        }
+        let at = r.zigzag()?;
+        let subject = if flags & flags::SUBJECT != 0 {
+            Some(SubjectId::from_bytes(r.array()?))
+        } else {
+            None
         };
-        let purpose = r.str8()?.to_owned();
-        let actor = r.str8()?.to_owned();
-        let reason = String::from_utf8(r.bytes32(4096)?.to_vec()).map_err(|_| bad)?;
-        let count = r.u64()?;
+        let text = |bit: u8, r: &mut Reader<'_>| -> Result<String, DecodeError> {
+            if flags & bit == 0 {
+                return Ok(String::new());
+            }
+            let s = if bit == flags::REASON {
+                let n = r.varint_max(MAX_REASON as u64)? as usize;
+                std::str::from_utf8(r.raw(n)?).map_err(|_| bad)?
+            } else {
+                r.str8()?
+            };
+            if s.is_empty() {
+                return Err(bad);
+            }
+            Ok(s.to_owned())
+        };
+        let record_type = text(flags::RECORD_TYPE, &mut r)?;
+        let label = text(flags::LABEL, &mut r)?;
+        let purpose = text(flags::PURPOSE, &mut r)?;
+        let actor = text(flags::ACTOR, &mut r)?;
+        let reason = text(flags::REASON, &mut r)?;
+        let count = if flags & flags::COUNT != 0 {
+            match r.varint()? {
+                0 => return Err(bad),
+                n => n,
+            }
+        } else {
+            0
+        };
         r.end()?;
         Ok(AuditEntry {
             seq,
@@ -214,6 +277,24 @@ impl AuditEntry {
             count,
         })
     }
+}
+
+/// The audit entry body version this build writes and reads.
+pub(crate) const BODY_VERSION: u8 = 2;
+
+/// The longest reason a body may hold (writers clip to 1000 bytes).
+const MAX_REASON: usize = 4096;
+
+/// The flag byte of a body: which optional parts follow the time, in this order.
+mod flags {
+    pub(super) const SUBJECT: u8 = 0x01;
+    pub(super) const RECORD_TYPE: u8 = 0x02;
+    pub(super) const LABEL: u8 = 0x04;
+    pub(super) const PURPOSE: u8 = 0x08;
+    pub(super) const ACTOR: u8 = 0x10;
+    pub(super) const REASON: u8 = 0x20;
+    pub(super) const COUNT: u8 = 0x40;
+    pub(super) const ALL: u8 = 0x7f;
 }
 
 fn clip(s: &str, max: usize) -> String {
@@ -237,7 +318,15 @@ pub(crate) fn chain_mac(key: &SecretKey, prev: &[u8; 32], seq: u64, body: &[u8])
     )
 }
 
-/// The last entry of the chain.
+/// Bytes of the chain MAC an audit row stores: the leftmost 128 bits of `mac_i`.
+pub(crate) const STORED_MAC_LEN: usize = crypto::MIN_TAG_LEN;
+
+/// What an audit row stores of its chain value `mac_i`.
+pub(crate) fn stored_tag(mac: &[u8; 32]) -> &[u8] {
+    &mac[..STORED_MAC_LEN]
+}
+
+/// The last entry of the chain (its full 32-byte chain value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Head {
     pub(crate) seq: u64,
@@ -353,5 +442,115 @@ mod tests {
         d.seq = e.seq;
         assert_eq!(d, e);
         assert_eq!(AuditOp::Forget.to_string(), "forget");
+    }
+
+    /// Every combination of present and absent parts, at awkward times, round-trips; every
+    /// proper prefix of each body is refused (a cut row never decodes as a shorter entry).
+    #[test]
+    fn every_shape_round_trips_and_every_prefix_is_refused() {
+        let s = SubjectId::from_bytes([9; 16]);
+        let long_reason = "r".repeat(1000);
+        for mask in 0..=flags::ALL {
+            for at in [0, -1, 1_800_000_000, i64::MIN, i64::MAX] {
+                let mut e = AuditEntry::new(AuditOp::AcceptRollback, at, "");
+                if mask & flags::SUBJECT != 0 {
+                    e = e.subject(&s);
+                }
+                fn bit(mask: u8, b: u8, v: &str) -> &str {
+                    if mask & b != 0 {
+                        v
+                    } else {
+                        ""
+                    }
+                }
+                e = e.record(
+                    bit(mask, flags::RECORD_TYPE, "invoice"),
+                    bit(mask, flags::LABEL, "F-1"),
+                );
+                e = e.purpose(bit(mask, flags::PURPOSE, "shipping"));
+                e.actor = bit(mask, flags::ACTOR, "webshop").to_owned();
+                e = e.reason(bit(mask, flags::REASON, &long_reason));
+                if mask & flags::COUNT != 0 {
+                    e = e.count(u64::MAX);
+                }
+                e.seq = 4;
+                let b = e.encode_body();
+                assert_eq!(b[2], mask, "flags");
+                assert_eq!(AuditEntry::decode_body(4, &b), Ok(e.clone()));
+                for cut in 0..b.len() {
+                    assert!(
+                        AuditEntry::decode_body(4, &b[..cut]).is_err(),
+                        "mask {mask:#x} at {at}: prefix of {cut} bytes decoded"
+                    );
+                }
+                let mut longer = b.clone();
+                longer.push(0);
+                assert!(AuditEntry::decode_body(4, &longer).is_err(), "trailing");
+            }
+        }
+    }
+
+    /// The worked example in docs/format.md ("Audit log"), byte for byte.
+    #[test]
+    fn the_documented_example_is_what_the_encoder_writes() {
+        let e = AuditEntry::new(AuditOp::Event, 1_800_003_600, "dpo")
+            .subject(&SubjectId::from_bytes([0x5a; 16]))
+            .purpose("delivered")
+            .reason("ticket 7");
+        let b = e.encode_body();
+        let mut want = vec![0x02, 0x06, 0x39, 0xa0, 0x80, 0xcf, 0xb4, 0x0d];
+        want.extend_from_slice(&[0x5a; 16]);
+        want.extend_from_slice(b"\x09delivered\x03dpo\x08ticket 7");
+        assert_eq!(b, want);
+        assert_eq!(b.len(), 47);
+        // A new subject's entry: version, op, flags, time, subject, actor.
+        let created = AuditEntry::new(AuditOp::CreateSubject, 1_800_000_000, "webshop")
+            .subject(&SubjectId::from_bytes([1; 16]));
+        assert_eq!(created.encode_body().len(), 3 + 5 + 16 + 8);
+    }
+
+    /// Strings longer than the body holds (only possible by setting the public fields by hand)
+    /// are cut at a character boundary, so the body still decodes.
+    #[test]
+    fn over_long_hand_made_strings_are_cut_at_a_character_boundary() {
+        let mut e = AuditEntry::new(AuditOp::Update, 1, "x");
+        e.actor = "é".repeat(200); // 400 bytes
+        e.reason = "ü".repeat(3000); // 6000 bytes
+        let d = AuditEntry::decode_body(0, &e.encode_body()).unwrap();
+        assert_eq!(d.actor, "é".repeat(127));
+        assert_eq!(d.reason, "ü".repeat(2048));
+    }
+
+    /// Only the one encoding of an entry decodes: unknown flag bits, a flagged part that is
+    /// empty, an over-long reason, bad UTF-8, an unknown operation and a version 1 body are
+    /// refused.
+    #[test]
+    fn non_canonical_and_foreign_bodies_are_refused() {
+        let ok = |b: &[u8]| AuditEntry::decode_body(1, b).is_ok();
+        // version, op 1, flags, time 0
+        assert!(ok(&[2, 1, 0, 0]));
+        assert!(!ok(&[2, 1, 0x80, 0]), "unknown flag bit");
+        assert!(!ok(&[2, 0, 0, 0]), "operation 0");
+        assert!(!ok(&[2, 17, 0, 0]), "unknown operation");
+        assert!(!ok(&[1, 1, 0, 0]), "version 1");
+        assert!(!ok(&[2, 1, flags::PURPOSE, 0, 0]), "flagged empty purpose");
+        assert!(!ok(&[2, 1, flags::REASON, 0, 0]), "flagged empty reason");
+        assert!(!ok(&[2, 1, flags::COUNT, 0, 0]), "flagged zero count");
+        assert!(!ok(&[2, 1, flags::ACTOR, 0, 1, 0xff]), "not UTF-8");
+        assert!(ok(&[2, 1, flags::ACTOR, 0, 1, b'a']));
+        let mut big = vec![2, 1, flags::REASON, 0, 0x81, 0x20]; // 4097
+        big.extend(vec![b'x'; 4097]);
+        assert!(!ok(&big), "reason over 4096 bytes");
+        big[4] = 0x80; // 4096
+        big.pop();
+        assert!(ok(&big));
+        // The v1 encoding of the example's entry no longer decodes.
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&1_800_003_600i64.to_le_bytes());
+        v1.extend_from_slice(&[6, 0, 0, 1]);
+        v1.extend_from_slice(&[0x5a; 16]);
+        v1.extend_from_slice(b"\x09delivered\x03dpo\x08\0\0\0ticket 7");
+        v1.extend_from_slice(&[0; 8]);
+        assert!(!ok(&v1));
     }
 }

@@ -48,6 +48,20 @@ impl Writer {
         let b = &v.as_bytes()[..v.len().min(255)];
         self.u8(b.len() as u8).raw(b)
     }
+    /// LEB128 unsigned varint: 7 bits per byte, low group first, high bit set on every byte but
+    /// the last (1 byte below 128, at most 10 for a `u64`).
+    pub(crate) fn varint(&mut self, mut v: u64) -> &mut Self {
+        while v >= 0x80 {
+            self.buf.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        self.u8(v as u8)
+    }
+    /// A signed value as a varint after zigzag mapping (0, -1, 1, -2, … → 0, 1, 2, 3, …), so
+    /// small magnitudes of either sign stay short.
+    pub(crate) fn zigzag(&mut self, v: i64) -> &mut Self {
+        self.varint(((v << 1) ^ (v >> 63)) as u64)
+    }
     /// u32 length, then the bytes.
     pub(crate) fn bytes32(&mut self, v: &[u8]) -> &mut Self {
         self.u32(v.len() as u32).raw(v)
@@ -102,6 +116,48 @@ impl<'a> Reader<'a> {
         let n = self.u8()? as usize;
         let b = self.raw(n)?;
         std::str::from_utf8(b).map_err(|_| self.err())
+    }
+    /// A [`Writer::varint`]. Refuses more than 10 bytes, bits beyond 64 and non-minimal
+    /// encodings (a trailing zero group), so every value has exactly one encoding.
+    pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            let group = u64::from(b & 0x7f);
+            if i == 9 && b > 1 {
+                return Err(self.err()); // the tenth byte holds bit 63 only
+            }
+            v |= group << (7 * i);
+            if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(self.err()); // overlong
+                }
+                return Ok(v);
+            }
+        }
+        Err(self.err())
+    }
+    /// A varint that must not exceed `max` (counts, lengths, ids).
+    pub(crate) fn varint_max(&mut self, max: u64) -> Result<u64, DecodeError> {
+        let v = self.varint()?;
+        if v > max {
+            return Err(self.err());
+        }
+        Ok(v)
+    }
+    /// A count of items of at least one byte each: at most `max` and at most the bytes left, so
+    /// a hostile count cannot make a decoder reserve more than the input could hold.
+    pub(crate) fn count_varint(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let n = self.varint_max(max as u64)? as usize;
+        if n > self.buf.len() {
+            return Err(self.err());
+        }
+        Ok(n)
+    }
+    /// A [`Writer::zigzag`].
+    pub(crate) fn zigzag(&mut self) -> Result<i64, DecodeError> {
+        let v = self.varint()?;
+        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
     }
     pub(crate) fn bytes32(&mut self, max: usize) -> Result<&'a [u8], DecodeError> {
         let n = self.u32()? as usize;
@@ -173,5 +229,55 @@ mod tests {
             })();
             assert!(res.is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn varints_round_trip_and_refuse_overlong_or_overflowing_input() {
+        let values = [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ];
+        for v in values {
+            let mut w = Writer::default();
+            w.varint(v);
+            let b = w.finish();
+            let mut r = Reader::new(&b, "t");
+            assert_eq!(r.varint().unwrap(), v);
+            r.end().unwrap();
+            for cut in 0..b.len() {
+                assert!(Reader::new(&b[..cut], "t").varint().is_err());
+            }
+        }
+        for v in [0i64, -1, 1, -64, 64, 1_800_000_000, i64::MIN, i64::MAX] {
+            let mut w = Writer::default();
+            w.zigzag(v);
+            let b = w.finish();
+            assert_eq!(Reader::new(&b, "t").zigzag().unwrap(), v);
+        }
+        assert!(
+            Reader::new(&[0x80, 0x00], "t").varint().is_err(),
+            "overlong"
+        );
+        let eleven = [0xffu8; 9]
+            .iter()
+            .chain(&[0x02])
+            .copied()
+            .collect::<Vec<_>>();
+        assert!(
+            Reader::new(&eleven, "t").varint().is_err(),
+            "beyond 64 bits"
+        );
+        assert!(Reader::new(&[0xff; 11], "t").varint().is_err());
+        assert!(
+            Reader::new(&[5], "t").count_varint(10).is_err(),
+            "count above bytes left"
+        );
     }
 }

@@ -8,6 +8,7 @@
 pub(crate) mod aad;
 pub mod audit;
 pub(crate) mod codec;
+pub(crate) mod field_ids;
 pub mod record;
 pub mod record_key;
 pub mod subject;

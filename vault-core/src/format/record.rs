@@ -6,7 +6,9 @@ use std::fmt;
 use serde_json::Value;
 use zeroize::Zeroize;
 
+use crate::crypto::{self, NONCE_LEN, TAG_LEN};
 use crate::format::codec::{DecodeError, Reader, Writer};
+use crate::format::field_ids::FieldId;
 
 /// A record's plaintext: field name → JSON value.
 ///
@@ -208,72 +210,96 @@ fn wipe(v: &mut Value) {
 pub(crate) struct SealedField {
     pub(crate) purpose: String,
     pub(crate) generation: u32,
-    /// nonce ‖ ciphertext ‖ tag.
-    pub(crate) sealed: Vec<u8>,
+    /// The nonce it was sealed under (stored as its group's base, see [`crypto::field_nonce`]).
+    pub(crate) nonce: [u8; NONCE_LEN],
+    /// ciphertext ‖ tag.
+    pub(crate) ct: Vec<u8>,
 }
 
-/// The stored form of a record: timestamps, the blind-index tags it owns, and sealed fields.
+/// The stored form of a record: timestamps, the blind-index tags it owns, and sealed fields, all
+/// by field id (the names are the schema's business: [`crate::format::field_ids`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Envelope {
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
-    /// field name → blind-index tag (kept so update/delete can remove entries without decrypting).
-    pub(crate) tags: BTreeMap<String, [u8; 16]>,
-    pub(crate) fields: BTreeMap<String, SealedField>,
-    /// field name → (purpose, when) for fields whose data key was shredded.
-    pub(crate) shredded: BTreeMap<String, (String, i64)>,
+    /// field → blind-index tag (kept so update/delete can remove entries without decrypting).
+    pub(crate) tags: BTreeMap<FieldId, [u8; 16]>,
+    pub(crate) fields: BTreeMap<FieldId, SealedField>,
+    /// field → (purpose, when) for fields whose data key was shredded.
+    pub(crate) shredded: BTreeMap<FieldId, (String, i64)>,
 }
 
-/// Envelope format version.
-pub(crate) const ENVELOPE_VERSION: u8 = 1;
+/// Envelope format version (2: field ids, grouped purposes, derived nonces, varints).
+pub(crate) const ENVELOPE_VERSION: u8 = 2;
 const MAX_FIELDS: usize = u16::MAX as usize;
-/// Largest sealed field accepted when decoding (1 MiB value + overhead).
-const MAX_SEALED: usize = (1 << 20) + 64;
+/// Largest sealed field (ciphertext ‖ tag) accepted when decoding (1 MiB value + overhead).
+const MAX_SEALED: u64 = (1 << 20) + 64;
+
+/// Sealed fields grouped as stored: (purpose, generation, nonce base) → (id, ciphertext ‖ tag).
+type Groups<'a> = BTreeMap<(&'a str, u32, [u8; NONCE_LEN]), Vec<(FieldId, &'a [u8])>>;
 
 impl Envelope {
     /// Moves every sealed field of `purposes` (purpose → time of erasure) to the shredded section
     /// and drops its blind-index tag. Returns the tags dropped (their index entries must go too).
     pub(crate) fn shred_purposes(&mut self, purposes: &BTreeMap<String, i64>) -> Vec<[u8; 16]> {
-        let hit: Vec<String> = self
+        let hit: Vec<FieldId> = self
             .fields
             .iter()
             .filter(|(_, f)| purposes.contains_key(&f.purpose))
-            .map(|(n, _)| n.clone())
+            .map(|(id, _)| *id)
             .collect();
         let mut dropped = Vec::new();
-        for name in hit {
-            if let Some(f) = self.fields.remove(&name) {
+        for id in hit {
+            if let Some(f) = self.fields.remove(&id) {
                 let at = purposes.get(&f.purpose).copied().unwrap_or_default();
-                self.shredded.insert(name.clone(), (f.purpose, at));
+                self.shredded.insert(id, (f.purpose, at));
             }
-            if let Some(tag) = self.tags.remove(&name) {
+            if let Some(tag) = self.tags.remove(&id) {
                 dropped.push(tag);
             }
         }
         dropped
     }
 
+    /// The v2 layout (`docs/format.md`, "Record envelope, version 2"): fields of one purpose,
+    /// generation and nonce base share one group header, shredded fields of one purpose and time
+    /// one shredded group.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let size: usize = self.fields.values().map(|f| f.sealed.len() + 48).sum();
-        let mut w =
-            Writer::with_capacity(32 + size + self.tags.len() * 40 + self.shredded.len() * 48);
+        let size: usize = self.fields.values().map(|f| f.ct.len() + 4).sum();
+        let mut w = Writer::with_capacity(24 + size + self.tags.len() * 18 + 40);
         w.u8(ENVELOPE_VERSION)
-            .i64(self.created_at)
-            .i64(self.updated_at)
-            .u16(self.tags.len() as u16);
-        for (field, tag) in &self.tags {
-            w.str8(field).raw(tag);
+            .zigzag(self.created_at)
+            .zigzag(self.updated_at.wrapping_sub(self.created_at))
+            .varint(self.tags.len() as u64);
+        for (id, tag) in &self.tags {
+            w.varint(u64::from(*id)).raw(tag);
         }
-        w.u16(self.fields.len() as u16);
-        for (name, f) in &self.fields {
-            w.str8(name)
-                .str8(&f.purpose)
-                .u32(f.generation)
-                .bytes32(&f.sealed);
+        let mut groups: Groups<'_> = BTreeMap::new();
+        for (id, f) in &self.fields {
+            let base = crypto::field_nonce(&f.nonce, *id);
+            let key = (f.purpose.as_str(), f.generation, base);
+            groups.entry(key).or_default().push((*id, &f.ct));
         }
-        w.u16(self.shredded.len() as u16);
-        for (name, (purpose, at)) in &self.shredded {
-            w.str8(name).str8(purpose).i64(*at);
+        w.varint(groups.len() as u64);
+        for ((purpose, generation, base), fields) in &groups {
+            w.str8(purpose)
+                .varint(u64::from(*generation))
+                .raw(base)
+                .varint(fields.len() as u64);
+            for (id, ct) in fields {
+                w.varint(u64::from(*id)).varint(ct.len() as u64).raw(ct);
+            }
+        }
+        let mut shredded: BTreeMap<(&str, i64), Vec<FieldId>> = BTreeMap::new();
+        for (id, (purpose, at)) in &self.shredded {
+            shredded.entry((purpose, *at)).or_default().push(*id);
+        }
+        w.varint(shredded.len() as u64);
+        for ((purpose, at), ids) in &shredded {
+            w.str8(purpose).zigzag(*at).varint(ids.len() as u64);
+            for id in ids {
+                w.varint(u64::from(*id));
+            }
         }
         w.finish()
     }
@@ -285,37 +311,84 @@ impl Envelope {
                 what: "record envelope version",
             });
         }
+        let created_at = r.zigzag()?;
         let mut e = Envelope {
-            created_at: r.i64()?,
-            updated_at: r.i64()?,
+            created_at,
+            updated_at: created_at.wrapping_add(r.zigzag()?),
             ..Default::default()
         };
-        for _ in 0..r.count16(MAX_FIELDS)? {
-            let field = r.str8()?.to_owned();
-            e.tags.insert(field, r.array()?);
+        for _ in 0..r.count_varint(MAX_FIELDS)? {
+            let id = field_id(&mut r)?;
+            if e.tags.insert(id, r.array()?).is_some() {
+                return Err(DUPLICATE);
+            }
         }
-        for _ in 0..r.count16(MAX_FIELDS)? {
-            let name = r.str8()?.to_owned();
-            let purpose = r.str8()?.to_owned();
-            let generation = r.u32()?;
-            let sealed = r.bytes32(MAX_SEALED)?.to_vec();
-            e.fields.insert(
-                name,
-                SealedField {
-                    purpose,
-                    generation,
-                    sealed,
-                },
-            );
+        for _ in 0..r.count_varint(MAX_FIELDS)? {
+            decode_group(&mut r, &mut e)?;
         }
-        for _ in 0..r.count16(MAX_FIELDS)? {
-            let name = r.str8()?.to_owned();
+        for _ in 0..r.count_varint(MAX_FIELDS)? {
             let purpose = r.str8()?.to_owned();
-            e.shredded.insert(name, (purpose, r.i64()?));
+            let at = r.zigzag()?;
+            for _ in 0..group_len(&mut r)? {
+                let id = field_id(&mut r)?;
+                if e.shredded.insert(id, (purpose.clone(), at)).is_some() {
+                    return Err(DUPLICATE);
+                }
+            }
         }
         r.end()?;
         Ok(e)
     }
+}
+
+const DUPLICATE: DecodeError = DecodeError {
+    what: "record envelope: a field id given twice",
+};
+
+/// A field id: 1..=u32::MAX.
+fn field_id(r: &mut Reader<'_>) -> Result<FieldId, DecodeError> {
+    match r.varint_max(u64::from(u32::MAX))? {
+        0 => Err(DecodeError {
+            what: "record envelope: field id 0",
+        }),
+        id => Ok(id as FieldId),
+    }
+}
+
+/// The field count of a group: at least 1 (no writer makes an empty group).
+fn group_len(r: &mut Reader<'_>) -> Result<usize, DecodeError> {
+    match r.count_varint(MAX_FIELDS)? {
+        0 => Err(DecodeError {
+            what: "record envelope: empty group",
+        }),
+        n => Ok(n),
+    }
+}
+
+/// One group of sealed fields into `e`, each field's nonce derived from the group's base.
+fn decode_group(r: &mut Reader<'_>, e: &mut Envelope) -> Result<(), DecodeError> {
+    let purpose = r.str8()?;
+    let generation = r.varint_max(u64::from(u32::MAX))? as u32;
+    let base: [u8; NONCE_LEN] = r.array()?;
+    for _ in 0..group_len(r)? {
+        let id = field_id(r)?;
+        let len = r.varint_max(MAX_SEALED)? as usize;
+        if len < TAG_LEN {
+            return Err(DecodeError {
+                what: "record envelope: sealed field shorter than its tag",
+            });
+        }
+        let field = SealedField {
+            purpose: purpose.to_owned(),
+            generation,
+            nonce: crypto::field_nonce(&base, id),
+            ct: r.raw(len)?.to_vec(),
+        };
+        if e.fields.insert(id, field).is_some() {
+            return Err(DUPLICATE);
+        }
+    }
+    Ok(())
 }
 
 /// Records a transaction rewrites, by storage key: the envelope it will write (`None`: it
@@ -334,27 +407,149 @@ mod tests {
         assert!(!d.contains("geheim"));
     }
 
-    #[test]
-    fn envelope_round_trip_and_truncation() {
+    fn sample() -> Envelope {
         let mut e = Envelope {
-            created_at: 1,
-            updated_at: 2,
+            created_at: 1_800_000_000,
+            updated_at: 1_800_003_600,
             ..Default::default()
         };
-        e.tags.insert("email".into(), [9; 16]);
-        e.fields.insert(
-            "email".into(),
-            SealedField {
-                purpose: "account".into(),
-                generation: 1,
-                sealed: vec![1; 40],
-            },
-        );
-        e.shredded.insert("street".into(), ("shipping".into(), 99));
+        e.tags.insert(1, [9; 16]);
+        let base = [7u8; NONCE_LEN];
+        for (id, purpose, generation) in [(1, "account", 1), (2, "account", 1), (5, "shipping", 3)]
+        {
+            let f = SealedField {
+                purpose: purpose.into(),
+                generation,
+                nonce: crypto::field_nonce(&base, id),
+                ct: vec![id as u8; 16 + usize::from(id as u8) * 40],
+            };
+            e.fields.insert(id, f);
+        }
+        // Sealed in another operation: same purpose and generation, another base.
+        let f = SealedField {
+            purpose: "account".into(),
+            generation: 1,
+            nonce: [1; NONCE_LEN],
+            ct: vec![3; 20],
+        };
+        e.fields.insert(3, f);
+        e.shredded.insert(4, ("marketing".into(), 99));
+        e.shredded.insert(6, ("marketing".into(), 99));
+        e.shredded.insert(7, ("profiling".into(), -5));
+        e
+    }
+
+    #[test]
+    fn envelope_round_trip_and_truncation() {
+        let e = sample();
         let b = e.encode();
         assert_eq!(Envelope::decode(&b).unwrap(), e);
         for cut in 0..b.len() {
-            assert!(Envelope::decode(&b[..cut]).is_err());
+            assert!(
+                Envelope::decode(&b[..cut]).is_err(),
+                "prefix of {cut} bytes"
+            );
         }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(Envelope::decode(&longer).is_err(), "trailing byte");
+        let mut v1 = b;
+        v1[0] = 1;
+        assert!(Envelope::decode(&v1).is_err(), "version 1");
+    }
+
+    #[test]
+    fn groups_share_purpose_and_nonce_base() {
+        let e = sample();
+        let b = e.encode();
+        // Fields 1 and 2 share one group (12-byte base once); field 3, another base, has its own.
+        let groups_at = 1 + 5 + 2 + 1 + 17;
+        assert_eq!(b[groups_at], 3, "three groups: account/1 twice, shipping/3");
+        let account = b.windows(7).filter(|w| w == b"account").count();
+        assert_eq!(account, 2);
+        let marketing = b.windows(9).filter(|w| w == b"marketing").count();
+        assert_eq!(
+            marketing, 1,
+            "shredded fields of one purpose and time share one group"
+        );
+    }
+
+    /// The worked example in docs/format.md ("Record envelope, version 2"), byte for byte but for
+    /// the tag, base and sealed bytes.
+    #[test]
+    fn the_documented_example_is_what_the_encoder_writes() {
+        let mut e = Envelope {
+            created_at: 1_800_000_000,
+            updated_at: 1_800_000_000,
+            ..Default::default()
+        };
+        e.tags.insert(3, [0xee; 16]);
+        let base = [0x55; NONCE_LEN];
+        for (id, len) in [(1u32, 20usize), (2, 10), (3, 17)] {
+            let f = SealedField {
+                purpose: "marketing".into(),
+                generation: 1,
+                nonce: crypto::field_nonce(&base, id),
+                ct: vec![id as u8; len + 16],
+            };
+            e.fields.insert(id, f);
+        }
+        let b = e.encode();
+        assert_eq!(b.len(), 105 + 20 + 10 + 17);
+        let head = [0x02, 0x80, 0xc8, 0xce, 0xb4, 0x0d, 0x00, 0x01, 0x03];
+        assert_eq!(b[..9], head);
+        let group = 9 + 16;
+        assert_eq!(
+            b[group..group + 12],
+            [&[1u8, 9][..], b"marketing", &[1]].concat()
+        );
+        assert_eq!(b[group + 12..group + 24], base);
+        assert_eq!(
+            b[group + 24..group + 27],
+            [3, 1, 36],
+            "3 fields; field 1, L = 36"
+        );
+        assert_eq!(*b.last().unwrap(), 0, "no shredded groups");
+        let mut nonce = base;
+        nonce[4] ^= 1;
+        assert_eq!(Envelope::decode(&b).unwrap().fields[&1].nonce, nonce);
+    }
+
+    #[test]
+    fn ambiguous_envelopes_are_refused() {
+        // Tag list naming field 1 twice.
+        let mut w = Writer::default();
+        w.u8(ENVELOPE_VERSION).zigzag(0).zigzag(0).varint(2);
+        w.varint(1)
+            .raw(&[0; 16])
+            .varint(1)
+            .raw(&[0; 16])
+            .varint(0)
+            .varint(0);
+        assert!(Envelope::decode(&w.finish()).is_err());
+        // Two groups both holding field 1; then a group holding field id 0.
+        let group = |w: &mut Writer, id: u64| {
+            w.str8("a").varint(1).raw(&[0; NONCE_LEN]).varint(1);
+            w.varint(id).varint(16).raw(&[0; 16]);
+        };
+        let mut w = Writer::default();
+        w.u8(ENVELOPE_VERSION)
+            .zigzag(0)
+            .zigzag(0)
+            .varint(0)
+            .varint(2);
+        group(&mut w, 1);
+        group(&mut w, 1);
+        w.varint(0);
+        assert!(Envelope::decode(&w.finish()).is_err());
+        let mut w = Writer::default();
+        w.u8(ENVELOPE_VERSION)
+            .zigzag(0)
+            .zigzag(0)
+            .varint(0)
+            .varint(1);
+        group(&mut w, 0);
+        w.varint(0);
+        assert!(Envelope::decode(&w.finish()).is_err());
     }
 }

@@ -225,17 +225,15 @@ pub(crate) struct SubjectEntry {
     pub(crate) forgotten_at: Option<i64>,
 }
 
-const ENTRY_VERSION: u8 = 1;
+const ENTRY_VERSION: u8 = 2;
 /// Most data-key slots one subject entry holds: writes that would add one more are refused
-/// (`WriteError::SubjectFull`), so the `u16` count below can never wrap. A record-scoped purpose adds
+/// (`WriteError::SubjectFull`), so the count below stays within what decoders accept. A record-scoped purpose adds
 /// one slot per record, and every change rewrites the whole entry, so the bound also bounds cost.
 pub(crate) const MAX_SLOTS: usize = 16_384;
 /// Most recorded events one subject entry holds (refused beyond: `LifecycleError::TooManyEvents`).
 pub(crate) const MAX_EVENTS: usize = 16_384;
-/// What a decoder accepts: the most the `u16` counts can say.
+/// Most slots, and most events, a decoder accepts (above what writers make, as in version 1).
 const MAX_DECODED: usize = u16::MAX as usize;
-/// Encodes `Option<i64>` as `i64::MIN` for `None`.
-const NONE_TIME: i64 = i64::MIN;
 /// A wrapped data key: nonce (12) ‖ encrypted key (32) ‖ tag (16).
 pub(crate) const WRAPPED_LEN: usize = 60;
 
@@ -250,50 +248,41 @@ impl SubjectEntry {
         self.events.contains_key(name) || self.events.len() < MAX_EVENTS
     }
 
+    /// The v2 layout (`docs/format.md`, "Subject entry, version 2"): varint counts and numbers,
+    /// every time but the creation time as a zigzag difference from it, optional parts behind
+    /// flags instead of sentinel times.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(48 + self.slots.len() * 120 + self.events.len() * 24);
+        let mut w = Writer::with_capacity(24 + self.slots.len() * 96 + self.events.len() * 16);
+        let c = self.created_at;
         w.u8(ENTRY_VERSION)
-            .i64(self.created_at)
-            .u16(self.slots.len() as u16);
-        for (purpose, slot) in &self.slots {
-            w.str8(purpose);
-            match slot {
-                Slot::Live {
-                    generation,
-                    kek_id,
-                    uses,
-                    wrapped,
-                    since,
-                    last_update,
-                    expires,
-                } => {
-                    w.u8(1)
-                        .u32(*generation)
-                        .u32(*kek_id)
-                        .u64(*uses)
-                        .raw(wrapped);
-                    w.i64(*since)
-                        .i64(*last_update)
-                        .i64(expires.unwrap_or(NONE_TIME));
-                }
-                Slot::Shredded {
-                    generation,
-                    at,
-                    why,
-                } => {
-                    w.u8(2).u32(*generation).i64(*at).u8(why.code());
-                }
+            .zigzag(c)
+            .varint(self.slots.len() as u64);
+        for (name, slot) in &self.slots {
+            w.str8(name);
+            encode_slot(&mut w, slot, c);
+        }
+        w.varint(self.events.len() as u64);
+        for (name, at) in &self.events {
+            w.str8(name).zigzag(at.wrapping_sub(c));
+        }
+        let hold = self
+            .hold
+            .map_or(0, |h| HOLD | if h.until.is_some() { HOLD_END } else { 0 });
+        w.u8(hold
+            | if self.forgotten_at.is_some() {
+                FORGOTTEN
+            } else {
+                0
+            });
+        if let Some(h) = self.hold {
+            w.zigzag(h.since.wrapping_sub(c));
+            if let Some(until) = h.until {
+                w.zigzag(until.wrapping_sub(c));
             }
         }
-        w.u16(self.events.len() as u16);
-        for (name, at) in &self.events {
-            w.str8(name).i64(*at);
+        if let Some(at) = self.forgotten_at {
+            w.zigzag(at.wrapping_sub(c));
         }
-        match self.hold {
-            None => w.u8(0),
-            Some(h) => w.u8(1).i64(h.since).i64(h.until.unwrap_or(NONE_TIME)),
-        };
-        w.i64(self.forgotten_at.unwrap_or(NONE_TIME));
         w.finish()
     }
 
@@ -305,50 +294,40 @@ impl SubjectEntry {
         if r.u8()? != ENTRY_VERSION {
             return Err(bad);
         }
-        let created_at = r.i64()?;
+        let c = r.zigzag()?;
         let mut slots = BTreeMap::new();
-        for _ in 0..r.count16(MAX_DECODED)? {
-            let purpose = r.str8()?.to_owned();
-            let slot = match r.u8()? {
-                1 => Slot::Live {
-                    generation: r.u32()?,
-                    kek_id: r.u32()?,
-                    uses: r.u64()?,
-                    wrapped: r.raw(WRAPPED_LEN)?.to_vec(),
-                    since: r.i64()?,
-                    last_update: r.i64()?,
-                    expires: opt_time(r.i64()?),
-                },
-                2 => Slot::Shredded {
-                    generation: r.u32()?,
-                    at: r.i64()?,
-                    why: ShredReason::from_code(r.u8()?).ok_or(bad)?,
-                },
-                _ => return Err(bad),
-            };
-            slots.insert(purpose, slot);
+        for _ in 0..r.count_varint(MAX_DECODED)? {
+            let name = r.str8()?.to_owned();
+            if slots.insert(name, decode_slot(&mut r, c)?).is_some() {
+                return Err(bad); // one name twice: ambiguous
+            }
         }
         let mut events = BTreeMap::new();
-        for _ in 0..r.count16(MAX_DECODED)? {
+        for _ in 0..r.count_varint(MAX_DECODED)? {
             let name = r.str8()?.to_owned();
-            events.insert(name, r.i64()?);
-        }
-        let hold = match r.u8()? {
-            0 => None,
-            1 => {
-                let since = r.i64()?;
-                let until = r.i64()?;
-                Some(Hold {
-                    since,
-                    until: opt_time(until),
-                })
+            if events.insert(name, time(&mut r, c)?).is_some() {
+                return Err(bad);
             }
-            _ => return Err(bad),
+        }
+        let flags = r.u8()?;
+        if flags & !(HOLD | HOLD_END | FORGOTTEN) != 0 || flags & (HOLD | HOLD_END) == HOLD_END {
+            return Err(bad);
+        }
+        let hold = if flags & HOLD != 0 {
+            let since = time(&mut r, c)?;
+            let until = (flags & HOLD_END != 0)
+                .then(|| time(&mut r, c))
+                .transpose()?;
+            Some(Hold { since, until })
+        } else {
+            None
         };
-        let forgotten_at = opt_time(r.i64()?);
+        let forgotten_at = (flags & FORGOTTEN != 0)
+            .then(|| time(&mut r, c))
+            .transpose()?;
         r.end()?;
         Ok(SubjectEntry {
-            created_at,
+            created_at: c,
             slots,
             events,
             hold,
@@ -357,8 +336,89 @@ impl SubjectEntry {
     }
 }
 
-fn opt_time(t: i64) -> Option<i64> {
-    (t != NONE_TIME).then_some(t)
+/// Entry flags: a hold, which has an end, and the subject was forgotten.
+const HOLD: u8 = 1;
+const HOLD_END: u8 = 2;
+const FORGOTTEN: u8 = 4;
+/// Slot states: live without an expiry, shredded, live with one.
+const LIVE: u8 = 1;
+const SHREDDED: u8 = 2;
+const LIVE_EXPIRING: u8 = 3;
+
+/// A time stored as a zigzag difference from the subject's creation time `c`.
+fn time(r: &mut Reader<'_>, c: i64) -> Result<i64, DecodeError> {
+    Ok(c.wrapping_add(r.zigzag()?))
+}
+
+fn u32_varint(r: &mut Reader<'_>) -> Result<u32, DecodeError> {
+    Ok(r.varint_max(u64::from(u32::MAX))? as u32)
+}
+
+fn encode_slot(w: &mut Writer, slot: &Slot, c: i64) {
+    match slot {
+        Slot::Live {
+            generation,
+            kek_id,
+            uses,
+            wrapped,
+            since,
+            last_update,
+            expires,
+        } => {
+            w.u8(if expires.is_some() {
+                LIVE_EXPIRING
+            } else {
+                LIVE
+            })
+            .varint(u64::from(*generation))
+            .varint(u64::from(*kek_id))
+            .varint(*uses);
+            // Always WRAPPED_LEN bytes (made by the sealer; decoded at that length): padded or cut
+            // defensively so a bad value can never shift the bytes after it.
+            let mut fixed = [0u8; WRAPPED_LEN];
+            let n = wrapped.len().min(WRAPPED_LEN);
+            fixed[..n].copy_from_slice(&wrapped[..n]);
+            w.raw(&fixed)
+                .zigzag(since.wrapping_sub(c))
+                .zigzag(last_update.wrapping_sub(c));
+            if let Some(t) = expires {
+                w.zigzag(t.wrapping_sub(c));
+            }
+        }
+        Slot::Shredded {
+            generation,
+            at,
+            why,
+        } => {
+            w.u8(SHREDDED)
+                .varint(u64::from(*generation))
+                .zigzag(at.wrapping_sub(c))
+                .u8(why.code());
+        }
+    }
+}
+
+fn decode_slot(r: &mut Reader<'_>, c: i64) -> Result<Slot, DecodeError> {
+    let bad = DecodeError {
+        what: "subject entry slot",
+    };
+    match r.u8()? {
+        state @ (LIVE | LIVE_EXPIRING) => Ok(Slot::Live {
+            generation: u32_varint(r)?,
+            kek_id: u32_varint(r)?,
+            uses: r.varint()?,
+            wrapped: r.raw(WRAPPED_LEN)?.to_vec(),
+            since: time(r, c)?,
+            last_update: time(r, c)?,
+            expires: (state == LIVE_EXPIRING).then(|| time(r, c)).transpose()?,
+        }),
+        SHREDDED => Ok(Slot::Shredded {
+            generation: u32_varint(r)?,
+            at: time(r, c)?,
+            why: ShredReason::from_code(r.u8()?).ok_or(bad)?,
+        }),
+        _ => Err(bad),
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +500,89 @@ mod tests {
         assert_eq!(SubjectEntry::decode(&b).unwrap(), e);
         for cut in 0..b.len() {
             assert!(SubjectEntry::decode(&b[..cut]).is_err());
+        }
+        let mut v1 = b.clone();
+        v1[0] = 1;
+        assert!(SubjectEntry::decode(&v1).is_err(), "version 1");
+        let mut longer = b;
+        longer.push(0);
+        assert!(SubjectEntry::decode(&longer).is_err(), "trailing byte");
+    }
+
+    /// The worked example in docs/format.md ("Subject entry, version 2"), byte for byte but for
+    /// the wrapped keys.
+    #[test]
+    fn the_documented_example_is_what_the_encoder_writes() {
+        let c = 1_800_000_000;
+        let live = |kek_id, uses, expires| Slot::Live {
+            generation: 1,
+            kek_id,
+            uses,
+            wrapped: vec![0x77; WRAPPED_LEN],
+            since: c,
+            last_update: c,
+            expires,
+        };
+        let mut e = SubjectEntry {
+            created_at: c,
+            ..Default::default()
+        };
+        e.slots.insert("account".into(), live(1, 65_539, None));
+        e.slots
+            .insert("shipping".into(), live(2, 65_542, Some(1_802_595_600)));
+        e.events.insert("delivered".into(), c + 3600);
+        let b = e.encode();
+        assert_eq!(b.len(), 178);
+        let mut want = vec![0x02, 0x80, 0xc8, 0xce, 0xb4, 0x0d, 0x02];
+        want.extend_from_slice(b"\x07account\x01\x01\x01\x83\x80\x04");
+        want.extend_from_slice(&[0x77; WRAPPED_LEN]);
+        want.extend_from_slice(&[0, 0]);
+        want.extend_from_slice(b"\x08shipping\x03\x01\x02\x86\x80\x04");
+        want.extend_from_slice(&[0x77; WRAPPED_LEN]);
+        want.extend_from_slice(&[0, 0, 0xa0, 0xec, 0xbc, 0x02]);
+        want.extend_from_slice(b"\x01\x09delivered\xa0\x38\x00");
+        assert_eq!(b, want);
+        assert_eq!(SubjectEntry::default().encode().len(), 5);
+    }
+
+    /// Times far from the creation time (differences that wrap) and a hold with an end still
+    /// round-trip exactly; unknown flag bits and an end without a hold are refused.
+    #[test]
+    fn extreme_times_round_trip_and_bad_flags_are_refused() {
+        let mut e = SubjectEntry {
+            created_at: i64::MAX,
+            ..Default::default()
+        };
+        e.slots.insert(
+            "a".into(),
+            Slot::Live {
+                generation: u32::MAX,
+                kek_id: 1,
+                uses: u64::MAX,
+                wrapped: vec![1; WRAPPED_LEN],
+                since: i64::MIN,
+                last_update: -1,
+                expires: Some(i64::MIN),
+            },
+        );
+        e.events.insert("x".into(), i64::MIN);
+        e.hold = Some(Hold {
+            since: 0,
+            until: Some(i64::MIN),
+        });
+        e.forgotten_at = Some(i64::MIN);
+        let b = e.encode();
+        assert_eq!(SubjectEntry::decode(&b).unwrap(), e);
+        let empty = SubjectEntry::default().encode();
+        assert_eq!(
+            empty,
+            [2, 0, 0, 0, 0],
+            "v2, created 0, no slots, no events, no flags"
+        );
+        for flags in [HOLD_END, 8, 0x80] {
+            let mut bad = empty.clone();
+            bad[4] = flags;
+            assert!(SubjectEntry::decode(&bad).is_err(), "flags {flags:#x}");
         }
     }
 }

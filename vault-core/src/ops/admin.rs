@@ -226,14 +226,16 @@ impl Vault {
         let rt = active.schema.record_type(&record_type);
         let mut changed = false;
         let mut tags = env.tags.clone();
-        for (name, f) in env.fields.iter_mut() {
+        let mut nonces = sealer.record_nonces().map_err(|_| IntegrityError)?;
+        for (id, f) in env.fields.iter_mut() {
             let slot = slot_name::for_record(&active.schema, &f.purpose, &record_type, &label);
             let Some(k) = keys.get(&slot) else {
                 continue;
             };
-            if f.generation != k.old_generation {
+            let name = active.field_ids.name(&record_type, *id);
+            let Some(name) = name.filter(|_| f.generation == k.old_generation) else {
                 return Err(IntegrityError.into());
-            }
+            };
             let mut ctx = FieldContext {
                 vault_id: &self.vault_id,
                 record_type: &record_type,
@@ -243,11 +245,13 @@ impl Vault {
                 purpose: &f.purpose,
                 generation: k.old_generation,
             };
-            let plain = k.old_key.open(&aad::field(&ctx), &f.sealed)?;
+            let plain = k.old_key.open_field(&aad::field(&ctx), &f.nonce, &f.ct)?;
             ctx.generation = k.generation;
-            f.sealed = sealer
-                .seal(&AeadKey::new(&k.key), &aad::field(&ctx), &plain)
-                .map_err(|_| IntegrityError)?;
+            let new_key = AeadKey::new(&k.key);
+            let resealed =
+                Sealer::seal_field(&new_key, &mut nonces, *id, &aad::field(&ctx), &plain)
+                    .map_err(|_| IntegrityError)?;
+            (f.nonce, f.ct) = (resealed.nonce, resealed.ct);
             f.generation = k.generation;
             *sealed.entry(slot).or_default() += 1;
             changed = true;
@@ -255,8 +259,8 @@ impl Vault {
             if let Some(def) = rt.and_then(|rt| rt.field(name)).filter(|d| d.index) {
                 let form = def.index_form(&plain);
                 match self.index_tag(&active, &record_type, name, k.kek_id, &form) {
-                    Some(tag) => tags.insert(name.clone(), tag),
-                    None => tags.remove(name),
+                    Some(tag) => tags.insert(*id, tag),
+                    None => tags.remove(id),
                 };
             }
         }
@@ -316,7 +320,9 @@ impl Vault {
                 ks.index_generation = old_gen;
                 return Err(e.into());
             }
-            let active = crate::vault::activate(&ks, self.active_schema().schema.clone());
+            let current = self.active_schema();
+            let (schema, ids) = (current.schema.clone(), current.field_ids.clone());
+            let active = crate::vault::activate(&ks, schema, ids);
             // A poisoned lock means a panic while swapping the Arc; the Arc inside is whole.
             *self.schema.write_unpoisoned() = Arc::new(active);
         }
@@ -606,18 +612,23 @@ impl<'a> TagKeys<'a> {
         ))?;
         let label = crate::ops::records::label_of(rkey);
         let rt = active.schema.record_type(&record_type);
-        let def_of = |name: &str| rt.and_then(|rt| rt.field(name)).filter(|d| d.index);
+        let name_of = |id: &u32| active.field_ids.name(&record_type, *id);
+        let def_of = |id: &u32| {
+            let def = name_of(id).and_then(|name| rt.and_then(|rt| rt.field(name)));
+            def.filter(|d| d.index)
+        };
         let mut tags = env.tags.clone();
-        tags.retain(|name, _| env.fields.contains_key(name) && def_of(name).is_some());
-        for (name, f) in &env.fields {
-            let Some(def) = def_of(name) else { continue };
+        tags.retain(|id, _| env.fields.contains_key(id) && def_of(id).is_some());
+        for (id, f) in &env.fields {
+            let Some(def) = def_of(id) else { continue };
+            let name = def.name.as_str();
             let slot = slot_name::for_record(&active.schema, &f.purpose, &record_type, &label);
             if !self.purposes.is_none_or(|ps| ps.contains(&slot)) {
                 continue;
             }
             let (vault, subject) = (self.vault, self.subject);
             let Some((generation, k, kek)) = self.key(&slot) else {
-                tags.remove(name); // the purpose's key is gone: so is the field's index entry
+                tags.remove(id); // the purpose's key is gone: so is the field's index entry
                 continue;
             };
             let ctx = FieldContext {
@@ -630,18 +641,18 @@ impl<'a> TagKeys<'a> {
                 generation: f.generation,
             };
             let plain = (*generation == f.generation)
-                .then(|| k.open(&aad::field(&ctx), &f.sealed).ok())
+                .then(|| k.open_field(&aad::field(&ctx), &f.nonce, &f.ct).ok())
                 .flatten();
             let tag = plain.and_then(|p| {
                 vault.index_tag(active, &record_type, name, *kek, &def.index_form(&p))
             });
             match tag {
-                Some(tag) => tags.insert(name.clone(), tag),
+                Some(tag) => tags.insert(*id, tag),
                 None => {
                     // Unreadable (a dead generation left by an older build, or damage): it cannot
                     // be found any more, but must not stop a rewrap, a retirement or an open.
                     tracing::warn!(record_type = %record_type, field = %name, "indexed field does not open; its index entry is dropped");
-                    tags.remove(name)
+                    tags.remove(id)
                 }
             };
         }

@@ -29,8 +29,9 @@ use crate::storage::table::Records;
 use crate::storage::{expiry, index};
 use crate::vault::{CommitFailure, Vault};
 
-/// How many due (subject, purpose) pairs the sweep handles per ledger append.
-const SWEEP_CHUNK: usize = 256;
+/// How many expiry rows the sweep handles per chunk: one ledger append, one storage batch and one
+/// wait for durability each, with the chunk's subjects locked throughout.
+const SWEEP_CHUNK: usize = 512;
 
 /// What `forget` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -55,6 +56,14 @@ pub struct KeptPurpose {
     pub until: Option<i64>,
 }
 
+/// A checked forget: the subject entry loaded under its lock, and what is shredded and kept.
+struct ForgetPlan {
+    subject: SubjectId,
+    entry: SubjectEntry,
+    shred: BTreeSet<String>,
+    kept: Vec<KeptPurpose>,
+}
+
 /// What `record_event` did. An event time that does not count is not an error (the call is
 /// idempotent and replays safely), but it changes nothing for some or all purposes, which the
 /// caller usually wants to know.
@@ -70,7 +79,7 @@ pub struct EventReport {
     /// data is no newer than the event). Empty when nothing was recorded.
     pub counted_for: Vec<String>,
     /// Purposes whose retention rule or ceiling names the event but whose current data key was
-    /// made after the time given: events older than the data do not count for it (ARCHITECTURE.md,
+    /// made after the time given: events older than the data do not count for it (docs/design.md,
     /// "Retention"), so their retention does not start. Empty when nothing was recorded.
     pub not_counted_for: Vec<NotCounted>,
     /// Purposes whose retention rule or ceiling names the event but that hold no data (none
@@ -115,7 +124,11 @@ impl ExpireReport {
 /// made, bounded by the purpose's ceiling (`at_most`), postponed (or suspended) by a legal hold.
 ///
 /// `slot` is a slot name (see [`slot_name`]): a record-scoped slot counts only the events of its
-/// record, and its `created` is when its key was made (the record's first data of the purpose).
+/// record. `created` is when the slot's data was collected: for a record-scoped slot when its key
+/// was made (the record's first data of the purpose); for a subject-scoped one the subject's
+/// creation, or, for data collected again after its key was shredded (a returning customer), when
+/// the new key was made, so that data is not born past a rule or ceiling on `created`. (A key
+/// rotation keeps `since`, so it moves nothing.)
 pub(crate) fn slot_expiry(
     schema: &Schema,
     entry: &SubjectEntry,
@@ -130,7 +143,7 @@ pub(crate) fn slot_expiry(
         .map(|(k, t)| (k.to_owned(), t))
         .collect();
     let created = match slot_name::record(slot) {
-        None => entry.created_at,
+        None => entry.created_at.max(since),
         Some(_) => since,
     };
     let anchors = Anchors {
@@ -170,13 +183,16 @@ pub(crate) fn slot_expiry(
 pub(crate) fn awaited_anchor<'a>(
     schema: &'a Schema,
     entry: &SubjectEntry,
-    purpose: &str,
+    slot: &str,
     since: i64,
 ) -> Option<&'a str> {
-    let crate::schema::Retention::After { event, .. } = &schema.purpose(purpose)?.retention else {
+    let purpose = schema.purpose(slot_name::purpose(slot))?;
+    let crate::schema::Retention::After { event, .. } = &purpose.retention else {
         return None;
     };
-    let recorded = entry.events.get(event).is_some_and(|&t| t >= since);
+    // The events of the slot's scope (its record's, for a record-scoped slot), as `slot_expiry`.
+    let recorded =
+        slot_name::events_for(slot, &entry.events).any(|(e, t)| e == event.as_str() && t >= since);
     (!crate::schema::Retention::is_builtin_event(event) && !recorded).then_some(event.as_str())
 }
 
@@ -586,10 +602,62 @@ impl Vault {
         req: &Request,
         override_hold: bool,
     ) -> Result<ForgetReport, LifecycleError> {
-        let schema = self.active_schema();
         let now = self.now();
         let _g = self.stripe(s).write_unpoisoned();
-        let mut entry = self.load_for_change(s)?;
+        let mut plans = vec![self.forget_check(s, now, override_hold)?];
+        let mut reports = self.forget_planned(&mut plans, now, req, override_hold)?;
+        reports.pop().ok_or(LifecycleError::SubjectNotFound)
+    }
+
+    /// Forgets several subjects as one transaction: their stripes locked, one ledger append (one
+    /// fsync), one batch with every subject's shredding and audit entry, one wait for durability.
+    /// Each subject is forgotten exactly as [`Vault::forget`] would; a subject `forget` would refuse
+    /// (unknown, already forgotten, held without `override_hold`) gets that refusal in the result
+    /// and changes nothing, the others go ahead. A storage failure fails the whole call: either
+    /// every subject that was not refused is forgotten or none is (a batch that was not applied
+    /// has its ledger entries revoked, as for `forget`). For erasure requests handled in bulk; the
+    /// caller picks the size (a few hundred per call: every subject's stripe is held, and shop
+    /// writes to those subjects wait, until the one batch is applied).
+    pub fn forget_many(
+        &self,
+        subjects: &[SubjectId],
+        req: &Request,
+        override_hold: bool,
+    ) -> Result<BTreeMap<SubjectId, Result<ForgetReport, LifecycleError>>, LifecycleError> {
+        let now = self.now();
+        let unique: BTreeSet<SubjectId> = subjects.iter().copied().collect();
+        let _guards = self.lock_stripes(&unique);
+        let mut out = BTreeMap::new();
+        let mut plans = Vec::new();
+        for s in unique {
+            match self.forget_check(&s, now, override_hold) {
+                Ok(plan) => plans.push(plan),
+                Err(
+                    e @ (LifecycleError::SubjectNotFound
+                    | LifecycleError::AlreadyForgotten { .. }
+                    | LifecycleError::Held { .. }),
+                ) => {
+                    out.insert(s, Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let reports = self.forget_planned(&mut plans, now, req, override_hold)?;
+        for (plan, report) in plans.iter().zip(reports) {
+            out.insert(plan.subject, Ok(report));
+        }
+        Ok(out)
+    }
+
+    /// The checks of a forget, under the subject's stripe lock: the subject exists, is not
+    /// forgotten, and is not held (unless overridden); then what it keeps and what it shreds.
+    fn forget_check(
+        &self,
+        s: &SubjectId,
+        now: i64,
+        override_hold: bool,
+    ) -> Result<ForgetPlan, LifecycleError> {
+        let entry = self.load_for_change(s)?;
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::AlreadyForgotten { at });
         }
@@ -599,28 +667,68 @@ impl Vault {
                 until: h.until,
             });
         }
-        let (shred, kept) = Self::forget_plan(&schema.schema, &entry, now);
-        // The ledger first: from here on, even a restore of an older data backup cannot bring these back.
-        let mut ledger = Self::ledger_entries(s, &entry, &shred, ShredReason::Forgotten, now);
-        // A marker for the subject itself, so a restore re-applies `forgotten` even when nothing
-        // was shredded (e.g. only invoices were held).
-        ledger.push(LedgerEntry {
-            subject: *s.as_bytes(),
-            purpose: String::new(),
-            generation: 0,
-            at: now,
-            why: ShredReason::Forgotten,
-            kek_id: 0,
-        });
-        let written = self.append_ledger(ledger)?;
-        let batch = self.forget_batch(s, &mut entry, &shred, now)?;
-        let mut audit = vec![AuditEntry::new(AuditOp::Forget, now, &req.actor)
-            .subject(s)
-            .reason(&req.reason)
-            .count(shred.len() as u64)];
-        if override_hold {
-            audit[0] = audit[0].clone().purpose("override-hold");
+        let (shred, kept) = Self::forget_plan(&self.active_schema().schema, &entry, now);
+        Ok(ForgetPlan {
+            subject: *s,
+            entry,
+            shred,
+            kept,
+        })
+    }
+
+    /// Carries out checked forgets (the caller holds their stripe locks): the ledger entries of all
+    /// of them first (one durable append), then one batch with every shredding and audit entry.
+    /// Returns one report per plan, in order.
+    fn forget_planned(
+        &self,
+        plans: &mut [ForgetPlan],
+        now: i64,
+        req: &Request,
+        override_hold: bool,
+    ) -> Result<Vec<ForgetReport>, LifecycleError> {
+        if plans.is_empty() {
+            return Ok(Vec::new());
         }
+        // The ledger entries name the generations as loaded, before the batch marks them shredded.
+        let mut ledger = Vec::new();
+        for p in plans.iter() {
+            let s = &p.subject;
+            ledger.extend(Self::ledger_entries(
+                s,
+                &p.entry,
+                &p.shred,
+                ShredReason::Forgotten,
+                now,
+            ));
+            // A marker for the subject itself, so a restore re-applies `forgotten` even when
+            // nothing was shredded (e.g. only invoices were held).
+            ledger.push(LedgerEntry {
+                subject: *s.as_bytes(),
+                purpose: String::new(),
+                generation: 0,
+                at: now,
+                why: ShredReason::Forgotten,
+                kek_id: 0,
+            });
+        }
+        // The batch is built before the ledger is written, so a failure reading a subject's rows
+        // (a damaged record) leaves nothing behind, not ledger entries for a forget that failed.
+        let mut batch = WriteBatch::default();
+        let mut audit = Vec::with_capacity(plans.len());
+        for p in plans.iter_mut() {
+            batch.append(self.forget_batch(&p.subject, &mut p.entry, &p.shred, now)?);
+            let mut a = AuditEntry::new(AuditOp::Forget, now, &req.actor)
+                .subject(&p.subject)
+                .reason(&req.reason)
+                .count(p.shred.len() as u64);
+            if override_hold {
+                a = a.purpose("override-hold");
+            }
+            audit.push(a);
+        }
+        // The ledger before the data: from here on, even a restore of an older data backup cannot
+        // bring these back.
+        let written = self.append_ledger(ledger)?;
         match self.commit_audited_split(batch, audit) {
             Ok(()) => {}
             Err(CommitFailure::Unsynced(e)) => {
@@ -631,17 +739,23 @@ impl Vault {
                 return Err(LifecycleError::from(e));
             }
             Err(CommitFailure::NotApplied(e)) => {
-                return Err(self.take_back_forget_ledger(&written, e));
+                return Err(self.take_back_ledger(&written, e));
             }
         }
-        let shredded: BTreeSet<String> = shred
-            .iter()
-            .map(|p| slot_name::purpose(p).to_owned())
-            .collect();
-        Ok(ForgetReport {
-            shredded: shredded.into_iter().collect(),
-            kept,
-        })
+        Ok(plans
+            .iter_mut()
+            .map(|p| {
+                let shredded: BTreeSet<String> = p
+                    .shred
+                    .iter()
+                    .map(|x| slot_name::purpose(x).to_owned())
+                    .collect();
+                ForgetReport {
+                    shredded: shredded.into_iter().collect(),
+                    kept: std::mem::take(&mut p.kept),
+                }
+            })
+            .collect())
     }
 
     /// What `forget` keeps (live legal-obligation slots whose retention still runs) and what it
@@ -704,19 +818,20 @@ impl Vault {
         Ok(batch)
     }
 
-    /// After a forget whose batch was not applied: the data did not change, so void the ledger
-    /// entries (an appended revocation), or the next open would complete a forget the caller was
-    /// told failed. (If this fails too, the forget completes on the next open, as a
+    /// After an erasure whose batch was not applied (a forget, an expire chunk): the data did not
+    /// change, so void its ledger entries (an appended revocation), or the next open would
+    /// complete an erasure the caller was told failed, whatever happened since (a hold placed, a
+    /// new event). (If this fails too, the erasure completes on the next open, as a
     /// `ReapplyErasure`.)
-    fn take_back_forget_ledger(&self, written: &[LedgerEntry], e: StorageError) -> LifecycleError {
+    fn take_back_ledger(&self, written: &[LedgerEntry], e: StorageError) -> LifecycleError {
         if self.keys.ledger.revoke(written).is_err() {
-            tracing::warn!("a failed forget could not be taken back; the next open completes it");
+            tracing::warn!("a failed erasure could not be taken back; the next open completes it");
         }
         e.into()
     }
 
-    /// Appends erasure entries to the ledger, durably before they return (whatever the durability
-    /// mode, except `Relaxed`: see ARCHITECTURE.md, "Durability"), and returns them as written.
+    /// Appends erasure entries to the ledger, fsynced before they return in every durability mode,
+    /// `Relaxed` included (see docs/design.md, "Durability"), and returns them as written.
     /// The caller holds the stripes of their subjects, so no key of theirs is wrapped meanwhile.
     fn append_ledger(&self, entries: Vec<LedgerEntry>) -> Result<Vec<LedgerEntry>, StorageError> {
         if entries.is_empty() {
@@ -752,59 +867,88 @@ impl Vault {
             from = last.clone();
             from.push(0);
             let mut due: BTreeMap<SubjectId, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
-            let mut stale = WriteBatch::default();
+            let mut batch = WriteBatch::default();
             for (k, _) in &rows {
                 match parse_expiry_key(k) {
                     Some((_, s, p)) => {
                         due.entry(s).or_default().insert(p, k.clone());
                     }
-                    None => expiry::delete_row(&mut stale, k.clone()),
+                    None => expiry::delete_row(&mut batch, k.clone()),
                 }
             }
-            if !stale.is_empty() {
-                self.commit(stale)?;
-            }
-            // Lock every subject of the chunk (in stripe order: other code holds at most one stripe
-            // at a time, so ascending order cannot deadlock), so what the ledger records is exactly
-            // what the data batches then shred.
-            let mut stripes: Vec<usize> = due.keys().map(|s| self.stripe_index(s)).collect();
-            stripes.sort_unstable();
-            stripes.dedup();
-            let _guards: Vec<_> = stripes
-                .iter()
-                .map(|&i| self.data.stripes[i].write_unpoisoned())
-                .collect();
-            let mut entries = BTreeMap::new();
-            let mut ledger = Vec::new();
-            for (s, ps) in &due {
-                if let Some(mut e) = self.load_subject(s)? {
-                    self.normalize_destroyed(s, &mut e)?;
-                    let ready: BTreeSet<String> = ps
-                        .keys()
-                        .filter(|p| Self::is_due(&e, p, now))
-                        .cloned()
-                        .collect();
-                    ledger.extend(Self::ledger_entries(
-                        s,
-                        &e,
-                        &ready,
-                        ShredReason::Expired,
-                        now,
-                    ));
-                    entries.insert(*s, e);
-                }
-            }
-            self.append_ledger(ledger)?;
-            for (s, ps) in due {
-                self.expire_subject(&s, entries.remove(&s), &ps, now, req, &mut report)?;
-            }
-            // The chunk's batches are applied, not yet durable: one sync for all of them instead
-            // of one per subject. Safe because the ledger above is durable: a crash that loses
-            // some of them is undone by `reapply_ledger` on the next open.
-            self.wait_durable()?;
+            self.expire_chunk(due, batch, now, req, &mut report)?;
         }
         report.keks_destroyed = self.destroy_passed_epochs(now, req)?;
         Ok(report)
+    }
+
+    /// One chunk of the sweep as one transaction across its subjects: their stripes locked (so
+    /// what the ledger records is exactly what the batch then shreds), one ledger append (one
+    /// fsync), one batch with every subject's shredding and audit entries (`batch` may already
+    /// hold stale-row deletions), one wait for durability. A crash leaves the whole chunk applied
+    /// or none of it; its ledger entries, durable first, make the next open (or the next sweep)
+    /// finish it.
+    fn expire_chunk(
+        &self,
+        due: BTreeMap<SubjectId, BTreeMap<String, Vec<u8>>>,
+        mut batch: WriteBatch,
+        now: i64,
+        req: &Request,
+        report: &mut ExpireReport,
+    ) -> Result<(), LifecycleError> {
+        let _guards = self.lock_stripes(due.keys());
+        let mut entries = BTreeMap::new();
+        let mut ledger = Vec::new();
+        for (s, ps) in &due {
+            if let Some(mut e) = self.load_subject(s)? {
+                self.normalize_destroyed(s, &mut e)?;
+                let ready: BTreeSet<String> = ps
+                    .keys()
+                    .filter(|p| Self::is_due(&e, p, now))
+                    .cloned()
+                    .collect();
+                ledger.extend(Self::ledger_entries(
+                    s,
+                    &e,
+                    &ready,
+                    ShredReason::Expired,
+                    now,
+                ));
+                entries.insert(*s, e);
+            }
+        }
+        // The batch first (a failure reading a subject's rows leaves nothing behind), then the
+        // ledger, durable before the data.
+        let mut audit = Vec::new();
+        let mut shredded = ExpireReport::default();
+        for (s, ps) in due {
+            let entry = entries.remove(&s);
+            self.expire_subject(
+                &s,
+                entry,
+                &ps,
+                now,
+                req,
+                &mut batch,
+                &mut audit,
+                &mut shredded,
+            )?;
+        }
+        let written = self.append_ledger(ledger)?;
+        if !batch.is_empty() || !audit.is_empty() {
+            if let Err(e) = self.apply_audited(batch, audit) {
+                return Err(self.take_back_ledger(&written, e));
+            }
+        }
+        // Counted once the chunk is applied; durable below (or, after a crash, by the ledger).
+        report.held += shredded.held;
+        for (p, n) in shredded.shredded {
+            *report.shredded.entry(p).or_default() += n;
+        }
+        // Applied, not yet durable: one sync for the whole chunk. Safe because the ledger above is
+        // durable: a crash that loses the batch is undone by `reapply_ledger` on the next open.
+        self.wait_durable()?;
+        Ok(())
     }
 
     fn is_due(entry: &SubjectEntry, purpose: &str, now: i64) -> bool {
@@ -812,8 +956,10 @@ impl Vault {
             && matches!(entry.slots.get(purpose), Some(Slot::Live { expires: Some(t), .. }) if *t <= now)
     }
 
-    /// Shreds the due purposes of one subject. The caller holds the subject's stripe lock and
-    /// passes its entry as loaded under that lock.
+    /// Adds the shredding of one subject's due purposes to the chunk's `batch` and `audit`
+    /// entries. The caller holds the subject's stripe lock and passes its entry as loaded under
+    /// that lock.
+    #[allow(clippy::too_many_arguments)]
     fn expire_subject(
         &self,
         s: &SubjectId,
@@ -821,15 +967,15 @@ impl Vault {
         purposes: &BTreeMap<String, Vec<u8>>,
         now: i64,
         req: &Request,
+        batch: &mut WriteBatch,
+        audit: &mut Vec<AuditEntry>,
         report: &mut ExpireReport,
     ) -> Result<(), LifecycleError> {
-        let mut batch = WriteBatch::default();
         let Some(mut entry) = entry else {
             // The subject is gone: its index rows are stale.
             for row in purposes.values() {
-                expiry::delete_row(&mut batch, row.clone());
+                expiry::delete_row(batch, row.clone());
             }
-            self.apply_audited(batch, Vec::new())?;
             return Ok(());
         };
         let mut ready = BTreeSet::new();
@@ -851,28 +997,22 @@ impl Vault {
                     _ => None,
                 };
                 if current.as_ref() != Some(row) {
-                    expiry::delete_row(&mut batch, row.clone());
+                    expiry::delete_row(batch, row.clone());
                 }
             }
         }
         if ready.is_empty() {
-            if !batch.is_empty() {
-                self.apply_audited(batch, Vec::new())?;
-            }
             return Ok(());
         }
-        self.shred_into(s, &mut entry, &ready, ShredReason::Expired, now, &mut batch)?;
-        self.put_subject(&mut batch, s, &entry);
-        let audit = ready
-            .iter()
-            .map(|p| {
-                AuditEntry::new(AuditOp::Expire, self.now(), &req.actor)
-                    .subject(s)
-                    .purpose(p)
-                    .reason(&req.reason)
-            })
-            .collect();
-        self.apply_audited(batch, audit)?;
+        self.shred_into(s, &mut entry, &ready, ShredReason::Expired, now, batch)?;
+        self.put_subject(batch, s, &entry);
+        let at = self.now();
+        audit.extend(ready.iter().map(|p| {
+            AuditEntry::new(AuditOp::Expire, at, &req.actor)
+                .subject(s)
+                .purpose(p)
+                .reason(&req.reason)
+        }));
         for p in ready {
             *report
                 .shredded
@@ -1074,5 +1214,100 @@ impl Vault {
             tracing::warn!(pairs = count, "erasure ledger re-applied to the data store (restored backup or interrupted shredding)");
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::record::{FieldState, Record};
+    use crate::keys::credentials::{Credentials, KdfParams};
+    use crate::storage::durability::Durability;
+    use crate::vault::{VaultOptions, VaultPaths};
+
+    fn options() -> VaultOptions {
+        VaultOptions::default()
+            .kdf(KdfParams::danger_insecure_for_tests())
+            .danger_allow_weak_kdf(true)
+            .durability(Durability::Relaxed)
+    }
+
+    /// A forget whose batch cannot be built (a damaged record of one of its subjects) fails before
+    /// anything is written: no ledger entry is left behind to complete it on the next open (which
+    /// would forget subjects the caller was told were not forgotten, or fail on the damage).
+    #[test]
+    fn a_forget_that_cannot_be_built_leaves_no_ledger_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, creds) = (
+            VaultPaths::in_dir(dir.path()),
+            Credentials::passphrase("ledger order passphrase"),
+        );
+        let schema = Schema::from_toml(include_str!("../../../examples/webshop.toml")).unwrap();
+        let v = Vault::create(&paths, &creds, schema, options()).unwrap();
+        let mut subjects = Vec::new();
+        for i in 0..2 {
+            let customer = Record::new()
+                .with("first_name", "Jan")
+                .with("last_name", "Berg")
+                .with("email", format!("jan{i}@voorbeeld.nl"));
+            subjects.push(v.create_subject_with("customer", &customer).unwrap());
+        }
+        subjects.sort();
+        // One bit of the second subject's record flipped on disk.
+        let key = RecordKey::from("customer").storage_key(&subjects[1]);
+        let mut row = v.data.store.get(Table::Record, &key).unwrap().unwrap();
+        row[3] ^= 1;
+        let mut batch = WriteBatch::default();
+        batch.put(Table::Record, key, row);
+        v.data.store.apply(batch).unwrap();
+        let req = Request::new("dpo", "Art. 17");
+        assert!(v.forget_many(&subjects, &req, false).is_err());
+        assert!(v.forget(&subjects[1], &req, false).is_err());
+        assert!(
+            v.keys.ledger.entries().is_empty(),
+            "ledger entries left behind"
+        );
+        drop(v);
+        let v = Vault::open(&paths, &creds, options()).unwrap();
+        let first = v.get(&subjects[0], "customer").unwrap();
+        assert!(matches!(
+            first.field_state("first_name"),
+            FieldState::Value(_)
+        ));
+        assert!(v
+            .load_subject(&subjects[0])
+            .unwrap()
+            .unwrap()
+            .forgotten_at
+            .is_none());
+    }
+
+    /// A subject-scoped slot whose key is made again after the first was shredded (a returning
+    /// customer) counts `created` from the new key, not from the subject's creation: otherwise a
+    /// rule or fallback on `created` would make data written today due at once.
+    #[test]
+    fn data_collected_again_counts_created_from_its_new_key() {
+        let schema = Schema::from_toml(
+            "version = 1\n[purposes.account]\ndescription = \"Customer account\"\n\
+             legal_basis = \"contract\"\nretention = \"2y after last_order\"\n\
+             fallback = \"2y after created\"\n[types.customer.fields.name]\ntype = \"text\"\n\
+             purpose = \"account\"\n",
+        )
+        .unwrap();
+        let t0 = 1_714_521_600;
+        let year = 365 * crate::keys::retention::DAY;
+        let mut entry = SubjectEntry {
+            created_at: t0,
+            ..Default::default()
+        };
+        entry.events.insert("last_order".into(), t0 + 30);
+        let first = slot_expiry(&schema, &entry, "account", t0, t0).unwrap();
+        assert!(
+            first < t0 + 3 * year,
+            "the first generation waits for no order: {first}"
+        );
+        let since = t0 + 3 * year;
+        let again = slot_expiry(&schema, &entry, "account", since, since).unwrap();
+        assert!(again > since, "data written at {since} is due at {again}");
     }
 }

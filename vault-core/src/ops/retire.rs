@@ -10,15 +10,16 @@ use crate::crypto::Sealer;
 use crate::error::{LifecycleError, WriteError};
 use crate::format::audit::{AuditEntry, AuditOp};
 use crate::format::subject::{Slot, SubjectEntry, SubjectId};
-use crate::keys::keystore::KekState;
+use crate::keys::keystore::{Epoch, KekState};
 use crate::ops::lifecycle::Request;
-use crate::storage::locks::RwUnpoisoned;
-use crate::storage::store::WriteBatch;
+use crate::storage::store::{scan, Table, WriteBatch};
 use crate::storage::table::Subjects;
 use crate::vault::Vault;
+use std::collections::BTreeSet;
 
-/// Subject entries examined per storage scan.
-const SCAN: usize = 1024;
+/// Subjects with a key under the retiring KEK rewrapped per chunk: one storage batch and one
+/// wait for durability each, with the chunk's subjects locked throughout.
+const RETIRE_CHUNK: usize = 512;
 
 /// What `retire_kek` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -63,19 +64,28 @@ impl Vault {
         // scan below sees every key they stored under it.
         self.keys.pins.wait_drained(id);
         let mut rewrapped = 0u64;
-        let mut in_chunk = 0;
-        for s in Subjects::ids(&*self.data.store) {
-            rewrapped += self.rewrap_subject(&s?, id)?;
-            in_chunk += 1;
-            if in_chunk == SCAN {
-                // One sync per chunk, not per subject: the KEK is durably marked retiring, so a
-                // crash that loses some rewraps only means the rerun rewraps them again.
-                self.wait_durable()?;
+        let mut chunk = Vec::with_capacity(RETIRE_CHUNK);
+        for row in scan(&*self.data.store, Table::Subject, &[]) {
+            let (k, v) = row?;
+            // From here on no slot can come under `id` (it is retiring and its pins drained), only
+            // leave it: a subject whose scanned row has no slot under it is skipped without a lock
+            // or a second read. A row that does not authenticate goes the locked way, which
+            // reports it.
+            let under = self
+                .data
+                .rows
+                .decode::<Subjects>(&k, &v)
+                .map_or(true, |e| Self::slots_under(&e, id).next().is_some());
+            if under {
+                chunk.push(Subjects::id_of(&k)?);
+            }
+            if chunk.len() == RETIRE_CHUNK {
+                rewrapped += self.rewrap_chunk(&chunk, id)?;
+                chunk.clear();
                 progress(rewrapped);
-                in_chunk = 0;
             }
         }
-        self.wait_durable()?;
+        rewrapped += self.rewrap_chunk(&chunk, id)?;
         progress(rewrapped);
         let now = self.now();
         self.destroy_kek(id, now)?;
@@ -90,38 +100,66 @@ impl Vault {
         })
     }
 
-    /// Rewraps the slots of `s` that are still under KEK `id`; returns how many.
-    fn rewrap_subject(&self, s: &SubjectId, id: u32) -> Result<u64, LifecycleError> {
-        let _g = self.stripe(s).write_unpoisoned();
+    /// The slot names of `entry` whose live key is wrapped under KEK `id`.
+    fn slots_under(entry: &SubjectEntry, id: u32) -> impl Iterator<Item = &String> {
+        entry
+            .slots
+            .iter()
+            .filter(move |(_, slot)| matches!(slot, Slot::Live { kek_id, .. } if *kek_id == id))
+            .map(|(p, _)| p)
+    }
+
+    /// Rewraps the slots still under KEK `id` of a chunk of subjects as one transaction: their
+    /// stripes locked, one batch (every subject entry and remade index tag), one apply, one wait
+    /// for durability. Returns how many keys it rewrapped. The KEK is durably marked retiring, so
+    /// a crash that loses the batch only means the rerun rewraps them again.
+    fn rewrap_chunk(&self, chunk: &[SubjectId], id: u32) -> Result<u64, LifecycleError> {
+        if chunk.is_empty() {
+            return Ok(0);
+        }
+        let _guards = self.lock_stripes(chunk);
+        let epoch = self.kek_epoch(id).unwrap_or(Epoch::OpenEnded);
+        let mut sealer = Sealer::new().map_err(WriteError::from)?;
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        for s in chunk {
+            n += self.rewrap_subject(s, id, epoch, &mut sealer, &mut batch)?;
+        }
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        // Durable before the KEK is destroyed (`destroy_kek` syncs, whatever the mode).
+        self.apply_audited(batch, Vec::new())?;
+        self.wait_durable()?;
+        Ok(n)
+    }
+
+    /// Adds the rewrap of the slots of `s` still under KEK `id` to `batch` (the caller holds the
+    /// subject's stripe lock); returns how many.
+    fn rewrap_subject(
+        &self,
+        s: &SubjectId,
+        id: u32,
+        epoch: Epoch,
+        sealer: &mut Sealer,
+        batch: &mut WriteBatch,
+    ) -> Result<u64, LifecycleError> {
         let Some(mut entry): Option<SubjectEntry> = self.load_subject(s)? else {
             return Ok(0);
         };
-        let under: Vec<String> = entry
-            .slots
-            .iter()
-            .filter(|(_, slot)| matches!(slot, Slot::Live { kek_id, .. } if *kek_id == id))
-            .map(|(p, _)| p.clone())
-            .collect();
+        let under: BTreeSet<String> = Self::slots_under(&entry, id).cloned().collect();
         if under.is_empty() {
             return Ok(0);
         }
-        let mut sealer = Sealer::new().map_err(WriteError::from)?;
-        let mut batch = WriteBatch::default();
         for p in &under {
             if let Some(slot) = entry.slots.get_mut(p) {
-                let epoch = self
-                    .kek_epoch(id)
-                    .unwrap_or(crate::keys::keystore::Epoch::OpenEnded);
-                self.rewrap_slot(s, p, slot, epoch, &mut sealer, &mut batch)?;
+                self.rewrap_slot(s, p, slot, epoch, sealer, batch)?;
             }
         }
         // Index tags of these purposes were made under the retiring KEK: remake them under the
         // successor, so that the retirement makes every older copy of them useless too.
-        let under: std::collections::BTreeSet<String> = under.iter().cloned().collect();
-        self.retag_into(s, &entry, Some(&under), None, &mut batch)?;
-        self.put_subject(&mut batch, s, &entry);
-        // Durable at the end of the chunk (`retire_kek`), and before the KEK is destroyed.
-        self.apply_audited(batch, Vec::new())?;
+        self.retag_into(s, &entry, Some(&under), None, batch)?;
+        self.put_subject(batch, s, &entry);
         Ok(under.len() as u64)
     }
 

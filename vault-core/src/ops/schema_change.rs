@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::crypto::Sealer;
 use crate::error::{Component, StorageError, WriteError};
 use crate::format::audit::{AuditEntry, AuditOp};
-use crate::format::subject::{SubjectId, SUBJECT_ID_LEN};
+use crate::format::subject::SUBJECT_ID_LEN;
 use crate::ops::lifecycle::Request;
 use crate::schema::{FieldDef, Schema};
 use crate::storage::locks::RwUnpoisoned;
@@ -97,6 +97,7 @@ fn record_type_of(key: &[u8]) -> Option<String> {
 impl Vault {
     fn schema_usage(&self) -> Result<Usage, StorageError> {
         let mut u = Usage::default();
+        let active = self.active_schema();
         let store = &*self.data.store;
         for row in self.data.rows.scan::<Records>(store, &[]) {
             let (k, env) = row?;
@@ -104,12 +105,19 @@ impl Vault {
                 Component::Record,
                 "record key does not decode",
             ))?;
+            // Every id a stored envelope holds was given to a name (ids are never forgotten); one
+            // without is damage, counted under a name no schema can hold so nothing is dropped
+            // for it.
+            let name = |id: &u32| {
+                let n = active.field_ids.name(&t, *id);
+                n.map_or_else(|| format!("#{id}"), str::to_owned)
+            };
             for f in env.fields.keys() {
-                u.sealed.insert((t.clone(), f.clone()));
-                u.present.insert((t.clone(), f.clone()));
+                u.sealed.insert((t.clone(), name(f)));
+                u.present.insert((t.clone(), name(f)));
             }
             for f in env.shredded.keys() {
-                u.present.insert((t.clone(), f.clone()));
+                u.present.insert((t.clone(), name(f)));
             }
             u.types.insert(t);
         }
@@ -154,8 +162,12 @@ impl Vault {
             compare(&old.schema, &new, &self.schema_usage()?)?
         };
         let mut ks = self.key_store();
+        // Old ids stay (reserved when their field went), new fields get fresh ones.
+        let mut field_ids = self.active_schema().field_ids.clone();
+        field_ids.extend_for(&new);
         let mut batch = WriteBatch::default();
-        batch.put(Table::Meta, META_SCHEMA.to_vec(), encode_schema(&ks, &new));
+        let row = encode_schema(&ks, &new, &field_ids);
+        batch.put(Table::Meta, META_SCHEMA.to_vec(), row);
         let entry = AuditEntry::new(AuditOp::Update, self.now(), &req.actor)
             .record("schema", &format!("v{}", new.version()))
             .reason(&req.reason);
@@ -167,7 +179,7 @@ impl Vault {
         if let Err(e) = self.sync_store().and_then(|()| ks.save()) {
             tracing::warn!(error = %e, "schema applied; recording its version in the key store failed");
         }
-        let active = Arc::new(activate(&ks, new));
+        let active = Arc::new(activate(&ks, new, field_ids));
         drop(ks);
         *self.schema.write_unpoisoned() = active;
         report.applied = true;
@@ -185,9 +197,7 @@ impl Vault {
         let mut changed = 0;
         for row in self.data.rows.scan::<Subjects>(&*self.data.store, &[]) {
             let (k, mut entry) = row?;
-            let s = SubjectId::from_bytes(k.as_slice().try_into().map_err(|_| {
-                StorageError::corrupted(Component::Subject, "subject key does not decode")
-            })?);
+            let s = Subjects::id_of(&k)?;
             let normalized = !self.normalize_destroyed(&s, &mut entry)?.is_empty();
             let mut batch = WriteBatch::default();
             let mut sealer = Sealer::new()?;
@@ -542,6 +552,68 @@ mod tests {
         );
         assert!(!e.to_string().contains("jan"));
         assert_eq!(v.schema().version(), 1);
+    }
+
+    /// Field ids survive schema changes: existing fields keep theirs, an added field takes the
+    /// next unused id, a removed field's id stays reserved (not given to a later new field), a
+    /// re-added field gets its old id back; records written under every version read after each
+    /// change and after a reopen.
+    #[test]
+    fn field_ids_are_stable_across_adding_removing_and_re_adding() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path());
+        let ids = |v: &Vault, f: &str| v.active_schema().field_ids.id("customer", f);
+        let before: Vec<_> = ["email", "first_name", "last_name", "phone", "tussenvoegsel"]
+            .iter()
+            .map(|f| ids(&v, f).unwrap())
+            .collect();
+        let highest = *before.iter().max().unwrap();
+        let jan = store_customer(&v);
+        let nickname = "[types.customer.fields.nickname]\ntype = \"text\"\npurpose = \"account\"\n";
+        v.apply_schema(webshop_v(2, |t| t + "\n" + nickname), &req())
+            .unwrap();
+        let nick = ids(&v, "nickname").unwrap();
+        assert_eq!(nick, highest + 1, "a new field takes the next id");
+        let piet = v.create_subject().unwrap();
+        let r = Record::new()
+            .with("first_name", "Piet")
+            .with("last_name", "Smit")
+            .with("email", "piet@voorbeeld.nl");
+        v.put(&piet, "customer", &r.with("nickname", "P")).unwrap();
+        // nickname (after its value is removed) and tussenvoegsel go.
+        v.update(
+            &piet,
+            "customer",
+            &Record::new().with("nickname", serde_json::Value::Null),
+        )
+        .unwrap();
+        let without = |t: String| drop_table(t, "[types.customer.fields.tussenvoegsel]");
+        v.apply_schema(webshop_v(3, without), &req()).unwrap();
+        assert_eq!(ids(&v, "nickname"), Some(nick), "reserved, not forgotten");
+        let jan_before = v.get(&jan, "customer").unwrap().to_json();
+        // Both back, and one new field: the new one does not take a reserved id.
+        let handle = "[types.customer.fields.handle]\ntype = \"text\"\npurpose = \"account\"\n";
+        let v4 = webshop_v(4, |t| t + "\n" + nickname + handle);
+        v.apply_schema(v4, &req()).unwrap();
+        assert_eq!(ids(&v, "nickname"), Some(nick));
+        assert_eq!(ids(&v, "tussenvoegsel"), Some(before[4]));
+        assert_eq!(ids(&v, "handle"), Some(highest + 2));
+        v.update(&piet, "customer", &Record::new().with("handle", "piet"))
+            .unwrap();
+        drop(v);
+        let v = Vault::open(&VaultPaths::in_dir(dir.path()), &creds(), options()).unwrap();
+        for (f, id) in ["email", "first_name", "last_name", "phone"]
+            .iter()
+            .zip(&before)
+        {
+            assert_eq!(ids(&v, f), Some(*id), "{f} kept its id");
+        }
+        assert_eq!(v.get(&jan, "customer").unwrap().to_json(), jan_before);
+        let p = v.get(&piet, "customer").unwrap();
+        assert_eq!(
+            (p.get_str("first_name"), p.get_str("handle")),
+            (Some("Piet"), Some("piet"))
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::StorageError;
-use crate::format::subject::{Slot, SubjectId};
+use crate::format::subject::{slot_name, Slot, SubjectId};
 use crate::keys::keystore::KekState;
 use crate::keys::retention::add_period;
 use crate::ops::lifecycle::awaited_anchor;
@@ -135,9 +135,10 @@ impl Vault {
                 let Some(event) = awaited_anchor(&schema.schema, &e, purpose, *since) else {
                     continue;
                 };
+                // Per purpose: a record-scoped purpose's slots are one per record.
                 let w = r
                     .purposes
-                    .entry(purpose.clone())
+                    .entry(slot_name::purpose(purpose).to_owned())
                     .or_insert_with(|| WaitingPurpose {
                         event: event.to_owned(),
                         count: 0,

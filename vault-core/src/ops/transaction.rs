@@ -423,6 +423,28 @@ impl<'v> Transaction<'v> {
         }
     }
 
+    /// `create_subject_with`: the new subject's `create_subject` entry takes the record type and
+    /// label of its one `put`, whose own entry is dropped, so a new customer costs one audit row
+    /// (docs/format.md, "Audit log": a `create_subject` naming a record stands for both). Does
+    /// nothing unless the entries are exactly that pair.
+    pub(crate) fn fold_put_into_creation(&mut self) {
+        if let [create, put] = self.audit.as_slice() {
+            if create.op == AuditOp::CreateSubject
+                && put.op == AuditOp::Put
+                && create.subject == put.subject
+                && create.at == put.at
+                && create.record_type.is_empty()
+                && create.label.is_empty()
+            {
+                let put = self.audit.pop();
+                if let (Some(create), Some(put)) = (self.audit.first_mut(), put) {
+                    create.record_type = put.record_type;
+                    create.label = put.label;
+                }
+            }
+        }
+    }
+
     fn op_index(&self) -> usize {
         self.ops.saturating_sub(1)
     }
@@ -461,7 +483,7 @@ impl<'v> Transaction<'v> {
             .into());
         }
         self.take_keys(rt, key, &plain)?;
-        let mut env = self.start_envelope(&rkey, &plain, mode);
+        let mut env = self.start_envelope(rt, &rkey, &plain, mode);
         match mode {
             Mode::Put => self.claims.retain(|(k, _), _| *k != rkey),
             Mode::Update => self
@@ -703,7 +725,13 @@ impl<'v> Transaction<'v> {
 
     /// The envelope a write starts from: the record as the transaction has it (update), or a new
     /// one keeping the creation time of a record it replaces (put); fields set to `null` removed.
-    fn start_envelope(&self, rkey: &[u8], plain: &Plain<'_>, mode: Mode) -> Envelope {
+    fn start_envelope(
+        &self,
+        rt: &RecordType,
+        rkey: &[u8],
+        plain: &Plain<'_>,
+        mode: Mode,
+    ) -> Envelope {
         let current = self.writes.get(rkey).and_then(Option::as_ref);
         let mut env = match (mode, current) {
             (Mode::Update, Some(o)) => o.clone(),
@@ -714,9 +742,11 @@ impl<'v> Transaction<'v> {
         };
         env.updated_at = self.now;
         for (name, (_, bytes)) in plain {
-            if bytes.is_none() {
-                env.fields.remove(*name);
-                env.tags.remove(*name);
+            // A field with no id was never stored: nothing to remove.
+            let id = self.active.field_ids.id(&rt.name, name);
+            if let (None, Some(id)) = (bytes, id) {
+                env.fields.remove(&id);
+                env.tags.remove(&id);
             }
         }
         env
@@ -733,11 +763,18 @@ impl<'v> Transaction<'v> {
         env: &mut Envelope,
     ) -> Result<(), WriteError> {
         let (v, op) = (self.vault, self.op_index());
-        let sealer = sealer(&mut self.sealer)?;
+        let mut nonces = sealer(&mut self.sealer)?
+            .record_nonces()
+            .map_err(|_| IntegrityError)?;
         let stored_tags = self.stored.get(rkey).map(|st| &st.tags);
         let mut keys: BTreeMap<&str, AeadKey> = BTreeMap::new();
         for (name, (def, bytes)) in plain {
             let Some(bytes) = bytes else { continue };
+            let id = self
+                .active
+                .field_ids
+                .id(&rt.name, name)
+                .ok_or(IntegrityError)?;
             let slot =
                 slot_name::for_record(&self.active.schema, &def.purpose, &rt.name, &key.label);
             let dek = self.deks.get(&slot).ok_or(IntegrityError)?;
@@ -753,16 +790,16 @@ impl<'v> Transaction<'v> {
                 purpose: &def.purpose,
                 generation: dek.generation,
             };
-            let sealed = sealer
-                .seal(k, &aad::field(&ctx), bytes)
+            let sealed = Sealer::seal_field(k, &mut nonces, id, &aad::field(&ctx), bytes)
                 .map_err(|_| IntegrityError)?;
-            env.shredded.remove(*name);
+            env.shredded.remove(&id);
             let field = SealedField {
                 purpose: def.purpose.clone(),
                 generation: dek.generation,
-                sealed,
+                nonce: sealed.nonce,
+                ct: sealed.ct,
             };
-            env.fields.insert((*name).to_owned(), field);
+            env.fields.insert(id, field);
             if !def.index {
                 continue;
             }
@@ -771,9 +808,9 @@ impl<'v> Transaction<'v> {
             let tag = v
                 .index_tag(&self.active, &rt.name, name, kek, &form)
                 .ok_or(IntegrityError)?;
-            env.tags.insert((*name).to_owned(), tag);
+            env.tags.insert(id, tag);
             // Storage already holds this very tag for the subject: others see it, nothing to claim.
-            if def.unique && stored_tags.and_then(|t| t.get(*name)) != Some(&tag) {
+            if def.unique && stored_tags.and_then(|t| t.get(&id)) != Some(&tag) {
                 let claim = Claim {
                     op,
                     key: key.clone(),
@@ -863,8 +900,9 @@ impl<'v> Transaction<'v> {
         let claims: Vec<(&Claim, BTreeMap<u32, [u8; TAG_LEN]>)> = self
             .claims
             .iter()
-            .filter(|((rkey, f), _)| {
-                matches!(self.writes.get(rkey), Some(Some(env)) if env.fields.contains_key(f))
+            .filter(|((rkey, f), c)| {
+                let id = self.active.field_ids.id(&c.key.record_type, f);
+                matches!((self.writes.get(rkey), id), (Some(Some(env)), Some(id)) if env.fields.contains_key(&id))
             })
             .map(|(_, c)| (c, self.tags_now(c)))
             .collect();

@@ -8,7 +8,7 @@
 //! it is destroyed (epoch passed, or retired), every copy of the tag, in any backup, is as useless
 //! as the wrapped data key beside it. `find` computes one tag per live KEK.
 //!
-//! **Leakage** (documented in ARCHITECTURE.md): equal values of the same field produce equal tags, so
+//! **Leakage** (documented in docs/design.md): equal values of the same field produce equal tags, so
 //! someone holding the data directory can see *that* two subjects share an e-mail address (not
 //! which), and how many subjects share a value. Tags of different fields or vaults are unrelated.
 //! Without the key store, tags cannot be tested against guessed values.
@@ -62,8 +62,8 @@ pub(crate) fn tag(key: &SecretKey, normalised: &[u8]) -> [u8; TAG_LEN] {
     t
 }
 
-/// A record's tags, by field name.
-pub(crate) type Tags = std::collections::BTreeMap<String, [u8; TAG_LEN]>;
+/// A record's tags, by field id.
+pub(crate) type Tags = std::collections::BTreeMap<crate::format::field_ids::FieldId, [u8; TAG_LEN]>;
 
 /// Puts into `batch` the index-row changes that turn a record's `old` tags into its `new` ones:
 /// rows of tags that changed or went are deleted, rows of tags that changed or came are put.

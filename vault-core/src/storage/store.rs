@@ -60,6 +60,12 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+    /// Moves every operation (and held guard) of `other` to the end of this batch: a sweep
+    /// gathers its subjects' batches (disjoint keys) into one apply per chunk.
+    pub fn append(&mut self, mut other: WriteBatch) {
+        self.ops.append(&mut other.ops);
+        self.held.append(&mut other.held);
+    }
     /// Keeps `guard` alive until the batch has been applied (or dropped unapplied).
     pub(crate) fn hold(&mut self, guard: impl std::any::Any + Send + Sync) {
         self.held.push(Box::new(guard));

@@ -17,8 +17,9 @@ use crate::format::record::Envelope;
 use crate::format::subject::{SubjectEntry, SubjectId, SUBJECT_ID_LEN};
 use crate::storage::store::{scan, Store, Table, WriteBatch};
 
-/// Bytes of a row MAC (HMAC-SHA256).
-pub(crate) const ROW_MAC_LEN: usize = 32;
+/// Bytes of a row MAC: HMAC-SHA256 truncated to 128 bits (HMAC-SHA-256-128, RFC 4868).
+/// ARCHITECTURE.md ("What is stored in the clear") gives the security argument.
+pub(crate) const ROW_MAC_LEN: usize = crypto::MIN_TAG_LEN;
 
 /// One table of the data directory: its key encoding, its authentication and its value codec.
 pub(crate) trait TableDef {
@@ -69,15 +70,16 @@ impl Subjects {
     pub(crate) fn ids(
         store: &dyn Store,
     ) -> impl Iterator<Item = Result<SubjectId, StorageError>> + '_ {
-        scan(store, Table::Subject, &[]).map(|row| subject_of_key(&row?.0))
+        scan(store, Table::Subject, &[]).map(|row| Subjects::id_of(&row?.0))
     }
-}
 
-/// The subject id a `Subject` table key names.
-fn subject_of_key(key: &[u8]) -> Result<SubjectId, StorageError> {
-    let id = <[u8; SUBJECT_ID_LEN]>::try_from(key)
-        .map_err(|_| StorageError::corrupted(Component::Subject, "subject key does not decode"))?;
-    Ok(SubjectId::from_bytes(id))
+    /// The subject id a `Subject` table key names (`Corrupted` if it names none).
+    pub(crate) fn id_of(key: &[u8]) -> Result<SubjectId, StorageError> {
+        let id = <[u8; SUBJECT_ID_LEN]>::try_from(key).map_err(|_| {
+            StorageError::corrupted(Component::Subject, "subject key does not decode")
+        })?;
+        Ok(SubjectId::from_bytes(id))
+    }
 }
 
 /// Record envelopes, by storage key (`RecordKey::storage_key`: subject ‖ type ‖ label);
@@ -232,17 +234,17 @@ impl Rows {
     ) -> impl Iterator<Item = Result<(SubjectId, SubjectEntry), StorageError>> + 'a {
         self.scan::<Subjects>(store, &[]).map(|row| {
             let (key, entry) = row?;
-            Ok((subject_of_key(&key)?, entry))
+            Ok((Subjects::id_of(&key)?, entry))
         })
     }
 
     /// The row MAC of `value` stored at (`table`, `key`) (docs/format.md, "Row MAC").
     fn tag(&self, table: Table, key: &[u8], value: &[u8]) -> [u8; ROW_MAC_LEN] {
         let kl = (key.len() as u32).to_le_bytes();
-        crypto::hmac_sha256(&self.mac, &[&[table as u8], &kl, key, value])
+        crypto::hmac_sha256_128(&self.mac, &[&[table as u8], &kl, key, value])
     }
 
-    /// Verifies and strips a row MAC.
+    /// Verifies (in constant time) and strips a row MAC.
     fn open<'a>(&self, table: Table, key: &[u8], stored: &'a [u8]) -> Option<&'a [u8]> {
         let split = stored.len().checked_sub(ROW_MAC_LEN)?;
         let (value, tag) = stored.split_at(split);
@@ -341,6 +343,27 @@ mod tests {
                 }
             ));
         }
+        // Every bit of the 16-byte MAC matters.
+        assert_eq!(ROW_MAC_LEN, 16);
+        for bit in 0..ROW_MAC_LEN * 8 {
+            let mut bad = row.clone();
+            bad[8 + bit / 8] ^= 1 << (bit % 8);
+            assert!(corrupt(b"key_store_seen", &bad).is_err(), "MAC bit {bit}");
+        }
+        // A row of data format 2 (the full 32-byte HMAC) does not authenticate.
+        let kl = 14u32.to_le_bytes();
+        let full = crypto::hmac_sha256(
+            &SecretKey::init_with(|k| k.fill(7)),
+            &[
+                &[Table::Meta as u8],
+                &kl,
+                b"key_store_seen",
+                &41u64.to_le_bytes(),
+            ],
+        );
+        assert_eq!(row[8..], full[..16], "the leftmost 128 bits");
+        let v2 = [&41u64.to_le_bytes()[..], &full].concat();
+        assert!(corrupt(b"key_store_seen", &v2).is_err());
         // The same bytes under another row-MAC key do not authenticate.
         let other = Rows::new(SecretKey::init_with(|k| k.fill(8)));
         assert!(other
