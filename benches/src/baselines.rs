@@ -4,6 +4,10 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hmac;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use vault_core::engine::{Engine, EngineConfig, EngineStore, Mode};
+use vault_core::store::{Table, WriteBatch};
+use vault_core::StorageError;
 
 fn sled_config(dir: &std::path::Path) -> sled::Config {
     // The settings kluis's SledStore uses (64 MiB page cache, high-throughput mode).
@@ -21,52 +25,86 @@ fn norm_email(record: &Value) -> String {
         .to_lowercase()
 }
 
-fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = vec![prefix];
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::new();
     for p in parts {
         k.extend_from_slice(p);
     }
     k
 }
 
-/// The honest "what a shop does today" baseline: records as JSON in sled, no crypto, with the same
-/// secondary index on e-mail, both written in one atomic batch.
+/// `prefix ‖ parts`: the naive store's keys (one sled tree, a one-byte prefix per kind).
+fn prefixed(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![prefix];
+    k.extend_from_slice(&key(parts));
+    k
+}
+
+/// The honest "what a shop does today" baseline: records as JSON in the same storage engine kluis
+/// runs on ([`crate::engine`], `--engine`), no crypto, with the same secondary index on e-mail, both
+/// written in one atomic batch. Written through the engine's `Store` implementation in vault-core,
+/// with the settings kluis uses (64 MiB cache, background flush every 500 ms), so kluis and its
+/// baseline differ only in what kluis adds on top of the engine. Records go to the `Record` table
+/// under the 16-byte id, index entries to the `Index` table under e-mail ‖ id.
 pub struct PlainStore {
-    tree: sled::Tree,
-    db: sled::Db,
+    store: Arc<dyn EngineStore>,
+}
+
+fn plain_err(e: StorageError) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 impl PlainStore {
-    /// Opens a plaintext store in `dir` with the same sled settings kluis uses.
-    pub fn open(dir: &std::path::Path) -> sled::Result<Self> {
-        let db = sled_config(dir).open()?;
-        let tree = db.open_tree(b"plain")?;
-        Ok(PlainStore { tree, db })
+    /// Opens a plaintext store in `dir` on the benchmark's engine, with the settings kluis uses.
+    pub fn open(dir: &std::path::Path) -> std::io::Result<Self> {
+        Self::open_on(crate::engine(), dir)
+    }
+    /// Opens a plaintext store in `dir` on `engine`.
+    pub fn open_on(engine: Engine, dir: &std::path::Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mode = if dir.join(engine.main_file()).exists() {
+            Mode::Open
+        } else {
+            Mode::Create
+        };
+        let store = vault_core::engine::open(engine, dir, &EngineConfig::default(), mode)
+            .map_err(plain_err)?;
+        Ok(PlainStore { store })
     }
     /// Stores a record and its e-mail index entry (replacing the old index entry on update).
-    pub fn put(&self, id: &[u8; 16], record: &Value) -> sled::Result<()> {
-        let mut b = sled::Batch::default();
-        b.insert(key(b'i', &[norm_email(record).as_bytes(), id]), &[][..]);
-        b.insert(
-            key(b'r', &[id]),
+    pub fn put(&self, id: &[u8; 16], record: &Value) -> std::io::Result<()> {
+        let mut b = WriteBatch::default();
+        b.put(
+            Table::Index,
+            key(&[norm_email(record).as_bytes(), id]),
+            Vec::new(),
+        );
+        b.put(
+            Table::Record,
+            id.to_vec(),
             serde_json::to_vec(record).unwrap_or_default(),
         );
-        self.tree.apply_batch(b)
+        self.store.apply(b).map_err(plain_err)
     }
     /// Stores many records and their index entries in one atomic batch (a bulk import's best case).
-    pub fn put_many(&self, rows: &[([u8; 16], Value)]) -> sled::Result<()> {
-        let mut b = sled::Batch::default();
+    pub fn put_many(&self, rows: &[([u8; 16], Value)]) -> std::io::Result<()> {
+        let mut b = WriteBatch::default();
         for (id, record) in rows {
-            b.insert(key(b'i', &[norm_email(record).as_bytes(), id]), &[][..]);
-            b.insert(
-                key(b'r', &[id]),
+            b.put(
+                Table::Index,
+                key(&[norm_email(record).as_bytes(), id]),
+                Vec::new(),
+            );
+            b.put(
+                Table::Record,
+                id.to_vec(),
                 serde_json::to_vec(record).unwrap_or_default(),
             );
         }
-        self.tree.apply_batch(b)
+        self.store.apply(b).map_err(plain_err)
     }
     /// Read-modify-write of some fields (what `Vault::update` does).
-    pub fn update(&self, id: &[u8; 16], changes: &Value) -> sled::Result<()> {
+    pub fn update(&self, id: &[u8; 16], changes: &Value) -> std::io::Result<()> {
         let mut rec = self
             .get(id)?
             .unwrap_or_else(|| Value::Object(Default::default()));
@@ -76,71 +114,91 @@ impl PlainStore {
                 r.insert(k.clone(), v.clone());
             }
         }
-        let mut b = sled::Batch::default();
+        let mut b = WriteBatch::default();
         let new_email = norm_email(&rec);
         if new_email != old_email {
-            b.remove(key(b'i', &[old_email.as_bytes(), id]));
-            b.insert(key(b'i', &[new_email.as_bytes(), id]), &[][..]);
+            b.delete(Table::Index, key(&[old_email.as_bytes(), id]));
+            b.put(Table::Index, key(&[new_email.as_bytes(), id]), Vec::new());
         }
-        b.insert(
-            key(b'r', &[id]),
+        b.put(
+            Table::Record,
+            id.to_vec(),
             serde_json::to_vec(&rec).unwrap_or_default(),
         );
-        self.tree.apply_batch(b)
+        self.store.apply(b).map_err(plain_err)
     }
     /// Reads and parses a record.
-    pub fn get(&self, id: &[u8; 16]) -> sled::Result<Option<Value>> {
+    pub fn get(&self, id: &[u8; 16]) -> std::io::Result<Option<Value>> {
         Ok(self
-            .tree
-            .get(key(b'r', &[id]))?
+            .store
+            .get(Table::Record, id)
+            .map_err(plain_err)?
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
     /// Deletes a record and its index entry.
-    pub fn delete(&self, id: &[u8; 16]) -> sled::Result<()> {
+    pub fn delete(&self, id: &[u8; 16]) -> std::io::Result<()> {
         let Some(rec) = self.get(id)? else {
             return Ok(());
         };
-        let mut b = sled::Batch::default();
-        b.remove(key(b'i', &[norm_email(&rec).as_bytes(), id]));
-        b.remove(key(b'r', &[id]));
-        self.tree.apply_batch(b)
+        let mut b = WriteBatch::default();
+        b.delete(Table::Index, key(&[norm_email(&rec).as_bytes(), id]));
+        b.delete(Table::Record, id.to_vec());
+        self.store.apply(b).map_err(plain_err)
     }
     /// Deletes several records (read each, then one batch removing every record and index entry):
     /// the plaintext analogue of `Vault::forget_many`.
-    pub fn delete_many(&self, ids: &[[u8; 16]]) -> sled::Result<()> {
-        let mut b = sled::Batch::default();
+    pub fn delete_many(&self, ids: &[[u8; 16]]) -> std::io::Result<()> {
+        let mut b = WriteBatch::default();
         for id in ids {
             if let Some(rec) = self.get(id)? {
-                b.remove(key(b'i', &[norm_email(&rec).as_bytes(), id]));
-                b.remove(key(b'r', &[id]));
+                b.delete(Table::Index, key(&[norm_email(&rec).as_bytes(), id]));
+                b.delete(Table::Record, id.to_vec());
             }
         }
-        self.tree.apply_batch(b)
+        self.store.apply(b).map_err(plain_err)
     }
     /// Subjects with this e-mail.
-    pub fn find(&self, email: &str) -> sled::Result<Vec<Vec<u8>>> {
-        let p = key(b'i', &[email.trim().to_lowercase().as_bytes()]);
-        self.tree
-            .scan_prefix(p)
-            .map(|r| r.map(|(k, _)| k[k.len() - 16..].to_vec()))
-            .collect()
+    pub fn find(&self, email: &str) -> std::io::Result<Vec<Vec<u8>>> {
+        let p = key(&[email.trim().to_lowercase().as_bytes()]);
+        Ok(self
+            .store
+            .scan_prefix(Table::Index, &p, usize::MAX)
+            .map_err(plain_err)?
+            .into_iter()
+            .map(|(k, _)| k[k.len() - 16..].to_vec())
+            .collect())
     }
-    /// sled `flush` plus a real fsync of sled's files (what kluis's durable modes do).
-    pub fn sync(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        self.db.flush().map_err(std::io::Error::other)?;
-        fsync_dir_files(dir)
+    /// The engine's durability point (what kluis's durable modes use: flush + real fsync).
+    pub fn sync(&self, _dir: &std::path::Path) -> std::io::Result<()> {
+        self.store.sync().map_err(plain_err)
     }
     /// Bytes on disk.
-    pub fn size_on_disk(&self) -> sled::Result<u64> {
-        self.db.size_on_disk()
+    pub fn size_on_disk(&self) -> std::io::Result<u64> {
+        self.store.size_on_disk().map_err(plain_err)
     }
-    /// (rows, key + value bytes) stored: the logical size, before sled's own overhead.
-    pub fn logical_bytes(&self) -> sled::Result<(u64, u64)> {
+    /// (rows, key + value bytes) stored: the logical size, before the engine's own overhead (each
+    /// key counted with its one-byte table tag, as the engine stores it).
+    pub fn logical_bytes(&self) -> std::io::Result<(u64, u64)> {
         let (mut rows, mut bytes) = (0, 0);
-        for kv in self.tree.iter() {
-            let (k, v) = kv?;
-            rows += 1;
-            bytes += (k.len() + v.len()) as u64;
+        for t in [Table::Record, Table::Index] {
+            let mut from = Vec::new();
+            loop {
+                let page = self
+                    .store
+                    .scan_range(t, &from, &[0xFF; 64], 4096)
+                    .map_err(plain_err)?;
+                for (k, v) in &page {
+                    rows += 1;
+                    bytes += (1 + k.len() + v.len()) as u64;
+                }
+                match page.last() {
+                    Some((k, _)) if page.len() == 4096 => {
+                        from = k.clone();
+                        from.push(0);
+                    }
+                    _ => break,
+                }
+            }
         }
         Ok((rows, bytes))
     }
@@ -206,15 +264,15 @@ impl NaiveStore {
         value.extend_from_slice(&blob);
         let mut b = sled::Batch::default();
         b.insert(
-            key(b'i', &[self.tag(&norm_email(record)).as_ref(), id]),
+            prefixed(b'i', &[self.tag(&norm_email(record)).as_ref(), id]),
             &[][..],
         );
-        b.insert(key(b'r', &[id]), value);
+        b.insert(prefixed(b'r', &[id]), value);
         self.tree.apply_batch(b)
     }
     /// Reads, opens and parses a record.
     pub fn get(&self, id: &[u8; 16]) -> sled::Result<Option<Value>> {
-        let Some(v) = self.tree.get(key(b'r', &[id]))? else {
+        let Some(v) = self.tree.get(prefixed(b'r', &[id]))? else {
             return Ok(None);
         };
         if v.len() < NONCE_LEN {
@@ -232,7 +290,7 @@ impl NaiveStore {
     }
     /// Subjects with this e-mail.
     pub fn find(&self, email: &str) -> sled::Result<Vec<Vec<u8>>> {
-        let p = key(b'i', &[self.tag(email).as_ref()]);
+        let p = prefixed(b'i', &[self.tag(email).as_ref()]);
         self.tree
             .scan_prefix(p)
             .map(|r| r.map(|(k, _)| k[k.len() - 16..].to_vec()))
@@ -256,8 +314,8 @@ impl NaiveStore {
             return Ok(());
         };
         let mut b = sled::Batch::default();
-        b.remove(key(b'i', &[self.tag(&norm_email(&rec)).as_ref(), id]));
-        b.remove(key(b'r', &[id]));
+        b.remove(prefixed(b'i', &[self.tag(&norm_email(&rec)).as_ref(), id]));
+        b.remove(prefixed(b'r', &[id]));
         self.tree.apply_batch(b)
     }
 }

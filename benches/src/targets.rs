@@ -1,17 +1,17 @@
 //! Issue 12's targets table, measured by one harness (`benches/src/bin/targets.rs`): every ratio
-//! against a baseline measured in the same run, on the same engine (sled) and the same generated
+//! against a baseline measured in the same run, on the same engine (`--engine`) and the same generated
 //! customers.
 //!
 //! Sections, each with fresh stores under `root`:
 //! - **customers** (`n` customers, stored with `create_subject_with` on `threads` threads):
-//!   `bytes` on disk per 8-field customer (kluis data directory against plaintext sled, both
+//!   `bytes` on disk per 8-field customer (kluis data directory against plaintext (same engine), both
 //!   synced and closed); storage `reads` per `get`, counted by a [`CountingStore`]: DEK not cached
 //!   (first get after a reopen), cached (the same subjects again), and uniformly random subjects
 //!   with the default 10,000-key cache; `forget` of `forget` subjects (every 10th customer also has
 //!   an invoice, which forget keeps) against plaintext deletes of the same customers.
 //! - **sweeps** (`sweep_n` subjects, each with one `account` data key, all made at [`T0`]):
 //!   `rotate` = what `kluis rotate kek --all` calls (`retire_kek` on every KEK not destroyed),
-//!   then `expire` = `Vault::expire` at [`EXPIRE_AT`], when every key is due, against plaintext sled
+//!   then `expire` = `Vault::expire` at [`EXPIRE_AT`], when every key is due, against plaintext (same engine)
 //!   deleting the same `sweep_n` rows. Each timed sweep runs on a freshly opened vault (as the CLI
 //!   does) and ends with `Vault::sync` (as the CLI does); setup is never timed.
 //!
@@ -109,7 +109,7 @@ use Better::{Higher, Lower, Neither};
 #[rustfmt::skip]
 pub const METRICS: &[(&str, &str, &str, Better, &str)] = &[
     ("bytes", "kluis_per_customer", " B", Lower, "kluis data directory per customer"),
-    ("bytes", "plain_per_customer", " B", Lower, "plaintext sled directory per customer"),
+    ("bytes", "plain_per_customer", " B", Lower, "plaintext (same engine) directory per customer"),
     ("bytes", "ratio", "x", Lower, "kluis bytes / plaintext bytes"),
     ("bytes", "logical_kluis", " B", Lower, "kluis keys + values per customer (all tables)"),
     ("bytes", "logical_plain", " B", Lower, "plaintext keys + values per customer"),
@@ -119,7 +119,7 @@ pub const METRICS: &[(&str, &str, &str, Better, &str)] = &[
     ("reads", "cold", "", Lower, "storage reads per get, DEK not cached (first get after open)"),
     ("reads", "random", "", Lower, "storage reads per get, uniformly random subjects of N, default 10,000-key DEK cache"),
     ("reads", "random_get_us", " µs", Lower, "kluis get, uniformly random subjects (wall µs)"),
-    ("reads", "random_plain_get_us", " µs", Lower, "plaintext sled get, the same subjects (wall µs)"),
+    ("reads", "random_plain_get_us", " µs", Lower, "plaintext (same engine) get, the same subjects (wall µs)"),
     ("forget", "kluis_per_s", "/s", Higher, "kluis forgets/s (wall)"),
     ("forget", "plain_per_s", "/s", Higher, "plaintext deletes/s (record + index, wall)"),
     ("forget", "ratio_wall", "x", Higher, "kluis forget rate / plaintext delete rate (wall)"),
@@ -143,7 +143,7 @@ pub const METRICS: &[(&str, &str, &str, Better, &str)] = &[
     ("expire", "keks_destroyed", "", Neither, "epoch KEKs destroyed by the sweep"),
     ("expire", "key_store_peak", " B", Lower, "key store file at its largest during the sweep (sampled every 200 ms)"),
     ("expire", "key_store_after", " B", Neither, "key store file after the sweep"),
-    ("expire", "plain_seconds", " s", Lower, "plaintext sled deleting the same N rows (record + index, one batch each) + sync"),
+    ("expire", "plain_seconds", " s", Lower, "plaintext (same engine) deleting the same N rows (record + index, one batch each) + sync"),
     ("expire", "ratio_wall", "x", Higher, "kluis pairs/s / plaintext deletes/s (wall)"),
     ("expire", "ratio_cpu", "x", Higher, "plaintext CPU per delete / kluis CPU per pair"),
 ];
@@ -365,7 +365,7 @@ impl Outcome {
     pub fn to_json(&self, cfg: &Config) -> Value {
         json!({
             "config": {
-                "n": cfg.n, "sweep_n": cfg.sweep_n, "forget": cfg.forget, "threads": cfg.threads,
+                "engine": crate::engine().name(), "n": cfg.n, "sweep_n": cfg.sweep_n, "forget": cfg.forget, "threads": cfg.threads,
                 "repeat": cfg.repeat, "durability": durability_name(cfg.durability), "only": cfg.only,
             },
             "targets": self.targets().iter().map(|t| json!({
@@ -493,7 +493,7 @@ fn par<T: Sync>(items: &[T], threads: usize, f: impl Fn(&T) + Sync) {
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn options(d: Durability, clock: &Arc<MockClock>, wrap: Option<StoreWrapper>) -> VaultOptions {
-    let opts = VaultOptions::default()
+    let opts = crate::vault_options()
         .durability(d)
         .kdf(KdfParams::danger_insecure_for_tests())
         .danger_allow_weak_kdf(true)
@@ -644,7 +644,7 @@ fn customers(
     Ok(())
 }
 
-/// Key + value bytes per customer in kluis's tables and in plaintext sled: steadier than the
+/// Key + value bytes per customer in kluis's tables and in plaintext (same engine): steadier than the
 /// directory sizes (which move with sled's flush timing) and split by table.
 fn logical_bytes(
     n: u64,
@@ -1018,7 +1018,7 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
             k.cpu
         ));
         progress(&format!(
-            "  expire baseline: plaintext sled deleting {n} rows"
+            "  expire baseline: plaintext (same engine) deleting {n} rows"
         ));
         let (d, p) = timed(|| -> Res<()> {
             for i in 0..n {
@@ -1068,9 +1068,10 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Res<Outcome> {
         let load0 = loadavg();
         let t = Instant::now();
         progress(&format!(
-            "run {}/{} in {} (load average {load0:.1}, {} CPUs)",
+            "run {}/{} on {} in {} (load average {load0:.1}, {} CPUs)",
             r + 1,
             cfg.repeat.max(1),
+            crate::engine(),
             tmp.path().display(),
             std::thread::available_parallelism().map_or(0, |p| p.get())
         ));

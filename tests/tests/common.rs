@@ -67,12 +67,25 @@ pub fn create_without_ceilings(
     .expect("create vault")
 }
 
-/// Options with tiny Argon2id parameters (tests only) and relaxed durability.
+/// Options with tiny Argon2id parameters (tests only) and relaxed durability, on the engine named
+/// by `KLUIS_TEST_ENGINE` (`sled`, `redb`, `fjall`; unset: the default engine), so the
+/// engine-agnostic suites can run on another engine: `KLUIS_TEST_ENGINE=redb cargo test -p
+/// kluis-tests records lifecycle`. (Suites that open sled's files directly assume sled.)
 pub fn fast_options() -> VaultOptions {
-    VaultOptions::default()
+    let opts = VaultOptions::default()
         .kdf(KdfParams::danger_insecure_for_tests())
         .danger_allow_weak_kdf(true)
-        .durability(Durability::Relaxed)
+        .durability(Durability::Relaxed);
+    match test_engine() {
+        Some(e) => opts.engine(e),
+        None => opts,
+    }
+}
+
+/// The engine `KLUIS_TEST_ENGINE` names, if any (an unknown name fails the test).
+pub fn test_engine() -> Option<vault_core::Engine> {
+    let name = std::env::var("KLUIS_TEST_ENGINE").ok()?;
+    Some(vault_core::Engine::from_name(&name).expect("KLUIS_TEST_ENGINE: sled, redb or fjall"))
 }
 
 /// The passphrase test vaults use.

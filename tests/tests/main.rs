@@ -21,6 +21,7 @@ mod corruption;
 mod crash;
 mod credentials;
 mod decoders;
+mod engines;
 mod faults;
 mod hostile;
 mod hygiene;

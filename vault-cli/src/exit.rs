@@ -89,7 +89,11 @@ fn open(e: &OpenError) -> u8 {
         }
         OpenError::AlreadyOpen { .. } => IN_USE,
         OpenError::NotAVault { .. } => NOT_FOUND,
-        OpenError::VaultMismatch | OpenError::UnsupportedVersion { .. } => INTEGRITY,
+        OpenError::VaultMismatch
+        | OpenError::UnsupportedVersion { .. }
+        | OpenError::UnknownEngine { .. } => INTEGRITY,
+        OpenError::EngineMismatch { .. } => USAGE,
+        OpenError::EngineNotBuilt { .. } => FAILURE,
         OpenError::RolledBack(_) => ROLLED_BACK,
         OpenError::Storage(s) => storage(s),
         // Argon2id parameters out of bounds in an existing key store's header: the file was

@@ -13,7 +13,7 @@ use crate::schema::{FieldError, RecordError, SchemaError};
 pub enum Component {
     /// The sealed key store file.
     KeyStore,
-    /// The sled data directory as a whole.
+    /// The data directory (its storage engine's files) as a whole.
     DataStore,
     /// A subject entry (wrapped data keys).
     Subject,
@@ -47,7 +47,7 @@ impl fmt::Display for Component {
     }
 }
 
-/// A failure of the storage layer (sled or the file system). Never carries stored bytes.
+/// A failure of the storage layer (the storage engine or the file system). Never carries stored bytes.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
@@ -139,6 +139,29 @@ pub enum OpenError {
     /// The key store belongs to another vault than the data directory.
     #[error("the key store belongs to a different vault than the data directory")]
     VaultMismatch,
+    /// The data directory is kept in another storage engine than the one asked for
+    /// (`VaultOptions::engine`). Nothing was changed.
+    #[error("the data directory is kept in the {recorded} storage engine, not {requested}")]
+    EngineMismatch {
+        /// The engine the data directory records (its `ENGINE` file).
+        recorded: &'static str,
+        /// The engine asked for.
+        requested: &'static str,
+    },
+    /// The data directory's `ENGINE` file names no storage engine this kluis knows (a newer kluis
+    /// wrote it, or it is damaged). Nothing was changed.
+    #[error("{path} names a storage engine this kluis does not know (sled, redb, fjall)")]
+    UnknownEngine {
+        /// The `ENGINE` file.
+        path: String,
+    },
+    /// The data directory is kept in a storage engine this kluis was built without (its cargo
+    /// feature `engine-…` is off). Nothing was changed.
+    #[error("the data directory is kept in the {engine} storage engine, which this kluis was built without")]
+    EngineNotBuilt {
+        /// The engine the data directory records.
+        engine: &'static str,
+    },
     /// The key store, or the schema stored in the data directory, is older than the other half of
     /// the vault has already seen: a backup of it was put back. Destroyed keys, an older erasure
     /// ledger or an older schema would come back, so the vault is not opened. A deliberate

@@ -72,7 +72,7 @@ pub use crypto::{labels, secret};
 pub use format::{audit, record, subject};
 pub use keys::{credentials, keystore, retention};
 pub use ops::{admin, export, lifecycle, records, schema_change, stats, transaction};
-pub use storage::{durability, store};
+pub use storage::{durability, engine, store};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
@@ -107,6 +107,7 @@ pub use secret::Passphrase;
 pub use stats::{
     ExpirePreview, VaultStats, VerifyProblem, VerifyReport, WaitingPurpose, WaitingReport,
 };
+pub use storage::engine::{Engine, EngineStore};
 pub use subject::ShredReason;
 pub use subject::SubjectId;
 pub use transaction::Transaction;

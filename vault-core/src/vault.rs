@@ -22,9 +22,10 @@ use crate::keys::keystore::{KekInfo, KeyStore};
 use crate::keys::ledger::{Anchor, Ledger};
 use crate::schema::Schema;
 use crate::storage::durability::{Committer, Durability};
+use crate::storage::engine::{self, Engine, EngineConfig, EngineStore, Recorded};
 use crate::storage::fsutil::{LockError, LockFile};
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
-use crate::storage::store::{SledConfig, SledStore, Store, Table, WriteBatch};
+use crate::storage::store::{Store, Table, WriteBatch};
 use crate::storage::table::{encode_with, AuditHead, KeyStoreSeen, Rows, TableDef};
 
 /// Format version of the data directory this build writes and reads.
@@ -49,7 +50,8 @@ const SYNC_LEDGER_APPENDS: bool = true;
 /// what crypto-shredding destroys, so it must not travel with the data backups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultPaths {
-    /// The sled data directory (encrypted records, wrapped data keys, indexes, audit log).
+    /// The data directory (the storage engine's files: encrypted records, wrapped data keys,
+    /// indexes, audit log; and `ENGINE`, naming the engine).
     pub data_dir: PathBuf,
     /// The sealed key store file.
     pub key_store: PathBuf,
@@ -72,7 +74,10 @@ impl VaultPaths {
 pub struct VaultOptions {
     pub(crate) durability: Durability,
     pub(crate) dek_cache: NonZeroUsize,
-    pub(crate) sled: SledConfig,
+    pub(crate) storage: EngineConfig,
+    /// The engine to create a vault with (`None`: [`Engine::default`]); on open, the engine the
+    /// caller expects (`None`: whatever the data directory records).
+    pub(crate) engine: Option<Engine>,
     pub(crate) allow_weak_kdf: bool,
     pub(crate) kdf: KdfParams,
     pub(crate) max_key_uses: u64,
@@ -90,7 +95,8 @@ impl std::fmt::Debug for VaultOptions {
         f.debug_struct("VaultOptions")
             .field("durability", &self.durability)
             .field("dek_cache", &self.dek_cache)
-            .field("sled", &self.sled)
+            .field("storage", &self.storage)
+            .field("engine", &self.engine)
             .field("allow_weak_kdf", &self.allow_weak_kdf)
             .field("kdf", &self.kdf)
             .field("max_key_uses", &self.max_key_uses)
@@ -106,7 +112,8 @@ impl Default for VaultOptions {
         VaultOptions {
             durability: Durability::default(),
             dek_cache: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
-            sled: SledConfig::default(),
+            storage: EngineConfig::default(),
+            engine: None,
             allow_weak_kdf: false,
             kdf: KdfParams::default(),
             max_key_uses: MAX_KEY_USES,
@@ -129,9 +136,21 @@ impl VaultOptions {
         self.dek_cache = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         self
     }
-    /// sled's page-cache size in bytes (default 64 MiB).
+    /// The storage engine's page/block cache size in bytes (default 64 MiB).
     pub fn storage_cache_bytes(mut self, n: u64) -> Self {
-        self.sled.cache_bytes = n;
+        self.storage.cache_bytes = n;
+        self
+    }
+    /// The storage engine: which one [`Vault::create`] makes the data directory with (default
+    /// [`Engine::Sled`]), and which one [`Vault::open`] expects (default: whichever the data
+    /// directory records; a different one is [`OpenError::EngineMismatch`]).
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+    /// redb only: verify every page checksum when opening (default on; reads the whole file).
+    pub fn storage_verify_on_open(mut self, on: bool) -> Self {
+        self.storage.verify_on_open = on;
         self
     }
     /// Argon2id parameters for a new vault or new credentials (default m=64 MiB, t=3, p=4).
@@ -214,7 +233,7 @@ pub struct Vault {
 /// What a vault holds of its data directory.
 pub(crate) struct DataState {
     pub(crate) store: Box<dyn Store>,
-    pub(crate) sled: Option<Arc<SledStore>>,
+    pub(crate) engine: Option<Arc<dyn EngineStore>>,
     pub(crate) committer: Committer,
     /// One lock per stripe of subjects (chosen by the id's first two bytes).
     pub(crate) stripes: Vec<RwLock<()>>,
@@ -259,10 +278,11 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-/// `Arc` wrapper so the sled store can be both the `dyn Store` and reachable for size queries.
-struct SharedSled(Arc<SledStore>);
+/// `Arc` wrapper so the engine's store can be both the `dyn Store` (possibly wrapped) and reachable
+/// for size queries.
+struct SharedEngine(Arc<dyn EngineStore>);
 
-impl Store for SharedSled {
+impl Store for SharedEngine {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.0.get(t, k)
     }
@@ -348,6 +368,11 @@ impl Vault {
         }
         options.kdf.check(options.allow_weak_kdf)?;
         creds.check()?;
+        if !options.engine.unwrap_or_default().is_built() {
+            return Err(CreateError::InvalidOptions {
+                reason: "this kluis was built without the chosen storage engine",
+            });
+        }
         if options.epochs.length < 3600 || options.epochs.grace < 0 {
             return Err(CreateError::InvalidOptions {
                 reason:
@@ -424,8 +449,15 @@ impl Vault {
     ) -> Result<Vault, CreateError> {
         let mut ks = ks;
         ks.schema_version = schema.version();
-        let sled = Arc::new(SledStore::open(&paths.data_dir, options.sled)?);
-        let store: Box<dyn Store> = Box::new(SharedSled(sled.clone()));
+        let chosen = options.engine.unwrap_or_default();
+        engine::record(&paths.data_dir, chosen)?;
+        let opened = engine::open(
+            chosen,
+            &paths.data_dir,
+            &options.storage,
+            engine::Mode::Create,
+        )?;
+        let store: Box<dyn Store> = Box::new(SharedEngine(opened.clone()));
         let store = match &options.store_wrapper {
             Some(wrap) => wrap(store),
             None => store,
@@ -451,12 +483,12 @@ impl Vault {
         row_handler(&ks).put::<KeyStoreSeen>(&mut batch, &(), &generation);
         store.apply(batch)?;
         store.sync()?;
-        tracing::info!(data = %paths.data_dir.display(), "created kluis vault");
+        tracing::info!(data = %paths.data_dir.display(), engine = %chosen, "created kluis vault");
         let vault = Self::assemble(
             paths,
             crate::format::audit::Head::EMPTY,
             store,
-            Some(sled),
+            Some(opened),
             (ks, ledger),
             (schema, field_ids),
             options,
@@ -510,9 +542,34 @@ impl Vault {
         options: VaultOptions,
         accept: Option<&crate::format::audit::Request>,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
-        if !paths.data_dir.join("db").is_file() {
-            return Err(OpenError::NotAVault {
-                path: paths.data_dir.display().to_string(),
+        let recorded = match engine::recorded(&paths.data_dir)? {
+            Recorded::Engine(e) => e,
+            Recorded::Nothing => {
+                return Err(OpenError::NotAVault {
+                    path: paths.data_dir.display().to_string(),
+                })
+            }
+            Recorded::Unknown => {
+                return Err(OpenError::UnknownEngine {
+                    path: paths
+                        .data_dir
+                        .join(engine::ENGINE_FILE)
+                        .display()
+                        .to_string(),
+                })
+            }
+        };
+        if let Some(requested) = options.engine {
+            if requested != recorded {
+                return Err(OpenError::EngineMismatch {
+                    recorded: recorded.name(),
+                    requested: requested.name(),
+                });
+            }
+        }
+        if !recorded.is_built() {
+            return Err(OpenError::EngineNotBuilt {
+                engine: recorded.name(),
             });
         }
         if !paths.key_store.is_file() {
@@ -527,8 +584,13 @@ impl Vault {
         let data_lock = lock(&data_lock_path(paths)).map_err(map_lock)?;
         let key_lock = lock(&key_lock_path(paths)).map_err(map_lock)?;
         let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
-        let sled = Arc::new(SledStore::open(&paths.data_dir, options.sled)?);
-        let store: Box<dyn Store> = Box::new(SharedSled(sled.clone()));
+        let opened = engine::open(
+            recorded,
+            &paths.data_dir,
+            &options.storage,
+            engine::Mode::Open,
+        )?;
+        let store: Box<dyn Store> = Box::new(SharedEngine(opened.clone()));
         let store = match &options.store_wrapper {
             Some(wrap) => wrap(store),
             None => store,
@@ -547,7 +609,7 @@ impl Vault {
             paths,
             head,
             store,
-            Some(sled),
+            Some(opened),
             (ks, ledger),
             (schema, field_ids),
             options,
@@ -778,7 +840,7 @@ impl Vault {
         paths: &VaultPaths,
         head: crate::format::audit::Head,
         store: Box<dyn Store>,
-        sled: Option<Arc<SledStore>>,
+        engine: Option<Arc<dyn EngineStore>>,
         (ks, ledger): (KeyStore, Ledger),
         (schema, field_ids): (Schema, FieldIds),
         options: VaultOptions,
@@ -798,7 +860,7 @@ impl Vault {
             schema: RwLock::new(Arc::new(active)),
             data: DataState {
                 store,
-                sled,
+                engine,
                 committer: Committer::new(options.durability),
                 stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
                 rows,
@@ -919,12 +981,17 @@ impl Vault {
         self.key_store().generation()
     }
 
-    /// Bytes the data directory takes on disk (as sled reports it).
+    /// Bytes the data directory takes on disk (as its storage engine reports it).
     pub fn data_size_on_disk(&self) -> Result<u64, StorageError> {
-        match &self.data.sled {
+        match &self.data.engine {
             Some(s) => s.size_on_disk(),
             None => Ok(0),
         }
+    }
+
+    /// The storage engine the data directory is kept in.
+    pub fn engine(&self) -> Option<Engine> {
+        self.data.engine.as_ref().map(|e| e.engine())
     }
 
     /// Makes every write so far durable (flush + fsync), whatever the durability mode.

@@ -23,7 +23,7 @@ use benches::targets::{self, Config, Outcome};
 
 fn usage() -> ! {
     eprintln!(
-        "targets [--n N | N] [--sweep-n M] [--forget F] [--threads T] [--repeat R] \
+        "targets [--engine sled|redb|fjall] [--n N | N] [--sweep-n M] [--forget F] [--threads T] [--repeat R] \
          [--durability relaxed|group|per-op] [--only bytes,reads,forget,rotate,expire] [--json]"
     );
     std::process::exit(2)
@@ -93,7 +93,11 @@ fn print_markdown(cfg: &Config, out: &Outcome) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = benches::take_engine_arg(&mut args) {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
     let root = std::env::var_os("BENCH_TMP")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);

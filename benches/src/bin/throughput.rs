@@ -1,4 +1,4 @@
-//! Prints, in one run, operations/s for kluis and its same-run baselines (plaintext sled with the
+//! Prints, in one run, operations/s for kluis and its same-run baselines (plaintext rows on the same engine with the
 //! same e-mail index, the bare AEAD work, a naive one-key encrypted-blob store) and the ratios, in
 //! wall time and in process CPU time (the machine may be shared: CPU per operation is the steadier
 //! figure).
@@ -14,7 +14,7 @@
 //! `--admin-n` (default min(N, 20000)) and the CLI import on `--import-n` (default min(N, 20000)).
 //! `BENCH_TMP` chooses the directory for the stores (default: the system temp dir).
 //! `--rss-child kluis|kluis-cache16|plaintext N` is the child process the `rss` section runs
-//! (`kluis-cache16`: sled page cache 16 MiB instead of the default 64 MiB).
+//! (`kluis-cache16`: engine cache 16 MiB instead of the default 64 MiB).
 
 #![allow(
     clippy::print_stdout,
@@ -33,7 +33,7 @@ use benches::{customer, email_of, invoice, CryptoFloor, NaiveStore, PlainStore, 
 use serde_json::{json, Value};
 use vault_core::{
     Credentials, Durability, Epoch, KdfParams, KekState, MockClock, Record, Request, SubjectId,
-    Vault, VaultOptions, VaultPaths,
+    Vault, VaultPaths,
 };
 
 /// Records generated and stored per chunk (bounds the generator's memory at 1M).
@@ -233,7 +233,7 @@ fn mode_name(d: Durability) -> &'static str {
 }
 
 fn open_vault(dir: &Path, d: Durability, clock: Option<Arc<MockClock>>) -> Vault {
-    let mut opts = VaultOptions::default()
+    let mut opts = benches::vault_options()
         .durability(d)
         .kdf(KdfParams::danger_insecure_for_tests())
         .danger_allow_weak_kdf(true);
@@ -315,7 +315,7 @@ fn bench_tmp() -> tempfile::TempDir {
 // Sections
 
 /// Record operations on N customers: put (new subject), get (full, 2 fields), find by e-mail,
-/// update, delete; kluis against plaintext sled, naive and the crypto floor, with `threads` threads.
+/// update, delete; kluis against plaintext on the same engine, naive and the crypto floor, with `threads` threads.
 fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
     let dir = root.join(format!("ops-{threads}"));
     let vault = open_vault(&dir.join("kluis"), Durability::Relaxed, None);
@@ -551,7 +551,7 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
         let nd = dir_size(&dir.join("naive"));
         rep.note(format!(
             "disk after {n} customers (and {q} deleted): kluis data dir {:.1} MiB ({:.0} B/customer), \
-             plaintext sled {:.1} MiB ({:.0} B/customer), naive {:.1} MiB",
+             plaintext {:.1} MiB ({:.0} B/customer), naive {:.1} MiB",
             kd as f64 / 1048576.0,
             kd as f64 / n as f64,
             pd as f64 / 1048576.0,
@@ -810,7 +810,7 @@ fn durable(rep: &mut Report, root: &Path) {
 fn open(rep: &mut Report, root: &Path) {
     let paths = VaultPaths::in_dir(root.join("open"));
     let creds = Credentials::passphrase("correct horse battery staple");
-    let v = Vault::create(&paths, &creds, benches::schema(), VaultOptions::default()).unwrap();
+    let v = Vault::create(&paths, &creds, benches::schema(), benches::vault_options()).unwrap();
     for i in 0..1000 {
         let s = v.create_subject().unwrap();
         v.put(&s, "customer", &Record::from_json(customer(i)).unwrap())
@@ -821,7 +821,7 @@ fn open(rep: &mut Report, root: &Path) {
     let mut samples = Vec::new();
     for _ in 0..3 {
         let s = measure(1, || {
-            let v = Vault::open(&paths, &creds, VaultOptions::default()).unwrap();
+            let v = Vault::open(&paths, &creds, benches::vault_options()).unwrap();
             drop(v);
         });
         samples.push(s);
@@ -891,9 +891,15 @@ fn import(rep: &mut Report, root: &Path, m: u64) {
             .unwrap();
         assert!(st.success(), "kluis {args:?}: {st}");
     };
-    cmd(&["init".as_ref(), "--schema".as_ref(), schema.as_os_str()]);
+    cmd(&[
+        "init".as_ref(),
+        "--schema".as_ref(),
+        schema.as_os_str(),
+        "--engine".as_ref(),
+        benches::engine().name().as_ref(),
+    ]);
     let k = measure(m, || cmd(&["import".as_ref(), jsonl.as_os_str()]));
-    // Baseline: the same rows into plaintext sled from a library call, one fsync per 1000 rows.
+    // Baseline: the same rows into plaintext (same engine) from a library call, one fsync per 1000 rows.
     let pdir = dir.join("plain");
     let plain = PlainStore::open(&pdir).unwrap();
     let p = measure(m, || {
@@ -932,8 +938,8 @@ fn import(rep: &mut Report, root: &Path, m: u64) {
         }
     });
     rep.note(format!(
-        "plaintext sled with 1000 rows per apply_batch + one fsync per batch (the best case for a \
-         batch-import API on sled): {:.0} rec/s = {:.1}x one batch per row ({:.0} rec/s), {:.1} µs CPU/row",
+        "plaintext (same engine) with 1000 rows per batch + one fsync per batch (the best case for a \
+         batch-import API on this engine): {:.0} rec/s = {:.1}x one batch per row ({:.0} rec/s), {:.1} µs CPU/row",
         pb.rate(),
         pb.rate() / p.rate(),
         p.rate(),
@@ -955,7 +961,7 @@ fn rss_child(kind: &str, n: u64) {
     let tmp = bench_tmp();
     match kind {
         "kluis" | "kluis-cache16" => {
-            let mut opts = VaultOptions::default()
+            let mut opts = benches::vault_options()
                 .durability(Durability::Relaxed)
                 .kdf(KdfParams::danger_insecure_for_tests())
                 .danger_allow_weak_kdf(true);
@@ -1001,6 +1007,7 @@ fn rss(rep: &mut Report, n: u64) {
         let t = Instant::now();
         let out = std::process::Command::new(&exe)
             .args(["--rss-child", kind, &n.to_string()])
+            .args(["--engine", benches::engine().name()])
             .output()
             .unwrap();
         let wall = t.elapsed().as_secs_f64();
@@ -1030,7 +1037,11 @@ fn rss(rep: &mut Report, n: u64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = benches::take_engine_arg(&mut args) {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
     if let Some(p) = args.iter().position(|a| a == "--rss-child") {
         let kind = args.get(p + 1).map(String::as_str).unwrap_or("kluis");
         let n = args
@@ -1070,7 +1081,8 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "throughput [N] [--threads 1,2] [--admin-n M] [--import-n M] [--json] [--markdown] \
+                    "throughput [N] [--engine sled|redb|fjall] [--threads 1,2] [--admin-n M] \
+                     [--import-n M] [--json] [--markdown] \
                      [--only ops,put,admin,rotate-dek,durable,open,import,rss]"
                 );
                 return;
@@ -1096,8 +1108,9 @@ fn main() {
     };
     if !json_out {
         eprintln!(
-            "kluis throughput: N={n}, threads {threads:?}, admin M={admin_n}, import M={import_n}, \
+            "kluis throughput on {}: N={n}, threads {threads:?}, admin M={admin_n}, import M={import_n}, \
              {} CPUs, tmp {}",
+            benches::engine(),
             std::thread::available_parallelism().map_or(0, |p| p.get()),
             tmp.path().display()
         );
@@ -1123,6 +1136,10 @@ fn main() {
     if on("rss") {
         rss(&mut rep, n);
     }
+    rep.note(format!(
+        "engine {} for kluis and the plaintext baseline (the naive baseline stays on sled)",
+        benches::engine()
+    ));
     rep.note(format!("total run time {:.0} s", t.elapsed().as_secs_f64()));
     if json_out {
         print_json(&rep);

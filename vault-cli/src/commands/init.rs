@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use vault_core::{KdfParams, KeyFile, Schema, Vault};
+use vault_core::{Engine, KdfParams, KeyFile, Schema, Vault};
 
 use super::{combine, note, out, out_json, prompt_passphrase, read_passphrase_file, Global};
 use crate::exit::{self, CliError};
@@ -24,6 +24,25 @@ pub struct Args {
     /// Argon2id iterations (default 3; at least 2).
     #[arg(long, value_name = "N")]
     pub kdf_iterations: Option<u32>,
+    /// The storage engine to keep the data directory in: sled (default), redb or fjall. Recorded
+    /// in data/ENGINE; every later command opens the vault with it.
+    #[arg(long, value_name = "ENGINE", value_parser = parse_engine)]
+    pub engine: Option<Engine>,
+}
+
+fn parse_engine(s: &str) -> Result<Engine, String> {
+    match Engine::from_name(s) {
+        Some(e) if e.is_built() => Ok(e),
+        Some(e) => Err(format!("this kluis was built without the {e} engine")),
+        None => Err(format!(
+            "unknown engine; one of: {}",
+            Engine::built()
+                .iter()
+                .map(|e| e.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// Runs `kluis init`.
@@ -90,7 +109,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let creds = combine(pass, key);
     let index_warnings = schema.index_warnings();
     let ceiling_warnings = schema.ceiling_warnings();
-    let created = Vault::create(&paths, &creds, schema, g.options().kdf(kdf));
+    let mut options = g.options().kdf(kdf);
+    if let Some(e) = a.engine {
+        options = options.engine(e);
+    }
+    let created = Vault::create(&paths, &creds, schema, options);
     let vault = match created {
         Ok(v) => v,
         Err(e) => {
@@ -108,6 +131,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             "created": dir,
             "data_dir": paths.data_dir.display().to_string(),
             "key_store": paths.key_store.display().to_string(),
+            "engine": vault.engine().map(|e| e.name()),
             "key_file": a.key_file_new.as_ref().map(|p| p.display().to_string()),
             "kdf": {"m_kib": kdf.m_kib, "t": kdf.t, "p": kdf.p},
             "index_warnings": index_warnings,
@@ -123,6 +147,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         out(&format!("created a kluis vault in {dir}"))?;
         out(&format!("  data:      {}", paths.data_dir.display()))?;
         out(&format!("  key store: {}", paths.key_store.display()))?;
+        if let Some(e) = vault.engine() {
+            out(&format!("  engine:    {e}"))?;
+        }
         if let Some(p) = &a.key_file_new {
             out(&format!(
                 "  key file:  {} (keep it apart from the data backups)",

@@ -95,6 +95,7 @@ fn injected(
 /// Fsyncs every file in `dir`, then `dir` itself. A file that vanishes between the listing and
 /// its open (sled deletes a blob once its value is overwritten or removed) has nothing left to make
 /// durable and is skipped; so is a missing `dir`. Any other failure is an error.
+#[cfg_attr(not(feature = "engine-sled"), allow(dead_code))]
 pub(crate) fn sync_files_in(dir: &Path) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,

@@ -1,10 +1,11 @@
-//! **Layer 4: storage.** Where bytes live and how they become durable: the engine trait and its
-//! sled implementation (`store`), the tables' row keys (blind-index rows in `index`), durability
+//! **Layer 4: storage.** Where bytes live and how they become durable: the engine trait (`store`)
+//! and its engines, sled, redb and fjall (`engine`), the tables' row keys (blind-index rows in `index`), durability
 //! modes and group commit, atomic file writes and directory syncs (`fsutil`), lock helpers.
 //!
 //! May use: `format`, `crypto`, `schema`, `error`. Never keys or operations.
 
 pub mod durability;
+pub mod engine;
 pub(crate) mod expiry;
 #[cfg(feature = "danger-fault-injection")]
 pub(crate) mod file_faults;

@@ -1,0 +1,358 @@
+//! The storage engines behind [`Store`]: sled, redb and fjall (issue 13), each behind its own cargo
+//! feature (`engine-sled`, `engine-redb`, `engine-fjall`), and the `ENGINE` file that records which
+//! one a data directory holds.
+//!
+//! Every engine keeps kluis's tables in one ordered key space (the one-byte table tag in front of
+//! every key, see `store.rs`), applies a [`WriteBatch`](crate::storage::store::WriteBatch) all or
+//! nothing, makes `sync` a real durability point (fsync), maps its errors to [`StorageError`]s that
+//! carry no stored bytes, turns its panics on damaged files into `Corrupted`, and makes its files
+//! private to the owner (0600 files, 0700 directories).
+//!
+//! Files in the data directory (docs/format.md, "Files and directories"):
+//! - `ENGINE`: the engine's name (`sled`, `redb` or `fjall`) and a newline, written once at create.
+//!   A data directory without it and with a `db` file is a sled vault made before engines could be
+//!   chosen.
+//! - sled: `conf`, `db`, `snap.*`, `blobs/` directly in the data directory (the layout kluis has
+//!   always had);
+//! - redb: the single file `kluis.redb`;
+//! - fjall: the directory `fjall/` (fjall owns everything in it).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Component, StorageError};
+use crate::storage::store::Store;
+
+#[cfg(not(any(
+    feature = "engine-sled",
+    feature = "engine-redb",
+    feature = "engine-fjall"
+)))]
+compile_error!(
+    "vault-core needs at least one storage engine: features engine-sled, engine-redb, engine-fjall"
+);
+
+#[cfg(feature = "engine-fjall")]
+pub mod fjall;
+#[cfg(feature = "engine-redb")]
+pub mod redb;
+#[cfg(feature = "engine-sled")]
+pub mod sled;
+
+/// A storage engine kluis can keep its data directory in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Engine {
+    /// sled 0.34.7: the engine kluis was first specified with (the default, for now).
+    #[default]
+    Sled,
+    /// redb: a copy-on-write B-tree in one file, checksummed pages.
+    Redb,
+    /// fjall: an LSM tree with a write-ahead journal, checksummed blocks.
+    Fjall,
+}
+
+impl Engine {
+    /// Every engine, compiled in or not.
+    pub const ALL: [Engine; 3] = [Engine::Sled, Engine::Redb, Engine::Fjall];
+
+    /// The name written in the `ENGINE` file and accepted by `kluis init --engine`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Redb => "redb",
+            Engine::Fjall => "fjall",
+        }
+    }
+
+    /// The engine called `name` (as [`Engine::name`] writes it).
+    pub fn from_name(name: &str) -> Option<Engine> {
+        Engine::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// Whether this build has the engine (its cargo feature is on).
+    pub fn is_built(self) -> bool {
+        match self {
+            Engine::Sled => cfg!(feature = "engine-sled"),
+            Engine::Redb => cfg!(feature = "engine-redb"),
+            Engine::Fjall => cfg!(feature = "engine-fjall"),
+        }
+    }
+
+    /// The engines this build has.
+    pub fn built() -> Vec<Engine> {
+        Engine::ALL.into_iter().filter(|e| e.is_built()).collect()
+    }
+
+    /// The file or directory, inside the data directory, whose presence says the engine's data is
+    /// there (sled: `db`; redb: `kluis.redb`; fjall: `fjall/`).
+    pub fn main_file(self) -> &'static str {
+        match self {
+            Engine::Sled => "db",
+            Engine::Redb => "kluis.redb",
+            Engine::Fjall => "fjall",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Engine, &'static str> {
+        Engine::from_name(s).ok_or("unknown storage engine (sled, redb or fjall)")
+    }
+}
+
+/// Engine tuning common to all engines.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// Page/block cache size in bytes (kluis's default 64 MiB; sled's and redb's own default is
+    /// 1 GiB).
+    pub cache_bytes: u64,
+    /// How often applied writes are made durable in the background, in milliseconds (`None`: only
+    /// by explicit syncs). sled flushes on its own thread; redb makes the first commit after the
+    /// interval a durable one; fjall writes every batch to the OS at once and leaves the fsync to
+    /// `sync`.
+    pub flush_every_ms: Option<u64>,
+    /// redb: verify every page checksum when opening (reads the whole file), so a damaged file is
+    /// refused at open instead of failing, or panicking, later. Default on.
+    pub verify_on_open: bool,
+    /// fjall: the memtable size in bytes (writes held in memory before they go to a table file;
+    /// fjall's own default is 64 MiB, kluis's 16 MiB, for bounded memory).
+    pub memtable_bytes: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cache_bytes: 64 * 1024 * 1024,
+            flush_every_ms: Some(500),
+            verify_on_open: true,
+            memtable_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A store opened by one of the engines: [`Store`] plus what the vault asks of its engine.
+pub trait EngineStore: Store {
+    /// Which engine this is.
+    fn engine(&self) -> Engine;
+    /// Bytes the engine's files take on disk.
+    fn size_on_disk(&self) -> Result<u64, StorageError>;
+}
+
+/// Name of the file recording the engine, in the data directory.
+pub const ENGINE_FILE: &str = "ENGINE";
+
+/// What the data directory says about its engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Neither an `ENGINE` file nor sled's `db`: not a data directory.
+    Nothing,
+    /// The engine named by `ENGINE` (or sled, for a directory from before `ENGINE` existed).
+    Engine(Engine),
+    /// An `ENGINE` file whose contents name no engine this kluis knows.
+    Unknown,
+}
+
+/// Reads which engine `dir` holds (see [`Recorded`]).
+pub fn recorded(dir: &Path) -> Result<Recorded, StorageError> {
+    let path = dir.join(ENGINE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let name = std::str::from_utf8(&bytes).unwrap_or("");
+            Ok(
+                match Engine::from_name(name.strip_suffix('\n').unwrap_or(name)) {
+                    Some(e) => Recorded::Engine(e),
+                    None => Recorded::Unknown,
+                },
+            )
+        }
+        // Not there, or `dir` (or a parent) is not a directory: no ENGINE file.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            if dir.join(Engine::Sled.main_file()).is_file() {
+                Ok(Recorded::Engine(Engine::Sled))
+            } else {
+                Ok(Recorded::Nothing)
+            }
+        }
+        Err(e) => Err(StorageError::io(Component::DataStore, &e)),
+    }
+}
+
+/// Writes the `ENGINE` file of a new data directory (mode 0600, fsynced with its directory).
+pub fn record(dir: &Path, engine: Engine) -> Result<(), StorageError> {
+    use std::io::Write;
+    let io = |e: std::io::Error| StorageError::io(Component::DataStore, &e);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(dir.join(ENGINE_FILE)).map_err(io)?;
+    f.write_all(format!("{}\n", engine.name()).as_bytes())
+        .map_err(io)?;
+    f.sync_all().map_err(io)?;
+    crate::storage::fsutil::sync_dir(dir).map_err(io)
+}
+
+/// Whether to make a new store or open an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A new data directory: the engine creates its files.
+    Create,
+    /// An existing one: the engine's files must be there (else `Corrupted`).
+    Open,
+}
+
+/// Opens (or creates) `engine`'s store in the data directory `dir`. An engine this build lacks is
+/// `Corrupted` with a detail saying so (callers check [`Engine::is_built`] first, to give a typed
+/// error).
+pub fn open(
+    engine: Engine,
+    dir: &Path,
+    cfg: &EngineConfig,
+    mode: Mode,
+) -> Result<Arc<dyn EngineStore>, StorageError> {
+    if mode == Mode::Open && !dir.join(engine.main_file()).exists() {
+        return Err(StorageError::corrupted(
+            Component::DataStore,
+            "the storage engine's files are missing",
+        ));
+    }
+    let _ = (dir, cfg);
+    match engine {
+        #[cfg(feature = "engine-sled")]
+        Engine::Sled => Ok(Arc::new(sled::SledStore::open(dir, cfg.into())?)),
+        #[cfg(feature = "engine-redb")]
+        Engine::Redb => Ok(Arc::new(redb::RedbStore::open(dir, cfg, mode)?)),
+        #[cfg(feature = "engine-fjall")]
+        Engine::Fjall => Ok(Arc::new(fjall::FjallStore::open(dir, cfg)?)),
+        #[allow(unreachable_patterns)]
+        _ => Err(StorageError::corrupted(
+            Component::DataStore,
+            "this kluis was built without the vault's storage engine",
+        )),
+    }
+}
+
+/// Runs an engine call, turning a panic (an engine may panic on a damaged file) into `Corrupted`.
+#[cfg_attr(
+    not(any(feature = "engine-redb", feature = "engine-fjall")),
+    allow(dead_code)
+)]
+pub(crate) fn no_panic<T>(f: impl FnOnce() -> Result<T, StorageError>) -> Result<T, StorageError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(StorageError::corrupted(
+            Component::DataStore,
+            "the storage engine failed on its files",
+        )),
+    }
+}
+
+/// Makes everything under `dir` private to the owner: directories 0700, files 0600. The engines
+/// create their files with the process umask, usually 0644 and 0755; the data directory itself is
+/// 0700, so this is defence in depth for a directory whose mode is later widened, or whose files
+/// are copied with their modes. Symbolic links are left alone. Returns how many entries could not
+/// be read or changed (best effort: a file owned by another user must not stop a vault from
+/// opening).
+#[cfg(unix)]
+pub(crate) fn restrict_permissions(dir: &Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 1;
+    };
+    let mut failed = 0;
+    for entry in entries {
+        let Ok(entry) = entry else {
+            failed += 1;
+            continue;
+        };
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            failed += 1;
+            continue;
+        };
+        let want = if meta.is_dir() {
+            failed += restrict_permissions(&path);
+            0o700
+        } else if meta.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o777 != want
+            && std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want)).is_err()
+        {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+#[cfg(not(unix))]
+pub(crate) fn restrict_permissions(_dir: &Path) -> usize {
+    0
+}
+
+/// [`restrict_permissions`], logging what it could not change.
+pub(crate) fn make_private(dir: &Path) {
+    let failed = restrict_permissions(dir);
+    if failed > 0 {
+        tracing::warn!(
+            entries = failed,
+            "could not make some files of the data directory private to the owner (0600/0700)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_the_file_is_read_back() {
+        for e in Engine::ALL {
+            assert_eq!(Engine::from_name(e.name()), Some(e));
+            let dir = tempfile::tempdir().unwrap();
+            record(dir.path(), e).unwrap();
+            assert_eq!(recorded(dir.path()).unwrap(), Recorded::Engine(e));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(recorded(dir.path()).unwrap(), Recorded::Nothing);
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(
+            recorded(&file.join("data")).unwrap(),
+            Recorded::Nothing,
+            "a data directory under a file"
+        );
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(dir.path().join("db"), b"").unwrap();
+        assert_eq!(
+            recorded(dir.path()).unwrap(),
+            Recorded::Engine(Engine::Sled),
+            "a sled directory from before ENGINE"
+        );
+        for junk in [&b"rocksdb\n"[..], b"", b"sled\n\n", b"\xff\xfe", b"SLED\n"] {
+            std::fs::write(dir.path().join(ENGINE_FILE), junk).unwrap();
+            assert_eq!(recorded(dir.path()).unwrap(), Recorded::Unknown);
+        }
+    }
+}
