@@ -753,6 +753,14 @@ fn engines_carry_a_vault_round_trip() {
             assert!(!r.unwrap().shredded.is_empty(), "{e}");
         }
         assert_eq!(v.get(&subjects[5], "customer").unwrap().len(), 0, "{e}");
+        // An online backup copies the files of sled and redb under the commit lock; fjall's own
+        // threads rewrite its files meanwhile, so its backup is refused, never half made.
+        let dest = tmp.path().join("backup");
+        match (e, v.backup(&dest)) {
+            (Engine::Fjall, Err(vault_core::AdminError::Destination { .. })) => {}
+            (Engine::Fjall, r) => panic!("fjall backup: {r:?}"),
+            (_, r) => assert!(r.unwrap().files > 0, "{e}"),
+        }
         // Subject 0's address was delivered: it goes 30 days later; nothing else is due yet.
         clock.set(T0 + 31 * DAY);
         let expired = v.expire(T0 + 31 * DAY, &req).unwrap();
@@ -845,6 +853,19 @@ fn engines_unknown_or_missing_engine_files_are_typed_errors() {
             "{junk:?}"
         );
     }
+    // An oversized file, or a link to an endless one, is not read (no hang, no unbounded read).
+    std::fs::write(&engine_file, format!("{e}\n").repeat(100)).unwrap();
+    assert!(matches!(
+        Vault::open(&paths, &creds(), suite_options()),
+        Err(OpenError::UnknownEngine { .. })
+    ));
+    std::fs::remove_file(&engine_file).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &engine_file).unwrap();
+    assert!(matches!(
+        Vault::open(&paths, &creds(), suite_options()),
+        Err(OpenError::UnknownEngine { .. })
+    ));
+    std::fs::remove_file(&engine_file).unwrap();
     // The engine's own files gone: refused as damaged, not opened as a new empty store.
     std::fs::write(&engine_file, format!("{e}\n")).unwrap();
     let main = paths.data_dir.join(e.main_file());

@@ -446,6 +446,13 @@ impl Vault {
         if dest.starts_with(&self.paths.data_dir) {
             return Err(refuse("it is inside the data directory"));
         }
+        if self.engine() == Some(crate::storage::engine::Engine::Fjall) {
+            // fjall's own threads flush and compact (create and delete files) whatever kluis
+            // holds, so a file copy of an open fjall vault can miss or mismatch its files.
+            return Err(refuse(
+                "a fjall vault cannot be copied while it is open: close it and copy its data                  directory (online backup of fjall is not built yet)",
+            ));
+        }
         make_private_dir(dest)?;
         // Hold off every commit (they all take this lock) while syncing and copying.
         let head = self.audit.head.lock_unpoisoned();

@@ -1309,5 +1309,12 @@ mod tests {
         let since = t0 + 3 * year;
         let again = slot_expiry(&schema, &entry, "account", since, since).unwrap();
         assert!(again > since, "data written at {since} is due at {again}");
+        // Data first written long after sign-up likewise counts from its first write.
+        let late = SubjectEntry {
+            created_at: t0,
+            ..Default::default()
+        };
+        let first_late = slot_expiry(&schema, &late, "account", since, since).unwrap();
+        assert_eq!(first_late, again);
     }
 }

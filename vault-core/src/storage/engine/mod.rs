@@ -161,11 +161,31 @@ pub enum Recorded {
     Unknown,
 }
 
+/// Longest `ENGINE` file read: an engine name and a newline fit many times over.
+const ENGINE_FILE_MAX: u64 = 64;
+
+/// The contents of `path` if it is a regular file (not a link, FIFO or device) of at most
+/// [`ENGINE_FILE_MAX`] bytes; `None` if it is something else (a hostile `ENGINE` must not make
+/// `open` hang or read without bound).
+fn read_small_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() || meta.len() > ENGINE_FILE_MAX {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(ENGINE_FILE_MAX)
+        .read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
 /// Reads which engine `dir` holds (see [`Recorded`]).
 pub fn recorded(dir: &Path) -> Result<Recorded, StorageError> {
     let path = dir.join(ENGINE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
+    match read_small_file(&path) {
+        Ok(None) => Ok(Recorded::Unknown),
+        Ok(Some(bytes)) => {
             let name = std::str::from_utf8(&bytes).unwrap_or("");
             Ok(
                 match Engine::from_name(name.strip_suffix('\n').unwrap_or(name)) {

@@ -3,10 +3,11 @@
 //!
 //! - **Atomicity**: a [`WriteBatch`] is one redb write transaction; an error part-way aborts it, so
 //!   nothing of the batch is visible.
-//! - **Durability**: batches commit with `Durability::None` (in memory, visible to readers), except
-//!   the first after `flush_every_ms`, which commits durably (like sled's background flush, without
-//!   a thread); `sync` commits an empty transaction with `Durability::Immediate`, which writes and
-//!   fsyncs everything committed before it.
+//! - **Durability**: batches commit with `Durability::None` (in memory, visible to readers); the
+//!   first apply after `flush_every_ms` first commits an empty transaction durably (like sled's
+//!   background flush, without a thread), so a batch's own commit is never the durable one; `sync`
+//!   commits an empty transaction with `Durability::Immediate`, which writes and fsyncs everything
+//!   committed before it.
 //! - **Damage**: redb's pages carry checksums; with `verify_on_open` (default) the open checks every
 //!   page of the committed trees and refuses a damaged file with `Corrupted` (a plain open may
 //!   panic on one, and reads of a damaged leaf would not be checked). Every call runs under
@@ -222,8 +223,16 @@ impl Store for RedbStore {
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        let durable = self.durable_due();
-        self.commit(batch, durable)
+        // The periodic flush is an empty durable commit of its own, before the batch: the batch's
+        // commit is then never durable, so an error from it always means it did not land. (A
+        // durable commit's last fsync can fail after its header is written, and the commit may
+        // still be found on disk after a reopen: a caller that revokes erasure-ledger entries on
+        // an apply error must never be told "failed" for a batch that can reappear.) A failed
+        // flush fails the batch unapplied.
+        if self.durable_due() {
+            self.commit(WriteBatch::default(), true)?;
+        }
+        self.commit(batch, false)
     }
 
     fn sync(&self) -> Result<(), StorageError> {
