@@ -40,8 +40,8 @@ use vault_core::danger_faults::{
 };
 use vault_core::{
     AuditFilter, AuditOp, Credentials, DeleteError, Durability, Epoch, FieldState, KdfParams,
-    KekState, MockClock, OpenError, ReadError, Record, Request, SubjectId, Vault, VaultOptions,
-    VaultPaths, WriteError,
+    KekState, LifecycleError, MockClock, OpenError, ReadError, Record, Request, SubjectId, Vault,
+    VaultOptions, VaultPaths, WriteError,
 };
 
 use crate::common::*;
@@ -819,6 +819,21 @@ fn a_write_whose_fsync_fails_says_it_was_applied_but_not_durable() {
     assert!(matches!(
         v.get(&f.s.a, "address"),
         Err(ReadError::NotFound { .. })
+    ));
+    // And a lifecycle change: an event, a forget.
+    plan.arm(FaultKind::Sync, 1);
+    let r = v.record_event(&f.s.b, "last_order", NOW, &req());
+    assert!(plan.fired());
+    assert!(matches!(r, Err(LifecycleError::NotDurable(_))), "{r:?}");
+    plan.disarm();
+    plan.arm(FaultKind::Sync, 1);
+    let r = v.forget(&f.s.b, &req(), false);
+    assert!(plan.fired());
+    assert!(matches!(r, Err(LifecycleError::NotDurable(_))), "{r:?}");
+    plan.disarm();
+    assert!(matches!(
+        v.forget(&f.s.b, &req(), false),
+        Err(LifecycleError::AlreadyForgotten { .. })
     ));
 }
 

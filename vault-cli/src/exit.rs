@@ -185,7 +185,7 @@ fn lifecycle(e: &LifecycleError) -> u8 {
         LifecycleError::SubjectNotFound | LifecycleError::KekNotFound { .. } => NOT_FOUND,
         LifecycleError::InvalidEvent { .. } => INVALID_INPUT,
         LifecycleError::Write(w) => write(w),
-        LifecycleError::Storage(s) => storage(s),
+        LifecycleError::Storage(s) | LifecycleError::NotDurable(s) => storage(s),
         // Already forgotten, held, not held, KEK already destroyed: the request does not apply.
         _ => FAILURE,
     }

@@ -725,6 +725,11 @@ pub enum LifecycleError {
     /// Storage failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The change was applied (readers see it: an event recorded, a hold placed, a subject
+    /// forgotten) but making it durable failed: it may be lost in a crash (an erasure is then
+    /// completed from the erasure ledger on the next open).
+    #[error("the change was applied but could not be made durable ({0}); it may be lost in a crash: fix the storage, then check")]
+    NotDurable(#[source] StorageError),
 }
 
 /// Any kluis error.

@@ -376,7 +376,7 @@ impl Vault {
         if let Some(r) = record {
             audit = audit.record(&r.record_type, &r.label);
         }
-        self.commit_audited(batch, vec![audit])?;
+        self.commit_lifecycle(batch, vec![audit])?;
         Ok(report)
     }
 
@@ -474,8 +474,22 @@ impl Vault {
         let audit = AuditEntry::new(op, self.now(), &req.actor)
             .subject(s)
             .reason(&req.reason);
-        self.commit_audited(batch, vec![audit])?;
+        self.commit_lifecycle(batch, vec![audit])?;
         Ok(())
+    }
+
+    /// Commits a lifecycle change with its audit entries: `Storage` when the batch was not
+    /// applied, `NotDurable` when it was but its fsync failed.
+    fn commit_lifecycle(
+        &self,
+        batch: WriteBatch,
+        audit: Vec<AuditEntry>,
+    ) -> Result<(), LifecycleError> {
+        self.commit_audited_split(batch, audit)
+            .map_err(|f| match f {
+                CommitFailure::NotApplied(e) => LifecycleError::Storage(e),
+                CommitFailure::Unsynced(e) => LifecycleError::NotDurable(e),
+            })
     }
 
     /// Destroys the data keys of `purposes` of subject `s` inside `batch`: slots become shredded,
@@ -736,7 +750,7 @@ impl Vault {
                 // only its fsync failed. Keep the ledger entries: they are what stops a restore of
                 // an older data backup (or a crash losing the unsynced batch) from resurrecting
                 // the subject. The next open completes the forget if the batch is lost.
-                return Err(LifecycleError::from(e));
+                return Err(LifecycleError::NotDurable(e));
             }
             Err(CommitFailure::NotApplied(e)) => {
                 return Err(self.take_back_ledger(&written, e));
