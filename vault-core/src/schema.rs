@@ -317,7 +317,7 @@ impl Schema {
     /// `at_most`, and a retention rule that is `none` or waits for an event the shop records.
     pub fn ceiling_warnings(&self) -> Vec<CeilingWarning> {
         self.purposes()
-            .filter(|p| p.at_most.is_none() && p.fallback.is_none() && p.retention.is_open_ended())
+            .filter(|p| p.is_unbounded())
             .map(|p| CeilingWarning {
                 purpose: p.name.clone(),
                 retention: p.retention.to_string(),

@@ -521,9 +521,7 @@ impl ProcessingRegister {
                 at_most: p.at_most.as_ref().map(ToString::to_string),
                 at_most_description: p.at_most.as_ref().map(describe_retention),
                 fallback_description: p.fallback.as_ref().map(describe_retention),
-                unbounded: p.at_most.is_none()
-                    && p.fallback.is_none()
-                    && p.retention.is_open_ended(),
+                unbounded: p.is_unbounded(),
                 data: schema
                     .record_types()
                     .filter_map(|rt| {

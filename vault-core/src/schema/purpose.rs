@@ -106,6 +106,14 @@ pub struct Purpose {
     pub scope: Scope,
 }
 
+impl Purpose {
+    /// Whether data of this purpose can be kept forever without anyone deciding so: no ceiling,
+    /// no fallback, and a retention rule that is `none` or waits for an event the shop records.
+    pub fn is_unbounded(&self) -> bool {
+        self.at_most.is_none() && self.fallback.is_none() && self.retention.is_open_ended()
+    }
+}
+
 /// What one data key of a purpose covers, and so what its retention is counted for.
 ///
 /// `subject` (the default): one key per customer, whose retention runs from the customer's
