@@ -449,17 +449,14 @@ fn every_operation_is_audited_in_order_without_field_values() {
     assert_no_canary(&text, "the audit entries");
     // ... nor in the stored audit rows (whose bodies are not encrypted).
     drop(v);
-    let db = open_sled(&dir.path().join("data"));
-    let tree = db.open_tree(b"kluis").unwrap();
+    let raw = open_raw(&dir.path().join("data"));
     let mut rows = 0;
-    for kv in tree.scan_prefix([0x05u8]) {
-        let (_, value) = kv.unwrap();
+    for (_, value) in raw.scan_prefix(&[0x05u8]) {
         assert_no_canary(&String::from_utf8_lossy(&value), "a stored audit row");
         rows += 1;
     }
     assert_eq!(rows, session.want.len());
-    drop(tree);
-    drop(db);
+    drop(raw);
 
     // Filters.
     let v = open_new(dir.path(), &session.clock);
@@ -531,15 +528,10 @@ fn head_key() -> Vec<u8> {
 }
 
 /// A copy of the closed session vault at `from`, edited raw by `edit`, then opened and verified.
-fn tampered(from: &Path, clock: &Arc<MockClock>, edit: impl FnOnce(&sled::Tree)) -> AuditProblem {
+fn tampered(from: &Path, clock: &Arc<MockClock>, edit: impl FnOnce(&RawRows)) -> AuditProblem {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(from, dir.path());
-    {
-        let db = open_sled(&dir.path().join("data"));
-        let tree = db.open_tree(b"kluis").unwrap();
-        edit(&tree);
-        db.flush().unwrap();
-    }
+    edit(&open_raw(&dir.path().join("data")));
     let v = open_new(dir.path(), clock);
     let report = v.verify_audit().unwrap();
     let entries = report.entries;
@@ -548,8 +540,8 @@ fn tampered(from: &Path, clock: &Arc<MockClock>, edit: impl FnOnce(&sled::Tree))
         .unwrap_or_else(|| panic!("not detected ({entries} entries verified)"))
 }
 
-fn get(tree: &sled::Tree, key: &[u8]) -> Vec<u8> {
-    tree.get(key).unwrap().expect("row present").to_vec()
+fn get(tree: &RawRows, key: &[u8]) -> Vec<u8> {
+    tree.get(key).expect("row present")
 }
 
 /// Bytes of the chain MAC each audit row stores (data format 3).
@@ -558,15 +550,15 @@ const STORED_MAC: usize = 16;
 /// Cuts every entry from `first` on and points the stored head at the new last entry, with as
 /// much of its chain value as the rows give away: the 16 stored bytes, the other 16 guessed (what
 /// a careful attacker with write access to the data directory can do).
-fn truncate_with_head(tree: &sled::Tree, first: u64, last: u64) {
+fn truncate_with_head(tree: &RawRows, first: u64, last: u64) {
     for seq in first..=last {
-        tree.remove(audit_key(seq)).unwrap().expect("entry present");
+        tree.remove(&audit_key(seq)).expect("entry present");
     }
     let prev = get(tree, &audit_key(first - 1));
     let mut head = (first - 1).to_le_bytes().to_vec();
     head.extend_from_slice(&prev[prev.len() - STORED_MAC..]);
     head.extend_from_slice(&[0; 32 - STORED_MAC]);
-    tree.insert(head_key(), head).unwrap();
+    tree.insert(&head_key(), head);
 }
 
 #[test]
@@ -591,7 +583,7 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
     let p = tampered(root, clock, |t| {
         let mut v = get(t, &audit_key(5));
         v[3] ^= 0x01;
-        t.insert(audit_key(5), v).unwrap();
+        t.insert(&audit_key(5), v);
     });
     assert_eq!(p, AuditProblem::BadMac { seq: 5 });
 
@@ -607,13 +599,13 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
             .expect("reason in the body");
         let mut v = v;
         v[at..at + 4].copy_from_slice(b"6666");
-        t.insert(audit_key(seq), v).unwrap();
+        t.insert(&audit_key(seq), v);
     });
     assert_eq!(p, AuditProblem::BadMac { seq: 9 });
 
     // An entry removed from the middle.
     let p = tampered(root, clock, |t| {
-        t.remove(audit_key(7)).unwrap().unwrap();
+        t.remove(&audit_key(7)).expect("entry present");
     });
     assert_eq!(
         p,
@@ -627,14 +619,14 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
     let p = tampered(root, clock, |t| {
         let a = get(t, &audit_key(4));
         let b = get(t, &audit_key(6));
-        t.insert(audit_key(4), b).unwrap();
-        t.insert(audit_key(6), a).unwrap();
+        t.insert(&audit_key(4), b);
+        t.insert(&audit_key(6), a);
     });
     assert_eq!(p, AuditProblem::BadMac { seq: 4 });
 
     // The last entry removed, the head left alone.
     let p = tampered(root, clock, |t| {
-        t.remove(audit_key(n)).unwrap().unwrap();
+        t.remove(&audit_key(n)).expect("entry present");
     });
     assert_eq!(p, AuditProblem::HeadMismatch);
 
@@ -642,7 +634,7 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
     let p = tampered(root, clock, |t| {
         let mut h = get(t, &head_key());
         h[10] ^= 0x80;
-        t.insert(head_key(), h).unwrap();
+        t.insert(&head_key(), h);
     });
     assert_eq!(p, AuditProblem::HeadMismatch);
 
@@ -659,13 +651,12 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
     let p = tampered(root, clock, |t| {
         let mut v = get(t, &audit_key(6));
         *v.last_mut().unwrap() ^= 0x80;
-        t.insert(audit_key(6), v).unwrap();
+        t.insert(&audit_key(6), v);
     });
     assert_eq!(p, AuditProblem::BadMac { seq: 6 });
     // The head keeps the full 32-byte chain value; the row only its first 16 bytes.
     {
-        let db = open_sled(&root.join("data"));
-        let tree = db.open_tree(b"kluis").unwrap();
+        let tree = open_raw(&root.join("data"));
         let head = get(&tree, &head_key());
         let last = get(&tree, &audit_key(n));
         assert_eq!(head.len(), 40);

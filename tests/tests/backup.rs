@@ -4,7 +4,7 @@
 //!
 //! Two defences are tested:
 //! - **KEK retirement** (`retire_kek`): the wrapped data keys in the old backup sit under KEKs that
-//!   no longer exist anywhere, so the backup's ciphertext is noise (shown on the raw sled rows).
+//!   no longer exist anywhere, so the backup's ciphertext is noise (shown on the raw stored rows).
 //! - **The erasure ledger** in the key store: without retirement, opening the restored data
 //!   re-applies every recorded erasure (audited as `ReapplyErasure`), so the API refuses the data.
 //!
@@ -176,23 +176,15 @@ pub(crate) fn decode_subject(row: &[u8]) -> RawSubject {
 
 /// Reads the subject entries of `subjects` from the data directory of the closed vault at `root`.
 pub(crate) fn raw_subjects(root: &Path, subjects: &[SubjectId]) -> Vec<RawSubject> {
-    let db = open_sled(&root.join("data"));
-    let tree = db.open_tree(b"kluis").expect("kluis tree");
-    let out = subjects
+    let raw = open_raw(&root.join("data"));
+    subjects
         .iter()
         .map(|s| {
             let mut k = vec![0x01u8];
             k.extend_from_slice(s.as_bytes());
-            let row = tree
-                .get(&k)
-                .expect("sled get")
-                .expect("subject row present");
-            decode_subject(&row)
+            decode_subject(&raw.get(&k).expect("subject row present"))
         })
-        .collect();
-    drop(tree);
-    db.flush().expect("flush");
-    out
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

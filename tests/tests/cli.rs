@@ -10,7 +10,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use vault_core::{Credentials, Vault, VaultPaths};
 
-use crate::common::{fast_options, PASSPHRASE};
+use crate::common::{any_engine_options, PASSPHRASE};
 
 /// The `kluis` binary, built once per test run. The tests crate cannot depend on a binary-only
 /// package, so the binary is built here with the same cargo, profile and target directory.
@@ -557,7 +557,7 @@ fn cli_vault_in_use_exits_6() {
     let held = Vault::open(
         &VaultPaths::in_dir(env.vault()),
         &Credentials::passphrase(PASSPHRASE),
-        fast_options(),
+        any_engine_options(),
     )
     .unwrap();
     let o = env.run(&["status"]);
@@ -598,13 +598,11 @@ fn cli_tampered_key_store_or_data_exits_4() {
     key.push(b"customer".len() as u8);
     key.extend_from_slice(b"customer");
     {
-        let db = crate::common::open_sled(&env.vault().join("data"));
-        let tree = db.open_tree(b"kluis").unwrap();
-        let mut v = tree.get(&key).unwrap().expect("record row").to_vec();
+        let raw = crate::common::open_raw(&env.vault().join("data"));
+        let mut v = raw.get(&key).expect("record row");
         let mid = v.len() / 2;
         v[mid] ^= 1;
-        tree.insert(&key, v).unwrap();
-        db.flush().unwrap();
+        raw.insert(&key, v);
     }
     let o = env.run(&["get", &s, "customer"]);
     assert_eq!(code(&o), Some(4), "{}", stderr(&o));

@@ -113,20 +113,16 @@ impl Env {
             .map(|v| v["subject"].as_str().unwrap().to_owned())
             .collect()
     }
-    /// Raw rows of one table (by its one-byte prefix), read with sled directly (vault closed).
+    /// Raw rows of one table (by its one-byte prefix), read directly (vault closed).
     fn raw(&self, table: u8) -> BTreeMap<Vec<u8>, Vec<u8>> {
         raw_rows(&self.vault().join("data"), table)
     }
 }
 
 fn raw_rows(data: &Path, table: u8) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let db = crate::common::open_sled(data);
-    let tree = db.open_tree(b"kluis").unwrap();
-    tree.scan_prefix([table])
-        .map(|r| {
-            let (k, v) = r.unwrap();
-            (k.to_vec(), v.to_vec())
-        })
+    crate::common::open_raw(data)
+        .scan_prefix(&[table])
+        .into_iter()
         .collect()
 }
 

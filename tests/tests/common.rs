@@ -70,22 +70,83 @@ pub fn create_without_ceilings(
 /// Options with tiny Argon2id parameters (tests only) and relaxed durability, on the engine named
 /// by `KLUIS_TEST_ENGINE` (`sled`, `redb`, `fjall`; unset: the default engine), so the
 /// engine-agnostic suites can run on another engine: `KLUIS_TEST_ENGINE=redb cargo test -p
-/// kluis-tests records lifecycle`. (Suites that open sled's files directly assume sled.)
+/// kluis-tests records lifecycle`. (Suites about one engine's own files pin that engine.)
 pub fn fast_options() -> VaultOptions {
-    let opts = VaultOptions::default()
-        .kdf(KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true)
-        .durability(Durability::Relaxed);
+    let opts = any_engine_options();
     match test_engine() {
         Some(e) => opts.engine(e),
         None => opts,
     }
 }
 
-/// The engine `KLUIS_TEST_ENGINE` names, if any (an unknown name fails the test).
+/// [`fast_options`] naming no engine: opens a vault in whatever engine its `data/ENGINE` names
+/// (one the CLI made, say, with its default engine), and creates one on the default engine.
+pub fn any_engine_options() -> VaultOptions {
+    VaultOptions::default()
+        .kdf(KdfParams::danger_insecure_for_tests())
+        .danger_allow_weak_kdf(true)
+        .durability(Durability::Relaxed)
+}
+
+/// The engine the tests on this thread create vaults with: the one [`on_engine`] set, else the
+/// one `KLUIS_TEST_ENGINE` names, if any (an unknown name fails the test).
 pub fn test_engine() -> Option<vault_core::Engine> {
+    ON_ENGINE.get().or_else(env_engine)
+}
+
+/// The engine `KLUIS_TEST_ENGINE` names, if any.
+pub fn env_engine() -> Option<vault_core::Engine> {
     let name = std::env::var("KLUIS_TEST_ENGINE").ok()?;
     Some(vault_core::Engine::from_name(&name).expect("KLUIS_TEST_ENGINE: sled, redb or fjall"))
+}
+
+/// The engine a test runs on when nothing picks one: [`test_engine`], else the default.
+pub fn engine_under_test() -> vault_core::Engine {
+    test_engine().unwrap_or_default()
+}
+
+thread_local! {
+    static ON_ENGINE: std::cell::Cell<Option<vault_core::Engine>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with [`fast_options`] (and every helper built on it) on `engine` on this thread,
+/// whatever `KLUIS_TEST_ENGINE` says: for the suites that loop over engines, and for the tests
+/// about one engine's own files. (Threads `f` starts and child processes do not inherit it: a
+/// child gets `KLUIS_TEST_ENGINE` from its parent.)
+pub fn on_engine<T>(engine: vault_core::Engine, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<vault_core::Engine>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ON_ENGINE.set(self.0);
+        }
+    }
+    let _restore = Restore(ON_ENGINE.replace(Some(engine)));
+    f()
+}
+
+/// Waits (bounded) until no handle of a dropped vault still holds its storage engine's lock in the
+/// data directory `data` (sled's and fjall's background threads can outlive the `Vault` for a
+/// moment, and may still write), without opening the engine.
+pub fn settle_engine(data: &Path) {
+    use vault_core::engine::{recorded, Engine, Recorded};
+    let file = match recorded(data).expect("read ENGINE") {
+        Recorded::Engine(Engine::Fjall) => data.join(Engine::Fjall.main_file()).join("lock"),
+        Recorded::Engine(e) => data.join(e.main_file()),
+        other => panic!("{}: no engine recorded: {other:?}", data.display()),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let f =
+            std::fs::File::open(&file).unwrap_or_else(|e| panic!("open {}: {e}", file.display()));
+        match f.try_lock() {
+            Ok(()) => return,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{} still locked after 5 s: {e:?}", file.display()),
+        }
+    }
 }
 
 /// The passphrase test vaults use.
@@ -136,19 +197,82 @@ pub fn reopen(dir: &Path) -> Vault {
     Vault::open(&VaultPaths::in_dir(dir), &creds(), fast_options()).expect("open vault")
 }
 
-/// sled opened directly, without its flusher thread (whose late exit would keep the directory
-/// locked after the handle is dropped), retrying while a previous handle's lock is still held.
-pub fn open_sled(data: &Path) -> sled::Db {
-    let mut tries = 0;
-    loop {
-        match sled::Config::new().path(data).flush_every_ms(None).open() {
-            Ok(db) => return db,
-            Err(sled::Error::Io(e)) if tries < 100 && e.to_string().contains("lock") => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => panic!("open sled directly: {e}"),
-        }
+/// The rows of a closed vault's data directory, read and edited directly on whatever engine the
+/// directory is in ([`vault_core::danger_faults::RawStore`]), for the tests that tamper with stored
+/// rows. Keys are written as `docs/format.md` writes them: the table's one-byte tag, then the
+/// table's own key. Every write is durable when the call returns; the directory stays locked (no
+/// vault can open it) until this is dropped.
+pub struct RawRows(vault_core::danger_faults::RawStore);
+
+/// [`RawRows`] on the data directory `data` (the vault closed).
+pub fn open_raw(data: &Path) -> RawRows {
+    RawRows(
+        vault_core::danger_faults::RawStore::open(data)
+            .unwrap_or_else(|e| panic!("open the data directory raw: {e}")),
+    )
+}
+
+/// The table a full key's tag names, and the rest of the key.
+fn split_key(key: &[u8]) -> (vault_core::store::Table, &[u8]) {
+    use vault_core::store::Table;
+    let (&tag, rest) = key
+        .split_first()
+        .expect("a key starts with its table's tag");
+    let table = [
+        Table::Meta,
+        Table::Subject,
+        Table::Record,
+        Table::Index,
+        Table::Expiry,
+        Table::Audit,
+    ]
+    .into_iter()
+    .find(|t| *t as u8 == tag)
+    .unwrap_or_else(|| panic!("no table has the tag {tag:#04x}"));
+    (table, rest)
+}
+
+impl RawRows {
+    /// The value stored under the full key `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let (t, k) = split_key(key);
+        self.0.get(t, k).expect("raw get")
+    }
+    /// Sets the full key `key` to `value`.
+    pub fn insert(&self, key: &[u8], value: impl AsRef<[u8]>) {
+        let (t, k) = split_key(key);
+        self.0.put(t, k, value.as_ref()).expect("raw put");
+    }
+    /// Removes the full key `key`; returns the value it had (`None`: it was absent).
+    pub fn remove(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let (t, k) = split_key(key);
+        let old = self.0.get(t, k).expect("raw get");
+        self.0.delete(t, k).expect("raw delete");
+        old
+    }
+    /// Every row whose full key starts with `prefix` (the table's tag, and more), full keys.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let (t, p) = split_key(prefix);
+        self.table_prefix(t, p)
+            .into_iter()
+            .map(|(k, v)| {
+                let mut full = vec![t as u8];
+                full.extend_from_slice(&k);
+                (full, v)
+            })
+            .collect()
+    }
+    /// Every row of `table` (keys without the tag).
+    pub fn table(&self, table: vault_core::store::Table) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.table_prefix(table, b"")
+    }
+    /// The rows of `table` whose key (without the tag) starts with `prefix`.
+    pub fn table_prefix(
+        &self,
+        table: vault_core::store::Table,
+        prefix: &[u8],
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.0.scan(table, prefix).expect("raw scan")
     }
 }
 

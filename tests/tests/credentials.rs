@@ -17,21 +17,10 @@ use vault_core::{
 
 use crate::common::*;
 
-/// Waits (bounded) until no handle of a dropped vault still holds the sled data file, so nothing
-/// writes to it any more (sled's background jobs can outlive the `Vault` for a moment).
+/// Waits (bounded) until no handle of a dropped vault still holds the engine's files, so nothing
+/// writes to them any more.
 fn settle(root: &Path) {
-    let db = root.join("data").join("db");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let f = std::fs::File::open(&db).expect("open data/db");
-        match f.try_lock() {
-            Ok(()) => return,
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("data/db still locked after 5 s: {e:?}"),
-        }
-    }
+    settle_engine(&root.join("data"));
 }
 
 /// sha256 of every file under `root` (recursively), keyed by path relative to `root`. Lock files
@@ -56,15 +45,20 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-/// Asserts the snapshot covers the key store and the sled database (so the comparison is not
-/// vacuous).
+/// Asserts the snapshot covers the key store and the storage engine's files (so the comparison is
+/// not vacuous).
 fn assert_covers_vault(snap: &BTreeMap<PathBuf, Vec<u8>>) {
     assert!(
         snap.contains_key(Path::new("keys/keystore.kluis")),
         "{:?}",
         snap.keys()
     );
-    assert!(snap.contains_key(Path::new("data/db")), "{:?}", snap.keys());
+    let main = Path::new("data").join(engine_under_test().main_file());
+    assert!(
+        snap.keys().any(|p| p.starts_with(&main)),
+        "{:?}",
+        snap.keys()
+    );
 }
 
 /// One open attempt, for tests that expect `AlreadyOpen`.

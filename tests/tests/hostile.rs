@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use vault_core::{Credentials, Vault, VaultPaths};
 
 use crate::cli::kluis;
-use crate::common::{fast_options, PASSPHRASE};
+use crate::common::{any_engine_options, PASSPHRASE};
 
 // Exit codes (vault-cli/src/exit.rs).
 const WRONG_CREDENTIALS: i32 = 3;
@@ -315,15 +315,13 @@ fn hostile_future_format_versions_are_refused() {
     assert!(stderr(&o).contains("format version 2"), "{}", stderr(&o));
     std::fs::write(&ks, &original).unwrap();
 
-    // The data directory's `vault` meta entry, edited with sled directly.
+    // The data directory's `vault` meta entry, edited directly.
     let edit_meta = |version: u16| {
-        let db = crate::common::open_sled(&env.vault.join("data"));
-        let tree = db.open_tree(b"kluis").unwrap();
+        let raw = crate::common::open_raw(&env.vault.join("data"));
         let key = b"\x00vault";
-        let mut v = tree.get(key).unwrap().unwrap().to_vec();
+        let mut v = raw.get(key).unwrap();
         v[8..10].copy_from_slice(&version.to_le_bytes());
-        tree.insert(key, v).unwrap();
-        db.flush().unwrap();
+        raw.insert(key, v);
     };
     edit_meta(7);
     let o = env.refused(&args, INTEGRITY);
@@ -594,7 +592,7 @@ fn hostile_second_process_holding_the_lock_is_in_use() {
     let held = Vault::open(
         &VaultPaths::in_dir(&env.vault),
         &Credentials::passphrase(PASSPHRASE),
-        fast_options(),
+        any_engine_options(),
     )
     .unwrap();
     let f = env.write(

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use vault_core::{
-    Credentials, KdfParams, KeyFile, Passphrase, Record, RecordKey, Schema, Vault, VaultPaths,
+    Credentials, Engine, KdfParams, KeyFile, Passphrase, Record, RecordKey, Schema, Vault,
+    VaultPaths,
 };
 
 use crate::common::*;
@@ -259,12 +260,15 @@ fn no_plaintext_in_any_file_on_disk() {
     .unwrap();
     fill(&vault);
     vault.sync().unwrap();
+    let engine = vault.engine().expect("an engine");
     drop(vault);
+    settle_engine(&paths.data_dir);
 
     let files = all_files(root);
     let names: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
     assert!(names.contains(&paths.key_store), "{names:?}");
-    assert!(names.contains(&paths.data_dir.join("db")), "{names:?}");
+    let main = paths.data_dir.join(engine.main_file());
+    assert!(names.iter().any(|n| n.starts_with(&main)), "{names:?}");
     // Positive control: the record label is stored in the clear by design (it is part of the
     // storage key), so the scan does see what the data files hold.
     assert!(
@@ -525,9 +529,10 @@ fn modes_under(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
     out
 }
 
-/// Everything sled keeps under `data/` is private to the owner: files 0600, directories 0700 (sled
-/// creates them with the umask: `db` 0644, `blobs/` 0755), after writes and a sync; every open
-/// narrows whatever modes the files were given while the vault was closed.
+/// Everything the engine keeps under `data/` is private to the owner: files 0600, directories 0700
+/// (the engines create them with the umask: sled's `db` 0644, `blobs/` 0755, redb's `kluis.redb`,
+/// fjall's `fjall/` and its files), after writes and a sync; every open narrows whatever modes the
+/// files were given while the vault was closed.
 #[cfg(unix)]
 #[test]
 fn data_directory_files_are_owner_only() {
@@ -545,17 +550,27 @@ fn data_directory_files_are_owner_only() {
                     .to_string()
             })
             .collect();
-        // What sled keeps there, blobs included (large values): the test must see them all.
-        for want in ["conf", "db", "blobs", "kluis.lock"] {
+        // What the engine keeps there (sled: blobs too, for large values): the test must see it.
+        let (wants, inside): (&[&str], Option<&str>) = match engine_under_test() {
+            Engine::Sled => (
+                &["conf", "db", "blobs", "kluis.lock", "ENGINE"],
+                Some("blobs/"),
+            ),
+            Engine::Redb => (&["kluis.redb", "kluis.lock", "ENGINE"], None),
+            _ => (&["fjall", "kluis.lock", "ENGINE"], Some("fjall/")),
+        };
+        for want in wants {
             assert!(
                 names.iter().any(|n| n == want),
                 "{when}: no {want} in {names:?}"
             );
         }
-        assert!(
-            names.iter().any(|n| n.starts_with("blobs/")),
-            "{when}: no blob file in {names:?}"
-        );
+        if let Some(inside) = inside {
+            assert!(
+                names.iter().any(|n| n.starts_with(inside)),
+                "{when}: no file in {inside} in {names:?}"
+            );
+        }
         for (p, is_dir, m) in &all {
             let want = if *is_dir { 0o700 } else { 0o600 };
             assert_eq!(*m, want, "{when}: {} is {m:o}", p.display());

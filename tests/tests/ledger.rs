@@ -196,7 +196,18 @@ fn the_ledger_lives_beside_the_key_store_private_and_outside_data_backups() {
         assert_eq!(mode, 0o600);
     }
     let backup = site.dir.path().join("backup");
-    v.backup(&backup).unwrap();
+    match v.backup(&backup) {
+        Ok(_) => {}
+        // Online backup of a fjall vault is refused (not built yet): a closed vault's data
+        // directory, copied, is the backup then.
+        Err(vault_core::AdminError::Destination { .. })
+            if v.engine() == Some(vault_core::Engine::Fjall) =>
+        {
+            drop(v);
+            crate::backup::copy_dir(&site.root.join("data"), &backup);
+        }
+        Err(e) => panic!("backup: {e:?}"),
+    }
     fn names(dir: &Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
@@ -535,13 +546,9 @@ fn a_forget_whose_data_batch_fails_is_revoked_in_the_ledger() {
 /// Removes the `ledger_seen` row from a closed data directory (the build before the ledger file
 /// did not write it).
 fn drop_ledger_seen(data: &Path) {
-    let db = open_sled(data);
-    let tree = db.open_tree(b"kluis").unwrap();
     let mut key = vec![Table::Meta as u8];
     key.extend_from_slice(b"ledger_seen");
-    tree.remove(key).unwrap();
-    drop(tree);
-    db.flush().unwrap();
+    open_raw(data).remove(&key);
 }
 
 /// Downgrades the closed vault at `site` to what the build before the ledger file left: the

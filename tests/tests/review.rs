@@ -68,32 +68,20 @@ impl Site {
 
 /// Every (key, value) of one table in the closed vault's data directory at `data`.
 fn raw_rows(data: &Path, table: Table) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let db = open_sled(data);
-    let tree = db.open_tree(b"kluis").expect("kluis tree");
-    let rows = tree
-        .scan_prefix([table as u8])
-        .map(|kv| {
-            let (k, v) = kv.expect("sled scan");
-            (k[1..].to_vec(), v.to_vec())
-        })
-        .collect();
-    drop(tree);
-    db.flush().expect("flush");
-    rows
+    open_raw(data).table(table)
 }
 
 /// Sets (or with `None` removes) one raw row in the closed vault's data directory.
 fn set_raw_row(data: &Path, table: Table, key: &[u8], value: Option<&[u8]>) {
-    let db = open_sled(data);
-    let tree = db.open_tree(b"kluis").expect("kluis tree");
+    let raw = open_raw(data);
     let mut k = vec![table as u8];
     k.extend_from_slice(key);
     match value {
-        Some(v) => tree.insert(k, v).expect("sled insert"),
-        None => tree.remove(k).expect("sled remove"),
-    };
-    drop(tree);
-    db.flush().expect("flush");
+        Some(v) => raw.insert(&k, v),
+        None => {
+            raw.remove(&k);
+        }
+    }
 }
 
 /// 1. The blind index: an old backup's index rows, tested with the current key store.

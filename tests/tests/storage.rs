@@ -77,8 +77,14 @@ fn concurrent_writers_in_every_durability_mode_survive_reopen() {
 
 /// Damage to sled's own files never panics the caller and never yields wrong data: open fails
 /// with a typed error, or reads fail with one, or (damage in unused space) everything reads right.
+/// About sled's log (`db`): on sled whatever `KLUIS_TEST_ENGINE` says; every engine's files are
+/// damaged by the engine contract suite (`engines::engines_damaged_files_*`, in a child process).
 #[test]
 fn corrupted_engine_files_give_typed_errors_never_panics_or_wrong_data() {
+    on_engine(vault_core::Engine::Sled, corrupted_sled_log);
+}
+
+fn corrupted_sled_log() {
     let dir = tempfile::tempdir().unwrap();
     let v = new_vault(dir.path());
     let mut subjects = Vec::new();

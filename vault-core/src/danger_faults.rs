@@ -16,11 +16,18 @@
 //!
 //! After an injected crash the thread is "dead": every later key-store write and ledger append on
 //! it fails before touching the disk, whichever plan crashed.
+//!
+//! And one way in past the vault: [`RawStore`] opens a closed vault's data directory with the
+//! engine its `ENGINE` file names and reads and writes its rows directly, so tests can tamper with
+//! stored rows (the way an attacker with write access to `data/` could) on every engine.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Component, StorageError};
+use crate::storage::engine::{self, Engine, EngineConfig, EngineStore, Recorded};
+use crate::storage::fsutil::{LockError, LockFile};
 use crate::storage::locks::LockUnpoisoned;
 use crate::storage::store::{KeyValue, Store, Table, WriteBatch};
 use crate::vault::StoreWrapper;
@@ -162,4 +169,95 @@ pub fn wrapper(plan: Arc<FaultPlan>) -> StoreWrapper {
     Arc::new(move |inner: Box<dyn Store>| {
         Box::new(FaultStore::new(inner, plan.clone())) as Box<dyn Store>
     })
+}
+
+/// The rows of a closed vault's data directory, read and written directly (not through a
+/// [`crate::Vault`]: no row MAC, no audit entry, no check of any kind), with the engine the
+/// directory's `ENGINE` file names. For tests that tamper with stored rows or look at them as they
+/// are on disk, on every engine.
+///
+/// It holds the data directory's lock (`kluis.lock`) while it lives, as a vault does, so it cannot
+/// be used on an open vault. Every write is one batch and is made durable (`sync`) before the call
+/// returns, so a vault opened after the `RawStore` is dropped sees it.
+pub struct RawStore {
+    store: Arc<dyn EngineStore>,
+    _lock: LockFile,
+}
+
+impl std::fmt::Debug for RawStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawStore")
+            .field("engine", &self.store.engine())
+            .finish()
+    }
+}
+
+impl RawStore {
+    /// Opens the data directory `data_dir` (not a new one: the engine's files must be there) with
+    /// the engine its `ENGINE` file names, or sled for a directory from before `ENGINE`. The
+    /// engine's background flush is off: only [`RawStore`]'s own syncs write.
+    pub fn open(data_dir: &Path) -> Result<RawStore, StorageError> {
+        let c = Component::DataStore;
+        let engine = match engine::recorded(data_dir)? {
+            Recorded::Engine(e) => e,
+            Recorded::Nothing => {
+                return Err(StorageError::corrupted(c, "not a vault's data directory"))
+            }
+            Recorded::Unknown => {
+                return Err(StorageError::corrupted(
+                    c,
+                    "the ENGINE file names no engine",
+                ))
+            }
+        };
+        let lock = LockFile::acquire(&data_dir.join("kluis.lock")).map_err(|e| match e {
+            LockError::Held => {
+                StorageError::io(c, &std::io::Error::from(std::io::ErrorKind::ResourceBusy))
+            }
+            LockError::Io(e) => StorageError::io(c, &e),
+        })?;
+        let cfg = EngineConfig {
+            flush_every_ms: None,
+            cache_bytes: 4 << 20,
+            ..EngineConfig::default()
+        };
+        let store = engine::open(engine, data_dir, &cfg, engine::Mode::Open)?;
+        Ok(RawStore { store, _lock: lock })
+    }
+
+    /// The engine the data directory is kept in.
+    pub fn engine(&self) -> Engine {
+        self.store.engine()
+    }
+
+    /// The value of `key` in `table`.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.store.get(table, key)
+    }
+
+    /// Every row of `table` whose key starts with `prefix` (empty: the whole table), in key order,
+    /// keys without the table tag.
+    pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<KeyValue>, StorageError> {
+        crate::storage::store::scan(&*self.store, table, prefix).collect()
+    }
+
+    /// Applies `batch` (all or nothing) and makes it durable.
+    pub fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.store.apply(batch)?;
+        self.store.sync()
+    }
+
+    /// Sets `key` in `table` to `value` (durably).
+    pub fn put(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.put(table, key.to_vec(), value.to_vec());
+        self.apply(b)
+    }
+
+    /// Removes `key` from `table` (durably; removing an absent key is not an error).
+    pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.delete(table, key.to_vec());
+        self.apply(b)
+    }
 }
