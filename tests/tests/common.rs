@@ -125,6 +125,18 @@ pub fn on_engine<T>(engine: vault_core::Engine, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// The engines a per-engine suite (crash, faults) runs on: the engine under test in the normal
+/// (CI) mode; in the long mode (the suite's own knob, `long`, or `KLUIS_TEST_ALL_ENGINES=1` for
+/// every such suite) every engine this build has, unless `KLUIS_TEST_ENGINE` names one.
+pub fn suite_engines(long: bool) -> Vec<vault_core::Engine> {
+    let long = long || std::env::var_os("KLUIS_TEST_ALL_ENGINES").is_some_and(|v| v != "0");
+    match (env_engine(), long) {
+        (Some(e), _) => vec![e],
+        (None, true) => vault_core::Engine::built(),
+        (None, false) => vec![vault_core::Engine::default()],
+    }
+}
+
 /// Waits (bounded) until no handle of a dropped vault still holds its storage engine's lock in the
 /// data directory `data` (sled's and fjall's background threads can outlive the `Vault` for a
 /// moment, and may still write), without opening the engine.

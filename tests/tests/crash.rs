@@ -35,8 +35,13 @@
 //! `KLUIS_CRASH_ROUNDS=1000 cargo test -p kluis-tests --test e2e crash:: -- --nocapture`),
 //! `KLUIS_CRASH_SEED=<n>` for another delay schedule. Each operation prints one summary line on
 //! stderr (kills, where they landed, resumed children; `--nocapture` shows it). A failure names the
-//! operation, seed, round and kill time and keeps the round's vault directory and the child's
-//! output.
+//! engine, operation, seed, round and kill time and keeps the round's vault directory and the
+//! child's output.
+//!
+//! Engines: the normal (CI) mode runs on the engine under test (`KLUIS_TEST_ENGINE`, else the
+//! default engine); the long mode (`KLUIS_CRASH_ROUNDS` set) runs every test on every engine this
+//! build has, one after the other, unless `KLUIS_TEST_ENGINE` names one. The child is told the
+//! engine (`KLUIS_TEST_ENGINE`) and refuses to run on another.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -735,6 +740,13 @@ fn child() {
     // The harness may have printed part of a line ("test crash::child ... "): start a fresh one.
     say(String::new());
     let v = Vault::open(&VaultPaths::in_dir(&dir), &creds(), options(NOW)).expect("child open");
+    // The parent names the engine under test; the vault must be in it (an open on another engine
+    // is refused anyway: `EngineMismatch`).
+    assert_eq!(
+        v.engine(),
+        env_engine(),
+        "the child runs on the engine under test"
+    );
     say("OPENED".into());
     let r = req();
     match op {
@@ -846,6 +858,7 @@ fn spawn_child(round_dir: &Path, op: Op, list: &str, attempt: usize) -> Child {
         "--test-threads=1",
     ])
     .env(ENV_CHILD, "1")
+    .env("KLUIS_TEST_ENGINE", engine_under_test().name())
     .env(ENV_DIR, round_dir.join("vault"))
     .env(ENV_OP, op.name())
     .env(ENV_LIST, list)
@@ -1389,8 +1402,21 @@ fn fail(dir: tempfile::TempDir, ctx: String, run: &ChildRun, e: String) -> ! {
     )
 }
 
+/// The engines the crash tests run on: the engine under test, or in the long mode
+/// (`KLUIS_CRASH_ROUNDS` set) every engine (see the module comment).
+fn crash_engines() -> Vec<vault_core::Engine> {
+    suite_engines(std::env::var_os(ENV_ROUNDS).is_some())
+}
+
 fn crash_test(op: Op, default_seed: u64) {
+    for e in crash_engines() {
+        on_engine(e, || crash_test_on(op, default_seed));
+    }
+}
+
+fn crash_test_on(op: Op, default_seed: u64) {
     let started = Instant::now();
+    let engine = engine_under_test();
     let rounds = env_number(ENV_ROUNDS).map_or(DEFAULT_ROUNDS, |n| n as usize);
     let seed = env_number(ENV_SEED).unwrap_or(default_seed);
     let mut rng = Rng(seed ^ op as u64);
@@ -1400,14 +1426,15 @@ fn crash_test(op: Op, default_seed: u64) {
     let list = child_list(op, &fx);
     let context = |round: &str, kill: Kill| {
         format!(
-            "crash test {} (seed {seed}, {round}, kill {kill:?}; rerun with {ENV_SEED}={seed})",
+            "crash test {} on {engine} (seed {seed}, {round}, kill {kill:?}; rerun with \
+             {ENV_SEED}={seed} KLUIS_TEST_ENGINE={engine})",
             op.name()
         )
     };
     let fresh_round = |name: &str| {
         // Not inside `work`: a failing round's directory must outlive the test's cleanup.
         let dir = tempfile::Builder::new()
-            .prefix(&format!("kluis-crash-{}-{name}", op.name()))
+            .prefix(&format!("kluis-crash-{engine}-{}-{name}", op.name()))
             .tempdir()
             .expect("round dir");
         copy_dir(&pristine, &dir.path().join("vault")).expect("copy the pristine vault");
@@ -1518,7 +1545,7 @@ fn crash_test(op: Op, default_seed: u64) {
         .map(|(o, d)| format!("{}+{}ms", ms(*o), ms(*d)))
         .collect();
     eprintln!(
-        "crash test {}: seed {seed}, {} kills ({total} rounds + {resumed} resumed children killed \
+        "crash test {} on {engine}: seed {seed}, {} kills ({total} rounds + {resumed} resumed children killed \
          again), uninterrupted runs (open+operation) {calibration:?}; \
          killed during open {during_open}, during the operation {during_op}, after it finished {after}; \
          {resumed} interrupted runs resumed by a second child and killed again; the reopen found the operation half done in {partial} rounds and re-applied the erasure \
@@ -1530,7 +1557,7 @@ fn crash_test(op: Op, default_seed: u64) {
     // Without kills inside the operation the test would prove nothing.
     assert!(
         rounds == 0 || during_op > 0,
-        "crash test {}: no round killed the child during the operation ({during_open} during open, {after} after)",
+        "crash test {} on {engine}: no round killed the child during the operation ({during_open} during open, {after} after)",
         op.name()
     );
 }
@@ -1949,13 +1976,20 @@ fn check_loop_round(
 }
 
 fn loop_crash_test(op: Op, default_seed: u64) {
+    for e in crash_engines() {
+        on_engine(e, || loop_crash_test_on(op, default_seed));
+    }
+}
+
+fn loop_crash_test_on(op: Op, default_seed: u64) {
     let started = Instant::now();
+    let engine = engine_under_test();
     let rounds = env_number(ENV_ROUNDS).map_or(LOOP_DEFAULT_ROUNDS, |n| n as usize);
     let seed = env_number(ENV_SEED).unwrap_or(default_seed);
     let mut rng = Rng(seed ^ op as u64);
     // Not a `tempdir` inside the test's own: a failing round's directory must outlive the test.
     let dir = tempfile::Builder::new()
-        .prefix(&format!("kluis-crash-{}-", op.name()))
+        .prefix(&format!("kluis-crash-{engine}-{}-", op.name()))
         .tempdir()
         .expect("round dir");
     let vault_dir = dir.path().join("vault");
@@ -2004,8 +2038,8 @@ fn loop_crash_test(op: Op, default_seed: u64) {
             between += 1;
         }
         let mut ctx = format!(
-            "crash test {} (seed {seed}, round {round} of {rounds}, first step {list}, kill \
-             {kill:?}; rerun with {ENV_SEED}={seed})",
+            "crash test {} on {engine} (seed {seed}, round {round} of {rounds}, first step {list}, \
+             kill {kill:?}; rerun with {ENV_SEED}={seed} KLUIS_TEST_ENGINE={engine})",
             op.name()
         );
         if run.status.code().is_some() {
@@ -2049,7 +2083,7 @@ fn loop_crash_test(op: Op, default_seed: u64) {
         }
     }
     eprintln!(
-        "crash test {}: seed {seed}, {kills} kills ({rounds} rounds + {resumed} resumed children \
+        "crash test {} on {engine}: seed {seed}, {kills} kills ({rounds} rounds + {resumed} resumed children \
          killed again); first kills during open {during_open}, mid-step {mid_op}, between steps \
          {between}; the step in flight had landed in {landed} rounds; {steps_acked} steps \
          acknowledged; total {:?}",
@@ -2058,7 +2092,7 @@ fn loop_crash_test(op: Op, default_seed: u64) {
     );
     assert!(
         rounds == 0 || mid_op > 0,
-        "crash test {}: no kill landed inside a step",
+        "crash test {} on {engine}: no kill landed inside a step",
         op.name()
     );
 }

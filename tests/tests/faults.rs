@@ -27,6 +27,12 @@
 //! The operation sweeps run under `Durability::PerOperation` and `GroupCommit`. `Vault::create` and a
 //! `Vault::open` that must re-apply the erasure ledger (data restored from an older backup) are
 //! swept too. Each sweep prints a `faults: ...` line with its points and cases (`--nocapture`).
+//!
+//! Engines: every test runs on the engine under test (`KLUIS_TEST_ENGINE`, else the default
+//! engine); in the long mode (`KLUIS_TEST_ALL_ENGINES=1`) on every engine this build has, one
+//! after the other, unless `KLUIS_TEST_ENGINE` names one. The storage faults are injected above
+//! the engine (`FaultStore` wraps whichever engine's `Store`): they test what kluis does with a
+//! failed call, not how an engine fails.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -62,6 +68,14 @@ fn opts(now: i64) -> VaultOptions {
 
 fn req() -> Request {
     Request::new("fault-test", "fault injection")
+}
+
+/// Runs `test` on each engine of this suite (see the module comment).
+fn on_fault_engines(test: impl Fn()) {
+    for e in suite_engines(false) {
+        eprintln!("faults: on {e}");
+        on_engine(e, &test);
+    }
 }
 
 fn customer(first: &str, email: &str) -> Record {
@@ -645,10 +659,12 @@ macro_rules! ledger_sweep {
     ($name:ident, $op:expr) => {
         #[test]
         fn $name() {
-            let t = Instant::now();
-            let [_, cases] = sweep_ledger($op);
-            assert!(cases > 0);
-            eprintln!("faults: {:?} ledger swept in {:.1?}", $op, t.elapsed());
+            on_fault_engines(|| {
+                let t = Instant::now();
+                let [_, cases] = sweep_ledger($op);
+                assert!(cases > 0);
+                eprintln!("faults: {:?} ledger swept in {:.1?}", $op, t.elapsed());
+            });
         }
     };
 }
@@ -660,6 +676,10 @@ ledger_sweep!(expire_ledger_append_leaves_none_or_all, Op::Expire);
 /// every forget before the ledger had a file of its own).
 #[test]
 fn forget_writes_no_key_store() {
+    on_fault_engines(forget_writes_no_key_store_on);
+}
+
+fn forget_writes_no_key_store_on() {
     let f = build_fixture();
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("v");
@@ -676,10 +696,12 @@ macro_rules! store_sweep {
     ($name:ident, $op:expr) => {
         #[test]
         fn $name() {
-            let t = Instant::now();
-            let [_, _, _, cases] = sweep_store($op);
-            assert!(cases > 0);
-            eprintln!("faults: {:?} swept in {:.1?}", $op, t.elapsed());
+            on_fault_engines(|| {
+                let t = Instant::now();
+                let [_, _, _, cases] = sweep_store($op);
+                assert!(cases > 0);
+                eprintln!("faults: {:?} swept in {:.1?}", $op, t.elapsed());
+            });
         }
     };
 }
@@ -711,10 +733,12 @@ macro_rules! key_store_sweep {
     ($name:ident, $op:expr) => {
         #[test]
         fn $name() {
-            let t = Instant::now();
-            let [_, cases] = sweep_key_store($op);
-            assert!(cases > 0);
-            eprintln!("faults: {:?} key store swept in {:.1?}", $op, t.elapsed());
+            on_fault_engines(|| {
+                let t = Instant::now();
+                let [_, cases] = sweep_key_store($op);
+                assert!(cases > 0);
+                eprintln!("faults: {:?} key store swept in {:.1?}", $op, t.elapsed());
+            });
         }
     };
 }
@@ -738,6 +762,10 @@ key_store_sweep!(retire_kek_key_store_write_leaves_old_or_new, Op::RetireKek);
 /// must stay, so restoring a data backup from before the forget cannot resurrect the subject.
 #[test]
 fn forget_whose_flush_fails_still_survives_a_backup_restore() {
+    on_fault_engines(forget_whose_flush_fails_still_survives_a_backup_restore_on);
+}
+
+fn forget_whose_flush_fails_still_survives_a_backup_restore_on() {
     let f = build_fixture();
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("v");
@@ -779,6 +807,10 @@ fn forget_whose_flush_fails_still_survives_a_backup_restore() {
 /// non-idempotent change on that word would do it twice. A write whose apply fails is `Storage`.
 #[test]
 fn a_write_whose_fsync_fails_says_it_was_applied_but_not_durable() {
+    on_fault_engines(a_write_whose_fsync_fails_says_it_was_applied_but_not_durable_on);
+}
+
+fn a_write_whose_fsync_fails_says_it_was_applied_but_not_durable_on() {
     let f = build_fixture();
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("v");
@@ -842,6 +874,10 @@ fn a_write_whose_fsync_fails_says_it_was_applied_but_not_durable() {
 /// fails, the change stands, is logged, and the call succeeds.
 #[test]
 fn change_credentials_is_all_or_nothing_with_its_audit_entry() {
+    on_fault_engines(change_credentials_is_all_or_nothing_with_its_audit_entry_on);
+}
+
+fn change_credentials_is_all_or_nothing_with_its_audit_entry_on() {
     let f = build_fixture();
     let new = || Credentials::passphrase(NEW_PASSPHRASE);
     let kdf = KdfParams::danger_insecure_for_tests();
@@ -888,6 +924,10 @@ fn change_credentials_is_all_or_nothing_with_its_audit_entry() {
 /// is a typed I/O error, and the next clean open completes the erasure.
 #[test]
 fn open_that_reapplies_the_ledger_survives_every_storage_fault() {
+    on_fault_engines(open_that_reapplies_the_ledger_survives_every_storage_fault_on);
+}
+
+fn open_that_reapplies_the_ledger_survives_every_storage_fault_on() {
     let t = Instant::now();
     let f = build_fixture();
     let work = tempfile::tempdir().unwrap();
@@ -965,6 +1005,10 @@ fn open_that_reapplies_the_ledger_survives_every_storage_fault() {
 /// retry creates the vault) and must not leave a half vault behind.
 #[test]
 fn create_survives_every_storage_fault() {
+    on_fault_engines(create_survives_every_storage_fault_on);
+}
+
+fn create_survives_every_storage_fault_on() {
     let work = tempfile::tempdir().unwrap();
     let mut points = [0u64; 3];
     let mut cases = 0;
@@ -1057,6 +1101,10 @@ fn address_shredded(v: &Vault, s: &SubjectId) -> bool {
 /// nothing and the next `expire` shreds the chunk and destroys the passed epoch's KEK.
 #[test]
 fn a_failed_expire_chunk_is_all_or_nothing_and_the_next_sweep_finishes_it() {
+    on_fault_engines(a_failed_expire_chunk_is_all_or_nothing_and_the_next_sweep_finishes_it_on);
+}
+
+fn a_failed_expire_chunk_is_all_or_nothing_and_the_next_sweep_finishes_it_on() {
     let work = tempfile::tempdir().unwrap();
     let pristine = work.path().join("pristine");
     let subjects = build_chunk_fixture(&pristine);
@@ -1120,6 +1168,10 @@ fn a_failed_expire_chunk_is_all_or_nothing_and_the_next_sweep_finishes_it() {
 /// finishes the retirement and every value reads back.
 #[test]
 fn a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it() {
+    on_fault_engines(a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it_on);
+}
+
+fn a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it_on() {
     let work = tempfile::tempdir().unwrap();
     let pristine = work.path().join("pristine");
     let subjects = build_chunk_fixture(&pristine);
@@ -1179,6 +1231,10 @@ fn a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it() {
 /// the failed call forgets them all.
 #[test]
 fn forget_many_is_all_or_nothing() {
+    on_fault_engines(forget_many_is_all_or_nothing_on);
+}
+
+fn forget_many_is_all_or_nothing_on() {
     let work = tempfile::tempdir().unwrap();
     let pristine = work.path().join("pristine");
     let subjects = build_chunk_fixture(&pristine);
