@@ -8,6 +8,8 @@
 //! - `sync` is a durability point: a copy of the files taken right after it (the state a crash
 //!   would leave; the store still open, nothing flushed by a drop) opens with everything synced;
 //! - reopen keeps synced data; large values;
+//! - a process killed (SIGKILL) while it applies batch after batch: the reopened store holds every
+//!   row of one and the same batch, never rows of two, and at least the last one synced;
 //! - damaged files (bytes flipped, files cut short): the store refuses to open or the read fails
 //!   with a typed error, or the row reads back exactly; never a panic, never a different value. Rows
 //!   an engine drops silently are counted and printed (issue 13's witness of the newest commit is
@@ -685,6 +687,237 @@ fn engines_damaged_files_are_refused_or_detected_never_wrong() {
                 assert!(!no_silent_loss, "{e}: {what}: rows silently missing");
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A process killed mid-batch.
+
+const ENV_KILLED_DIR: &str = "KLUIS_KILLED_DIR";
+const ENV_KILLED_ENGINE: &str = "KLUIS_KILLED_ENGINE";
+/// Kill rounds per engine unless `KLUIS_ENGINE_CRASH_ROUNDS` says otherwise.
+const KILLED_ROUNDS: usize = 12;
+/// Rows each batch of the killed child rewrites (plus one large value and one row it puts in even
+/// generations and deletes in odd ones).
+const KILLED_ROWS: u32 = 300;
+/// The child syncs after every this many batches.
+const KILLED_SYNC_EVERY: u64 = 4;
+/// A child that is not killed exits on its own after this long.
+const KILLED_WATCHDOG: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The rows of generation `g` as one batch: every row of every table carries `g`, a large value
+/// (over sled's blob threshold, over a redb page) too, and the row `parity` exists only in even
+/// generations. All or nothing means: after a crash every row carries the same generation.
+fn generation_batch(g: u64) -> WriteBatch {
+    let mut b = WriteBatch::default();
+    for i in 0..KILLED_ROWS {
+        let mut v = g.to_be_bytes().to_vec();
+        v.extend(value(i, 400));
+        b.put(TABLES[i as usize % TABLES.len()], key(i), v);
+    }
+    let mut large = g.to_be_bytes().to_vec();
+    large.extend(value(7, 300_000));
+    b.put(Table::Record, b"large".to_vec(), large);
+    if g.is_multiple_of(2) {
+        b.put(Table::Index, b"parity".to_vec(), g.to_be_bytes().to_vec());
+    } else {
+        b.delete(Table::Index, b"parity".to_vec());
+    }
+    b
+}
+
+/// The generation the rows of a reopened store carry, or what is wrong with them.
+fn generation_found(st: &dyn Store) -> Result<u64, String> {
+    let read = |t: Table, k: &[u8]| st.get(t, k).map_err(|e| format!("read: {e}"));
+    let mut found: Option<u64> = None;
+    let mut seen = |what: &str, row: Option<Vec<u8>>| -> Result<(), String> {
+        let row = row.ok_or_else(|| format!("{what} is missing"))?;
+        let g = u64::from_be_bytes(
+            row[..8]
+                .try_into()
+                .map_err(|_| format!("{what} is short"))?,
+        );
+        match found {
+            Some(f) if f != g => Err(format!(
+                "{what} is of generation {g}, an earlier row of {f}"
+            )),
+            _ => {
+                found = Some(g);
+                Ok(())
+            }
+        }
+    };
+    for i in 0..KILLED_ROWS {
+        let row = read(TABLES[i as usize % TABLES.len()], &key(i))?;
+        if let Some(r) = &row {
+            if r[8..] != value(i, 400)[..] {
+                return Err(format!("row {i} has a wrong value"));
+            }
+        }
+        seen(&format!("row {i}"), row)?;
+    }
+    let large = read(Table::Record, b"large")?;
+    if let Some(r) = &large {
+        if r[8..] != value(7, 300_000)[..] {
+            return Err("the large row has a wrong value".into());
+        }
+    }
+    seen("the large row", large)?;
+    let g = found.unwrap_or(0);
+    let parity = read(Table::Index, b"parity")?;
+    if parity.is_some() != g.is_multiple_of(2) {
+        return Err(format!("generation {g}, but the parity row is {parity:?}"));
+    }
+    Ok(g)
+}
+
+/// The child side of [`engines_a_batch_killed_midway_is_all_or_nothing`]: opens the store in the
+/// directory named by the environment and applies one generation after another until killed,
+/// printing `APPLIED g` after each apply and `SYNCED g` after each sync. Inert in a plain
+/// `--ignored` run.
+#[test]
+#[ignore = "child process of engines_a_batch_killed_*; inert unless KLUIS_KILLED_DIR is set"]
+fn killed_child() {
+    use std::io::Write as _;
+    let (Some(dir), Some(name)) = (
+        std::env::var_os(ENV_KILLED_DIR),
+        std::env::var(ENV_KILLED_ENGINE).ok(),
+    ) else {
+        return;
+    };
+    std::thread::spawn(|| {
+        std::thread::sleep(KILLED_WATCHDOG);
+        std::process::exit(3);
+    });
+    let e = Engine::from_name(&name).expect("engine name");
+    let st = reopen(e, Path::new(&dir)).expect("child open");
+    let start = generation_found(&*st).expect("the child starts from a whole generation");
+    let mut out = std::io::stdout();
+    let mut say = |line: String| {
+        out.write_all(format!("\n{line}\n").as_bytes()).unwrap();
+        out.flush().unwrap();
+    };
+    say(format!("READY {start}"));
+    for g in start + 1.. {
+        st.apply(generation_batch(g)).expect("apply");
+        say(format!("APPLIED {g}"));
+        if g.is_multiple_of(KILLED_SYNC_EVERY) {
+            st.sync().expect("sync");
+            say(format!("SYNCED {g}"));
+        }
+    }
+}
+
+/// The last `word n` line of `out`.
+fn last_number(out: &str, word: &str) -> Option<u64> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(word)?.trim().parse().ok())
+        .next_back()
+}
+
+/// A process applying batch after batch (hundreds of rows over every table, a large value, a
+/// delete) is killed (SIGKILL) at a random moment, again and again on the same store: every
+/// reopen finds every row of one and the same batch (all or nothing, never rows of two), at least
+/// the last one synced, and the store takes the next batches. `KLUIS_ENGINE_CRASH_ROUNDS=<n>` for
+/// more rounds.
+#[test]
+fn engines_a_batch_killed_midway_is_all_or_nothing() {
+    let rounds = std::env::var("KLUIS_ENGINE_CRASH_ROUNDS")
+        .ok()
+        .map_or(KILLED_ROUNDS, |n| n.parse().expect("a number of rounds"));
+    let exe = Path::new("/proc/self/exe");
+    let exe = if exe.exists() {
+        exe.to_path_buf()
+    } else {
+        std::env::current_exe().unwrap()
+    };
+    // splitmix64, seeded: reproducible kill times.
+    let mut seed = 0x6b69_6c6c_6564u64;
+    let mut unit = move || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for e in Engine::built() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let st = create(e, &data);
+        st.apply(generation_batch(0)).unwrap();
+        st.sync().unwrap();
+        drop(st);
+        let (mut applied_total, mut in_flight_landed, mut lost_unsynced) = (0u64, 0, 0);
+        for round in 0..rounds {
+            let out_path = tmp.path().join(format!("child-{round}.out"));
+            let mut child = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "engines::killed_child",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(ENV_KILLED_DIR, &data)
+                .env(ENV_KILLED_ENGINE, e.name())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::fs::File::create(&out_path).unwrap())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn the killed child");
+            // Wait for the child to be ready, then kill it 0-150 ms into its batches.
+            let start = std::time::Instant::now();
+            while !std::fs::read_to_string(&out_path)
+                .unwrap_or_default()
+                .contains("READY")
+            {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "{e}: round {round}: the child ended before it was ready: {status}: {}",
+                        std::fs::read_to_string(&out_path).unwrap_or_default()
+                    );
+                }
+                assert!(
+                    start.elapsed() < KILLED_WATCHDOG,
+                    "{e}: the child never got ready"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(150).mul_f64(unit()));
+            child.kill().unwrap();
+            let status = child.wait().unwrap();
+            assert!(
+                status.code().is_none(),
+                "{e}: round {round}: the child exited: {status}"
+            );
+            let out = std::fs::read_to_string(&out_path).unwrap();
+            let ready = last_number(&out, "READY ").unwrap();
+            let applied = last_number(&out, "APPLIED ").unwrap_or(ready);
+            let synced = last_number(&out, "SYNCED ").unwrap_or(ready);
+            applied_total += applied - ready;
+            let st = reopen(e, &data).unwrap_or_else(|err| panic!("{e}: round {round}: {err}"));
+            let g = generation_found(&*st)
+                .unwrap_or_else(|err| panic!("{e}: round {round} (applied {applied}): {err}"));
+            assert!(
+                g >= synced && g <= applied + 1,
+                "{e}: round {round}: found generation {g}; synced {synced}, applied {applied}"
+            );
+            // fjall hands every batch to the OS as it commits (`PersistMode::Buffer`): a killed
+            // process loses none of them (a power cut may).
+            if e == Engine::Fjall {
+                assert!(
+                    g >= applied,
+                    "{e}: round {round}: found {g}, applied {applied}"
+                );
+            }
+            in_flight_landed += usize::from(g == applied + 1);
+            lost_unsynced += usize::from(g < applied);
+            drop(st);
+        }
+        println!(
+            "{e}: {rounds} kills, {applied_total} batches applied; the batch in flight landed whole \
+             in {in_flight_landed} rounds; applied but unsynced batches lost in {lost_unsynced}"
+        );
     }
 }
 
