@@ -36,3 +36,4 @@ mod review;
 mod storage;
 mod tamper;
 mod transactions;
+mod witness;

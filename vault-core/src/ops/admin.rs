@@ -457,12 +457,9 @@ impl Vault {
         // Hold off every commit (they all take this lock) while syncing and copying.
         let head = self.audit.head.lock_unpoisoned();
         self.data.store.sync()?;
-        {
-            let mut d = self.audit.durable.lock_unpoisoned();
-            if head.seq > d.seq {
-                *d = *head;
-            }
-        }
+        // The copy's witness then vouches for exactly what the copy holds.
+        self.witness_durable(*head);
+        self.data.witness.sync()?;
         let mut report = BackupReport {
             dest: dest.to_path_buf(),
             files: 0,
