@@ -9,7 +9,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use vault_core::{Credentials, Record, Request, Vault, VaultPaths, WriteError};
 
-use crate::common::{fast_options, webshop_schema, PASSPHRASE};
+use crate::common::{any_engine_options, fast_options, webshop_schema, PASSPHRASE};
 
 use crate::cli::kluis;
 
@@ -319,7 +319,14 @@ fn admin_backup_copies_data_only_and_opens_with_the_current_key_store() {
     let dest = env.path("backup");
     let text = env.ok(&["backup", dest.to_str().unwrap()]);
     assert!(text.contains("key store is NOT in this backup"), "{text}");
-    assert!(dest.join("db").is_file());
+    // The engine's files (sled's `db`, redb's `kluis.redb`, fjall's `fjall/`), whichever the CLI
+    // made the vault with.
+    let main_file = match vault_core::engine::recorded(&env.vault().join("data")).unwrap() {
+        vault_core::engine::Recorded::Engine(e) => e.main_file(),
+        other => panic!("no engine recorded: {other:?}"),
+    };
+    assert!(dest.join(main_file).exists(), "{main_file}");
+    assert!(dest.join("ENGINE").is_file());
     assert!(!dest.join("kluis.lock").exists());
     assert!(!dest.join("keys").exists());
     #[cfg(unix)]
@@ -327,12 +334,9 @@ fn admin_backup_copies_data_only_and_opens_with_the_current_key_store() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        let mode = std::fs::metadata(dest.join("db"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
+        let main = std::fs::metadata(dest.join(main_file)).unwrap();
+        let want = if main.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(main.permissions().mode() & 0o777, want, "{main_file}");
     }
     // A second backup into the same (now non-empty) directory is refused.
     let again = env.run(&["backup", dest.to_str().unwrap()]);
@@ -351,7 +355,7 @@ fn admin_backup_copies_data_only_and_opens_with_the_current_key_store() {
     let v = Vault::open(
         &VaultPaths::in_dir(&restore),
         &Credentials::passphrase(PASSPHRASE),
-        fast_options(),
+        any_engine_options(),
     )
     .unwrap();
     for (s, name) in subjects.iter().zip(["Jan", "Els"]) {
