@@ -149,6 +149,12 @@ impl VaultOptions {
         self.engine = Some(engine);
         self
     }
+    /// fjall only: the size of one memtable, the writes held in memory before they go to a table
+    /// file (default 16 MiB; fjall's own default is 64 MiB).
+    pub fn storage_memtable_bytes(mut self, n: u64) -> Self {
+        self.storage.memtable_bytes = n;
+        self
+    }
     /// redb only: verify every page checksum when opening (default on; reads the whole file).
     pub fn storage_verify_on_open(mut self, on: bool) -> Self {
         self.storage.verify_on_open = on;
