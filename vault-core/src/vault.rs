@@ -512,7 +512,26 @@ impl Vault {
         creds: &Credentials,
         options: VaultOptions,
     ) -> Result<Vault, OpenError> {
-        Self::open_checked(paths, creds, options, None).map(|(v, _)| v)
+        Self::open_checked(paths, creds, options, None, None).map(|(v, _)| v)
+    }
+
+    /// [`Vault::open`] with the lock files already held (`locks`, from
+    /// [`Vault::close_keeping_locks`]): `migrate` reopens the vault on its new engine without
+    /// letting another process in between.
+    pub(crate) fn open_holding_locks(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        options: VaultOptions,
+        locks: (LockFile, LockFile),
+    ) -> Result<Vault, OpenError> {
+        Self::open_checked(paths, creds, options, None, Some(locks)).map(|(v, _)| v)
+    }
+
+    /// Closes the vault (its storage engine first) but keeps its lock files held, for
+    /// [`Vault::open_holding_locks`].
+    pub(crate) fn close_keeping_locks(self) -> (LockFile, LockFile) {
+        // Every other field is dropped when this returns, before the caller uses the locks.
+        self._locks
     }
 
     /// **Danger: disaster recovery.** Opens a vault even if its key store is older than the data
@@ -533,7 +552,7 @@ impl Vault {
         options: VaultOptions,
         req: &crate::format::audit::Request,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
-        Self::open_checked(paths, creds, options, Some(req))
+        Self::open_checked(paths, creds, options, Some(req), None)
     }
 
     fn open_checked(
@@ -541,6 +560,7 @@ impl Vault {
         creds: &Credentials,
         options: VaultOptions,
         accept: Option<&crate::format::audit::Request>,
+        held: Option<(LockFile, LockFile)>,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
         let recorded = match engine::recorded(&paths.data_dir)? {
             Recorded::Engine(e) => e,
@@ -581,8 +601,13 @@ impl Vault {
             None => OpenError::AlreadyOpen { path },
             Some(e) => OpenError::Storage(StorageError::io(Component::DataStore, &e)),
         };
-        let data_lock = lock(&data_lock_path(paths)).map_err(map_lock)?;
-        let key_lock = lock(&key_lock_path(paths)).map_err(map_lock)?;
+        let (data_lock, key_lock) = match held {
+            Some(locks) => locks,
+            None => (
+                lock(&data_lock_path(paths)).map_err(map_lock)?,
+                lock(&key_lock_path(paths)).map_err(map_lock)?,
+            ),
+        };
         let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
         let opened = engine::open(
             recorded,
