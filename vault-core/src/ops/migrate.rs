@@ -194,3 +194,70 @@ fn remove_leftovers(dir: &Path, keep: Engine) -> Result<u64, MigrateError> {
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A target engine this build lacks is refused before anything is opened (compiled only in
+    /// builds without some engine, e.g. `--no-default-features --features engine-sled`).
+    #[cfg(not(all(
+        feature = "engine-sled",
+        feature = "engine-redb",
+        feature = "engine-fjall"
+    )))]
+    #[test]
+    fn a_target_engine_not_built_is_a_typed_error() {
+        let missing = Engine::ALL.into_iter().find(|e| !e.is_built()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let paths = VaultPaths::in_dir(dir.path());
+        let creds = Credentials::passphrase("not used");
+        let r = Vault::migrate(
+            &paths,
+            &creds,
+            VaultOptions::default(),
+            missing,
+            &mut |_| {},
+        );
+        assert!(
+            matches!(r, Err(MigrateError::EngineNotBuilt { engine }) if engine == missing.name())
+        );
+        assert!(!paths.data_dir.exists(), "nothing was touched");
+    }
+
+    /// Leftovers are the files of the other engines only: `ENGINE`, the lock file and files
+    /// kluis does not know stay.
+    #[test]
+    fn leftovers_are_only_other_engines_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "ENGINE",
+            "kluis.lock",
+            "WITNESS",
+            "notes",
+            "db",
+            "conf",
+            "snap.0001",
+        ] {
+            std::fs::write(d.join(f), b"x").unwrap();
+        }
+        for sub in ["blobs", "fjall"] {
+            std::fs::create_dir(d.join(sub)).unwrap();
+            std::fs::write(d.join(sub).join("f"), b"x").unwrap();
+        }
+        std::fs::write(d.join("kluis.redb"), b"x").unwrap();
+        assert_eq!(remove_leftovers(d, Engine::Redb).unwrap(), 5);
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["ENGINE", "WITNESS", "kluis.lock", "kluis.redb", "notes"]
+        );
+    }
+}
