@@ -461,7 +461,7 @@ impl Vault {
         let result = match self.engine() {
             Some(e @ Engine::Fjall) => self.logical_backup(&head, e, dest),
             _ => {
-                self.sync_source(&head).map_err(AdminError::Copy)?;
+                self.sync_source(&head)?;
                 copy_tree(&self.paths.data_dir, dest, &[lock_name])
             }
         };
@@ -485,7 +485,7 @@ impl Vault {
         engine: Engine,
         dest: &Path,
     ) -> Result<(), AdminError> {
-        self.sync_source(head).map_err(AdminError::Copy)?;
+        self.sync_source(head)?;
         let store = &*self.data.store;
         let cfg = &self.options.storage;
         if let Err(e) = copy::copy_into_new(store, engine, dest, cfg, &mut |_| {}) {

@@ -136,14 +136,14 @@ impl Vault {
     /// held off meanwhile (the audit-head lock, which every commit takes) and the source synced
     /// first: the copy is one consistent state of the vault, durable and compared equal on `Ok`.
     /// Reads go on meanwhile.
-    pub(crate) fn copy_into_engine(
+    fn copy_into_engine(
         &self,
         engine: Engine,
         dir: &Path,
         progress: &mut dyn FnMut(CopyProgress),
     ) -> Result<CopyReport, CopyError> {
         let head = self.audit.head.lock_unpoisoned();
-        self.sync_source(&head)?;
+        self.sync_source(&head).map_err(CopyError::Source)?;
         let store = &*self.data.store;
         let r = copy::copy_into_new(store, engine, dir, &self.options.storage, progress);
         drop(head);
@@ -152,8 +152,11 @@ impl Vault {
 
     /// Syncs the store while the caller holds the audit-head lock (`head`, the head as applied),
     /// and records that head as durable.
-    pub(crate) fn sync_source(&self, head: &crate::format::audit::Head) -> Result<(), CopyError> {
-        self.data.store.sync().map_err(CopyError::Source)?;
+    pub(crate) fn sync_source(
+        &self,
+        head: &crate::format::audit::Head,
+    ) -> Result<(), StorageError> {
+        self.data.store.sync()?;
         let mut d = self.audit.durable.lock_unpoisoned();
         if head.seq > d.seq {
             *d = *head;
