@@ -365,3 +365,41 @@ fn a_backup_of_an_open_fjall_vault_restores() {
         );
     }
 }
+
+/// A record damaged in the old engine copies (and compares) as it is, then fails the read-back on
+/// the new engine: `MigrateError::Verify`, the switch stands (the rows were equal), the old
+/// engine's files are kept for investigation.
+#[test]
+fn a_record_that_does_not_read_back_fails_the_migrate_and_keeps_the_old_files() {
+    use vault_core::engine::{self, EngineConfig, Mode};
+    use vault_core::store::{Table, WriteBatch};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let subjects = populated(root, Engine::Redb, 4);
+    {
+        let data = root.join("data");
+        let st = engine::open(Engine::Redb, &data, &EngineConfig::default(), Mode::Open).unwrap();
+        let (key, mut value) = st
+            .scan_prefix(Table::Record, subjects[0].as_bytes(), 1)
+            .unwrap()
+            .remove(0);
+        let mid = value.len() / 2;
+        value[mid] ^= 0x01;
+        let mut b = WriteBatch::default();
+        b.put(Table::Record, key, value);
+        st.apply(b).unwrap();
+        st.sync().unwrap();
+    }
+    match migrate(root, Engine::Fjall) {
+        Err(MigrateError::Verify {
+            engine: "fjall",
+            records: 1,
+            audit_intact: true,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(recorded(root), "fjall\n");
+    assert!(has_files_of(root, Engine::Redb), "kept");
+    let v = Vault::open(&VaultPaths::in_dir(root), &creds(), opts()).unwrap();
+    assert_eq!(v.verify_records(&mut |_| {}).unwrap().problems.len(), 1);
+}
