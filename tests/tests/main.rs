@@ -37,3 +37,4 @@ mod review;
 mod storage;
 mod tamper;
 mod transactions;
+mod witness;

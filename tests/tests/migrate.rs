@@ -342,6 +342,10 @@ fn a_backup_of_an_open_fjall_vault_restores() {
     );
     assert!(dest.join("fjall").is_dir());
     assert!(!dest.join("kluis.lock").exists());
+    assert!(
+        dest.join("WITNESS").is_file(),
+        "the data directory's other files come along"
+    );
     v.put(&subjects[0], "customer", &customer(999)).unwrap();
     drop(v);
     // Restore: the backup in place of the data directory, beside the same key store.

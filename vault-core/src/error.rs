@@ -29,6 +29,8 @@ pub enum Component {
     Audit,
     /// The erasure ledger file beside the key store.
     Ledger,
+    /// The data directory's `WITNESS` file (the newest audit position the engine made durable).
+    Witness,
 }
 
 impl fmt::Display for Component {
@@ -43,6 +45,7 @@ impl fmt::Display for Component {
             Component::Meta => "vault metadata",
             Component::Audit => "audit log",
             Component::Ledger => "erasure ledger",
+            Component::Witness => "storage witness",
         })
     }
 }
@@ -229,6 +232,24 @@ pub enum Rollback {
     LedgerReplaced {
         /// Which half of the vault has seen another ledger.
         by: LedgerWitness,
+    },
+    /// The storage engine holds fewer audited writes than its `WITNESS` file says it had made
+    /// durable: the engine dropped the end of its log (after damage to it) and would serve an
+    /// older state unannounced. Writes after `found` up to `witnessed` are lost from `data/`.
+    #[error("the storage engine lost committed writes: its audit log ends at entry {found}, but it had made entry {witnessed} durable (damaged engine files; restore the data directory from a backup, or accept the loss)")]
+    CommittedWritesLost {
+        /// The audit sequence number the witness recorded as durable.
+        witnessed: u64,
+        /// The audit sequence number the engine's head holds.
+        found: u64,
+    },
+    /// The storage engine's audit head is at the position the witness recorded, but is not the
+    /// head the witness was written for: the data directory's engine files were replaced by
+    /// another copy (one that went another way) beside this witness.
+    #[error("the storage engine's audit head at entry {seq} is not the one its witness recorded: the engine's files were replaced by another copy")]
+    WitnessMismatch {
+        /// The audit sequence number both hold.
+        seq: u64,
     },
 }
 

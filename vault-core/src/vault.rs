@@ -27,6 +27,7 @@ use crate::storage::fsutil::{LockError, LockFile};
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::storage::store::{Store, Table, WriteBatch};
 use crate::storage::table::{encode_with, AuditHead, KeyStoreSeen, Rows, TableDef};
+use crate::storage::witness::{Witness, Witnessed};
 
 /// Format version of the data directory this build writes and reads.
 pub const DATA_FORMAT_VERSION: u16 = 3;
@@ -227,7 +228,8 @@ pub struct Vault {
     pub(crate) keys: KeyState,
     /// The audit chain's key and heads.
     pub(crate) audit: AuditState,
-    _locks: (LockFile, LockFile),
+    /// Held for the vault's lifetime; taken out only by [`Vault::close_keeping_locks`].
+    _locks: Option<(LockFile, LockFile)>,
 }
 
 /// What a vault holds of its data directory.
@@ -243,6 +245,8 @@ pub(crate) struct DataState {
     key_store_seen: std::sync::atomic::AtomicU64,
     /// Newest ledger position recorded in `data/` (changed under the audit-head lock).
     ledger_seen: Mutex<Anchor>,
+    /// `data/WITNESS`: the newest audit head the engine made durable (`storage/witness.rs`).
+    pub(crate) witness: Witness,
 }
 
 /// What a vault holds of its keys: the key store, the unwrapped data keys it caches, the wraps in
@@ -266,6 +270,16 @@ pub(crate) struct AuditState {
     pub(crate) head: Mutex<crate::format::audit::Head>,
     /// Head of the audit chain known durable; the key store checkpoints it on every write.
     pub(crate) durable: Arc<Mutex<crate::format::audit::Head>>,
+}
+
+impl Drop for Vault {
+    /// Makes the witness file durable as it stands (it never claims more than the engine made
+    /// durable, so this is safe whatever the engine still holds unsynced).
+    fn drop(&mut self) {
+        if let Err(e) = self.data.witness.sync() {
+            tracing::warn!(error = %e, "could not sync the storage witness file at close");
+        }
+    }
 }
 
 impl std::fmt::Debug for Vault {
@@ -483,12 +497,12 @@ impl Vault {
         row_handler(&ks).put::<KeyStoreSeen>(&mut batch, &(), &generation);
         store.apply(batch)?;
         store.sync()?;
+        let (witness, _) = Witness::open(&paths.data_dir, witness_key(&ks))?;
         tracing::info!(data = %paths.data_dir.display(), engine = %chosen, "created kluis vault");
         let vault = Self::assemble(
             paths,
             crate::format::audit::Head::EMPTY,
-            store,
-            Some(opened),
+            (store, Some(opened), witness),
             (ks, ledger),
             (schema, field_ids),
             options,
@@ -522,16 +536,17 @@ impl Vault {
         paths: &VaultPaths,
         creds: &Credentials,
         options: VaultOptions,
-        locks: (LockFile, LockFile),
+        locks: Option<(LockFile, LockFile)>,
     ) -> Result<Vault, OpenError> {
-        Self::open_checked(paths, creds, options, None, Some(locks)).map(|(v, _)| v)
+        Self::open_checked(paths, creds, options, None, locks).map(|(v, _)| v)
     }
 
-    /// Closes the vault (its storage engine first) but keeps its lock files held, for
-    /// [`Vault::open_holding_locks`].
-    pub(crate) fn close_keeping_locks(self) -> (LockFile, LockFile) {
-        // Every other field is dropped when this returns, before the caller uses the locks.
-        self._locks
+    /// Closes the vault (its storage engine and witness, as a drop does) but keeps its lock files
+    /// held, for [`Vault::open_holding_locks`].
+    pub(crate) fn close_keeping_locks(mut self) -> Option<(LockFile, LockFile)> {
+        let locks = self._locks.take();
+        drop(self);
+        locks
     }
 
     /// **Danger: disaster recovery.** Opens a vault even if its key store is older than the data
@@ -630,18 +645,23 @@ impl Vault {
             .get::<AuditHead>(&*store, &())?
             .unwrap_or(crate::format::audit::Head::EMPTY);
         let (ledger, ledger_rollback, ledger_seen) = open_ledger(&*store, &ks)?;
+        let (witness, witnessed) = Witness::open(&paths.data_dir, witness_key(&ks))?;
+        let lost = check_witness(&ks, witnessed, &head);
         let vault = Self::assemble(
             paths,
             head,
-            store,
-            Some(opened),
+            (store, Some(opened), witness),
             (ks, ledger),
             (schema, field_ids),
             options,
             (data_lock, key_lock),
         );
         *vault.data.ledger_seen.lock_unpoisoned() = ledger_seen;
-        let rollback = vault.check_rollback(stored_schema_version, ledger_rollback)?;
+        // The key-store, schema and ledger checks first: an older half put back is the more
+        // fundamental finding (a data backup restored with its `audit_head` removed is both).
+        let rollback = vault
+            .check_rollback(stored_schema_version, ledger_rollback)?
+            .or(lost);
         match (rollback, accept) {
             (Some(r), None) => return Err(OpenError::RolledBack(r)),
             (Some(r), Some(req)) => vault.accept_rollback(r, stored_schema_version, req)?,
@@ -744,6 +764,13 @@ impl Vault {
             crate::error::Rollback::LedgerReplaced { by } => {
                 format!("an erasure ledger other than the {by} had seen")
             }
+            crate::error::Rollback::CommittedWritesLost { witnessed, found } => format!(
+                "a storage engine whose audit log ends at entry {found} (it had made entry \
+                 {witnessed} durable)"
+            ),
+            crate::error::Rollback::WitnessMismatch { seq } => {
+                format!("storage engine files other than its witness recorded at entry {seq}")
+            }
         };
         let audit = crate::format::audit::AuditEntry::new(
             crate::format::audit::AuditOp::AcceptRollback,
@@ -757,6 +784,8 @@ impl Vault {
             .key_store_seen
             .store(generation, Ordering::Release);
         *self.data.ledger_seen.lock_unpoisoned() = tip;
+        // The state found is the truth now: the witness follows it, even where it had recorded more.
+        self.data.witness.restart();
         self.sync_store()?;
         tracing::warn!(accepted = %what, "rolled-back vault state accepted by an operator");
         Ok(())
@@ -864,8 +893,7 @@ impl Vault {
     fn assemble(
         paths: &VaultPaths,
         head: crate::format::audit::Head,
-        store: Box<dyn Store>,
-        engine: Option<Arc<dyn EngineStore>>,
+        (store, engine, witness): (Box<dyn Store>, Option<Arc<dyn EngineStore>>, Witness),
         (ks, ledger): (KeyStore, Ledger),
         (schema, field_ids): (Schema, FieldIds),
         options: VaultOptions,
@@ -891,6 +919,7 @@ impl Vault {
                 rows,
                 key_store_seen: std::sync::atomic::AtomicU64::new(0),
                 ledger_seen: Mutex::new(Anchor::NONE),
+                witness,
             },
             keys: KeyState {
                 store: Mutex::new(ks),
@@ -905,7 +934,7 @@ impl Vault {
                 durable: durable_head,
             },
             options,
-            _locks: locks,
+            _locks: Some(locks),
         }
     }
 
@@ -1076,11 +1105,23 @@ impl Vault {
         // must not be ahead of the erasures it depends on.
         self.keys.ledger.sync()?;
         self.data.store.sync()?;
-        let mut d = self.audit.durable.lock_unpoisoned();
-        if head.seq > d.seq {
-            *d = head;
-        }
+        self.witness_durable(head);
         Ok(())
+    }
+
+    /// Records `head`, just made durable by an engine sync, as the durable head (for the key
+    /// store's checkpoint) and in the witness file. A failed witness write is logged, not
+    /// returned: the data is durable, and a witness that lags only claims less.
+    pub(crate) fn witness_durable(&self, head: crate::format::audit::Head) {
+        {
+            let mut d = self.audit.durable.lock_unpoisoned();
+            if head.seq > d.seq {
+                *d = head;
+            }
+        }
+        if let Err(e) = self.data.witness.record(&head) {
+            tracing::warn!(error = %e, "could not update the storage witness file");
+        }
     }
 
     /// Appends `entries` to the audit chain inside `batch`, applies the batch atomically (the change
@@ -1275,6 +1316,31 @@ impl TableDef for LedgerSeen {
 }
 
 /// The row handling of a vault whose key store is `ks` (its row-MAC key is derived from it).
+/// The key of the data directory's witness file (`storage/witness.rs`).
+fn witness_key(ks: &KeyStore) -> SecretKey {
+    crypto::derive_subkey(&ks.meta_root, &[labels::WITNESS])
+}
+
+/// What the witness says about the engine's audit head: `None` when the engine holds at least
+/// what the witness recorded (or there is no witness yet, as in vaults from before it).
+fn check_witness(
+    ks: &KeyStore,
+    witnessed: Option<Witnessed>,
+    head: &crate::format::audit::Head,
+) -> Option<crate::error::Rollback> {
+    let w = witnessed?;
+    if head.seq < w.seq {
+        return Some(crate::error::Rollback::CommittedWritesLost {
+            witnessed: w.seq,
+            found: head.seq,
+        });
+    }
+    if head.seq == w.seq && !w.matches(&witness_key(ks), head) {
+        return Some(crate::error::Rollback::WitnessMismatch { seq: w.seq });
+    }
+    None
+}
+
 fn row_handler(ks: &KeyStore) -> Rows {
     Rows::new(crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]))
 }

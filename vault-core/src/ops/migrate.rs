@@ -151,17 +151,15 @@ impl Vault {
     }
 
     /// Syncs the store while the caller holds the audit-head lock (`head`, the head as applied),
-    /// and records that head as durable.
+    /// records that head as durable and makes the witness durable: a copy's `WITNESS` then vouches
+    /// for exactly what the copy holds.
     pub(crate) fn sync_source(
         &self,
         head: &crate::format::audit::Head,
     ) -> Result<(), StorageError> {
         self.data.store.sync()?;
-        let mut d = self.audit.durable.lock_unpoisoned();
-        if head.seq > d.seq {
-            *d = *head;
-        }
-        Ok(())
+        self.witness_durable(*head);
+        self.data.witness.sync()
     }
 
     /// Reads every record of every subject (each field must decrypt or be accounted for as

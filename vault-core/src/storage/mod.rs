@@ -15,3 +15,4 @@ pub(crate) mod index;
 pub(crate) mod locks;
 pub mod store;
 pub(crate) mod table;
+pub(crate) mod witness;

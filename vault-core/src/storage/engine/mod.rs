@@ -164,18 +164,18 @@ pub enum Recorded {
 /// Longest `ENGINE` file read: an engine name and a newline fit many times over.
 const ENGINE_FILE_MAX: u64 = 64;
 
-/// The contents of `path` if it is a regular file (not a link, FIFO or device) of at most
-/// [`ENGINE_FILE_MAX`] bytes; `None` if it is something else (a hostile `ENGINE` must not make
-/// `open` hang or read without bound).
-fn read_small_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+/// The contents of `path` if it is a regular file (not a link, FIFO or device) of at most `max`
+/// bytes; `None` if it is something else (a hostile file must not make `open` hang or read
+/// without bound).
+pub(crate) fn read_small_file(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
     let meta = std::fs::symlink_metadata(path)?;
-    if !meta.is_file() || meta.len() > ENGINE_FILE_MAX {
+    if !meta.is_file() || meta.len() > max {
         return Ok(None);
     }
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
-        .take(ENGINE_FILE_MAX)
+        .take(max)
         .read_to_end(&mut bytes)?;
     Ok(Some(bytes))
 }
@@ -183,7 +183,7 @@ fn read_small_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 /// Reads which engine `dir` holds (see [`Recorded`]).
 pub fn recorded(dir: &Path) -> Result<Recorded, StorageError> {
     let path = dir.join(ENGINE_FILE);
-    match read_small_file(&path) {
+    match read_small_file(&path, ENGINE_FILE_MAX) {
         Ok(None) => Ok(Recorded::Unknown),
         Ok(Some(bytes)) => {
             let name = std::str::from_utf8(&bytes).unwrap_or("");
