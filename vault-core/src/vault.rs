@@ -234,7 +234,8 @@ pub struct Vault {
     pub(crate) keys: KeyState,
     /// The audit chain's key and heads.
     pub(crate) audit: AuditState,
-    _locks: (LockFile, LockFile),
+    /// Held for the vault's lifetime; taken out only by [`Vault::close_keeping_locks`].
+    _locks: Option<(LockFile, LockFile)>,
 }
 
 /// What a vault holds of its data directory.
@@ -531,7 +532,27 @@ impl Vault {
         creds: &Credentials,
         options: VaultOptions,
     ) -> Result<Vault, OpenError> {
-        Self::open_checked(paths, creds, options, None).map(|(v, _)| v)
+        Self::open_checked(paths, creds, options, None, None).map(|(v, _)| v)
+    }
+
+    /// [`Vault::open`] with the lock files already held (`locks`, from
+    /// [`Vault::close_keeping_locks`]): `migrate` reopens the vault on its new engine without
+    /// letting another process in between.
+    pub(crate) fn open_holding_locks(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        options: VaultOptions,
+        locks: Option<(LockFile, LockFile)>,
+    ) -> Result<Vault, OpenError> {
+        Self::open_checked(paths, creds, options, None, locks).map(|(v, _)| v)
+    }
+
+    /// Closes the vault (its storage engine and witness, as a drop does) but keeps its lock files
+    /// held, for [`Vault::open_holding_locks`].
+    pub(crate) fn close_keeping_locks(mut self) -> Option<(LockFile, LockFile)> {
+        let locks = self._locks.take();
+        drop(self);
+        locks
     }
 
     /// **Danger: disaster recovery.** Opens a vault even if its key store is older than the data
@@ -552,7 +573,7 @@ impl Vault {
         options: VaultOptions,
         req: &crate::format::audit::Request,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
-        Self::open_checked(paths, creds, options, Some(req))
+        Self::open_checked(paths, creds, options, Some(req), None)
     }
 
     fn open_checked(
@@ -560,6 +581,7 @@ impl Vault {
         creds: &Credentials,
         options: VaultOptions,
         accept: Option<&crate::format::audit::Request>,
+        held: Option<(LockFile, LockFile)>,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
         let recorded = match engine::recorded(&paths.data_dir)? {
             Recorded::Engine(e) => e,
@@ -600,8 +622,13 @@ impl Vault {
             None => OpenError::AlreadyOpen { path },
             Some(e) => OpenError::Storage(StorageError::io(Component::DataStore, &e)),
         };
-        let data_lock = lock(&data_lock_path(paths)).map_err(map_lock)?;
-        let key_lock = lock(&key_lock_path(paths)).map_err(map_lock)?;
+        let (data_lock, key_lock) = match held {
+            Some(locks) => locks,
+            None => (
+                lock(&data_lock_path(paths)).map_err(map_lock)?,
+                lock(&key_lock_path(paths)).map_err(map_lock)?,
+            ),
+        };
         let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
         let opened = engine::open(
             recorded,
@@ -913,7 +940,7 @@ impl Vault {
                 durable: durable_head,
             },
             options,
-            _locks: locks,
+            _locks: Some(locks),
         }
     }
 
