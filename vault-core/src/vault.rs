@@ -137,9 +137,11 @@ impl VaultOptions {
         self.dek_cache = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         self
     }
-    /// The storage engine's page/block cache size in bytes (default 64 MiB).
+    /// The storage engine's page or block cache size in bytes, whichever the engine is (defaults:
+    /// sled and redb 64 MiB, fjall 16 MiB).
     pub fn storage_cache_bytes(mut self, n: u64) -> Self {
         self.storage.cache_bytes = n;
+        self.storage.block_cache_bytes = n;
         self
     }
     /// The storage engine: which one [`Vault::create`] makes the data directory with (default

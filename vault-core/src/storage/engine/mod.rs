@@ -112,9 +112,13 @@ impl std::str::FromStr for Engine {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct EngineConfig {
-    /// Page/block cache size in bytes (kluis's default 64 MiB; sled's and redb's own default is
-    /// 1 GiB).
+    /// sled and redb: page cache size in bytes (kluis's default 64 MiB; sled's and redb's own
+    /// default is 1 GiB).
     pub cache_bytes: u64,
+    /// fjall: block cache size in bytes (kluis's default 16 MiB, fjall's own 32 MiB). Measured at 1M
+    /// customers stored and read back: peak RSS 127 MiB with 16 MiB, 179 MiB with 64 MiB
+    /// (BENCHMARKS.md, "Memory"); reads past the cache come from the OS page cache.
+    pub block_cache_bytes: u64,
     /// How often applied writes are made durable in the background, in milliseconds (`None`: only
     /// by explicit syncs). sled flushes on its own thread; redb makes the first commit after the
     /// interval a durable one; fjall writes every batch to the OS at once and leaves the fsync to
@@ -132,6 +136,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             cache_bytes: 64 * 1024 * 1024,
+            block_cache_bytes: 16 * 1024 * 1024,
             flush_every_ms: Some(500),
             verify_on_open: true,
             memtable_bytes: 16 * 1024 * 1024,
