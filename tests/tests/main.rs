@@ -29,6 +29,7 @@ mod known_answers;
 mod layers;
 mod ledger;
 mod lifecycle;
+mod migrate;
 mod model;
 mod per_record;
 mod records;

@@ -137,9 +137,11 @@ impl VaultOptions {
         self.dek_cache = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         self
     }
-    /// The storage engine's page/block cache size in bytes (default 64 MiB).
+    /// The storage engine's page or block cache size in bytes, whichever the engine is (defaults:
+    /// sled and redb 64 MiB, fjall 16 MiB).
     pub fn storage_cache_bytes(mut self, n: u64) -> Self {
         self.storage.cache_bytes = n;
+        self.storage.block_cache_bytes = n;
         self
     }
     /// The storage engine: which one [`Vault::create`] makes the data directory with (default
@@ -147,6 +149,12 @@ impl VaultOptions {
     /// directory records; a different one is [`OpenError::EngineMismatch`]).
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = Some(engine);
+        self
+    }
+    /// fjall only: the size of one memtable, the writes held in memory before they go to a table
+    /// file (default 16 MiB; fjall's own default is 64 MiB).
+    pub fn storage_memtable_bytes(mut self, n: u64) -> Self {
+        self.storage.memtable_bytes = n;
         self
     }
     /// redb only: verify every page checksum when opening (default on; reads the whole file).
@@ -228,7 +236,8 @@ pub struct Vault {
     pub(crate) keys: KeyState,
     /// The audit chain's key and heads.
     pub(crate) audit: AuditState,
-    _locks: (LockFile, LockFile),
+    /// Held for the vault's lifetime; taken out only by [`Vault::close_keeping_locks`].
+    _locks: Option<(LockFile, LockFile)>,
 }
 
 /// What a vault holds of its data directory.
@@ -525,7 +534,27 @@ impl Vault {
         creds: &Credentials,
         options: VaultOptions,
     ) -> Result<Vault, OpenError> {
-        Self::open_checked(paths, creds, options, None).map(|(v, _)| v)
+        Self::open_checked(paths, creds, options, None, None).map(|(v, _)| v)
+    }
+
+    /// [`Vault::open`] with the lock files already held (`locks`, from
+    /// [`Vault::close_keeping_locks`]): `migrate` reopens the vault on its new engine without
+    /// letting another process in between.
+    pub(crate) fn open_holding_locks(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        options: VaultOptions,
+        locks: Option<(LockFile, LockFile)>,
+    ) -> Result<Vault, OpenError> {
+        Self::open_checked(paths, creds, options, None, locks).map(|(v, _)| v)
+    }
+
+    /// Closes the vault (its storage engine and witness, as a drop does) but keeps its lock files
+    /// held, for [`Vault::open_holding_locks`].
+    pub(crate) fn close_keeping_locks(mut self) -> Option<(LockFile, LockFile)> {
+        let locks = self._locks.take();
+        drop(self);
+        locks
     }
 
     /// **Danger: disaster recovery.** Opens a vault even if its key store is older than the data
@@ -546,7 +575,7 @@ impl Vault {
         options: VaultOptions,
         req: &crate::format::audit::Request,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
-        Self::open_checked(paths, creds, options, Some(req))
+        Self::open_checked(paths, creds, options, Some(req), None)
     }
 
     fn open_checked(
@@ -554,6 +583,7 @@ impl Vault {
         creds: &Credentials,
         options: VaultOptions,
         accept: Option<&crate::format::audit::Request>,
+        held: Option<(LockFile, LockFile)>,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
         let recorded = match engine::recorded(&paths.data_dir)? {
             Recorded::Engine(e) => e,
@@ -594,8 +624,13 @@ impl Vault {
             None => OpenError::AlreadyOpen { path },
             Some(e) => OpenError::Storage(StorageError::io(Component::DataStore, &e)),
         };
-        let data_lock = lock(&data_lock_path(paths)).map_err(map_lock)?;
-        let key_lock = lock(&key_lock_path(paths)).map_err(map_lock)?;
+        let (data_lock, key_lock) = match held {
+            Some(locks) => locks,
+            None => (
+                lock(&data_lock_path(paths)).map_err(map_lock)?,
+                lock(&key_lock_path(paths)).map_err(map_lock)?,
+            ),
+        };
         let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
         let opened = engine::open(
             recorded,
@@ -907,7 +942,7 @@ impl Vault {
                 durable: durable_head,
             },
             options,
-            _locks: locks,
+            _locks: Some(locks),
         }
     }
 

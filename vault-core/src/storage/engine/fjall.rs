@@ -101,7 +101,11 @@ impl FjallStore {
         // end after a drop. Wait for them (bounded).
         let mut attempts = 0;
         let db = loop {
-            match guard(|| Database::builder(&path).cache_size(cfg.cache_bytes).open()) {
+            match guard(|| {
+                Database::builder(&path)
+                    .cache_size(cfg.block_cache_bytes)
+                    .open()
+            }) {
                 Err(StorageError::Io { kind, .. })
                     if kind == std::io::ErrorKind::ResourceBusy && attempts < 100 =>
                 {
