@@ -177,6 +177,7 @@ mod tests {
             flush_every_ms: None,
             verify_on_open: true,
             memtable_bytes: 1 << 20,
+            block_cache_bytes: 1 << 20,
         }
     }
 
