@@ -99,7 +99,7 @@ pub use lifecycle::{EventReport, ExpireReport, ForgetReport, KeptPurpose, NotCou
 pub use ops::audit_log::AuditFilter;
 pub use ops::retire::RetireReport;
 pub use record::{FieldState, Record, Shredded};
-pub use records::RecordKey;
+pub use records::{BatchError, RecordKey};
 pub use retention::EpochPolicy;
 pub use schema::{CeilingWarning, IndexWarning, Schema, Scope};
 pub use schema_change::{SchemaChangeError, SchemaChangeReport};
