@@ -29,7 +29,9 @@ subject and label; every further row is one record of TYPE. Empty cells are left
 json fields are parsed as JSON, all others are taken as text.
 
 Rejected rows are listed by line number and reason (never a value); the others are stored. Exit 8
-when any row was rejected.
+when any row was rejected. New subjects are stored 2048 rows at a time, each batch in one atomic
+write made durable before its ids are printed; if storage fails, the message names the first line
+not stored (import again from there).
 
 Example (the schema examples/webshop.toml), customers.jsonl:
   {"type": "customer", "record": {"first_name": "Jan", "last_name": "Berg", "email": "jan@voorbeeld.nl"}}
@@ -42,6 +44,7 @@ customers.csv, imported with `kluis import --csv --type customer customers.csv`:
 /// Rows per atomic write and per fsync: the new customers among them are stored by one
 /// `create_subjects_with` call (one engine write, one audit append), then one sync confirms them
 /// all. Chosen by measurement (BENCHMARKS.md, "Import batched"): larger batches gain little.
+/// [`ROW_FORMAT`] and the README name the number.
 const BATCH: usize = 2048;
 
 /// Arguments of `kluis import`.
