@@ -105,7 +105,9 @@ impl Vault {
     /// [`BatchError::NotDurable`] with every row's outcome.
     ///
     /// Holds the lock stripes of all its new subjects while it runs (ascending, as
-    /// `forget_many`): choose batches of a few thousand rows, not millions.
+    /// `forget_many`; 2,048 rows take most of the 1,024 stripes), so writes and reads of other
+    /// subjects wait for the batch (tens of milliseconds per thousand rows): choose batches of a
+    /// few thousand rows, not millions.
     pub fn create_subjects_with(
         &self,
         rows: &[(RecordKey, Record)],

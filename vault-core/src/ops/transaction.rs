@@ -934,7 +934,7 @@ impl<'v> Transaction<'v> {
             let mut head = v.audit.head.lock_unpoisoned();
             if let Some(ks) = &ks {
                 for (claim, tags) in &claims {
-                    self.check_unique(ks, claim, tags)?;
+                    check_unique(v, &self.active, &self.subject, ks, claim, tags)?;
                 }
             }
             v.apply_audited_locked(&mut head, batch, audit)?;
@@ -976,62 +976,68 @@ impl<'v> Transaction<'v> {
             })
             .collect()
     }
+}
 
-    /// Refuses `claim` if another subject holds its value: a live row (as `find` counts them)
-    /// under any live KEK of `ks` (its lock is held, so that set cannot change under the check).
-    fn check_unique(
-        &self,
-        ks: &KeyStore,
-        claim: &Claim,
-        known: &BTreeMap<u32, [u8; TAG_LEN]>,
-    ) -> Result<(), Failed> {
-        let schema = &self.active.schema;
-        let rt = schema
-            .record_type(&claim.key.record_type)
-            .ok_or(IntegrityError)?;
-        let def = rt.field(&claim.field).ok_or(IntegrityError)?;
-        let field_key = self
-            .active
-            .index_keys
-            .get(&(rt.name.clone(), def.name.clone()))
-            .ok_or(IntegrityError)?;
-        let tags = ks
-            .keks
-            .iter()
-            .filter_map(|k| match known.get(&k.id) {
-                Some(t) if k.key.is_some() => Some((k.id, *t)),
-                _ => {
-                    let tag_key = index::tag_key(field_key, k.key.as_ref()?);
-                    Some((k.id, index::tag(&tag_key, &claim.form)))
-                }
-            })
-            .collect();
-        let probe = IndexProbe { rt, def, tags };
-        let kek_live = |id: u32| ks.kek(id).is_some_and(|k| k.state != KekState::Destroyed);
-        let other = |h: &SubjectId, _: &SubjectEntry| *h != self.subject;
-        let holders =
-            self.vault
-                .index_holders(schema, &probe, &kek_live, &other, (usize::MAX, 1))?;
-        if holders.is_empty() {
-            return Ok(());
-        }
-        Err(Failed {
-            op: Some((claim.op, claim.key.clone())),
-            error: WriteError::NotUnique {
-                record_type: rt.name.clone(),
-                field: def.name.clone(),
-            },
+/// Refuses `claim` of `subject` if another subject holds its value: a live row (as `find` counts
+/// them) under any live KEK of `ks` (its lock is held, so that set cannot change under the check).
+fn check_unique(
+    v: &Vault,
+    active: &ActiveSchema,
+    subject: &SubjectId,
+    ks: &KeyStore,
+    claim: &Claim,
+    known: &BTreeMap<u32, [u8; TAG_LEN]>,
+) -> Result<(), Failed> {
+    let schema = &active.schema;
+    let rt = schema
+        .record_type(&claim.key.record_type)
+        .ok_or(IntegrityError)?;
+    let def = rt.field(&claim.field).ok_or(IntegrityError)?;
+    let field_key = active
+        .index_keys
+        .get(&(rt.name.clone(), def.name.clone()))
+        .ok_or(IntegrityError)?;
+    let tags = ks
+        .keks
+        .iter()
+        .filter_map(|k| match known.get(&k.id) {
+            Some(t) if k.key.is_some() => Some((k.id, *t)),
+            _ => {
+                let tag_key = index::tag_key(field_key, k.key.as_ref()?);
+                Some((k.id, index::tag(&tag_key, &claim.form)))
+            }
         })
+        .collect();
+    let probe = IndexProbe { rt, def, tags };
+    let kek_live = |id: u32| ks.kek(id).is_some_and(|k| k.state != KekState::Destroyed);
+    let other = |h: &SubjectId, _: &SubjectEntry| h != subject;
+    let holders = v.index_holders(schema, &probe, &kek_live, &other, (usize::MAX, 1))?;
+    if holders.is_empty() {
+        return Ok(());
     }
+    Err(Failed {
+        op: Some((claim.op, claim.key.clone())),
+        error: WriteError::NotUnique {
+            record_type: rt.name.clone(),
+            field: def.name.clone(),
+        },
+    })
 }
 
 /// A transaction whose batch is built but not applied: `create_subjects_with` joins many of them
 /// into one apply, checking each one's unique claims in the same critical section as the apply,
 /// as `Transaction::apply` does for one.
+///
+/// Only what the commit needs is kept: the rest of the transaction (envelopes, plaintext
+/// sealing state) is dropped at once, not held until a whole batch of rows is applied.
 pub(crate) struct Prepared<'v> {
-    tx: Transaction<'v>,
+    vault: &'v Vault,
+    active: Arc<ActiveSchema>,
+    subject: SubjectId,
     batch: WriteBatch,
+    audit: Vec<AuditEntry>,
     claims: Vec<(Claim, BTreeMap<u32, [u8; TAG_LEN]>)>,
+    keys: Vec<SettledKey>,
 }
 
 impl<'v> Transaction<'v> {
@@ -1044,10 +1050,16 @@ impl<'v> Transaction<'v> {
             .into_iter()
             .map(|(c, tags)| (c.clone(), tags))
             .collect();
+        let mut keys = Vec::with_capacity(self.deks.len());
+        self.settle_keys(&mut keys);
         Ok(Prepared {
-            tx: self,
+            vault: self.vault,
+            active: self.active.clone(),
+            subject: self.subject,
             batch,
+            audit: std::mem::take(&mut self.audit),
             claims,
+            keys,
         })
     }
 }
@@ -1070,7 +1082,8 @@ impl Prepared<'_> {
     ) -> Result<(), WriteError> {
         let mut mine = Vec::with_capacity(self.claims.len());
         for (claim, tags) in &self.claims {
-            self.tx.check_unique(ks, claim, tags).map_err(|f| f.error)?;
+            check_unique(self.vault, &self.active, &self.subject, ks, claim, tags)
+                .map_err(|f| f.error)?;
             let id = claim_id(claim);
             if taken.contains(&id) || mine.contains(&id) {
                 return Err(WriteError::NotUnique {
@@ -1094,8 +1107,8 @@ impl Prepared<'_> {
         keys: &mut Vec<SettledKey>,
     ) {
         batch.append(std::mem::take(&mut self.batch));
-        audit.append(&mut self.tx.audit);
-        self.tx.settle_keys(keys);
+        audit.append(&mut self.audit);
+        keys.append(&mut self.keys);
     }
 }
 
