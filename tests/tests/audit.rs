@@ -531,7 +531,21 @@ fn head_key() -> Vec<u8> {
 }
 
 /// A copy of the closed session vault at `from`, edited raw by `edit`, then opened and verified.
+/// A copy of the vault in `from` with its sled rows edited by `edit`, and its `data/WITNESS`
+/// removed: whoever can edit `data/` can remove that file too, and these cases test the chain's
+/// own checks (the witness is tested in `witness.rs`, and below for a cut log).
 fn tampered(from: &Path, clock: &Arc<MockClock>, edit: impl FnOnce(&sled::Tree)) -> AuditProblem {
+    let dir = edited_copy(from, edit);
+    std::fs::remove_file(dir.path().join("data/WITNESS")).unwrap();
+    let v = open_new(dir.path(), clock);
+    let report = v.verify_audit().unwrap();
+    let entries = report.entries;
+    report
+        .problem
+        .unwrap_or_else(|| panic!("not detected ({entries} entries verified)"))
+}
+
+fn edited_copy(from: &Path, edit: impl FnOnce(&sled::Tree)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(from, dir.path());
     {
@@ -540,12 +554,7 @@ fn tampered(from: &Path, clock: &Arc<MockClock>, edit: impl FnOnce(&sled::Tree))
         edit(&tree);
         db.flush().unwrap();
     }
-    let v = open_new(dir.path(), clock);
-    let report = v.verify_audit().unwrap();
-    let entries = report.entries;
-    report
-        .problem
-        .unwrap_or_else(|| panic!("not detected ({entries} entries verified)"))
+    dir
 }
 
 fn get(tree: &sled::Tree, key: &[u8]) -> Vec<u8> {
@@ -655,6 +664,27 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
     // head that matches the new last entry.
     let p = tampered(root, clock, |t| truncate_with_head(t, cp + 1, n));
     assert_eq!(p, AuditProblem::HeadMismatch);
+    // With the witness in place, a log cut back anywhere (head rewritten to match) is refused at
+    // open already.
+    for first in [cp - 2, cp + 1, n] {
+        let dir = edited_copy(root, |t| truncate_with_head(t, first, n));
+        let err = Vault::open(
+            &VaultPaths::in_dir(dir.path()),
+            &new_creds(),
+            options(clock),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                vault_core::OpenError::RolledBack(vault_core::Rollback::CommittedWritesLost {
+                    witnessed,
+                    ..
+                }) if witnessed == n
+            ),
+            "cut at {first}: {err:?}"
+        );
+    }
     // A stored chain MAC with one bit flipped is refused.
     let p = tampered(root, clock, |t| {
         let mut v = get(t, &audit_key(6));

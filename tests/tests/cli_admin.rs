@@ -878,3 +878,66 @@ fn chrono_free_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// `kluis migrate --to redb --json`: one JSON report with the counts; the vault then lives in
+/// redb (sled's files gone) and reads, finds and verifies as before; migrating to redb again is a
+/// usage error (exit 2), and a vault in use is refused with exit 6.
+#[test]
+fn admin_migrate_moves_the_vault_to_another_engine() {
+    let env = Env::new();
+    let subjects = env.populated();
+    let lines = env.json(&["migrate", "--to", "redb"]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let r = &lines[0];
+    assert_eq!(
+        (r["from"].as_str(), r["to"].as_str()),
+        (Some("sled"), Some("redb"))
+    );
+    assert_eq!(
+        (r["subjects"].as_u64(), r["records"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert!(r["rows"].as_u64().unwrap() > 10, "{r}");
+    assert!(r["bytes"].as_u64().unwrap() > 1000, "{r}");
+    assert!(r["seconds"].as_f64().is_some(), "{r}");
+    let data = env.vault().join("data");
+    assert_eq!(
+        std::fs::read_to_string(data.join("ENGINE")).unwrap(),
+        "redb\n"
+    );
+    assert!(data.join("kluis.redb").is_file());
+    assert!(!data.join("db").exists() && !data.join("conf").exists());
+    assert_eq!(env.first_name(&subjects[0]), "Jan");
+    assert_eq!(
+        env.find_email("els@voorbeeld.nl"),
+        vec![subjects[1].clone()]
+    );
+    env.ok(&["verify"]);
+    env.ok(&["audit", "verify"]);
+
+    let again = env.run(&["--json", "migrate", "--to", "redb"]);
+    assert_eq!(again.status.code(), Some(2));
+    let err: Value = serde_json::from_slice(&again.stderr).unwrap();
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("already uses the redb"),
+        "{err}"
+    );
+    let unknown = env.run(&["migrate", "--to", "rocksdb"]);
+    assert_eq!(unknown.status.code(), Some(2));
+
+    let opts = vault_core::VaultOptions::default()
+        .kdf(vault_core::KdfParams::danger_insecure_for_tests())
+        .danger_allow_weak_kdf(true);
+    let creds = Credentials::passphrase(PASSPHRASE);
+    let v = Vault::open(&VaultPaths::in_dir(env.vault()), &creds, opts).unwrap();
+    let busy = env.run(&["migrate", "--to", "fjall"]);
+    assert_eq!(busy.status.code(), Some(6));
+    drop(v);
+    assert_eq!(
+        std::fs::read_to_string(data.join("ENGINE")).unwrap(),
+        "redb\n"
+    );
+}

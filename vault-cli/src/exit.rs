@@ -4,8 +4,8 @@ use std::fmt;
 use std::process::ExitCode;
 
 use vault_core::{
-    CreateError, DeleteError, Error, FindError, KdfError, LifecycleError, OpenError, ReadError,
-    RekeyError, StorageError, SubjectError, WriteError,
+    CopyError, CreateError, DeleteError, Error, FindError, KdfError, LifecycleError, MigrateError,
+    OpenError, ReadError, RekeyError, StorageError, SubjectError, WriteError,
 };
 
 /// Other failure.
@@ -191,6 +191,28 @@ fn lifecycle(e: &LifecycleError) -> u8 {
     }
 }
 
+fn copy(e: &CopyError) -> u8 {
+    match e {
+        CopyError::Source(s) | CopyError::Target(s) => storage(s),
+        // The copy read back differs from what was written: one of the stores is damaged.
+        CopyError::Differs { .. } => INTEGRITY,
+        _ => FAILURE,
+    }
+}
+
+fn migrate(e: &MigrateError) -> u8 {
+    match e {
+        MigrateError::SameEngine { .. } => USAGE,
+        MigrateError::Open(o) => open(o),
+        MigrateError::Copy(c) => copy(c),
+        MigrateError::Io { .. } => STORAGE_REFUSED,
+        MigrateError::Verify { .. } => INTEGRITY,
+        MigrateError::Storage(s) => storage(s),
+        // The target engine is not built into this kluis.
+        _ => FAILURE,
+    }
+}
+
 fn admin(e: &vault_core::admin::AdminError) -> u8 {
     use vault_core::admin::AdminError;
     match e {
@@ -199,6 +221,7 @@ fn admin(e: &vault_core::admin::AdminError) -> u8 {
         AdminError::Write(w) => write(w),
         AdminError::Rekey(r) => rekey(r),
         AdminError::Storage(s) => storage(s),
+        AdminError::Copy(c) => copy(c),
         // Destination exists, I/O while writing the copy, RNG failure.
         _ => FAILURE,
     }
@@ -218,6 +241,7 @@ fn library(e: &Error) -> u8 {
         Error::Lifecycle(e) => lifecycle(e),
         Error::Storage(e) => storage(e),
         Error::Admin(e) => admin(e),
+        Error::Migrate(e) => migrate(e),
         // A schema that would orphan data is refused as invalid input.
         Error::SchemaChange(vault_core::schema_change::SchemaChangeError::Storage(s)) => storage(s),
         Error::SchemaChange(_) => INVALID_INPUT,
@@ -251,6 +275,7 @@ pub fn code(e: &anyhow::Error) -> u8 {
         StorageError => storage,
         KdfError => kdf,
         vault_core::admin::AdminError => admin,
+        MigrateError => migrate,
     );
     if e.downcast_ref::<vault_core::schema::SchemaError>()
         .is_some()

@@ -29,6 +29,8 @@ pub enum Component {
     Audit,
     /// The erasure ledger file beside the key store.
     Ledger,
+    /// The data directory's `WITNESS` file (the newest audit position the engine made durable).
+    Witness,
 }
 
 impl fmt::Display for Component {
@@ -43,6 +45,7 @@ impl fmt::Display for Component {
             Component::Meta => "vault metadata",
             Component::Audit => "audit log",
             Component::Ledger => "erasure ledger",
+            Component::Witness => "storage witness",
         })
     }
 }
@@ -229,6 +232,24 @@ pub enum Rollback {
     LedgerReplaced {
         /// Which half of the vault has seen another ledger.
         by: LedgerWitness,
+    },
+    /// The storage engine holds fewer audited writes than its `WITNESS` file says it had made
+    /// durable: the engine dropped the end of its log (after damage to it) and would serve an
+    /// older state unannounced. Writes after `found` up to `witnessed` are lost from `data/`.
+    #[error("the storage engine lost committed writes: its audit log ends at entry {found}, but it had made entry {witnessed} durable (damaged engine files; restore the data directory from a backup, or accept the loss)")]
+    CommittedWritesLost {
+        /// The audit sequence number the witness recorded as durable.
+        witnessed: u64,
+        /// The audit sequence number the engine's head holds.
+        found: u64,
+    },
+    /// The storage engine's audit head is at the position the witness recorded, but is not the
+    /// head the witness was written for: the data directory's engine files were replaced by
+    /// another copy (one that went another way) beside this witness.
+    #[error("the storage engine's audit head at entry {seq} is not the one its witness recorded: the engine's files were replaced by another copy")]
+    WitnessMismatch {
+        /// The audit sequence number both hold.
+        seq: u64,
     },
 }
 
@@ -790,6 +811,9 @@ pub enum Error {
     /// Transactions.
     #[error(transparent)]
     Transaction(#[from] TransactionError),
+    /// Moving a vault to another storage engine.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -852,6 +876,116 @@ pub enum AdminError {
     /// Storage failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The row copy of a logical backup (a fjall vault's) failed or does not compare equal to the
+    /// vault; the destination holds no usable backup.
+    #[error("the backup copy failed: {0}")]
+    Copy(#[source] CopyError),
+}
+
+/// What the compare pass of a row copy found different (which row is never said: keys hold
+/// subject ids and labels, values ciphertext).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RowDifference {
+    /// A row of the source is not in the copy.
+    Missing,
+    /// The copy has a row the source does not.
+    Extra,
+    /// A row of the copy holds other bytes than the source's.
+    Value,
+}
+
+impl fmt::Display for RowDifference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RowDifference::Missing => "a row is missing from the copy",
+            RowDifference::Extra => "the copy has a row the source does not",
+            RowDifference::Value => "a row's value differs",
+        })
+    }
+}
+
+/// Errors of a store-to-store row copy (`kluis migrate`, the logical backup of a fjall vault).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// Reading the source store failed.
+    #[error("reading the source: {0}")]
+    Source(#[source] StorageError),
+    /// Creating, writing, syncing or reading back the copy failed.
+    #[error("writing the copy: {0}")]
+    Target(#[source] StorageError),
+    /// The compare pass found the copy different from the source.
+    #[error(
+        "the copy differs from the source in table {table} after {row} equal row(s): {difference}"
+    )]
+    Differs {
+        /// The table.
+        table: &'static str,
+        /// Rows of that table that compared equal before the difference.
+        row: u64,
+        /// What differs.
+        difference: RowDifference,
+    },
+}
+
+/// Errors of `Vault::migrate` (moving a vault's data directory to another storage engine).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// The vault already uses the engine asked for. Nothing was migrated (leftover files of an
+    /// earlier interrupted migrate were removed).
+    #[error("the vault already uses the {engine} storage engine: nothing to migrate")]
+    SameEngine {
+        /// The engine.
+        engine: &'static str,
+    },
+    /// This kluis was built without the engine asked for. Nothing was changed.
+    #[error("this kluis was built without the {engine} storage engine")]
+    EngineNotBuilt {
+        /// The engine.
+        engine: &'static str,
+    },
+    /// Opening the vault (before the copy, or on the new engine after the switch) failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The row copy failed or did not compare equal. The old engine is still the vault's; the
+    /// partial copy is removed by the next migrate.
+    #[error("{0}; the vault still uses its old storage engine")]
+    Copy(#[source] CopyError),
+    /// A file of the data directory could not be removed or replaced: leftovers before the copy
+    /// (nothing changed), or the `ENGINE` file at the switch (the old engine is still the
+    /// vault's).
+    #[error("cannot change {path}: {kind}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+    },
+    /// After the switch, reading the vault back on the new engine found records that do not read
+    /// or an audit chain that does not verify. The rows compared equal, so the old engine held the
+    /// same damage; its files are kept for investigation (the next migrate removes them).
+    #[error("the vault now uses the {engine} storage engine, but reading it back found {records} record(s) that do not read{}; the old engine's files were kept", audit_note(.audit_intact))]
+    Verify {
+        /// The new engine.
+        engine: &'static str,
+        /// Records that did not read.
+        records: u64,
+        /// Whether the audit chain verified.
+        audit_intact: bool,
+    },
+    /// Storage failure reading the vault back on the new engine.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn audit_note(intact: &bool) -> &'static str {
+    if *intact {
+        ""
+    } else {
+        " and an audit chain that does not verify"
+    }
 }
 
 /// Why a new schema cannot be applied.

@@ -71,7 +71,7 @@ pub mod fuzz_api;
 pub use crypto::{labels, secret};
 pub use format::{audit, record, subject};
 pub use keys::{credentials, keystore, retention};
-pub use ops::{admin, export, lifecycle, records, schema_change, stats, transaction};
+pub use ops::{admin, export, lifecycle, migrate, records, schema_change, stats, transaction};
 pub use storage::{durability, engine, store};
 
 /// The README's example, compiled and run as a doctest.
@@ -85,9 +85,9 @@ pub use clock::{Clock, MockClock, SystemClock};
 pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
 pub use error::{
-    Component, CreateError, DeleteError, Error, FindError, IntegrityError, KdfError, KeyFileError,
-    LedgerWitness, LifecycleError, OpError, OpenError, ReadError, RekeyError, Rollback,
-    StorageError, SubjectError, TransactionError, WriteError,
+    Component, CopyError, CreateError, DeleteError, Error, FindError, IntegrityError, KdfError,
+    KeyFileError, LedgerWitness, LifecycleError, MigrateError, OpError, OpenError, ReadError,
+    RekeyError, Rollback, RowDifference, StorageError, SubjectError, TransactionError, WriteError,
 };
 pub use export::{
     HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordEventExport, RecordExport,
@@ -96,6 +96,7 @@ pub use export::{
 };
 pub use keystore::{Epoch, KekInfo, KekState};
 pub use lifecycle::{EventReport, ExpireReport, ForgetReport, KeptPurpose, NotCounted, Request};
+pub use migrate::{MigrateProgress, MigrateReport};
 pub use ops::audit_log::AuditFilter;
 pub use ops::retire::RetireReport;
 pub use record::{FieldState, Record, Shredded};

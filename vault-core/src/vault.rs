@@ -27,6 +27,7 @@ use crate::storage::fsutil::{LockError, LockFile};
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::storage::store::{Store, Table, WriteBatch};
 use crate::storage::table::{encode_with, AuditHead, KeyStoreSeen, Rows, TableDef};
+use crate::storage::witness::{Witness, Witnessed};
 
 /// Format version of the data directory this build writes and reads.
 pub const DATA_FORMAT_VERSION: u16 = 3;
@@ -136,9 +137,11 @@ impl VaultOptions {
         self.dek_cache = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         self
     }
-    /// The storage engine's page/block cache size in bytes (default 64 MiB).
+    /// The storage engine's page or block cache size in bytes, whichever the engine is (defaults:
+    /// sled and redb 64 MiB, fjall 16 MiB).
     pub fn storage_cache_bytes(mut self, n: u64) -> Self {
         self.storage.cache_bytes = n;
+        self.storage.block_cache_bytes = n;
         self
     }
     /// The storage engine: which one [`Vault::create`] makes the data directory with (default
@@ -146,6 +149,12 @@ impl VaultOptions {
     /// directory records; a different one is [`OpenError::EngineMismatch`]).
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = Some(engine);
+        self
+    }
+    /// fjall only: the size of one memtable, the writes held in memory before they go to a table
+    /// file (default 16 MiB; fjall's own default is 64 MiB).
+    pub fn storage_memtable_bytes(mut self, n: u64) -> Self {
+        self.storage.memtable_bytes = n;
         self
     }
     /// redb only: verify every page checksum when opening (default on; reads the whole file).
@@ -227,7 +236,8 @@ pub struct Vault {
     pub(crate) keys: KeyState,
     /// The audit chain's key and heads.
     pub(crate) audit: AuditState,
-    _locks: (LockFile, LockFile),
+    /// Held for the vault's lifetime; taken out only by [`Vault::close_keeping_locks`].
+    _locks: Option<(LockFile, LockFile)>,
 }
 
 /// What a vault holds of its data directory.
@@ -243,6 +253,8 @@ pub(crate) struct DataState {
     key_store_seen: std::sync::atomic::AtomicU64,
     /// Newest ledger position recorded in `data/` (changed under the audit-head lock).
     ledger_seen: Mutex<Anchor>,
+    /// `data/WITNESS`: the newest audit head the engine made durable (`storage/witness.rs`).
+    pub(crate) witness: Witness,
 }
 
 /// What a vault holds of its keys: the key store, the unwrapped data keys it caches, the wraps in
@@ -266,6 +278,16 @@ pub(crate) struct AuditState {
     pub(crate) head: Mutex<crate::format::audit::Head>,
     /// Head of the audit chain known durable; the key store checkpoints it on every write.
     pub(crate) durable: Arc<Mutex<crate::format::audit::Head>>,
+}
+
+impl Drop for Vault {
+    /// Makes the witness file durable as it stands (it never claims more than the engine made
+    /// durable, so this is safe whatever the engine still holds unsynced).
+    fn drop(&mut self) {
+        if let Err(e) = self.data.witness.sync() {
+            tracing::warn!(error = %e, "could not sync the storage witness file at close");
+        }
+    }
 }
 
 impl std::fmt::Debug for Vault {
@@ -483,12 +505,12 @@ impl Vault {
         row_handler(&ks).put::<KeyStoreSeen>(&mut batch, &(), &generation);
         store.apply(batch)?;
         store.sync()?;
+        let (witness, _) = Witness::open(&paths.data_dir, witness_key(&ks))?;
         tracing::info!(data = %paths.data_dir.display(), engine = %chosen, "created kluis vault");
         let vault = Self::assemble(
             paths,
             crate::format::audit::Head::EMPTY,
-            store,
-            Some(opened),
+            (store, Some(opened), witness),
             (ks, ledger),
             (schema, field_ids),
             options,
@@ -512,7 +534,27 @@ impl Vault {
         creds: &Credentials,
         options: VaultOptions,
     ) -> Result<Vault, OpenError> {
-        Self::open_checked(paths, creds, options, None).map(|(v, _)| v)
+        Self::open_checked(paths, creds, options, None, None).map(|(v, _)| v)
+    }
+
+    /// [`Vault::open`] with the lock files already held (`locks`, from
+    /// [`Vault::close_keeping_locks`]): `migrate` reopens the vault on its new engine without
+    /// letting another process in between.
+    pub(crate) fn open_holding_locks(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        options: VaultOptions,
+        locks: Option<(LockFile, LockFile)>,
+    ) -> Result<Vault, OpenError> {
+        Self::open_checked(paths, creds, options, None, locks).map(|(v, _)| v)
+    }
+
+    /// Closes the vault (its storage engine and witness, as a drop does) but keeps its lock files
+    /// held, for [`Vault::open_holding_locks`].
+    pub(crate) fn close_keeping_locks(mut self) -> Option<(LockFile, LockFile)> {
+        let locks = self._locks.take();
+        drop(self);
+        locks
     }
 
     /// **Danger: disaster recovery.** Opens a vault even if its key store is older than the data
@@ -533,7 +575,7 @@ impl Vault {
         options: VaultOptions,
         req: &crate::format::audit::Request,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
-        Self::open_checked(paths, creds, options, Some(req))
+        Self::open_checked(paths, creds, options, Some(req), None)
     }
 
     fn open_checked(
@@ -541,6 +583,7 @@ impl Vault {
         creds: &Credentials,
         options: VaultOptions,
         accept: Option<&crate::format::audit::Request>,
+        held: Option<(LockFile, LockFile)>,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
         let recorded = match engine::recorded(&paths.data_dir)? {
             Recorded::Engine(e) => e,
@@ -581,8 +624,13 @@ impl Vault {
             None => OpenError::AlreadyOpen { path },
             Some(e) => OpenError::Storage(StorageError::io(Component::DataStore, &e)),
         };
-        let data_lock = lock(&data_lock_path(paths)).map_err(map_lock)?;
-        let key_lock = lock(&key_lock_path(paths)).map_err(map_lock)?;
+        let (data_lock, key_lock) = match held {
+            Some(locks) => locks,
+            None => (
+                lock(&data_lock_path(paths)).map_err(map_lock)?,
+                lock(&key_lock_path(paths)).map_err(map_lock)?,
+            ),
+        };
         let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
         let opened = engine::open(
             recorded,
@@ -605,18 +653,23 @@ impl Vault {
             .get::<AuditHead>(&*store, &())?
             .unwrap_or(crate::format::audit::Head::EMPTY);
         let (ledger, ledger_rollback, ledger_seen) = open_ledger(&*store, &ks)?;
+        let (witness, witnessed) = Witness::open(&paths.data_dir, witness_key(&ks))?;
+        let lost = check_witness(&ks, witnessed, &head);
         let vault = Self::assemble(
             paths,
             head,
-            store,
-            Some(opened),
+            (store, Some(opened), witness),
             (ks, ledger),
             (schema, field_ids),
             options,
             (data_lock, key_lock),
         );
         *vault.data.ledger_seen.lock_unpoisoned() = ledger_seen;
-        let rollback = vault.check_rollback(stored_schema_version, ledger_rollback)?;
+        // The key-store, schema and ledger checks first: an older half put back is the more
+        // fundamental finding (a data backup restored with its `audit_head` removed is both).
+        let rollback = vault
+            .check_rollback(stored_schema_version, ledger_rollback)?
+            .or(lost);
         match (rollback, accept) {
             (Some(r), None) => return Err(OpenError::RolledBack(r)),
             (Some(r), Some(req)) => vault.accept_rollback(r, stored_schema_version, req)?,
@@ -719,6 +772,13 @@ impl Vault {
             crate::error::Rollback::LedgerReplaced { by } => {
                 format!("an erasure ledger other than the {by} had seen")
             }
+            crate::error::Rollback::CommittedWritesLost { witnessed, found } => format!(
+                "a storage engine whose audit log ends at entry {found} (it had made entry \
+                 {witnessed} durable)"
+            ),
+            crate::error::Rollback::WitnessMismatch { seq } => {
+                format!("storage engine files other than its witness recorded at entry {seq}")
+            }
         };
         let audit = crate::format::audit::AuditEntry::new(
             crate::format::audit::AuditOp::AcceptRollback,
@@ -732,6 +792,8 @@ impl Vault {
             .key_store_seen
             .store(generation, Ordering::Release);
         *self.data.ledger_seen.lock_unpoisoned() = tip;
+        // The state found is the truth now: the witness follows it, even where it had recorded more.
+        self.data.witness.restart();
         self.sync_store()?;
         tracing::warn!(accepted = %what, "rolled-back vault state accepted by an operator");
         Ok(())
@@ -839,8 +901,7 @@ impl Vault {
     fn assemble(
         paths: &VaultPaths,
         head: crate::format::audit::Head,
-        store: Box<dyn Store>,
-        engine: Option<Arc<dyn EngineStore>>,
+        (store, engine, witness): (Box<dyn Store>, Option<Arc<dyn EngineStore>>, Witness),
         (ks, ledger): (KeyStore, Ledger),
         (schema, field_ids): (Schema, FieldIds),
         options: VaultOptions,
@@ -866,6 +927,7 @@ impl Vault {
                 rows,
                 key_store_seen: std::sync::atomic::AtomicU64::new(0),
                 ledger_seen: Mutex::new(Anchor::NONE),
+                witness,
             },
             keys: KeyState {
                 store: Mutex::new(ks),
@@ -880,7 +942,7 @@ impl Vault {
                 durable: durable_head,
             },
             options,
-            _locks: locks,
+            _locks: Some(locks),
         }
     }
 
@@ -1051,11 +1113,23 @@ impl Vault {
         // must not be ahead of the erasures it depends on.
         self.keys.ledger.sync()?;
         self.data.store.sync()?;
-        let mut d = self.audit.durable.lock_unpoisoned();
-        if head.seq > d.seq {
-            *d = head;
-        }
+        self.witness_durable(head);
         Ok(())
+    }
+
+    /// Records `head`, just made durable by an engine sync, as the durable head (for the key
+    /// store's checkpoint) and in the witness file. A failed witness write is logged, not
+    /// returned: the data is durable, and a witness that lags only claims less.
+    pub(crate) fn witness_durable(&self, head: crate::format::audit::Head) {
+        {
+            let mut d = self.audit.durable.lock_unpoisoned();
+            if head.seq > d.seq {
+                *d = head;
+            }
+        }
+        if let Err(e) = self.data.witness.record(&head) {
+            tracing::warn!(error = %e, "could not update the storage witness file");
+        }
     }
 
     /// Appends `entries` to the audit chain inside `batch`, applies the batch atomically (the change
@@ -1250,6 +1324,31 @@ impl TableDef for LedgerSeen {
 }
 
 /// The row handling of a vault whose key store is `ks` (its row-MAC key is derived from it).
+/// The key of the data directory's witness file (`storage/witness.rs`).
+fn witness_key(ks: &KeyStore) -> SecretKey {
+    crypto::derive_subkey(&ks.meta_root, &[labels::WITNESS])
+}
+
+/// What the witness says about the engine's audit head: `None` when the engine holds at least
+/// what the witness recorded (or there is no witness yet, as in vaults from before it).
+fn check_witness(
+    ks: &KeyStore,
+    witnessed: Option<Witnessed>,
+    head: &crate::format::audit::Head,
+) -> Option<crate::error::Rollback> {
+    let w = witnessed?;
+    if head.seq < w.seq {
+        return Some(crate::error::Rollback::CommittedWritesLost {
+            witnessed: w.seq,
+            found: head.seq,
+        });
+    }
+    if head.seq == w.seq && !w.matches(&witness_key(ks), head) {
+        return Some(crate::error::Rollback::WitnessMismatch { seq: w.seq });
+    }
+    None
+}
+
 fn row_handler(ks: &KeyStore) -> Rows {
     Rows::new(crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]))
 }

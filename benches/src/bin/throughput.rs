@@ -32,8 +32,8 @@ use benches::probe::{cpu_seconds, status_kib};
 use benches::{customer, email_of, invoice, CryptoFloor, NaiveStore, PlainStore, Rng};
 use serde_json::{json, Value};
 use vault_core::{
-    Credentials, Durability, Epoch, KdfParams, KekState, MockClock, Record, Request, SubjectId,
-    Vault, VaultPaths,
+    engine::Engine, Credentials, Durability, Epoch, KdfParams, KekState, MockClock, Record,
+    Request, SubjectId, Vault, VaultPaths,
 };
 
 /// Records generated and stored per chunk (bounds the generator's memory at 1M).
@@ -144,12 +144,29 @@ fn ratio(k: &Sample, b: Option<Sample>, cpu: bool) -> String {
     }
 }
 
+/// kluis against the limit: plaintext on the same engine plus the crypto floor, per operation
+/// (issue 13: "the time the same work needs as plaintext on the same engine plus the crypto
+/// floor"), as `limit time ÷ kluis time` (1.00 = at the limit), wall or CPU.
+fn vs_limit(r: &Row, cpu: bool) -> String {
+    match (r.plain, r.floor) {
+        (Some(p), Some(f)) if !cpu => {
+            let limit = 1.0 / p.rate() + 1.0 / f.rate();
+            format!("{:.2}", limit * r.kluis.rate())
+        }
+        (Some(p), Some(f)) if r.kluis.cpu > 0.0 && p.cpu > 0.0 => {
+            let limit = p.cpu_per_op() + f.cpu_per_op();
+            format!("{:.2}", limit / r.kluis.cpu_per_op())
+        }
+        _ => "-".into(),
+    }
+}
+
 fn print_markdown(rep: &Report) {
-    println!("| section | operation | N | threads | durability | unit | kluis /s | plaintext /s | naive /s | crypto floor /s | kluis/plain wall | kluis/plain CPU | kluis/naive wall | kluis CPU µs/op |");
-    println!("|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| section | operation | N | threads | durability | unit | kluis /s | plaintext /s | naive /s | crypto floor /s | kluis/plain wall | kluis/plain CPU | kluis/limit wall | kluis/limit CPU | kluis/naive wall | kluis CPU µs/op |");
+    println!("|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rep.rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
             r.section,
             r.op,
             r.n,
@@ -162,6 +179,8 @@ fn print_markdown(rep: &Report) {
             fmt_rate(r.floor),
             ratio(&r.kluis, r.plain, false),
             ratio(&r.kluis, r.plain, true),
+            vs_limit(r, false),
+            vs_limit(r, true),
             ratio(&r.kluis, r.naive, false),
             r.kluis.cpu_per_op() * 1e6
         );
@@ -323,6 +342,11 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
     // between the two in the same run.
     let two_calls = open_vault(&dir.join("kluis-two-calls"), Durability::Relaxed, None);
     let plain = PlainStore::open(&dir.join("plain")).unwrap();
+    // Issue 13's "what a shop on sled has today": plaintext puts on sled, in the same run, when
+    // kluis runs on another engine.
+    let plain_sled = (benches::engine() != Engine::Sled)
+        .then(|| PlainStore::open_on(Engine::Sled, &dir.join("plain-sled")).unwrap());
+    let mut ps = Sample::default();
     let naive = NaiveStore::open(&dir.join("naive")).unwrap();
     let mut subjects: Vec<Option<SubjectId>> = vec![None; n as usize];
     let (mut kp, mut k2, mut pp, mut np, mut fp) = (
@@ -360,6 +384,11 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
         pp.add(measure(end - start, || {
             par(&values, threads, |(i, v)| plain.put(&pid(*i), v).unwrap())
         }));
+        if let Some(sled) = &plain_sled {
+            ps.add(measure(end - start, || {
+                par(&values, threads, |(i, v)| sled.put(&pid(*i), v).unwrap())
+            }));
+        }
         np.add(measure(end - start, || {
             par(&values, threads, |(i, v)| naive.put(&pid(*i), v).unwrap())
         }));
@@ -407,6 +436,18 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
         Some(np),
         None,
     ));
+    if plain_sled.is_some() {
+        rep.note(format!(
+            "put vs plaintext sled put (same run): kluis on {} {:.0}/s, plaintext sled {:.0}/s: \
+             x{:.2} wall, x{:.2} CPU (issue 13 target ≥ 3×)",
+            benches::engine().name(),
+            kp.rate(),
+            ps.rate(),
+            kp.rate() / ps.rate(),
+            ps.cpu_per_op() / kp.cpu_per_op().max(1e-12)
+        ));
+    }
+    drop(plain_sled);
     drop(two_calls);
     vault.sync().unwrap();
     if puts_only {

@@ -25,6 +25,7 @@ pub mod hold;
 pub mod import;
 pub mod init;
 pub mod keys;
+pub mod migrate;
 pub mod records;
 pub mod recover;
 pub mod register;

@@ -8,7 +8,8 @@ use crate::exit::{self, CliError};
 /// Arguments of `kluis recover`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Accept the rolled-back key store or schema as the vault's new state (audited). Without
+    /// Accept the rolled-back key store or schema, or the state a damaged storage engine was
+    /// found in, as the vault's new state (audited). Without
     /// it, `recover` only says what it found.
     #[arg(long)]
     pub accept_rollback: bool,
@@ -23,8 +24,24 @@ const WHAT_IT_REOPENS: &str = "an older key store holds KEKs destroyed since it 
      older schema brings back its fields and retention rules. After accepting, retire every live \
      KEK (`kluis rotate kek --all`) and take fresh backups of data/ and keys/.";
 
+/// What accepting a storage engine found behind its witness means.
+const WHAT_A_LOSS_MEANS: &str = "the data directory keeps what its storage engine still holds: \
+     records and audit entries written after the engine's last intact entry are gone from it \
+     (erasures since are re-applied from the erasure ledger). If a backup of data/ is newer than \
+     the loss, restore it instead of accepting. Take a fresh backup of data/ afterwards.";
+
 fn describe(r: &Rollback) -> String {
     r.to_string()
+}
+
+/// What accepting `r` re-opens or gives up.
+fn consequences(r: &Rollback) -> &'static str {
+    match r {
+        Rollback::CommittedWritesLost { .. } | Rollback::WitnessMismatch { .. } => {
+            WHAT_A_LOSS_MEANS
+        }
+        _ => WHAT_IT_REOPENS,
+    }
 }
 
 /// Runs `kluis recover`.
@@ -42,7 +59,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
                 ),
             )
             .with_hint(format!(
-                "accepting is audited. What it re-opens: {WHAT_IT_REOPENS}"
+                "accepting is audited. What it means: {}",
+                consequences(&r)
             ))
             .into()),
             Err(e) => Err(vault_core::Error::from(e).into()),
@@ -69,7 +87,7 @@ fn report(g: &Global, found: Option<&Rollback>, accepting: bool) -> anyhow::Resu
                 "accepted: {} (audited as accept_rollback)",
                 describe(r)
             ))?;
-            note(&format!("warning: {WHAT_IT_REOPENS}"));
+            note(&format!("warning: {}", consequences(r)));
             Ok(())
         }
     }

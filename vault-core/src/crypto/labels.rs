@@ -36,3 +36,5 @@ pub const LEDGER: &[u8] = b"kluis/v1/ledger";
 pub const LEDGER_HEADER: &[u8] = b"kluis/v1/ledger/header";
 /// MAC domain of one erasure ledger record, chained to the one before.
 pub const LEDGER_RECORD: &[u8] = b"kluis/v1/ledger/record";
+/// HKDF info of the key that authenticates the data directory's `WITNESS` file.
+pub const WITNESS: &[u8] = b"kluis/v1/witness";

@@ -6,7 +6,7 @@
 //! - [`Vault::rotate_index`] replaces the blind-index root and rebuilds every record's tags and
 //!   index rows from the decrypted values.
 //! - [`Vault::backup`] copies the data directory (never the key store or the erasure ledger beside
-//!   it) consistently.
+//!   it) consistently: its files (sled, redb), or its rows into a new store (fjall).
 //! - [`Vault::export_key_store`] writes a recovery copy of the key store, carrying the erasure
 //!   ledger's entries, sealed under separate credentials.
 
@@ -24,6 +24,8 @@ use crate::format::record::Envelope;
 use crate::format::subject::{slot_name, Slot, SubjectEntry, SubjectId, SUBJECT_ID_LEN};
 use crate::keys::credentials::{Credentials, KdfParams};
 use crate::ops::lifecycle::Request;
+use crate::storage::copy;
+use crate::storage::engine::{self, Engine};
 use crate::storage::index;
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::storage::store::WriteBatch;
@@ -425,6 +427,12 @@ impl Vault {
     /// consistent state of the vault. (sled's background flusher has nothing left to write after
     /// the sync, as no commit can happen meanwhile; reads continue during the copy.)
     ///
+    /// A fjall vault is backed up logically instead: fjall's own threads flush and compact
+    /// (create and delete files) whatever kluis holds, so a file copy could tear. Under the same
+    /// lock every row is copied, as stored, into a new fjall store in `dest` (bounded batches,
+    /// synced, then compared row by row with the vault), beside its `ENGINE` file and the data
+    /// directory's other files. Either way the backup opens as the vault did.
+    ///
     /// **The key store and the erasure ledger are not copied** (they live in `keys/`): back them
     /// up separately (see [`Vault::export_key_store`]), and never next to the data backups —
     /// destroying keys is what makes erasure real, and a data backup restored later has every
@@ -446,32 +454,59 @@ impl Vault {
         if dest.starts_with(&self.paths.data_dir) {
             return Err(refuse("it is inside the data directory"));
         }
-        if self.engine() == Some(crate::storage::engine::Engine::Fjall) {
-            // fjall's own threads flush and compact (create and delete files) whatever kluis
-            // holds, so a file copy of an open fjall vault can miss or mismatch its files.
-            return Err(refuse(
-                "a fjall vault cannot be copied while it is open: close it and copy its data                  directory (online backup of fjall is not built yet)",
-            ));
-        }
         make_private_dir(dest)?;
         // Hold off every commit (they all take this lock) while syncing and copying.
         let head = self.audit.head.lock_unpoisoned();
-        self.data.store.sync()?;
-        {
-            let mut d = self.audit.durable.lock_unpoisoned();
-            if head.seq > d.seq {
-                *d = *head;
+        let lock_name = std::ffi::OsString::from("kluis.lock");
+        let result = match self.engine() {
+            Some(e @ Engine::Fjall) => self.logical_backup(&head, e, dest),
+            _ => {
+                self.sync_source(&head)?;
+                copy_tree(&self.paths.data_dir, dest, &[lock_name])
             }
-        }
+        };
+        drop(head);
+        result?;
         let mut report = BackupReport {
             dest: dest.to_path_buf(),
             files: 0,
             bytes: 0,
         };
-        let lock_name = std::ffi::OsStr::new("kluis.lock");
-        copy_tree(&self.paths.data_dir, dest, Some(lock_name), &mut report)?;
-        drop(head);
+        measure(dest, &mut report)?;
         Ok(report)
+    }
+
+    /// The logical backup of [`Vault::backup`]: the rows into a new store of `engine` in `dest`,
+    /// its `ENGINE` file, and every other file of the data directory but the lock file and the
+    /// engines' own. The caller holds the audit-head lock (`head`).
+    fn logical_backup(
+        &self,
+        head: &crate::format::audit::Head,
+        engine: Engine,
+        dest: &Path,
+    ) -> Result<(), AdminError> {
+        self.sync_source(head)?;
+        let store = &*self.data.store;
+        let cfg = &self.options.storage;
+        if let Err(e) = copy::copy_into_new(store, engine, dest, cfg, &mut |_| {}) {
+            let _ = engine::remove_files_of(engine, dest); // best effort: no half store left
+            return Err(AdminError::Copy(e));
+        }
+        engine::record(dest, engine)?;
+        let data = &self.paths.data_dir;
+        let mut skip = vec![
+            std::ffi::OsString::from("kluis.lock"),
+            std::ffi::OsString::from(engine::ENGINE_FILE),
+        ];
+        for e in Engine::ALL {
+            let files = engine::files_of(e, data).map_err(|err| AdminError::io(data, &err))?;
+            skip.extend(
+                files
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_owned())),
+            );
+        }
+        copy_tree(data, dest, &skip)
     }
 
     /// Writes a recovery copy of the key store to `dest` (which must not exist; mode 0600), sealed
@@ -518,19 +553,14 @@ fn make_private_dir(dir: &Path) -> Result<(), AdminError> {
 }
 
 /// Copies the regular files under `from` into `to` (created private), fsyncing every file and
-/// directory. `skip` names a top-level file left out.
-fn copy_tree(
-    from: &Path,
-    to: &Path,
-    skip: Option<&std::ffi::OsStr>,
-    report: &mut BackupReport,
-) -> Result<(), AdminError> {
+/// directory. `skip` names top-level entries left out.
+fn copy_tree(from: &Path, to: &Path, skip: &[std::ffi::OsString]) -> Result<(), AdminError> {
     let io_from =
         |e: std::io::Error| AdminError::Storage(StorageError::io(Component::DataStore, &e));
     for e in std::fs::read_dir(from).map_err(io_from)? {
         let e = e.map_err(io_from)?;
         let name = e.file_name();
-        if skip == Some(name.as_os_str()) {
+        if skip.contains(&name) {
             continue;
         }
         let src = e.path();
@@ -538,7 +568,7 @@ fn copy_tree(
         let ft = e.file_type().map_err(io_from)?;
         if ft.is_dir() {
             make_private_dir(&dst)?;
-            copy_tree(&src, &dst, None, report)?;
+            copy_tree(&src, &dst, &[])?;
         } else if ft.is_file() {
             let mut input = std::fs::File::open(&src).map_err(io_from)?;
             let mut o = std::fs::OpenOptions::new();
@@ -549,13 +579,27 @@ fn copy_tree(
                 o.mode(0o600);
             }
             let mut out = o.open(&dst).map_err(|e| AdminError::io(&dst, &e))?;
-            let n = std::io::copy(&mut input, &mut out).map_err(|e| AdminError::io(&dst, &e))?;
+            std::io::copy(&mut input, &mut out).map_err(|e| AdminError::io(&dst, &e))?;
             out.sync_all().map_err(|e| AdminError::io(&dst, &e))?;
-            report.files += 1;
-            report.bytes += n;
         }
     }
     crate::storage::fsutil::sync_dir(to).map_err(|e| AdminError::io(to, &e))
+}
+
+/// Counts the regular files under `dir` and their bytes into `report`.
+fn measure(dir: &Path, report: &mut BackupReport) -> Result<(), AdminError> {
+    for e in std::fs::read_dir(dir).map_err(|e| AdminError::io(dir, &e))? {
+        let e = e.map_err(|e| AdminError::io(dir, &e))?;
+        let meta =
+            std::fs::symlink_metadata(e.path()).map_err(|err| AdminError::io(&e.path(), &err))?;
+        if meta.is_dir() {
+            measure(&e.path(), report)?;
+        } else if meta.is_file() {
+            report.files += 1;
+            report.bytes += meta.len();
+        }
+    }
+    Ok(())
 }
 
 /// The keys [`Vault::retag_into`] remakes one subject's tags with: per slot (purpose, or purpose

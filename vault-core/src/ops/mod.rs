@@ -2,7 +2,7 @@
 //! (`vault.rs`) holds: records (put/get/find/delete), data keys and their cache (`dek`),
 //! transactions (several record changes of one subject, all or nothing, and unique values),
 //! lifecycle (events, expiry, forget, holds, the ledger's re-application), KEK retirement,
-//! administration (rotation, backup, rekey), the audit log's reads, export and register, stats
+//! administration (rotation, backup, rekey), migration to another storage engine, the audit log's reads, export and register, stats
 //! and verification, schema changes.
 //!
 //! May use every lower layer, `vault` (the state these operations are methods of) included.
@@ -14,6 +14,7 @@ pub(crate) mod audit_log;
 pub(crate) mod dek;
 pub mod export;
 pub mod lifecycle;
+pub mod migrate;
 pub mod records;
 pub(crate) mod retire;
 pub mod schema_change;

@@ -1,9 +1,10 @@
 //! **Layer 4: storage.** Where bytes live and how they become durable: the engine trait (`store`)
-//! and its engines, sled, redb and fjall (`engine`), the tables' row keys (blind-index rows in `index`), durability
+//! and its engines, sled, redb and fjall (`engine`), whole-store row copies (`copy`), the tables' row keys (blind-index rows in `index`), durability
 //! modes and group commit, atomic file writes and directory syncs (`fsutil`), lock helpers.
 //!
 //! May use: `format`, `crypto`, `schema`, `error`. Never keys or operations.
 
+pub(crate) mod copy;
 pub mod durability;
 pub mod engine;
 pub(crate) mod expiry;
@@ -14,3 +15,4 @@ pub(crate) mod index;
 pub(crate) mod locks;
 pub mod store;
 pub(crate) mod table;
+pub(crate) mod witness;

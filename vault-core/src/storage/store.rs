@@ -28,6 +28,32 @@ pub enum Table {
     Audit = 0x05,
 }
 
+impl Table {
+    /// Every table, in tag order: what a whole-store copy (`storage::copy`) walks.
+    pub const ALL: [Table; 6] = [
+        Table::Meta,
+        Table::Subject,
+        Table::Record,
+        Table::Index,
+        Table::Expiry,
+        Table::Audit,
+    ];
+
+    /// The table's name in reports and errors (lower case).
+    pub fn name(self) -> &'static str {
+        // Exhaustive on purpose: a new table fails to compile here until it is named, and the
+        // unit test below then fails until it is in `ALL` (so a copy cannot silently skip it).
+        match self {
+            Table::Meta => "meta",
+            Table::Subject => "subject",
+            Table::Record => "record",
+            Table::Index => "index",
+            Table::Expiry => "expiry",
+            Table::Audit => "audit",
+        }
+    }
+}
+
 /// Writes that commit together or not at all.
 #[derive(Default)]
 pub struct WriteBatch {

@@ -16,6 +16,11 @@
 //!   `catch_unwind`; fjall's own background threads (flush, compaction) are not covered.
 //! - After a failed journal write or fsync fjall refuses every further write (`Poisoned`) until
 //!   reopened.
+//! - **Version files**: each keyspace's `current` file names its version file (`v<id>`, the list
+//!   of its table files) and holds that file's xxh3-128 checksum, which fjall 3.1 does not check:
+//!   a damaged version file can make it allocate a length read from the file and abort the
+//!   process (BENCHMARKS.md, "Damaged files"). [`check_version_files`] checks every one before
+//!   fjall opens them, so that damage is `Corrupted` instead.
 
 use std::path::{Path, PathBuf};
 
@@ -90,12 +95,17 @@ impl FjallStore {
     /// Opens (or creates) the fjall database in `dir/fjall`, and makes its files private.
     pub fn open(dir: &Path, cfg: &EngineConfig) -> Result<FjallStore, StorageError> {
         let path = dir.join(DIR);
+        check_version_files(&path)?;
         // kluis's own lock on the data directory makes this process the only owner; fjall's lock
         // can only be held by this process's previous handle, for the moment its threads take to
         // end after a drop. Wait for them (bounded).
         let mut attempts = 0;
         let db = loop {
-            match guard(|| Database::builder(&path).cache_size(cfg.cache_bytes).open()) {
+            match guard(|| {
+                Database::builder(&path)
+                    .cache_size(cfg.block_cache_bytes)
+                    .open()
+            }) {
                 Err(StorageError::Io { kind, .. })
                     if kind == std::io::ErrorKind::ResourceBusy && attempts < 100 =>
                 {
@@ -124,6 +134,83 @@ impl FjallStore {
         let _no_commit = self.commits.read_unpoisoned();
         self.db.snapshot()
     }
+}
+
+/// fjall's folder of keyspaces (one LSM tree each), in its directory.
+const KEYSPACES: &str = "keyspaces";
+/// A keyspace's pointer to its current version file: version id (u64 LE), the version file's
+/// xxh3-128 checksum (u128 LE), checksum type (0 = xxh3).
+const CURRENT: &str = "current";
+const CURRENT_LEN: usize = 8 + 16 + 1;
+/// Largest version file read (they list table files: a few KiB even at millions of rows).
+const VERSION_FILE_MAX: u64 = 64 * 1024 * 1024;
+
+/// Checks each keyspace's current version file against the checksum its `current` file holds
+/// (see the module documentation). A keyspace without `current` is one fjall never finished
+/// creating (it deletes it at open); a missing `fjall/` is a new database.
+pub(crate) fn check_version_files(fjall_dir: &Path) -> Result<(), StorageError> {
+    let io = |e: std::io::Error| StorageError::io(Component::DataStore, &e);
+    let keyspaces = match std::fs::read_dir(fjall_dir.join(KEYSPACES)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    for entry in keyspaces {
+        let entry = entry.map_err(io)?;
+        if entry.file_type().map_err(io)?.is_dir() {
+            check_keyspace_version(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn check_keyspace_version(keyspace: &Path) -> Result<(), StorageError> {
+    use std::io::Read;
+    let damaged = || {
+        StorageError::corrupted(
+            Component::DataStore,
+            "a version file of the storage engine is damaged (checksum mismatch)",
+        )
+    };
+    let io = |e: std::io::Error| StorageError::io(Component::DataStore, &e);
+    let current = match super::read_small_file(&keyspace.join(CURRENT), CURRENT_LEN as u64) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err(damaged()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let Ok(current) = <[u8; CURRENT_LEN]>::try_from(current.as_slice()) else {
+        return Err(damaged());
+    };
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&current[..8]);
+    let mut want = [0u8; 16];
+    want.copy_from_slice(&current[8..24]);
+    if current[24] != 0 {
+        return Err(damaged());
+    }
+    let version = keyspace.join(format!("v{}", u64::from_le_bytes(id)));
+    let file = match std::fs::File::open(&version) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(damaged()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut reader = file.take(VERSION_FILE_MAX + 1);
+    let mut buf = [0u8; 8192];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    if total > VERSION_FILE_MAX || hasher.digest128() != u128::from_le_bytes(want) {
+        return Err(damaged());
+    }
+    Ok(())
 }
 
 impl Store for FjallStore {
@@ -215,5 +302,65 @@ impl EngineStore for FjallStore {
     }
     fn size_on_disk(&self) -> Result<u64, StorageError> {
         guard(|| self.db.disk_space())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn version_files(fjall_dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for ks in std::fs::read_dir(fjall_dir.join(KEYSPACES)).unwrap() {
+            let ks = ks.unwrap().path();
+            let Ok(current) = std::fs::read(ks.join(CURRENT)) else {
+                continue;
+            };
+            let id = u64::from_le_bytes(current[..8].try_into().unwrap());
+            out.push(ks.join(format!("v{id}")));
+        }
+        out
+    }
+
+    /// The checksum kluis checks is the one fjall writes (so an intact database opens), and a
+    /// byte flipped anywhere in a version file, or a `current` pointing nowhere, is refused as
+    /// `Corrupted` before fjall reads it (fjall 3.1 itself can abort on such a file).
+    #[test]
+    fn damaged_version_files_are_refused_before_fjall_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EngineConfig::default();
+        {
+            let st = FjallStore::open(dir.path(), &cfg).unwrap();
+            let mut b = WriteBatch::default();
+            b.put(Table::Record, b"k".to_vec(), b"v".to_vec());
+            st.apply(b).unwrap();
+            st.sync().unwrap();
+        }
+        let fjall_dir = dir.path().join(DIR);
+        check_version_files(&fjall_dir).expect("fjall's own checksum matches");
+        let files = version_files(&fjall_dir);
+        assert!(!files.is_empty(), "fjall wrote version files");
+        for file in files {
+            let intact = std::fs::read(&file).unwrap();
+            for at in [0, intact.len() / 2, intact.len() - 1] {
+                let mut bytes = intact.clone();
+                bytes[at] ^= 0x5A;
+                std::fs::write(&file, &bytes).unwrap();
+                assert!(
+                    matches!(
+                        FjallStore::open(dir.path(), &cfg),
+                        Err(StorageError::Corrupted { .. })
+                    ),
+                    "{} byte {at}",
+                    file.display()
+                );
+            }
+            std::fs::remove_file(&file).unwrap();
+            assert!(check_version_files(&fjall_dir).is_err(), "missing");
+            std::fs::write(&file, &intact).unwrap();
+        }
+        FjallStore::open(dir.path(), &cfg).expect("intact again");
     }
 }

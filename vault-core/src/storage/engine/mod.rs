@@ -17,7 +17,7 @@
 //! - redb: the single file `kluis.redb`;
 //! - fjall: the directory `fjall/` (fjall owns everything in it).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Component, StorageError};
@@ -112,9 +112,13 @@ impl std::str::FromStr for Engine {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct EngineConfig {
-    /// Page/block cache size in bytes (kluis's default 64 MiB; sled's and redb's own default is
-    /// 1 GiB).
+    /// sled and redb: page cache size in bytes (kluis's default 64 MiB; sled's and redb's own
+    /// default is 1 GiB).
     pub cache_bytes: u64,
+    /// fjall: block cache size in bytes (kluis's default 16 MiB, fjall's own 32 MiB). Measured at 1M
+    /// customers stored and read back: peak RSS 127 MiB with 16 MiB, 179 MiB with 64 MiB
+    /// (BENCHMARKS.md, "Memory"); reads past the cache come from the OS page cache.
+    pub block_cache_bytes: u64,
     /// How often applied writes are made durable in the background, in milliseconds (`None`: only
     /// by explicit syncs). sled flushes on its own thread; redb makes the first commit after the
     /// interval a durable one; fjall writes every batch to the OS at once and leaves the fsync to
@@ -132,6 +136,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             cache_bytes: 64 * 1024 * 1024,
+            block_cache_bytes: 16 * 1024 * 1024,
             flush_every_ms: Some(500),
             verify_on_open: true,
             memtable_bytes: 16 * 1024 * 1024,
@@ -164,18 +169,18 @@ pub enum Recorded {
 /// Longest `ENGINE` file read: an engine name and a newline fit many times over.
 const ENGINE_FILE_MAX: u64 = 64;
 
-/// The contents of `path` if it is a regular file (not a link, FIFO or device) of at most
-/// [`ENGINE_FILE_MAX`] bytes; `None` if it is something else (a hostile `ENGINE` must not make
-/// `open` hang or read without bound).
-fn read_small_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+/// The contents of `path` if it is a regular file (not a link, FIFO or device) of at most `max`
+/// bytes; `None` if it is something else (a hostile file must not make `open` hang or read
+/// without bound).
+pub(crate) fn read_small_file(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
     let meta = std::fs::symlink_metadata(path)?;
-    if !meta.is_file() || meta.len() > ENGINE_FILE_MAX {
+    if !meta.is_file() || meta.len() > max {
         return Ok(None);
     }
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
-        .take(ENGINE_FILE_MAX)
+        .take(max)
         .read_to_end(&mut bytes)?;
     Ok(Some(bytes))
 }
@@ -183,7 +188,7 @@ fn read_small_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 /// Reads which engine `dir` holds (see [`Recorded`]).
 pub fn recorded(dir: &Path) -> Result<Recorded, StorageError> {
     let path = dir.join(ENGINE_FILE);
-    match read_small_file(&path) {
+    match read_small_file(&path, ENGINE_FILE_MAX) {
         Ok(None) => Ok(Recorded::Unknown),
         Ok(Some(bytes)) => {
             let name = std::str::from_utf8(&bytes).unwrap_or("");
@@ -227,6 +232,113 @@ pub fn record(dir: &Path, engine: Engine) -> Result<(), StorageError> {
         .map_err(io)?;
     f.sync_all().map_err(io)?;
     crate::storage::fsutil::sync_dir(dir).map_err(io)
+}
+
+/// Replaces the `ENGINE` file of `dir` atomically (temp file 0600, fsync, rename, fsync of the
+/// directory): the switch of `Vault::migrate`, after which `engine`'s store is the vault's. A
+/// crash leaves the old name or the new one, never a mix.
+pub(crate) fn switch_record(dir: &Path, engine: Engine) -> std::io::Result<()> {
+    let line = format!("{}\n", engine.name());
+    crate::storage::fsutil::atomic_write(&dir.join(ENGINE_FILE), line.as_bytes())
+}
+
+/// The files and directories of `engine`'s store that exist in the data directory `dir` (sled:
+/// `conf`, `db`, `snap.*`, `blobs/`; redb: `kluis.redb`; fjall: `fjall/`). Nothing else in `dir`
+/// (`ENGINE`, `kluis.lock`, files kluis or an admin put there) is ever listed.
+pub(crate) fn files_of(engine: Engine, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if engine == Engine::Sled {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let name = e?.file_name();
+            let name = name.to_string_lossy();
+            if ["conf", "db", "blobs"].contains(&name.as_ref()) || name.starts_with("snap.") {
+                out.push(dir.join(name.as_ref()));
+            }
+        }
+        out.sort();
+    } else {
+        let path = dir.join(engine.main_file());
+        if std::fs::symlink_metadata(&path).is_ok() {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the files of `engine`'s store from `dir` (ordinary deletes: nothing is overwritten)
+/// and fsyncs `dir`. Returns how many top-level entries went. A directory is retried for a
+/// moment: a just-closed engine's threads may still be ending (fjall's write into `fjall/`).
+pub(crate) fn remove_files_of(
+    engine: Engine,
+    dir: &Path,
+) -> Result<usize, (PathBuf, std::io::Error)> {
+    let paths = files_of(engine, dir).map_err(|e| (dir.to_path_buf(), e))?;
+    for path in &paths {
+        remove_path(path).map_err(|e| (path.clone(), e))?;
+    }
+    if !paths.is_empty() {
+        crate::storage::fsutil::sync_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    }
+    Ok(paths.len())
+}
+
+fn remove_path(path: &Path) -> std::io::Result<()> {
+    let mut attempts = 0;
+    loop {
+        let r = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(e) => Err(e),
+        };
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) if attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// fsyncs every file and directory of `engine`'s store in `dir`, and `dir` itself: a store just
+/// created has new directory entries (sled's `conf` and `db`, redb's file, fjall's tree) that its
+/// own sync does not make durable. Entries that vanish meanwhile are skipped.
+pub(crate) fn sync_files_of(engine: Engine, dir: &Path) -> std::io::Result<()> {
+    for path in files_of(engine, dir)? {
+        sync_tree(&path)?;
+    }
+    crate::storage::fsutil::sync_dir(dir)
+}
+
+fn sync_tree(path: &Path) -> std::io::Result<()> {
+    let skip_gone = |r: std::io::Result<()>| match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r?,
+    };
+    if meta.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            match e {
+                Ok(e) => sync_tree(&e.path())?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        skip_gone(crate::storage::fsutil::sync_dir(path))
+    } else if meta.is_file() {
+        skip_gone(std::fs::File::open(path).and_then(|f| f.sync_all()))
+    } else {
+        Ok(())
+    }
 }
 
 /// Whether to make a new store or open an existing one.
