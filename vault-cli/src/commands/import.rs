@@ -315,10 +315,18 @@ impl<'a> Importer<'a> {
         } else {
             String::new()
         };
+        let before = if first > 1 {
+            format!(
+                "every line before {first} was stored and confirmed durable, except the rejected \
+                 ones listed; "
+            )
+        } else {
+            String::new()
+        };
         e.context(format!(
             "import stopped: storage refused the batch from line {first}: none of its new \
-             subjects was stored{puts}; every line before {first} was stored and confirmed \
-             durable, except the rejected ones listed; import again from line {first}"
+             subjects was stored (a batch is stored whole or not at all){puts}; {before}import \
+             again from line {first}"
         ))
     }
 
