@@ -537,7 +537,7 @@ fn hostile_full_disk_repeated_writes_and_reopen_need_no_cleanup() {
 fn hostile_full_disk_stops_an_import_and_prints_every_subject_it_may_have_stored() {
     let Some(fd) = FullDisk::new() else { return };
     // More rows than one import batch (2048), more bytes than the room left.
-    let n = 3000;
+    let n: u64 = 3000;
     let mut jsonl = String::new();
     for i in 0..n {
         jsonl.push_str(&format!(
@@ -585,6 +585,11 @@ fn hostile_full_disk_stops_an_import_and_prints_every_subject_it_may_have_stored
         confirmed <= stored && stored <= printed.len() as u64,
         "{stored} imported customers in the vault, {confirmed} confirmed of {} printed",
         printed.len()
+    );
+    // Batches are all or nothing: the import stopped at a batch boundary.
+    assert!(
+        [0, 2048, n].contains(&stored),
+        "{stored} customers stored: not a whole number of import batches"
     );
     for (_, s, _) in printed.iter().filter(|(_, _, c)| *c).step_by(97) {
         fd.env.ok(&["get", s, "customer"]);
