@@ -13,6 +13,7 @@ mod common;
 mod aead_differential;
 mod audit;
 mod backup;
+mod batch_import;
 mod cli;
 mod cli_admin;
 mod cli_snapshots;

@@ -473,6 +473,21 @@ pub enum WriteError {
     },
 }
 
+impl WriteError {
+    /// Whether the write itself is at fault (its data, or what it asks of its subject), rather
+    /// than storage, keys or the RNG: a batch refuses such a row alone and stores the others.
+    pub(crate) fn is_row_fault(&self) -> bool {
+        !matches!(
+            self,
+            WriteError::Integrity(_)
+                | WriteError::Storage(_)
+                | WriteError::NotDurable(_)
+                | WriteError::Rng(_)
+                | WriteError::KeyStore(_)
+        )
+    }
+}
+
 /// What a failed operation of a transaction was refused with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

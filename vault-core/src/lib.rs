@@ -100,7 +100,7 @@ pub use migrate::{MigrateProgress, MigrateReport};
 pub use ops::audit_log::AuditFilter;
 pub use ops::retire::RetireReport;
 pub use record::{FieldState, Record, Shredded};
-pub use records::RecordKey;
+pub use records::{BatchError, RecordKey};
 pub use retention::EpochPolicy;
 pub use schema::{CeilingWarning, IndexWarning, Schema, Scope};
 pub use schema_change::{SchemaChangeError, SchemaChangeReport};

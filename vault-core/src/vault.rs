@@ -585,36 +585,7 @@ impl Vault {
         accept: Option<&crate::format::audit::Request>,
         held: Option<(LockFile, LockFile)>,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
-        let recorded = match engine::recorded(&paths.data_dir)? {
-            Recorded::Engine(e) => e,
-            Recorded::Nothing => {
-                return Err(OpenError::NotAVault {
-                    path: paths.data_dir.display().to_string(),
-                })
-            }
-            Recorded::Unknown => {
-                return Err(OpenError::UnknownEngine {
-                    path: paths
-                        .data_dir
-                        .join(engine::ENGINE_FILE)
-                        .display()
-                        .to_string(),
-                })
-            }
-        };
-        if let Some(requested) = options.engine {
-            if requested != recorded {
-                return Err(OpenError::EngineMismatch {
-                    recorded: recorded.name(),
-                    requested: requested.name(),
-                });
-            }
-        }
-        if !recorded.is_built() {
-            return Err(OpenError::EngineNotBuilt {
-                engine: recorded.name(),
-            });
-        }
+        let recorded = engine_to_open(paths, &options)?;
         if !paths.key_store.is_file() {
             return Err(OpenError::NotAVault {
                 path: paths.key_store.display().to_string(),
@@ -1324,6 +1295,42 @@ impl TableDef for LedgerSeen {
 }
 
 /// The row handling of a vault whose key store is `ks` (its row-MAC key is derived from it).
+/// The engine `open` opens the data directory with: the one its `ENGINE` file records, which
+/// must be the one the caller asked for (if any) and built into this kluis.
+fn engine_to_open(paths: &VaultPaths, options: &VaultOptions) -> Result<Engine, OpenError> {
+    let recorded = match engine::recorded(&paths.data_dir)? {
+        Recorded::Engine(e) => e,
+        Recorded::Nothing => {
+            return Err(OpenError::NotAVault {
+                path: paths.data_dir.display().to_string(),
+            })
+        }
+        Recorded::Unknown => {
+            return Err(OpenError::UnknownEngine {
+                path: paths
+                    .data_dir
+                    .join(engine::ENGINE_FILE)
+                    .display()
+                    .to_string(),
+            })
+        }
+    };
+    if let Some(requested) = options.engine {
+        if requested != recorded {
+            return Err(OpenError::EngineMismatch {
+                recorded: recorded.name(),
+                requested: requested.name(),
+            });
+        }
+    }
+    if !recorded.is_built() {
+        return Err(OpenError::EngineNotBuilt {
+            engine: recorded.name(),
+        });
+    }
+    Ok(recorded)
+}
+
 /// The key of the data directory's witness file (`storage/witness.rs`).
 fn witness_key(ks: &KeyStore) -> SecretKey {
     crypto::derive_subkey(&ks.meta_root, &[labels::WITNESS])

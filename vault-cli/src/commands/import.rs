@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
 
 use serde_json::Value;
-use vault_core::{Durability, Record, RecordKey, Vault};
+use vault_core::{BatchError, Durability, Record, RecordKey, SubjectId, Vault, WriteError};
 
 use super::{note, out, out_json, Global};
 use crate::exit::{self, CliError};
@@ -29,7 +29,9 @@ subject and label; every further row is one record of TYPE. Empty cells are left
 json fields are parsed as JSON, all others are taken as text.
 
 Rejected rows are listed by line number and reason (never a value); the others are stored. Exit 8
-when any row was rejected.
+when any row was rejected. New subjects are stored 2048 rows at a time, each batch in one atomic
+write made durable before its ids are printed; if storage fails, the message names the first line
+not stored (import again from there).
 
 Example (the schema examples/webshop.toml), customers.jsonl:
   {"type": "customer", "record": {"first_name": "Jan", "last_name": "Berg", "email": "jan@voorbeeld.nl"}}
@@ -39,8 +41,11 @@ customers.csv, imported with `kluis import --csv --type customer customers.csv`:
   first_name,tussenvoegsel,last_name,email
   Jan,van der,Berg,jan@voorbeeld.nl"#;
 
-/// Rows made durable together (one fsync per batch).
-const BATCH: usize = 1000;
+/// Rows per atomic write and per fsync: the new customers among them are stored by one
+/// `create_subjects_with` call (one engine write, one audit append), then one sync confirms them
+/// all. Chosen by measurement (BENCHMARKS.md, "Import batched"): larger batches gain little.
+/// [`ROW_FORMAT`] and the README name the number.
+const BATCH: usize = 2048;
 
 /// Arguments of `kluis import`.
 #[derive(Debug, clap::Args)]
@@ -58,45 +63,39 @@ pub struct Args {
 
 /// One outcome line of the report.
 enum Outcome {
-    Stored {
-        line: usize,
-        created: Option<String>,
-    },
-    Rejected {
-        line: usize,
-        reason: String,
-    },
+    Created { line: usize, subject: SubjectId },
+    Rejected { line: usize, reason: String },
 }
 
-/// Why a row was not stored: the row is bad (reported by line number, the import goes on), or the
-/// storage refused the write (disk full, read-only, I/O error: the import stops, nothing of the
-/// current batch is acknowledged).
-enum RowError {
-    Rejected(String),
-    Storage(anyhow::Error),
-}
-
-impl From<String> for RowError {
-    fn from(s: String) -> Self {
-        RowError::Rejected(s)
+impl Outcome {
+    fn line(&self) -> usize {
+        match self {
+            Outcome::Created { line, .. } | Outcome::Rejected { line, .. } => *line,
+        }
     }
 }
 
-impl From<&str> for RowError {
-    fn from(s: &str) -> Self {
-        RowError::Rejected(s.to_owned())
-    }
+/// A parsed row: a new customer (stored with its batch) or a record of an existing subject
+/// (stored at once, confirmed with the batch's sync).
+enum Parsed {
+    New(RecordKey, Record),
+    Existing(SubjectId, RecordKey, Record),
 }
 
 /// A storage error that is no fault of the row (the file system refused the write).
-fn refused(e: &vault_core::StorageError) -> bool {
-    matches!(
-        e,
-        vault_core::StorageError::DiskFull { .. } | vault_core::StorageError::Io { .. }
-    )
+fn refused(e: &WriteError) -> bool {
+    match e {
+        WriteError::Storage(st) | WriteError::KeyStore(st) | WriteError::NotDurable(st) => {
+            matches!(
+                st,
+                vault_core::StorageError::DiskFull { .. } | vault_core::StorageError::Io { .. }
+            )
+        }
+        _ => false,
+    }
 }
 
-fn row(v: &Vault, text: &str) -> Result<Option<String>, RowError> {
+fn row(text: &str) -> Result<Parsed, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         format!(
             "not valid JSON ({:?} error at column {})",
@@ -104,7 +103,7 @@ fn row(v: &Vault, text: &str) -> Result<Option<String>, RowError> {
             e.column()
         )
     })?;
-    row_value(v, value)
+    row_value(value)
 }
 
 /// A CSV row as the same JSON shape a JSON Lines row has. Reasons never quote a cell.
@@ -146,7 +145,7 @@ fn csv_row(
     Ok(Value::Object(row))
 }
 
-fn row_value(v: &Vault, mut value: Value) -> Result<Option<String>, RowError> {
+fn row_value(mut value: Value) -> Result<Parsed, String> {
     let obj = value
         .as_object_mut()
         .ok_or("a row must be a JSON object with type and record")?;
@@ -163,28 +162,13 @@ fn row_value(v: &Vault, mut value: Value) -> Result<Option<String>, RowError> {
     let record = obj.remove("record").ok_or("missing \"record\"")?;
     let record = Record::from_json(record).map_err(|_| "\"record\" must be a JSON object")?;
     let key = RecordKey::labelled(&record_type, &label);
-    let write_error = |e: vault_core::WriteError| match &e {
-        vault_core::WriteError::Storage(st)
-        | vault_core::WriteError::KeyStore(st)
-        | vault_core::WriteError::NotDurable(st)
-            if refused(st) =>
-        {
-            RowError::Storage(e.into())
-        }
-        _ => RowError::Rejected(e.to_string()),
-    };
     match obj.get("subject") {
-        // A new customer: subject and record in one batch, and no empty subject if refused.
-        None | Some(Value::Null) => {
-            let s = v.create_subject_with(key, &record).map_err(write_error)?;
-            Ok(Some(s.to_string()))
-        }
+        None | Some(Value::Null) => Ok(Parsed::New(key, record)),
         Some(Value::String(s)) => {
-            let subject: vault_core::SubjectId = s
+            let subject = s
                 .parse()
                 .map_err(|_| "\"subject\" is not a kluis subject id".to_owned())?;
-            v.put(&subject, key, &record).map_err(write_error)?;
-            Ok(None)
+            Ok(Parsed::Existing(subject, key, record))
         }
         Some(_) => Err("\"subject\" must be a string".into()),
     }
@@ -197,6 +181,185 @@ fn csv_reason(e: &csv::Error) -> &'static str {
         csv::ErrorKind::UnequalLengths { .. } => "wrong number of columns",
         csv::ErrorKind::Io(_) => "read error",
         _ => "malformed",
+    }
+}
+
+/// The import between two syncs: the rows of the current batch and what to print once it is
+/// durable.
+struct Importer<'a> {
+    g: &'a Global,
+    v: &'a Vault,
+    stored: u64,
+    rejected: u64,
+    /// Outcomes since the last sync, printed in line order once it returned.
+    pending: Vec<Outcome>,
+    /// The new customers of the batch, with their line numbers.
+    lines: Vec<usize>,
+    rows: Vec<(RecordKey, Record)>,
+    /// Rows (of any kind) since the last sync, the first of their lines, and how many of them
+    /// were records of existing subjects (already applied, not yet confirmed).
+    since_sync: usize,
+    first: Option<usize>,
+    puts: usize,
+}
+
+impl<'a> Importer<'a> {
+    fn new(g: &'a Global, v: &'a Vault) -> Self {
+        Importer {
+            g,
+            v,
+            stored: 0,
+            rejected: 0,
+            pending: Vec::new(),
+            lines: Vec::new(),
+            rows: Vec::new(),
+            since_sync: 0,
+            first: None,
+            puts: 0,
+        }
+    }
+
+    /// Takes one row of line `line`; a full batch is stored and synced.
+    fn add(&mut self, line: usize, parsed: Result<Parsed, String>) -> anyhow::Result<()> {
+        self.first.get_or_insert(line);
+        match parsed {
+            Ok(Parsed::New(key, record)) => {
+                self.lines.push(line);
+                self.rows.push((key, record));
+            }
+            Ok(Parsed::Existing(s, key, record)) => match self.v.put(&s, key, &record) {
+                Ok(()) => {
+                    self.stored += 1;
+                    self.puts += 1;
+                }
+                Err(e) if refused(&e) => return Err(self.not_stored(line, e.into())),
+                Err(e) => self.reject(line, e.to_string()),
+            },
+            Err(reason) => self.reject(line, reason),
+        }
+        self.since_sync += 1;
+        if self.since_sync >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, line: usize, reason: String) {
+        self.rejected += 1;
+        self.pending.push(Outcome::Rejected { line, reason });
+    }
+
+    /// Stores the batch's new customers in one atomic write, syncs, and prints the outcomes.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let rows = std::mem::take(&mut self.rows);
+        let lines = std::mem::take(&mut self.lines);
+        let last = lines.last().copied().unwrap_or_default();
+        match self.v.create_subjects_with(&rows) {
+            Ok(outcomes) => self.record(&lines, outcomes),
+            Err(BatchError::NotDurable { rows, source }) => {
+                self.record(&lines, rows);
+                return Err(self.unconfirmed(source.into()));
+            }
+            Err(BatchError::NotStored(e)) => return Err(self.not_stored(last + 1, e.into())),
+            Err(e) => return Err(self.not_stored(last + 1, e.into())),
+        }
+        drop(rows); // the records wipe their values
+        if let Err(e) = self.v.sync() {
+            return Err(self.unconfirmed(e.into()));
+        }
+        self.print(true)?;
+        (self.since_sync, self.first, self.puts) = (0, None, 0);
+        Ok(())
+    }
+
+    /// Takes in the outcome of each new customer of a stored batch.
+    fn record(&mut self, lines: &[usize], outcomes: Vec<Result<SubjectId, WriteError>>) {
+        for (&line, outcome) in lines.iter().zip(outcomes) {
+            match outcome {
+                Ok(subject) => {
+                    self.stored += 1;
+                    self.pending.push(Outcome::Created { line, subject });
+                }
+                Err(e) => self.reject(line, e.to_string()),
+            }
+        }
+    }
+
+    /// The batch was applied but its sync failed: its new subject ids are printed, marked not
+    /// confirmed (they may or may not have reached the disk, and must not be lost: a rerun would
+    /// create duplicates of customers nobody could then find by id).
+    fn unconfirmed(&mut self, e: anyhow::Error) -> anyhow::Error {
+        if let Err(p) = self.print(false) {
+            return p;
+        }
+        e.context(
+            "import stopped: the last batch was not confirmed durable; check the rows printed as \
+             not confirmed (kluis find / export) before importing them again",
+        )
+    }
+
+    /// Storage refused a write before line `upto`: nothing of the current batch's new customers
+    /// was stored (the batch is atomic), the records of existing subjects since the last sync
+    /// were applied but not confirmed, and every line before the batch was stored and confirmed.
+    fn not_stored(&mut self, upto: usize, e: anyhow::Error) -> anyhow::Error {
+        if let Err(p) = self.print(false) {
+            return p;
+        }
+        let first = self.first.unwrap_or(upto);
+        let puts = if self.puts > 0 {
+            format!(
+                "; its {} row(s) with a \"subject\" were applied, not confirmed durable (storing \
+                 them again is harmless)",
+                self.puts
+            )
+        } else {
+            String::new()
+        };
+        let before = if first > 1 {
+            format!(
+                "every line before {first} was stored and confirmed durable, except the rejected \
+                 ones listed; "
+            )
+        } else {
+            String::new()
+        };
+        e.context(format!(
+            "import stopped: storage refused the batch from line {first}: none of its new \
+             subjects was stored (a batch is stored whole or not at all){puts}; {before}import \
+             again from line {first}"
+        ))
+    }
+
+    /// Prints the outcomes since the last sync, in line order. `confirmed`: they were made
+    /// durable.
+    fn print(&mut self, confirmed: bool) -> anyhow::Result<()> {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by_key(Outcome::line);
+        for o in pending {
+            match o {
+                Outcome::Created { line, subject } => {
+                    if self.g.json {
+                        out_json(&serde_json::json!({
+                            "line": line, "created": subject.to_string(), "confirmed": confirmed
+                        }))?;
+                    } else if confirmed {
+                        out(&format!("line {line}: new subject {subject}"))?;
+                    } else {
+                        out(&format!(
+                            "line {line}: new subject {subject} (applied, not confirmed durable)"
+                        ))?;
+                    }
+                }
+                Outcome::Rejected { line, reason } => {
+                    if self.g.json {
+                        out_json(&serde_json::json!({ "line": line, "rejected": reason }))?;
+                    } else {
+                        out(&format!("line {line}: rejected: {reason}"))?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -219,169 +382,21 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         b.enable_steady_tick(std::time::Duration::from_millis(200));
         b
     });
-    let (mut stored, mut rejected) = (0u64, 0u64);
-    let mut pending: Vec<Outcome> = Vec::new();
-    // Prints the outcomes of a batch. `confirmed`: the batch was made durable. When a storage
-    // refusal stops the import, the rows applied since the last sync are printed unconfirmed: they
-    // may or may not have reached the disk, and their new subject ids must not be lost (a rerun
-    // would create duplicates of customers nobody could then find by id).
-    let print = |pending: &mut Vec<Outcome>, confirmed: bool| -> anyhow::Result<()> {
-        for o in pending.drain(..) {
-            match o {
-                Outcome::Stored { line, created } => {
-                    if let Some(s) = created {
-                        if g.json {
-                            out_json(&serde_json::json!({
-                                "line": line, "created": s, "confirmed": confirmed
-                            }))?;
-                        } else if confirmed {
-                            out(&format!("line {line}: new subject {s}"))?;
-                        } else {
-                            out(&format!(
-                                "line {line}: new subject {s} (applied, not confirmed durable)"
-                            ))?;
-                        }
-                    }
-                }
-                Outcome::Rejected { line, reason } => {
-                    if g.json {
-                        out_json(&serde_json::json!({ "line": line, "rejected": reason }))?;
-                    } else {
-                        out(&format!("line {line}: rejected: {reason}"))?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    };
-    let flush = |v: &Vault, pending: &mut Vec<Outcome>| -> anyhow::Result<()> {
-        match v.sync() {
-            Ok(()) => print(pending, true),
-            Err(e) => {
-                print(pending, false)?;
-                Err(anyhow::Error::from(e).context(
-                    "import stopped: the last batch was not confirmed durable; check the rows \
-                     printed as not confirmed (kluis find / export) before importing them again",
-                ))
-            }
-        }
-    };
-    let stop = |pending: &mut Vec<Outcome>, line: usize, e: anyhow::Error| -> anyhow::Error {
-        if let Err(p) = print(pending, false) {
-            return p;
-        }
-        e.context(format!(
-            "import stopped at line {line}; rows after the last confirmed batch were applied but \
-             not confirmed durable: check them (kluis find / export) before importing them again"
-        ))
-    };
-    let mut rows = 0usize;
+    let mut imp = Importer::new(g, &v);
     if a.csv {
-        let record_type = a.record_type.clone().unwrap_or_default();
-        let schema = v.schema();
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(input);
-        let headers = reader
-            .headers()
-            .map_err(|e| {
-                CliError::new(
-                    exit::INVALID_INPUT,
-                    format!("the CSV header row does not parse: {}", csv_reason(&e)),
-                )
-            })?
-            .clone();
-        let mut record = csv::StringRecord::new();
-        loop {
-            let line_no = reader.position().line() as usize;
-            let result = match reader.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => csv_row(&schema, &record_type, &headers, &record)
-                    .map_err(RowError::Rejected)
-                    .and_then(|value| row_value(&v, value)),
-                Err(e) => Err(RowError::Rejected(format!(
-                    "not a valid CSV row ({})",
-                    csv_reason(&e)
-                ))),
-            };
-            match result {
-                Ok(created) => {
-                    stored += 1;
-                    if created.is_some() {
-                        pending.push(Outcome::Stored {
-                            line: line_no,
-                            created,
-                        });
-                    }
-                }
-                Err(RowError::Rejected(reason)) => {
-                    rejected += 1;
-                    pending.push(Outcome::Rejected {
-                        line: line_no,
-                        reason,
-                    });
-                }
-                Err(RowError::Storage(e)) => return Err(stop(&mut pending, line_no, e)),
-            }
-            rows += 1;
-            if rows.is_multiple_of(BATCH) {
-                flush(&v, &mut pending)?;
-            }
-        }
+        read_csv(
+            &mut imp,
+            input,
+            a.record_type.as_deref().unwrap_or_default(),
+        )?;
     } else {
-        // Lines are split as bytes so that one line that is not UTF-8 is rejected as a row, not
-        // the end of the import.
-        for (i, line) in BufReader::new(input).split(b'\n').enumerate() {
-            let line_no = i + 1;
-            let mut bytes = line.map_err(|e| {
-                CliError::new(
-                    exit::FAILURE,
-                    format!("reading line {line_no}: {}", e.kind()),
-                )
-            })?;
-            if bytes.last() == Some(&b'\r') {
-                bytes.pop();
-            }
-            let result = match std::str::from_utf8(&bytes) {
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => row(&v, text),
-                Err(_) => Err(RowError::Rejected("not UTF-8".to_owned())),
-            };
-            // Overwrite the plaintext before the buffer is freed.
-            bytes.fill(0);
-            match result {
-                Ok(created) => {
-                    stored += 1;
-                    if created.is_some() {
-                        pending.push(Outcome::Stored {
-                            line: line_no,
-                            created,
-                        });
-                    }
-                }
-                Err(RowError::Rejected(reason)) => {
-                    rejected += 1;
-                    pending.push(Outcome::Rejected {
-                        line: line_no,
-                        reason,
-                    });
-                }
-                Err(RowError::Storage(e)) => return Err(stop(&mut pending, line_no, e)),
-            }
-            rows += 1;
-            if rows.is_multiple_of(BATCH) {
-                flush(&v, &mut pending)?;
-                if let Some(b) = &bar {
-                    b.set_message(format!("{stored} stored, {rejected} rejected"));
-                }
-            }
-        }
+        read_jsonl(&mut imp, input, bar.as_ref())?;
     }
-    flush(&v, &mut pending)?;
+    imp.flush()?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let (stored, rejected) = (imp.stored, imp.rejected);
     if g.json {
         out_json(&serde_json::json!({ "summary": { "stored": stored, "rejected": rejected } }))?;
     } else {
@@ -397,6 +412,67 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             ),
         )
         .into());
+    }
+    Ok(())
+}
+
+/// Feeds CSV rows (after the header) to the importer.
+fn read_csv(imp: &mut Importer<'_>, input: Box<dyn Read>, record_type: &str) -> anyhow::Result<()> {
+    let schema = imp.v.schema();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(input);
+    let headers = reader
+        .headers()
+        .map_err(|e| {
+            CliError::new(
+                exit::INVALID_INPUT,
+                format!("the CSV header row does not parse: {}", csv_reason(&e)),
+            )
+        })?
+        .clone();
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line_no = reader.position().line() as usize;
+        let parsed = match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => csv_row(&schema, record_type, &headers, &record).and_then(row_value),
+            Err(e) => Err(format!("not a valid CSV row ({})", csv_reason(&e))),
+        };
+        imp.add(line_no, parsed)?;
+    }
+}
+
+/// Feeds JSON Lines rows to the importer. Lines are split as bytes so that one line that is not
+/// UTF-8 is rejected as a row, not the end of the import.
+fn read_jsonl(
+    imp: &mut Importer<'_>,
+    input: Box<dyn Read>,
+    bar: Option<&indicatif::ProgressBar>,
+) -> anyhow::Result<()> {
+    for (i, line) in BufReader::new(input).split(b'\n').enumerate() {
+        let line_no = i + 1;
+        let mut bytes = line.map_err(|e| {
+            CliError::new(
+                exit::FAILURE,
+                format!("reading line {line_no}: {}", e.kind()),
+            )
+        })?;
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        let parsed = match std::str::from_utf8(&bytes) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => row(text),
+            Err(_) => Err("not UTF-8".to_owned()),
+        };
+        // Overwrite the plaintext before the buffer is freed.
+        bytes.fill(0);
+        imp.add(line_no, parsed)?;
+        if let (Some(b), 0) = (bar, imp.since_sync) {
+            b.set_message(format!("{} stored, {} rejected", imp.stored, imp.rejected));
+        }
     }
     Ok(())
 }

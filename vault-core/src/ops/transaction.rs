@@ -27,7 +27,7 @@
 //! and the apply, so two subjects claiming one value cannot both win, and neither can a holder's
 //! row moving between KEKs (a rewrap in a concurrent reconcile) make the check miss it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLockWriteGuard};
 
 use serde_json::Value;
@@ -85,6 +85,7 @@ struct Stored {
 }
 
 /// A unique value an operation gives the subject. The normalised value is wiped on drop.
+#[derive(Clone)]
 struct Claim {
     op: usize,
     key: RecordKey,
@@ -157,7 +158,9 @@ pub struct Transaction<'v> {
     audit: Vec<AuditEntry>,
     ops: usize,
     failed: Option<usize>,
-    _guard: RwLockWriteGuard<'v, ()>,
+    /// The subject's stripe lock; `None` when the caller holds it (`create_subjects_with` locks
+    /// the stripes of its whole batch, in ascending order).
+    _guard: Option<RwLockWriteGuard<'v, ()>>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -291,6 +294,21 @@ impl<'v> Transaction<'v> {
     /// entry starts here (no storage read for it: a random 128-bit id is not in use).
     pub(crate) fn new(vault: &'v Vault, subject: SubjectId, new_subject: bool) -> Self {
         let guard = vault.stripe(&subject).write_unpoisoned();
+        Self::locked(vault, subject, new_subject, Some(guard))
+    }
+
+    /// A transaction of a new subject (a freshly generated id) whose stripe the caller has
+    /// write-locked already and holds for the transaction's whole life.
+    pub(crate) fn new_subject_locked(vault: &'v Vault, subject: SubjectId) -> Self {
+        Self::locked(vault, subject, true, None)
+    }
+
+    fn locked(
+        vault: &'v Vault,
+        subject: SubjectId,
+        new_subject: bool,
+        guard: Option<RwLockWriteGuard<'v, ()>>,
+    ) -> Self {
         // After the lock: a schema change holds every stripe, so this one stays in force.
         let active = vault.active_schema();
         let now = vault.now();
@@ -830,6 +848,14 @@ impl<'v> Transaction<'v> {
         if self.audit.is_empty() {
             return Ok(()); // nothing changed (e.g. only events already recorded)
         }
+        let batch = self.finish_batch()?;
+        self.apply(batch)?;
+        self.cache_keys();
+        Ok(())
+    }
+
+    /// The whole batch: the subject entry reconciled (if it changed) and every row built.
+    fn finish_batch(&mut self) -> Result<WriteBatch, Failed> {
         if self.entry_dirty {
             if let Some(e) = self.entry.as_mut() {
                 let sealer = sealer(&mut self.sealer)?;
@@ -838,23 +864,30 @@ impl<'v> Transaction<'v> {
                     .reconcile(&self.subject, e, &mut self.batch, sealer, current)?;
             }
         }
-        let batch = self.build_batch()?;
-        self.apply(batch)?;
-        // Only now: a key made here was never persisted if the commit failed (caching it would
-        // seal later fields under a key no subject entry holds), and a persisted one reloads from
-        // its slot with its persisted reservation, which never undercounts uses.
-        let deks = std::mem::take(&mut self.deks);
-        let mut cache = self.vault.dek_cache();
-        for (slot, mut dek) in deks {
-            // A reconcile may have rewrapped it: index tags follow the KEK it is under now.
+        self.build_batch()
+    }
+
+    /// Once the batch has landed: the data keys go back to the cache. Only then: a key made here
+    /// was never persisted if the commit failed (caching it would seal later fields under a key
+    /// no subject entry holds), and a persisted one reloads from its slot with its persisted
+    /// reservation, which never undercounts uses.
+    fn cache_keys(&mut self) {
+        let mut keys = Vec::with_capacity(self.deks.len());
+        self.settle_keys(&mut keys);
+        cache_settled(self.vault, keys);
+    }
+
+    /// Moves the data keys out, each marked with the KEK it is under once the batch lands (a
+    /// reconcile may have rewrapped it: index tags follow the KEK it is under now).
+    fn settle_keys(&mut self, out: &mut Vec<SettledKey>) {
+        for (slot, mut dek) in std::mem::take(&mut self.deks) {
             if let Some(Slot::Live { kek_id, .. }) =
                 self.entry.as_ref().and_then(|e| e.slots.get(&slot))
             {
                 dek.kek_id = *kek_id;
             }
-            cache.put((self.subject, slot), dek);
+            out.push(((self.subject, slot), dek));
         }
-        Ok(())
     }
 
     /// The batch: every touched record (row MAC, size limit) with its index-row changes against
@@ -895,23 +928,13 @@ impl<'v> Transaction<'v> {
     fn apply(&mut self, batch: WriteBatch) -> Result<(), Failed> {
         let v = self.vault;
         let audit = std::mem::take(&mut self.audit);
-        // Claims whose value the transaction still writes (a later operation may have shredded,
-        // replaced or removed it), with the value's tags under the live KEKs computed up front.
-        let claims: Vec<(&Claim, BTreeMap<u32, [u8; TAG_LEN]>)> = self
-            .claims
-            .iter()
-            .filter(|((rkey, f), c)| {
-                let id = self.active.field_ids.id(&c.key.record_type, f);
-                matches!((self.writes.get(rkey), id), (Some(Some(env)), Some(id)) if env.fields.contains_key(&id))
-            })
-            .map(|(_, c)| (c, self.tags_now(c)))
-            .collect();
+        let claims = self.live_claims();
         {
             let ks = (!claims.is_empty()).then(|| v.key_store());
             let mut head = v.audit.head.lock_unpoisoned();
             if let Some(ks) = &ks {
                 for (claim, tags) in &claims {
-                    self.check_unique(ks, claim, tags)?;
+                    check_unique(v, &self.active, &self.subject, ks, claim, tags)?;
                 }
             }
             v.apply_audited_locked(&mut head, batch, audit)?;
@@ -921,6 +944,20 @@ impl<'v> Transaction<'v> {
             op: None,
             error: WriteError::NotDurable(e),
         })
+    }
+
+    /// Claims whose value the transaction still writes (a later operation may have shredded,
+    /// replaced or removed it), with the value's tags under the live KEKs computed up front (the
+    /// key-store lock must not be held: listing the KEKs takes it).
+    fn live_claims(&self) -> Vec<(&Claim, BTreeMap<u32, [u8; TAG_LEN]>)> {
+        self.claims
+            .iter()
+            .filter(|((rkey, f), c)| {
+                let id = self.active.field_ids.id(&c.key.record_type, f);
+                matches!((self.writes.get(rkey), id), (Some(Some(env)), Some(id)) if env.fields.contains_key(&id))
+            })
+            .map(|(_, c)| (c, self.tags_now(c)))
+            .collect()
     }
 
     /// A claim's tag under each KEK live now (the check completes the list under the lock).
@@ -939,53 +976,167 @@ impl<'v> Transaction<'v> {
             })
             .collect()
     }
+}
 
-    /// Refuses `claim` if another subject holds its value: a live row (as `find` counts them)
-    /// under any live KEK of `ks` (its lock is held, so that set cannot change under the check).
-    fn check_unique(
-        &self,
-        ks: &KeyStore,
-        claim: &Claim,
-        known: &BTreeMap<u32, [u8; TAG_LEN]>,
-    ) -> Result<(), Failed> {
-        let schema = &self.active.schema;
-        let rt = schema
-            .record_type(&claim.key.record_type)
-            .ok_or(IntegrityError)?;
-        let def = rt.field(&claim.field).ok_or(IntegrityError)?;
-        let field_key = self
-            .active
-            .index_keys
-            .get(&(rt.name.clone(), def.name.clone()))
-            .ok_or(IntegrityError)?;
-        let tags = ks
-            .keks
-            .iter()
-            .filter_map(|k| match known.get(&k.id) {
-                Some(t) if k.key.is_some() => Some((k.id, *t)),
-                _ => {
-                    let tag_key = index::tag_key(field_key, k.key.as_ref()?);
-                    Some((k.id, index::tag(&tag_key, &claim.form)))
-                }
-            })
+/// Refuses `claim` of `subject` if another subject holds its value: a live row (as `find` counts
+/// them) under any live KEK of `ks` (its lock is held, so that set cannot change under the check).
+fn check_unique(
+    v: &Vault,
+    active: &ActiveSchema,
+    subject: &SubjectId,
+    ks: &KeyStore,
+    claim: &Claim,
+    known: &BTreeMap<u32, [u8; TAG_LEN]>,
+) -> Result<(), Failed> {
+    let schema = &active.schema;
+    let rt = schema
+        .record_type(&claim.key.record_type)
+        .ok_or(IntegrityError)?;
+    let def = rt.field(&claim.field).ok_or(IntegrityError)?;
+    let field_key = active
+        .index_keys
+        .get(&(rt.name.clone(), def.name.clone()))
+        .ok_or(IntegrityError)?;
+    let tags = ks
+        .keks
+        .iter()
+        .filter_map(|k| match known.get(&k.id) {
+            Some(t) if k.key.is_some() => Some((k.id, *t)),
+            _ => {
+                let tag_key = index::tag_key(field_key, k.key.as_ref()?);
+                Some((k.id, index::tag(&tag_key, &claim.form)))
+            }
+        })
+        .collect();
+    let probe = IndexProbe { rt, def, tags };
+    let kek_live = |id: u32| ks.kek(id).is_some_and(|k| k.state != KekState::Destroyed);
+    let other = |h: &SubjectId, _: &SubjectEntry| h != subject;
+    let holders = v.index_holders(schema, &probe, &kek_live, &other, (usize::MAX, 1))?;
+    if holders.is_empty() {
+        return Ok(());
+    }
+    Err(Failed {
+        op: Some((claim.op, claim.key.clone())),
+        error: WriteError::NotUnique {
+            record_type: rt.name.clone(),
+            field: def.name.clone(),
+        },
+    })
+}
+
+/// A transaction whose batch is built but not applied: `create_subjects_with` joins many of them
+/// into one apply, checking each one's unique claims in the same critical section as the apply,
+/// as `Transaction::apply` does for one.
+///
+/// Only what the commit needs is kept: the rest of the transaction (envelopes, plaintext
+/// sealing state) is dropped at once, not held until a whole batch of rows is applied.
+pub(crate) struct Prepared<'v> {
+    vault: &'v Vault,
+    active: Arc<ActiveSchema>,
+    subject: SubjectId,
+    batch: WriteBatch,
+    audit: Vec<AuditEntry>,
+    claims: Vec<(Claim, BTreeMap<u32, [u8; TAG_LEN]>)>,
+    keys: Vec<SettledKey>,
+}
+
+impl<'v> Transaction<'v> {
+    /// Builds the batch (as `commit` does) without applying it. The transaction must have
+    /// changed something (a new subject always has).
+    pub(crate) fn prepare(mut self) -> Result<Prepared<'v>, Failed> {
+        let batch = self.finish_batch()?;
+        let claims = self
+            .live_claims()
+            .into_iter()
+            .map(|(c, tags)| (c.clone(), tags))
             .collect();
-        let probe = IndexProbe { rt, def, tags };
-        let kek_live = |id: u32| ks.kek(id).is_some_and(|k| k.state != KekState::Destroyed);
-        let other = |h: &SubjectId, _: &SubjectEntry| *h != self.subject;
-        let holders =
-            self.vault
-                .index_holders(schema, &probe, &kek_live, &other, (usize::MAX, 1))?;
-        if holders.is_empty() {
-            return Ok(());
-        }
-        Err(Failed {
-            op: Some((claim.op, claim.key.clone())),
-            error: WriteError::NotUnique {
-                record_type: rt.name.clone(),
-                field: def.name.clone(),
-            },
+        let mut keys = Vec::with_capacity(self.deks.len());
+        self.settle_keys(&mut keys);
+        Ok(Prepared {
+            vault: self.vault,
+            active: self.active.clone(),
+            subject: self.subject,
+            batch,
+            audit: std::mem::take(&mut self.audit),
+            claims,
+            keys,
         })
     }
+}
+
+impl Prepared<'_> {
+    /// Whether the commit must check unique values (and so take the key store's lock).
+    pub(crate) fn has_claims(&self) -> bool {
+        !self.claims.is_empty()
+    }
+
+    /// Checks the unique claims; the caller holds the key store's lock `ks`, then the audit-head
+    /// lock, until the joined batch is applied. Against storage as a single commit checks, and
+    /// against `taken`: the values claimed by the rows accepted before this one in the same
+    /// batch, which storage does not hold yet (so the first of two rows with one value wins, as
+    /// with single writes in that order). On success this row's claims join `taken`.
+    pub(crate) fn check_unique(
+        &self,
+        ks: &KeyStore,
+        taken: &mut BTreeSet<[u8; 32]>,
+    ) -> Result<(), WriteError> {
+        let mut mine = Vec::with_capacity(self.claims.len());
+        for (claim, tags) in &self.claims {
+            check_unique(self.vault, &self.active, &self.subject, ks, claim, tags)
+                .map_err(|f| f.error)?;
+            let id = claim_id(claim);
+            if taken.contains(&id) || mine.contains(&id) {
+                return Err(WriteError::NotUnique {
+                    record_type: claim.key.record_type.clone(),
+                    field: claim.field.clone(),
+                });
+            }
+            mine.push(id);
+        }
+        taken.extend(mine);
+        Ok(())
+    }
+
+    /// Moves this row's writes and audit entries to the end of the joined batch, and its data
+    /// keys to `keys`, for [`cache_settled`] once the joined batch has landed (see `cache_keys`).
+    /// The rest of the transaction is dropped here, not held until the whole batch is applied.
+    pub(crate) fn join(
+        mut self,
+        batch: &mut WriteBatch,
+        audit: &mut Vec<AuditEntry>,
+        keys: &mut Vec<SettledKey>,
+    ) {
+        batch.append(std::mem::take(&mut self.batch));
+        audit.append(&mut self.audit);
+        keys.append(&mut self.keys);
+    }
+}
+
+/// A data key of a committed write, with the slot it belongs to.
+pub(crate) type SettledKey = ((SubjectId, String), CachedDek);
+
+/// Puts the keys of a batch that has landed into the cache (only then: see `cache_keys`).
+pub(crate) fn cache_settled(v: &Vault, keys: Vec<SettledKey>) {
+    let mut cache = v.dek_cache();
+    for (slot, dek) in keys {
+        cache.put(slot, dek);
+    }
+}
+
+/// Which value a claim is, to compare the claims of one batch that storage does not hold yet: a
+/// digest of record type, field and normalised value (in memory for one batch, like the value).
+fn claim_id(c: &Claim) -> [u8; 32] {
+    let parts = [
+        c.key.record_type.as_bytes(),
+        c.field.as_bytes(),
+        &c.form[..],
+    ];
+    let mut buf = Zeroizing::new(Vec::with_capacity(c.form.len() + 64));
+    for part in parts {
+        buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        buf.extend_from_slice(part);
+    }
+    crate::crypto::sha256(&buf)
 }
 
 impl Failed {

@@ -174,10 +174,10 @@ mod tests {
     fn cfg() -> EngineConfig {
         EngineConfig {
             cache_bytes: 1 << 20,
+            block_cache_bytes: 1 << 20,
             flush_every_ms: None,
             verify_on_open: true,
             memtable_bytes: 1 << 20,
-            block_cache_bytes: 1 << 20,
         }
     }
 

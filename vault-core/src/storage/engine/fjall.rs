@@ -28,7 +28,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use super::{make_private, no_panic, restrict_permissions, Engine, EngineConfig, EngineStore};
 use crate::error::{Component, StorageError};
-use crate::storage::locks::RwUnpoisoned;
+use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::storage::store::{full_key, KeyValue, Store, Table, WriteBatch};
 
 /// The directory, in the data directory, that fjall owns.
@@ -44,7 +44,12 @@ pub struct FjallStore {
     dir: PathBuf,
     /// Held for writing while a batch commits, for reading while a scan takes its snapshot.
     commits: std::sync::RwLock<()>,
+    /// When `sync` last made the files private (see [`PERMISSIONS_EVERY`]).
+    permissions_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often, at most, `sync` walks the directory to make fjall's new files private.
+const PERMISSIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for FjallStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,6 +131,7 @@ impl FjallStore {
             ks,
             dir: dir.to_path_buf(),
             commits: std::sync::RwLock::new(()),
+            permissions_checked: std::sync::Mutex::new(None),
         })
     }
 
@@ -290,8 +296,14 @@ impl Store for FjallStore {
 
     fn sync(&self) -> Result<(), StorageError> {
         guard(|| self.db.persist(PersistMode::SyncAll))?;
-        // Table files fjall wrote since the open (best effort, like sled's).
-        let _ = restrict_permissions(&self.dir);
+        // Table files fjall wrote since the open (best effort, like sled's), at most once per
+        // `PERMISSIONS_EVERY`: the walk over the directory cost 4 % of a batched import that syncs
+        // often, and the data directory itself is 0700 in between.
+        let mut last = self.permissions_checked.lock_unpoisoned();
+        if last.is_none_or(|t| t.elapsed() >= PERMISSIONS_EVERY) {
+            let _ = restrict_permissions(&self.dir);
+            *last = Some(std::time::Instant::now());
+        }
         Ok(())
     }
 }
