@@ -59,7 +59,14 @@ impl Env {
             vault,
             subject: String::new(),
         };
-        env.ok(&["init", "--schema", &schema_path()]);
+        // On the engine under test when KLUIS_TEST_ENGINE names one (the CLI's default else): the
+        // full-disk tests are where an engine meets real I/O failures.
+        let schema = schema_path();
+        let mut init = vec!["init", "--schema", &schema];
+        if let Some(e) = crate::common::env_engine() {
+            init.extend(["--engine", e.name()]);
+        }
+        env.ok(&init);
         env.subject = env.ok(&["new-subject"]).trim().to_owned();
         let f = env.write("customer.json", customer().as_bytes());
         let s = env.subject.clone();
