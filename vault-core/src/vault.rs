@@ -145,7 +145,7 @@ impl VaultOptions {
         self
     }
     /// The storage engine: which one [`Vault::create`] makes the data directory with (default
-    /// [`Engine::Sled`]), and which one [`Vault::open`] expects (default: whichever the data
+    /// [`Engine::Fjall`]), and which one [`Vault::open`] expects (default: whichever the data
     /// directory records; a different one is [`OpenError::EngineMismatch`]).
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = Some(engine);

@@ -24,7 +24,7 @@ pub struct Args {
     /// Argon2id iterations (default 3; at least 2).
     #[arg(long, value_name = "N")]
     pub kdf_iterations: Option<u32>,
-    /// The storage engine to keep the data directory in: sled (default), redb or fjall. Recorded
+    /// The storage engine to keep the data directory in: fjall (default), redb or sled. Recorded
     /// in data/ENGINE; every later command opens the vault with it.
     #[arg(long, value_name = "ENGINE", value_parser = parse_engine)]
     pub engine: Option<Engine>,
