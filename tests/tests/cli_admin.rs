@@ -879,19 +879,31 @@ fn chrono_free_now() -> i64 {
         .as_secs() as i64
 }
 
-/// `kluis migrate --to redb --json`: one JSON report with the counts; the vault then lives in
-/// redb (sled's files gone) and reads, finds and verifies as before; migrating to redb again is a
-/// usage error (exit 2), and a vault in use is refused with exit 6.
+/// `kluis migrate --to redb --json` (sled when redb is the default): one JSON report; the vault
+/// then lives in the new engine (the CLI default engine's files gone) and reads, finds and verifies
+/// as before; migrating to it again is a usage error (exit 2), and a vault in use is refused with
+/// exit 6.
 #[test]
 fn admin_migrate_moves_the_vault_to_another_engine() {
     let env = Env::new();
     let subjects = env.populated();
-    let lines = env.json(&["migrate", "--to", "redb"]);
+    // From the CLI's default engine to another one.
+    let data = env.vault().join("data");
+    let from = match vault_core::engine::recorded(&data).unwrap() {
+        vault_core::engine::Recorded::Engine(e) => e,
+        other => panic!("no engine recorded: {other:?}"),
+    };
+    let to = if from == vault_core::Engine::Redb {
+        vault_core::Engine::Sled
+    } else {
+        vault_core::Engine::Redb
+    };
+    let lines = env.json(&["migrate", "--to", to.name()]);
     assert_eq!(lines.len(), 1, "{lines:?}");
     let r = &lines[0];
     assert_eq!(
         (r["from"].as_str(), r["to"].as_str()),
-        (Some("sled"), Some("redb"))
+        (Some(from.name()), Some(to.name()))
     );
     assert_eq!(
         (r["subjects"].as_u64(), r["records"].as_u64()),
@@ -900,13 +912,12 @@ fn admin_migrate_moves_the_vault_to_another_engine() {
     assert!(r["rows"].as_u64().unwrap() > 10, "{r}");
     assert!(r["bytes"].as_u64().unwrap() > 1000, "{r}");
     assert!(r["seconds"].as_f64().is_some(), "{r}");
-    let data = env.vault().join("data");
     assert_eq!(
         std::fs::read_to_string(data.join("ENGINE")).unwrap(),
-        "redb\n"
+        format!("{to}\n")
     );
-    assert!(data.join("kluis.redb").is_file());
-    assert!(!data.join("db").exists() && !data.join("conf").exists());
+    assert!(data.join(to.main_file()).exists());
+    assert!(!data.join(from.main_file()).exists());
     assert_eq!(env.first_name(&subjects[0]), "Jan");
     assert_eq!(
         env.find_email("els@voorbeeld.nl"),
@@ -915,14 +926,14 @@ fn admin_migrate_moves_the_vault_to_another_engine() {
     env.ok(&["verify"]);
     env.ok(&["audit", "verify"]);
 
-    let again = env.run(&["--json", "migrate", "--to", "redb"]);
+    let again = env.run(&["--json", "migrate", "--to", to.name()]);
     assert_eq!(again.status.code(), Some(2));
     let err: Value = serde_json::from_slice(&again.stderr).unwrap();
     assert!(
         err["error"]
             .as_str()
             .unwrap()
-            .contains("already uses the redb"),
+            .contains(&format!("already uses the {to}")),
         "{err}"
     );
     let unknown = env.run(&["migrate", "--to", "rocksdb"]);
@@ -933,11 +944,11 @@ fn admin_migrate_moves_the_vault_to_another_engine() {
         .danger_allow_weak_kdf(true);
     let creds = Credentials::passphrase(PASSPHRASE);
     let v = Vault::open(&VaultPaths::in_dir(env.vault()), &creds, opts).unwrap();
-    let busy = env.run(&["migrate", "--to", "fjall"]);
+    let busy = env.run(&["migrate", "--to", from.name()]);
     assert_eq!(busy.status.code(), Some(6));
     drop(v);
     assert_eq!(
         std::fs::read_to_string(data.join("ENGINE")).unwrap(),
-        "redb\n"
+        format!("{to}\n")
     );
 }
