@@ -230,17 +230,10 @@ fn split_key(key: &[u8]) -> (vault_core::store::Table, &[u8]) {
     let (&tag, rest) = key
         .split_first()
         .expect("a key starts with its table's tag");
-    let table = [
-        Table::Meta,
-        Table::Subject,
-        Table::Record,
-        Table::Index,
-        Table::Expiry,
-        Table::Audit,
-    ]
-    .into_iter()
-    .find(|t| *t as u8 == tag)
-    .unwrap_or_else(|| panic!("no table has the tag {tag:#04x}"));
+    let table = Table::ALL
+        .into_iter()
+        .find(|t| *t as u8 == tag)
+        .unwrap_or_else(|| panic!("no table has the tag {tag:#04x}"));
     (table, rest)
 }
 
@@ -365,4 +358,23 @@ pub fn injected_io_error() -> vault_core::StorageError {
         component: vault_core::Component::DataStore,
         kind: std::io::ErrorKind::Other,
     }
+}
+
+/// Customer number `i` on the web-shop schema: distinct names and e-mail address.
+pub fn numbered_customer(i: usize) -> vault_core::Record {
+    vault_core::Record::new()
+        .with("first_name", format!("Voornaam{i}"))
+        .with("last_name", format!("Achternaam{i}"))
+        .with("email", format!("klant{i}@voorbeeld.nl"))
+}
+
+/// Shipping address number `i` on the web-shop schema.
+pub fn numbered_address(i: usize) -> vault_core::Record {
+    vault_core::Record::new()
+        .with("recipient_name", format!("Ontvanger{i}"))
+        .with("street", format!("Straat{i}"))
+        .with("house_number", format!("{}", i % 300 + 1))
+        .with("postcode", "1234 AB")
+        .with("city", "Utrecht")
+        .with("country", "NL")
 }

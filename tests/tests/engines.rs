@@ -27,9 +27,7 @@ use std::sync::Arc;
 use crate::common::*;
 use vault_core::engine::{self, Engine, EngineConfig, EngineStore, Mode};
 use vault_core::store::{KeyValue, Store, Table, WriteBatch};
-use vault_core::{
-    MockClock, OpenError, Record, Request, StorageError, Vault, VaultOptions, VaultPaths,
-};
+use vault_core::{MockClock, OpenError, Request, StorageError, Vault, VaultOptions, VaultPaths};
 
 /// [`fast_options`] without `KLUIS_TEST_ENGINE`: this suite picks its engines itself.
 fn suite_options() -> VaultOptions {
@@ -39,14 +37,7 @@ fn suite_options() -> VaultOptions {
         .durability(vault_core::Durability::Relaxed)
 }
 
-const TABLES: [Table; 6] = [
-    Table::Meta,
-    Table::Subject,
-    Table::Record,
-    Table::Index,
-    Table::Expiry,
-    Table::Audit,
-];
+const TABLES: [Table; 6] = Table::ALL;
 
 /// Small caches, and a 256 KiB memtable so that fjall moves the rows into table files (with
 /// fjall's default, all of them would stay in its journal).
@@ -927,22 +918,7 @@ fn engines_a_batch_killed_midway_is_all_or_nothing() {
 const T0: i64 = 1_800_000_000;
 const DAY: i64 = 86_400;
 
-fn customer(i: usize) -> Record {
-    Record::new()
-        .with("first_name", format!("Voornaam{i}"))
-        .with("last_name", format!("Achternaam{i}"))
-        .with("email", format!("klant{i}@voorbeeld.nl"))
-}
-
-fn address(i: usize) -> Record {
-    Record::new()
-        .with("recipient_name", format!("Ontvanger{i}"))
-        .with("street", format!("Straat{i}"))
-        .with("house_number", format!("{}", i % 300 + 1))
-        .with("postcode", "1234 AB")
-        .with("city", "Utrecht")
-        .with("country", "NL")
-}
+use crate::common::{numbered_address as address, numbered_customer as customer};
 
 #[test]
 fn engines_carry_a_vault_round_trip() {

@@ -10,26 +10,11 @@ use vault_core::danger_faults::{
     arm_key_store, disarm_key_store, wrapper, FaultKind, FaultPlan, KeyStoreFault, KeyStoreStep,
 };
 use vault_core::{
-    CopyError, Engine, MigrateError, MigrateProgress, MigrateReport, OpenError, Record, Request,
-    SubjectId, Vault, VaultOptions, VaultPaths,
+    CopyError, Engine, MigrateError, MigrateProgress, MigrateReport, OpenError, Request, SubjectId,
+    Vault, VaultOptions, VaultPaths,
 };
 
-fn customer(i: usize) -> Record {
-    Record::new()
-        .with("first_name", format!("Voornaam{i}"))
-        .with("last_name", format!("Achternaam{i}"))
-        .with("email", format!("klant{i}@voorbeeld.nl"))
-}
-
-fn address(i: usize) -> Record {
-    Record::new()
-        .with("recipient_name", format!("Ontvanger{i}"))
-        .with("street", format!("Straat{i}"))
-        .with("house_number", format!("{}", i % 300 + 1))
-        .with("postcode", "1234 AB")
-        .with("city", "Utrecht")
-        .with("country", "NL")
-}
+use crate::common::{numbered_address as address, numbered_customer as customer};
 
 /// `common::fast_options` without an engine: a migrated vault is opened with whichever engine it names
 /// (so `KLUIS_TEST_ENGINE` does not apply here; each test names its engines).

@@ -11,19 +11,14 @@ use std::path::Path;
 
 use crate::backup::copy_dir;
 use crate::common::*;
-use vault_core::{OpenError, Record, Request, Rollback, Vault, VaultPaths};
-
-fn customer(n: u32) -> Record {
-    Record::new()
-        .with("first_name", format!("Voornaam-{n}"))
-        .with("last_name", format!("Achternaam-{n}"))
-        .with("email", format!("klant{n}@voorbeeld.nl"))
-}
+use vault_core::{OpenError, Request, Rollback, Vault, VaultPaths};
 
 /// Stores `n` customers starting at `from` and makes them durable.
-fn store(vault: &Vault, from: u32, n: u32) {
+fn store(vault: &Vault, from: usize, n: usize) {
     for i in from..from + n {
-        vault.create_subject_with("customer", &customer(i)).unwrap();
+        vault
+            .create_subject_with("customer", &numbered_customer(i))
+            .unwrap();
     }
     vault.sync().unwrap();
 }
