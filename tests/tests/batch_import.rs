@@ -319,3 +319,41 @@ fn cli_import_of_thousands_of_rows_in_batches_rejects_exactly_the_bad_lines() {
     let o = cli.run(&["audit", "verify"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Lines claim unique values in file order, whichever kind they are: a new customer on line 1
+/// keeps its e-mail address, and an existing subject's row on line 2 that claims the same one is
+/// the line refused (not the other way round, as when new customers waited for their batch).
+#[test]
+fn cli_import_claims_unique_values_in_line_order() {
+    let cli = Cli::new();
+    let o = cli.run(&["--json", "new-subject"]);
+    let existing: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let existing = existing["subject"].as_str().unwrap().to_owned();
+    let text = format!(
+        "{}\n{}\n",
+        r#"{"type":"customer","record":{"first_name":"A","last_name":"B","email":"eerst@x.nl"}}"#,
+        format_args!(
+            r#"{{"subject":"{existing}","type":"customer","record":{{"first_name":"C","last_name":"D","email":"eerst@x.nl"}}}}"#
+        )
+    );
+    let file = cli.dir.path().join("order.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let o = cli.run(&["--json", "import", file.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rejected: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.get("rejected").is_some())
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rejected, vec![2], "{lines:?}");
+}

@@ -191,7 +191,7 @@ fn migrate_needs_the_vault_to_itself() {
 
 /// A migrate interrupted in the middle of its copy (the callback panics after the first batch,
 /// as a kill would stop it: no cleanup runs) leaves `ENGINE` naming the old engine, whose vault
-/// opens with everything in it; the next migrate removes the partial copy and succeeds.
+/// opens with everything in it (and removes the partial copy); the next migrate succeeds.
 #[test]
 fn an_interrupted_copy_leaves_the_old_engine_in_charge() {
     for (from, to) in [(Engine::Sled, Engine::Fjall), (Engine::Fjall, Engine::Redb)] {
@@ -213,10 +213,11 @@ fn an_interrupted_copy_leaves_the_old_engine_in_charge() {
         assert_eq!(recorded(root), format!("{from}\n"));
         let v = Vault::open(&paths, &creds(), opts()).unwrap();
         assert_eq!(v.engine(), Some(from));
+        assert!(!has_files_of(root, to), "open removed the partial copy");
         check_intact(&v, &subjects);
         drop(v);
         let r = migrate(root, to).unwrap();
-        assert!(r.leftovers_removed >= 1, "{r:?}");
+        assert_eq!(r.leftovers_removed, 0, "{r:?}");
         assert_eq!(r.subjects, 600);
         let v = Vault::open(&paths, &creds(), opts()).unwrap();
         assert_eq!(v.engine(), Some(to));
@@ -285,6 +286,15 @@ fn a_crash_at_the_switch_leaves_a_whole_vault() {
         assert_eq!(recorded(root), format!("{now}\n"), "{step:?}");
         let v = Vault::open(&paths, &creds(), opts()).unwrap();
         assert_eq!(v.engine(), Some(now));
+        let other = if now == Engine::Sled {
+            Engine::Redb
+        } else {
+            Engine::Sled
+        };
+        assert!(
+            !has_files_of(root, other),
+            "{step:?}: open removed the other engine's files"
+        );
         check_intact(&v, &subjects);
         drop(v);
         let target = if now == Engine::Sled {
@@ -293,7 +303,7 @@ fn a_crash_at_the_switch_leaves_a_whole_vault() {
             Engine::Fjall
         };
         let r = migrate(root, target).unwrap();
-        assert!(r.leftovers_removed >= 1, "{step:?}: {r:?}");
+        assert_eq!(r.leftovers_removed, 0, "{step:?}: {r:?}");
         assert!(!has_files_of(root, Engine::Sled) || target == Engine::Sled);
     }
 }
@@ -359,7 +369,7 @@ fn a_backup_of_an_open_fjall_vault_restores() {
 /// the new engine: `MigrateError::Verify`, the switch stands (the rows were equal), the old
 /// engine's files are kept for investigation.
 #[test]
-fn a_record_that_does_not_read_back_fails_the_migrate_and_keeps_the_old_files() {
+fn a_record_that_does_not_read_back_fails_the_migrate_and_leaves_the_vault_on_its_old_engine() {
     use vault_core::engine::{self, EngineConfig, Mode};
     use vault_core::store::{Table, WriteBatch};
     let tmp = tempfile::tempdir().unwrap();
@@ -387,8 +397,13 @@ fn a_record_that_does_not_read_back_fails_the_migrate_and_keeps_the_old_files() 
         }) => {}
         other => panic!("{other:?}"),
     }
-    assert_eq!(recorded(root), "fjall\n");
+    assert_eq!(recorded(root), "redb\n", "switched back");
     assert!(has_files_of(root, Engine::Redb), "kept");
+    assert!(
+        !has_files_of(root, Engine::Fjall),
+        "the new engine's files removed"
+    );
     let v = Vault::open(&VaultPaths::in_dir(root), &creds(), opts()).unwrap();
+    assert_eq!(v.engine(), Some(Engine::Redb));
     assert_eq!(v.verify_records(&mut |_| {}).unwrap().problems.len(), 1);
 }

@@ -182,3 +182,58 @@ fn a_missing_witness_is_made_and_a_damaged_one_is_refused() {
     std::fs::write(data.join("WITNESS"), &bytes).unwrap();
     open(root.path()).expect("the intact witness opens again");
 }
+
+/// A key store put back *and* an engine behind its witness: the audited accept takes both, with
+/// one audit entry each, and does not pass over the lost writes (the witness is rewritten only by
+/// accepting its own finding).
+#[test]
+fn accepting_another_rollback_accepts_the_lost_writes_too_on_record() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let ks = VaultPaths::in_dir(root.path()).key_store;
+    let vault = new_vault(root.path());
+    store(&vault, 0, 2);
+    drop(vault);
+    let old_key_store = std::fs::read(&ks).unwrap();
+    // A newer key store that the data sees (a KEK retired), then the engine files of that time.
+    let vault = open(root.path()).unwrap();
+    let kek = vault.keks()[0].id;
+    vault
+        .retire_kek(kek, &Request::new("admin", "rotate"), &mut |_| {})
+        .unwrap();
+    store(&vault, 2, 1);
+    drop(vault);
+    let snapshot = tempfile::tempdir().unwrap();
+    copy_dir(&data, snapshot.path());
+    // Writes after it, which the witness records.
+    let vault = open(root.path()).unwrap();
+    store(&vault, 3, 3);
+    drop(vault);
+
+    put_back_engine_files(snapshot.path(), &data);
+    std::fs::write(&ks, &old_key_store).unwrap();
+    let err = open(root.path()).unwrap_err();
+    assert!(
+        matches!(err, OpenError::RolledBack(Rollback::KeyStore { .. })),
+        "{err:?}"
+    );
+    let (vault, accepted) = Vault::danger_open_accepting_rollback(
+        &VaultPaths::in_dir(root.path()),
+        &creds(),
+        fast_options(),
+        &Request::new("admin", "both halves restored"),
+    )
+    .unwrap();
+    assert!(matches!(accepted, Some(Rollback::KeyStore { .. })));
+    let accepts: Vec<String> = vault
+        .audit_entries(&vault_core::AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.op == vault_core::AuditOp::AcceptRollback)
+        .map(|e| e.label)
+        .collect();
+    assert_eq!(accepts.len(), 2, "{accepts:?}");
+    assert!(accepts[1].contains("storage engine"), "{accepts:?}");
+    drop(vault);
+    open(root.path()).expect("both accepted: a plain open works");
+}

@@ -964,9 +964,10 @@ pub enum MigrateError {
         kind: std::io::ErrorKind,
     },
     /// After the switch, reading the vault back on the new engine found records that do not read
-    /// or an audit chain that does not verify. The rows compared equal, so the old engine held the
-    /// same damage; its files are kept for investigation (the next migrate removes them).
-    #[error("the vault now uses the {engine} storage engine, but reading it back found {records} record(s) that do not read{}; the old engine's files were kept", audit_note(.audit_intact))]
+    /// or an audit chain that does not verify. The vault is switched back to its old engine (whose
+    /// rows compared equal to the copy) and the new engine's files are removed: a vault with
+    /// records that do not read (`kluis verify`) is not migrated.
+    #[error("reading the vault back on the {engine} storage engine found {records} record(s) that do not read{}; the vault stays on its old engine", audit_note(.audit_intact))]
     Verify {
         /// The new engine.
         engine: &'static str,

@@ -595,6 +595,9 @@ impl Vault {
             None => OpenError::AlreadyOpen { path },
             Some(e) => OpenError::Storage(StorageError::io(Component::DataStore, &e)),
         };
+        // A migrate's own reopen on its new engine (the one caller holding the locks already)
+        // keeps the old engine's files until its read-back passed.
+        let migrating = held.is_some();
         let (data_lock, key_lock) = match held {
             Some(locks) => locks,
             None => (
@@ -643,13 +646,22 @@ impl Vault {
             .or(lost);
         match (rollback, accept) {
             (Some(r), None) => return Err(OpenError::RolledBack(r)),
-            (Some(r), Some(req)) => vault.accept_rollback(r, stored_schema_version, req)?,
+            (Some(r), Some(req)) => {
+                vault.accept_rollback(r, stored_schema_version, req)?;
+                // Both found: the witness finding is accepted (and audited) too, not passed over.
+                if let Some(lost) = lost.filter(|l| *l != r) {
+                    vault.accept_rollback(lost, stored_schema_version, req)?;
+                }
+            }
             (None, _) => vault.upgrade_watermarks(stored_schema_version)?,
         }
         vault.settle_ledger()?;
         // A restored older data backup (or a crash mid-shred) must not bring erased data back.
         vault.reapply_ledger()?;
         vault.upgrade_index_scheme()?;
+        if !migrating {
+            remove_other_engines(&paths.data_dir, recorded);
+        }
         Ok((vault, rollback))
     }
 
@@ -763,8 +775,15 @@ impl Vault {
             .key_store_seen
             .store(generation, Ordering::Release);
         *self.data.ledger_seen.lock_unpoisoned() = tip;
-        // The state found is the truth now: the witness follows it, even where it had recorded more.
-        self.data.witness.restart();
+        // Only an accepted witness finding rewrites the witness: accepting another rollback must
+        // not erase the evidence of lost writes, which the next open then reports on its own.
+        if matches!(
+            r,
+            crate::error::Rollback::CommittedWritesLost { .. }
+                | crate::error::Rollback::WitnessMismatch { .. }
+        ) {
+            self.data.witness.restart();
+        }
         self.sync_store()?;
         tracing::warn!(accepted = %what, "rolled-back vault state accepted by an operator");
         Ok(())
@@ -1294,7 +1313,6 @@ impl TableDef for LedgerSeen {
     }
 }
 
-/// The row handling of a vault whose key store is `ks` (its row-MAC key is derived from it).
 /// The engine `open` opens the data directory with: the one its `ENGINE` file records, which
 /// must be the one the caller asked for (if any) and built into this kluis.
 fn engine_to_open(paths: &VaultPaths, options: &VaultOptions) -> Result<Engine, OpenError> {
@@ -1331,6 +1349,28 @@ fn engine_to_open(paths: &VaultPaths, options: &VaultOptions) -> Result<Engine, 
     Ok(recorded)
 }
 
+/// Removes the files of every engine but `open` (the one `ENGINE` names, just opened and checked):
+/// what a migrate interrupted before its switch (a partial copy) or after it (the old engine's
+/// files) leaves. They hold wrapped keys and ciphertexts as of the migrate, which later erasures
+/// do not reach, so they must not stay until some later migrate. Best effort: a failure is logged.
+/// Returns how many top-level entries went.
+pub(crate) fn remove_other_engines(dir: &std::path::Path, open: Engine) -> usize {
+    let mut removed = 0;
+    for other in Engine::ALL.into_iter().filter(|e| *e != open) {
+        match engine::remove_files_of(other, dir) {
+            Ok(0) => {}
+            Ok(n) => {
+                removed += n;
+                tracing::warn!(engine = %other, entries = n, "removed another engine's files (an interrupted migrate)");
+            }
+            Err((p, e)) => {
+                tracing::warn!(path = %p.display(), error = %e, "could not remove another engine's files")
+            }
+        }
+    }
+    removed
+}
+
 /// The key of the data directory's witness file (`storage/witness.rs`).
 fn witness_key(ks: &KeyStore) -> SecretKey {
     crypto::derive_subkey(&ks.meta_root, &[labels::WITNESS])
@@ -1356,6 +1396,7 @@ fn check_witness(
     None
 }
 
+/// The row handling of a vault whose key store is `ks` (its row-MAC key is derived from it).
 fn row_handler(ks: &KeyStore) -> Rows {
     Rows::new(crypto::derive_subkey(&ks.meta_root, &[labels::ROW_MAC]))
 }

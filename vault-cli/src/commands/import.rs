@@ -227,7 +227,12 @@ impl<'a> Importer<'a> {
                 self.lines.push(line);
                 self.rows.push((key, record));
             }
-            Ok(Parsed::Existing(s, key, record)) => match self.v.put(&s, key, &record) {
+            // New customers of earlier lines are stored first, so that lines claim unique values
+            // in file order (an existing subject's row must not take a value an earlier line holds).
+            Ok(Parsed::Existing(s, key, record)) => match self
+                .flush_new_rows()
+                .map(|()| self.v.put(&s, key, &record))?
+            {
                 Ok(()) => {
                     self.stored += 1;
                     self.puts += 1;
@@ -242,6 +247,14 @@ impl<'a> Importer<'a> {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Stores the new customers waiting in the batch (if any) before a row of an existing subject.
+    fn flush_new_rows(&mut self) -> anyhow::Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        self.flush()
     }
 
     fn reject(&mut self, line: usize, reason: String) {

@@ -38,3 +38,7 @@ pub const LEDGER_HEADER: &[u8] = b"kluis/v1/ledger/header";
 pub const LEDGER_RECORD: &[u8] = b"kluis/v1/ledger/record";
 /// HKDF info of the key that authenticates the data directory's `WITNESS` file.
 pub const WITNESS: &[u8] = b"kluis/v1/witness";
+/// MAC domain of the witness's commitment to an audit head.
+pub const WITNESS_HEAD: &[u8] = b"kluis/v1/witness/head";
+/// MAC domain of one slot of the witness file.
+pub const WITNESS_SLOT: &[u8] = b"kluis/v1/witness/slot";

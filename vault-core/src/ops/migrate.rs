@@ -5,17 +5,18 @@
 //! same data directory, and makes it the vault's only once the copy is durable and compared equal.
 //! The order, and what a crash at each step leaves (docs/format.md, "Files and directories"):
 //!
-//! 1. Open the vault (credentials, both lock files held to the end), then remove the files of every
-//!    engine but the one `ENGINE` names: the partial target of an interrupted migrate, or the old
-//!    engine of one interrupted after its switch. A crash: some leftovers remain, removed next time.
+//! 1. Open the vault (credentials, both lock files held to the end). `open` removes the files of
+//!    every engine but the one `ENGINE` names: the partial target of an interrupted migrate, or
+//!    the old engine of one interrupted after its switch.
 //! 2. Copy every row into a new store of the target engine (bounded batches), sync it, fsync its
 //!    files, reopen it and compare it row by row with the source. A crash or a difference: `ENGINE`
 //!    still names the source, which nothing changed; the partial target is removed at step 1.
 //! 3. Close the source and replace `ENGINE` atomically (temp file, fsync, rename, fsync of the
 //!    directory). A crash: `ENGINE` names one engine or the other, and each has every row, durably.
-//! 4. Open the vault on the new engine (under the same locks) and read every record of every
-//!    subject back (decrypted in memory only) and verify the audit chain.
-//! 5. Remove the old engine's files (ordinary deletes). A crash: leftovers, removed at step 1.
+//! 4. Open the vault on the new engine (under the same locks, keeping the old engine's files) and
+//!    read every record of every subject back (decrypted in memory only) and verify the audit
+//!    chain. A failure: `ENGINE` is switched back to the old engine and the new one's files go.
+//! 5. Remove the old engine's files (ordinary deletes). A crash: leftovers, removed at the next open.
 
 use std::path::Path;
 use std::time::Instant;
@@ -98,13 +99,14 @@ impl Vault {
         let started = Instant::now();
         let mut options = options;
         options.engine = None;
+        let dir = &paths.data_dir;
+        // `open` removes them (another engine's files beside the one `ENGINE` names).
+        let leftovers_removed = count_leftovers(dir)?;
         let source = Vault::open(paths, creds, options.clone())?;
         let from = source.engine().ok_or(StorageError::corrupted(
             Component::DataStore,
             "the vault's storage engine is not known",
         ))?;
-        let dir = &paths.data_dir;
-        let leftovers_removed = remove_leftovers(dir, from)?;
         if from == to {
             return Err(MigrateError::SameEngine { engine: to.name() });
         }
@@ -117,9 +119,18 @@ impl Vault {
         let locks = source.close_keeping_locks();
         engine::switch_record(dir, to).map_err(|e| io_error(&dir.join(engine::ENGINE_FILE), &e))?;
         tracing::info!(from = %from, to = %to, rows = copied.rows, "data directory switched to another storage engine");
-        let vault = Vault::open_holding_locks(paths, creds, options.engine(to), locks)?;
-        let (subjects, records) = vault.read_back(to, progress)?;
-        engine::remove_files_of(from, dir).map_err(|(p, e)| io_error(&p, &e))?;
+        let checked = Vault::open_holding_locks(paths, creds, options.engine(to), locks)
+            .map_err(MigrateError::from)
+            .and_then(|vault| Ok((vault.read_back(to, progress)?, vault)));
+        let ((subjects, records), vault) = match checked {
+            Ok(done) => done,
+            Err(e) => return Err(switch_back(dir, from, to, e)),
+        };
+        drop(vault);
+        if let Err((p, e)) = engine::remove_files_of(from, dir) {
+            // The migrate is done; the next open removes what is left (`remove_leftovers`).
+            tracing::warn!(path = %p.display(), error = %e, "could not remove the old engine's files");
+        }
         Ok(MigrateReport {
             from: from.name(),
             to: to.name(),
@@ -182,18 +193,31 @@ impl Vault {
     }
 }
 
-/// Removes, from the data directory `dir`, the files of every engine but `keep` (the one `ENGINE`
-/// names). Returns how many top-level entries went.
-fn remove_leftovers(dir: &Path, keep: Engine) -> Result<u64, MigrateError> {
-    let mut removed = 0u64;
+/// Top-level files and directories of engines other than the one `ENGINE` names in `dir`.
+fn count_leftovers(dir: &Path) -> Result<u64, MigrateError> {
+    let engine::Recorded::Engine(keep) = engine::recorded(dir)? else {
+        return Ok(0);
+    };
+    let mut n = 0u64;
     for e in Engine::ALL.into_iter().filter(|e| *e != keep) {
-        let n = engine::remove_files_of(e, dir).map_err(|(p, err)| io_error(&p, &err))?;
-        if n > 0 {
-            tracing::warn!(engine = %e, entries = n, "removed the files of an interrupted migrate");
-        }
-        removed += n as u64;
+        n += engine::files_of(e, dir)
+            .map_err(|err| io_error(dir, &err))?
+            .len() as u64;
     }
-    Ok(removed)
+    Ok(n)
+}
+
+/// A migrate that failed after its switch (the new engine did not open, or did not read back
+/// whole): `ENGINE` names the old engine again, whose files are still there and verified equal
+/// before the switch, and the new engine's files go. Returns the error to report (the failed
+/// switch back, if that failed too: then `ENGINE` still names the new engine).
+fn switch_back(dir: &Path, from: Engine, to: Engine, failed: MigrateError) -> MigrateError {
+    if let Err(e) = engine::switch_record(dir, from) {
+        return io_error(&dir.join(engine::ENGINE_FILE), &e);
+    }
+    tracing::warn!(from = %from, to = %to, "migrate failed after the switch; the vault is back on its old engine");
+    let _ = engine::remove_files_of(to, dir);
+    failed
 }
 
 #[cfg(test)]
@@ -228,8 +252,8 @@ mod tests {
         assert!(!paths.data_dir.exists(), "nothing was touched");
     }
 
-    /// Leftovers are the files of the other engines only: `ENGINE`, the lock file and files
-    /// kluis does not know stay.
+    /// Leftovers (counted here, removed by `open`) are the files of the other engines only:
+    /// `ENGINE`, the lock file and files kluis does not know stay.
     #[test]
     fn leftovers_are_only_other_engines_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -250,7 +274,9 @@ mod tests {
             std::fs::write(d.join(sub).join("f"), b"x").unwrap();
         }
         std::fs::write(d.join("kluis.redb"), b"x").unwrap();
-        assert_eq!(remove_leftovers(d, Engine::Redb).unwrap(), 5);
+        std::fs::write(d.join("ENGINE"), b"redb\n").unwrap();
+        assert_eq!(count_leftovers(d).unwrap(), 5);
+        assert_eq!(crate::vault::remove_other_engines(d, Engine::Redb), 5);
         let mut left: Vec<String> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use crate::error::{CopyError, RowDifference};
+use crate::error::{Component, CopyError, RowDifference, StorageError};
 use crate::storage::engine::{self, Engine, EngineConfig, Mode};
 use crate::storage::store::{scan, Store, Table, WriteBatch};
 
@@ -147,6 +147,16 @@ pub(crate) fn copy_into_new(
     cfg: &EngineConfig,
     progress: &mut dyn FnMut(CopyProgress),
 ) -> Result<CopyReport, CopyError> {
+    // A store already there would be merged into, not replaced: refuse it (the caller removes
+    // leftovers first).
+    let there = engine::files_of(engine, dir)
+        .map_err(|e| CopyError::Target(StorageError::io(Component::DataStore, &e)))?;
+    if !there.is_empty() {
+        return Err(CopyError::Target(StorageError::corrupted(
+            Component::DataStore,
+            "the target engine's files exist already",
+        )));
+    }
     let report = {
         let to = engine::open(engine, dir, cfg, Mode::Create).map_err(CopyError::Target)?;
         copy_rows(from, &*to, LIMITS, progress)?
@@ -228,6 +238,16 @@ mod tests {
                 assert_eq!(compare(&*from, &*to, &mut |_| {}).unwrap(), 6 * 300);
             }
         }
+    }
+
+    /// A target engine whose files exist already is refused, never merged into.
+    #[test]
+    fn a_target_that_exists_is_refused() {
+        let e = Engine::built()[0];
+        let (_src, from) = filled(e, 3);
+        let (dest, _there) = filled(e, 1);
+        let r = copy_into_new(&*from, e, dest.path(), &cfg(), &mut |_| {});
+        assert!(matches!(r, Err(CopyError::Target(_))), "{r:?}");
     }
 
     #[test]

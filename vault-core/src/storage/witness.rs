@@ -36,8 +36,7 @@ const VERSION: u8 = 1;
 const SLOT: usize = 64;
 /// Bytes of a slot its MAC covers.
 const SIGNED: usize = 40;
-const COMMIT_DOMAIN: &[u8] = b"kluis/v1/witness/head";
-const SLOT_DOMAIN: &[u8] = b"kluis/v1/witness/slot";
+use crate::crypto::labels::{WITNESS_HEAD as COMMIT_DOMAIN, WITNESS_SLOT as SLOT_DOMAIN};
 
 /// What the witness says the engine had made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,39 +74,43 @@ fn commitment(key: &SecretKey, head: &Head) -> [u8; 16] {
 }
 
 impl Witness {
-    /// Opens (or creates, mode 0600) the witness of the data directory `dir`. Returns it and what
-    /// it holds (`None`: a new file, or a vault from before the witness existed). A file of the
-    /// wrong size, or whose slots both fail their MAC, is `Corrupted`.
+    /// Opens (or creates, mode 0600, holding only counter 0) the witness of the data directory
+    /// `dir`. Returns it and what it holds (`None`: nothing recorded yet: a new file, or a vault
+    /// from before the witness existed). A file of the wrong size (an empty one too), or whose
+    /// slots both fail their MAC, is `Corrupted`.
     pub(crate) fn open(
         dir: &Path,
         key: SecretKey,
     ) -> Result<(Witness, Option<Witnessed>), StorageError> {
         let path = dir.join(WITNESS_FILE);
-        let existed = match std::fs::symlink_metadata(&path) {
+        match std::fs::symlink_metadata(&path) {
             // A link, FIFO or device in its place must not redirect or block its writes.
             Ok(meta) if !meta.is_file() => return Err(damaged()),
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Ok(_) => {}
+            // None yet (a new vault, or one from before the witness): made whole at once, so no
+            // crash leaves an empty or half-written one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut first = [0u8; 2 * SLOT];
+                first[..SLOT].copy_from_slice(&encode_slot(&key, 0, &Head::EMPTY));
+                crate::storage::fsutil::atomic_write(&path, &first).map_err(|e| io(&e))?;
+            }
             Err(e) => return Err(io(&e)),
-        };
+        }
         let mut file = open_private(&path).map_err(|e| io(&e))?;
         let mut bytes = Vec::new();
         (&mut file)
             .take(2 * SLOT as u64 + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| io(&e))?;
-        let found = if existed && !bytes.is_empty() {
-            if bytes.len() != 2 * SLOT {
-                return Err(damaged());
-            }
-            let best = bytes
-                .chunks_exact(SLOT)
-                .filter_map(|s| decode_slot(&key, s))
-                .max_by_key(|(counter, _)| *counter);
-            Some(best.ok_or_else(damaged)?)
-        } else {
-            None
-        };
+        if bytes.len() != 2 * SLOT {
+            return Err(damaged());
+        }
+        let found = bytes
+            .chunks_exact(SLOT)
+            .filter_map(|s| decode_slot(&key, s))
+            .max_by_key(|(counter, _)| *counter)
+            .ok_or_else(damaged)?;
+        let found = Some(found).filter(|(counter, _)| *counter > 0);
         let (counter, written) = found.map_or((0, 0), |(c, w)| (c, w.seq));
         let witness = Witness {
             key,
@@ -124,7 +127,7 @@ impl Witness {
     /// the module documentation); a head not newer than the last one written is skipped.
     pub(crate) fn record(&self, head: &Head) -> Result<(), StorageError> {
         let mut st = self.state.lock_unpoisoned();
-        if head.seq <= st.written && st.written > 0 {
+        if head.seq <= st.written && st.counter > 0 {
             return Ok(());
         }
         let counter = st.counter + 1;
@@ -263,6 +266,8 @@ mod tests {
         ));
         std::fs::write(&path, [0u8; 10]).unwrap();
         assert!(Witness::open(dir.path(), key(1)).is_err(), "wrong size");
+        std::fs::write(&path, []).unwrap();
+        assert!(Witness::open(dir.path(), key(1)).is_err(), "empty");
     }
 
     #[test]

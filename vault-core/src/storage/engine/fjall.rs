@@ -196,6 +196,13 @@ fn check_keyspace_version(keyspace: &Path) -> Result<(), StorageError> {
         return Err(damaged());
     }
     let version = keyspace.join(format!("v{}", u64::from_le_bytes(id)));
+    // Only a regular file: a link or FIFO put in its place must not redirect or block the open.
+    match std::fs::symlink_metadata(&version) {
+        Ok(meta) if !meta.is_file() => return Err(damaged()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(damaged()),
+        Err(e) => return Err(io(e)),
+    }
     let file = match std::fs::File::open(&version) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(damaged()),
