@@ -679,7 +679,7 @@ fn no_silent_loss(fjall_files: bool) {
 
 const ENV_FJALL_CHILD: &str = "KLUIS_CORRUPTION_FJALL_CHILD";
 
-/// The same on fjall (the coming default engine): its journal drops a damaged batch and every one
+/// The same on fjall (the default engine): its journal drops a damaged batch and every one
 /// after it without an error, which `WITNESS` must turn into a refused open; its table and version
 /// files are checksummed. Run in a child process: a damaged file must not be able to take the
 /// whole test binary down (fjall 3.1 aborted the process on a damaged version file); a child that

@@ -336,15 +336,22 @@ mod retire_race {
                 });
             }
             let mut retired = 0usize;
-            for _ in 0..rounds {
+            // Until `rounds` retirements ran (bounded): right after one, there is no open-ended
+            // KEK until a writer's next new customer makes one, and on a fast engine the loop
+            // would otherwise spin through its rounds before that.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while retired < rounds && std::time::Instant::now() < deadline {
                 let active = v
                     .keks()
                     .into_iter()
                     .find(|k| k.state == KekState::Active && k.epoch == Epoch::OpenEnded);
-                if let Some(k) = active {
-                    v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
-                    retired += 1;
-                    retired_so_far.store(retired, Ordering::Relaxed);
+                match active {
+                    Some(k) => {
+                        v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
+                        retired += 1;
+                        retired_so_far.store(retired, Ordering::Relaxed);
+                    }
+                    None => std::thread::sleep(std::time::Duration::from_millis(1)),
                 }
             }
             done.store(true, Ordering::Relaxed);
