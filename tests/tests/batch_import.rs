@@ -286,15 +286,7 @@ fn cli_import_of_thousands_of_rows_in_batches_rejects_exactly_the_bad_lines() {
     );
     let stdout = String::from_utf8(o.stdout).unwrap();
     assert!(!stdout.contains("geheim"), "no value is quoted");
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let rejected: Vec<u64> = lines
-        .iter()
-        .filter(|l| l.get("rejected").is_some())
-        .map(|l| l["line"].as_u64().unwrap())
-        .collect();
+    let (lines, rejected) = import_outcomes(stdout.as_bytes());
     assert_eq!(rejected, bad.iter().map(|&i| i as u64).collect::<Vec<_>>());
     let created: Vec<u64> = lines
         .iter()
@@ -345,15 +337,6 @@ fn cli_import_claims_unique_values_in_line_order() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let lines: Vec<Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let rejected: Vec<u64> = lines
-        .iter()
-        .filter(|l| l.get("rejected").is_some())
-        .map(|l| l["line"].as_u64().unwrap())
-        .collect();
+    let (lines, rejected) = import_outcomes(&o.stdout);
     assert_eq!(rejected, vec![2], "{lines:?}");
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+use crate::common::import_outcomes;
 use serde_json::Value;
 use tempfile::TempDir;
 use vault_core::{Credentials, Vault, VaultPaths};
@@ -796,15 +797,7 @@ fn cli_import_reports_rejected_rows_by_line_and_exits_8() {
     assert_eq!(code(&o), Some(8), "{}", stderr(&o));
     let stdout = String::from_utf8(o.stdout.clone()).unwrap();
     assert!(!stdout.contains(secret) && !stderr(&o).contains(secret));
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let rejected: Vec<u64> = lines
-        .iter()
-        .filter(|l| l.get("rejected").is_some())
-        .map(|l| l["line"].as_u64().unwrap())
-        .collect();
+    let (lines, rejected) = import_outcomes(stdout.as_bytes());
     assert_eq!(rejected, vec![3, 5, 6], "{stdout}");
     let created = lines
         .iter()
@@ -904,15 +897,7 @@ fn cli_import_csv_stores_good_rows_and_rejects_bad_ones_by_line() {
     assert_eq!(code(&o), Some(8), "{}", stderr(&o));
     let stdout = String::from_utf8(o.stdout.clone()).unwrap();
     assert!(!stdout.contains(secret) && !stderr(&o).contains(secret));
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let rejected: Vec<u64> = lines
-        .iter()
-        .filter(|l| l.get("rejected").is_some())
-        .map(|l| l["line"].as_u64().unwrap())
-        .collect();
+    let (lines, rejected) = import_outcomes(stdout.as_bytes());
     assert_eq!(rejected, vec![4, 5], "{stdout}");
     let summary = lines.last().unwrap();
     assert_eq!(summary["summary"]["stored"], 2, "{stdout}");

@@ -378,3 +378,17 @@ pub fn numbered_address(i: usize) -> vault_core::Record {
         .with("city", "Utrecht")
         .with("country", "NL")
 }
+
+/// The JSON lines `kluis --json import` printed, and the line numbers it rejected, in order.
+pub fn import_outcomes(stdout: &[u8]) -> (Vec<serde_json::Value>, Vec<u64>) {
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let rejected = lines
+        .iter()
+        .filter(|l| l.get("rejected").is_some())
+        .map(|l| l["line"].as_u64().expect("a rejected line has its number"))
+        .collect();
+    (lines, rejected)
+}

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::common::import_outcomes;
 use serde_json::Value;
 use tempfile::TempDir;
 use vault_core::{Credentials, Vault, VaultPaths};
@@ -757,15 +758,7 @@ fn hostile_imports_reject_rows_and_keep_the_rest() {
     );
     let f = env.write("rows.jsonl", &jsonl);
     let o = env.refused(&["--json", "import", &f], PARTIAL);
-    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let rejected: Vec<u64> = lines
-        .iter()
-        .filter(|l| l.get("rejected").is_some())
-        .map(|l| l["line"].as_u64().unwrap())
-        .collect();
+    let (lines, rejected) = import_outcomes(&o.stdout);
     assert_eq!(rejected, [2, 3, 4, 5, 6], "{lines:?}");
     // Reasons name the problem, never the text of the line.
     assert!(lines.iter().all(|l| !l.to_string().contains(SECRET)));
