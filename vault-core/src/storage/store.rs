@@ -109,13 +109,17 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 pub trait Store: Send + Sync {
     /// Reads one key.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
-    /// All pairs whose key starts with `prefix`, in key order (keys returned without the table tag).
+    /// All pairs whose key starts with `prefix`, in key order (keys returned without the table tag),
+    /// at most `limit`: the range from `prefix` to [`prefix_end`] of it, so an engine implements
+    /// [`Store::scan_range`] only (wrappers forward this call as it is).
     fn scan_prefix(
         &self,
         table: Table,
         prefix: &[u8],
         limit: usize,
-    ) -> Result<Vec<KeyValue>, StorageError>;
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        self.scan_range(table, prefix, &prefix_end(prefix), limit)
+    }
     /// Pairs with `from <= key < to`, in key order, at most `limit`.
     fn scan_range(
         &self,

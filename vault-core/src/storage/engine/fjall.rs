@@ -232,27 +232,6 @@ impl Store for FjallStore {
         guard(|| Ok(self.ks.get(&k)?.map(|v| v.to_vec())))
     }
 
-    fn scan_prefix(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StorageError> {
-        let p = full_key(table, prefix);
-        guard(|| {
-            let mut out = Vec::new();
-            let snapshot = self.snapshot();
-            for g in snapshot.prefix(&self.ks, &p) {
-                if out.len() >= limit {
-                    break;
-                }
-                let (k, v) = g.into_inner()?;
-                out.push((k[1..].to_vec(), v.to_vec()));
-            }
-            Ok(out)
-        })
-    }
-
     fn scan_range(
         &self,
         table: Table,

@@ -176,27 +176,6 @@ impl Store for RedbStore {
         })
     }
 
-    fn scan_prefix(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StorageError> {
-        let p = full_key(table, prefix);
-        guard(|| {
-            let t = self.db.begin_read()?.open_table(TABLE)?;
-            let mut out = Vec::new();
-            for row in t.range(p.as_slice()..)? {
-                let (k, v) = row?;
-                if out.len() >= limit || !k.value().starts_with(&p) {
-                    break;
-                }
-                out.push((k.value()[1..].to_vec(), v.value().to_vec()));
-            }
-            Ok(out)
-        })
-    }
-
     fn scan_range(
         &self,
         table: Table,

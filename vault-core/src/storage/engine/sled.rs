@@ -194,22 +194,6 @@ impl Store for SledStore {
         Ok(guard(|| self.tree.get(&k))?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StorageError> {
-        let p = full_key(table, prefix);
-        guard(|| {
-            self.tree
-                .scan_prefix(&p)
-                .take(limit)
-                .map(|r| r.map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
-                .collect()
-        })
-    }
-
     fn scan_range(
         &self,
         table: Table,
