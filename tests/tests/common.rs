@@ -392,3 +392,53 @@ pub fn import_outcomes(stdout: &[u8]) -> (Vec<serde_json::Value>, Vec<u64>) {
         .collect();
     (lines, rejected)
 }
+
+/// The throw-away PostgreSQL the tests run against (issue 14): `KLUIS_TEST_PG`, a libpq
+/// connection string that `.ci/with-postgres` exports (`.ci/run` runs the tests under it).
+/// `None` without it, unless `KLUIS_TEST_PG_REQUIRED=1` (CI sets it), which makes a missing server
+/// a failure instead of a skipped test.
+pub fn pg_server() -> Option<String> {
+    match std::env::var("KLUIS_TEST_PG") {
+        Ok(conn) if !conn.is_empty() => Some(conn),
+        _ => {
+            assert!(
+                std::env::var("KLUIS_TEST_PG_REQUIRED").as_deref() != Ok("1"),
+                "KLUIS_TEST_PG_REQUIRED=1 but KLUIS_TEST_PG is not set: run the tests under .ci/with-postgres"
+            );
+            eprintln!("skipped: no PostgreSQL (run under .ci/with-postgres to include it)");
+            None
+        }
+    }
+}
+
+/// A fresh, empty schema on the test server, unique to this call (several test processes and
+/// threads share one server): `None` when there is no server (see [`pg_server`]).
+pub fn pg_target() -> Option<vault_core::PgTarget> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let conn = pg_server()?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "t{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        nanos
+    );
+    Some(
+        vault_core::PgTarget::parse(&conn)
+            .expect("KLUIS_TEST_PG is a connection string")
+            .with_schema(&name)
+            .expect("a valid schema name"),
+    )
+}
+
+/// Vault paths for a fresh PostgreSQL schema, the key store under `root`.
+pub fn pg_paths(root: &Path) -> Option<VaultPaths> {
+    Some(VaultPaths::postgres(
+        pg_target()?,
+        root.join("keys").join("keystore.kluis"),
+    ))
+}

@@ -2141,7 +2141,7 @@ fn sled_snapshot_leftovers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("vault");
     let subjects = build_loop_fixture(&root);
-    let data = VaultPaths::in_dir(&root).data_dir;
+    let data = VaultPaths::in_dir(&root).data_dir().unwrap().to_path_buf();
     // Let sled write real snapshots too (it does so on a clean close), so the leftover sorts next
     // to them as it would after a real crash.
     let v = open_at(&root).expect("reopen");

@@ -998,7 +998,7 @@ fn engines_carry_a_vault_round_trip() {
         // The engine holds the current data format: the `vault` meta row's version (bytes 8..10).
         {
             let st =
-                engine::open(e, &paths.data_dir, &EngineConfig::default(), Mode::Open).unwrap();
+                engine::open(e, &paths.data_dir().unwrap(), &EngineConfig::default(), Mode::Open).unwrap();
             let row = st
                 .get(Table::Meta, b"vault")
                 .unwrap()
@@ -1043,7 +1043,7 @@ fn engines_unknown_or_missing_engine_files_are_typed_errors() {
         )
         .unwrap(),
     );
-    let engine_file = paths.data_dir.join(engine::ENGINE_FILE);
+    let engine_file = paths.data_dir().unwrap().join(engine::ENGINE_FILE);
     assert_eq!(
         std::fs::read(&engine_file).unwrap(),
         format!("{e}\n").as_bytes()
@@ -1073,7 +1073,7 @@ fn engines_unknown_or_missing_engine_files_are_typed_errors() {
     std::fs::remove_file(&engine_file).unwrap();
     // The engine's own files gone: refused as damaged, not opened as a new empty store.
     std::fs::write(&engine_file, format!("{e}\n")).unwrap();
-    let main = paths.data_dir.join(e.main_file());
+    let main = paths.data_dir().unwrap().join(e.main_file());
     let moved = tmp.path().join("moved");
     std::fs::rename(&main, &moved).unwrap();
     assert!(matches!(
@@ -1085,7 +1085,7 @@ fn engines_unknown_or_missing_engine_files_are_typed_errors() {
     // Neither ENGINE nor the engine's files: not a vault.
     let empty = tempfile::tempdir().unwrap();
     let p = VaultPaths {
-        data_dir: empty.path().to_path_buf(),
+        data: vault_core::DataLocation::Dir(empty.path().to_path_buf()),
         key_store: paths.key_store.clone(),
     };
     assert!(matches!(

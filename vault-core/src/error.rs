@@ -78,6 +78,40 @@ pub enum StorageError {
         /// What was wrong, as a static description.
         detail: &'static str,
     },
+    /// The database server (PostgreSQL) could not be reached, lost the connection, or refused or
+    /// aborted the operation. The operation was not acknowledged: it did not happen, or (when the
+    /// connection broke at commit) it may have; check before retrying a non-idempotent operation.
+    /// Never carries the server's message (its detail may quote a row).
+    #[error("the database {problem} (SQLSTATE {}); the operation was not confirmed (it may or may not have been applied): check the server, then retry", sqlstate.as_deref().unwrap_or("none"))]
+    Database {
+        /// What kind of failure.
+        problem: DbProblem,
+        /// The server's five-character SQLSTATE, when it sent one.
+        sqlstate: Option<String>,
+    },
+}
+
+/// What kind of database failure a [`StorageError::Database`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DbProblem {
+    /// Could not connect, or the connection was lost (server restarted, network): retry later.
+    Unreachable,
+    /// Aborted the operation for a conflict with a concurrent one (serialization failure,
+    /// deadlock, lock not available): retry.
+    Conflict,
+    /// Refused the operation (permissions, configuration, a limit): an operator must look.
+    Refused,
+}
+
+impl std::fmt::Display for DbProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DbProblem::Unreachable => "could not be reached, or the connection to it was lost",
+            DbProblem::Conflict => "aborted the operation for a conflict with another one",
+            DbProblem::Refused => "refused the operation",
+        })
+    }
 }
 
 impl StorageError {
@@ -946,6 +980,10 @@ pub enum MigrateError {
         /// The engine.
         engine: &'static str,
     },
+    /// The vault's data is not in a data directory (it is in PostgreSQL): migrate moves a data
+    /// directory between embedded engines. A PostgreSQL vault's `backup` writes a data directory.
+    #[error("migrate moves a data directory between embedded engines; this vault's data is in PostgreSQL (its backup is a data directory)")]
+    NotADataDirectory,
     /// Opening the vault (before the copy, or on the new engine after the switch) failed.
     #[error(transparent)]
     Open(#[from] OpenError),

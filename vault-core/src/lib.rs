@@ -85,9 +85,10 @@ pub use clock::{Clock, MockClock, SystemClock};
 pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
 pub use error::{
-    Component, CopyError, CreateError, DeleteError, Error, FindError, IntegrityError, KdfError,
-    KeyFileError, LedgerWitness, LifecycleError, MigrateError, OpError, OpenError, ReadError,
-    RekeyError, Rollback, RowDifference, StorageError, SubjectError, TransactionError, WriteError,
+    Component, CopyError, CreateError, DbProblem, DeleteError, Error, FindError, IntegrityError,
+    KdfError, KeyFileError, LedgerWitness, LifecycleError, MigrateError, OpError, OpenError,
+    ReadError, RekeyError, Rollback, RowDifference, StorageError, SubjectError, TransactionError,
+    WriteError,
 };
 pub use export::{
     HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordEventExport, RecordExport,
@@ -108,8 +109,10 @@ pub use secret::Passphrase;
 pub use stats::{
     ExpirePreview, VaultStats, VerifyProblem, VerifyReport, WaitingPurpose, WaitingReport,
 };
+#[cfg(feature = "engine-postgres")]
+pub use storage::engine::postgres::{PgTarget, PgTargetError};
 pub use storage::engine::{Engine, EngineStore};
 pub use subject::ShredReason;
 pub use subject::SubjectId;
 pub use transaction::Transaction;
-pub use vault::{StoreWrapper, Vault, VaultOptions, VaultPaths};
+pub use vault::{DataLocation, StoreWrapper, Vault, VaultOptions, VaultPaths};

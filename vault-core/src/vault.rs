@@ -22,6 +22,8 @@ use crate::keys::keystore::{KekInfo, KeyStore};
 use crate::keys::ledger::{Anchor, Ledger};
 use crate::schema::Schema;
 use crate::storage::durability::{Committer, Durability};
+#[cfg(feature = "engine-postgres")]
+use crate::storage::engine::postgres::{PgLock, PgStore, PgTarget};
 use crate::storage::engine::{self, Engine, EngineConfig, EngineStore, Recorded};
 use crate::storage::fsutil::{LockError, LockFile};
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
@@ -47,15 +49,37 @@ const STRIPES: usize = 1024;
 /// erasure is rare next to a write, so the fsync costs little (about 0.3 ms per `forget`).
 const SYNC_LEDGER_APPENDS: bool = true;
 
-/// Where a vault's two parts live. Keep them apart: back up `data_dir` freely; the key store is
-/// what crypto-shredding destroys, so it must not travel with the data backups.
+/// Where a vault's two parts live. Keep them apart: back up the data freely; the key store is
+/// what crypto-shredding destroys, so it must not travel with the data backups (nor, for a
+/// vault on PostgreSQL, into the database: ARCHITECTURE.md, "Where the keys live").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultPaths {
-    /// The data directory (the storage engine's files: encrypted records, wrapped data keys,
-    /// indexes, audit log; and `ENGINE`, naming the engine).
-    pub data_dir: PathBuf,
-    /// The sealed key store file.
+    /// Where the data (encrypted records, wrapped data keys, indexes, audit log) lives.
+    pub data: DataLocation,
+    /// The sealed key store file (the erasure ledger is the file beside it, `<key store>.ledger`).
     pub key_store: PathBuf,
+}
+
+/// Where a vault's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DataLocation {
+    /// A data directory kept by an embedded engine (its `ENGINE` file names which).
+    Dir(PathBuf),
+    /// A schema in a PostgreSQL database (issue 14).
+    #[cfg(feature = "engine-postgres")]
+    Postgres(PgTarget),
+}
+
+impl std::fmt::Display for DataLocation {
+    /// The directory, or the server, database, user and schema (never a password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataLocation::Dir(dir) => write!(f, "{}", dir.display()),
+            #[cfg(feature = "engine-postgres")]
+            DataLocation::Postgres(t) => f.write_str(&t.describe()),
+        }
+    }
 }
 
 impl VaultPaths {
@@ -64,8 +88,27 @@ impl VaultPaths {
     pub fn in_dir(root: impl AsRef<Path>) -> Self {
         let root = root.as_ref();
         VaultPaths {
-            data_dir: root.join("data"),
+            data: DataLocation::Dir(root.join("data")),
             key_store: root.join("keys").join("keystore.kluis"),
+        }
+    }
+
+    /// Data in PostgreSQL (`target`), the key store in the file `key_store` (on storage every
+    /// instance of the shop can read: a local disk for one host, a shared mount for several).
+    #[cfg(feature = "engine-postgres")]
+    pub fn postgres(target: PgTarget, key_store: impl Into<PathBuf>) -> Self {
+        VaultPaths {
+            data: DataLocation::Postgres(target),
+            key_store: key_store.into(),
+        }
+    }
+
+    /// The data directory, when the data is kept in one (an embedded engine).
+    pub fn data_dir(&self) -> Option<&Path> {
+        match &self.data {
+            DataLocation::Dir(dir) => Some(dir),
+            #[cfg(feature = "engine-postgres")]
+            DataLocation::Postgres(_) => None,
         }
     }
 }
@@ -237,13 +280,13 @@ pub struct Vault {
     /// The audit chain's key and heads.
     pub(crate) audit: AuditState,
     /// Held for the vault's lifetime; taken out only by [`Vault::close_keeping_locks`].
-    _locks: Option<(LockFile, LockFile)>,
+    _locks: Option<Locks>,
 }
 
 /// What a vault holds of its data directory.
 pub(crate) struct DataState {
     pub(crate) store: Box<dyn Store>,
-    pub(crate) engine: Option<Arc<dyn EngineStore>>,
+    pub(crate) handles: DataHandles,
     pub(crate) committer: Committer,
     /// One lock per stripe of subjects (chosen by the id's first two bytes).
     pub(crate) stripes: Vec<RwLock<()>>,
@@ -302,9 +345,9 @@ impl std::fmt::Debug for Vault {
 
 /// `Arc` wrapper so the engine's store can be both the `dyn Store` (possibly wrapped) and reachable
 /// for size queries.
-struct SharedEngine(Arc<dyn EngineStore>);
+struct Shared<S: ?Sized>(Arc<S>);
 
-impl Store for SharedEngine {
+impl<S: Store + ?Sized> Store for Shared<S> {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.0.get(t, k)
     }
@@ -333,23 +376,63 @@ impl Store for SharedEngine {
     }
 }
 
-fn lock(path: &Path) -> Result<LockFile, (String, Option<std::io::Error>)> {
+/// What a vault process holds while it has the vault open: the data lock (a lock file in the data
+/// directory, or a PostgreSQL session advisory lock) and the key store's lock file.
+pub(crate) struct Locks {
+    _data: DataLock,
+    _key: LockFile,
+}
+
+/// Held, never read: dropping it releases the lock.
+enum DataLock {
+    File {
+        _held: LockFile,
+    },
+    #[cfg(feature = "engine-postgres")]
+    Pg {
+        _held: PgLock,
+    },
+}
+
+/// Why a lock was not taken.
+enum LockFailure {
+    /// Another process (or handle) holds it: the lock's place, for `AlreadyOpen`.
+    Held(String),
+    Storage(StorageError),
+}
+
+fn lock(path: &Path, component: Component) -> Result<LockFile, LockFailure> {
     LockFile::acquire(path).map_err(|e| match e {
-        LockError::Held => (path.display().to_string(), None),
-        LockError::Io(e) => (path.display().to_string(), Some(e)),
+        LockError::Held => LockFailure::Held(path.display().to_string()),
+        LockError::Io(e) => LockFailure::Storage(StorageError::io(component, &e)),
     })
 }
 
-fn data_lock_path(p: &VaultPaths) -> PathBuf {
-    p.data_dir.join("kluis.lock")
-}
-
-fn key_lock_path(p: &VaultPaths) -> PathBuf {
-    crate::storage::fsutil::temp_path(&p.key_store).with_extension("lock")
+/// Takes the vault's two locks, the data's first.
+fn lock_vault(p: &VaultPaths) -> Result<Locks, LockFailure> {
+    let data = match &p.data {
+        DataLocation::Dir(dir) => DataLock::File {
+            _held: lock(&dir.join("kluis.lock"), Component::DataStore)?,
+        },
+        #[cfg(feature = "engine-postgres")]
+        DataLocation::Postgres(target) => match PgStore::try_lock_exclusive(target) {
+            Ok(Some(l)) => DataLock::Pg { _held: l },
+            Ok(None) => return Err(LockFailure::Held(target.describe())),
+            Err(e) => return Err(LockFailure::Storage(e)),
+        },
+    };
+    let key = lock(
+        &crate::storage::fsutil::temp_path(&p.key_store).with_extension("lock"),
+        Component::KeyStore,
+    )?;
+    Ok(Locks {
+        _data: data,
+        _key: key,
+    })
 }
 
 /// `create` never overwrites: an existing key store or ledger, or a non-empty data directory, is
-/// `AlreadyExists`.
+/// `AlreadyExists` (a PostgreSQL schema is checked once its lock is held, in `create`).
 fn refuse_existing(paths: &VaultPaths, ledger_file: &Path) -> Result<(), CreateError> {
     for p in [paths.key_store.as_path(), ledger_file] {
         if p.exists() {
@@ -358,12 +441,54 @@ fn refuse_existing(paths: &VaultPaths, ledger_file: &Path) -> Result<(), CreateE
             });
         }
     }
-    if is_nonempty_dir(&paths.data_dir) || paths.data_dir.is_file() {
-        return Err(CreateError::AlreadyExists {
-            path: paths.data_dir.display().to_string(),
-        });
+    if let Some(dir) = paths.data_dir() {
+        if is_nonempty_dir(dir) || dir.is_file() {
+            return Err(CreateError::AlreadyExists {
+                path: dir.display().to_string(),
+            });
+        }
     }
     Ok(())
+}
+
+/// Whether the data holds anything but the lock file (checked under the locks: another `create`
+/// may have finished since `refuse_existing`).
+fn data_in_use(paths: &VaultPaths) -> Result<bool, StorageError> {
+    match &paths.data {
+        DataLocation::Dir(dir) => {
+            let lock_file = dir.join("kluis.lock");
+            Ok(std::fs::read_dir(dir)
+                .map(|d| d.flatten().any(|e| e.path() != lock_file))
+                .unwrap_or(false))
+        }
+        #[cfg(feature = "engine-postgres")]
+        DataLocation::Postgres(target) => PgStore::holds_rows(target),
+    }
+}
+
+/// Removes what a failed `create` made of the data (empty or absent before it, checked under the
+/// locks), so that it can simply be retried.
+fn remove_created_data(paths: &VaultPaths) {
+    match &paths.data {
+        DataLocation::Dir(dir) => {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        }
+        #[cfg(feature = "engine-postgres")]
+        DataLocation::Postgres(target) => {
+            if let Err(e) = PgStore::clear(target) {
+                tracing::warn!(error = %e, "could not remove the rows of a failed create");
+            }
+        }
+    }
 }
 
 fn is_nonempty_dir(p: &Path) -> bool {
@@ -402,26 +527,25 @@ impl Vault {
             });
         }
         let io = |c, e: std::io::Error| CreateError::Storage(StorageError::io(c, &e));
-        create_private_dir(&paths.data_dir).map_err(|e| io(Component::DataStore, e))?;
+        if let Some(dir) = paths.data_dir() {
+            create_private_dir(dir).map_err(|e| io(Component::DataStore, e))?;
+        }
         if let Some(dir) = paths.key_store.parent() {
             create_private_dir(dir).map_err(|e| io(Component::KeyStore, e))?;
         }
-        let map_lock = |(path, e): (String, Option<std::io::Error>)| match e {
-            None => CreateError::AlreadyOpen { path },
-            Some(e) => io(Component::DataStore, e),
-        };
-        let data_lock = lock(&data_lock_path(paths)).map_err(map_lock)?;
-        let key_lock = lock(&key_lock_path(paths)).map_err(map_lock)?;
+        let locks = lock_vault(paths).map_err(|e| match e {
+            LockFailure::Held(path) => CreateError::AlreadyOpen { path },
+            LockFailure::Storage(e) => CreateError::Storage(e),
+        })?;
         // Checked again under both locks: another `create` on the same paths may have finished
         // between the checks above and the locks, and its vault must be neither overwritten nor
         // (if this create then fails) removed by the cleanup below.
-        let lock_file = data_lock_path(paths);
-        let data_in_use = std::fs::read_dir(&paths.data_dir)
-            .map(|d| d.flatten().any(|e| e.path() != lock_file))
-            .unwrap_or(false);
-        if paths.key_store.exists() || ledger_file.exists() || data_in_use {
+        if paths.key_store.exists() || ledger_file.exists() || data_in_use(paths)? {
             return Err(CreateError::AlreadyExists {
-                path: paths.key_store.display().to_string(),
+                path: match paths.data_dir() {
+                    Some(_) => paths.key_store.display().to_string(),
+                    None => paths.data.to_string(),
+                },
             });
         }
         let now = options.clock.now();
@@ -435,26 +559,14 @@ impl Vault {
             now,
             SYNC_LEDGER_APPENDS,
         )
-        .and_then(|(ks, ledger)| {
-            let locks = (data_lock, key_lock);
-            Self::create_data(paths, ks, ledger, schema, options, locks, now)
-        });
+        .and_then(|(ks, ledger)| Self::create_data(paths, ks, ledger, schema, options, locks, now));
         if result.is_err() {
             // A failed create leaves nothing behind, so it can simply be retried: the key store
-            // and ledger files and everything in the data directory (empty or absent before,
-            // checked above) were made by this call.
+            // and ledger files and the data (empty or absent before, checked above) were made by
+            // this call.
             let _ = std::fs::remove_file(&paths.key_store);
             let _ = std::fs::remove_file(&ledger_file);
-            if let Ok(entries) = std::fs::read_dir(&paths.data_dir) {
-                for e in entries.flatten() {
-                    let p = e.path();
-                    let _ = if p.is_dir() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                }
-            }
+            remove_created_data(paths);
         }
         result
     }
@@ -466,24 +578,13 @@ impl Vault {
         ledger: Ledger,
         schema: Schema,
         options: VaultOptions,
-        (data_lock, key_lock): (LockFile, LockFile),
+        locks: Locks,
         now: i64,
     ) -> Result<Vault, CreateError> {
         let mut ks = ks;
         ks.schema_version = schema.version();
-        let chosen = options.engine.unwrap_or_default();
-        engine::record(&paths.data_dir, chosen)?;
-        let opened = engine::open(
-            chosen,
-            &paths.data_dir,
-            &options.storage,
-            engine::Mode::Create,
-        )?;
-        let store: Box<dyn Store> = Box::new(SharedEngine(opened.clone()));
-        let store = match &options.store_wrapper {
-            Some(wrap) => wrap(store),
-            None => store,
-        };
+        let opened = open_data(paths, &options, engine::Mode::Create, None)?;
+        let store = opened.store;
         let mut batch = WriteBatch::default();
         let mut w = Writer::default();
         w.raw(DATA_MAGIC)
@@ -505,16 +606,19 @@ impl Vault {
         row_handler(&ks).put::<KeyStoreSeen>(&mut batch, &(), &generation);
         store.apply(batch)?;
         store.sync()?;
-        let (witness, _) = Witness::open(&paths.data_dir, witness_key(&ks))?;
-        tracing::info!(data = %paths.data_dir.display(), engine = %chosen, "created kluis vault");
+        let (witness, _) = match paths.data_dir() {
+            Some(dir) => Witness::open(dir, witness_key(&ks))?,
+            None => (Witness::none(witness_key(&ks)), None),
+        };
+        tracing::info!(data = %paths.data, engine = %opened.kind, "created kluis vault");
         let vault = Self::assemble(
             paths,
             crate::format::audit::Head::EMPTY,
-            (store, Some(opened), witness),
+            (store, opened.handles, witness),
             (ks, ledger),
             (schema, field_ids),
             options,
-            (data_lock, key_lock),
+            locks,
         );
         let entry = crate::format::audit::AuditEntry::new(
             crate::format::audit::AuditOp::CreateVault,
@@ -544,14 +648,14 @@ impl Vault {
         paths: &VaultPaths,
         creds: &Credentials,
         options: VaultOptions,
-        locks: Option<(LockFile, LockFile)>,
+        locks: Option<Locks>,
     ) -> Result<Vault, OpenError> {
         Self::open_checked(paths, creds, options, None, locks).map(|(v, _)| v)
     }
 
     /// Closes the vault (its storage engine and witness, as a drop does) but keeps its lock files
     /// held, for [`Vault::open_holding_locks`].
-    pub(crate) fn close_keeping_locks(mut self) -> Option<(LockFile, LockFile)> {
+    pub(crate) fn close_keeping_locks(mut self) -> Option<Locks> {
         let locks = self._locks.take();
         drop(self);
         locks
@@ -583,40 +687,27 @@ impl Vault {
         creds: &Credentials,
         options: VaultOptions,
         accept: Option<&crate::format::audit::Request>,
-        held: Option<(LockFile, LockFile)>,
+        held: Option<Locks>,
     ) -> Result<(Vault, Option<crate::error::Rollback>), OpenError> {
-        let recorded = engine_to_open(paths, &options)?;
+        let recorded = data_to_open(paths, &options)?;
         if !paths.key_store.is_file() {
             return Err(OpenError::NotAVault {
                 path: paths.key_store.display().to_string(),
             });
         }
-        let map_lock = |(path, e): (String, Option<std::io::Error>)| match e {
-            None => OpenError::AlreadyOpen { path },
-            Some(e) => OpenError::Storage(StorageError::io(Component::DataStore, &e)),
-        };
         // A migrate's own reopen on its new engine (the one caller holding the locks already)
         // keeps the old engine's files until its read-back passed.
         let migrating = held.is_some();
-        let (data_lock, key_lock) = match held {
+        let locks = match held {
             Some(locks) => locks,
-            None => (
-                lock(&data_lock_path(paths)).map_err(map_lock)?,
-                lock(&key_lock_path(paths)).map_err(map_lock)?,
-            ),
+            None => lock_vault(paths).map_err(|e| match e {
+                LockFailure::Held(path) => OpenError::AlreadyOpen { path },
+                LockFailure::Storage(e) => OpenError::Storage(e),
+            })?,
         };
         let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
-        let opened = engine::open(
-            recorded,
-            &paths.data_dir,
-            &options.storage,
-            engine::Mode::Open,
-        )?;
-        let store: Box<dyn Store> = Box::new(SharedEngine(opened.clone()));
-        let store = match &options.store_wrapper {
-            Some(wrap) => wrap(store),
-            None => store,
-        };
+        let opened = open_data(paths, &options, engine::Mode::Open, recorded)?;
+        let store = opened.store;
         check_vault_meta(&*store, &ks)?;
         let stored = store
             .get(Table::Meta, META_SCHEMA)?
@@ -627,16 +718,19 @@ impl Vault {
             .get::<AuditHead>(&*store, &())?
             .unwrap_or(crate::format::audit::Head::EMPTY);
         let (ledger, ledger_rollback, ledger_seen) = open_ledger(&*store, &ks)?;
-        let (witness, witnessed) = Witness::open(&paths.data_dir, witness_key(&ks))?;
+        let (witness, witnessed) = match paths.data_dir() {
+            Some(dir) => Witness::open(dir, witness_key(&ks))?,
+            None => (Witness::none(witness_key(&ks)), None),
+        };
         let lost = check_witness(&ks, witnessed, &head);
         let vault = Self::assemble(
             paths,
             head,
-            (store, Some(opened), witness),
+            (store, opened.handles, witness),
             (ks, ledger),
             (schema, field_ids),
             options,
-            (data_lock, key_lock),
+            locks,
         );
         *vault.data.ledger_seen.lock_unpoisoned() = ledger_seen;
         // The key-store, schema and ledger checks first: an older half put back is the more
@@ -659,8 +753,8 @@ impl Vault {
         // A restored older data backup (or a crash mid-shred) must not bring erased data back.
         vault.reapply_ledger()?;
         vault.upgrade_index_scheme()?;
-        if !migrating {
-            remove_other_engines(&paths.data_dir, recorded);
+        if let (false, Some(dir), Some(engine)) = (migrating, paths.data_dir(), recorded) {
+            remove_other_engines(dir, engine);
         }
         Ok((vault, rollback))
     }
@@ -891,11 +985,11 @@ impl Vault {
     fn assemble(
         paths: &VaultPaths,
         head: crate::format::audit::Head,
-        (store, engine, witness): (Box<dyn Store>, Option<Arc<dyn EngineStore>>, Witness),
+        (store, handles, witness): (Box<dyn Store>, DataHandles, Witness),
         (ks, ledger): (KeyStore, Ledger),
         (schema, field_ids): (Schema, FieldIds),
         options: VaultOptions,
-        locks: (LockFile, LockFile),
+        locks: Locks,
     ) -> Vault {
         let active = activate(&ks, schema, field_ids);
         let rows = row_handler(&ks);
@@ -911,7 +1005,7 @@ impl Vault {
             schema: RwLock::new(Arc::new(active)),
             data: DataState {
                 store,
-                engine,
+                handles,
                 committer: Committer::new(options.durability),
                 stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
                 rows,
@@ -1033,17 +1127,23 @@ impl Vault {
         self.key_store().generation()
     }
 
-    /// Bytes the data directory takes on disk (as its storage engine reports it).
+    /// Bytes the data takes on disk (as its storage engine reports it; for PostgreSQL, the
+    /// schema's tables with their indexes).
     pub fn data_size_on_disk(&self) -> Result<u64, StorageError> {
-        match &self.data.engine {
+        #[cfg(feature = "engine-postgres")]
+        if let Some(pg) = &self.data.handles.pg {
+            return pg.size();
+        }
+        match &self.data.handles.engine {
             Some(s) => s.size_on_disk(),
             None => Ok(0),
         }
     }
 
-    /// The storage engine the data directory is kept in.
+    /// The embedded storage engine the data directory is kept in (`None` for PostgreSQL: see
+    /// [`VaultPaths::data`]).
     pub fn engine(&self) -> Option<Engine> {
-        self.data.engine.as_ref().map(|e| e.engine())
+        self.data.handles.engine.as_ref().map(|e| e.engine())
     }
 
     /// Makes every write so far durable (flush + fsync), whatever the durability mode.
@@ -1313,23 +1413,108 @@ impl TableDef for LedgerSeen {
     }
 }
 
-/// The engine `open` opens the data directory with: the one its `ENGINE` file records, which
-/// must be the one the caller asked for (if any) and built into this kluis.
-fn engine_to_open(paths: &VaultPaths, options: &VaultOptions) -> Result<Engine, OpenError> {
-    let recorded = match engine::recorded(&paths.data_dir)? {
+/// What `open` opens the data with: for a data directory, the engine its `ENGINE` file records
+/// (see [`engine_to_open`]); for PostgreSQL, `None` once the schema is found to hold kluis's
+/// tables at a version this build reads.
+fn data_to_open(paths: &VaultPaths, options: &VaultOptions) -> Result<Option<Engine>, OpenError> {
+    match &paths.data {
+        DataLocation::Dir(dir) => engine_to_open(dir, options).map(Some),
+        #[cfg(feature = "engine-postgres")]
+        DataLocation::Postgres(target) => {
+            use crate::storage::engine::postgres::{Presence, SCHEMA_VERSION};
+            match PgStore::presence(target)? {
+                Presence::Missing => Err(OpenError::NotAVault {
+                    path: target.describe(),
+                }),
+                Presence::Version(v) if v > SCHEMA_VERSION => Err(OpenError::UnsupportedVersion {
+                    component: Component::DataStore,
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                }),
+                Presence::Version(_) => Ok(None),
+            }
+        }
+    }
+}
+
+/// The opened data: the store the vault uses (wrapped by `danger_wrap_store`, in tests) and
+/// handles to what is behind it.
+struct OpenedData {
+    store: Box<dyn Store>,
+    handles: DataHandles,
+    /// The engine's name, for the log.
+    kind: &'static str,
+}
+
+/// What the vault keeps of the store behind its `dyn Store`: the embedded engine (which one, its
+/// size), or the PostgreSQL store (its size).
+#[derive(Default)]
+pub(crate) struct DataHandles {
+    pub(crate) engine: Option<Arc<dyn EngineStore>>,
+    #[cfg(feature = "engine-postgres")]
+    pub(crate) pg: Option<Arc<PgStore>>,
+}
+
+/// Creates (`mode` `Create`: a data directory's engine is chosen from `options` and recorded) or
+/// opens (`Open`: with the engine `recorded`, for a data directory) the store at `paths.data`.
+fn open_data(
+    paths: &VaultPaths,
+    options: &VaultOptions,
+    mode: engine::Mode,
+    recorded: Option<Engine>,
+) -> Result<OpenedData, StorageError> {
+    let wrap = |store: Box<dyn Store>| match &options.store_wrapper {
+        Some(wrap) => wrap(store),
+        None => store,
+    };
+    match &paths.data {
+        DataLocation::Dir(dir) => {
+            let engine = match (mode, recorded) {
+                (engine::Mode::Open, Some(e)) => e,
+                _ => {
+                    let chosen = options.engine.unwrap_or_default();
+                    engine::record(dir, chosen)?;
+                    chosen
+                }
+            };
+            let opened = engine::open(engine, dir, &options.storage, mode)?;
+            Ok(OpenedData {
+                store: wrap(Box::new(Shared(opened.clone()))),
+                handles: DataHandles {
+                    engine: Some(opened),
+                    ..DataHandles::default()
+                },
+                kind: engine.name(),
+            })
+        }
+        #[cfg(feature = "engine-postgres")]
+        DataLocation::Postgres(target) => {
+            let pg = Arc::new(PgStore::open(target, &options.storage, mode)?);
+            Ok(OpenedData {
+                store: wrap(Box::new(Shared(pg.clone()))),
+                handles: DataHandles {
+                    engine: None,
+                    pg: Some(pg),
+                },
+                kind: "postgres",
+            })
+        }
+    }
+}
+
+/// The engine `open` opens the data directory `dir` with: the one its `ENGINE` file records,
+/// which must be the one the caller asked for (if any) and built into this kluis.
+fn engine_to_open(dir: &Path, options: &VaultOptions) -> Result<Engine, OpenError> {
+    let recorded = match engine::recorded(dir)? {
         Recorded::Engine(e) => e,
         Recorded::Nothing => {
             return Err(OpenError::NotAVault {
-                path: paths.data_dir.display().to_string(),
+                path: dir.display().to_string(),
             })
         }
         Recorded::Unknown => {
             return Err(OpenError::UnknownEngine {
-                path: paths
-                    .data_dir
-                    .join(engine::ENGINE_FILE)
-                    .display()
-                    .to_string(),
+                path: dir.join(engine::ENGINE_FILE).display().to_string(),
             })
         }
     };

@@ -101,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         VaultOptions::default().kdf(KdfParams::default()),
     )
     .map_err(Error::from)?;
-    println!("    data:      {}", paths.data_dir.display());
+    println!("    data:      {}", paths.data);
     println!(
         "    key store: {} (back it up separately from the data)",
         paths.key_store.display()

@@ -48,13 +48,16 @@ fn parse_engine(s: &str) -> Result<Engine, String> {
 /// Runs `kluis init`.
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let paths = g.paths()?;
-    if paths.key_store.exists() || paths.data_dir.exists() {
+    if paths.key_store.exists() || paths.data_dir().is_some_and(|d| d.exists()) {
         return Err(CliError::new(
             exit::FAILURE,
             format!(
                 "refusing to overwrite: a vault (or something else) already exists at {}; choose \
                  another --vault directory",
-                g.vault_dir()?.display()
+                paths.data_dir().map_or(paths.key_store.display(), |_| g
+                    .vault_dir()
+                    .map(|d| d.display())
+                    .unwrap_or(paths.key_store.display()))
             ),
         )
         .into());
@@ -125,11 +128,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         }
     };
     vault.sync()?;
-    let dir = g.vault_dir()?.display().to_string();
+    let dir = match paths.data_dir() {
+        Some(_) => g.vault_dir()?.display().to_string(),
+        None => paths.data.to_string(),
+    };
     if g.json {
         out_json(&serde_json::json!({
             "created": dir,
-            "data_dir": paths.data_dir.display().to_string(),
+            "data_dir": paths.data_dir().map(|d| d.display().to_string()),
+            "data": paths.data.to_string(),
             "key_store": paths.key_store.display().to_string(),
             "engine": vault.engine().map(|e| e.name()),
             "key_file": a.key_file_new.as_ref().map(|p| p.display().to_string()),
@@ -145,7 +152,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             note(&format!("warning: {w}"));
         }
         out(&format!("created a kluis vault in {dir}"))?;
-        out(&format!("  data:      {}", paths.data_dir.display()))?;
+        out(&format!("  data:      {}", paths.data))?;
         out(&format!("  key store: {}", paths.key_store.display()))?;
         if let Some(e) = vault.engine() {
             out(&format!("  engine:    {e}"))?;
@@ -156,6 +163,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
                 p.display()
             ))?;
         }
-        out("Back up data/ and keys/ separately: a data backup without the key store is noise.")
+        match paths.data_dir() {
+            Some(_) => out("Back up data/ and keys/ separately: a data backup without the key store is noise."),
+            None => out("Keep the key store on storage every instance reads, never in the database; back it up apart from the database's backups."),
+        }
     }
 }

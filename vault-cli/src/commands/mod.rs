@@ -35,18 +35,36 @@ pub mod status;
 pub mod verify;
 pub mod waiting;
 
+fn usage(message: &str) -> anyhow::Error {
+    CliError::new(exit::USAGE, message.to_owned()).into()
+}
+
 /// Options every subcommand understands (they may be given before or after it).
 #[derive(Debug, clap::Args)]
 pub struct Global {
-    /// The vault directory (holds `data/` and `keys/`).
+    /// The vault directory (holds `data/` and `keys/`), or a PostgreSQL URL
+    /// (`postgres://user@host/db`, with --key-store; a password belongs in KLUIS_VAULT, not argv).
     #[arg(
         long,
         global = true,
         env = "KLUIS_VAULT",
         hide_env_values = true,
-        value_name = "DIR"
+        value_name = "DIR|URL"
     )]
     pub vault: Option<PathBuf>,
+    /// The key store file of a vault on PostgreSQL (never in the database; the erasure ledger is
+    /// the file beside it).
+    #[arg(long, global = true, env = "KLUIS_KEY_STORE", value_name = "FILE")]
+    pub key_store: Option<PathBuf>,
+    /// The PostgreSQL schema of a vault on PostgreSQL.
+    #[arg(
+        long,
+        global = true,
+        env = "KLUIS_PG_SCHEMA",
+        value_name = "NAME",
+        default_value = "kluis"
+    )]
+    pub pg_schema: String,
     /// Read the passphrase from this file (first line; a trailing newline is ignored).
     #[arg(
         long,
@@ -79,20 +97,34 @@ pub struct Global {
 }
 
 impl Global {
-    /// The vault directory, or a usage error saying how to name one.
+    /// The vault directory or URL, or a usage error saying how to name one.
     pub fn vault_dir(&self) -> anyhow::Result<&Path> {
         self.vault.as_deref().ok_or_else(|| {
             CliError::new(
                 exit::USAGE,
-                "no vault given: pass --vault DIR or set KLUIS_VAULT",
+                "no vault given: pass --vault DIR (or a postgres:// URL) or set KLUIS_VAULT",
             )
             .into()
         })
     }
 
-    /// The vault's paths.
+    /// The vault's paths: `DIR/data` and `DIR/keys`, or the PostgreSQL URL with --key-store.
     pub fn paths(&self) -> anyhow::Result<VaultPaths> {
-        Ok(VaultPaths::in_dir(self.vault_dir()?))
+        let vault = self.vault_dir()?;
+        let text = vault.to_str().unwrap_or("");
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            if self.key_store.is_some() {
+                return Err(usage("--key-store is for a vault on PostgreSQL; a vault directory keeps its key store in keys/"));
+            }
+            return Ok(VaultPaths::in_dir(vault));
+        }
+        let target = vault_core::PgTarget::parse(text)
+            .and_then(|t| t.with_schema(&self.pg_schema))
+            .map_err(|e| usage(&e.to_string()))?;
+        let key_store = self.key_store.clone().ok_or_else(|| {
+            usage("a vault on PostgreSQL needs --key-store FILE (or KLUIS_KEY_STORE): its key store never goes into the database")
+        })?;
+        Ok(VaultPaths::postgres(target, key_store))
     }
 
     /// Whether the test-only tiny-KDF switch is on.

@@ -67,7 +67,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         return out_json(&obj);
     }
     let p = v.paths();
-    out(&format!("vault       {}", g.vault_dir()?.display()))?;
+    match p.data_dir() {
+        Some(_) => out(&format!("vault       {}", g.vault_dir()?.display()))?,
+        None => out(&format!("vault       {}", p.data))?,
+    }
     out(&format!(
         "format      data v{}, schema v{}",
         st.data_format_version, st.schema_version
@@ -95,7 +98,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     out(&format!(
         "disk        data {} bytes ({}), key store {} bytes ({})",
         st.data_bytes,
-        p.data_dir.display(),
+        p.data,
         st.key_store_bytes,
         p.key_store.display()
     ))?;

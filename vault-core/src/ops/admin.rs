@@ -451,19 +451,25 @@ impl Vault {
                 return Err(refuse("it exists and is not an empty directory"));
             }
         }
-        if dest.starts_with(&self.paths.data_dir) {
-            return Err(refuse("it is inside the data directory"));
+        if let Some(data) = self.paths.data_dir() {
+            if dest.starts_with(data) {
+                return Err(refuse("it is inside the data directory"));
+            }
         }
         make_private_dir(dest)?;
         // Hold off every commit (they all take this lock) while syncing and copying.
         let head = self.audit.head.lock_unpoisoned();
         let lock_name = std::ffi::OsString::from("kluis.lock");
-        let result = match self.engine() {
-            Some(e @ Engine::Fjall) => self.logical_backup(&head, e, dest),
-            _ => {
+        let result = match (self.engine(), self.paths.data_dir()) {
+            (Some(Engine::Fjall), Some(_)) => self.logical_backup(&head, Engine::Fjall, dest),
+            (_, Some(data)) => {
                 self.sync_source(&head)?;
-                copy_tree(&self.paths.data_dir, dest, &[lock_name])
+                copy_tree(data, dest, &[lock_name])
             }
+            // PostgreSQL: the rows into a data directory of the default embedded engine, which
+            // opens with the key store like any vault (and can be restored with `migrate`-free
+            // means: it is a vault of its own).
+            (_, None) => self.logical_backup(&head, Engine::default(), dest),
         };
         drop(head);
         result?;
@@ -493,7 +499,9 @@ impl Vault {
             return Err(AdminError::Copy(e));
         }
         engine::record(dest, engine)?;
-        let data = &self.paths.data_dir;
+        let Some(data) = self.paths.data_dir() else {
+            return Ok(());
+        };
         let mut skip = vec![
             std::ffi::OsString::from("kluis.lock"),
             std::ffi::OsString::from(engine::ENGINE_FILE),

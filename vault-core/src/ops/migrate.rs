@@ -99,7 +99,7 @@ impl Vault {
         let started = Instant::now();
         let mut options = options;
         options.engine = None;
-        let dir = &paths.data_dir;
+        let dir = paths.data_dir().ok_or(MigrateError::NotADataDirectory)?;
         // `open` removes them (another engine's files beside the one `ENGINE` names).
         let leftovers_removed = count_leftovers(dir)?;
         let source = Vault::open(paths, creds, options.clone())?;

@@ -188,6 +188,7 @@ mod tests {
             flush_every_ms: None,
             verify_on_open: true,
             memtable_bytes: 1 << 20,
+            pg_connections: 1,
         }
     }
 

@@ -56,7 +56,10 @@ impl Witnessed {
 /// The open witness file and the last value written to it.
 pub(crate) struct Witness {
     key: SecretKey,
-    state: Mutex<State>,
+    /// `None` for a vault without a data directory (PostgreSQL: a server that never acknowledges
+    /// a commit it then silently drops; a database put back is caught by the key-store and
+    /// ledger watermarks).
+    state: Option<Mutex<State>>,
 }
 
 struct State {
@@ -114,19 +117,27 @@ impl Witness {
         let (counter, written) = found.map_or((0, 0), |(c, w)| (c, w.seq));
         let witness = Witness {
             key,
-            state: Mutex::new(State {
+            state: Some(Mutex::new(State {
                 file,
                 counter,
                 written,
-            }),
+            })),
         };
         Ok((witness, found.map(|(_, w)| w)))
+    }
+
+    /// No witness: every call does nothing (a vault whose data is not in a data directory).
+    pub(crate) fn none(key: SecretKey) -> Witness {
+        Witness { key, state: None }
     }
 
     /// Records that the engine has made every audit entry up to `head` durable. Not fsynced (see
     /// the module documentation); a head not newer than the last one written is skipped.
     pub(crate) fn record(&self, head: &Head) -> Result<(), StorageError> {
-        let mut st = self.state.lock_unpoisoned();
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let mut st = state.lock_unpoisoned();
         if head.seq <= st.written && st.counter > 0 {
             return Ok(());
         }
@@ -143,16 +154,17 @@ impl Witness {
     /// Lets the next [`Witness::record`] write whatever head it is given, even one older than
     /// what the witness holds (an operator accepted the state the engine was found in).
     pub(crate) fn restart(&self) {
-        self.state.lock_unpoisoned().written = 0;
+        if let Some(state) = &self.state {
+            state.lock_unpoisoned().written = 0;
+        }
     }
 
     /// Makes the witness itself durable (at close, and before a backup copies it).
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.state
-            .lock_unpoisoned()
-            .file
-            .sync_data()
-            .map_err(|e| io(&e))
+        match &self.state {
+            Some(state) => state.lock_unpoisoned().file.sync_data().map_err(|e| io(&e)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -34,6 +34,8 @@ compile_error!(
 
 #[cfg(feature = "engine-fjall")]
 pub mod fjall;
+#[cfg(feature = "engine-postgres")]
+pub mod postgres;
 #[cfg(feature = "engine-redb")]
 pub mod redb;
 #[cfg(feature = "engine-sled")]
@@ -141,6 +143,9 @@ pub struct EngineConfig {
     /// fjall: the memtable size in bytes (writes held in memory before they go to a table file;
     /// fjall's own default is 64 MiB, kluis's 16 MiB, for bounded memory).
     pub memtable_bytes: u64,
+    /// PostgreSQL: the most connections one vault process opens (kluis's default 16; each is a
+    /// server process, and PostgreSQL's own default limit is 100 for all clients together).
+    pub pg_connections: usize,
 }
 
 impl Default for EngineConfig {
@@ -151,6 +156,7 @@ impl Default for EngineConfig {
             flush_every_ms: Some(500),
             verify_on_open: true,
             memtable_bytes: 16 * 1024 * 1024,
+            pg_connections: 16,
         }
     }
 }
