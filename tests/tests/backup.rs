@@ -544,7 +544,13 @@ fn restored_backup_after_forget_expire_and_kek_retirement_is_noise() {
         matches!(res, Err(WriteError::SubjectForgotten { .. })),
         "{res:?}"
     );
-    let root = v.paths().data_dir().unwrap().parent().unwrap().to_path_buf();
+    let root = v
+        .paths()
+        .data_dir()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     drop(v);
 
     // Reopening again changes nothing.

@@ -997,8 +997,13 @@ fn engines_carry_a_vault_round_trip() {
         drop(v);
         // The engine holds the current data format: the `vault` meta row's version (bytes 8..10).
         {
-            let st =
-                engine::open(e, &paths.data_dir().unwrap(), &EngineConfig::default(), Mode::Open).unwrap();
+            let st = engine::open(
+                e,
+                paths.data_dir().unwrap(),
+                &EngineConfig::default(),
+                Mode::Open,
+            )
+            .unwrap();
             let row = st
                 .get(Table::Meta, b"vault")
                 .unwrap()

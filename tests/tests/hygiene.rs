@@ -262,7 +262,7 @@ fn no_plaintext_in_any_file_on_disk() {
     vault.sync().unwrap();
     let engine = vault.engine().expect("an engine");
     drop(vault);
-    settle_engine(&paths.data_dir().unwrap());
+    settle_engine(paths.data_dir().unwrap());
 
     let files = all_files(root);
     let names: Vec<_> = files.iter().map(|(p, _)| p.clone()).collect();
@@ -540,11 +540,11 @@ fn data_directory_files_are_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let paths = VaultPaths::in_dir(dir.path().join("vault"));
     let check = |when: &str| {
-        let all = modes_under(&paths.data_dir().unwrap());
+        let all = modes_under(paths.data_dir().unwrap());
         let names: Vec<String> = all
             .iter()
             .map(|(p, ..)| {
-                p.strip_prefix(&paths.data_dir().unwrap())
+                p.strip_prefix(paths.data_dir().unwrap())
                     .unwrap()
                     .display()
                     .to_string()
@@ -607,7 +607,7 @@ fn data_directory_files_are_owner_only() {
     drop(vault);
 
     // Modes widened while the vault is closed (a copy, a restore, another umask): open narrows them.
-    let widened = modes_under(&paths.data_dir().unwrap());
+    let widened = modes_under(paths.data_dir().unwrap());
     for (p, is_dir, _) in &widened {
         let m = if *is_dir { 0o755 } else { 0o644 };
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();

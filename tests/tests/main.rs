@@ -33,6 +33,7 @@ mod lifecycle;
 mod migrate;
 mod model;
 mod per_record;
+mod postgres_cli;
 mod records;
 mod review;
 mod storage;

@@ -344,8 +344,8 @@ fn a_backup_of_an_open_fjall_vault_restores() {
     v.put(&subjects[0], "customer", &customer(999)).unwrap();
     drop(v);
     // Restore: the backup in place of the data directory, beside the same key store.
-    std::fs::rename(&paths.data_dir().unwrap(), tmp.path().join("data-now")).unwrap();
-    std::fs::rename(&dest, &paths.data_dir().unwrap()).unwrap();
+    std::fs::rename(paths.data_dir().unwrap(), tmp.path().join("data-now")).unwrap();
+    std::fs::rename(&dest, paths.data_dir().unwrap()).unwrap();
     let v = Vault::open(&paths, &creds(), opts()).unwrap();
     assert_eq!(v.engine(), Some(Engine::Fjall));
     // The write after the backup is not in it; everything before it is.

@@ -70,7 +70,9 @@ impl std::error::Error for CliError {}
 fn storage(e: &StorageError) -> u8 {
     match e {
         StorageError::Corrupted { .. } => INTEGRITY,
-        StorageError::DiskFull { .. } | StorageError::Io { .. } => STORAGE_REFUSED,
+        StorageError::DiskFull { .. } | StorageError::Io { .. } | StorageError::Database { .. } => {
+            STORAGE_REFUSED
+        }
         _ => FAILURE,
     }
 }
@@ -325,9 +327,10 @@ fn hint(code: u8) -> Option<&'static str> {
              `kluis recover` says what accepting this one would re-open",
         ),
         STORAGE_REFUSED => Some(
-            "the file system refused the write or read (disk full, read-only, I/O error); the \
-             change was not confirmed (it may or may not have been applied): free space or fix the \
-             mount, then check (e.g. `kluis find`, `kluis export`) before running it again",
+            "the file system or the database refused the write or read (disk full, read-only, I/O \
+             error, PostgreSQL unreachable or refusing); the change was not confirmed (it may or \
+             may not have been applied): free space, fix the mount or the server, then check \
+             (e.g. `kluis find`, `kluis export`) before running it again",
         ),
         _ => None,
     }

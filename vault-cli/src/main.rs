@@ -13,7 +13,7 @@
 //! | 6 | vault in use by another process |
 //! | 7 | invalid input (schema, field value, record JSON, event name) |
 //! | 8 | a batch partially failed (reserved for `import`) |
-//! | 9 | storage refused (disk full, read-only file system, other I/O error); nothing acknowledged |
+//! | 9 | storage refused (disk full, read-only file system, other I/O error, PostgreSQL unreachable or refusing); nothing acknowledged |
 //! | 10 | rolled back: the key store (or the stored schema) is older than the vault has seen; see `kluis recover` |
 //!
 //! Credentials: `--passphrase-file FILE` (or the environment variable `KLUIS_PASSPHRASE_FILE`

@@ -68,7 +68,7 @@ pub enum DataLocation {
     Dir(PathBuf),
     /// A schema in a PostgreSQL database (issue 14).
     #[cfg(feature = "engine-postgres")]
-    Postgres(PgTarget),
+    Postgres(Box<PgTarget>),
 }
 
 impl std::fmt::Display for DataLocation {
@@ -98,7 +98,7 @@ impl VaultPaths {
     #[cfg(feature = "engine-postgres")]
     pub fn postgres(target: PgTarget, key_store: impl Into<PathBuf>) -> Self {
         VaultPaths {
-            data: DataLocation::Postgres(target),
+            data: DataLocation::Postgres(Box::new(target)),
             key_store: key_store.into(),
         }
     }
@@ -390,7 +390,7 @@ enum DataLock {
     },
     #[cfg(feature = "engine-postgres")]
     Pg {
-        _held: PgLock,
+        _held: Box<PgLock>,
     },
 }
 
@@ -416,7 +416,7 @@ fn lock_vault(p: &VaultPaths) -> Result<Locks, LockFailure> {
         },
         #[cfg(feature = "engine-postgres")]
         DataLocation::Postgres(target) => match PgStore::try_lock_exclusive(target) {
-            Ok(Some(l)) => DataLock::Pg { _held: l },
+            Ok(Some(l)) => DataLock::Pg { _held: Box::new(l) },
             Ok(None) => return Err(LockFailure::Held(target.describe())),
             Err(e) => return Err(LockFailure::Storage(e)),
         },

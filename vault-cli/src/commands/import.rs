@@ -82,13 +82,15 @@ enum Parsed {
     Existing(SubjectId, RecordKey, Record),
 }
 
-/// A storage error that is no fault of the row (the file system refused the write).
+/// A storage error that is no fault of the row (the file system or the database refused the write).
 fn refused(e: &WriteError) -> bool {
     match e {
         WriteError::Storage(st) | WriteError::KeyStore(st) | WriteError::NotDurable(st) => {
             matches!(
                 st,
-                vault_core::StorageError::DiskFull { .. } | vault_core::StorageError::Io { .. }
+                vault_core::StorageError::DiskFull { .. }
+                    | vault_core::StorageError::Io { .. }
+                    | vault_core::StorageError::Database { .. }
             )
         }
         _ => false,

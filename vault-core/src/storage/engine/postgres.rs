@@ -542,28 +542,41 @@ fn migrate(
     Ok(Ok(()))
 }
 
+/// One table's share of a batch: the rows to upsert (keys and values) and the keys to delete.
+struct TableWrites {
+    table: Table,
+    keys: Vec<Vec<u8>>,
+    values: Vec<Vec<u8>>,
+    deletes: Vec<Vec<u8>>,
+}
+
 /// A batch as per-table sets: the last operation on each key wins (as in every engine).
-fn per_table(batch: WriteBatch) -> Vec<(Table, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+fn per_table(batch: WriteBatch) -> Vec<TableWrites> {
     use std::collections::BTreeMap;
     let mut last: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
     for (t, k, v) in batch.ops {
         last.insert((t as u8, k), v);
     }
-    let mut out: Vec<(Table, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>)> = Vec::new();
+    let mut out: Vec<TableWrites> = Vec::new();
     for ((tag, k), v) in last {
-        let Some(t) = Table::ALL.into_iter().find(|t| *t as u8 == tag) else {
+        let Some(table) = Table::ALL.into_iter().find(|t| *t as u8 == tag) else {
             continue;
         };
-        if out.last().map(|o| o.0) != Some(t) {
-            out.push((t, Vec::new(), Vec::new(), Vec::new()));
+        if out.last().map(|o| o.table) != Some(table) {
+            out.push(TableWrites {
+                table,
+                keys: Vec::new(),
+                values: Vec::new(),
+                deletes: Vec::new(),
+            });
         }
-        if let Some(entry) = out.last_mut() {
+        if let Some(w) = out.last_mut() {
             match v {
                 Some(v) => {
-                    entry.1.push(k);
-                    entry.2.push(v);
+                    w.keys.push(k);
+                    w.values.push(v);
                 }
-                None => entry.3.push(k),
+                None => w.deletes.push(k),
             }
         }
     }
@@ -602,19 +615,19 @@ impl Store for PgStore {
             // Statements are reference-counted handles: cloned so the client can be borrowed.
             let stmts: Vec<(Statement, Statement)> = tables
                 .iter()
-                .map(|(t, ..)| {
-                    let s = &c.tables[slot(*t)];
+                .map(|w| {
+                    let s = &c.tables[slot(w.table)];
                     (s.upsert.clone(), s.delete.clone())
                 })
                 .collect();
             let mut tx = c.client.transaction()?;
             tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-            for ((_, keys, values, deletes), (upsert, delete)) in tables.iter().zip(&stmts) {
-                if !deletes.is_empty() {
-                    tx.execute(delete, &[deletes])?;
+            for (w, (upsert, delete)) in tables.iter().zip(&stmts) {
+                if !w.deletes.is_empty() {
+                    tx.execute(delete, &[&w.deletes])?;
                 }
-                if !keys.is_empty() {
-                    tx.execute(upsert, &[keys, values])?;
+                if !w.keys.is_empty() {
+                    tx.execute(upsert, &[&w.keys, &w.values])?;
                 }
             }
             tx.commit()
