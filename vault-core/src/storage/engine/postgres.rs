@@ -642,3 +642,82 @@ impl Store for PgStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Within one batch the last operation on a key wins, keys of different tables stay apart, and
+    /// tables come out in tag order (so one statement per table and kind).
+    #[test]
+    fn a_batch_becomes_per_table_sets_with_the_last_operation_winning() {
+        let mut b = WriteBatch::default();
+        b.put(Table::Record, b"a".to_vec(), b"1".to_vec());
+        b.delete(Table::Record, b"a".to_vec());
+        b.delete(Table::Record, b"b".to_vec());
+        b.put(Table::Record, b"b".to_vec(), b"2".to_vec());
+        b.put(Table::Record, b"c".to_vec(), b"3".to_vec());
+        b.put(Table::Record, b"c".to_vec(), b"4".to_vec());
+        b.put(Table::Subject, b"a".to_vec(), b"5".to_vec());
+        let sets = per_table(b);
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0].table, Table::Subject);
+        assert_eq!(sets[0].keys, vec![b"a".to_vec()]);
+        let r = &sets[1];
+        assert_eq!(r.table, Table::Record);
+        assert_eq!(r.keys, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(r.values, vec![b"2".to_vec(), b"4".to_vec()]);
+        assert_eq!(r.deletes, vec![b"a".to_vec()]);
+        assert!(per_table(WriteBatch::default()).is_empty());
+    }
+
+    /// Schema names are identifiers kluis quotes itself: anything but `[a-z_][a-z0-9_]{0,62}` is
+    /// refused, so no name can carry SQL.
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        let t = PgTarget::parse("host=/tmp user=kluis dbname=shop").unwrap();
+        assert_eq!(t.schema(), "kluis");
+        for ok in ["kluis", "shop_2", "_x", &"a".repeat(63)] {
+            assert_eq!(t.clone().with_schema(ok).unwrap().schema(), ok);
+        }
+        for bad in [
+            "",
+            "2shop",
+            "Shop",
+            "a-b",
+            "a\"b",
+            "a;drop",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(
+                t.clone().with_schema(bad).unwrap_err(),
+                PgTargetError::BadSchema,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            PgTarget::parse("not a connection string ===").unwrap_err(),
+            PgTargetError::Invalid
+        );
+    }
+
+    /// The password of a connection string never shows: not in `Debug`, not in `describe`, not
+    /// in a parse error (which does not quote the string at all).
+    #[test]
+    fn the_password_never_shows() {
+        for conn in [
+            "host=db.example user=shop password=s3cret-pw dbname=shop",
+            "postgres://shop:s3cret-pw@db.example:5433/shop",
+        ] {
+            let t = PgTarget::parse(conn).unwrap();
+            let shown = format!("{t:?} {}", t.describe());
+            assert!(!shown.contains("s3cret-pw"), "{shown}");
+            assert!(shown.contains("db.example") && shown.contains("dbname=shop"));
+        }
+        let err = PgTarget::parse("host=x password=s3cret-pw port=notaport").unwrap_err();
+        assert!(!format!("{err:?} {err}").contains("s3cret-pw"));
+    }
+}
