@@ -1621,9 +1621,10 @@ fn engines_pg_an_unreachable_server_is_a_typed_error_without_the_password() {
 /// neither the vault nor an error a live server gives shows it.
 #[test]
 fn engines_pg_a_vault_never_shows_its_password() {
-    let (Some(conn), Some(fresh)) = (pg_server(), pg_target()) else {
+    let Some(fresh) = pg_target() else {
         return;
     };
+    let conn = pg_server().expect("pg_target found a server");
     let target = PgTarget::parse(&format!("{conn} password={PASSWORD}"))
         .unwrap()
         .with_schema(fresh.schema())
