@@ -1426,6 +1426,10 @@ fn check_pg_create_refuses_a_vault(
         "{:?}",
         r.map(|_| ())
     );
+    assert!(
+        !other.key_store.exists(),
+        "the refused create left a key store"
+    );
     let v = Vault::open(paths, &creds(), pg_suite_options()).unwrap();
     for (i, s) in subjects.iter().enumerate().skip(6) {
         assert_eq!(
