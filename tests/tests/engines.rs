@@ -157,7 +157,7 @@ impl UnderTest {
     fn location(&self) -> DataLocation {
         match (self, self.target()) {
             (UnderTest::Embedded(_, dir), _) => DataLocation::Dir(dir.clone()),
-            (_, Some(t)) => DataLocation::Postgres(t),
+            (_, Some(t)) => DataLocation::Postgres(Box::new(t)),
             _ => unreachable!("a PostgreSQL store has a target"),
         }
     }
