@@ -397,7 +397,7 @@ struct Rng(u64);
 
 impl Rng {
     fn new(salt: u64) -> Rng {
-        let seed = std::env::var(ENV_SEED).ok().map_or(0x6d75_6c74_69, |n| {
+        let seed = std::env::var(ENV_SEED).ok().map_or(0x006d_756c_7469, |n| {
             n.parse().expect("KLUIS_MULTI_SEED: a number")
         });
         eprintln!("multi_instance: seed {seed} (KLUIS_MULTI_SEED)");
@@ -1020,7 +1020,7 @@ fn concurrent_round(inst: &mut Instance, book: &Shared, rng: &mut Rng, role: usi
     }
     match role {
         1 if r % 3 == 2 => {
-            let s = if r % 2 == 0 {
+            let s = if r.is_multiple_of(2) {
                 mine
             } else {
                 Some(pick(book, rng))
@@ -1235,7 +1235,7 @@ fn spawn_survivor(
 /// rounds of three, starts a `forget_many` or a sweep; it is killed at a random moment.
 fn kill_round(pv: &PgVault, round: usize, rng: &mut Rng, sets: &[Numbered], log: &mut KillLog) {
     let mut w = pv.spawn(&format!("killed{round}"));
-    let writing = rng.millis(if round % 3 == 0 { 300 } else { 60 });
+    let writing = rng.millis(if round.is_multiple_of(3) { 300 } else { 60 });
     let deadline = Instant::now() + writing;
     let mut i = 4_000_000 + round * 10_000;
     let mut in_flight = false;
@@ -1253,7 +1253,7 @@ fn kill_round(pv: &PgVault, round: usize, rng: &mut Rng, sets: &[Numbered], log:
             log.written.push((s.parse().unwrap(), i));
         }
     }
-    if round % 3 != 0 {
+    if !round.is_multiple_of(3) {
         if in_flight {
             let r = w.reply();
             let s = r
