@@ -42,6 +42,7 @@ const ENV_SCHEMA: &str = "KLUIS_MULTI_SCHEMA";
 const ENV_KEYS: &str = "KLUIS_MULTI_KEYS";
 const ENV_NAME: &str = "KLUIS_MULTI_NAME";
 const ENV_DURABLE: &str = "KLUIS_MULTI_DURABLE";
+const ENV_NOW: &str = "KLUIS_MULTI_NOW";
 const ENV_ROUNDS: &str = "KLUIS_MULTI_ROUNDS";
 const ENV_SEED: &str = "KLUIS_MULTI_SEED";
 
@@ -125,10 +126,11 @@ impl PgVault {
 
     /// A child process with the vault open, attributed as `name` in the audit log.
     fn spawn(&self, name: &str) -> Instance {
-        self.spawn_with(name, Durability::Relaxed)
+        self.spawn_with(name, Durability::Relaxed, T0)
     }
 
-    fn spawn_with(&self, name: &str, durability: Durability) -> Instance {
+    /// A child with `durability`, its clock at `now` (the time its subjects are made at).
+    fn spawn_with(&self, name: &str, durability: Durability, now: i64) -> Instance {
         let exe = std::env::current_exe().unwrap();
         let stderr = self.dir.path().join(format!("{name}.stderr"));
         let mut child = Command::new(exe)
@@ -144,6 +146,7 @@ impl PgVault {
             .env(ENV_KEYS, self.keys())
             .env(ENV_NAME, name)
             .env(ENV_DURABLE, format!("{durability:?}"))
+            .env(ENV_NOW, now.to_string())
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -488,7 +491,7 @@ fn child() {
     };
     let opts = any_engine_options()
         .durability(durability)
-        .clock(Arc::new(MockClock::new(T0)))
+        .clock(Arc::new(MockClock::new(env(ENV_NOW).parse().unwrap())))
         .actor(&name);
     let paths = VaultPaths::postgres(target, env(ENV_KEYS));
     let mut out = std::io::stdout();
@@ -1126,8 +1129,12 @@ fn check_verify_and_audit(inst: &mut Instance) {
 const KILL_ROUNDS: usize = 6;
 /// Subjects per `forget_many`, and per expiry cohort.
 const KILL_BATCH: usize = 40;
-/// Days between the orders of two expiry cohorts (each cohort's sweep shreds it alone).
+/// Days between the orders of two expiry cohorts (each cohort's sweep shreds it alone, and the
+/// cohorts before it; the later ones may reach their ceiling).
 const COHORT_GAP: i64 = 60;
+/// The clock of the processes that write in the kill test: far enough after [`T0`] that no sweep
+/// of a cohort reaches what they write (up to 500 cohorts: `KLUIS_MULTI_ROUNDS` up to 250).
+const WRITERS_NOW: i64 = T0 + 90 * YEAR;
 
 /// The sweep that shreds cohort `c` (and the cohorts before it).
 fn cohort_due(c: usize) -> i64 {
@@ -1143,6 +1150,10 @@ struct KillLog {
     forgets: Vec<(usize, bool)>,
     /// Expiry cohorts swept by a process later killed; whether the sweep was acknowledged.
     sweeps: Vec<(usize, bool)>,
+    /// How long the last acknowledged `forget_many` and sweep took, grown by a tenth at every
+    /// kill before the reply (the kill delays are drawn from 0 to 1.2 times that, so most kills
+    /// land inside the call).
+    took: [Duration; 2],
 }
 
 #[test]
@@ -1152,10 +1163,17 @@ fn multi_kill_9_mid_operation_loses_no_acknowledged_write() {
     };
     let kills = KILL_ROUNDS * rounds();
     let batches = kills.div_ceil(3);
+    assert!(
+        cohort_due(batches) < WRITERS_NOW,
+        "too many rounds for the cohorts' dates"
+    );
     let (forget_sets, cohorts) = kill_fixture(&pv, batches);
     let stop = Arc::new(AtomicBool::new(false));
     let survivor = spawn_survivor(&pv, stop.clone());
-    let mut log = KillLog::default();
+    let mut log = KillLog {
+        took: [Duration::from_millis(100); 2],
+        ..KillLog::default()
+    };
     let mut rng = Rng::new(0x6b69_6c6c);
     for round in 0..kills {
         kill_round(&pv, round, &mut rng, &forget_sets, &mut log);
@@ -1171,9 +1189,15 @@ fn multi_kill_9_mid_operation_loses_no_acknowledged_write() {
         "the surviving process made no progress"
     );
     log.written.extend(survived);
+    let killed_in = |runs: &[(usize, bool)]| runs.iter().filter(|r| !r.1).count();
     eprintln!(
-        "multi: {kills} kills; forget_many acknowledged before the kill: {:?}; sweeps: {:?}",
-        log.forgets, log.sweeps
+        "multi: {kills} kills, {} acknowledged writes; killed before their reply: {} of {} \
+         forget_many calls, {} of {} sweeps",
+        log.written.len(),
+        killed_in(&log.forgets),
+        log.forgets.len(),
+        killed_in(&log.sweeps),
+        log.sweeps.len()
     );
     check_after_kills(&pv, &log, &forget_sets, &cohorts);
 }
@@ -1206,7 +1230,7 @@ fn spawn_survivor(
     pv: &PgVault,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(Numbered, Vec<String>)> {
-    let mut inst = pv.spawn("survivor");
+    let mut inst = pv.spawn_with("survivor", Durability::Relaxed, WRITERS_NOW);
     std::thread::spawn(move || {
         let (mut made, mut errors) = (Vec::new(), Vec::new());
         let mut i = 3_000_000;
@@ -1234,7 +1258,7 @@ fn spawn_survivor(
 /// One kill: a writer creates subjects for a while (every acknowledged one logged), then, in two
 /// rounds of three, starts a `forget_many` or a sweep; it is killed at a random moment.
 fn kill_round(pv: &PgVault, round: usize, rng: &mut Rng, sets: &[Numbered], log: &mut KillLog) {
-    let mut w = pv.spawn(&format!("killed{round}"));
+    let mut w = pv.spawn_with(&format!("killed{round}"), Durability::Relaxed, WRITERS_NOW);
     let writing = rng.millis(if round.is_multiple_of(3) { 300 } else { 60 });
     let deadline = Instant::now() + writing;
     let mut i = 4_000_000 + round * 10_000;
@@ -1268,14 +1292,21 @@ fn kill_round(pv: &PgVault, round: usize, rng: &mut Rng, sets: &[Numbered], log:
         } else {
             format!("expire {}", cohort_due(c))
         };
+        let kind = round % 3 - 1;
+        let sent = Instant::now();
         w.send(&cmd);
-        let acked = w
-            .reply_within(rng.millis(150))
-            .inspect(|r| assert!(r.starts_with("OK"), "round {round}: {cmd:.40}: {r}"))
-            .is_some();
-        match round % 3 {
-            1 => log.forgets.push((c, acked)),
-            _ => log.sweeps.push((c, acked)),
+        let max = log.took[kind].mul_f64(1.2).as_millis() as u64;
+        let acked = w.reply_within(rng.millis(max.max(5))).inspect(|r| {
+            assert!(r.starts_with("OK"), "round {round}: {cmd:.40}: {r}");
+            log.took[kind] = sent.elapsed();
+        });
+        if acked.is_none() {
+            // Killed before the reply: maybe the calls take longer now.
+            log.took[kind] = log.took[kind].mul_f64(1.1);
+        }
+        match kind {
+            0 => log.forgets.push((c, acked.is_some())),
+            _ => log.sweeps.push((c, acked.is_some())),
         }
     }
     w.kill();
@@ -1338,7 +1369,7 @@ fn multi_postgres_restart_mid_sweep() {
     for (i, s) in subjects.iter().enumerate().take(SWEEP_CACHED) {
         assert_eq!(reader.read(s), Read::Value(email(i)), "before the sweep");
     }
-    let mut sweeper = pv.spawn_with("sweeper", Durability::PerOperation);
+    let mut sweeper = pv.spawn_with("sweeper", Durability::PerOperation, T0);
     sweeper.send(&format!("expire {ALL_DUE}"));
     let left = restart_when_half_swept(&pg, n);
     let first = sweeper.reply();
