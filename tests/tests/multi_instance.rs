@@ -11,7 +11,8 @@
 //! - a process killed with SIGKILL (mid-write, mid-`forget_many`, mid-sweep) loses no acknowledged
 //!   write and leaves nothing half-shredded, while another keeps working;
 //! - a PostgreSQL crash-restart in the middle of a sweep: the sweep returns, a rerun finishes, and
-//!   nothing is half-shredded.
+//!   nothing is half-shredded;
+//! - a schema version applied in one process is in force in the other.
 //!
 //! The normal (CI) mode takes seconds; `KLUIS_MULTI_ROUNDS=<n>` multiplies the rounds (and
 //! `KLUIS_MULTI_SEED=<n>` picks another schedule of reads and kill times). Without a PostgreSQL
@@ -530,7 +531,9 @@ fn child() {
 /// `find I` → `FOUND S,S…`; `forget S` → `OK`; `forget_many S,S…` → `OK n`; `expire T` → `OK n`
 /// (pairs shredded); `retire K` → `OK n` (rewrapped); `keks` → `KEKS id:State …`; `audit` →
 /// `AUDIT intact entries`; `creates ACTOR` → `CREATES n` (create_subject entries by ACTOR);
-/// `verify` → `VERIFY subjects readable shredded problems`; `census FILE` → `CENSUS n bad …`.
+/// `verify` → `VERIFY subjects readable shredded problems`; `census FILE` → `CENSUS n bad …`;
+/// `schema2` → `OK` (applies [`schema_v2`]); `new_nick I` → `OK S` (customer `I` with a
+/// nickname, a field only [`schema_v2`] has); `nick S` → `NICK nickname`.
 /// Any failure is `ERR <error>`.
 fn answer(v: &Vault, req: &Request, line: &str) -> String {
     let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
@@ -584,6 +587,18 @@ fn answer(v: &Vault, req: &Request, line: &str) -> String {
             })
             .map_err(|e| format!("{e:?}")),
         "census" => Ok(census(v, Path::new(arg))),
+        "schema2" => v
+            .apply_schema(schema_v2(), req)
+            .map(|_| "OK".to_owned())
+            .map_err(|e| format!("{e:?}")),
+        "new_nick" => v
+            .create_subject_with("customer", &nicknamed(number()))
+            .map(|s| format!("OK {s}"))
+            .map_err(|e| format!("{e:?}")),
+        "nick" => v
+            .get(&subject(), "customer")
+            .map(|r| format!("NICK {}", r.get_str("nickname").unwrap_or("-")))
+            .map_err(|e| format!("{e:?}")),
         other => Err(format!("unknown command {other:?}")),
     };
     result.unwrap_or_else(|e| format!("ERR {e}"))
@@ -1449,4 +1464,47 @@ fn rerun_sweep(sweeper: &mut Instance) -> String {
             "the rerun keeps failing: {tries:#?}"
         );
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 6. A schema change in one process is in force in the other
+
+/// The web-shop schema, version 2: the customer gets a `nickname` field.
+fn schema_v2() -> vault_core::Schema {
+    let text = crate::common::per_customer(include_str!("../../examples/webshop.toml"))
+        .replace("version = 1\n", "version = 2\n")
+        + "\n[types.customer.fields.nickname]\ntype = \"text\"\npurpose = \"account\"\n";
+    vault_core::Schema::from_toml(&text).expect("schema version 2 parses")
+}
+
+/// Customer `i` with a nickname.
+fn nicknamed(i: usize) -> Record {
+    numbered_customer(i).with("nickname", format!("Bijnaam{i}"))
+}
+
+#[test]
+fn multi_a_schema_change_in_one_process_is_in_force_in_the_other() {
+    let Some(pv) = PgVault::shared() else {
+        return;
+    };
+    drop(pv.create());
+    let mut a = pv.spawn("A");
+    let mut b = pv.spawn("B");
+    let before = b.ask("new_nick 1");
+    assert!(before.starts_with("ERR"), "a field no schema has: {before}");
+    a.ok("schema2");
+    let s: SubjectId = b.ok("new_nick 2").parse().unwrap();
+    assert_eq!(
+        a.ask(&format!("nick {s}")),
+        "NICK Bijnaam2",
+        "A reads B's new field"
+    );
+    let fresh: SubjectId = a.ok("new_nick 3").parse().unwrap();
+    assert_eq!(
+        b.ask(&format!("nick {fresh}")),
+        "NICK Bijnaam3",
+        "B reads A's"
+    );
+    a.exit();
+    b.exit();
 }
