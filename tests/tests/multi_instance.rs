@@ -35,7 +35,7 @@ use vault_core::{
 };
 
 use crate::common::{
-    any_engine_options, creds, numbered_customer, pg_server, pg_target, PrivatePg,
+    any_engine_options, creds, numbered_address, numbered_customer, pg_server, pg_target, PrivatePg,
 };
 
 const ENV_CHILD: &str = "KLUIS_MULTI_CHILD";
@@ -527,7 +527,8 @@ fn child() {
 }
 
 /// One command of the protocol and its reply (`S`: a subject id, `I`: a customer number):
-/// `new I` → `OK S`; `get S` → `VALUE email` | `SHREDDED` | `NOTFOUND` | `HALF r s` | `ERR …`;
+/// `new I` → `OK S`; `new_bare I` → `OK S` (`create_subject`, then `put`); `address S I` → `OK`
+/// (puts address `I`); `street S` → `STREET street`; `get S` → `VALUE email` | `SHREDDED` | `NOTFOUND` | `HALF r s` | `ERR …`;
 /// `find I` → `FOUND S,S…`; `forget S` → `OK`; `forget_many S,S…` → `OK n`; `expire T` → `OK n`
 /// (pairs shredded); `retire K` → `OK n` (rewrapped); `keks` → `KEKS id:State …`; `audit` →
 /// `AUDIT intact entries`; `creates ACTOR` → `CREATES n` (create_subject entries by ACTOR);
@@ -543,6 +544,21 @@ fn answer(v: &Vault, req: &Request, line: &str) -> String {
         "new" => v
             .create_subject_with("customer", &numbered_customer(number()))
             .map(|s| format!("OK {s}"))
+            .map_err(|e| format!("{e:?}")),
+        "new_bare" => new_bare(v, number()),
+        "address" => {
+            let (s, i) = arg.split_once(' ').expect("S I");
+            v.put(
+                &s.parse().unwrap(),
+                "address",
+                &numbered_address(i.parse().unwrap()),
+            )
+            .map(|()| "OK".to_owned())
+            .map_err(|e| format!("{e:?}"))
+        }
+        "street" => v
+            .get(&subject(), "address")
+            .map(|r| format!("STREET {}", r.get_str("street").unwrap_or("-")))
             .map_err(|e| format!("{e:?}")),
         "get" => Ok(read_customer(v, &subject())),
         "find" => v
@@ -602,6 +618,16 @@ fn answer(v: &Vault, req: &Request, line: &str) -> String {
         other => Err(format!("unknown command {other:?}")),
     };
     result.unwrap_or_else(|e| format!("ERR {e}"))
+}
+
+/// `create_subject`, then `put` of customer `i` (two writes, where `new` is one).
+fn new_bare(v: &Vault, i: usize) -> Result<String, String> {
+    let s = v
+        .create_subject()
+        .map_err(|e| format!("create_subject: {e:?}"))?;
+    v.put(&s, "customer", &numbered_customer(i))
+        .map_err(|e| format!("put: {e:?}"))?;
+    Ok(format!("OK {s}"))
 }
 
 fn read_customer(v: &Vault, s: &SubjectId) -> String {
@@ -715,8 +741,12 @@ fn multi_two_processes_write_and_read_each_others_data() {
     let n = SHARED_SUBJECTS * rounds();
     let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
     for k in 0..n {
-        of_a.push(a.new_subject(k));
+        of_a.push(a.ok(&format!("new_bare {k}")).parse().unwrap());
         of_b.push(b.new_subject(100_000 + k));
+    }
+    for k in 0..n {
+        b.ok(&format!("address {} {k}", of_a[k]));
+        a.ok(&format!("address {} {k}", of_b[k]));
     }
     for k in 0..n {
         assert_eq!(
@@ -738,6 +768,17 @@ fn multi_two_processes_write_and_read_each_others_data() {
             a.find(100_000 + k),
             vec![of_b[k]],
             "A finds B's subject {k}"
+        );
+        let street = format!("STREET Straat{k}");
+        assert_eq!(
+            a.ask(&format!("street {}", of_a[k])),
+            street,
+            "B's address on A's"
+        );
+        assert_eq!(
+            b.ask(&format!("street {}", of_b[k])),
+            street,
+            "A's address on B's"
         );
     }
     let taken = b.ask("new 0");
