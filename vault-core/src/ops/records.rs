@@ -470,6 +470,13 @@ impl Vault {
         value: impl Into<Value>,
     ) -> Result<Vec<SubjectId>, FindError> {
         self.refresh_if_stale();
+        if self.data.shared {
+            // A lookup makes a tag per KEK this process knows: one another process made since
+            // (its notification may not have arrived yet) must be known before the lookup.
+            if let Err(e) = self.key_store().reload_if_newer() {
+                tracing::warn!(error = %e, "could not read the key store again");
+            }
+        }
         let active = self.active_schema();
         let rt = active
             .schema
