@@ -313,6 +313,9 @@ pub(crate) struct DataState {
     process_id: String,
     /// The refresh found erasures in the ledger the data lacks: re-applied inside the lease.
     reapply_due: std::sync::atomic::AtomicBool,
+    /// The stored schema row (its digest) and blind-index generation the active schema was last
+    /// made from by `reload_schema`, so a refresh re-derives keys only when either changed.
+    schema_seen: Mutex<Option<([u8; 32], u32)>>,
 }
 
 /// What a vault holds of its keys: the key store, the unwrapped data keys it caches, the wraps in
@@ -1139,6 +1142,7 @@ impl Vault {
                 stale: Arc::default(),
                 process_id: random_process_id(),
                 reapply_due: Default::default(),
+                schema_seen: Mutex::new(None),
             },
             keys: KeyState {
                 store: Arc::new(Mutex::new(ks)),
@@ -1286,9 +1290,16 @@ impl Vault {
         self.data.committer.mode()
     }
 
-    /// Secret-free descriptions of the key-encryption keys.
+    /// Secret-free descriptions of the key-encryption keys (for a shared vault, as the key store
+    /// file says now: another process may have made, retired or destroyed one a moment ago).
     pub fn keks(&self) -> Vec<KekInfo> {
-        self.key_store().kek_infos()
+        let mut ks = self.key_store();
+        if self.data.shared {
+            if let Err(e) = ks.reload_if_newer() {
+                tracing::warn!(error = %e, "could not read the key store again");
+            }
+        }
+        ks.kek_infos()
     }
 
     /// Argon2id parameters of the key store.
@@ -1429,11 +1440,11 @@ impl Vault {
             .rows
             .get::<AuditHead>(&*self.data.store, &())?
             .unwrap_or(crate::format::audit::Head::EMPTY);
-        {
+        let before = {
             let mut h = self.audit.head.lock_unpoisoned();
             changed |= *h != head;
-            *h = head;
-        }
+            std::mem::replace(&mut *h, head)
+        };
         if !changed {
             return Ok(());
         }
@@ -1454,7 +1465,53 @@ impl Vault {
             self.data.reapply_due.store(true, Ordering::Release);
         }
         self.reload_schema()?;
-        self.dek_cache().clear();
+        self.evict_changed_since(&before, &head)?;
+        Ok(())
+    }
+
+    /// Evicts the cached data keys of every subject the audit entries after `from` (up to `to`)
+    /// name, and all of them when an entry names none (a KEK, the schema, credentials) or the
+    /// log does not run on from `from` (it was cut or replaced): what another process changed
+    /// while this one was out of the lease.
+    fn evict_changed_since(
+        &self,
+        from: &crate::format::audit::Head,
+        to: &crate::format::audit::Head,
+    ) -> Result<(), StorageError> {
+        use crate::format::audit::AuditEntry;
+        if to.seq <= from.seq {
+            self.dek_cache().clear();
+            return Ok(());
+        }
+        let mut subjects = std::collections::BTreeSet::new();
+        let (start, end) = ((from.seq + 1).to_be_bytes(), (to.seq + 1).to_be_bytes());
+        for row in crate::storage::store::scan_range(&*self.data.store, Table::Audit, &start, &end)
+        {
+            let (k, v) = row?;
+            let seq = k.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            let body = v.len().saturating_sub(crate::format::audit::STORED_MAC_LEN);
+            match AuditEntry::decode_body(seq, &v[..body])
+                .ok()
+                .and_then(|e| e.subject)
+            {
+                Some(s) => {
+                    subjects.insert(s);
+                }
+                None => {
+                    self.dek_cache().clear();
+                    return Ok(());
+                }
+            }
+        }
+        let mut cache = self.dek_cache();
+        let stale: Vec<_> = cache
+            .iter()
+            .filter(|((s, _), _)| subjects.contains(s))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            cache.pop(&k);
+        }
         Ok(())
     }
 
@@ -1467,6 +1524,15 @@ impl Vault {
             .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
         let before = self.active_schema();
         let ks = self.key_store();
+        {
+            // Unchanged row and index root: the active schema (and its index keys) still hold.
+            let mut last = self.data.schema_seen.lock_unpoisoned();
+            let now = (crypto::sha256(&stored), ks.index_generation);
+            if *last == Some(now) {
+                return Ok(());
+            }
+            *last = Some(now);
+        }
         let (schema, field_ids) = decode_schema(&ks, &stored).map_err(|e| match e {
             OpenError::Storage(e) => e,
             _ => StorageError::corrupted(Component::Schema, "stored schema does not decode"),

@@ -299,6 +299,9 @@ struct State {
     broken: Option<StorageError>,
     /// Length of the verified prefix, when open found a torn or unverifiable tail to cut.
     cut_to: Option<u64>,
+    /// The file (device, inode, length, modification time) as this process last wrote or read it, for
+    /// [`Ledger::refresh`]'s quick check (`None`: not known, read it).
+    identity: Option<FileIdentity>,
 }
 
 /// The erasure ledger of an open vault.
@@ -344,6 +347,26 @@ fn io_err(e: &std::io::Error) -> StorageError {
     StorageError::io(Component::Ledger, e)
 }
 
+/// Device, inode, length and modification time of a file.
+type FileIdentity = (u64, u64, u64, i64, i64);
+
+/// The [`FileIdentity`] of the file at `path`, where the platform says (`None` elsewhere, or
+/// when it cannot be read: the caller then reads the file).
+fn file_identity(path: &Path) -> Option<FileIdentity> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 fn open_for_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().read(true).append(true).open(path)
 }
@@ -383,6 +406,7 @@ impl Ledger {
                 waiters: Waiters::default(),
                 broken: None,
                 cut_to: None,
+                identity: None,
             }),
             changed: Condvar::new(),
             durable: Arc::new(Mutex::new(Anchor::NONE)),
@@ -875,6 +899,7 @@ impl Ledger {
         match result {
             Ok(()) => {
                 st.written = target;
+                st.identity = file_identity(&self.path);
                 if self.sync_appends {
                     st.synced = target;
                     self.publish(&st);
@@ -1017,6 +1042,12 @@ impl Ledger {
         while st.flushing {
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
+        // The same file (not one a compaction put in its place) of the length this process
+        // wrote or read: nothing to read (no whole-file parse per hand-over of the lease).
+        let now = file_identity(&self.path);
+        if now.is_some() && now == st.identity && st.broken.is_none() {
+            return Ok(false);
+        }
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -1033,6 +1064,7 @@ impl Ledger {
             ));
         };
         if p.generation == st.generation && p.valid == st.written && p.tail == Tail::None {
+            st.identity = now;
             return Ok(false);
         }
         let file = open_for_append(&self.path).map_err(|e| io_err(&e))?;
@@ -1048,6 +1080,7 @@ impl Ledger {
         st.cut_to = None;
         // A flush refused because the file had moved on is behind us: appends may go on.
         st.broken = None;
+        st.identity = file_identity(&self.path);
         *self.durable.lock_unpoisoned() = Anchor {
             generation: p.generation,
             count: p.valid.count,

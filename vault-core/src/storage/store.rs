@@ -164,6 +164,23 @@ pub(crate) fn scan<'a>(store: &'a dyn Store, table: Table, prefix: &[u8]) -> Sca
     }
 }
 
+/// Scans the rows of `table` with `from <= key < to`, a page at a time.
+pub(crate) fn scan_range<'a>(
+    store: &'a dyn Store,
+    table: Table,
+    from: &[u8],
+    to: &[u8],
+) -> Scan<'a> {
+    Scan {
+        store,
+        table,
+        from: from.to_vec(),
+        to: to.to_vec(),
+        page: Vec::new().into_iter(),
+        done: false,
+    }
+}
+
 /// The smallest key after every key starting with `prefix`.
 pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
