@@ -1,6 +1,7 @@
 //! Shared fixtures: a fast-KDF vault on the example web-shop schema.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use vault_core::{Credentials, Durability, KdfParams, Schema, Vault, VaultOptions, VaultPaths};
 
@@ -441,4 +442,213 @@ pub fn pg_paths(root: &Path) -> Option<VaultPaths> {
         pg_target()?,
         root.join("keys").join("keystore.kluis"),
     ))
+}
+
+/// A PostgreSQL server of one test's own (initdb in a temporary directory, a Unix socket only),
+/// for tests that crash or stop the server: doing that to the shared `KLUIS_TEST_PG` would break
+/// the tests running beside them. Stopped (immediately) and removed on drop.
+pub struct PrivatePg {
+    dir: tempfile::TempDir,
+    bindir: PathBuf,
+    /// `runuser -u kluispg --` when we are root: PostgreSQL refuses to run as root.
+    run_as: Vec<String>,
+}
+
+impl PrivatePg {
+    /// A running private server; `None` when the tests run without PostgreSQL (see
+    /// [`pg_server`]: skipped, or a failure under `KLUIS_TEST_PG_REQUIRED=1`).
+    pub fn start() -> Option<PrivatePg> {
+        pg_server()?;
+        let bindir = pg_bindir().expect("a PostgreSQL server is configured, but no initdb found");
+        // Under /tmp and short: a socket path must stay under ~100 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("kluis-ppg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut run_as = Vec::new();
+        if running_as_root() {
+            let exists = || Command::new("id").arg("kluispg").output().unwrap().status;
+            if !exists().success() {
+                // Tests starting servers at once may race to add it: only the outcome counts.
+                let _ = Command::new("useradd")
+                    .args(["--system", "--no-create-home", "kluispg"])
+                    .output();
+                assert!(exists().success(), "could not add the user kluispg");
+            }
+            Command::new("chown")
+                .arg("kluispg")
+                .arg(dir.path())
+                .run_ok();
+            run_as = ["runuser", "-u", "kluispg", "--"]
+                .map(String::from)
+                .to_vec();
+        }
+        let pg = PrivatePg {
+            dir,
+            bindir,
+            run_as,
+        };
+        pg.server_command("initdb")
+            .arg("-D")
+            .arg(pg.data())
+            .args(["-U", "kluis", "-A", "trust", "-E", "UTF8", "--no-locale"])
+            .run_ok();
+        pg.start_again();
+        Some(pg)
+    }
+
+    /// The libpq connection string of this server.
+    pub fn conn(&self) -> String {
+        format!(
+            "host={} user=kluis dbname=postgres",
+            self.dir.path().display()
+        )
+    }
+
+    /// A target on this server in schema `schema`.
+    pub fn target(&self, schema: &str) -> vault_core::PgTarget {
+        vault_core::PgTarget::parse(&self.conn())
+            .unwrap()
+            .with_schema(schema)
+            .unwrap()
+    }
+
+    /// Kills the server the way a crash does (`pg_ctl stop -m immediate`: no checkpoint, what is
+    /// only in shared memory is lost) and starts it again; recovery replays the flushed WAL.
+    pub fn crash_restart(&self) {
+        self.crash_stop();
+        self.start_again();
+    }
+
+    /// Kills the server (`-m immediate`) and leaves it down.
+    pub fn crash_stop(&self) {
+        self.pg_ctl()
+            .args(["stop", "-m", "immediate", "-w"])
+            .run_ok();
+    }
+
+    /// Starts the (stopped) server. `wal_writer_delay` at its maximum: a commit that is not
+    /// flushed stays in shared memory long enough for a crash to lose it (so the durability tests
+    /// see whether `sync` flushes).
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-c listen_addresses='' -k {} -c max_connections=100 -c shared_buffers=32MB \
+             -c wal_writer_delay=10000ms",
+            self.dir.path().display()
+        );
+        self.pg_ctl()
+            .args(["start", "-w", "-t", "60", "-o", &opts])
+            .run_ok();
+    }
+
+    /// Runs `query` with psql and returns its unaligned output.
+    pub fn sql(&self, query: &str) -> String {
+        let out = Command::new(self.bindir.join("psql"))
+            .args(["-X", "-A", "-t", "-c", query])
+            .arg(self.conn())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn server_command(&self, program: &str) -> Command {
+        let exe = self.bindir.join(program);
+        let mut c = match self.run_as.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        c.stdin(std::process::Stdio::null());
+        c
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let mut c = self.server_command("pg_ctl");
+        c.arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"));
+        c
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_ctl()
+            .args(["stop", "-m", "immediate"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// PostgreSQL's server binaries, found as `.ci/with-postgres` finds them: `initdb` on PATH,
+/// `pg_config --bindir`, or Debian's newest /usr/lib/postgresql/*/bin.
+fn pg_bindir() -> Option<PathBuf> {
+    let has_initdb = |d: &Path| d.join("initdb").is_file();
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .find(|d| has_initdb(d))
+        // A symlink (Debian's /usr/local/bin/initdb): its directory has no pg_ctl next to it.
+        .and_then(|d| std::fs::canonicalize(d.join("initdb")).ok())
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|d| has_initdb(d));
+    let debian = || {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|d| has_initdb(d))
+            .collect();
+        dirs.sort_by_key(|d| {
+            let v = d.parent().and_then(|p| p.file_name()).unwrap_or_default();
+            v.to_string_lossy().parse::<u32>().unwrap_or(0)
+        });
+        dirs.pop()
+    };
+    on_path.or(pg_config).or_else(debian)
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// Runs a command to its end, failing the test with its output if it fails.
+trait RunOk {
+    fn run_ok(&mut self);
+}
+
+impl RunOk for Command {
+    fn run_ok(&mut self) {
+        let out = self.output().unwrap_or_else(|e| panic!("{self:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{self:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -18,16 +18,24 @@
 //!   format 3 on disk) on each engine; `open` finds the
 //!   engine by itself and refuses another one, or an unknown `ENGINE` file, with a typed error.
 //!
-//! `cargo test -p kluis-tests engines` runs it.
+//! The same checks run on PostgreSQL (issue 14) through [`UnderTest`] (the `engines_pg_*` tests,
+//! skipped without a server): the store contract, `sync` surviving a server crash, a killed
+//! writer, typed errors that never show the password, and a vault round trip.
+//!
+//! `cargo test -p kluis-tests engines` runs it (`.ci/with-postgres cargo test ...` with PostgreSQL).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::common::*;
+use vault_core::engine::postgres::PgStore;
 use vault_core::engine::{self, Engine, EngineConfig, EngineStore, Mode};
 use vault_core::store::{KeyValue, Store, Table, WriteBatch};
-use vault_core::{MockClock, OpenError, Request, StorageError, Vault, VaultOptions, VaultPaths};
+use vault_core::{
+    DataLocation, MockClock, OpenError, PgTarget, Request, StorageError, SubjectId, Vault,
+    VaultOptions, VaultPaths,
+};
 
 /// [`fast_options`] without `KLUIS_TEST_ENGINE`: this suite picks its engines itself.
 fn suite_options() -> VaultOptions {
@@ -60,6 +68,133 @@ fn create_with(e: Engine, dir: &Path, cfg: &EngineConfig) -> Arc<dyn EngineStore
 
 fn reopen(e: Engine, dir: &Path) -> Result<Arc<dyn EngineStore>, StorageError> {
     engine::open(e, dir, &cfg(), Mode::Open)
+}
+
+/// A store the contract checks run on: an embedded engine in a directory, or a schema on a
+/// PostgreSQL server (its libpq connection string and the schema name, which is what a child
+/// process needs to open it again).
+#[derive(Debug, Clone)]
+enum UnderTest {
+    Embedded(Engine, PathBuf),
+    Pg { conn: String, schema: String },
+}
+
+/// The name `killed_child` is told for PostgreSQL (the embedded engines go by their own names).
+const PG_NAME: &str = "postgres";
+
+impl UnderTest {
+    fn pg(target: &PgTarget, conn: &str) -> UnderTest {
+        UnderTest::Pg {
+            conn: conn.to_owned(),
+            schema: target.schema().to_owned(),
+        }
+    }
+
+    /// A fresh schema on the shared test server; `None` (skip) without one.
+    fn shared_pg() -> Option<UnderTest> {
+        Some(UnderTest::pg(&pg_target()?, &pg_server()?))
+    }
+
+    /// The same store, named the way [`UnderTest::place`] and [`UnderTest::name`] name it.
+    fn from_place(name: &str, place: &str, conn: Option<String>) -> UnderTest {
+        match Engine::from_name(name) {
+            Some(e) => UnderTest::Embedded(e, PathBuf::from(place)),
+            None => UnderTest::Pg {
+                conn: conn.expect("a connection string for PostgreSQL"),
+                schema: place.to_owned(),
+            },
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            UnderTest::Embedded(e, _) => e.name(),
+            UnderTest::Pg { .. } => PG_NAME,
+        }
+    }
+
+    /// The directory or the schema.
+    fn place(&self) -> String {
+        match self {
+            UnderTest::Embedded(_, dir) => dir.display().to_string(),
+            UnderTest::Pg { schema, .. } => schema.clone(),
+        }
+    }
+
+    fn target(&self) -> Option<PgTarget> {
+        match self {
+            UnderTest::Embedded(..) => None,
+            UnderTest::Pg { conn, schema } => {
+                Some(PgTarget::parse(conn).unwrap().with_schema(schema).unwrap())
+            }
+        }
+    }
+
+    fn create(&self) -> Arc<dyn Store> {
+        match self {
+            UnderTest::Embedded(e, dir) => {
+                let st = create(*e, dir);
+                assert_eq!(st.engine(), *e);
+                st
+            }
+            UnderTest::Pg { .. } => self.open(Mode::Create).unwrap(),
+        }
+    }
+
+    fn reopen(&self) -> Result<Arc<dyn Store>, StorageError> {
+        self.open(Mode::Open)
+    }
+
+    fn open(&self, mode: Mode) -> Result<Arc<dyn Store>, StorageError> {
+        match (self, self.target()) {
+            (UnderTest::Embedded(e, dir), _) => Ok(engine::open(*e, dir, &cfg(), mode)?),
+            (_, Some(t)) => Ok(Arc::new(PgStore::open(&t, &cfg(), mode)?)),
+            _ => unreachable!("a PostgreSQL store has a target"),
+        }
+    }
+
+    /// Where a vault on this store keeps its data.
+    fn location(&self) -> DataLocation {
+        match (self, self.target()) {
+            (UnderTest::Embedded(_, dir), _) => DataLocation::Dir(dir.clone()),
+            (_, Some(t)) => DataLocation::Postgres(Box::new(t)),
+            _ => unreachable!("a PostgreSQL store has a target"),
+        }
+    }
+
+    fn engine(&self) -> Option<Engine> {
+        match self {
+            UnderTest::Embedded(e, _) => Some(*e),
+            UnderTest::Pg { .. } => None,
+        }
+    }
+
+    /// Whether a concurrent scan never sees part of a batch. sled's scans can (its batches are
+    /// atomic for single reads only); a PostgreSQL statement reads one snapshot.
+    fn atomic_scans(&self) -> bool {
+        self.engine() != Some(Engine::Sled)
+    }
+
+    /// Whether a killed writer loses no batch it saw applied: fjall hands every batch to the OS
+    /// as it commits; a PostgreSQL commit is the server's, which the kill does not touch.
+    fn keeps_applied_batches_when_killed(&self) -> bool {
+        matches!(self.engine(), Some(Engine::Fjall) | None)
+    }
+}
+
+/// Runs `check` on every embedded engine built in, each in a fresh directory.
+fn on_each_embedded(check: impl Fn(&UnderTest)) {
+    for e in Engine::built() {
+        let tmp = tempfile::tempdir().unwrap();
+        check(&UnderTest::Embedded(e, tmp.path().join("data")));
+    }
+}
+
+/// Runs `check` on a fresh schema of the shared test server, if there is one.
+fn on_pg(check: impl FnOnce(&UnderTest)) {
+    if let Some(ut) = UnderTest::shared_pg() {
+        check(&ut);
+    }
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -95,209 +230,289 @@ fn paged(st: &dyn Store, table: Table, from: &[u8], to: &[u8], page: usize) -> V
 
 #[test]
 fn engines_get_put_delete_and_tables_apart() {
-    for e in Engine::built() {
-        let tmp = tempfile::tempdir().unwrap();
-        let st = create(e, &tmp.path().join("data"));
-        assert_eq!(st.engine(), e);
-        assert_eq!(st.get(Table::Record, b"k").unwrap(), None, "{e}");
-        // The same key in every table, each with its own value.
-        let mut b = WriteBatch::default();
-        for (n, t) in TABLES.iter().enumerate() {
-            b.put(*t, b"k".to_vec(), vec![n as u8; 3]);
-            b.put(*t, b"k2".to_vec(), vec![n as u8; 5]);
-        }
-        st.apply(b).unwrap();
-        for (n, t) in TABLES.iter().enumerate() {
-            assert_eq!(st.get(*t, b"k").unwrap(), Some(vec![n as u8; 3]), "{e}");
-            let rows = st.scan_prefix(*t, b"", 100).unwrap();
-            assert_eq!(
-                rows,
-                vec![
-                    (b"k".to_vec(), vec![n as u8; 3]),
-                    (b"k2".to_vec(), vec![n as u8; 5])
-                ],
-                "{e}: {t:?} holds exactly its own rows, keys without the table tag"
-            );
-        }
-        // Overwrite, delete, delete of a missing key: each in one table only.
-        let mut b = WriteBatch::default();
-        b.put(Table::Record, b"k".to_vec(), b"new".to_vec());
-        b.delete(Table::Index, b"k".to_vec());
-        b.delete(Table::Index, b"never-written".to_vec());
-        st.apply(b).unwrap();
-        assert_eq!(st.get(Table::Record, b"k").unwrap(), Some(b"new".to_vec()));
-        assert_eq!(st.get(Table::Index, b"k").unwrap(), None, "{e}");
-        assert_eq!(st.get(Table::Subject, b"k").unwrap(), Some(vec![1; 3]));
-        assert_eq!(st.get(Table::Expiry, b"k").unwrap(), Some(vec![4; 3]));
-        // Empty keys and values are keys and values like any other.
-        let mut b = WriteBatch::default();
-        b.put(Table::Audit, Vec::new(), Vec::new());
-        st.apply(b).unwrap();
-        assert_eq!(st.get(Table::Audit, b"").unwrap(), Some(Vec::new()), "{e}");
-        // An empty batch and a sync are fine at any time.
-        st.apply(WriteBatch::default()).unwrap();
-        st.sync().unwrap();
-        st.sync().unwrap();
+    on_each_embedded(check_get_put_delete);
+}
+
+#[test]
+fn engines_pg_get_put_delete_and_tables_apart() {
+    on_pg(check_get_put_delete);
+}
+
+fn check_get_put_delete(ut: &UnderTest) {
+    let e = ut.name();
+    let st = ut.create();
+    assert_eq!(st.get(Table::Record, b"k").unwrap(), None, "{e}");
+    // The same key in every table, each with its own value.
+    let mut b = WriteBatch::default();
+    for (n, t) in TABLES.iter().enumerate() {
+        b.put(*t, b"k".to_vec(), vec![n as u8; 3]);
+        b.put(*t, b"k2".to_vec(), vec![n as u8; 5]);
     }
+    st.apply(b).unwrap();
+    for (n, t) in TABLES.iter().enumerate() {
+        assert_eq!(st.get(*t, b"k").unwrap(), Some(vec![n as u8; 3]), "{e}");
+        let rows = st.scan_prefix(*t, b"", 100).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (b"k".to_vec(), vec![n as u8; 3]),
+                (b"k2".to_vec(), vec![n as u8; 5])
+            ],
+            "{e}: {t:?} holds exactly its own rows, keys without the table tag"
+        );
+    }
+    // Overwrite, delete, delete of a missing key: each in one table only.
+    let mut b = WriteBatch::default();
+    b.put(Table::Record, b"k".to_vec(), b"new".to_vec());
+    b.delete(Table::Index, b"k".to_vec());
+    b.delete(Table::Index, b"never-written".to_vec());
+    st.apply(b).unwrap();
+    assert_eq!(st.get(Table::Record, b"k").unwrap(), Some(b"new".to_vec()));
+    assert_eq!(st.get(Table::Index, b"k").unwrap(), None, "{e}");
+    assert_eq!(st.get(Table::Subject, b"k").unwrap(), Some(vec![1; 3]));
+    assert_eq!(st.get(Table::Expiry, b"k").unwrap(), Some(vec![4; 3]));
+    // Empty keys and values are keys and values like any other.
+    let mut b = WriteBatch::default();
+    b.put(Table::Audit, Vec::new(), Vec::new());
+    st.apply(b).unwrap();
+    assert_eq!(st.get(Table::Audit, b"").unwrap(), Some(Vec::new()), "{e}");
+    // An empty batch and a sync are fine at any time.
+    st.apply(WriteBatch::default()).unwrap();
+    st.sync().unwrap();
+    st.sync().unwrap();
 }
 
 #[test]
 fn engines_scan_prefixes_and_ranges_in_pages() {
-    for e in Engine::built() {
-        let tmp = tempfile::tempdir().unwrap();
-        let st = create(e, &tmp.path().join("data"));
-        let n = 3000u32;
-        let mut b = WriteBatch::default();
-        for i in 0..n {
-            b.put(Table::Record, key(i), value(i, 20));
-            // Neighbours in the tables before and after must never leak into a scan.
-            b.put(Table::Subject, key(i), vec![1]);
-            b.put(Table::Index, key(i), vec![3]);
-        }
-        // A prefix ending in 0xFF, and keys made only of 0xFF.
-        for i in 0..50u32 {
-            let mut k = vec![0x07, 0xFF];
-            k.extend_from_slice(&i.to_be_bytes());
-            b.put(Table::Record, k, vec![0xFF]);
-        }
-        b.put(Table::Record, vec![0xFF; 3], vec![0xFE]);
-        st.apply(b).unwrap();
+    on_each_embedded(check_scans);
+}
 
-        let all = paged(&*st, Table::Record, b"", &[0xFF; 64], 128);
-        assert_eq!(all.len(), n as usize + 51, "{e}");
-        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{e}: key order");
-        for p in 0u8..7 {
-            let rows = st.scan_prefix(Table::Record, &[p], usize::MAX).unwrap();
-            assert_eq!(
-                rows.len(),
-                (n as usize).div_ceil(7) - usize::from(p >= 4),
-                "{e} {p}"
-            );
-            assert!(rows.iter().all(|(k, _)| k[0] == p));
-            for (k, v) in &rows {
-                let i = u32::from_be_bytes(k[1..5].try_into().unwrap());
-                assert_eq!(v, &value(i, 20), "{e}");
-            }
-            // The same rows in pages of 100 through the range [p, p+1).
-            assert_eq!(paged(&*st, Table::Record, &[p], &[p + 1], 100), rows, "{e}");
-            // A limit stops a prefix scan.
-            assert_eq!(st.scan_prefix(Table::Record, &[p], 10).unwrap(), rows[..10]);
-        }
-        let ff = st.scan_prefix(Table::Record, &[0x07, 0xFF], 1000).unwrap();
-        assert_eq!(ff.len(), 50, "{e}: prefix ending in 0xFF");
-        assert_eq!(
-            st.scan_prefix(Table::Record, &[0xFF], 10).unwrap(),
-            vec![(vec![0xFF; 3], vec![0xFE])],
-            "{e}"
-        );
-        // Bounds: `from` inclusive, `to` exclusive; empty and inverted ranges are empty.
-        let r = st
-            .scan_range(Table::Record, &key(7), &key(14), 100)
-            .unwrap();
-        assert_eq!(r.first().map(|x| x.0.clone()), Some(key(7)), "{e}");
-        assert!(r.iter().all(|(k, _)| k.as_slice() < key(14).as_slice()));
-        assert!(st
-            .scan_range(Table::Record, &key(7), &key(7), 10)
-            .unwrap()
-            .is_empty());
-        assert!(st
-            .scan_range(Table::Record, &key(14), &key(7), 10)
-            .unwrap()
-            .is_empty());
-        assert!(
-            st.scan_prefix(Table::Meta, b"", 10).unwrap().is_empty(),
-            "{e}"
-        );
-        assert!(st
-            .scan_range(Table::Record, &key(1), &key(2), 0)
-            .unwrap()
-            .is_empty());
+#[test]
+fn engines_pg_scan_prefixes_and_ranges_in_pages() {
+    on_pg(check_scans);
+}
+
+fn check_scans(ut: &UnderTest) {
+    let e = ut.name();
+    let st = ut.create();
+    let n = 3000u32;
+    let mut b = WriteBatch::default();
+    for i in 0..n {
+        b.put(Table::Record, key(i), value(i, 20));
+        // Neighbours in the tables before and after must never leak into a scan.
+        b.put(Table::Subject, key(i), vec![1]);
+        b.put(Table::Index, key(i), vec![3]);
     }
+    // A prefix ending in 0xFF, and keys made only of 0xFF.
+    for i in 0..50u32 {
+        let mut k = vec![0x07, 0xFF];
+        k.extend_from_slice(&i.to_be_bytes());
+        b.put(Table::Record, k, vec![0xFF]);
+    }
+    b.put(Table::Record, vec![0xFF; 3], vec![0xFE]);
+    st.apply(b).unwrap();
+
+    let all = paged(&*st, Table::Record, b"", &[0xFF; 64], 128);
+    assert_eq!(all.len(), n as usize + 51, "{e}");
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{e}: key order");
+    for p in 0u8..7 {
+        let rows = st.scan_prefix(Table::Record, &[p], usize::MAX).unwrap();
+        assert_eq!(
+            rows.len(),
+            (n as usize).div_ceil(7) - usize::from(p >= 4),
+            "{e} {p}"
+        );
+        assert!(rows.iter().all(|(k, _)| k[0] == p));
+        for (k, v) in &rows {
+            let i = u32::from_be_bytes(k[1..5].try_into().unwrap());
+            assert_eq!(v, &value(i, 20), "{e}");
+        }
+        // The same rows in pages of 100 through the range [p, p+1).
+        assert_eq!(paged(&*st, Table::Record, &[p], &[p + 1], 100), rows, "{e}");
+        // A limit stops a prefix scan.
+        assert_eq!(st.scan_prefix(Table::Record, &[p], 10).unwrap(), rows[..10]);
+    }
+    let ff = st.scan_prefix(Table::Record, &[0x07, 0xFF], 1000).unwrap();
+    assert_eq!(ff.len(), 50, "{e}: prefix ending in 0xFF");
+    assert_eq!(
+        st.scan_prefix(Table::Record, &[0xFF], 10).unwrap(),
+        vec![(vec![0xFF; 3], vec![0xFE])],
+        "{e}"
+    );
+    // Bounds: `from` inclusive, `to` exclusive; empty and inverted ranges are empty.
+    let r = st
+        .scan_range(Table::Record, &key(7), &key(14), 100)
+        .unwrap();
+    assert_eq!(r.first().map(|x| x.0.clone()), Some(key(7)), "{e}");
+    assert!(r.iter().all(|(k, _)| k.as_slice() < key(14).as_slice()));
+    assert!(st
+        .scan_range(Table::Record, &key(7), &key(7), 10)
+        .unwrap()
+        .is_empty());
+    assert!(st
+        .scan_range(Table::Record, &key(14), &key(7), 10)
+        .unwrap()
+        .is_empty());
+    assert!(
+        st.scan_prefix(Table::Meta, b"", 10).unwrap().is_empty(),
+        "{e}"
+    );
+    assert!(st
+        .scan_range(Table::Record, &key(1), &key(2), 0)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
 fn engines_apply_batches_all_or_nothing() {
-    for e in Engine::built() {
-        let tmp = tempfile::tempdir().unwrap();
-        let st = create(e, &tmp.path().join("data"));
-        // A reader never sees part of a batch: every batch sets all 20 rows to its generation.
+    on_each_embedded(check_batches_all_or_nothing);
+}
+
+#[test]
+fn engines_pg_apply_batches_all_or_nothing() {
+    on_pg(check_batches_all_or_nothing);
+}
+
+fn check_batches_all_or_nothing(ut: &UnderTest) {
+    let e = ut.name();
+    let st = ut.create();
+    // A reader never sees part of a batch: every batch sets all 20 rows to its generation.
+    let mut b = WriteBatch::default();
+    for k in 0..20u8 {
+        b.put(Table::Record, vec![k], 0u32.to_be_bytes().to_vec());
+    }
+    st.apply(b).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (st, stop) = (st.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut reads, mut torn) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) || reads == 0 {
+                let rows = st.scan_prefix(Table::Record, b"", 100).unwrap();
+                assert_eq!(rows.len(), 20);
+                if !rows.windows(2).all(|w| w[0].1 == w[1].1) {
+                    torn += 1;
+                }
+                reads += 1;
+            }
+            (reads, torn)
+        })
+    };
+    for g in 1..=300u32 {
         let mut b = WriteBatch::default();
         for k in 0..20u8 {
-            b.put(Table::Record, vec![k], 0u32.to_be_bytes().to_vec());
+            b.put(Table::Record, vec![k], g.to_be_bytes().to_vec());
         }
         st.apply(b).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (st, stop) = (st.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let (mut reads, mut torn) = (0u64, 0u64);
-                while !stop.load(Ordering::Relaxed) || reads == 0 {
-                    let rows = st.scan_prefix(Table::Record, b"", 100).unwrap();
-                    assert_eq!(rows.len(), 20);
-                    if !rows.windows(2).all(|w| w[0].1 == w[1].1) {
-                        torn += 1;
-                    }
-                    reads += 1;
-                }
-                (reads, torn)
-            })
-        };
-        for g in 1..=300u32 {
-            let mut b = WriteBatch::default();
-            for k in 0..20u8 {
-                b.put(Table::Record, vec![k], g.to_be_bytes().to_vec());
-            }
-            st.apply(b).unwrap();
-        }
-        stop.store(true, Ordering::Relaxed);
-        let (reads, torn) = reader.join().expect("reader");
-        println!("{e}: {torn} of {reads} scans during batches saw part of a batch");
-        if e != Engine::Sled {
-            assert_eq!(torn, 0, "{e}: a scan saw part of a batch");
-        }
-
-        // A batch the engine refuses leaves nothing of itself: rows before and after the bad op
-        // are absent, the old value of an overwritten row stays. (A key of 70,000 bytes: over
-        // fjall's limit of 65,536; sled and redb take it, and then the whole batch is there.)
-        let mut b = WriteBatch::default();
-        b.put(Table::Subject, b"before".to_vec(), b"x".to_vec());
-        b.put(Table::Record, vec![0], b"overwritten".to_vec());
-        b.put(Table::Subject, vec![0xAB; 70_000], b"big key".to_vec());
-        b.put(Table::Subject, b"after".to_vec(), b"y".to_vec());
-        match st.apply(b) {
-            Err(err) => {
-                println!("{e}: a 70,000-byte key is refused: {err}");
-                assert_eq!(st.get(Table::Subject, b"before").unwrap(), None, "{e}");
-                assert_eq!(st.get(Table::Subject, b"after").unwrap(), None, "{e}");
-                assert_eq!(
-                    st.get(Table::Record, &[0]).unwrap(),
-                    Some(300u32.to_be_bytes().to_vec()),
-                    "{e}"
-                );
-            }
-            Ok(()) => {
-                assert_eq!(
-                    st.get(Table::Subject, b"before").unwrap(),
-                    Some(b"x".to_vec())
-                );
-                assert_eq!(
-                    st.get(Table::Subject, b"after").unwrap(),
-                    Some(b"y".to_vec())
-                );
-                assert_eq!(
-                    st.get(Table::Subject, &[0xAB; 70_000]).unwrap(),
-                    Some(b"big key".to_vec()),
-                    "{e}"
-                );
-            }
-        }
-        // The store still works after a refused batch.
-        let mut b = WriteBatch::default();
-        b.put(Table::Meta, b"still".to_vec(), b"ok".to_vec());
-        st.apply(b).unwrap();
-        st.sync().unwrap();
-        assert_eq!(st.get(Table::Meta, b"still").unwrap(), Some(b"ok".to_vec()));
     }
+    stop.store(true, Ordering::Relaxed);
+    let (reads, torn) = reader.join().expect("reader");
+    println!("{e}: {torn} of {reads} scans during batches saw part of a batch");
+    if ut.atomic_scans() {
+        assert_eq!(torn, 0, "{e}: a scan saw part of a batch");
+    }
+
+    // A batch the engine refuses leaves nothing of itself: rows before and after the bad op
+    // are absent, the old value of an overwritten row stays. (A key of 70,000 bytes: over
+    // fjall's limit of 65,536; sled and redb take it, and then the whole batch is there;
+    // PostgreSQL compresses this repetitive key into its index.)
+    let mut b = WriteBatch::default();
+    b.put(Table::Subject, b"before".to_vec(), b"x".to_vec());
+    b.put(Table::Record, vec![0], b"overwritten".to_vec());
+    b.put(Table::Subject, vec![0xAB; 70_000], b"big key".to_vec());
+    b.put(Table::Subject, b"after".to_vec(), b"y".to_vec());
+    match st.apply(b) {
+        Err(err) => {
+            println!("{e}: a 70,000-byte key is refused: {err}");
+            assert_eq!(st.get(Table::Subject, b"before").unwrap(), None, "{e}");
+            assert_eq!(st.get(Table::Subject, b"after").unwrap(), None, "{e}");
+            assert_eq!(
+                st.get(Table::Record, &[0]).unwrap(),
+                Some(300u32.to_be_bytes().to_vec()),
+                "{e}"
+            );
+        }
+        Ok(()) => {
+            assert_eq!(
+                st.get(Table::Subject, b"before").unwrap(),
+                Some(b"x".to_vec())
+            );
+            assert_eq!(
+                st.get(Table::Subject, b"after").unwrap(),
+                Some(b"y".to_vec())
+            );
+            assert_eq!(
+                st.get(Table::Subject, &[0xAB; 70_000]).unwrap(),
+                Some(b"big key".to_vec()),
+                "{e}"
+            );
+        }
+    }
+    // The store still works after a refused batch.
+    let mut b = WriteBatch::default();
+    b.put(Table::Meta, b"still".to_vec(), b"ok".to_vec());
+    st.apply(b).unwrap();
+    st.sync().unwrap();
+    assert_eq!(st.get(Table::Meta, b"still").unwrap(), Some(b"ok".to_vec()));
+}
+
+#[test]
+fn engines_the_last_operation_on_a_key_in_a_batch_wins() {
+    on_each_embedded(check_last_operation_wins);
+}
+
+#[test]
+fn engines_pg_the_last_operation_on_a_key_in_a_batch_wins() {
+    on_pg(check_last_operation_wins);
+}
+
+/// Within one batch, operations on one key apply in order: put then delete leaves nothing, delete
+/// then put leaves the put, two puts leave the second (PostgreSQL folds a batch into one upsert and
+/// one delete per table, so the order must survive that folding).
+fn check_last_operation_wins(ut: &UnderTest) {
+    let e = ut.name();
+    let st = ut.create();
+    let mut b = WriteBatch::default();
+    b.put(Table::Record, b"existing".to_vec(), b"old".to_vec());
+    st.apply(b).unwrap();
+    let mut b = WriteBatch::default();
+    b.put(Table::Record, b"put-delete".to_vec(), b"x".to_vec());
+    b.delete(Table::Record, b"put-delete".to_vec());
+    b.delete(Table::Record, b"existing".to_vec());
+    b.put(Table::Record, b"existing".to_vec(), b"new".to_vec());
+    b.delete(Table::Record, b"delete-put".to_vec());
+    b.put(Table::Record, b"delete-put".to_vec(), b"y".to_vec());
+    b.put(Table::Record, b"put-put".to_vec(), b"first".to_vec());
+    b.put(Table::Record, b"put-put".to_vec(), b"second".to_vec());
+    // The same key in another table is another row: its operations do not mix with these.
+    b.delete(Table::Subject, b"put-put".to_vec());
+    b.put(Table::Subject, b"put-delete".to_vec(), b"kept".to_vec());
+    st.apply(b).unwrap();
+    let got = |t: Table, k: &[u8]| st.get(t, k).unwrap();
+    assert_eq!(got(Table::Record, b"put-delete"), None, "{e}");
+    assert_eq!(
+        got(Table::Record, b"existing"),
+        Some(b"new".to_vec()),
+        "{e}"
+    );
+    assert_eq!(
+        got(Table::Record, b"delete-put"),
+        Some(b"y".to_vec()),
+        "{e}"
+    );
+    assert_eq!(
+        got(Table::Record, b"put-put"),
+        Some(b"second".to_vec()),
+        "{e}"
+    );
+    assert_eq!(got(Table::Subject, b"put-put"), None, "{e}");
+    assert_eq!(got(Table::Subject, b"put-delete"), Some(b"kept".to_vec()));
+    // And the other way round for a key that exists: put then delete removes it.
+    let mut b = WriteBatch::default();
+    b.put(Table::Record, b"existing".to_vec(), b"newer".to_vec());
+    b.delete(Table::Record, b"existing".to_vec());
+    st.apply(b).unwrap();
+    assert_eq!(got(Table::Record, b"existing"), None, "{e}");
 }
 
 /// Copies the regular files and directories under `from` to `to` (the lock file left out).
@@ -332,7 +547,7 @@ fn fill(st: &dyn Store, n: u32, len: usize) {
     st.sync().unwrap();
 }
 
-fn check_all(e: Engine, st: &dyn Store, n: u32, len: usize) {
+fn check_all(e: &str, st: &dyn Store, n: u32, len: usize) {
     for i in 0..n {
         assert_eq!(
             st.get(Table::Record, &key(i)).unwrap(),
@@ -342,59 +557,98 @@ fn check_all(e: Engine, st: &dyn Store, n: u32, len: usize) {
     }
 }
 
+/// Large values: over sled's blob threshold, over a redb page, over a fjall block, TOASTed and
+/// compressed-or-not by PostgreSQL (the values are not repetitive).
+const LARGE: [(u32, usize); 4] = [(1, 5_000), (2, 70_000), (3, 1 << 20), (4, 3 << 20)];
+
+/// Writes the rows [`check_synced_rows`] expects (2000 small rows, [`LARGE`]) and syncs.
+fn write_synced_rows(st: &dyn Store) {
+    fill(st, 2000, 150);
+    let mut b = WriteBatch::default();
+    for (i, len) in LARGE {
+        b.put(Table::Audit, i.to_be_bytes().to_vec(), value(i, len));
+    }
+    st.apply(b).unwrap();
+    st.sync().unwrap();
+}
+
+/// A write after the sync: a crash may or may not keep it (nothing checks it), but it must not
+/// take any synced row with it.
+fn write_unsynced_row(st: &dyn Store) {
+    let mut b = WriteBatch::default();
+    b.put(Table::Meta, b"late".to_vec(), b"unsynced".to_vec());
+    st.apply(b).unwrap();
+}
+
+/// Every row [`write_synced_rows`] synced is there, and the store takes (and keeps, across
+/// another reopen) writes again: it deletes row 0, so this runs once per store.
+fn check_synced_rows(ut: &UnderTest, what: &str) {
+    let e = ut.name();
+    let st = ut
+        .reopen()
+        .unwrap_or_else(|err| panic!("{e}: {what}: {err}"));
+    check_all(e, &*st, 2000, 150);
+    for (i, len) in LARGE {
+        assert_eq!(
+            st.get(Table::Audit, &i.to_be_bytes()).unwrap(),
+            Some(value(i, len)),
+            "{e}: {what}: large value {len}"
+        );
+    }
+    let mut b = WriteBatch::default();
+    b.delete(Table::Record, key(0));
+    b.put(Table::Meta, b"again".to_vec(), b"1".to_vec());
+    st.apply(b).unwrap();
+    st.sync().unwrap();
+    drop(st);
+    let st = ut.reopen().unwrap();
+    assert_eq!(st.get(Table::Record, &key(0)).unwrap(), None, "{e}: {what}");
+    assert_eq!(st.get(Table::Meta, b"again").unwrap(), Some(b"1".to_vec()));
+}
+
+/// Opening (not creating) where there is no store is refused as damaged, not a new empty store.
+fn check_nothing_there_is_refused(nothing: &UnderTest) {
+    assert!(
+        matches!(nothing.reopen(), Err(StorageError::Corrupted { .. })),
+        "{}",
+        nothing.name()
+    );
+}
+
 #[test]
 fn engines_sync_is_a_durability_point_and_reopen_keeps_synced_data() {
     for e in Engine::built() {
         let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let st = create(e, &data);
-        fill(&*st, 2000, 150);
-        // Large values: over sled's blob threshold, over a redb page, over a fjall block.
-        let mut b = WriteBatch::default();
-        let large: Vec<(u32, usize)> = vec![(1, 5_000), (2, 70_000), (3, 1 << 20), (4, 3 << 20)];
-        for &(i, len) in &large {
-            b.put(Table::Audit, i.to_be_bytes().to_vec(), value(i, len));
-        }
-        st.apply(b).unwrap();
-        st.sync().unwrap();
+        let data = UnderTest::Embedded(e, tmp.path().join("data"));
+        let st = data.create();
+        write_synced_rows(&*st);
         // The crash image: the files as they are right after the sync, the store still open.
         let image = tmp.path().join("image");
-        copy_dir(&data, &image);
-        // Writes after the sync may or may not be in a crash image; these are not checked.
-        let mut b = WriteBatch::default();
-        b.put(Table::Meta, b"late".to_vec(), b"unsynced".to_vec());
-        st.apply(b).unwrap();
+        copy_dir(Path::new(&data.place()), &image);
+        write_unsynced_row(&*st);
         drop(st);
-
-        for (what, dir) in [("crash image", &image), ("reopen", &data)] {
-            let st = reopen(e, dir).unwrap_or_else(|err| panic!("{e}: {what}: {err}"));
-            check_all(e, &*st, 2000, 150);
-            for &(i, len) in &large {
-                assert_eq!(
-                    st.get(Table::Audit, &i.to_be_bytes()).unwrap(),
-                    Some(value(i, len)),
-                    "{e}: {what}: large value {len}"
-                );
-            }
-            // It takes writes again, and keeps them across another reopen.
-            let mut b = WriteBatch::default();
-            b.delete(Table::Record, key(0));
-            b.put(Table::Meta, b"again".to_vec(), b"1".to_vec());
-            st.apply(b).unwrap();
-            st.sync().unwrap();
-            drop(st);
-            let st = reopen(e, dir).unwrap();
-            assert_eq!(st.get(Table::Record, &key(0)).unwrap(), None, "{e}: {what}");
-            assert_eq!(st.get(Table::Meta, b"again").unwrap(), Some(b"1".to_vec()));
-        }
-        // Opening where the engine's files are not is refused, not a new empty store.
-        let empty = tmp.path().join("empty");
-        std::fs::create_dir_all(&empty).unwrap();
-        assert!(
-            matches!(reopen(e, &empty), Err(StorageError::Corrupted { .. })),
-            "{e}"
-        );
+        check_synced_rows(&UnderTest::Embedded(e, image), "crash image");
+        check_synced_rows(&data, "reopen");
+        std::fs::create_dir_all(tmp.path().join("empty")).unwrap();
+        check_nothing_there_is_refused(&UnderTest::Embedded(e, tmp.path().join("empty")));
     }
+}
+
+/// On PostgreSQL the crash is the server's: killed (`-m immediate`, no checkpoint, the WAL not yet
+/// flushed lost) right after `sync` on a server of this test's own, then reopened.
+#[test]
+fn engines_pg_sync_survives_a_server_crash_and_reopen_keeps_synced_data() {
+    let Some(pg) = PrivatePg::start() else {
+        return;
+    };
+    let ut = UnderTest::pg(&pg.target("synced"), &pg.conn());
+    let st = ut.create();
+    write_synced_rows(&*st);
+    write_unsynced_row(&*st);
+    pg.crash_restart();
+    drop(st);
+    check_synced_rows(&ut, "after a server crash");
+    check_nothing_there_is_refused(&UnderTest::pg(&pg.target("nothing"), &pg.conn()));
 }
 
 #[cfg(unix)]
@@ -686,6 +940,8 @@ fn engines_damaged_files_are_refused_or_detected_never_wrong() {
 
 const ENV_KILLED_DIR: &str = "KLUIS_KILLED_DIR";
 const ENV_KILLED_ENGINE: &str = "KLUIS_KILLED_ENGINE";
+/// The PostgreSQL connection string, when the engine is `postgres` (the directory is the schema).
+const ENV_KILLED_PG: &str = "KLUIS_KILLED_PG";
 /// Kill rounds per engine unless `KLUIS_ENGINE_CRASH_ROUNDS` says otherwise.
 const KILLED_ROUNDS: usize = 12;
 /// Rows each batch of the killed child rewrites (plus one large value and one row it puts in even
@@ -770,9 +1026,9 @@ fn generation_found(st: &dyn Store) -> Result<u64, String> {
 #[ignore = "child process of engines_a_batch_killed_*; inert unless KLUIS_KILLED_DIR is set"]
 fn killed_child() {
     use std::io::Write as _;
-    let (Some(dir), Some(name)) = (
-        std::env::var_os(ENV_KILLED_DIR),
-        std::env::var(ENV_KILLED_ENGINE).ok(),
+    let (Ok(place), Ok(name)) = (
+        std::env::var(ENV_KILLED_DIR),
+        std::env::var(ENV_KILLED_ENGINE),
     ) else {
         return;
     };
@@ -780,8 +1036,8 @@ fn killed_child() {
         std::thread::sleep(KILLED_WATCHDOG);
         std::process::exit(3);
     });
-    let e = Engine::from_name(&name).expect("engine name");
-    let st = reopen(e, Path::new(&dir)).expect("child open");
+    let ut = UnderTest::from_place(&name, &place, std::env::var(ENV_KILLED_PG).ok());
+    let st = ut.reopen().expect("child open");
     let start = generation_found(&*st).expect("the child starts from a whole generation");
     let mut out = std::io::stdout();
     let mut say = |line: String| {
@@ -813,103 +1069,150 @@ fn last_number(out: &str, word: &str) -> Option<u64> {
 /// more rounds.
 #[test]
 fn engines_a_batch_killed_midway_is_all_or_nothing() {
+    let mut unit = kill_times();
+    for e in Engine::built() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ut = UnderTest::Embedded(e, tmp.path().join("data"));
+        kill_rounds(&ut, tmp.path(), &mut unit, &|| {});
+    }
+}
+
+/// The same on PostgreSQL, on a server of this test's own: after each kill the test waits until
+/// the server has ended the child's sessions (a commit the child sent just before the kill may
+/// still land until then, and the reads that check a generation are one statement each).
+#[test]
+fn engines_pg_a_batch_killed_midway_is_all_or_nothing() {
+    let Some(pg) = PrivatePg::start() else {
+        return;
+    };
+    let ut = UnderTest::pg(&pg.target("killed"), &pg.conn());
+    let tmp = tempfile::tempdir().unwrap();
+    let no_sessions = || {
+        let start = std::time::Instant::now();
+        while pg.sql(OTHER_SESSIONS) != "0" {
+            assert!(
+                start.elapsed() < KILLED_WATCHDOG,
+                "the killed child's sessions stay"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    kill_rounds(&ut, tmp.path(), &mut kill_times(), &no_sessions);
+}
+
+/// Client sessions on the server other than the one asking.
+const OTHER_SESSIONS: &str = "SELECT count(*) FROM pg_stat_activity \
+                              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+
+/// Moments (fractions of 150 ms) to kill the child at: splitmix64, seeded, so reproducible.
+fn kill_times() -> impl FnMut() -> f64 {
+    let mut seed = 0x6b69_6c6c_6564u64;
+    move || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Kills [`killed_child`] on `ut` again and again (`KLUIS_ENGINE_CRASH_ROUNDS`, default
+/// [`KILLED_ROUNDS`]); after each kill and `settled()`, the store holds one whole generation, at
+/// least the last synced one. Its files and the children's output go under `scratch`.
+fn kill_rounds(ut: &UnderTest, scratch: &Path, unit: &mut dyn FnMut() -> f64, settled: &dyn Fn()) {
+    let e = ut.name();
     let rounds = std::env::var("KLUIS_ENGINE_CRASH_ROUNDS")
         .ok()
         .map_or(KILLED_ROUNDS, |n| n.parse().expect("a number of rounds"));
+    let st = ut.create();
+    st.apply(generation_batch(0)).unwrap();
+    st.sync().unwrap();
+    drop(st);
+    let (mut applied_total, mut in_flight_landed, mut lost_unsynced) = (0u64, 0, 0);
+    for round in 0..rounds {
+        let out_path = scratch.join(format!("child-{round}.out"));
+        let mut child = spawn_killed_child(ut, &out_path);
+        // Wait for the child to be ready, then kill it 0-150 ms into its batches.
+        let start = std::time::Instant::now();
+        while !std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains("READY")
+        {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "{e}: round {round}: the child ended before it was ready: {status}: {}",
+                    std::fs::read_to_string(&out_path).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < KILLED_WATCHDOG,
+                "{e}: the child never got ready"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(150).mul_f64(unit()));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.code().is_none(),
+            "{e}: round {round}: the child exited: {status}"
+        );
+        settled();
+        let out = std::fs::read_to_string(&out_path).unwrap();
+        let ready = last_number(&out, "READY ").unwrap();
+        let applied = last_number(&out, "APPLIED ").unwrap_or(ready);
+        let synced = last_number(&out, "SYNCED ").unwrap_or(ready);
+        applied_total += applied - ready;
+        let st = ut
+            .reopen()
+            .unwrap_or_else(|err| panic!("{e}: round {round}: {err}"));
+        let g = generation_found(&*st)
+            .unwrap_or_else(|err| panic!("{e}: round {round} (applied {applied}): {err}"));
+        assert!(
+            g >= synced && g <= applied + 1,
+            "{e}: round {round}: found generation {g}; synced {synced}, applied {applied}"
+        );
+        if ut.keeps_applied_batches_when_killed() {
+            assert!(
+                g >= applied,
+                "{e}: round {round}: found {g}, applied {applied}"
+            );
+        }
+        in_flight_landed += usize::from(g == applied + 1);
+        lost_unsynced += usize::from(g < applied);
+        drop(st);
+    }
+    println!(
+        "{e}: {rounds} kills, {applied_total} batches applied; the batch in flight landed whole \
+         in {in_flight_landed} rounds; applied but unsynced batches lost in {lost_unsynced}"
+    );
+}
+
+/// Starts [`killed_child`] on `ut`, its standard output into `out_path`.
+fn spawn_killed_child(ut: &UnderTest, out_path: &Path) -> std::process::Child {
     let exe = Path::new("/proc/self/exe");
     let exe = if exe.exists() {
         exe.to_path_buf()
     } else {
         std::env::current_exe().unwrap()
     };
-    // splitmix64, seeded: reproducible kill times.
-    let mut seed = 0x6b69_6c6c_6564u64;
-    let mut unit = move || {
-        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    for e in Engine::built() {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("data");
-        let st = create(e, &data);
-        st.apply(generation_batch(0)).unwrap();
-        st.sync().unwrap();
-        drop(st);
-        let (mut applied_total, mut in_flight_landed, mut lost_unsynced) = (0u64, 0, 0);
-        for round in 0..rounds {
-            let out_path = tmp.path().join(format!("child-{round}.out"));
-            let mut child = std::process::Command::new(&exe)
-                .args([
-                    "--exact",
-                    "engines::killed_child",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(ENV_KILLED_DIR, &data)
-                .env(ENV_KILLED_ENGINE, e.name())
-                .stdin(std::process::Stdio::null())
-                .stdout(std::fs::File::create(&out_path).unwrap())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn the killed child");
-            // Wait for the child to be ready, then kill it 0-150 ms into its batches.
-            let start = std::time::Instant::now();
-            while !std::fs::read_to_string(&out_path)
-                .unwrap_or_default()
-                .contains("READY")
-            {
-                if let Some(status) = child.try_wait().unwrap() {
-                    panic!(
-                        "{e}: round {round}: the child ended before it was ready: {status}: {}",
-                        std::fs::read_to_string(&out_path).unwrap_or_default()
-                    );
-                }
-                assert!(
-                    start.elapsed() < KILLED_WATCHDOG,
-                    "{e}: the child never got ready"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(150).mul_f64(unit()));
-            child.kill().unwrap();
-            let status = child.wait().unwrap();
-            assert!(
-                status.code().is_none(),
-                "{e}: round {round}: the child exited: {status}"
-            );
-            let out = std::fs::read_to_string(&out_path).unwrap();
-            let ready = last_number(&out, "READY ").unwrap();
-            let applied = last_number(&out, "APPLIED ").unwrap_or(ready);
-            let synced = last_number(&out, "SYNCED ").unwrap_or(ready);
-            applied_total += applied - ready;
-            let st = reopen(e, &data).unwrap_or_else(|err| panic!("{e}: round {round}: {err}"));
-            let g = generation_found(&*st)
-                .unwrap_or_else(|err| panic!("{e}: round {round} (applied {applied}): {err}"));
-            assert!(
-                g >= synced && g <= applied + 1,
-                "{e}: round {round}: found generation {g}; synced {synced}, applied {applied}"
-            );
-            // fjall hands every batch to the OS as it commits (`PersistMode::Buffer`): a killed
-            // process loses none of them (a power cut may).
-            if e == Engine::Fjall {
-                assert!(
-                    g >= applied,
-                    "{e}: round {round}: found {g}, applied {applied}"
-                );
-            }
-            in_flight_landed += usize::from(g == applied + 1);
-            lost_unsynced += usize::from(g < applied);
-            drop(st);
-        }
-        println!(
-            "{e}: {rounds} kills, {applied_total} batches applied; the batch in flight landed whole \
-             in {in_flight_landed} rounds; applied but unsynced batches lost in {lost_unsynced}"
-        );
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args([
+        "--exact",
+        "engines::killed_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ENV_KILLED_DIR, ut.place())
+    .env(ENV_KILLED_ENGINE, ut.name())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::fs::File::create(out_path).unwrap())
+    .stderr(std::process::Stdio::null());
+    if let UnderTest::Pg { conn, .. } = ut {
+        cmd.env(ENV_KILLED_PG, conn);
     }
+    cmd.spawn().expect("spawn the killed child")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -924,96 +1227,10 @@ use crate::common::{numbered_address as address, numbered_customer as customer};
 fn engines_carry_a_vault_round_trip() {
     for e in Engine::built() {
         let tmp = tempfile::tempdir().unwrap();
-        let clock = Arc::new(MockClock::new(T0));
-        let paths = VaultPaths::in_dir(tmp.path());
-        let opts = || suite_options().clock(clock.clone());
-        let v = Vault::create(&paths, &creds(), webshop_schema(), opts().engine(e)).unwrap();
-        assert_eq!(v.engine(), Some(e));
-        let req = Request::new("engine-suite", "round trip");
-        let subjects: Vec<_> = (0..40).map(|_| v.create_subject().unwrap()).collect();
-        for (i, s) in subjects.iter().enumerate() {
-            v.put(s, "customer", &customer(i)).unwrap();
-            v.put(s, "address", &address(i)).unwrap();
-        }
-        v.record_event(&subjects[0], "delivered", T0 + 60, &req)
-            .unwrap();
-        for (i, s) in subjects.iter().enumerate() {
-            assert_eq!(
-                v.get(s, "customer").unwrap().get("email"),
-                customer(i).get("email")
-            );
-        }
-        assert_eq!(
-            v.find("customer", "email", "klant7@voorbeeld.nl").unwrap(),
-            vec![subjects[7]],
-            "{e}"
-        );
-        let forgotten = v.forget(&subjects[3], &req, false).unwrap();
-        assert!(!forgotten.shredded.is_empty(), "{e}");
-        assert!(v
-            .find("customer", "email", "klant3@voorbeeld.nl")
-            .unwrap()
-            .is_empty());
-        assert_eq!(v.get(&subjects[3], "customer").unwrap().len(), 0, "{e}");
-        // forget_many: several subjects as one chunked transaction (one batch) on this engine.
-        let many = v.forget_many(&subjects[4..6], &req, false).unwrap();
-        assert_eq!(many.len(), 2, "{e}");
-        for r in many.into_values() {
-            assert!(!r.unwrap().shredded.is_empty(), "{e}");
-        }
-        assert_eq!(v.get(&subjects[5], "customer").unwrap().len(), 0, "{e}");
-        // An online backup copies the files of sled and redb under the commit lock; fjall's own
-        // threads rewrite its files meanwhile, so its rows are copied into a new store instead.
-        let dest = tmp.path().join("backup");
-        assert!(v.backup(&dest).unwrap().files > 0, "{e}");
-        // Subject 0's address was delivered: it goes 30 days later; nothing else is due yet.
-        clock.set(T0 + 31 * DAY);
-        let expired = v.expire(T0 + 31 * DAY, &req).unwrap();
-        assert_eq!(
-            expired.shredded.get("shipping"),
-            Some(&1),
-            "{e}: {expired:?}"
-        );
-        assert_eq!(v.get(&subjects[0], "address").unwrap().len(), 0, "{e}");
-        v.sync().unwrap();
-        assert!(v.data_size_on_disk().unwrap() > 0, "{e}");
-        drop(v);
-
-        // `open` finds the engine by itself ...
-        let v = Vault::open(&paths, &creds(), opts()).unwrap();
-        assert_eq!(v.engine(), Some(e));
-        assert_eq!(
-            v.get(&subjects[1], "address").unwrap().get("city"),
-            address(1).get("city")
-        );
-        assert_eq!(v.get(&subjects[0], "address").unwrap().len(), 0, "{e}");
-        assert_eq!(v.get(&subjects[3], "customer").unwrap().len(), 0, "{e}");
-        assert_eq!(
-            v.find("customer", "email", "klant9@voorbeeld.nl").unwrap(),
-            vec![subjects[9]]
-        );
-        v.put(&subjects[1], "customer", &customer(100)).unwrap();
-        assert!(v.verify_audit().unwrap().is_intact(), "{e}");
-        drop(v);
-        // The engine holds the current data format: the `vault` meta row's version (bytes 8..10).
-        {
-            let st = engine::open(
-                e,
-                paths.data_dir().unwrap(),
-                &EngineConfig::default(),
-                Mode::Open,
-            )
-            .unwrap();
-            let row = st
-                .get(Table::Meta, b"vault")
-                .unwrap()
-                .expect("vault meta row");
-            assert_eq!(&row[..8], b"KLUISDAT", "{e}");
-            let version = u16::from_le_bytes([row[8], row[9]]);
-            assert_eq!(version, vault_core::vault::DATA_FORMAT_VERSION, "{e}");
-            assert_eq!(version, 3, "{e}");
-        }
-        // ... and accepts being told the right one, but refuses another.
+        let ut = UnderTest::Embedded(e, tmp.path().join("data"));
+        let (paths, subjects) = check_vault_round_trip(&ut, tmp.path());
+        // ... and `open` accepts being told the right engine, but refuses another.
+        let opts = || suite_options().clock(Arc::new(MockClock::new(T0 + 31 * DAY)));
         let v = Vault::open(&paths, &creds(), opts().engine(e)).unwrap();
         assert_eq!(
             v.get(&subjects[1], "customer").unwrap().get("email"),
@@ -1032,6 +1249,195 @@ fn engines_carry_a_vault_round_trip() {
             }
         }
     }
+}
+
+/// A vault on `ut` (its key store under `root`): create, put, get, find, forget, forget_many,
+/// backup, expire, reopen (which finds the engine by itself), the audit chain, the data format in
+/// the store. Returns the vault's paths and subjects; subject 1's customer is `customer(100)`.
+fn check_vault_round_trip(ut: &UnderTest, root: &Path) -> (VaultPaths, Vec<SubjectId>) {
+    let e = ut.name();
+    let clock = Arc::new(MockClock::new(T0));
+    let paths = VaultPaths {
+        data: ut.location(),
+        key_store: root.join("keys").join("keystore.kluis"),
+    };
+    let opts = || suite_options().clock(clock.clone());
+    let create_opts = ut.engine().map_or_else(opts, |e| opts().engine(e));
+    let v = Vault::create(&paths, &creds(), webshop_schema(), create_opts).unwrap();
+    assert_eq!(v.engine(), ut.engine());
+    let req = Request::new("engine-suite", "round trip");
+    let subjects: Vec<_> = (0..40).map(|_| v.create_subject().unwrap()).collect();
+    for (i, s) in subjects.iter().enumerate() {
+        v.put(s, "customer", &customer(i)).unwrap();
+        v.put(s, "address", &address(i)).unwrap();
+    }
+    v.record_event(&subjects[0], "delivered", T0 + 60, &req)
+        .unwrap();
+    for (i, s) in subjects.iter().enumerate() {
+        assert_eq!(
+            v.get(s, "customer").unwrap().get("email"),
+            customer(i).get("email")
+        );
+    }
+    assert_eq!(
+        v.find("customer", "email", "klant7@voorbeeld.nl").unwrap(),
+        vec![subjects[7]],
+        "{e}"
+    );
+    let forgotten = v.forget(&subjects[3], &req, false).unwrap();
+    assert!(!forgotten.shredded.is_empty(), "{e}");
+    assert!(v
+        .find("customer", "email", "klant3@voorbeeld.nl")
+        .unwrap()
+        .is_empty());
+    assert_eq!(v.get(&subjects[3], "customer").unwrap().len(), 0, "{e}");
+    // forget_many: several subjects as one chunked transaction (one batch) on this engine.
+    let many = v.forget_many(&subjects[4..6], &req, false).unwrap();
+    assert_eq!(many.len(), 2, "{e}");
+    for r in many.into_values() {
+        assert!(!r.unwrap().shredded.is_empty(), "{e}");
+    }
+    assert_eq!(v.get(&subjects[5], "customer").unwrap().len(), 0, "{e}");
+    // An online backup copies the files of sled and redb under the commit lock; fjall's own
+    // threads rewrite its files meanwhile, so its rows are copied into a new store instead (as
+    // PostgreSQL's are).
+    let dest = root.join("backup");
+    assert!(v.backup(&dest).unwrap().files > 0, "{e}");
+    // Subject 0's address was delivered: it goes 30 days later; nothing else is due yet.
+    clock.set(T0 + 31 * DAY);
+    let expired = v.expire(T0 + 31 * DAY, &req).unwrap();
+    assert_eq!(
+        expired.shredded.get("shipping"),
+        Some(&1),
+        "{e}: {expired:?}"
+    );
+    assert_eq!(v.get(&subjects[0], "address").unwrap().len(), 0, "{e}");
+    v.sync().unwrap();
+    assert!(v.data_size_on_disk().unwrap() > 0, "{e}");
+    drop(v);
+
+    // `open` finds the engine by itself ...
+    let v = Vault::open(&paths, &creds(), opts()).unwrap();
+    assert_eq!(v.engine(), ut.engine());
+    assert_eq!(
+        v.get(&subjects[1], "address").unwrap().get("city"),
+        address(1).get("city")
+    );
+    assert_eq!(v.get(&subjects[0], "address").unwrap().len(), 0, "{e}");
+    assert_eq!(v.get(&subjects[3], "customer").unwrap().len(), 0, "{e}");
+    assert_eq!(
+        v.find("customer", "email", "klant9@voorbeeld.nl").unwrap(),
+        vec![subjects[9]]
+    );
+    v.put(&subjects[1], "customer", &customer(100)).unwrap();
+    assert!(v.verify_audit().unwrap().is_intact(), "{e}");
+    drop(v);
+    check_data_format(ut);
+    (paths, subjects)
+}
+
+/// The store holds the current data format: the `vault` meta row's version (bytes 8..10).
+fn check_data_format(ut: &UnderTest) {
+    let e = ut.name();
+    let st = ut.reopen().unwrap();
+    let row = st
+        .get(Table::Meta, b"vault")
+        .unwrap()
+        .expect("vault meta row");
+    assert_eq!(&row[..8], b"KLUISDAT", "{e}");
+    let version = u16::from_le_bytes([row[8], row[9]]);
+    assert_eq!(version, vault_core::vault::DATA_FORMAT_VERSION, "{e}");
+    assert_eq!(version, 3, "{e}");
+}
+
+#[test]
+fn engines_pg_carry_a_vault_round_trip() {
+    let Some(ut) = UnderTest::shared_pg() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (paths, subjects) = check_vault_round_trip(&ut, tmp.path());
+    check_backup_opens_embedded(&paths, &subjects, &tmp.path().join("backup"));
+    check_pg_vault_is_exclusive(&paths, &subjects);
+    check_pg_create_refuses_a_vault(&ut, tmp.path(), &paths, &subjects);
+}
+
+fn pg_suite_options() -> VaultOptions {
+    suite_options().clock(Arc::new(MockClock::new(T0 + 31 * DAY)))
+}
+
+/// The backup `check_vault_round_trip` took of a PostgreSQL vault (after the forgets, before the
+/// expiry) is a data directory of the default embedded engine that opens with the same key store.
+fn check_backup_opens_embedded(paths: &VaultPaths, subjects: &[SubjectId], dest: &Path) {
+    let restored = VaultPaths {
+        data: DataLocation::Dir(dest.to_path_buf()),
+        key_store: paths.key_store.clone(),
+    };
+    let v = Vault::open(&restored, &creds(), pg_suite_options()).unwrap();
+    assert_eq!(v.engine(), Some(Engine::default()));
+    assert_eq!(
+        v.get(&subjects[1], "customer").unwrap().get("email"),
+        customer(1).get("email"),
+        "the backup holds the record as it was when it was taken"
+    );
+    assert_eq!(
+        v.get(&subjects[2], "address").unwrap().get("street"),
+        address(2).get("street")
+    );
+    assert_eq!(v.get(&subjects[3], "customer").unwrap().len(), 0);
+    assert_eq!(
+        v.find("customer", "email", "klant9@voorbeeld.nl").unwrap(),
+        vec![subjects[9]]
+    );
+    assert!(v.verify_audit().unwrap().is_intact());
+}
+
+/// A second `open` of a PostgreSQL vault while it is open is refused (the schema's advisory lock),
+/// and works once the first is closed.
+fn check_pg_vault_is_exclusive(paths: &VaultPaths, subjects: &[SubjectId]) {
+    let v = Vault::open(paths, &creds(), pg_suite_options()).unwrap();
+    assert!(matches!(
+        Vault::open(paths, &creds(), pg_suite_options()),
+        Err(OpenError::AlreadyOpen { .. })
+    ));
+    drop(v);
+    let v = Vault::open(paths, &creds(), pg_suite_options()).unwrap();
+    assert_eq!(
+        v.get(&subjects[1], "customer").unwrap().get("email"),
+        customer(100).get("email")
+    );
+}
+
+/// `create` on a schema that holds a vault (with a key store of its own, so that only the schema
+/// is in the way) is `AlreadyExists` and leaves the vault as it was.
+fn check_pg_create_refuses_a_vault(
+    ut: &UnderTest,
+    root: &Path,
+    paths: &VaultPaths,
+    subjects: &[SubjectId],
+) {
+    let other = VaultPaths {
+        data: ut.location(),
+        key_store: root.join("other-keys").join("keystore.kluis"),
+    };
+    let r = Vault::create(&other, &creds(), webshop_schema(), pg_suite_options());
+    assert!(
+        matches!(r, Err(vault_core::CreateError::AlreadyExists { .. })),
+        "{:?}",
+        r.map(|_| ())
+    );
+    assert!(
+        !other.key_store.exists(),
+        "the refused create left a key store"
+    );
+    let v = Vault::open(paths, &creds(), pg_suite_options()).unwrap();
+    for (i, s) in subjects.iter().enumerate().skip(6) {
+        assert_eq!(
+            v.get(s, "customer").unwrap().get("email"),
+            customer(i).get("email")
+        );
+    }
+    assert!(v.verify_audit().unwrap().is_intact());
 }
 
 #[test]
@@ -1143,4 +1549,171 @@ fn engines_cli_init_takes_an_engine() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v = Vault::open(&VaultPaths::in_dir(&vault), &creds(), suite_options()).unwrap();
     assert_eq!(v.engine(), Some(e));
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL's errors: typed, never the password, and a store that outlives a server restart.
+
+const PASSWORD: &str = "s3cret-value";
+
+/// A connection string to a socket directory where no server listens, with a password.
+fn unreachable_conn(dir: &Path) -> String {
+    format!(
+        "host={} user=kluis password={PASSWORD} dbname=postgres connect_timeout=5",
+        dir.display()
+    )
+}
+
+fn assert_unreachable(r: Result<(), StorageError>, what: &str) {
+    assert!(
+        matches!(
+            r,
+            Err(StorageError::Database {
+                problem: vault_core::DbProblem::Unreachable,
+                ..
+            })
+        ),
+        "{what}: {r:?}"
+    );
+}
+
+/// `Debug` and `Display` of `x` do not show the password.
+fn assert_no_password(x: &(impl std::fmt::Debug + ?Sized), what: &str) {
+    let shown = format!("{x:?}");
+    assert!(
+        !shown.contains(PASSWORD),
+        "{what} shows the password: {shown}"
+    );
+}
+
+/// No server needed: nothing listens in an empty directory.
+#[test]
+fn engines_pg_an_unreachable_server_is_a_typed_error_without_the_password() {
+    let tmp = tempfile::Builder::new()
+        .prefix("kluis-nopg")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let target = PgTarget::parse(&unreachable_conn(tmp.path()))
+        .unwrap()
+        .with_schema("nothing_here")
+        .unwrap();
+    assert_no_password(&target, "PgTarget");
+    assert!(target.describe().contains("schema=nothing_here"));
+    let opened = PgStore::open(&target, &cfg(), Mode::Create);
+    assert_no_password(&opened, "PgStore::open's error");
+    assert_unreachable(opened.map(drop), "PgStore::open");
+    let paths = VaultPaths::postgres(target, tmp.path().join("keys").join("keystore.kluis"));
+    assert_no_password(&paths, "VaultPaths");
+    let r = Vault::open(&paths, &creds(), suite_options());
+    assert_no_password(&r, "Vault::open's error");
+    let shown = r.as_ref().map(drop).unwrap_err().to_string();
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    match r {
+        Err(OpenError::Storage(e)) => assert_unreachable(Err(e), "Vault::open"),
+        r => panic!("{:?}", r.map(drop)),
+    }
+    match Vault::create(&paths, &creds(), webshop_schema(), suite_options()) {
+        Err(vault_core::CreateError::Storage(e)) => {
+            assert_no_password(&e, "Vault::create's error");
+            assert_unreachable(Err(e), "Vault::create");
+        }
+        r => panic!("{:?}", r.map(drop)),
+    }
+}
+
+/// With a password in the string (the test server trusts every local connection and ignores it):
+/// neither the vault nor an error a live server gives shows it.
+#[test]
+fn engines_pg_a_vault_never_shows_its_password() {
+    let Some(fresh) = pg_target() else {
+        return;
+    };
+    let conn = pg_server().expect("pg_target found a server");
+    let target = PgTarget::parse(&format!("{conn} password={PASSWORD}"))
+        .unwrap()
+        .with_schema(fresh.schema())
+        .unwrap();
+    // Opening what is not there yet: `Corrupted` (the tables are missing), from a live server.
+    let missing = PgStore::open(&target, &cfg(), Mode::Open);
+    assert!(matches!(missing, Err(StorageError::Corrupted { .. })));
+    assert_no_password(&missing, "PgStore::open's error");
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = VaultPaths::postgres(target, tmp.path().join("keys").join("keystore.kluis"));
+    let v = Vault::create(&paths, &creds(), webshop_schema(), suite_options()).unwrap();
+    assert_no_password(&v, "Vault");
+    let again = Vault::open(&paths, &creds(), suite_options()).map(drop);
+    assert_no_password(&again, "Vault::open's AlreadyOpen");
+    assert!(matches!(again, Err(OpenError::AlreadyOpen { .. })));
+}
+
+#[test]
+fn engines_pg_schema_names_with_bad_characters_are_refused() {
+    let t = PgTarget::parse("host=/tmp user=kluis dbname=postgres").unwrap();
+    let too_long = "a".repeat(64);
+    for bad in [
+        "", "Kluis", "1st", "a-b", "a b", "a;drop", "a\"b", "a.b", "kluïs", &too_long,
+    ] {
+        assert_eq!(
+            t.clone().with_schema(bad).map(|_| ()),
+            Err(vault_core::PgTargetError::BadSchema),
+            "{bad:?}"
+        );
+    }
+    for good in ["a", "_x", "kluis_2", &"a".repeat(63)] {
+        assert_eq!(t.clone().with_schema(good).unwrap().schema(), good);
+    }
+}
+
+/// The server crashes under an open store: calls fail with `Unreachable` while it is down, and the
+/// same store (no reopen) works once it is back, its dead pooled connection dropped.
+#[test]
+fn engines_pg_a_store_works_again_after_a_server_crash() {
+    let Some(pg) = PrivatePg::start() else {
+        return;
+    };
+    let ut = UnderTest::pg(&pg.target("comeback"), &pg.conn());
+    let st = ut.create();
+    let mut b = WriteBatch::default();
+    b.put(Table::Record, b"k".to_vec(), b"v".to_vec());
+    st.apply(b).unwrap();
+    st.sync().unwrap();
+    pg.crash_stop();
+    // The pooled connection is dead, then no new one can be made: both are `Unreachable`.
+    assert_unreachable(st.get(Table::Record, b"k").map(drop), "get, server down");
+    assert_unreachable(st.apply(one_row(b"k2")), "apply, server down");
+    assert_unreachable(st.sync(), "sync, server down");
+    pg.start_again();
+    assert_eq!(st.get(Table::Record, b"k").unwrap(), Some(b"v".to_vec()));
+    st.apply(one_row(b"k2")).unwrap();
+    st.sync().unwrap();
+    // A crash and restart between two calls: the first may meet the dead connection (and is then
+    // `Unreachable`); the next works.
+    pg.crash_restart();
+    match st.get(Table::Record, b"k2") {
+        Ok(row) => assert_eq!(row, Some(b"x".to_vec())),
+        Err(e) => assert_unreachable(Err(e), "get after a restart"),
+    }
+    assert_eq!(st.get(Table::Record, b"k2").unwrap(), Some(b"x".to_vec()));
+}
+
+fn one_row(k: &[u8]) -> WriteBatch {
+    let mut b = WriteBatch::default();
+    b.put(Table::Record, k.to_vec(), b"x".to_vec());
+    b
+}
+
+/// `open` on a schema without kluis's tables is `NotAVault` (naming the target, not the password),
+/// and creates nothing there.
+#[test]
+fn engines_pg_open_of_an_empty_schema_is_not_a_vault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(paths) = pg_paths(tmp.path()) else {
+        return;
+    };
+    for _ in 0..2 {
+        match Vault::open(&paths, &creds(), suite_options()) {
+            Err(OpenError::NotAVault { path }) => assert!(path.contains("schema=t"), "{path}"),
+            r => panic!("{:?}", r.map(drop)),
+        }
+    }
 }

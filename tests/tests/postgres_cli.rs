@@ -101,7 +101,13 @@ impl PgCli {
     fn put(&self, subject: &str, record: &str) {
         let file = self.dir.path().join("record.json");
         std::fs::write(&file, record).unwrap();
-        self.ok(&["put", subject, "customer", "--json-file", file.to_str().unwrap()]);
+        self.ok(&[
+            "put",
+            subject,
+            "customer",
+            "--json-file",
+            file.to_str().unwrap(),
+        ]);
     }
 }
 
@@ -126,7 +132,10 @@ fn pg_cli_runs_every_admin_command() {
     let init = env.json(&["init", "--schema", &schema_path()]);
     assert!(init[0]["data_dir"].is_null(), "no data directory: {init:?}");
     let data = init[0]["data"].as_str().unwrap();
-    assert!(data.contains(&env.schema) && !data.contains(PASSWORD), "{data}");
+    assert!(
+        data.contains(&env.schema) && !data.contains(PASSWORD),
+        "{data}"
+    );
     assert!(env.ok(&["status"]).contains("postgres"));
 
     let jan = env.json(&["new-subject"])[0]["subject"]
@@ -152,11 +161,22 @@ fn pg_cli_runs_every_admin_command() {
     assert_eq!(forgot["shredded"], serde_json::json!(["account"]));
     // The record is still there, every field shredded: no value comes back.
     let after = env.json(&["get", &jan, "customer"]);
-    assert!(after[0]["fields"].as_object().unwrap().is_empty(), "{after:?}");
-    assert!(after[0]["shredded"]["email"].is_object() || after[0]["shredded"].get("email").is_some(), "{after:?}");
-    assert!(env.json(&["find", "customer", "email", "jan@voorbeeld.nl"]).is_empty());
+    assert!(
+        after[0]["fields"].as_object().unwrap().is_empty(),
+        "{after:?}"
+    );
+    assert!(
+        after[0]["shredded"]["email"].is_object() || after[0]["shredded"].get("email").is_some(),
+        "{after:?}"
+    );
+    assert!(env
+        .json(&["find", "customer", "email", "jan@voorbeeld.nl"])
+        .is_empty());
     // A second `init` on the same schema refuses to overwrite (the key store exists).
-    assert_ne!(env.run(&["init", "--schema", &schema_path()]).status.code(), Some(0));
+    assert_ne!(
+        env.run(&["init", "--schema", &schema_path()]).status.code(),
+        Some(0)
+    );
 }
 
 /// A PostgreSQL vault needs `--key-store` (exit 2 without it), and `--key-store` on a vault
@@ -194,10 +214,7 @@ fn pg_cli_key_store_flag_is_required_and_only_for_postgres() {
 fn pg_cli_second_process_exits_6() {
     let Some(env) = PgCli::new() else { return };
     env.ok(&["init", "--schema", &schema_path()]);
-    let paths = vault_core::VaultPaths::postgres(
-        pg_target_named(&env.schema),
-        env.key_store(),
-    );
+    let paths = vault_core::VaultPaths::postgres(pg_target_named(&env.schema), env.key_store());
     let creds = vault_core::Credentials::passphrase("cli passphrase on postgres");
     let held = vault_core::Vault::open(&paths, &creds, crate::common::fast_options()).unwrap();
     let out = env.run(&["status"]);

@@ -297,6 +297,7 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
         schema_version: 3,
         data_keeps_watermark: true,
         saved_generation: Default::default(),
+        may_save: None,
     };
     let body = ks.encode_body().to_vec();
     let file = seal_key_store_file(&body, SAMPLE_VAULT_ID, 4);

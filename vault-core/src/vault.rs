@@ -26,6 +26,7 @@ use crate::storage::durability::{Committer, Durability};
 use crate::storage::engine::postgres::{PgLock, PgStore, PgTarget};
 use crate::storage::engine::{self, Engine, EngineConfig, EngineStore, Recorded};
 use crate::storage::fsutil::{LockError, LockFile};
+use crate::storage::lease::{Lease, LeaseGuard, SharedLock};
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
 use crate::storage::store::{Store, Table, WriteBatch};
 use crate::storage::table::{encode_with, AuditHead, KeyStoreSeen, Rows, TableDef};
@@ -298,13 +299,23 @@ pub(crate) struct DataState {
     ledger_seen: Mutex<Anchor>,
     /// `data/WITNESS`: the newest audit head the engine made durable (`storage/witness.rs`).
     pub(crate) witness: Witness,
+    /// The write lease: across processes for a vault on PostgreSQL, a count otherwise.
+    pub(crate) lease: Arc<Lease>,
+    /// Whether other processes share the vault (PostgreSQL): what the lease refreshes, and
+    /// whether changes are announced.
+    pub(crate) shared: bool,
+    /// Set to stop a shared vault's listener thread (on drop).
+    listener_stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a vault holds of its keys: the key store, the unwrapped data keys it caches, the wraps in
 /// flight, and the erasure ledger.
 pub(crate) struct KeyState {
-    pub(crate) store: Mutex<KeyStore>,
-    pub(crate) cache: Mutex<LruCache<(SubjectId, String), CachedDek>>,
+    /// Shared with a shared vault's listener thread, which reloads it when another process says
+    /// the key store changed (so a destroyed KEK leaves this process's memory at once).
+    pub(crate) store: Arc<Mutex<KeyStore>>,
+    /// Shared with the listener too, which empties it when another process shredded.
+    pub(crate) cache: Arc<Mutex<LruCache<(SubjectId, String), CachedDek>>>,
     /// In-flight wraps per KEK: a KEK is not retired or destroyed while a wrap under it is pinned.
     pub(crate) pins: Arc<crate::keys::keystore::KekPins>,
     /// Generation of the newest key-store file written (shared with the key store).
@@ -325,8 +336,12 @@ pub(crate) struct AuditState {
 
 impl Drop for Vault {
     /// Makes the witness file durable as it stands (it never claims more than the engine made
-    /// durable, so this is safe whatever the engine still holds unsynced).
+    /// durable, so this is safe whatever the engine still holds unsynced), and stops a shared
+    /// vault's listener.
     fn drop(&mut self) {
+        if let Some(stop) = &self.data.listener_stop {
+            stop.store(true, Ordering::Release);
+        }
         if let Err(e) = self.data.witness.sync() {
             tracing::warn!(error = %e, "could not sync the storage witness file at close");
         }
@@ -376,11 +391,45 @@ impl<S: Store + ?Sized> Store for Shared<S> {
     }
 }
 
+/// The shared lock of a vault on PostgreSQL, held by an open around everything it reads and
+/// writes (the vault's own writers nest inside it: a session's advisory locks count).
+struct SharedHold(Option<Arc<dyn SharedLock>>);
+
+impl SharedHold {
+    fn take(lock: Option<Arc<dyn SharedLock>>) -> Result<SharedHold, StorageError> {
+        if let Some(l) = &lock {
+            l.acquire()?;
+        }
+        Ok(SharedHold(lock))
+    }
+}
+
+impl Drop for SharedHold {
+    fn drop(&mut self) {
+        if let Some(l) = &self.0 {
+            l.release();
+        }
+    }
+}
+
+/// The stripes of a sweep's chunk, write-locked, inside the write lease (fields drop in order:
+/// the stripes before the lease).
+pub(crate) struct StripeGuards<'a> {
+    _stripes: Vec<std::sync::RwLockWriteGuard<'a, ()>>,
+    _lease: LeaseGuard<'a>,
+}
+
+/// One subject's stripe, write-locked, inside the write lease.
+pub(crate) struct SubjectGuard<'a> {
+    _stripe: std::sync::RwLockWriteGuard<'a, ()>,
+    _lease: LeaseGuard<'a>,
+}
+
 /// What a vault process holds while it has the vault open: the data lock (a lock file in the data
 /// directory, or a PostgreSQL session advisory lock) and the key store's lock file.
 pub(crate) struct Locks {
-    _data: DataLock,
-    _key: LockFile,
+    _data: Option<DataLock>,
+    _key: Option<LockFile>,
 }
 
 /// Held, never read: dropping it releases the lock.
@@ -409,25 +458,38 @@ fn lock(path: &Path, component: Component) -> Result<LockFile, LockFailure> {
 }
 
 /// Takes the vault's two locks, the data's first.
-fn lock_vault(p: &VaultPaths) -> Result<Locks, LockFailure> {
+/// Takes the vault's locks for `create` (`creating`) or `open`. A data directory: its lock file,
+/// then the key store's (held for the vault's lifetime: one process at a time). PostgreSQL:
+/// nothing for an open (processes share the vault through its write lease, and the key store's
+/// file through the same lease); for a create, a creation lock so that two creates of one schema
+/// take turns.
+fn lock_vault(p: &VaultPaths, creating: bool) -> Result<Locks, LockFailure> {
     let data = match &p.data {
         DataLocation::Dir(dir) => DataLock::File {
             _held: lock(&dir.join("kluis.lock"), Component::DataStore)?,
         },
         #[cfg(feature = "engine-postgres")]
-        DataLocation::Postgres(target) => match PgStore::try_lock_exclusive(target) {
+        DataLocation::Postgres(_) if !creating => {
+            return Ok(Locks {
+                _data: None,
+                _key: None,
+            })
+        }
+        #[cfg(feature = "engine-postgres")]
+        DataLocation::Postgres(target) => match PgStore::try_lock_creation(target) {
             Ok(Some(l)) => DataLock::Pg { _held: Box::new(l) },
             Ok(None) => return Err(LockFailure::Held(target.describe())),
             Err(e) => return Err(LockFailure::Storage(e)),
         },
     };
+    let _ = creating;
     let key = lock(
         &crate::storage::fsutil::temp_path(&p.key_store).with_extension("lock"),
         Component::KeyStore,
     )?;
     Ok(Locks {
-        _data: data,
-        _key: key,
+        _data: Some(data),
+        _key: Some(key),
     })
 }
 
@@ -533,7 +595,7 @@ impl Vault {
         if let Some(dir) = paths.key_store.parent() {
             create_private_dir(dir).map_err(|e| io(Component::KeyStore, e))?;
         }
-        let locks = lock_vault(paths).map_err(|e| match e {
+        let locks = lock_vault(paths, true).map_err(|e| match e {
             LockFailure::Held(path) => CreateError::AlreadyOpen { path },
             LockFailure::Storage(e) => CreateError::Storage(e),
         })?;
@@ -625,8 +687,13 @@ impl Vault {
             now,
             &vault.options.actor,
         );
-        vault.commit_audited(WriteBatch::default(), vec![entry])?;
-        vault.sync_store()?;
+        {
+            let _lease = vault.write_lease()?;
+            vault.commit_audited(WriteBatch::default(), vec![entry])?;
+            vault.sync_store()?;
+        }
+        let mut vault = vault;
+        vault.start_listener();
         Ok(vault)
     }
 
@@ -700,13 +767,16 @@ impl Vault {
         let migrating = held.is_some();
         let locks = match held {
             Some(locks) => locks,
-            None => lock_vault(paths).map_err(|e| match e {
+            None => lock_vault(paths, false).map_err(|e| match e {
                 LockFailure::Held(path) => OpenError::AlreadyOpen { path },
                 LockFailure::Storage(e) => OpenError::Storage(e),
             })?,
         };
-        let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
         let opened = open_data(paths, &options, engine::Mode::Open, recorded)?;
+        // A shared vault: what the open reads (key store, ledger, data) and writes is read and
+        // written as one, with no other process writing in between.
+        let open_hold = SharedHold::take(opened.handles.shared_lock())?;
+        let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
         let store = opened.store;
         check_vault_meta(&*store, &ks)?;
         let stored = store
@@ -723,7 +793,7 @@ impl Vault {
             None => (Witness::none(witness_key(&ks)), None),
         };
         let lost = check_witness(&ks, witnessed, &head);
-        let vault = Self::assemble(
+        let mut vault = Self::assemble(
             paths,
             head,
             (store, opened.handles, witness),
@@ -733,30 +803,47 @@ impl Vault {
             locks,
         );
         *vault.data.ledger_seen.lock_unpoisoned() = ledger_seen;
+        let rollback = vault.settle_open(stored_schema_version, ledger_rollback, lost, accept)?;
+        drop(open_hold);
+        vault.start_listener();
+        if let (false, Some(dir), Some(engine)) = (migrating, paths.data_dir(), recorded) {
+            remove_other_engines(dir, engine);
+        }
+        Ok((vault, rollback))
+    }
+
+    /// The checks and writes of an open, inside the write lease: rollback detection (or its
+    /// audited acceptance), watermarks, the ledger's torn tail, erasures re-applied, the index
+    /// scheme.
+    fn settle_open(
+        &self,
+        stored_schema_version: u32,
+        ledger_rollback: Option<crate::error::Rollback>,
+        lost: Option<crate::error::Rollback>,
+        accept: Option<&crate::format::audit::Request>,
+    ) -> Result<Option<crate::error::Rollback>, OpenError> {
+        let _lease = self.write_lease()?;
         // The key-store, schema and ledger checks first: an older half put back is the more
         // fundamental finding (a data backup restored with its `audit_head` removed is both).
-        let rollback = vault
+        let rollback = self
             .check_rollback(stored_schema_version, ledger_rollback)?
             .or(lost);
         match (rollback, accept) {
             (Some(r), None) => return Err(OpenError::RolledBack(r)),
             (Some(r), Some(req)) => {
-                vault.accept_rollback(r, stored_schema_version, req)?;
+                self.accept_rollback(r, stored_schema_version, req)?;
                 // Both found: the witness finding is accepted (and audited) too, not passed over.
                 if let Some(lost) = lost.filter(|l| *l != r) {
-                    vault.accept_rollback(lost, stored_schema_version, req)?;
+                    self.accept_rollback(lost, stored_schema_version, req)?;
                 }
             }
-            (None, _) => vault.upgrade_watermarks(stored_schema_version)?,
+            (None, _) => self.upgrade_watermarks(stored_schema_version)?,
         }
-        vault.settle_ledger()?;
+        self.settle_ledger()?;
         // A restored older data backup (or a crash mid-shred) must not bring erased data back.
-        vault.reapply_ledger()?;
-        vault.upgrade_index_scheme()?;
-        if let (false, Some(dir), Some(engine)) = (migrating, paths.data_dir(), recorded) {
-            remove_other_engines(dir, engine);
-        }
-        Ok((vault, rollback))
+        self.reapply_ledger()?;
+        self.upgrade_index_scheme()?;
+        Ok(rollback)
     }
 
     /// Compares what each half of the vault has seen of the other (see `OpenError::RolledBack`);
@@ -993,9 +1080,22 @@ impl Vault {
     ) -> Vault {
         let active = activate(&ks, schema, field_ids);
         let rows = row_handler(&ks);
+        let lease_lock = handles.shared_lock();
+        let shared = lease_lock.is_some();
+        // Debug builds track the lease of a one-process vault too, so every test checks that
+        // each write is inside it.
+        let lease_lock = lease_lock.or_else(|| {
+            cfg!(debug_assertions).then(|| {
+                let l: Arc<dyn SharedLock> = Arc::new(crate::storage::lease::Unshared);
+                l
+            })
+        });
         let audit_key = crypto::derive_subkey(&ks.meta_root, &[labels::AUDIT_MAC]);
         let durable_head = Arc::new(Mutex::new(head));
+        let lease = Arc::new(Lease::new(lease_lock, shared));
         let mut ks = ks;
+        let held = lease.clone();
+        ks.may_save = Some(Arc::new(move || held.is_held()));
         ks.checkpoint_source = Some(durable_head.clone());
         ks.ledger_source = Some(ledger.durable());
         let ks_saved = ks.saved_generation.clone();
@@ -1012,10 +1112,13 @@ impl Vault {
                 key_store_seen: std::sync::atomic::AtomicU64::new(0),
                 ledger_seen: Mutex::new(Anchor::NONE),
                 witness,
+                lease,
+                shared,
+                listener_stop: None,
             },
             keys: KeyState {
-                store: Mutex::new(ks),
-                cache: Mutex::new(LruCache::new(options.dek_cache)),
+                store: Arc::new(Mutex::new(ks)),
+                cache: Arc::new(Mutex::new(LruCache::new(options.dek_cache))),
                 pins: Arc::default(),
                 saved: ks_saved,
                 ledger,
@@ -1084,18 +1187,45 @@ impl Vault {
 
     /// Write-locks the stripes of every subject in `subjects`, each once, in ascending stripe
     /// order: every other path holds one stripe at a time (or all of them, in order), so a sweep
-    /// that locks a chunk of subjects this way cannot deadlock with it.
+    /// that locks a chunk of subjects this way cannot deadlock with it. Enters the write lease
+    /// first (see [`Vault::write_lease`]).
     pub(crate) fn lock_stripes<'a>(
         &self,
         subjects: impl IntoIterator<Item = &'a SubjectId>,
-    ) -> Vec<std::sync::RwLockWriteGuard<'_, ()>> {
+    ) -> Result<StripeGuards<'_>, StorageError> {
+        let lease = self.write_lease()?;
         let mut stripes: Vec<usize> = subjects.into_iter().map(|s| self.stripe_index(s)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        stripes
+        let stripes = stripes
             .iter()
             .map(|&i| self.data.stripes[i].write_unpoisoned())
-            .collect()
+            .collect();
+        Ok(StripeGuards {
+            _stripes: stripes,
+            _lease: lease,
+        })
+    }
+
+    /// Write-locks the stripe of `s`, inside the write lease: what every change to one subject
+    /// holds from its first read to its commit.
+    pub(crate) fn lock_subject(&self, s: &SubjectId) -> Result<SubjectGuard<'_>, StorageError> {
+        let lease = self.write_lease()?;
+        Ok(SubjectGuard {
+            _stripe: self.stripe(s).write_unpoisoned(),
+            _lease: lease,
+        })
+    }
+
+    /// Enters the vault's write lease: every change (its reads included) runs inside it. For a
+    /// vault on PostgreSQL the first writer of this process takes the cross-process lock and
+    /// brings this process's view up to date ([`Vault::refresh_shared`]); otherwise it only
+    /// counts.
+    pub(crate) fn write_lease(&self) -> Result<LeaseGuard<'_>, StorageError> {
+        self.data.lease.enter(&|| match self.data.shared {
+            true => self.refresh_shared(),
+            false => Ok(()),
+        })
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -1157,6 +1287,7 @@ impl Vault {
     /// On `Err` the old credentials stay in force and no audit entry was written; on `Ok` the new
     /// ones are in force and the change is in the audit log.
     pub fn change_credentials(&self, new: &Credentials, kdf: KdfParams) -> Result<(), RekeyError> {
+        let _lease = self.write_lease()?;
         let old = self
             .key_store()
             .rekey(new, kdf, self.options.allow_weak_kdf)?;
@@ -1194,6 +1325,93 @@ impl Vault {
     /// Applies a write batch and waits until it is durable under the configured mode.
     pub(crate) fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
         self.commit_audited(batch, Vec::new())
+    }
+
+    /// For a vault on PostgreSQL: starts the thread that hears other processes' changes and
+    /// evicts at once (every cached data key, and the key store read again so a destroyed KEK
+    /// leaves this process's memory), also whenever its connection is made again. Early eviction
+    /// only: every read and write checks liveness itself.
+    fn start_listener(&mut self) {
+        #[cfg(feature = "engine-postgres")]
+        if let (Some(_), DataLocation::Postgres(target)) = (&self.data.handles.pg, &self.paths.data)
+        {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (keys, cache) = (self.keys.store.clone(), self.keys.cache.clone());
+            let heard = Arc::new(move |what: crate::storage::engine::postgres::Heard| {
+                tracing::debug!(heard = ?what, "another process changed the vault");
+                cache.lock_unpoisoned().clear();
+                if let Err(e) = keys.lock_unpoisoned().reload_if_newer() {
+                    tracing::warn!(error = %e, "could not read the key store again");
+                }
+            });
+            match PgStore::listen(target, heard, stop.clone()) {
+                Ok(_) => self.data.listener_stop = Some(stop),
+                Err(e) => tracing::warn!(error = %e, "could not start the vault's listener"),
+            }
+        }
+    }
+
+    /// Tells the other processes of a shared vault that `what` changed (see `start_listener`).
+    pub(crate) fn notify_others(&self, what: &str) {
+        #[cfg(feature = "engine-postgres")]
+        if let Some(pg) = &self.data.handles.pg {
+            pg.notify(what);
+        }
+        let _ = what;
+    }
+
+    /// Brings this process's view of a shared vault up to date at the start of its write lease:
+    /// what another process wrote while it held the lease. The erasure ledger and the key store
+    /// are read again when their files changed, and when anything changed (the audit head moves
+    /// with every audited change) the audit head, the data's watermarks and the schema are read
+    /// again and the cache of unwrapped data keys is emptied (a key another process shredded or
+    /// rotated must not be used here).
+    pub(crate) fn refresh_shared(&self) -> Result<(), StorageError> {
+        let mut changed = self.keys.ledger.refresh()?;
+        changed |= self.key_store().reload_if_newer()?;
+        let head = self
+            .data
+            .rows
+            .get::<AuditHead>(&*self.data.store, &())?
+            .unwrap_or(crate::format::audit::Head::EMPTY);
+        {
+            let mut h = self.audit.head.lock_unpoisoned();
+            changed |= *h != head;
+            *h = head;
+        }
+        if !changed {
+            return Ok(());
+        }
+        *self.audit.durable.lock_unpoisoned() = head;
+        if let Some(seen) = self.data.rows.get::<KeyStoreSeen>(&*self.data.store, &())? {
+            self.data.key_store_seen.store(seen, Ordering::Release);
+        }
+        if let Some(seen) = self.data.rows.get::<LedgerSeen>(&*self.data.store, &())? {
+            *self.data.ledger_seen.lock_unpoisoned() = seen;
+        }
+        self.reload_schema()?;
+        self.dek_cache().clear();
+        Ok(())
+    }
+
+    /// Reads the stored schema again (another process may have applied a new version).
+    fn reload_schema(&self) -> Result<(), StorageError> {
+        let stored = self
+            .data
+            .store
+            .get(Table::Meta, META_SCHEMA)?
+            .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
+        let ks = self.key_store();
+        let (schema, field_ids) = decode_schema(&ks, &stored).map_err(|e| match e {
+            OpenError::Storage(e) => e,
+            _ => StorageError::corrupted(Component::Schema, "stored schema does not decode"),
+        })?;
+        if schema.version() != self.active_schema().schema.version() {
+            let active = activate(&ks, schema, field_ids);
+            drop(ks);
+            *self.schema.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
+        }
+        Ok(())
     }
 
     /// Syncs the store and records the audit head that is now durable.
@@ -1293,6 +1511,15 @@ impl Vault {
         mut batch: WriteBatch,
         entries: Vec<crate::format::audit::AuditEntry>,
     ) -> Result<(), StorageError> {
+        if !self.data.lease.is_held() {
+            // Every path that writes enters the lease first (`lock_subject`, `lock_stripes`,
+            // `write_lease`); a write without it could interleave with another process's.
+            return Err(StorageError::corrupted(
+                Component::DataStore,
+                "a write outside the vault's write lease (a bug in kluis)",
+            ));
+        }
+        let tell_others = self.data.shared && entries.iter().any(|e| shreds_or_rekeys(e.op));
         let mut next = *head;
         for mut e in entries {
             next.seq += 1;
@@ -1328,6 +1555,9 @@ impl Vault {
         drop(held);
         applied?;
         *head = next;
+        if tell_others || (record_seen && self.data.shared) {
+            self.notify_others("changed");
+        }
         if record_seen {
             self.data.key_store_seen.fetch_max(saved, Ordering::AcqRel);
         }
@@ -1336,6 +1566,22 @@ impl Vault {
         }
         Ok(())
     }
+}
+
+/// Whether an audited change makes data keys or KEKs that other processes may cache unusable (they
+/// are told at once: `notify_others`).
+fn shreds_or_rekeys(op: crate::format::audit::AuditOp) -> bool {
+    use crate::format::audit::AuditOp as Op;
+    !matches!(
+        op,
+        Op::CreateVault
+            | Op::CreateSubject
+            | Op::Put
+            | Op::Update
+            | Op::Event
+            | Op::Hold
+            | Op::Release
+    )
 }
 
 /// How a commit failed.
@@ -1453,6 +1699,18 @@ pub(crate) struct DataHandles {
     pub(crate) engine: Option<Arc<dyn EngineStore>>,
     #[cfg(feature = "engine-postgres")]
     pub(crate) pg: Option<Arc<PgStore>>,
+}
+
+impl DataHandles {
+    /// The lock other processes of the vault share, if it can be shared (PostgreSQL).
+    fn shared_lock(&self) -> Option<Arc<dyn SharedLock>> {
+        #[cfg(feature = "engine-postgres")]
+        if let Some(pg) = &self.pg {
+            let shared: Arc<dyn SharedLock> = pg.clone();
+            return Some(shared);
+        }
+        None
+    }
 }
 
 /// Creates (`mode` `Create`: a data directory's engine is chosen from `options` and recorded) or

@@ -54,13 +54,20 @@ pub struct Global {
     pub vault: Option<PathBuf>,
     /// The key store file of a vault on PostgreSQL (never in the database; the erasure ledger is
     /// the file beside it).
-    #[arg(long, global = true, env = "KLUIS_KEY_STORE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "KLUIS_KEY_STORE",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub key_store: Option<PathBuf>,
     /// The PostgreSQL schema of a vault on PostgreSQL.
     #[arg(
         long,
         global = true,
         env = "KLUIS_PG_SCHEMA",
+        hide_env_values = true,
         value_name = "NAME",
         default_value = "kluis"
     )]

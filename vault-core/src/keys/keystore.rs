@@ -209,6 +209,9 @@ pub(crate) struct KeyStore {
     pub(crate) data_keeps_watermark: bool,
     /// The generation of the last file this process wrote (the vault copies it into `data/`).
     pub(crate) saved_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Whether a save may happen now (set by the vault: inside its write lease, so that no two
+    /// processes sharing the file write it at once).
+    pub(crate) may_save: Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -280,6 +283,7 @@ impl KeyStore {
             schema_version: 0,
             data_keeps_watermark: true,
             saved_generation: Default::default(),
+            may_save: None,
         };
         ks.push_new_kek(Epoch::OpenEnded, now)?;
         let ledger_path = crate::keys::ledger::ledger_path(path);
@@ -359,8 +363,67 @@ impl KeyStore {
         Ok(ks)
     }
 
+    /// Reads the file again when another process sharing the vault (a vault on PostgreSQL) wrote
+    /// a newer generation, unsealing it with the keys this process derived at open (no Argon2id),
+    /// and takes it in place of this one (what the vault attached to it stays). `Ok(false)`: the
+    /// file is no newer. A file re-sealed under other credentials cannot be read this way: the
+    /// vault must be opened again.
+    pub(crate) fn reload_if_newer(&mut self) -> Result<bool, StorageError> {
+        let as_storage = |e: OpenError| match e {
+            OpenError::Storage(e) => e,
+            _ => StorageError::corrupted(Component::KeyStore, "the key store file is gone"),
+        };
+        let bytes = read_capped(&self.path).map_err(as_storage)?;
+        let h = Header::parse(&bytes).map_err(as_storage)?;
+        if h.generation <= self.seal.generation {
+            return Ok(false);
+        }
+        let corrupt = |d| StorageError::corrupted(Component::KeyStore, d);
+        if h.vault_id != self.vault_id {
+            return Err(corrupt("the key store file now belongs to another vault"));
+        }
+        if !crypto::hmac_verify(&self.seal.check_key, &[&bytes[..64]], &h.check) {
+            return Err(corrupt(
+                "the key store was re-sealed under other credentials by another process: open the vault again",
+            ));
+        }
+        let body = AeadKey::new(&self.seal.seal_key)
+            .open(&bytes[..HEADER_LEN], &bytes[HEADER_LEN..bytes.len() - 32])
+            .map_err(|_| corrupt("sealed body fails authentication"))?;
+        let copy = |k: &SecretKey| SecretKey::from_slice(k.expose()).ok_or(());
+        let seal = Seal {
+            factors: h.factors,
+            kdf: h.kdf,
+            salt: h.salt,
+            generation: h.generation,
+            seal_key: copy(&self.seal.seal_key).map_err(|_| corrupt("key copy"))?,
+            check_key: copy(&self.seal.check_key).map_err(|_| corrupt("key copy"))?,
+        };
+        let mut fresh = decode_body(&body, &self.path, seal)
+            .map_err(|_| corrupt("sealed body does not decode"))?;
+        for k in &mut fresh.keks {
+            k.used = k.reserved;
+        }
+        fresh.ledger_source = self.ledger_source.take();
+        fresh.checkpoint_source = self.checkpoint_source.take();
+        fresh.saved_generation = self.saved_generation.clone();
+        fresh.may_save = self.may_save.take();
+        fresh
+            .saved_generation
+            .fetch_max(h.generation, std::sync::atomic::Ordering::AcqRel);
+        // The old one (and every KEK it held that the new file no longer has) is zeroized here.
+        *self = fresh;
+        Ok(true)
+    }
+
     /// Writes the key store atomically with the next generation number.
     pub(crate) fn save(&mut self) -> Result<(), StorageError> {
+        if self.may_save.as_ref().is_some_and(|may| !may()) {
+            return Err(StorageError::corrupted(
+                Component::KeyStore,
+                "a key-store write outside the vault's write lease (a bug in kluis)",
+            ));
+        }
         // The generation advances even if the write fails, so no two files ever share one.
         let generation = self.seal.generation + 1;
         self.seal.generation = generation;
@@ -800,6 +863,7 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
         schema_version,
         data_keeps_watermark: body_version >= 2,
         saved_generation: Default::default(),
+        may_save: None,
     })
 }
 

@@ -988,6 +988,52 @@ impl Ledger {
         };
     }
 
+    /// Reads the file again when another process sharing the vault (a vault on PostgreSQL)
+    /// appended to it or replaced it: its length or generation differs from this one's view.
+    /// The caller holds the vault's write lease, so no other process appends meanwhile; a torn
+    /// tail (a process killed mid-append) is cut as at open. `Ok(false)`: unchanged.
+    pub(crate) fn refresh(&self) -> Result<bool, StorageError> {
+        let mut st = self.lock();
+        while st.flushing {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(&e)),
+        };
+        let as_storage = |e: OpenError| match e {
+            OpenError::Storage(e) => e,
+            _ => StorageError::corrupted(Component::Ledger, "unreadable ledger"),
+        };
+        let Some(p) = parse(&bytes, &self.key, &self.vault_id, &[]).map_err(as_storage)? else {
+            return Err(StorageError::corrupted(
+                Component::Ledger,
+                "the ledger file is another vault's",
+            ));
+        };
+        if p.generation == st.generation && p.valid == st.written && p.tail == Tail::None {
+            return Ok(false);
+        }
+        let file = open_for_append(&self.path).map_err(|e| io_err(&e))?;
+        if p.tail != Tail::None {
+            file.set_len(p.valid.len)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_err(&e))?;
+        }
+        st.file = Some(Arc::new(file));
+        st.generation = p.generation;
+        (st.written, st.synced, st.queued) = (p.valid, p.valid, p.valid);
+        st.entries = p.entries;
+        st.cut_to = None;
+        *self.durable.lock_unpoisoned() = Anchor {
+            generation: p.generation,
+            count: p.valid.count,
+            digest: p.valid.digest,
+        };
+        Ok(true)
+    }
+
     /// Cuts a torn or unverifiable tail that open found (no witness needed it), so appends follow
     /// the last good record. Called once the open goes on (a refused open changes nothing).
     pub(crate) fn settle(&self) -> Result<(), StorageError> {

@@ -94,7 +94,7 @@ impl Vault {
     /// batch. Returns the number of purposes rotated.
     pub fn rotate_data_keys(&self, subject: &SubjectId, req: &Request) -> Result<u64, AdminError> {
         let s = subject;
-        let _g = self.stripe(s).write_unpoisoned();
+        let _g = self.lock_subject(s)?;
         let mut entry: SubjectEntry = self.load_subject(s)?.ok_or(AdminError::SubjectNotFound)?;
         // Slots under a destroyed KEK are shredded in all but name: record them so (committed on
         // its own, so the records read below are clean), and do not rotate them.
@@ -312,6 +312,7 @@ impl Vault {
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64, AdminError> {
         {
+            let _lease = self.write_lease()?;
             let mut ks = self.key_store();
             let new_root = SecretKey::generate()?;
             let old_root = std::mem::replace(&mut ks.index_root, new_root);
@@ -355,7 +356,7 @@ impl Vault {
 
     /// Recomputes the blind-index tags of every record of `s` under the active index keys.
     fn reindex_subject(&self, s: &SubjectId) -> Result<u64, AdminError> {
-        let _g = self.stripe(s).write_unpoisoned();
+        let _g = self.lock_subject(s)?;
         let Some(entry) = self.load_subject(s)? else {
             return Ok(0);
         };
@@ -457,7 +458,9 @@ impl Vault {
             }
         }
         make_private_dir(dest)?;
-        // Hold off every commit (they all take this lock) while syncing and copying.
+        // Hold off every commit (they all take this lock, inside the write lease, which also
+        // holds off other processes sharing the vault) while syncing and copying.
+        let _lease = self.write_lease()?;
         let head = self.audit.head.lock_unpoisoned();
         let lock_name = std::ffi::OsString::from("kluis.lock");
         let result = match (self.engine(), self.paths.data_dir()) {

@@ -23,7 +23,6 @@ use crate::format::subject::{
 use crate::keys::keystore::{Epoch, KekState, LedgerEntry};
 use crate::keys::retention::{self, Anchors};
 use crate::schema::{LegalBasis, Schema};
-use crate::storage::locks::RwUnpoisoned;
 use crate::storage::store::{Table, WriteBatch};
 use crate::storage::table::Records;
 use crate::storage::{expiry, index};
@@ -349,7 +348,7 @@ impl Vault {
         req: &Request,
     ) -> Result<EventReport, LifecycleError> {
         let stored_as = self.event_key(record, event)?;
-        let _g = self.stripe(s).write_unpoisoned();
+        let _g = self.lock_subject(s)?;
         // Events carry no personal data and are accepted for forgotten subjects too: a kept
         // legal-obligation purpose still needs its anchor (e.g. `invoiced`) to start its retention.
         let mut entry = self.load_for_change(s)?;
@@ -458,7 +457,7 @@ impl Vault {
         op: AuditOp,
         req: &Request,
     ) -> Result<(), LifecycleError> {
-        let _g = self.stripe(s).write_unpoisoned();
+        let _g = self.lock_subject(s)?;
         let mut entry = self.load_for_change(s)?;
         if let Some(at) = entry.forgotten_at {
             return Err(LifecycleError::Forgotten { at });
@@ -617,7 +616,7 @@ impl Vault {
         override_hold: bool,
     ) -> Result<ForgetReport, LifecycleError> {
         let now = self.now();
-        let _g = self.stripe(s).write_unpoisoned();
+        let _g = self.lock_subject(s)?;
         let mut plans = vec![self.forget_check(s, now, override_hold)?];
         let mut reports = self.forget_planned(&mut plans, now, req, override_hold)?;
         reports.pop().ok_or(LifecycleError::SubjectNotFound)
@@ -640,7 +639,7 @@ impl Vault {
     ) -> Result<BTreeMap<SubjectId, Result<ForgetReport, LifecycleError>>, LifecycleError> {
         let now = self.now();
         let unique: BTreeSet<SubjectId> = subjects.iter().copied().collect();
-        let _guards = self.lock_stripes(&unique);
+        let _guards = self.lock_stripes(&unique)?;
         let mut out = BTreeMap::new();
         let mut plans = Vec::new();
         for s in unique {
@@ -910,7 +909,7 @@ impl Vault {
         req: &Request,
         report: &mut ExpireReport,
     ) -> Result<(), LifecycleError> {
-        let _guards = self.lock_stripes(due.keys());
+        let _guards = self.lock_stripes(due.keys())?;
         let mut entries = BTreeMap::new();
         let mut ledger = Vec::new();
         for (s, ps) in &due {
@@ -1054,6 +1053,8 @@ impl Vault {
         };
         let mut destroyed = Vec::new();
         for (id, epoch_end) in candidates {
+            // Closing, checking and destroying are one step for every process sharing the vault.
+            let _lease = self.write_lease()?;
             // Close the epoch's KEK to new wraps (a key written now with an already passed expiry
             // would choose it) and let those in flight land, so the check below sees them. The
             // state needs no save of its own: a later wrap for this epoch simply gets a new KEK.
@@ -1185,7 +1186,7 @@ impl Vault {
         let mut count = 0;
         for (sb, entries) in by_subject {
             let s = SubjectId::from_bytes(sb);
-            let _g = self.stripe(&s).write_unpoisoned();
+            let _g = self.lock_subject(&s)?;
             let Some(mut entry) = self.load_subject(&s)? else {
                 continue;
             };

@@ -118,7 +118,9 @@ impl Vault {
             .map(|_| SubjectId::generate())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| not_stored(e.into()))?;
-        let _guards = self.lock_stripes(&ids);
+        let _guards = self
+            .lock_stripes(&ids)
+            .map_err(|e| not_stored(WriteError::Storage(e)))?;
         let mut out = Vec::with_capacity(rows.len());
         let mut ready = Vec::new();
         for ((key, record), s) in rows.iter().zip(ids) {
@@ -395,11 +397,29 @@ impl Vault {
         entry: &mut Option<SubjectEntry>,
     ) -> Result<PurposeKey, ReadError> {
         let cache_key = (*s, slot.to_owned());
-        if let Some(d) = self.dek_cache().get(&cache_key) {
-            return Ok(PurposeKey::Live(
-                d.generation,
-                Box::new(AeadKey::new(&d.key)),
-            ));
+        // A shared vault: another process may have shredded or rotated this key since it was
+        // cached, so the subject entry is read after the record (one more read) and the cached
+        // key used only if that entry still holds it live. Read after the record, a live entry
+        // means the record was read before any such change committed.
+        if self.data.shared && entry.is_none() {
+            *entry = Some(self.load_subject(s)?.ok_or(ReadError::SubjectNotFound)?);
+        }
+        let still_live = |generation: u32, kek: u32| match entry.as_ref() {
+            None => true,
+            Some(e) => matches!(e.slots.get(slot), Some(Slot::Live { generation: g, kek_id, .. })
+                if *g == generation && *kek_id == kek),
+        };
+        {
+            let mut cache = self.dek_cache();
+            if let Some(d) = cache.get(&cache_key) {
+                if still_live(d.generation, d.kek_id) {
+                    return Ok(PurposeKey::Live(
+                        d.generation,
+                        Box::new(AeadKey::new(&d.key)),
+                    ));
+                }
+                cache.pop(&cache_key);
+            }
         }
         if entry.is_none() {
             *entry = Some(self.load_subject(s)?.ok_or(ReadError::SubjectNotFound)?);

@@ -40,6 +40,7 @@ impl Vault {
         progress: &mut dyn FnMut(u64),
     ) -> Result<RetireReport, LifecycleError> {
         {
+            let _lease = self.write_lease()?;
             let mut ks = self.key_store();
             let k = ks
                 .keks
@@ -88,6 +89,7 @@ impl Vault {
         rewrapped += self.rewrap_chunk(&chunk, id)?;
         progress(rewrapped);
         let now = self.now();
+        let _lease = self.write_lease()?;
         self.destroy_kek(id, now)?;
         let audit = AuditEntry::new(AuditOp::RetireKek, now, &req.actor)
             .record("", &format!("kek-{id}"))
@@ -117,7 +119,7 @@ impl Vault {
         if chunk.is_empty() {
             return Ok(0);
         }
-        let _guards = self.lock_stripes(chunk);
+        let _guards = self.lock_stripes(chunk)?;
         let epoch = self.kek_epoch(id).unwrap_or(Epoch::OpenEnded);
         let mut sealer = Sealer::new().map_err(WriteError::from)?;
         let mut batch = WriteBatch::default();

@@ -148,9 +148,10 @@ impl Vault {
         new: Schema,
         req: &Request,
     ) -> Result<SchemaChangeReport, SchemaChangeError> {
-        // Every stripe, in index order (the only order anyone takes more than one), so no write
-        // can add a value for a field between the check and the swap. A poisoned stripe guards no
-        // data of its own.
+        // Inside the write lease (no other process writes either), then every stripe, in index
+        // order (the only order anyone takes more than one), so no write can add a value for a
+        // field between the check and the swap. A poisoned stripe guards no data of its own.
+        let _lease = self.write_lease()?;
         let _guards: Vec<_> = self
             .data
             .stripes

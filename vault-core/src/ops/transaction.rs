@@ -28,7 +28,7 @@
 //! row moving between KEKs (a rewrap in a concurrent reconcile) make the check miss it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLockWriteGuard};
+use std::sync::Arc;
 
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -48,10 +48,10 @@ use crate::keys::keystore::{KekState, KeyStore};
 use crate::ops::lifecycle::EventReport;
 use crate::schema::{FieldDef, RecordError, RecordType};
 use crate::storage::index::{self, Tags, TAG_LEN};
-use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
+use crate::storage::locks::LockUnpoisoned;
 use crate::storage::store::WriteBatch;
 use crate::storage::table::{Records, Rows};
-use crate::vault::{ActiveSchema, CachedDek, Vault};
+use crate::vault::{ActiveSchema, CachedDek, SubjectGuard, Vault};
 
 /// Largest encoded record (all sealed fields together), in bytes.
 pub const MAX_RECORD_LEN: usize = 4 << 20;
@@ -158,9 +158,12 @@ pub struct Transaction<'v> {
     audit: Vec<AuditEntry>,
     ops: usize,
     failed: Option<usize>,
-    /// The subject's stripe lock; `None` when the caller holds it (`create_subjects_with` locks
-    /// the stripes of its whole batch, in ascending order).
-    _guard: Option<RwLockWriteGuard<'v, ()>>,
+    /// The subject's stripe lock inside the write lease; `None` when the caller holds it
+    /// (`create_subjects_with` locks the stripes of its whole batch, in ascending order).
+    _guard: Option<SubjectGuard<'v>>,
+    /// Why the lock could not be taken (the write lease of a shared vault: its database is
+    /// unreachable): every operation and the commit fail with it, nothing is written.
+    unlocked: Option<StorageError>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -293,8 +296,14 @@ impl<'v> Transaction<'v> {
     /// Takes the subject's lock; with `new_subject`, `subject` is a freshly generated id whose
     /// entry starts here (no storage read for it: a random 128-bit id is not in use).
     pub(crate) fn new(vault: &'v Vault, subject: SubjectId, new_subject: bool) -> Self {
-        let guard = vault.stripe(&subject).write_unpoisoned();
-        Self::locked(vault, subject, new_subject, Some(guard))
+        match vault.lock_subject(&subject) {
+            Ok(guard) => Self::locked(vault, subject, new_subject, Some(guard)),
+            Err(e) => {
+                let mut tx = Self::locked(vault, subject, new_subject, None);
+                tx.unlocked = Some(e);
+                tx
+            }
+        }
     }
 
     /// A transaction of a new subject (a freshly generated id) whose stripe the caller has
@@ -307,7 +316,7 @@ impl<'v> Transaction<'v> {
         vault: &'v Vault,
         subject: SubjectId,
         new_subject: bool,
-        guard: Option<RwLockWriteGuard<'v, ()>>,
+        guard: Option<SubjectGuard<'v>>,
     ) -> Self {
         // After the lock: a schema change holds every stripe, so this one stays in force.
         let active = vault.active_schema();
@@ -340,6 +349,7 @@ impl<'v> Transaction<'v> {
             ops: 0,
             failed: None,
             _guard: guard,
+            unlocked: None,
         }
     }
 
@@ -416,6 +426,9 @@ impl<'v> Transaction<'v> {
         if let Some(index) = self.failed {
             return Err(TransactionError::Aborted { index });
         }
+        if let Some(e) = self.unlocked.clone() {
+            return Err(TransactionError::Commit(WriteError::Storage(e)));
+        }
         self.commit_inner().map_err(Failed::into_tx_error)
     }
 
@@ -428,6 +441,9 @@ impl<'v> Transaction<'v> {
     ) -> Result<R, TransactionError> {
         if let Some(index) = self.failed {
             return Err(TransactionError::Aborted { index });
+        }
+        if let Some(e) = self.unlocked.clone() {
+            return Err(TransactionError::Commit(WriteError::Storage(e)));
         }
         let index = self.ops;
         self.ops += 1;
@@ -1044,6 +1060,9 @@ impl<'v> Transaction<'v> {
     /// Builds the batch (as `commit` does) without applying it. The transaction must have
     /// changed something (a new subject always has).
     pub(crate) fn prepare(mut self) -> Result<Prepared<'v>, Failed> {
+        if let Some(e) = self.unlocked.take() {
+            return Err(WriteError::Storage(e).into());
+        }
         let batch = self.finish_batch()?;
         let claims = self
             .live_claims()

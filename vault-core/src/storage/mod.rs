@@ -12,6 +12,7 @@ pub(crate) mod expiry;
 pub(crate) mod file_faults;
 pub(crate) mod fsutil;
 pub(crate) mod index;
+pub(crate) mod lease;
 pub(crate) mod locks;
 pub mod store;
 pub(crate) mod table;

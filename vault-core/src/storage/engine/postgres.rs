@@ -20,7 +20,7 @@
 //! - **Connections**: a pool of at most `EngineConfig::pg_connections` (kluis's default 16), each
 //!   with its statements prepared once.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use postgres::{Client, NoTls, Statement};
 
@@ -206,15 +206,16 @@ pub(crate) fn map(e: postgres::Error) -> StorageError {
 struct TableStatements {
     get: Statement,
     scan: Statement,
-    upsert: Statement,
-    delete: Statement,
 }
 
 /// One pooled connection with its prepared statements (indexed like [`Table::ALL`]).
 struct Conn {
     client: Client,
     tables: Vec<TableStatements>,
-    sync: Statement,
+    /// The quoted schema, for the batch statements made on demand.
+    schema: String,
+    /// One prepared batch statement per combination of (table, delete or upsert) a batch has.
+    writes: std::collections::HashMap<u16, Statement>,
 }
 
 fn table_name(t: Table) -> &'static str {
@@ -237,20 +238,18 @@ impl Conn {
                 scan: prep(format!(
                     "SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3"
                 ))?,
-                upsert: prep(format!(
-                    "INSERT INTO {t} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-                ))?,
-                delete: prep(format!("DELETE FROM {t} WHERE k = ANY($1::bytea[])"))?,
             });
         }
-        let sync = client
-            .prepare(&format!("UPDATE {s}.sync_point SET n = n + 1 WHERE id = 1"))
+        // Batches commit without waiting for the WAL flush (visible at once, durable at the
+        // next `sync`, as every engine's apply); `sync` turns it on for its own transaction.
+        client
+            .batch_execute("SET synchronous_commit = off")
             .map_err(map)?;
         Ok(Conn {
             client,
             tables,
-            sync,
+            schema: s,
+            writes: std::collections::HashMap::new(),
         })
     }
 }
@@ -341,6 +340,20 @@ pub enum Presence {
 /// PostgreSQL behind [`Store`].
 pub struct PgStore {
     pool: Pool,
+    /// The connection that holds the vault's write lease (a session advisory lock) while this
+    /// process holds it; batches go through it then, so a batch commits only in a session that
+    /// still holds the lease (a broken session has lost both).
+    writer: Mutex<Writer>,
+}
+
+#[derive(Default)]
+struct Writer {
+    conn: Option<Conn>,
+    /// Whether `conn` holds the lease.
+    leased: bool,
+    /// How many times it was taken (an open holds it around the vault's own writers, whose
+    /// acquisitions nest: PostgreSQL counts a session's advisory locks).
+    depth: u32,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -387,6 +400,7 @@ impl PgStore {
         no_panic(|| migrate(&mut client, target, mode).map_err(map))??;
         drop(client);
         let store = PgStore {
+            writer: Mutex::new(Writer::default()),
             pool: Pool {
                 target: target.clone(),
                 max: cfg.pg_connections.max(1),
@@ -403,16 +417,17 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Takes the session advisory lock that says "a vault process has this schema open" on a
-    /// connection of its own: `None` when another session holds it. The lock lasts as long as the
-    /// returned [`PgLock`] (its connection).
-    pub fn try_lock_exclusive(target: &PgTarget) -> Result<Option<PgLock>, StorageError> {
+    /// Takes the session advisory lock a `create` holds on a connection of its own (two creates
+    /// of one schema must not both find it empty): `None` when another session holds it. The
+    /// lock lasts as long as the returned [`PgLock`] (its connection). Processes that open the
+    /// vault share it through its write lease instead ([`PgStore`]'s `SharedLock`).
+    pub fn try_lock_creation(target: &PgTarget) -> Result<Option<PgLock>, StorageError> {
         let mut client = target.connect()?;
         let got: bool = no_panic(|| {
             Ok(client
                 .query_one(
                     "SELECT pg_try_advisory_lock($1::int4, hashtext($2))",
-                    &[&LOCK_CLASS, &target.schema],
+                    &[&(LOCK_CLASS + 2), &target.schema],
                 )
                 .map_err(map)?
                 .get(0))
@@ -474,7 +489,90 @@ impl PgStore {
     }
 }
 
-/// A held advisory lock (see [`PgStore::try_lock_exclusive`]); dropping it closes its connection,
+/// What a vault's listener hears (see [`PgStore::listen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// Another process changed something: the payload it sent (no value, no key: a word such as
+    /// `shred` or `keys`).
+    Changed(String),
+    /// The listening connection was (re)made: anything may have changed meanwhile.
+    Connected,
+}
+
+impl PgStore {
+    /// Tells every other process of this vault that something changed (`pg_notify` on the vault's
+    /// channel): they evict at once instead of at their next check. Best effort: a lost
+    /// notification costs only the early eviction; each read and write checks liveness itself.
+    pub fn notify(&self, payload: &str) {
+        let schema = self.pool.target.schema.clone();
+        let sent = self.pool.with(|c| {
+            c.client
+                .execute(
+                    "SELECT pg_notify('kluis_' || md5($1), $2)",
+                    &[&schema, &payload],
+                )
+                .map(|_| ())
+        });
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not notify the other processes");
+        }
+    }
+
+    /// Listens on the vault's channel on a thread of its own until `stop` is set, calling `heard`
+    /// for each notification and for each (re)connection (retried every second while the server
+    /// is away).
+    pub fn listen(
+        target: &PgTarget,
+        heard: Arc<dyn Fn(Heard) + Send + Sync>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let target = target.clone();
+        std::thread::Builder::new()
+            .name("kluis-pg-listen".into())
+            .spawn(move || {
+                use std::sync::atomic::Ordering;
+                while !stop.load(Ordering::Acquire) {
+                    if let Err(e) = listen_once(&target, &*heard, &stop) {
+                        tracing::debug!(error = %e, "vault listener lost its connection");
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+            })
+    }
+}
+
+fn listen_once(
+    target: &PgTarget,
+    heard: &(dyn Fn(Heard) + Send + Sync),
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), StorageError> {
+    let mut client = target.connect()?;
+    let channel: String = client
+        .query_one("SELECT 'kluis_' || md5($1)", &[&target.schema])
+        .map_err(map)?
+        .get(0);
+    // `channel` is `kluis_` and 32 hex digits: an identifier as it stands.
+    client
+        .batch_execute(&format!("LISTEN \"{channel}\""))
+        .map_err(map)?;
+    heard(Heard::Connected);
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        use postgres::fallible_iterator::FallibleIterator;
+        let next = client
+            .notifications()
+            .timeout_iter(std::time::Duration::from_millis(250))
+            .next();
+        match next {
+            Ok(Some(note)) => heard(Heard::Changed(note.payload().to_owned())),
+            Err(e) => return Err(map(e)),
+            Ok(None) if client.is_closed() => return Err(lease_lost()),
+            Ok(None) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A held advisory lock (see [`PgStore::try_lock_creation`]); dropping it closes its connection,
 /// which releases the lock.
 pub struct PgLock {
     // In a mutex only to be `Sync` (a client is `Send`, not `Sync`); never used after the lock.
@@ -583,6 +681,131 @@ fn per_table(batch: WriteBatch) -> Vec<TableWrites> {
     out
 }
 
+/// One batch as one statement on `c`: per table a `DELETE` and an upsert as data-modifying
+/// `WITH` parts of a single statement, so a batch of any size is one round trip and atomic (one
+/// statement, one implicit transaction), committed without waiting for the WAL flush (the
+/// session's `synchronous_commit = off`; `sync` is the durability point).
+fn apply_on(c: &mut Conn, tables: &[TableWrites]) -> Result<(), postgres::Error> {
+    let mask = tables.iter().fold(0u16, |m, w| {
+        let bit = 2 * slot(w.table) as u16;
+        let d = if w.deletes.is_empty() { 0 } else { 1 << bit };
+        let u = if w.keys.is_empty() { 0 } else { 1 << (bit + 1) };
+        m | d | u
+    });
+    if !c.writes.contains_key(&mask) {
+        let sql = batch_sql(&c.schema, tables);
+        let st = c.client.prepare(&sql)?;
+        c.writes.insert(mask, st);
+    }
+    let Some(st) = c.writes.get(&mask).cloned() else {
+        return Ok(());
+    };
+    let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = Vec::new();
+    for w in tables {
+        if !w.deletes.is_empty() {
+            params.push(&w.deletes);
+        }
+        if !w.keys.is_empty() {
+            params.push(&w.keys);
+            params.push(&w.values);
+        }
+    }
+    c.client.execute(&st, &params).map(|_| ())
+}
+
+/// The statement of a batch touching `tables` (in the order `apply_on` binds its parameters).
+fn batch_sql(schema: &str, tables: &[TableWrites]) -> String {
+    let mut parts = Vec::new();
+    let mut n = 0;
+    for w in tables {
+        let t = format!("{schema}.{}", table_name(w.table));
+        let i = parts.len();
+        if !w.deletes.is_empty() {
+            n += 1;
+            parts.push(format!(
+                "w{i} AS (DELETE FROM {t} WHERE k = ANY(${n}::bytea[]))"
+            ));
+        }
+        if !w.keys.is_empty() {
+            let i = parts.len();
+            n += 2;
+            parts.push(format!(
+                "w{i} AS (INSERT INTO {t} (k, v) SELECT * FROM unnest(${}::bytea[], ${n}::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v)",
+                n - 1
+            ));
+        }
+    }
+    format!("WITH {} SELECT 1", parts.join(", "))
+}
+
+fn lease_lost() -> StorageError {
+    StorageError::Database {
+        problem: DbProblem::Unreachable,
+        sqlstate: None,
+    }
+}
+
+impl crate::storage::lease::SharedLock for PgStore {
+    /// `pg_advisory_lock(0x6b6c, hashtext(schema))` on the writer connection (made if needed),
+    /// waiting for whichever process holds it.
+    fn acquire(&self) -> Result<(), StorageError> {
+        let mut w = self.writer.lock_unpoisoned();
+        if w.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *w = Writer {
+                conn: Some(Conn::new(&self.pool.target)?),
+                ..Writer::default()
+            };
+        }
+        let schema = self.pool.target.schema.clone();
+        let Some(conn) = w.conn.as_mut() else {
+            return Err(lease_lost());
+        };
+        let taken = no_panic(|| {
+            conn.client
+                .execute(
+                    "SELECT pg_advisory_lock($1::int4, hashtext($2))",
+                    &[&LOCK_CLASS, &schema],
+                )
+                .map_err(map)
+        });
+        match taken {
+            Ok(_) => {
+                w.leased = true;
+                w.depth += 1;
+                Ok(())
+            }
+            Err(e) => {
+                *w = Writer::default();
+                Err(e)
+            }
+        }
+    }
+
+    fn release(&self) {
+        let mut w = self.writer.lock_unpoisoned();
+        let schema = self.pool.target.schema.clone();
+        let released = w.conn.as_mut().is_some_and(|conn| {
+            no_panic(|| {
+                conn.client
+                    .execute(
+                        "SELECT pg_advisory_unlock($1::int4, hashtext($2))",
+                        &[&LOCK_CLASS, &schema],
+                    )
+                    .map_err(map)
+            })
+            .is_ok()
+        });
+        if released {
+            w.depth = w.depth.saturating_sub(1);
+            w.leased = w.depth > 0;
+        } else {
+            // Closing the session releases its locks, whatever state it is in.
+            *w = Writer::default();
+        }
+    }
+}
+
 impl Store for PgStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.pool.with(|c| {
@@ -611,34 +834,110 @@ impl Store for PgStore {
         if tables.is_empty() {
             return Ok(());
         }
-        self.pool.with(|c| {
-            // Statements are reference-counted handles: cloned so the client can be borrowed.
-            let stmts: Vec<(Statement, Statement)> = tables
-                .iter()
-                .map(|w| {
-                    let s = &c.tables[slot(w.table)];
-                    (s.upsert.clone(), s.delete.clone())
-                })
-                .collect();
-            let mut tx = c.client.transaction()?;
-            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-            for (w, (upsert, delete)) in tables.iter().zip(&stmts) {
-                if !w.deletes.is_empty() {
-                    tx.execute(delete, &[&w.deletes])?;
-                }
-                if !w.keys.is_empty() {
-                    tx.execute(upsert, &[&w.keys, &w.values])?;
-                }
+        let mut w = self.writer.lock_unpoisoned();
+        if w.leased {
+            // The lease holder writes through its own session: should that session have broken,
+            // the lease is gone and so is this write (never committed without the lease).
+            let Some(conn) = w.conn.as_mut() else {
+                return Err(lease_lost());
+            };
+            let done = no_panic(|| apply_on(conn, &tables).map_err(map));
+            if done.is_err() && conn.client.is_closed() {
+                *w = Writer::default();
             }
-            tx.commit()
-        })
+            return done;
+        }
+        drop(w);
+        self.pool.with(|c| apply_on(c, &tables))
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        self.pool.with(|c| {
-            let st = c.sync.clone();
-            c.client.execute(&st, &[])?;
-            Ok(())
-        })
+        // One round trip: a transaction that commits synchronously flushes the WAL up to its
+        // commit record, and so every batch committed before it (by any session).
+        let sql = format!(
+            "BEGIN; SET LOCAL synchronous_commit = on; \
+             UPDATE {}.sync_point SET n = n + 1 WHERE id = 1; COMMIT",
+            self.pool.target.quoted_schema()
+        );
+        self.pool.with(|c| c.client.batch_execute(&sql))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Within one batch the last operation on a key wins, keys of different tables stay apart, and
+    /// tables come out in tag order (so one statement per table and kind).
+    #[test]
+    fn a_batch_becomes_per_table_sets_with_the_last_operation_winning() {
+        let mut b = WriteBatch::default();
+        b.put(Table::Record, b"a".to_vec(), b"1".to_vec());
+        b.delete(Table::Record, b"a".to_vec());
+        b.delete(Table::Record, b"b".to_vec());
+        b.put(Table::Record, b"b".to_vec(), b"2".to_vec());
+        b.put(Table::Record, b"c".to_vec(), b"3".to_vec());
+        b.put(Table::Record, b"c".to_vec(), b"4".to_vec());
+        b.put(Table::Subject, b"a".to_vec(), b"5".to_vec());
+        let sets = per_table(b);
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0].table, Table::Subject);
+        assert_eq!(sets[0].keys, vec![b"a".to_vec()]);
+        let r = &sets[1];
+        assert_eq!(r.table, Table::Record);
+        assert_eq!(r.keys, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(r.values, vec![b"2".to_vec(), b"4".to_vec()]);
+        assert_eq!(r.deletes, vec![b"a".to_vec()]);
+        assert!(per_table(WriteBatch::default()).is_empty());
+    }
+
+    /// Schema names are identifiers kluis quotes itself: anything but `[a-z_][a-z0-9_]{0,62}` is
+    /// refused, so no name can carry SQL.
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        let t = PgTarget::parse("host=/tmp user=kluis dbname=shop").unwrap();
+        assert_eq!(t.schema(), "kluis");
+        for ok in ["kluis", "shop_2", "_x", &"a".repeat(63)] {
+            assert_eq!(t.clone().with_schema(ok).unwrap().schema(), ok);
+        }
+        for bad in [
+            "",
+            "2shop",
+            "Shop",
+            "a-b",
+            "a\"b",
+            "a;drop",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(
+                t.clone().with_schema(bad).unwrap_err(),
+                PgTargetError::BadSchema,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            PgTarget::parse("not a connection string ===").unwrap_err(),
+            PgTargetError::Invalid
+        );
+    }
+
+    /// The password of a connection string never shows: not in `Debug`, not in `describe`, not
+    /// in a parse error (which does not quote the string at all).
+    #[test]
+    fn the_password_never_shows() {
+        for conn in [
+            "host=db.example user=shop password=s3cret-pw dbname=shop",
+            "postgres://shop:s3cret-pw@db.example:5433/shop",
+        ] {
+            let t = PgTarget::parse(conn).unwrap();
+            let shown = format!("{t:?} {}", t.describe());
+            assert!(!shown.contains("s3cret-pw"), "{shown}");
+            assert!(shown.contains("db.example") && shown.contains("dbname=shop"));
+        }
+        let err = PgTarget::parse("host=x password=s3cret-pw port=notaport").unwrap_err();
+        assert!(!format!("{err:?} {err}").contains("s3cret-pw"));
     }
 }
