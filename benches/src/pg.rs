@@ -53,6 +53,20 @@ impl PgBench {
         }
     }
 
+    /// The connection string (libpq or URL) of this run.
+    pub fn conn(&self) -> &str {
+        &self.conn
+    }
+
+    /// The target for an existing schema `name` made by another process's run (not dropped by
+    /// this one): for the worker processes of `throughput --pg --instances`.
+    pub fn existing(&self, name: &str) -> PgTarget {
+        match PgTarget::parse(&self.conn).and_then(|t| t.with_schema(name)) {
+            Ok(t) => t,
+            Err(e) => panic!("schema {name}: {e}"),
+        }
+    }
+
     /// A plaintext baseline store in a schema of its own (kluis's default engine settings).
     pub fn plain_store(&self, label: &str) -> Result<PgStore, vault_core::StorageError> {
         PgStore::open(&self.target(label), &EngineConfig::default(), Mode::Create)

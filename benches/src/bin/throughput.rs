@@ -21,6 +21,10 @@
 //! own, all dropped at the end; sections `ops` and `admin` only, threads 1,4 by default (in one
 //! process: one process per vault is all issue 14's first step allows). E.g.
 //! `.ci/with-postgres target/release/throughput 20000 --pg --only ops,admin --markdown`.
+//!
+//! `--pg --instances 1,2,4` (issue 14 step 2): instead of the sections, for each instance count k
+//! one vault and one plaintext schema used by k worker processes at once (this binary re-run with
+//! the hidden `--pg-worker`), phase by phase with a barrier between phases; see `instances.rs`.
 
 #![allow(
     clippy::print_stdout,
@@ -33,6 +37,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+#[path = "throughput/instances.rs"]
+mod instances;
 
 use benches::pg::PgBench;
 use benches::probe::{cpu_seconds, status_kib};
@@ -1199,6 +1206,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(p) = args.iter().position(|a| a == "--pg-worker") {
+        instances::worker(
+            pg.as_ref().expect("--pg-worker needs --pg-conn"),
+            &args[p + 1..],
+        );
+        return;
+    }
     if let Some(p) = args.iter().position(|a| a == "--rss-child") {
         let kind = args.get(p + 1).map(String::as_str).unwrap_or("kluis");
         let n = args
@@ -1217,6 +1231,7 @@ fn main() {
     let (mut json_out, mut markdown) = (false, false);
     let mut only: Option<Vec<String>> = None;
     let (mut admin_n, mut import_n) = (None, None);
+    let mut inst: Option<Vec<usize>> = None;
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -1232,6 +1247,10 @@ fn main() {
                 only = Some(next.split(',').map(str::to_owned).collect());
                 i += 1;
             }
+            "--instances" => {
+                inst = Some(next.split(',').filter_map(|t| t.parse().ok()).collect());
+                i += 1;
+            }
             "--admin-n" => {
                 admin_n = next.parse().ok();
                 i += 1;
@@ -1242,7 +1261,7 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "throughput [N] [--engine sled|redb|fjall | --pg [--pg-conn CONN]] [--threads 1,2] [--admin-n M] \
+                    "throughput [N] [--engine sled|redb|fjall | --pg [--pg-conn CONN]] [--threads 1,2] [--instances 1,2,4] [--admin-n M] \
                      [--import-n M] [--json] [--markdown] \
                      [--only ops,put,admin,rotate-dek,durable,open,import,rss]"
                 );
@@ -1285,6 +1304,12 @@ fn main() {
         pg: pg.as_ref(),
         ..Place::local(tmp.path())
     };
+    if let (Some(ks), Some(pg)) = (&inst, &pg) {
+        for &k in ks {
+            instances::run(&mut rep, &place, pg, n, k);
+        }
+    }
+    let on = |s: &str| inst.is_none() && on(s);
     if on("ops") || on("put") {
         for &th in &threads {
             ops(&mut rep, &place, n, th, !on("ops"));
@@ -1314,6 +1339,10 @@ fn main() {
         rss(&mut rep, n);
     }
     rep.note(match &pg {
+        Some(_) if inst.is_some() => "engine postgres for kluis and the plaintext baseline; \
+            instances = worker processes on one vault (and one plaintext schema), one thread each; \
+            a phase's rate = total ops ÷ the slowest worker's wall time; CPU = the workers' sum"
+            .to_owned(),
         Some(_) => "engine postgres for kluis and the plaintext baseline (each store its own \
                     schema, dropped at the end; one process per vault, as in issue 14 step 1); \
                     CPU figures are this process's only, not the PostgreSQL server's"
@@ -1330,6 +1359,9 @@ fn main() {
     if json_out {
         print_json(&rep);
     } else if markdown {
+        if inst.is_some() {
+            instances::print_table(&rep);
+        }
         print_markdown(&rep);
     } else {
         print_plain(&rep);
