@@ -116,6 +116,7 @@ pub(super) fn run(rep: &mut Report, place: &Place, pg: &PgBench, n: u64, k: usiz
     drop(at.join("plain").plain());
     let plain = pg.target(&plain_label).schema().to_owned();
     let mut ws: Vec<Worker> = (0..k).map(|w| spawn(pg, &vault, &plain, w, k, n)).collect();
+    let mut peeked = 0;
     for (op, kc, pc, unit) in [
         (
             "put (new customer, 8 fields + index)",
@@ -133,12 +134,19 @@ pub(super) fn run(rep: &mut Report, place: &Place, pg: &PgBench, n: u64, k: usiz
         ),
     ] {
         if kc == "get kluis" {
+            peeked = phase(&mut ws, "peek").ops;
             phase(&mut ws, "warm both");
         }
         let kl = phase(&mut ws, kc);
         let p = phase(&mut ws, pc);
         rep.row(row(op, n, k, unit, kl, Some(p)));
     }
+    let bad = phase(&mut ws, "check").ops;
+    rep.note(format!(
+        "{k} instances: after the forgets, {peeked} subjects of another instance read again \
+         (data keys cached before the forget): {bad} answers wrong (a forgotten one readable, or \
+         a kept one not)"
+    ));
     expire(rep, &mut ws, n, k);
     for mut w in ws {
         w.send("quit");
@@ -188,6 +196,9 @@ struct Work {
     clock: Arc<MockClock>,
     mine: Vec<u64>,
     subjects: Vec<SubjectId>,
+    /// Some of the next worker's customers, found by e-mail and read here (their data keys
+    /// cached in this process) before their owner forgets some of them.
+    theirs: Vec<(u64, SubjectId)>,
     w: u64,
     k: u64,
 }
@@ -213,6 +224,7 @@ pub(super) fn worker(pg: &PgBench, args: &[String]) {
         clock,
         mine: (w..n).step_by(k as usize).collect(),
         subjects: Vec::new(),
+        theirs: Vec::new(),
         w,
         k,
     };
@@ -261,6 +273,8 @@ impl Work {
             "find kluis" | "find plain" => self.find(cmd == "find kluis"),
             "forget kluis" | "forget plain" => self.forget(cmd == "forget kluis"),
             "expire kluis" => self.expire(),
+            "peek" => self.peek(),
+            "check" => self.check(),
             "expire plain" => {
                 let rest: Vec<u64> = self
                     .mine
@@ -318,6 +332,44 @@ impl Work {
         })
     }
 
+    /// Finds up to 500 of the next worker's customers by e-mail and reads them (caching their
+    /// data keys here); ops = how many.
+    fn peek(&mut self) -> Sample {
+        let next = (self.w + 1) % self.k;
+        let n = self.mine.len() as u64 * self.k;
+        for i in (next..n).step_by(self.k as usize).take(500) {
+            let found = self.vault.find("customer", "email", email_of(i).as_str());
+            let s = found.unwrap().pop().expect("peek: not found");
+            self.vault.get(&s, "customer").unwrap();
+            self.theirs.push((i, s));
+        }
+        Sample {
+            ops: self.theirs.len() as u64,
+            ..Sample::default()
+        }
+    }
+
+    /// Reads the peeked subjects again after their owner forgot some: ops = wrong answers
+    /// (a forgotten subject still readable, or a kept one not).
+    fn check(&self) -> Sample {
+        let bad = self.theirs.iter().filter(|(i, s)| {
+            let got = self.vault.get(s, "customer");
+            let wrong = got.is_ok() == forgotten(*i);
+            if wrong {
+                eprintln!(
+                    "worker {}: customer {i} (forgotten: {}): {got:?}",
+                    self.w,
+                    forgotten(*i)
+                );
+            }
+            wrong
+        });
+        Sample {
+            ops: bad.count() as u64,
+            ..Sample::default()
+        }
+    }
+
     /// Forgets the own customers `i % 10 ∈ {0, 5}` (as `admin`), or deletes their plaintext rows.
     fn forget(&self, kluis: bool) -> Sample {
         let req = Request::new("bench", "benchmark");
@@ -371,7 +423,7 @@ impl Work {
 
 /// The customers forget removes (10% … as `admin`: `i % 10 ∈ {0, 5}`).
 fn forgotten(i: u64) -> bool {
-    i % 10 == 0 || i % 10 == 5
+    i.is_multiple_of(10) || i % 10 == 5
 }
 
 /// Per operation and instance count: kluis and plaintext ops/s, the ratio, and each side's
