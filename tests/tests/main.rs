@@ -32,6 +32,7 @@ mod ledger;
 mod lifecycle;
 mod migrate;
 mod model;
+mod multi_instance;
 mod per_record;
 mod postgres_cli;
 mod records;

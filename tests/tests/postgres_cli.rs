@@ -209,18 +209,49 @@ fn pg_cli_key_store_flag_is_required_and_only_for_postgres() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
-/// While a process holds the vault, a second `kluis` gets exit 6 (in use), as on a data directory.
+/// The admin's commands run while the shop's process has the vault open and keeps writing
+/// (issue 14: no `AlreadyOpen`, no downtime), and what the admin forgets is gone for the shop.
 #[test]
-fn pg_cli_second_process_exits_6() {
+fn pg_cli_admin_commands_run_while_the_shop_has_the_vault_open() {
     let Some(env) = PgCli::new() else { return };
     env.ok(&["init", "--schema", &schema_path()]);
     let paths = vault_core::VaultPaths::postgres(pg_target_named(&env.schema), env.key_store());
     let creds = vault_core::Credentials::passphrase("cli passphrase on postgres");
-    let held = vault_core::Vault::open(&paths, &creds, crate::common::fast_options()).unwrap();
-    let out = env.run(&["status"]);
-    assert_eq!(out.status.code(), Some(6), "{out:?}");
-    drop(held);
+    let shop = vault_core::Vault::open(&paths, &creds, crate::common::fast_options()).unwrap();
+    let customers: Vec<_> = (0..4)
+        .map(|i| {
+            shop.create_subject_with("customer", &crate::common::numbered_customer(i))
+                .unwrap()
+        })
+        .collect();
+    let s0 = customers[0].to_string();
     env.ok(&["status"]);
+    assert!(env.json(&["get", &s0, "customer"])[0]["fields"]["email"].is_string());
+    env.ok(&["forget", &s0, "--reason", "Art. 17 request"]);
+    env.ok(&["rotate", "kek", "--all"]);
+    env.ok(&["expire"]);
+    env.ok(&["verify"]);
+    env.ok(&["audit", "verify"]);
+    let gone = shop.get(&customers[0], "customer").unwrap();
+    assert!(
+        gone.get("email").is_none(),
+        "forgotten by the admin, gone for the shop"
+    );
+    let kept = shop.get(&customers[1], "customer").unwrap();
+    assert_eq!(
+        kept.get("email"),
+        crate::common::numbered_customer(1).get("email"),
+        "rewrapped by the admin's retirement, still readable by the shop"
+    );
+    shop.put(
+        &customers[2],
+        "customer",
+        &crate::common::numbered_customer(9),
+    )
+    .unwrap();
+    assert!(env
+        .ok(&["get", &customers[2].to_string(), "customer"])
+        .contains("9"));
 }
 
 /// A server that is not there: exit 9 (storage refused), with the hint, never the password.

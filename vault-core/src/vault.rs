@@ -306,6 +306,9 @@ pub(crate) struct DataState {
     pub(crate) shared: bool,
     /// Set to stop a shared vault's listener thread (on drop).
     listener_stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Set by the listener when another process changed something: the schema (and the index
+    /// keys derived with it) is read again before the next use (`active_schema`).
+    stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a vault holds of its keys: the key store, the unwrapped data keys it caches, the wraps in
@@ -772,11 +775,16 @@ impl Vault {
                 LockFailure::Storage(e) => OpenError::Storage(e),
             })?,
         };
+        // The credentials first: a wrong passphrase must not even open the data.
+        let mut ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
         let opened = open_data(paths, &options, engine::Mode::Open, recorded)?;
         // A shared vault: what the open reads (key store, ledger, data) and writes is read and
-        // written as one, with no other process writing in between.
+        // written as one, with no other process writing in between (the key store read again
+        // under the lock, in case another process saved it meanwhile).
         let open_hold = SharedHold::take(opened.handles.shared_lock())?;
-        let ks = KeyStore::open(&paths.key_store, creds, options.allow_weak_kdf)?;
+        if open_hold.0.is_some() {
+            ks.reload_if_newer()?;
+        }
         let store = opened.store;
         check_vault_meta(&*store, &ks)?;
         let stored = store
@@ -1115,6 +1123,7 @@ impl Vault {
                 lease,
                 shared,
                 listener_stop: None,
+                stale: Arc::default(),
             },
             keys: KeyState {
                 store: Arc::new(Mutex::new(ks)),
@@ -1157,6 +1166,19 @@ impl Vault {
     /// The schema in force.
     pub fn schema(&self) -> Schema {
         self.active_schema().schema.clone()
+    }
+
+    /// At the start of a read of a shared vault: when another process said something changed
+    /// (a schema applied, the blind-index root rotated), reads the stored schema again and
+    /// derives its keys from the key store the listener reloaded. Called before any lock is
+    /// held. (Writers get the same at the start of their write lease.)
+    pub(crate) fn refresh_if_stale(&self) {
+        if self.data.stale.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.reload_schema() {
+                tracing::warn!(error = %e, "could not read the schema again");
+                self.data.stale.store(true, Ordering::Release);
+            }
+        }
     }
 
     pub(crate) fn active_schema(&self) -> Arc<ActiveSchema> {
@@ -1337,9 +1359,11 @@ impl Vault {
         {
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (keys, cache) = (self.keys.store.clone(), self.keys.cache.clone());
+            let stale = self.data.stale.clone();
             let heard = Arc::new(move |what: crate::storage::engine::postgres::Heard| {
                 tracing::debug!(heard = ?what, "another process changed the vault");
                 cache.lock_unpoisoned().clear();
+                stale.store(true, Ordering::Release);
                 if let Err(e) = keys.lock_unpoisoned().reload_if_newer() {
                     tracing::warn!(error = %e, "could not read the key store again");
                 }
@@ -1406,11 +1430,11 @@ impl Vault {
             OpenError::Storage(e) => e,
             _ => StorageError::corrupted(Component::Schema, "stored schema does not decode"),
         })?;
-        if schema.version() != self.active_schema().schema.version() {
-            let active = activate(&ks, schema, field_ids);
-            drop(ks);
-            *self.schema.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
-        }
+        // Always activated anew: the key store's blind-index root may have changed with the
+        // schema staying as it was.
+        let active = activate(&ks, schema, field_ids);
+        drop(ks);
+        *self.schema.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
         Ok(())
     }
 

@@ -334,6 +334,7 @@ impl Vault {
             .record("", "blind-index")
             .reason(&req.reason)
             .count(rebuilt);
+        let _lease = self.write_lease()?;
         self.commit_audited(WriteBatch::default(), vec![audit])?;
         Ok(rebuilt)
     }

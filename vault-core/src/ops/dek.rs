@@ -64,7 +64,14 @@ impl Vault {
             return Err(IntegrityError);
         };
         let kek = {
-            let ks = self.key_store();
+            let mut ks = self.key_store();
+            if self.data.shared && ks.kek(*kek_id).is_none() {
+                // A KEK another process made since this one last read the key store (its
+                // notification may not have arrived yet): read the file again before failing.
+                if let Err(e) = ks.reload_if_newer() {
+                    tracing::warn!(error = %e, "could not read the key store again");
+                }
+            }
             let k = ks
                 .kek(*kek_id)
                 .and_then(|k| k.key.as_ref())

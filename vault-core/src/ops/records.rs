@@ -67,6 +67,7 @@ impl Vault {
             &self.options.actor,
         )
         .subject(&s);
+        let _lease = self.write_lease()?;
         self.commit_audited(b, vec![audit])?;
         Ok(s)
     }
@@ -282,6 +283,7 @@ impl Vault {
         key: &RecordKey,
         only: Option<&[&str]>,
     ) -> Result<Record, ReadError> {
+        self.refresh_if_stale();
         let active = self.active_schema();
         let rt = active
             .schema
@@ -467,6 +469,14 @@ impl Vault {
         field: &str,
         value: impl Into<Value>,
     ) -> Result<Vec<SubjectId>, FindError> {
+        self.refresh_if_stale();
+        if self.data.shared {
+            // A lookup makes a tag per KEK this process knows: one another process made since
+            // (its notification may not have arrived yet) must be known before the lookup.
+            if let Err(e) = self.key_store().reload_if_newer() {
+                tracing::warn!(error = %e, "could not read the key store again");
+            }
+        }
         let active = self.active_schema();
         let rt = active
             .schema
@@ -621,6 +631,7 @@ mod tests {
     fn store(v: &Vault, rkey: &[u8], env: &Envelope) {
         let mut batch = WriteBatch::default();
         v.put_envelope(&mut batch, rkey, env);
+        let _lease = v.write_lease().unwrap();
         v.commit(batch).unwrap();
     }
 

@@ -7,13 +7,18 @@
 //!   order. `kluis_migrations` records the schema version; `sync_point` is the row `sync` writes.
 //!   No key store, no KEK, no unwrapped key is ever written here (ARCHITECTURE.md, "Where the keys
 //!   live"): what this schema holds is noise once the key store's KEKs are gone.
-//! - **Atomicity**: a [`WriteBatch`] is one PostgreSQL transaction (per table one `DELETE … =
-//!   ANY($1)` and one `INSERT … SELECT FROM unnest … ON CONFLICT DO UPDATE`, the last operation on
-//!   a key winning, as in every engine).
-//! - **Durability**: a batch commits with `synchronous_commit = off`: visible to every reader at
-//!   once, durable within PostgreSQL's WAL writer delay, like the embedded engines' applies. `sync`
-//!   commits one row with `synchronous_commit = on`, which flushes the WAL up to its own commit and
-//!   so every batch committed before it: the durability point group commit waits for.
+//! - **Atomicity**: a [`WriteBatch`] is one SQL statement (per table a `DELETE … = ANY($n)` and an
+//!   `INSERT … SELECT FROM unnest … ON CONFLICT DO UPDATE` as data-modifying `WITH` parts, the last
+//!   operation on a key winning, as in every engine): atomic, and one round trip.
+//! - **Durability**: a batch commits with `synchronous_commit = off` (set per connection): visible
+//!   to every reader at once, durable within PostgreSQL's WAL writer delay, like the embedded
+//!   engines' applies. `sync` commits one row with `synchronous_commit = on`, which flushes the WAL
+//!   up to its own commit and so every batch committed before it: the durability point group
+//!   commit waits for.
+//! - **Several processes** (issue 14): the write lease is a session advisory lock on a connection
+//!   of its own ([`SharedLock`](crate::storage::lease::SharedLock)), and while a process holds it
+//!   its batches go through that connection; `notify` and `listen` carry "something changed" to
+//!   the others.
 //! - **Errors**: [`StorageError::Database`] with the SQLSTATE and what kind of failure it was,
 //!   never the server's message (whose `DETAIL` may quote a row) and never a parameter. A lost
 //!   connection is dropped from the pool; the next call connects again.
@@ -354,6 +359,9 @@ struct Writer {
     /// How many times it was taken (an open holds it around the vault's own writers, whose
     /// acquisitions nest: PostgreSQL counts a session's advisory locks).
     depth: u32,
+    /// The leased session broke while this process held the lease: every batch fails until the
+    /// lease is released and taken again (on a new session, after a refresh).
+    lost: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -796,12 +804,19 @@ impl crate::storage::lease::SharedLock for PgStore {
             })
             .is_ok()
         });
+        let depth = w.depth.saturating_sub(1);
         if released {
-            w.depth = w.depth.saturating_sub(1);
-            w.leased = w.depth > 0;
+            w.depth = depth;
+            w.leased = depth > 0;
         } else {
-            // Closing the session releases its locks, whatever state it is in.
-            *w = Writer::default();
+            // Closing the session releases its locks, whatever state it is in; an outer holder
+            // (an open around its writers) still counts on it, so batches keep failing until
+            // it too has let go and the lease is taken again.
+            *w = Writer {
+                depth,
+                lost: depth > 0,
+                ..Writer::default()
+            };
         }
     }
 }
@@ -835,6 +850,9 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut w = self.writer.lock_unpoisoned();
+        if w.lost {
+            return Err(lease_lost());
+        }
         if w.leased {
             // The lease holder writes through its own session: should that session have broken,
             // the lease is gone and so is this write (never committed without the lease).
@@ -843,7 +861,10 @@ impl Store for PgStore {
             };
             let done = no_panic(|| apply_on(conn, &tables).map_err(map));
             if done.is_err() && conn.client.is_closed() {
-                *w = Writer::default();
+                *w = Writer {
+                    lost: true,
+                    ..Writer::default()
+                };
             }
             return done;
         }
