@@ -144,8 +144,8 @@ pub(super) fn run(rep: &mut Report, place: &Place, pg: &PgBench, n: u64, k: usiz
     let bad = phase(&mut ws, "check").ops;
     rep.note(format!(
         "{k} instances: after the forgets, {peeked} subjects of another instance read again \
-         (data keys cached before the forget): {bad} answers wrong (a forgotten one readable, or \
-         a kept one not)"
+         (data keys cached before the forget): {bad} answers wrong (a forgotten one with a readable \
+         value, or a kept one without)"
     ));
     expire(rep, &mut ws, n, k);
     for mut w in ws {
@@ -349,20 +349,20 @@ impl Work {
         }
     }
 
-    /// Reads the peeked subjects again after their owner forgot some: ops = wrong answers
-    /// (a forgotten subject still readable, or a kept one not).
+    /// Reads the peeked subjects again after their owner forgot some: ops = wrong answers (a
+    /// forgotten subject with a readable value, or a kept one without).
     fn check(&self) -> Sample {
         let bad = self.theirs.iter().filter(|(i, s)| {
             let got = self.vault.get(s, "customer");
-            let wrong = got.is_ok() == forgotten(*i);
-            if wrong {
+            let readable = got.as_ref().is_ok_and(|r| !r.is_empty());
+            if readable == forgotten(*i) {
                 eprintln!(
-                    "worker {}: customer {i} (forgotten: {}): {got:?}",
+                    "worker {}: customer {i}, forgotten {}: {got:?}",
                     self.w,
                     forgotten(*i)
                 );
             }
-            wrong
+            readable == forgotten(*i)
         });
         Sample {
             ops: bad.count() as u64,
