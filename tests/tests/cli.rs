@@ -13,6 +13,26 @@ use vault_core::{Credentials, Vault, VaultPaths};
 
 use crate::common::{any_engine_options, PASSPHRASE};
 
+/// The stdout of a `kluis` run that must have succeeded (else the test fails with its exit code
+/// and stderr).
+pub(crate) fn success_stdout(args: &[&str], o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "kluis {args:?} failed ({:?}): {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Every line of `--json` output, parsed.
+pub(crate) fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
 /// The `kluis` binary, built once per test run. The tests crate cannot depend on a binary-only
 /// package, so the binary is built here with the same cargo, profile and target directory.
 pub(crate) fn kluis() -> &'static Path {
@@ -107,23 +127,13 @@ impl Env {
     }
     /// Runs and requires success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kluis {args:?} failed ({:?}): {}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        success_stdout(args, self.run(args))
     }
     /// Runs with `--json` and parses every stdout line.
     fn json(&self, args: &[&str]) -> Vec<Value> {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
-        self.ok(&a)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-            .collect()
+        json_lines(&self.ok(&a))
     }
     fn init(&self) {
         self.ok(&["init", "--schema", &schema_path()]);

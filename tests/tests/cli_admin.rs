@@ -11,7 +11,7 @@ use vault_core::{Credentials, Record, Request, Vault, VaultPaths, WriteError};
 
 use crate::common::{any_engine_options, fast_options, webshop_schema, PASSPHRASE};
 
-use crate::cli::kluis;
+use crate::cli::{json_lines, kluis, success_stdout};
 
 /// A temporary directory with a passphrase file, and a vault path inside it.
 struct Env {
@@ -50,22 +50,12 @@ impl Env {
             .unwrap()
     }
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kluis {args:?} failed ({:?}): {}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        success_stdout(args, self.run(args))
     }
     fn json(&self, args: &[&str]) -> Vec<Value> {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
-        self.ok(&a)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-            .collect()
+        json_lines(&self.ok(&a))
     }
     fn write(&self, name: &str, text: &str) -> String {
         let p = self.path(name);

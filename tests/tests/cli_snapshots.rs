@@ -56,14 +56,7 @@ fn schema_apply_end_to_end() {
         child.wait_with_output().unwrap()
     };
     let ok = |args: &[&str], stdin: Option<&str>| -> String {
-        let o = run(args, stdin);
-        assert!(
-            o.status.success(),
-            "kluis {args:?} failed ({:?}): {}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        crate::cli::success_stdout(args, run(args, stdin))
     };
     let webshop = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/webshop.toml");
     let text = std::fs::read_to_string(webshop).unwrap();

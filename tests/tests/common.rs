@@ -652,3 +652,30 @@ impl RunOk for Command {
         );
     }
 }
+
+/// splitmix64: a small, seeded, reproducible generator for the randomised suites (written once;
+/// each suite names its own seed variable).
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// A duration of up to `max` milliseconds.
+    pub fn millis(&mut self, max: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(self.next_u64() % max.max(1))
+    }
+}

@@ -35,21 +35,7 @@ const SUBJECTS: usize = 24;
 const WATCHDOG: Duration = Duration::from_secs(30);
 const DEFAULT_SECS: u64 = 3;
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-}
+use crate::common::SplitMix as Rng;
 
 fn env_number(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;

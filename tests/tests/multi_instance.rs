@@ -34,6 +34,7 @@ use vault_core::{
     Record, RecordKey, Request, SubjectId, Vault, VaultPaths,
 };
 
+use crate::common::SplitMix;
 use crate::common::{
     any_engine_options, creds, numbered_address, numbered_customer, pg_server, pg_target, PrivatePg,
 };
@@ -397,29 +398,12 @@ fn rounds() -> usize {
 }
 
 /// A seeded splitmix64 (`KLUIS_MULTI_SEED`), so a failing schedule can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(salt: u64) -> Rng {
-        let seed = std::env::var(ENV_SEED).ok().map_or(0x006d_756c_7469, |n| {
-            n.parse().expect("KLUIS_MULTI_SEED: a number")
-        });
-        eprintln!("multi_instance: seed {seed} (KLUIS_MULTI_SEED)");
-        Rng(seed ^ salt)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn millis(&mut self, max: u64) -> Duration {
-        Duration::from_millis(self.next() % max.max(1))
-    }
+fn seeded_rng(salt: u64) -> SplitMix {
+    let seed = std::env::var(ENV_SEED).ok().map_or(0x006d_756c_7469, |n| {
+        n.parse().expect("KLUIS_MULTI_SEED: a number")
+    });
+    eprintln!("multi_instance: seed {seed} (KLUIS_MULTI_SEED)");
+    SplitMix(seed ^ salt)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1062,7 +1046,7 @@ fn checked_write(inst: &mut Instance, book: &Shared, i: usize) -> Option<Subject
 }
 
 /// A subject of the book picked by `rng`.
-fn pick(book: &Shared, rng: &mut Rng) -> SubjectId {
+fn pick(book: &Shared, rng: &mut SplitMix) -> SubjectId {
     let b = book.lock().unwrap();
     let k = rng.below(b.written.len());
     *b.written.keys().nth(k).unwrap()
@@ -1070,7 +1054,7 @@ fn pick(book: &Shared, rng: &mut Rng) -> SubjectId {
 
 /// One process's part of a round: `role` 0 writes and reads, 1 also forgets, 2 also sweeps (a
 /// third of the way in) and retires every live KEK (two thirds of the way in).
-fn concurrent_round(inst: &mut Instance, book: &Shared, rng: &mut Rng, role: usize, r: usize) {
+fn concurrent_round(inst: &mut Instance, book: &Shared, rng: &mut SplitMix, role: usize, r: usize) {
     let total = CONCURRENT_ROUNDS * rounds();
     let mine = checked_write(inst, book, (role + 1) * 1_000_000 + r);
     for _ in 0..3 {
@@ -1147,7 +1131,7 @@ fn multi_concurrent_writers_forgets_expiry_and_retire() {
             let mut inst = pv.spawn(&format!("W{role}"));
             let book = book.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng::new(role as u64);
+                let mut rng = seeded_rng(role as u64);
                 for r in 0..CONCURRENT_ROUNDS * rounds() {
                     concurrent_round(&mut inst, &book, &mut rng, role, r);
                 }
@@ -1230,7 +1214,7 @@ fn multi_kill_9_mid_operation_loses_no_acknowledged_write() {
         took: [Duration::from_millis(100); 2],
         ..KillLog::default()
     };
-    let mut rng = Rng::new(0x6b69_6c6c);
+    let mut rng = seeded_rng(0x6b69_6c6c);
     for round in 0..kills {
         kill_round(&pv, round, &mut rng, &forget_sets, &mut log);
     }
@@ -1313,7 +1297,13 @@ fn spawn_survivor(
 
 /// One kill: a writer creates subjects for a while (every acknowledged one logged), then, in two
 /// rounds of three, starts a `forget_many` or a sweep; it is killed at a random moment.
-fn kill_round(pv: &PgVault, round: usize, rng: &mut Rng, sets: &[Numbered], log: &mut KillLog) {
+fn kill_round(
+    pv: &PgVault,
+    round: usize,
+    rng: &mut SplitMix,
+    sets: &[Numbered],
+    log: &mut KillLog,
+) {
     let mut w = pv.spawn_with(&format!("killed{round}"), Durability::Relaxed, WRITERS_NOW);
     let writing = rng.millis(if round.is_multiple_of(3) { 300 } else { 60 });
     let deadline = Instant::now() + writing;

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::cli::kluis;
+use crate::cli::{json_lines, kluis, success_stdout};
 use crate::common::{pg_server, pg_target};
 
 const CUSTOMER: &str = r#"{"first_name":"Jan","last_name":"Berg","email":"jan@voorbeeld.nl"}"#;
@@ -79,23 +79,13 @@ impl PgCli {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "kluis {args:?} failed ({:?}): {}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        success_stdout(args, self.run(args))
     }
 
     fn json(&self, args: &[&str]) -> Vec<Value> {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
-        self.ok(&a)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        json_lines(&self.ok(&a))
     }
 
     fn put(&self, subject: &str, record: &str) {

@@ -298,6 +298,7 @@ pub fn samples() -> Vec<(&'static str, Vec<u8>)> {
         data_keeps_watermark: true,
         saved_generation: Default::default(),
         may_save: None,
+        shared_file: false,
     };
     let body = ks.encode_body().to_vec();
     let file = seal_key_store_file(&body, SAMPLE_VAULT_ID, 4);

@@ -307,8 +307,12 @@ pub(crate) struct DataState {
     /// Set to stop a shared vault's listener thread (on drop).
     listener_stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Set by the listener when another process changed something: the schema (and the index
-    /// keys derived with it) is read again before the next use (`active_schema`).
+    /// keys derived with it) is read again before the next read (`refresh_if_stale`).
     stale: Arc<std::sync::atomic::AtomicBool>,
+    /// A random id of this process for its notifications (so it ignores its own).
+    process_id: String,
+    /// The refresh found erasures in the ledger the data lacks: re-applied inside the lease.
+    reapply_due: std::sync::atomic::AtomicBool,
 }
 
 /// What a vault holds of its keys: the key store, the unwrapped data keys it caches, the wraps in
@@ -696,6 +700,11 @@ impl Vault {
             vault.sync_store()?;
         }
         let mut vault = vault;
+        if vault.data.shared {
+            // The creation lock and the key store's lock file are a create's only: the processes
+            // that open the vault share it (and the key store file) through the write lease.
+            vault._locks = None;
+        }
         vault.start_listener();
         Ok(vault)
     }
@@ -1104,6 +1113,10 @@ impl Vault {
         let mut ks = ks;
         let held = lease.clone();
         ks.may_save = Some(Arc::new(move || held.is_held()));
+        ks.shared_file = shared;
+        if shared {
+            ledger.set_shared();
+        }
         ks.checkpoint_source = Some(durable_head.clone());
         ks.ledger_source = Some(ledger.durable());
         let ks_saved = ks.saved_generation.clone();
@@ -1124,6 +1137,8 @@ impl Vault {
                 shared,
                 listener_stop: None,
                 stale: Arc::default(),
+                process_id: random_process_id(),
+                reapply_due: Default::default(),
             },
             keys: KeyState {
                 store: Arc::new(Mutex::new(ks)),
@@ -1244,10 +1259,17 @@ impl Vault {
     /// brings this process's view up to date ([`Vault::refresh_shared`]); otherwise it only
     /// counts.
     pub(crate) fn write_lease(&self) -> Result<LeaseGuard<'_>, StorageError> {
-        self.data.lease.enter(&|| match self.data.shared {
+        let lease = self.data.lease.enter(&|| match self.data.shared {
             true => self.refresh_shared(),
             false => Ok(()),
-        })
+        })?;
+        if self.data.reapply_due.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.reapply_ledger() {
+                self.data.reapply_due.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(lease)
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -1360,12 +1382,20 @@ impl Vault {
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (keys, cache) = (self.keys.store.clone(), self.keys.cache.clone());
             let stale = self.data.stale.clone();
+            let me = self.data.process_id.clone();
             let heard = Arc::new(move |what: crate::storage::engine::postgres::Heard| {
-                tracing::debug!(heard = ?what, "another process changed the vault");
+                use crate::storage::engine::postgres::Heard;
+                if matches!(&what, Heard::Changed(from) if *from == me) {
+                    return; // this process's own change: nothing here is stale
+                }
                 cache.lock_unpoisoned().clear();
                 stale.store(true, Ordering::Release);
-                if let Err(e) = keys.lock_unpoisoned().reload_if_newer() {
-                    tracing::warn!(error = %e, "could not read the key store again");
+                let mut ks = keys.lock_unpoisoned();
+                if let Err(e) = ks.reload_if_newer() {
+                    // Re-sealed under other credentials (or gone): this process can no longer
+                    // follow the key store, so it must not keep KEKs the others may destroy.
+                    tracing::warn!(error = %e, "could not read the key store again; its keys are dropped from memory until the vault is opened again");
+                    ks.drop_key_material();
                 }
             });
             match PgStore::listen(target, heard, stop.clone()) {
@@ -1375,13 +1405,14 @@ impl Vault {
         }
     }
 
-    /// Tells the other processes of a shared vault that `what` changed (see `start_listener`).
-    pub(crate) fn notify_others(&self, what: &str) {
+    /// Tells the other processes of a shared vault that something changed (see
+    /// `start_listener`); the payload names this process (a random id, nothing else), so that its
+    /// own listener ignores it.
+    pub(crate) fn notify_others(&self) {
         #[cfg(feature = "engine-postgres")]
         if let Some(pg) = &self.data.handles.pg {
-            pg.notify(what);
+            pg.notify(&self.data.process_id);
         }
-        let _ = what;
     }
 
     /// Brings this process's view of a shared vault up to date at the start of its write lease:
@@ -1410,8 +1441,17 @@ impl Vault {
         if let Some(seen) = self.data.rows.get::<KeyStoreSeen>(&*self.data.store, &())? {
             self.data.key_store_seen.store(seen, Ordering::Release);
         }
-        if let Some(seen) = self.data.rows.get::<LedgerSeen>(&*self.data.store, &())? {
-            *self.data.ledger_seen.lock_unpoisoned() = seen;
+        let seen = self
+            .data
+            .rows
+            .get::<LedgerSeen>(&*self.data.store, &())?
+            .unwrap_or(Anchor::NONE);
+        *self.data.ledger_seen.lock_unpoisoned() = seen;
+        // Erasures the ledger holds but the data never recorded: a shredding batch lost after
+        // its ledger append (PostgreSQL crashed before the batch's commit was flushed, or its
+        // process died in between). They are re-applied, as at open, once the lease is held.
+        if self.keys.ledger.anchor().ahead_of(&seen) {
+            self.data.reapply_due.store(true, Ordering::Release);
         }
         self.reload_schema()?;
         self.dek_cache().clear();
@@ -1425,6 +1465,7 @@ impl Vault {
             .store
             .get(Table::Meta, META_SCHEMA)?
             .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
+        let before = self.active_schema();
         let ks = self.key_store();
         let (schema, field_ids) = decode_schema(&ks, &stored).map_err(|e| match e {
             OpenError::Storage(e) => e,
@@ -1434,7 +1475,12 @@ impl Vault {
         // schema staying as it was.
         let active = activate(&ks, schema, field_ids);
         drop(ks);
-        *self.schema.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
+        let mut current = self.schema.write().unwrap_or_else(|p| p.into_inner());
+        // Installed only if nothing newer was installed meanwhile (a schema change or an index
+        // rotation in this process): never an older schema put back over a newer one.
+        if Arc::ptr_eq(&current, &before) {
+            *current = Arc::new(active);
+        }
         Ok(())
     }
 
@@ -1580,7 +1626,7 @@ impl Vault {
         applied?;
         *head = next;
         if tell_others || (record_seen && self.data.shared) {
-            self.notify_others("changed");
+            self.notify_others();
         }
         if record_seen {
             self.data.key_store_seen.fetch_max(saved, Ordering::AcqRel);
@@ -1590,6 +1636,16 @@ impl Vault {
         }
         Ok(())
     }
+}
+
+/// 16 random hex digits naming this process in its notifications (no meaning beyond that).
+fn random_process_id() -> String {
+    let mut b = [0u8; 8];
+    if crypto::fill_random(&mut b).is_err() {
+        // Without randomness only the self-filter degrades (a process evicts on its own change).
+        return "unnamed".to_owned();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Whether an audited change makes data keys or KEKs that other processes may cache unusable (they

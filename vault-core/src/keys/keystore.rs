@@ -212,6 +212,9 @@ pub(crate) struct KeyStore {
     /// Whether a save may happen now (set by the vault: inside its write lease, so that no two
     /// processes sharing the file write it at once).
     pub(crate) may_save: Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Whether other processes write the same file (a vault on PostgreSQL): each save is then a
+    /// compare-and-swap on the file's generation (see [`KeyStore::save`]).
+    pub(crate) shared_file: bool,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -284,6 +287,7 @@ impl KeyStore {
             data_keeps_watermark: true,
             saved_generation: Default::default(),
             may_save: None,
+            shared_file: false,
         };
         ks.push_new_kek(Epoch::OpenEnded, now)?;
         let ledger_path = crate::keys::ledger::ledger_path(path);
@@ -408,12 +412,45 @@ impl KeyStore {
         fresh.checkpoint_source = self.checkpoint_source.take();
         fresh.saved_generation = self.saved_generation.clone();
         fresh.may_save = self.may_save.take();
+        fresh.shared_file = self.shared_file;
         fresh
             .saved_generation
             .fetch_max(h.generation, std::sync::atomic::Ordering::AcqRel);
         // The old one (and every KEK it held that the new file no longer has) is zeroized here.
         *self = fresh;
         Ok(true)
+    }
+
+    /// Locks `<key store>.lock` and checks the file is still at this key store's generation (see
+    /// [`KeyStore::save`]); `ResourceBusy` when another process holds the lock or moved it on.
+    fn lock_unchanged(&self) -> Result<fsutil::LockFile, StorageError> {
+        let busy = || {
+            StorageError::io(
+                Component::KeyStore,
+                &std::io::Error::from(std::io::ErrorKind::ResourceBusy),
+            )
+        };
+        let lock = fsutil::LockFile::acquire(&fsutil::temp_path(&self.path).with_extension("lock"))
+            .map_err(|e| match e {
+                fsutil::LockError::Held => busy(),
+                fsutil::LockError::Io(e) => StorageError::io(Component::KeyStore, &e),
+            })?;
+        let bytes = read_capped(&self.path).map_err(|_| busy())?;
+        let h = Header::parse(&bytes).map_err(|_| busy())?;
+        if h.generation != self.seal.generation {
+            return Err(busy());
+        }
+        Ok(lock)
+    }
+
+    /// Drops every KEK from memory (zeroized): a process sharing the vault that can
+    /// no longer read the key store again (it was re-sealed under other credentials) must not
+    /// keep keys the others may destroy. Every later unwrap fails until the vault is reopened.
+    pub(crate) fn drop_key_material(&mut self) {
+        for k in &mut self.keks {
+            k.key = None;
+        }
+        self.may_save = Some(std::sync::Arc::new(|| false));
     }
 
     /// Writes the key store atomically with the next generation number.
@@ -424,6 +461,13 @@ impl KeyStore {
                 "a key-store write outside the vault's write lease (a bug in kluis)",
             ));
         }
+        // A shared file: under a short lock on `<key store>.lock`, the file must still be the
+        // generation this process last read (a process that lost its write lease without knowing
+        // it must not put an older key store back over a newer one, reviving a destroyed KEK).
+        let _file_lock = match self.shared_file {
+            true => Some(self.lock_unchanged()?),
+            false => None,
+        };
         // The generation advances even if the write fails, so no two files ever share one.
         let generation = self.seal.generation + 1;
         self.seal.generation = generation;
@@ -864,6 +908,7 @@ pub(crate) fn decode_body(body: &[u8], path: &Path, seal: Seal) -> Result<KeySto
         data_keeps_watermark: body_version >= 2,
         saved_generation: Default::default(),
         may_save: None,
+        shared_file: false,
     })
 }
 
@@ -1002,4 +1047,66 @@ fn read_capped(path: &Path) -> Result<Vec<u8>, OpenError> {
         return Err(StorageError::corrupted(Component::KeyStore, "file too large").into());
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn two_handles(dir: &Path) -> (KeyStore, KeyStore) {
+        let path = dir.join("keystore.kluis");
+        let creds = Credentials::passphrase("shared key store test");
+        let kdf = KdfParams::danger_insecure_for_tests();
+        let policy = crate::keys::retention::EpochPolicy::default();
+        let (mut a, _ledger) =
+            KeyStore::create(&path, &creds, kdf, true, 1 << 20, policy, 0, true).unwrap();
+        let mut b = KeyStore::open(&path, &creds, true).unwrap();
+        a.shared_file = true;
+        b.shared_file = true;
+        (a, b)
+    }
+
+    /// Two processes sharing one key-store file: a save made from an older generation than the
+    /// file's is refused (it would put back a KEK the other destroyed), and goes through once
+    /// the file was read again; the reader takes the other's change, keys and all.
+    #[test]
+    fn a_shared_key_store_save_is_a_compare_and_swap_on_its_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, mut b) = two_handles(dir.path());
+        a.index_generation = 7;
+        a.save().unwrap();
+        b.index_generation = 9;
+        let refused = b.save().unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                StorageError::Io {
+                    kind: std::io::ErrorKind::ResourceBusy,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(b.reload_if_newer().unwrap(), "the newer file is read");
+        assert_eq!(b.index_generation, 7, "the other's change, not this one's");
+        assert!(!b.reload_if_newer().unwrap(), "nothing newer now");
+        b.index_generation = 9;
+        b.save().unwrap();
+        assert!(a.reload_if_newer().unwrap());
+        assert_eq!(a.index_generation, 9);
+    }
+
+    /// A process that cannot follow the key store any more (re-sealed under other credentials)
+    /// drops every KEK from memory and refuses to save.
+    #[test]
+    fn dropped_key_material_leaves_no_kek_and_no_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, _b) = two_handles(dir.path());
+        assert!(a.keks.iter().any(|k| k.key.is_some()));
+        a.drop_key_material();
+        assert!(a.keks.iter().all(|k| k.key.is_none()));
+        assert!(a.save().is_err());
+    }
 }

@@ -312,6 +312,9 @@ pub(crate) struct Ledger {
     changed: Condvar,
     /// The durable tip: what key-store saves anchor and data batches record.
     durable: Arc<Mutex<Anchor>>,
+    /// Whether other processes append to the same file (a vault on PostgreSQL): each flush first
+    /// checks that the file ends where this process last saw it end.
+    shared: std::sync::atomic::AtomicBool,
     /// Unit tests: runs before each flush's write (outside the state lock), and counts flushes.
     #[cfg(test)]
     before_write: Mutex<Option<Box<dyn Fn() + Send>>>,
@@ -383,6 +386,7 @@ impl Ledger {
             }),
             changed: Condvar::new(),
             durable: Arc::new(Mutex::new(Anchor::NONE)),
+            shared: Default::default(),
             #[cfg(test)]
             before_write: Mutex::new(None),
             #[cfg(test)]
@@ -848,6 +852,16 @@ impl Ledger {
             self.undo(&mut st, e, false);
             return st;
         };
+        // A file shared with other processes (a vault on PostgreSQL) must end where this one
+        // last saw it end: if another process appended meanwhile (it took the vault's write
+        // lease while this one had lost it), nothing is written, and nothing is cut back.
+        if self.shared.load(std::sync::atomic::Ordering::Acquire)
+            && file.metadata().map(|m| m.len()).ok() != Some(st.written.len)
+        {
+            let e = io_err(&std::io::Error::from(std::io::ErrorKind::ResourceBusy));
+            self.undo(&mut st, e, true);
+            return st;
+        }
         st.flushing = true;
         let bytes = std::mem::take(&mut st.pending);
         let records = std::mem::take(&mut st.pending_records);
@@ -988,6 +1002,12 @@ impl Ledger {
         };
     }
 
+    /// Marks the file as shared with other processes (see the `shared` field).
+    pub(crate) fn set_shared(&self) {
+        self.shared
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Reads the file again when another process sharing the vault (a vault on PostgreSQL)
     /// appended to it or replaced it: its length or generation differs from this one's view.
     /// The caller holds the vault's write lease, so no other process appends meanwhile; a torn
@@ -1026,6 +1046,8 @@ impl Ledger {
         (st.written, st.synced, st.queued) = (p.valid, p.valid, p.valid);
         st.entries = p.entries;
         st.cut_to = None;
+        // A flush refused because the file had moved on is behind us: appends may go on.
+        st.broken = None;
         *self.durable.lock_unpoisoned() = Anchor {
             generation: p.generation,
             count: p.valid.count,
@@ -1222,6 +1244,45 @@ mod tests {
     fn reopen(dir: &Path, root: &SecretKey) -> Vec<LedgerEntry> {
         let o = Ledger::open(&dir.join("keystore.kluis"), root, [7; 16], true, &[]).unwrap();
         o.ledger.entries()
+    }
+
+    /// Two processes appending to one shared ledger file take turns (the vault's write lease);
+    /// one that lost its turn without knowing (its view of the file is stale) writes nothing
+    /// and cuts nothing, and appends again once it has read the file again.
+    #[test]
+    fn a_shared_ledger_refuses_a_stale_append_and_follows_after_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, root) = new_ledger(dir.path());
+        let b = Ledger::open(
+            &dir.path().join("keystore.kluis"),
+            &root,
+            [7; 16],
+            true,
+            &[],
+        )
+        .unwrap()
+        .ledger;
+        a.set_shared();
+        b.set_shared();
+        a.append(vec![entry(1)]).unwrap();
+        assert!(
+            b.append(vec![entry(2)]).is_err(),
+            "b's view ends before a's record"
+        );
+        assert_eq!(
+            reopen(dir.path(), &root),
+            vec![entry(1)],
+            "nothing written or cut"
+        );
+        assert!(b.refresh().unwrap());
+        b.append(vec![entry(2)]).unwrap();
+        assert!(a.refresh().unwrap());
+        a.append(vec![entry(3)]).unwrap();
+        assert_eq!(
+            reopen(dir.path(), &root),
+            vec![entry(1), entry(2), entry(3)]
+        );
+        assert!(!a.refresh().unwrap(), "nothing new");
     }
 
     /// Holds the first flush's write until released; returns the release switch and the signal

@@ -304,7 +304,8 @@ impl Vault {
     /// **While it runs, `find` misses records not rebuilt yet.** If it is interrupted, those records
     /// keep tags under the old root, which no lookup matches: **run it again after an
     /// interruption** — every run recomputes all tags from the plaintext, so a complete run repairs
-    /// a partial one. Run it without concurrent writers (the CLI holds the vault exclusively).
+    /// a partial one. Run it without concurrent writers (the CLI holds a vault directory
+    /// exclusively; on PostgreSQL, other processes write between its steps, under the new root).
     /// Fields whose data key is shredded (or whose KEK is destroyed) lose their index rows.
     pub fn rotate_index(
         &self,

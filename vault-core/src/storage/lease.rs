@@ -140,9 +140,17 @@ impl Lease {
         }
         st.acquiring = true;
         drop(st);
+        // Should the refresh panic, the guard lets the lock go and wakes the waiters, so that
+        // neither this process's writers nor other processes wait for ever.
+        let mut unwinding = AcquireGuard {
+            lease: self,
+            shared: shared.as_ref(),
+            armed: true,
+        };
         let taken = shared
             .acquire()
             .and_then(|()| refresh().inspect_err(|_| shared.release()));
+        unwinding.armed = false;
         let mut st = self.state.lock_unpoisoned();
         st.acquiring = false;
         if taken.is_ok() {
@@ -173,6 +181,23 @@ impl Lease {
         st.since = None;
         drop(st);
         self.changed.notify_all();
+    }
+}
+
+/// Undoes a half-done acquisition when its refresh panics (see [`Lease::enter`]).
+struct AcquireGuard<'a> {
+    lease: &'a Lease,
+    shared: &'a dyn SharedLock,
+    armed: bool,
+}
+
+impl Drop for AcquireGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.release();
+            self.lease.state.lock_unpoisoned().acquiring = false;
+            self.lease.changed.notify_all();
+        }
     }
 }
 
@@ -295,6 +320,19 @@ mod tests {
         drop(outer);
         assert_eq!(lock.acquired.load(Ordering::SeqCst), 1);
         assert_eq!(lock.released.load(Ordering::SeqCst), 1);
+    }
+
+    /// A refresh that panics lets the lock go and the next writer in (nothing waits for ever).
+    #[test]
+    fn a_panicking_refresh_does_not_block_the_lease() {
+        let lock = Arc::new(Counting::default());
+        let lease = Lease::new(Some(lock.clone()), true);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = lease.enter(&|| panic!("damaged file"));
+        }));
+        assert!(r.is_err());
+        assert_eq!(lock.released.load(Ordering::SeqCst), 1);
+        drop(lease.enter(&|| Ok(())).unwrap());
     }
 
     /// A vault of one process has no shared lock: entering only counts.

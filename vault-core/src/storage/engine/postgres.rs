@@ -564,7 +564,14 @@ fn listen_once(
         .batch_execute(&format!("LISTEN \"{channel}\""))
         .map_err(map)?;
     heard(Heard::Connected);
+    let mut last_probe = std::time::Instant::now();
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        // A connection a firewall or NAT dropped without a reset looks idle forever: probe it
+        // now and then, so a dead one is noticed (and the caches flushed on reconnect).
+        if last_probe.elapsed() > std::time::Duration::from_secs(10) {
+            client.simple_query("SELECT 1").map_err(map)?;
+            last_probe = std::time::Instant::now();
+        }
         use postgres::fallible_iterator::FallibleIterator;
         let next = client
             .notifications()
@@ -873,14 +880,20 @@ impl Store for PgStore {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        // One round trip: a transaction that commits synchronously flushes the WAL up to its
-        // commit record, and so every batch committed before it (by any session).
+        // A transaction that commits synchronously flushes the WAL up to its commit record, and
+        // so every batch committed before it (by any session). Through the client's transaction
+        // (rolled back when dropped unfinished), so a failure never leaves the pooled session
+        // inside an aborted transaction.
         let sql = format!(
-            "BEGIN; SET LOCAL synchronous_commit = on; \
-             UPDATE {}.sync_point SET n = n + 1 WHERE id = 1; COMMIT",
+            "UPDATE {}.sync_point SET n = n + 1 WHERE id = 1",
             self.pool.target.quoted_schema()
         );
-        self.pool.with(|c| c.client.batch_execute(&sql))
+        self.pool.with(|c| {
+            let mut tx = c.client.transaction()?;
+            tx.batch_execute("SET LOCAL synchronous_commit = on")?;
+            tx.execute(sql.as_str(), &[])?;
+            tx.commit()
+        })
     }
 }
 
