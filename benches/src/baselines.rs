@@ -5,8 +5,9 @@ use ring::hmac;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use vault_core::engine::postgres::PgStore;
 use vault_core::engine::{Engine, EngineConfig, EngineStore, Mode};
-use vault_core::store::{Table, WriteBatch};
+use vault_core::store::{Store, Table, WriteBatch};
 use vault_core::StorageError;
 
 fn sled_config(dir: &std::path::Path) -> sled::Config {
@@ -46,8 +47,19 @@ fn prefixed(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
 /// with the settings kluis uses (64 MiB cache, background flush every 500 ms), so kluis and its
 /// baseline differ only in what kluis adds on top of the engine. Records go to the `Record` table
 /// under the 16-byte id, index entries to the `Index` table under e-mail ‖ id.
+///
+/// [`PlainStore::on_postgres`] puts the same rows in PostgreSQL instead (a `PgStore` in a schema of
+/// its own: one table per kluis table, the same keys and values), the baseline for a kluis vault on
+/// PostgreSQL.
 pub struct PlainStore {
-    store: Arc<dyn EngineStore>,
+    store: Arc<dyn Store>,
+    backend: Backend,
+}
+
+/// The store behind a [`PlainStore`], for its size.
+enum Backend {
+    Engine(Arc<dyn EngineStore>),
+    Postgres(Arc<PgStore>),
 }
 
 fn plain_err(e: StorageError) -> std::io::Error {
@@ -69,7 +81,18 @@ impl PlainStore {
         };
         let store = vault_core::engine::open(engine, dir, &EngineConfig::default(), mode)
             .map_err(plain_err)?;
-        Ok(PlainStore { store })
+        Ok(PlainStore {
+            store: store.clone(),
+            backend: Backend::Engine(store),
+        })
+    }
+    /// A plaintext store on an opened PostgreSQL store (see [`crate::pg::PgBench::plain_store`]).
+    pub fn on_postgres(store: PgStore) -> Self {
+        let store = Arc::new(store);
+        PlainStore {
+            store: store.clone(),
+            backend: Backend::Postgres(store),
+        }
     }
     /// Stores a record and its e-mail index entry (replacing the old index entry on update).
     pub fn put(&self, id: &[u8; 16], record: &Value) -> std::io::Result<()> {
@@ -172,9 +195,13 @@ impl PlainStore {
     pub fn sync(&self, _dir: &std::path::Path) -> std::io::Result<()> {
         self.store.sync().map_err(plain_err)
     }
-    /// Bytes on disk.
+    /// Bytes on disk (PostgreSQL: the schema's tables, their indexes and TOAST).
     pub fn size_on_disk(&self) -> std::io::Result<u64> {
-        self.store.size_on_disk().map_err(plain_err)
+        match &self.backend {
+            Backend::Engine(e) => e.size_on_disk(),
+            Backend::Postgres(p) => p.size(),
+        }
+        .map_err(plain_err)
     }
     /// (rows, key + value bytes) stored: the logical size, before the engine's own overhead (each
     /// key counted with its one-byte table tag, as the engine stores it).

@@ -15,6 +15,16 @@
 //! `BENCH_TMP` chooses the directory for the stores (default: the system temp dir).
 //! `--rss-child kluis|kluis-cache16|plaintext N` is the child process the `rss` section runs
 //! (`kluis-cache16`: engine cache 16 MiB instead of the default 64 MiB).
+//!
+//! `--pg` (connection from `KLUIS_TEST_PG`) or `--pg-conn CONN`: kluis on a PostgreSQL vault against
+//! plaintext rows in the same PostgreSQL (`PlainStore` on a `PgStore`), each store in a schema of its
+//! own, all dropped at the end; sections `ops` and `admin` only, threads 1,4 by default (in one
+//! process: one process per vault is all issue 14's first step allows). E.g.
+//! `.ci/with-postgres target/release/throughput 20000 --pg --only ops,admin --markdown`.
+//!
+//! `--pg --instances 1,2,4` (issue 14 step 2): instead of the sections, for each instance count k
+//! one vault and one plaintext schema used by k worker processes at once (this binary re-run with
+//! the hidden `--pg-worker`), phase by phase with a barrier between phases; see `instances.rs`.
 
 #![allow(
     clippy::print_stdout,
@@ -28,9 +38,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "throughput/instances.rs"]
+mod instances;
+
+use benches::pg::PgBench;
 use benches::probe::{cpu_seconds, status_kib};
 use benches::{customer, email_of, invoice, CryptoFloor, NaiveStore, PlainStore, Rng};
 use serde_json::{json, Value};
+use vault_core::engine::postgres::PgStore;
+use vault_core::engine::Mode as PgMode;
 use vault_core::{
     engine::Engine, Credentials, Durability, Epoch, KdfParams, KekState, MockClock, Record,
     Request, SubjectId, Vault, VaultPaths,
@@ -254,7 +270,66 @@ fn mode_name(d: Durability) -> &'static str {
     }
 }
 
-fn open_vault(dir: &Path, d: Durability, clock: Option<Arc<MockClock>>) -> Vault {
+/// Where a section keeps its stores: data directories under `dir`, or with `--pg` one PostgreSQL
+/// schema per store (named after `label`; the key stores stay in files under `dir`).
+#[derive(Clone)]
+struct Place<'a> {
+    dir: PathBuf,
+    label: String,
+    pg: Option<&'a PgBench>,
+}
+
+impl<'a> Place<'a> {
+    fn local(dir: &Path) -> Place<'a> {
+        Place {
+            dir: dir.to_path_buf(),
+            label: String::new(),
+            pg: None,
+        }
+    }
+    fn join(&self, name: &str) -> Place<'a> {
+        let label = match self.label.as_str() {
+            "" => name.to_owned(),
+            l => format!("{l}_{name}"),
+        };
+        Place {
+            dir: self.dir.join(name),
+            label,
+            pg: self.pg,
+        }
+    }
+    /// A vault's paths here (PostgreSQL: the schema for `label`, the key store under `dir`).
+    fn vault_paths(&self) -> VaultPaths {
+        match self.pg {
+            None => VaultPaths::in_dir(&self.dir),
+            Some(pg) => {
+                std::fs::create_dir_all(self.dir.join("keys")).unwrap();
+                VaultPaths::postgres(
+                    pg.target(&self.label),
+                    self.dir.join("keys").join("keystore.kluis"),
+                )
+            }
+        }
+    }
+    /// The plaintext baseline here: this run's engine in `dir`, or its own PostgreSQL schema.
+    fn plain(&self) -> PlainStore {
+        match self.pg {
+            None => PlainStore::open(&self.dir).unwrap(),
+            Some(pg) => PlainStore::on_postgres(pg.plain_store(&self.label).unwrap()),
+        }
+    }
+    /// Bytes of the vault's data here (its data directory, or its schema's tables).
+    fn vault_bytes(&self) -> u64 {
+        match self.pg {
+            None => dir_size(&self.dir.join("data")),
+            Some(pg) => PgStore::open(&pg.target(&self.label), &Default::default(), PgMode::Open)
+                .and_then(|s| s.size())
+                .unwrap_or(0),
+        }
+    }
+}
+
+fn open_vault(place: &Place, d: Durability, clock: Option<Arc<MockClock>>) -> Vault {
     let mut opts = benches::vault_options()
         .durability(d)
         .kdf(KdfParams::danger_insecure_for_tests())
@@ -263,7 +338,7 @@ fn open_vault(dir: &Path, d: Durability, clock: Option<Arc<MockClock>>) -> Vault
         opts = opts.clock(c);
     }
     Vault::create(
-        &VaultPaths::in_dir(dir),
+        &place.vault_paths(),
         &Credentials::passphrase("bench"),
         benches::schema(),
         opts,
@@ -338,21 +413,24 @@ fn bench_tmp() -> tempfile::TempDir {
 
 /// Record operations on N customers: put (new subject), get (full, 2 fields), find by e-mail,
 /// update, delete; kluis against plaintext on the same engine, naive and the crypto floor, with `threads` threads.
-fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
-    let dir = root.join(format!("ops-{threads}"));
-    let vault = open_vault(&dir.join("kluis"), Durability::Relaxed, None);
+/// With `--pg`, both in PostgreSQL, without the naive store, the two-call puts and plaintext sled.
+fn ops(rep: &mut Report, place: &Place, n: u64, threads: usize, puts_only: bool) {
+    let at = place.join(&format!("ops-{threads}"));
+    let dir = at.dir.clone();
+    let on_pg = at.pg.is_some();
+    let vault = open_vault(&at.join("kluis"), Durability::Relaxed, None);
     // The same puts the pre-`create_subject_with` way (two calls, two batches), for the ratio
     // between the two in the same run.
     // Left out above 200k customers: a second full kluis store of the same size (disk).
-    let two_calls = (n <= TWO_CALLS_MAX)
-        .then(|| open_vault(&dir.join("kluis-two-calls"), Durability::Relaxed, None));
-    let plain = PlainStore::open(&dir.join("plain")).unwrap();
+    let two_calls = (n <= TWO_CALLS_MAX && !on_pg)
+        .then(|| open_vault(&at.join("kluis-two-calls"), Durability::Relaxed, None));
+    let plain = at.join("plain").plain();
     // Issue 13's "what a shop on sled has today": plaintext puts on sled, in the same run, when
     // kluis runs on another engine.
-    let plain_sled = (benches::engine() != Engine::Sled)
+    let plain_sled = (benches::engine() != Engine::Sled && !on_pg)
         .then(|| PlainStore::open_on(Engine::Sled, &dir.join("plain-sled")).unwrap());
     let mut ps = Sample::default();
-    let naive = NaiveStore::open(&dir.join("naive")).unwrap();
+    let naive = (!on_pg).then(|| NaiveStore::open(&dir.join("naive")).unwrap());
     let mut subjects: Vec<Option<SubjectId>> = vec![None; n as usize];
     let (mut kp, mut k2, mut pp, mut np, mut fp) = (
         Sample::default(),
@@ -396,9 +474,11 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
                 par(&values, threads, |(i, v)| sled.put(&pid(*i), v).unwrap())
             }));
         }
-        np.add(measure(end - start, || {
-            par(&values, threads, |(i, v)| naive.put(&pid(*i), v).unwrap())
-        }));
+        if let Some(naive) = &naive {
+            np.add(measure(end - start, || {
+                par(&values, threads, |(i, v)| naive.put(&pid(*i), v).unwrap())
+            }));
+        }
         let fields: Vec<Vec<Vec<u8>>> =
             values.iter().map(|(_, v)| CryptoFloor::fields(v)).collect();
         fp.add(measure(end - start, || {
@@ -417,6 +497,7 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
         start = end;
     }
     let subjects: Vec<SubjectId> = subjects.into_iter().map(Option::unwrap).collect();
+    let np = naive.as_ref().map(|_| np);
     let row = |op: &str, k, p, nv, f| Row {
         section: "ops",
         op: op.into(),
@@ -433,7 +514,7 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
         "put (new subject, 8-field customer + index)",
         kp,
         Some(pp),
-        Some(np),
+        np,
         Some(fp),
     ));
     if two_calls.is_some() {
@@ -441,7 +522,7 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
             "put as create_subject + put (two batches)",
             k2,
             Some(pp),
-            Some(np),
+            np,
             None,
         ));
     }
@@ -472,7 +553,9 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
     par(&order, threads, |&i| {
         std::hint::black_box(vault.get(&subjects[i as usize], "customer").unwrap());
         std::hint::black_box(plain.get(&pid(i)).unwrap());
-        std::hint::black_box(naive.get(&pid(i)).unwrap());
+        if let Some(naive) = &naive {
+            std::hint::black_box(naive.get(&pid(i)).unwrap());
+        }
     });
     let k = measure(n, || {
         par(&order, threads, |&i| {
@@ -484,9 +567,11 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
             std::hint::black_box(plain.get(&pid(i)).unwrap());
         })
     });
-    let nv = measure(n, || {
-        par(&order, threads, |&i| {
-            std::hint::black_box(naive.get(&pid(i)).unwrap());
+    let nv = naive.as_ref().map(|naive| {
+        measure(n, || {
+            par(&order, threads, |&i| {
+                std::hint::black_box(naive.get(&pid(i)).unwrap());
+            })
         })
     });
     // Floor: open the fields of the sealed records (sealed outside the timing).
@@ -502,7 +587,7 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
             std::hint::black_box(f0.open(s));
         })
     });
-    rep.row(row("get (full record)", k, Some(p), Some(nv), Some(f)));
+    rep.row(row("get (full record)", k, Some(p), nv, Some(f)));
     let k2 = measure(n, || {
         par(&order, threads, |&i| {
             std::hint::black_box(
@@ -516,7 +601,7 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
         "get (2 fields) vs full plaintext get",
         k2,
         Some(p),
-        Some(nv),
+        nv,
         None,
     ));
 
@@ -539,12 +624,14 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
             assert_eq!(plain.find(e).unwrap().len(), 1);
         })
     });
-    let nv = measure(q, || {
-        par(&look, threads, |(_, e)| {
-            assert_eq!(naive.find(e).unwrap().len(), 1);
+    let nv = naive.as_ref().map(|naive| {
+        measure(q, || {
+            par(&look, threads, |(_, e)| {
+                assert_eq!(naive.find(e).unwrap().len(), 1);
+            })
         })
     });
-    rep.row(row("find by e-mail", k, Some(p), Some(nv), None));
+    rep.row(row("find by e-mail", k, Some(p), nv, None));
 
     // Update: a new phone number and e-mail (the index entry moves).
     let upd: Vec<(u64, Value)> = order
@@ -569,10 +656,12 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
     let p = measure(q, || {
         par(&upd, threads, |(i, v)| plain.update(&pid(*i), v).unwrap())
     });
-    let nv = measure(q, || {
-        par(&upd, threads, |(i, v)| naive.update(&pid(*i), v).unwrap())
+    let nv = naive.as_ref().map(|naive| {
+        measure(q, || {
+            par(&upd, threads, |(i, v)| naive.update(&pid(*i), v).unwrap())
+        })
     });
-    rep.row(row("update (phone + e-mail)", k, Some(p), Some(nv), None));
+    rep.row(row("update (phone + e-mail)", k, Some(p), nv, None));
 
     // Delete: the records updated above.
     let del: Vec<u64> = order.iter().take(q as usize).copied().collect();
@@ -584,51 +673,69 @@ fn ops(rep: &mut Report, root: &Path, n: u64, threads: usize, puts_only: bool) {
     let p = measure(q, || {
         par(&del, threads, |&i| plain.delete(&pid(i)).unwrap())
     });
-    let nv = measure(q, || {
-        par(&del, threads, |&i| naive.delete(&pid(i)).unwrap())
+    let nv = naive.as_ref().map(|naive| {
+        measure(q, || {
+            par(&del, threads, |&i| naive.delete(&pid(i)).unwrap())
+        })
     });
-    rep.row(row("delete (record + index)", k, Some(p), Some(nv), None));
+    rep.row(row("delete (record + index)", k, Some(p), nv, None));
 
     if threads == 1 {
         vault.sync().unwrap();
         drop(vault);
         let _ = plain.sync(&dir.join("plain"));
-        let kd = dir_size(&dir.join("kluis").join("data"));
+        let kd = at.join("kluis").vault_bytes();
         let pd = plain
             .size_on_disk()
             .unwrap_or(0)
             .max(dir_size(&dir.join("plain")));
-        let nd = dir_size(&dir.join("naive"));
+        let nd = naive.as_ref().map_or("-".into(), |_| {
+            format!("{:.1} MiB", dir_size(&dir.join("naive")) as f64 / 1048576.0)
+        });
         rep.note(format!(
-            "disk after {n} customers (and {q} deleted): kluis data dir {:.1} MiB ({:.0} B/customer), \
-             plaintext {:.1} MiB ({:.0} B/customer), naive {:.1} MiB",
+            "disk after {n} customers (and {q} deleted): kluis data {:.1} MiB ({:.0} B/customer), \
+             plaintext {:.1} MiB ({:.0} B/customer), naive {nd}",
             kd as f64 / 1048576.0,
             kd as f64 / n as f64,
             pd as f64 / 1048576.0,
             pd as f64 / n as f64,
-            nd as f64 / 1048576.0
         ));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Lifecycle sweeps on M subjects (mock clock): invoices, rotate data keys, retire (rotate) the
-/// epoch KEK, forget, expire.
-fn admin(rep: &mut Report, root: &Path, m: u64, sections: &dyn Fn(&str) -> bool) {
-    let dir = root.join("admin");
-    let clock = Arc::new(MockClock::new(T0));
-    let vault = open_vault(&dir.join("kluis"), Durability::Relaxed, Some(clock.clone()));
-    let plain = PlainStore::open(&dir.join("plain")).unwrap();
-    let req = Request::new("bench", "benchmark");
-    let mut subjects = Vec::with_capacity(m as usize);
-    for i in 0..m {
+/// Stores customers `0..m` in `vault` (create_subject, then put) and in `plain`, on `threads`
+/// threads (untimed set-up); returns the subjects in order.
+fn load_customers(vault: &Vault, plain: &PlainStore, m: u64, threads: usize) -> Vec<SubjectId> {
+    let cells: Vec<std::sync::Mutex<Option<SubjectId>>> =
+        (0..m).map(|_| std::sync::Mutex::new(None)).collect();
+    let idx: Vec<u64> = (0..m).collect();
+    par(&idx, threads, |&i| {
         let s = vault.create_subject().unwrap();
         vault
             .put(&s, "customer", &Record::from_json(customer(i)).unwrap())
             .unwrap();
         plain.put(&pid(i), &customer(i)).unwrap();
-        subjects.push(s);
-    }
+        *cells[i as usize].lock().unwrap() = Some(s);
+    });
+    cells
+        .into_iter()
+        .map(|c| c.into_inner().unwrap().unwrap())
+        .collect()
+}
+
+/// Lifecycle sweeps on M subjects (mock clock): invoices, rotate data keys, retire (rotate) the
+/// epoch KEK, forget, expire.
+/// Forget and the plaintext deletes of the expire baseline run on `threads` threads; expire itself
+/// is one sweep call.
+fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn Fn(&str) -> bool) {
+    let at = place.join(&format!("admin-{threads}"));
+    let dir = at.dir.clone();
+    let clock = Arc::new(MockClock::new(T0));
+    let vault = open_vault(&at.join("kluis"), Durability::Relaxed, Some(clock.clone()));
+    let plain = at.join("plain").plain();
+    let req = Request::new("bench", "benchmark");
+    let subjects = load_customers(&vault, &plain, m, threads);
     // Every 10th customer has an invoice (a second purpose, kept on forget).
     let inv: Vec<u64> = (0..m).step_by(10).collect();
     let irec: Vec<(u64, Record)> = inv
@@ -727,20 +834,18 @@ fn admin(rep: &mut Report, root: &Path, m: u64, sections: &dyn Fn(&str) -> bool)
     // Forget 10% (customers with an invoice keep the invoicing purpose).
     let f: Vec<u64> = (0..m).step_by(10).chain((5..m).step_by(10)).collect();
     let k = measure(f.len() as u64, || {
-        for &i in &f {
+        par(&f, threads, |&i| {
             vault.forget(&subjects[i as usize], &req, false).unwrap();
-        }
+        })
     });
     let p = measure(f.len() as u64, || {
-        for &i in &f {
-            plain.delete(&pid(i)).unwrap();
-        }
+        par(&f, threads, |&i| plain.delete(&pid(i)).unwrap())
     });
     rep.row(Row {
         section: "admin",
         op: "forget subject vs plaintext delete".into(),
         n: m,
-        threads: 1,
+        threads,
         mode: "none",
         unit: "subj",
         kluis: k,
@@ -760,15 +865,13 @@ fn admin(rep: &mut Report, root: &Path, m: u64, sections: &dyn Fn(&str) -> bool)
     k.ops = x.total();
     let rest: Vec<u64> = (0..m).filter(|i| i % 10 != 0 && i % 10 != 5).collect();
     let p = measure(rest.len() as u64, || {
-        for &i in &rest {
-            plain.delete(&pid(i)).unwrap();
-        }
+        par(&rest, threads, |&i| plain.delete(&pid(i)).unwrap())
     });
     rep.row(Row {
         section: "admin",
-        op: "expire sweep (due pairs) vs plaintext delete".into(),
+        op: "expire sweep (one call) vs plaintext deletes".into(),
         n: m,
-        threads: 1,
+        threads,
         mode: "none",
         unit: "pair",
         kluis: k,
@@ -790,7 +893,7 @@ fn admin(rep: &mut Report, root: &Path, m: u64, sections: &dyn Fn(&str) -> bool)
 /// Durable puts (real fsync): per-operation against group commit, 1, 2 and 16 writer threads.
 fn durable(rep: &mut Report, root: &Path) {
     let run = |name: &str, mode: Durability, threads: usize, per_thread: u64| -> Sample {
-        let v = open_vault(&root.join(name), mode, None);
+        let v = open_vault(&Place::local(&root.join(name)), mode, None);
         let items: Vec<(u64, Record)> = (0..threads as u64 * per_thread)
             .map(|i| (i, Record::from_json(customer(i)).unwrap()))
             .collect();
@@ -1094,6 +1197,22 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(2);
     }
+    let pg = match benches::pg::take_pg_args(&mut args)
+        .and_then(|c| c.map(|c| PgBench::new(&c)).transpose())
+    {
+        Ok(pg) => pg,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(p) = args.iter().position(|a| a == "--pg-worker") {
+        instances::worker(
+            pg.as_ref().expect("--pg-worker needs --pg-conn"),
+            &args[p + 1..],
+        );
+        return;
+    }
     if let Some(p) = args.iter().position(|a| a == "--rss-child") {
         let kind = args.get(p + 1).map(String::as_str).unwrap_or("kluis");
         let n = args
@@ -1104,10 +1223,15 @@ fn main() {
         return;
     }
     let mut n = 100_000u64;
-    let mut threads = vec![1usize, 2];
+    let mut threads = if pg.is_some() {
+        vec![1usize, 4]
+    } else {
+        vec![1usize, 2]
+    };
     let (mut json_out, mut markdown) = (false, false);
     let mut only: Option<Vec<String>> = None;
     let (mut admin_n, mut import_n) = (None, None);
+    let mut inst: Option<Vec<usize>> = None;
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -1123,6 +1247,10 @@ fn main() {
                 only = Some(next.split(',').map(str::to_owned).collect());
                 i += 1;
             }
+            "--instances" => {
+                inst = Some(next.split(',').filter_map(|t| t.parse().ok()).collect());
+                i += 1;
+            }
             "--admin-n" => {
                 admin_n = next.parse().ok();
                 i += 1;
@@ -1133,7 +1261,7 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "throughput [N] [--engine sled|redb|fjall] [--threads 1,2] [--admin-n M] \
+                    "throughput [N] [--engine sled|redb|fjall | --pg [--pg-conn CONN]] [--threads 1,2] [--instances 1,2,4] [--admin-n M] \
                      [--import-n M] [--json] [--markdown] \
                      [--only ops,put,admin,rotate-dek,durable,open,import,rss]"
                 );
@@ -1151,7 +1279,10 @@ fn main() {
     }
     let admin_n = admin_n.unwrap_or(n.min(20_000));
     let import_n = import_n.unwrap_or(n.min(20_000));
-    let on = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    // On PostgreSQL only the record operations and the lifecycle sweeps (the other sections
+    // measure files and processes of the embedded engines).
+    let pg_section = |s: &str| pg.is_none() || ["ops", "put", "admin", "rotate-dek"].contains(&s);
+    let on = |s: &str| pg_section(s) && only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
     let tmp = bench_tmp();
     let mut rep = Report {
         rows: Vec::new(),
@@ -1162,19 +1293,38 @@ fn main() {
         eprintln!(
             "kluis throughput on {}: N={n}, threads {threads:?}, admin M={admin_n}, import M={import_n}, \
              {} CPUs, tmp {}",
-            benches::engine(),
+            pg.as_ref()
+                .map_or(benches::engine().to_string(), |_| "postgres".into()),
             std::thread::available_parallelism().map_or(0, |p| p.get()),
             tmp.path().display()
         );
     }
     let t = Instant::now();
-    if on("ops") || on("put") {
-        for &th in &threads {
-            ops(&mut rep, tmp.path(), n, th, !on("ops"));
+    let place = Place {
+        pg: pg.as_ref(),
+        ..Place::local(tmp.path())
+    };
+    if let (Some(ks), Some(pg)) = (&inst, &pg) {
+        for &k in ks {
+            instances::run(&mut rep, &place, pg, n, k);
         }
     }
+    let on = |s: &str| inst.is_none() && on(s);
+    if on("ops") || on("put") {
+        for &th in &threads {
+            ops(&mut rep, &place, n, th, !on("ops"));
+        }
+    }
+    // Forget and expire's plaintext deletes on each thread count on PostgreSQL; else 1 thread.
+    let admin_threads = if pg.is_some() {
+        threads.clone()
+    } else {
+        vec![1]
+    };
     if on("admin") || on("rotate-dek") {
-        admin(&mut rep, tmp.path(), admin_n, &|s| on(s));
+        for &th in &admin_threads {
+            admin(&mut rep, &place, admin_n, th, &|s| on(s));
+        }
     }
     if on("durable") {
         durable(&mut rep, tmp.path());
@@ -1188,14 +1338,30 @@ fn main() {
     if on("rss") {
         rss(&mut rep, n);
     }
-    rep.note(format!(
-        "engine {} for kluis and the plaintext baseline (the naive baseline stays on sled)",
-        benches::engine()
-    ));
+    rep.note(match &pg {
+        Some(_) if inst.is_some() => "engine postgres for kluis and the plaintext baseline; \
+            instances = worker processes on one vault (and one plaintext schema), one thread each; \
+            a phase's rate = total ops ÷ the slowest worker's wall time; CPU = the workers' sum"
+            .to_owned(),
+        Some(_) => "engine postgres for kluis and the plaintext baseline (each store its own \
+                    schema, dropped at the end; one process per vault, as in issue 14 step 1); \
+                    CPU figures are this process's only, not the PostgreSQL server's"
+            .to_owned(),
+        None => format!(
+            "engine {} for kluis and the plaintext baseline (the naive baseline stays on sled)",
+            benches::engine()
+        ),
+    });
+    if let Some(left) = pg.as_ref().map(PgBench::drop_schemas).filter(|l| *l > 0) {
+        rep.note(format!("{left} PostgreSQL schemas could not be dropped"));
+    }
     rep.note(format!("total run time {:.0} s", t.elapsed().as_secs_f64()));
     if json_out {
         print_json(&rep);
     } else if markdown {
+        if inst.is_some() {
+            instances::print_table(&rep);
+        }
         print_markdown(&rep);
     } else {
         print_plain(&rep);
