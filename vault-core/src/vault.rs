@@ -376,6 +376,9 @@ impl<S: Store + ?Sized> Store for Shared<S> {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.0.get(t, k)
     }
+    fn get_many(&self, t: Table, k: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        self.0.get_many(t, k)
+    }
     fn scan_prefix(
         &self,
         t: Table,
@@ -398,6 +401,43 @@ impl<S: Store + ?Sized> Store for Shared<S> {
     }
     fn sync(&self) -> Result<(), StorageError> {
         self.0.sync()
+    }
+}
+
+/// The meta rows a shared vault's hand-over reads, authenticated and decoded.
+struct SharedMeta {
+    head: crate::format::audit::Head,
+    key_store_seen: Option<u64>,
+    ledger_seen: Anchor,
+    schema: Vec<u8>,
+}
+
+impl SharedMeta {
+    fn read(v: &Vault) -> Result<SharedMeta, StorageError> {
+        let keys: [&[u8]; 4] = [
+            &AuditHead::key(&()),
+            &KeyStoreSeen::key(&()),
+            &LedgerSeen::key(&()),
+            META_SCHEMA,
+        ];
+        let mut got = v.data.store.get_many(Table::Meta, &keys)?.into_iter();
+        let mut next = || got.next().flatten();
+        let rows = &v.data.rows;
+        let head = next()
+            .map(|b| rows.decode::<AuditHead>(keys[0], &b))
+            .transpose()?;
+        let ks_seen = next()
+            .map(|b| rows.decode::<KeyStoreSeen>(keys[1], &b))
+            .transpose()?;
+        let ledger = next()
+            .map(|b| rows.decode::<LedgerSeen>(keys[2], &b))
+            .transpose()?;
+        Ok(SharedMeta {
+            head: head.unwrap_or(crate::format::audit::Head::EMPTY),
+            key_store_seen: ks_seen,
+            ledger_seen: ledger.unwrap_or(Anchor::NONE),
+            schema: next().ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?,
+        })
     }
 }
 
@@ -1435,11 +1475,9 @@ impl Vault {
     pub(crate) fn refresh_shared(&self) -> Result<(), StorageError> {
         let mut changed = self.keys.ledger.refresh()?;
         changed |= self.key_store().reload_if_newer()?;
-        let head = self
-            .data
-            .rows
-            .get::<AuditHead>(&*self.data.store, &())?
-            .unwrap_or(crate::format::audit::Head::EMPTY);
+        // The meta rows a hand-over needs, in one read (one round trip on PostgreSQL).
+        let meta = SharedMeta::read(self)?;
+        let head = meta.head;
         let before = {
             let mut h = self.audit.head.lock_unpoisoned();
             changed |= *h != head;
@@ -1449,14 +1487,10 @@ impl Vault {
             return Ok(());
         }
         *self.audit.durable.lock_unpoisoned() = head;
-        if let Some(seen) = self.data.rows.get::<KeyStoreSeen>(&*self.data.store, &())? {
+        if let Some(seen) = meta.key_store_seen {
             self.data.key_store_seen.store(seen, Ordering::Release);
         }
-        let seen = self
-            .data
-            .rows
-            .get::<LedgerSeen>(&*self.data.store, &())?
-            .unwrap_or(Anchor::NONE);
+        let seen = meta.ledger_seen;
         *self.data.ledger_seen.lock_unpoisoned() = seen;
         // Erasures the ledger holds but the data never recorded: a shredding batch lost after
         // its ledger append (PostgreSQL crashed before the batch's commit was flushed, or its
@@ -1464,7 +1498,7 @@ impl Vault {
         if self.keys.ledger.anchor().ahead_of(&seen) {
             self.data.reapply_due.store(true, Ordering::Release);
         }
-        self.reload_schema()?;
+        self.install_schema(&meta.schema)?;
         self.evict_changed_since(&before, &head)?;
         Ok(())
     }
@@ -1522,18 +1556,24 @@ impl Vault {
             .store
             .get(Table::Meta, META_SCHEMA)?
             .ok_or(StorageError::corrupted(Component::Schema, "schema missing"))?;
+        self.install_schema(&stored)
+    }
+
+    /// Makes the stored schema row `stored` the active schema, unless it and the index root are
+    /// what the active one was made from.
+    fn install_schema(&self, stored: &[u8]) -> Result<(), StorageError> {
         let before = self.active_schema();
         let ks = self.key_store();
         {
             // Unchanged row and index root: the active schema (and its index keys) still hold.
             let mut last = self.data.schema_seen.lock_unpoisoned();
-            let now = (crypto::sha256(&stored), ks.index_generation);
+            let now = (crypto::sha256(stored), ks.index_generation);
             if *last == Some(now) {
                 return Ok(());
             }
             *last = Some(now);
         }
-        let (schema, field_ids) = decode_schema(&ks, &stored).map_err(|e| match e {
+        let (schema, field_ids) = decode_schema(&ks, stored).map_err(|e| match e {
             OpenError::Storage(e) => e,
             _ => StorageError::corrupted(Component::Schema, "stored schema does not decode"),
         })?;

@@ -377,6 +377,9 @@ impl KeyStore {
             OpenError::Storage(e) => e,
             _ => StorageError::corrupted(Component::KeyStore, "the key store file is gone"),
         };
+        if !self.header_newer()? {
+            return Ok(false);
+        }
         let bytes = read_capped(&self.path).map_err(as_storage)?;
         let h = Header::parse(&bytes).map_err(as_storage)?;
         if h.generation <= self.seal.generation {
@@ -441,6 +444,20 @@ impl KeyStore {
             return Err(busy());
         }
         Ok(lock)
+    }
+
+    /// Whether the file's header names a newer generation than this key store's: the first
+    /// 64 bytes only (a check per hand-over of a shared vault's lease, no whole-file read). The
+    /// generation is the last field before the check MAC (see docs/format.md).
+    fn header_newer(&self) -> Result<bool, StorageError> {
+        use std::io::Read;
+        let io = |e: std::io::Error| StorageError::io(Component::KeyStore, &e);
+        let mut head = [0u8; 64];
+        std::fs::File::open(&self.path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .map_err(io)?;
+        let generation = u64::from_le_bytes(head[56..64].try_into().unwrap_or([0; 8]));
+        Ok(generation > self.seal.generation)
     }
 
     /// Drops every KEK from memory (zeroized): a process sharing the vault that can

@@ -120,6 +120,11 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<KeyValue>, StorageError> {
         self.scan_range(table, prefix, &prefix_end(prefix), limit)
     }
+    /// Several keys of one table at once, in the order asked (`None`: not there). Engines read
+    /// them one by one; a server engine in one round trip.
+    fn get_many(&self, table: Table, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        keys.iter().map(|k| self.get(table, k)).collect()
+    }
     /// Pairs with `from <= key < to`, in key order, at most `limit`.
     fn scan_range(
         &self,

@@ -836,6 +836,18 @@ impl Store for PgStore {
         })
     }
 
+    fn get_many(&self, table: Table, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        let sql = format!(
+            "SELECT k, v FROM {}.{} WHERE k = ANY($1::bytea[])",
+            self.pool.target.quoted_schema(),
+            table_name(table)
+        );
+        let rows = self.pool.with(|c| c.client.query(sql.as_str(), &[&keys]))?;
+        let mut found: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(keys.iter().map(|k| found.remove(*k)).collect())
+    }
+
     fn scan_range(
         &self,
         table: Table,
