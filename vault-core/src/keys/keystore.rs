@@ -80,10 +80,15 @@ pub(crate) struct Kek {
     pub(crate) created_at: i64,
     pub(crate) state: KekState,
     pub(crate) epoch: Epoch,
-    /// Persisted high-water mark of wraps reserved under this KEK (never decreases).
+    /// Persisted high-water mark of wraps reserved under this KEK (never decreases), by every
+    /// process sharing the key store.
     pub(crate) reserved: u64,
     /// Wraps used so far in this process (starts at `reserved` when loaded: unused reservations burn).
     pub(crate) used: u64,
+    /// The end of this process's own reservation (`used..window_end` are its to use; not stored).
+    /// The same as `reserved` for a vault of one process; in a shared one another process may
+    /// have reserved beyond it, and a reload keeps this window instead of burning it.
+    pub(crate) window_end: u64,
     pub(crate) destroyed_at: i64,
     pub(crate) key: Option<SecretKey>,
 }
@@ -361,6 +366,7 @@ impl KeyStore {
         }
         for k in &mut ks.keks {
             k.used = k.reserved;
+            k.window_end = k.reserved;
         }
         ks.saved_generation
             .store(h.generation, std::sync::atomic::Ordering::Release);
@@ -408,8 +414,16 @@ impl KeyStore {
         };
         let mut fresh = decode_body(&body, &self.path, seal)
             .map_err(|_| corrupt("sealed body does not decode"))?;
+        // This process's own reservation windows stay its own (below the new high-water marks,
+        // which only grow): burning them would make every hand-over of a shared vault's lease
+        // reserve, and save, again.
         for k in &mut fresh.keks {
-            k.used = k.reserved;
+            match self.keks.iter().find(|o| o.id == k.id && o.key.is_some()) {
+                Some(o) if o.window_end <= k.reserved => {
+                    (k.used, k.window_end) = (o.used, o.window_end);
+                }
+                _ => (k.used, k.window_end) = (k.reserved, k.reserved),
+            }
         }
         fresh.ledger_source = self.ledger_source.take();
         fresh.checkpoint_source = self.checkpoint_source.take();
@@ -715,6 +729,7 @@ impl KeyStore {
             state: KekState::Active,
             epoch,
             reserved: 0,
+            window_end: 0,
             used: 0,
             destroyed_at: 0,
             key: Some(key),
@@ -759,11 +774,22 @@ impl KeyStore {
             }
         };
         let k = &mut self.keks[idx];
-        if k.used >= k.reserved {
-            let old = k.reserved;
-            k.reserved = (k.used + KEK_USE_BLOCK).min(max);
+        if k.used >= k.window_end {
+            // A new window from the high-water mark (another process sharing the key store may
+            // hold the uses just below it).
+            let start = k.used.max(k.reserved);
+            if start >= max {
+                // Used up by the processes sharing it: this call takes a new KEK instead.
+                k.used = max;
+                return self.reserve_kek_use(epoch, now);
+            }
+            let old = (k.used, k.reserved, k.window_end);
+            k.used = start;
+            k.reserved = (start + KEK_USE_BLOCK).min(max);
+            k.window_end = k.reserved;
             if let Err(e) = self.save() {
-                self.keks[idx].reserved = old;
+                let k = &mut self.keks[idx];
+                (k.used, k.reserved, k.window_end) = old;
                 return Err(e);
             }
         }
@@ -962,6 +988,7 @@ fn decode_keks(r: &mut Reader<'_>, next_kek_id: u32) -> Result<Vec<Kek>, DecodeE
             epoch,
             reserved,
             used: reserved,
+            window_end: reserved,
             destroyed_at,
             key,
         });
@@ -1113,6 +1140,31 @@ mod tests {
         b.save().unwrap();
         assert!(a.reload_if_newer().unwrap());
         assert_eq!(a.index_generation, 9);
+    }
+
+    /// Two processes reserving uses of one KEK get windows that never overlap, and reading the
+    /// other's save does not burn a process's own window (else every hand-over of a shared
+    /// vault's lease would reserve, and save, again).
+    #[test]
+    fn shared_kek_reservations_are_disjoint_windows_kept_across_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, mut b) = two_handles(dir.path());
+        let epoch = Epoch::OpenEnded;
+        let id = a.reserve_kek_use(epoch, 0).unwrap();
+        let a_window = (a.keks[0].used - 1, a.keks[0].window_end);
+        assert!(b.reload_if_newer().unwrap());
+        assert_eq!(b.reserve_kek_use(epoch, 0).unwrap(), id);
+        let b_start = b.keks[0].used - 1;
+        assert!(
+            b_start >= a_window.1,
+            "b's window starts after a's: {b_start} {a_window:?}"
+        );
+        let generation = b.generation();
+        assert!(a.reload_if_newer().unwrap());
+        let before = a.keks[0].used;
+        assert_eq!(a.reserve_kek_use(epoch, 0).unwrap(), id);
+        assert_eq!(a.keks[0].used, before + 1, "a goes on in its own window");
+        assert_eq!(a.generation(), generation, "no new save for it");
     }
 
     /// A process that cannot follow the key store any more (re-sealed under other credentials)
