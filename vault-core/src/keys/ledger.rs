@@ -471,6 +471,8 @@ impl Ledger {
             st.entries = p.entries.clone();
             if p.tail != Tail::None {
                 st.cut_to = Some(p.valid.len);
+            } else {
+                st.identity = file_identity(&l.path);
             }
             *l.durable.lock_unpoisoned() = Anchor {
                 generation: p.generation,
@@ -735,17 +737,22 @@ fn parse(
         digests: Vec::new(),
         entries: Vec::new(),
     };
-    read_records(bytes, key, want, &mut p);
+    read_records(bytes, 0, key, want, &mut p);
     Ok(Some(p))
 }
 
 /// Verifies the records after the header, up to the first that does not verify (the tail).
-fn read_records(bytes: &[u8], key: &SecretKey, want: &[u64], p: &mut Parsed) {
+/// Reads records from `p.valid` on; `bytes` is the file from offset `base` (0: the whole file;
+/// a refresh reads only what was appended since its last view).
+fn read_records(bytes: &[u8], base: u64, key: &SecretKey, want: &[u64], p: &mut Parsed) {
     if want.contains(&0) {
         p.digests.push((0, p.valid.digest));
     }
     p.tail = loop {
-        let rest = &bytes[p.valid.len as usize..];
+        let at = usize::try_from(p.valid.len.saturating_sub(base)).unwrap_or(usize::MAX);
+        let Some(rest) = bytes.get(at..) else {
+            break Tail::Torn;
+        };
         if rest.is_empty() {
             break Tail::None;
         }
@@ -1027,6 +1034,50 @@ impl Ledger {
         };
     }
 
+    /// [`Ledger::refresh`] of a file that only grew (same device and inode, longer): reads and
+    /// verifies just the appended records, chained on from this process's view. `None`: not
+    /// that case (or a tail that does not verify): the caller reads the whole file.
+    fn read_appended(
+        &self,
+        st: &mut State,
+        now: Option<FileIdentity>,
+    ) -> Result<Option<bool>, StorageError> {
+        let (Some(now), Some(was)) = (now, st.identity) else {
+            return Ok(None);
+        };
+        if (now.0, now.1) != (was.0, was.1) || now.2 <= was.2 || st.broken.is_some() {
+            return Ok(None);
+        }
+        use std::io::{Read, Seek, SeekFrom};
+        let mut tail = Vec::new();
+        let mut f = File::open(&self.path).map_err(|e| io_err(&e))?;
+        f.seek(SeekFrom::Start(st.written.len))
+            .and_then(|_| f.read_to_end(&mut tail))
+            .map_err(|e| io_err(&e))?;
+        let mut p = Parsed {
+            generation: st.generation,
+            predecessor: Anchor::NONE,
+            valid: st.written,
+            tail: Tail::None,
+            digests: Vec::new(),
+            entries: std::mem::take(&mut st.entries),
+        };
+        read_records(&tail, st.written.len, &self.key, &[], &mut p);
+        if p.tail != Tail::None {
+            st.entries = p.entries;
+            return Ok(None);
+        }
+        (st.written, st.synced, st.queued) = (p.valid, p.valid, p.valid);
+        st.entries = p.entries;
+        st.identity = file_identity(&self.path);
+        *self.durable.lock_unpoisoned() = Anchor {
+            generation: p.generation,
+            count: p.valid.count,
+            digest: p.valid.digest,
+        };
+        Ok(Some(true))
+    }
+
     /// Marks the file as shared with other processes (see the `shared` field).
     pub(crate) fn set_shared(&self) {
         self.shared
@@ -1047,6 +1098,9 @@ impl Ledger {
         let now = file_identity(&self.path);
         if now.is_some() && now == st.identity && st.broken.is_none() {
             return Ok(false);
+        }
+        if let Some(grown) = self.read_appended(&mut st, now)? {
+            return Ok(grown);
         }
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
@@ -1310,6 +1364,8 @@ mod tests {
         assert!(b.refresh().unwrap());
         b.append(vec![entry(2)]).unwrap();
         assert!(a.refresh().unwrap());
+        assert_eq!(a.entries(), vec![entry(1), entry(2)], "read on from a's view");
+        assert_eq!(a.anchor(), b.anchor());
         a.append(vec![entry(3)]).unwrap();
         assert_eq!(
             reopen(dir.path(), &root),
