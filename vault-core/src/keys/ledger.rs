@@ -1364,7 +1364,11 @@ mod tests {
         assert!(b.refresh().unwrap());
         b.append(vec![entry(2)]).unwrap();
         assert!(a.refresh().unwrap());
-        assert_eq!(a.entries(), vec![entry(1), entry(2)], "read on from a's view");
+        assert_eq!(
+            a.entries(),
+            vec![entry(1), entry(2)],
+            "read on from a's view"
+        );
         assert_eq!(a.anchor(), b.anchor());
         a.append(vec![entry(3)]).unwrap();
         assert_eq!(
