@@ -535,6 +535,38 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The crash image of a live store in `from`: its files copied at a moment none of them changed
+/// during the copy. An engine's background threads (fjall's flushes and compactions) may rewrite
+/// files while a copy runs, and a file-by-file copy could then mix two states no real crash
+/// leaves (a version file copied half-written, named by a `current` copied later); a crash is an
+/// instant. Retried (bounded) until a copy was quiet.
+fn crash_image(from: &Path, to: &Path) {
+    for _ in 0..200 {
+        let before = tree_state(from);
+        let _ = std::fs::remove_dir_all(to);
+        copy_dir(from, to);
+        if tree_state(from) == before {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{}: the files never stood still for a copy", from.display());
+}
+
+/// Every file under `dir` with its length and modification time, in order.
+fn tree_state(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut files = Vec::new();
+    engine_files(dir, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?;
+            Some((p, m.len(), m.modified().ok()))
+        })
+        .collect()
+}
+
 /// Writes `n` rows of `len` bytes in batches of 100, then syncs.
 fn fill(st: &dyn Store, n: u32, len: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
@@ -624,7 +656,7 @@ fn engines_sync_is_a_durability_point_and_reopen_keeps_synced_data() {
         write_synced_rows(&*st);
         // The crash image: the files as they are right after the sync, the store still open.
         let image = tmp.path().join("image");
-        copy_dir(Path::new(&data.place()), &image);
+        crash_image(Path::new(&data.place()), &image);
         write_unsynced_row(&*st);
         drop(st);
         check_synced_rows(&UnderTest::Embedded(e, image), "crash image");
