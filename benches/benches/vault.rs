@@ -26,7 +26,7 @@ fn vault_with(dir: &std::path::Path, durability: Durability) -> Vault {
     let opts = VaultOptions::default()
         .durability(durability)
         .kdf(KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true);
+        .danger_allow_weak_kdf();
     Vault::create(
         &VaultPaths::in_dir(dir),
         &Credentials::passphrase("bench"),
@@ -197,11 +197,12 @@ fn find_live_keks(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("find_by_email_live_keks/{N}"));
     g.throughput(Throughput::Elements(1));
     for keks in [1u64, 12, 85] {
-        let clock = std::sync::Arc::new(vault_core::MockClock::new(1_800_000_000));
+        let clock =
+            std::sync::Arc::new(vault_core::danger_test_hooks::MockClock::new(1_800_000_000));
         let opts = VaultOptions::default()
             .durability(Durability::Relaxed)
             .kdf(KdfParams::danger_insecure_for_tests())
-            .danger_allow_weak_kdf(true)
+            .danger_allow_weak_kdf()
             .clock(clock.clone());
         let v = Vault::create(
             &VaultPaths::in_dir(tmp.path().join(format!("k{keks}"))),
@@ -217,9 +218,10 @@ fn find_live_keks(c: &mut Criterion) {
                 .unwrap();
         }
         let live = v
+            .admin()
             .keks()
             .iter()
-            .filter(|k| k.state != vault_core::KekState::Destroyed)
+            .filter(|k| k.state != vault_core::admin::KekState::Destroyed)
             .count();
         let mut e = 0usize;
         g.bench_function(format!("kluis/{live}_live_keks"), |b| {
@@ -268,7 +270,7 @@ fn erasure(c: &mut Criterion) {
             VaultOptions::default()
                 .durability(mode)
                 .kdf(KdfParams::danger_insecure_for_tests())
-                .danger_allow_weak_kdf(true),
+                .danger_allow_weak_kdf(),
         )
         .unwrap();
         let durable = mode != Durability::Relaxed;
@@ -283,7 +285,7 @@ fn erasure(c: &mut Criterion) {
         g.bench_function("kluis_forget", |b| {
             b.iter_batched(
                 &mut fresh,
-                |s| black_box(v.forget(&s, &req, false).unwrap()),
+                |s| black_box(v.forget(&s, &req, ForgetOptions::default()).unwrap()),
                 BatchSize::SmallInput,
             )
         });
@@ -305,7 +307,7 @@ fn erasure(c: &mut Criterion) {
                 |id| {
                     plain.delete(&id).unwrap();
                     if durable {
-                        plain.sync(&pdir).unwrap();
+                        plain.admin().sync(&pdir).unwrap();
                     }
                 },
                 BatchSize::SmallInput,

@@ -5,9 +5,10 @@ use ring::hmac;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use vault_core::engine::postgres::PgStore;
-use vault_core::engine::{Engine, EngineConfig, EngineStore, Mode};
-use vault_core::store::{Store, Table, WriteBatch};
+use vault_core::danger_test_hooks::PgStore;
+use vault_core::danger_test_hooks::{EngineConfig, EngineStore, Mode};
+use vault_core::danger_test_hooks::{Store, Table, WriteBatch};
+use vault_core::Engine;
 use vault_core::StorageError;
 
 fn sled_config(dir: &std::path::Path) -> sled::Config {
@@ -79,8 +80,9 @@ impl PlainStore {
         } else {
             Mode::Create
         };
-        let store = vault_core::engine::open(engine, dir, &EngineConfig::default(), mode)
-            .map_err(plain_err)?;
+        let store =
+            vault_core::danger_test_hooks::open(engine, dir, &EngineConfig::default(), mode)
+                .map_err(plain_err)?;
         Ok(PlainStore {
             store: store.clone(),
             backend: Backend::Engine(store),
@@ -193,7 +195,7 @@ impl PlainStore {
     }
     /// The engine's durability point (what kluis's durable modes use: flush + real fsync).
     pub fn sync(&self, _dir: &std::path::Path) -> std::io::Result<()> {
-        self.store.sync().map_err(plain_err)
+        self.store.admin().sync().map_err(plain_err)
     }
     /// Bytes on disk (PostgreSQL: the schema's tables, their indexes and TOAST).
     pub fn size_on_disk(&self) -> std::io::Result<u64> {

@@ -6,8 +6,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use vault_core::store::{KeyValue, Store, Table, WriteBatch};
-use vault_core::{StorageError, StoreWrapper};
+use vault_core::danger_test_hooks::StoreWrapper;
+use vault_core::danger_test_hooks::{KeyValue, Store, Table, WriteBatch};
+use vault_core::StorageError;
 
 /// The tables kluis stores, in tag order; `counts` are indexed by the tag byte.
 pub const TABLES: [(Table, &str); 6] = [
@@ -217,7 +218,7 @@ impl Store for CountingStore {
         self.inner.apply(batch)
     }
     fn sync(&self) -> Result<(), StorageError> {
-        self.inner.sync()
+        self.inner.admin().sync()
     }
 }
 
@@ -238,7 +239,7 @@ mod tests {
             VaultOptions::default()
                 .durability(Durability::Relaxed)
                 .kdf(KdfParams::danger_insecure_for_tests())
-                .danger_allow_weak_kdf(true)
+                .danger_allow_weak_kdf()
                 .danger_wrap_store(CountingStore::wrapper(counters.clone())),
         )
         .unwrap();

@@ -50,8 +50,8 @@ pub fn vault_options() -> vault_core::VaultOptions {
 pub const SCHEMA: &str = include_str!("../schema.toml");
 
 /// The benchmark schema, parsed.
-pub fn schema() -> vault_core::Schema {
-    match vault_core::Schema::from_toml(SCHEMA) {
+pub fn schema() -> vault_core::schema::Schema {
+    match vault_core::schema::Schema::from_toml(SCHEMA) {
         Ok(s) => s,
         Err(e) => panic!("benches/schema.toml: {e}"),
     }

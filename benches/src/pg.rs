@@ -3,8 +3,8 @@
 
 use std::sync::Mutex;
 
-use vault_core::engine::postgres::PgStore;
-use vault_core::engine::{EngineConfig, Mode};
+use vault_core::danger_test_hooks::PgStore;
+use vault_core::danger_test_hooks::{EngineConfig, Mode};
 use vault_core::PgTarget;
 
 /// The schemas of one benchmark run on one PostgreSQL database: each store gets its own schema,

@@ -24,9 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use vault_core::admin::KekState;
+use vault_core::danger_test_hooks::{MockClock, StoreWrapper};
 use vault_core::{
-    Credentials, Durability, KdfParams, KekState, MockClock, Record, Request, StoreWrapper,
-    SubjectId, Vault, VaultOptions, VaultPaths,
+    Credentials, Durability, KdfParams, Record, Request, SubjectId, Vault, VaultOptions, VaultPaths,
 };
 
 use crate::counting::{Counters, CountingStore, Snapshot};
@@ -587,7 +588,7 @@ fn build(
             ));
         }
     }
-    vault.sync()?;
+    vault.admin().sync()?;
     Ok(subjects)
 }
 
@@ -607,7 +608,7 @@ fn customers(
         "customers: storing {n} customers (kluis + plaintext)"
     ));
     let subjects = build(&kdir, &clock, Some(&plain), n, cfg.threads, progress)?;
-    plain.sync(&pdir)?;
+    plain.admin().sync(&pdir)?;
     drop(plain);
 
     if cfg.on("bytes") {
@@ -780,7 +781,7 @@ fn forget(
             .and_then(|r| vault.put(s, "invoice", &r).map_err(|e| e.to_string()))
             .and_then(|()| {
                 vault
-                    .record_event(s, "invoiced", T0, &req)
+                    .record_event(s, "invoiced", ts(T0), &req)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             })
@@ -798,7 +799,7 @@ fn forget(
     if let Some(e) = failed.into_inner().ok().flatten() {
         return Err(format!("invoices: {e}").into());
     }
-    vault.sync()?;
+    vault.admin().sync()?;
     drop(vault);
     // The customers ending in 0 (invoice kept) and 5 (nothing kept), interleaved.
     let who: Vec<u64> = (0..n)
@@ -811,7 +812,7 @@ fn forget(
     progress(&format!("  forget: {f} of {n} subjects"));
     let (r, k) = timed(|| -> Res<()> {
         for &i in &who {
-            vault.forget(&subjects[i as usize], &req, false)?;
+            vault.forget(&subjects[i as usize], &req, ForgetOptions::default())?;
         }
         // No final sync on either side (the plaintext deletes are not synced either).
         Ok(())
@@ -884,7 +885,10 @@ fn forget_many(
     let (r, k) = timed(|| -> Res<()> {
         for chunk in who.chunks(FORGET_CHUNK) {
             let ss: Vec<SubjectId> = chunk.iter().map(|&i| subjects[i as usize]).collect();
-            for r in vault.forget_many(&ss, &req, false)?.into_values() {
+            for r in vault
+                .forget_many(&ss, &req, ForgetOptions::default())?
+                .into_values()
+            {
                 r?;
             }
         }
@@ -940,7 +944,7 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
     progress(&format!("sweeps: storing {n} subjects"));
     build(&kdir, &clock, plain.as_ref(), n, cfg.threads, progress)?;
     if let Some(p) = &plain {
-        p.sync(&pdir)?;
+        p.admin().sync(&pdir)?;
     }
     let req = Request::new("bench", "benchmark");
     let ks_path = VaultPaths::in_dir(&kdir).key_store;
@@ -949,9 +953,10 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
         let vault = open(&kdir, cfg.durability, &clock, None)?;
         // What `kluis rotate kek --all` retires: interrupted retirements, then every KEK not
         // destroyed.
-        let mut ids = vault.pending_retirements();
+        let mut ids = vault.admin().pending_retirements();
         ids.extend(
             vault
+                .admin()
                 .keks()
                 .iter()
                 .filter(|k| k.state != KekState::Destroyed)
@@ -963,9 +968,9 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
         let (r, k) = timed(|| -> Res<u64> {
             let mut rewrapped = 0;
             for &id in &ids {
-                rewrapped += vault.retire_kek(id, &req, &mut |_| {})?.rewrapped;
+                rewrapped += vault.admin().retire_kek(id, &req, &mut |_| {})?.rewrapped;
             }
-            vault.sync()?;
+            vault.admin().sync()?;
             Ok(rewrapped)
         });
         let rewrapped = r?;
@@ -994,9 +999,9 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
             });
-            let out = timed(|| -> Res<vault_core::ExpireReport> {
-                let r = vault.expire(EXPIRE_AT, &req)?;
-                vault.sync()?;
+            let out = timed(|| -> Res<vault_core::admin::ExpireReport> {
+                let r = vault.admin().expire(ts(EXPIRE_AT), &req)?;
+                vault.admin().sync()?;
                 Ok(r)
             });
             stop.store(true, Ordering::Relaxed);
@@ -1024,7 +1029,7 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
             for i in 0..n {
                 plain.delete(&pid(i))?;
             }
-            plain.sync(&pdir)?;
+            plain.admin().sync(&pdir)?;
             Ok(())
         });
         d?;

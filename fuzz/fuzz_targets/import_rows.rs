@@ -9,10 +9,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use vault_core::{
-    fuzz_api, Durability, KdfParams, Record, RecordKey, Schema, SubjectId, Vault, VaultOptions,
-    VaultPaths,
-};
+use vault_core::{Durability, KdfParams, Record, RecordKey, SubjectId, Vault, VaultOptions, VaultPaths, fuzz_api};
+use vault_core::schema::Schema;
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -12,10 +12,8 @@ use std::sync::Mutex;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use vault_core::{
-    fuzz_api, Durability, KdfParams, Record, RecordKey, Request, Schema, SubjectId, Vault,
-    VaultOptions, VaultPaths,
-};
+use vault_core::{Durability, KdfParams, Record, RecordKey, Request, SubjectId, Vault, VaultOptions, VaultPaths, fuzz_api};
+use vault_core::schema::Schema;
 
 const SCHEMA: &str = r#"
 version = 1

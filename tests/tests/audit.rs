@@ -25,10 +25,11 @@ use std::sync::Arc;
 use crate::backup::copy_dir;
 use crate::common::*;
 use serde_json::json;
+use vault_core::admin::{AuditEntry, AuditFilter, AuditOp, AuditProblem, KekState};
+use vault_core::danger_test_hooks::MockClock;
 use vault_core::{
-    AuditEntry, AuditFilter, AuditOp, AuditProblem, Credentials, FieldState, KdfParams, KekState,
-    LifecycleError, MockClock, Record, RecordKey, Request, SubjectId, Vault, VaultOptions,
-    VaultPaths, WriteError,
+    Credentials, FieldState, KdfParams, LifecycleError, Record, RecordKey, Request, SubjectId,
+    Vault, VaultOptions, VaultPaths, WriteError,
 };
 
 const DAY: i64 = 86_400;
@@ -264,7 +265,7 @@ fn scripted_session(root: &Path) -> Session {
     v.record_event(
         &s,
         "delivered",
-        at,
+        ts(at),
         &Request::new("ops", "order 1001 delivered"),
     )
     .unwrap();
@@ -276,7 +277,8 @@ fn scripted_session(root: &Path) -> Session {
     );
 
     let at = tick(&clock);
-    v.hold(&s, None, &Request::new("legal", "case 2027-9"))
+    v.admin()
+        .hold(&s, None, &Request::new("legal", "case 2027-9"))
         .unwrap();
     want.push(
         Want::new(AuditOp::Hold, at, "legal")
@@ -285,7 +287,8 @@ fn scripted_session(root: &Path) -> Session {
     );
 
     let at = tick(&clock);
-    v.release(&s, &Request::new("legal", "case 2027-9 closed"))
+    v.admin()
+        .release(&s, &Request::new("legal", "case 2027-9 closed"))
         .unwrap();
     want.push(
         Want::new(AuditOp::Release, at, "legal")
@@ -297,7 +300,8 @@ fn scripted_session(root: &Path) -> Session {
     let sweep = T0 + 31 * DAY;
     clock.set(sweep);
     let r = v
-        .expire(sweep, &Request::new("cron", "nightly retention"))
+        .admin()
+        .expire(ts(sweep), &Request::new("cron", "nightly retention"))
         .unwrap();
     assert_eq!(r.total(), 1, "{r:?}");
     assert!(r.keks_destroyed.is_empty(), "{r:?}");
@@ -310,7 +314,11 @@ fn scripted_session(root: &Path) -> Session {
 
     let at = tick(&clock);
     let f = v
-        .forget(&s, &Request::new("dpo", "Art. 17 request 12"), false)
+        .forget(
+            &s,
+            &Request::new("dpo", "Art. 17 request 12"),
+            ForgetOptions::default(),
+        )
         .unwrap();
     assert_eq!(f.shredded, ["account"]);
     want.push(
@@ -321,13 +329,15 @@ fn scripted_session(root: &Path) -> Session {
     );
 
     let open_kek = v
+        .admin()
         .keks()
         .iter()
-        .find(|k| k.epoch == vault_core::Epoch::OpenEnded && k.state == KekState::Active)
+        .find(|k| k.epoch == vault_core::admin::Epoch::OpenEnded && k.state == KekState::Active)
         .unwrap()
         .id;
     let at = tick(&clock);
     let r = v
+        .admin()
         .retire_kek(
             open_kek,
             &Request::new("security", "yearly rotation"),
@@ -343,7 +353,8 @@ fn scripted_session(root: &Path) -> Session {
     );
 
     let at = tick(&clock);
-    v.change_credentials(&new_creds(), KdfParams::danger_insecure_for_tests())
+    v.admin()
+        .change_credentials(&new_creds(), KdfParams::danger_insecure_for_tests())
         .unwrap();
     want.push(Want::new(AuditOp::ChangeCredentials, at, "webshop"));
 
@@ -362,7 +373,7 @@ fn scripted_session(root: &Path) -> Session {
     v.record_event(
         &t,
         "delivered",
-        delivered,
+        ts(delivered),
         &Request::new("ops", "order 1002"),
     )
     .unwrap();
@@ -377,7 +388,10 @@ fn scripted_session(root: &Path) -> Session {
     // epoch KEKs are destroyed, each audited.
     let sweep = T0 + 200 * DAY;
     clock.set(sweep);
-    let r = v.expire(sweep, &Request::new("cron", "nightly")).unwrap();
+    let r = v
+        .admin()
+        .expire(ts(sweep), &Request::new("cron", "nightly"))
+        .unwrap();
     assert_eq!(r.total(), 1, "{r:?}");
     assert_eq!(r.keks_destroyed.len(), 2, "{r:?}");
     want.push(
@@ -403,7 +417,7 @@ fn scripted_session(root: &Path) -> Session {
         let u = v.create_subject().unwrap();
         want.push(Want::new(AuditOp::CreateSubject, at, "webshop").subject(u));
     }
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     drop(v);
     Session {
         clock,
@@ -430,7 +444,7 @@ fn every_operation_is_audited_in_order_without_field_values() {
     let session = scripted_session(dir.path());
     let v = open_new(dir.path(), &session.clock);
 
-    let entries = v.audit_entries(&AuditFilter::default()).unwrap();
+    let entries = v.admin().audit_entries(&AuditFilter::default()).unwrap();
     assert_eq!(
         entries.len(),
         session.want.len(),
@@ -440,7 +454,7 @@ fn every_operation_is_audited_in_order_without_field_values() {
     for (i, (e, w)) in entries.iter().zip(&session.want).enumerate() {
         w.check(e, i);
     }
-    let report = v.verify_audit().unwrap();
+    let report = v.admin().verify_audit().unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.entries, session.want.len() as u64);
 
@@ -461,6 +475,7 @@ fn every_operation_is_audited_in_order_without_field_values() {
     // Filters.
     let v = open_new(dir.path(), &session.clock);
     let of_t = v
+        .admin()
         .audit_entries(&AuditFilter {
             subject: Some(session.t),
             ..Default::default()
@@ -477,6 +492,7 @@ fn every_operation_is_audited_in_order_without_field_values() {
         ]
     );
     let of_s = v
+        .admin()
         .audit_entries(&AuditFilter {
             subject: Some(session.s),
             ..Default::default()
@@ -492,6 +508,7 @@ fn every_operation_is_audited_in_order_without_field_values() {
     );
     let since = T0 + 31 * DAY;
     let late = v
+        .admin()
         .audit_entries(&AuditFilter {
             since: Some(since),
             ..Default::default()
@@ -503,6 +520,7 @@ fn every_operation_is_audited_in_order_without_field_values() {
     );
     assert!(late.iter().all(|e| e.at >= since));
     let first = v
+        .admin()
         .audit_entries(&AuditFilter {
             limit: Some(3),
             ..Default::default()
@@ -534,7 +552,7 @@ fn tampered(from: &Path, clock: &Arc<MockClock>, edit: impl FnOnce(&RawRows)) ->
     let dir = edited_copy(from, edit);
     std::fs::remove_file(dir.path().join("data/WITNESS")).unwrap();
     let v = open_new(dir.path(), clock);
-    let report = v.verify_audit().unwrap();
+    let report = v.admin().verify_audit().unwrap();
     let entries = report.entries;
     report
         .problem
@@ -582,7 +600,7 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
     // Untouched: intact.
     {
         let v = open_new(root, clock);
-        let r = v.verify_audit().unwrap();
+        let r = v.admin().verify_audit().unwrap();
         assert!(r.is_intact(), "{r:?}");
         assert_eq!(r.entries, n);
     }
@@ -668,7 +686,7 @@ fn the_chain_detects_edits_removals_swaps_and_truncation() {
         assert!(
             matches!(
                 err,
-                vault_core::OpenError::RolledBack(vault_core::Rollback::CommittedWritesLost {
+                vault_core::OpenError::RolledBack(vault_core::admin::Rollback::CommittedWritesLost {
                     witnessed,
                     ..
                 }) if witnessed == n
@@ -711,7 +729,8 @@ fn failing_options(clock: &Arc<MockClock>, fail: &Arc<AtomicBool>) -> VaultOptio
 }
 
 fn seq_of_last(v: &Vault) -> u64 {
-    v.audit_entries(&AuditFilter::default())
+    v.admin()
+        .audit_entries(&AuditFilter::default())
         .unwrap()
         .last()
         .map_or(0, |e| e.seq)
@@ -750,9 +769,12 @@ fn failed_audit_write_leaves_data_and_chain_unchanged() {
     assert!(v.put(&s, "address", &address()).is_err());
     assert!(v.delete(&s, "customer").is_err());
     assert!(v.create_subject().is_err());
-    assert!(v.hold(&s, None, &Request::new("legal", "case 1")).is_err());
     assert!(v
-        .record_event(&s, "last_order", T0, &Request::new("shop", "order"))
+        .admin()
+        .hold(&s, None, &Request::new("legal", "case 1"))
+        .is_err());
+    assert!(v
+        .record_event(&s, "last_order", ts(T0), &Request::new("shop", "order"))
         .is_err());
     fail.store(false, Ordering::SeqCst);
 
@@ -775,21 +797,21 @@ fn failed_audit_write_leaves_data_and_chain_unchanged() {
             .unwrap()
             .is_empty());
         assert!(matches!(
-            v.release(&s, &Request::new("legal", "x")),
+            v.admin().release(&s, &Request::new("legal", "x")),
             Err(LifecycleError::NotHeld)
         ));
         assert_eq!(seq_of_last(v), last, "no entry for a change that failed");
-        let r = v.verify_audit().unwrap();
+        let r = v.admin().verify_audit().unwrap();
         assert!(r.is_intact(), "{r:?}");
     };
     check(&v);
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     drop(v);
     let v = Vault::open(&paths, &creds(), failing_options(&clock, &fail)).unwrap();
     check(&v);
     // And the vault works normally afterwards.
     v.put(&s, "address", &address()).unwrap();
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 /// A forget whose data write fails reports an error; afterwards (and after a reopen) the subject
@@ -813,12 +835,16 @@ fn failed_forget_leaves_the_subject_as_it_was() {
 
     fail.store(true, Ordering::SeqCst);
     assert!(v
-        .forget(&s, &Request::new("dpo", "Art. 17"), false)
+        .forget(
+            &s,
+            &Request::new("dpo", "Art. 17"),
+            ForgetOptions::default()
+        )
         .is_err());
     fail.store(false, Ordering::SeqCst);
     let got = v.get(&s, "customer").unwrap();
     assert_eq!(got.get_str("email"), Some("pietje.kanarie@voorbeeld.nl"));
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     drop(v);
 
     let v = Vault::open(&paths, &creds(), failing_options(&clock, &fail)).unwrap();
@@ -828,11 +854,16 @@ fn failed_forget_leaves_the_subject_as_it_was() {
         "a forget that reported failure was carried out on reopen"
     );
     assert_eq!(seq_of_last(&v), last);
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
     // A retry works and is audited once.
-    v.forget(&s, &Request::new("dpo", "Art. 17"), false)
-        .unwrap();
+    v.forget(
+        &s,
+        &Request::new("dpo", "Art. 17"),
+        ForgetOptions::default(),
+    )
+    .unwrap();
     let forgets = v
+        .admin()
         .audit_entries(&AuditFilter::default())
         .unwrap()
         .iter()

@@ -16,9 +16,10 @@ use std::sync::Arc;
 
 use crate::common::*;
 use serde_json::json;
+use vault_core::admin::{AuditFilter, AuditOp, KekState};
+use vault_core::danger_test_hooks::MockClock;
 use vault_core::{
-    AuditFilter, AuditOp, FieldState, KekState, MockClock, Record, RecordKey, Request, SubjectId,
-    Vault, VaultOptions, VaultPaths, WriteError,
+    FieldState, Record, RecordKey, Request, SubjectId, Vault, VaultOptions, VaultPaths, WriteError,
 };
 
 const DAY: i64 = 86_400;
@@ -277,27 +278,29 @@ fn build_and_backup(root: &Path, backup: &Path) -> Fixture {
     v.put(&s, "marketing_consent", &consent("s")).unwrap();
     v.put(&s, RecordKey::labelled("invoice", "F-s"), &invoice("s"))
         .unwrap();
-    v.record_event(&s, "invoiced", T0, &req()).unwrap();
+    v.record_event(&s, "invoiced", ts(T0), &req()).unwrap();
 
     let t = v.create_subject().unwrap();
     v.put(&t, "customer", &customer("t")).unwrap();
     v.put(&t, "address", &address("t")).unwrap();
-    v.record_event(&t, "last_order", T0 + DAY, &req()).unwrap();
-    v.record_event(&t, "delivered", T_DELIVERED, &req())
+    v.record_event(&t, "last_order", ts(T0 + DAY), &req())
+        .unwrap();
+    v.record_event(&t, "delivered", ts(T_DELIVERED), &req())
         .unwrap();
 
     let u = v.create_subject().unwrap();
     v.put(&u, "customer", &customer("u")).unwrap();
     v.put(&u, "address", &address("u")).unwrap();
-    v.record_event(&u, "last_order", T0 + DAY, &req()).unwrap();
-    v.record_event(&u, "delivered", U_DELIVERED, &req())
+    v.record_event(&u, "last_order", ts(T0 + DAY), &req())
+        .unwrap();
+    v.record_event(&u, "delivered", ts(U_DELIVERED), &req())
         .unwrap();
 
     let w = v.create_subject().unwrap();
     v.put(&w, "address", &address("v")).unwrap();
-    v.record_event(&w, "delivered", V_DELIVERED, &req())
+    v.record_event(&w, "delivered", ts(V_DELIVERED), &req())
         .unwrap();
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     drop(v);
     copy_dir(&root.join("data"), backup);
     Fixture {
@@ -313,12 +316,12 @@ fn build_and_backup(root: &Path, backup: &Path) -> Fixture {
 fn forget_and_expire(root: &Path, f: &Fixture) -> Vault {
     let v = open(root, &f.clock);
     f.clock.set(T0 + 10 * DAY);
-    let rep = v.forget(&f.s, &req(), false).unwrap();
+    let rep = v.forget(&f.s, &req(), ForgetOptions::default()).unwrap();
     assert_eq!(rep.shredded, ["account", "marketing", "shipping"]);
     assert_eq!(rep.kept.len(), 1, "{rep:?}");
     let now = T_DELIVERED + 30 * DAY;
     f.clock.set(now);
-    let rep = v.expire(now, &req()).unwrap();
+    let rep = v.admin().expire(ts(now), &req()).unwrap();
     assert_eq!(rep.total(), 1, "{rep:?}");
     assert_eq!(rep.shredded.get("shipping"), Some(&1), "{rep:?}");
     let t_addr = v.get(&f.t, "address").unwrap();
@@ -477,17 +480,17 @@ fn restore_after_retirement(
 
     let v = forget_and_expire(&root, &f);
     for id in &affected {
-        let rep = v.retire_kek(*id, &req(), &mut |_| {}).unwrap();
+        let rep = v.admin().retire_kek(*id, &req(), &mut |_| {}).unwrap();
         assert_eq!(rep.kek_id, *id);
     }
-    let keks = v.keks();
+    let keks = v.admin().keks();
     for id in &affected {
         let k = keks.iter().find(|k| k.id == *id).unwrap();
         assert_eq!(k.state, KekState::Destroyed, "{k:?}");
     }
-    assert!(v.pending_retirements().is_empty());
-    assert!(v.verify_audit().unwrap().is_intact());
-    v.sync().unwrap();
+    assert!(v.admin().pending_retirements().is_empty());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
+    v.admin().sync().unwrap();
     drop(v);
 
     restore(&root, &backup);
@@ -512,7 +515,7 @@ fn restored_backup_after_forget_expire_and_kek_retirement_is_noise() {
     // T's shipping is still there, byte for byte, but under a KEK that is destroyed, so no key
     // left in the key store can unwrap it (a data key is only ever wrapped under its slot's KEK,
     // with that KEK id bound into the wrap's associated data).
-    let keks = v.keks();
+    let keks = v.admin().keks();
     for (who, p, slot) in &doomed {
         let RawSlot::Live {
             kek_id, wrapped, ..
@@ -570,15 +573,16 @@ fn restored_backup_after_retiring_every_kek_finds_nothing() {
     let f = build_and_backup(&root, &backup);
     let v = forget_and_expire(&root, &f);
     let ids: Vec<u32> = v
+        .admin()
         .keks()
         .iter()
         .filter(|k| k.state != KekState::Destroyed)
         .map(|k| k.id)
         .collect();
     for id in ids {
-        v.retire_kek(id, &req(), &mut |_| {}).unwrap();
+        v.admin().retire_kek(id, &req(), &mut |_| {}).unwrap();
     }
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     drop(v);
     restore(&root, &backup);
     let v = open(&root, &f.clock);
@@ -593,7 +597,7 @@ fn restored_backup_without_retirement_is_erased_again_by_the_ledger() {
     let backup = dir.path().join("backup-data");
     let f = build_and_backup(&root, &backup);
     let v = forget_and_expire(&root, &f);
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     drop(v);
 
     restore(&root, &backup);
@@ -614,7 +618,7 @@ fn restored_backup_without_retirement_is_erased_again_by_the_ledger() {
     assert_eq!(inv.get_str("billing_name"), Some("Factuurnaam-s"));
 
     // The re-application is audited, for both subjects.
-    let entries = v.audit_entries(&AuditFilter::default()).unwrap();
+    let entries = v.admin().audit_entries(&AuditFilter::default()).unwrap();
     let reapplied: Vec<_> = entries
         .iter()
         .filter(|e| e.op == AuditOp::ReapplyErasure)
@@ -645,7 +649,7 @@ fn restored_backup_without_retirement_is_erased_again_by_the_ledger() {
     copy_dir(&backup, &scratch.join("data"));
     let in_backup = raw_subjects(&scratch, &[f.s]);
     let v = open(&root, &f.clock);
-    let keks = v.keks();
+    let keks = v.admin().keks();
     let RawSlot::Live { kek_id, .. } = &in_backup[0].slots["account"] else {
         panic!("backup slot")
     };

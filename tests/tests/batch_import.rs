@@ -5,10 +5,10 @@
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
+use vault_core::admin::{AuditFilter, AuditOp};
 use vault_core::danger_faults::{wrapper, FaultKind, FaultPlan};
 use vault_core::{
-    AuditFilter, AuditOp, BatchError, Durability, Record, RecordKey, SubjectId, Vault, VaultPaths,
-    WriteError,
+    BatchError, Durability, Record, RecordKey, SubjectId, Vault, VaultPaths, WriteError,
 };
 
 use crate::cli::kluis;
@@ -23,7 +23,8 @@ fn customer(first: &str, email: &str) -> (RecordKey, Record) {
 }
 
 fn create_ops(v: &Vault) -> usize {
-    v.audit_entries(&AuditFilter::default())
+    v.admin()
+        .audit_entries(&AuditFilter::default())
         .unwrap()
         .iter()
         .filter(|e| e.op == AuditOp::CreateSubject)
@@ -79,10 +80,10 @@ fn batch_create_stores_valid_rows_and_refuses_exactly_the_bad_ones() {
         45,
         "one create_subject entry per stored row"
     );
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
     drop(v);
     let v = reopen(dir.path());
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
     assert_eq!(found(&v, "k49@voorbeeld.nl").len(), 1);
 }
 
@@ -133,7 +134,7 @@ fn batch_create_unique_clash_inside_one_batch_and_against_stored_data() {
         v.create_subject_with(k, &r),
         Err(WriteError::NotUnique { .. })
     ));
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 /// A batch whose apply fails stores nothing of it: no subject, no index entry, no audit entry;
@@ -148,7 +149,11 @@ fn batch_create_whose_apply_fails_stores_nothing() {
     let rows: Vec<_> = (0..20)
         .map(|i| customer("Klant", &format!("f{i}@voorbeeld.nl")))
         .collect();
-    let before = v.audit_entries(&AuditFilter::default()).unwrap().len();
+    let before = v
+        .admin()
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .len();
     plan.arm(FaultKind::Write, 1);
     let e = v.create_subjects_with(&rows).unwrap_err();
     assert!(plan.fired());
@@ -164,10 +169,13 @@ fn batch_create_whose_apply_fails_stores_nothing() {
     plan.disarm();
     assert!(found(&v, "f0@voorbeeld.nl").is_empty());
     assert_eq!(
-        v.audit_entries(&AuditFilter::default()).unwrap().len(),
+        v.admin()
+            .audit_entries(&AuditFilter::default())
+            .unwrap()
+            .len(),
         before
     );
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
     let out = v.create_subjects_with(&rows).unwrap();
     assert!(out.iter().all(Result::is_ok));
     assert_eq!(
@@ -177,7 +185,7 @@ fn batch_create_whose_apply_fails_stores_nothing() {
     );
     drop(v);
     let v = reopen(dir.path());
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
     assert_eq!(create_ops(&v), 20);
     assert_eq!(found(&v, "f19@voorbeeld.nl").len(), 1);
 }

@@ -662,7 +662,7 @@ fn cli_rotate_kek_killed_midway_resumes_on_rerun() {
             v.put(&s, "customer", &r).unwrap();
             subjects.push(s);
         }
-        v.sync().unwrap();
+        v.admin().sync().unwrap();
     }
     // A small xorshift generator seeded from the clock; the seed is printed for reproduction.
     let mut seed = std::time::SystemTime::now()
@@ -713,7 +713,7 @@ fn cli_rotate_kek_killed_midway_resumes_on_rerun() {
         let r = v.get(s, "customer").unwrap();
         assert_eq!(r.get_str("first_name"), Some(format!("Klant {i}").as_str()));
     }
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 #[test]

@@ -242,7 +242,7 @@ fn admin_rotate_data_keys_clears_the_usage_limit() {
     assert!(err.to_string().contains("rotate"), "{err}");
 
     let req = Request::new("tester", "usage limit");
-    assert_eq!(v.rotate_data_keys(&s, &req).unwrap(), 1);
+    assert_eq!(v.admin().rotate_data_keys(&s, &req).unwrap(), 1);
     v.put(&s, "customer", &rec).unwrap();
     assert_eq!(
         v.get(&s, "customer").unwrap().get_str("first_name"),
@@ -255,7 +255,7 @@ fn admin_rotate_data_keys_clears_the_usage_limit() {
         v.get(&s, "customer").unwrap().get_str("email"),
         Some("jan@voorbeeld.nl")
     );
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 #[test]
@@ -311,10 +311,11 @@ fn admin_backup_copies_data_only_and_opens_with_the_current_key_store() {
     assert!(text.contains("key store is NOT in this backup"), "{text}");
     // The engine's files (sled's `db`, redb's `kluis.redb`, fjall's `fjall/`), whichever the CLI
     // made the vault with.
-    let main_file = match vault_core::engine::recorded(&env.vault().join("data")).unwrap() {
-        vault_core::engine::Recorded::Engine(e) => e.main_file(),
-        other => panic!("no engine recorded: {other:?}"),
-    };
+    let main_file =
+        match vault_core::danger_test_hooks::recorded(&env.vault().join("data")).unwrap() {
+            vault_core::danger_test_hooks::Recorded::Engine(e) => e.main_file(),
+            other => panic!("no engine recorded: {other:?}"),
+        };
     assert!(dest.join(main_file).exists(), "{main_file}");
     assert!(dest.join("ENGINE").is_file());
     assert!(!dest.join("kluis.lock").exists());
@@ -359,7 +360,7 @@ fn admin_backup_copies_data_only_and_opens_with_the_current_key_store() {
             Some("Amsterdam")
         );
     }
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 #[test]
@@ -434,17 +435,17 @@ fn admin_rotate_data_keys_skips_shredded_purposes_of_a_forgotten_subject() {
     )
     .unwrap();
     let req = Request::new("tester", "Art. 17");
-    let report = v.forget(&s, &req, false).unwrap();
+    let report = v.forget(&s, &req, ForgetOptions::default()).unwrap();
     assert_eq!(report.kept.len(), 1, "{report:?}");
     // Only the kept legal-obligation purpose has a live key left to rotate.
-    assert_eq!(v.rotate_data_keys(&s, &req).unwrap(), 1);
+    assert_eq!(v.admin().rotate_data_keys(&s, &req).unwrap(), 1);
     let inv = v
         .get(&s, vault_core::RecordKey::labelled("invoice", "2026-0042"))
         .unwrap();
     assert_eq!(inv.get_str("billing_name"), Some("J. van der Berg"));
     let cust = v.get(&s, "customer").unwrap();
     assert!(cust.has_shredded());
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 #[test]
@@ -493,14 +494,14 @@ fn admin_interrupted_index_rotation_is_repaired_by_running_it_again() {
     // The first subject's batch lands, the second fails: the run stops half-way.
     budget.store(1, Ordering::SeqCst);
     let req = Request::new("tester", "index rotation");
-    assert!(v.rotate_index(&req, &mut |_| {}).is_err());
+    assert!(v.admin().rotate_index(&req, &mut |_| {}).is_err());
     budget.store(-1, Ordering::SeqCst);
     assert_eq!(found(&v), 1, "records not rebuilt yet are missed");
     drop(v);
     // After reopening (the new index root was saved first), a second run repairs everything.
     let v = Vault::open(&paths, &creds, fast_options()).unwrap();
     assert_eq!(found(&v), 1);
-    assert_eq!(v.rotate_index(&req, &mut |_| {}).unwrap(), 4);
+    assert_eq!(v.admin().rotate_index(&req, &mut |_| {}).unwrap(), 4);
     assert_eq!(found(&v), 4);
     for s in &subjects {
         assert_eq!(
@@ -508,7 +509,7 @@ fn admin_interrupted_index_rotation_is_repaired_by_running_it_again() {
             Some("Jan")
         );
     }
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 /// After data/ is restored from a backup, `kluis audit verify` reports the audit log as older than
@@ -756,7 +757,7 @@ fn admin_status_and_verify_list_data_waiting_for_its_anchor_event() {
     let env = Env::new();
     // Written 400 days ago (the CLI runs on the real clock).
     let then = chrono_free_now() - 400 * 86_400;
-    let clock = std::sync::Arc::new(vault_core::MockClock::new(then));
+    let clock = std::sync::Arc::new(vault_core::danger_test_hooks::MockClock::new(then));
     let (never_invoiced, invoiced, customer) = {
         let v = Vault::create(
             &VaultPaths::in_dir(env.vault()),
@@ -789,14 +790,14 @@ fn admin_status_and_verify_list_data_waiting_for_its_anchor_event() {
             &invoice("2"),
         )
         .unwrap();
-        v.record_event(&b, "invoiced", then, &req).unwrap();
+        v.record_event(&b, "invoiced", ts(then), &req).unwrap();
         let c = v.create_subject().unwrap();
         let rec = Record::new()
             .with("first_name", "Geheimvoornaam")
             .with("last_name", "Berg")
             .with("email", "geheim@voorbeeld.nl");
         v.put(&c, "customer", &rec).unwrap();
-        v.sync().unwrap();
+        v.admin().sync().unwrap();
         (a.to_string(), b.to_string(), c.to_string())
     };
 
@@ -879,8 +880,8 @@ fn admin_migrate_moves_the_vault_to_another_engine() {
     let subjects = env.populated();
     // From the CLI's default engine to another one.
     let data = env.vault().join("data");
-    let from = match vault_core::engine::recorded(&data).unwrap() {
-        vault_core::engine::Recorded::Engine(e) => e,
+    let from = match vault_core::danger_test_hooks::recorded(&data).unwrap() {
+        vault_core::danger_test_hooks::Recorded::Engine(e) => e,
         other => panic!("no engine recorded: {other:?}"),
     };
     let to = if from == vault_core::Engine::Redb {
@@ -933,7 +934,7 @@ fn admin_migrate_moves_the_vault_to_another_engine() {
 
     let opts = vault_core::VaultOptions::default()
         .kdf(vault_core::KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true);
+        .danger_allow_weak_kdf();
     let creds = Credentials::passphrase(PASSPHRASE);
     let v = Vault::open(&VaultPaths::in_dir(env.vault()), &creds, opts).unwrap();
     let busy = env.run(&["migrate", "--to", from.name()]);

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vault_core::{Credentials, Durability, KdfParams, Schema, Vault, VaultOptions, VaultPaths};
+use vault_core::schema::Schema;
+use vault_core::{Credentials, Durability, KdfParams, Vault, VaultOptions, VaultPaths};
 
 /// The example schema shipped in `examples/webshop.toml`, with every purpose's retention counted
 /// per customer (its `scope = "record"` lines removed). The suites written before per-record
@@ -57,7 +58,7 @@ pub fn webshop_schema_without_ceilings() -> Schema {
 /// A fresh vault in `root` on [`webshop_schema_without_ceilings`] and a test clock.
 pub fn create_without_ceilings(
     root: &Path,
-    clock: &std::sync::Arc<vault_core::MockClock>,
+    clock: &std::sync::Arc<vault_core::danger_test_hooks::MockClock>,
 ) -> Vault {
     Vault::create(
         &VaultPaths::in_dir(root),
@@ -85,7 +86,7 @@ pub fn fast_options() -> VaultOptions {
 pub fn any_engine_options() -> VaultOptions {
     VaultOptions::default()
         .kdf(KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true)
+        .danger_allow_weak_kdf()
         .durability(Durability::Relaxed)
 }
 
@@ -142,7 +143,8 @@ pub fn suite_engines(long: bool) -> Vec<vault_core::Engine> {
 /// data directory `data` (sled's and fjall's background threads can outlive the `Vault` for a
 /// moment, and may still write), without opening the engine.
 pub fn settle_engine(data: &Path) {
-    use vault_core::engine::{recorded, Engine, Recorded};
+    use vault_core::danger_test_hooks::{recorded, Recorded};
+    use vault_core::Engine;
     let file = match recorded(data).expect("read ENGINE") {
         Recorded::Engine(Engine::Fjall) => data.join(Engine::Fjall.main_file()).join("lock"),
         Recorded::Engine(e) => data.join(e.main_file()),
@@ -181,17 +183,23 @@ pub fn new_vault(dir: &Path) -> Vault {
 }
 
 /// [`fast_options`] on a test clock.
-pub fn options(clock: &std::sync::Arc<vault_core::MockClock>) -> VaultOptions {
+pub fn options(clock: &std::sync::Arc<vault_core::danger_test_hooks::MockClock>) -> VaultOptions {
     fast_options().clock(clock.clone())
 }
 
 /// A fresh vault in `root` on the web-shop schema and a test clock.
-pub fn create(root: &Path, clock: &std::sync::Arc<vault_core::MockClock>) -> Vault {
+pub fn create(
+    root: &Path,
+    clock: &std::sync::Arc<vault_core::danger_test_hooks::MockClock>,
+) -> Vault {
     create_on(root, webshop_schema(), clock)
 }
 
 /// A fresh vault in `root` on the example schema as shipped and a test clock.
-pub fn create_example(root: &Path, clock: &std::sync::Arc<vault_core::MockClock>) -> Vault {
+pub fn create_example(
+    root: &Path,
+    clock: &std::sync::Arc<vault_core::danger_test_hooks::MockClock>,
+) -> Vault {
     create_on(root, example_schema(), clock)
 }
 
@@ -199,7 +207,7 @@ pub fn create_example(root: &Path, clock: &std::sync::Arc<vault_core::MockClock>
 pub fn create_on(
     root: &Path,
     schema: Schema,
-    clock: &std::sync::Arc<vault_core::MockClock>,
+    clock: &std::sync::Arc<vault_core::danger_test_hooks::MockClock>,
 ) -> Vault {
     Vault::create(&VaultPaths::in_dir(root), &creds(), schema, options(clock))
         .expect("create vault")
@@ -226,8 +234,8 @@ pub fn open_raw(data: &Path) -> RawRows {
 }
 
 /// The table a full key's tag names, and the rest of the key.
-fn split_key(key: &[u8]) -> (vault_core::store::Table, &[u8]) {
-    use vault_core::store::Table;
+fn split_key(key: &[u8]) -> (vault_core::danger_test_hooks::Table, &[u8]) {
+    use vault_core::danger_test_hooks::Table;
     let (&tag, rest) = key
         .split_first()
         .expect("a key starts with its table's tag");
@@ -269,13 +277,13 @@ impl RawRows {
             .collect()
     }
     /// Every row of `table` (keys without the tag).
-    pub fn table(&self, table: vault_core::store::Table) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn table(&self, table: vault_core::danger_test_hooks::Table) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.table_prefix(table, b"")
     }
     /// The rows of `table` whose key (without the tag) starts with `prefix`.
     pub fn table_prefix(
         &self,
-        table: vault_core::store::Table,
+        table: vault_core::danger_test_hooks::Table,
         prefix: &[u8],
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.0.scan(table, prefix).expect("raw scan")
@@ -295,36 +303,39 @@ pub struct StoreHooks {
 }
 
 struct HookedStore {
-    inner: Box<dyn vault_core::store::Store>,
+    inner: Box<dyn vault_core::danger_test_hooks::Store>,
     hooks: StoreHooks,
 }
 
-impl vault_core::store::Store for HookedStore {
+impl vault_core::danger_test_hooks::Store for HookedStore {
     fn get(
         &self,
-        table: vault_core::store::Table,
+        table: vault_core::danger_test_hooks::Table,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, vault_core::StorageError> {
         self.inner.get(table, key)
     }
     fn scan_prefix(
         &self,
-        table: vault_core::store::Table,
+        table: vault_core::danger_test_hooks::Table,
         prefix: &[u8],
         limit: usize,
-    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
+    ) -> Result<Vec<vault_core::danger_test_hooks::KeyValue>, vault_core::StorageError> {
         self.inner.scan_prefix(table, prefix, limit)
     }
     fn scan_range(
         &self,
-        table: vault_core::store::Table,
+        table: vault_core::danger_test_hooks::Table,
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<vault_core::store::KeyValue>, vault_core::StorageError> {
+    ) -> Result<Vec<vault_core::danger_test_hooks::KeyValue>, vault_core::StorageError> {
         self.inner.scan_range(table, from, to, limit)
     }
-    fn apply(&self, batch: vault_core::store::WriteBatch) -> Result<(), vault_core::StorageError> {
+    fn apply(
+        &self,
+        batch: vault_core::danger_test_hooks::WriteBatch,
+    ) -> Result<(), vault_core::StorageError> {
         if let Some(h) = &self.hooks.before_apply {
             h()?;
         }
@@ -335,7 +346,7 @@ impl vault_core::store::Store for HookedStore {
         Ok(())
     }
     fn sync(&self) -> Result<(), vault_core::StorageError> {
-        self.inner.sync()?;
+        self.inner.admin().sync()?;
         if let Some(h) = &self.hooks.after_sync {
             h();
         }
@@ -344,12 +355,12 @@ impl vault_core::store::Store for HookedStore {
 }
 
 /// A `VaultOptions::danger_wrap_store` wrapper that runs `hooks` around the real store.
-pub fn hooked_store(hooks: StoreHooks) -> vault_core::StoreWrapper {
+pub fn hooked_store(hooks: StoreHooks) -> vault_core::danger_test_hooks::StoreWrapper {
     std::sync::Arc::new(move |inner| {
         Box::new(HookedStore {
             inner,
             hooks: hooks.clone(),
-        }) as Box<dyn vault_core::store::Store>
+        }) as Box<dyn vault_core::danger_test_hooks::Store>
     })
 }
 
@@ -678,4 +689,9 @@ impl SplitMix {
     pub fn millis(&mut self, max: u64) -> std::time::Duration {
         std::time::Duration::from_millis(self.next_u64() % max.max(1))
     }
+}
+
+/// A time in Unix seconds as the API's [`vault_core::Timestamp`] (the suites count in seconds).
+pub fn ts(secs: i64) -> vault_core::Timestamp {
+    vault_core::Timestamp::from_unix_seconds(secs)
 }

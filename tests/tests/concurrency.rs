@@ -20,9 +20,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vault_core::admin::{Epoch, KekState};
+use vault_core::danger_test_hooks::MockClock;
 use vault_core::{
-    Durability, Epoch, FieldState, KekState, LifecycleError, MockClock, Record, RecordKey, Request,
-    SubjectId, Vault, VaultPaths, WriteError,
+    Durability, FieldState, LifecycleError, Record, RecordKey, Request, SubjectId, Vault,
+    VaultPaths, WriteError,
 };
 
 use crate::common::*;
@@ -262,14 +264,21 @@ fn forgetter(sh: &Shared, rng: &mut Rng, ops: &AtomicU64, _id: usize) {
     let both: Vec<SubjectId> = std::iter::once(s).chain(also).collect();
     sh.forgetting.write().unwrap().extend(both.iter().copied());
     if both.len() == 1 {
-        match sh.vault.forget(&s, &req(), true) {
+        match sh
+            .vault
+            .forget(&s, &req(), ForgetOptions::default().override_legal_hold())
+        {
             Ok(_) => {
                 sh.forgotten.write().unwrap().insert(s);
             }
             Err(e) => sh.violation(format!("forget of subject {s} failed: {e:?}")),
         }
     } else {
-        match sh.vault.forget_many(&both, &req(), true) {
+        match sh.vault.forget_many(
+            &both,
+            &req(),
+            ForgetOptions::default().override_legal_hold(),
+        ) {
             Ok(out) if out.len() == 2 && out.values().all(|r| r.is_ok()) => {
                 sh.forgotten.write().unwrap().extend(both.iter().copied());
             }
@@ -296,13 +305,13 @@ fn sweeper(sh: &Shared, rng: &mut Rng, ops: &AtomicU64, _id: usize) {
         } else {
             "consent_withdrawn"
         };
-        match sh.vault.record_event(&s, event, now, &req()) {
+        match sh.vault.record_event(&s, event, ts(now), &req()) {
             Ok(_) => {}
             Err(LifecycleError::Forgotten { .. }) if sh.is_forgetting(&s) => {}
             Err(e) => sh.violation(format!("event {event} on subject {s} failed: {e:?}")),
         }
     }
-    if let Err(e) = sh.vault.expire(now, &req()) {
+    if let Err(e) = sh.vault.admin().expire(ts(now), &req()) {
         sh.violation(format!("expire failed: {e:?}"));
     }
     ops.fetch_add(1, Ordering::SeqCst);
@@ -314,17 +323,18 @@ fn rotator(sh: &Shared, rng: &mut Rng, ops: &AtomicU64, _id: usize) {
     if n % 25 == 24 {
         let kek = sh
             .vault
+            .admin()
             .keks()
             .into_iter()
             .find(|k| k.epoch == Epoch::OpenEnded && k.state == KekState::Active);
         if let Some(k) = kek {
-            if let Err(e) = sh.vault.retire_kek(k.id, &req(), &mut |_| {}) {
+            if let Err(e) = sh.vault.admin().retire_kek(k.id, &req(), &mut |_| {}) {
                 sh.violation(format!("retire_kek {} failed: {e:?}", k.id));
             }
         }
     } else {
         let s = sh.pick(rng);
-        if let Err(e) = sh.vault.rotate_data_keys(&s, &req()) {
+        if let Err(e) = sh.vault.admin().rotate_data_keys(&s, &req()) {
             sh.violation(format!("rotate_data_keys of subject {s} failed: {e:?}"));
         }
     }
@@ -444,7 +454,7 @@ fn threads_keep_the_invariants() {
 
     // After the run: the audit chain, and every subject once more.
     let v = &shared.vault;
-    let report = v.verify_audit().expect("verify_audit");
+    let report = v.admin().verify_audit().expect("verify_audit");
     assert!(report.is_intact(), "audit chain after the run: {report:?}");
     let forgotten = shared.forgotten.read().unwrap().clone();
     let all = shared.subjects.read().unwrap().clone();

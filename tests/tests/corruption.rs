@@ -103,7 +103,7 @@ impl Fixture {
                 expected.push((s, key, value));
             }
         }
-        v.sync().unwrap();
+        v.admin().sync().unwrap();
         drop(v);
         Fixture {
             dir,
@@ -326,7 +326,7 @@ fn check(fx: &Fixture, dir: &Path) -> Outcome {
                 },
             }
         }
-        match v.verify_audit() {
+        match v.admin().verify_audit() {
             Ok(r) if r.is_intact() => {}
             Ok(r) => {
                 let p = format!("{:?}", r.problem.unwrap());
@@ -341,7 +341,8 @@ fn check(fx: &Fixture, dir: &Path) -> Outcome {
             None if missing.is_empty() => Outcome::Harmless,
             None => {
                 let entries = v
-                    .audit_entries(&vault_core::AuditFilter::default())
+                    .admin()
+                    .audit_entries(&vault_core::admin::AuditFilter::default())
                     .unwrap_or_default();
                 let witnessed = missing.iter().all(|(s, key)| {
                     entries.iter().any(|e| {
@@ -349,7 +350,8 @@ fn check(fx: &Fixture, dir: &Path) -> Outcome {
                         // named by the `create_subject` entry.
                         matches!(
                             e.op,
-                            vault_core::AuditOp::Put | vault_core::AuditOp::CreateSubject
+                            vault_core::admin::AuditOp::Put
+                                | vault_core::admin::AuditOp::CreateSubject
                         ) && e.subject == Some(*s)
                             && e.record_type == key.record_type
                             && e.label == key.label

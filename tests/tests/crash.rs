@@ -52,9 +52,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use vault_core::admin::{AuditFilter, AuditOp, Epoch, EpochPolicy, KekState};
+use vault_core::danger_test_hooks::MockClock;
 use vault_core::{
-    AuditFilter, AuditOp, Durability, Epoch, EpochPolicy, FieldState, KekState, LifecycleError,
-    MockClock, Record, RecordKey, Request, SubjectId, Vault, VaultOptions, VaultPaths, WriteError,
+    Durability, FieldState, LifecycleError, Record, RecordKey, Request, SubjectId, Vault,
+    VaultOptions, VaultPaths, WriteError,
 };
 
 use crate::common::*;
@@ -396,7 +398,7 @@ fn build_fixture(dir: &Path, bulk: usize) -> Fixture {
             put_ok(&v, &id, key, &rec);
         }
         let event = |name: &str, at: i64| {
-            v.record_event(&id, name, at, &r)
+            v.record_event(&id, name, ts(at), &r)
                 .unwrap_or_else(|e| panic!("fixture event {name}: {e:?}"));
         };
         // account: 2 calendar years after last_order. k <= 40 days: due (<= T0 + 771 d < NOW);
@@ -453,11 +455,14 @@ fn build_fixture(dir: &Path, bulk: usize) -> Fixture {
             event("invoiced", T0 + (i as i64 % 90) * DAY);
         }
         if i % 17 == 3 {
-            v.forget(&id, &r, false).expect("fixture forget");
+            v.forget(&id, &r, ForgetOptions::default())
+                .expect("fixture forget");
             subj.forgotten = true;
         } else if i % 19 == 7 {
             let until = i.is_multiple_of(2).then_some(NOW + 60 * DAY);
-            v.hold(&id, until, &r).expect("fixture hold");
+            v.admin()
+                .hold(&id, until.map(ts), &r)
+                .expect("fixture hold");
             subj.held = true;
         }
         subjects.push(subj);
@@ -479,7 +484,7 @@ fn build_fixture(dir: &Path, bulk: usize) -> Fixture {
         }
         let at = T0 + (i as i64 % 40) * DAY;
         for event in ["last_order", "delivered", "consent_withdrawn"] {
-            v.record_event(&id, event, at, &r)
+            v.record_event(&id, event, ts(at), &r)
                 .unwrap_or_else(|e| panic!("fixture event {event}: {e:?}"));
         }
         subjects.push(subj);
@@ -503,13 +508,14 @@ fn build_fixture(dir: &Path, bulk: usize) -> Fixture {
         );
     }
     let keks = v
+        .admin()
         .keks()
         .into_iter()
         .filter(|k| k.state != KekState::Destroyed)
         .map(|k| (k.id, k.epoch))
         .collect();
-    assert!(v.verify_audit().expect("verify").is_intact());
-    v.sync().expect("sync fixture");
+    assert!(v.admin().verify_audit().expect("verify").is_intact());
+    v.admin().sync().expect("sync fixture");
     drop(v);
     Fixture { subjects, keks }
 }
@@ -602,6 +608,7 @@ fn observe_all(v: &Vault, fx: &Fixture) -> Result<Vec<BTreeSet<Purpose>>, String
 
 fn check_audit(v: &Vault, when: &str) -> Result<(), String> {
     let report = v
+        .admin()
         .verify_audit()
         .map_err(|e| format!("verify_audit {when}: {e:?}"))?;
     ensure!(
@@ -626,6 +633,7 @@ fn check_shreds_audited(
     per_purpose: bool,
 ) -> Result<(), String> {
     let entries = v
+        .admin()
         .audit_entries(&AuditFilter::default())
         .map_err(|e| format!("audit_entries: {e:?}"))?;
     let mut by_subject: BTreeMap<SubjectId, Vec<(AuditOp, String)>> = BTreeMap::new();
@@ -736,7 +744,7 @@ fn child() {
     let r = req();
     match op {
         Op::Expire => {
-            let report = v.expire(NOW, &r).expect("child expire");
+            let report = v.admin().expire(ts(NOW), &r).expect("child expire");
             say(format!("ACK expire {}", report.total()));
         }
         Op::Forget => {
@@ -755,7 +763,7 @@ fn child() {
         Op::Retire => {
             for id in list.split(',').filter(|s| !s.is_empty()) {
                 let id: u32 = id.parse().expect("kek id");
-                match v.retire_kek(id, &r, &mut |_| {}) {
+                match v.admin().retire_kek(id, &r, &mut |_| {}) {
                     Ok(_) => {}
                     Err(LifecycleError::KekDestroyed { .. }) if resume => {}
                     Err(e) => panic!("child retire {id}: {e:?}"),
@@ -984,11 +992,12 @@ fn check_round(op: Op, fx: &Fixture, vault_dir: &Path, run: &ChildRun) -> Result
     let v = open_at(vault_dir)?;
     check_audit(&v, "after reopen")?;
     let ledger_reapplied = v
+        .admin()
         .audit_entries(&AuditFilter::default())
         .map_err(|e| format!("audit_entries: {e:?}"))?
         .iter()
         .any(|e| e.op == AuditOp::ReapplyErasure);
-    let pending = !v.pending_retirements().is_empty();
+    let pending = !v.admin().pending_retirements().is_empty();
     let before = observe_all(&v, fx)?;
     let pristine: Vec<BTreeSet<Purpose>> = fx.subjects.iter().map(Subj::base_shredded).collect();
     let complete: Vec<BTreeSet<Purpose>> = fx
@@ -1004,6 +1013,7 @@ fn check_round(op: Op, fx: &Fixture, vault_dir: &Path, run: &ChildRun) -> Result
         Op::Retire => {
             let list = retire_list(fx);
             let destroyed = v
+                .admin()
                 .keks()
                 .iter()
                 .filter(|k| list.contains(&k.id) && k.state == KekState::Destroyed)
@@ -1061,7 +1071,7 @@ fn check_expire(
             *remaining.entry(p.name().to_owned()).or_default() += 1;
         }
     }
-    let keks_before = v.keks();
+    let keks_before = v.admin().keks();
     for k in &keks_before {
         if k.state == KekState::Destroyed {
             ensure!(
@@ -1074,7 +1084,8 @@ fn check_expire(
     }
     // Rerun: it finishes exactly the remaining work.
     let report = v
-        .expire(NOW, &req())
+        .admin()
+        .expire(ts(NOW), &req())
         .map_err(|e| format!("rerun expire: {e:?}"))?;
     ensure!(
         report.shredded == remaining,
@@ -1093,7 +1104,7 @@ fn check_expire(
         got_destroyed == want_destroyed,
         "rerun expire destroyed KEKs {got_destroyed:?}, expected {want_destroyed:?}"
     );
-    for k in v.keks() {
+    for k in v.admin().keks() {
         ensure!(
             (k.state == KekState::Destroyed) == kek_passed(k.epoch),
             "after the rerun KEK {} of epoch {:?} is {:?}",
@@ -1117,7 +1128,8 @@ fn check_expire(
     check_shreds_audited(v, fx, &after, AuditOp::Expire, true)?;
     // Idempotent: a third run has nothing left to do.
     let again = v
-        .expire(NOW, &req())
+        .admin()
+        .expire(ts(NOW), &req())
         .map_err(|e| format!("third expire: {e:?}"))?;
     ensure!(
         again.total() == 0 && again.keks_destroyed.is_empty(),
@@ -1141,7 +1153,7 @@ fn check_forgotten_refuses_data(v: &Vault, s: &Subj) -> Result<(), String> {
         "subject #{} is forgotten but a put returned {put:?}",
         s.i
     );
-    let hold = v.hold(&s.id, None, &req());
+    let hold = v.admin().hold(&s.id, None, &req());
     ensure!(
         matches!(hold, Err(LifecycleError::Forgotten { .. })),
         "subject #{} is forgotten but a legal hold returned {hold:?}",
@@ -1279,7 +1291,12 @@ fn check_retire(
     }
     // KEK states follow the list order: destroyed ones, at most one in progress, untouched ones.
     let list = retire_list(fx);
-    let keks: BTreeMap<u32, KekState> = v.keks().into_iter().map(|k| (k.id, k.state)).collect();
+    let keks: BTreeMap<u32, KekState> = v
+        .admin()
+        .keks()
+        .into_iter()
+        .map(|k| (k.id, k.state))
+        .collect();
     let mut states: Vec<(u32, KekState)> = Vec::new();
     for id in &list {
         let st = keks
@@ -1312,7 +1329,7 @@ fn check_retire(
             states[first_live].0
         );
     }
-    let pending = v.pending_retirements();
+    let pending = v.admin().pending_retirements();
     let want_pending: Vec<u32> = states
         .get(first_live)
         .filter(|(_, st)| *st == KekState::Retiring)
@@ -1332,7 +1349,7 @@ fn check_retire(
     }
     // Rerun: finished ones report KekDestroyed, the others complete.
     for (id, st) in &states {
-        let result = v.retire_kek(*id, &req(), &mut |_| {});
+        let result = v.admin().retire_kek(*id, &req(), &mut |_| {});
         if *st == KekState::Destroyed {
             ensure!(
                 matches!(result, Err(LifecycleError::KekDestroyed { id: x }) if x == *id),
@@ -1347,7 +1364,12 @@ fn check_retire(
             );
         }
     }
-    let keks: BTreeMap<u32, KekState> = v.keks().into_iter().map(|k| (k.id, k.state)).collect();
+    let keks: BTreeMap<u32, KekState> = v
+        .admin()
+        .keks()
+        .into_iter()
+        .map(|k| (k.id, k.state))
+        .collect();
     for (id, _) in &fx.keks {
         let retired = list.contains(id);
         ensure!(
@@ -1357,9 +1379,9 @@ fn check_retire(
         );
     }
     ensure!(
-        v.pending_retirements().is_empty(),
+        v.admin().pending_retirements().is_empty(),
         "retirements still pending after the rerun: {:?}",
-        v.pending_retirements()
+        v.admin().pending_retirements()
     );
     for (s, got) in fx.subjects.iter().zip(observe_all(v, fx)?) {
         ensure!(
@@ -1683,6 +1705,7 @@ fn loop_op(v: &Vault, op: Op, subjects: &[SubjectId], k: u64, r: &Request) {
             .unwrap_or_else(|e| panic!("child update step {k}: {e:?}")),
         Op::RotateDeks => {
             let n = v
+                .admin()
                 .rotate_data_keys(s, r)
                 .unwrap_or_else(|e| panic!("child rotate step {k}: {e:?}"));
             assert_eq!(n, 3, "child rotate step {k}: purposes rotated");
@@ -1718,7 +1741,7 @@ fn build_loop_fixture(dir: &Path) -> Vec<SubjectId> {
         );
     }
     let subjects = loop_subjects(&v);
-    v.sync().expect("sync loop fixture");
+    v.admin().sync().expect("sync loop fixture");
     subjects
 }
 
@@ -1813,6 +1836,7 @@ fn read_step(
 
 fn rotation_counts(v: &Vault, subjects: &[SubjectId]) -> Result<Vec<usize>, String> {
     let entries = v
+        .admin()
         .audit_entries(&AuditFilter::default())
         .map_err(|e| format!("audit_entries: {e:?}"))?;
     Ok(subjects
@@ -1940,6 +1964,7 @@ fn check_loop_round(
             // Resume: the interrupted rotation runs again and completes.
             let (j, _) = loop_target(op, inflight);
             let n = v
+                .admin()
                 .rotate_data_keys(&subjects[j], &req())
                 .map_err(|e| format!("rerun rotation of subject #{j}: {e:?}"))?;
             ensure!(
@@ -1956,7 +1981,7 @@ fn check_loop_round(
         _ => unreachable!("not a loop operation"),
     }
     check_audit(&v, "after the checks")?;
-    v.sync().map_err(|e| format!("sync: {e:?}"))?;
+    v.admin().sync().map_err(|e| format!("sync: {e:?}"))?;
     Ok((next, found))
 }
 
@@ -2130,7 +2155,7 @@ fn sled_snapshot_leftovers() {
     // Let sled write real snapshots too (it does so on a clean close), so the leftover sorts next
     // to them as it would after a real crash.
     let v = open_at(&root).expect("reopen");
-    v.sync().expect("sync");
+    v.admin().sync().expect("sync");
     drop(v);
     let complete = std::fs::read_dir(&data)
         .expect("data dir")
@@ -2166,7 +2191,7 @@ fn sled_snapshot_leftovers() {
             );
         }
         assert!(
-            v.verify_audit().expect("verify").is_intact(),
+            v.admin().verify_audit().expect("verify").is_intact(),
             "leftover #{n}: audit chain"
         );
         // The vault stays writable, and the write survives the next open.
@@ -2176,7 +2201,7 @@ fn sled_snapshot_leftovers() {
             &loop_customer(0, Some(1000 + n as u64)),
         )
         .expect("write after the recovery");
-        v.sync().expect("sync");
+        v.admin().sync().expect("sync");
         drop(v);
         let v = open_at(&root).expect("open again");
         let got = read_step(&v, Op::Update, &subjects[0], 0, &RecordKey::new("customer"))

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use vault_core::credentials::MAX_PASSPHRASE_LEN;
+use vault_core::admin::{KdfError, KeyFileError};
+use vault_core::danger_test_hooks::MAX_PASSPHRASE_LEN;
 use vault_core::{
-    Component, CreateError, Credentials, KdfError, KdfParams, KeyFile, KeyFileError, OpenError,
-    Record, StorageError, Vault, VaultOptions, VaultPaths,
+    Component, CreateError, Credentials, KdfParams, KeyFile, OpenError, Record, StorageError,
+    Vault, VaultOptions, VaultPaths,
 };
 
 use crate::common::*;
@@ -132,7 +133,7 @@ fn jan() -> Record {
 fn store_jan(vault: &Vault) -> vault_core::SubjectId {
     let s = vault.create_subject().expect("subject");
     vault.put(&s, "customer", &jan()).expect("put");
-    vault.sync().expect("sync");
+    vault.admin().sync().expect("sync");
     s
 }
 
@@ -360,7 +361,7 @@ fn weak_kdf_vault_is_refused_on_open_without_the_danger_flag() {
 
     for options in [
         VaultOptions::default(),
-        fast_options().danger_allow_weak_kdf(false),
+        VaultOptions::default().kdf(vault_core::KdfParams::danger_insecure_for_tests()),
     ] {
         let err = open_opts(dir.path(), &creds(), || options.clone()).unwrap_err();
         assert!(
@@ -379,28 +380,32 @@ fn change_credentials_to_a_new_passphrase() {
     let (s, generation) = {
         let vault = new_vault(dir.path());
         let s = store_jan(&vault);
-        let g0 = vault.key_store_generation();
+        let g0 = vault.admin().key_store_generation();
         vault
+            .admin()
             .change_credentials(
                 &Credentials::passphrase(new_pass),
                 KdfParams::danger_insecure_for_tests(),
             )
             .unwrap();
-        assert!(vault.key_store_generation() > g0, "generation did not grow");
+        assert!(
+            vault.admin().key_store_generation() > g0,
+            "generation did not grow"
+        );
         // The open handle keeps working.
         assert_jan(&vault, &s);
         let t = vault.create_subject().unwrap();
         let other = jan().with("email", "jan.tweede@voorbeeld.nl");
         vault.put(&t, "customer", &other).unwrap();
-        vault.sync().unwrap();
-        (s, vault.key_store_generation())
+        vault.admin().sync().unwrap();
+        (s, vault.admin().key_store_generation())
     };
 
     let err = open_with(dir.path(), &creds()).unwrap_err();
     assert!(matches!(err, OpenError::WrongCredentials), "{err:?}");
 
     let vault = open_with(dir.path(), &Credentials::passphrase(new_pass)).unwrap();
-    assert!(vault.key_store_generation() >= generation);
+    assert!(vault.admin().key_store_generation() >= generation);
     assert_jan(&vault, &s);
     for email in ["jan.vanderberg@voorbeeld.nl", "jan.tweede@voorbeeld.nl"] {
         let found = vault.find("customer", "email", email).unwrap();
@@ -417,12 +422,16 @@ fn change_credentials_to_passphrase_and_key_file() {
     let s = {
         let vault = new_vault(dir.path());
         let s = store_jan(&vault);
-        let g0 = vault.key_store_generation();
+        let g0 = vault.admin().key_store_generation();
         let c = Credentials::passphrase(new_pass).with_key_file(KeyFile::generate(&kf).unwrap());
         vault
+            .admin()
             .change_credentials(&c, KdfParams::danger_insecure_for_tests())
             .unwrap();
-        assert!(vault.key_store_generation() > g0, "generation did not grow");
+        assert!(
+            vault.admin().key_store_generation() > g0,
+            "generation did not grow"
+        );
         assert_jan(&vault, &s);
         s
     };
@@ -468,7 +477,7 @@ fn second_open_in_the_same_process_is_already_open() {
     first
         .put(&s, "customer", &jan().with("phone", "06-12345678"))
         .unwrap();
-    first.sync().unwrap();
+    first.admin().sync().unwrap();
     drop(first);
 
     let second = open_after_drop(dir.path());

@@ -1,5 +1,5 @@
 //! The engine contract suite (issue 13): every storage engine this build has (sled, redb, fjall)
-//! against the same expectations of `vault_core::store::Store`, plus a vault round trip on each.
+//! against the same expectations of `vault_core::danger_test_hooks::Store`, plus a vault round trip on each.
 //!
 //! - get / put / delete, and the same key in different tables kept apart;
 //! - prefix and range scans, paged the way `store::Scan` pages them;
@@ -29,19 +29,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::common::*;
-use vault_core::engine::postgres::PgStore;
-use vault_core::engine::{self, Engine, EngineConfig, EngineStore, Mode};
-use vault_core::store::{KeyValue, Store, Table, WriteBatch};
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::danger_test_hooks::PgStore;
+use vault_core::danger_test_hooks::{EngineConfig, EngineStore, Mode};
+use vault_core::danger_test_hooks::{KeyValue, Store, Table, WriteBatch};
+use vault_core::Engine;
 use vault_core::{
-    DataLocation, MockClock, OpenError, PgTarget, Request, StorageError, SubjectId, Vault,
-    VaultOptions, VaultPaths,
+    DataLocation, OpenError, PgTarget, Request, StorageError, SubjectId, Vault, VaultOptions,
+    VaultPaths,
 };
 
 /// [`fast_options`] without `KLUIS_TEST_ENGINE`: this suite picks its engines itself.
 fn suite_options() -> VaultOptions {
     VaultOptions::default()
         .kdf(vault_core::KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true)
+        .danger_allow_weak_kdf()
         .durability(vault_core::Durability::Relaxed)
 }
 
@@ -278,8 +280,8 @@ fn check_get_put_delete(ut: &UnderTest) {
     assert_eq!(st.get(Table::Audit, b"").unwrap(), Some(Vec::new()), "{e}");
     // An empty batch and a sync are fine at any time.
     st.apply(WriteBatch::default()).unwrap();
-    st.sync().unwrap();
-    st.sync().unwrap();
+    st.admin().sync().unwrap();
+    st.admin().sync().unwrap();
 }
 
 #[test]
@@ -452,7 +454,7 @@ fn check_batches_all_or_nothing(ut: &UnderTest) {
     let mut b = WriteBatch::default();
     b.put(Table::Meta, b"still".to_vec(), b"ok".to_vec());
     st.apply(b).unwrap();
-    st.sync().unwrap();
+    st.admin().sync().unwrap();
     assert_eq!(st.get(Table::Meta, b"still").unwrap(), Some(b"ok".to_vec()));
 }
 
@@ -576,7 +578,7 @@ fn fill(st: &dyn Store, n: u32, len: usize) {
         }
         st.apply(b).unwrap();
     }
-    st.sync().unwrap();
+    st.admin().sync().unwrap();
 }
 
 fn check_all(e: &str, st: &dyn Store, n: u32, len: usize) {
@@ -601,7 +603,7 @@ fn write_synced_rows(st: &dyn Store) {
         b.put(Table::Audit, i.to_be_bytes().to_vec(), value(i, len));
     }
     st.apply(b).unwrap();
-    st.sync().unwrap();
+    st.admin().sync().unwrap();
 }
 
 /// A write after the sync: a crash may or may not keep it (nothing checks it), but it must not
@@ -631,7 +633,7 @@ fn check_synced_rows(ut: &UnderTest, what: &str) {
     b.delete(Table::Record, key(0));
     b.put(Table::Meta, b"again".to_vec(), b"1".to_vec());
     st.apply(b).unwrap();
-    st.sync().unwrap();
+    st.admin().sync().unwrap();
     drop(st);
     let st = ut.reopen().unwrap();
     assert_eq!(st.get(Table::Record, &key(0)).unwrap(), None, "{e}: {what}");
@@ -704,7 +706,7 @@ fn engines_keep_their_files_private() {
         fill(&*st, 3000, 300);
         drop(st);
         let st = reopen(e, &data).unwrap();
-        st.sync().unwrap();
+        st.admin().sync().unwrap();
         let mut files = Vec::new();
         walk(&data, &mut files);
         assert!(!files.is_empty());
@@ -1081,7 +1083,7 @@ fn killed_child() {
         st.apply(generation_batch(g)).expect("apply");
         say(format!("APPLIED {g}"));
         if g.is_multiple_of(KILLED_SYNC_EVERY) {
-            st.sync().expect("sync");
+            st.admin().sync().expect("sync");
             say(format!("SYNCED {g}"));
         }
     }
@@ -1158,7 +1160,7 @@ fn kill_rounds(ut: &UnderTest, scratch: &Path, unit: &mut dyn FnMut() -> f64, se
         .map_or(KILLED_ROUNDS, |n| n.parse().expect("a number of rounds"));
     let st = ut.create();
     st.apply(generation_batch(0)).unwrap();
-    st.sync().unwrap();
+    st.admin().sync().unwrap();
     drop(st);
     let (mut applied_total, mut in_flight_landed, mut lost_unsynced) = (0u64, 0, 0);
     for round in 0..rounds {
@@ -1303,7 +1305,7 @@ fn check_vault_round_trip(ut: &UnderTest, root: &Path) -> (VaultPaths, Vec<Subje
         v.put(s, "customer", &customer(i)).unwrap();
         v.put(s, "address", &address(i)).unwrap();
     }
-    v.record_event(&subjects[0], "delivered", T0 + 60, &req)
+    v.record_event(&subjects[0], "delivered", ts(T0 + 60), &req)
         .unwrap();
     for (i, s) in subjects.iter().enumerate() {
         assert_eq!(
@@ -1316,7 +1318,9 @@ fn check_vault_round_trip(ut: &UnderTest, root: &Path) -> (VaultPaths, Vec<Subje
         vec![subjects[7]],
         "{e}"
     );
-    let forgotten = v.forget(&subjects[3], &req, false).unwrap();
+    let forgotten = v
+        .forget(&subjects[3], &req, ForgetOptions::default())
+        .unwrap();
     assert!(!forgotten.shredded.is_empty(), "{e}");
     assert!(v
         .find("customer", "email", "klant3@voorbeeld.nl")
@@ -1324,7 +1328,9 @@ fn check_vault_round_trip(ut: &UnderTest, root: &Path) -> (VaultPaths, Vec<Subje
         .is_empty());
     assert_eq!(v.get(&subjects[3], "customer").unwrap().len(), 0, "{e}");
     // forget_many: several subjects as one chunked transaction (one batch) on this engine.
-    let many = v.forget_many(&subjects[4..6], &req, false).unwrap();
+    let many = v
+        .forget_many(&subjects[4..6], &req, ForgetOptions::default())
+        .unwrap();
     assert_eq!(many.len(), 2, "{e}");
     for r in many.into_values() {
         assert!(!r.unwrap().shredded.is_empty(), "{e}");
@@ -1334,18 +1340,18 @@ fn check_vault_round_trip(ut: &UnderTest, root: &Path) -> (VaultPaths, Vec<Subje
     // threads rewrite its files meanwhile, so its rows are copied into a new store instead (as
     // PostgreSQL's are).
     let dest = root.join("backup");
-    assert!(v.backup(&dest).unwrap().files > 0, "{e}");
+    assert!(v.admin().backup(&dest).unwrap().files > 0, "{e}");
     // Subject 0's address was delivered: it goes 30 days later; nothing else is due yet.
     clock.set(T0 + 31 * DAY);
-    let expired = v.expire(T0 + 31 * DAY, &req).unwrap();
+    let expired = v.admin().expire(ts(T0 + 31 * DAY), &req).unwrap();
     assert_eq!(
         expired.shredded.get("shipping"),
         Some(&1),
         "{e}: {expired:?}"
     );
     assert_eq!(v.get(&subjects[0], "address").unwrap().len(), 0, "{e}");
-    v.sync().unwrap();
-    assert!(v.data_size_on_disk().unwrap() > 0, "{e}");
+    v.admin().sync().unwrap();
+    assert!(v.admin().data_size_on_disk().unwrap() > 0, "{e}");
     drop(v);
 
     // `open` finds the engine by itself ...
@@ -1362,7 +1368,7 @@ fn check_vault_round_trip(ut: &UnderTest, root: &Path) -> (VaultPaths, Vec<Subje
         vec![subjects[9]]
     );
     v.put(&subjects[1], "customer", &customer(100)).unwrap();
-    assert!(v.verify_audit().unwrap().is_intact(), "{e}");
+    assert!(v.admin().verify_audit().unwrap().is_intact(), "{e}");
     drop(v);
     check_data_format(ut);
     (paths, subjects)
@@ -1378,7 +1384,11 @@ fn check_data_format(ut: &UnderTest) {
         .expect("vault meta row");
     assert_eq!(&row[..8], b"KLUISDAT", "{e}");
     let version = u16::from_le_bytes([row[8], row[9]]);
-    assert_eq!(version, vault_core::vault::DATA_FORMAT_VERSION, "{e}");
+    assert_eq!(
+        version,
+        vault_core::danger_test_hooks::DATA_FORMAT_VERSION,
+        "{e}"
+    );
     assert_eq!(version, 3, "{e}");
 }
 
@@ -1421,7 +1431,7 @@ fn check_backup_opens_embedded(paths: &VaultPaths, subjects: &[SubjectId], dest:
         v.find("customer", "email", "klant9@voorbeeld.nl").unwrap(),
         vec![subjects[9]]
     );
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 /// A second `open` of a PostgreSQL vault while it is open succeeds (issue 14: processes share a
@@ -1470,7 +1480,7 @@ fn check_pg_create_refuses_a_vault(
             customer(i).get("email")
         );
     }
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 #[test]
@@ -1709,16 +1719,16 @@ fn engines_pg_a_store_works_again_after_a_server_crash() {
     let mut b = WriteBatch::default();
     b.put(Table::Record, b"k".to_vec(), b"v".to_vec());
     st.apply(b).unwrap();
-    st.sync().unwrap();
+    st.admin().sync().unwrap();
     pg.crash_stop();
     // The pooled connection is dead, then no new one can be made: both are `Unreachable`.
     assert_unreachable(st.get(Table::Record, b"k").map(drop), "get, server down");
     assert_unreachable(st.apply(one_row(b"k2")), "apply, server down");
-    assert_unreachable(st.sync(), "sync, server down");
+    assert_unreachable(st.admin().sync(), "sync, server down");
     pg.start_again();
     assert_eq!(st.get(Table::Record, b"k").unwrap(), Some(b"v".to_vec()));
     st.apply(one_row(b"k2")).unwrap();
-    st.sync().unwrap();
+    st.admin().sync().unwrap();
     // A crash and restart between two calls: the first may meet the dead connection (and is then
     // `Unreachable`); the next works.
     pg.crash_restart();

@@ -39,15 +39,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use vault_core::admin::{AuditFilter, AuditOp, Epoch, KekState};
 use vault_core::danger_faults::{
     arm_key_store, arm_ledger, disarm_key_store, disarm_ledger, key_store_fault_fired,
     key_store_writes, ledger_appends, ledger_fault_fired, wrapper, FaultKind, FaultPlan,
     KeyStoreFault, KeyStoreStep, LedgerFault, LedgerStep,
 };
+use vault_core::danger_test_hooks::MockClock;
 use vault_core::{
-    AuditFilter, AuditOp, Credentials, DeleteError, Durability, Epoch, FieldState, KdfParams,
-    KekState, LifecycleError, MockClock, OpenError, ReadError, Record, Request, SubjectId, Vault,
-    VaultOptions, VaultPaths, WriteError,
+    Credentials, DeleteError, Durability, FieldState, KdfParams, LifecycleError, OpenError,
+    ReadError, Record, Request, SubjectId, Vault, VaultOptions, VaultPaths, WriteError,
 };
 
 use crate::common::*;
@@ -143,21 +144,22 @@ fn build_fixture() -> Fixture {
         .unwrap();
     v.put(&a, "address", &address()).unwrap();
     v.put(&a, "invoice", &invoice()).unwrap();
-    v.record_event(&a, "delivered", T0, &r).unwrap();
-    v.record_event(&a, "invoiced", T0, &r).unwrap();
+    v.record_event(&a, "delivered", ts(T0), &r).unwrap();
+    v.record_event(&a, "invoiced", ts(T0), &r).unwrap();
     let b = v.create_subject().unwrap();
     v.put(&b, "customer", &customer("Oud", "bram@voorbeeld.nl"))
         .unwrap();
     let c = v.create_subject().unwrap();
     v.put(&c, "customer", &customer("Cor", "cor@voorbeeld.nl"))
         .unwrap();
-    v.hold(&c, None, &r).unwrap();
+    v.admin().hold(&c, None, &r).unwrap();
     let g = v.create_subject().unwrap();
     v.put(&g, "customer", &customer("Gone", "gone@voorbeeld.nl"))
         .unwrap();
-    v.forget(&g, &r, false).unwrap();
-    v.sync().unwrap();
+    v.forget(&g, &r, ForgetOptions::default()).unwrap();
+    v.admin().sync().unwrap();
     let open_kek = v
+        .admin()
         .keks()
         .iter()
         .find(|k| k.epoch == Epoch::OpenEnded && k.state == KekState::Active)
@@ -207,7 +209,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn audit_ops(v: &Vault) -> Vec<AuditOp> {
-    v.audit_entries(&AuditFilter::default())
+    v.admin()
+        .audit_entries(&AuditFilter::default())
         .unwrap()
         .into_iter()
         .map(|e| e.op)
@@ -266,20 +269,29 @@ impl Op {
                 .update(&s.b, "customer", &Record::new().with("first_name", "Nieuw"))
                 .map_err(|x| e(&x)),
             Op::Delete => v.delete(&s.a, "address").map_err(|x| e(&x)),
-            Op::Forget => v.forget(&s.b, &r, false).map(|_| ()).map_err(|x| e(&x)),
-            Op::Expire => v.expire(NOW, &r).map(|_| ()).map_err(|x| e(&x)),
-            Op::Event => v
-                .record_event(&s.b, "last_order", NOW, &r)
+            Op::Forget => v
+                .forget(&s.b, &r, ForgetOptions::default())
                 .map(|_| ())
                 .map_err(|x| e(&x)),
-            Op::Hold => v.hold(&s.b, None, &r).map_err(|x| e(&x)),
-            Op::Release => v.release(&s.c, &r).map_err(|x| e(&x)),
+            Op::Expire => v.admin().expire(ts(NOW), &r).map(|_| ()).map_err(|x| e(&x)),
+            Op::Event => v
+                .record_event(&s.b, "last_order", ts(NOW), &r)
+                .map(|_| ())
+                .map_err(|x| e(&x)),
+            Op::Hold => v.admin().hold(&s.b, None, &r).map_err(|x| e(&x)),
+            Op::Release => v.admin().release(&s.c, &r).map_err(|x| e(&x)),
             Op::RetireKek => v
+                .admin()
                 .retire_kek(f.open_kek, &r, &mut |_| {})
                 .map(|_| ())
                 .map_err(|x| e(&x)),
-            Op::RotateDataKeys => v.rotate_data_keys(&s.a, &r).map(|_| ()).map_err(|x| e(&x)),
+            Op::RotateDataKeys => v
+                .admin()
+                .rotate_data_keys(&s.a, &r)
+                .map(|_| ())
+                .map_err(|x| e(&x)),
             Op::ChangeCredentials => v
+                .admin()
                 .change_credentials(
                     &Credentials::passphrase(NEW_PASSPHRASE),
                     KdfParams::danger_insecure_for_tests(),
@@ -345,6 +357,7 @@ impl Op {
                 }
             }
             Op::RetireKek => match v
+                .admin()
                 .keks()
                 .iter()
                 .find(|k| k.id == f.open_kek)
@@ -412,7 +425,7 @@ fn check_after(
     absorbed_ok: &mut u64,
 ) -> Result<(), String> {
     let (v, new_creds) = reopen_any(root)?;
-    let report = v.verify_audit().map_err(|e| format!("{e:?}"))?;
+    let report = v.admin().verify_audit().map_err(|e| format!("{e:?}"))?;
     if !report.is_intact() {
         return Err(format!("audit chain broken: {:?}", report.problem));
     }
@@ -458,7 +471,7 @@ fn check_after(
     if rerun.is_err() && !applied {
         return Err(format!("rerun failed: {rerun:?}"));
     }
-    if !v.verify_audit().unwrap().is_intact() {
+    if !v.admin().verify_audit().unwrap().is_intact() {
         return Err("audit chain broken after the rerun".into());
     }
     Ok(())
@@ -687,7 +700,7 @@ fn forget_writes_no_key_store_on() {
     let v = Vault::open(&VaultPaths::in_dir(&root), &creds(), opts(NOW)).unwrap();
     disarm_key_store();
     disarm_ledger();
-    v.forget(&f.s.b, &req(), false).unwrap();
+    v.forget(&f.s.b, &req(), ForgetOptions::default()).unwrap();
     assert_eq!(key_store_writes(), 0);
     assert_eq!(ledger_appends(), 1);
 }
@@ -780,7 +793,7 @@ fn forget_whose_flush_fails_still_survives_a_backup_restore_on() {
     )
     .unwrap();
     plan.arm(FaultKind::Sync, 1);
-    let r = v.forget(&f.s.b, &req(), false);
+    let r = v.forget(&f.s.b, &req(), ForgetOptions::default());
     assert!(plan.fired());
     assert!(r.is_err(), "{r:?}");
     plan.disarm();
@@ -799,7 +812,7 @@ fn forget_whose_flush_fails_still_survives_a_backup_restore_on() {
         .unwrap()
         .is_empty());
     assert!(audit_ops(&v).contains(&AuditOp::ReapplyErasure));
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 /// The fsync of a put fails after its batch was applied: the caller is told the change is applied
@@ -854,17 +867,17 @@ fn a_write_whose_fsync_fails_says_it_was_applied_but_not_durable_on() {
     ));
     // And a lifecycle change: an event, a forget.
     plan.arm(FaultKind::Sync, 1);
-    let r = v.record_event(&f.s.b, "last_order", NOW, &req());
+    let r = v.record_event(&f.s.b, "last_order", ts(NOW), &req());
     assert!(plan.fired());
     assert!(matches!(r, Err(LifecycleError::NotDurable(_))), "{r:?}");
     plan.disarm();
     plan.arm(FaultKind::Sync, 1);
-    let r = v.forget(&f.s.b, &req(), false);
+    let r = v.forget(&f.s.b, &req(), ForgetOptions::default());
     assert!(plan.fired());
     assert!(matches!(r, Err(LifecycleError::NotDurable(_))), "{r:?}");
     plan.disarm();
     assert!(matches!(
-        v.forget(&f.s.b, &req(), false),
+        v.forget(&f.s.b, &req(), ForgetOptions::default()),
         Err(LifecycleError::AlreadyForgotten { .. })
     ));
 }
@@ -893,12 +906,12 @@ fn change_credentials_is_all_or_nothing_with_its_audit_entry_on() {
         )
         .unwrap();
         plan.arm(kind, 1);
-        let r = v.change_credentials(&new(), kdf);
+        let r = v.admin().change_credentials(&new(), kdf);
         assert!(plan.fired());
         assert_eq!(r.is_ok(), want_new, "{kind:?}: {r:?}");
         plan.disarm();
         // A later key-store write in the same session keeps the credentials the call reported.
-        v.forget(&f.s.b, &req(), false).unwrap();
+        v.forget(&f.s.b, &req(), ForgetOptions::default()).unwrap();
         drop(v);
         let paths = VaultPaths::in_dir(&root);
         let (good, bad) = if want_new {
@@ -915,7 +928,7 @@ fn change_credentials_is_all_or_nothing_with_its_audit_entry_on() {
             audit_ops(&v).contains(&AuditOp::ChangeCredentials),
             want_new
         );
-        assert!(v.verify_audit().unwrap().is_intact());
+        assert!(v.admin().verify_audit().unwrap().is_intact());
     }
 }
 
@@ -937,7 +950,7 @@ fn open_that_reapplies_the_ledger_survives_every_storage_fault_on() {
     copy_dir(&stale.join("data"), &backup);
     {
         let v = Vault::open(&VaultPaths::in_dir(&stale), &creds(), opts(NOW)).unwrap();
-        v.forget(&f.s.b, &req(), false).unwrap();
+        v.forget(&f.s.b, &req(), ForgetOptions::default()).unwrap();
     }
     std::fs::remove_dir_all(stale.join("data")).unwrap();
     copy_dir(&backup, &stale.join("data"));
@@ -985,7 +998,10 @@ fn open_that_reapplies_the_ledger_survives_every_storage_fault_on() {
                 "{ctx}: the forgotten subject is findable"
             );
             check_baseline(&v, &f, Op::Forget).unwrap_or_else(|e| panic!("{ctx}: {e}"));
-            assert!(v.verify_audit().unwrap().is_intact(), "{ctx}: audit chain");
+            assert!(
+                v.admin().verify_audit().unwrap().is_intact(),
+                "{ctx}: audit chain"
+            );
             drop(v);
             std::fs::remove_dir_all(&root).unwrap();
             assert!(n < 500, "open: no end to {kind:?} calls");
@@ -1046,7 +1062,10 @@ fn create_survives_every_storage_fault_on() {
             }
             let v = Vault::open(&paths, &creds(), opts(T0))
                 .unwrap_or_else(|e| panic!("{ctx}: open: {e:?}"));
-            assert!(v.verify_audit().unwrap().is_intact(), "{ctx}: audit chain");
+            assert!(
+                v.admin().verify_audit().unwrap().is_intact(),
+                "{ctx}: audit chain"
+            );
             let s = v.create_subject().unwrap();
             v.put(&s, "customer", &customer("Anna", "anna@voorbeeld.nl"))
                 .unwrap();
@@ -1081,11 +1100,11 @@ fn build_chunk_fixture(root: &Path) -> Vec<SubjectId> {
             let email = format!("klant{i}@voorbeeld.nl");
             v.put(&s, "customer", &customer("Klant", &email)).unwrap();
             v.put(&s, "address", &address()).unwrap();
-            v.record_event(&s, "delivered", T0, &r).unwrap();
+            v.record_event(&s, "delivered", ts(T0), &r).unwrap();
             s
         })
         .collect();
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     subjects
 }
 
@@ -1113,7 +1132,7 @@ fn a_failed_expire_chunk_is_all_or_nothing_and_the_next_sweep_finishes_it_on() {
         let root = work.path().join(format!("n{n}"));
         let (v, plan, paths) = open_copy_with_faults(&pristine, &root, NOW);
         plan.arm(FaultKind::Write, n);
-        let r = v.expire(NOW, &req());
+        let r = v.admin().expire(ts(NOW), &req());
         if !plan.fired() {
             assert_eq!(r.unwrap().total(), CHUNK_SUBJECTS as u64);
             break;
@@ -1144,7 +1163,7 @@ fn a_failed_expire_chunk_is_all_or_nothing_and_the_next_sweep_finishes_it_on() {
             .filter(|o| **o == AuditOp::ReapplyErasure)
             .count();
         assert_eq!(reapplied, 0, "write {n}: a revoked chunk was re-applied");
-        let again = v.expire(NOW, &req()).unwrap();
+        let again = v.admin().expire(ts(NOW), &req()).unwrap();
         let want = if untouched { CHUNK_SUBJECTS as u64 } else { 0 };
         assert_eq!(again.total(), want, "write {n}");
         assert!(
@@ -1152,12 +1171,13 @@ fn a_failed_expire_chunk_is_all_or_nothing_and_the_next_sweep_finishes_it_on() {
             "write {n}"
         );
         assert!(
-            v.keks()
+            v.admin()
+                .keks()
                 .iter()
                 .all(|k| k.epoch == Epoch::OpenEnded || k.state == KekState::Destroyed),
             "write {n}: the passed epoch's KEK was not destroyed"
         );
-        assert!(v.verify_audit().unwrap().is_intact());
+        assert!(v.admin().verify_audit().unwrap().is_intact());
         n += 1;
     }
     assert!(n > 1, "the sweep wrote nothing");
@@ -1180,13 +1200,14 @@ fn a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it_on() {
         let root = work.path().join(format!("n{n}"));
         let (v, plan, paths) = open_copy_with_faults(&pristine, &root, T0);
         let open_kek = v
+            .admin()
             .keks()
             .iter()
             .find(|k| k.epoch == Epoch::OpenEnded && k.state == KekState::Active)
             .unwrap()
             .id;
         plan.arm(FaultKind::Write, n);
-        let r = v.retire_kek(open_kek, &req(), &mut |_| {});
+        let r = v.admin().retire_kek(open_kek, &req(), &mut |_| {});
         if !plan.fired() {
             assert_eq!(r.unwrap().rewrapped, CHUNK_SUBJECTS as u64);
             break;
@@ -1207,8 +1228,8 @@ fn a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it_on() {
         );
         let v = Vault::open(&paths, &creds(), opts(T0)).unwrap();
         if r.is_err() {
-            assert_eq!(v.pending_retirements(), vec![open_kek], "write {n}");
-            v.retire_kek(open_kek, &req(), &mut |_| {}).unwrap();
+            assert_eq!(v.admin().pending_retirements(), vec![open_kek], "write {n}");
+            v.admin().retire_kek(open_kek, &req(), &mut |_| {}).unwrap();
         }
         for (i, s) in subjects.iter().enumerate() {
             let rec = v.get(s, "customer").unwrap();
@@ -1219,7 +1240,7 @@ fn a_failed_retire_chunk_is_all_or_nothing_and_the_rerun_finishes_it_on() {
             let email = format!("klant{i}@voorbeeld.nl");
             assert_eq!(v.find("customer", "email", email).unwrap(), vec![*s]);
         }
-        assert!(v.verify_audit().unwrap().is_intact());
+        assert!(v.admin().verify_audit().unwrap().is_intact());
         n += 1;
     }
     assert!(n > 1, "the retirement wrote nothing");
@@ -1251,7 +1272,7 @@ fn forget_many_is_all_or_nothing_on() {
         let root = work.path().join(format!("{kind:?}"));
         let (v, plan, paths) = open_copy_with_faults(&pristine, &root, T0);
         plan.arm(kind, 1);
-        let r = v.forget_many(&subjects, &req(), false);
+        let r = v.forget_many(&subjects, &req(), ForgetOptions::default());
         assert!(plan.fired(), "{kind:?}");
         assert!(r.is_err(), "{kind:?}: {r:?}");
         plan.disarm();
@@ -1268,10 +1289,12 @@ fn forget_many_is_all_or_nothing_on() {
             "{kind:?}"
         );
         if !applied {
-            let out = v.forget_many(&subjects, &req(), false).unwrap();
+            let out = v
+                .forget_many(&subjects, &req(), ForgetOptions::default())
+                .unwrap();
             assert!(out.values().all(|r| r.is_ok()));
             assert_eq!(forgotten(&v), vec![true; CHUNK_SUBJECTS]);
         }
-        assert!(v.verify_audit().unwrap().is_intact());
+        assert!(v.admin().verify_audit().unwrap().is_intact());
     }
 }

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
+use vault_core::schema::Schema;
 use vault_core::{
-    Credentials, Engine, KdfParams, KeyFile, Passphrase, Record, RecordKey, Schema, Vault,
-    VaultPaths,
+    Credentials, Engine, KdfParams, KeyFile, Passphrase, Record, RecordKey, Vault, VaultPaths,
 };
 
 use crate::common::*;
@@ -259,7 +259,7 @@ fn no_plaintext_in_any_file_on_disk() {
     )
     .unwrap();
     fill(&vault);
-    vault.sync().unwrap();
+    vault.admin().sync().unwrap();
     let engine = vault.engine().expect("an engine");
     drop(vault);
     settle_engine(paths.data_dir().unwrap());
@@ -325,8 +325,8 @@ fn debug_and_errors_show_no_values_or_secrets() {
         ("credentials", format!("{creds:?}")),
         ("key file", format!("{:?}", KeyFile::from_bytes(&key_bytes))),
         ("passphrase", format!("{:?}", Passphrase::from(PASS))),
-        ("keks", format!("{:?}", vault.keks())),
-        ("kdf params", format!("{:?}", vault.kdf_params())),
+        ("keks", format!("{:?}", vault.admin().keks())),
+        ("kdf params", format!("{:?}", vault.admin().kdf_params())),
     ];
     for (what, text) in &shown[3..5] {
         for k in key_forms {
@@ -498,6 +498,7 @@ fn key_material_files_are_owner_only() {
         "key directory"
     );
     vault
+        .admin()
         .change_credentials(
             &Credentials::passphrase(PASS),
             KdfParams::danger_insecure_for_tests(),
@@ -602,7 +603,7 @@ fn data_directory_files_are_owner_only() {
             &Record::from_json(json!({ "body": lines })).unwrap(),
         )
         .unwrap();
-    vault.sync().unwrap();
+    vault.admin().sync().unwrap();
     check("after writes and a sync");
     drop(vault);
 
@@ -621,7 +622,7 @@ fn data_directory_files_are_owner_only() {
             assert_eq!(mode(p), want, "after open: {}", p.display());
         }
     }
-    vault.sync().unwrap();
+    vault.admin().sync().unwrap();
     check("after open and a sync");
     drop(vault);
 }
@@ -741,30 +742,36 @@ fn a_traced_library_session_leaks_nothing_to_logs_errors_audit_or_panics() {
                 .unwrap()[0];
             let far = 4_102_444_800; // 2100-01-01
             vault
-                .record_event(&s, "delivered", 1_700_000_000, &req)
+                .record_event(&s, "delivered", ts(1_700_000_000), &req)
                 .unwrap();
-            vault.hold(&s, None, &req).unwrap();
+            vault.admin().hold(&s, None, &req).unwrap();
             shown.push((
                 "expire while held".into(),
-                format!("{:?}", vault.expire(far, &req)),
+                format!("{:?}", vault.admin().expire(ts(far), &req)),
             ));
-            vault.release(&s, &req).unwrap();
+            vault.admin().release(&s, &req).unwrap();
             shown.push((
                 "data-key rotation".into(),
-                format!("{:?}", vault.rotate_data_keys(&s, &req)),
+                format!("{:?}", vault.admin().rotate_data_keys(&s, &req)),
             ));
-            for k in vault.keks() {
-                let r = vault.retire_kek(k.id, &req, &mut |_| {});
+            for k in vault.admin().keks() {
+                let r = vault.admin().retire_kek(k.id, &req, &mut |_| {});
                 shown.push(("retire".into(), format!("{r:?}")));
             }
             shown.push((
                 "export".into(),
                 format!("{}", vault.export_subject(&s).is_ok()),
             ));
-            shown.push(("expire".into(), format!("{:?}", vault.expire(far, &req))));
+            shown.push((
+                "expire".into(),
+                format!("{:?}", vault.admin().expire(ts(far), &req)),
+            ));
             shown.push((
                 "forget".into(),
-                format!("{:?}", vault.forget(&s, &req, true)),
+                format!(
+                    "{:?}",
+                    vault.forget(&s, &req, ForgetOptions::default().override_legal_hold())
+                ),
             ));
             shown.push((
                 "read after forget".into(),
@@ -773,10 +780,14 @@ fn a_traced_library_session_leaks_nothing_to_logs_errors_audit_or_panics() {
             let new_creds =
                 Credentials::passphrase(new_pass).with_key_file(KeyFile::from_bytes(&key));
             vault
+                .admin()
                 .change_credentials(&new_creds, KdfParams::danger_insecure_for_tests())
                 .unwrap();
-            shown.push(("audit verify".into(), format!("{:?}", vault.verify_audit())));
-            let entries = vault.audit_entries(&Default::default()).unwrap();
+            shown.push((
+                "audit verify".into(),
+                format!("{:?}", vault.admin().verify_audit()),
+            ));
+            let entries = vault.admin().audit_entries(&Default::default()).unwrap();
             assert!(entries.len() > 10, "the session is audited");
             for e in &entries {
                 shown.push(("audit entry".into(), format!("{e:?}")));
@@ -795,7 +806,7 @@ fn a_traced_library_session_leaks_nothing_to_logs_errors_audit_or_panics() {
             shown.push(("vault".into(), format!("{vault:?}")));
             shown.push((
                 "verify".into(),
-                format!("{:?}", vault.verify_records(&mut |_| {})),
+                format!("{:?}", vault.admin().verify_records(&mut |_| {})),
             ));
         }
     }));

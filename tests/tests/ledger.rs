@@ -22,16 +22,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use vault_core::admin::{AuditFilter, AuditOp, LedgerWitness, Rollback};
 use vault_core::danger_faults::{
     arm_key_store, arm_ledger, disarm_key_store, disarm_ledger, key_store_fault_fired,
     ledger_fault_fired, wrapper, FaultKind, FaultPlan, KeyStoreFault, KeyStoreStep, LedgerFault,
     LedgerStep,
 };
-use vault_core::store::Table;
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::danger_test_hooks::Table;
 use vault_core::{
-    AuditFilter, AuditOp, Component, Credentials, Durability, FieldState, KdfParams, LedgerWitness,
-    LifecycleError, MockClock, OpenError, Record, Request, Rollback, StorageError, SubjectId,
-    Vault, VaultOptions, VaultPaths,
+    Component, Credentials, Durability, FieldState, KdfParams, LifecycleError, OpenError, Record,
+    Request, StorageError, SubjectId, Vault, VaultOptions, VaultPaths,
 };
 
 use crate::common::*;
@@ -162,12 +163,16 @@ fn three_forgets(site: &Site) -> (SubjectId, Vec<SubjectId>) {
     let v = site.create();
     let live = add(&v, "els");
     let gone: Vec<SubjectId> = ["jan", "piet", "kees"].iter().map(|n| add(&v, n)).collect();
-    v.forget(&gone[0], &req(), false).unwrap();
-    // A key-store write (same credentials, re-sealed) anchors the ledger as it is now.
-    v.change_credentials(&creds(), KdfParams::danger_insecure_for_tests())
+    v.forget(&gone[0], &req(), ForgetOptions::default())
         .unwrap();
-    v.forget(&gone[1], &req(), false).unwrap();
-    v.forget(&gone[2], &req(), false).unwrap();
+    // A key-store write (same credentials, re-sealed) anchors the ledger as it is now.
+    v.admin()
+        .change_credentials(&creds(), KdfParams::danger_insecure_for_tests())
+        .unwrap();
+    v.forget(&gone[1], &req(), ForgetOptions::default())
+        .unwrap();
+    v.forget(&gone[2], &req(), ForgetOptions::default())
+        .unwrap();
     (live, gone)
 }
 
@@ -186,7 +191,7 @@ fn the_ledger_lives_beside_the_key_store_private_and_outside_data_backups() {
     let site = Site::new();
     let v = site.create();
     let jan = add(&v, "jan");
-    v.forget(&jan, &req(), false).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
     let f = site.ledger();
     assert!(f.is_file(), "{}", f.display());
     #[cfg(unix)]
@@ -196,7 +201,7 @@ fn the_ledger_lives_beside_the_key_store_private_and_outside_data_backups() {
         assert_eq!(mode, 0o600);
     }
     let backup = site.dir.path().join("backup");
-    v.backup(&backup).unwrap();
+    v.admin().backup(&backup).unwrap();
     fn names(dir: &Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
@@ -228,13 +233,13 @@ fn forget_and_expire_do_not_rewrite_the_key_store() {
         .with("city", "Kanariedorp")
         .with("country", "NL");
     v.put(&piet, "address", &address).unwrap();
-    v.record_event(&piet, "delivered", T0, &req()).unwrap();
-    let generation = v.key_store_generation();
+    v.record_event(&piet, "delivered", ts(T0), &req()).unwrap();
+    let generation = v.admin().key_store_generation();
     let ledger = site.ledger_bytes().len();
-    v.forget(&jan, &req(), false).unwrap();
-    let report = v.expire(T0 + 31 * DAY, &req()).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
+    let report = v.admin().expire(ts(T0 + 31 * DAY), &req()).unwrap();
     assert_eq!(report.total(), 1);
-    assert_eq!(v.key_store_generation(), generation);
+    assert_eq!(v.admin().key_store_generation(), generation);
     assert!(site.ledger_bytes().len() > ledger);
     assert!(shredded(&v, &jan));
     drop(v);
@@ -268,7 +273,7 @@ fn a_ledger_cut_below_the_key_store_anchor_is_refused() {
     let (v, accepted) = site.accept();
     assert_eq!(accepted, Some(r));
     assert!(gone.iter().all(|s| shredded(&v, s)));
-    let last = v.audit_entries(&AuditFilter::default()).unwrap();
+    let last = v.admin().audit_entries(&AuditFilter::default()).unwrap();
     let last = last.last().unwrap();
     assert_eq!(last.op, AuditOp::AcceptRollback);
     assert!(last.label.contains("erasure ledger"), "{}", last.label);
@@ -307,10 +312,10 @@ fn an_older_copy_of_the_ledger_put_back_is_refused() {
     let v = site.create();
     let jan = add(&v, "jan");
     let piet = add(&v, "piet");
-    v.forget(&jan, &req(), false).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
     let old = site.ledger_bytes();
     let before_piet = site.copy_data("before-piet");
-    v.forget(&piet, &req(), false).unwrap();
+    v.forget(&piet, &req(), ForgetOptions::default()).unwrap();
     drop(v);
     let current = site.ledger_bytes();
     site.put_ledger(&old);
@@ -338,9 +343,9 @@ fn another_vaults_ledger_is_refused() {
     let other = Site::new();
     let (v, w) = (site.create(), other.create());
     let jan = add(&v, "jan");
-    v.forget(&jan, &req(), false).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
     let piet = add(&w, "piet");
-    w.forget(&piet, &req(), false).unwrap();
+    w.forget(&piet, &req(), ForgetOptions::default()).unwrap();
     drop((v, w));
     site.put_ledger(&other.ledger_bytes());
     let r = rolled_back(site.open());
@@ -359,10 +364,10 @@ fn a_divergent_copy_of_this_vaults_ledger_is_refused() {
     let twin = Site::new();
     copy_dir(&site.root, &twin.root);
     let v = site.open().unwrap();
-    v.forget(&jan, &req(), false).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
     drop(v);
     let w = twin.open().unwrap();
-    w.forget(&piet, &req(), false).unwrap();
+    w.forget(&piet, &req(), ForgetOptions::default()).unwrap();
     drop(w);
     assert_eq!(site.ledger_bytes().len(), twin.ledger_bytes().len());
     site.put_ledger(&twin.ledger_bytes());
@@ -390,7 +395,7 @@ fn a_missing_ledger_is_refused_and_recovery_starts_a_new_one() {
     let (v, accepted) = site.accept();
     assert_eq!(accepted, Some(r));
     assert!(site.ledger().is_file());
-    v.forget(&live, &req(), false).unwrap();
+    v.forget(&live, &req(), ForgetOptions::default()).unwrap();
     drop(v);
     let v = site.open().unwrap();
     assert!(shredded(&v, &live));
@@ -450,7 +455,7 @@ fn a_torn_append_is_cut_at_open() {
     let v = site.open().unwrap();
     assert_eq!(site.ledger_bytes(), bytes, "the torn tail is cut");
     assert!(gone.iter().all(|s| shredded(&v, s)));
-    v.forget(&live, &req(), false).unwrap();
+    v.forget(&live, &req(), ForgetOptions::default()).unwrap();
     drop(v);
     let v = site.open().unwrap();
     assert!(shredded(&v, &live));
@@ -469,7 +474,9 @@ fn a_full_disk_on_append_fails_the_forget_and_loses_nothing() {
         step: LedgerStep::Write,
         crash: false,
     });
-    let err = v.forget(&live, &req(), false).unwrap_err();
+    let err = v
+        .forget(&live, &req(), ForgetOptions::default())
+        .unwrap_err();
     assert!(ledger_fault_fired());
     disarm_ledger();
     assert!(
@@ -491,7 +498,7 @@ fn a_full_disk_on_append_fails_the_forget_and_loses_nothing() {
     let v = site.open().unwrap();
     assert!(!shredded(&v, &live));
     assert!(gone.iter().all(|s| shredded(&v, s)));
-    v.forget(&live, &req(), false).unwrap();
+    v.forget(&live, &req(), ForgetOptions::default()).unwrap();
     assert!(shredded(&v, &live));
 }
 
@@ -512,7 +519,7 @@ fn a_forget_whose_data_batch_fails_is_revoked_in_the_ledger() {
     let len = site.ledger_bytes().len();
     // The forget reads the subject and its records, then applies one batch: fail that write.
     plan.arm(FaultKind::Write, 1);
-    assert!(v.forget(&jan, &req(), false).is_err());
+    assert!(v.forget(&jan, &req(), ForgetOptions::default()).is_err());
     assert!(plan.fired());
     plan.disarm();
     assert!(
@@ -523,6 +530,7 @@ fn a_forget_whose_data_batch_fails_is_revoked_in_the_ledger() {
     let v = site.open().unwrap();
     assert!(!shredded(&v, &jan));
     let ops: Vec<AuditOp> = v
+        .admin()
         .audit_entries(&AuditFilter::default())
         .unwrap()
         .into_iter()
@@ -560,7 +568,7 @@ fn a_key_store_holding_the_ledger_moves_it_into_the_file_on_open() {
     drop(v);
     let backup = site.copy_data("before-forget");
     let v = site.open().unwrap();
-    v.forget(&jan, &req(), false).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
     drop(v);
     let carried = downgrade(&site);
     drop_ledger_seen(&backup);
@@ -596,7 +604,7 @@ fn moving_the_ledger_out_of_the_key_store_survives_a_crash_at_every_step() {
     let base = Site::new();
     let v = base.create();
     let jan = add(&v, "jan");
-    v.forget(&jan, &req(), false).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
     drop(v);
     downgrade(&base);
     let mut cases = 0;
@@ -670,10 +678,11 @@ fn a_recovery_copy_carries_the_ledger_when_the_keys_directory_is_lost() {
     let jan = add(&v, "jan");
     let piet = add(&v, "piet");
     let backup = site.copy_data("before-forget");
-    v.forget(&jan, &req(), false).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
     let export = site.dir.path().join("recovery.kluis");
     let recovery = Credentials::passphrase("herstel: negen nachtegalen");
-    v.export_key_store(&export, &recovery, KdfParams::danger_insecure_for_tests())
+    v.admin()
+        .export_key_store(&export, &recovery, KdfParams::danger_insecure_for_tests())
         .unwrap();
     drop(v);
     std::fs::remove_dir_all(site.root.join("keys")).unwrap();
@@ -712,13 +721,13 @@ fn retiring_the_keks_compacts_the_ledger_and_keeps_forget_markers() {
     let v = site.create();
     let jan = add(&v, "jan");
     let backup = site.copy_data("before-forget");
-    v.forget(&jan, &req(), false).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
     let before = site.ledger_bytes();
     let generation = |b: &[u8]| u64::from_le_bytes(b[28..36].try_into().unwrap());
     assert_eq!(generation(&before), 1);
-    for k in v.keks() {
-        if k.state != vault_core::KekState::Destroyed {
-            v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
+    for k in v.admin().keks() {
+        if k.state != vault_core::admin::KekState::Destroyed {
+            v.admin().retire_kek(k.id, &req(), &mut |_| {}).unwrap();
         }
     }
     let after = site.ledger_bytes();
@@ -754,8 +763,8 @@ fn a_compaction_interrupted_at_every_step_leaves_a_vault_that_opens() {
     let v = base.create_without_ceilings();
     let jan = add(&v, "jan");
     let backup = base.copy_data("before-forget");
-    v.forget(&jan, &req(), false).unwrap();
-    let kek = v.keks()[0].id;
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
+    let kek = v.admin().keks()[0].id;
     drop(v);
     let mut cases = 0;
     let mut compacted = 0;
@@ -771,7 +780,7 @@ fn a_compaction_interrupted_at_every_step_leaves_a_vault_that_opens() {
                     step,
                     crash,
                 });
-                let result = v.retire_kek(kek, &req(), &mut |_| {});
+                let result = v.admin().retire_kek(kek, &req(), &mut |_| {});
                 let fired = key_store_fault_fired();
                 disarm_key_store();
                 drop(v);
@@ -786,12 +795,14 @@ fn a_compaction_interrupted_at_every_step_leaves_a_vault_that_opens() {
                     .open()
                     .unwrap_or_else(|e| panic!("{what}: reopen: {e:?}"));
                 let destroyed = |v: &Vault| {
-                    v.keks()
+                    v.admin()
+                        .keks()
                         .iter()
-                        .any(|k| k.id == kek && k.state == vault_core::KekState::Destroyed)
+                        .any(|k| k.id == kek && k.state == vault_core::admin::KekState::Destroyed)
                 };
                 if !destroyed(&v) {
-                    v.retire_kek(kek, &req(), &mut |_| {})
+                    v.admin()
+                        .retire_kek(kek, &req(), &mut |_| {})
                         .unwrap_or_else(|e| panic!("{what}: rerun: {e:?}"));
                 }
                 assert!(destroyed(&v), "{what}");

@@ -11,9 +11,12 @@ use std::sync::Arc;
 use crate::backup::{raw_subjects, RawSlot};
 use crate::common::*;
 use serde_json::json;
+use vault_core::admin::{AuditFilter, AuditOp, Epoch, EpochPolicy, KekState};
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::schema::Schema;
 use vault_core::{
-    AuditFilter, AuditOp, Epoch, EpochPolicy, FieldState, KekState, LifecycleError, MockClock,
-    Record, RecordKey, Request, Schema, SubjectId, Vault, VaultPaths, WriteError,
+    FieldState, LifecycleError, Record, RecordKey, Request, SubjectId, Vault, VaultPaths,
+    WriteError,
 };
 
 const DAY: i64 = 86_400;
@@ -250,15 +253,16 @@ fn expire_shreds_exactly_the_due_pairs_of_thousands_of_subjects() {
             ("consent_withdrawn", p.withdrawn),
         ] {
             if let Some(at) = at {
-                v.record_event(&s, event, at, &req()).unwrap();
+                v.record_event(&s, event, ts(at), &req()).unwrap();
                 if i % 50 == 7 {
                     // An older report of the same event changes nothing.
-                    v.record_event(&s, event, at - 10 * DAY, &req()).unwrap();
+                    v.record_event(&s, event, ts(at - 10 * DAY), &req())
+                        .unwrap();
                 }
             }
         }
         if p.held {
-            v.hold(&s, None, &req()).unwrap();
+            v.admin().hold(&s, None, &req()).unwrap();
         }
         subjects.push(s);
     }
@@ -290,7 +294,7 @@ fn expire_shreds_exactly_the_due_pairs_of_thousands_of_subjects() {
         assert_eq!(due(&plan(i), "marketing"), expected, "subject {i}");
     }
 
-    let report = v.expire(now, &req()).unwrap();
+    let report = v.admin().expire(ts(now), &req()).unwrap();
     assert_eq!(report.shredded, want, "shredded per purpose");
     assert_eq!(report.held, held_due, "due pairs skipped for a legal hold");
 
@@ -338,7 +342,7 @@ fn expire_shreds_exactly_the_due_pairs_of_thousands_of_subjects() {
 
     // Epoch KEKs: every epoch that ended (plus grace) by `now` is destroyed, no other.
     let policy = EpochPolicy::default();
-    let keks = v.keks();
+    let keks = v.admin().keks();
     let mut should_die = BTreeSet::new();
     for k in &keks {
         match k.epoch {
@@ -354,7 +358,7 @@ fn expire_shreds_exactly_the_due_pairs_of_thousands_of_subjects() {
     assert_eq!(reported, should_die);
 
     // Idempotent: a second sweep finds nothing left to do.
-    let again = v.expire(now, &req()).unwrap();
+    let again = v.admin().expire(ts(now), &req()).unwrap();
     assert_eq!(again.total(), 0, "{again:?}");
     assert!(again.keks_destroyed.is_empty(), "{again:?}");
 }
@@ -370,12 +374,12 @@ fn expire_reports_pairs_skipped_for_a_legal_hold() {
     for s in [&held, &free] {
         v.put(s, "address", &address(1)).unwrap();
         v.put(s, "marketing_consent", &consent(1)).unwrap();
-        v.record_event(s, "delivered", T0, &req()).unwrap();
-        v.record_event(s, "consent_withdrawn", T0 + DAY, &req())
+        v.record_event(s, "delivered", ts(T0), &req()).unwrap();
+        v.record_event(s, "consent_withdrawn", ts(T0 + DAY), &req())
             .unwrap();
     }
-    v.hold(&held, None, &req()).unwrap();
-    let report = v.expire(T0 + 40 * DAY, &req()).unwrap();
+    v.admin().hold(&held, None, &req()).unwrap();
+    let report = v.admin().expire(ts(T0 + 40 * DAY), &req()).unwrap();
     assert_eq!(report.total(), 2, "{report:?}");
     assert!(is_shredded(&v.get(&free, "address").unwrap(), "street"));
     assert_eq!(
@@ -402,27 +406,45 @@ fn record_event_only_moves_forward_and_recomputes_expiry() {
 
     // No anchor yet: nothing expires, however late the sweep, until the account's ceiling (`5y
     // after created`; shipping's runs from an order, and there is none).
-    assert_eq!(v.expire(add_years(T0, 5) - 1, &req()).unwrap().total(), 0);
+    assert_eq!(
+        v.admin()
+            .expire(ts(add_years(T0, 5) - 1), &req())
+            .unwrap()
+            .total(),
+        0
+    );
 
     let t1 = T0 + 10 * DAY;
-    v.record_event(&s, "delivered", t1, &req()).unwrap();
+    v.record_event(&s, "delivered", ts(t1), &req()).unwrap();
     // An earlier report does not move the event back (t0 + 30 d would be due at t1 + 29 d).
-    v.record_event(&s, "delivered", T0, &req()).unwrap();
+    v.record_event(&s, "delivered", ts(T0), &req()).unwrap();
     assert_eq!(
-        v.expire(t1 + 30 * DAY - 1, &req()).unwrap().total(),
+        v.admin()
+            .expire(ts(t1 + 30 * DAY - 1), &req())
+            .unwrap()
+            .total(),
         0,
         "an older event time must not move the expiry earlier"
     );
     // A later delivery (a second order) postpones the expiry.
     let t2 = T0 + 50 * DAY;
-    v.record_event(&s, "delivered", t2, &req()).unwrap();
-    assert_eq!(v.expire(t1 + 30 * DAY, &req()).unwrap().total(), 0);
-    assert_eq!(v.expire(t2 + 30 * DAY - 1, &req()).unwrap().total(), 0);
+    v.record_event(&s, "delivered", ts(t2), &req()).unwrap();
+    assert_eq!(
+        v.admin().expire(ts(t1 + 30 * DAY), &req()).unwrap().total(),
+        0
+    );
+    assert_eq!(
+        v.admin()
+            .expire(ts(t2 + 30 * DAY - 1), &req())
+            .unwrap()
+            .total(),
+        0
+    );
     assert_eq!(
         v.get(&s, "address").unwrap().get_str("street"),
         Some("Straat1")
     );
-    let r = v.expire(t2 + 30 * DAY, &req()).unwrap();
+    let r = v.admin().expire(ts(t2 + 30 * DAY), &req()).unwrap();
     assert_eq!(r.shredded.get("shipping"), Some(&1), "{r:?}");
     assert_eq!(r.total(), 1, "only shipping: {r:?}");
     let got = v.get(&s, "address").unwrap();
@@ -439,16 +461,28 @@ fn record_event_only_moves_forward_and_recomputes_expiry() {
     v.put(&s, "address", &address(2)).unwrap();
     assert_values(&v.get(&s, "address").unwrap(), &address(2), "new address");
     assert_eq!(
-        v.expire(t2 + 400 * DAY, &req()).unwrap().total(),
+        v.admin()
+            .expire(ts(t2 + 400 * DAY), &req())
+            .unwrap()
+            .total(),
         0,
         "events from before the purpose was re-keyed must not count"
     );
     assert_values(&v.get(&s, "address").unwrap(), &address(2), "new address");
     // A delivery of the new data does.
     let t3 = t2 + 41 * DAY;
-    v.record_event(&s, "delivered", t3, &req()).unwrap();
-    assert_eq!(v.expire(t3 + 30 * DAY - 1, &req()).unwrap().total(), 0);
-    assert_eq!(v.expire(t3 + 30 * DAY, &req()).unwrap().total(), 1);
+    v.record_event(&s, "delivered", ts(t3), &req()).unwrap();
+    assert_eq!(
+        v.admin()
+            .expire(ts(t3 + 30 * DAY - 1), &req())
+            .unwrap()
+            .total(),
+        0
+    );
+    assert_eq!(
+        v.admin().expire(ts(t3 + 30 * DAY), &req()).unwrap().total(),
+        1
+    );
     assert_shredded(
         &v.get(&s, "address").unwrap(),
         &address(2),
@@ -469,7 +503,9 @@ fn record_event_reports_times_that_do_not_count() {
     v.put(&s, "address", &address(1)).unwrap(); // shipping: 30d after delivered, key made at T0
 
     // Before the address existed: stored, but it does not count for shipping.
-    let r = v.record_event(&s, "delivered", T0 - DAY, &req()).unwrap();
+    let r = v
+        .record_event(&s, "delivered", ts(T0 - DAY), &req())
+        .unwrap();
     assert!(r.recorded);
     assert_eq!(r.already_recorded, None);
     assert!(r.counted_for.is_empty(), "{r:?}");
@@ -477,10 +513,18 @@ fn record_event_reports_times_that_do_not_count() {
     assert_eq!(r.not_counted_for[0].purpose, "shipping");
     assert_eq!(r.not_counted_for[0].data_since, T0);
     assert!(r.no_data.is_empty(), "{r:?}");
-    assert_eq!(v.expire(T0 + 400 * DAY, &req()).unwrap().total(), 0);
+    assert_eq!(
+        v.admin()
+            .expire(ts(T0 + 400 * DAY), &req())
+            .unwrap()
+            .total(),
+        0
+    );
 
     // At or after the data: counts.
-    let r = v.record_event(&s, "delivered", T0 + DAY, &req()).unwrap();
+    let r = v
+        .record_event(&s, "delivered", ts(T0 + DAY), &req())
+        .unwrap();
     assert!(r.recorded);
     assert_eq!(r.counted_for, vec!["shipping".to_owned()]);
     assert!(
@@ -490,26 +534,35 @@ fn record_event_reports_times_that_do_not_count() {
 
     // Equal or earlier than the time recorded: nothing changes, and the report says which time
     // is in force. No audit entry either.
-    let audited = v.audit_entries(&AuditFilter::default()).unwrap().len();
+    let audited = v
+        .admin()
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .len();
     for at in [T0 + DAY, T0] {
-        let r = v.record_event(&s, "delivered", at, &req()).unwrap();
+        let r = v.record_event(&s, "delivered", ts(at), &req()).unwrap();
         assert!(!r.recorded, "{at}: {r:?}");
         assert_eq!(r.already_recorded, Some(T0 + DAY));
         assert!(r.counted_for.is_empty() && r.not_counted_for.is_empty() && r.no_data.is_empty());
     }
     assert_eq!(
-        v.audit_entries(&AuditFilter::default()).unwrap().len(),
+        v.admin()
+            .audit_entries(&AuditFilter::default())
+            .unwrap()
+            .len(),
         audited
     );
 
     // A purpose whose rule names the event but holds no data: data written later is newer.
-    let r = v.record_event(&s, "consent_withdrawn", T0, &req()).unwrap();
+    let r = v
+        .record_event(&s, "consent_withdrawn", ts(T0), &req())
+        .unwrap();
     assert!(r.recorded);
     assert_eq!(r.no_data, vec!["marketing".to_owned()]);
     assert!(r.counted_for.is_empty() && r.not_counted_for.is_empty());
 
     // An event no rule names: stored, for no purpose.
-    let r = v.record_event(&s, "picked_up", T0, &req()).unwrap();
+    let r = v.record_event(&s, "picked_up", ts(T0), &req()).unwrap();
     assert!(r.recorded);
     assert!(r.counted_for.is_empty() && r.not_counted_for.is_empty() && r.no_data.is_empty());
 }
@@ -523,7 +576,7 @@ fn record_event_rejects_builtin_and_malformed_names_and_unknown_subjects() {
     for bad in ["created", "last_update", "Delivered", "", "de livered"] {
         assert!(
             matches!(
-                v.record_event(&s, bad, T0, &req()),
+                v.record_event(&s, bad, ts(T0), &req()),
                 Err(LifecycleError::InvalidEvent { .. })
             ),
             "{bad:?}"
@@ -535,7 +588,7 @@ fn record_event_rejects_builtin_and_malformed_names_and_unknown_subjects() {
         v2.create_subject().unwrap()
     };
     assert!(matches!(
-        v.record_event(&other, "delivered", T0, &req()),
+        v.record_event(&other, "delivered", ts(T0), &req()),
         Err(LifecycleError::SubjectNotFound)
     ));
 }
@@ -562,12 +615,17 @@ fn forget_shreds_everything_but_running_legal_obligations() {
     )
     .unwrap();
     let invoiced = T0 + 3600;
-    v.record_event(&s, "invoiced", invoiced, &req()).unwrap();
+    v.record_event(&s, "invoiced", ts(invoiced), &req())
+        .unwrap();
 
     clock.set(T0 + 5 * DAY);
     let forget_at = clock_now(&clock);
     let report = v
-        .forget(&s, &Request::new("dpo", "Art. 17 request #12"), false)
+        .forget(
+            &s,
+            &Request::new("dpo", "Art. 17 request #12"),
+            ForgetOptions::default(),
+        )
         .unwrap();
     assert_eq!(report.shredded, ["account", "marketing", "shipping"]);
     assert_eq!(report.kept.len(), 1, "{report:?}");
@@ -626,11 +684,11 @@ fn forget_shreds_everything_but_running_legal_obligations() {
             );
         }
         assert!(matches!(
-            v.hold(&s, None, &req()),
+            v.admin().hold(&s, None, &req()),
             Err(LifecycleError::Forgotten { .. })
         ));
         assert!(matches!(
-            v.forget(&s, &req(), false),
+            v.forget(&s, &req(), ForgetOptions::default()),
             Err(LifecycleError::AlreadyForgotten { at }) if at == forget_at
         ));
         // The invoice is kept, readable and findable.
@@ -660,10 +718,10 @@ fn forget_shreds_everything_but_running_legal_obligations() {
 
     // The kept invoice goes when its retention ends: not a second before. (The bystander's account,
     // never ordered from, reached its ceiling, 5 years after creation, before that.)
-    let r = v.expire(until - 1, &req()).unwrap();
+    let r = v.admin().expire(ts(until - 1), &req()).unwrap();
     assert_eq!(r.shredded.get("account"), Some(&1), "the bystander: {r:?}");
     assert_eq!(r.total(), 1, "{r:?}");
-    let r = v.expire(until, &req()).unwrap();
+    let r = v.admin().expire(ts(until), &req()).unwrap();
     assert_eq!(r.shredded.get("invoicing"), Some(&1), "{r:?}");
     assert_eq!(r.total(), 1, "{r:?}");
     assert_shredded(
@@ -685,7 +743,7 @@ fn forget_shreds_everything_but_running_legal_obligations() {
         v2.create_subject().unwrap()
     };
     assert!(matches!(
-        v.forget(&stranger, &req(), false),
+        v.forget(&stranger, &req(), ForgetOptions::default()),
         Err(LifecycleError::SubjectNotFound)
     ));
 }
@@ -700,8 +758,8 @@ fn forgotten_subject_refuses_writes_after_its_kept_data_was_read() {
     v.put(&s, "customer", &customer(1)).unwrap();
     v.put(&s, RecordKey::labelled("invoice", "1"), &invoice("1"))
         .unwrap();
-    v.record_event(&s, "invoiced", T0, &req()).unwrap();
-    v.forget(&s, &req(), false).unwrap();
+    v.record_event(&s, "invoiced", ts(T0), &req()).unwrap();
+    v.forget(&s, &req(), ForgetOptions::default()).unwrap();
     assert_values(
         &v.get(&s, RecordKey::labelled("invoice", "1")).unwrap(),
         &invoice("1"),
@@ -733,7 +791,7 @@ fn forget_keeps_a_legal_obligation_whose_retention_has_not_started() {
     v.put(&s, "customer", &customer(1)).unwrap();
     v.put(&s, RecordKey::labelled("invoice", "9"), &invoice("9"))
         .unwrap();
-    let r = v.forget(&s, &req(), false).unwrap();
+    let r = v.forget(&s, &req(), ForgetOptions::default()).unwrap();
     assert_eq!(r.shredded, ["account"]);
     assert_eq!(r.kept.len(), 1);
     assert_eq!(r.kept[0].purpose, "invoicing");
@@ -744,10 +802,11 @@ fn forget_keeps_a_legal_obligation_whose_retention_has_not_started() {
         "invoice",
     );
     let invoiced = T0 + 20 * DAY;
-    v.record_event(&s, "invoiced", invoiced, &req()).unwrap();
+    v.record_event(&s, "invoiced", ts(invoiced), &req())
+        .unwrap();
     let until = add_years(invoiced, 7);
-    assert_eq!(v.expire(until - 1, &req()).unwrap().total(), 0);
-    let r = v.expire(until, &req()).unwrap();
+    assert_eq!(v.admin().expire(ts(until - 1), &req()).unwrap().total(), 0);
+    let r = v.admin().expire(ts(until), &req()).unwrap();
     assert_eq!(r.shredded.get("invoicing"), Some(&1), "{r:?}");
     assert_shredded(
         &v.get(&s, RecordKey::labelled("invoice", "9")).unwrap(),
@@ -758,7 +817,7 @@ fn forget_keeps_a_legal_obligation_whose_retention_has_not_started() {
     // The account stays shredded, and the subject forgotten.
     assert!(is_shredded(&v.get(&s, "customer").unwrap(), "email"));
     assert!(matches!(
-        v.forget(&s, &req(), false),
+        v.forget(&s, &req(), ForgetOptions::default()),
         Err(LifecycleError::AlreadyForgotten { .. })
     ));
 }
@@ -776,24 +835,25 @@ fn legal_hold_blocks_expiry_and_forget_until_released() {
     for (s, i) in [(&held, 1), (&overridden, 2)] {
         v.put(s, "customer", &customer(i)).unwrap();
         v.put(s, "address", &address(i)).unwrap();
-        v.record_event(s, "delivered", T0, &req()).unwrap();
+        v.record_event(s, "delivered", ts(T0), &req()).unwrap();
     }
     assert!(matches!(
-        v.release(&held, &req()),
+        v.admin().release(&held, &req()),
         Err(LifecycleError::NotHeld)
     ));
     clock.set(T0 + DAY);
-    v.hold(&held, None, &Request::new("legal", "case 2027-77"))
+    v.admin()
+        .hold(&held, None, &Request::new("legal", "case 2027-77"))
         .unwrap();
-    v.hold(&overridden, None, &req()).unwrap();
+    v.admin().hold(&overridden, None, &req()).unwrap();
 
     // Due by retention, but held: the sweep skips it.
-    let r = v.expire(T0 + 31 * DAY, &req()).unwrap();
+    let r = v.admin().expire(ts(T0 + 31 * DAY), &req()).unwrap();
     assert_eq!(r.total(), 0, "{r:?}");
     assert_values(&v.get(&held, "address").unwrap(), &address(1), "held");
 
     // forget refuses a held subject ...
-    match v.forget(&held, &req(), false) {
+    match v.forget(&held, &req(), ForgetOptions::default()) {
         Err(LifecycleError::Held { since, until }) => {
             assert_eq!(since, T0 + DAY);
             assert_eq!(until, None);
@@ -803,7 +863,11 @@ fn legal_hold_blocks_expiry_and_forget_until_released() {
     assert_values(&v.get(&held, "customer").unwrap(), &customer(1), "held");
     // ... unless explicitly overridden, and the override is audited.
     let rep = v
-        .forget(&overridden, &Request::new("dpo", "court order 5"), true)
+        .forget(
+            &overridden,
+            &Request::new("dpo", "court order 5"),
+            ForgetOptions::default().override_legal_hold(),
+        )
         .unwrap();
     assert_eq!(rep.shredded, ["account", "shipping"]);
     assert!(is_shredded(
@@ -811,6 +875,7 @@ fn legal_hold_blocks_expiry_and_forget_until_released() {
         "email"
     ));
     let entries = v
+        .admin()
         .audit_entries(&AuditFilter {
             subject: Some(overridden),
             ..Default::default()
@@ -829,8 +894,8 @@ fn legal_hold_blocks_expiry_and_forget_until_released() {
     );
 
     // Released: the next sweep shreds it.
-    v.release(&held, &req()).unwrap();
-    let r = v.expire(T0 + 31 * DAY, &req()).unwrap();
+    v.admin().release(&held, &req()).unwrap();
+    let r = v.admin().expire(ts(T0 + 31 * DAY), &req()).unwrap();
     assert_eq!(r.shredded.get("shipping"), Some(&1), "{r:?}");
     assert_shredded(
         &v.get(&held, "address").unwrap(),
@@ -840,7 +905,7 @@ fn legal_hold_blocks_expiry_and_forget_until_released() {
     );
     assert_values(&v.get(&held, "customer").unwrap(), &customer(1), "account");
     // And forget works again.
-    v.forget(&held, &req(), false).unwrap();
+    v.forget(&held, &req(), ForgetOptions::default()).unwrap();
 }
 
 /// A hold with an end date postpones expiry to max(expiry, until); once `until` has passed the
@@ -854,23 +919,27 @@ fn hold_with_until_postpones_expiry_to_the_later_of_both() {
     let early = v.create_subject().unwrap();
     for (s, i) in [(&late, 1), (&early, 2)] {
         v.put(s, "address", &address(i)).unwrap();
-        v.record_event(s, "delivered", T0, &req()).unwrap();
+        v.record_event(s, "delivered", ts(T0), &req()).unwrap();
     }
     let expiry = T0 + 30 * DAY;
     // until after the expiry: the expiry moves to `until`.
-    v.hold(&late, Some(T0 + 60 * DAY), &req()).unwrap();
+    v.admin()
+        .hold(&late, Some(ts(T0 + 60 * DAY)), &req())
+        .unwrap();
     // until before the expiry: the expiry stays.
-    v.hold(&early, Some(T0 + 10 * DAY), &req()).unwrap();
+    v.admin()
+        .hold(&early, Some(ts(T0 + 10 * DAY)), &req())
+        .unwrap();
 
-    let r = v.expire(expiry - 1, &req()).unwrap();
+    let r = v.admin().expire(ts(expiry - 1), &req()).unwrap();
     assert_eq!(r.total(), 0, "{r:?}");
-    let r = v.expire(expiry, &req()).unwrap();
+    let r = v.admin().expire(ts(expiry), &req()).unwrap();
     assert_eq!(r.total(), 1, "the early-until hold has passed: {r:?}");
     assert!(is_shredded(&v.get(&early, "address").unwrap(), "street"));
     assert_values(&v.get(&late, "address").unwrap(), &address(1), "late");
-    let r = v.expire(T0 + 60 * DAY - 1, &req()).unwrap();
+    let r = v.admin().expire(ts(T0 + 60 * DAY - 1), &req()).unwrap();
     assert_eq!(r.total(), 0, "{r:?}");
-    let r = v.expire(T0 + 60 * DAY, &req()).unwrap();
+    let r = v.admin().expire(ts(T0 + 60 * DAY), &req()).unwrap();
     assert_eq!(r.total(), 1, "{r:?}");
     assert!(is_shredded(&v.get(&late, "address").unwrap(), "street"));
 }
@@ -883,16 +952,16 @@ fn hold_with_until_blocks_expiry_before_until() {
     let v = create(dir.path(), &clock);
     let s = v.create_subject().unwrap();
     v.put(&s, "address", &address(1)).unwrap();
-    v.record_event(&s, "delivered", T0, &req()).unwrap();
-    v.hold(&s, Some(T0 + 60 * DAY), &req()).unwrap();
+    v.record_event(&s, "delivered", ts(T0), &req()).unwrap();
+    v.admin().hold(&s, Some(ts(T0 + 60 * DAY)), &req()).unwrap();
     for at in [T0 + 30 * DAY, T0 + 45 * DAY, T0 + 60 * DAY - 1] {
-        let r = v.expire(at, &req()).unwrap();
+        let r = v.admin().expire(ts(at), &req()).unwrap();
         assert_eq!(r.total(), 0, "at {at}: {r:?}");
     }
     assert_values(&v.get(&s, "address").unwrap(), &address(1), "held");
     // Released: the plain retention (30 days after delivery) applies again.
-    v.release(&s, &req()).unwrap();
-    let r = v.expire(T0 + 30 * DAY, &req()).unwrap();
+    v.admin().release(&s, &req()).unwrap();
+    let r = v.admin().expire(ts(T0 + 30 * DAY), &req()).unwrap();
     assert_eq!(r.total(), 1, "{r:?}");
 }
 
@@ -910,10 +979,10 @@ fn a_customer_who_never_orders_is_shredded_at_the_ceiling() {
     v.put(&s, "customer", &customer(1)).unwrap();
     let ceiling = add_years(T0, 5);
 
-    let r = v.expire(ceiling - 1, &req()).unwrap();
+    let r = v.admin().expire(ts(ceiling - 1), &req()).unwrap();
     assert_eq!(r.total(), 0, "{r:?}");
     assert_values(&v.get(&s, "customer").unwrap(), &customer(1), "customer");
-    let r = v.expire(ceiling, &req()).unwrap();
+    let r = v.admin().expire(ts(ceiling), &req()).unwrap();
     assert_eq!(r.shredded.get("account"), Some(&1), "{r:?}");
     assert_eq!(r.total(), 1, "{r:?}");
     assert_shredded(
@@ -947,14 +1016,18 @@ fn a_fallback_counts_only_until_the_rules_event_is_recorded() {
     for (s, i) in [(&never, 1), (&loyal, 2)] {
         v.put(s, "customer", &customer(i)).unwrap();
     }
-    v.record_event(&loyal, "last_order", add_years(T0, 1), &req())
+    v.record_event(&loyal, "last_order", ts(add_years(T0, 1)), &req())
         .unwrap();
-    v.record_event(&loyal, "last_order", add_years(T0, 6), &req())
+    v.record_event(&loyal, "last_order", ts(add_years(T0, 6)), &req())
         .unwrap();
     for (at, s, i) in [(add_years(T0, 2), &never, 1), (add_years(T0, 8), &loyal, 2)] {
-        assert_eq!(v.expire(at - 1, &req()).unwrap().total(), 0, "before {at}");
+        assert_eq!(
+            v.admin().expire(ts(at - 1), &req()).unwrap().total(),
+            0,
+            "before {at}"
+        );
         assert_values(&v.get(s, "customer").unwrap(), &customer(i), "customer");
-        let r = v.expire(at, &req()).unwrap();
+        let r = v.admin().expire(ts(at), &req()).unwrap();
         assert_eq!(r.shredded.get("account"), Some(&1), "at {at}: {r:?}");
         assert!(v.get(s, "customer").unwrap().has_shredded());
     }
@@ -977,13 +1050,14 @@ fn the_earlier_of_rule_and_ceiling_wins() {
     }
     for (s, i) in [(&lost_parcel, 3), (&delivered, 4)] {
         v.put(s, "address", &address(i)).unwrap();
-        v.record_event(s, "last_order", T0 + DAY, &req()).unwrap();
+        v.record_event(s, "last_order", ts(T0 + DAY), &req())
+            .unwrap();
     }
-    v.record_event(&late_order, "last_order", add_years(T0, 4), &req())
+    v.record_event(&late_order, "last_order", ts(add_years(T0, 4)), &req())
         .unwrap();
-    v.record_event(&early_order, "last_order", add_years(T0, 1), &req())
+    v.record_event(&early_order, "last_order", ts(add_years(T0, 1)), &req())
         .unwrap();
-    v.record_event(&delivered, "delivered", T0 + 5 * DAY, &req())
+    v.record_event(&delivered, "delivered", ts(T0 + 5 * DAY), &req())
         .unwrap();
 
     // Each expiry in time order: nothing a second before, exactly the one pair at it.
@@ -1012,10 +1086,10 @@ fn the_earlier_of_rule_and_ceiling_wins() {
         ),
     ];
     for (at, s, purpose, rt, rec) in cases {
-        let r = v.expire(at - 1, &req()).unwrap();
+        let r = v.admin().expire(ts(at - 1), &req()).unwrap();
         assert_eq!(r.total(), 0, "{purpose} before {at}: {r:?}");
         assert_values(&v.get(s, rt).unwrap(), &rec, rt);
-        let r = v.expire(at, &req()).unwrap();
+        let r = v.admin().expire(ts(at), &req()).unwrap();
         assert_eq!(
             r.shredded.get(purpose),
             Some(&1),
@@ -1040,13 +1114,13 @@ fn a_hold_beats_the_ceiling() {
     }
     let ceiling = add_years(T0, 5);
     let until = add_years(T0, 6);
-    v.hold(&open_ended, None, &req()).unwrap();
-    v.hold(&dated, Some(until), &req()).unwrap();
+    v.admin().hold(&open_ended, None, &req()).unwrap();
+    v.admin().hold(&dated, Some(ts(until)), &req()).unwrap();
 
-    let r = v.expire(ceiling, &req()).unwrap();
+    let r = v.admin().expire(ts(ceiling), &req()).unwrap();
     assert_eq!(r.total(), 0, "{r:?}");
     assert_eq!(r.held, 1, "the open-ended hold skips a due pair: {r:?}");
-    let r = v.expire(until - 1, &req()).unwrap();
+    let r = v.admin().expire(ts(until - 1), &req()).unwrap();
     assert_eq!(r.total(), 0, "{r:?}");
     assert_values(
         &v.get(&open_ended, "customer").unwrap(),
@@ -1059,11 +1133,11 @@ fn a_hold_beats_the_ceiling() {
         "held until",
     );
 
-    let r = v.expire(until, &req()).unwrap();
+    let r = v.admin().expire(ts(until), &req()).unwrap();
     assert_eq!(r.total(), 1, "the dated hold has ended: {r:?}");
     assert!(is_shredded(&v.get(&dated, "customer").unwrap(), "email"));
-    v.release(&open_ended, &req()).unwrap();
-    let r = v.expire(until, &req()).unwrap();
+    v.admin().release(&open_ended, &req()).unwrap();
+    let r = v.admin().expire(ts(until), &req()).unwrap();
     assert_eq!(r.shredded.get("account"), Some(&1), "released: {r:?}");
     assert!(is_shredded(
         &v.get(&open_ended, "customer").unwrap(),
@@ -1082,22 +1156,23 @@ fn an_immutable_invoice_never_invoiced_goes_at_its_ceiling_after_forget() {
     let key = RecordKey::labelled("invoice", "2027-0009");
     v.put(&s, key.clone(), &invoice("2027-0009")).unwrap();
     // The order is recorded after its invoice was stored, so it counts for the invoice's data.
-    v.record_event(&s, "last_order", T0 + 60, &req()).unwrap();
+    v.record_event(&s, "last_order", ts(T0 + 60), &req())
+        .unwrap();
     let ceiling = add_years(T0 + 60, 10);
 
-    let report = v.forget(&s, &req(), false).unwrap();
+    let report = v.forget(&s, &req(), ForgetOptions::default()).unwrap();
     assert_eq!(report.kept.len(), 1, "{report:?}");
     assert_eq!(report.kept[0].purpose, "invoicing");
     assert_eq!(report.kept[0].until, Some(ceiling));
 
-    let r = v.expire(ceiling - 1, &req()).unwrap();
+    let r = v.admin().expire(ts(ceiling - 1), &req()).unwrap();
     assert_eq!(r.total(), 0, "{r:?}");
     assert_values(
         &v.get(&s, key.clone()).unwrap(),
         &invoice("2027-0009"),
         "kept",
     );
-    let r = v.expire(ceiling, &req()).unwrap();
+    let r = v.admin().expire(ts(ceiling), &req()).unwrap();
     assert_eq!(r.shredded.get("invoicing"), Some(&1), "{r:?}");
     assert_shredded(
         &v.get(&s, key).unwrap(),
@@ -1128,9 +1203,10 @@ fn waiting_for_anchor_lists_old_data_without_its_event() {
         v.put(s, RecordKey::labelled("invoice", n), &invoice(n))
             .unwrap();
     }
-    v.record_event(&invoiced, "invoiced", T0, &req()).unwrap();
+    v.record_event(&invoiced, "invoiced", ts(T0), &req())
+        .unwrap();
     // Recorded, but before the invoice existed: it does not count (see `slot_expiry`).
-    v.record_event(&stale_event, "invoiced", T0 - DAY, &req())
+    v.record_event(&stale_event, "invoiced", ts(T0 - DAY), &req())
         .unwrap();
     let customers: Vec<SubjectId> = (0..3)
         .map(|i| {
@@ -1151,7 +1227,7 @@ fn waiting_for_anchor_lists_old_data_without_its_event() {
         days: 0,
     };
     clock.set(add_years(T0, 1) + 1);
-    let r = v.waiting_for_anchor(&year, 2).unwrap();
+    let r = v.admin().waiting_for_anchor(&year, 2).unwrap();
     assert_eq!(r.longer_than, "1y");
     assert_eq!(r.now, add_years(T0, 1) + 1);
     let names: Vec<&str> = r.purposes.keys().map(String::as_str).collect();
@@ -1179,14 +1255,14 @@ fn waiting_for_anchor_lists_old_data_without_its_event() {
 
     // Exactly a year is not longer than a year; at two years the young invoice joins.
     clock.set(add_years(T0, 1));
-    assert_eq!(v.waiting_for_anchor(&year, 10).unwrap().total(), 0);
+    assert_eq!(v.admin().waiting_for_anchor(&year, 10).unwrap().total(), 0);
     clock.set(add_years(T0, 2));
-    let r = v.waiting_for_anchor(&year, 10).unwrap();
+    let r = v.admin().waiting_for_anchor(&year, 10).unwrap();
     assert_eq!(r.purposes["invoicing"].count, 3, "{r:?}");
     // The event arrives: no longer waiting.
-    v.record_event(&never_invoiced, "invoiced", add_years(T0, 2), &req())
+    v.record_event(&never_invoiced, "invoiced", ts(add_years(T0, 2)), &req())
         .unwrap();
-    let r = v.waiting_for_anchor(&year, 10).unwrap();
+    let r = v.admin().waiting_for_anchor(&year, 10).unwrap();
     assert_eq!(r.purposes["invoicing"].count, 2, "{r:?}");
     assert!(!r.purposes["invoicing"].sample.contains(&never_invoiced));
 }
@@ -1219,7 +1295,7 @@ fn data_expiring_in_different_epochs_sits_under_different_keks() {
     for (i, at) in deliveries.iter().enumerate() {
         let s = v.create_subject().unwrap();
         v.put(&s, "address", &address(i)).unwrap();
-        v.record_event(&s, "delivered", *at, &req()).unwrap();
+        v.record_event(&s, "delivered", ts(*at), &req()).unwrap();
         subjects.push(s);
     }
     let keeper = v.create_subject().unwrap();
@@ -1231,8 +1307,8 @@ fn data_expiring_in_different_epochs_sits_under_different_keks() {
         3,
         "{epochs:?}"
     );
-    let keks = v.keks();
-    v.sync().unwrap();
+    let keks = v.admin().keks();
+    v.admin().sync().unwrap();
     drop(v);
 
     // On disk, each data key is wrapped under the KEK of its expiry's epoch.
@@ -1254,17 +1330,22 @@ fn data_expiring_in_different_epochs_sits_under_different_keks() {
     };
     let destroy_at = first + policy.length + policy.grace;
     // Data of the first epoch is swept, but its KEK stays for the grace period.
-    let r = v.expire(destroy_at - 1, &req()).unwrap();
+    let r = v.admin().expire(ts(destroy_at - 1), &req()).unwrap();
     assert_eq!(r.total(), 1, "{r:?}");
     assert!(r.keks_destroyed.is_empty(), "{r:?}");
     assert_ne!(
-        v.keks().iter().find(|k| k.id == ids[0]).unwrap().state,
+        v.admin()
+            .keks()
+            .iter()
+            .find(|k| k.id == ids[0])
+            .unwrap()
+            .state,
         KekState::Destroyed
     );
-    let r = v.expire(destroy_at, &req()).unwrap();
+    let r = v.admin().expire(ts(destroy_at), &req()).unwrap();
     assert_eq!(r.total(), 0, "{r:?}");
     assert_eq!(r.keks_destroyed, vec![ids[0]]);
-    let keks = v.keks();
+    let keks = v.admin().keks();
     let state = |id: u32| keks.iter().find(|k| k.id == id).unwrap().state;
     assert_eq!(state(ids[0]), KekState::Destroyed);
     assert_ne!(state(ids[1]), KekState::Destroyed);
@@ -1277,11 +1358,11 @@ fn data_expiring_in_different_epochs_sits_under_different_keks() {
     assert_values(&v.get(&subjects[2], "address").unwrap(), &address(2), "3rd");
 
     // Far in the future every epoch is gone, the open-ended KEK never.
-    let r = v.expire(T0 + 50 * 365 * DAY, &req()).unwrap();
+    let r = v.admin().expire(ts(T0 + 50 * 365 * DAY), &req()).unwrap();
     assert_eq!(r.total(), 2, "{r:?}");
     let got: BTreeSet<u32> = r.keks_destroyed.iter().copied().collect();
     assert_eq!(got, BTreeSet::from([ids[1], ids[2]]));
-    for k in v.keks() {
+    for k in v.admin().keks() {
         match k.epoch {
             Epoch::OpenEnded => assert_ne!(k.state, KekState::Destroyed, "{k:?}"),
             Epoch::Starting(_) => assert_eq!(k.state, KekState::Destroyed, "{k:?}"),
@@ -1291,7 +1372,7 @@ fn data_expiring_in_different_epochs_sits_under_different_keks() {
     drop(v);
     let v = open(dir.path(), &clock);
     assert_values(&v.get(&keeper, "customer").unwrap(), &customer(9), "keeper");
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1314,16 +1395,16 @@ fn retire_kek_rewraps_live_keys_and_destroys_the_old_kek() {
     // A forgotten subject: its shredded slots are not rewrapped.
     let gone = v.create_subject().unwrap();
     v.put(&gone, "customer", &customer(50)).unwrap();
-    v.forget(&gone, &req(), false).unwrap();
+    v.forget(&gone, &req(), ForgetOptions::default()).unwrap();
     // Epoch data: 3 addresses delivered the same day.
     let mut epoch_subjects = Vec::new();
     for i in 10..13 {
         let s = v.create_subject().unwrap();
         v.put(&s, "address", &address(i)).unwrap();
-        v.record_event(&s, "delivered", T0, &req()).unwrap();
+        v.record_event(&s, "delivered", ts(T0), &req()).unwrap();
         epoch_subjects.push(s);
     }
-    let keks = v.keks();
+    let keks = v.admin().keks();
     let open_kek = keks
         .iter()
         .find(|k| k.epoch == Epoch::OpenEnded && k.state == KekState::Active)
@@ -1334,7 +1415,7 @@ fn retire_kek_rewraps_live_keys_and_destroys_the_old_kek() {
         .find(|k| matches!(k.epoch, Epoch::Starting(_)))
         .unwrap()
         .clone();
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     drop(v);
     // Cross-check the expected counts on disk.
     let on_disk = |purpose: &str, subjects: &[SubjectId], kek: u32| {
@@ -1350,14 +1431,18 @@ fn retire_kek_rewraps_live_keys_and_destroys_the_old_kek() {
     let v = open(dir.path(), &clock);
     let mut progress = Vec::new();
     let r = v
+        .admin()
         .retire_kek(open_kek, &req(), &mut |n| progress.push(n))
         .unwrap();
     assert_eq!(r.kek_id, open_kek);
     assert_eq!(r.rewrapped, 8);
     assert_eq!(progress.last(), Some(&8));
-    let r = v.retire_kek(epoch_kek.id, &req(), &mut |_| {}).unwrap();
+    let r = v
+        .admin()
+        .retire_kek(epoch_kek.id, &req(), &mut |_| {})
+        .unwrap();
     assert_eq!(r.rewrapped, 3);
-    let keks = v.keks();
+    let keks = v.admin().keks();
     for id in [open_kek, epoch_kek.id] {
         assert_eq!(
             keks.iter().find(|k| k.id == id).unwrap().state,
@@ -1371,7 +1456,7 @@ fn retire_kek_rewraps_live_keys_and_destroys_the_old_kek() {
     assert!(keks
         .iter()
         .any(|k| k.epoch == epoch_kek.epoch && k.state == KekState::Active));
-    assert!(v.pending_retirements().is_empty());
+    assert!(v.admin().pending_retirements().is_empty());
 
     let check = |v: &Vault| {
         for (i, s) in open_subjects.iter().enumerate() {
@@ -1400,6 +1485,7 @@ fn retire_kek_rewraps_live_keys_and_destroys_the_old_kek() {
     );
     // The retirement is audited with its count.
     let counts: Vec<u64> = v
+        .admin()
         .audit_entries(&AuditFilter::default())
         .unwrap()
         .iter()
@@ -1407,14 +1493,14 @@ fn retire_kek_rewraps_live_keys_and_destroys_the_old_kek() {
         .map(|e| e.count)
         .collect();
     assert_eq!(counts, vec![8, 3]);
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 
     assert!(matches!(
-        v.retire_kek(open_kek, &req(), &mut |_| {}),
+        v.admin().retire_kek(open_kek, &req(), &mut |_| {}),
         Err(LifecycleError::KekDestroyed { id }) if id == open_kek
     ));
     assert!(matches!(
-        v.retire_kek(99_999, &req(), &mut |_| {}),
+        v.admin().retire_kek(99_999, &req(), &mut |_| {}),
         Err(LifecycleError::KekNotFound { id: 99_999 })
     ));
     drop(v);
@@ -1471,6 +1557,7 @@ fn retire_kek_makes_its_rewraps_durable_before_destroying_the_kek_even_when_rela
         subjects.push(s);
     }
     let open_kek = v
+        .admin()
         .keks()
         .iter()
         .find(|k| k.epoch == Epoch::OpenEnded && k.state == KekState::Active)
@@ -1480,7 +1567,7 @@ fn retire_kek_makes_its_rewraps_durable_before_destroying_the_kek_even_when_rela
         unsynced.load(std::sync::atomic::Ordering::SeqCst) > 20,
         "relaxed writes are not synced one by one (positive control)"
     );
-    let r = v.retire_kek(open_kek, &req(), &mut |_| {}).unwrap();
+    let r = v.admin().retire_kek(open_kek, &req(), &mut |_| {}).unwrap();
     assert_eq!(r.rewrapped, 20);
     assert!(
         unsynced.load(std::sync::atomic::Ordering::SeqCst) <= 1,
@@ -1508,11 +1595,12 @@ fn forget_many_forgets_each_subject_as_forget_does_and_reports_refusals() {
         v.put(s, "address", &address(i)).unwrap();
     }
     v.put(&a, "invoice", &invoice("2027-0001")).unwrap();
-    v.record_event(&a, "invoiced", T0 + 60, &req()).unwrap();
-    v.hold(&held, None, &req()).unwrap();
-    v.forget(&gone, &req(), false).unwrap();
+    v.record_event(&a, "invoiced", ts(T0 + 60), &req()).unwrap();
+    v.admin().hold(&held, None, &req()).unwrap();
+    v.forget(&gone, &req(), ForgetOptions::default()).unwrap();
     clock.set(T0 + DAY);
     let forgets_before = v
+        .admin()
         .audit_entries(&AuditFilter::default())
         .unwrap()
         .iter()
@@ -1520,7 +1608,7 @@ fn forget_many_forgets_each_subject_as_forget_does_and_reports_refusals() {
         .count();
 
     let out = v
-        .forget_many(&[a, b, held, gone, a], &req(), false)
+        .forget_many(&[a, b, held, gone, a], &req(), ForgetOptions::default())
         .unwrap();
     assert_eq!(out.len(), 4);
     let ra = out[&a].as_ref().unwrap();
@@ -1553,7 +1641,7 @@ fn forget_many_forgets_each_subject_as_forget_does_and_reports_refusals() {
                 .unwrap()
                 .is_empty());
             assert!(matches!(
-                v.forget(s, &req(), false),
+                v.forget(s, &req(), ForgetOptions::default()),
                 Err(LifecycleError::AlreadyForgotten { .. })
             ));
         }
@@ -1572,6 +1660,7 @@ fn forget_many_forgets_each_subject_as_forget_does_and_reports_refusals() {
     };
     check(&v);
     let forgets = v
+        .admin()
         .audit_entries(&AuditFilter::default())
         .unwrap()
         .iter()
@@ -1581,5 +1670,5 @@ fn forget_many_forgets_each_subject_as_forget_does_and_reports_refusals() {
     drop(v);
     let v = open(dir.path(), &clock);
     check(&v);
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }

@@ -6,13 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::common::{creds, webshop_schema};
+use vault_core::admin::{CopyError, MigrateError, MigrateProgress, MigrateReport};
 use vault_core::danger_faults::{
     arm_key_store, disarm_key_store, wrapper, FaultKind, FaultPlan, KeyStoreFault, KeyStoreStep,
 };
-use vault_core::{
-    CopyError, Engine, MigrateError, MigrateProgress, MigrateReport, OpenError, Request, SubjectId,
-    Vault, VaultOptions, VaultPaths,
-};
+use vault_core::{Engine, OpenError, Request, SubjectId, Vault, VaultOptions, VaultPaths};
 
 use crate::common::{numbered_address as address, numbered_customer as customer};
 
@@ -21,7 +19,7 @@ use crate::common::{numbered_address as address, numbered_customer as customer};
 fn opts() -> VaultOptions {
     VaultOptions::default()
         .kdf(vault_core::KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true)
+        .danger_allow_weak_kdf()
         .durability(vault_core::Durability::Relaxed)
 }
 
@@ -35,14 +33,18 @@ fn populated(root: &Path, engine: Engine, n: usize) -> Vec<SubjectId> {
         v.put(s, "customer", &customer(i)).unwrap();
         v.put(s, "address", &address(i)).unwrap();
     }
-    v.forget(&subjects[2], &Request::new("test", "asked"), false)
-        .unwrap();
-    v.sync().unwrap();
+    v.forget(
+        &subjects[2],
+        &Request::new("test", "asked"),
+        ForgetOptions::default(),
+    )
+    .unwrap();
+    v.admin().sync().unwrap();
     subjects
 }
 
 fn migrate(root: &Path, to: Engine) -> Result<MigrateReport, MigrateError> {
-    Vault::migrate(&VaultPaths::in_dir(root), &creds(), opts(), to, &mut |_| {})
+    Admin::migrate(&VaultPaths::in_dir(root), &creds(), opts(), to, &mut |_| {})
 }
 
 /// What the data directory's `ENGINE` file says.
@@ -83,8 +85,13 @@ fn check_intact(v: &Vault, subjects: &[SubjectId]) {
         .find("customer", "email", "klant2@voorbeeld.nl")
         .unwrap()
         .is_empty());
-    assert!(v.verify_audit().unwrap().is_intact());
-    assert!(v.verify_records(&mut |_| {}).unwrap().problems.is_empty());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
+    assert!(v
+        .admin()
+        .verify_records(&mut |_| {})
+        .unwrap()
+        .problems
+        .is_empty());
 }
 
 /// sled → redb → fjall → sled → fjall → redb → sled: every ordered pair of engines once, each step
@@ -99,7 +106,7 @@ fn migrate_carries_a_vault_through_every_pair_of_engines() {
     let mut from = Sled;
     for to in [Redb, Fjall, Sled, Fjall, Redb, Sled] {
         let mut seen = Vec::new();
-        let r = Vault::migrate(&VaultPaths::in_dir(root), &creds(), opts(), to, &mut |p| {
+        let r = Admin::migrate(&VaultPaths::in_dir(root), &creds(), opts(), to, &mut |p| {
             seen.push(p)
         })
         .unwrap_or_else(|e| panic!("{from} -> {to}: {e}"));
@@ -119,7 +126,7 @@ fn migrate_carries_a_vault_through_every_pair_of_engines() {
         check_intact(&v, &subjects);
         // A write on the new engine, read back after the next migrate.
         v.put(&subjects[0], "customer", &customer(0)).unwrap();
-        v.sync().unwrap();
+        v.admin().sync().unwrap();
         drop(v);
         no_plaintext_under(root);
         from = to;
@@ -177,7 +184,7 @@ fn migrate_needs_the_vault_to_itself() {
     }
     drop(v);
     let mut refused = 0;
-    Vault::migrate(&paths, &creds(), opts(), Engine::Redb, &mut |p| {
+    Admin::migrate(&paths, &creds(), opts(), Engine::Redb, &mut |p| {
         if matches!(p, MigrateProgress::Copied(_) | MigrateProgress::Verified(_)) {
             match Vault::open(&paths, &creds(), opts()) {
                 Err(OpenError::AlreadyOpen { .. }) => refused += 1,
@@ -201,7 +208,7 @@ fn an_interrupted_copy_leaves_the_old_engine_in_charge() {
         let subjects = populated(root, from, 600);
         let paths = VaultPaths::in_dir(root);
         let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Vault::migrate(&paths, &creds(), opts(), to, &mut |p| {
+            Admin::migrate(&paths, &creds(), opts(), to, &mut |p| {
                 if let MigrateProgress::Copied(n) = p {
                     assert!(n < 4500, "the first batch");
                     panic!("killed");
@@ -241,7 +248,7 @@ fn a_failed_copy_is_a_typed_error_and_changes_nothing() {
     drop(Vault::open(&paths, &creds(), o.clone()).unwrap());
     let at_open = plan.count(FaultKind::Read);
     plan.arm(FaultKind::Read, at_open + 3);
-    match Vault::migrate(&paths, &creds(), o, Engine::Sled, &mut |_| {}) {
+    match Admin::migrate(&paths, &creds(), o, Engine::Sled, &mut |_| {}) {
         Err(MigrateError::Copy(CopyError::Source(_))) => {}
         other => panic!("{other:?}"),
     }
@@ -328,7 +335,7 @@ fn a_backup_of_an_open_fjall_vault_restores() {
             }
         })
     };
-    let r = v.backup(&dest).unwrap();
+    let r = v.admin().backup(&dest).unwrap();
     writer.join().unwrap();
     assert!(r.files > 0 && r.bytes > 0, "{r:?}");
     assert_eq!(
@@ -353,8 +360,8 @@ fn a_backup_of_an_open_fjall_vault_restores() {
         v.get(&subjects[0], "customer").unwrap().get("email"),
         customer(0).get("email")
     );
-    assert!(v.verify_audit().unwrap().is_intact());
-    let verified = v.verify_records(&mut |_| {}).unwrap();
+    assert!(v.admin().verify_audit().unwrap().is_intact());
+    let verified = v.admin().verify_records(&mut |_| {}).unwrap();
     assert!(verified.problems.is_empty(), "{verified:?}");
     assert_eq!(verified.subjects, 30);
     for (i, s) in subjects.iter().enumerate().skip(6) {
@@ -370,8 +377,8 @@ fn a_backup_of_an_open_fjall_vault_restores() {
 /// engine's files are kept for investigation.
 #[test]
 fn a_record_that_does_not_read_back_fails_the_migrate_and_leaves_the_vault_on_its_old_engine() {
-    use vault_core::engine::{self, EngineConfig, Mode};
-    use vault_core::store::{Table, WriteBatch};
+    use vault_core::danger_test_hooks::{EngineConfig, Mode};
+    use vault_core::danger_test_hooks::{Table, WriteBatch};
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let subjects = populated(root, Engine::Redb, 4);
@@ -387,7 +394,7 @@ fn a_record_that_does_not_read_back_fails_the_migrate_and_leaves_the_vault_on_it
         let mut b = WriteBatch::default();
         b.put(Table::Record, key, value);
         st.apply(b).unwrap();
-        st.sync().unwrap();
+        st.admin().sync().unwrap();
     }
     match migrate(root, Engine::Fjall) {
         Err(MigrateError::Verify {
@@ -405,5 +412,12 @@ fn a_record_that_does_not_read_back_fails_the_migrate_and_leaves_the_vault_on_it
     );
     let v = Vault::open(&VaultPaths::in_dir(root), &creds(), opts()).unwrap();
     assert_eq!(v.engine(), Some(Engine::Redb));
-    assert_eq!(v.verify_records(&mut |_| {}).unwrap().problems.len(), 1);
+    assert_eq!(
+        v.admin()
+            .verify_records(&mut |_| {})
+            .unwrap()
+            .problems
+            .len(),
+        1
+    );
 }

@@ -468,7 +468,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reopen => {
                 let old = vault.take().unwrap();
-                old.sync().unwrap();
+                old.admin().sync().unwrap();
                 drop(old);
                 vault = Some(reopen_settled(dir.path()));
             }
@@ -477,7 +477,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
     // Finally, everything in the model is readable after a reopen, and nothing else exists.
     let old = vault.take().unwrap();
-    old.sync().unwrap();
+    old.admin().sync().unwrap();
     drop(old);
     let v = reopen_settled(dir.path());
     for (si, s) in subjects.iter().enumerate() {

@@ -29,9 +29,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vault_core::admin::{AuditFilter, AuditOp};
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::gdpr::PurposeState;
 use vault_core::{
-    AuditFilter, AuditOp, Durability, MockClock, OpenError, PgTarget, PurposeState, ReadError,
-    Record, RecordKey, Request, SubjectId, Vault, VaultPaths,
+    Durability, OpenError, PgTarget, ReadError, Record, RecordKey, Request, SubjectId, Vault,
+    VaultPaths,
 };
 
 use crate::common::SplitMix;
@@ -431,7 +434,7 @@ fn order(v: &Vault, clock: &MockClock, subjects: &[SubjectId], at: i64) {
     clock.set(at);
     let req = Request::new("setup", "last order");
     for s in subjects {
-        v.record_event(s, "last_order", at, &req)
+        v.record_event(s, "last_order", ts(at), &req)
             .expect("record last_order");
     }
     clock.set(T0);
@@ -553,27 +556,31 @@ fn answer(v: &Vault, req: &Request, line: &str) -> String {
             })
             .map_err(|e| format!("{e:?}")),
         "forget" => v
-            .forget(&subject(), req, false)
+            .forget(&subject(), req, ForgetOptions::default())
             .map(|_| "OK".to_owned())
             .map_err(|e| format!("{e:?}")),
         "forget_many" => forget_many(v, req, arg),
         "expire" => v
-            .expire(arg.parse().expect("a time"), req)
+            .admin()
+            .expire(ts(arg.parse().expect("a time")), req)
             .map(|r| format!("OK {}", r.total()))
             .map_err(|e| format!("{e:?}")),
         "retire" => v
+            .admin()
             .retire_kek(arg.parse().expect("a KEK id"), req, &mut |_| {})
             .map(|r| format!("OK {}", r.rewrapped))
             .map_err(|e| format!("{e:?}")),
-        "keks" => Ok(v.keks().iter().fold("KEKS".to_owned(), |a, k| {
+        "keks" => Ok(v.admin().keks().iter().fold("KEKS".to_owned(), |a, k| {
             format!("{a} {}:{:?}", k.id, k.state)
         })),
         "audit" => v
+            .admin()
             .verify_audit()
             .map(|r| format!("AUDIT {} {} {:?}", r.is_intact(), r.entries, r.problem))
             .map_err(|e| format!("{e:?}")),
         "creates" => creates_by(v, arg),
         "verify" => v
+            .admin()
             .verify_records(&mut |_| {})
             .map(|r| {
                 format!(
@@ -588,6 +595,7 @@ fn answer(v: &Vault, req: &Request, line: &str) -> String {
             .map_err(|e| format!("{e:?}")),
         "census" => Ok(census(v, Path::new(arg))),
         "schema2" => v
+            .admin()
             .apply_schema(schema_v2(), req)
             .map(|_| "OK".to_owned())
             .map_err(|e| format!("{e:?}")),
@@ -632,13 +640,14 @@ fn read_customer(v: &Vault, s: &SubjectId) -> String {
 fn forget_many(v: &Vault, req: &Request, arg: &str) -> Result<String, String> {
     let subjects: Vec<SubjectId> = arg.split(',').map(|s| s.parse().unwrap()).collect();
     let out = v
-        .forget_many(&subjects, req, false)
+        .forget_many(&subjects, req, ForgetOptions::default())
         .map_err(|e| format!("{e:?}"))?;
     Ok(format!("OK {}", out.values().filter(|r| r.is_ok()).count()))
 }
 
 fn creates_by(v: &Vault, actor: &str) -> Result<String, String> {
     let entries = v
+        .admin()
         .audit_entries(&AuditFilter::default())
         .map_err(|e| format!("{e:?}"))?;
     let n = entries
@@ -797,9 +806,9 @@ fn check_shared_audit(a: &mut Instance, b: &mut Instance, n: usize) {
 /// (actor, number) create_subject entries of each actor.
 fn check_audit_here(pv: &PgVault, creates: &[(&str, usize)]) {
     let v = Vault::open(&pv.paths(), &creds(), any_engine_options()).expect("reopen here");
-    let report = v.verify_audit().unwrap();
+    let report = v.admin().verify_audit().unwrap();
     assert!(report.is_intact(), "{report:?}");
-    let entries = v.audit_entries(&AuditFilter::default()).unwrap();
+    let entries = v.admin().audit_entries(&AuditFilter::default()).unwrap();
     assert_eq!(entries.len() as u64, report.entries);
     for (actor, n) in creates {
         let got = entries
@@ -920,6 +929,7 @@ fn retirement_is_final(a: &mut Instance, b: &mut Instance, subjects: &[SubjectId
         );
     }
     let retired: Vec<u32> = a
+        .admin()
         .keks()
         .into_iter()
         .filter(|(_, state)| state != "Destroyed")
@@ -936,7 +946,7 @@ fn retirement_is_final(a: &mut Instance, b: &mut Instance, subjects: &[SubjectId
             "B after the retirement: {k}"
         );
     }
-    let b_keks: BTreeMap<u32, String> = b.keks().into_iter().collect();
+    let b_keks: BTreeMap<u32, String> = b.admin().keks().into_iter().collect();
     for id in &retired {
         assert_eq!(
             b_keks.get(id).map(String::as_str),
@@ -1098,7 +1108,7 @@ fn forget_checked(inst: &mut Instance, book: &Shared, s: &SubjectId) {
 }
 
 fn retire_live_keks(inst: &mut Instance, book: &Shared) {
-    for (id, state) in inst.keks() {
+    for (id, state) in inst.admin().keks() {
         if state == "Destroyed" {
             continue;
         }
@@ -1408,7 +1418,7 @@ fn multi_postgres_restart_mid_sweep() {
     let subjects = {
         let (v, _clock) = pv.create();
         let subjects = fill(&v, 0..n);
-        v.sync().unwrap();
+        v.admin().sync().unwrap();
         subjects
     };
     let mut reader = pv.spawn("reader");
@@ -1501,11 +1511,11 @@ fn rerun_sweep(sweeper: &mut Instance) -> String {
 // 6. A schema change in one process is in force in the other
 
 /// The web-shop schema, version 2: the customer gets a `nickname` field.
-fn schema_v2() -> vault_core::Schema {
+fn schema_v2() -> vault_core::schema::Schema {
     let text = crate::common::per_customer(include_str!("../../examples/webshop.toml"))
         .replace("version = 1\n", "version = 2\n")
         + "\n[types.customer.fields.nickname]\ntype = \"text\"\npurpose = \"account\"\n";
-    vault_core::Schema::from_toml(&text).expect("schema version 2 parses")
+    vault_core::schema::Schema::from_toml(&text).expect("schema version 2 parses")
 }
 
 /// Customer `i` with a nickname.

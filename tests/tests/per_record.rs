@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use crate::common::*;
 use serde_json::json;
-use vault_core::{
-    FieldState, LifecycleError, MockClock, PurposeState, Record, RecordKey, Request, Schema,
-    SchemaChangeError, SubjectId, Vault,
-};
+use vault_core::admin::SchemaChangeError;
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::gdpr::PurposeState;
+use vault_core::schema::Schema;
+use vault_core::{FieldState, LifecycleError, Record, RecordKey, Request, SubjectId, Vault};
 
 const DAY: i64 = 86_400;
 /// 2027-01-15T08:00:00Z.
@@ -82,22 +83,22 @@ fn a_delivered_order_does_not_expire_the_address_of_an_order_on_back_order() {
 
     clock.set(T0 + DAY);
     let r = v
-        .record_event_for(&s, &order("42"), "delivered", T0 + DAY, &req())
+        .record_event_for(&s, &order("42"), "delivered", ts(T0 + DAY), &req())
         .unwrap();
     assert_eq!(r.counted_for, vec!["shipping".to_owned()]);
 
-    let report = v.expire(T0 + 32 * DAY, &req()).unwrap();
+    let report = v.admin().expire(ts(T0 + 32 * DAY), &req()).unwrap();
     assert_eq!(report.shredded.get("shipping"), Some(&1), "{report:?}");
     assert_eq!(street(&v, &s, order("42")), None);
     assert_eq!(street(&v, &s, order("43")).as_deref(), Some("Oudegracht"));
 
     // Order 43 is delivered much later; its own 30 days count from then.
     clock.set(T0 + 100 * DAY);
-    v.record_event_for(&s, &order("43"), "delivered", T0 + 100 * DAY, &req())
+    v.record_event_for(&s, &order("43"), "delivered", ts(T0 + 100 * DAY), &req())
         .unwrap();
-    v.expire(T0 + 129 * DAY, &req()).unwrap();
+    v.admin().expire(ts(T0 + 129 * DAY), &req()).unwrap();
     assert_eq!(street(&v, &s, order("43")).as_deref(), Some("Oudegracht"));
-    v.expire(T0 + 131 * DAY, &req()).unwrap();
+    v.admin().expire(ts(T0 + 131 * DAY), &req()).unwrap();
     assert_eq!(street(&v, &s, order("43")), None);
     // The customer's own data is untouched.
     assert_eq!(
@@ -112,16 +113,16 @@ fn later_deliveries_do_not_postpone_an_earlier_orders_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(MockClock::new(T0));
     let (v, s) = shop(dir.path(), &clock);
-    v.record_event_for(&s, &order("42"), "delivered", T0, &req())
+    v.record_event_for(&s, &order("42"), "delivered", ts(T0), &req())
         .unwrap();
     for (i, n) in ["44", "45", "46"].into_iter().enumerate() {
         let t = T0 + (i as i64 + 1) * 20 * DAY;
         clock.set(t);
         v.put(&s, order(n), &address("Nieuwe straat")).unwrap();
-        v.record_event_for(&s, &order(n), "delivered", t, &req())
+        v.record_event_for(&s, &order(n), "delivered", ts(t), &req())
             .unwrap();
     }
-    v.expire(T0 + 61 * DAY, &req()).unwrap();
+    v.admin().expire(ts(T0 + 61 * DAY), &req()).unwrap();
     assert_eq!(street(&v, &s, order("42")), None);
     assert_eq!(street(&v, &s, order("43")).as_deref(), Some("Oudegracht"));
     assert_eq!(
@@ -137,19 +138,19 @@ fn events_count_only_for_purposes_of_their_own_scope() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(MockClock::new(T0));
     let (v, s) = shop(dir.path(), &clock);
-    let r = v.record_event(&s, "delivered", T0, &req()).unwrap();
+    let r = v.record_event(&s, "delivered", ts(T0), &req()).unwrap();
     assert!(r.recorded);
     assert_eq!(r.other_scope, vec!["shipping".to_owned()]);
     assert!(r.counted_for.is_empty());
     // Long after 30 days, but before the address's own ceiling (a year after it was stored).
-    v.expire(T0 + 300 * DAY, &req()).unwrap();
+    v.admin().expire(ts(T0 + 300 * DAY), &req()).unwrap();
     assert_eq!(
         street(&v, &s, order("42")).as_deref(),
         Some("Lange Nieuwstraat")
     );
 
     let r = v
-        .record_event_for(&s, &order("42"), "last_order", T0, &req())
+        .record_event_for(&s, &order("42"), "last_order", ts(T0), &req())
         .unwrap();
     assert_eq!(
         r.other_scope,
@@ -157,11 +158,11 @@ fn events_count_only_for_purposes_of_their_own_scope() {
     );
 
     let e = v
-        .record_event_for(&s, &RecordKey::new("parcel"), "delivered", T0, &req())
+        .record_event_for(&s, &RecordKey::new("parcel"), "delivered", ts(T0), &req())
         .unwrap_err();
     assert!(matches!(e, LifecycleError::UnknownRecordType(_)), "{e:?}");
     let e = v
-        .record_event_for(&s, &order("4/2"), "delivered", T0, &req())
+        .record_event_for(&s, &order("4/2"), "delivered", ts(T0), &req())
         .unwrap_err();
     assert!(matches!(e, LifecycleError::InvalidLabel), "{e:?}");
 }
@@ -177,10 +178,10 @@ fn invoices_keep_their_own_seven_years_through_forget_and_export() {
     let second = RecordKey::labelled("invoice", "2027-002");
     v.put(&s, first.clone(), &invoice("2027-001")).unwrap();
     v.put(&s, second.clone(), &invoice("2027-002")).unwrap();
-    v.record_event_for(&s, &first, "invoiced", T0, &req())
+    v.record_event_for(&s, &first, "invoiced", ts(T0), &req())
         .unwrap();
     clock.set(T0 + 400 * DAY);
-    v.record_event_for(&s, &second, "invoiced", T0 + 400 * DAY, &req())
+    v.record_event_for(&s, &second, "invoiced", ts(T0 + 400 * DAY), &req())
         .unwrap();
 
     let export = v.export_subject(&s).unwrap();
@@ -203,7 +204,7 @@ fn invoices_keep_their_own_seven_years_through_forget_and_export() {
     assert_eq!(export.record_events.len(), 2);
     assert!(export.events.is_empty(), "{:?}", export.events);
 
-    let report = v.forget(&s, &req(), false).unwrap();
+    let report = v.forget(&s, &req(), ForgetOptions::default()).unwrap();
     let kept: Vec<_> = report
         .kept
         .iter()
@@ -219,7 +220,7 @@ fn invoices_keep_their_own_seven_years_through_forget_and_export() {
     assert_eq!(report.shredded, vec!["account", "shipping"]);
     // Seven years and a day after the first invoice: the first is gone, the second is kept.
     let t = T0 + (7 * 365 + 3) * DAY;
-    v.expire(t, &req()).unwrap();
+    v.admin().expire(ts(t), &req()).unwrap();
     let billing = |k: RecordKey| {
         v.get(&s, k)
             .unwrap()
@@ -243,16 +244,16 @@ fn record_events_persist_and_find_follows_each_records_key() {
         &invoice("2027-009"),
     )
     .unwrap();
-    v.record_event_for(&s, &order("42"), "delivered", T0, &req())
+    v.record_event_for(&s, &order("42"), "delivered", ts(T0), &req())
         .unwrap();
     assert_eq!(
         v.find("invoice", "invoice_number", "2027-009").unwrap(),
         vec![s],
         "before the retirements"
     );
-    for k in v.keks() {
-        if k.state == vault_core::KekState::Active {
-            v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
+    for k in v.admin().keks() {
+        if k.state == vault_core::admin::KekState::Active {
+            v.admin().retire_kek(k.id, &req(), &mut |_| {}).unwrap();
         }
     }
     assert_eq!(
@@ -267,10 +268,10 @@ fn record_events_persist_and_find_follows_each_records_key() {
     )
     .unwrap();
     let again = v
-        .record_event_for(&s, &order("42"), "delivered", T0, &req())
+        .record_event_for(&s, &order("42"), "delivered", ts(T0), &req())
         .unwrap();
     assert_eq!(again.already_recorded, Some(T0));
-    v.expire(T0 + 31 * DAY, &req()).unwrap();
+    v.admin().expire(ts(T0 + 31 * DAY), &req()).unwrap();
     assert_eq!(street(&v, &s, order("42")), None);
     assert_eq!(street(&v, &s, order("43")).as_deref(), Some("Oudegracht"));
 }
@@ -291,9 +292,9 @@ fn changing_the_scope_of_a_purpose_in_use_is_refused() {
     let new = Schema::from_toml(&text).unwrap();
     assert_ne!(
         new.purpose("shipping").unwrap().scope,
-        vault_core::Scope::Record
+        vault_core::schema::Scope::Record
     );
-    let e = v.check_schema_change(&new).unwrap_err();
+    let e = v.admin().check_schema_change(&new).unwrap_err();
     assert!(
         matches!(e, SchemaChangeError::ScopeChanged { ref purpose } if purpose == "shipping"),
         "{e:?}"
@@ -312,22 +313,22 @@ fn record_events_beyond_the_bound_are_refused_and_the_subject_stays_readable() {
     const LIMIT: usize = 16_384;
     v.transaction(&s, |tx| {
         for i in 0..LIMIT {
-            tx.record_event_for(&order(&format!("o{i}")), "delivered", T0)?;
+            tx.record_event_for(&order(&format!("o{i}")), "delivered", ts(T0))?;
         }
         Ok(())
     })
     .unwrap();
     let e = v
-        .record_event_for(&s, &order("one-more"), "delivered", T0, &req())
+        .record_event_for(&s, &order("one-more"), "delivered", ts(T0), &req())
         .unwrap_err();
     assert!(
         matches!(e, LifecycleError::TooManyEvents { limit: LIMIT }),
         "{e:?}"
     );
     // An event already recorded can still move.
-    v.record_event_for(&s, &order("o1"), "delivered", T0 + 1, &req())
+    v.record_event_for(&s, &order("o1"), "delivered", ts(T0 + 1), &req())
         .unwrap();
-    v.forget(&s, &req(), false).unwrap();
+    v.forget(&s, &req(), ForgetOptions::default()).unwrap();
     drop(v);
     let v = Vault::open(
         &vault_core::VaultPaths::in_dir(dir.path()),
@@ -352,10 +353,13 @@ fn data_waiting_for_its_records_event_is_listed_per_purpose() {
             .unwrap();
     }
     let invoiced = RecordKey::labelled("invoice", "2027-0001");
-    v.record_event_for(&s, &invoiced, "invoiced", T0 + DAY, &req())
+    v.record_event_for(&s, &invoiced, "invoiced", ts(T0 + DAY), &req())
         .unwrap();
     clock.set(T0 + 400 * DAY);
-    let r = v.waiting_for_anchor(&"1y".parse().unwrap(), 10).unwrap();
+    let r = v
+        .admin()
+        .waiting_for_anchor(&"1y".parse().unwrap(), 10)
+        .unwrap();
     let invoicing = r.purposes.get("invoicing").expect("invoicing listed");
     assert_eq!((invoicing.event.as_str(), invoicing.count), ("invoiced", 1));
     assert_eq!(invoicing.sample, [s]);

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use vault_core::admin::KekState;
 use vault_core::schema::{FieldError, RecordError};
 use vault_core::{
-    Component, DeleteError, FindError, KekState, OpenError, ReadError, Record, RecordKey,
-    StorageError, SubjectId, Vault, VaultOptions, VaultPaths, WriteError,
+    Component, DeleteError, FindError, OpenError, ReadError, Record, RecordKey, StorageError,
+    SubjectId, Vault, VaultOptions, VaultPaths, WriteError,
 };
 
 use crate::common::*;
@@ -93,7 +94,7 @@ fn jan_records() -> Vec<(RecordKey, Record)> {
 }
 
 fn sync_and_reopen(vault: Vault, dir: &Path) -> Vault {
-    vault.sync().unwrap();
+    vault.admin().sync().unwrap();
     drop(vault);
     reopen_settled(dir)
 }
@@ -1050,7 +1051,7 @@ fn kek_usage_limit_rotates_keks_automatically() {
         vault.put(&s, "marketing_consent", &rec).unwrap();
         subjects.push(s);
     }
-    let keks = vault.keks();
+    let keks = vault.admin().keks();
     // Five wraps at no more than two per KEK need at least three KEKs.
     assert!(keks.len() >= 3, "no new KEKs after the limit: {keks:?}");
     assert!(
@@ -1074,7 +1075,7 @@ fn kek_usage_limit_rotates_keks_automatically() {
     }
 
     let vault = sync_and_reopen(vault, dir.path());
-    assert_eq!(vault.keks(), keks);
+    assert_eq!(vault.admin().keks(), keks);
     for (i, s) in subjects.iter().enumerate() {
         let rec = vault.get(s, "marketing_consent").unwrap();
         let expected = format!("klant{i}@voorbeeld.nl");
@@ -1095,9 +1096,10 @@ fn kek_usage_limit_rotates_keks_automatically() {
 fn create_subject_with_stores_a_new_customer_in_one_step() {
     let dir = tempfile::tempdir().unwrap();
     let vault = new_vault(dir.path());
-    let before = vault.stats().unwrap();
+    let before = vault.admin().stats().unwrap();
     let seq0 = vault
-        .audit_entries(&vault_core::AuditFilter::default())
+        .admin()
+        .audit_entries(&vault_core::admin::AuditFilter::default())
         .unwrap()
         .len();
 
@@ -1109,7 +1111,7 @@ fn create_subject_with_stores_a_new_customer_in_one_step() {
     ));
     let missing = Record::new().with("first_name", "Jan");
     assert!(vault.create_subject_with("customer", &missing).is_err());
-    assert_eq!(vault.stats().unwrap().subjects, before.subjects);
+    assert_eq!(vault.admin().stats().unwrap().subjects, before.subjects);
 
     let s = vault.create_subject_with("customer", &customer()).unwrap();
     assert!(vault.subject_exists(&s).unwrap());
@@ -1118,18 +1120,19 @@ fn create_subject_with_stores_a_new_customer_in_one_step() {
         customer().to_json()
     );
     assert_eq!(find_email(&vault, JAN_EMAIL), set([s]));
-    let after = vault.stats().unwrap();
+    let after = vault.admin().stats().unwrap();
     assert_eq!(after.subjects, before.subjects + 1);
     assert_eq!(after.records, before.records + 1);
     assert_eq!(after.live_data_keys, before.live_data_keys + 1);
 
     let entries = vault
-        .audit_entries(&vault_core::AuditFilter::default())
+        .admin()
+        .audit_entries(&vault_core::admin::AuditFilter::default())
         .unwrap();
     let new: Vec<_> = entries[seq0..].iter().collect();
     // One entry says both: the subject was created, with its `customer` record.
     assert_eq!(new.len(), 1, "{new:?}");
-    assert_eq!(new[0].op, vault_core::AuditOp::CreateSubject);
+    assert_eq!(new[0].op, vault_core::admin::AuditOp::CreateSubject);
     assert!(new.iter().all(|e| e.subject == Some(s)));
     assert_eq!(new[0].record_type, "customer");
     assert_eq!(new[0].label, "");
@@ -1144,7 +1147,8 @@ fn create_subject_with_stores_a_new_customer_in_one_step() {
         .unwrap();
     vault.put(&s, "address", &address()).unwrap();
     let later: Vec<_> = vault
-        .audit_entries(&vault_core::AuditFilter::default())
+        .admin()
+        .audit_entries(&vault_core::admin::AuditFilter::default())
         .unwrap()
         .split_off(seq0 + 1);
     let puts: Vec<_> = later
@@ -1154,8 +1158,8 @@ fn create_subject_with_stores_a_new_customer_in_one_step() {
     assert_eq!(
         puts,
         [
-            (vault_core::AuditOp::Put, "invoice", "2024-0001"),
-            (vault_core::AuditOp::Put, "address", "")
+            (vault_core::admin::AuditOp::Put, "invoice", "2024-0001"),
+            (vault_core::admin::AuditOp::Put, "address", "")
         ]
     );
     let vault = sync_and_reopen(vault, dir.path());
@@ -1167,9 +1171,13 @@ fn create_subject_with_stores_a_new_customer_in_one_step() {
         vault.get(&s, "address").unwrap().to_json(),
         address().to_json()
     );
-    assert!(vault.verify_audit().unwrap().is_intact());
+    assert!(vault.admin().verify_audit().unwrap().is_intact());
     vault
-        .forget(&s, &vault_core::Request::new("dpo", "Art. 17"), false)
+        .forget(
+            &s,
+            &vault_core::Request::new("dpo", "Art. 17"),
+            ForgetOptions::default(),
+        )
         .unwrap();
     assert!(find_email(&vault, JAN_EMAIL).is_empty());
 }

@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use crate::backup::copy_dir;
 use crate::common::*;
-use vault_core::store::{Table, WriteBatch};
+use vault_core::admin::Rollback;
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::danger_test_hooks::{Table, WriteBatch};
 use vault_core::{
-    FieldState, MockClock, OpenError, Record, RecordKey, Request, Rollback, ShredReason, SubjectId,
-    Vault, VaultPaths,
+    FieldState, OpenError, Record, RecordKey, Request, ShredReason, SubjectId, Vault, VaultPaths,
 };
 
 const DAY: i64 = 86_400;
@@ -125,9 +126,9 @@ mod index {
         let piet = v.create_subject().unwrap();
         v.put(&piet, "customer", &customer("piet")).unwrap();
         // Piet's account key moves to an epoch KEK; Jan's stays under the open-ended one.
-        v.record_event(&piet, "last_order", T0, &req()).unwrap();
-        let open_ended = v.keks()[0].id;
-        v.sync().unwrap();
+        v.record_event(&piet, "last_order", ts(T0), &req()).unwrap();
+        let open_ended = v.admin().keks()[0].id;
+        v.admin().sync().unwrap();
         drop(v);
         site.back_up();
 
@@ -138,16 +139,18 @@ mod index {
         assert!(!confirms(root, backup, "email", "klaas@voorbeeld.nl"));
 
         let v = open(root, clock).unwrap();
-        v.forget(&jan, &req(), false).unwrap();
+        v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
         // Retiring only the KEK that wrapped Jan's key in the backup kills his rows there and
         // leaves Piet's (under a KEK that lives) as testable as Piet's data: each row dies with
         // the KEK of *its* data, no sooner and no later.
-        v.retire_kek(open_ended, &req(), &mut |_| {}).unwrap();
+        v.admin()
+            .retire_kek(open_ended, &req(), &mut |_| {})
+            .unwrap();
         assert!(!confirms(root, backup, "email", "jan@voorbeeld.nl"));
         assert!(confirms(root, backup, "email", "piet@voorbeeld.nl"));
-        for k in v.keks() {
-            if k.state != vault_core::KekState::Destroyed {
-                v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
+        for k in v.admin().keks() {
+            if k.state != vault_core::admin::KekState::Destroyed {
+                v.admin().retire_kek(k.id, &req(), &mut |_| {}).unwrap();
             }
         }
         // The live vault still finds the bystander, under its new KEK; the forgotten one is gone.
@@ -208,9 +211,10 @@ mod index {
         assert_eq!(n0, 3);
 
         // Anchor events move the keys from the open-ended KEK to epoch KEKs.
-        v.record_event(&jan, "last_order", T0 + DAY, &req())
+        v.record_event(&jan, "last_order", ts(T0 + DAY), &req())
             .unwrap();
-        v.record_event(&jan, "invoiced", T0 + DAY, &req()).unwrap();
+        v.record_event(&jan, "invoiced", ts(T0 + DAY), &req())
+            .unwrap();
         assert_eq!(found(&v), all);
         // An update of a field that is not indexed, after the move, keeps the others findable.
         v.update(
@@ -221,15 +225,15 @@ mod index {
         .unwrap();
         assert_eq!(found(&v), all);
         // New data keys, then a retirement of every KEK.
-        v.rotate_data_keys(&jan, &req()).unwrap();
+        v.admin().rotate_data_keys(&jan, &req()).unwrap();
         assert_eq!(found(&v), all);
-        for k in v.keks() {
-            if k.state != vault_core::KekState::Destroyed {
-                v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
+        for k in v.admin().keks() {
+            if k.state != vault_core::admin::KekState::Destroyed {
+                v.admin().retire_kek(k.id, &req(), &mut |_| {}).unwrap();
             }
         }
         assert_eq!(found(&v), all);
-        v.rotate_index(&req(), &mut |_| {}).unwrap();
+        v.admin().rotate_index(&req(), &mut |_| {}).unwrap();
         assert_eq!(found(&v), all);
         // No stale row was left behind by any of it.
         let (v, n1) = rows(v);
@@ -244,7 +248,7 @@ mod retire_race {
     use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
-    use vault_core::{Epoch, KekState};
+    use vault_core::admin::{Epoch, KekState};
 
     /// Retirements per run; `KLUIS_REVIEW_ROUNDS` raises it for the long run (RELIABILITY.md).
     fn rounds() -> usize {
@@ -323,13 +327,13 @@ mod retire_race {
                         let pick = pick.filter(|s| !forgotten.lock().unwrap().contains(s));
                         if let Some(s) = pick {
                             if i.is_multiple_of(25) {
-                                v.forget(&s, &req(), false).unwrap();
+                                v.forget(&s, &req(), ForgetOptions::default()).unwrap();
                                 forgotten.lock().unwrap().insert(s);
                             } else {
-                                v.rotate_data_keys(&s, &req()).unwrap();
+                                v.admin().rotate_data_keys(&s, &req()).unwrap();
                             }
                         }
-                        v.expire(T0 + i as i64, &req()).unwrap();
+                        v.admin().expire(ts(T0 + i as i64), &req()).unwrap();
                         i += 1;
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
@@ -342,12 +346,13 @@ mod retire_race {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
             while retired < rounds && std::time::Instant::now() < deadline {
                 let active = v
+                    .admin()
                     .keks()
                     .into_iter()
                     .find(|k| k.state == KekState::Active && k.epoch == Epoch::OpenEnded);
                 match active {
                     Some(k) => {
-                        v.retire_kek(k.id, &req(), &mut |_| {}).unwrap();
+                        v.admin().retire_kek(k.id, &req(), &mut |_| {}).unwrap();
                         retired += 1;
                         retired_so_far.store(retired, Ordering::Relaxed);
                     }
@@ -358,7 +363,7 @@ mod retire_race {
             retired
         });
         assert!(retired >= rounds / 2, "only {retired} retirements ran");
-        v.sync().unwrap();
+        v.admin().sync().unwrap();
         drop(Arc::into_inner(v).expect("threads are done"));
 
         // After a reopen (no cached key left): every acknowledged customer reads back whole.
@@ -393,7 +398,7 @@ mod retire_race {
 /// 2b. A cached data key whose KEK is destroyed must not keep reading in the same process.
 #[test]
 fn cached_key_dies_with_its_kek() {
-    use vault_core::store::{KeyValue, Store};
+    use vault_core::danger_test_hooks::{KeyValue, Store};
     use vault_core::StorageError;
 
     /// Forwards to the real store and lets the test reach it (to remove one expiry row, as
@@ -419,13 +424,13 @@ fn cached_key_dies_with_its_kek() {
             self.0.apply(b)
         }
         fn sync(&self) -> Result<(), StorageError> {
-            self.0.sync()
+            self.0.admin().sync()
         }
     }
     type Shared = Arc<Box<dyn Store>>;
     let tapped: Arc<Mutex<Option<Shared>>> = Arc::default();
     let slot = tapped.clone();
-    let wrap: vault_core::StoreWrapper = Arc::new(move |inner| {
+    let wrap: vault_core::danger_test_hooks::StoreWrapper = Arc::new(move |inner| {
         let inner = Arc::new(inner);
         *slot.lock().unwrap() = Some(inner.clone());
         Box::new(Tap(inner)) as Box<dyn Store>
@@ -443,7 +448,7 @@ fn cached_key_dies_with_its_kek() {
     .unwrap();
     let jan = v.create_subject().unwrap();
     v.put(&jan, "customer", &customer("jan")).unwrap();
-    v.record_event(&jan, "last_order", T0, &req()).unwrap();
+    v.record_event(&jan, "last_order", ts(T0), &req()).unwrap();
     assert_eq!(
         v.get(&jan, "customer").unwrap().get_str("email"),
         Some("jan@voorbeeld.nl")
@@ -458,7 +463,7 @@ fn cached_key_dies_with_its_kek() {
     // Two years and an epoch later the sweep misses the pair (no row) but destroys its epoch KEK.
     let later = T0 + 800 * DAY;
     clock.set(later);
-    let rep = v.expire(later, &req()).unwrap();
+    let rep = v.admin().expire(ts(later), &req()).unwrap();
     assert!(!rep.keks_destroyed.is_empty(), "{rep:?}");
     assert!(
         matches!(
@@ -478,16 +483,18 @@ fn sync_skips_a_blob_file_that_vanished() {
     std::fs::create_dir_all(&blobs).unwrap();
     // Listed, then gone by the time it is opened: a dangling symlink is exactly that, every time.
     std::os::unix::fs::symlink(blobs.join("deleted-by-sled"), blobs.join("42")).unwrap();
-    v.sync().expect("a vanished blob file is nothing to sync");
+    v.admin()
+        .sync()
+        .expect("a vanished blob file is nothing to sync");
     let s = v.create_subject().unwrap();
     v.put(&s, "customer", &customer("jan")).unwrap();
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
 }
 
 /// 4. Rollback: an older key store, or an older stored schema, is refused; recovery is explicit.
 mod rollback {
     use super::*;
-    use vault_core::AuditFilter;
+    use vault_core::admin::AuditFilter;
 
     fn ks_path(root: &Path) -> std::path::PathBuf {
         VaultPaths::in_dir(root).key_store
@@ -507,9 +514,9 @@ mod rollback {
 
         // The erasure the old copy would undo: forget, and retire the KEK it was wrapped under.
         let v = open(&root, &clock).unwrap();
-        v.forget(&jan, &req(), false).unwrap();
-        let kek = v.keks()[0].id;
-        v.retire_kek(kek, &req(), &mut |_| {}).unwrap();
+        v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
+        let kek = v.admin().keks()[0].id;
+        v.admin().retire_kek(kek, &req(), &mut |_| {}).unwrap();
         drop(v);
         std::fs::copy(&old, ks_path(&root)).unwrap();
 
@@ -532,9 +539,9 @@ mod rollback {
         )
         .unwrap();
         assert_eq!(accepted, Some(Rollback::KeyStore { seen, found }));
-        let log = v.audit_entries(&AuditFilter::default()).unwrap();
+        let log = v.admin().audit_entries(&AuditFilter::default()).unwrap();
         let last = log.last().unwrap();
-        assert_eq!(last.op, vault_core::AuditOp::AcceptRollback);
+        assert_eq!(last.op, vault_core::admin::AuditOp::AcceptRollback);
         assert!(last.record_type.is_empty() && last.label.contains("key-store generation"));
         assert_eq!(last.actor, "admin");
         // The ledger came back from before the forget, but the erasure stands: the forget's
@@ -571,7 +578,11 @@ mod rollback {
         )
             + "\n[types.customer.fields.nickname]\ntype = \"text\"\npurpose = \"account\"\n";
         let report = v
-            .apply_schema(vault_core::Schema::from_toml(&text).unwrap(), &req())
+            .admin()
+            .apply_schema(
+                vault_core::schema::Schema::from_toml(&text).unwrap(),
+                &req(),
+            )
             .unwrap();
         assert!(report.applied);
         drop(v);
@@ -601,7 +612,9 @@ mod rollback {
         let v = open(root, clock).unwrap();
         let piet = v.create_subject().unwrap();
         v.put(&piet, "customer", &customer("piet")).unwrap();
-        v.retire_kek(v.keks()[0].id, &req(), &mut |_| {}).unwrap();
+        v.admin()
+            .retire_kek(v.admin().keks()[0].id, &req(), &mut |_| {})
+            .unwrap();
         drop(v);
         site.restore();
         drop(open(root, clock).unwrap());
@@ -631,7 +644,9 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
     site.back_up();
     let v = open(root, clock).unwrap();
     clock.set(T0 + DAY);
-    v.retire_kek(v.keks()[0].id, &req(), &mut |_| {}).unwrap();
+    v.admin()
+        .retire_kek(v.admin().keks()[0].id, &req(), &mut |_| {})
+        .unwrap();
     drop(v);
     site.restore();
 
@@ -644,7 +659,7 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
         .unwrap();
     assert_eq!(
         account.state,
-        vault_core::PurposeState::Shredded {
+        vault_core::gdpr::PurposeState::Shredded {
             at: T0 + DAY,
             reason: ShredReason::KeyRetired
         },
@@ -670,7 +685,7 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
     check(&v);
     // The same through a data-key rotation first: the rotation must not write the dead fields
     // back.
-    v.rotate_data_keys(&piet, &req()).unwrap();
+    v.admin().rotate_data_keys(&piet, &req()).unwrap();
     v.update(
         &piet,
         "customer",
@@ -710,7 +725,7 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
 fn an_update_that_moves_the_key_leaves_no_stale_index_row() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(MockClock::new(T0));
-    let schema = vault_core::Schema::from_toml(
+    let schema = vault_core::schema::Schema::from_toml(
         r#"
         version = 1
         [purposes.account]
@@ -747,7 +762,7 @@ fn an_update_that_moves_the_key_leaves_no_stale_index_row() {
         v.find("customer", "email", "nieuw@voorbeeld.nl").unwrap(),
         vec![jan]
     );
-    v.forget(&jan, &req(), false).unwrap();
+    v.forget(&jan, &req(), ForgetOptions::default()).unwrap();
     drop(v);
     assert!(raw_rows(&dir.path().join("data"), Table::Index).is_empty());
 }
@@ -782,7 +797,7 @@ fn a_failed_rewrap_leaves_the_cached_key_consistent() {
     v.put(&jan, "customer", &customer("jan")).unwrap();
     v.get(&jan, "customer").unwrap(); // cached
     fail.store(true, Ordering::SeqCst);
-    assert!(v.record_event(&jan, "last_order", T0, &req()).is_err());
+    assert!(v.record_event(&jan, "last_order", ts(T0), &req()).is_err());
     v.update(
         &jan,
         "customer",
@@ -810,7 +825,11 @@ fn a_data_backup_from_before_a_schema_change_opens_only_through_the_audited_acce
         "version = 2",
         1,
     );
-    v.apply_schema(vault_core::Schema::from_toml(&text).unwrap(), &req())
+    v.admin()
+        .apply_schema(
+            vault_core::schema::Schema::from_toml(&text).unwrap(),
+            &req(),
+        )
         .unwrap();
     drop(v);
     site.restore();

@@ -53,7 +53,7 @@ fn concurrent_writers_in_every_durability_mode_survive_reopen() {
             .collect();
         assert_eq!(written.len(), 120);
         if mode == Durability::Relaxed {
-            v.sync().unwrap();
+            v.admin().sync().unwrap();
         }
         drop(v);
         let v = Vault::open(&paths, &creds(), fast_options()).unwrap();
@@ -65,7 +65,7 @@ fn concurrent_writers_in_every_durability_mode_survive_reopen() {
                 "{mode:?}"
             );
         }
-        assert!(v.verify_audit().unwrap().is_intact(), "{mode:?}");
+        assert!(v.admin().verify_audit().unwrap().is_intact(), "{mode:?}");
         assert_eq!(
             v.find("customer", "email", "klant3@voorbeeld.nl")
                 .unwrap()
@@ -93,7 +93,7 @@ fn corrupted_sled_log() {
         v.put(&s, "customer", &customer(i)).unwrap();
         subjects.push((s, i));
     }
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     drop(v);
     let pristine = dir.path().join("pristine");
     copy_dir(&dir.path().join("data"), &pristine);

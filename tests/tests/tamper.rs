@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 use crate::common::*;
 use serde_json::{json, Value};
+use vault_core::admin::KdfError;
+use vault_core::schema::Schema;
 use vault_core::{
-    Component, Durability, KdfError, OpenError, ReadError, Record, RecordKey, Schema, StorageError,
-    SubjectId, Vault, VaultOptions, VaultPaths,
+    Component, Durability, OpenError, ReadError, Record, RecordKey, StorageError, SubjectId, Vault,
+    VaultOptions, VaultPaths,
 };
 
 // ---------------------------------------------------------------------------------------------

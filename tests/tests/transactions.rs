@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use vault_core::admin::{AuditFilter, AuditOp, OpError, SchemaChangeError};
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::schema::Schema;
 use vault_core::{
-    AuditFilter, AuditOp, DeleteError, Durability, MockClock, OpError, Record, RecordKey, Request,
-    Schema, SchemaChangeError, SubjectId, TransactionError, Vault, VaultPaths, WriteError,
+    DeleteError, Durability, Record, RecordKey, Request, SubjectId, TransactionError, Vault,
+    VaultPaths, WriteError,
 };
 
 use crate::common::*;
@@ -44,7 +47,10 @@ fn order(n: &str) -> RecordKey {
 }
 
 fn audit_len(v: &Vault) -> usize {
-    v.audit_entries(&AuditFilter::default()).unwrap().len()
+    v.admin()
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .len()
 }
 
 fn find_email(v: &Vault, email: &str) -> Vec<SubjectId> {
@@ -105,7 +111,7 @@ fn a_transaction_is_one_batch_and_one_fsync() {
         tx.put(order("o-1"), &address("Kerkstraat"))?;
         tx.put(order("o-2"), &address("Dorpsstraat"))?;
         tx.update("customer", &Record::new().with("phone", "0612345678"))?;
-        tx.record_event("last_order", T0)?;
+        tx.record_event("last_order", ts(T0))?;
         Ok(())
     })
     .unwrap();
@@ -124,7 +130,7 @@ fn a_transaction_is_one_batch_and_one_fsync() {
     let c = v.get(&s, "customer").unwrap();
     assert_eq!(c.get_str("phone"), Some("0612345678"));
     assert_eq!(c.get_str("email"), Some("jan@voorbeeld.nl"));
-    let new: Vec<_> = v.audit_entries(&AuditFilter::default()).unwrap()[seq0..].to_vec();
+    let new: Vec<_> = v.admin().audit_entries(&AuditFilter::default()).unwrap()[seq0..].to_vec();
     let ops: Vec<AuditOp> = new.iter().map(|e| e.op).collect();
     assert_eq!(
         ops,
@@ -132,7 +138,7 @@ fn a_transaction_is_one_batch_and_one_fsync() {
     );
     assert!(new.iter().all(|e| e.subject == Some(s)));
     assert_eq!(new[1].label, "o-2");
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 
     // The same four changes as separate calls: four batches, four fsyncs.
     let before = counts.now();
@@ -140,7 +146,8 @@ fn a_transaction_is_one_batch_and_one_fsync() {
     v.put(&s, order("o-4"), &address("Dorpsstraat")).unwrap();
     v.update(&s, "customer", &Record::new().with("phone", "0687654321"))
         .unwrap();
-    v.record_event(&s, "last_order", T0 + 1, &req()).unwrap();
+    v.record_event(&s, "last_order", ts(T0 + 1), &req())
+        .unwrap();
     let after = counts.now();
     assert_eq!((after.0 - before.0, after.1 - before.1), (4, 4));
 }
@@ -154,7 +161,7 @@ fn an_error_in_the_third_operation_leaves_nothing() {
     let v = new_vault(dir.path());
     let s = v.create_subject().unwrap();
     let seq0 = audit_len(&v);
-    let stats0 = v.stats().unwrap();
+    let stats0 = v.admin().stats().unwrap();
 
     let err = v
         .transaction(&s, |tx| {
@@ -186,7 +193,7 @@ fn an_error_in_the_third_operation_leaves_nothing() {
     assert_eq!(v.records_of(&s).unwrap(), Vec::<RecordKey>::new());
     assert!(find_email(&v, "piet@voorbeeld.nl").is_empty());
     assert_eq!(audit_len(&v), seq0);
-    let stats = v.stats().unwrap();
+    let stats = v.admin().stats().unwrap();
     assert_eq!(stats.records, stats0.records);
     assert_eq!(stats.live_data_keys, stats0.live_data_keys);
     assert_eq!(stats.pending_expiries, stats0.pending_expiries);
@@ -291,7 +298,7 @@ fn a_dropped_panicking_or_failed_transaction_writes_nothing() {
         tx.put(order("o-1"), &address("Kerkstraat"))
     })
     .unwrap();
-    v.sync().unwrap();
+    v.admin().sync().unwrap();
     drop(v);
     let v = reopen(dir.path());
     assert_eq!(
@@ -302,7 +309,7 @@ fn a_dropped_panicking_or_failed_transaction_writes_nothing() {
         v.get(&s, order("o-1")).unwrap().get_str("street"),
         Some("Kerkstraat")
     );
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
 /// Later operations see earlier ones: an update of a record put in the same transaction, a put
@@ -361,7 +368,7 @@ fn operations_see_the_earlier_operations_of_their_transaction() {
 fn a_new_subject_with_several_records_is_created_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let v = new_vault(dir.path());
-    let stats0 = v.stats().unwrap();
+    let stats0 = v.admin().stats().unwrap();
     let seq0 = audit_len(&v);
 
     let r = v.create_subject_in_transaction(|tx| {
@@ -376,7 +383,7 @@ fn a_new_subject_with_several_records_is_created_atomically() {
         matches!(r, Err(TransactionError::Op { index: 1, .. })),
         "{r:?}"
     );
-    assert_eq!(v.stats().unwrap().subjects, stats0.subjects);
+    assert_eq!(v.admin().stats().unwrap().subjects, stats0.subjects);
     assert_eq!(audit_len(&v), seq0);
 
     let (s, ()) = v
@@ -396,7 +403,7 @@ fn a_new_subject_with_several_records_is_created_atomically() {
     assert!(v.subject_exists(&s).unwrap());
     assert_eq!(v.records_of(&s).unwrap().len(), 3);
     assert_eq!(find_email(&v, "nieuw@voorbeeld.nl"), vec![s]);
-    let ops: Vec<AuditOp> = v.audit_entries(&AuditFilter::default()).unwrap()[seq0..]
+    let ops: Vec<AuditOp> = v.admin().audit_entries(&AuditFilter::default()).unwrap()[seq0..]
         .iter()
         .map(|e| e.op)
         .collect();
@@ -409,7 +416,7 @@ fn a_new_subject_with_several_records_is_created_atomically() {
             AuditOp::Put
         ]
     );
-    let stats = v.stats().unwrap();
+    let stats = v.admin().stats().unwrap();
     assert_eq!(stats.subjects, stats0.subjects + 1);
     assert_eq!(stats.live_data_keys, stats0.live_data_keys + 3);
 }
@@ -428,11 +435,11 @@ fn an_event_in_a_transaction_starts_the_records_retention() {
         .transaction(&s, |tx| {
             tx.put(order("42"), &address("Kerkstraat"))?;
             tx.put(order("43"), &address("Oudegracht"))?;
-            tx.record_event_for(&order("42"), "delivered", T0)
+            tx.record_event_for(&order("42"), "delivered", ts(T0))
         })
         .unwrap();
     assert_eq!(report.counted_for, vec!["shipping".to_owned()]);
-    v.expire(T0 + 31 * DAY, &req()).unwrap();
+    v.admin().expire(ts(T0 + 31 * DAY), &req()).unwrap();
     assert!(v.get(&s, order("42")).unwrap().has_shredded());
     assert_eq!(
         v.get(&s, order("43")).unwrap().get_str("street"),
@@ -452,7 +459,7 @@ fn a_unique_value_is_refused_for_a_second_subject() {
         .unwrap();
     let other = v.create_subject().unwrap();
     let seq0 = audit_len(&v);
-    let subjects0 = v.stats().unwrap().subjects;
+    let subjects0 = v.admin().stats().unwrap().subjects;
 
     let refused = |r: Result<(), WriteError>| match r {
         Err(e @ WriteError::NotUnique { .. }) => {
@@ -484,7 +491,7 @@ fn a_unique_value_is_refused_for_a_second_subject() {
         other => panic!("{other:?}"),
     }
     assert_eq!(v.records_of(&other).unwrap(), Vec::<RecordKey>::new());
-    assert_eq!(v.stats().unwrap().subjects, subjects0);
+    assert_eq!(v.admin().stats().unwrap().subjects, subjects0);
     assert_eq!(audit_len(&v), seq0);
 
     // An update to a held value is refused too; other values are fine.
@@ -550,7 +557,7 @@ fn a_unique_value_is_free_once_its_holder_lets_go() {
     v.delete(&b, "customer").unwrap();
     v.put(&a, "customer", &customer("a@voorbeeld.nl")).unwrap();
     // Forgotten (the account purpose is shredded).
-    v.forget(&a, &req(), false).unwrap();
+    v.forget(&a, &req(), ForgetOptions::default()).unwrap();
     v.put(&b, "customer", &customer("a@voorbeeld.nl")).unwrap();
     assert_eq!(find_email(&v, "a@voorbeeld.nl"), vec![b]);
     // A new subject may take the forgotten one's other address too.
@@ -569,7 +576,7 @@ fn concurrent_registrations_of_one_address_have_exactly_one_winner() {
     const MAX_ROUNDS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
     let v = Arc::new(new_vault(dir.path()));
-    let subjects0 = v.stats().unwrap().subjects;
+    let subjects0 = v.admin().stats().unwrap().subjects;
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut rounds = 0;
     let mut winners = Vec::new();
@@ -605,10 +612,10 @@ fn concurrent_registrations_of_one_address_have_exactly_one_winner() {
         rounds += 1;
     }
     // Losers of `create_subject_with` left no subject; the others' empty subjects remain.
-    let stats = v.stats().unwrap();
+    let stats = v.admin().stats().unwrap();
     assert_eq!(stats.records as usize, rounds);
     assert!(stats.subjects as usize <= subjects0 as usize + rounds * (1 + THREADS / 2));
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
     eprintln!("unique race: {rounds} rounds of {THREADS} threads");
 }
 
@@ -630,13 +637,14 @@ fn a_holders_row_moving_between_keks_is_never_missed() {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 let live: Vec<u32> = v
+                    .admin()
                     .keks()
                     .iter()
-                    .filter(|k| k.state == vault_core::KekState::Active)
+                    .filter(|k| k.state == vault_core::admin::KekState::Active)
                     .map(|k| k.id)
                     .collect();
                 for id in live {
-                    v.retire_kek(id, &req(), &mut |_| {}).unwrap();
+                    v.admin().retire_kek(id, &req(), &mut |_| {}).unwrap();
                     n += 1;
                 }
             }
@@ -722,7 +730,7 @@ fn unique_addresses_follow_a_model() {
             }
             _ => {
                 if next(4) == 0 {
-                    v.forget(&s, &req(), false).unwrap();
+                    v.forget(&s, &req(), ForgetOptions::default()).unwrap();
                     holds.remove(&i);
                     subjects[i] = v.create_subject().unwrap();
                 }
@@ -766,7 +774,7 @@ fn a_field_with_stored_values_cannot_become_unique() {
         "the example's invoice_number field moved"
     );
     let two = Schema::from_toml(&versioned(&unique_invoices, 2)).unwrap();
-    v.apply_schema(two, &req()).unwrap();
+    v.admin().apply_schema(two, &req()).unwrap();
 
     // The phone field has a value now: refused, and the schema stays.
     v.update(&s, "customer", &Record::new().with("phone", "0612345678"))
@@ -790,7 +798,7 @@ fn a_field_with_stored_values_cannot_become_unique() {
             .unwrap()
             .unique
     );
-    let e = v.apply_schema(three.clone(), &req()).unwrap_err();
+    let e = v.admin().apply_schema(three.clone(), &req()).unwrap_err();
     assert!(
         matches!(&e, SchemaChangeError::UniqueOnStoredValues { record_type, field }
             if record_type == "customer" && field == "phone"),
@@ -805,7 +813,7 @@ fn a_field_with_stored_values_cannot_become_unique() {
         &Record::new().with("phone", serde_json::Value::Null),
     )
     .unwrap();
-    v.apply_schema(three, &req()).unwrap();
+    v.admin().apply_schema(three, &req()).unwrap();
     let four = Schema::from_toml(&versioned(&unique_invoices, 4)).unwrap();
-    v.apply_schema(four, &req()).unwrap();
+    v.admin().apply_schema(four, &req()).unwrap();
 }

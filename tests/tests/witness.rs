@@ -11,7 +11,8 @@ use std::path::Path;
 
 use crate::backup::copy_dir;
 use crate::common::*;
-use vault_core::{OpenError, Request, Rollback, Vault, VaultPaths};
+use vault_core::admin::Rollback;
+use vault_core::{OpenError, Request, Vault, VaultPaths};
 
 /// Stores `n` customers starting at `from` and makes them durable.
 fn store(vault: &Vault, from: usize, n: usize) {
@@ -20,7 +21,7 @@ fn store(vault: &Vault, from: usize, n: usize) {
             .create_subject_with("customer", &numbered_customer(i))
             .unwrap();
     }
-    vault.sync().unwrap();
+    vault.admin().sync().unwrap();
 }
 
 fn open(root: &Path) -> Result<Vault, OpenError> {
@@ -51,7 +52,7 @@ fn put_back_engine_files(snapshot: &Path, data: &Path) {
 }
 
 fn audit_len(vault: &Vault) -> u64 {
-    vault.verify_audit().unwrap().entries
+    vault.admin().verify_audit().unwrap().entries
 }
 
 /// An engine that comes back without writes it had made durable is refused with a typed
@@ -92,7 +93,7 @@ fn an_engine_behind_its_witness_is_refused_until_accepted() {
         accepted,
         Some(Rollback::CommittedWritesLost { witnessed, found })
     );
-    assert_eq!(vault.stats().unwrap().subjects, 5);
+    assert_eq!(vault.admin().stats().unwrap().subjects, 5);
     drop(vault);
     let vault = open(root.path()).expect("opens normally after the accept");
     store(&vault, 10, 1);
@@ -109,13 +110,13 @@ fn a_whole_data_directory_restored_opens() {
     let vault = new_vault(root.path());
     store(&vault, 0, 3);
     let backup = tempfile::tempdir().unwrap();
-    vault.backup(&backup.path().join("copy")).unwrap();
+    vault.admin().backup(&backup.path().join("copy")).unwrap();
     store(&vault, 3, 3);
     drop(vault);
     std::fs::remove_dir_all(&data).unwrap();
     copy_dir(&backup.path().join("copy"), &data);
     let vault = open(root.path()).expect("a restored backup opens");
-    assert_eq!(vault.stats().unwrap().subjects, 3);
+    assert_eq!(vault.admin().stats().unwrap().subjects, 3);
 }
 
 /// Engine files of another copy that went another way, at the same audit position as the
@@ -197,8 +198,9 @@ fn accepting_another_rollback_accepts_the_lost_writes_too_on_record() {
     let old_key_store = std::fs::read(&ks).unwrap();
     // A newer key store that the data sees (a KEK retired), then the engine files of that time.
     let vault = open(root.path()).unwrap();
-    let kek = vault.keks()[0].id;
+    let kek = vault.admin().keks()[0].id;
     vault
+        .admin()
         .retire_kek(kek, &Request::new("admin", "rotate"), &mut |_| {})
         .unwrap();
     store(&vault, 2, 1);
@@ -226,10 +228,11 @@ fn accepting_another_rollback_accepts_the_lost_writes_too_on_record() {
     .unwrap();
     assert!(matches!(accepted, Some(Rollback::KeyStore { .. })));
     let accepts: Vec<String> = vault
-        .audit_entries(&vault_core::AuditFilter::default())
+        .admin()
+        .audit_entries(&vault_core::admin::AuditFilter::default())
         .unwrap()
         .into_iter()
-        .filter(|e| e.op == vault_core::AuditOp::AcceptRollback)
+        .filter(|e| e.op == vault_core::admin::AuditOp::AcceptRollback)
         .map(|e| e.label)
         .collect();
     assert_eq!(accepts.len(), 2, "{accepts:?}");

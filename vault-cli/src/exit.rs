@@ -3,9 +3,10 @@
 use std::fmt;
 use std::process::ExitCode;
 
+use vault_core::admin::{CopyError, KdfError, MigrateError, RekeyError};
 use vault_core::{
-    CopyError, CreateError, DeleteError, Error, FindError, KdfError, LifecycleError, MigrateError,
-    OpenError, ReadError, RekeyError, StorageError, SubjectError, WriteError,
+    CreateError, DeleteError, Error, FindError, LifecycleError, OpenError, ReadError, StorageError,
+    SubjectError, WriteError,
 };
 
 /// Other failure.
@@ -245,7 +246,7 @@ fn library(e: &Error) -> u8 {
         Error::Admin(e) => admin(e),
         Error::Migrate(e) => migrate(e),
         // A schema that would orphan data is refused as invalid input.
-        Error::SchemaChange(vault_core::schema_change::SchemaChangeError::Storage(s)) => storage(s),
+        Error::SchemaChange(vault_core::admin::SchemaChangeError::Storage(s)) => storage(s),
         Error::SchemaChange(_) => INVALID_INPUT,
         _ => FAILURE,
     }

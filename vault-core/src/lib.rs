@@ -31,7 +31,7 @@
 //! // Tests use tiny Argon2id parameters; real vaults keep the default (m = 64 MiB, t = 3, p = 4).
 //! let options = VaultOptions::default()
 //!     .kdf(KdfParams::danger_insecure_for_tests())
-//!     .danger_allow_weak_kdf(true);
+//!     .danger_allow_weak_kdf();
 //! let vault = Vault::create(&paths, &creds, schema, options)?;
 //!
 //! let jan = vault.create_subject()?;
@@ -51,68 +51,108 @@
 #![warn(missing_docs)]
 
 // The layers (the number after each module): a module uses only its own layer and those below
-// it (checked by `cargo test -p kluis-tests layers`; ARCHITECTURE.md, "Code map").
-pub mod clock; // 0: time
-pub mod crypto; // 2: AEAD, MAC, KDF, secrets, labels
-pub mod error; // 1: every error type
+// it (checked by `cargo test -p kluis-tests layers`; ARCHITECTURE.md, "Code map"). Every module is
+// private: the public surface is the re-exports below, one path per type (`tests/tests/api.rs`
+// keeps the count honest).
+mod clock; // 0: time
+mod crypto; // 2: AEAD, MAC, KDF, secrets, labels
+mod error; // 1: every error type
 mod format; // 3: codecs, envelopes, AADs, subject entries, audit entries
 mod keys; // 5: credentials, key store, KEKs, epochs, ledger
 mod ops; // 7: operations on a vault (records, lifecycle, admin, export, ...)
-pub mod schema; // 0: the schema (purposes, record types, retention rules)
+pub mod schema; // 0: the schema (purposes, record types, retention rules): public, it is the language
 mod storage; // 4: the engine, tables, durability, files
-pub mod vault; // 6: the `Vault` state, opening and creating
-
-#[cfg(feature = "danger-fault-injection")]
-pub mod danger_faults;
-#[cfg(feature = "danger-fuzzing")]
-pub mod fuzz_api;
-
-// The public module paths of kluis 0.1, kept.
-pub use crypto::{labels, secret};
-pub use format::{audit, record, subject};
-pub use keys::{credentials, keystore, retention};
-pub use ops::{admin, export, lifecycle, migrate, records, schema_change, stats, transaction};
-pub use storage::{durability, engine, store};
+mod vault; // 6: the `Vault` state, opening and creating
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
-pub use admin::{AdminError, BackupReport};
-pub use audit::{AuditEntry, AuditOp, AuditProblem, AuditReport};
-pub use clock::{Clock, MockClock, SystemClock};
-pub use credentials::{Credentials, KdfParams, KeyFile};
-pub use durability::Durability;
-pub use error::{
-    Component, CopyError, CreateError, DbProblem, DeleteError, Error, FindError, IntegrityError,
-    KdfError, KeyFileError, LedgerWitness, LifecycleError, MigrateError, OpError, OpenError,
-    ReadError, RekeyError, Rollback, RowDifference, StorageError, SubjectError, TransactionError,
-    WriteError,
-};
-pub use export::{
-    HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordEventExport, RecordExport,
-    RegisterData, RegisterField, RegisterPurpose, RegisterRecordType, ShreddedFieldExport,
-    SubjectExport,
-};
-pub use keystore::{Epoch, KekInfo, KekState};
-pub use lifecycle::{EventReport, ExpireReport, ForgetReport, KeptPurpose, NotCounted, Request};
-pub use migrate::{MigrateProgress, MigrateReport};
-pub use ops::audit_log::AuditFilter;
-pub use ops::retire::RetireReport;
-pub use record::{FieldState, Record, Shredded};
-pub use records::{BatchError, RecordKey};
-pub use retention::EpochPolicy;
-pub use schema::{CeilingWarning, IndexWarning, Schema, Scope};
-pub use schema_change::{SchemaChangeError, SchemaChangeReport};
-pub use secret::Passphrase;
-pub use stats::{
-    ExpirePreview, VaultStats, VerifyProblem, VerifyReport, WaitingPurpose, WaitingReport,
-};
+// ---- What a shop uses every day ----------------------------------------------------------------
+pub use clock::{Clock, SystemClock, Timestamp};
+pub use crypto::secret::Passphrase;
+pub use format::audit::{Actor, Request};
+pub use format::record::{FieldState, Record, Shredded};
+pub use format::record_key::RecordKey;
+pub use format::subject::{ShredReason, SubjectId};
+pub use keys::credentials::{Credentials, KdfParams, KeyFile};
+pub use ops::lifecycle::{EventReport, ForgetOptions, ForgetReport, KeptPurpose, NotCounted};
+pub use ops::transaction::Transaction;
+pub use storage::durability::Durability;
 #[cfg(feature = "engine-postgres")]
 pub use storage::engine::postgres::{PgTarget, PgTargetError};
-pub use storage::engine::{Engine, EngineStore};
-pub use subject::ShredReason;
-pub use subject::SubjectId;
-pub use transaction::Transaction;
-pub use vault::{DataLocation, StoreWrapper, Vault, VaultOptions, VaultPaths};
+pub use storage::engine::Engine;
+pub use vault::{DataLocation, Vault, VaultOptions, VaultPaths};
+
+// ---- Errors: one enum per operation, all convertible into `Error` ------------------------------
+pub use error::{
+    Component, CreateError, DbProblem, DeleteError, Error, FindError, IntegrityError,
+    LifecycleError, OpenError, ReadError, StorageError, SubjectError, TransactionError, WriteError,
+};
+pub use ops::records::BatchError;
+
+/// Operator calls on an open vault ([`Vault::admin`]): key rotation and retirement, the expiry
+/// sweep, legal holds, backup, verification, the audit log, schema changes, statistics, and moving
+/// a vault between engines. A shop's request handlers do not need this module.
+pub mod admin {
+    pub use crate::error::{
+        CopyError, KdfError, KeyFileError, LedgerWitness, MigrateError, OpError, RekeyError,
+        Rollback, RowDifference,
+    };
+    pub use crate::format::audit::{AuditEntry, AuditOp, AuditProblem, AuditReport};
+    pub use crate::keys::keystore::{Epoch, KekInfo, KekState};
+    pub use crate::keys::retention::EpochPolicy;
+    pub use crate::ops::admin::{AdminError, BackupReport};
+    pub use crate::ops::audit_log::AuditFilter;
+    pub use crate::ops::lifecycle::ExpireReport;
+    pub use crate::ops::migrate::{MigrateProgress, MigrateReport};
+    pub use crate::ops::operator::Admin;
+    pub use crate::ops::retire::RetireReport;
+    pub use crate::ops::schema_change::{SchemaChangeError, SchemaChangeReport};
+    pub use crate::ops::stats::{
+        ExpirePreview, VaultStats, VerifyProblem, VerifyReport, WaitingPurpose, WaitingReport,
+    };
+}
+
+/// What a data subject and a supervisor may ask for: the subject's data and its processing
+/// (Art. 15 and 20, [`Vault::export_subject`]) and the register of processing activities (Art. 30,
+/// [`admin::Admin::processing_register`]).
+pub mod gdpr {
+    pub use crate::ops::export::{
+        HoldExport, ProcessingRegister, PurposeExport, PurposeState, RecordEventExport,
+        RecordExport, RegisterData, RegisterField, RegisterPurpose, RegisterRecordType,
+        ShreddedFieldExport, SubjectExport,
+    };
+}
+
+/// Hooks for kluis's own test suites: storage internals, a mock clock, format constants. Not part
+/// of the API; only with the `danger-test-hooks` feature.
+#[cfg(feature = "danger-test-hooks")]
+#[doc(hidden)]
+pub mod danger_test_hooks {
+    pub use crate::clock::MockClock;
+    pub use crate::crypto::{NONCE_LEN, SEAL_OVERHEAD};
+    pub use crate::keys::credentials::MAX_PASSPHRASE_LEN;
+    #[cfg(feature = "engine-postgres")]
+    pub use crate::storage::engine::postgres::PgStore;
+    pub use crate::storage::engine::{
+        open, record, recorded, EngineConfig, EngineStore, Mode, Recorded,
+    };
+    pub use crate::storage::store::{KeyValue, Store, Table, WriteBatch};
+    pub use crate::vault::{StoreWrapper, DATA_FORMAT_VERSION, MAX_KEY_USES};
+}
+
+/// Known-answer hooks: caller-chosen nonces and raw keys. Only with `danger-known-answer-tests`.
+#[cfg(feature = "danger-known-answer-tests")]
+#[doc(hidden)]
+pub mod danger_crypto {
+    pub use crate::crypto::danger::*;
+}
+
+#[cfg(feature = "danger-fault-injection")]
+#[doc(hidden)]
+pub mod danger_faults;
+#[cfg(feature = "danger-fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_api;

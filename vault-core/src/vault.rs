@@ -127,7 +127,7 @@ pub struct VaultOptions {
     pub(crate) kdf: KdfParams,
     pub(crate) max_key_uses: u64,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) actor: String,
+    pub(crate) actor: crate::format::audit::Actor,
     pub(crate) epochs: crate::keys::retention::EpochPolicy,
     pub(crate) store_wrapper: Option<StoreWrapper>,
 }
@@ -163,7 +163,7 @@ impl Default for VaultOptions {
             kdf: KdfParams::default(),
             max_key_uses: MAX_KEY_USES,
             clock: Arc::new(SystemClock),
-            actor: "application".to_owned(),
+            actor: crate::format::audit::Actor::default(),
             epochs: crate::keys::retention::EpochPolicy::default(),
             store_wrapper: None,
         }
@@ -212,8 +212,8 @@ impl VaultOptions {
         self
     }
     /// **Danger:** accept Argon2id parameters below the floor. For tests only.
-    pub fn danger_allow_weak_kdf(mut self, allow: bool) -> Self {
-        self.allow_weak_kdf = allow;
+    pub fn danger_allow_weak_kdf(mut self) -> Self {
+        self.allow_weak_kdf = true;
         self
     }
     /// Encryptions allowed per key before rotation is required (new vaults only; default and
@@ -222,9 +222,11 @@ impl VaultOptions {
         self.max_key_uses = n.clamp(1, MAX_KEY_USES);
         self
     }
-    /// Who record writes are attributed to in the audit log (default `"application"`).
-    pub fn actor(mut self, actor: &str) -> Self {
-        self.actor = actor.to_owned();
+    /// Who the vault's own calls (record writes, new subjects, events) are attributed to in the
+    /// audit log (default `"application"`). A scoped handle acts as its own actor; calls with a
+    /// [`crate::Request`] as the request's.
+    pub fn actor(mut self, actor: impl Into<crate::format::audit::Actor>) -> Self {
+        self.actor = actor.into();
         self
     }
     /// Retention-epoch length and grace for a new vault (default 30 days, 7 days grace). Fixed at
@@ -234,6 +236,7 @@ impl VaultOptions {
         self
     }
     /// **Danger:** wraps the storage engine, e.g. with a fault injector. For tests only.
+    #[cfg(feature = "danger-test-hooks")]
     pub fn danger_wrap_store(mut self, wrap: StoreWrapper) -> Self {
         self.store_wrapper = Some(wrap);
         self
@@ -660,7 +663,7 @@ impl Vault {
                 },
             });
         }
-        let now = options.clock.now();
+        let now = options.clock.now().unix_seconds();
         let result = KeyStore::create(
             &paths.key_store,
             creds,
@@ -1317,7 +1320,7 @@ impl Vault {
     }
 
     pub(crate) fn now(&self) -> i64 {
-        self.options.clock.now()
+        self.options.clock.now().unix_seconds()
     }
 
     /// Where this vault lives.
@@ -1330,9 +1333,8 @@ impl Vault {
         self.data.committer.mode()
     }
 
-    /// Secret-free descriptions of the key-encryption keys (for a shared vault, as the key store
-    /// file says now: another process may have made, retired or destroyed one a moment ago).
-    pub fn keks(&self) -> Vec<KekInfo> {
+    /// The work of [`crate::admin::Admin::keks`] (documented there).
+    pub(crate) fn keks(&self) -> Vec<KekInfo> {
         let mut ks = self.key_store();
         if self.data.shared {
             if let Err(e) = ks.reload_if_newer() {
@@ -1342,19 +1344,18 @@ impl Vault {
         ks.kek_infos()
     }
 
-    /// Argon2id parameters of the key store.
-    pub fn kdf_params(&self) -> KdfParams {
+    /// The work of [`crate::admin::Admin::kdf_params`] (documented there).
+    pub(crate) fn kdf_params(&self) -> KdfParams {
         self.key_store().kdf()
     }
 
-    /// Generation of the key store file (grows by one per key-store write).
-    pub fn key_store_generation(&self) -> u64 {
+    /// The work of [`crate::admin::Admin::key_store_generation`] (documented there).
+    pub(crate) fn key_store_generation(&self) -> u64 {
         self.key_store().generation()
     }
 
-    /// Bytes the data takes on disk (as its storage engine reports it; for PostgreSQL, the
-    /// schema's tables with their indexes).
-    pub fn data_size_on_disk(&self) -> Result<u64, StorageError> {
+    /// The work of [`crate::admin::Admin::data_size_on_disk`] (documented there).
+    pub(crate) fn data_size_on_disk(&self) -> Result<u64, StorageError> {
         #[cfg(feature = "engine-postgres")]
         if let Some(pg) = &self.data.handles.pg {
             return pg.size();
@@ -1371,17 +1372,17 @@ impl Vault {
         self.data.handles.engine.as_ref().map(|e| e.engine())
     }
 
-    /// Makes every write so far durable (flush + fsync), whatever the durability mode.
-    pub fn sync(&self) -> Result<(), StorageError> {
+    /// The work of [`crate::admin::Admin::sync`] (documented there).
+    pub(crate) fn sync(&self) -> Result<(), StorageError> {
         self.sync_store()
     }
 
-    /// Re-seals the key store under new credentials (passphrase or key-file rotation). O(1): no data
-    /// key or record is touched. The old credentials stop working once this returns.
-    ///
-    /// On `Err` the old credentials stay in force and no audit entry was written; on `Ok` the new
-    /// ones are in force and the change is in the audit log.
-    pub fn change_credentials(&self, new: &Credentials, kdf: KdfParams) -> Result<(), RekeyError> {
+    /// The work of [`crate::admin::Admin::change_credentials`] (documented there).
+    pub(crate) fn change_credentials(
+        &self,
+        new: &Credentials,
+        kdf: KdfParams,
+    ) -> Result<(), RekeyError> {
         let _lease = self.write_lease()?;
         let old = self
             .key_store()

@@ -45,11 +45,13 @@ use benches::pg::PgBench;
 use benches::probe::{cpu_seconds, status_kib};
 use benches::{customer, email_of, invoice, CryptoFloor, NaiveStore, PlainStore, Rng};
 use serde_json::{json, Value};
-use vault_core::engine::postgres::PgStore;
-use vault_core::engine::Mode as PgMode;
+use vault_core::admin::{Epoch, KekState};
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::danger_test_hooks::Mode as PgMode;
+use vault_core::danger_test_hooks::PgStore;
 use vault_core::{
-    engine::Engine, Credentials, Durability, Epoch, KdfParams, KekState, MockClock, Record,
-    Request, SubjectId, Vault, VaultPaths,
+    engine::Engine, Credentials, Durability, KdfParams, Record, Request, SubjectId, Vault,
+    VaultPaths,
 };
 
 /// Largest N at which `ops` also stores every customer the two-call way (a second kluis store).
@@ -333,7 +335,7 @@ fn open_vault(place: &Place, d: Durability, clock: Option<Arc<MockClock>>) -> Va
     let mut opts = benches::vault_options()
         .durability(d)
         .kdf(KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true);
+        .danger_allow_weak_kdf();
     if let Some(c) = clock {
         opts = opts.clock(c);
     }
@@ -539,7 +541,7 @@ fn ops(rep: &mut Report, place: &Place, n: u64, threads: usize, puts_only: bool)
     }
     drop(plain_sled);
     drop(two_calls);
-    vault.sync().unwrap();
+    vault.admin().sync().unwrap();
     if puts_only {
         drop(vault);
         let _ = std::fs::remove_dir_all(&dir);
@@ -681,9 +683,9 @@ fn ops(rep: &mut Report, place: &Place, n: u64, threads: usize, puts_only: bool)
     rep.row(row("delete (record + index)", k, Some(p), nv, None));
 
     if threads == 1 {
-        vault.sync().unwrap();
+        vault.admin().sync().unwrap();
         drop(vault);
-        let _ = plain.sync(&dir.join("plain"));
+        let _ = plain.admin().sync(&dir.join("plain"));
         let kd = at.join("kluis").vault_bytes();
         let pd = plain
             .size_on_disk()
@@ -746,7 +748,7 @@ fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn
         for (i, r) in &irec {
             vault.put(&subjects[*i as usize], "invoice", r).unwrap();
             vault
-                .record_event(&subjects[*i as usize], "invoiced", T0, &req)
+                .record_event(&subjects[*i as usize], "invoiced", ts(T0), &req)
                 .unwrap();
         }
     });
@@ -769,12 +771,15 @@ fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn
         naive: None,
         floor: None,
     });
-    vault.sync().unwrap();
+    vault.admin().sync().unwrap();
 
     if sections("rotate-dek") {
         let mut total = 0;
         let mut k = measure(0, || {
-            total = vault.rotate_all_data_keys(&req, &mut |_| {}).unwrap();
+            total = vault
+                .admin()
+                .rotate_all_data_keys(&req, &mut |_| {})
+                .unwrap();
         });
         k.ops = total;
         // Baseline: rewriting every plaintext record once.
@@ -800,6 +805,7 @@ fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn
 
     // Rotate KEK: retire every active epoch KEK, rewrapping every live DEK with an expiry.
     let keks: Vec<u32> = vault
+        .admin()
         .keks()
         .into_iter()
         .filter(|k| k.state == KekState::Active && matches!(k.epoch, Epoch::Starting(_)))
@@ -808,7 +814,11 @@ fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn
     let mut rew = 0;
     let mut k = measure(0, || {
         for id in &keks {
-            rew += vault.retire_kek(*id, &req, &mut |_| {}).unwrap().rewrapped;
+            rew += vault
+                .admin()
+                .retire_kek(*id, &req, &mut |_| {})
+                .unwrap()
+                .rewrapped;
         }
     });
     k.ops = rew;
@@ -835,7 +845,9 @@ fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn
     let f: Vec<u64> = (0..m).step_by(10).chain((5..m).step_by(10)).collect();
     let k = measure(f.len() as u64, || {
         par(&f, threads, |&i| {
-            vault.forget(&subjects[i as usize], &req, false).unwrap();
+            vault
+                .forget(&subjects[i as usize], &req, ForgetOptions::default())
+                .unwrap();
         })
     });
     let p = measure(f.len() as u64, || {
@@ -859,7 +871,7 @@ fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn
     let now = T0 + 2 * 366 * DAY + 70 * DAY;
     let mut rep_x = None;
     let mut k = measure(0, || {
-        rep_x = Some(vault.expire(now, &req).unwrap());
+        rep_x = Some(vault.admin().expire(ts(now), &req).unwrap());
     });
     let x = rep_x.unwrap();
     k.ops = x.total();
@@ -912,7 +924,7 @@ fn durable(rep: &mut Report, root: &Path) {
     let p = measure(300, || {
         for i in 0..300 {
             plain.put(&pid(i), &customer(i)).unwrap();
-            plain.sync(&pdir).unwrap();
+            plain.admin().sync(&pdir).unwrap();
         }
     });
     drop(plain);
@@ -1059,10 +1071,10 @@ fn import(rep: &mut Report, root: &Path, m: u64) {
         for i in 0..m {
             plain.put(&pid(i), &customer(i)).unwrap();
             if i % 1000 == 999 {
-                plain.sync(&pdir).unwrap();
+                plain.admin().sync(&pdir).unwrap();
             }
         }
-        plain.sync(&pdir).unwrap();
+        plain.admin().sync(&pdir).unwrap();
     });
     rep.row(Row {
         section: "import",
@@ -1087,7 +1099,7 @@ fn import(rep: &mut Report, root: &Path, m: u64) {
     let pb = measure(m, || {
         for chunk in &rows {
             batched.put_many(chunk).unwrap();
-            batched.sync(&bdir).unwrap();
+            batched.admin().sync(&bdir).unwrap();
         }
     });
     rep.note(format!(
@@ -1119,7 +1131,7 @@ fn rss_child(kind: &str, n: u64) {
             let mut opts = benches::vault_options()
                 .durability(Durability::Relaxed)
                 .kdf(KdfParams::danger_insecure_for_tests())
-                .danger_allow_weak_kdf(true);
+                .danger_allow_weak_kdf();
             if kind == "kluis-cache16" {
                 opts = opts.storage_cache_bytes(16 << 20);
             }

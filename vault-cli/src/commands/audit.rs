@@ -1,6 +1,6 @@
 //! `kluis audit verify` and `kluis audit show`.
 
-use vault_core::{AuditFilter, AuditProblem};
+use vault_core::admin::{AuditFilter, AuditProblem};
 
 use super::{out, out_json, parse_time, show_time, subject, Global};
 use crate::exit::{self, CliError};
@@ -66,7 +66,7 @@ const ROLLED_BACK: &str = "if data/ was restored from a backup on purpose: nothi
 
 fn verify(g: &Global) -> anyhow::Result<()> {
     let v = g.open()?;
-    let r = v.verify_audit()?;
+    let r = v.admin().verify_audit()?;
     if g.json {
         out_json(&serde_json::json!({
             "intact": r.is_intact(),
@@ -104,7 +104,7 @@ fn show(g: &Global, a: ShowArgs) -> anyhow::Result<()> {
         limit: a.limit,
     };
     let v = g.open()?;
-    let entries = v.audit_entries(&filter)?;
+    let entries = v.admin().audit_entries(&filter)?;
     if g.json {
         for e in &entries {
             out_json(&serde_json::to_value(e)?)?;

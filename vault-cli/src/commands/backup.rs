@@ -19,7 +19,7 @@ const KEY_STORE_WARNING: &str = "the key store is NOT in this backup: back up ke
 /// Runs `kluis backup`.
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let v = g.open()?;
-    let r = v.backup(&a.dir).map_err(vault_core::Error::from)?;
+    let r = v.admin().backup(&a.dir).map_err(vault_core::Error::from)?;
     if g.json {
         out_json(&serde_json::json!({
             "backup": r.dest.display().to_string(),

@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use vault_core::admin::{AuditFilter, KekState};
+use vault_core::schema::Schema;
 use vault_core::{
-    AuditFilter, Clock, Credentials, Error, FieldState, KdfParams, KekState, OpenError, Record,
-    RecordKey, Request, Schema, Vault, VaultOptions, VaultPaths,
+    Clock, Credentials, Error, FieldState, ForgetOptions, KdfParams, OpenError, Record, RecordKey,
+    Request, Vault, VaultOptions, VaultPaths,
 };
 
 /// Arguments of `kluis demo`.
@@ -191,7 +193,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     step(6, "Look at the raw files: no plaintext anywhere on disk");
-    vault.sync()?;
+    vault.admin().sync()?;
     let leaks = scan_for(
         &root,
         &["jan.vanderberg@voorbeeld.nl", "El Amrani", "Damrak"],
@@ -203,7 +205,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if leaks != 0 {
         bail!("plaintext found on disk");
     }
-    println!("    data on disk: {} bytes", vault.data_size_on_disk()?);
+    println!(
+        "    data on disk: {} bytes",
+        vault.admin().data_size_on_disk()?
+    );
     drop(vault);
 
     step(7, "A wrong passphrase is refused and changes nothing");
@@ -224,6 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let vault = Vault::open(&paths, &creds, VaultOptions::default()).map_err(Error::from)?;
     let new_pass = random_passphrase()?;
     vault
+        .admin()
         .change_credentials(
             &Credentials::passphrase(new_pass.as_str()),
             KdfParams::default(),
@@ -284,11 +290,11 @@ fn random_passphrase() -> anyhow::Result<zeroize::Zeroizing<String>> {
     ))
 }
 
-const DAY: i64 = 86_400;
+const DAY: u64 = 86_400;
 
 /// A Unix time as an ISO date (UTC).
-fn date(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
+fn date(t: vault_core::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.unix_seconds(), 0)
         .map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d").to_string())
 }
 
@@ -314,7 +320,13 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
         10,
         "Run expiry with the clock 31 days ahead: their address keys are destroyed",
     );
-    let report = vault.expire(now + 31 * DAY, &req).map_err(Error::from)?;
+    let report = vault
+        .admin()
+        .expire(
+            now.saturating_add(std::time::Duration::from_secs(31 * DAY)),
+            &req,
+        )
+        .map_err(Error::from)?;
     println!("    shredded per purpose: {:?}", report.shredded);
     let addr = vault.get(&ids[0], order_of(0)).map_err(Error::from)?;
     match addr.field_state("street") {
@@ -350,7 +362,7 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
         .forget(
             &ids[2],
             &Request::new("dpo", "Art. 17 request by e-mail"),
-            false,
+            ForgetOptions::default(),
         )
         .map_err(Error::from)?;
     println!("    shredded purposes: {:?}", f.shredded);
@@ -374,6 +386,7 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
         "    (after this, even a data backup taken before the forget cannot yield Sanne's data)"
     );
     let live: Vec<u32> = vault
+        .admin()
         .keks()
         .iter()
         .filter(|k| k.state != KekState::Destroyed)
@@ -381,6 +394,7 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
         .collect();
     for id in live {
         let r = vault
+            .admin()
             .retire_kek(id, &req, &mut |_| {})
             .map_err(Error::from)?;
         println!(
@@ -400,7 +414,7 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
         13,
         "Verify the audit log: every change above is in a keyed hash chain",
     );
-    let audit = vault.verify_audit()?;
+    let audit = vault.admin().verify_audit()?;
     println!(
         "    {} entries, chain intact: {}",
         audit.entries,
@@ -409,7 +423,7 @@ fn retention_tour(vault: &Vault, ids: &[vault_core::SubjectId]) -> anyhow::Resul
     if !audit.is_intact() {
         bail!("audit chain broken: {:?}", audit.problem);
     }
-    for e in vault.audit_entries(&AuditFilter {
+    for e in vault.admin().audit_entries(&AuditFilter {
         subject: Some(ids[2]),
         ..Default::default()
     })? {

@@ -25,7 +25,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     };
     let v = g.open()?;
     if a.dry_run {
-        let p = v.expire_preview(at)?;
+        let p = v.admin().expire_preview(at)?;
         if g.json {
             return out_json(&serde_json::json!({
                 "dry_run": true,
@@ -43,7 +43,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let r = v.expire(at, &g.request(&a.reason))?;
+    let r = v.admin().expire(at, &g.request(&a.reason))?;
     if g.json {
         return out_json(&serde_json::json!({
             "now": at,

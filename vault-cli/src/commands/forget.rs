@@ -20,7 +20,11 @@ pub struct Args {
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let s = subject(&a.subject)?;
     let v = g.open()?;
-    let r = v.forget(&s, &g.request(&a.reason), a.override_hold)?;
+    let mut options = vault_core::ForgetOptions::new();
+    if a.override_hold {
+        options = options.override_legal_hold();
+    }
+    let r = v.forget(&s, &g.request(&a.reason), options)?;
     if g.json {
         return out_json(&serde_json::json!({
             "forgotten": s,

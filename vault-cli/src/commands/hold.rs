@@ -32,7 +32,7 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<()> {
     let s = subject(&a.subject)?;
     let until = a.until.as_deref().map(parse_time).transpose()?;
     let v = g.open()?;
-    v.hold(&s, until, &g.request(&a.reason))?;
+    v.admin().hold(&s, until, &g.request(&a.reason))?;
     if g.json {
         out_json(&serde_json::json!({ "held": s, "until": until }))
     } else {
@@ -50,7 +50,7 @@ pub fn hold(g: &Global, a: HoldArgs) -> anyhow::Result<()> {
 pub fn release(g: &Global, a: ReleaseArgs) -> anyhow::Result<()> {
     let s = subject(&a.subject)?;
     let v = g.open()?;
-    v.release(&s, &g.request(&a.reason))?;
+    v.admin().release(&s, &g.request(&a.reason))?;
     if g.json {
         out_json(&serde_json::json!({ "released": s }))
     } else {

@@ -110,7 +110,7 @@ fn row(text: &str) -> Result<Parsed, String> {
 
 /// A CSV row as the same JSON shape a JSON Lines row has. Reasons never quote a cell.
 fn csv_row(
-    schema: &vault_core::Schema,
+    schema: &vault_core::schema::Schema,
     record_type: &str,
     headers: &csv::StringRecord,
     cells: &csv::StringRecord,
@@ -279,7 +279,7 @@ impl<'a> Importer<'a> {
             Err(e) => return Err(self.not_stored(last + 1, e.into())),
         }
         drop(rows); // the records wipe their values
-        if let Err(e) = self.v.sync() {
+        if let Err(e) = self.v.admin().sync() {
             return Err(self.unconfirmed(e.into()));
         }
         self.print(true)?;

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use vault_core::{Engine, KdfParams, KeyFile, Schema, Vault};
+use vault_core::schema::Schema;
+use vault_core::{Engine, KdfParams, KeyFile, Vault};
 
 use super::{combine, note, out, out_json, prompt_passphrase, read_passphrase_file, Global};
 use crate::exit::{self, CliError};
@@ -127,7 +128,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             return Err(vault_core::Error::from(e).into());
         }
     };
-    vault.sync()?;
+    vault.admin().sync()?;
     let dir = match paths.data_dir() {
         Some(_) => g.vault_dir()?.display().to_string(),
         None => paths.data.to_string(),

@@ -45,7 +45,7 @@ fn export(g: &Global, a: ExportArgs) -> anyhow::Result<()> {
     let kdf = if g.insecure_kdf() {
         KdfParams::danger_insecure_for_tests()
     } else {
-        let cur = v.kdf_params();
+        let cur = v.admin().kdf_params();
         let def = KdfParams::default();
         KdfParams {
             m_kib: cur.m_kib.max(def.m_kib),
@@ -53,14 +53,15 @@ fn export(g: &Global, a: ExportArgs) -> anyhow::Result<()> {
             p: cur.p.max(def.p),
         }
     };
-    v.export_key_store(&a.file, &recovery, kdf)
+    v.admin()
+        .export_key_store(&a.file, &recovery, kdf)
         .map_err(vault_core::Error::from)?;
     let created = super::now();
     if g.json {
         out_json(&serde_json::json!({
             "exported": a.file.display().to_string(),
             "created_at": created,
-            "key_store_generation": v.key_store_generation(),
+            "key_store_generation": v.admin().key_store_generation(),
         }))?;
         note(&format!("warning: {SHRED_WARNING}"));
         Ok(())
@@ -69,7 +70,7 @@ fn export(g: &Global, a: ExportArgs) -> anyhow::Result<()> {
             "key store exported to {} (created {}, key store generation {})",
             a.file.display(),
             show_time(created),
-            v.key_store_generation()
+            v.admin().key_store_generation()
         ))?;
         out(&format!("warning: {SHRED_WARNING}"))
     }

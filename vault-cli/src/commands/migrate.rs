@@ -2,7 +2,9 @@
 
 use std::io::IsTerminal;
 
-use vault_core::{Engine, MigrateProgress, Vault};
+use vault_core::admin::Admin;
+use vault_core::admin::MigrateProgress;
+use vault_core::Engine;
 
 use super::{out, out_json, Global};
 
@@ -38,7 +40,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             });
         }
     };
-    let r = Vault::migrate(&paths, &creds, g.options(), a.to, &mut progress);
+    let r = Admin::migrate(&paths, &creds, g.options(), a.to, &mut progress);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

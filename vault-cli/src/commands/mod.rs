@@ -152,7 +152,7 @@ impl Global {
         let o = VaultOptions::default().actor(&self.actor);
         if self.insecure_kdf() {
             o.kdf(KdfParams::danger_insecure_for_tests())
-                .danger_allow_weak_kdf(true)
+                .danger_allow_weak_kdf()
         } else {
             o
         }
@@ -308,7 +308,11 @@ pub fn subject(s: &str) -> anyhow::Result<SubjectId> {
 
 /// Parses a time: RFC 3339 (`2026-05-01T12:00:00Z`), a date (`2026-05-01`, midnight UTC), or Unix
 /// seconds.
-pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+pub fn parse_time(s: &str) -> anyhow::Result<vault_core::Timestamp> {
+    parse_seconds(s).map(vault_core::Timestamp::from_unix_seconds)
+}
+
+fn parse_seconds(s: &str) -> anyhow::Result<i64> {
     let t = s.trim();
     if let Ok(n) = t.parse::<i64>() {
         return Ok(n);
@@ -331,16 +335,14 @@ pub fn parse_time(s: &str) -> anyhow::Result<i64> {
     .into())
 }
 
-/// Unix seconds now.
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+/// The time now.
+pub fn now() -> vault_core::Timestamp {
+    vault_core::Timestamp::now()
 }
 
 /// A Unix time shown as RFC 3339 (UTC).
-pub fn show_time(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| t.to_string())
+pub fn show_time(t: vault_core::Timestamp) -> String {
+    t.to_string()
 }
 
 /// Writes a line to stdout (a closed pipe is not an error worth a panic).

@@ -1,6 +1,7 @@
 //! `kluis recover`: disaster recovery of a vault that `open` refuses as rolled back (exit 10).
 
-use vault_core::{OpenError, Rollback, Vault};
+use vault_core::admin::Rollback;
+use vault_core::{OpenError, Vault};
 
 use super::{note, out, out_json, Global};
 use crate::exit::{self, CliError};

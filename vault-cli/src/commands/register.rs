@@ -22,7 +22,7 @@ pub struct Args {
 /// Runs `kluis register`.
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let v = g.open()?;
-    let r = v.processing_register();
+    let r = v.admin().processing_register();
     let format = a.format.unwrap_or(if g.json {
         Format::Json
     } else {

@@ -3,7 +3,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use vault_core::{KdfParams, KekState, KeyFile};
+use vault_core::admin::KekState;
+use vault_core::{KdfParams, KeyFile};
 
 use super::{
     combine, note, out, out_json, prompt_passphrase, read_passphrase_file, subject, Global,
@@ -104,6 +105,7 @@ fn data_keys(g: &Global, a: DataKeysArgs) -> anyhow::Result<()> {
     let req = g.request(&a.reason);
     let n = match &one {
         Some(s) => v
+            .admin()
             .rotate_data_keys(s, &req)
             .map_err(vault_core::Error::from)?,
         None => {
@@ -114,6 +116,7 @@ fn data_keys(g: &Global, a: DataKeysArgs) -> anyhow::Result<()> {
                 }
             };
             let n = v
+                .admin()
                 .rotate_all_data_keys(&req, &mut progress)
                 .map_err(vault_core::Error::from)?;
             if let Some(b) = bar {
@@ -122,7 +125,7 @@ fn data_keys(g: &Global, a: DataKeysArgs) -> anyhow::Result<()> {
             n
         }
     };
-    v.sync()?;
+    v.admin().sync()?;
     if g.json {
         out_json(&serde_json::json!({ "rotated_data_keys": n }))
     } else {
@@ -142,12 +145,13 @@ fn index(g: &Global, a: IndexArgs) -> anyhow::Result<()> {
         }
     };
     let n = v
+        .admin()
         .rotate_index(&req, &mut progress)
         .map_err(vault_core::Error::from)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    v.sync()?;
+    v.admin().sync()?;
     if g.json {
         out_json(&serde_json::json!({ "reindexed_records": n }))
     } else {
@@ -178,7 +182,7 @@ fn passphrase(g: &Global, a: PassphraseArgs) -> anyhow::Result<()> {
         KdfParams::danger_insecure_for_tests()
     } else {
         // Keep the vault's strength, but never go below today's default.
-        let cur = v.kdf_params();
+        let cur = v.admin().kdf_params();
         let def = KdfParams::default();
         KdfParams {
             m_kib: cur.m_kib.max(def.m_kib),
@@ -186,13 +190,13 @@ fn passphrase(g: &Global, a: PassphraseArgs) -> anyhow::Result<()> {
             p: cur.p.max(def.p),
         }
     };
-    if let Err(e) = v.change_credentials(&combine(pass, key), kdf) {
+    if let Err(e) = v.admin().change_credentials(&combine(pass, key), kdf) {
         if let Some(p) = &a.new_key_file_new {
             let _ = std::fs::remove_file(p);
         }
         return Err(vault_core::Error::from(e).into());
     }
-    v.sync()?;
+    v.admin().sync()?;
     if g.json {
         out_json(&serde_json::json!({ "rotated": "credentials" }))
     } else {
@@ -209,11 +213,12 @@ const BACKUP_WARNING: &str = "every data backup taken before this retirement is 
 
 fn kek(g: &Global, a: KekArgs) -> anyhow::Result<()> {
     let v = g.open()?;
-    let pending = v.pending_retirements();
+    let pending = v.admin().pending_retirements();
     let mut ids: Vec<u32> = pending.clone();
     if a.all {
         ids.extend(
-            v.keks()
+            v.admin()
+                .keks()
                 .iter()
                 .filter(|k| k.state != KekState::Destroyed)
                 .map(|k| k.id),
@@ -249,7 +254,7 @@ fn kek(g: &Global, a: KekArgs) -> anyhow::Result<()> {
                     b.set_message(format!("retiring KEK {id}: {n} data key(s) rewrapped"));
                 }
             };
-            let r = v.retire_kek(id, &req, &mut progress)?;
+            let r = v.admin().retire_kek(id, &req, &mut progress)?;
             retired += 1;
             if g.json {
                 out_json(&serde_json::json!({
@@ -267,7 +272,7 @@ fn kek(g: &Global, a: KekArgs) -> anyhow::Result<()> {
                 ))?;
             }
         }
-        v.sync()?;
+        v.admin().sync()?;
         Ok(())
     })();
     if let Some(b) = bar {

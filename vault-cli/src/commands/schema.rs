@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use vault_core::{Schema, SchemaChangeReport};
+use vault_core::admin::SchemaChangeReport;
+use vault_core::schema::Schema;
 
 use super::{out, out_json, Global};
 use crate::exit::{self, CliError};
@@ -104,9 +105,9 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
             let s = read_schema(&file)?;
             let v = g.open()?;
             let r = if dry_run {
-                v.check_schema_change(&s)
+                v.admin().check_schema_change(&s)
             } else {
-                v.apply_schema(s, &g.request(&reason))
+                v.admin().apply_schema(s, &g.request(&reason))
             }
             .map_err(vault_core::Error::from)?;
             show_report(g, &r)

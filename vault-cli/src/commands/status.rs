@@ -1,7 +1,7 @@
 //! `kluis status`: what the vault holds, its keys, its size, and the data still waiting for the
 //! anchor event of its retention rule.
 
-use vault_core::{Epoch, KekState};
+use vault_core::admin::{Epoch, KekState};
 
 use super::{out, out_json, show_time, waiting, Global};
 
@@ -24,18 +24,21 @@ fn state(s: KekState) -> &'static str {
 fn epoch(e: Epoch) -> String {
     match e {
         Epoch::OpenEnded => "open-ended".to_owned(),
-        Epoch::Starting(t) => format!("from {}", show_time(t)),
+        Epoch::Starting(t) => format!(
+            "from {}",
+            show_time(vault_core::Timestamp::from_unix_seconds(t))
+        ),
     }
 }
 
 /// Runs `kluis status`.
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let v = g.open()?;
-    let st = v.stats()?;
+    let st = v.admin().stats()?;
     let waiting = waiting::report(&v, &a.waiting)?;
-    let kdf = v.kdf_params();
-    let keks = v.keks();
-    let pending = v.pending_retirements();
+    let kdf = v.admin().kdf_params();
+    let keks = v.admin().keks();
+    let pending = v.admin().pending_retirements();
     if g.json {
         let keks: Vec<_> = keks
             .iter()
@@ -46,7 +49,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
                     "epoch": match k.epoch { Epoch::OpenEnded => None, Epoch::Starting(t) => Some(t) },
                     "created_at": k.created_at,
                     "uses": k.uses,
-                    "use_limit": vault_core::vault::MAX_KEY_USES,
+                    "use_limit": k.use_limit,
                 })
             })
             .collect();
@@ -60,7 +63,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             );
             m.insert(
                 "key_store_generation".into(),
-                serde_json::json!(v.key_store_generation()),
+                serde_json::json!(v.admin().key_store_generation()),
             );
         }
         waiting::add_json(&mut obj, &waiting)?;
@@ -110,7 +113,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             state(k.state),
             epoch(k.epoch),
             k.uses,
-            vault_core::vault::MAX_KEY_USES
+            k.use_limit
         ))?;
     }
     if !pending.is_empty() {

@@ -26,7 +26,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             b.set_message(format!("{n} subject(s) verified"));
         }
     };
-    let r = v.verify_records(&mut progress)?;
+    let r = v.admin().verify_records(&mut progress)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

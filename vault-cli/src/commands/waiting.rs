@@ -1,8 +1,9 @@
 //! What `kluis status` and `kluis verify` share: the data still waiting for the anchor event of its
 //! retention rule (`--waiting-longer-than`). Counts and subject ids only, never a value.
 
+use vault_core::admin::WaitingReport;
 use vault_core::schema::Period;
-use vault_core::{Vault, WaitingReport};
+use vault_core::Vault;
 
 use super::{out, show_time};
 
@@ -26,7 +27,8 @@ fn parse_period(s: &str) -> Result<Period, String> {
 
 /// The report for `a` (one scan of the subject table).
 pub fn report(v: &Vault, a: &WaitingArgs) -> anyhow::Result<WaitingReport> {
-    Ok(v.waiting_for_anchor(&a.waiting_longer_than, SAMPLE)?)
+    Ok(v.admin()
+        .waiting_for_anchor(&a.waiting_longer_than, SAMPLE)?)
 }
 
 /// Prints the report as text, one line per purpose, under `label` (aligned like `status`).

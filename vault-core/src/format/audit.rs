@@ -101,7 +101,7 @@ pub struct AuditEntry {
     /// Position in the log, from 1, without gaps.
     pub seq: u64,
     /// When (Unix seconds, from the vault's clock).
-    pub at: i64,
+    pub at: crate::clock::Timestamp,
     /// What happened.
     pub op: AuditOp,
     /// The record type, if any.
@@ -122,16 +122,16 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// An entry for `op` with everything else empty (the vault fills `seq`).
-    pub fn new(op: AuditOp, at: i64, actor: &str) -> Self {
+    pub fn new(op: AuditOp, at: i64, actor: impl AsRef<str>) -> Self {
         AuditEntry {
             seq: 0,
-            at,
+            at: crate::clock::Timestamp::from_unix_seconds(at),
             op,
             record_type: String::new(),
             label: String::new(),
             subject: None,
             purpose: String::new(),
-            actor: clip(actor, 64),
+            actor: clip(actor.as_ref(), Actor::MAX_LEN),
             reason: String::new(),
             count: 0,
         }
@@ -190,7 +190,7 @@ impl AuditEntry {
         w.u8(BODY_VERSION)
             .u8(self.op.code())
             .u8(flags)
-            .zigzag(self.at);
+            .zigzag(self.at.unix_seconds());
         if let Some(s) = &self.subject {
             w.raw(s.as_bytes());
         }
@@ -266,7 +266,7 @@ impl AuditEntry {
         r.end()?;
         Ok(AuditEntry {
             seq,
-            at,
+            at: crate::clock::Timestamp::from_unix_seconds(at),
             op,
             record_type,
             label,
@@ -403,20 +403,88 @@ pub enum AuditProblem {
     },
 }
 
+/// Who acts: a person, a role or a component (`"dpo"`, `"warehouse"`, `"cron:expire"`), recorded in
+/// the audit log with every change it makes. Never a customer's data: an actor is a name the shop
+/// chose, not a value. At most 64 bytes are kept (longer names are cut at a character boundary).
+///
+/// Who acts is said in one way: the vault's own calls act as [`crate::VaultOptions::actor`] (the
+/// application), a scoped handle acts as the actor it was made for, and calls that need a reason
+/// (forget, hold, expire, rotation) take a [`Request`], which names its actor.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Actor(String);
+
+impl Actor {
+    /// The most bytes of a name the audit log keeps.
+    pub const MAX_LEN: usize = 64;
+
+    /// An actor named `name` (cut to [`Actor::MAX_LEN`] bytes).
+    pub fn new(name: impl AsRef<str>) -> Self {
+        Actor(clip(name.as_ref(), Self::MAX_LEN))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Actor {
+    /// `"application"`: the shop's own code.
+    fn default() -> Self {
+        Actor::new("application")
+    }
+}
+
+impl AsRef<str> for Actor {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Actor {
+    fn from(name: &str) -> Self {
+        Actor::new(name)
+    }
+}
+
+impl From<&String> for Actor {
+    fn from(name: &String) -> Self {
+        Actor::new(name)
+    }
+}
+
+impl From<String> for Actor {
+    fn from(name: String) -> Self {
+        Actor::new(name)
+    }
+}
+
+impl fmt::Debug for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Actor({:?})", self.0)
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Who asks, and why: recorded in the audit log (never a field value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// Who (an admin, a DPO, a cron job).
-    pub actor: String,
+    pub actor: Actor,
     /// Why (a ticket number, "Art. 17 request", "retention").
     pub reason: String,
 }
 
 impl Request {
     /// A request by `actor` for `reason`.
-    pub fn new(actor: &str, reason: &str) -> Self {
+    pub fn new(actor: impl Into<Actor>, reason: &str) -> Self {
         Request {
-            actor: actor.to_owned(),
+            actor: actor.into(),
             reason: reason.to_owned(),
         }
     }

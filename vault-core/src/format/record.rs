@@ -27,7 +27,7 @@ pub struct Shredded {
     /// The purpose whose key was destroyed.
     pub purpose: String,
     /// When (Unix seconds).
-    pub at: i64,
+    pub at: crate::clock::Timestamp,
 }
 
 /// What a read found for one field.

@@ -102,10 +102,12 @@ pub struct KekInfo {
     pub state: KekState,
     /// Epoch.
     pub epoch: Epoch,
-    /// Creation time (Unix seconds).
-    pub created_at: i64,
+    /// Creation time.
+    pub created_at: crate::clock::Timestamp,
     /// Wraps reserved (an upper bound on wraps done).
     pub uses: u64,
+    /// Wraps allowed before the KEK must be rotated (the vault's key-use limit).
+    pub use_limit: u64,
 }
 
 /// Wraps in flight per KEK: a key wrapped under KEK `id` is *pinned* from the moment the KEK is
@@ -806,8 +808,9 @@ impl KeyStore {
                 id: k.id,
                 state: k.state,
                 epoch: k.epoch,
-                created_at: k.created_at,
+                created_at: crate::clock::Timestamp::from_unix_seconds(k.created_at),
                 uses: k.reserved,
+                use_limit: self.max_key_uses,
             })
             .collect()
     }

@@ -86,13 +86,12 @@ impl Vault {
         Ok(())
     }
 
-    /// Gives every live purpose of `subject` a fresh data key (the next generation) and re-encrypts
-    /// every sealed field of those purposes in every record of the subject. The slot keeps its
-    /// `since`, `last_update` and expiry; the new key starts with a fresh usage count (which is how
-    /// a [`WriteError::UsageLimit`] is cleared). Shredded purposes are skipped. Everything —
-    /// subject entry, records and one `rotate_data_key` audit entry per purpose — is one atomic
-    /// batch. Returns the number of purposes rotated.
-    pub fn rotate_data_keys(&self, subject: &SubjectId, req: &Request) -> Result<u64, AdminError> {
+    /// The work of [`crate::admin::Admin::rotate_data_keys`] (documented there).
+    pub(crate) fn rotate_data_keys(
+        &self,
+        subject: &SubjectId,
+        req: &Request,
+    ) -> Result<u64, AdminError> {
         let s = subject;
         let _g = self.lock_subject(s)?;
         let mut entry: SubjectEntry = self.load_subject(s)?.ok_or(AdminError::SubjectNotFound)?;
@@ -274,10 +273,8 @@ impl Vault {
         Ok(())
     }
 
-    /// [`Vault::rotate_data_keys`] for every subject. `progress` is called with the number of
-    /// purposes rotated so far after each chunk of subjects. Each subject is its own batch, so an
-    /// interrupted run leaves every subject either rotated or not; rerunning rotates all again.
-    pub fn rotate_all_data_keys(
+    /// The work of [`crate::admin::Admin::rotate_all_data_keys`] (documented there).
+    pub(crate) fn rotate_all_data_keys(
         &self,
         req: &Request,
         progress: &mut dyn FnMut(u64),
@@ -296,18 +293,8 @@ impl Vault {
         Ok(total)
     }
 
-    /// Replaces the blind-index root with a fresh random key (next index generation, saved in the
-    /// key store first), switches lookups to the new per-field keys, then rebuilds every record's
-    /// tags and index rows from its decrypted values (one batch per subject). Returns the number
-    /// of records rebuilt. `progress` is called with that number after each chunk of subjects.
-    ///
-    /// **While it runs, `find` misses records not rebuilt yet.** If it is interrupted, those records
-    /// keep tags under the old root, which no lookup matches: **run it again after an
-    /// interruption** — every run recomputes all tags from the plaintext, so a complete run repairs
-    /// a partial one. Run it without concurrent writers (the CLI holds a vault directory
-    /// exclusively; on PostgreSQL, other processes write between its steps, under the new root).
-    /// Fields whose data key is shredded (or whose KEK is destroyed) lose their index rows.
-    pub fn rotate_index(
+    /// The work of [`crate::admin::Admin::rotate_index`] (documented there).
+    pub(crate) fn rotate_index(
         &self,
         req: &Request,
         progress: &mut dyn FnMut(u64),
@@ -424,23 +411,8 @@ impl Vault {
         Ok(n)
     }
 
-    /// Copies the data directory (everything but its lock file) into `dest`, which must not exist
-    /// or be an empty directory; it is created with mode 0700, files with 0600, all fsynced.
-    /// Commits are held off (the audit-head lock) and the store is synced first, so the copy is a
-    /// consistent state of the vault. (sled's background flusher has nothing left to write after
-    /// the sync, as no commit can happen meanwhile; reads continue during the copy.)
-    ///
-    /// A fjall vault is backed up logically instead: fjall's own threads flush and compact
-    /// (create and delete files) whatever kluis holds, so a file copy could tear. Under the same
-    /// lock every row is copied, as stored, into a new fjall store in `dest` (bounded batches,
-    /// synced, then compared row by row with the vault), beside its `ENGINE` file and the data
-    /// directory's other files. Either way the backup opens as the vault did.
-    ///
-    /// **The key store and the erasure ledger are not copied** (they live in `keys/`): back them
-    /// up separately (see [`Vault::export_key_store`]), and never next to the data backups —
-    /// destroying keys is what makes erasure real, and a data backup restored later has every
-    /// erasure since re-applied from the ledger when it is opened.
-    pub fn backup(&self, dest: &Path) -> Result<BackupReport, AdminError> {
+    /// The work of [`crate::admin::Admin::backup`] (documented there).
+    pub(crate) fn backup(&self, dest: &Path) -> Result<BackupReport, AdminError> {
         let refuse = |reason| AdminError::Destination {
             path: dest.display().to_string(),
             reason,
@@ -522,18 +494,8 @@ impl Vault {
         copy_tree(data, dest, &skip)
     }
 
-    /// Writes a recovery copy of the key store to `dest` (which must not exist; mode 0600), sealed
-    /// under `recovery` with a fresh salt and Argon2id `kdf`, carrying the erasure ledger's
-    /// entries in its body. Put in place of the key store, it opens the vault with the recovery
-    /// credentials: beside the ledger file its entries are merged into it; if the ledger file was
-    /// lost too, the open is refused as rolled back (`Rollback::LedgerMissing`) until an admin
-    /// accepts it, which starts a new ledger file from the carried entries.
-    ///
-    /// **Keeping the copy defeats crypto-shredding** for as long as it exists: it holds every KEK
-    /// alive at the time of export. Replace it at least once per retention epoch (or KEK rotation)
-    /// and destroy the old one. Its KEK usage reservations are those of the moment of export; a
-    /// vault reopened on it later starts counting from there.
-    pub fn export_key_store(
+    /// The work of [`crate::admin::Admin::export_key_store`] (documented there).
+    pub(crate) fn export_key_store(
         &self,
         dest: &Path,
         recovery: &Credentials,

@@ -19,19 +19,14 @@ pub struct AuditFilter {
     /// Only entries about this subject.
     pub subject: Option<SubjectId>,
     /// Only entries at or after this time (Unix seconds).
-    pub since: Option<i64>,
+    pub since: Option<crate::clock::Timestamp>,
     /// At most this many (the newest are dropped first; `None`: all).
     pub limit: Option<usize>,
 }
 
 impl Vault {
-    /// Walks the whole chain: every MAC, every sequence number, the key store's checkpoint and
-    /// the stored head. Any edited, removed, reordered or appended-by-hand entry is reported.
-    ///
-    /// Each row stores the first 16 bytes of its chain value; the walk recomputes the full
-    /// values from entry 1, checks each row's tag in constant time, and compares the full value
-    /// with the checkpoint's and the head's.
-    pub fn verify_audit(&self) -> Result<AuditReport, StorageError> {
+    /// The work of [`crate::admin::Admin::verify_audit`] (documented there).
+    pub(crate) fn verify_audit(&self) -> Result<AuditReport, StorageError> {
         let mut prev = Head::EMPTY;
         let mut problem = None;
         let cp = self.key_store().audit_checkpoint;
@@ -95,9 +90,11 @@ impl Vault {
         })
     }
 
-    /// Audit entries in log order, filtered. Entries that do not decode are skipped (run
-    /// [`Vault::verify_audit`] to find them).
-    pub fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StorageError> {
+    /// The work of [`crate::admin::Admin::audit_entries`] (documented there).
+    pub(crate) fn audit_entries(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
         let mut out = Vec::new();
         let mut next = 1u64;
         loop {

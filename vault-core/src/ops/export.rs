@@ -33,11 +33,11 @@ pub struct SubjectExport {
     /// The subject (the shop's pseudonym for the customer).
     pub subject: SubjectId,
     /// When the export was made (vault clock).
-    pub generated_at: i64,
+    pub generated_at: crate::clock::Timestamp,
     /// When the subject was created.
-    pub created_at: i64,
+    pub created_at: crate::clock::Timestamp,
     /// When the subject was forgotten (Art. 17), if it was.
-    pub forgotten_at: Option<i64>,
+    pub forgotten_at: Option<crate::clock::Timestamp>,
     /// The legal hold on the subject, if any.
     pub hold: Option<HoldExport>,
     /// Anchor events recorded for the subject (e.g. `last_order`), name → latest time.
@@ -55,9 +55,9 @@ pub struct SubjectExport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct HoldExport {
     /// When the hold was placed.
-    pub since: i64,
+    pub since: crate::clock::Timestamp,
     /// When it ends by itself (`None`: until released).
-    pub until: Option<i64>,
+    pub until: Option<crate::clock::Timestamp>,
 }
 
 /// An anchor event recorded for one record, in a [`SubjectExport`].
@@ -70,7 +70,7 @@ pub struct RecordEventExport {
     /// The event.
     pub event: String,
     /// Its latest time (Unix seconds).
-    pub at: i64,
+    pub at: crate::clock::Timestamp,
 }
 
 /// One purpose of processing in a [`SubjectExport`]: what the schema declares for it and where the
@@ -149,7 +149,7 @@ pub struct ShreddedFieldExport {
     /// The purpose whose data key was destroyed.
     pub purpose: String,
     /// When (Unix seconds).
-    pub at: i64,
+    pub at: crate::clock::Timestamp,
 }
 
 /// One purpose's row of the register's Markdown table (the ceiling and the scope share the
@@ -208,7 +208,7 @@ fn split_events(all: &BTreeMap<String, i64>) -> (BTreeMap<String, i64>, Vec<Reco
                 record_type: t.to_owned(),
                 label: l.to_owned(),
                 event: e.to_owned(),
-                at,
+                at: crate::clock::Timestamp::from_unix_seconds(at),
             }),
             _ => {
                 own.insert(k.clone(), at);
@@ -333,12 +333,14 @@ impl Vault {
 
         Ok(SubjectExport {
             subject: *s,
-            generated_at,
-            created_at: entry.created_at,
-            forgotten_at: entry.forgotten_at,
+            generated_at: crate::clock::Timestamp::from_unix_seconds(generated_at),
+            created_at: crate::clock::Timestamp::from_unix_seconds(entry.created_at),
+            forgotten_at: entry
+                .forgotten_at
+                .map(crate::clock::Timestamp::from_unix_seconds),
             hold: entry.hold.map(|h| HoldExport {
-                since: h.since,
-                until: h.until,
+                since: crate::clock::Timestamp::from_unix_seconds(h.since),
+                until: h.until.map(crate::clock::Timestamp::from_unix_seconds),
             }),
             events,
             record_events,
@@ -400,10 +402,8 @@ impl Vault {
         }
     }
 
-    /// Art. 30 register of the schema in force: its purposes (legal basis, recipients, retention
-    /// and the data processed for each) and its record types. Holds no customer data. See
-    /// [`ProcessingRegister::to_json_pretty`] and [`ProcessingRegister::to_markdown`].
-    pub fn processing_register(&self) -> ProcessingRegister {
+    /// The work of [`crate::admin::Admin::processing_register`] (documented there).
+    pub(crate) fn processing_register(&self) -> ProcessingRegister {
         ProcessingRegister::from_schema(&self.active_schema().schema)
     }
 }
@@ -714,7 +714,7 @@ mod tests {
     fn vault(dir: &std::path::Path, clock: Arc<MockClock>) -> Vault {
         let options = VaultOptions::default()
             .kdf(KdfParams::danger_insecure_for_tests())
-            .danger_allow_weak_kdf(true)
+            .danger_allow_weak_kdf()
             .durability(Durability::Relaxed)
             .clock(clock);
         Vault::create(

@@ -12,6 +12,7 @@ pub(crate) use crate::storage::expiry::expiry_key;
 use crate::storage::expiry::{parse_expiry_key, sortable};
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::clock::Timestamp;
 use crate::crypto::Sealer;
 use crate::error::{LifecycleError, StorageError, WriteError};
 use crate::format::audit::{AuditEntry, AuditOp};
@@ -42,6 +43,26 @@ pub struct ForgetReport {
     pub kept: Vec<KeptPurpose>,
 }
 
+/// How [`Vault::forget`] and [`Vault::forget_many`] go about it. The default respects legal holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForgetOptions {
+    override_hold: bool,
+}
+
+impl ForgetOptions {
+    /// Respect legal holds (a held subject is refused with [`LifecycleError::Held`]).
+    pub fn new() -> Self {
+        ForgetOptions::default()
+    }
+
+    /// Forget a subject even while it is under legal hold: for when whoever placed the hold (legal
+    /// counsel, a court) lifted it for this erasure. The audit entry records the override.
+    pub fn override_legal_hold(mut self) -> Self {
+        self.override_hold = true;
+        self
+    }
+}
+
 /// A purpose `forget` kept.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeptPurpose {
@@ -52,7 +73,7 @@ pub struct KeptPurpose {
     /// Its legal basis (always a legal obligation).
     pub legal_basis: String,
     /// When it will be shredded by `expire` (Unix seconds), if known.
-    pub until: Option<i64>,
+    pub until: Option<crate::clock::Timestamp>,
 }
 
 /// A checked forget: the subject entry loaded under its lock, and what is shredded and kept.
@@ -73,7 +94,7 @@ pub struct EventReport {
     pub recorded: bool,
     /// The time already recorded for the event (Unix seconds) when it is equal to or later than the
     /// one given, which makes the call change nothing.
-    pub already_recorded: Option<i64>,
+    pub already_recorded: Option<crate::clock::Timestamp>,
     /// Purposes whose retention rule or ceiling names the event and for which it counts (their
     /// data is no newer than the event). Empty when nothing was recorded.
     pub counted_for: Vec<String>,
@@ -98,7 +119,7 @@ pub struct NotCounted {
     /// The purpose.
     pub purpose: String,
     /// When its current data key was made (Unix seconds): an event counts for it from this time on.
-    pub data_since: i64,
+    pub data_since: crate::clock::Timestamp,
 }
 
 /// What `expire` did.
@@ -286,10 +307,10 @@ impl Vault {
         &self,
         s: &SubjectId,
         event: &str,
-        at: i64,
+        at: Timestamp,
         req: &Request,
     ) -> Result<EventReport, LifecycleError> {
-        self.record_scoped_event(s, None, event, at, req)
+        self.record_scoped_event(s, None, event, at.unix_seconds(), req)
     }
 
     /// Records an anchor event for one record of a subject (e.g. `delivered` for order 42): the
@@ -300,10 +321,10 @@ impl Vault {
         s: &SubjectId,
         record: &RecordKey,
         event: &str,
-        at: i64,
+        at: Timestamp,
         req: &Request,
     ) -> Result<EventReport, LifecycleError> {
-        self.record_scoped_event(s, Some(record), event, at, req)
+        self.record_scoped_event(s, Some(record), event, at.unix_seconds(), req)
     }
 
     /// The key an event is kept under in a subject entry's events (`record`: an event of that
@@ -354,7 +375,7 @@ impl Vault {
         let mut entry = self.load_for_change(s)?;
         if let Some(&t) = entry.events.get(&stored_as).filter(|&&t| t >= at) {
             return Ok(EventReport {
-                already_recorded: Some(t),
+                already_recorded: Some(crate::clock::Timestamp::from_unix_seconds(t)),
                 ..EventReport::default()
             });
         }
@@ -415,7 +436,7 @@ impl Vault {
                 Some(Slot::Live { since, .. }) if *since > at => {
                     r.not_counted_for.push(NotCounted {
                         purpose: p.name.clone(),
-                        data_since: *since,
+                        data_since: crate::clock::Timestamp::from_unix_seconds(*since),
                     })
                 }
                 Some(Slot::Live { .. }) => r.counted_for.push(p.name.clone()),
@@ -425,10 +446,8 @@ impl Vault {
         r
     }
 
-    /// Places a legal hold: `expire` skips the subject and `forget` refuses it (unless overridden)
-    /// until it is released or `until` passes. Its data keys move to the open-ended KEK (or the epoch
-    /// of `until`), so no epoch-KEK destruction can reach them while held.
-    pub fn hold(
+    /// The work of [`crate::admin::Admin::hold`] (documented there).
+    pub(crate) fn hold(
         &self,
         s: &SubjectId,
         until: Option<i64>,
@@ -445,8 +464,8 @@ impl Vault {
         )
     }
 
-    /// Releases a legal hold; expiries resume from the retention rules.
-    pub fn release(&self, s: &SubjectId, req: &Request) -> Result<(), LifecycleError> {
+    /// The work of [`crate::admin::Admin::release`] (documented there).
+    pub(crate) fn release(&self, s: &SubjectId, req: &Request) -> Result<(), LifecycleError> {
         self.set_hold(s, None, AuditOp::Release, req)
     }
 
@@ -608,13 +627,14 @@ impl Vault {
     /// basis is a legal obligation with retention still running (e.g. invoices, 7 years); reports
     /// what was kept and until when. `expire` shreds the kept purposes once their retention ends.
     ///
-    /// A held subject is refused unless `override_hold` is set (and the override is audited).
+    /// A held subject is refused unless the options override the hold (and the override is audited).
     pub fn forget(
         &self,
         s: &SubjectId,
         req: &Request,
-        override_hold: bool,
+        options: ForgetOptions,
     ) -> Result<ForgetReport, LifecycleError> {
+        let override_hold = options.override_hold;
         let now = self.now();
         let _g = self.lock_subject(s)?;
         let mut plans = vec![self.forget_check(s, now, override_hold)?];
@@ -625,7 +645,7 @@ impl Vault {
     /// Forgets several subjects as one transaction: their stripes locked, one ledger append (one
     /// fsync), one batch with every subject's shredding and audit entry, one wait for durability.
     /// Each subject is forgotten exactly as [`Vault::forget`] would; a subject `forget` would refuse
-    /// (unknown, already forgotten, held without `override_hold`) gets that refusal in the result
+    /// (unknown, already forgotten, held without overriding the hold) gets that refusal in the result
     /// and changes nothing, the others go ahead. A storage failure fails the whole call: either
     /// every subject that was not refused is forgotten or none is (a batch that was not applied
     /// has its ledger entries revoked, as for `forget`). For erasure requests handled in bulk; the
@@ -635,8 +655,9 @@ impl Vault {
         &self,
         subjects: &[SubjectId],
         req: &Request,
-        override_hold: bool,
+        options: ForgetOptions,
     ) -> Result<BTreeMap<SubjectId, Result<ForgetReport, LifecycleError>>, LifecycleError> {
+        let override_hold = options.override_hold;
         let now = self.now();
         let unique: BTreeSet<SubjectId> = subjects.iter().copied().collect();
         let _guards = self.lock_stripes(&unique)?;
@@ -793,7 +814,7 @@ impl Vault {
                     legal_basis: purpose
                         .map(|d| d.legal_basis.to_string())
                         .unwrap_or_default(),
-                    until: *expires,
+                    until: expires.map(crate::clock::Timestamp::from_unix_seconds),
                 });
             } else {
                 shred.insert(p.clone());
@@ -863,10 +884,8 @@ impl Vault {
         Ok(entries)
     }
 
-    /// Shreds every (subject, purpose) whose expiry is at or before `now` and whose subject is not
-    /// under legal hold, then destroys the KEKs of epochs that ended (plus grace) before `now`.
-    /// Idempotent and resumable: run it again after a crash and it finishes the work.
-    pub fn expire(&self, now: i64, req: &Request) -> Result<ExpireReport, LifecycleError> {
+    /// The work of [`crate::admin::Admin::expire`] (documented there).
+    pub(crate) fn expire(&self, now: i64, req: &Request) -> Result<ExpireReport, LifecycleError> {
         let mut report = ExpireReport::default();
         let end = sortable(now.saturating_add(1)).to_vec();
         // A cursor, so rows left in place (held subjects) are passed over, and the sweep ends.
@@ -1243,7 +1262,7 @@ mod tests {
     fn options() -> VaultOptions {
         VaultOptions::default()
             .kdf(KdfParams::danger_insecure_for_tests())
-            .danger_allow_weak_kdf(true)
+            .danger_allow_weak_kdf()
             .durability(Durability::Relaxed)
     }
 

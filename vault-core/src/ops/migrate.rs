@@ -79,14 +79,8 @@ fn io_error(path: &Path, e: &std::io::Error) -> MigrateError {
 }
 
 impl Vault {
-    /// Moves the vault at `paths` to the storage engine `to` (see the module documentation for
-    /// the order and what a crash at each step leaves). Opens the vault with `creds` and
-    /// `options` (their engine is ignored: the vault's own is the source; the new store gets
-    /// the cache and durability settings), holding its lock files throughout, so a second process
-    /// gets [`crate::OpenError::AlreadyOpen`]. A vault already in `to` is
-    /// [`MigrateError::SameEngine`] (after leftovers of an earlier interrupted migrate were
-    /// removed). `progress` is called as rows are copied and compared and subjects read back.
-    pub fn migrate(
+    /// The work of [`crate::admin::Admin::migrate`] (documented there).
+    pub(crate) fn migrate(
         paths: &VaultPaths,
         creds: &Credentials,
         options: VaultOptions,

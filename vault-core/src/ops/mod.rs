@@ -15,6 +15,7 @@ pub(crate) mod dek;
 pub mod export;
 pub mod lifecycle;
 pub mod migrate;
+pub mod operator;
 pub mod records;
 pub(crate) mod retire;
 pub mod schema_change;

@@ -1,9 +1,8 @@
 //! Record operations: create subjects, put / update / get / delete records, find by blind index.
 
 pub(crate) use crate::format::record_key::label_of;
-pub use crate::format::record_key::{RecordKey, MAX_LABEL_LEN};
+pub use crate::format::record_key::RecordKey;
 pub(crate) use crate::ops::transaction::IndexProbe;
-pub use crate::ops::transaction::MAX_RECORD_LEN;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
@@ -336,7 +335,7 @@ impl Vault {
                     name.to_owned(),
                     Shredded {
                         purpose: purpose.clone(),
-                        at: *at,
+                        at: crate::clock::Timestamp::from_unix_seconds(*at),
                     },
                 );
             }
@@ -364,7 +363,7 @@ impl Vault {
                         name.to_owned(),
                         Shredded {
                             purpose: f.purpose.clone(),
-                            at: *at,
+                            at: crate::clock::Timestamp::from_unix_seconds(*at),
                         },
                     );
                     continue;
@@ -605,7 +604,7 @@ mod tests {
     fn vault(dir: &std::path::Path) -> Vault {
         let options = VaultOptions::default()
             .kdf(KdfParams::danger_insecure_for_tests())
-            .danger_allow_weak_kdf(true)
+            .danger_allow_weak_kdf()
             .durability(Durability::Relaxed);
         let schema = Schema::from_toml(include_str!("../../../examples/webshop.toml")).unwrap();
         let creds = Credentials::passphrase("swap test passphrase");

@@ -31,9 +31,8 @@ pub struct RetireReport {
 }
 
 impl Vault {
-    /// Retires KEK `id`: rewraps every live data key under it with the active KEK of the same epoch
-    /// (made if needed), then destroys it. `progress` is called with the number rewrapped so far.
-    pub fn retire_kek(
+    /// The work of [`crate::admin::Admin::retire_kek`] (documented there).
+    pub(crate) fn retire_kek(
         &self,
         id: u32,
         req: &Request,
@@ -165,8 +164,8 @@ impl Vault {
         Ok(under.len() as u64)
     }
 
-    /// KEKs whose retirement was interrupted (rerun `retire_kek` on them to finish).
-    pub fn pending_retirements(&self) -> Vec<u32> {
+    /// The work of [`crate::admin::Admin::pending_retirements`] (documented there).
+    pub(crate) fn pending_retirements(&self) -> Vec<u32> {
         self.key_store()
             .keks
             .iter()

@@ -130,9 +130,8 @@ impl Vault {
         Ok(u)
     }
 
-    /// Checks whether `new` could replace the schema in force, without changing anything: the
-    /// report says what would change (`applied` is `false`), the error why it is refused.
-    pub fn check_schema_change(
+    /// The work of [`crate::admin::Admin::check_schema_change`] (documented there).
+    pub(crate) fn check_schema_change(
         &self,
         new: &Schema,
     ) -> Result<SchemaChangeReport, SchemaChangeError> {
@@ -140,10 +139,8 @@ impl Vault {
         compare(&old.schema, new, &self.schema_usage()?)
     }
 
-    /// Applies a new schema version: refuses changes that would orphan stored data (see
-    /// [`SchemaChangeError`]), otherwise stores the new schema with an audit entry and puts it in
-    /// force. Writers are held off while the data is checked and the schema swapped.
-    pub fn apply_schema(
+    /// The work of [`crate::admin::Admin::apply_schema`] (documented there).
+    pub(crate) fn apply_schema(
         &self,
         new: Schema,
         req: &Request,
@@ -438,7 +435,7 @@ mod tests {
     fn options() -> VaultOptions {
         VaultOptions::default()
             .kdf(KdfParams::danger_insecure_for_tests())
-            .danger_allow_weak_kdf(true)
+            .danger_allow_weak_kdf()
             .durability(Durability::Relaxed)
     }
 

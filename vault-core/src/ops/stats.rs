@@ -32,7 +32,7 @@ pub struct VaultStats {
     /// Pending expiries (entries in the expiry index).
     pub pending_expiries: u64,
     /// The earliest pending expiry (Unix seconds), if any.
-    pub next_expiry: Option<i64>,
+    pub next_expiry: Option<crate::clock::Timestamp>,
     /// Audit log entries.
     pub audit_entries: u64,
     /// Key-encryption keys per state (`active`, `decrypt_only`, `retiring`, `destroyed`).
@@ -75,7 +75,7 @@ pub struct WaitingReport {
     /// The threshold asked for: only data keys made longer ago than this count (e.g. `1y`).
     pub longer_than: String,
     /// When the report was made (Unix seconds, the vault's clock).
-    pub now: i64,
+    pub now: crate::clock::Timestamp,
     /// Per purpose with waiting data, by name.
     pub purposes: BTreeMap<String, WaitingPurpose>,
 }
@@ -98,19 +98,14 @@ pub struct WaitingPurpose {
     /// recorded either): kept until the subject is forgotten.
     pub without_expiry: u64,
     /// When the longest-waiting data key was made (Unix seconds).
-    pub oldest: i64,
+    pub oldest: crate::clock::Timestamp,
     /// The first of their subject ids, in id order (at most the sample size asked for).
     pub sample: Vec<SubjectId>,
 }
 
 impl Vault {
-    /// Finds live data whose retention rule still waits for its anchor event (none recorded since
-    /// the data key was made) and whose data key was made longer than `longer_than` ago: counts
-    /// per purpose and up to `sample` subject ids each (capped at [`MAX_WAITING_SAMPLE`]). Only
-    /// `<period> after <event>` rules on events the shop records can wait: `none` and built-in
-    /// events never do, and an `until <event>` rule's event is one whose absence is normal (a
-    /// consent not withdrawn). Read-only; one scan of the subject table.
-    pub fn waiting_for_anchor(
+    /// The work of [`crate::admin::Admin::waiting_for_anchor`] (documented there).
+    pub(crate) fn waiting_for_anchor(
         &self,
         longer_than: &Period,
         sample: usize,
@@ -120,7 +115,7 @@ impl Vault {
         let schema = self.active_schema();
         let mut r = WaitingReport {
             longer_than: longer_than.to_string(),
-            now,
+            now: crate::clock::Timestamp::from_unix_seconds(now),
             purposes: BTreeMap::new(),
         };
         for row in self.data.rows.subjects(&*self.data.store) {
@@ -143,12 +138,14 @@ impl Vault {
                         event: event.to_owned(),
                         count: 0,
                         without_expiry: 0,
-                        oldest: *since,
+                        oldest: crate::clock::Timestamp::from_unix_seconds(*since),
                         sample: Vec::new(),
                     });
                 w.count += 1;
                 w.without_expiry += u64::from(expires.is_none());
-                w.oldest = w.oldest.min(*since);
+                w.oldest = w
+                    .oldest
+                    .min(crate::clock::Timestamp::from_unix_seconds(*since));
                 if w.sample.len() < sample {
                     w.sample.push(s);
                 }
@@ -157,9 +154,8 @@ impl Vault {
         Ok(r)
     }
 
-    /// Previews [`Vault::expire`] at `now`: which (subject, purpose) pairs are due, per purpose, and
-    /// how many are held. Read-only. (Epoch-KEK destruction is not previewed.)
-    pub fn expire_preview(&self, now: i64) -> Result<ExpirePreview, StorageError> {
+    /// The work of [`crate::admin::Admin::expire_preview`] (documented there).
+    pub(crate) fn expire_preview(&self, now: i64) -> Result<ExpirePreview, StorageError> {
         let mut p = ExpirePreview::default();
         let mut due: Vec<(SubjectId, String)> = Vec::new();
         for row in expiry::rows_until(&*self.data.store, now.checked_add(1)) {
@@ -188,9 +184,8 @@ impl Vault {
         Ok(p)
     }
 
-    /// Counts subjects, records, data keys, expiries, audit entries and KEKs, and measures the files.
-    /// A full scan of the subject, record, expiry and audit tables: seconds for millions of rows.
-    pub fn stats(&self) -> Result<VaultStats, StorageError> {
+    /// The work of [`crate::admin::Admin::stats`] (documented there).
+    pub(crate) fn stats(&self) -> Result<VaultStats, StorageError> {
         let mut st = VaultStats {
             data_format_version: crate::vault::DATA_FORMAT_VERSION,
             schema_version: self.schema().version(),
@@ -213,7 +208,9 @@ impl Vault {
         st.records = count_rows(store, Table::Record)?;
         for row in expiry::rows_until(store, None) {
             if let (_, Some((t, _, _))) = row? {
-                st.next_expiry = st.next_expiry.or(Some(t));
+                st.next_expiry = st
+                    .next_expiry
+                    .or(Some(crate::clock::Timestamp::from_unix_seconds(t)));
             }
             st.pending_expiries += 1;
         }
@@ -264,10 +261,8 @@ pub struct VerifyProblem {
 }
 
 impl Vault {
-    /// Reads every record of every subject: each field must decrypt or be accounted for as
-    /// shredded. Anything else (a failed integrity check, an undecodable row) is listed. Read-only;
-    /// `progress` is called with the number of subjects scanned so far.
-    pub fn verify_records(
+    /// The work of [`crate::admin::Admin::verify_records`] (documented there).
+    pub(crate) fn verify_records(
         &self,
         progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyReport, StorageError> {

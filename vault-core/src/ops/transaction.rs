@@ -27,6 +27,7 @@
 //! and the apply, so two subjects claiming one value cannot both win, and neither can a holder's
 //! row moving between KEKs (a rewrap in a concurrent reconcile) make the check miss it.
 
+use crate::clock::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -404,7 +405,12 @@ impl<'v> Transaction<'v> {
 
     /// Records an anchor event of the subject (as [`Vault::record_event`], attributed in the
     /// audit log to the vault's actor, like record writes).
-    pub fn record_event(&mut self, event: &str, at: i64) -> Result<EventReport, TransactionError> {
+    pub fn record_event(
+        &mut self,
+        event: &str,
+        at: Timestamp,
+    ) -> Result<EventReport, TransactionError> {
+        let at = at.unix_seconds();
         self.run(None, OpError::Event, |tx| tx.event_op(None, event, at))
     }
 
@@ -413,8 +419,9 @@ impl<'v> Transaction<'v> {
         &mut self,
         record: &RecordKey,
         event: &str,
-        at: i64,
+        at: Timestamp,
     ) -> Result<EventReport, TransactionError> {
+        let at = at.unix_seconds();
         self.run(Some(record), OpError::Event, |tx| {
             tx.event_op(Some(record), event, at)
         })
@@ -592,7 +599,7 @@ impl<'v> Transaction<'v> {
         })?;
         if let Some(&t) = e.events.get(&stored_as).filter(|&&t| t >= at) {
             return Ok(EventReport {
-                already_recorded: Some(t),
+                already_recorded: Some(crate::clock::Timestamp::from_unix_seconds(t)),
                 ..EventReport::default()
             });
         }

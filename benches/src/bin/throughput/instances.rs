@@ -17,10 +17,11 @@ use std::sync::Arc;
 use super::{measure, open_vault, pid, shuffled, Place, Report, Row, Sample, CHUNK, DAY, T0};
 use benches::pg::PgBench;
 use benches::{customer, email_of, PlainStore};
-use vault_core::engine::postgres::PgStore;
-use vault_core::engine::{EngineConfig, Mode as PgMode};
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::danger_test_hooks::PgStore;
+use vault_core::danger_test_hooks::{EngineConfig, Mode as PgMode};
 use vault_core::{
-    Credentials, Durability, KdfParams, MockClock, Record, Request, SubjectId, Vault, VaultPaths,
+    Credentials, Durability, KdfParams, Record, Request, SubjectId, Vault, VaultPaths,
 };
 
 /// The expire sweep's "now": two years and two epochs after [`T0`] (as in `admin`).
@@ -213,7 +214,7 @@ pub(super) fn worker(pg: &PgBench, args: &[String]) {
     let opts = benches::vault_options()
         .durability(Durability::Relaxed)
         .kdf(KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true)
+        .danger_allow_weak_kdf()
         .clock(clock.clone());
     let paths = VaultPaths::postgres(pg.existing(vs), PathBuf::from(keys));
     let vault = Vault::open(&paths, &Credentials::passphrase("bench"), opts).unwrap();
@@ -272,7 +273,7 @@ impl Work {
             "get plain" => measure(n, || self.get(false)),
             "find kluis" | "find plain" => self.find(cmd == "find kluis"),
             "forget kluis" | "forget plain" => self.forget(cmd == "forget kluis"),
-            "expire kluis" => self.expire(),
+            "expire kluis" => self.admin().expire(),
             "peek" => self.peek(),
             "check" => self.check(),
             "expire plain" => {
@@ -379,7 +380,9 @@ impl Work {
         measure(f.len() as u64, || {
             for &j in &f {
                 if kluis {
-                    self.vault.forget(&self.subjects[j], &req, false).unwrap();
+                    self.vault
+                        .forget(&self.subjects[j], &req, ForgetOptions::default())
+                        .unwrap();
                 } else {
                     self.plain.delete(&pid(self.mine[j])).unwrap();
                 }
@@ -392,7 +395,9 @@ impl Work {
         self.clock.set(NOW);
         let req = Request::new("bench", "benchmark");
         let mut pairs = 0;
-        let mut s = measure(0, || pairs = self.vault.expire(NOW, &req).unwrap().total());
+        let mut s = measure(0, || {
+            pairs = self.vault.admin().expire(ts(NOW), &req).unwrap().total()
+        });
         s.ops = pairs;
         s
     }

@@ -172,11 +172,6 @@ impl SledStore {
         })
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn fsync_files(&self) -> Result<(), StorageError> {
         let io = |e: std::io::Error| StorageError::io(Component::DataStore, &e);
         // A poisoned lock only means another syncer panicked; the File inside is still valid.
