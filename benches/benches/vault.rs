@@ -285,7 +285,12 @@ fn erasure(c: &mut Criterion) {
         g.bench_function("kluis_forget", |b| {
             b.iter_batched(
                 &mut fresh,
-                |s| black_box(v.forget(&s, &req, ForgetOptions::default()).unwrap()),
+                |s| {
+                    black_box(
+                        v.forget(&s, &req, vault_core::ForgetOptions::default())
+                            .unwrap(),
+                    )
+                },
                 BatchSize::SmallInput,
             )
         });
@@ -307,7 +312,7 @@ fn erasure(c: &mut Criterion) {
                 |id| {
                     plain.delete(&id).unwrap();
                     if durable {
-                        plain.admin().sync(&pdir).unwrap();
+                        plain.sync(&pdir).unwrap();
                     }
                 },
                 BatchSize::SmallInput,

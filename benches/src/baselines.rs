@@ -195,7 +195,7 @@ impl PlainStore {
     }
     /// The engine's durability point (what kluis's durable modes use: flush + real fsync).
     pub fn sync(&self, _dir: &std::path::Path) -> std::io::Result<()> {
-        self.store.admin().sync().map_err(plain_err)
+        self.store.sync().map_err(plain_err)
     }
     /// Bytes on disk (PostgreSQL: the schema's tables, their indexes and TOAST).
     pub fn size_on_disk(&self) -> std::io::Result<u64> {

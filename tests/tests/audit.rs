@@ -27,6 +27,7 @@ use crate::common::*;
 use serde_json::json;
 use vault_core::admin::{AuditEntry, AuditFilter, AuditOp, AuditProblem, KekState};
 use vault_core::danger_test_hooks::MockClock;
+use vault_core::ForgetOptions;
 use vault_core::{
     Credentials, FieldState, KdfParams, LifecycleError, Record, RecordKey, Request, SubjectId,
     Vault, VaultOptions, VaultPaths, WriteError,
@@ -94,7 +95,7 @@ fn invoice() -> Record {
 #[derive(Debug, Clone)]
 struct Want {
     op: AuditOp,
-    at: i64,
+    at: vault_core::Timestamp,
     subject: Option<SubjectId>,
     record_type: &'static str,
     label: &'static str,
@@ -106,7 +107,7 @@ struct Want {
 }
 
 impl Want {
-    fn new(op: AuditOp, at: i64, actor: &'static str) -> Self {
+    fn new(op: AuditOp, at: vault_core::Timestamp, actor: &'static str) -> Self {
         Want {
             op,
             at,
@@ -199,7 +200,7 @@ fn scripted_session(root: &Path) -> Session {
         options(&clock),
     )
     .unwrap();
-    want.push(Want::new(AuditOp::CreateVault, T0, "webshop"));
+    want.push(Want::new(AuditOp::CreateVault, ts(T0), "webshop"));
 
     let at = tick(&clock);
     let s = v.create_subject().unwrap();
@@ -265,7 +266,7 @@ fn scripted_session(root: &Path) -> Session {
     v.record_event(
         &s,
         "delivered",
-        ts(at),
+        at,
         &Request::new("ops", "order 1001 delivered"),
     )
     .unwrap();
@@ -306,7 +307,7 @@ fn scripted_session(root: &Path) -> Session {
     assert_eq!(r.total(), 1, "{r:?}");
     assert!(r.keks_destroyed.is_empty(), "{r:?}");
     want.push(
-        Want::new(AuditOp::Expire, sweep, "cron")
+        Want::new(AuditOp::Expire, ts(sweep), "cron")
             .subject(s)
             .purpose("shipping")
             .reason("nightly retention"),
@@ -395,14 +396,14 @@ fn scripted_session(root: &Path) -> Session {
     assert_eq!(r.total(), 1, "{r:?}");
     assert_eq!(r.keks_destroyed.len(), 2, "{r:?}");
     want.push(
-        Want::new(AuditOp::Expire, sweep, "cron")
+        Want::new(AuditOp::Expire, ts(sweep), "cron")
             .subject(t)
             .purpose("shipping")
             .reason("nightly"),
     );
     for id in &r.keks_destroyed {
         want.push(
-            Want::new(AuditOp::DestroyKek, sweep, "cron")
+            Want::new(AuditOp::DestroyKek, ts(sweep), "cron")
                 .reason("nightly")
                 .kek(*id),
         );
@@ -510,15 +511,15 @@ fn every_operation_is_audited_in_order_without_field_values() {
     let late = v
         .admin()
         .audit_entries(&AuditFilter {
-            since: Some(since),
+            since: Some(ts(since)),
             ..Default::default()
         })
         .unwrap();
     assert_eq!(
         late.len(),
-        session.want.iter().filter(|w| w.at >= since).count()
+        session.want.iter().filter(|w| w.at >= ts(since)).count()
     );
-    assert!(late.iter().all(|e| e.at >= since));
+    assert!(late.iter().all(|e| e.at >= ts(since)));
     let first = v
         .admin()
         .audit_entries(&AuditFilter {

@@ -18,6 +18,7 @@ use crate::common::*;
 use serde_json::json;
 use vault_core::admin::{AuditFilter, AuditOp, KekState};
 use vault_core::danger_test_hooks::MockClock;
+use vault_core::ForgetOptions;
 use vault_core::{
     FieldState, Record, RecordKey, Request, SubjectId, Vault, VaultOptions, VaultPaths, WriteError,
 };

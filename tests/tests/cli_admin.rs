@@ -12,6 +12,8 @@ use vault_core::{Credentials, Record, Request, Vault, VaultPaths, WriteError};
 use crate::common::{any_engine_options, fast_options, webshop_schema, PASSPHRASE};
 
 use crate::cli::{json_lines, kluis, success_stdout};
+use crate::common::ts;
+use vault_core::ForgetOptions;
 
 /// A temporary directory with a passphrase file, and a vault path inside it.
 struct Env {

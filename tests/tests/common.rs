@@ -346,7 +346,7 @@ impl vault_core::danger_test_hooks::Store for HookedStore {
         Ok(())
     }
     fn sync(&self) -> Result<(), vault_core::StorageError> {
-        self.inner.admin().sync()?;
+        self.inner.sync()?;
         if let Some(h) = &self.hooks.after_sync {
             h();
         }

@@ -38,6 +38,7 @@ const WATCHDOG: Duration = Duration::from_secs(30);
 const DEFAULT_SECS: u64 = 3;
 
 use crate::common::SplitMix as Rng;
+use vault_core::ForgetOptions;
 
 fn env_number(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -305,13 +306,13 @@ fn sweeper(sh: &Shared, rng: &mut Rng, ops: &AtomicU64, _id: usize) {
         } else {
             "consent_withdrawn"
         };
-        match sh.vault.record_event(&s, event, ts(now), &req()) {
+        match sh.vault.record_event(&s, event, now, &req()) {
             Ok(_) => {}
             Err(LifecycleError::Forgotten { .. }) if sh.is_forgetting(&s) => {}
             Err(e) => sh.violation(format!("event {event} on subject {s} failed: {e:?}")),
         }
     }
-    if let Err(e) = sh.vault.admin().expire(ts(now), &req()) {
+    if let Err(e) = sh.vault.admin().expire(now, &req()) {
         sh.violation(format!("expire failed: {e:?}"));
     }
     ops.fetch_add(1, Ordering::SeqCst);

@@ -125,6 +125,7 @@ fn req() -> Request {
 }
 
 use crate::common::SplitMix as Rng;
+use vault_core::ForgetOptions;
 
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)+) => {
@@ -751,7 +752,7 @@ fn child() {
             for item in list.split(',').filter(|s| !s.is_empty()) {
                 let (id, override_hold) = item.split_once(':').expect("id:flag");
                 let s: SubjectId = id.parse().expect("subject id");
-                match v.forget(&s, &r, override_hold == "1") {
+                match v.forget(&s, &r, forget_options(override_hold == "1")) {
                     Ok(_) => {}
                     // A resumed run skips what the crashed one finished.
                     Err(LifecycleError::AlreadyForgotten { .. }) if resume => {}
@@ -1218,7 +1219,7 @@ fn check_forget(
     }
     // Rerun the whole list: the done ones say AlreadyForgotten, the others complete.
     for s in &list {
-        let result = v.forget(&s.id, &req(), s.held);
+        let result = v.forget(&s.id, &req(), forget_options(s.held));
         if forgotten_now.contains(&s.i) {
             ensure!(
                 matches!(result, Err(LifecycleError::AlreadyForgotten { .. })),
@@ -2207,5 +2208,14 @@ fn sled_snapshot_leftovers() {
         let got = read_step(&v, Op::Update, &subjects[0], 0, &RecordKey::new("customer"))
             .expect("read back");
         assert_eq!(got, Some(1000 + n as u64));
+    }
+}
+
+/// Forget options that override a legal hold when `override_hold`.
+fn forget_options(override_hold: bool) -> ForgetOptions {
+    if override_hold {
+        ForgetOptions::new().override_legal_hold()
+    } else {
+        ForgetOptions::new()
     }
 }

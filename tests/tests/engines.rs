@@ -280,8 +280,8 @@ fn check_get_put_delete(ut: &UnderTest) {
     assert_eq!(st.get(Table::Audit, b"").unwrap(), Some(Vec::new()), "{e}");
     // An empty batch and a sync are fine at any time.
     st.apply(WriteBatch::default()).unwrap();
-    st.admin().sync().unwrap();
-    st.admin().sync().unwrap();
+    st.sync().unwrap();
+    st.sync().unwrap();
 }
 
 #[test]
@@ -454,7 +454,7 @@ fn check_batches_all_or_nothing(ut: &UnderTest) {
     let mut b = WriteBatch::default();
     b.put(Table::Meta, b"still".to_vec(), b"ok".to_vec());
     st.apply(b).unwrap();
-    st.admin().sync().unwrap();
+    st.sync().unwrap();
     assert_eq!(st.get(Table::Meta, b"still").unwrap(), Some(b"ok".to_vec()));
 }
 
@@ -578,7 +578,7 @@ fn fill(st: &dyn Store, n: u32, len: usize) {
         }
         st.apply(b).unwrap();
     }
-    st.admin().sync().unwrap();
+    st.sync().unwrap();
 }
 
 fn check_all(e: &str, st: &dyn Store, n: u32, len: usize) {
@@ -603,7 +603,7 @@ fn write_synced_rows(st: &dyn Store) {
         b.put(Table::Audit, i.to_be_bytes().to_vec(), value(i, len));
     }
     st.apply(b).unwrap();
-    st.admin().sync().unwrap();
+    st.sync().unwrap();
 }
 
 /// A write after the sync: a crash may or may not keep it (nothing checks it), but it must not
@@ -633,7 +633,7 @@ fn check_synced_rows(ut: &UnderTest, what: &str) {
     b.delete(Table::Record, key(0));
     b.put(Table::Meta, b"again".to_vec(), b"1".to_vec());
     st.apply(b).unwrap();
-    st.admin().sync().unwrap();
+    st.sync().unwrap();
     drop(st);
     let st = ut.reopen().unwrap();
     assert_eq!(st.get(Table::Record, &key(0)).unwrap(), None, "{e}: {what}");
@@ -706,7 +706,7 @@ fn engines_keep_their_files_private() {
         fill(&*st, 3000, 300);
         drop(st);
         let st = reopen(e, &data).unwrap();
-        st.admin().sync().unwrap();
+        st.sync().unwrap();
         let mut files = Vec::new();
         walk(&data, &mut files);
         assert!(!files.is_empty());
@@ -847,7 +847,7 @@ fn engine_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.unwrap().path();
         if p.is_dir() {
             engine_files(&p, out);
-        } else if !p.ends_with(engine::ENGINE_FILE) && !p.ends_with("kluis.lock") {
+        } else if !p.ends_with("ENGINE") && !p.ends_with("kluis.lock") {
             out.push(p);
         }
     }
@@ -1083,7 +1083,7 @@ fn killed_child() {
         st.apply(generation_batch(g)).expect("apply");
         say(format!("APPLIED {g}"));
         if g.is_multiple_of(KILLED_SYNC_EVERY) {
-            st.admin().sync().expect("sync");
+            st.sync().expect("sync");
             say(format!("SYNCED {g}"));
         }
     }
@@ -1160,7 +1160,7 @@ fn kill_rounds(ut: &UnderTest, scratch: &Path, unit: &mut dyn FnMut() -> f64, se
         .map_or(KILLED_ROUNDS, |n| n.parse().expect("a number of rounds"));
     let st = ut.create();
     st.apply(generation_batch(0)).unwrap();
-    st.admin().sync().unwrap();
+    st.sync().unwrap();
     drop(st);
     let (mut applied_total, mut in_flight_landed, mut lost_unsynced) = (0u64, 0, 0);
     for round in 0..rounds {
@@ -1256,6 +1256,8 @@ const T0: i64 = 1_800_000_000;
 const DAY: i64 = 86_400;
 
 use crate::common::{numbered_address as address, numbered_customer as customer};
+use vault_core::danger_test_hooks as engine;
+use vault_core::ForgetOptions;
 
 #[test]
 fn engines_carry_a_vault_round_trip() {
@@ -1497,7 +1499,7 @@ fn engines_unknown_or_missing_engine_files_are_typed_errors() {
         )
         .unwrap(),
     );
-    let engine_file = paths.data_dir().unwrap().join(engine::ENGINE_FILE);
+    let engine_file = paths.data_dir().unwrap().join("ENGINE");
     assert_eq!(
         std::fs::read(&engine_file).unwrap(),
         format!("{e}\n").as_bytes()
@@ -1584,7 +1586,7 @@ fn engines_cli_init_takes_an_engine() {
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(out["engine"], e.name());
     assert_eq!(
-        std::fs::read_to_string(vault.join("data").join(engine::ENGINE_FILE)).unwrap(),
+        std::fs::read_to_string(vault.join("data").join("ENGINE")).unwrap(),
         format!("{e}\n")
     );
     assert!(vault.join("data").join(e.main_file()).exists());
@@ -1719,16 +1721,16 @@ fn engines_pg_a_store_works_again_after_a_server_crash() {
     let mut b = WriteBatch::default();
     b.put(Table::Record, b"k".to_vec(), b"v".to_vec());
     st.apply(b).unwrap();
-    st.admin().sync().unwrap();
+    st.sync().unwrap();
     pg.crash_stop();
     // The pooled connection is dead, then no new one can be made: both are `Unreachable`.
     assert_unreachable(st.get(Table::Record, b"k").map(drop), "get, server down");
     assert_unreachable(st.apply(one_row(b"k2")), "apply, server down");
-    assert_unreachable(st.admin().sync(), "sync, server down");
+    assert_unreachable(st.sync(), "sync, server down");
     pg.start_again();
     assert_eq!(st.get(Table::Record, b"k").unwrap(), Some(b"v".to_vec()));
     st.apply(one_row(b"k2")).unwrap();
-    st.admin().sync().unwrap();
+    st.sync().unwrap();
     // A crash and restart between two calls: the first may meet the dead connection (and is then
     // `Unreachable`); the next works.
     pg.crash_restart();

@@ -52,6 +52,7 @@ use vault_core::{
 };
 
 use crate::common::*;
+use vault_core::ForgetOptions;
 
 const DAY: i64 = 86_400;
 /// Fixture time.

@@ -10,6 +10,7 @@ use vault_core::{
 };
 
 use crate::common::*;
+use vault_core::ForgetOptions;
 
 /// The web-shop schema plus a record type with a `bytes` field (the example schema has none).
 fn schema_with_bytes() -> Schema {

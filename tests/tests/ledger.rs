@@ -36,6 +36,7 @@ use vault_core::{
 };
 
 use crate::common::*;
+use vault_core::ForgetOptions;
 
 const DAY: i64 = 86_400;
 const T0: i64 = 1_800_000_000;

@@ -14,6 +14,7 @@ use serde_json::json;
 use vault_core::admin::{AuditFilter, AuditOp, Epoch, EpochPolicy, KekState};
 use vault_core::danger_test_hooks::MockClock;
 use vault_core::schema::Schema;
+use vault_core::ForgetOptions;
 use vault_core::{
     FieldState, LifecycleError, Record, RecordKey, Request, SubjectId, Vault, VaultPaths,
     WriteError,
@@ -450,7 +451,7 @@ fn record_event_only_moves_forward_and_recomputes_expiry() {
     let got = v.get(&s, "address").unwrap();
     assert_shredded(&got, &address(1), "shipping", "address");
     match got.field_state("street") {
-        FieldState::Shredded(sh) => assert_eq!(sh.at, t2 + 30 * DAY),
+        FieldState::Shredded(sh) => assert_eq!(sh.at, ts(t2 + 30 * DAY)),
         _ => unreachable!(),
     }
     assert_values(&v.get(&s, "customer").unwrap(), &customer(1), "customer");
@@ -511,7 +512,7 @@ fn record_event_reports_times_that_do_not_count() {
     assert!(r.counted_for.is_empty(), "{r:?}");
     assert_eq!(r.not_counted_for.len(), 1, "{r:?}");
     assert_eq!(r.not_counted_for[0].purpose, "shipping");
-    assert_eq!(r.not_counted_for[0].data_since, T0);
+    assert_eq!(r.not_counted_for[0].data_since, ts(T0));
     assert!(r.no_data.is_empty(), "{r:?}");
     assert_eq!(
         v.admin()
@@ -542,7 +543,7 @@ fn record_event_reports_times_that_do_not_count() {
     for at in [T0 + DAY, T0] {
         let r = v.record_event(&s, "delivered", ts(at), &req()).unwrap();
         assert!(!r.recorded, "{at}: {r:?}");
-        assert_eq!(r.already_recorded, Some(T0 + DAY));
+        assert_eq!(r.already_recorded, Some(ts(T0 + DAY)));
         assert!(r.counted_for.is_empty() && r.not_counted_for.is_empty() && r.no_data.is_empty());
     }
     assert_eq!(
@@ -637,7 +638,7 @@ fn forget_shreds_everything_but_running_legal_obligations() {
         kept.legal_basis
     );
     let until = add_years(invoiced, 7);
-    assert_eq!(kept.until, Some(until));
+    assert_eq!(kept.until, Some(ts(until)));
 
     let check = |v: &Vault| {
         for (rt, rec, purpose) in [
@@ -648,7 +649,7 @@ fn forget_shreds_everything_but_running_legal_obligations() {
             let got = v.get(&s, rt).unwrap();
             assert_shredded(&got, &rec, purpose, rt);
             for (_, sh) in got.shredded_fields() {
-                assert_eq!(sh.at, forget_at);
+                assert_eq!(sh.at, ts(forget_at));
             }
         }
         for (rt, field, value) in [
@@ -777,7 +778,7 @@ fn forgotten_subject_refuses_writes_after_its_kept_data_was_read() {
 }
 
 fn clock_now(c: &MockClock) -> i64 {
-    vault_core::Clock::now(c)
+    vault_core::Clock::now(c).unix_seconds()
 }
 
 /// An invoice whose retention has not started (no `invoiced` event yet) is kept with no end date;
@@ -1163,7 +1164,7 @@ fn an_immutable_invoice_never_invoiced_goes_at_its_ceiling_after_forget() {
     let report = v.forget(&s, &req(), ForgetOptions::default()).unwrap();
     assert_eq!(report.kept.len(), 1, "{report:?}");
     assert_eq!(report.kept[0].purpose, "invoicing");
-    assert_eq!(report.kept[0].until, Some(ceiling));
+    assert_eq!(report.kept[0].until, Some(ts(ceiling)));
 
     let r = v.admin().expire(ts(ceiling - 1), &req()).unwrap();
     assert_eq!(r.total(), 0, "{r:?}");
@@ -1229,7 +1230,7 @@ fn waiting_for_anchor_lists_old_data_without_its_event() {
     clock.set(add_years(T0, 1) + 1);
     let r = v.admin().waiting_for_anchor(&year, 2).unwrap();
     assert_eq!(r.longer_than, "1y");
-    assert_eq!(r.now, add_years(T0, 1) + 1);
+    assert_eq!(r.now, ts(add_years(T0, 1) + 1));
     let names: Vec<&str> = r.purposes.keys().map(String::as_str).collect();
     assert_eq!(names, ["account", "invoicing"], "{r:?}");
     let inv = &r.purposes["invoicing"];
@@ -1242,7 +1243,7 @@ fn waiting_for_anchor_lists_old_data_without_its_event() {
         inv.without_expiry, 2,
         "no order recorded, so no ceiling either"
     );
-    assert_eq!(inv.oldest, T0);
+    assert_eq!(inv.oldest, ts(T0));
     let mut want = vec![never_invoiced, stale_event];
     want.sort();
     assert_eq!(inv.sample, want);

@@ -13,6 +13,9 @@ use vault_core::danger_faults::{
 use vault_core::{Engine, OpenError, Request, SubjectId, Vault, VaultOptions, VaultPaths};
 
 use crate::common::{numbered_address as address, numbered_customer as customer};
+use vault_core::admin::Admin;
+use vault_core::danger_test_hooks as engine;
+use vault_core::ForgetOptions;
 
 /// `common::fast_options` without an engine: a migrated vault is opened with whichever engine it names
 /// (so `KLUIS_TEST_ENGINE` does not apply here; each test names its engines).
@@ -394,7 +397,7 @@ fn a_record_that_does_not_read_back_fails_the_migrate_and_leaves_the_vault_on_it
         let mut b = WriteBatch::default();
         b.put(Table::Record, key, value);
         st.apply(b).unwrap();
-        st.admin().sync().unwrap();
+        st.sync().unwrap();
     }
     match migrate(root, Engine::Fjall) {
         Err(MigrateError::Verify {

@@ -37,10 +37,12 @@ use vault_core::{
     VaultPaths,
 };
 
+use crate::common::ts;
 use crate::common::SplitMix;
 use crate::common::{
     any_engine_options, creds, numbered_address, numbered_customer, pg_server, pg_target, PrivatePg,
 };
+use vault_core::ForgetOptions;
 
 const ENV_CHILD: &str = "KLUIS_MULTI_CHILD";
 const ENV_SCHEMA: &str = "KLUIS_MULTI_SCHEMA";
@@ -929,7 +931,6 @@ fn retirement_is_final(a: &mut Instance, b: &mut Instance, subjects: &[SubjectId
         );
     }
     let retired: Vec<u32> = a
-        .admin()
         .keks()
         .into_iter()
         .filter(|(_, state)| state != "Destroyed")
@@ -946,7 +947,7 @@ fn retirement_is_final(a: &mut Instance, b: &mut Instance, subjects: &[SubjectId
             "B after the retirement: {k}"
         );
     }
-    let b_keks: BTreeMap<u32, String> = b.admin().keks().into_iter().collect();
+    let b_keks: BTreeMap<u32, String> = b.keks().into_iter().collect();
     for id in &retired {
         assert_eq!(
             b_keks.get(id).map(String::as_str),
@@ -1108,7 +1109,7 @@ fn forget_checked(inst: &mut Instance, book: &Shared, s: &SubjectId) {
 }
 
 fn retire_live_keks(inst: &mut Instance, book: &Shared) {
-    for (id, state) in inst.admin().keks() {
+    for (id, state) in inst.keks() {
         if state == "Destroyed" {
             continue;
         }

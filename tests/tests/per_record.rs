@@ -10,6 +10,7 @@ use vault_core::admin::SchemaChangeError;
 use vault_core::danger_test_hooks::MockClock;
 use vault_core::gdpr::PurposeState;
 use vault_core::schema::Schema;
+use vault_core::ForgetOptions;
 use vault_core::{FieldState, LifecycleError, Record, RecordKey, Request, SubjectId, Vault};
 
 const DAY: i64 = 86_400;
@@ -270,7 +271,7 @@ fn record_events_persist_and_find_follows_each_records_key() {
     let again = v
         .record_event_for(&s, &order("42"), "delivered", ts(T0), &req())
         .unwrap();
-    assert_eq!(again.already_recorded, Some(T0));
+    assert_eq!(again.already_recorded, Some(ts(T0)));
     v.admin().expire(ts(T0 + 31 * DAY), &req()).unwrap();
     assert_eq!(street(&v, &s, order("42")), None);
     assert_eq!(street(&v, &s, order("43")).as_deref(), Some("Oudegracht"));

@@ -16,6 +16,7 @@ use vault_core::{
 };
 
 use crate::common::*;
+use vault_core::ForgetOptions;
 
 const JAN_EMAIL: &str = "jan.vanderberg@voorbeeld.nl";
 

@@ -16,6 +16,7 @@ use crate::common::*;
 use vault_core::admin::Rollback;
 use vault_core::danger_test_hooks::MockClock;
 use vault_core::danger_test_hooks::{Table, WriteBatch};
+use vault_core::ForgetOptions;
 use vault_core::{
     FieldState, OpenError, Record, RecordKey, Request, ShredReason, SubjectId, Vault, VaultPaths,
 };
@@ -424,7 +425,7 @@ fn cached_key_dies_with_its_kek() {
             self.0.apply(b)
         }
         fn sync(&self) -> Result<(), StorageError> {
-            self.0.admin().sync()
+            self.0.sync()
         }
     }
     type Shared = Arc<Box<dyn Store>>;

@@ -16,6 +16,7 @@ use vault_core::{
 };
 
 use crate::common::*;
+use vault_core::ForgetOptions;
 
 const DAY: i64 = 86_400;
 /// 2027-01-15T08:00:00Z.

@@ -7,7 +7,8 @@
 //! ciphertext into noise.
 //!
 //! ```
-//! use vault_core::{Credentials, KdfParams, Record, Schema, Vault, VaultOptions, VaultPaths};
+//! use vault_core::schema::Schema;
+//! use vault_core::{Credentials, KdfParams, Record, Vault, VaultOptions, VaultPaths};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;

@@ -50,8 +50,7 @@ use vault_core::danger_test_hooks::MockClock;
 use vault_core::danger_test_hooks::Mode as PgMode;
 use vault_core::danger_test_hooks::PgStore;
 use vault_core::{
-    engine::Engine, Credentials, Durability, KdfParams, Record, Request, SubjectId, Vault,
-    VaultPaths,
+    Credentials, Durability, Engine, KdfParams, Record, Request, SubjectId, Vault, VaultPaths,
 };
 
 /// Largest N at which `ops` also stores every customer the two-call way (a second kluis store).
@@ -685,7 +684,7 @@ fn ops(rep: &mut Report, place: &Place, n: u64, threads: usize, puts_only: bool)
     if threads == 1 {
         vault.admin().sync().unwrap();
         drop(vault);
-        let _ = plain.admin().sync(&dir.join("plain"));
+        let _ = plain.sync(&dir.join("plain"));
         let kd = at.join("kluis").vault_bytes();
         let pd = plain
             .size_on_disk()
@@ -748,7 +747,12 @@ fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn
         for (i, r) in &irec {
             vault.put(&subjects[*i as usize], "invoice", r).unwrap();
             vault
-                .record_event(&subjects[*i as usize], "invoiced", ts(T0), &req)
+                .record_event(
+                    &subjects[*i as usize],
+                    "invoiced",
+                    vault_core::Timestamp::from_unix_seconds(T0),
+                    &req,
+                )
                 .unwrap();
         }
     });
@@ -846,7 +850,11 @@ fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn
     let k = measure(f.len() as u64, || {
         par(&f, threads, |&i| {
             vault
-                .forget(&subjects[i as usize], &req, ForgetOptions::default())
+                .forget(
+                    &subjects[i as usize],
+                    &req,
+                    vault_core::ForgetOptions::default(),
+                )
                 .unwrap();
         })
     });
@@ -871,7 +879,12 @@ fn admin(rep: &mut Report, place: &Place, m: u64, threads: usize, sections: &dyn
     let now = T0 + 2 * 366 * DAY + 70 * DAY;
     let mut rep_x = None;
     let mut k = measure(0, || {
-        rep_x = Some(vault.admin().expire(ts(now), &req).unwrap());
+        rep_x = Some(
+            vault
+                .admin()
+                .expire(vault_core::Timestamp::from_unix_seconds(now), &req)
+                .unwrap(),
+        );
     });
     let x = rep_x.unwrap();
     k.ops = x.total();
@@ -924,7 +937,7 @@ fn durable(rep: &mut Report, root: &Path) {
     let p = measure(300, || {
         for i in 0..300 {
             plain.put(&pid(i), &customer(i)).unwrap();
-            plain.admin().sync(&pdir).unwrap();
+            plain.sync(&pdir).unwrap();
         }
     });
     drop(plain);
@@ -1071,10 +1084,10 @@ fn import(rep: &mut Report, root: &Path, m: u64) {
         for i in 0..m {
             plain.put(&pid(i), &customer(i)).unwrap();
             if i % 1000 == 999 {
-                plain.admin().sync(&pdir).unwrap();
+                plain.sync(&pdir).unwrap();
             }
         }
-        plain.admin().sync(&pdir).unwrap();
+        plain.sync(&pdir).unwrap();
     });
     rep.row(Row {
         section: "import",
@@ -1099,7 +1112,7 @@ fn import(rep: &mut Report, root: &Path, m: u64) {
     let pb = measure(m, || {
         for chunk in &rows {
             batched.put_many(chunk).unwrap();
-            batched.admin().sync(&bdir).unwrap();
+            batched.sync(&bdir).unwrap();
         }
     });
     rep.note(format!(

@@ -1,13 +1,13 @@
 //! Administrative key operations: data-key and blind-index rotation, backup, key-store export.
 //!
-//! - [`Vault::rotate_data_keys`] gives every live purpose of a subject a fresh data key (next
+//! - [`Admin::rotate_data_keys`](crate::admin::Admin::rotate_data_keys) gives every live purpose of a subject a fresh data key (next
 //!   generation) and re-encrypts that purpose's fields in every record of the subject, in one
 //!   atomic batch. It resets the key's usage counter (the remedy for [`WriteError::UsageLimit`]).
-//! - [`Vault::rotate_index`] replaces the blind-index root and rebuilds every record's tags and
+//! - [`Admin::rotate_index`](crate::admin::Admin::rotate_index) replaces the blind-index root and rebuilds every record's tags and
 //!   index rows from the decrypted values.
-//! - [`Vault::backup`] copies the data directory (never the key store or the erasure ledger beside
+//! - [`Admin::backup`](crate::admin::Admin::backup) copies the data directory (never the key store or the erasure ledger beside
 //!   it) consistently: its files (sled, redb), or its rows into a new store (fjall).
-//! - [`Vault::export_key_store`] writes a recovery copy of the key store, carrying the erasure
+//! - [`Admin::export_key_store`](crate::admin::Admin::export_key_store) writes a recovery copy of the key store, carrying the erasure
 //!   ledger's entries, sealed under separate credentials.
 
 pub use crate::error::AdminError;
@@ -44,7 +44,7 @@ impl AdminError {
     }
 }
 
-/// One slot's key change in [`Vault::rotate_data_keys`]: the old key (to open its fields) and the
+/// One slot's key change in [`Admin::rotate_data_keys`](crate::admin::Admin::rotate_data_keys): the old key (to open its fields) and the
 /// new generation, key and KEK (to seal them again and tag them).
 struct RotatedKey {
     old_generation: u32,
@@ -54,7 +54,7 @@ struct RotatedKey {
     kek_id: u32,
 }
 
-/// What [`Vault::backup`] copied.
+/// What [`Admin::backup`](crate::admin::Admin::backup) copied.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BackupReport {
     /// The backup directory.
@@ -459,7 +459,7 @@ impl Vault {
         Ok(report)
     }
 
-    /// The logical backup of [`Vault::backup`]: the rows into a new store of `engine` in `dest`,
+    /// The logical backup of [`Admin::backup`](crate::admin::Admin::backup): the rows into a new store of `engine` in `dest`,
     /// its `ENGINE` file, and every other file of the data directory but the lock file and the
     /// engines' own. The caller holds the audit-head lock (`head`).
     fn logical_backup(

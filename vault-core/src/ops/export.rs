@@ -3,7 +3,7 @@
 //! * [`Vault::export_subject`] gives a customer their own data (GDPR Art. 15, right of access, and
 //!   Art. 20, data portability): every field the vault can still read, and per purpose of the schema
 //!   its legal basis, recipients, retention rule and expiry, or when and why it was shredded.
-//! * [`Vault::processing_register`] renders the schema's purposes, legal bases, recipients and
+//! * [`Admin::processing_register`](crate::admin::Admin::processing_register) renders the schema's purposes, legal bases, recipients and
 //!   retention rules (the core of the Art. 30 record of processing activities, and of the shop's
 //!   privacy statement) as JSON or Markdown. It holds no customer data.
 //!
@@ -503,7 +503,7 @@ pub struct RegisterField {
 }
 
 impl ProcessingRegister {
-    /// The register of `schema` (also what [`Vault::processing_register`] returns for the schema in
+    /// The register of `schema` (also what [`Admin::processing_register`](crate::admin::Admin::processing_register) returns for the schema in
     /// force); usable without opening a vault.
     pub fn from_schema(schema: &Schema) -> Self {
         let purposes = schema
@@ -793,17 +793,32 @@ mod tests {
         let clock = Arc::new(MockClock::new(T0));
         let v = vault(dir.path(), clock.clone());
         let s = store_customer(&v);
-        v.record_event_for(&s, &RecordKey::new("address"), "delivered", T0, &req())
-            .unwrap();
+        v.record_event_for(
+            &s,
+            &RecordKey::new("address"),
+            "delivered",
+            crate::clock::Timestamp::from_unix_seconds(T0),
+            &req(),
+        )
+        .unwrap();
         let invoice = RecordKey::labelled("invoice", "2024-0042");
-        v.record_event_for(&s, &invoice, "invoiced", T0, &req())
-            .unwrap();
+        v.record_event_for(
+            &s,
+            &invoice,
+            "invoiced",
+            crate::clock::Timestamp::from_unix_seconds(T0),
+            &req(),
+        )
+        .unwrap();
         clock.advance(60);
 
         let e = v.export_subject(&s).unwrap();
         assert_eq!(e.subject, s);
-        assert_eq!(e.generated_at, T0 + 60);
-        assert_eq!(e.created_at, T0);
+        assert_eq!(
+            e.generated_at,
+            crate::clock::Timestamp::from_unix_seconds(T0 + 60)
+        );
+        assert_eq!(e.created_at, crate::clock::Timestamp::from_unix_seconds(T0));
         assert_eq!(e.forgotten_at, None);
         assert_eq!(e.hold, None);
         assert!(
@@ -818,7 +833,7 @@ mod tests {
                     r.record_type.as_str(),
                     r.label.as_str(),
                     r.event.as_str(),
-                    r.at,
+                    r.at.unix_seconds(),
                 )
             })
             .collect();
@@ -912,11 +927,23 @@ mod tests {
         let clock = Arc::new(MockClock::new(T0));
         let v = vault(dir.path(), clock.clone());
         let s = store_customer(&v);
-        v.record_event_for(&s, &RecordKey::new("address"), "delivered", T0, &req())
-            .unwrap();
+        v.record_event_for(
+            &s,
+            &RecordKey::new("address"),
+            "delivered",
+            crate::clock::Timestamp::from_unix_seconds(T0),
+            &req(),
+        )
+        .unwrap();
         let invoice = RecordKey::labelled("invoice", "2024-0042");
-        v.record_event_for(&s, &invoice, "invoiced", T0, &req())
-            .unwrap();
+        v.record_event_for(
+            &s,
+            &invoice,
+            "invoiced",
+            crate::clock::Timestamp::from_unix_seconds(T0),
+            &req(),
+        )
+        .unwrap();
 
         // Shipping expires 30 days after delivery.
         let expired_at = T0 + 31 * DAY;
@@ -928,13 +955,20 @@ mod tests {
         let forgotten_at = expired_at + DAY;
         clock.set(forgotten_at);
         let forget = v
-            .forget(&s, &Request::new("dpo", "Art. 17 request"), false)
+            .forget(
+                &s,
+                &Request::new("dpo", "Art. 17 request"),
+                crate::ForgetOptions::default(),
+            )
             .unwrap();
         assert_eq!(forget.shredded, ["account"]);
         assert_eq!(forget.kept.len(), 1);
 
         let e = v.export_subject(&s).unwrap();
-        assert_eq!(e.forgotten_at, Some(forgotten_at));
+        assert_eq!(
+            e.forgotten_at,
+            Some(crate::clock::Timestamp::from_unix_seconds(forgotten_at))
+        );
         assert_eq!(
             purpose(&e, "shipping").state,
             PurposeState::Shredded {
@@ -961,7 +995,7 @@ mod tests {
         assert!(customer
             .shredded
             .iter()
-            .all(|f| f.purpose == "account" && f.at == forgotten_at));
+            .all(|f| f.purpose == "account" && f.at.unix_seconds() == forgotten_at));
         assert!(customer.shredded.iter().any(|f| f.field == "email"));
 
         let address = record(&e, "address");
@@ -970,7 +1004,7 @@ mod tests {
         assert!(address
             .shredded
             .iter()
-            .all(|f| f.purpose == "shipping" && f.at == expired_at));
+            .all(|f| f.purpose == "shipping" && f.at.unix_seconds() == expired_at));
 
         let invoice = record(&e, "invoice");
         assert_eq!(invoice.fields.len(), 7);
@@ -1042,8 +1076,8 @@ mod tests {
         assert_eq!(
             e.hold,
             Some(HoldExport {
-                since: T0 + 10,
-                until: Some(T0 + 100 * DAY)
+                since: crate::clock::Timestamp::from_unix_seconds(T0 + 10),
+                until: Some(crate::clock::Timestamp::from_unix_seconds(T0 + 100 * DAY))
             })
         );
 

@@ -1295,8 +1295,12 @@ mod tests {
         batch.put(Table::Record, key, row);
         v.data.store.apply(batch).unwrap();
         let req = Request::new("dpo", "Art. 17");
-        assert!(v.forget_many(&subjects, &req, false).is_err());
-        assert!(v.forget(&subjects[1], &req, false).is_err());
+        assert!(v
+            .forget_many(&subjects, &req, ForgetOptions::default())
+            .is_err());
+        assert!(v
+            .forget(&subjects[1], &req, ForgetOptions::default())
+            .is_err());
         assert!(
             v.keys.ledger.entries().is_empty(),
             "ledger entries left behind"

@@ -1,6 +1,6 @@
 //! Moving a vault to another storage engine (`kluis migrate --to ENGINE`, issue 13).
 //!
-//! [`Vault::migrate`] copies every row of the data directory, as stored (ciphertexts, wrapped keys
+//! [`Admin::migrate`](crate::admin::Admin::migrate) copies every row of the data directory, as stored (ciphertexts, wrapped keys
 //! and MACs byte for byte; nothing is decrypted), into a new store of the target engine inside the
 //! same data directory, and makes it the vault's only once the copy is durable and compared equal.
 //! The order, and what a crash at each step leaves (docs/format.md, "Files and directories"):
@@ -29,7 +29,7 @@ use crate::storage::engine::{self, Engine};
 use crate::storage::locks::LockUnpoisoned;
 use crate::vault::{Vault, VaultOptions, VaultPaths};
 
-/// What [`Vault::migrate`] did. Counts and names only.
+/// What [`Admin::migrate`](crate::admin::Admin::migrate) did. Counts and names only.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MigrateReport {
     /// The engine the vault was in.

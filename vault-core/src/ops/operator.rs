@@ -85,7 +85,7 @@ impl Admin<'_> {
     }
 
     /// Audit entries in log order, filtered. Entries that do not decode are skipped (run
-    /// [`Vault::verify_audit`] to find them).
+    /// [`Admin::verify_audit`](crate::admin::Admin::verify_audit) to find them).
     pub fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StorageError> {
         self.vault.audit_entries(filter)
     }
@@ -97,7 +97,7 @@ impl Admin<'_> {
         self.vault.expire(now.unix_seconds(), req)
     }
 
-    /// Previews [`Vault::expire`] at `now`: which (subject, purpose) pairs are due, per purpose, and
+    /// Previews [`Admin::expire`](crate::admin::Admin::expire) at `now`: which (subject, purpose) pairs are due, per purpose, and
     /// how many are held. Read-only. (Epoch-KEK destruction is not previewed.)
     pub fn expire_preview(&self, now: Timestamp) -> Result<ExpirePreview, StorageError> {
         self.vault.expire_preview(now.unix_seconds())
@@ -105,7 +105,7 @@ impl Admin<'_> {
 
     /// Finds live data whose retention rule still waits for its anchor event (none recorded since
     /// the data key was made) and whose data key was made longer than `longer_than` ago: counts
-    /// per purpose and up to `sample` subject ids each (capped at [`MAX_WAITING_SAMPLE`]). Only
+    /// per purpose and up to `sample` subject ids each (capped at 1,000). Only
     /// `<period> after <event>` rules on events the shop records can wait: `none` and built-in
     /// events never do, and an `until <event>` rule's event is one whose absence is normal (a
     /// consent not withdrawn). Read-only; one scan of the subject table.
@@ -137,14 +137,14 @@ impl Admin<'_> {
     /// Gives every live purpose of `subject` a fresh data key (the next generation) and re-encrypts
     /// every sealed field of those purposes in every record of the subject. The slot keeps its
     /// `since`, `last_update` and expiry; the new key starts with a fresh usage count (which is how
-    /// a [`WriteError::UsageLimit`] is cleared). Shredded purposes are skipped. Everything —
+    /// a [`crate::WriteError::UsageLimit`] is cleared). Shredded purposes are skipped. Everything —
     /// subject entry, records and one `rotate_data_key` audit entry per purpose — is one atomic
     /// batch. Returns the number of purposes rotated.
     pub fn rotate_data_keys(&self, subject: &SubjectId, req: &Request) -> Result<u64, AdminError> {
         self.vault.rotate_data_keys(subject, req)
     }
 
-    /// [`Vault::rotate_data_keys`] for every subject. `progress` is called with the number of
+    /// [`Admin::rotate_data_keys`](crate::admin::Admin::rotate_data_keys) for every subject. `progress` is called with the number of
     /// purposes rotated so far after each chunk of subjects. Each subject is its own batch, so an
     /// interrupted run leaves every subject either rotated or not; rerunning rotates all again.
     pub fn rotate_all_data_keys(
@@ -248,7 +248,7 @@ impl Admin<'_> {
     /// directory's other files. Either way the backup opens as the vault did.
     ///
     /// **The key store and the erasure ledger are not copied** (they live in `keys/`): back them
-    /// up separately (see [`Vault::export_key_store`]), and never next to the data backups —
+    /// up separately (see [`Admin::export_key_store`](crate::admin::Admin::export_key_store)), and never next to the data backups —
     /// destroying keys is what makes erasure real, and a data backup restored later has every
     /// erasure since re-applied from the ledger when it is opened.
     pub fn backup(&self, dest: &Path) -> Result<BackupReport, AdminError> {

@@ -1,7 +1,7 @@
 //! Applying a new schema version without orphaning stored data.
 //!
-//! [`Vault::check_schema_change`] compares a new schema with the one in force and the data the
-//! vault holds; [`Vault::apply_schema`] does the same under the vault's write locks and, if the
+//! [`Admin::check_schema_change`](crate::admin::Admin::check_schema_change) compares a new schema with the one in force and the data the
+//! vault holds; [`Admin::apply_schema`](crate::admin::Admin::apply_schema) does the same under the vault's write locks and, if the
 //! change is safe, stores the new schema (audited) and puts it in force. Changes that would make
 //! stored data unreadable or unaccounted for are refused with one typed reason each; errors name
 //! record types, fields and purposes, never a stored value.
@@ -684,7 +684,13 @@ mod tests {
         let v = vault(dir.path());
         let s = store_customer(&v);
         let t0 = v.now() + 60;
-        v.record_event(&s, "last_order", t0, &req()).unwrap();
+        v.record_event(
+            &s,
+            "last_order",
+            crate::clock::Timestamp::from_unix_seconds(t0),
+            &req(),
+        )
+        .unwrap();
         let expiry = |v: &Vault| match v.load_subject(&s).unwrap().unwrap().slots.get("account") {
             Some(crate::format::subject::Slot::Live { expires, .. }) => expires.unwrap(),
             _ => panic!("account slot is live"),

@@ -67,7 +67,7 @@ impl ExpirePreview {
 pub const MAX_WAITING_SAMPLE: usize = 1000;
 
 /// Live data whose retention period still waits for its anchor event long after the data was
-/// written ([`Vault::waiting_for_anchor`]): a customer who never ordered, an invoice never marked
+/// written ([`Admin::waiting_for_anchor`](crate::admin::Admin::waiting_for_anchor)): a customer who never ordered, an invoice never marked
 /// `invoiced`. Often an event the shop forgot to record; without a ceiling such data is kept
 /// forever. Counts and subject ids only, never a value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -232,7 +232,7 @@ impl Vault {
     }
 }
 
-/// What [`Vault::verify_records`] found.
+/// What [`Admin::verify_records`](crate::admin::Admin::verify_records) found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
     /// Subjects scanned.

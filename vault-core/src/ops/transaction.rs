@@ -246,7 +246,7 @@ impl Vault {
     /// vault.transaction(jan, |tx| {
     ///     tx.put(order.clone(), &Record::new().with("street", "Kerkstraat 1"))?;
     ///     tx.update("customer", &Record::new().with("phone", "0612345678"))?;
-    ///     tx.record_event_for(&order, "ordered", 1_800_000_000)?;
+    ///     tx.record_event_for(&order, "ordered", Timestamp::from_unix_seconds(1_800_000_000))?;
     ///     Ok(())
     /// })
     /// # }

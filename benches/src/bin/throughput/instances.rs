@@ -273,7 +273,7 @@ impl Work {
             "get plain" => measure(n, || self.get(false)),
             "find kluis" | "find plain" => self.find(cmd == "find kluis"),
             "forget kluis" | "forget plain" => self.forget(cmd == "forget kluis"),
-            "expire kluis" => self.admin().expire(),
+            "expire kluis" => self.expire(),
             "peek" => self.peek(),
             "check" => self.check(),
             "expire plain" => {
@@ -381,7 +381,11 @@ impl Work {
             for &j in &f {
                 if kluis {
                     self.vault
-                        .forget(&self.subjects[j], &req, ForgetOptions::default())
+                        .forget(
+                            &self.subjects[j],
+                            &req,
+                            vault_core::ForgetOptions::default(),
+                        )
                         .unwrap();
                 } else {
                     self.plain.delete(&pid(self.mine[j])).unwrap();
@@ -396,7 +400,12 @@ impl Work {
         let req = Request::new("bench", "benchmark");
         let mut pairs = 0;
         let mut s = measure(0, || {
-            pairs = self.vault.admin().expire(ts(NOW), &req).unwrap().total()
+            pairs = self
+                .vault
+                .admin()
+                .expire(vault_core::Timestamp::from_unix_seconds(NOW), &req)
+                .unwrap()
+                .total()
         });
         s.ops = pairs;
         s
