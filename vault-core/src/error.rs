@@ -421,6 +421,32 @@ pub enum KeyFileError {
     },
 }
 
+/// Problems reading a passphrase file ([`crate::Passphrase::read_file`]). Never quotes the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PassphraseFileError {
+    /// Opening or reading it failed.
+    #[error("cannot read the passphrase file {path}: {kind}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        kind: std::io::ErrorKind,
+    },
+    /// Its first line is not UTF-8.
+    #[error("the passphrase file {path} is not UTF-8 text")]
+    NotUtf8 {
+        /// The path.
+        path: String,
+    },
+    /// Its first line is empty (an empty passphrase never opens a vault).
+    #[error("the passphrase file {path} is empty")]
+    Empty {
+        /// The path.
+        path: String,
+    },
+}
+
 /// Errors writing a record (`put`, `update`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -89,7 +89,8 @@ pub use vault::{DataLocation, Vault, VaultOptions, VaultPaths};
 // ---- Errors: one enum per operation, all convertible into `Error` ------------------------------
 pub use error::{
     Component, CreateError, DbProblem, DeleteError, Error, FindError, IntegrityError,
-    LifecycleError, OpenError, ReadError, StorageError, SubjectError, TransactionError, WriteError,
+    LifecycleError, OpenError, PassphraseFileError, ReadError, StorageError, SubjectError,
+    TransactionError, WriteError,
 };
 pub use ops::records::BatchError;
 

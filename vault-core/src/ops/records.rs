@@ -90,6 +90,17 @@ impl Vault {
         Ok(s)
     }
 
+    /// [`Vault::create_subject_with`] from any `serde::Serialize` value whose fields are the
+    /// record type's (as [`Vault::put_as`]).
+    pub fn create_subject_with_as<T: serde::Serialize + ?Sized>(
+        &self,
+        key: impl Into<RecordKey>,
+        value: &T,
+    ) -> Result<SubjectId, WriteError> {
+        let r = Record::from_serialize(value).map_err(|e| WriteError::Serde(e.to_string()))?;
+        self.create_subject_with(key, &r)
+    }
+
     /// Creates one new subject per row and stores the row's record as its first record (as
     /// [`Vault::create_subject_with`]), all rows in **one** atomic batch with all their audit
     /// entries (one `create_subject` entry per subject), applied once and waited on once (one
