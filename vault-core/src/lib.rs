@@ -84,6 +84,7 @@ pub use audit::{AuditEntry, AuditOp, AuditProblem, AuditReport};
 pub use clock::{Clock, MockClock, SystemClock};
 pub use credentials::{Credentials, KdfParams, KeyFile};
 pub use durability::Durability;
+pub use error::ErrorKind;
 pub use error::{
     Component, CopyError, CreateError, DbProblem, DeleteError, Error, FindError, IntegrityError,
     KdfError, KeyFileError, LedgerWitness, LifecycleError, MigrateError, OpError, OpenError,

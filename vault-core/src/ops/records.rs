@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::crypto::{AeadKey, IntegrityError};
 use crate::error::{
-    Component, DeleteError, FindError, ReadError, StorageError, SubjectError, WriteError,
+    Component, DeleteError, ErrorKind, FindError, ReadError, StorageError, SubjectError, WriteError,
 };
 use crate::format::aad::{self, FieldContext};
 use crate::format::audit::{AuditEntry, AuditOp};
@@ -40,6 +40,52 @@ pub enum BatchError {
         /// The failed sync.
         source: StorageError,
     },
+}
+
+impl BatchError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BatchError::NotStored(e) => e.kind(),
+            // Applied but perhaps not durable: an operator must check, not a blind retry.
+            BatchError::NotDurable { .. } => ErrorKind::StorageRefused,
+        }
+    }
+}
+
+#[cfg(test)]
+mod batch_error_kind {
+    use super::*;
+
+    #[test]
+    fn each_variant_has_its_kind() {
+        // An exhaustive match: a new variant does not compile until it is named here (and given a
+        // sample below).
+        let sample = |e: &BatchError| match e {
+            BatchError::NotStored(_) | BatchError::NotDurable { .. } => (),
+        };
+        let io = || StorageError::Io {
+            component: Component::DataStore,
+            kind: std::io::ErrorKind::Other,
+        };
+        let cases = [
+            (
+                BatchError::NotStored(WriteError::SubjectFull { limit: 1 }),
+                ErrorKind::Conflict,
+            ),
+            (
+                BatchError::NotDurable {
+                    rows: Vec::new(),
+                    source: io(),
+                },
+                ErrorKind::StorageRefused,
+            ),
+        ];
+        for (e, kind) in cases {
+            sample(&e);
+            assert_eq!(e.kind(), kind, "{e:?}");
+        }
+    }
 }
 
 /// Most index matches `find` returns.
