@@ -23,6 +23,25 @@ use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
 ///
 /// The kind is the same for an error and for the [`Error`] it converts into. Non-exhaustive: match
 /// with a last arm answering 500.
+///
+/// ```
+/// use vault_core::{ErrorKind, ReadError};
+///
+/// /// The status a shop's handler answers (and whether to add `Retry-After`).
+/// fn status(kind: ErrorKind) -> (u16, bool) {
+///     match kind {
+///         ErrorKind::NotFound => (404, false),
+///         ErrorKind::Gone => (410, false),
+///         ErrorKind::Conflict => (409, false),
+///         ErrorKind::InvalidInput => (422, false),
+///         ErrorKind::Retryable => (503, true),
+///         ErrorKind::WrongCredentials => (401, false),
+///         // StorageRefused, Integrity (alert!), and kinds added later.
+///         _ => (500, false),
+///     }
+/// }
+/// assert_eq!(status(ReadError::SubjectNotFound.kind()), (404, false));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
