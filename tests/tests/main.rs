@@ -24,6 +24,7 @@ mod crash;
 mod credentials;
 mod decoders;
 mod engines;
+mod error_kinds;
 mod faults;
 mod hostile;
 mod hygiene;

@@ -88,7 +88,7 @@ pub use vault::{DataLocation, Vault, VaultOptions, VaultPaths};
 
 // ---- Errors: one enum per operation, all convertible into `Error` ------------------------------
 pub use error::{
-    Component, CreateError, DbProblem, DeleteError, Error, FindError, IntegrityError,
+    Component, CreateError, DbProblem, DeleteError, Error, ErrorKind, FindError, IntegrityError,
     LifecycleError, OpenError, PassphraseFileError, ReadError, StorageError, SubjectError,
     TransactionError, WriteError,
 };
