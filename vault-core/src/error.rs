@@ -952,6 +952,9 @@ pub enum Error {
     /// Moving a vault to another storage engine.
     #[error(transparent)]
     Migrate(#[from] MigrateError),
+    /// Reading a passphrase file.
+    #[error(transparent)]
+    PassphraseFile(#[from] PassphraseFileError),
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -1262,6 +1265,7 @@ impl Error {
             Error::SchemaChange(e) => e.kind(),
             Error::Transaction(e) => e.kind(),
             Error::Migrate(e) => e.kind(),
+            Error::PassphraseFile(e) => e.kind(),
             Error::Storage(e) => e.kind(),
         }
     }
