@@ -2015,6 +2015,7 @@ mod kind_tests {
             Error::SchemaChange(_) => SchemaChangeError::PurposeInUse { purpose: s("p") }.into() => Conflict,
             Error::Transaction(_) => TransactionError::Aborted { index: 1 }.into() => Conflict,
             Error::Migrate(_) => MigrateError::NotADataDirectory.into() => InvalidInput,
+            Error::PassphraseFile(_) => PassphraseFileError::Empty { path: s("p") }.into() => WrongCredentials,
             Error::Storage(_) => StorageError::corrupted(Component::Audit, "bad").into() => Integrity,
         });
     }
