@@ -451,6 +451,16 @@ pub enum WriteError {
         /// When.
         at: i64,
     },
+    /// A purpose-bound handle (`Vault::scoped`) was given a field of a purpose it may not write.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not write"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
     /// `update` of a record that does not exist.
     #[error("no {record_type} record for this subject")]
     NotFound {
@@ -613,6 +623,22 @@ pub enum ReadError {
     /// Conversion into the shop's type failed.
     #[error("the record could not be converted: {0}")]
     Serde(String),
+    /// A purpose-bound handle (`Vault::scoped`) was asked for a field of a purpose it was not given.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not read"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
+    /// A purpose-bound handle was asked for a record type none of whose fields it may read.
+    #[error("no field of {record_type:?} is processed for a purpose this handle may read")]
+    NoFieldInScope {
+        /// The record type.
+        record_type: String,
+    },
 }
 
 impl From<StorageError> for ReadError {
@@ -653,6 +679,16 @@ pub enum DeleteError {
         /// The record type.
         record_type: String,
     },
+    /// A purpose-bound handle may delete only records whose every field is in its scope; this one has a field of another purpose.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not delete"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
     /// Storage failure: nothing was deleted.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -691,6 +727,16 @@ pub enum FindError {
     /// Storage failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A purpose-bound handle may search only by a field of a purpose it was given.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not search"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
 }
 
 /// Errors creating a subject.

@@ -116,3 +116,5 @@ pub use subject::ShredReason;
 pub use subject::SubjectId;
 pub use transaction::Transaction;
 pub use vault::{DataLocation, StoreWrapper, Vault, VaultOptions, VaultPaths};
+// Issue 15 (purpose-bound handles): for the e2e tests until the lead's lib.rs restructuring lands.
+pub use ops::scoped::{ScopeError, Scoped};

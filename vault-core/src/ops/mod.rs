@@ -18,5 +18,6 @@ pub mod migrate;
 pub mod records;
 pub(crate) mod retire;
 pub mod schema_change;
+pub mod scoped;
 pub mod stats;
 pub mod transaction;

@@ -42,6 +42,20 @@ pub enum BatchError {
     },
 }
 
+/// A record as the shop's own `Deserialize` type (`get_as`).
+pub(crate) fn into_shop_type<T: serde::de::DeserializeOwned>(r: &Record) -> Result<T, ReadError> {
+    r.deserialize()
+        // serde_json's messages quote the offending value: report only where it failed.
+        .map_err(|e| {
+            ReadError::Serde(format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
+}
+
 /// Most index matches `find` returns.
 pub const MAX_FIND_RESULTS: usize = 10_000;
 
@@ -264,20 +278,12 @@ impl Vault {
         subject: &SubjectId,
         key: impl Into<RecordKey>,
     ) -> Result<T, ReadError> {
-        self.get(subject, key)?
-            .deserialize()
-            // serde_json's messages quote the offending value: report only where it failed.
-            .map_err(|e| {
-                ReadError::Serde(format!(
-                    "{:?} error at line {} column {}",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ))
-            })
+        into_shop_type(&self.get(subject, key)?)
     }
 
-    fn read(
+    /// Reads the `key` record of `s`: every field, or only those in `only`. The one read path of
+    /// plain and purpose-bound reads (`ops/scoped.rs` chooses `only`).
+    pub(crate) fn read(
         &self,
         s: &SubjectId,
         key: &RecordKey,
