@@ -232,6 +232,27 @@ fn writes_outside_the_scope_are_refused_naming_field_and_purpose() {
         v.records_of(&s).unwrap(),
         [moved, RecordKey::from("customer")]
     );
+    // Writes through a handle are audited as its actor.
+    let filter = AuditFilter {
+        subject: Some(s),
+        ..Default::default()
+    };
+    let by: Vec<(String, String)> = v
+        .audit_entries(&filter)
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.op, AuditOp::Put | AuditOp::Update | AuditOp::Delete))
+        .map(|e| (e.op.to_string(), e.actor))
+        .collect();
+    let want = [
+        ("put", "application"),
+        ("put", "application"),
+        ("update", "customer-service"),
+        ("put", "warehouse"),
+        ("delete", "warehouse"),
+    ];
+    let by: Vec<(&str, &str)> = by.iter().map(|(o, a)| (o.as_str(), a.as_str())).collect();
+    assert_eq!(by, want);
     let e = warehouse
         .update(&s, "customer", &Record::new().with("first_name", "X"))
         .unwrap_err();
@@ -406,4 +427,55 @@ fn masks_that_do_not_fit_the_field_type_are_refused_at_schema_load() {
         let f = s.record_type("t").unwrap().field("f").unwrap();
         assert_eq!(f.mask.map(|m| m.as_str()), Some(mask));
     }
+}
+
+/// `kluis audit verify` accepts a log holding scoped reads, and `kluis audit show` lists them
+/// (op, actor, purposes) without a value.
+#[test]
+fn kluis_audit_verifies_and_shows_scoped_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("vault");
+    let v = vault(&root);
+    let s = customer(&v);
+    let h = v.scoped(&["account"], "customer-service").unwrap();
+    h.get(&s, "customer").unwrap();
+    h.get_masked(&s, "customer").unwrap();
+    drop(h);
+    drop(v);
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, format!("{}\n", crate::common::PASSPHRASE)).unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(crate::cli::kluis())
+            .arg("--danger-insecure-kdf-for-tests")
+            .arg("--vault")
+            .arg(&root)
+            .arg("--passphrase-file")
+            .arg(&pass)
+            .args(args)
+            .env_remove("KLUIS_VAULT")
+            .env_remove("KLUIS_PASSPHRASE_FILE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    assert!(run(&["audit", "verify"]).contains("intact"));
+    let shown = run(&["--json", "audit", "show", "--subject", &s.to_string()]);
+    assert_no_value("kluis audit show", &shown);
+    let ops: Vec<serde_json::Value> = shown
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reads: Vec<_> = ops
+        .iter()
+        .filter(|e| e["actor"] == "customer-service")
+        .map(|e| (e["op"].as_str().unwrap(), e["purpose"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reads, [("read", "account"), ("masked_read", "account")]);
 }

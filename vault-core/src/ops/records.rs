@@ -219,7 +219,7 @@ impl Vault {
         key: impl Into<RecordKey>,
         record: &Record,
     ) -> Result<(), WriteError> {
-        self.write(subject, &key.into(), record, Mode::Put)
+        self.write(subject, &key.into(), record, Mode::Put, &self.options.actor)
     }
 
     /// Stores the shop's own `Serialize` type as a record (see [`Record::from_serialize`]).
@@ -241,18 +241,26 @@ impl Vault {
         key: impl Into<RecordKey>,
         changes: &Record,
     ) -> Result<(), WriteError> {
-        self.write(subject, &key.into(), changes, Mode::Update)
+        self.write(
+            subject,
+            &key.into(),
+            changes,
+            Mode::Update,
+            &self.options.actor,
+        )
     }
 
-    /// `put` / `update`: a transaction of one operation.
-    fn write(
+    /// `put` / `update`: a transaction of one operation, audited as `actor`'s.
+    pub(crate) fn write(
         &self,
         s: &SubjectId,
         key: &RecordKey,
         record: &Record,
         mode: Mode,
+        actor: &str,
     ) -> Result<(), WriteError> {
         let mut tx = Transaction::new(self, *s, false);
+        tx.acting_as(actor);
         tx.write_op(key, record, mode)?;
         tx.commit_inner().map_err(|f| f.error)
     }
@@ -462,8 +470,19 @@ impl Vault {
         subject: &SubjectId,
         key: impl Into<RecordKey>,
     ) -> Result<(), DeleteError> {
+        self.delete_as(subject, &key.into(), &self.options.actor)
+    }
+
+    /// `delete`: a transaction of one operation, audited as `actor`'s.
+    pub(crate) fn delete_as(
+        &self,
+        subject: &SubjectId,
+        key: &RecordKey,
+        actor: &str,
+    ) -> Result<(), DeleteError> {
         let mut tx = Transaction::new(self, *subject, false);
-        tx.delete_op(&key.into())?;
+        tx.acting_as(actor);
+        tx.delete_op(key)?;
         tx.commit_inner().map_err(|f| f.into_delete_error())
     }
 

@@ -4,8 +4,9 @@
 //!
 //! Every call checks the fields it touches against the scope (schema only, no I/O) and then runs
 //! the vault's own operation: the row handling is `records.rs`'s and `transaction.rs`'s, never
-//! repeated here. Reads through a handle are audited (`read` / `masked_read` entries: subject,
-//! record, purposes, field count, actor; never a value), appended without waiting for an fsync.
+//! repeated here. Writes through a handle are audited as the handle's actor. Reads through it are
+//! audited too (`read` / `masked_read` entries: subject, record, purposes, field count, actor;
+//! never a value), appended without waiting for an fsync.
 
 use std::collections::BTreeSet;
 
@@ -17,6 +18,7 @@ use crate::format::record::Record;
 use crate::format::record_key::RecordKey;
 use crate::format::subject::SubjectId;
 use crate::ops::records::into_shop_type;
+use crate::ops::transaction::Mode;
 use crate::schema::{FieldDef, RecordType};
 use crate::storage::store::WriteBatch;
 use crate::vault::Vault;
@@ -79,7 +81,7 @@ outside_into!(ReadError, WriteError, DeleteError, FindError);
 
 impl Vault {
     /// A handle that reads and writes only the fields of `purposes` (see [`Scoped`]), on behalf
-    /// of `actor` (recorded in the audit entry of every read through it). Refuses a purpose the
+    /// of `actor` (recorded in the audit entry of every read and write through it). Refuses a purpose the
     /// schema does not declare.
     pub fn scoped(&self, purposes: &[&str], actor: &str) -> Result<Scoped<'_>, ScopeError> {
         if purposes.is_empty() {
@@ -202,7 +204,8 @@ impl<'v> Scoped<'v> {
         if let Some(o) = self.whole_type_outside(&key.record_type) {
             return Err(o.into());
         }
-        self.vault.put(subject, key, record)
+        self.vault
+            .write(subject, &key, record, Mode::Put, &self.actor)
     }
 
     /// Stores the shop's own `Serialize` type as a record (see [`Scoped::put`]).
@@ -228,7 +231,8 @@ impl<'v> Scoped<'v> {
         if let Some(o) = self.outside_among(&key.record_type, changes.field_names()) {
             return Err(o.into());
         }
-        self.vault.update(subject, key, changes)
+        self.vault
+            .write(subject, &key, changes, Mode::Update, &self.actor)
     }
 
     /// Deletes the `key` record of `subject` ([`Vault::delete`]). Only for record types whose
@@ -242,7 +246,7 @@ impl<'v> Scoped<'v> {
         if let Some(o) = self.whole_type_outside(&key.record_type) {
             return Err(o.into());
         }
-        self.vault.delete(subject, key)
+        self.vault.delete_as(subject, &key, &self.actor)
     }
 
     /// Subjects whose `record_type` record holds `value` in `field` ([`Vault::find`]); the field
