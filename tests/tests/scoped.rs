@@ -479,3 +479,33 @@ fn kluis_audit_verifies_and_shows_scoped_reads() {
         .collect();
     assert_eq!(reads, [("read", "account"), ("masked_read", "account")]);
 }
+
+/// One handle shared by threads: every read is audited, the chain stays whole.
+#[test]
+fn one_handle_serves_several_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let h = v.scoped(&["account"], "customer-service").unwrap();
+    std::thread::scope(|t| {
+        for _ in 0..4 {
+            t.spawn(|| {
+                for _ in 0..25 {
+                    assert_eq!(h.get_masked(&s, "customer").unwrap().len(), 6);
+                }
+            });
+        }
+    });
+    let filter = AuditFilter {
+        subject: Some(s),
+        ..Default::default()
+    };
+    let reads = v
+        .audit_entries(&filter)
+        .unwrap()
+        .iter()
+        .filter(|e| e.op == AuditOp::MaskedRead)
+        .count();
+    assert_eq!(reads, 100);
+    assert!(v.verify_audit().unwrap().is_intact());
+}
