@@ -175,7 +175,7 @@ fn vault_methods() -> Vec<String> {
         let text = std::fs::read_to_string(&f).unwrap();
         let mut in_vault = false;
         for l in text.lines() {
-            if l.starts_with("impl ") {
+            if l.starts_with("impl") {
                 in_vault = l.trim_end() == "impl Vault {";
             }
             if let Some(rest) = l.strip_prefix("    pub fn ").filter(|_| in_vault) {

@@ -39,6 +39,7 @@ mod per_record;
 mod postgres_cli;
 mod records;
 mod review;
+mod scoped;
 mod storage;
 mod tamper;
 mod transactions;

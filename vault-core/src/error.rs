@@ -20,6 +20,7 @@ use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
 /// | [`StorageRefused`](Self::StorageRefused) | 500 Internal Server Error | page an operator |
 /// | [`Integrity`](Self::Integrity) | 500 Internal Server Error | raise a security alert, restore from a backup |
 /// | [`WrongCredentials`](Self::WrongCredentials) | 401 Unauthorized, or 403 Forbidden | the operator's passphrase or key file is wrong |
+/// | [`Forbidden`](Self::Forbidden) | 403 Forbidden | nothing: a purpose-bound handle was asked for another purpose's data |
 ///
 /// The kind is the same for an error and for the [`Error`] it converts into. Non-exhaustive: match
 /// with a last arm answering 500.
@@ -36,6 +37,7 @@ use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
 ///         ErrorKind::InvalidInput => (422, false),
 ///         ErrorKind::Retryable => (503, true),
 ///         ErrorKind::WrongCredentials => (401, false),
+///         ErrorKind::Forbidden => (403, false),
 ///         // StorageRefused, Integrity (alert!), and kinds added later.
 ///         _ => (500, false),
 ///     }
@@ -71,6 +73,31 @@ pub enum ErrorKind {
     Integrity,
     /// The passphrase or key file does not open the vault (an operator's, never a customer's).
     WrongCredentials,
+    /// A purpose-bound handle ([`crate::Vault::scoped`]) was asked to read or write a field of a
+    /// purpose it was not given: the component asking may not have that data. (Not
+    /// `InvalidInput`: the request is well-formed, the caller lacks the right.)
+    Forbidden,
+}
+
+/// Making a purpose-bound handle ([`crate::Vault::scoped`]) was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScopeError {
+    /// The schema declares no purpose of this name.
+    #[error("unknown purpose {0:?}")]
+    UnknownPurpose(String),
+    /// No purpose was given: the handle could do nothing.
+    #[error("a scoped handle needs at least one purpose")]
+    NoPurposes,
+}
+
+impl ScopeError {
+    /// Always [`ErrorKind::InvalidInput`]: the handle's purposes are the caller's to fix.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ScopeError::UnknownPurpose(_) | ScopeError::NoPurposes => ErrorKind::InvalidInput,
+        }
+    }
 }
 
 /// The part of a vault a storage or integrity error concerns.
@@ -543,6 +570,16 @@ pub enum WriteError {
         /// When.
         at: i64,
     },
+    /// A purpose-bound handle (`Vault::scoped`) was given a field of a purpose it may not write.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not write"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
     /// `update` of a record that does not exist.
     #[error("no {record_type} record for this subject")]
     NotFound {
@@ -717,6 +754,22 @@ pub enum ReadError {
         /// Their purposes, sorted, without repeats.
         purposes: Vec<String>,
     },
+    /// A purpose-bound handle (`Vault::scoped`) was asked for a field of a purpose it was not given.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not read"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
+    /// A purpose-bound handle was asked for a record type none of whose fields it may read.
+    #[error("no field of {record_type:?} is processed for a purpose this handle may read")]
+    NoFieldInScope {
+        /// The record type.
+        record_type: String,
+    },
 }
 
 impl From<StorageError> for ReadError {
@@ -757,6 +810,16 @@ pub enum DeleteError {
         /// The record type.
         record_type: String,
     },
+    /// A purpose-bound handle may delete only records whose every field is in its scope; this one has a field of another purpose.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not delete"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
     /// Storage failure: nothing was deleted.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -795,6 +858,16 @@ pub enum FindError {
     /// Storage failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A purpose-bound handle may search only by a field of a purpose it was given.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not search"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
 }
 
 /// Errors creating a subject.
@@ -955,6 +1028,9 @@ pub enum Error {
     /// Reading a passphrase file.
     #[error(transparent)]
     PassphraseFile(#[from] PassphraseFileError),
+    /// Making a purpose-bound handle.
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -1266,6 +1342,7 @@ impl Error {
             Error::Transaction(e) => e.kind(),
             Error::Migrate(e) => e.kind(),
             Error::PassphraseFile(e) => e.kind(),
+            Error::Scope(e) => e.kind(),
             Error::Storage(e) => e.kind(),
         }
     }
@@ -1404,6 +1481,7 @@ impl WriteError {
             WriteError::Field(e) => e.kind(),
             WriteError::SubjectNotFound | WriteError::NotFound { .. } => ErrorKind::NotFound,
             WriteError::SubjectForgotten { .. } => ErrorKind::Gone,
+            WriteError::OutOfScope { .. } => ErrorKind::Forbidden,
             WriteError::Immutable { .. }
             | WriteError::NotUnique { .. }
             | WriteError::SubjectFull { .. } => ErrorKind::Conflict,
@@ -1453,6 +1531,7 @@ impl ReadError {
             ReadError::Integrity(e) => e.kind(),
             ReadError::Storage(e) => e.kind(),
             ReadError::Shredded { .. } => ErrorKind::Gone,
+            ReadError::OutOfScope { .. } | ReadError::NoFieldInScope { .. } => ErrorKind::Forbidden,
         }
     }
 }
@@ -1463,6 +1542,7 @@ impl DeleteError {
         match self {
             DeleteError::UnknownRecordType(_) => ErrorKind::InvalidInput,
             DeleteError::NotFound { .. } => ErrorKind::NotFound,
+            DeleteError::OutOfScope { .. } => ErrorKind::Forbidden,
             DeleteError::Immutable { .. } => ErrorKind::Conflict,
             DeleteError::Storage(e) => e.kind(),
             DeleteError::NotDurable(_) => ErrorKind::StorageRefused,
@@ -1477,6 +1557,7 @@ impl FindError {
             FindError::UnknownRecordType(_)
             | FindError::UnknownField { .. }
             | FindError::NotIndexed { .. } => ErrorKind::InvalidInput,
+            FindError::OutOfScope { .. } => ErrorKind::Forbidden,
             FindError::Field(e) => e.kind(),
             FindError::Storage(e) => e.kind(),
         }
@@ -1635,7 +1716,8 @@ impl SchemaError {
             | SchemaError::InvalidPurpose { .. }
             | SchemaError::UnknownPurpose { .. }
             | SchemaError::InvalidField { .. }
-            | SchemaError::NoFields { .. } => ErrorKind::InvalidInput,
+            | SchemaError::NoFields { .. }
+            | SchemaError::InvalidMask { .. } => ErrorKind::InvalidInput,
         }
     }
 }

@@ -79,6 +79,7 @@ pub use format::record_key::RecordKey;
 pub use format::subject::{ShredReason, SubjectId};
 pub use keys::credentials::{Credentials, KdfParams, KeyFile};
 pub use ops::lifecycle::{EventReport, ForgetOptions, ForgetReport, KeptPurpose, NotCounted};
+pub use ops::scoped::Scoped;
 pub use ops::transaction::Transaction;
 pub use storage::durability::Durability;
 #[cfg(feature = "engine-postgres")]
@@ -89,7 +90,7 @@ pub use vault::{DataLocation, Vault, VaultOptions, VaultPaths};
 // ---- Errors: one enum per operation, all convertible into `Error` ------------------------------
 pub use error::{
     Component, CreateError, DbProblem, DeleteError, Error, ErrorKind, FindError, IntegrityError,
-    LifecycleError, OpenError, PassphraseFileError, ReadError, StorageError, SubjectError,
+    LifecycleError, OpenError, PassphraseFileError, ReadError, ScopeError, StorageError, SubjectError,
     TransactionError, WriteError,
 };
 pub use ops::records::BatchError;
