@@ -851,6 +851,14 @@ pub enum Error {
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A call of the async facade (`AsyncVault`, feature `tokio`) did not finish on the blocking
+    /// pool: it panicked (it may or may not have been applied), or the runtime shut down before it
+    /// started (it was not applied).
+    #[error("{}", if *panicked { "the operation panicked on the blocking pool; it may or may not have been applied" } else { "the runtime shut down before the operation started; it was not applied" })]
+    Interrupted {
+        /// True if it panicked; false if it was cancelled before it started.
+        panicked: bool,
+    },
 }
 
 /// The operating system's random number generator failed.
