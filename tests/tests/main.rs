@@ -11,6 +11,7 @@
 mod common;
 
 mod aead_differential;
+mod async_facade;
 mod audit;
 mod backup;
 mod batch_import;
