@@ -12,6 +12,7 @@ mod common;
 
 mod aead_differential;
 mod api;
+mod async_facade;
 mod audit;
 mod backup;
 mod batch_import;

@@ -1034,6 +1034,14 @@ pub enum Error {
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A call of the async facade (`AsyncVault`, feature `tokio`) did not finish on the blocking
+    /// pool: it panicked (it may or may not have been applied), or the runtime shut down before it
+    /// started (it was not applied).
+    #[error("{}", if *panicked { "the operation panicked on the blocking pool; it may or may not have been applied" } else { "the runtime shut down before the operation started; it was not applied" })]
+    Interrupted {
+        /// True if it panicked; false if it was cancelled before it started.
+        panicked: bool,
+    },
 }
 
 /// The operating system's random number generator failed.
@@ -1343,6 +1351,10 @@ impl Error {
             Error::Migrate(e) => e.kind(),
             Error::PassphraseFile(e) => e.kind(),
             Error::Scope(e) => e.kind(),
+            // Nothing was applied: the runtime was shutting down.
+            Error::Interrupted { panicked: false } => ErrorKind::Retryable,
+            // It may or may not have been applied, and kluis code panicked: an operator must look.
+            Error::Interrupted { panicked: true } => ErrorKind::StorageRefused,
             Error::Storage(e) => e.kind(),
         }
     }
@@ -1901,6 +1913,7 @@ mod kind_tests {
         };
         kinds!(WriteError {
             WriteError::UnknownRecordType(_) => WriteError::UnknownRecordType(s("x")) => InvalidInput,
+            WriteError::OutOfScope { .. } => WriteError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
             WriteError::Record(_) => WriteError::Record(record) => InvalidInput,
             WriteError::Field(_) => WriteError::Field(field) => InvalidInput,
             WriteError::TooLarge { .. } => WriteError::TooLarge { len: 2, max: 1 } => InvalidInput,
@@ -1944,6 +1957,8 @@ mod kind_tests {
     fn read_delete_find_subject_and_rekey_errors() {
         kinds!(ReadError {
             ReadError::UnknownRecordType(_) => ReadError::UnknownRecordType(s("x")) => InvalidInput,
+            ReadError::OutOfScope { .. } => ReadError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
+            ReadError::NoFieldInScope { .. } => ReadError::NoFieldInScope { record_type: s("customer") } => Forbidden,
             ReadError::UnknownField { .. } => ReadError::UnknownField { record_type: s("customer"), field: s("x") } => InvalidInput,
             ReadError::SubjectNotFound => ReadError::SubjectNotFound => NotFound,
             ReadError::NotFound { .. } => ReadError::NotFound { record_type: s("customer") } => NotFound,
@@ -1954,6 +1969,7 @@ mod kind_tests {
         });
         kinds!(DeleteError {
             DeleteError::UnknownRecordType(_) => DeleteError::UnknownRecordType(s("x")) => InvalidInput,
+            DeleteError::OutOfScope { .. } => DeleteError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
             DeleteError::NotFound { .. } => DeleteError::NotFound { record_type: s("x") } => NotFound,
             DeleteError::Immutable { .. } => DeleteError::Immutable { record_type: s("invoice") } => Conflict,
             DeleteError::Storage(_) => DeleteError::Storage(io()) => StorageRefused,
@@ -1961,6 +1977,7 @@ mod kind_tests {
         });
         kinds!(FindError {
             FindError::UnknownRecordType(_) => FindError::UnknownRecordType(s("x")) => InvalidInput,
+            FindError::OutOfScope { .. } => FindError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
             FindError::UnknownField { .. } => FindError::UnknownField { record_type: s("c"), field: s("x") } => InvalidInput,
             FindError::NotIndexed { .. } => FindError::NotIndexed { record_type: s("c"), field: s("name") } => InvalidInput,
             FindError::Field(_) => FindError::Field(FieldError::Invalid { field: s("email"), reason: "r" }) => InvalidInput,
@@ -2049,6 +2066,7 @@ mod kind_tests {
             SchemaError::Toml { .. } => SchemaError::Toml { message: s("m") } => InvalidInput,
             SchemaError::TooLarge { .. } => SchemaError::TooLarge { len: 2, max: 1 } => InvalidInput,
             SchemaError::InvalidVersion => SchemaError::InvalidVersion => InvalidInput,
+            SchemaError::InvalidMask { .. } => SchemaError::InvalidMask { record_type: s("c"), field: s("f"), reason: s("r") } => InvalidInput,
             SchemaError::InvalidName { .. } => SchemaError::InvalidName { what: "field", name: s("X") } => InvalidInput,
             SchemaError::InvalidLegalBasis { .. } => SchemaError::InvalidLegalBasis { purpose: s("p"), value: s("v") } => InvalidInput,
             SchemaError::InvalidRetention { .. } => SchemaError::InvalidRetention { purpose: s("p"), reason: reason() } => InvalidInput,
@@ -2098,6 +2116,9 @@ mod kind_tests {
             Error::Transaction(_) => TransactionError::Aborted { index: 1 }.into() => Conflict,
             Error::Migrate(_) => MigrateError::NotADataDirectory.into() => InvalidInput,
             Error::PassphraseFile(_) => PassphraseFileError::Empty { path: s("p") }.into() => WrongCredentials,
+            Error::Scope(_) => ScopeError::NoPurposes.into() => InvalidInput,
+            Error::Interrupted { panicked: false } => Error::Interrupted { panicked: false } => Retryable,
+            Error::Interrupted { panicked: true } => Error::Interrupted { panicked: true } => StorageRefused,
             Error::Storage(_) => StorageError::corrupted(Component::Audit, "bad").into() => Integrity,
         });
     }

@@ -55,6 +55,8 @@
 // it (checked by `cargo test -p kluis-tests layers`; ARCHITECTURE.md, "Code map"). Every module is
 // private: the public surface is the re-exports below, one path per type (`tests/tests/api.rs`
 // keeps the count honest).
+#[cfg(feature = "tokio")]
+mod asynchronous; // 8: the async facade over `Vault` (feature `tokio`)
 mod clock; // 0: time
 mod crypto; // 2: AEAD, MAC, KDF, secrets, labels
 mod error; // 1: every error type
@@ -71,6 +73,8 @@ mod vault; // 6: the `Vault` state, opening and creating
 pub struct ReadmeDoctests;
 
 // ---- What a shop uses every day ----------------------------------------------------------------
+#[cfg(feature = "tokio")]
+pub use asynchronous::AsyncVault;
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use crypto::secret::Passphrase;
 pub use format::audit::{Actor, Request};
