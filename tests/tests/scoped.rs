@@ -1,8 +1,9 @@
 //! Purpose-bound handles (`Vault::scoped`), masks and the audit of scoped reads (issue 15).
 
+use vault_core::admin::{AuditFilter, AuditOp};
+use vault_core::schema::Schema;
 use vault_core::{
-    AuditFilter, AuditOp, DeleteError, FindError, ReadError, Record, RecordKey, Schema, ScopeError,
-    SubjectId, Vault, WriteError,
+    DeleteError, FindError, ReadError, Record, RecordKey, ScopeError, SubjectId, Vault, WriteError,
 };
 
 use crate::common::create_on;
@@ -88,7 +89,7 @@ const VALUES: &[&str] = &[
 ];
 
 fn vault(dir: &std::path::Path) -> Vault {
-    let clock = std::sync::Arc::new(vault_core::MockClock::new(1_800_000_000));
+    let clock = std::sync::Arc::new(vault_core::danger_test_hooks::MockClock::new(1_800_000_000));
     create_on(dir, Schema::from_toml(SCHEMA).unwrap(), &clock)
 }
 
@@ -238,6 +239,7 @@ fn writes_outside_the_scope_are_refused_naming_field_and_purpose() {
         ..Default::default()
     };
     let by: Vec<(String, String)> = v
+        .admin()
         .audit_entries(&filter)
         .unwrap()
         .into_iter()
@@ -340,7 +342,7 @@ fn a_scoped_read_is_audited_with_its_actor_and_no_value() {
         subject: Some(s),
         ..Default::default()
     };
-    let entries = v.audit_entries(&filter).unwrap();
+    let entries = v.admin().audit_entries(&filter).unwrap();
     let reads: Vec<_> = entries
         .iter()
         .filter(|e| matches!(e.op, AuditOp::Read | AuditOp::MaskedRead))
@@ -370,12 +372,15 @@ fn a_scoped_read_is_audited_with_its_actor_and_no_value() {
         assert_no_value("audit entry", &serde_json::to_string(e).unwrap());
         assert_no_value("audit entry", &format!("{e:?}"));
     }
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
     drop(account);
     drop(v);
     let v = crate::common::reopen(dir.path());
-    assert!(v.verify_audit().unwrap().is_intact());
-    assert_eq!(v.audit_entries(&filter).unwrap().len(), entries.len());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
+    assert_eq!(
+        v.admin().audit_entries(&filter).unwrap().len(),
+        entries.len()
+    );
 }
 
 #[test]
@@ -501,11 +506,12 @@ fn one_handle_serves_several_threads() {
         ..Default::default()
     };
     let reads = v
+        .admin()
         .audit_entries(&filter)
         .unwrap()
         .iter()
         .filter(|e| e.op == AuditOp::MaskedRead)
         .count();
     assert_eq!(reads, 100);
-    assert!(v.verify_audit().unwrap().is_intact());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
 }

@@ -80,7 +80,7 @@ pub enum ErrorKind {
 }
 
 /// Making a purpose-bound handle ([`crate::Vault::scoped`]) was refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScopeError {
     /// The schema declares no purpose of this name.

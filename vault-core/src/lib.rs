@@ -94,8 +94,8 @@ pub use vault::{DataLocation, Vault, VaultOptions, VaultPaths};
 // ---- Errors: one enum per operation, all convertible into `Error` ------------------------------
 pub use error::{
     Component, CreateError, DbProblem, DeleteError, Error, ErrorKind, FindError, IntegrityError,
-    LifecycleError, OpenError, PassphraseFileError, ReadError, ScopeError, StorageError, SubjectError,
-    TransactionError, WriteError,
+    LifecycleError, OpenError, PassphraseFileError, ReadError, ScopeError, StorageError,
+    SubjectError, TransactionError, WriteError,
 };
 pub use ops::records::BatchError;
 

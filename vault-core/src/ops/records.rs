@@ -312,7 +312,13 @@ impl Vault {
         key: impl Into<RecordKey>,
         record: &Record,
     ) -> Result<(), WriteError> {
-        self.write(subject, &key.into(), record, Mode::Put, self.options.actor.as_str())
+        self.write(
+            subject,
+            &key.into(),
+            record,
+            Mode::Put,
+            self.options.actor.as_str(),
+        )
     }
 
     /// Stores the shop's own `Serialize` type as a record (see [`Record::from_serialize`]).

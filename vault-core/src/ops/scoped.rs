@@ -23,7 +23,6 @@ use crate::schema::{FieldDef, RecordType};
 use crate::storage::store::WriteBatch;
 use crate::vault::Vault;
 
-
 /// A handle on a vault restricted to some purposes; see [`Vault::scoped`].
 ///
 /// Cheap to make per request (a borrow, the purpose names and the actor), `Send` and `Sync`.
