@@ -33,6 +33,7 @@ mod lifecycle;
 mod migrate;
 mod model;
 mod multi_instance;
+mod normalisation;
 mod per_record;
 mod postgres_cli;
 mod records;
