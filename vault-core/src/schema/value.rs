@@ -136,16 +136,54 @@ impl PhoneCountry {
     }
 
     /// `s` in E.164 (`+` and digits), if it is a possible number (a known country code and a
-    /// length its numbers can have). The parser's own temporary strings are not wiped; the result
-    /// is.
+    /// length its numbers can have) whose E.164 form reads back as itself. `s` holds only what
+    /// [`FieldDef::phone_chars_ok`] allows. The parser's own temporary strings are not wiped; the
+    /// result is.
+    ///
+    /// The parser is only ever given a leading `+` and digits, which keeps clear of its
+    /// separator quirks (it refuses `+316-1234-5678` as written). A number with a country code is parsed a second
+    /// time on its own, as `+<code>…`: given a default country, the parser strips that country's
+    /// trunk prefix from foreign numbers too (`+39 06 …`, Rome, would lose its 0 under `NL`).
     fn e164(self, s: &str) -> Option<Zeroizing<Vec<u8>>> {
-        let number = phonenumber::parse(Some(self.0), s).ok()?;
-        if !is_possible(&number) {
-            return None;
-        }
-        let formatted = number.format().mode(Mode::E164).to_string();
-        Some(Zeroizing::new(formatted.into_bytes()))
+        let digits: Zeroizing<String> =
+            Zeroizing::new(s.chars().filter(char::is_ascii_digit).collect());
+        let plus = |rest: &str| Zeroizing::new(format!("+{rest}"));
+        let international = if s.trim_start().starts_with('+') {
+            plus(&digits)
+        } else {
+            let number = phonenumber::parse(Some(self.0), digits.as_str()).ok()?;
+            match number.code().source() {
+                country::Source::Default => return checked_e164(&number),
+                country::Source::Number => plus(&digits),
+                country::Source::Idd => plus(self.strip_idd(&digits)?),
+                country::Source::Plus => return None,
+            }
+        };
+        let number = phonenumber::parse(None, international.as_str()).ok()?;
+        checked_e164(&number)
     }
+
+    /// `digits` without the international call prefix this country dials (`00` in most of
+    /// Europe), if they start with it.
+    fn strip_idd(self, digits: &str) -> Option<&str> {
+        let idd = DATABASE.by_id(self.as_str())?.international_prefix()?;
+        let m = idd.find(digits).filter(|m| m.start() == 0)?;
+        digits.get(m.end()..)
+    }
+}
+
+/// The E.164 form of `number` if it is possible and reads back as the same number: the parser
+/// keeps a national number's leading 0 in some odd spellings (`00010000` under `NL` gives
+/// `+31010000`, which reads back as `+3110000`). Such a value is no number anyone dials, and a
+/// stored form must index as itself, so it is refused.
+fn checked_e164(number: &PhoneNumber) -> Option<Zeroizing<Vec<u8>>> {
+    if !is_possible(number) {
+        return None;
+    }
+    let formatted = Zeroizing::new(number.format().mode(Mode::E164).to_string());
+    let again = phonenumber::parse(None, formatted.as_str()).ok()?;
+    let again = Zeroizing::new(again.format().mode(Mode::E164).to_string());
+    (again == formatted).then(|| Zeroizing::new(formatted.as_bytes().to_vec()))
 }
 
 /// The number types whose lengths make a number possible: libphonenumber's union for its

@@ -228,6 +228,14 @@ fn phone_with_a_country_is_e164() {
     assert_eq!(nl_index("+32 470 12 34 56"), b"+32470123456");
     assert_eq!(nl_index("0032 470 12 34 56"), b"+32470123456");
     assert_eq!(nl_index("+49 30 1234567"), b"+49301234567");
+    // A foreign number's leading 0 stays when it is part of the number (Italy), and goes when it
+    // is that country's trunk prefix, whatever NL does with a 0.
+    assert_eq!(nl_index("+39 06 1234 5678"), b"+390612345678");
+    assert_eq!(nl_index("0039 06 1234 5678"), b"+390612345678");
+    assert_eq!(nl_index("+44 (0)20 7946 0958"), b"+442079460958");
+    assert_eq!(nl_index("001 (202) 555-0147"), b"+12025550147");
+    // Separators anywhere, also right after the country code's digits.
+    assert_eq!(nl_index("+316-1234-5678"), b"+31612345678");
 }
 
 #[test]
@@ -237,6 +245,7 @@ fn phone_with_a_country_rejects_impossible_numbers() {
         "06-1234567890123",
         "+31 6 123",
         "+999 123456789",
+        "00010000",
         "06 1234 567a",
         "06+12345678",
         "++31612345678",
@@ -560,6 +569,21 @@ proptest! {
             prop_assert_eq!(&*d.index_form(&p), &*p);
         }
         let _ = d.index_form(s.as_bytes());
+    }
+
+    /// Any Dutch mobile number, in national, `+31` or `0031` form, with any separators, is stored
+    /// and indexed as the one E.164 form.
+    #[test]
+    fn dutch_mobiles_in_any_spelling(
+        digits in "[1-9][0-9]{7}",
+        prefix in prop::sample::select(vec!["06", "+31 6", "0031 6", "+31 (0)6", "+316"]),
+        sep in prop::sample::select(vec!["", " ", "-", "."]),
+    ) {
+        let typed = format!("{prefix}{sep}{}{sep}{}", &digits[..4], &digits[4..]);
+        let e164 = format!("+316{digits}");
+        let d = nl_phone();
+        prop_assert_eq!(&*d.encode(&json!(typed)).unwrap(), e164.as_bytes());
+        prop_assert_eq!(nl_index(&typed), e164.as_bytes());
     }
 
     #[test]
