@@ -210,3 +210,49 @@ fn datetimes_are_stored_in_utc_and_found_by_any_offset() {
     assert!(matches!(err, WriteError::Field(FieldError::Invalid { .. })));
     assert!(!format!("{err} {err:?}").contains("14:47"), "{err}");
 }
+
+/// On a unique phone field the check also says that values spelled differently before may now
+/// be one number held by several subjects (no schema change could settle that).
+#[test]
+fn a_country_change_on_a_unique_phone_field_warns_about_old_duplicates() {
+    let unique = |s: Schema| {
+        let text = s.source().replacen(
+            "type = \"phone\"\npurpose = \"account\"",
+            "type = \"phone\"\npurpose = \"account\"\nindex = \"unique\"",
+            1,
+        );
+        let text = text.replacen(
+            "\nindex = true\n\n# Data minimisation",
+            "\n\n# Data minimisation",
+            1,
+        );
+        Schema::from_toml(&text).expect("unique phone schema parses")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(vault_core::MockClock::new(1_765_000_000));
+    let v = create_on(dir.path(), unique(schema(1, false)), &clock);
+    assert!(
+        v.schema()
+            .record_type("customer")
+            .unwrap()
+            .field("phone")
+            .unwrap()
+            .unique
+    );
+    let jan = v.create_subject().unwrap();
+    v.put(
+        &jan,
+        "customer",
+        &customer("jan@voorbeeld.nl", "06-12345678"),
+    )
+    .unwrap();
+    let check = v.check_schema_change(&unique(schema(2, true))).unwrap();
+    assert!(
+        check
+            .warnings
+            .iter()
+            .any(|w| w.contains("customer.phone") && w.contains("several subjects")),
+        "{:?}",
+        check.warnings
+    );
+}
