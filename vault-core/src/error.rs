@@ -1729,7 +1729,8 @@ impl SchemaError {
             | SchemaError::UnknownPurpose { .. }
             | SchemaError::InvalidField { .. }
             | SchemaError::NoFields { .. }
-            | SchemaError::InvalidMask { .. } => ErrorKind::InvalidInput,
+            | SchemaError::InvalidMask { .. }
+            | SchemaError::InvalidCountry { .. } => ErrorKind::InvalidInput,
         }
     }
 }
@@ -2067,6 +2068,7 @@ mod kind_tests {
             SchemaError::TooLarge { .. } => SchemaError::TooLarge { len: 2, max: 1 } => InvalidInput,
             SchemaError::InvalidVersion => SchemaError::InvalidVersion => InvalidInput,
             SchemaError::InvalidMask { .. } => SchemaError::InvalidMask { record_type: s("c"), field: s("f"), reason: s("r") } => InvalidInput,
+            SchemaError::InvalidCountry { .. } => SchemaError::InvalidCountry { value: s("nl") } => InvalidInput,
             SchemaError::InvalidName { .. } => SchemaError::InvalidName { what: "field", name: s("X") } => InvalidInput,
             SchemaError::InvalidLegalBasis { .. } => SchemaError::InvalidLegalBasis { purpose: s("p"), value: s("v") } => InvalidInput,
             SchemaError::InvalidRetention { .. } => SchemaError::InvalidRetention { purpose: s("p"), reason: reason() } => InvalidInput,
