@@ -188,38 +188,25 @@ impl Vault {
         drop(ks);
         *self.schema.write_unpoisoned() = active;
         report.applied = true;
-        if report.reindex_needed {
-            self.reindex_after_change(&mut report);
-        }
+        // Both repairs run even when the other fails: each is idempotent and leaves the schema in
+        // force; the first failure is returned.
+        let reindexed = match report.reindex_needed {
+            true => self.retag_all_locked().map(Some),
+            false => Ok(None),
+        };
         if report.retention_changed {
             report.recomputed_subjects = self
                 .recompute_expiries()
                 .map_err(SchemaChangeError::ExpiryRecompute)?;
         }
+        report.reindexed_records = reindexed.map_err(SchemaChangeError::Reindex)?.unwrap_or(0);
         Ok(report)
     }
 
     /// Rebuilds every record's blind-index tags under the schema now in force, so values stored
-    /// under the old normalisation are found by the new one (and claimed by a unique field).
-    /// The schema is already in force, so a failure is reported, not returned: the fix is a
-    /// `rotate_index`, which recomputes every tag from the plaintext.
-    fn reindex_after_change(&self, report: &mut SchemaChangeReport) {
-        match self.retag_all_locked() {
-            Ok(n) => report.reindexed_records = n,
-            Err(e) => {
-                tracing::warn!(error = %e, "schema applied; rebuilding the blind index failed part-way");
-                report.warnings.push(
-                    "the new schema is in force, but rebuilding the blind index failed part-way: \
-                     records not reached are not found by their phone number until \
-                     `kluis rotate index` is run"
-                        .to_owned(),
-                );
-            }
-        }
-    }
-
-    /// [`Vault::rotate_index`]'s rebuild without its subject locks: the caller holds every stripe.
-    /// Returns the records whose tags changed.
+    /// under the old normalisation (a phone field's `default_country` changed) are found by the
+    /// new one and claimed by a unique field: `rotate_index`'s rebuild without its subject locks
+    /// (the caller holds every stripe). Returns the records whose tags changed.
     fn retag_all_locked(&self) -> Result<u64, WriteError> {
         let mut changed = 0;
         for row in self.data.rows.scan::<Subjects>(&*self.data.store, &[]) {
