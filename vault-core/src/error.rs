@@ -1315,6 +1315,20 @@ pub enum SchemaChangeError {
         /// The field.
         field: String,
     },
+    /// A unique phone field holds values and the schema changes its `default_country`: its
+    /// stored numbers would normalise differently, and two subjects who typed one number in two
+    /// ways would then both hold it (no schema change can settle which keeps it).
+    #[error(
+        "field `{record_type}.{field}` is unique and has stored values; changing default_country \
+         would normalise them differently and could give one number to several subjects: set \
+         default_country before storing values, or add a new unique field and fill it"
+    )]
+    UniqueRenormalised {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+    },
     /// The new schema was stored and is in force, but recomputing the stored expiries of its
     /// changed retention periods failed part-way (subjects not reached keep their old expiry
     /// until their next write or event).
@@ -1714,7 +1728,8 @@ impl SchemaChangeError {
             | SchemaChangeError::FieldKindChanged { .. }
             | SchemaChangeError::PurposeInUse { .. }
             | SchemaChangeError::ScopeChanged { .. }
-            | SchemaChangeError::UniqueOnStoredValues { .. } => ErrorKind::Conflict,
+            | SchemaChangeError::UniqueOnStoredValues { .. }
+            | SchemaChangeError::UniqueRenormalised { .. } => ErrorKind::Conflict,
             SchemaChangeError::ExpiryRecompute(e) | SchemaChangeError::Reindex(e) => e.kind(),
             SchemaChangeError::Storage(e) => e.kind(),
         }
@@ -2063,6 +2078,7 @@ mod kind_tests {
             SchemaChangeError::PurposeInUse { .. } => SchemaChangeError::PurposeInUse { purpose: s("account") } => Conflict,
             SchemaChangeError::ScopeChanged { .. } => SchemaChangeError::ScopeChanged { purpose: s("orders") } => Conflict,
             SchemaChangeError::UniqueOnStoredValues { .. } => { let (record_type, field) = field("email"); SchemaChangeError::UniqueOnStoredValues { record_type, field } } => Conflict,
+            SchemaChangeError::UniqueRenormalised { .. } => { let (record_type, field) = field("phone"); SchemaChangeError::UniqueRenormalised { record_type, field } } => Conflict,
             SchemaChangeError::ExpiryRecompute(_) => SchemaChangeError::ExpiryRecompute(WriteError::Storage(db(DbProblem::Unreachable))) => Retryable,
             SchemaChangeError::Reindex(_) => SchemaChangeError::Reindex(WriteError::Storage(io())) => StorageRefused,
             SchemaChangeError::Storage(_) => SchemaChangeError::Storage(io()) => StorageRefused,

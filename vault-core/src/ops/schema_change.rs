@@ -420,6 +420,14 @@ fn compare_field(
              new writes must fit"
         ));
     }
+    // A unique field's holders were settled under the old normalisation; under the new one two
+    // of them may hold one number, and nothing could decide which keeps it.
+    if nf.unique && f.unique && nf.country != f.country && sealed {
+        return Err(SchemaChangeError::UniqueRenormalised {
+            record_type: record_type.to_owned(),
+            field: f.name.clone(),
+        });
+    }
     if nf.index && f.index && nf.country != f.country && sealed {
         phone_country_changed(&name, f, nf, r);
     }
@@ -454,12 +462,6 @@ fn phone_country_changed(name: &str, f: &FieldDef, nf: &FieldDef, r: &mut Schema
         show(f),
         show(nf)
     ));
-    if nf.unique {
-        r.warnings.push(format!(
-            "field `{name}`: unique: values spelled differently before may turn out to be one \
-             number held by several subjects; they keep it, and a new claim of it is refused"
-        ));
-    }
 }
 
 /// Warnings of `new` (enumerable indexed fields, purposes without a ceiling) that `old` did not
