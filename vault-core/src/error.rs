@@ -17,9 +17,9 @@ use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
 /// | [`Conflict`](Self::Conflict) | 409 Conflict | nothing: the request is valid but the state refuses it |
 /// | [`InvalidInput`](Self::InvalidInput) | 400 Bad Request, or 422 for a well-formed body kluis refuses | fix the request (a bug, when the shop's own code built it) |
 /// | [`Retryable`](Self::Retryable) | 503 Service Unavailable with `Retry-After` | retry after a short wait |
-/// | [`StorageRefused`](Self::StorageRefused) | 500 Internal Server Error | page an operator |
+/// | [`StorageRefused`](Self::StorageRefused) | 500 Internal Server Error | page an operator (also a data key at its use limit: retrying does not help until its keys are rotated) |
 /// | [`Integrity`](Self::Integrity) | 500 Internal Server Error | raise a security alert, restore from a backup |
-/// | [`WrongCredentials`](Self::WrongCredentials) | 401 Unauthorized, or 403 Forbidden | the operator's passphrase or key file is wrong |
+/// | [`WrongCredentials`](Self::WrongCredentials) | 500 (or 503 while starting) — never 401 to a customer | page an operator: the vault's passphrase or key file is wrong (an operator's credentials, not the customer's) |
 /// | [`Forbidden`](Self::Forbidden) | 403 Forbidden | nothing: a purpose-bound handle was asked for another purpose's data |
 ///
 /// The kind is the same for an error and for the [`Error`] it converts into. Non-exhaustive: match
@@ -36,7 +36,6 @@ use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
 ///         ErrorKind::Conflict => (409, false),
 ///         ErrorKind::InvalidInput => (422, false),
 ///         ErrorKind::Retryable => (503, true),
-///         ErrorKind::WrongCredentials => (401, false),
 ///         ErrorKind::Forbidden => (403, false),
 ///         // StorageRefused, Integrity (alert!), and kinds added later.
 ///         _ => (500, false),
@@ -295,7 +294,7 @@ pub enum OpenError {
     /// The key store, or the schema stored in the data directory, is older than the other half of
     /// the vault has already seen: a backup of it was put back. Destroyed keys, an older erasure
     /// ledger or an older schema would come back, so the vault is not opened. A deliberate
-    /// disaster recovery goes through `Vault::danger_open_accepting_rollback` (`kluis recover`).
+    /// disaster recovery goes through `Admin::danger_open_accepting_rollback` (`kluis recover`).
     #[error("{0}; refusing to open (if this restore was deliberate, see `kluis recover --help`)")]
     RolledBack(Rollback),
     /// Storage failure or corruption.
@@ -1154,7 +1153,7 @@ pub enum CopyError {
     },
 }
 
-/// Errors of `Vault::migrate` (moving a vault's data directory to another storage engine).
+/// Errors of `Admin::migrate` (moving a vault's data directory to another storage engine).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrateError {
