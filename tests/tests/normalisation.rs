@@ -277,3 +277,40 @@ fn a_country_change_on_a_unique_phone_field_with_values_is_refused() {
         vec![jan]
     );
 }
+
+#[test]
+fn an_unfinished_phone_reindex_is_reported_until_rotate_index() {
+    use vault_core::danger_test_hooks::Table;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(vault_core::danger_test_hooks::MockClock::new(1_765_000_000));
+    let v = create_on(dir.path(), schema(1, false), &clock);
+    let jan = v.create_subject().unwrap();
+    v.put(
+        &jan,
+        "customer",
+        &customer("jan@voorbeeld.nl", "06-12345678"),
+    )
+    .unwrap();
+    let r = v.admin().apply_schema(schema(2, true), &req()).unwrap();
+    assert_eq!(r.reindexed_records, 1);
+    assert!(!v.admin().stats().unwrap().index_rebuild_pending);
+    drop(v);
+
+    // A crash during the rebuild leaves the marker the schema's own batch wrote.
+    let data = dir.path().join("data");
+    settle_engine(&data);
+    let mut marker = vec![Table::Meta as u8];
+    marker.extend_from_slice(b"reindex_pending");
+    let raw = open_raw(&data);
+    raw.insert(&marker, [1]);
+    drop(raw);
+    let v = reopen(dir.path());
+    assert!(v.admin().stats().unwrap().index_rebuild_pending);
+    // `rotate_index` rebuilds every tag, so it finishes the rebuild and clears the marker.
+    v.admin().rotate_index(&req(), &mut |_| {}).unwrap();
+    assert!(!v.admin().stats().unwrap().index_rebuild_pending);
+    assert_eq!(
+        v.find("customer", "phone", "+31 6 1234 5678").unwrap(),
+        vec![jan]
+    );
+}
