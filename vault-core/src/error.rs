@@ -564,10 +564,10 @@ pub enum WriteError {
     #[error("unknown subject")]
     SubjectNotFound,
     /// The subject was forgotten: no new personal data may be stored for it.
-    #[error("the subject was forgotten (at Unix time {at}); create a new subject for new data")]
+    #[error("the subject was forgotten (at {at}); create a new subject for new data")]
     SubjectForgotten {
         /// When.
-        at: i64,
+        at: crate::clock::Timestamp,
     },
     /// A purpose-bound handle (`Vault::scoped`) was given a field of a purpose it may not write.
     #[error(
@@ -910,24 +910,24 @@ pub enum LifecycleError {
     #[error("unknown subject")]
     SubjectNotFound,
     /// The subject was already forgotten.
-    #[error("the subject was already forgotten (at Unix time {at})")]
+    #[error("the subject was already forgotten (at {at})")]
     AlreadyForgotten {
         /// When.
-        at: i64,
+        at: crate::clock::Timestamp,
     },
     /// The subject was forgotten; its remaining data is only kept for a legal obligation.
-    #[error("the subject was forgotten (at Unix time {at}); no new events or holds")]
+    #[error("the subject was forgotten (at {at}); no new holds")]
     Forgotten {
         /// When.
-        at: i64,
+        at: crate::clock::Timestamp,
     },
     /// The subject is under legal hold.
-    #[error("the subject is under legal hold (since Unix time {since}); release it or override explicitly")]
+    #[error("the subject is under legal hold (since {since}); release it or override explicitly")]
     Held {
         /// Since when.
-        since: i64,
+        since: crate::clock::Timestamp,
         /// Until when, if set.
-        until: Option<i64>,
+        until: Option<crate::clock::Timestamp>,
     },
     /// `release` of a subject that is not held.
     #[error("the subject is not under legal hold")]
@@ -1941,7 +1941,7 @@ mod kind_tests {
             WriteError::Field(_) => WriteError::Field(field) => InvalidInput,
             WriteError::TooLarge { .. } => WriteError::TooLarge { len: 2, max: 1 } => InvalidInput,
             WriteError::SubjectNotFound => WriteError::SubjectNotFound => NotFound,
-            WriteError::SubjectForgotten { .. } => WriteError::SubjectForgotten { at: 1 } => Gone,
+            WriteError::SubjectForgotten { .. } => WriteError::SubjectForgotten { at: crate::clock::Timestamp::UNIX_EPOCH } => Gone,
             WriteError::NotFound { .. } => WriteError::NotFound { record_type: s("customer") } => NotFound,
             WriteError::Immutable { .. } => WriteError::Immutable { record_type: s("invoice") } => Conflict,
             WriteError::UsageLimit { .. } => WriteError::UsageLimit { purpose: s("account") } => StorageRefused,
@@ -1970,7 +1970,7 @@ mod kind_tests {
             source: Box::new(e),
         };
         kinds!(TransactionError {
-            TransactionError::Op { .. } => op(OpError::Write(WriteError::SubjectForgotten { at: 1 })) => Gone,
+            TransactionError::Op { .. } => op(OpError::Write(WriteError::SubjectForgotten { at: crate::clock::Timestamp::UNIX_EPOCH })) => Gone,
             TransactionError::Aborted { .. } => TransactionError::Aborted { index: 0 } => Conflict,
             TransactionError::Commit(_) => TransactionError::Commit(WriteError::Storage(db(DbProblem::Conflict))) => Retryable,
         });
@@ -2023,9 +2023,9 @@ mod kind_tests {
     fn lifecycle_errors() {
         kinds!(LifecycleError {
             LifecycleError::SubjectNotFound => LifecycleError::SubjectNotFound => NotFound,
-            LifecycleError::AlreadyForgotten { .. } => LifecycleError::AlreadyForgotten { at: 1 } => Conflict,
-            LifecycleError::Forgotten { .. } => LifecycleError::Forgotten { at: 1 } => Gone,
-            LifecycleError::Held { .. } => LifecycleError::Held { since: 1, until: None } => Conflict,
+            LifecycleError::AlreadyForgotten { .. } => LifecycleError::AlreadyForgotten { at: crate::clock::Timestamp::UNIX_EPOCH } => Conflict,
+            LifecycleError::Forgotten { .. } => LifecycleError::Forgotten { at: crate::clock::Timestamp::UNIX_EPOCH } => Gone,
+            LifecycleError::Held { .. } => LifecycleError::Held { since: crate::clock::Timestamp::UNIX_EPOCH, until: None } => Conflict,
             LifecycleError::NotHeld => LifecycleError::NotHeld => Conflict,
             LifecycleError::InvalidEvent { .. } => LifecycleError::InvalidEvent { event: s("Created") } => InvalidInput,
             LifecycleError::UnknownRecordType(_) => LifecycleError::UnknownRecordType(s("x")) => InvalidInput,
@@ -2129,14 +2129,14 @@ mod kind_tests {
         kinds!(Error {
             Error::Open(_) => OpenError::WrongCredentials.into() => WrongCredentials,
             Error::Create(_) => CreateError::NoCredentials.into() => InvalidInput,
-            Error::Write(_) => WriteError::SubjectForgotten { at: 1 }.into() => Gone,
+            Error::Write(_) => WriteError::SubjectForgotten { at: crate::clock::Timestamp::UNIX_EPOCH }.into() => Gone,
             Error::Read(_) => ReadError::SubjectNotFound.into() => NotFound,
             Error::Delete(_) => DeleteError::Immutable { record_type: s("invoice") }.into() => Conflict,
             Error::Find(_) => FindError::Storage(db(DbProblem::Conflict)).into() => Retryable,
             Error::Subject(_) => SubjectError::InvalidId.into() => InvalidInput,
             Error::Rekey(_) => RekeyError::Rng(RngError).into() => StorageRefused,
             Error::Schema(_) => SchemaError::InvalidVersion.into() => InvalidInput,
-            Error::Lifecycle(_) => LifecycleError::Forgotten { at: 1 }.into() => Gone,
+            Error::Lifecycle(_) => LifecycleError::Forgotten { at: crate::clock::Timestamp::UNIX_EPOCH }.into() => Gone,
             Error::Admin(_) => AdminError::Integrity(IntegrityError).into() => Integrity,
             Error::SchemaChange(_) => SchemaChangeError::PurposeInUse { purpose: s("p") }.into() => Conflict,
             Error::Transaction(_) => TransactionError::Aborted { index: 1 }.into() => Conflict,

@@ -131,10 +131,9 @@ fn last4(s: &str) -> Option<String> {
 /// The first letter, upper-cased, and a dot; nothing (`***`) for a value of one letter, whose
 /// initial would be all of it.
 fn initial(s: &str) -> Option<String> {
-    if s.chars().filter(|c| c.is_alphabetic()).nth(1).is_none() {
-        return None;
-    }
-    let c = s.chars().find(|c| c.is_alphabetic())?;
+    let mut letters = s.chars().filter(|c| c.is_alphabetic());
+    let c = letters.next()?;
+    letters.next()?;
     let mut out: String = c.to_uppercase().collect();
     out.push('.');
     Some(out)
