@@ -423,3 +423,54 @@ async fn a_slow_call_does_not_block_the_runtime() {
     ticker.abort();
     assert!(vault.subject_exists(&s).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_scoped_handle_reaches_only_its_purposes() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = VaultPaths::in_dir(dir.path());
+    let vault = AsyncVault::open_or_create(paths, creds(), webshop_schema(), fast_options())
+        .await
+        .unwrap();
+    let jan = vault
+        .create_subject_with(
+            "customer",
+            Record::new()
+                .with("first_name", "Jan")
+                .with("last_name", "Berg")
+                .with("email", "jan@voorbeeld.nl")
+                .with("phone", "0612345678"),
+        )
+        .await
+        .unwrap();
+    // Owned handles, as an axum component keeps them in its state.
+    let warehouse = vault.scoped(&["shipping"], "warehouse").unwrap();
+    let support = vault.scoped(&["account"], "customer-service").unwrap();
+    let order = RecordKey::labelled("address", "42");
+    let address = Record::new()
+        .with("recipient_name", "J. Berg")
+        .with("street", "Kerkstraat")
+        .with("house_number", "1")
+        .with("postcode", "3511 AB")
+        .with("city", "Utrecht")
+        .with("country", "NL");
+    let w = warehouse.clone();
+    let task = tokio::spawn(async move { w.put(&jan, order, address).await });
+    task.await.unwrap().unwrap();
+    let got = warehouse
+        .get(&jan, RecordKey::labelled("address", "42"))
+        .await
+        .unwrap();
+    assert_eq!(got.get_str("city"), Some("Utrecht"));
+    let e = warehouse.get(&jan, "customer").await.unwrap_err();
+    assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden, "{e}");
+    let masked = support.get_masked(&jan, "customer").await.unwrap();
+    assert_eq!(masked.get_str("email"), Some("j***@voorbeeld.nl"));
+    assert_eq!(
+        support
+            .find("customer", "email", " JAN@voorbeeld.nl")
+            .await
+            .unwrap(),
+        vec![jan]
+    );
+    assert!(vault.scoped(&["no-such-purpose"], "x").is_err());
+}

@@ -564,3 +564,34 @@ fn get_as_of_a_struct_needing_a_field_out_of_scope_names_it() {
     assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden);
     assert_no_value("the error", &format!("{e} {e:?}"));
 }
+
+#[test]
+fn the_warehouse_records_a_delivery_through_its_handle_only_for_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let shipping = v.scoped(&["shipping"], "warehouse").unwrap();
+    let at = vault_core::Timestamp::from_unix_seconds(1_800_000_100);
+    let address = RecordKey::new("address");
+    shipping
+        .record_event_for(&s, &address, "delivered", at, "parcel delivered")
+        .unwrap();
+    let entry = v
+        .admin()
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|e| e.op == AuditOp::Event)
+        .unwrap();
+    assert_eq!(entry.actor, "warehouse");
+    // The customer record holds no shipping field: the handle may not touch its events.
+    let e = shipping
+        .record_event_for(&s, &RecordKey::new("customer"), "delivered", at, "x")
+        .unwrap_err();
+    assert!(
+        matches!(e, vault_core::LifecycleError::OutOfScope { .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden);
+}

@@ -26,9 +26,9 @@ use crate::admin::Admin;
 use crate::gdpr::SubjectExport;
 use crate::schema::Schema;
 use crate::{
-    Credentials, Error, EventReport, ForgetOptions, ForgetReport, LifecycleError, Record,
-    RecordKey, Request, SubjectId, Timestamp, Transaction, TransactionError, Vault, VaultOptions,
-    VaultPaths,
+    Actor, Credentials, Error, EventReport, ForgetOptions, ForgetReport, LifecycleError, Record,
+    RecordKey, Request, ScopeError, SubjectId, Timestamp, Transaction, TransactionError, Vault,
+    VaultOptions, VaultPaths,
 };
 
 /// A [`Vault`] for async code: every call runs on tokio's blocking pool (see the module
@@ -84,6 +84,33 @@ impl AsyncVault {
         options: VaultOptions,
     ) -> Result<AsyncVault, Error> {
         blocking(move || Ok(Vault::open(&paths, &creds, options)?.into())).await
+    }
+
+    /// [`Vault::open_or_create`] on the blocking pool.
+    pub async fn open_or_create(
+        paths: VaultPaths,
+        creds: Credentials,
+        schema: Schema,
+        options: VaultOptions,
+    ) -> Result<AsyncVault, Error> {
+        blocking(move || Ok(Vault::open_or_create(&paths, &creds, schema, options)?.into())).await
+    }
+
+    /// A purpose-bound handle ([`Vault::scoped`]) that owns its share of the vault, so a
+    /// component keeps it (in axum state, a task) and never holds the whole vault. Refuses an
+    /// unknown purpose or none, as [`Vault::scoped`] does.
+    pub fn scoped(
+        &self,
+        purposes: &[&str],
+        actor: impl Into<Actor>,
+    ) -> Result<AsyncScoped, ScopeError> {
+        let actor = actor.into();
+        self.vault.scoped(purposes, actor.clone())?;
+        Ok(AsyncScoped {
+            vault: Arc::clone(&self.vault),
+            purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+            actor,
+        })
     }
 
     /// The synchronous [`Vault`], for the rare call that needs no I/O (e.g. [`Vault::schema`]).
@@ -150,6 +177,20 @@ impl AsyncVault {
     ) -> Result<SubjectId, Error> {
         let key = key.into();
         self.call(move |v| v.create_subject_with(key, &record))
+            .await
+    }
+
+    /// [`Vault::create_subject_with_as`].
+    pub async fn create_subject_with_as<T>(
+        &self,
+        key: impl Into<RecordKey>,
+        value: T,
+    ) -> Result<SubjectId, Error>
+    where
+        T: serde::Serialize + Send + 'static,
+    {
+        let key = key.into();
+        self.call(move |v| v.create_subject_with_as(key, &value))
             .await
     }
 
@@ -335,5 +376,147 @@ impl AsyncVault {
     {
         let s = *subject;
         self.call(move |v| v.transaction(&s, f)).await
+    }
+}
+
+/// A purpose-bound handle for async code ([`AsyncVault::scoped`]): the calls of [`Scoped`] as
+/// `async fn`s on the blocking pool. It holds the vault only to make its [`Scoped`] handle there,
+/// and exposes no way back to the whole vault. Cheap to clone.
+///
+/// [`Scoped`]: crate::Scoped
+#[derive(Clone)]
+pub struct AsyncScoped {
+    vault: Arc<Vault>,
+    purposes: Vec<String>,
+    actor: Actor,
+}
+
+impl std::fmt::Debug for AsyncScoped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncScoped")
+            .field("purposes", &self.purposes)
+            .field("actor", &self.actor)
+            .finish()
+    }
+}
+
+impl AsyncScoped {
+    /// Runs `f` on this handle's [`Scoped`](crate::Scoped) on the blocking pool.
+    async fn call<T, E, F>(&self, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&crate::Scoped<'_>) -> Result<T, E> + Send + 'static,
+        E: Into<Error>,
+        T: Send + 'static,
+    {
+        let (vault, purposes, actor) = (
+            Arc::clone(&self.vault),
+            self.purposes.clone(),
+            self.actor.clone(),
+        );
+        blocking(move || {
+            let names: Vec<&str> = purposes.iter().map(String::as_str).collect();
+            let handle = vault.scoped(&names, actor)?;
+            f(&handle).map_err(Into::into)
+        })
+        .await
+    }
+
+    /// [`Scoped::get`](crate::Scoped::get).
+    pub async fn get(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+    ) -> Result<Record, Error> {
+        let (s, k) = (*subject, key.into());
+        self.call(move |h| h.get(&s, k)).await
+    }
+
+    /// [`Scoped::get_as`](crate::Scoped::get_as).
+    pub async fn get_as<T>(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+    ) -> Result<T, Error>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let (s, k) = (*subject, key.into());
+        self.call(move |h| h.get_as::<T>(&s, k)).await
+    }
+
+    /// [`Scoped::get_masked`](crate::Scoped::get_masked).
+    pub async fn get_masked(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+    ) -> Result<Record, Error> {
+        let (s, k) = (*subject, key.into());
+        self.call(move |h| h.get_masked(&s, k)).await
+    }
+
+    /// [`Scoped::put`](crate::Scoped::put).
+    pub async fn put(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+        record: Record,
+    ) -> Result<(), Error> {
+        let (s, k) = (*subject, key.into());
+        self.call(move |h| h.put(&s, k, &record)).await
+    }
+
+    /// [`Scoped::put_as`](crate::Scoped::put_as).
+    pub async fn put_as<T>(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+        value: T,
+    ) -> Result<(), Error>
+    where
+        T: serde::Serialize + Send + 'static,
+    {
+        let (s, k) = (*subject, key.into());
+        self.call(move |h| h.put_as(&s, k, &value)).await
+    }
+
+    /// [`Scoped::update`](crate::Scoped::update).
+    pub async fn update(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+        changes: Record,
+    ) -> Result<(), Error> {
+        let (s, k) = (*subject, key.into());
+        self.call(move |h| h.update(&s, k, &changes)).await
+    }
+
+    /// [`Scoped::find`](crate::Scoped::find).
+    pub async fn find(
+        &self,
+        record_type: &str,
+        field: &str,
+        value: impl Into<serde_json::Value>,
+    ) -> Result<Vec<SubjectId>, Error> {
+        let (t, f, v) = (record_type.to_owned(), field.to_owned(), value.into());
+        self.call(move |h| h.find(&t, &f, v)).await
+    }
+
+    /// [`Scoped::record_event_for`](crate::Scoped::record_event_for).
+    pub async fn record_event_for(
+        &self,
+        subject: &SubjectId,
+        record: &RecordKey,
+        event: &str,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<EventReport, Error> {
+        let (s, r, e, why) = (
+            *subject,
+            record.clone(),
+            event.to_owned(),
+            reason.to_owned(),
+        );
+        self.call(move |h| h.record_event_for(&s, &r, &e, at, &why))
+            .await
     }
 }

@@ -929,6 +929,15 @@ pub enum LifecycleError {
         /// Until when, if set.
         until: Option<crate::clock::Timestamp>,
     },
+    /// A purpose-bound handle was asked to record an event for a record type none of whose
+    /// fields it may touch.
+    #[error("records of this type hold no field of a purpose this handle may use (field {field:?}, purpose {purpose:?})")]
+    OutOfScope {
+        /// A field of the record type.
+        field: String,
+        /// Its purpose, which the handle was not given.
+        purpose: String,
+    },
     /// `release` of a subject that is not held.
     #[error("the subject is not under legal hold")]
     NotHeld,
@@ -1634,6 +1643,7 @@ impl LifecycleError {
             | LifecycleError::TooManyEvents { .. }
             | LifecycleError::KekDestroyed { .. } => ErrorKind::Conflict,
             LifecycleError::Forgotten { .. } => ErrorKind::Gone,
+            LifecycleError::OutOfScope { .. } => ErrorKind::Forbidden,
             LifecycleError::InvalidEvent { .. }
             | LifecycleError::UnknownRecordType(_)
             | LifecycleError::InvalidLabel => ErrorKind::InvalidInput,
@@ -2026,6 +2036,7 @@ mod kind_tests {
             LifecycleError::AlreadyForgotten { .. } => LifecycleError::AlreadyForgotten { at: crate::clock::Timestamp::UNIX_EPOCH } => Conflict,
             LifecycleError::Forgotten { .. } => LifecycleError::Forgotten { at: crate::clock::Timestamp::UNIX_EPOCH } => Gone,
             LifecycleError::Held { .. } => LifecycleError::Held { since: crate::clock::Timestamp::UNIX_EPOCH, until: None } => Conflict,
+            LifecycleError::OutOfScope { .. } => LifecycleError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
             LifecycleError::NotHeld => LifecycleError::NotHeld => Conflict,
             LifecycleError::InvalidEvent { .. } => LifecycleError::InvalidEvent { event: s("Created") } => InvalidInput,
             LifecycleError::UnknownRecordType(_) => LifecycleError::UnknownRecordType(s("x")) => InvalidInput,

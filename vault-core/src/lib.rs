@@ -99,7 +99,7 @@ pub struct ReadmeDoctests;
 // ---- What a shop uses every day ----------------------------------------------------------------
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub use asynchronous::AsyncVault;
+pub use asynchronous::{AsyncScoped, AsyncVault};
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use crypto::secret::Passphrase;
 pub use format::audit::{Actor, Request};

@@ -12,11 +12,15 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::error::{DeleteError, FindError, ReadError, ScopeError, StorageError, WriteError};
-use crate::format::audit::{Actor, AuditEntry, AuditOp};
+use crate::clock::Timestamp;
+use crate::error::{
+    DeleteError, FindError, LifecycleError, ReadError, ScopeError, StorageError, WriteError,
+};
+use crate::format::audit::{Actor, AuditEntry, AuditOp, Request};
 use crate::format::record::Record;
 use crate::format::record_key::RecordKey;
 use crate::format::subject::SubjectId;
+use crate::ops::lifecycle::EventReport;
 use crate::ops::records::{into_shop_type, misses_field};
 use crate::ops::transaction::Mode;
 use crate::schema::{FieldDef, RecordType};
@@ -245,6 +249,31 @@ impl<'v> Scoped<'v> {
             return Err(o.into());
         }
         self.vault.delete_as(subject, &key, self.actor.as_str())
+    }
+
+    /// Records an anchor event for one record ([`Vault::record_event_for`]), e.g. the warehouse
+    /// marking order 42's parcel `delivered`, which starts its shipping address's retention.
+    /// The record's type must have a field in scope; audited as the handle's actor, for `reason`.
+    pub fn record_event_for(
+        &self,
+        subject: &SubjectId,
+        record: &RecordKey,
+        event: &str,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<EventReport, LifecycleError> {
+        if let Some(o) = self.outside_among(&record.record_type, std::iter::empty()) {
+            return Err(LifecycleError::OutOfScope {
+                field: o.field,
+                purpose: o.purpose,
+            });
+        }
+        let req = Request {
+            actor: self.actor.clone(),
+            reason: reason.to_owned(),
+        };
+        self.vault
+            .record_event_for(subject, record, event, at, &req)
     }
 
     /// Subjects whose `record_type` record holds `value` in `field` ([`Vault::find`]); the field

@@ -34,7 +34,7 @@ pub enum Mask {
 
 impl Mask {
     /// All masks.
-    pub const ALL: [Mask; 5] = [
+    pub const ALL: &'static [Mask] = &[
         Mask::Email,
         Mask::Last4,
         Mask::Initial,
@@ -55,7 +55,7 @@ impl Mask {
 
     /// Parses the schema spelling.
     pub fn from_name(name: &str) -> Option<Mask> {
-        Mask::ALL.into_iter().find(|m| m.as_str() == name)
+        Mask::ALL.iter().copied().find(|m| m.as_str() == name)
     }
 
     /// Whether the mask may be declared on a field of `kind` (checked at schema load: a rule
@@ -73,7 +73,8 @@ impl Mask {
     /// The kinds the mask fits, for error messages (schema spellings).
     pub fn kinds(self) -> Vec<&'static str> {
         FieldKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|k| self.fits(*k))
             .map(FieldKind::as_str)
             .collect()
@@ -192,7 +193,7 @@ mod tests {
         assert_eq!(m(Mask::Year, "85-07-04"), "***");
         assert_eq!(m(Mask::Year, "19é5-07-04"), "***");
         assert_eq!(m(Mask::Initial, "1234 !"), "***");
-        for mask in Mask::ALL {
+        for &mask in Mask::ALL {
             assert_eq!(mask.apply(&json!({"a": 1})), json!("***"));
             assert_eq!(mask.apply(&json!(12345678)), json!("***"));
             assert_eq!(m(mask, ""), "***");
@@ -215,9 +216,9 @@ mod tests {
         assert!(!Mask::Year.fits(FieldKind::Text));
         assert!(!Mask::Initial.fits(FieldKind::Bytes));
         assert!(!Mask::Last4.fits(FieldKind::Json));
-        assert!(FieldKind::ALL.into_iter().all(|k| Mask::Redact.fits(k)));
+        assert!(FieldKind::ALL.iter().copied().all(|k| Mask::Redact.fits(k)));
         assert_eq!(Mask::Last4.kinds(), ["text", "phone", "iban"]);
-        for mask in Mask::ALL {
+        for &mask in Mask::ALL {
             assert_eq!(Mask::from_name(mask.as_str()), Some(mask));
         }
         assert_eq!(Mask::from_name("Email"), None);
@@ -229,7 +230,7 @@ mod tests {
         /// letter, four digits.
         #[test]
         fn no_rule_panics_or_shows_more(s in "\\PC{0,40}") {
-            for mask in Mask::ALL {
+            for &mask in Mask::ALL {
                 let out = m(mask, &s);
                 let alnum = out.chars().filter(|c| c.is_alphanumeric()).count();
                 match mask {

@@ -25,7 +25,7 @@ pub enum LegalBasis {
 
 impl LegalBasis {
     /// All legal bases, in the order of Art. 6(1).
-    pub const ALL: [LegalBasis; 6] = [
+    pub const ALL: &'static [LegalBasis] = &[
         LegalBasis::Consent,
         LegalBasis::Contract,
         LegalBasis::LegalObligation,
@@ -48,7 +48,7 @@ impl LegalBasis {
 
     /// Parse the schema spelling (see [`LegalBasis::as_str`]).
     pub fn from_name(name: &str) -> Option<LegalBasis> {
-        LegalBasis::ALL.into_iter().find(|b| b.as_str() == name)
+        LegalBasis::ALL.iter().copied().find(|b| b.as_str() == name)
     }
 
     /// The article reference, e.g. `"Art. 6(1)(c)"`.
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn legal_basis_names_round_trip() {
-        for b in LegalBasis::ALL {
+        for &b in LegalBasis::ALL {
             assert_eq!(LegalBasis::from_name(b.as_str()), Some(b));
             assert!(b.to_string().contains(b.article()));
         }

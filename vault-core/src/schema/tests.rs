@@ -155,7 +155,7 @@ fn parses_webshop_example() {
 
 #[test]
 fn defaults_per_kind() {
-    for kind in FieldKind::ALL {
+    for &kind in FieldKind::ALL {
         let text = variant(
             "type = \"text\"\npurpose = \"shipping\"\nrequired = true\nmax_len = 200",
             &format!("type = \"{kind}\"\npurpose = \"shipping\""),
@@ -265,7 +265,7 @@ fn purpose_errors() {
     assert!(matches!(e, SchemaError::InvalidPurpose { .. }), "{e:?}");
     let e = err(&variant("\"PostNL (processor)\"", "\"\""));
     assert!(matches!(e, SchemaError::InvalidPurpose { .. }), "{e:?}");
-    for basis in LegalBasis::ALL {
+    for &basis in LegalBasis::ALL {
         let s = Schema::from_toml(&variant("\"contract\"", &format!("\"{}\"", basis.as_str())))
             .unwrap();
         assert_eq!(s.purpose("shipping").unwrap().legal_basis, basis);

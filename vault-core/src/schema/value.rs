@@ -41,7 +41,7 @@ pub enum FieldKind {
 
 impl FieldKind {
     /// All kinds.
-    pub const ALL: [FieldKind; 8] = [
+    pub const ALL: &'static [FieldKind] = &[
         FieldKind::Text,
         FieldKind::Email,
         FieldKind::Phone,
@@ -68,7 +68,7 @@ impl FieldKind {
 
     /// Parse the schema spelling.
     pub fn from_name(name: &str) -> Option<FieldKind> {
-        FieldKind::ALL.into_iter().find(|k| k.as_str() == name)
+        FieldKind::ALL.iter().copied().find(|k| k.as_str() == name)
     }
 
     /// `max_len` used when the schema gives none.
@@ -237,6 +237,7 @@ fn legacy_phone_form(plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
 
 /// A field of a record type, as declared under `[types.<type>.fields.<name>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FieldDef {
     /// Field name.
     pub name: String,

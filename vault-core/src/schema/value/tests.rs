@@ -51,7 +51,7 @@ fn index(kind: FieldKind, v: &str) -> Vec<u8> {
 
 #[test]
 fn kind_names() {
-    for k in FieldKind::ALL {
+    for &k in FieldKind::ALL {
         assert_eq!(FieldKind::from_name(k.as_str()), Some(k));
         assert_eq!(k.to_string(), k.as_str());
         assert!(k.default_max_len() >= k.min_max_len());
@@ -63,7 +63,7 @@ fn kind_names() {
 
 #[test]
 fn null_and_wrong_types() {
-    for k in FieldKind::ALL {
+    for &k in FieldKind::ALL {
         assert!(
             matches!(enc(k, Value::Null), Err(FieldError::WrongType { .. })),
             "{k}"
