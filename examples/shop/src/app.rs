@@ -1,0 +1,228 @@
+//! The HTTP routes. Every handler parses its input, runs its kluis calls on the blocking pool
+//! (`Vault` calls are synchronous: encryption, storage and fsync), and answers JSON; every failure
+//! goes through [`crate::error`].
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use vault_core::{ForgetOptions, RecordKey, Request, SubjectId, Timestamp};
+
+use crate::components::{Shop, ACCOUNT, PRIVACY_DESK, SUPPORT, WAREHOUSE};
+use crate::error::{AppError, Kind};
+use crate::model::{
+    Address, Customer, Delivered, Forgotten, Found, Lookup, MarketingConsent, Order, Ordered,
+    Registered, Registration,
+};
+
+/// The shop's routes on `shop`.
+pub fn router(shop: Arc<Shop>) -> Router {
+    Router::new()
+        .route("/customers", post(register))
+        .route("/customers/{id}", get(profile).delete(forget))
+        .route("/customers/{id}/masked", get(masked))
+        .route("/customers/{id}/export", get(export))
+        .route("/customers/{id}/orders", post(order))
+        .route("/customers/{id}/orders/{order}/delivered", post(delivered))
+        .route(
+            "/warehouse/orders/{customer}/{order}",
+            get(warehouse_address),
+        )
+        .route("/lookup", get(lookup))
+        .with_state(shop)
+}
+
+/// Runs `f` on the blocking pool (kluis calls block: encryption, storage, fsync).
+async fn blocking<T: Send + 'static>(
+    shop: Arc<Shop>,
+    f: impl FnOnce(&Shop) -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(move || f(&shop))
+        .await
+        .map_err(|_| AppError::Internal)?
+}
+
+/// A customer id from the path. One that is not even an id names no customer: 404.
+fn subject(id: &str) -> Result<SubjectId, AppError> {
+    id.parse()
+        .map_err(|_| AppError::new(Kind::NotFound, "unknown subject"))
+}
+
+/// Today's date, `YYYY-MM-DD` (UTC).
+fn today() -> String {
+    Timestamp::now().to_string().chars().take(10).collect()
+}
+
+async fn register(
+    State(shop): State<Arc<Shop>>,
+    body: Result<Json<Registration>, JsonRejection>,
+) -> Result<(StatusCode, Json<Registered>), AppError> {
+    let Json(registration) = body?;
+    let (customer, consent) = registration.split();
+    let id = blocking(shop, move |shop| {
+        // The subject, its customer record and its consent proof in one atomic batch: a refused
+        // e-mail (taken already: 409) leaves no half-registered customer behind.
+        let (id, ()) = shop.vault().create_subject_in_transaction(|tx| {
+            tx.put_as("customer", &customer)?;
+            if consent {
+                tx.put_as(
+                    "marketing_consent",
+                    &MarketingConsent {
+                        email: customer.email.clone(),
+                        consented_at: today(),
+                        consent_source: "registration form, newsletter checkbox".to_owned(),
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(id)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(Registered { id })))
+}
+
+async fn profile(
+    State(shop): State<Arc<Shop>>,
+    Path(id): Path<String>,
+) -> Result<Json<Customer>, AppError> {
+    let s = subject(&id)?;
+    let customer = blocking(shop, move |shop| {
+        shop.handle(&ACCOUNT)?.get_as::<Customer>(&s, "customer")
+    })
+    .await?;
+    Ok(Json(customer))
+}
+
+async fn masked(
+    State(shop): State<Arc<Shop>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let s = subject(&id)?;
+    let rec = blocking(shop, move |shop| {
+        shop.handle(&SUPPORT)?.get_masked(&s, "customer")
+    })
+    .await?;
+    Ok(Json(rec.to_json()))
+}
+
+async fn order(
+    State(shop): State<Arc<Shop>>,
+    Path(id): Path<String>,
+    body: Result<Json<Order>, JsonRejection>,
+) -> Result<(StatusCode, Json<Ordered>), AppError> {
+    let s = subject(&id)?;
+    let Json(order) = body?;
+    let answer = Ordered {
+        order: order.order_number.clone(),
+        invoice: order.invoice.invoice_number.clone(),
+    };
+    blocking(shop, move |shop| {
+        let address = RecordKey::labelled("address", &order.order_number);
+        let invoice = RecordKey::labelled("invoice", &order.invoice.invoice_number);
+        let now = Timestamp::now();
+        // One order, one atomic batch: its address (30 days after delivery), its invoice (7 years
+        // after `invoiced`, immutable: a second order with the same invoice number is 409) and
+        // the events that start their clocks.
+        shop.vault().transaction(&s, |tx| {
+            tx.put_as(address, &order.address)?;
+            tx.put_as(invoice.clone(), &order.invoice)?;
+            tx.record_event_for(&invoice, "invoiced", now)?;
+            tx.record_event("last_order", now)?;
+            Ok(())
+        })?;
+        Ok(())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+async fn delivered(
+    State(shop): State<Arc<Shop>>,
+    Path((id, order)): Path<(String, String)>,
+) -> Result<Json<Delivered>, AppError> {
+    let s = subject(&id)?;
+    blocking(shop, move |shop| {
+        let address = RecordKey::labelled("address", &order);
+        // The warehouse's own handle checks the order exists (404 otherwise) before the event.
+        shop.handle(&WAREHOUSE)?
+            .get_fields(&s, address.clone(), &["country"])?;
+        let now = Timestamp::now();
+        let report = shop.vault().record_event_for(
+            &s,
+            &address,
+            "delivered",
+            now,
+            &Request::new(WAREHOUSE.actor, "parcel delivered"),
+        )?;
+        Ok(Json(Delivered {
+            order,
+            delivered_at: now.to_string(),
+            counted_for: report.counted_for,
+        }))
+    })
+    .await
+}
+
+async fn warehouse_address(
+    State(shop): State<Arc<Shop>>,
+    Path((id, order)): Path<(String, String)>,
+) -> Result<Json<Address>, AppError> {
+    let s = subject(&id)?;
+    let address = blocking(shop, move |shop| {
+        shop.handle(&WAREHOUSE)?
+            .get_as::<Address>(&s, RecordKey::labelled("address", &order))
+    })
+    .await?;
+    Ok(Json(address))
+}
+
+async fn forget(
+    State(shop): State<Arc<Shop>>,
+    Path(id): Path<String>,
+) -> Result<Json<Forgotten>, AppError> {
+    let s = subject(&id)?;
+    let report = blocking(shop, move |shop| {
+        Ok(shop.vault().forget(
+            &s,
+            &Request::new(PRIVACY_DESK, "Art. 17 request"),
+            ForgetOptions::new(),
+        )?)
+    })
+    .await?;
+    Ok(Json(report.into()))
+}
+
+async fn export(
+    State(shop): State<Arc<Shop>>,
+    Path(id): Path<String>,
+) -> Result<Json<vault_core::gdpr::SubjectExport>, AppError> {
+    let s = subject(&id)?;
+    let export = blocking(shop, move |shop| Ok(shop.vault().export_subject(&s)?)).await?;
+    Ok(Json(export))
+}
+
+async fn lookup(
+    State(shop): State<Arc<Shop>>,
+    query: Result<Query<Lookup>, QueryRejection>,
+) -> Result<Json<Found>, AppError> {
+    let Query(q) = query?;
+    let (field, value) = match (q.email, q.phone) {
+        (Some(e), None) => ("email", e),
+        (None, Some(p)) => ("phone", p),
+        _ => {
+            return Err(AppError::Request {
+                status: StatusCode::BAD_REQUEST,
+                message: "give exactly one of email and phone",
+            })
+        }
+    };
+    let customers = blocking(shop, move |shop| {
+        shop.handle(&SUPPORT)?.find("customer", field, &value)
+    })
+    .await?;
+    Ok(Json(Found { customers }))
+}
