@@ -11,6 +11,7 @@
 mod common;
 
 mod aead_differential;
+mod api;
 mod audit;
 mod backup;
 mod batch_import;
@@ -23,6 +24,7 @@ mod crash;
 mod credentials;
 mod decoders;
 mod engines;
+mod error_kinds;
 mod faults;
 mod hostile;
 mod hygiene;

@@ -5,7 +5,73 @@
 
 use std::fmt;
 
-use crate::schema::{FieldError, RecordError, SchemaError};
+use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
+
+/// What kind of failure an error is, for a caller that answers it (an HTTP status, a retry, an
+/// alert) in one match: every kluis error has a [`kind`](Error::kind).
+///
+/// | Kind | HTTP status a shop should answer | What the shop should do |
+/// |------|------|------|
+/// | [`NotFound`](Self::NotFound) | 404 Not Found | nothing: no such subject, record or key |
+/// | [`Gone`](Self::Gone) | 410 Gone | nothing: the data was shredded or the subject forgotten, for good |
+/// | [`Conflict`](Self::Conflict) | 409 Conflict | nothing: the request is valid but the state refuses it |
+/// | [`InvalidInput`](Self::InvalidInput) | 400 Bad Request, or 422 for a well-formed body kluis refuses | fix the request (a bug, when the shop's own code built it) |
+/// | [`Retryable`](Self::Retryable) | 503 Service Unavailable with `Retry-After` | retry after a short wait |
+/// | [`StorageRefused`](Self::StorageRefused) | 500 Internal Server Error | page an operator |
+/// | [`Integrity`](Self::Integrity) | 500 Internal Server Error | raise a security alert, restore from a backup |
+/// | [`WrongCredentials`](Self::WrongCredentials) | 401 Unauthorized, or 403 Forbidden | the operator's passphrase or key file is wrong |
+///
+/// The kind is the same for an error and for the [`Error`] it converts into. Non-exhaustive: match
+/// with a last arm answering 500.
+///
+/// ```
+/// use vault_core::{ErrorKind, ReadError};
+///
+/// /// The status a shop's handler answers (and whether to add `Retry-After`).
+/// fn status(kind: ErrorKind) -> (u16, bool) {
+///     match kind {
+///         ErrorKind::NotFound => (404, false),
+///         ErrorKind::Gone => (410, false),
+///         ErrorKind::Conflict => (409, false),
+///         ErrorKind::InvalidInput => (422, false),
+///         ErrorKind::Retryable => (503, true),
+///         ErrorKind::WrongCredentials => (401, false),
+///         // StorageRefused, Integrity (alert!), and kinds added later.
+///         _ => (500, false),
+///     }
+/// }
+/// assert_eq!(status(ReadError::SubjectNotFound.kind()), (404, false));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No such subject, record, record of that type, or key-encryption key.
+    NotFound,
+    /// The data asked for was shredded (its retention ended, or the subject was forgotten): it
+    /// is gone for good, and a forgotten subject takes no new data.
+    Gone,
+    /// The request is valid but the current state refuses it: an immutable record, a unique value
+    /// another subject holds, a legal hold, a subject already forgotten, something already there.
+    Conflict,
+    /// The call itself is refused: unknown record type, field, purpose or event; a value of the
+    /// wrong type, too long or invalid; a record too large; a schema that does not validate or
+    /// does not fit the stored data; options out of range.
+    InvalidInput,
+    /// A transient condition: the vault is held by another process, or the database aborted the
+    /// operation for a concurrent one or could not be reached. Retrying after a wait may succeed
+    /// (a write that was "not confirmed" should be checked first, see [`StorageError::Database`]).
+    Retryable,
+    /// The storage or its environment refused the operation and an operator must look: I/O
+    /// errors, a full disk, permissions, a database that refused, the OS random number generator,
+    /// a data directory that is not a vault or not of this build, a change applied but not made
+    /// durable, a data key that reached its use limit (until `rotate_subject_keys`).
+    StorageRefused,
+    /// Stored data is corrupted, was tampered with, or was rolled back to an older copy, or a
+    /// value did not authenticate: answer 500, raise an alert, and do not retry.
+    Integrity,
+    /// The passphrase or key file does not open the vault (an operator's, never a customer's).
+    WrongCredentials,
+}
 
 /// The part of a vault a storage or integrity error concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,6 +487,32 @@ pub enum KeyFileError {
     },
 }
 
+/// Problems reading a passphrase file ([`crate::Passphrase::read_file`]). Never quotes the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PassphraseFileError {
+    /// Opening or reading it failed.
+    #[error("cannot read the passphrase file {path}: {kind}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        kind: std::io::ErrorKind,
+    },
+    /// Its first line is not UTF-8.
+    #[error("the passphrase file {path} is not UTF-8 text")]
+    NotUtf8 {
+        /// The path.
+        path: String,
+    },
+    /// Its first line is empty (an empty passphrase never opens a vault).
+    #[error("the passphrase file {path} is empty")]
+    Empty {
+        /// The path.
+        path: String,
+    },
+}
+
 /// Errors writing a record (`put`, `update`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -613,6 +705,18 @@ pub enum ReadError {
     /// Conversion into the shop's type failed.
     #[error("the record could not be converted: {0}")]
     Serde(String),
+    /// `get_as` could not build the shop's type because fields it needs were shredded (their
+    /// purposes expired or the subject was forgotten), or nothing of the record is left: the data
+    /// is gone for good. `Vault::get` reads what is left.
+    #[error("the {record_type} record cannot be read whole: fields {fields:?} were shredded (purposes {purposes:?}); their data is gone")]
+    Shredded {
+        /// The record type.
+        record_type: String,
+        /// The shredded fields of the record, sorted.
+        fields: Vec<String>,
+        /// Their purposes, sorted, without repeats.
+        purposes: Vec<String>,
+    },
 }
 
 impl From<StorageError> for ReadError {
@@ -848,6 +952,9 @@ pub enum Error {
     /// Moving a vault to another storage engine.
     #[error(transparent)]
     Migrate(#[from] MigrateError),
+    /// Reading a passphrase file.
+    #[error(transparent)]
+    PassphraseFile(#[from] PassphraseFileError),
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -1135,4 +1242,796 @@ pub enum SchemaChangeError {
     /// Storage failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+// What kind each error is. Every match below is exhaustive, with no wildcard arm: a new variant
+// does not compile until someone decides its kind.
+
+impl Error {
+    /// What kind of failure this is (see [`ErrorKind`] for the HTTP status to answer).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Open(e) => e.kind(),
+            Error::Create(e) => e.kind(),
+            Error::Write(e) => e.kind(),
+            Error::Read(e) => e.kind(),
+            Error::Delete(e) => e.kind(),
+            Error::Find(e) => e.kind(),
+            Error::Subject(e) => e.kind(),
+            Error::Rekey(e) => e.kind(),
+            Error::Schema(e) => e.kind(),
+            Error::Lifecycle(e) => e.kind(),
+            Error::Admin(e) => e.kind(),
+            Error::SchemaChange(e) => e.kind(),
+            Error::Transaction(e) => e.kind(),
+            Error::Migrate(e) => e.kind(),
+            Error::PassphraseFile(e) => e.kind(),
+            Error::Storage(e) => e.kind(),
+        }
+    }
+}
+
+impl StorageError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // A full disk is not retried on a timer: space must be freed, and a retry of a
+            // write that was "not confirmed" could apply it twice.
+            StorageError::Io { .. } | StorageError::DiskFull { .. } => ErrorKind::StorageRefused,
+            StorageError::Corrupted { .. } => ErrorKind::Integrity,
+            StorageError::Database { problem, .. } => problem.kind(),
+        }
+    }
+}
+
+impl DbProblem {
+    /// What kind of failure a database failure of this kind is (see [`ErrorKind`]).
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            DbProblem::Unreachable | DbProblem::Conflict => ErrorKind::Retryable,
+            DbProblem::Refused => ErrorKind::StorageRefused,
+        }
+    }
+}
+
+impl OpenError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            OpenError::WrongCredentials | OpenError::WrongFactors { .. } => {
+                ErrorKind::WrongCredentials
+            }
+            OpenError::KeyFile(e) => e.kind(),
+            // An empty or overlong passphrase is a wrong credential; other refused parameters
+            // are the stored key store's, which an operator must look at.
+            OpenError::Kdf(KdfError::PassphraseLength { .. }) => ErrorKind::WrongCredentials,
+            OpenError::Kdf(_) => ErrorKind::StorageRefused,
+            // What is on disk is not a vault of this build: a deployment mistake.
+            OpenError::NotAVault { .. }
+            | OpenError::UnsupportedVersion { .. }
+            | OpenError::VaultMismatch
+            | OpenError::EngineMismatch { .. }
+            | OpenError::UnknownEngine { .. }
+            | OpenError::EngineNotBuilt { .. } => ErrorKind::StorageRefused,
+            OpenError::AlreadyOpen { .. } => ErrorKind::Retryable,
+            OpenError::RolledBack(e) => e.kind(),
+            OpenError::Storage(e) => e.kind(),
+            OpenError::Rng(e) => e.kind(),
+        }
+    }
+}
+
+impl Rollback {
+    /// Always [`ErrorKind::Integrity`]: an older copy of part of the vault was put back.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Rollback::KeyStore { .. }
+            | Rollback::Schema { .. }
+            | Rollback::WatermarkMissing
+            | Rollback::LedgerMissing { .. }
+            | Rollback::LedgerBehind { .. }
+            | Rollback::LedgerReplaced { .. }
+            | Rollback::CommittedWritesLost { .. }
+            | Rollback::WitnessMismatch { .. } => ErrorKind::Integrity,
+        }
+    }
+}
+
+impl CreateError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CreateError::AlreadyExists { .. } => ErrorKind::Conflict,
+            CreateError::NoCredentials | CreateError::InvalidOptions { .. } => {
+                ErrorKind::InvalidInput
+            }
+            CreateError::Kdf(e) => e.kind(),
+            CreateError::Schema(e) => e.kind(),
+            CreateError::KeyFile(e) => e.kind(),
+            CreateError::Storage(e) => e.kind(),
+            CreateError::AlreadyOpen { .. } => ErrorKind::Retryable,
+            CreateError::Rng(e) => e.kind(),
+        }
+    }
+}
+
+impl KdfError {
+    /// Always [`ErrorKind::InvalidInput`]: the parameters or passphrase given are refused
+    /// (opening a vault classifies the stored parameters itself, see [`OpenError::kind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            KdfError::TooWeak { .. }
+            | KdfError::TooStrong { .. }
+            | KdfError::Invalid { .. }
+            | KdfError::PassphraseLength { .. } => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+impl KeyFileError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            KeyFileError::Io { .. } => ErrorKind::StorageRefused,
+            // A file that is not a key file is the wrong credential.
+            KeyFileError::WrongLength { .. } => ErrorKind::WrongCredentials,
+            KeyFileError::Exists { .. } => ErrorKind::Conflict,
+        }
+    }
+}
+
+impl PassphraseFileError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // A missing or unreadable file is the deployment's to fix, not a wrong passphrase.
+            PassphraseFileError::Io { .. } => ErrorKind::StorageRefused,
+            PassphraseFileError::NotUtf8 { .. } | PassphraseFileError::Empty { .. } => {
+                ErrorKind::WrongCredentials
+            }
+        }
+    }
+}
+
+impl WriteError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            WriteError::UnknownRecordType(_)
+            | WriteError::TooLarge { .. }
+            | WriteError::Serde(_) => ErrorKind::InvalidInput,
+            WriteError::Record(e) => e.kind(),
+            WriteError::Field(e) => e.kind(),
+            WriteError::SubjectNotFound | WriteError::NotFound { .. } => ErrorKind::NotFound,
+            WriteError::SubjectForgotten { .. } => ErrorKind::Gone,
+            WriteError::Immutable { .. }
+            | WriteError::NotUnique { .. }
+            | WriteError::SubjectFull { .. } => ErrorKind::Conflict,
+            // Retrying does not help until the subject's keys are rotated, an admin action.
+            WriteError::UsageLimit { .. } => ErrorKind::StorageRefused,
+            WriteError::Integrity(e) => e.kind(),
+            WriteError::Storage(e) | WriteError::KeyStore(e) => e.kind(),
+            // Applied but perhaps not durable: an operator must check, not a blind retry.
+            WriteError::NotDurable(_) => ErrorKind::StorageRefused,
+            WriteError::Rng(e) => e.kind(),
+        }
+    }
+}
+
+impl OpError {
+    /// The kind of the operation's own error (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            OpError::Write(e) => e.kind(),
+            OpError::Delete(e) => e.kind(),
+            OpError::Event(e) => e.kind(),
+        }
+    }
+}
+
+impl TransactionError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TransactionError::Op { source, .. } => source.kind(),
+            // The transaction's own state refuses the call; its first error had the real kind.
+            TransactionError::Aborted { .. } => ErrorKind::Conflict,
+            TransactionError::Commit(e) => e.kind(),
+        }
+    }
+}
+
+impl ReadError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // A shop type that does not fit the schema is the caller's to fix, like an unknown field.
+            ReadError::UnknownRecordType(_)
+            | ReadError::UnknownField { .. }
+            | ReadError::Serde(_) => ErrorKind::InvalidInput,
+            ReadError::SubjectNotFound | ReadError::NotFound { .. } => ErrorKind::NotFound,
+            ReadError::Integrity(e) => e.kind(),
+            ReadError::Storage(e) => e.kind(),
+            ReadError::Shredded { .. } => ErrorKind::Gone,
+        }
+    }
+}
+
+impl DeleteError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DeleteError::UnknownRecordType(_) => ErrorKind::InvalidInput,
+            DeleteError::NotFound { .. } => ErrorKind::NotFound,
+            DeleteError::Immutable { .. } => ErrorKind::Conflict,
+            DeleteError::Storage(e) => e.kind(),
+            DeleteError::NotDurable(_) => ErrorKind::StorageRefused,
+        }
+    }
+}
+
+impl FindError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FindError::UnknownRecordType(_)
+            | FindError::UnknownField { .. }
+            | FindError::NotIndexed { .. } => ErrorKind::InvalidInput,
+            FindError::Field(e) => e.kind(),
+            FindError::Storage(e) => e.kind(),
+        }
+    }
+}
+
+impl SubjectError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SubjectError::Storage(e) => e.kind(),
+            SubjectError::Rng(e) => e.kind(),
+            SubjectError::InvalidId => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+impl RekeyError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RekeyError::NoCredentials => ErrorKind::InvalidInput,
+            RekeyError::Kdf(e) => e.kind(),
+            RekeyError::Storage(e) => e.kind(),
+            RekeyError::Rng(e) => e.kind(),
+        }
+    }
+}
+
+impl LifecycleError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LifecycleError::SubjectNotFound | LifecycleError::KekNotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            // What was asked for is already done (or cannot be, in this state).
+            LifecycleError::AlreadyForgotten { .. }
+            | LifecycleError::Held { .. }
+            | LifecycleError::NotHeld
+            | LifecycleError::TooManyEvents { .. }
+            | LifecycleError::KekDestroyed { .. } => ErrorKind::Conflict,
+            LifecycleError::Forgotten { .. } => ErrorKind::Gone,
+            LifecycleError::InvalidEvent { .. }
+            | LifecycleError::UnknownRecordType(_)
+            | LifecycleError::InvalidLabel => ErrorKind::InvalidInput,
+            LifecycleError::Write(e) => e.kind(),
+            LifecycleError::Storage(e) => e.kind(),
+            LifecycleError::NotDurable(_) => ErrorKind::StorageRefused,
+        }
+    }
+}
+
+impl RngError {
+    /// Always [`ErrorKind::StorageRefused`]: the environment failed, an operator must look.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::StorageRefused
+    }
+}
+
+impl IntegrityError {
+    /// Always [`ErrorKind::Integrity`].
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Integrity
+    }
+}
+
+// Public only with `danger-fuzzing` (fuzz_api), where the decoders' errors come out.
+#[cfg_attr(not(feature = "danger-fuzzing"), allow(dead_code))]
+impl DecodeError {
+    /// Always [`ErrorKind::Integrity`]: a stored structure does not decode.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Integrity
+    }
+}
+
+impl AdminError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AdminError::SubjectNotFound => ErrorKind::NotFound,
+            AdminError::Integrity(e) => e.kind(),
+            AdminError::Write(e) => e.kind(),
+            AdminError::Rekey(e) => e.kind(),
+            // kluis never overwrites: something is already where the backup would go.
+            AdminError::Destination { .. } => ErrorKind::Conflict,
+            AdminError::Io { .. } => ErrorKind::StorageRefused,
+            AdminError::Rng(e) => e.kind(),
+            AdminError::Storage(e) => e.kind(),
+            AdminError::Copy(e) => e.kind(),
+        }
+    }
+}
+
+impl CopyError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CopyError::Source(e) | CopyError::Target(e) => e.kind(),
+            // Rows read back differently from what was written: something altered them.
+            CopyError::Differs { .. } => ErrorKind::Integrity,
+        }
+    }
+}
+
+impl MigrateError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            MigrateError::SameEngine { .. } => ErrorKind::Conflict,
+            // The engine asked for is the call's argument (unlike `OpenError::EngineNotBuilt`,
+            // which is about what the data directory holds).
+            MigrateError::EngineNotBuilt { .. } | MigrateError::NotADataDirectory => {
+                ErrorKind::InvalidInput
+            }
+            MigrateError::Open(e) => e.kind(),
+            MigrateError::Copy(e) => e.kind(),
+            MigrateError::Io { .. } => ErrorKind::StorageRefused,
+            MigrateError::Verify { .. } => ErrorKind::Integrity,
+            MigrateError::Storage(e) => e.kind(),
+        }
+    }
+}
+
+impl SchemaChangeError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // A valid schema that the stored data (or the version in force) refuses.
+            SchemaChangeError::VersionNotIncreased { .. }
+            | SchemaChangeError::RecordTypeInUse { .. }
+            | SchemaChangeError::FieldInUse { .. }
+            | SchemaChangeError::FieldPurposeChanged { .. }
+            | SchemaChangeError::FieldKindChanged { .. }
+            | SchemaChangeError::PurposeInUse { .. }
+            | SchemaChangeError::ScopeChanged { .. }
+            | SchemaChangeError::UniqueOnStoredValues { .. } => ErrorKind::Conflict,
+            SchemaChangeError::ExpiryRecompute(e) => e.kind(),
+            SchemaChangeError::Storage(e) => e.kind(),
+        }
+    }
+}
+
+impl SchemaError {
+    /// Always [`ErrorKind::InvalidInput`]: the schema text does not validate.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SchemaError::Toml { .. }
+            | SchemaError::TooLarge { .. }
+            | SchemaError::InvalidVersion
+            | SchemaError::InvalidName { .. }
+            | SchemaError::InvalidLegalBasis { .. }
+            | SchemaError::InvalidRetention { .. }
+            | SchemaError::InvalidCeiling { .. }
+            | SchemaError::InvalidFallback { .. }
+            | SchemaError::InvalidPurpose { .. }
+            | SchemaError::UnknownPurpose { .. }
+            | SchemaError::InvalidField { .. }
+            | SchemaError::NoFields { .. } => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+impl FieldError {
+    /// Always [`ErrorKind::InvalidInput`]: a value breaks its field's rules.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FieldError::WrongType { .. }
+            | FieldError::TooLong { .. }
+            | FieldError::Invalid { .. } => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+impl RecordError {
+    /// Always [`ErrorKind::InvalidInput`]: a record's fields do not match its type.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RecordError::UnknownField { .. } | RecordError::MissingRequired { .. } => {
+                ErrorKind::InvalidInput
+            }
+        }
+    }
+}
+
+impl RetentionParseError {
+    /// Always [`ErrorKind::InvalidInput`]: a retention clause does not parse.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod kind_tests {
+    use super::*;
+    use crate::schema::Retention;
+
+    /// Checks one sample per pattern. The patterns also make an exhaustive match with no wildcard,
+    /// so a new variant of the type does not compile here until it has a case (and a sample).
+    macro_rules! kinds {
+        ($ty:ty { $($pat:pat => $sample:expr => $kind:ident,)* }) => {{
+            #[allow(dead_code)]
+            fn exhaustive(e: &$ty) {
+                match e {
+                    $($pat => {})*
+                }
+            }
+            $(
+                let sample: $ty = $sample;
+                assert!(matches!(&sample, $pat), "the sample for {} is another variant", stringify!($pat));
+                assert_eq!(sample.kind(), ErrorKind::$kind, "{}", stringify!($pat));
+            )*
+        }};
+    }
+
+    fn io() -> StorageError {
+        StorageError::Io {
+            component: Component::Record,
+            kind: std::io::ErrorKind::PermissionDenied,
+        }
+    }
+    fn s(text: &str) -> String {
+        text.to_owned()
+    }
+    fn write() -> WriteError {
+        WriteError::SubjectNotFound
+    }
+    fn copy() -> CopyError {
+        CopyError::Differs {
+            table: "records",
+            row: 3,
+            difference: RowDifference::Value,
+        }
+    }
+    fn weak() -> KdfError {
+        KdfError::TooWeak {
+            m_kib: 8,
+            t: 1,
+            p: 1,
+            min_m_kib: 19_456,
+            min_t: 2,
+        }
+    }
+    fn db(problem: DbProblem) -> StorageError {
+        StorageError::Database {
+            problem,
+            sqlstate: Some(s("40001")),
+        }
+    }
+
+    #[test]
+    fn storage_errors() {
+        kinds!(StorageError {
+            StorageError::Io { .. } => io() => StorageRefused,
+            StorageError::DiskFull { .. } => StorageError::DiskFull { component: Component::DataStore } => StorageRefused,
+            StorageError::Corrupted { .. } => StorageError::corrupted(Component::Index, "bad") => Integrity,
+            StorageError::Database { problem: DbProblem::Unreachable, .. } => db(DbProblem::Unreachable) => Retryable,
+            StorageError::Database { problem: DbProblem::Conflict, .. } => db(DbProblem::Conflict) => Retryable,
+            StorageError::Database { problem: DbProblem::Refused, .. } => db(DbProblem::Refused) => StorageRefused,
+        });
+    }
+
+    #[test]
+    fn open_errors() {
+        kinds!(OpenError {
+            OpenError::WrongCredentials => OpenError::WrongCredentials => WrongCredentials,
+            OpenError::WrongFactors { .. } => OpenError::WrongFactors { needed: "a key file" } => WrongCredentials,
+            OpenError::KeyFile(_) => OpenError::KeyFile(KeyFileError::WrongLength { path: s("k") }) => WrongCredentials,
+            OpenError::NotAVault { .. } => OpenError::NotAVault { path: s("p") } => StorageRefused,
+            OpenError::UnsupportedVersion { .. } => OpenError::UnsupportedVersion { component: Component::Meta, found: 9, supported: 1 } => StorageRefused,
+            OpenError::Kdf(KdfError::PassphraseLength { .. }) => OpenError::Kdf(KdfError::PassphraseLength { max: 1024 }) => WrongCredentials,
+            OpenError::Kdf(_) => OpenError::Kdf(weak()) => StorageRefused,
+            OpenError::AlreadyOpen { .. } => OpenError::AlreadyOpen { path: s("lock") } => Retryable,
+            OpenError::VaultMismatch => OpenError::VaultMismatch => StorageRefused,
+            OpenError::EngineMismatch { .. } => OpenError::EngineMismatch { recorded: "sled", requested: "fjall" } => StorageRefused,
+            OpenError::UnknownEngine { .. } => OpenError::UnknownEngine { path: s("ENGINE") } => StorageRefused,
+            OpenError::EngineNotBuilt { .. } => OpenError::EngineNotBuilt { engine: "redb" } => StorageRefused,
+            OpenError::RolledBack(_) => OpenError::RolledBack(Rollback::WatermarkMissing) => Integrity,
+            OpenError::Storage(_) => OpenError::Storage(io()) => StorageRefused,
+            OpenError::Rng(_) => OpenError::Rng(RngError) => StorageRefused,
+        });
+    }
+
+    #[test]
+    fn rollbacks() {
+        use LedgerWitness::{Data, KeyStore};
+        kinds!(Rollback {
+            Rollback::KeyStore { .. } => Rollback::KeyStore { seen: 2, found: 1 } => Integrity,
+            Rollback::Schema { .. } => Rollback::Schema { seen: 2, found: 1 } => Integrity,
+            Rollback::WatermarkMissing => Rollback::WatermarkMissing => Integrity,
+            Rollback::LedgerMissing { .. } => Rollback::LedgerMissing { by: KeyStore } => Integrity,
+            Rollback::LedgerBehind { .. } => Rollback::LedgerBehind { by: Data, seen_generation: 1, seen: 2, found_generation: 1, found: 1 } => Integrity,
+            Rollback::LedgerReplaced { .. } => Rollback::LedgerReplaced { by: Data } => Integrity,
+            Rollback::CommittedWritesLost { .. } => Rollback::CommittedWritesLost { witnessed: 2, found: 1 } => Integrity,
+            Rollback::WitnessMismatch { .. } => Rollback::WitnessMismatch { seq: 1 } => Integrity,
+        });
+    }
+
+    #[test]
+    fn create_kdf_and_key_file_errors() {
+        kinds!(CreateError {
+            CreateError::AlreadyExists { .. } => CreateError::AlreadyExists { path: s("p") } => Conflict,
+            CreateError::NoCredentials => CreateError::NoCredentials => InvalidInput,
+            CreateError::InvalidOptions { .. } => CreateError::InvalidOptions { reason: "r" } => InvalidInput,
+            CreateError::Kdf(_) => CreateError::Kdf(weak()) => InvalidInput,
+            CreateError::Schema(_) => CreateError::Schema(SchemaError::InvalidVersion) => InvalidInput,
+            CreateError::KeyFile(_) => CreateError::KeyFile(KeyFileError::Exists { path: s("k") }) => Conflict,
+            CreateError::Storage(_) => CreateError::Storage(io()) => StorageRefused,
+            CreateError::AlreadyOpen { .. } => CreateError::AlreadyOpen { path: s("lock") } => Retryable,
+            CreateError::Rng(_) => CreateError::Rng(RngError) => StorageRefused,
+        });
+        kinds!(KdfError {
+            KdfError::TooWeak { .. } => weak() => InvalidInput,
+            KdfError::TooStrong { .. } => KdfError::TooStrong { m_kib: 1 << 30, t: 1, p: 1 } => InvalidInput,
+            KdfError::Invalid { .. } => KdfError::Invalid { m_kib: 1, t: 0, p: 0 } => InvalidInput,
+            KdfError::PassphraseLength { .. } => KdfError::PassphraseLength { max: 1024 } => InvalidInput,
+        });
+        kinds!(KeyFileError {
+            KeyFileError::Io { .. } => KeyFileError::Io { path: s("k"), kind: std::io::ErrorKind::NotFound } => StorageRefused,
+            KeyFileError::WrongLength { .. } => KeyFileError::WrongLength { path: s("k") } => WrongCredentials,
+            KeyFileError::Exists { .. } => KeyFileError::Exists { path: s("k") } => Conflict,
+        });
+        kinds!(PassphraseFileError {
+            PassphraseFileError::Io { .. } => PassphraseFileError::Io { path: s("p"), kind: std::io::ErrorKind::NotFound } => StorageRefused,
+            PassphraseFileError::NotUtf8 { .. } => PassphraseFileError::NotUtf8 { path: s("p") } => WrongCredentials,
+            PassphraseFileError::Empty { .. } => PassphraseFileError::Empty { path: s("p") } => WrongCredentials,
+        });
+    }
+
+    #[test]
+    fn write_errors() {
+        let field = FieldError::WrongType {
+            field: s("email"),
+            expected: "a JSON string",
+        };
+        let record = RecordError::UnknownField {
+            record_type: s("customer"),
+            field: s("x"),
+        };
+        kinds!(WriteError {
+            WriteError::UnknownRecordType(_) => WriteError::UnknownRecordType(s("x")) => InvalidInput,
+            WriteError::Record(_) => WriteError::Record(record) => InvalidInput,
+            WriteError::Field(_) => WriteError::Field(field) => InvalidInput,
+            WriteError::TooLarge { .. } => WriteError::TooLarge { len: 2, max: 1 } => InvalidInput,
+            WriteError::SubjectNotFound => WriteError::SubjectNotFound => NotFound,
+            WriteError::SubjectForgotten { .. } => WriteError::SubjectForgotten { at: 1 } => Gone,
+            WriteError::NotFound { .. } => WriteError::NotFound { record_type: s("customer") } => NotFound,
+            WriteError::Immutable { .. } => WriteError::Immutable { record_type: s("invoice") } => Conflict,
+            WriteError::UsageLimit { .. } => WriteError::UsageLimit { purpose: s("account") } => StorageRefused,
+            WriteError::SubjectFull { .. } => WriteError::SubjectFull { limit: 1 } => Conflict,
+            WriteError::Integrity(_) => WriteError::Integrity(IntegrityError) => Integrity,
+            WriteError::Storage(_) => WriteError::Storage(db(DbProblem::Unreachable)) => Retryable,
+            WriteError::NotDurable(_) => WriteError::NotDurable(io()) => StorageRefused,
+            WriteError::Serde(_) => WriteError::Serde(s("not an object")) => InvalidInput,
+            WriteError::Rng(_) => WriteError::Rng(RngError) => StorageRefused,
+            WriteError::KeyStore(_) => WriteError::KeyStore(StorageError::DiskFull { component: Component::KeyStore }) => StorageRefused,
+            WriteError::NotUnique { .. } => WriteError::NotUnique { record_type: s("customer"), field: s("email") } => Conflict,
+        });
+    }
+
+    #[test]
+    fn transaction_errors() {
+        kinds!(OpError {
+            OpError::Write(_) => OpError::Write(WriteError::Immutable { record_type: s("invoice") }) => Conflict,
+            OpError::Delete(_) => OpError::Delete(DeleteError::NotFound { record_type: s("x") }) => NotFound,
+            OpError::Event(_) => OpError::Event(LifecycleError::InvalidLabel) => InvalidInput,
+        });
+        let op = |e: OpError| TransactionError::Op {
+            index: 0,
+            record_type: None,
+            label: String::new(),
+            source: Box::new(e),
+        };
+        kinds!(TransactionError {
+            TransactionError::Op { .. } => op(OpError::Write(WriteError::SubjectForgotten { at: 1 })) => Gone,
+            TransactionError::Aborted { .. } => TransactionError::Aborted { index: 0 } => Conflict,
+            TransactionError::Commit(_) => TransactionError::Commit(WriteError::Storage(db(DbProblem::Conflict))) => Retryable,
+        });
+    }
+
+    #[test]
+    fn read_delete_find_subject_and_rekey_errors() {
+        kinds!(ReadError {
+            ReadError::UnknownRecordType(_) => ReadError::UnknownRecordType(s("x")) => InvalidInput,
+            ReadError::UnknownField { .. } => ReadError::UnknownField { record_type: s("customer"), field: s("x") } => InvalidInput,
+            ReadError::SubjectNotFound => ReadError::SubjectNotFound => NotFound,
+            ReadError::NotFound { .. } => ReadError::NotFound { record_type: s("customer") } => NotFound,
+            ReadError::Integrity(_) => ReadError::from(StorageError::corrupted(Component::Record, ROW_AUTH_FAILED)) => Integrity,
+            ReadError::Storage(_) => ReadError::from(io()) => StorageRefused,
+            ReadError::Serde(_) => ReadError::Serde(s("Data error")) => InvalidInput,
+            ReadError::Shredded { .. } => ReadError::Shredded { record_type: s("customer"), fields: vec![s("phone")], purposes: vec![s("marketing")] } => Gone,
+        });
+        kinds!(DeleteError {
+            DeleteError::UnknownRecordType(_) => DeleteError::UnknownRecordType(s("x")) => InvalidInput,
+            DeleteError::NotFound { .. } => DeleteError::NotFound { record_type: s("x") } => NotFound,
+            DeleteError::Immutable { .. } => DeleteError::Immutable { record_type: s("invoice") } => Conflict,
+            DeleteError::Storage(_) => DeleteError::Storage(io()) => StorageRefused,
+            DeleteError::NotDurable(_) => DeleteError::NotDurable(io()) => StorageRefused,
+        });
+        kinds!(FindError {
+            FindError::UnknownRecordType(_) => FindError::UnknownRecordType(s("x")) => InvalidInput,
+            FindError::UnknownField { .. } => FindError::UnknownField { record_type: s("c"), field: s("x") } => InvalidInput,
+            FindError::NotIndexed { .. } => FindError::NotIndexed { record_type: s("c"), field: s("name") } => InvalidInput,
+            FindError::Field(_) => FindError::Field(FieldError::Invalid { field: s("email"), reason: "r" }) => InvalidInput,
+            FindError::Storage(_) => FindError::Storage(db(DbProblem::Unreachable)) => Retryable,
+        });
+        kinds!(SubjectError {
+            SubjectError::Storage(_) => SubjectError::Storage(io()) => StorageRefused,
+            SubjectError::Rng(_) => SubjectError::Rng(RngError) => StorageRefused,
+            SubjectError::InvalidId => SubjectError::InvalidId => InvalidInput,
+        });
+        kinds!(RekeyError {
+            RekeyError::NoCredentials => RekeyError::NoCredentials => InvalidInput,
+            RekeyError::Kdf(_) => RekeyError::Kdf(weak()) => InvalidInput,
+            RekeyError::Storage(_) => RekeyError::Storage(io()) => StorageRefused,
+            RekeyError::Rng(_) => RekeyError::Rng(RngError) => StorageRefused,
+        });
+    }
+
+    #[test]
+    fn lifecycle_errors() {
+        kinds!(LifecycleError {
+            LifecycleError::SubjectNotFound => LifecycleError::SubjectNotFound => NotFound,
+            LifecycleError::AlreadyForgotten { .. } => LifecycleError::AlreadyForgotten { at: 1 } => Conflict,
+            LifecycleError::Forgotten { .. } => LifecycleError::Forgotten { at: 1 } => Gone,
+            LifecycleError::Held { .. } => LifecycleError::Held { since: 1, until: None } => Conflict,
+            LifecycleError::NotHeld => LifecycleError::NotHeld => Conflict,
+            LifecycleError::InvalidEvent { .. } => LifecycleError::InvalidEvent { event: s("Created") } => InvalidInput,
+            LifecycleError::UnknownRecordType(_) => LifecycleError::UnknownRecordType(s("x")) => InvalidInput,
+            LifecycleError::InvalidLabel => LifecycleError::InvalidLabel => InvalidInput,
+            LifecycleError::TooManyEvents { .. } => LifecycleError::TooManyEvents { limit: 1 } => Conflict,
+            LifecycleError::KekNotFound { .. } => LifecycleError::KekNotFound { id: 9 } => NotFound,
+            LifecycleError::KekDestroyed { .. } => LifecycleError::KekDestroyed { id: 9 } => Conflict,
+            LifecycleError::Write(_) => LifecycleError::Write(write()) => NotFound,
+            LifecycleError::Storage(_) => LifecycleError::Storage(io()) => StorageRefused,
+            LifecycleError::NotDurable(_) => LifecycleError::NotDurable(io()) => StorageRefused,
+        });
+    }
+
+    #[test]
+    fn admin_copy_migrate_and_schema_change_errors() {
+        kinds!(AdminError {
+            AdminError::SubjectNotFound => AdminError::SubjectNotFound => NotFound,
+            AdminError::Integrity(_) => AdminError::Integrity(IntegrityError) => Integrity,
+            AdminError::Write(_) => AdminError::Write(WriteError::Rng(RngError)) => StorageRefused,
+            AdminError::Rekey(_) => AdminError::Rekey(RekeyError::NoCredentials) => InvalidInput,
+            AdminError::Destination { .. } => AdminError::Destination { path: s("b"), reason: "not empty" } => Conflict,
+            AdminError::Io { .. } => AdminError::Io { path: s("b"), kind: std::io::ErrorKind::PermissionDenied } => StorageRefused,
+            AdminError::Rng(_) => AdminError::Rng(RngError) => StorageRefused,
+            AdminError::Storage(_) => AdminError::Storage(io()) => StorageRefused,
+            AdminError::Copy(_) => AdminError::Copy(copy()) => Integrity,
+        });
+        kinds!(CopyError {
+            CopyError::Source(_) => CopyError::Source(StorageError::corrupted(Component::DataStore, "bad")) => Integrity,
+            CopyError::Target(_) => CopyError::Target(StorageError::DiskFull { component: Component::DataStore }) => StorageRefused,
+            CopyError::Differs { .. } => copy() => Integrity,
+        });
+        kinds!(MigrateError {
+            MigrateError::SameEngine { .. } => MigrateError::SameEngine { engine: "fjall" } => Conflict,
+            MigrateError::EngineNotBuilt { .. } => MigrateError::EngineNotBuilt { engine: "sled" } => InvalidInput,
+            MigrateError::NotADataDirectory => MigrateError::NotADataDirectory => InvalidInput,
+            MigrateError::Open(_) => MigrateError::Open(OpenError::AlreadyOpen { path: s("lock") }) => Retryable,
+            MigrateError::Copy(_) => MigrateError::Copy(copy()) => Integrity,
+            MigrateError::Io { .. } => MigrateError::Io { path: s("ENGINE"), kind: std::io::ErrorKind::PermissionDenied } => StorageRefused,
+            MigrateError::Verify { .. } => MigrateError::Verify { engine: "redb", records: 1, audit_intact: true } => Integrity,
+            MigrateError::Storage(_) => MigrateError::Storage(io()) => StorageRefused,
+        });
+        let field = |f: &str| (s("customer"), s(f));
+        kinds!(SchemaChangeError {
+            SchemaChangeError::VersionNotIncreased { .. } => SchemaChangeError::VersionNotIncreased { current: 2, new: 2 } => Conflict,
+            SchemaChangeError::RecordTypeInUse { .. } => SchemaChangeError::RecordTypeInUse { record_type: s("customer") } => Conflict,
+            SchemaChangeError::FieldInUse { .. } => { let (record_type, field) = field("name"); SchemaChangeError::FieldInUse { record_type, field } } => Conflict,
+            SchemaChangeError::FieldPurposeChanged { .. } => { let (record_type, field) = field("name"); SchemaChangeError::FieldPurposeChanged { record_type, field, from: s("a"), to: s("b") } } => Conflict,
+            SchemaChangeError::FieldKindChanged { .. } => { let (record_type, field) = field("name"); SchemaChangeError::FieldKindChanged { record_type, field, from: "text", to: "email" } } => Conflict,
+            SchemaChangeError::PurposeInUse { .. } => SchemaChangeError::PurposeInUse { purpose: s("account") } => Conflict,
+            SchemaChangeError::ScopeChanged { .. } => SchemaChangeError::ScopeChanged { purpose: s("orders") } => Conflict,
+            SchemaChangeError::UniqueOnStoredValues { .. } => { let (record_type, field) = field("email"); SchemaChangeError::UniqueOnStoredValues { record_type, field } } => Conflict,
+            SchemaChangeError::ExpiryRecompute(_) => SchemaChangeError::ExpiryRecompute(WriteError::Storage(db(DbProblem::Unreachable))) => Retryable,
+            SchemaChangeError::Storage(_) => SchemaChangeError::Storage(io()) => StorageRefused,
+        });
+    }
+
+    #[test]
+    fn schema_field_and_record_errors() {
+        let reason = || s("r");
+        kinds!(SchemaError {
+            SchemaError::Toml { .. } => SchemaError::Toml { message: s("m") } => InvalidInput,
+            SchemaError::TooLarge { .. } => SchemaError::TooLarge { len: 2, max: 1 } => InvalidInput,
+            SchemaError::InvalidVersion => SchemaError::InvalidVersion => InvalidInput,
+            SchemaError::InvalidName { .. } => SchemaError::InvalidName { what: "field", name: s("X") } => InvalidInput,
+            SchemaError::InvalidLegalBasis { .. } => SchemaError::InvalidLegalBasis { purpose: s("p"), value: s("v") } => InvalidInput,
+            SchemaError::InvalidRetention { .. } => SchemaError::InvalidRetention { purpose: s("p"), reason: reason() } => InvalidInput,
+            SchemaError::InvalidCeiling { .. } => SchemaError::InvalidCeiling { purpose: s("p"), reason: reason() } => InvalidInput,
+            SchemaError::InvalidFallback { .. } => SchemaError::InvalidFallback { purpose: s("p"), reason: reason() } => InvalidInput,
+            SchemaError::InvalidPurpose { .. } => SchemaError::InvalidPurpose { purpose: s("p"), reason: reason() } => InvalidInput,
+            SchemaError::UnknownPurpose { .. } => SchemaError::UnknownPurpose { record_type: s("c"), field: s("f"), purpose: s("p") } => InvalidInput,
+            SchemaError::InvalidField { .. } => SchemaError::InvalidField { record_type: s("c"), field: s("f"), reason: reason() } => InvalidInput,
+            SchemaError::NoFields { .. } => SchemaError::NoFields { record_type: s("c") } => InvalidInput,
+        });
+        kinds!(FieldError {
+            FieldError::WrongType { .. } => FieldError::WrongType { field: s("f"), expected: "e" } => InvalidInput,
+            FieldError::TooLong { .. } => FieldError::TooLong { field: s("f"), max: 1, len: 2 } => InvalidInput,
+            FieldError::Invalid { .. } => FieldError::Invalid { field: s("f"), reason: "r" } => InvalidInput,
+        });
+        kinds!(RecordError {
+            RecordError::UnknownField { .. } => RecordError::UnknownField { record_type: s("c"), field: s("f") } => InvalidInput,
+            RecordError::MissingRequired { .. } => RecordError::MissingRequired { record_type: s("c"), field: s("f") } => InvalidInput,
+        });
+    }
+
+    #[test]
+    fn error_structs() {
+        assert_eq!(RngError.kind(), ErrorKind::StorageRefused);
+        assert_eq!(IntegrityError.kind(), ErrorKind::Integrity);
+        assert_eq!(DecodeError { what: "record" }.kind(), ErrorKind::Integrity);
+        let retention = "soon".parse::<Retention>().unwrap_err();
+        assert_eq!(retention.kind(), ErrorKind::InvalidInput);
+    }
+
+    /// The umbrella error has the kind of the error it wraps.
+    #[test]
+    fn the_umbrella_error_delegates() {
+        kinds!(Error {
+            Error::Open(_) => OpenError::WrongCredentials.into() => WrongCredentials,
+            Error::Create(_) => CreateError::NoCredentials.into() => InvalidInput,
+            Error::Write(_) => WriteError::SubjectForgotten { at: 1 }.into() => Gone,
+            Error::Read(_) => ReadError::SubjectNotFound.into() => NotFound,
+            Error::Delete(_) => DeleteError::Immutable { record_type: s("invoice") }.into() => Conflict,
+            Error::Find(_) => FindError::Storage(db(DbProblem::Conflict)).into() => Retryable,
+            Error::Subject(_) => SubjectError::InvalidId.into() => InvalidInput,
+            Error::Rekey(_) => RekeyError::Rng(RngError).into() => StorageRefused,
+            Error::Schema(_) => SchemaError::InvalidVersion.into() => InvalidInput,
+            Error::Lifecycle(_) => LifecycleError::Forgotten { at: 1 }.into() => Gone,
+            Error::Admin(_) => AdminError::Integrity(IntegrityError).into() => Integrity,
+            Error::SchemaChange(_) => SchemaChangeError::PurposeInUse { purpose: s("p") }.into() => Conflict,
+            Error::Transaction(_) => TransactionError::Aborted { index: 1 }.into() => Conflict,
+            Error::Migrate(_) => MigrateError::NotADataDirectory.into() => InvalidInput,
+            Error::PassphraseFile(_) => PassphraseFileError::Empty { path: s("p") }.into() => WrongCredentials,
+            Error::Storage(_) => StorageError::corrupted(Component::Audit, "bad").into() => Integrity,
+        });
+    }
+
+    /// The shredded-read error names fields and purposes, which are schema text, and nothing else.
+    #[test]
+    fn the_shredded_read_error_names_fields_and_purposes() {
+        let e = ReadError::Shredded {
+            record_type: s("customer"),
+            fields: vec![s("name"), s("phone")],
+            purposes: vec![s("account")],
+        };
+        assert_eq!(
+            e.to_string(),
+            "the customer record cannot be read whole: fields [\"name\", \"phone\"] were shredded \
+             (purposes [\"account\"]); their data is gone"
+        );
+    }
 }

@@ -88,8 +88,9 @@ pub use vault::{DataLocation, Vault, VaultOptions, VaultPaths};
 
 // ---- Errors: one enum per operation, all convertible into `Error` ------------------------------
 pub use error::{
-    Component, CreateError, DbProblem, DeleteError, Error, FindError, IntegrityError,
-    LifecycleError, OpenError, ReadError, StorageError, SubjectError, TransactionError, WriteError,
+    Component, CreateError, DbProblem, DeleteError, Error, ErrorKind, FindError, IntegrityError,
+    LifecycleError, OpenError, PassphraseFileError, ReadError, StorageError, SubjectError,
+    TransactionError, WriteError,
 };
 pub use ops::records::BatchError;
 

@@ -766,6 +766,28 @@ impl Vault {
         Self::open_checked(paths, creds, options, None, None).map(|(v, _)| v)
     }
 
+    /// Opens the vault at `paths`, or creates it with `schema` when there is none yet (no key store
+    /// file): the one call a service makes at start-up. An existing vault keeps its stored schema
+    /// (a changed one is applied with [`Admin::apply_schema`](crate::admin::Admin::apply_schema),
+    /// reviewed first). When two processes start at once and the other creates it first, this
+    /// one opens it.
+    pub fn open_or_create(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        schema: Schema,
+        options: VaultOptions,
+    ) -> Result<Vault, crate::error::Error> {
+        if paths.key_store.exists() {
+            return Ok(Self::open(paths, creds, options)?);
+        }
+        match Self::create(paths, creds, schema, options.clone()) {
+            Err(CreateError::AlreadyExists { .. }) if paths.key_store.exists() => {
+                Ok(Self::open(paths, creds, options)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// [`Vault::open`] with the lock files already held (`locks`, from
     /// [`Vault::close_keeping_locks`]): `migrate` reopens the vault on its new engine without
     /// letting another process in between.

@@ -1,7 +1,7 @@
 //! One module per subcommand; each is thin and calls into `vault_core`. This module holds what
 //! they share: the global options, credentials, opening the vault, time parsing and output.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -219,40 +219,16 @@ pub fn combine(pass: Option<Passphrase>, key: Option<KeyFile>) -> Credentials {
     }
 }
 
-/// How much of a passphrase file is read (the first line must fit; the library refuses
-/// passphrases over 4096 bytes).
-const PASSPHRASE_FILE_READ_LIMIT: u64 = 64 << 10;
-
-/// Reads a passphrase file: its first line, without the line ending.
+/// Reads a passphrase file (the library's [`Passphrase::read_file`]: its first line, read as
+/// bytes wiped on drop); every failure is a credentials problem (exit 3).
 pub fn read_passphrase_file(path: &Path) -> anyhow::Result<Passphrase> {
-    let unreadable = |what: &dyn std::fmt::Display| {
-        CliError::new(
-            exit::WRONG_CREDENTIALS,
-            format!(
-                "cannot read the passphrase file {}: {what}; check the path and its permissions",
-                path.display()
-            ),
-        )
-    };
-    // Read a bounded prefix, as bytes wiped on drop: a passphrase is at most 4096 bytes, and a
-    // "file" such as /dev/zero or a huge log must not be read until memory runs out. Only the
-    // first line must be UTF-8 (the cut at the limit may split a character of a later line).
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    std::fs::File::open(path)
-        .and_then(|f| f.take(PASSPHRASE_FILE_READ_LIMIT).read_to_end(&mut bytes))
-        .map_err(|e| unreadable(&e.kind()))?;
-    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let line = std::str::from_utf8(line).map_err(|_| unreadable(&"invalid data (not UTF-8)"))?;
-    if line.is_empty() {
-        // An empty passphrase never opens a vault: report it as a credentials problem.
-        return Err(CliError::new(
-            exit::WRONG_CREDENTIALS,
-            format!("the passphrase file {} is empty", path.display()),
-        )
-        .into());
-    }
-    Ok(Passphrase::new(line.to_owned()))
+    Passphrase::read_file(path).map_err(|e| {
+        let hint = match e {
+            vault_core::PassphraseFileError::Io { .. } => "; check the path and its permissions",
+            _ => "",
+        };
+        CliError::new(exit::WRONG_CREDENTIALS, format!("{e}{hint}")).into()
+    })
 }
 
 fn zeroize_string(s: &mut String) {

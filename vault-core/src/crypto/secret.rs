@@ -4,6 +4,8 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretBox};
 
+use crate::error::PassphraseFileError;
+
 /// Length in bytes of every symmetric key in kluis (AES-256, HMAC-SHA256 keys, KEKs, DEKs).
 pub const KEY_LEN: usize = 32;
 
@@ -49,10 +51,36 @@ impl fmt::Debug for SecretKey {
 /// A passphrase. Zeroized on drop, never printed, never cloned.
 pub struct Passphrase(secrecy::SecretString);
 
+/// How much of a passphrase file is read: the first line must fit.
+const PASSPHRASE_FILE_READ_LIMIT: u64 = 64 << 10;
+
 impl Passphrase {
     /// Wraps a passphrase. The `String` is moved into a zeroizing box.
     pub fn new(passphrase: String) -> Self {
         Passphrase(secrecy::SecretString::from(passphrase))
+    }
+
+    /// Reads a passphrase from the first line of a file (without its line ending), the way a
+    /// service gets it from a secrets mount: read as bytes wiped on drop, at most 64 KiB (a
+    /// passphrase is at most 4 KiB, and `/dev/zero` or a huge file must not exhaust memory).
+    pub fn read_file(path: &std::path::Path) -> Result<Passphrase, PassphraseFileError> {
+        use std::io::Read as _;
+        let shown = || path.display().to_string();
+        let mut bytes = zeroize::Zeroizing::new(Vec::new());
+        std::fs::File::open(path)
+            .and_then(|f| f.take(PASSPHRASE_FILE_READ_LIMIT).read_to_end(&mut bytes))
+            .map_err(|e| PassphraseFileError::Io {
+                path: shown(),
+                kind: e.kind(),
+            })?;
+        let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = std::str::from_utf8(line)
+            .map_err(|_| PassphraseFileError::NotUtf8 { path: shown() })?;
+        if line.is_empty() {
+            return Err(PassphraseFileError::Empty { path: shown() });
+        }
+        Ok(Passphrase::new(line.to_owned()))
     }
 
     pub(crate) fn expose(&self) -> &[u8] {
@@ -90,6 +118,37 @@ impl fmt::Debug for Passphrase {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn passphrase_file_first_line_without_ending_and_typed_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pass");
+        std::fs::write(&p, "correct horse\r\nsecond line").unwrap();
+        assert_eq!(
+            Passphrase::read_file(&p).unwrap().expose(),
+            b"correct horse"
+        );
+        std::fs::write(&p, "\nafter an empty first line").unwrap();
+        assert!(matches!(
+            Passphrase::read_file(&p),
+            Err(PassphraseFileError::Empty { .. })
+        ));
+        std::fs::write(&p, b"\xff\xfe\n").unwrap();
+        let e = Passphrase::read_file(&p).unwrap_err();
+        assert!(matches!(e, PassphraseFileError::NotUtf8 { .. }), "{e:?}");
+        let missing = Passphrase::read_file(&dir.path().join("missing")).unwrap_err();
+        assert!(matches!(
+            missing,
+            PassphraseFileError::Io {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            }
+        ));
+        // A huge first line is cut at the read limit, never read to the end of memory.
+        std::fs::write(&p, "a".repeat(100 << 10)).unwrap();
+        assert_eq!(Passphrase::read_file(&p).unwrap().len(), 64 << 10);
+    }
+
     use super::*;
 
     #[test]

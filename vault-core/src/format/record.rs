@@ -7,6 +7,7 @@ use serde_json::Value;
 use zeroize::Zeroize;
 
 use crate::crypto::{self, NONCE_LEN, TAG_LEN};
+use crate::error::ErrorKind;
 use crate::format::codec::{DecodeError, Reader, Writer};
 use crate::format::field_ids::FieldId;
 
@@ -176,6 +177,13 @@ impl Record {
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("a record must be a JSON object (a struct or map of field names to values)")]
 pub struct NotAnObject;
+
+impl NotAnObject {
+    /// Always [`ErrorKind::InvalidInput`]: the value given is not a record.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
 
 impl Drop for Record {
     fn drop(&mut self) {
@@ -398,6 +406,12 @@ pub(crate) type Rewrites = std::collections::BTreeMap<Vec<u8>, Option<Envelope>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_that_is_not_an_object_is_invalid_input() {
+        let e = Record::from_json(Value::from(7)).map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
 
     #[test]
     fn debug_shows_names_not_values() {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::crypto::{AeadKey, IntegrityError};
 use crate::error::{
-    Component, DeleteError, FindError, ReadError, StorageError, SubjectError, WriteError,
+    Component, DeleteError, ErrorKind, FindError, ReadError, StorageError, SubjectError, WriteError,
 };
 use crate::format::aad::{self, FieldContext};
 use crate::format::audit::{AuditEntry, AuditOp};
@@ -39,6 +39,79 @@ pub enum BatchError {
         /// The failed sync.
         source: StorageError,
     },
+}
+
+impl BatchError {
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BatchError::NotStored(e) => e.kind(),
+            // Applied but perhaps not durable: an operator must check, not a blind retry.
+            BatchError::NotDurable { .. } => ErrorKind::StorageRefused,
+        }
+    }
+}
+
+#[cfg(test)]
+mod batch_error_kind {
+    use super::*;
+
+    #[test]
+    fn each_variant_has_its_kind() {
+        // An exhaustive match: a new variant does not compile until it is named here (and given a
+        // sample below).
+        let sample = |e: &BatchError| match e {
+            BatchError::NotStored(_) | BatchError::NotDurable { .. } => (),
+        };
+        let io = || StorageError::Io {
+            component: Component::DataStore,
+            kind: std::io::ErrorKind::Other,
+        };
+        let cases = [
+            (
+                BatchError::NotStored(WriteError::SubjectFull { limit: 1 }),
+                ErrorKind::Conflict,
+            ),
+            (
+                BatchError::NotDurable {
+                    rows: Vec::new(),
+                    source: io(),
+                },
+                ErrorKind::StorageRefused,
+            ),
+        ];
+        for (e, kind) in cases {
+            sample(&e);
+            assert_eq!(e.kind(), kind, "{e:?}");
+        }
+    }
+}
+
+/// Whether `e` is serde's "missing field" error for a field of `record` that was shredded. serde
+/// names a missing field only in its message (`` missing field `name` ``); it quotes no value, and
+/// a field name is schema text. Other messages may quote a value: the copy is wiped.
+fn needs_shredded(e: &serde_json::Error, record: &Record) -> bool {
+    let message = zeroize::Zeroizing::new(e.to_string());
+    record
+        .shredded_fields()
+        .any(|(field, _)| message.contains(&format!("missing field `{field}`")))
+}
+
+/// [`ReadError::Shredded`] for `record`, naming its shredded fields and their purposes.
+fn shredded_error(record_type: &str, record: &Record) -> ReadError {
+    let fields = record
+        .shredded_fields()
+        .map(|(f, _)| f.to_owned())
+        .collect();
+    let purposes: BTreeSet<&str> = record
+        .shredded_fields()
+        .map(|(_, s)| s.purpose.as_str())
+        .collect();
+    ReadError::Shredded {
+        record_type: record_type.to_owned(),
+        fields,
+        purposes: purposes.into_iter().map(str::to_owned).collect(),
+    }
 }
 
 /// Most index matches `find` returns.
@@ -88,6 +161,17 @@ impl Vault {
         tx.fold_put_into_creation();
         tx.commit_inner().map_err(|f| f.error)?;
         Ok(s)
+    }
+
+    /// [`Vault::create_subject_with`] from any `serde::Serialize` value whose fields are the
+    /// record type's (as [`Vault::put_as`]).
+    pub fn create_subject_with_as<T: serde::Serialize + ?Sized>(
+        &self,
+        key: impl Into<RecordKey>,
+        value: &T,
+    ) -> Result<SubjectId, WriteError> {
+        let r = Record::from_serialize(value).map_err(|e| WriteError::Serde(e.to_string()))?;
+        self.create_subject_with(key, &r)
     }
 
     /// Creates one new subject per row and stores the row's record as its first record (as
@@ -258,22 +342,36 @@ impl Vault {
     }
 
     /// Reads a record into the shop's own `Deserialize` type.
+    ///
+    /// A record with shredded fields (their purpose expired, or the subject was forgotten) reads
+    /// as far as the type allows: a shredded field the type can do without (an `Option`, or
+    /// `#[serde(default)]`) comes back as `None` or its default, the way an absent field does
+    /// (use [`Vault::get`] and [`Record::field_state`] to tell the two apart). When the type needs
+    /// a shredded field, or every stored field of the record was shredded (nothing of it is
+    /// left), the error is [`ReadError::Shredded`] (kind [`ErrorKind::Gone`]), not a conversion
+    /// error.
     pub fn get_as<T: serde::de::DeserializeOwned>(
         &self,
         subject: &SubjectId,
         key: impl Into<RecordKey>,
     ) -> Result<T, ReadError> {
-        self.get(subject, key)?
-            .deserialize()
+        let key = key.into();
+        let record = self.read(subject, &key, None)?;
+        if record.has_shredded() && record.is_empty() {
+            return Err(shredded_error(&key.record_type, &record));
+        }
+        record.deserialize().map_err(|e| {
+            if needs_shredded(&e, &record) {
+                return shredded_error(&key.record_type, &record);
+            }
             // serde_json's messages quote the offending value: report only where it failed.
-            .map_err(|e| {
-                ReadError::Serde(format!(
-                    "{:?} error at line {} column {}",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ))
-            })
+            ReadError::Serde(format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
     }
 
     fn read(

@@ -30,7 +30,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use postgres::{Client, NoTls, Statement};
 
 use super::{no_panic, EngineConfig, Mode};
-use crate::error::{Component, DbProblem, StorageError};
+use crate::error::{Component, DbProblem, ErrorKind, StorageError};
 use crate::storage::locks::LockUnpoisoned;
 use crate::storage::store::{KeyValue, Store, Table, WriteBatch};
 
@@ -87,6 +87,16 @@ pub enum PgTargetError {
     /// A schema name must be 1 to 63 of `a-z`, `0-9` and `_`, not starting with a digit.
     #[error("a PostgreSQL schema name for kluis is 1 to 63 of a-z, 0-9 and _, not starting with a digit")]
     BadSchema,
+}
+
+impl PgTargetError {
+    /// Always [`ErrorKind::InvalidInput`]: the connection string or schema name given is refused
+    /// (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PgTargetError::Invalid | PgTargetError::BadSchema => ErrorKind::InvalidInput,
+        }
+    }
 }
 
 impl PgTarget {
@@ -914,6 +924,15 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn target_errors_are_invalid_input() {
+        assert_eq!(
+            PgTarget::parse("").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(PgTargetError::BadSchema.kind(), ErrorKind::InvalidInput);
+    }
 
     /// Within one batch the last operation on a key wins, keys of different tables stay apart, and
     /// tables come out in tag order (so one statement per table and kind).
