@@ -12,11 +12,12 @@ use axum::{Json, Router};
 use vault_core::{ForgetOptions, RecordKey, Request, SubjectId, Timestamp};
 
 use crate::components::{Shop, ACCOUNT, PRIVACY_DESK, SUPPORT, WAREHOUSE};
-use crate::error::{AppError, Kind};
+use crate::error::AppError;
 use crate::model::{
     Address, Customer, Delivered, Forgotten, Found, Lookup, MarketingConsent, Order, Ordered,
     Registered, Registration,
 };
+use vault_core::ErrorKind;
 
 /// The shop's routes on `shop`.
 pub fn router(shop: Arc<Shop>) -> Router {
@@ -48,7 +49,7 @@ async fn blocking<T: Send + 'static>(
 /// A customer id from the path. One that is not even an id names no customer: 404.
 fn subject(id: &str) -> Result<SubjectId, AppError> {
     id.parse()
-        .map_err(|_| AppError::new(Kind::NotFound, "unknown subject"))
+        .map_err(|_| AppError::new(ErrorKind::NotFound, "unknown subject"))
 }
 
 /// Today's date, `YYYY-MM-DD` (UTC).

@@ -12,8 +12,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::error::{AppError, Kind};
+use crate::error::AppError;
 use crate::model::{Customer, Registration};
+use vault_core::ErrorKind;
 
 #[derive(Default)]
 struct Memory {
@@ -40,7 +41,7 @@ async fn register(
     let id = format!("m{:021}", m.next.fetch_add(1, Ordering::Relaxed));
     let mut rows = m.rows.write().map_err(|_| AppError::Internal)?;
     if rows.1.contains_key(&key) {
-        return Err(AppError::new(Kind::Conflict, "e-mail taken"));
+        return Err(AppError::new(ErrorKind::Conflict, "e-mail taken"));
     }
     rows.1.insert(key, id.clone());
     rows.0.insert(id.clone(), customer);
@@ -56,5 +57,5 @@ async fn profile(
         .get(&id)
         .cloned()
         .map(Json)
-        .ok_or_else(|| AppError::new(Kind::NotFound, "unknown subject"))
+        .ok_or_else(|| AppError::new(ErrorKind::NotFound, "unknown subject"))
 }

@@ -8,48 +8,22 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use vault_core::{
-    DeleteError, FindError, IntegrityError, LifecycleError, ReadError, StorageError, SubjectError,
-    TransactionError, WriteError,
+    DeleteError, ErrorKind, FindError, LifecycleError, ReadError, SubjectError, TransactionError,
+    WriteError,
 };
 
-/// What kind of failure an error is.
-///
-/// Mirrors `vault_core::ErrorKind` (branch `i15-kinds`, not merged yet): when it lands, this enum
-/// and the `KindOf` impls below go, `Kind` becomes `vault_core::ErrorKind` and the `kluis_errors!`
-/// conversions call the errors' own `kind()`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// No such customer, order or record.
-    NotFound,
-    /// Shredded: the customer was forgotten or the data's retention ended.
-    Gone,
-    /// Valid, but the state refuses it (unique e-mail taken, immutable invoice).
-    Conflict,
-    /// The request asks for something kluis refuses (a value of the wrong shape, too long, ...).
-    InvalidInput,
-    /// Transient: retry after a short wait.
-    Retryable,
-    /// Storage or its environment refused; an operator must look.
-    StorageRefused,
-    /// Stored data did not authenticate: alert, do not retry.
-    Integrity,
-    /// The vault's passphrase or key file is wrong (an operator's problem, never a customer's).
-    WrongCredentials,
-}
-
-impl Kind {
-    /// The name in an error body.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::NotFound => "not_found",
-            Kind::Gone => "gone",
-            Kind::Conflict => "conflict",
-            Kind::InvalidInput => "invalid_input",
-            Kind::Retryable => "retryable",
-            Kind::StorageRefused => "storage_refused",
-            Kind::Integrity => "integrity",
-            Kind::WrongCredentials => "wrong_credentials",
-        }
+/// The name of a kind in an error body.
+pub fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::Gone => "gone",
+        ErrorKind::Conflict => "conflict",
+        ErrorKind::InvalidInput => "invalid_input",
+        ErrorKind::Retryable => "retryable",
+        ErrorKind::StorageRefused => "storage_refused",
+        ErrorKind::Integrity => "integrity",
+        ErrorKind::WrongCredentials => "wrong_credentials",
+        _ => "internal",
     }
 }
 
@@ -57,18 +31,17 @@ impl Kind {
 ///
 /// `WrongCredentials` is 500, not 401: the shop opened the vault at start-up with the operator's
 /// passphrase, so no customer request can carry wrong credentials; if it ever happens, it is the
-/// server's fault. (With `vault_core::ErrorKind`, which is `#[non_exhaustive]`, a last `_ => 500`
-/// arm joins these.)
-pub fn status(kind: Kind) -> StatusCode {
+/// server's fault. `ErrorKind` is `#[non_exhaustive]`: a kind added later is 500 until it is
+/// given its own line here.
+pub fn status(kind: ErrorKind) -> StatusCode {
     match kind {
-        Kind::NotFound => StatusCode::NOT_FOUND,
-        Kind::Gone => StatusCode::GONE,
-        Kind::Conflict => StatusCode::CONFLICT,
-        Kind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
-        Kind::Retryable => StatusCode::SERVICE_UNAVAILABLE,
-        Kind::StorageRefused | Kind::Integrity | Kind::WrongCredentials => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Gone => StatusCode::GONE,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Retryable => StatusCode::SERVICE_UNAVAILABLE,
+        // StorageRefused (page an operator), Integrity (raise an alert), WrongCredentials.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -78,7 +51,7 @@ pub enum AppError {
     /// A kluis error (or the shop's own check of the same kind), with its value-free message.
     Kluis {
         /// What kind of failure.
-        kind: Kind,
+        kind: ErrorKind,
         /// kluis's message.
         message: String,
     },
@@ -95,7 +68,7 @@ pub enum AppError {
 
 impl AppError {
     /// A failure of the shop's own making, of a kluis kind.
-    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         AppError::Kluis {
             kind,
             message: message.into(),
@@ -116,14 +89,14 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let code = self.status();
         let (name, message) = match &self {
-            AppError::Kluis { kind, message } => (kind.name(), message.as_str()),
+            AppError::Kluis { kind, message } => (kind_name(*kind), message.as_str()),
             AppError::Request { message, .. } => ("bad_request", *message),
             AppError::Internal => ("internal", "internal error"),
         };
         let body = axum::Json(serde_json::json!({ "error": name, "message": message }));
         match self {
             AppError::Kluis {
-                kind: Kind::Retryable,
+                kind: ErrorKind::Retryable,
                 ..
             } => (code, [(header::RETRY_AFTER, "1")], body).into_response(),
             _ => (code, body).into_response(),
@@ -157,137 +130,6 @@ impl From<QueryRejection> for AppError {
     }
 }
 
-/// The kind of a kluis error. Stand-in for the errors' own `kind()` (branch `i15-kinds`), which
-/// takes precedence over this trait's method once merged (then this trait and its impls go).
-pub trait KindOf {
-    /// What kind of failure this is.
-    fn kind(&self) -> Kind;
-}
-
-impl KindOf for StorageError {
-    fn kind(&self) -> Kind {
-        match self {
-            StorageError::Corrupted { .. } => Kind::Integrity,
-            StorageError::Database {
-                problem: vault_core::DbProblem::Unreachable | vault_core::DbProblem::Conflict,
-                ..
-            } => Kind::Retryable,
-            _ => Kind::StorageRefused,
-        }
-    }
-}
-
-impl KindOf for IntegrityError {
-    fn kind(&self) -> Kind {
-        Kind::Integrity
-    }
-}
-
-impl KindOf for WriteError {
-    fn kind(&self) -> Kind {
-        match self {
-            WriteError::UnknownRecordType(_)
-            | WriteError::TooLarge { .. }
-            | WriteError::Serde(_)
-            | WriteError::Record(_)
-            | WriteError::Field(_) => Kind::InvalidInput,
-            WriteError::SubjectNotFound | WriteError::NotFound { .. } => Kind::NotFound,
-            WriteError::SubjectForgotten { .. } => Kind::Gone,
-            WriteError::Immutable { .. }
-            | WriteError::NotUnique { .. }
-            | WriteError::SubjectFull { .. } => Kind::Conflict,
-            WriteError::Integrity(_) => Kind::Integrity,
-            WriteError::Storage(e) | WriteError::KeyStore(e) => e.kind(),
-            _ => Kind::StorageRefused,
-        }
-    }
-}
-
-impl KindOf for TransactionError {
-    fn kind(&self) -> Kind {
-        match self {
-            TransactionError::Op { source, .. } => match &**source {
-                vault_core::admin::OpError::Write(e) => e.kind(),
-                vault_core::admin::OpError::Event(e) => e.kind(),
-                vault_core::admin::OpError::Delete(e) => e.kind(),
-                _ => Kind::StorageRefused,
-            },
-            TransactionError::Aborted { .. } => Kind::Conflict,
-            TransactionError::Commit(e) => e.kind(),
-            _ => Kind::StorageRefused,
-        }
-    }
-}
-
-impl KindOf for DeleteError {
-    fn kind(&self) -> Kind {
-        match self {
-            DeleteError::UnknownRecordType(_) => Kind::InvalidInput,
-            DeleteError::NotFound { .. } => Kind::NotFound,
-            DeleteError::Immutable { .. } => Kind::Conflict,
-            DeleteError::Storage(e) => e.kind(),
-            _ => Kind::StorageRefused,
-        }
-    }
-}
-
-impl KindOf for ReadError {
-    fn kind(&self) -> Kind {
-        match self {
-            ReadError::UnknownRecordType(_)
-            | ReadError::UnknownField { .. }
-            | ReadError::Serde(_) => Kind::InvalidInput,
-            ReadError::SubjectNotFound | ReadError::NotFound { .. } => Kind::NotFound,
-            ReadError::Integrity(_) => Kind::Integrity,
-            ReadError::Storage(e) => e.kind(),
-            _ => Kind::StorageRefused,
-        }
-    }
-}
-
-impl KindOf for FindError {
-    fn kind(&self) -> Kind {
-        match self {
-            FindError::Storage(e) => e.kind(),
-            FindError::UnknownRecordType(_)
-            | FindError::UnknownField { .. }
-            | FindError::NotIndexed { .. }
-            | FindError::Field(_) => Kind::InvalidInput,
-            _ => Kind::StorageRefused,
-        }
-    }
-}
-
-impl KindOf for LifecycleError {
-    fn kind(&self) -> Kind {
-        match self {
-            LifecycleError::SubjectNotFound | LifecycleError::KekNotFound { .. } => Kind::NotFound,
-            LifecycleError::AlreadyForgotten { .. }
-            | LifecycleError::Held { .. }
-            | LifecycleError::NotHeld
-            | LifecycleError::TooManyEvents { .. }
-            | LifecycleError::KekDestroyed { .. } => Kind::Conflict,
-            LifecycleError::Forgotten { .. } => Kind::Gone,
-            LifecycleError::InvalidEvent { .. }
-            | LifecycleError::UnknownRecordType(_)
-            | LifecycleError::InvalidLabel => Kind::InvalidInput,
-            LifecycleError::Write(e) => e.kind(),
-            LifecycleError::Storage(e) => e.kind(),
-            _ => Kind::StorageRefused,
-        }
-    }
-}
-
-impl KindOf for SubjectError {
-    fn kind(&self) -> Kind {
-        match self {
-            SubjectError::Storage(e) => e.kind(),
-            SubjectError::InvalidId => Kind::InvalidInput,
-            _ => Kind::StorageRefused,
-        }
-    }
-}
-
 /// `?` on a kluis error in a handler: its kind and its (value-free) message.
 macro_rules! kluis_errors {
     ($($t:ty),*) => {$(
@@ -299,6 +141,7 @@ macro_rules! kluis_errors {
     )*};
 }
 kluis_errors!(
+    DeleteError,
     WriteError,
     TransactionError,
     ReadError,

@@ -13,7 +13,8 @@ use serde_json::Value;
 use vault_core::schema::Schema;
 use vault_core::{Record, RecordKey, SubjectId, Vault};
 
-use crate::error::{AppError, Kind};
+use crate::error::AppError;
+use vault_core::ErrorKind;
 
 /// A handle restricted to some purposes.
 pub struct Scoped<'v> {
@@ -88,7 +89,7 @@ impl<'v> Scoped<'v> {
         actor: &'static str,
     ) -> Result<Self, AppError> {
         if purposes.is_empty() || purposes.iter().any(|p| schema.purpose(p).is_none()) {
-            return Err(AppError::new(Kind::InvalidInput, "unknown purpose"));
+            return Err(AppError::new(ErrorKind::InvalidInput, "unknown purpose"));
         }
         Ok(Scoped {
             vault,
@@ -112,7 +113,7 @@ impl<'v> Scoped<'v> {
         let rt = self
             .schema
             .record_type(record_type)
-            .ok_or_else(|| AppError::new(Kind::InvalidInput, "unknown record type"))?;
+            .ok_or_else(|| AppError::new(ErrorKind::InvalidInput, "unknown record type"))?;
         let names: Vec<&'v str> = rt
             .fields()
             .filter(|f| self.in_scope(&f.purpose))
@@ -120,7 +121,7 @@ impl<'v> Scoped<'v> {
             .collect();
         if names.is_empty() {
             return Err(AppError::new(
-                Kind::InvalidInput,
+                ErrorKind::InvalidInput,
                 format!(
                     "no field of {record_type:?} is processed for a purpose this handle may read"
                 ),
@@ -135,12 +136,14 @@ impl<'v> Scoped<'v> {
             .schema
             .record_type(record_type)
             .and_then(|rt| rt.field(field))
-            .ok_or_else(|| AppError::new(Kind::InvalidInput, "unknown record type or field"))?;
+            .ok_or_else(|| {
+                AppError::new(ErrorKind::InvalidInput, "unknown record type or field")
+            })?;
         if self.in_scope(&def.purpose) {
             Ok(())
         } else {
             Err(AppError::new(
-                Kind::InvalidInput,
+                ErrorKind::InvalidInput,
                 format!(
                     "field {field:?} is processed for purpose {:?}, which this handle may not read",
                     def.purpose
@@ -179,13 +182,14 @@ impl<'v> Scoped<'v> {
         let rec = self.get(subject, key)?;
         if rec.has_shredded() {
             return Err(AppError::new(
-                Kind::Gone,
+                ErrorKind::Gone,
                 "the record was shredded (its retention ended or the customer was forgotten)",
             ));
         }
         // serde's messages quote values: say only that it did not fit.
-        rec.deserialize()
-            .map_err(|_| AppError::new(Kind::InvalidInput, "the record could not be converted"))
+        rec.deserialize().map_err(|_| {
+            AppError::new(ErrorKind::InvalidInput, "the record could not be converted")
+        })
     }
 
     /// The in-scope fields that have a mask, masked; the others are left out. A shredded record
@@ -203,7 +207,7 @@ impl<'v> Scoped<'v> {
             .collect();
         let plain = self.vault.get_fields(subject, key.clone(), &masked)?;
         if plain.has_shredded() {
-            return Err(AppError::new(Kind::Gone, "the record was shredded"));
+            return Err(AppError::new(ErrorKind::Gone, "the record was shredded"));
         }
         let mut out = Record::new();
         for (name, value) in plain.iter() {

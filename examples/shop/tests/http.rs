@@ -9,12 +9,14 @@ use std::sync::Arc;
 
 use kluis_example_shop::client::Conn;
 use kluis_example_shop::components::WAREHOUSE;
-use kluis_example_shop::error::Kind;
+
 use kluis_example_shop::model::{Address, Customer};
 use kluis_example_shop::{spawn_shop, Shop, SCHEMA};
 use serde_json::{json, Value};
 use vault_core::schema::Schema;
-use vault_core::{Credentials, Durability, KdfParams, SubjectId, Vault, VaultOptions, VaultPaths};
+use vault_core::{
+    Credentials, Durability, ErrorKind, KdfParams, SubjectId, Vault, VaultOptions, VaultPaths,
+};
 
 struct TestShop {
     _dir: tempfile::TempDir,
@@ -300,7 +302,7 @@ async fn order_delivery_and_the_warehouse_sees_only_the_address() {
     assert!(matches!(
         refused,
         kluis_example_shop::error::AppError::Kluis {
-            kind: Kind::InvalidInput,
+            kind: ErrorKind::InvalidInput,
             ..
         }
     ));
