@@ -200,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<30} {:>8} {:>10} {:>9} {:>9} {:>7}",
+        "{:<40} {:>8} {:>10} {:>9} {:>9} {:>7}",
         "backend / phase", "requests", "req/s", "p50 ms", "p99 ms", "ratio"
     );
     let mut base: Option<(f64, f64)> = None;
@@ -225,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
         let (rb, pb) = *base.get_or_insert((register.rps(), read.rps()));
         for (phase_name, p, b) in [("register", &register, rb), ("profile", &read, pb)] {
             println!(
-                "{:<30} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>6.1}x",
+                "{:<40} {:>8} {:>10.0} {:>9.2} {:>9.2} {:>6.1}x",
                 format!("{name}: {phase_name}"),
                 p.requests,
                 p.rps(),
