@@ -50,18 +50,17 @@ fn exported_names() -> Vec<(String, String)> {
     let mut module = String::new();
     let mut depth = 0usize;
     let mut rest = code.as_str();
-    while let Some(i) = rest.find(|c| c == '{' || c == '}' || c == 'p') {
-        let (head, tail) = rest.split_at(i);
-        let _ = head;
-        if tail.starts_with('{') {
+    while let Some(i) = rest.find(['{', '}', 'p']) {
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix('{') {
             depth += 1;
-            rest = &tail[1..];
-        } else if tail.starts_with('}') {
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix('}') {
             depth = depth.saturating_sub(1);
             if depth == 0 {
                 module.clear();
             }
-            rest = &tail[1..];
+            rest = after;
         } else if let Some(m) = tail.strip_prefix("pub mod ") {
             let name: String = m
                 .chars()
@@ -70,7 +69,7 @@ fn exported_names() -> Vec<(String, String)> {
             if m[name.len()..].trim_start().starts_with('{') {
                 module = name;
             }
-            rest = &tail["pub mod ".len()..];
+            rest = m;
         } else if let Some(u) = tail.strip_prefix("pub use ") {
             let end = u.find(';').unwrap();
             for name in names_of(&u[..end]) {
@@ -175,7 +174,7 @@ fn vault_methods() -> Vec<String> {
         let text = std::fs::read_to_string(&f).unwrap();
         let mut in_vault = false;
         for l in text.lines() {
-            if l.starts_with("impl ") {
+            if l.starts_with("impl") {
                 in_vault = l.trim_end() == "impl Vault {";
             }
             if let Some(rest) = l.strip_prefix("    pub fn ").filter(|_| in_vault) {

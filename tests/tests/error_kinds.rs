@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use crate::common::*;
 use serde::Deserialize;
+use vault_core::danger_test_hooks::MockClock;
+use vault_core::schema::Schema;
+use vault_core::ForgetOptions;
 use vault_core::{
-    Credentials, Error, ErrorKind, LifecycleError, MockClock, OpenError, ReadError, Record,
-    Request, Schema, SubjectId, Vault, VaultPaths, WriteError,
+    Credentials, Error, ErrorKind, LifecycleError, OpenError, ReadError, Record, Request,
+    SubjectId, Vault, VaultPaths, WriteError,
 };
 
 const T0: i64 = 1_800_000_000;
@@ -116,7 +119,9 @@ fn unknown_subjects_and_records_are_not_found() {
         .put(&stranger, "customer", &customer("Jan", "jan@example.nl"))
         .unwrap_err();
     assert_eq!(kind(e), ErrorKind::NotFound);
-    let e = v.forget(&stranger, &req(), false).unwrap_err();
+    let e = v
+        .forget(&stranger, &req(), ForgetOptions::default())
+        .unwrap_err();
     assert_eq!(kind(e), ErrorKind::NotFound);
 }
 
@@ -127,17 +132,17 @@ fn a_forgotten_subject_is_gone_and_forgetting_it_again_conflicts() {
     let s = v.create_subject().unwrap();
     v.put(&s, "customer", &customer("Jan", "jan@example.nl"))
         .unwrap();
-    v.forget(&s, &req(), false).unwrap();
+    v.forget(&s, &req(), ForgetOptions::default()).unwrap();
 
     let e = v
         .put(&s, "customer", &customer("Jan", "jan@example.nl"))
         .unwrap_err();
     assert!(matches!(e, WriteError::SubjectForgotten { .. }), "{e:?}");
     assert_eq!(kind(e), ErrorKind::Gone);
-    let e = v.hold(&s, None, &req()).unwrap_err();
+    let e = v.admin().hold(&s, None, &req()).unwrap_err();
     assert!(matches!(e, LifecycleError::Forgotten { .. }), "{e:?}");
     assert_eq!(kind(e), ErrorKind::Gone);
-    let e = v.forget(&s, &req(), false).unwrap_err();
+    let e = v.forget(&s, &req(), ForgetOptions::default()).unwrap_err();
     assert!(
         matches!(e, LifecycleError::AlreadyForgotten { .. }),
         "{e:?}"
@@ -176,9 +181,9 @@ fn typed_reads_of_a_partly_shredded_record() {
     let s = v.create_subject().unwrap();
     v.put(&s, "customer", &customer("Jan", "jan@example.nl"))
         .unwrap();
-    v.record_event(&s, "consent_withdrawn", T0 + 10, &req())
+    v.record_event(&s, "consent_withdrawn", ts(T0 + 10), &req())
         .unwrap();
-    let report = v.expire(T0 + 20, &req()).unwrap();
+    let report = v.admin().expire(ts(T0 + 20), &req()).unwrap();
     assert_eq!(report.total(), 1, "{report:?}");
 
     let c: CustomerOptionalNewsletter = v.get_as(&s, "customer").unwrap();
@@ -269,7 +274,7 @@ fn requests_the_schema_refuses_are_invalid_input() {
     assert_eq!(kind(e), ErrorKind::InvalidInput);
     let e = v.find("customer", "name", "Jan").unwrap_err();
     assert_eq!(kind(e), ErrorKind::InvalidInput, "name is not indexed");
-    let e = v.record_event(&s, "Delivered", T0, &req()).unwrap_err();
+    let e = v.record_event(&s, "Delivered", ts(T0), &req()).unwrap_err();
     assert_eq!(kind(e), ErrorKind::InvalidInput);
     let e = "not a subject".parse::<SubjectId>().unwrap_err();
     assert_eq!(kind(e), ErrorKind::InvalidInput);

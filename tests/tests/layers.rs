@@ -17,6 +17,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("vault", 6),
     ("ops", 7),
     ("lib", 8),
+    // The root's public modules (lib.rs), named by the top-layer modules beside it.
+    ("admin", 8),
+    ("gdpr", 8),
+    ("asynchronous", 8),
     ("danger_faults", 8),
     ("fuzz_api", 8),
 ];

@@ -12,6 +12,7 @@ mod common;
 
 mod aead_differential;
 mod api;
+mod async_facade;
 mod audit;
 mod backup;
 mod batch_import;
@@ -39,6 +40,7 @@ mod per_record;
 mod postgres_cli;
 mod records;
 mod review;
+mod scoped;
 mod storage;
 mod tamper;
 mod transactions;

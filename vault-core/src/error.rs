@@ -20,6 +20,7 @@ use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
 /// | [`StorageRefused`](Self::StorageRefused) | 500 Internal Server Error | page an operator |
 /// | [`Integrity`](Self::Integrity) | 500 Internal Server Error | raise a security alert, restore from a backup |
 /// | [`WrongCredentials`](Self::WrongCredentials) | 401 Unauthorized, or 403 Forbidden | the operator's passphrase or key file is wrong |
+/// | [`Forbidden`](Self::Forbidden) | 403 Forbidden | nothing: a purpose-bound handle was asked for another purpose's data |
 ///
 /// The kind is the same for an error and for the [`Error`] it converts into. Non-exhaustive: match
 /// with a last arm answering 500.
@@ -36,6 +37,7 @@ use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
 ///         ErrorKind::InvalidInput => (422, false),
 ///         ErrorKind::Retryable => (503, true),
 ///         ErrorKind::WrongCredentials => (401, false),
+///         ErrorKind::Forbidden => (403, false),
 ///         // StorageRefused, Integrity (alert!), and kinds added later.
 ///         _ => (500, false),
 ///     }
@@ -71,6 +73,31 @@ pub enum ErrorKind {
     Integrity,
     /// The passphrase or key file does not open the vault (an operator's, never a customer's).
     WrongCredentials,
+    /// A purpose-bound handle ([`crate::Vault::scoped`]) was asked to read or write a field of a
+    /// purpose it was not given: the component asking may not have that data. (Not
+    /// `InvalidInput`: the request is well-formed, the caller lacks the right.)
+    Forbidden,
+}
+
+/// Making a purpose-bound handle ([`crate::Vault::scoped`]) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScopeError {
+    /// The schema declares no purpose of this name.
+    #[error("unknown purpose {0:?}")]
+    UnknownPurpose(String),
+    /// No purpose was given: the handle could do nothing.
+    #[error("a scoped handle needs at least one purpose")]
+    NoPurposes,
+}
+
+impl ScopeError {
+    /// Always [`ErrorKind::InvalidInput`]: the handle's purposes are the caller's to fix.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ScopeError::UnknownPurpose(_) | ScopeError::NoPurposes => ErrorKind::InvalidInput,
+        }
+    }
 }
 
 /// The part of a vault a storage or integrity error concerns.
@@ -543,6 +570,16 @@ pub enum WriteError {
         /// When.
         at: i64,
     },
+    /// A purpose-bound handle (`Vault::scoped`) was given a field of a purpose it may not write.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not write"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
     /// `update` of a record that does not exist.
     #[error("no {record_type} record for this subject")]
     NotFound {
@@ -717,6 +754,22 @@ pub enum ReadError {
         /// Their purposes, sorted, without repeats.
         purposes: Vec<String>,
     },
+    /// A purpose-bound handle (`Vault::scoped`) was asked for a field of a purpose it was not given.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not read"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
+    /// A purpose-bound handle was asked for a record type none of whose fields it may read.
+    #[error("no field of {record_type:?} is processed for a purpose this handle may read")]
+    NoFieldInScope {
+        /// The record type.
+        record_type: String,
+    },
 }
 
 impl From<StorageError> for ReadError {
@@ -757,6 +810,16 @@ pub enum DeleteError {
         /// The record type.
         record_type: String,
     },
+    /// A purpose-bound handle may delete only records whose every field is in its scope; this one has a field of another purpose.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not delete"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
     /// Storage failure: nothing was deleted.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -795,6 +858,16 @@ pub enum FindError {
     /// Storage failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A purpose-bound handle may search only by a field of a purpose it was given.
+    #[error(
+        "field {field:?} is processed for purpose {purpose:?}, which this handle may not search"
+    )]
+    OutOfScope {
+        /// The field (of the record type the call named).
+        field: String,
+        /// The field's purpose, which the handle was not given.
+        purpose: String,
+    },
 }
 
 /// Errors creating a subject.
@@ -955,9 +1028,20 @@ pub enum Error {
     /// Reading a passphrase file.
     #[error(transparent)]
     PassphraseFile(#[from] PassphraseFileError),
+    /// Making a purpose-bound handle.
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A call of the async facade (`AsyncVault`, feature `tokio`) did not finish on the blocking
+    /// pool: it panicked (it may or may not have been applied), or the runtime shut down before it
+    /// started (it was not applied).
+    #[error("{}", if *panicked { "the operation panicked on the blocking pool; it may or may not have been applied" } else { "the runtime shut down before the operation started; it was not applied" })]
+    Interrupted {
+        /// True if it panicked; false if it was cancelled before it started.
+        panicked: bool,
+    },
 }
 
 /// The operating system's random number generator failed.
@@ -1266,6 +1350,11 @@ impl Error {
             Error::Transaction(e) => e.kind(),
             Error::Migrate(e) => e.kind(),
             Error::PassphraseFile(e) => e.kind(),
+            Error::Scope(e) => e.kind(),
+            // Nothing was applied: the runtime was shutting down.
+            Error::Interrupted { panicked: false } => ErrorKind::Retryable,
+            // It may or may not have been applied, and kluis code panicked: an operator must look.
+            Error::Interrupted { panicked: true } => ErrorKind::StorageRefused,
             Error::Storage(e) => e.kind(),
         }
     }
@@ -1404,6 +1493,7 @@ impl WriteError {
             WriteError::Field(e) => e.kind(),
             WriteError::SubjectNotFound | WriteError::NotFound { .. } => ErrorKind::NotFound,
             WriteError::SubjectForgotten { .. } => ErrorKind::Gone,
+            WriteError::OutOfScope { .. } => ErrorKind::Forbidden,
             WriteError::Immutable { .. }
             | WriteError::NotUnique { .. }
             | WriteError::SubjectFull { .. } => ErrorKind::Conflict,
@@ -1453,6 +1543,7 @@ impl ReadError {
             ReadError::Integrity(e) => e.kind(),
             ReadError::Storage(e) => e.kind(),
             ReadError::Shredded { .. } => ErrorKind::Gone,
+            ReadError::OutOfScope { .. } | ReadError::NoFieldInScope { .. } => ErrorKind::Forbidden,
         }
     }
 }
@@ -1463,6 +1554,7 @@ impl DeleteError {
         match self {
             DeleteError::UnknownRecordType(_) => ErrorKind::InvalidInput,
             DeleteError::NotFound { .. } => ErrorKind::NotFound,
+            DeleteError::OutOfScope { .. } => ErrorKind::Forbidden,
             DeleteError::Immutable { .. } => ErrorKind::Conflict,
             DeleteError::Storage(e) => e.kind(),
             DeleteError::NotDurable(_) => ErrorKind::StorageRefused,
@@ -1477,6 +1569,7 @@ impl FindError {
             FindError::UnknownRecordType(_)
             | FindError::UnknownField { .. }
             | FindError::NotIndexed { .. } => ErrorKind::InvalidInput,
+            FindError::OutOfScope { .. } => ErrorKind::Forbidden,
             FindError::Field(e) => e.kind(),
             FindError::Storage(e) => e.kind(),
         }
@@ -1635,7 +1728,8 @@ impl SchemaError {
             | SchemaError::InvalidPurpose { .. }
             | SchemaError::UnknownPurpose { .. }
             | SchemaError::InvalidField { .. }
-            | SchemaError::NoFields { .. } => ErrorKind::InvalidInput,
+            | SchemaError::NoFields { .. }
+            | SchemaError::InvalidMask { .. } => ErrorKind::InvalidInput,
         }
     }
 }
@@ -1819,6 +1913,7 @@ mod kind_tests {
         };
         kinds!(WriteError {
             WriteError::UnknownRecordType(_) => WriteError::UnknownRecordType(s("x")) => InvalidInput,
+            WriteError::OutOfScope { .. } => WriteError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
             WriteError::Record(_) => WriteError::Record(record) => InvalidInput,
             WriteError::Field(_) => WriteError::Field(field) => InvalidInput,
             WriteError::TooLarge { .. } => WriteError::TooLarge { len: 2, max: 1 } => InvalidInput,
@@ -1862,6 +1957,8 @@ mod kind_tests {
     fn read_delete_find_subject_and_rekey_errors() {
         kinds!(ReadError {
             ReadError::UnknownRecordType(_) => ReadError::UnknownRecordType(s("x")) => InvalidInput,
+            ReadError::OutOfScope { .. } => ReadError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
+            ReadError::NoFieldInScope { .. } => ReadError::NoFieldInScope { record_type: s("customer") } => Forbidden,
             ReadError::UnknownField { .. } => ReadError::UnknownField { record_type: s("customer"), field: s("x") } => InvalidInput,
             ReadError::SubjectNotFound => ReadError::SubjectNotFound => NotFound,
             ReadError::NotFound { .. } => ReadError::NotFound { record_type: s("customer") } => NotFound,
@@ -1872,6 +1969,7 @@ mod kind_tests {
         });
         kinds!(DeleteError {
             DeleteError::UnknownRecordType(_) => DeleteError::UnknownRecordType(s("x")) => InvalidInput,
+            DeleteError::OutOfScope { .. } => DeleteError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
             DeleteError::NotFound { .. } => DeleteError::NotFound { record_type: s("x") } => NotFound,
             DeleteError::Immutable { .. } => DeleteError::Immutable { record_type: s("invoice") } => Conflict,
             DeleteError::Storage(_) => DeleteError::Storage(io()) => StorageRefused,
@@ -1879,6 +1977,7 @@ mod kind_tests {
         });
         kinds!(FindError {
             FindError::UnknownRecordType(_) => FindError::UnknownRecordType(s("x")) => InvalidInput,
+            FindError::OutOfScope { .. } => FindError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
             FindError::UnknownField { .. } => FindError::UnknownField { record_type: s("c"), field: s("x") } => InvalidInput,
             FindError::NotIndexed { .. } => FindError::NotIndexed { record_type: s("c"), field: s("name") } => InvalidInput,
             FindError::Field(_) => FindError::Field(FieldError::Invalid { field: s("email"), reason: "r" }) => InvalidInput,
@@ -1967,6 +2066,7 @@ mod kind_tests {
             SchemaError::Toml { .. } => SchemaError::Toml { message: s("m") } => InvalidInput,
             SchemaError::TooLarge { .. } => SchemaError::TooLarge { len: 2, max: 1 } => InvalidInput,
             SchemaError::InvalidVersion => SchemaError::InvalidVersion => InvalidInput,
+            SchemaError::InvalidMask { .. } => SchemaError::InvalidMask { record_type: s("c"), field: s("f"), reason: s("r") } => InvalidInput,
             SchemaError::InvalidName { .. } => SchemaError::InvalidName { what: "field", name: s("X") } => InvalidInput,
             SchemaError::InvalidLegalBasis { .. } => SchemaError::InvalidLegalBasis { purpose: s("p"), value: s("v") } => InvalidInput,
             SchemaError::InvalidRetention { .. } => SchemaError::InvalidRetention { purpose: s("p"), reason: reason() } => InvalidInput,
@@ -2016,6 +2116,9 @@ mod kind_tests {
             Error::Transaction(_) => TransactionError::Aborted { index: 1 }.into() => Conflict,
             Error::Migrate(_) => MigrateError::NotADataDirectory.into() => InvalidInput,
             Error::PassphraseFile(_) => PassphraseFileError::Empty { path: s("p") }.into() => WrongCredentials,
+            Error::Scope(_) => ScopeError::NoPurposes.into() => InvalidInput,
+            Error::Interrupted { panicked: false } => Error::Interrupted { panicked: false } => Retryable,
+            Error::Interrupted { panicked: true } => Error::Interrupted { panicked: true } => StorageRefused,
             Error::Storage(_) => StorageError::corrupted(Component::Audit, "bad").into() => Integrity,
         });
     }

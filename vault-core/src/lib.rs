@@ -55,6 +55,8 @@
 // it (checked by `cargo test -p kluis-tests layers`; ARCHITECTURE.md, "Code map"). Every module is
 // private: the public surface is the re-exports below, one path per type (`tests/tests/api.rs`
 // keeps the count honest).
+#[cfg(feature = "tokio")]
+mod asynchronous; // 8: the async facade over `Vault` (feature `tokio`)
 mod clock; // 0: time
 mod crypto; // 2: AEAD, MAC, KDF, secrets, labels
 mod error; // 1: every error type
@@ -71,6 +73,8 @@ mod vault; // 6: the `Vault` state, opening and creating
 pub struct ReadmeDoctests;
 
 // ---- What a shop uses every day ----------------------------------------------------------------
+#[cfg(feature = "tokio")]
+pub use asynchronous::AsyncVault;
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use crypto::secret::Passphrase;
 pub use format::audit::{Actor, Request};
@@ -79,6 +83,7 @@ pub use format::record_key::RecordKey;
 pub use format::subject::{ShredReason, SubjectId};
 pub use keys::credentials::{Credentials, KdfParams, KeyFile};
 pub use ops::lifecycle::{EventReport, ForgetOptions, ForgetReport, KeptPurpose, NotCounted};
+pub use ops::scoped::Scoped;
 pub use ops::transaction::Transaction;
 pub use storage::durability::Durability;
 #[cfg(feature = "engine-postgres")]
@@ -89,8 +94,8 @@ pub use vault::{DataLocation, Vault, VaultOptions, VaultPaths};
 // ---- Errors: one enum per operation, all convertible into `Error` ------------------------------
 pub use error::{
     Component, CreateError, DbProblem, DeleteError, Error, ErrorKind, FindError, IntegrityError,
-    LifecycleError, OpenError, PassphraseFileError, ReadError, StorageError, SubjectError,
-    TransactionError, WriteError,
+    LifecycleError, OpenError, PassphraseFileError, ReadError, ScopeError, StorageError,
+    SubjectError, TransactionError, WriteError,
 };
 pub use ops::records::BatchError;
 

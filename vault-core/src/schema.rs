@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
+mod mask;
 mod purpose;
 mod record;
 mod retention;
@@ -37,6 +38,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
+pub use mask::Mask;
 pub use purpose::{LegalBasis, Purpose, Scope};
 pub use record::{RecordError, RecordType};
 pub use retention::{Period, Retention, RetentionParseError, BUILTIN_EVENTS};
@@ -230,6 +232,17 @@ pub enum SchemaError {
         /// What is wrong.
         reason: String,
     },
+    /// A field's `mask` is unknown, or does not fit the field's type (masks are read by
+    /// `Scoped::get_masked`; `docs/design.md`, "Masks").
+    #[error("field `{record_type}.{field}`: {reason}")]
+    InvalidMask {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A record type declares no fields.
     #[error("record type `{record_type}` declares no fields")]
     NoFields {
@@ -390,6 +403,8 @@ struct RawField {
     required: bool,
     /// `true`, `false` or `"unique"` (read by `index_kind`).
     index: Option<toml::Value>,
+    /// What a masked read shows (read by `parse_mask`).
+    mask: Option<String>,
 }
 
 /// Whether a field is indexed, and whether uniquely: `index = true | false | "unique"`.
@@ -400,6 +415,35 @@ fn index_kind(raw: Option<&toml::Value>) -> Option<(bool, bool)> {
         Some(toml::Value::String(s)) if s == "unique" => Some((true, true)),
         Some(_) => None,
     }
+}
+
+/// The field's `mask`, if it declares one that exists and fits its kind.
+fn parse_mask(
+    record_type: &str,
+    field: &str,
+    kind: FieldKind,
+    raw: Option<&str>,
+) -> Result<Option<Mask>, SchemaError> {
+    let Some(name) = raw else { return Ok(None) };
+    let invalid = |reason: String| SchemaError::InvalidMask {
+        record_type: record_type.to_owned(),
+        field: field.to_owned(),
+        reason,
+    };
+    let mask = Mask::from_name(name).ok_or_else(|| {
+        let all: Vec<_> = Mask::ALL.iter().map(|m| m.as_str()).collect();
+        invalid(format!(
+            "unknown mask `{name}` (expected {})",
+            all.join(", ")
+        ))
+    })?;
+    if !mask.fits(kind) {
+        return Err(invalid(format!(
+            "mask `{mask}` does not fit a {kind} field (it fits {})",
+            mask.kinds().join(", ")
+        )));
+    }
+    Ok(Some(mask))
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), SchemaError> {
@@ -579,6 +623,7 @@ fn validate_field(
             "an index is not allowed on {kind} fields (only text, email, phone, date and iban)"
         )));
     }
+    let mask = parse_mask(record_type, &name, kind, raw.mask.as_deref())?;
     Ok(FieldDef {
         name,
         kind,
@@ -587,5 +632,6 @@ fn validate_field(
         purpose: raw.purpose,
         index,
         unique,
+        mask,
     })
 }

@@ -1547,10 +1547,12 @@ impl Vault {
             let (k, v) = row?;
             let seq = k.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
             let body = v.len().saturating_sub(crate::format::audit::STORED_MAC_LEN);
-            match AuditEntry::decode_body(seq, &v[..body])
-                .ok()
-                .and_then(|e| e.subject)
-            {
+            let entry = AuditEntry::decode_body(seq, &v[..body]).ok();
+            // A read changed nothing another process may have cached.
+            if entry.as_ref().is_some_and(|e| e.op.is_read()) {
+                continue;
+            }
+            match entry.and_then(|e| e.subject) {
                 Some(s) => {
                     subjects.insert(s);
                 }
@@ -1781,16 +1783,17 @@ fn random_process_id() -> String {
 /// are told at once: `notify_others`).
 fn shreds_or_rekeys(op: crate::format::audit::AuditOp) -> bool {
     use crate::format::audit::AuditOp as Op;
-    !matches!(
-        op,
-        Op::CreateVault
-            | Op::CreateSubject
-            | Op::Put
-            | Op::Update
-            | Op::Event
-            | Op::Hold
-            | Op::Release
-    )
+    !op.is_read()
+        && !matches!(
+            op,
+            Op::CreateVault
+                | Op::CreateSubject
+                | Op::Put
+                | Op::Update
+                | Op::Event
+                | Op::Hold
+                | Op::Release
+        )
 }
 
 /// How a commit failed.

@@ -56,10 +56,15 @@ pub enum AuditOp {
     ReapplyErasure,
     /// An operator accepted a rolled-back key store or schema (disaster recovery).
     AcceptRollback,
+    /// A purpose-bound handle (`Vault::scoped`) read a record's values: which purposes, how many
+    /// fields, never a value.
+    Read,
+    /// A purpose-bound handle read a record masked (`Scoped::get_masked`).
+    MaskedRead,
 }
 
 impl AuditOp {
-    const ALL: [AuditOp; 16] = [
+    const ALL: [AuditOp; 18] = [
         AuditOp::CreateVault,
         AuditOp::CreateSubject,
         AuditOp::Put,
@@ -76,6 +81,8 @@ impl AuditOp {
         AuditOp::RotateDataKey,
         AuditOp::ReapplyErasure,
         AuditOp::AcceptRollback,
+        AuditOp::Read,
+        AuditOp::MaskedRead,
     ];
     fn code(self) -> u8 {
         Self::ALL
@@ -85,6 +92,11 @@ impl AuditOp {
     }
     fn from_code(c: u8) -> Option<Self> {
         Self::ALL.get(usize::from(c).checked_sub(1)?).copied()
+    }
+    /// Whether the entry records a read: nothing changed, so no other process need evict
+    /// or reload anything because of it.
+    pub(crate) fn is_read(self) -> bool {
+        matches!(self, AuditOp::Read | AuditOp::MaskedRead)
     }
 }
 
@@ -599,7 +611,8 @@ mod tests {
         assert!(ok(&[2, 1, 0, 0]));
         assert!(!ok(&[2, 1, 0x80, 0]), "unknown flag bit");
         assert!(!ok(&[2, 0, 0, 0]), "operation 0");
-        assert!(!ok(&[2, 17, 0, 0]), "unknown operation");
+        assert!(ok(&[2, 18, 0, 0]), "masked_read");
+        assert!(!ok(&[2, 19, 0, 0]), "unknown operation");
         assert!(!ok(&[1, 1, 0, 0]), "version 1");
         assert!(!ok(&[2, 1, flags::PURPOSE, 0, 0]), "flagged empty purpose");
         assert!(!ok(&[2, 1, flags::REASON, 0, 0]), "flagged empty reason");

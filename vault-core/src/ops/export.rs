@@ -958,7 +958,7 @@ mod tests {
             .forget(
                 &s,
                 &Request::new("dpo", "Art. 17 request"),
-                crate::ForgetOptions::default(),
+                crate::ops::lifecycle::ForgetOptions::default(),
             )
             .unwrap();
         assert_eq!(forget.shredded, ["account"]);

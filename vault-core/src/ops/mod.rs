@@ -19,5 +19,6 @@ pub mod operator;
 pub mod records;
 pub(crate) mod retire;
 pub mod schema_change;
+pub mod scoped;
 pub mod stats;
 pub mod transaction;

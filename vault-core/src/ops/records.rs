@@ -114,6 +114,30 @@ fn shredded_error(record_type: &str, record: &Record) -> ReadError {
     }
 }
 
+/// A record as the shop's own `Deserialize` type (`get_as`, also through a scoped handle): a
+/// struct that needs a shredded field, or a record with nothing left, is
+/// [`ReadError::Shredded`]; an `Option` field the struct can do without reads as `None`.
+pub(crate) fn into_shop_type<T: serde::de::DeserializeOwned>(
+    record_type: &str,
+    record: &Record,
+) -> Result<T, ReadError> {
+    if record.has_shredded() && record.is_empty() {
+        return Err(shredded_error(record_type, record));
+    }
+    record.deserialize().map_err(|e| {
+        if needs_shredded(&e, record) {
+            return shredded_error(record_type, record);
+        }
+        // serde_json's messages quote the offending value: report only where it failed.
+        ReadError::Serde(format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
 /// Most index matches `find` returns.
 pub const MAX_FIND_RESULTS: usize = 10_000;
 
@@ -288,7 +312,13 @@ impl Vault {
         key: impl Into<RecordKey>,
         record: &Record,
     ) -> Result<(), WriteError> {
-        self.write(subject, &key.into(), record, Mode::Put)
+        self.write(
+            subject,
+            &key.into(),
+            record,
+            Mode::Put,
+            self.options.actor.as_str(),
+        )
     }
 
     /// Stores the shop's own `Serialize` type as a record (see [`Record::from_serialize`]).
@@ -310,18 +340,26 @@ impl Vault {
         key: impl Into<RecordKey>,
         changes: &Record,
     ) -> Result<(), WriteError> {
-        self.write(subject, &key.into(), changes, Mode::Update)
+        self.write(
+            subject,
+            &key.into(),
+            changes,
+            Mode::Update,
+            self.options.actor.as_str(),
+        )
     }
 
-    /// `put` / `update`: a transaction of one operation.
-    fn write(
+    /// `put` / `update`: a transaction of one operation, audited as `actor`'s.
+    pub(crate) fn write(
         &self,
         s: &SubjectId,
         key: &RecordKey,
         record: &Record,
         mode: Mode,
+        actor: &str,
     ) -> Result<(), WriteError> {
         let mut tx = Transaction::new(self, *s, false);
+        tx.acting_as(actor);
         tx.write_op(key, record, mode)?;
         tx.commit_inner().map_err(|f| f.error)
     }
@@ -357,24 +395,12 @@ impl Vault {
     ) -> Result<T, ReadError> {
         let key = key.into();
         let record = self.read(subject, &key, None)?;
-        if record.has_shredded() && record.is_empty() {
-            return Err(shredded_error(&key.record_type, &record));
-        }
-        record.deserialize().map_err(|e| {
-            if needs_shredded(&e, &record) {
-                return shredded_error(&key.record_type, &record);
-            }
-            // serde_json's messages quote the offending value: report only where it failed.
-            ReadError::Serde(format!(
-                "{:?} error at line {} column {}",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })
+        into_shop_type(&key.record_type, &record)
     }
 
-    fn read(
+    /// Reads the `key` record of `s`: every field, or only those in `only`. The one read path of
+    /// plain and purpose-bound reads (`ops/scoped.rs` chooses `only`).
+    pub(crate) fn read(
         &self,
         s: &SubjectId,
         key: &RecordKey,
@@ -553,8 +579,19 @@ impl Vault {
         subject: &SubjectId,
         key: impl Into<RecordKey>,
     ) -> Result<(), DeleteError> {
+        self.delete_as(subject, &key.into(), self.options.actor.as_str())
+    }
+
+    /// `delete`: a transaction of one operation, audited as `actor`'s.
+    pub(crate) fn delete_as(
+        &self,
+        subject: &SubjectId,
+        key: &RecordKey,
+        actor: &str,
+    ) -> Result<(), DeleteError> {
         let mut tx = Transaction::new(self, *subject, false);
-        tx.delete_op(&key.into())?;
+        tx.acting_as(actor);
+        tx.delete_op(key)?;
         tx.commit_inner().map_err(|f| f.into_delete_error())
     }
 

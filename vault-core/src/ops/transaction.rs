@@ -143,6 +143,9 @@ pub struct Transaction<'v> {
     active: Arc<ActiveSchema>,
     subject: SubjectId,
     now: i64,
+    /// Whom the audit entries name: the vault's actor, or a purpose-bound handle's
+    /// (`acting_as`), so a write through a handle is attributed to the component that made it.
+    actor: &'v str,
     new_subject: bool,
     entry: Option<SubjectEntry>,
     entry_dirty: bool,
@@ -334,6 +337,7 @@ impl<'v> Transaction<'v> {
             active,
             subject,
             now,
+            actor: vault.options.actor.as_str(),
             new_subject,
             entry: new_subject.then(|| SubjectEntry {
                 created_at: now,
@@ -486,6 +490,11 @@ impl<'v> Transaction<'v> {
         }
     }
 
+    /// Names `actor` instead of the vault's in the audit entries of the operations that follow.
+    pub(crate) fn acting_as(&mut self, actor: &'v str) {
+        self.actor = actor;
+    }
+
     fn op_index(&self) -> usize {
         self.ops.saturating_sub(1)
     }
@@ -542,7 +551,7 @@ impl<'v> Transaction<'v> {
             Mode::Update => AuditOp::Update,
         };
         self.audit.push(
-            AuditEntry::new(audit_op, self.now, &self.vault.options.actor)
+            AuditEntry::new(audit_op, self.now, self.actor)
                 .subject(&self.subject)
                 .record(&rt.name, &key.label),
         );
@@ -575,7 +584,7 @@ impl<'v> Transaction<'v> {
         }
         self.writes.insert(rkey, None);
         self.audit.push(
-            AuditEntry::new(AuditOp::Delete, self.now, &self.vault.options.actor)
+            AuditEntry::new(AuditOp::Delete, self.now, self.actor)
                 .subject(&self.subject)
                 .record(&rt.name, &key.label),
         );
@@ -610,7 +619,7 @@ impl<'v> Transaction<'v> {
         report.recorded = true;
         e.events.insert(stored_as, at);
         self.entry_dirty = true;
-        let mut audit = AuditEntry::new(AuditOp::Event, self.now, &v.options.actor)
+        let mut audit = AuditEntry::new(AuditOp::Event, self.now, self.actor)
             .subject(&self.subject)
             .purpose(event);
         if let Some(r) = record {

@@ -64,6 +64,7 @@ fn parses_minimal() {
             purpose: "shipping".into(),
             index: false,
             unique: false,
+            mask: None,
         }
     );
     assert!(t.field("nope").is_none());

@@ -118,6 +118,9 @@ pub struct FieldDef {
     /// Whether no two subjects may hold the same value (after normalisation) in this field
     /// (`index = "unique"`; implies `index`). Enforced on every write, see `Vault::transaction`.
     pub unique: bool,
+    /// What a masked read shows of the field (`mask = "..."`); `None`: a masked read leaves the
+    /// field out.
+    pub mask: Option<super::Mask>,
 }
 
 /// A field value was rejected. Messages name the field and the rule, never the value.

@@ -16,6 +16,7 @@ fn def(kind: FieldKind) -> FieldDef {
         purpose: "p".into(),
         index: kind.indexable(),
         unique: false,
+        mask: None,
     }
 }
 

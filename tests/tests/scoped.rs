@@ -1,0 +1,517 @@
+//! Purpose-bound handles (`Vault::scoped`), masks and the audit of scoped reads (issue 15).
+
+use vault_core::admin::{AuditFilter, AuditOp};
+use vault_core::schema::Schema;
+use vault_core::{
+    DeleteError, FindError, ReadError, Record, RecordKey, ScopeError, SubjectId, Vault, WriteError,
+};
+
+use crate::common::create_on;
+
+/// A customer type mixing two purposes, an address of a third, and a mask on every rule.
+const SCHEMA: &str = r#"
+version = 1
+[purposes.account]
+description = "Customer account"
+legal_basis = "contract"
+retention = "2y after last_update"
+[purposes.marketing]
+description = "Newsletter"
+legal_basis = "consent"
+retention = "until consent_withdrawn"
+at_most = "2y after created"
+[purposes.shipping]
+description = "Deliveries"
+legal_basis = "contract"
+retention = "30d after delivered"
+at_most = "1y after created"
+
+[types.customer.fields.first_name]
+type = "text"
+purpose = "account"
+required = true
+mask = "initial"
+[types.customer.fields.last_name]
+type = "text"
+purpose = "account"
+required = true
+[types.customer.fields.email]
+type = "email"
+purpose = "account"
+index = "unique"
+mask = "email"
+[types.customer.fields.phone]
+type = "phone"
+purpose = "account"
+mask = "last4"
+[types.customer.fields.birth_date]
+type = "date"
+purpose = "account"
+mask = "year"
+[types.customer.fields.iban]
+type = "iban"
+purpose = "account"
+mask = "last4"
+[types.customer.fields.note]
+type = "text"
+purpose = "account"
+mask = "redact"
+[types.customer.fields.newsletter]
+type = "email"
+purpose = "marketing"
+index = true
+mask = "email"
+
+[types.address.fields.street]
+type = "text"
+purpose = "shipping"
+required = true
+[types.address.fields.postcode]
+type = "text"
+purpose = "shipping"
+required = true
+index = true
+max_len = 16
+"#;
+
+/// Every value stored below: none may appear in an error, a `Debug` or an audit entry.
+const VALUES: &[&str] = &[
+    "Jozefien",
+    "Vermeulen",
+    "jozefien@voorbeeld.nl",
+    "06 1234 5678",
+    "1985-07-04",
+    "NL91ABNA0417164300",
+    "klant belt liever",
+    "nieuws.jozefien@voorbeeld.nl",
+    "Kerkstraat 1",
+    "1234AB",
+];
+
+fn vault(dir: &std::path::Path) -> Vault {
+    let clock = std::sync::Arc::new(vault_core::danger_test_hooks::MockClock::new(1_800_000_000));
+    create_on(dir, Schema::from_toml(SCHEMA).unwrap(), &clock)
+}
+
+/// A customer with every field and an address, stored through the unscoped vault.
+fn customer(v: &Vault) -> SubjectId {
+    let s = v.create_subject().unwrap();
+    let mut r = Record::new();
+    for (f, val) in [
+        ("first_name", 0),
+        ("last_name", 1),
+        ("email", 2),
+        ("phone", 3),
+        ("birth_date", 4),
+        ("iban", 5),
+        ("note", 6),
+        ("newsletter", 7),
+    ] {
+        r.set(f, VALUES[val]);
+    }
+    v.put(&s, "customer", &r).unwrap();
+    let a = Record::new()
+        .with("street", VALUES[8])
+        .with("postcode", VALUES[9]);
+    v.put(&s, "address", &a).unwrap();
+    s
+}
+
+#[track_caller]
+fn assert_no_value(what: &str, text: &str) {
+    for v in VALUES {
+        assert!(!text.contains(v), "{what} shows a value: {text}");
+    }
+}
+
+#[test]
+fn a_handle_reads_only_the_fields_of_its_purposes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let account = v.scoped(&["account"], "customer-service").unwrap();
+    let got = account.get(&s, "customer").unwrap();
+    assert_eq!(got.get_str("email"), Some(VALUES[2]));
+    assert_eq!(got.len(), 7, "every account field, not the newsletter");
+    assert!(got.get("newsletter").is_none());
+
+    let e = account
+        .get_fields(&s, "customer", &["email", "newsletter"])
+        .unwrap_err();
+    assert!(
+        matches!(&e, ReadError::OutOfScope { field, purpose } if field == "newsletter" && purpose == "marketing"),
+        "{e:?}"
+    );
+    let e = account.get(&s, "address").unwrap_err();
+    assert!(matches!(&e, ReadError::NoFieldInScope { record_type } if record_type == "address"));
+    let fields = account.get_fields(&s, "customer", &["phone"]).unwrap();
+    assert_eq!(fields.field_names().collect::<Vec<_>>(), ["phone"]);
+
+    #[derive(serde::Deserialize)]
+    struct Shipping {
+        street: String,
+        postcode: String,
+    }
+    let warehouse = v.scoped(&["shipping"], "warehouse").unwrap();
+    let a: Shipping = warehouse.get_as(&s, "address").unwrap();
+    assert_eq!(
+        (a.street.as_str(), a.postcode.as_str()),
+        (VALUES[8], VALUES[9])
+    );
+    assert!(matches!(
+        warehouse.get(&s, "customer"),
+        Err(ReadError::NoFieldInScope { .. })
+    ));
+    // Two purposes: the whole customer.
+    let both = v.scoped(&["marketing", "account"], "dpo").unwrap();
+    assert_eq!(both.get(&s, "customer").unwrap().len(), 8);
+    assert_eq!(
+        both.purposes().collect::<Vec<_>>(),
+        ["account", "marketing"]
+    );
+}
+
+#[test]
+fn writes_outside_the_scope_are_refused_naming_field_and_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let account = v.scoped(&["account"], "customer-service").unwrap();
+
+    let change = Record::new()
+        .with("phone", "0687654321")
+        .with("newsletter", "ander@voorbeeld.nl");
+    let e = account.update(&s, "customer", &change).unwrap_err();
+    assert!(
+        matches!(&e, WriteError::OutOfScope { field, purpose } if field == "newsletter" && purpose == "marketing"),
+        "{e:?}"
+    );
+    assert_no_value("error", &format!("{e} {e:?}"));
+    assert_eq!(
+        v.get(&s, "customer").unwrap().get_str("phone"),
+        Some(VALUES[3])
+    );
+
+    // An update of in-scope fields leaves the other purpose's field as it was.
+    account
+        .update(&s, "customer", &Record::new().with("phone", "0687654321"))
+        .unwrap();
+    let all = v.get(&s, "customer").unwrap();
+    assert_eq!(all.get_str("phone"), Some("0687654321"));
+    assert_eq!(all.get_str("newsletter"), Some(VALUES[7]));
+
+    // A put or delete would drop the newsletter field: refused, the record untouched.
+    let whole = Record::new()
+        .with("first_name", "Anna")
+        .with("last_name", "Smit");
+    let e = account.put(&s, "customer", &whole).unwrap_err();
+    assert!(matches!(&e, WriteError::OutOfScope { field, .. } if field == "newsletter"));
+    let e = account.delete(&s, "customer").unwrap_err();
+    assert!(matches!(&e, DeleteError::OutOfScope { purpose, .. } if purpose == "marketing"));
+    assert_eq!(v.get(&s, "customer").unwrap().len(), 8);
+
+    // A type wholly in scope: put, put_as and delete go through.
+    let warehouse = v.scoped(&["shipping"], "warehouse").unwrap();
+    let moved = RecordKey::labelled("address", "order-2");
+    #[derive(serde::Serialize)]
+    struct Address<'a> {
+        street: &'a str,
+        postcode: &'a str,
+    }
+    warehouse
+        .put_as(
+            &s,
+            moved.clone(),
+            &Address {
+                street: "Markt 2",
+                postcode: "4321ZX",
+            },
+        )
+        .unwrap();
+    warehouse.delete(&s, "address").unwrap();
+    assert_eq!(
+        v.records_of(&s).unwrap(),
+        [moved, RecordKey::from("customer")]
+    );
+    // Writes through a handle are audited as its actor.
+    let filter = AuditFilter {
+        subject: Some(s),
+        ..Default::default()
+    };
+    let by: Vec<(String, String)> = v
+        .admin()
+        .audit_entries(&filter)
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.op, AuditOp::Put | AuditOp::Update | AuditOp::Delete))
+        .map(|e| (e.op.to_string(), e.actor))
+        .collect();
+    let want = [
+        ("put", "application"),
+        ("put", "application"),
+        ("update", "customer-service"),
+        ("put", "warehouse"),
+        ("delete", "warehouse"),
+    ];
+    let by: Vec<(&str, &str)> = by.iter().map(|(o, a)| (o.as_str(), a.as_str())).collect();
+    assert_eq!(by, want);
+    let e = warehouse
+        .update(&s, "customer", &Record::new().with("first_name", "X"))
+        .unwrap_err();
+    assert!(matches!(&e, WriteError::OutOfScope { purpose, .. } if purpose == "account"));
+}
+
+#[test]
+fn find_through_a_handle_only_by_a_field_of_its_purposes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let account = v.scoped(&["account"], "customer-service").unwrap();
+    assert_eq!(account.find("customer", "email", VALUES[2]).unwrap(), [s]);
+    let e = account
+        .find("customer", "newsletter", VALUES[7])
+        .unwrap_err();
+    assert!(
+        matches!(&e, FindError::OutOfScope { field, purpose } if field == "newsletter" && purpose == "marketing"),
+        "{e:?}"
+    );
+    assert_no_value("error", &format!("{e} {e:?}"));
+    let warehouse = v.scoped(&["shipping"], "warehouse").unwrap();
+    assert_eq!(
+        warehouse.find("address", "postcode", VALUES[9]).unwrap(),
+        [s]
+    );
+    assert!(matches!(
+        warehouse.find("customer", "email", VALUES[2]),
+        Err(FindError::OutOfScope { .. })
+    ));
+    // The vault's own refusals pass through.
+    assert!(matches!(
+        account.find("customer", "last_name", "Vermeulen"),
+        Err(FindError::NotIndexed { .. })
+    ));
+}
+
+#[test]
+fn masked_reads_show_each_rule_and_leave_unmasked_fields_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let account = v.scoped(&["account"], "customer-service").unwrap();
+    let m = account.get_masked(&s, "customer").unwrap();
+    assert_eq!(m.get_str("first_name"), Some("J."));
+    assert_eq!(m.get_str("email"), Some("j***@voorbeeld.nl"));
+    assert_eq!(m.get_str("phone"), Some("******5678"));
+    assert_eq!(m.get_str("iban"), Some("**************4300"));
+    assert_eq!(m.get_str("birth_date"), Some("1985"));
+    assert_eq!(m.get_str("note"), Some("***"));
+    assert!(m.get("last_name").is_none(), "no mask: left out");
+    assert!(m.get("newsletter").is_none(), "out of scope");
+    assert_eq!(m.len(), 6);
+    assert_no_value("masked record", &m.to_json().to_string());
+
+    // The unscoped masked read covers every purpose; a type without masks reads empty.
+    let all = v.get_masked(&s, "customer").unwrap();
+    assert_eq!(all.get_str("newsletter"), Some("n***@voorbeeld.nl"));
+    assert!(v.get_masked(&s, "address").unwrap().is_empty());
+    assert!(matches!(
+        account.get_masked(&s, "address"),
+        Err(ReadError::NoFieldInScope { .. })
+    ));
+}
+
+#[test]
+fn a_scoped_read_is_audited_with_its_actor_and_no_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let account = v.scoped(&["account"], "customer-service").unwrap();
+    account.get(&s, "customer").unwrap();
+    account.get_masked(&s, "customer").unwrap();
+    v.scoped(&["shipping"], "warehouse")
+        .unwrap()
+        .get_fields(&s, "address", &["street"])
+        .unwrap();
+    // A refused read is not a read: no entry.
+    account
+        .get_fields(&s, "customer", &["newsletter"])
+        .unwrap_err();
+    v.get(&s, "customer").unwrap(); // the unscoped vault does not audit reads
+
+    let filter = AuditFilter {
+        subject: Some(s),
+        ..Default::default()
+    };
+    let entries = v.admin().audit_entries(&filter).unwrap();
+    let reads: Vec<_> = entries
+        .iter()
+        .filter(|e| matches!(e.op, AuditOp::Read | AuditOp::MaskedRead))
+        .collect();
+    assert_eq!(reads.len(), 3, "{reads:?}");
+    let (read, masked, street) = (reads[0], reads[1], reads[2]);
+    assert_eq!(read.op, AuditOp::Read);
+    assert_eq!(
+        (
+            read.actor.as_str(),
+            read.purpose.as_str(),
+            read.record_type.as_str(),
+            read.count
+        ),
+        ("customer-service", "account", "customer", 7)
+    );
+    assert_eq!(read.subject, Some(s));
+    assert_eq!(masked.op, AuditOp::MaskedRead);
+    assert_eq!((masked.purpose.as_str(), masked.count), ("account", 6));
+    assert_eq!(
+        (street.actor.as_str(), street.purpose.as_str(), street.count),
+        ("warehouse", "shipping", 1)
+    );
+    assert_eq!(read.op.to_string(), "read");
+    assert_eq!(masked.op.to_string(), "masked_read");
+    for e in &entries {
+        assert_no_value("audit entry", &serde_json::to_string(e).unwrap());
+        assert_no_value("audit entry", &format!("{e:?}"));
+    }
+    assert!(v.admin().verify_audit().unwrap().is_intact());
+    drop(account);
+    drop(v);
+    let v = crate::common::reopen(dir.path());
+    assert!(v.admin().verify_audit().unwrap().is_intact());
+    assert_eq!(
+        v.admin().audit_entries(&filter).unwrap().len(),
+        entries.len()
+    );
+}
+
+#[test]
+fn an_unknown_purpose_or_none_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let e = v.scoped(&["shipping", "loyalty"], "app").unwrap_err();
+    assert_eq!(e, ScopeError::UnknownPurpose("loyalty".into()));
+    assert_eq!(v.scoped(&[], "app").unwrap_err(), ScopeError::NoPurposes);
+    let handle = v.scoped(&["shipping"], "app").unwrap();
+    assert!(format!("{handle:?}").contains("shipping"));
+}
+
+#[test]
+fn masks_that_do_not_fit_the_field_type_are_refused_at_schema_load() {
+    let with = |kind: &str, mask: &str| {
+        Schema::from_toml(&format!(
+            "version = 1\n[purposes.p]\ndescription = \"d\"\nlegal_basis = \"contract\"\n\
+             retention = \"none\"\n[types.t.fields.f]\ntype = \"{kind}\"\npurpose = \"p\"\n\
+             mask = \"{mask}\"\n"
+        ))
+    };
+    for (kind, mask) in [
+        ("text", "email"),
+        ("text", "year"),
+        ("date", "initial"),
+        ("json", "last4"),
+        ("bytes", "email"),
+        ("email", "year"),
+        ("text", "hash"),
+        ("text", "Email"),
+    ] {
+        let e = with(kind, mask).unwrap_err();
+        assert!(
+            matches!(&e, vault_core::schema::SchemaError::InvalidMask { field, .. } if field == "f"),
+            "{kind}/{mask}: {e:?}"
+        );
+    }
+    for (kind, mask) in [
+        ("email", "email"),
+        ("phone", "last4"),
+        ("iban", "last4"),
+        ("text", "initial"),
+        ("date", "year"),
+        ("json", "redact"),
+        ("bytes", "redact"),
+    ] {
+        let s = with(kind, mask).unwrap_or_else(|e| panic!("{kind}/{mask}: {e}"));
+        let f = s.record_type("t").unwrap().field("f").unwrap();
+        assert_eq!(f.mask.map(|m| m.as_str()), Some(mask));
+    }
+}
+
+/// `kluis audit verify` accepts a log holding scoped reads, and `kluis audit show` lists them
+/// (op, actor, purposes) without a value.
+#[test]
+fn kluis_audit_verifies_and_shows_scoped_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("vault");
+    let v = vault(&root);
+    let s = customer(&v);
+    let h = v.scoped(&["account"], "customer-service").unwrap();
+    h.get(&s, "customer").unwrap();
+    h.get_masked(&s, "customer").unwrap();
+    drop(h);
+    drop(v);
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, format!("{}\n", crate::common::PASSPHRASE)).unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(crate::cli::kluis())
+            .arg("--danger-insecure-kdf-for-tests")
+            .arg("--vault")
+            .arg(&root)
+            .arg("--passphrase-file")
+            .arg(&pass)
+            .args(args)
+            .env_remove("KLUIS_VAULT")
+            .env_remove("KLUIS_PASSPHRASE_FILE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    assert!(run(&["audit", "verify"]).contains("intact"));
+    let shown = run(&["--json", "audit", "show", "--subject", &s.to_string()]);
+    assert_no_value("kluis audit show", &shown);
+    let ops: Vec<serde_json::Value> = shown
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reads: Vec<_> = ops
+        .iter()
+        .filter(|e| e["actor"] == "customer-service")
+        .map(|e| (e["op"].as_str().unwrap(), e["purpose"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reads, [("read", "account"), ("masked_read", "account")]);
+}
+
+/// One handle shared by threads: every read is audited, the chain stays whole.
+#[test]
+fn one_handle_serves_several_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let h = v.scoped(&["account"], "customer-service").unwrap();
+    std::thread::scope(|t| {
+        for _ in 0..4 {
+            t.spawn(|| {
+                for _ in 0..25 {
+                    assert_eq!(h.get_masked(&s, "customer").unwrap().len(), 6);
+                }
+            });
+        }
+    });
+    let filter = AuditFilter {
+        subject: Some(s),
+        ..Default::default()
+    };
+    let reads = v
+        .admin()
+        .audit_entries(&filter)
+        .unwrap()
+        .iter()
+        .filter(|e| e.op == AuditOp::MaskedRead)
+        .count();
+    assert_eq!(reads, 100);
+    assert!(v.admin().verify_audit().unwrap().is_intact());
+}
