@@ -1,6 +1,6 @@
-//! The HTTP routes. Every handler parses its input, runs its kluis calls on the blocking pool
-//! (`Vault` calls are synchronous: encryption, storage and fsync), and answers JSON; every failure
-//! goes through [`crate::error`].
+//! The HTTP routes. Every handler parses its input, makes its kluis calls through `AsyncVault` or
+//! its component's handle (both on tokio's blocking pool: encryption, storage and fsync block),
+//! and answers JSON; every failure goes through [`crate::error`].
 
 use std::sync::Arc;
 
@@ -36,16 +36,6 @@ pub fn router(shop: Arc<Shop>) -> Router {
         .with_state(shop)
 }
 
-/// Runs `f` on the blocking pool (kluis calls block: encryption, storage, fsync).
-async fn blocking<T: Send + 'static>(
-    shop: Arc<Shop>,
-    f: impl FnOnce(&Shop) -> Result<T, AppError> + Send + 'static,
-) -> Result<T, AppError> {
-    tokio::task::spawn_blocking(move || f(&shop))
-        .await
-        .map_err(|_| AppError::Internal)?
-}
-
 /// A customer id from the path. One that is not even an id names no customer: 404.
 fn subject(id: &str) -> Result<SubjectId, AppError> {
     id.parse()
@@ -63,10 +53,11 @@ async fn register(
 ) -> Result<(StatusCode, Json<Registered>), AppError> {
     let Json(registration) = body?;
     let (customer, consent) = registration.split();
-    let id = blocking(shop, move |shop| {
-        // The subject, its customer record and its consent proof in one atomic batch: a refused
-        // e-mail (taken already: 409) leaves no half-registered customer behind.
-        let (id, ()) = shop.vault().create_subject_in_transaction(|tx| {
+    // The subject, its customer record and its consent proof in one atomic batch: a refused
+    // e-mail (taken already: 409) leaves no half-registered customer behind.
+    let (id, ()) = shop
+        .vault()
+        .create_subject_in_transaction(move |tx| {
             tx.put_as("customer", &customer)?;
             if consent {
                 tx.put_as(
@@ -79,10 +70,8 @@ async fn register(
                 )?;
             }
             Ok(())
-        })?;
-        Ok(id)
-    })
-    .await?;
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(Registered { id })))
 }
 
@@ -91,10 +80,9 @@ async fn profile(
     Path(id): Path<String>,
 ) -> Result<Json<Customer>, AppError> {
     let s = subject(&id)?;
-    let customer = blocking(shop, move |shop| {
-        shop.handle(&ACCOUNT)?.get_as::<Customer>(&s, "customer")
-    })
-    .await?;
+    let customer = shop
+        .with(&ACCOUNT, move |h| Ok(h.get_as::<Customer>(&s, "customer")?))
+        .await?;
     Ok(Json(customer))
 }
 
@@ -103,11 +91,19 @@ async fn masked(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let s = subject(&id)?;
-    let rec = blocking(shop, move |shop| {
-        shop.handle(&SUPPORT)?.get_masked(&s, "customer")
-    })
-    .await?;
-    Ok(Json(rec.to_json()))
+    let masked = shop
+        .with(&SUPPORT, move |h| {
+            let rec = h.get_masked(&s, "customer")?;
+            if rec.has_shredded() {
+                return Err(AppError::new(
+                    ErrorKind::Gone,
+                    "the customer record was shredded (the customer was forgotten)",
+                ));
+            }
+            Ok(rec.to_json())
+        })
+        .await?;
+    Ok(Json(masked))
 }
 
 async fn order(
@@ -121,23 +117,21 @@ async fn order(
         order: order.order_number.clone(),
         invoice: order.invoice.invoice_number.clone(),
     };
-    blocking(shop, move |shop| {
-        let address = RecordKey::labelled("address", &order.order_number);
-        let invoice = RecordKey::labelled("invoice", &order.invoice.invoice_number);
-        let now = Timestamp::now();
-        // One order, one atomic batch: its address (30 days after delivery), its invoice (7 years
-        // after `invoiced`, immutable: a second order with the same invoice number is 409) and
-        // the events that start their clocks.
-        shop.vault().transaction(&s, |tx| {
+    let address = RecordKey::labelled("address", &order.order_number);
+    let invoice = RecordKey::labelled("invoice", &order.invoice.invoice_number);
+    let now = Timestamp::now();
+    // One order, one atomic batch: its address (30 days after delivery), its invoice (7 years
+    // after `invoiced`, immutable: a second order with the same invoice number is 409) and the
+    // events that start their clocks.
+    shop.vault()
+        .transaction(&s, move |tx| {
             tx.put_as(address, &order.address)?;
             tx.put_as(invoice.clone(), &order.invoice)?;
             tx.record_event_for(&invoice, "invoiced", now)?;
             tx.record_event("last_order", now)?;
             Ok(())
-        })?;
-        Ok(())
-    })
-    .await?;
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
@@ -146,26 +140,30 @@ async fn delivered(
     Path((id, order)): Path<(String, String)>,
 ) -> Result<Json<Delivered>, AppError> {
     let s = subject(&id)?;
-    blocking(shop, move |shop| {
-        let address = RecordKey::labelled("address", &order);
-        // The warehouse's own handle checks the order exists (404 otherwise) before the event.
-        shop.handle(&WAREHOUSE)?
-            .get_fields(&s, address.clone(), &["country"])?;
-        let now = Timestamp::now();
-        let report = shop.vault().record_event_for(
+    let address = RecordKey::labelled("address", &order);
+    // The warehouse's own handle checks the order exists (404 otherwise) before the event.
+    let key = address.clone();
+    shop.with(&WAREHOUSE, move |h| {
+        h.get_fields(&s, key, &["country"])?;
+        Ok(())
+    })
+    .await?;
+    let now = Timestamp::now();
+    let report = shop
+        .vault()
+        .record_event_for(
             &s,
             &address,
             "delivered",
             now,
             &Request::new(WAREHOUSE.actor, "parcel delivered"),
-        )?;
-        Ok(Json(Delivered {
-            order,
-            delivered_at: now.to_string(),
-            counted_for: report.counted_for,
-        }))
-    })
-    .await
+        )
+        .await?;
+    Ok(Json(Delivered {
+        order,
+        delivered_at: now.to_string(),
+        counted_for: report.counted_for,
+    }))
 }
 
 async fn warehouse_address(
@@ -173,11 +171,11 @@ async fn warehouse_address(
     Path((id, order)): Path<(String, String)>,
 ) -> Result<Json<Address>, AppError> {
     let s = subject(&id)?;
-    let address = blocking(shop, move |shop| {
-        shop.handle(&WAREHOUSE)?
-            .get_as::<Address>(&s, RecordKey::labelled("address", &order))
-    })
-    .await?;
+    let address = shop
+        .with(&WAREHOUSE, move |h| {
+            Ok(h.get_as::<Address>(&s, RecordKey::labelled("address", &order))?)
+        })
+        .await?;
     Ok(Json(address))
 }
 
@@ -186,14 +184,14 @@ async fn forget(
     Path(id): Path<String>,
 ) -> Result<Json<Forgotten>, AppError> {
     let s = subject(&id)?;
-    let report = blocking(shop, move |shop| {
-        Ok(shop.vault().forget(
+    let report = shop
+        .vault()
+        .forget(
             &s,
             &Request::new(PRIVACY_DESK, "Art. 17 request"),
             ForgetOptions::new(),
-        )?)
-    })
-    .await?;
+        )
+        .await?;
     Ok(Json(report.into()))
 }
 
@@ -202,7 +200,7 @@ async fn export(
     Path(id): Path<String>,
 ) -> Result<Json<vault_core::gdpr::SubjectExport>, AppError> {
     let s = subject(&id)?;
-    let export = blocking(shop, move |shop| Ok(shop.vault().export_subject(&s)?)).await?;
+    let export = shop.vault().export_subject(&s).await?;
     Ok(Json(export))
 }
 
@@ -221,9 +219,8 @@ async fn lookup(
             })
         }
     };
-    let customers = blocking(shop, move |shop| {
-        shop.handle(&SUPPORT)?.find("customer", field, &value)
-    })
-    .await?;
+    let customers = shop
+        .with(&SUPPORT, move |h| Ok(h.find("customer", field, value)?))
+        .await?;
     Ok(Json(Found { customers }))
 }

@@ -15,11 +15,9 @@
 
 use std::sync::Arc;
 
-use vault_core::schema::Schema;
-use vault_core::Vault;
+use vault_core::{AsyncVault, ScopeError, Scoped, Vault};
 
 use crate::error::AppError;
-use crate::scoped::Scoped;
 
 /// A component's scope: the purposes its handle may read, and the actor it is audited as.
 #[derive(Debug, Clone, Copy)]
@@ -51,38 +49,41 @@ pub const WAREHOUSE: Component = Component {
 /// The privacy desk's actor in the audit log (Art. 15 exports and Art. 17 erasures).
 pub const PRIVACY_DESK: &str = "privacy-desk";
 
-/// The vault and its schema, shared by every request.
-pub struct Shop {
-    vault: Vault,
-    schema: Schema,
+/// The handle of `component`: it reads only the fields of its purposes, and its reads are audited
+/// as its actor. The one place a handle is made.
+pub fn handle<'v>(vault: &'v Vault, component: &Component) -> Result<Scoped<'v>, ScopeError> {
+    vault.scoped(component.purposes, component.actor)
 }
 
-impl std::fmt::Debug for Shop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shop").finish_non_exhaustive()
-    }
+/// The vault, shared by every request.
+#[derive(Debug)]
+pub struct Shop {
+    vault: AsyncVault,
 }
 
 impl Shop {
     /// A shop on an open vault.
-    pub fn new(vault: Vault) -> Arc<Self> {
-        let schema = vault.schema();
-        Arc::new(Shop { vault, schema })
+    pub fn new(vault: impl Into<AsyncVault>) -> Arc<Self> {
+        Arc::new(Shop {
+            vault: vault.into(),
+        })
     }
 
-    /// The handle of `component`: it reads only the fields of its purposes.
-    pub fn handle(&self, component: &Component) -> Result<Scoped<'_>, AppError> {
-        Scoped::new(
-            &self.vault,
-            &self.schema,
-            component.purposes,
-            component.actor,
-        )
+    /// Runs `f` with `component`'s handle on the blocking pool (handles borrow the vault, so they
+    /// live inside the call).
+    pub async fn with<T: Send + 'static>(
+        &self,
+        component: &'static Component,
+        f: impl FnOnce(Scoped<'_>) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError> {
+        self.vault
+            .run_blocking(move |v| f(handle(v, component)?))
+            .await?
     }
 
     /// The whole vault: for the transactions of registration and checkout and for the privacy
     /// desk (see the module docs).
-    pub fn vault(&self) -> &Vault {
+    pub fn vault(&self) -> &AsyncVault {
         &self.vault
     }
 }

@@ -8,8 +8,8 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use vault_core::{
-    DeleteError, ErrorKind, FindError, LifecycleError, ReadError, SubjectError, TransactionError,
-    WriteError,
+    DeleteError, Error, ErrorKind, FindError, LifecycleError, ReadError, ScopeError, SubjectError,
+    TransactionError, WriteError,
 };
 
 /// The name of a kind in an error body.
@@ -23,6 +23,7 @@ pub fn kind_name(kind: ErrorKind) -> &'static str {
         ErrorKind::StorageRefused => "storage_refused",
         ErrorKind::Integrity => "integrity",
         ErrorKind::WrongCredentials => "wrong_credentials",
+        ErrorKind::Forbidden => "forbidden",
         _ => "internal",
     }
 }
@@ -40,6 +41,8 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Retryable => StatusCode::SERVICE_UNAVAILABLE,
+        // A component's handle asked for another purpose's data: a bug in the shop, refused.
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         // StorageRefused (page an operator), Integrity (raise an alert), WrongCredentials.
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -141,6 +144,8 @@ macro_rules! kluis_errors {
     )*};
 }
 kluis_errors!(
+    Error,
+    ScopeError,
     DeleteError,
     WriteError,
     TransactionError,

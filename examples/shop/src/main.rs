@@ -4,9 +4,9 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
-use kluis_example_shop::{router, Shop, SCHEMA};
+use kluis_example_shop::{router, schema_source, Shop};
 use vault_core::schema::Schema;
-use vault_core::{Credentials, OpenError, Vault, VaultOptions, VaultPaths};
+use vault_core::{AsyncVault, Credentials, Error, OpenError, VaultOptions, VaultPaths};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,16 +16,15 @@ async fn main() -> anyhow::Result<()> {
     let file = std::env::var("KLUIS_PASSPHRASE_FILE")
         .context("set KLUIS_PASSPHRASE_FILE to a file holding the vault's passphrase")?;
     let passphrase = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
-    let creds = Credentials::passphrase(passphrase.trim_end_matches(['\r', '\n']));
+    let creds = || Credentials::passphrase(passphrase.trim_end_matches(['\r', '\n']));
     let paths = VaultPaths::in_dir(&dir);
-    let vault = match Vault::open(&paths, &creds, VaultOptions::default().actor("shop")) {
+    let options = VaultOptions::default().actor("shop");
+    let vault = match AsyncVault::open(paths.clone(), creds(), options.clone()).await {
         Ok(v) => v,
-        Err(OpenError::NotAVault { .. }) => Vault::create(
-            &paths,
-            &creds,
-            Schema::from_toml(SCHEMA)?,
-            VaultOptions::default().actor("shop"),
-        )?,
+        Err(Error::Open(OpenError::NotAVault { .. })) => {
+            let schema = Schema::from_toml(&schema_source().map_err(anyhow::Error::msg)?)?;
+            AsyncVault::create(paths, creds(), schema, options).await?
+        }
         Err(e) => return Err(e.into()),
     };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
