@@ -72,7 +72,9 @@ fn schema_apply_end_to_end() {
     let jan = created["subject"].as_str().unwrap().to_owned();
     ok(
         &["put", &jan, "customer", "--json-file", "-"],
-        Some(r#"{"first_name":"Jan","last_name":"Geheimnaam","email":"jan@voorbeeld.nl"}"#),
+        Some(
+            r#"{"first_name":"Jan","last_name":"Geheimnaam","email":"jan@voorbeeld.nl","phone":"06-12345678"}"#,
+        ),
     );
 
     // A safe change: a longer retention and a new field.
@@ -127,4 +129,19 @@ fn schema_apply_end_to_end() {
     assert!(ok(&["schema", "show"], None).contains("version = 2"));
     let rec = ok(&["--json", "get", &jan, "customer"], None);
     assert!(rec.contains("Geheimnaam"), "the record still reads");
+
+    // A default country for phones: the stored phone is re-indexed, and found as people type it.
+    let v4 = write(
+        "v4.toml",
+        "default_country = \"NL\"\n".to_owned()
+            + &text.replacen("version = 1", "version = 4", 1)
+            + "\n[types.customer.fields.nickname]\ntype = \"text\"\npurpose = \"account\"\n",
+    );
+    let applied = ok(&["schema", "apply", &v4], None);
+    assert!(applied.contains("re-indexed 1 records"), "{applied}");
+    let found = ok(
+        &["--json", "find", "customer", "phone", "+31 6 1234 5678"],
+        None,
+    );
+    assert!(found.contains(&jan), "{found}");
 }

@@ -737,7 +737,7 @@ fn child() {
     // The parent names the engine under test; the vault must be in it (an open on another engine
     // is refused anyway: `EngineMismatch`).
     assert_eq!(
-        v.engine(),
+        v.admin().engine(),
         env_engine(),
         "the child runs on the engine under test"
     );

@@ -1300,7 +1300,7 @@ fn check_vault_round_trip(ut: &UnderTest, root: &Path) -> (VaultPaths, Vec<Subje
     let opts = || suite_options().clock(clock.clone());
     let create_opts = ut.engine().map_or_else(opts, |e| opts().engine(e));
     let v = Vault::create(&paths, &creds(), webshop_schema(), create_opts).unwrap();
-    assert_eq!(v.engine(), ut.engine());
+    assert_eq!(v.admin().engine(), ut.engine());
     let req = Request::new("engine-suite", "round trip");
     let subjects: Vec<_> = (0..40).map(|_| v.create_subject().unwrap()).collect();
     for (i, s) in subjects.iter().enumerate() {
@@ -1358,7 +1358,7 @@ fn check_vault_round_trip(ut: &UnderTest, root: &Path) -> (VaultPaths, Vec<Subje
 
     // `open` finds the engine by itself ...
     let v = Vault::open(&paths, &creds(), opts()).unwrap();
-    assert_eq!(v.engine(), ut.engine());
+    assert_eq!(v.admin().engine(), ut.engine());
     assert_eq!(
         v.get(&subjects[1], "address").unwrap().get("city"),
         address(1).get("city")
@@ -1418,7 +1418,7 @@ fn check_backup_opens_embedded(paths: &VaultPaths, subjects: &[SubjectId], dest:
         key_store: paths.key_store.clone(),
     };
     let v = Vault::open(&restored, &creds(), pg_suite_options()).unwrap();
-    assert_eq!(v.engine(), Some(Engine::default()));
+    assert_eq!(v.admin().engine(), Some(Engine::default()));
     assert_eq!(
         v.get(&subjects[1], "customer").unwrap().get("email"),
         customer(1).get("email"),
@@ -1593,7 +1593,7 @@ fn engines_cli_init_takes_an_engine() {
     let o = kluis(&["--json", "new-subject"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v = Vault::open(&VaultPaths::in_dir(&vault), &creds(), suite_options()).unwrap();
-    assert_eq!(v.engine(), Some(e));
+    assert_eq!(v.admin().engine(), Some(e));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -261,7 +261,7 @@ fn no_plaintext_in_any_file_on_disk() {
     .unwrap();
     fill(&vault);
     vault.admin().sync().unwrap();
-    let engine = vault.engine().expect("an engine");
+    let engine = vault.admin().engine().expect("an engine");
     drop(vault);
     settle_engine(paths.data_dir().unwrap());
 

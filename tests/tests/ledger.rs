@@ -90,7 +90,7 @@ impl Site {
         Vault::open(&self.paths(), &creds(), self.options())
     }
     fn accept(&self) -> (Vault, Option<Rollback>) {
-        Vault::danger_open_accepting_rollback(
+        vault_core::admin::Admin::danger_open_accepting_rollback(
             &self.paths(),
             &creds(),
             self.options(),
@@ -697,7 +697,7 @@ fn a_recovery_copy_carries_the_ledger_when_the_keys_directory_is_lost() {
         Err(OpenError::RolledBack(Rollback::LedgerMissing { .. }))
     ));
     // The restored data has seen no ledger at all: only the key store's anchor says one existed.
-    let (v, accepted) = Vault::danger_open_accepting_rollback(
+    let (v, accepted) = vault_core::admin::Admin::danger_open_accepting_rollback(
         &site.paths(),
         &recovery,
         site.options(),

@@ -36,6 +36,7 @@ mod lifecycle;
 mod migrate;
 mod model;
 mod multi_instance;
+mod normalisation;
 mod per_record;
 mod postgres_cli;
 mod records;

@@ -125,7 +125,7 @@ fn migrate_carries_a_vault_through_every_pair_of_engines() {
         assert!(!has_files_of(root, from), "{from}'s files are gone");
         assert!(has_files_of(root, to));
         let v = Vault::open(&VaultPaths::in_dir(root), &creds(), opts()).unwrap();
-        assert_eq!(v.engine(), Some(to));
+        assert_eq!(v.admin().engine(), Some(to));
         check_intact(&v, &subjects);
         // A write on the new engine, read back after the next migrate.
         v.put(&subjects[0], "customer", &customer(0)).unwrap();
@@ -222,7 +222,7 @@ fn an_interrupted_copy_leaves_the_old_engine_in_charge() {
         assert!(has_files_of(root, to), "the partial copy is left behind");
         assert_eq!(recorded(root), format!("{from}\n"));
         let v = Vault::open(&paths, &creds(), opts()).unwrap();
-        assert_eq!(v.engine(), Some(from));
+        assert_eq!(v.admin().engine(), Some(from));
         assert!(!has_files_of(root, to), "open removed the partial copy");
         check_intact(&v, &subjects);
         drop(v);
@@ -230,7 +230,7 @@ fn an_interrupted_copy_leaves_the_old_engine_in_charge() {
         assert_eq!(r.leftovers_removed, 0, "{r:?}");
         assert_eq!(r.subjects, 600);
         let v = Vault::open(&paths, &creds(), opts()).unwrap();
-        assert_eq!(v.engine(), Some(to));
+        assert_eq!(v.admin().engine(), Some(to));
         check_intact(&v, &subjects);
         drop(v);
         assert!(!has_files_of(root, from));
@@ -295,7 +295,7 @@ fn a_crash_at_the_switch_leaves_a_whole_vault() {
         };
         assert_eq!(recorded(root), format!("{now}\n"), "{step:?}");
         let v = Vault::open(&paths, &creds(), opts()).unwrap();
-        assert_eq!(v.engine(), Some(now));
+        assert_eq!(v.admin().engine(), Some(now));
         let other = if now == Engine::Sled {
             Engine::Redb
         } else {
@@ -357,7 +357,7 @@ fn a_backup_of_an_open_fjall_vault_restores() {
     std::fs::rename(paths.data_dir().unwrap(), tmp.path().join("data-now")).unwrap();
     std::fs::rename(&dest, paths.data_dir().unwrap()).unwrap();
     let v = Vault::open(&paths, &creds(), opts()).unwrap();
-    assert_eq!(v.engine(), Some(Engine::Fjall));
+    assert_eq!(v.admin().engine(), Some(Engine::Fjall));
     // The write after the backup is not in it; everything before it is.
     assert_eq!(
         v.get(&subjects[0], "customer").unwrap().get("email"),
@@ -414,7 +414,7 @@ fn a_record_that_does_not_read_back_fails_the_migrate_and_leaves_the_vault_on_it
         "the new engine's files removed"
     );
     let v = Vault::open(&VaultPaths::in_dir(root), &creds(), opts()).unwrap();
-    assert_eq!(v.engine(), Some(Engine::Redb));
+    assert_eq!(v.admin().engine(), Some(Engine::Redb));
     assert_eq!(
         v.admin()
             .verify_records(&mut |_| {})

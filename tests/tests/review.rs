@@ -532,7 +532,7 @@ mod rollback {
             Err(OpenError::RolledBack(Rollback::KeyStore { .. }))
         ));
 
-        let (v, accepted) = Vault::danger_open_accepting_rollback(
+        let (v, accepted) = vault_core::admin::Admin::danger_open_accepting_rollback(
             &VaultPaths::in_dir(&root),
             &creds(),
             options(&clock),
@@ -845,7 +845,7 @@ fn a_data_backup_from_before_a_schema_change_opens_only_through_the_audited_acce
         ),
         "{err:?}"
     );
-    let (v, accepted) = Vault::danger_open_accepting_rollback(
+    let (v, accepted) = vault_core::admin::Admin::danger_open_accepting_rollback(
         &VaultPaths::in_dir(root),
         &creds(),
         options(clock),

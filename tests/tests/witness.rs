@@ -82,7 +82,7 @@ fn an_engine_behind_its_witness_is_refused_until_accepted() {
     assert!(open(root.path()).is_err(), "the refusal changed nothing");
 
     let req = Request::new("admin", "restore after engine damage");
-    let (vault, accepted) = Vault::danger_open_accepting_rollback(
+    let (vault, accepted) = vault_core::admin::Admin::danger_open_accepting_rollback(
         &VaultPaths::in_dir(root.path()),
         &creds(),
         fast_options(),
@@ -219,7 +219,7 @@ fn accepting_another_rollback_accepts_the_lost_writes_too_on_record() {
         matches!(err, OpenError::RolledBack(Rollback::KeyStore { .. })),
         "{err:?}"
     );
-    let (vault, accepted) = Vault::danger_open_accepting_rollback(
+    let (vault, accepted) = vault_core::admin::Admin::danger_open_accepting_rollback(
         &VaultPaths::in_dir(root.path()),
         &creds(),
         fast_options(),

@@ -1323,6 +1323,14 @@ pub enum SchemaChangeError {
          not reached keep their old expiry until their next write or event"
     )]
     ExpiryRecompute(#[source] WriteError),
+    /// The new schema was stored and is in force, but rebuilding the blind index for a phone
+    /// field whose `default_country` changed failed part-way: records not reached are not found
+    /// by their phone number until `Admin::rotate_index` (`kluis rotate index`) runs.
+    #[error(
+        "the new schema is in force, but rebuilding the blind index failed part-way; records not \
+         reached are not found by their phone number until `kluis rotate index` is run"
+    )]
+    Reindex(#[source] WriteError),
     /// Storage failure.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -1707,7 +1715,7 @@ impl SchemaChangeError {
             | SchemaChangeError::PurposeInUse { .. }
             | SchemaChangeError::ScopeChanged { .. }
             | SchemaChangeError::UniqueOnStoredValues { .. } => ErrorKind::Conflict,
-            SchemaChangeError::ExpiryRecompute(e) => e.kind(),
+            SchemaChangeError::ExpiryRecompute(e) | SchemaChangeError::Reindex(e) => e.kind(),
             SchemaChangeError::Storage(e) => e.kind(),
         }
     }
@@ -1729,7 +1737,8 @@ impl SchemaError {
             | SchemaError::UnknownPurpose { .. }
             | SchemaError::InvalidField { .. }
             | SchemaError::NoFields { .. }
-            | SchemaError::InvalidMask { .. } => ErrorKind::InvalidInput,
+            | SchemaError::InvalidMask { .. }
+            | SchemaError::InvalidCountry { .. } => ErrorKind::InvalidInput,
         }
     }
 }
@@ -2055,6 +2064,7 @@ mod kind_tests {
             SchemaChangeError::ScopeChanged { .. } => SchemaChangeError::ScopeChanged { purpose: s("orders") } => Conflict,
             SchemaChangeError::UniqueOnStoredValues { .. } => { let (record_type, field) = field("email"); SchemaChangeError::UniqueOnStoredValues { record_type, field } } => Conflict,
             SchemaChangeError::ExpiryRecompute(_) => SchemaChangeError::ExpiryRecompute(WriteError::Storage(db(DbProblem::Unreachable))) => Retryable,
+            SchemaChangeError::Reindex(_) => SchemaChangeError::Reindex(WriteError::Storage(io())) => StorageRefused,
             SchemaChangeError::Storage(_) => SchemaChangeError::Storage(io()) => StorageRefused,
         });
     }
@@ -2067,6 +2077,7 @@ mod kind_tests {
             SchemaError::TooLarge { .. } => SchemaError::TooLarge { len: 2, max: 1 } => InvalidInput,
             SchemaError::InvalidVersion => SchemaError::InvalidVersion => InvalidInput,
             SchemaError::InvalidMask { .. } => SchemaError::InvalidMask { record_type: s("c"), field: s("f"), reason: s("r") } => InvalidInput,
+            SchemaError::InvalidCountry { .. } => SchemaError::InvalidCountry { value: s("nl") } => InvalidInput,
             SchemaError::InvalidName { .. } => SchemaError::InvalidName { what: "field", name: s("X") } => InvalidInput,
             SchemaError::InvalidLegalBasis { .. } => SchemaError::InvalidLegalBasis { purpose: s("p"), value: s("v") } => InvalidInput,
             SchemaError::InvalidRetention { .. } => SchemaError::InvalidRetention { purpose: s("p"), reason: reason() } => InvalidInput,

@@ -8,6 +8,8 @@
 //!
 //! ```toml
 //! version = 1
+//! # Optional: phone fields read national numbers as Dutch, store and index E.164 (+31612345678).
+//! default_country = "NL"
 //!
 //! [purposes.shipping]
 //! description = "Deliver the order to the customer"
@@ -42,7 +44,7 @@ pub use mask::Mask;
 pub use purpose::{LegalBasis, Purpose, Scope};
 pub use record::{RecordError, RecordType};
 pub use retention::{Period, Retention, RetentionParseError, BUILTIN_EVENTS};
-pub use value::{FieldDef, FieldError, FieldKind, MAX_FIELD_LEN};
+pub use value::{FieldDef, FieldError, FieldKind, PhoneCountry, MAX_FIELD_LEN};
 
 /// An `index = true` field whose possible values are few enough to try them all: anyone who holds
 /// the key store and its credentials (an admin, or whoever steals both) can compute the blind-index
@@ -75,6 +77,7 @@ fn low_entropy(f: &FieldDef) -> Option<&'static str> {
     match f.kind {
         FieldKind::Phone => Some("phone numbers: about 10^8 Dutch mobile numbers"),
         FieldKind::Date => Some("dates: about 36,500 per century"),
+        FieldKind::DateTime => Some("date-times to the second: about 3*10^9 per century"),
         FieldKind::Text | FieldKind::Iban if f.max_len <= 16 => {
             Some("short values such as postcodes or numbers (max_len at most 16)")
         }
@@ -249,6 +252,12 @@ pub enum SchemaError {
         /// The record type.
         record_type: String,
     },
+    /// `default_country` is not an upper-case ISO 3166-1 alpha-2 code the phone metadata knows.
+    #[error("default_country `{value}` is not a known ISO 3166-1 alpha-2 country code in upper case (e.g. \"NL\")")]
+    InvalidCountry {
+        /// The schema text given.
+        value: String,
+    },
 }
 
 impl Schema {
@@ -273,9 +282,18 @@ impl Schema {
             let purpose = validate_purpose(name, raw)?;
             purposes.insert(purpose.name.clone(), purpose);
         }
+        let country =
+            match &raw.default_country {
+                None => None,
+                Some(code) => Some(PhoneCountry::from_code(code).ok_or_else(|| {
+                    SchemaError::InvalidCountry {
+                        value: code.clone(),
+                    }
+                })?),
+            };
         let mut types = BTreeMap::new();
         for (name, raw) in raw.types {
-            let record_type = validate_type(name, raw, &purposes)?;
+            let record_type = validate_type(name, raw, &purposes, country)?;
             types.insert(record_type.name.clone(), record_type);
         }
         Ok(Schema {
@@ -358,6 +376,9 @@ impl Schema {
 #[serde(deny_unknown_fields)]
 struct RawSchema {
     version: Option<i64>,
+    // Optional, so schemas without it keep the original phone rules (and their stored index).
+    #[serde(default)]
+    default_country: Option<String>,
     #[serde(default)]
     purposes: BTreeMap<String, RawPurpose>,
     #[serde(default)]
@@ -554,6 +575,7 @@ fn validate_type(
     name: String,
     raw: RawType,
     purposes: &BTreeMap<String, Purpose>,
+    country: Option<PhoneCountry>,
 ) -> Result<RecordType, SchemaError> {
     check_name("record type", &name)?;
     if raw.fields.is_empty() {
@@ -561,7 +583,7 @@ fn validate_type(
     }
     let mut fields = BTreeMap::new();
     for (field_name, raw_field) in raw.fields {
-        let field = validate_field(&name, field_name, raw_field, purposes)?;
+        let field = validate_field(&name, field_name, raw_field, purposes, country)?;
         fields.insert(field.name.clone(), field);
     }
     Ok(RecordType {
@@ -577,6 +599,7 @@ fn validate_field(
     name: String,
     raw: RawField,
     purposes: &BTreeMap<String, Purpose>,
+    country: Option<PhoneCountry>,
 ) -> Result<FieldDef, SchemaError> {
     check_name("field", &name)?;
     let invalid = |reason: String| SchemaError::InvalidField {
@@ -585,9 +608,11 @@ fn validate_field(
         reason,
     };
     let kind = FieldKind::from_name(&raw.kind).ok_or_else(|| {
+        let all: Vec<_> = FieldKind::ALL.iter().map(|k| k.as_str()).collect();
         invalid(format!(
-            "unknown type `{}` (expected text, email, phone, date, iban, json or bytes)",
-            raw.kind
+            "unknown type `{}` (expected one of {})",
+            raw.kind,
+            all.join(", ")
         ))
     })?;
     if !purposes.contains_key(&raw.purpose) {
@@ -619,8 +644,14 @@ fn validate_field(
     let (index, unique) = index_kind(raw.index.as_ref())
         .ok_or_else(|| invalid("index must be true, false or \"unique\"".to_owned()))?;
     if index && !kind.indexable() {
+        let ok: Vec<_> = FieldKind::ALL
+            .iter()
+            .filter(|k| k.indexable())
+            .map(|k| k.as_str())
+            .collect();
         return Err(invalid(format!(
-            "an index is not allowed on {kind} fields (only text, email, phone, date and iban)"
+            "an index is not allowed on {kind} fields (only {})",
+            ok.join(", ")
         )));
     }
     let mask = parse_mask(record_type, &name, kind, raw.mask.as_deref())?;
@@ -633,5 +664,6 @@ fn validate_field(
         index,
         unique,
         mask,
+        country: country.filter(|_| kind == FieldKind::Phone),
     })
 }

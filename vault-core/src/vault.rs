@@ -808,19 +808,8 @@ impl Vault {
         locks
     }
 
-    /// **Danger: disaster recovery.** Opens a vault even if its key store is older than the data
-    /// directory has seen, or its stored schema older than the key store has seen (what
-    /// [`Vault::open`] refuses as [`OpenError::RolledBack`]), and makes the rolled-back state the
-    /// vault's new truth: the data records the key store's generation, the key store the stored
-    /// schema's version, and an `accept_rollback` audit entry says what was accepted, by whom
-    /// (`req`) and why. Returns what was accepted (`None`: nothing was rolled back, and nothing
-    /// was changed beyond a normal open).
-    ///
-    /// What this re-opens: a key-store copy older than a KEK destruction holds that KEK again,
-    /// and an older erasure ledger, so data shredded since that copy was made may become readable
-    /// again from data backups; an older schema re-activates its fields and retention rules. Use
-    /// it only when the newer key store is lost, and run `retire_kek` on every live KEK afterwards.
-    pub fn danger_open_accepting_rollback(
+    /// The work of [`crate::admin::Admin::danger_open_accepting_rollback`] (documented there).
+    pub(crate) fn danger_open_accepting_rollback(
         paths: &VaultPaths,
         creds: &Credentials,
         options: VaultOptions,
@@ -1350,8 +1339,8 @@ impl Vault {
         &self.paths
     }
 
-    /// The durability mode in force.
-    pub fn durability(&self) -> Durability {
+    /// The work of [`crate::admin::Admin::durability`] (documented there).
+    pub(crate) fn durability(&self) -> Durability {
         self.data.committer.mode()
     }
 
@@ -1388,9 +1377,8 @@ impl Vault {
         }
     }
 
-    /// The embedded storage engine the data directory is kept in (`None` for PostgreSQL: see
-    /// [`VaultPaths::data`]).
-    pub fn engine(&self) -> Option<Engine> {
+    /// The work of [`crate::admin::Admin::engine`] (documented there).
+    pub(crate) fn engine(&self) -> Option<Engine> {
         self.data.handles.engine.as_ref().map(|e| e.engine())
     }
 

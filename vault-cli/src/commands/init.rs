@@ -139,7 +139,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
             "data_dir": paths.data_dir().map(|d| d.display().to_string()),
             "data": paths.data.to_string(),
             "key_store": paths.key_store.display().to_string(),
-            "engine": vault.engine().map(|e| e.name()),
+            "engine": vault.admin().engine().map(|e| e.name()),
             "key_file": a.key_file_new.as_ref().map(|p| p.display().to_string()),
             "kdf": {"m_kib": kdf.m_kib, "t": kdf.t, "p": kdf.p},
             "index_warnings": index_warnings,
@@ -155,7 +155,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         out(&format!("created a kluis vault in {dir}"))?;
         out(&format!("  data:      {}", paths.data))?;
         out(&format!("  key store: {}", paths.key_store.display()))?;
-        if let Some(e) = vault.engine() {
+        if let Some(e) = vault.admin().engine() {
             out(&format!("  engine:    {e}"))?;
         }
         if let Some(p) = &a.key_file_new {

@@ -68,9 +68,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         };
     }
     let reason = a.reason.unwrap_or_default();
-    let (_vault, accepted) =
-        Vault::danger_open_accepting_rollback(&paths, &creds, g.options(), &g.request(&reason))
-            .map_err(vault_core::Error::from)?;
+    let (_vault, accepted) = vault_core::admin::Admin::danger_open_accepting_rollback(
+        &paths,
+        &creds,
+        g.options(),
+        &g.request(&reason),
+    )
+    .map_err(vault_core::Error::from)?;
     report(g, accepted.as_ref(), true)
 }
 

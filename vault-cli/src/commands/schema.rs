@@ -79,6 +79,12 @@ fn show_report(g: &Global, r: &SchemaChangeReport) -> anyhow::Result<()> {
     if !r.has_changes() {
         out("  no changes besides the version")?;
     }
+    if r.reindexed_records > 0 {
+        out(&format!(
+            "  re-indexed {} records (a phone field's default_country changed)",
+            r.reindexed_records
+        ))?;
+    }
     for w in &r.warnings {
         out(&format!("  warning: {w}"))?;
     }

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use crate::clock::Timestamp;
-use crate::error::MigrateError;
 use crate::error::{LifecycleError, RekeyError, StorageError};
+use crate::error::{MigrateError, OpenError, Rollback};
 use crate::format::audit::{AuditEntry, AuditReport, Request};
 use crate::format::subject::SubjectId;
 use crate::keys::credentials::{Credentials, KdfParams};
@@ -21,6 +21,7 @@ use crate::ops::retire::RetireReport;
 use crate::ops::schema_change::{SchemaChangeError, SchemaChangeReport};
 use crate::ops::stats::{ExpirePreview, VaultStats, VerifyReport, WaitingReport};
 use crate::schema::{Period, Schema};
+use crate::storage::durability::Durability;
 use crate::storage::engine::Engine;
 use crate::vault::{Vault, VaultOptions, VaultPaths};
 
@@ -40,6 +41,39 @@ impl Vault {
 }
 
 impl Admin<'_> {
+    /// **Danger: disaster recovery.** Opens a vault even if its key store is older than the data
+    /// directory has seen, or its stored schema older than the key store has seen (what
+    /// [`Vault::open`] refuses as [`OpenError::RolledBack`]), and makes the rolled-back state the
+    /// vault's new truth: the data records the key store's generation, the key store the stored
+    /// schema's version, and an `accept_rollback` audit entry says what was accepted, by whom
+    /// (`req`) and why. Returns what was accepted (`None`: nothing was rolled back, and nothing
+    /// was changed beyond a normal open).
+    ///
+    /// What this re-opens: a key-store copy older than a KEK destruction holds that KEK again,
+    /// and an older erasure ledger, so data shredded since that copy was made may become readable
+    /// again from data backups; an older schema re-activates its fields and retention rules. Use
+    /// it only when the newer key store is lost, and run `retire_kek` on every live KEK afterwards.
+    /// Takes a closed vault, so it is called on the type: `Admin::danger_open_accepting_rollback(..)`.
+    pub fn danger_open_accepting_rollback(
+        paths: &VaultPaths,
+        creds: &Credentials,
+        options: VaultOptions,
+        req: &Request,
+    ) -> Result<(Vault, Option<Rollback>), OpenError> {
+        Vault::danger_open_accepting_rollback(paths, creds, options, req)
+    }
+
+    /// The durability mode in force.
+    pub fn durability(&self) -> Durability {
+        self.vault.durability()
+    }
+
+    /// The embedded storage engine the data directory is kept in (`None` for PostgreSQL: see
+    /// [`VaultPaths::data`](crate::VaultPaths::data)).
+    pub fn engine(&self) -> Option<Engine> {
+        self.vault.engine()
+    }
+
     /// Moves the vault at `paths` to the storage engine `to` (see the module documentation of
     /// `ops/migrate.rs` for the order and what a crash at each step leaves). Opens the vault with
     /// `creds` and `options` (their engine is ignored: the vault's own is the source; the new

@@ -51,12 +51,19 @@ pub struct SchemaChangeReport {
     pub changed_fields: Vec<String>,
     /// Subjects whose stored expiries were recomputed because a retention rule or ceiling changed.
     pub recomputed_subjects: u64,
+    /// Records whose blind-index tags were rebuilt because a phone field's normalisation changed
+    /// (`default_country` added, changed or removed).
+    pub reindexed_records: u64,
     /// Things the operator must know or do (never a value).
     pub warnings: Vec<String>,
     /// Whether a purpose's retention or ceiling changed (its stored expiries are recomputed on
     /// apply).
     #[serde(skip)]
     retention_changed: bool,
+    /// Whether an indexed field with stored values normalises differently (its tags are rebuilt
+    /// on apply).
+    #[serde(skip)]
+    reindex_needed: bool,
 }
 
 impl SchemaChangeReport {
@@ -181,12 +188,37 @@ impl Vault {
         drop(ks);
         *self.schema.write_unpoisoned() = active;
         report.applied = true;
+        // Both repairs run even when the other fails: each is idempotent and leaves the schema in
+        // force; the first failure is returned.
+        let reindexed = match report.reindex_needed {
+            true => self.retag_all_locked().map(Some),
+            false => Ok(None),
+        };
         if report.retention_changed {
             report.recomputed_subjects = self
                 .recompute_expiries()
                 .map_err(SchemaChangeError::ExpiryRecompute)?;
         }
+        report.reindexed_records = reindexed.map_err(SchemaChangeError::Reindex)?.unwrap_or(0);
         Ok(report)
+    }
+
+    /// Rebuilds every record's blind-index tags under the schema now in force, so values stored
+    /// under the old normalisation (a phone field's `default_country` changed) are found by the
+    /// new one and claimed by a unique field: `rotate_index`'s rebuild without its subject locks
+    /// (the caller holds every stripe). Returns the records whose tags changed.
+    fn retag_all_locked(&self) -> Result<u64, WriteError> {
+        let mut changed = 0;
+        for row in self.data.rows.scan::<Subjects>(&*self.data.store, &[]) {
+            let (k, entry) = row?;
+            let s = Subjects::id_of(&k)?;
+            let mut batch = WriteBatch::default();
+            changed += self.retag_into(&s, &entry, None, None, &mut batch)?;
+            if !batch.is_empty() {
+                self.commit(batch)?;
+            }
+        }
+        Ok(changed)
     }
 
     /// Brings every subject's stored expiries in line with the schema in force. The caller holds
@@ -388,6 +420,9 @@ fn compare_field(
              new writes must fit"
         ));
     }
+    if nf.index && f.index && nf.country != f.country && sealed {
+        phone_country_changed(&name, f, nf, r);
+    }
     if nf.index && !f.index && sealed {
         r.warnings.push(format!(
             "field `{name}`: index rebuild needed; existing values are not findable until \
@@ -401,6 +436,30 @@ fn compare_field(
         ));
     }
     Ok(())
+}
+
+/// An indexed phone field with stored values gets another country (`default_country`): its stored
+/// values normalise differently, so their tags are rebuilt when the schema is applied (without it,
+/// `find` would miss every value stored before).
+fn phone_country_changed(name: &str, f: &FieldDef, nf: &FieldDef, r: &mut SchemaChangeReport) {
+    let show = |d: &FieldDef| {
+        d.country
+            .map_or("none".to_owned(), |c| c.as_str().to_owned())
+    };
+    r.reindex_needed = true;
+    r.warnings.push(format!(
+        "field `{name}`: phone numbers normalise differently (default_country {} -> {}); its \
+         blind index is rebuilt when the schema is applied (if that is interrupted, run \
+         `kluis rotate index`); stored values keep their spelling until they are written again",
+        show(f),
+        show(nf)
+    ));
+    if nf.unique {
+        r.warnings.push(format!(
+            "field `{name}`: unique: values spelled differently before may turn out to be one \
+             number held by several subjects; they keep it, and a new claim of it is refused"
+        ));
+    }
 }
 
 /// Warnings of `new` (enumerable indexed fields, purposes without a ceiling) that `old` did not

@@ -65,6 +65,7 @@ fn parses_minimal() {
             index: false,
             unique: false,
             mask: None,
+            country: None,
         }
     );
     assert!(t.field("nope").is_none());
@@ -554,4 +555,82 @@ fn a_fallback_bounds_only_a_rule_that_waits_for_a_shop_event() {
         );
         assert!(e.to_string().contains("fallback"), "{e}");
     }
+}
+
+/// `default_country` gives every phone field (and only phone fields) its country; without it a
+/// phone field has none and keeps the original rules.
+#[test]
+fn default_country_reaches_phone_fields() {
+    let with_phone = variant(
+        "[types.address.fields.street]",
+        "[types.address.fields.phone]\ntype = \"phone\"\npurpose = \"shipping\"\nindex = true\n\
+         [types.address.fields.street]",
+    );
+    let s = Schema::from_toml(&with_phone).unwrap();
+    let rt = s.record_type("address").unwrap();
+    assert_eq!(rt.field("phone").unwrap().country, None);
+
+    let nl = with_phone.replacen("version = 1", "version = 1\ndefault_country = \"NL\"", 1);
+    let s = Schema::from_toml(&nl).unwrap();
+    let rt = s.record_type("address").unwrap();
+    let phone = rt.field("phone").unwrap();
+    assert_eq!(
+        phone.country.map(|c| c.as_str().to_owned()),
+        Some("NL".into())
+    );
+    assert_eq!(rt.field("street").unwrap().country, None);
+    assert_eq!(
+        &*phone.encode(&serde_json::json!("06-12345678")).unwrap(),
+        b"+31612345678"
+    );
+
+    for bad in ["\"nl\"", "\"XX\"", "\"NLD\"", "\"\"", "31"] {
+        let text = with_phone.replacen(
+            "version = 1",
+            &format!("version = 1\ndefault_country = {bad}"),
+            1,
+        );
+        let e = Schema::from_toml(&text).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SchemaError::InvalidCountry { .. } | SchemaError::Toml { .. }
+            ),
+            "{bad}: {e:?}"
+        );
+    }
+    let e = Schema::from_toml(&with_phone.replacen(
+        "version = 1",
+        "version = 1\ndefault_country = \"XX\"",
+        1,
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("default_country `XX`"), "{e}");
+}
+
+#[test]
+fn datetime_fields() {
+    let s = Schema::from_toml(&variant(
+        "type = \"text\"\npurpose = \"shipping\"\nrequired = true\nmax_len = 200",
+        "type = \"datetime\"\npurpose = \"shipping\"\nindex = true",
+    ))
+    .unwrap();
+    let f = s.record_type("address").unwrap().field("street").unwrap();
+    assert_eq!(
+        (f.kind, f.max_len, f.index),
+        (FieldKind::DateTime, 20, true)
+    );
+    assert!(s
+        .index_warnings()
+        .iter()
+        .any(|w| w.field == "street" && w.why.contains("date-times")));
+    let e = err(&variant("max_len = 200", "max_len = 200\ntype2 = 1"));
+    assert!(matches!(e, SchemaError::Toml { .. }));
+    let e = err(&variant(
+        "type = \"text\"\npurpose = \"shipping\"\nrequired = true\nmax_len = 200",
+        "type = \"datetime\"\npurpose = \"shipping\"\nmax_len = 19",
+    ));
+    assert!(matches!(e, SchemaError::InvalidField { .. }), "{e:?}");
+    let e = err(&variant("type = \"text\"", "type = \"timestamp\""));
+    assert!(e.to_string().contains("datetime"), "{e}");
 }

@@ -8,6 +8,9 @@ use std::io;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+use phonenumber::metadata::DATABASE;
+use phonenumber::{country, Mode, PhoneNumber, Type as PhoneType};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -26,6 +29,8 @@ pub enum FieldKind {
     Phone,
     /// A calendar date, `YYYY-MM-DD`.
     Date,
+    /// A moment in time: RFC 3339 with an offset, stored in UTC as `YYYY-MM-DDTHH:MM:SSZ`.
+    DateTime,
     /// An IBAN (ISO 13616), stored compact and upper-case.
     Iban,
     /// Any JSON value, stored as compact JSON.
@@ -36,11 +41,12 @@ pub enum FieldKind {
 
 impl FieldKind {
     /// All kinds.
-    pub const ALL: [FieldKind; 7] = [
+    pub const ALL: [FieldKind; 8] = [
         FieldKind::Text,
         FieldKind::Email,
         FieldKind::Phone,
         FieldKind::Date,
+        FieldKind::DateTime,
         FieldKind::Iban,
         FieldKind::Json,
         FieldKind::Bytes,
@@ -53,6 +59,7 @@ impl FieldKind {
             FieldKind::Email => "email",
             FieldKind::Phone => "phone",
             FieldKind::Date => "date",
+            FieldKind::DateTime => "datetime",
             FieldKind::Iban => "iban",
             FieldKind::Json => "json",
             FieldKind::Bytes => "bytes",
@@ -71,6 +78,7 @@ impl FieldKind {
             FieldKind::Email => 254,
             FieldKind::Phone => 32,
             FieldKind::Date => 10,
+            FieldKind::DateTime => DATETIME_LEN,
             FieldKind::Iban => 34,
             FieldKind::Json | FieldKind::Bytes => 65_536,
         }
@@ -80,6 +88,7 @@ impl FieldKind {
     pub fn min_max_len(self) -> usize {
         match self {
             FieldKind::Date => 10,
+            FieldKind::DateTime => DATETIME_LEN,
             FieldKind::Iban => 15,
             FieldKind::Email => 5,
             FieldKind::Phone => 6,
@@ -97,6 +106,133 @@ impl fmt::Display for FieldKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Length of a canonical `datetime` value, `YYYY-MM-DDTHH:MM:SSZ`.
+const DATETIME_LEN: usize = 20;
+
+/// Longest `datetime` input looked at (a full RFC 3339 time with nanoseconds and an offset is 35
+/// bytes); the parser never sees more.
+const MAX_DATETIME_INPUT: usize = 64;
+
+/// The country whose national phone numbers a `phone` field reads (`default_country` in the
+/// schema): `06-12345678` under `NL` is `+31612345678`. A number typed with its country code
+/// (`+32 …`, `0032 …`) keeps its own country.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PhoneCountry(country::Id);
+
+impl PhoneCountry {
+    /// The country of an ISO 3166-1 alpha-2 code in upper case (e.g. `"NL"`), if the phone
+    /// metadata knows it.
+    pub fn from_code(code: &str) -> Option<PhoneCountry> {
+        let shape_ok = code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase());
+        let id: country::Id = code.parse().ok().filter(|_| shape_ok)?;
+        DATABASE.by_id(code).map(|_| PhoneCountry(id))
+    }
+
+    /// The ISO 3166-1 alpha-2 code, e.g. `"NL"`.
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+
+    /// `s` in E.164 (`+` and digits), if it is a possible number (a known country code and a
+    /// length its numbers can have) whose E.164 form reads back as itself. `s` holds only what
+    /// [`FieldDef::phone_chars_ok`] allows. The parser's own temporary strings are not wiped; the
+    /// result is.
+    ///
+    /// The parser is only ever given a leading `+` and digits, which keeps clear of its
+    /// separator quirks (it refuses `+316-1234-5678` as written). A number with a country code is parsed a second
+    /// time on its own, as `+<code>…`: given a default country, the parser strips that country's
+    /// trunk prefix from foreign numbers too (`+39 06 …`, Rome, would lose its 0 under `NL`).
+    fn e164(self, s: &str) -> Option<Zeroizing<Vec<u8>>> {
+        let digits: Zeroizing<String> =
+            Zeroizing::new(s.chars().filter(char::is_ascii_digit).collect());
+        let plus = |rest: &str| Zeroizing::new(format!("+{rest}"));
+        let international = if s.trim_start().starts_with('+') {
+            plus(&digits)
+        } else {
+            let number = phonenumber::parse(Some(self.0), digits.as_str()).ok()?;
+            match number.code().source() {
+                country::Source::Default => return checked_e164(&number),
+                country::Source::Number => plus(&digits),
+                country::Source::Idd => plus(self.strip_idd(&digits)?),
+                country::Source::Plus => return None,
+            }
+        };
+        let number = phonenumber::parse(None, international.as_str()).ok()?;
+        checked_e164(&number)
+    }
+
+    /// `digits` without the international call prefix this country dials (`00` in most of
+    /// Europe), if they start with it.
+    fn strip_idd(self, digits: &str) -> Option<&str> {
+        let idd = DATABASE.by_id(self.as_str())?.international_prefix()?;
+        let m = idd.find(digits).filter(|m| m.start() == 0)?;
+        digits.get(m.end()..)
+    }
+}
+
+/// The E.164 form of `number` if it is possible and reads back as the same number: the parser
+/// keeps a national number's leading 0 in some odd spellings (`00010000` under `NL` gives
+/// `+31010000`, which reads back as `+3110000`). Such a value is no number anyone dials, and a
+/// stored form must index as itself, so it is refused.
+fn checked_e164(number: &PhoneNumber) -> Option<Zeroizing<Vec<u8>>> {
+    if !is_possible(number) {
+        return None;
+    }
+    let formatted = Zeroizing::new(number.format().mode(Mode::E164).to_string());
+    let again = phonenumber::parse(None, formatted.as_str()).ok()?;
+    let again = Zeroizing::new(again.format().mode(Mode::E164).to_string());
+    (again == formatted).then(|| Zeroizing::new(formatted.as_bytes().to_vec()))
+}
+
+/// The number types whose lengths make a number possible: libphonenumber's union for its
+/// "general" description (which the metadata of the `phonenumber` crate leaves empty), without
+/// emergency and short codes, which have no E.164 form.
+const DIALLABLE: [PhoneType; 10] = [
+    PhoneType::FixedLine,
+    PhoneType::Mobile,
+    PhoneType::TollFree,
+    PhoneType::PremiumRate,
+    PhoneType::SharedCost,
+    PhoneType::PersonalNumber,
+    PhoneType::Voip,
+    PhoneType::Pager,
+    PhoneType::Uan,
+    PhoneType::Voicemail,
+];
+
+/// libphonenumber's "possible number", minus local-only lengths: the national number has a length
+/// that complete numbers of its country code can have. Deliberately not `is_valid` (which matches
+/// the allocated ranges): a customer's new number must not be refused because the metadata
+/// compiled in is older.
+fn is_possible(number: &PhoneNumber) -> bool {
+    let national = Zeroizing::new(number.national().to_string());
+    let Ok(len) = u16::try_from(national.len()) else {
+        return false;
+    };
+    let fits = |m: &&phonenumber::Metadata| {
+        let d = m.descriptors();
+        DIALLABLE
+            .iter()
+            .filter_map(|t| d.get(*t))
+            .any(|desc| desc.possible_length().contains(&len))
+    };
+    DATABASE
+        .by_code(&number.code().value())
+        .is_some_and(|metas| metas.iter().any(fits))
+}
+
+/// The blind-index form of a phone number before countries (and still without one): `+` if the
+/// value starts with one, then its ASCII digits. Old vaults' index entries were made with it.
+fn legacy_phone_form(plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
+    let trimmed = plaintext.trim_ascii();
+    let mut out = Zeroizing::new(Vec::with_capacity(trimmed.len()));
+    if trimmed.first() == Some(&b'+') {
+        out.push(b'+');
+    }
+    out.extend(trimmed.iter().copied().filter(u8::is_ascii_digit));
+    out
 }
 
 /// A field of a record type, as declared under `[types.<type>.fields.<name>]`.
@@ -121,6 +257,10 @@ pub struct FieldDef {
     /// What a masked read shows of the field (`mask = "..."`); `None`: a masked read leaves the
     /// field out.
     pub mask: Option<super::Mask>,
+    /// For `phone` fields of a schema with a `default_country`: values are parsed as phone
+    /// numbers of that country, stored and indexed in E.164. `None` (other kinds, or no
+    /// `default_country`) keeps the original rules, so old vaults' index entries still match.
+    pub country: Option<PhoneCountry>,
 }
 
 /// A field value was rejected. Messages name the field and the rule, never the value.
@@ -167,6 +307,7 @@ impl FieldDef {
             FieldKind::Email => self.encode_email(self.expect_str(value)?),
             FieldKind::Phone => self.encode_phone(self.expect_str(value)?),
             FieldKind::Date => self.encode_date(self.expect_str(value)?),
+            FieldKind::DateTime => self.encode_datetime(self.expect_str(value)?),
             FieldKind::Iban => self.encode_iban(self.expect_str(value)?),
             FieldKind::Json => self.encode_json(value),
             FieldKind::Bytes => self.encode_bytes(value),
@@ -188,7 +329,13 @@ impl FieldDef {
         }
     }
 
-    /// The normalised form used for the blind index (only for indexable kinds): email: trimmed + lower-cased; phone: digits only, with a leading '+' kept if present, and a Dutch national "06..." left as is (just digits, do not invent country logic beyond: strip spaces, dashes, dots, parentheses); iban: upper-cased, spaces removed; text: trimmed; date: as is. Input is the canonical plaintext bytes from encode.
+    /// The normalised form used for the blind index (only for indexable kinds): email: trimmed +
+    /// lower-cased; phone: E.164 when the field has a country (see [`FieldDef::country`]), else
+    /// (and for a stored value that does not parse) a leading '+' if present and the digits;
+    /// iban: upper-cased, spaces removed; text: trimmed; date, datetime: as is (already
+    /// canonical). Input is the canonical plaintext bytes from encode, or a value stored by an
+    /// older schema version (a phone typed before its field had a country is parsed here, so a
+    /// re-index makes it findable by every spelling).
     ///
     /// For `json` and `bytes` (not indexable) the plaintext is returned unchanged.
     pub fn index_form(&self, plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
@@ -202,13 +349,11 @@ impl FieldDef {
                 Err(_) => Zeroizing::new(plaintext.trim_ascii().to_vec()),
             },
             FieldKind::Phone => {
-                let trimmed = plaintext.trim_ascii();
-                let mut out = Zeroizing::new(Vec::with_capacity(trimmed.len()));
-                if trimmed.first() == Some(&b'+') {
-                    out.push(b'+');
-                }
-                out.extend(trimmed.iter().copied().filter(u8::is_ascii_digit));
-                out
+                let e164 = self.country.and_then(|c| {
+                    let s = std::str::from_utf8(plaintext).ok()?;
+                    Self::phone_chars_ok(s).then(|| c.e164(s)).flatten()
+                });
+                e164.unwrap_or_else(|| legacy_phone_form(plaintext))
             }
             FieldKind::Iban => {
                 let mut out = Zeroizing::new(Vec::with_capacity(plaintext.len()));
@@ -220,7 +365,7 @@ impl FieldDef {
                 );
                 out
             }
-            FieldKind::Date | FieldKind::Json | FieldKind::Bytes => {
+            FieldKind::Date | FieldKind::DateTime | FieldKind::Json | FieldKind::Bytes => {
                 Zeroizing::new(plaintext.to_vec())
             }
         }
@@ -289,22 +434,64 @@ impl FieldDef {
         Ok(Zeroizing::new(s.as_bytes().to_vec()))
     }
 
+    /// Whether `s` (trimmed) holds only what a typed phone number does. Also the guard in front
+    /// of the phone parser: it only ever sees these characters, so none of its other syntax
+    /// (`tel:` URIs, extensions, letters) is in play.
+    fn phone_chars_ok(s: &str) -> bool {
+        let s = s.trim();
+        let body = s.strip_prefix('+').unwrap_or(s);
+        body.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')' | '.'))
+    }
+
     fn encode_phone(&self, s: &str) -> Result<Zeroizing<Vec<u8>>, FieldError> {
         let s = s.trim();
         self.check_len(s.len())?;
-        let body = s.strip_prefix('+').unwrap_or(s);
-        if !body
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')' | '.'))
-        {
+        if !Self::phone_chars_ok(s) {
             return Err(self.invalid(
                 "a phone number may only contain digits, spaces, '-', '(', ')', '.' and a leading '+'",
             ));
         }
-        if body.bytes().filter(u8::is_ascii_digit).count() < 6 {
+        if s.bytes().filter(u8::is_ascii_digit).count() < 6 {
             return Err(self.invalid("a phone number needs at least 6 digits"));
         }
-        Ok(Zeroizing::new(s.as_bytes().to_vec()))
+        let Some(country) = self.country else {
+            return Ok(Zeroizing::new(s.as_bytes().to_vec()));
+        };
+        // With a country the E.164 form is what is stored, not the spelling typed: every read and
+        // export shows one form, and it is the index form, so what `get` shows is what `find`
+        // matches. The spelling carries nothing the number does not.
+        let e164 = country.e164(s).ok_or_else(|| {
+            self.invalid(
+                "not a possible phone number (a national number of the schema's \
+                 default_country, or one with its country code)",
+            )
+        })?;
+        self.check_len(e164.len())?;
+        Ok(e164)
+    }
+
+    fn encode_datetime(&self, s: &str) -> Result<Zeroizing<Vec<u8>>, FieldError> {
+        if s.len() > MAX_DATETIME_INPUT {
+            return Err(self.invalid("a date-time is at most 64 characters"));
+        }
+        let parsed = DateTime::parse_from_rfc3339(s).map_err(|_| {
+            self.invalid(
+                "a date-time must be RFC 3339 with an offset, e.g. 2026-12-06T13:05:00+01:00",
+            )
+        })?;
+        // Sub-seconds are dropped (truncated, so a moment never moves into the next second, day
+        // or year): one fixed-length, sortable form, in which two spellings of the same second
+        // index alike; a consent or contract time is kept to the second. A leap second becomes
+        // :59 of its minute.
+        let utc = parsed.with_timezone(&Utc);
+        let utc = utc.with_nanosecond(0).unwrap_or(utc);
+        if !(1000..=9999).contains(&utc.year()) {
+            return Err(self.invalid("the year in UTC must be between 1000 and 9999"));
+        }
+        let out = Zeroizing::new(utc.format("%Y-%m-%dT%H:%M:%SZ").to_string().into_bytes());
+        self.check_len(out.len())?;
+        Ok(out)
     }
 
     fn encode_date(&self, s: &str) -> Result<Zeroizing<Vec<u8>>, FieldError> {

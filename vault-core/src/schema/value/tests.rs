@@ -17,6 +17,7 @@ fn def(kind: FieldKind) -> FieldDef {
         index: kind.indexable(),
         unique: false,
         mask: None,
+        country: None,
     }
 }
 
@@ -190,6 +191,159 @@ fn phone() {
     ));
 }
 
+fn nl_phone() -> FieldDef {
+    FieldDef {
+        country: PhoneCountry::from_code("NL"),
+        ..def(FieldKind::Phone)
+    }
+}
+
+fn nl_index(v: &str) -> Vec<u8> {
+    let d = nl_phone();
+    let plain = d.encode(&json!(v)).unwrap();
+    d.index_form(&plain).to_vec()
+}
+
+#[test]
+fn phone_with_a_country_is_e164() {
+    for typed in [
+        "06-12345678",
+        "0612345678",
+        "+31 6 1234 5678",
+        "0031612345678",
+        "0031 6 12345678",
+        "+31 (0)6 12345678",
+        " 06 12 34 56 78 ",
+        "+31612345678",
+    ] {
+        let d = nl_phone();
+        assert_eq!(
+            &*d.encode(&json!(typed)).unwrap(),
+            b"+31612345678",
+            "{typed}"
+        );
+        assert_eq!(nl_index(typed), b"+31612345678", "{typed}");
+    }
+    // A Dutch landline, and numbers given with another country code keep their country.
+    assert_eq!(nl_index("(020) 123 4567"), b"+31201234567");
+    assert_eq!(nl_index("+32 470 12 34 56"), b"+32470123456");
+    assert_eq!(nl_index("0032 470 12 34 56"), b"+32470123456");
+    assert_eq!(nl_index("+49 30 1234567"), b"+49301234567");
+    // A foreign number's leading 0 stays when it is part of the number (Italy), and goes when it
+    // is that country's trunk prefix, whatever NL does with a 0.
+    assert_eq!(nl_index("+39 06 1234 5678"), b"+390612345678");
+    assert_eq!(nl_index("0039 06 1234 5678"), b"+390612345678");
+    assert_eq!(nl_index("+44 (0)20 7946 0958"), b"+442079460958");
+    assert_eq!(nl_index("001 (202) 555-0147"), b"+12025550147");
+    // Separators anywhere, also right after the country code's digits.
+    assert_eq!(nl_index("+316-1234-5678"), b"+31612345678");
+}
+
+#[test]
+fn phone_with_a_country_rejects_impossible_numbers() {
+    let d = nl_phone();
+    for bad in [
+        "06-1234567890123",
+        "+31 6 123",
+        "+999 123456789",
+        "00010000",
+        "06 1234 567a",
+        "06+12345678",
+        "++31612345678",
+        "tel:+31612345678",
+        "0612345678;ext=1",
+    ] {
+        match d.encode(&json!(bad)) {
+            Err(FieldError::Invalid { field, reason }) => {
+                assert_eq!(field, "f");
+                assert!(!reason.contains(bad.trim()), "{reason}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // E.164 is longer than the national spelling: max_len applies to what is stored.
+    let tight = FieldDef {
+        max_len: 10,
+        ..nl_phone()
+    };
+    assert!(matches!(
+        tight.encode(&json!("0612345678")),
+        Err(FieldError::TooLong {
+            max: 10,
+            len: 12,
+            ..
+        })
+    ));
+}
+
+/// Values stored before the field had a country (as typed) are indexed as E.164 once it has one,
+/// so a re-index makes them findable by every spelling; a stored value that does not parse keeps
+/// the old form. Without a country nothing changes.
+#[test]
+fn phone_index_of_values_stored_before_the_country() {
+    let d = nl_phone();
+    assert_eq!(&*d.index_form(b"06-12345678"), b"+31612345678");
+    assert_eq!(&*d.index_form(b"0031 6 12345678"), b"+31612345678");
+    assert_eq!(&*d.index_form(b"+31 6 123"), b"+316123");
+    assert_eq!(&*d.index_form(b"06-1234abc"), b"061234");
+    assert_eq!(index(FieldKind::Phone, "06-12345678"), b"0612345678");
+}
+
+#[test]
+fn phone_country_codes() {
+    assert_eq!(PhoneCountry::from_code("NL").unwrap().as_str(), "NL");
+    assert_eq!(PhoneCountry::from_code("BE").unwrap().as_str(), "BE");
+    for bad in ["nl", "NLD", "", "XX", "001", "N"] {
+        assert!(PhoneCountry::from_code(bad).is_none(), "{bad}");
+    }
+}
+
+#[test]
+fn datetime() {
+    for (given, stored) in [
+        ("2026-12-06T13:05:00+01:00", "2026-12-06T12:05:00Z"),
+        ("2026-12-06T12:05:00Z", "2026-12-06T12:05:00Z"),
+        ("2026-12-06t12:05:00z", "2026-12-06T12:05:00Z"),
+        ("2026-12-06T12:05:00.999999+00:00", "2026-12-06T12:05:00Z"),
+        ("2026-12-06T12:05:00.5-00:00", "2026-12-06T12:05:00Z"),
+        ("2027-01-01T00:30:00+02:00", "2026-12-31T22:30:00Z"),
+        ("2026-12-31T23:59:60Z", "2026-12-31T23:59:59Z"),
+        ("2024-02-29T20:00:00-05:00", "2024-03-01T01:00:00Z"),
+    ] {
+        assert_eq!(
+            ok(FieldKind::DateTime, json!(given)),
+            stored.as_bytes(),
+            "{given}"
+        );
+        assert_eq!(index(FieldKind::DateTime, given), stored.as_bytes());
+    }
+    for bad in [
+        "2026-12-06T13:05:00",
+        "2026-12-06",
+        "2026-12-06 13:05",
+        "2026-02-30T13:05:00Z",
+        "2026-12-06T24:05:00Z",
+        "2026-12-06T13:05:00+25:00",
+        "0999-12-31T23:00:00Z",
+        "1000-01-01T00:30:00+01:00",
+        "9999-12-31T23:30:00-01:00",
+        "",
+    ] {
+        invalid(FieldKind::DateTime, json!(bad));
+    }
+    invalid(
+        FieldKind::DateTime,
+        json!(format!("2026-12-06T13:05:00.{}Z", "1".repeat(60))),
+    );
+    assert_eq!(FieldKind::DateTime.default_max_len(), 20);
+    assert_eq!(
+        def(FieldKind::DateTime)
+            .decode(b"2026-12-06T12:05:00Z")
+            .unwrap(),
+        json!("2026-12-06T12:05:00Z")
+    );
+}
+
 #[test]
 fn date() {
     for good in [
@@ -352,6 +506,10 @@ fn errors_never_contain_the_value() {
         (def(FieldKind::Phone), json!("12345")),
         (def(FieldKind::Date), json!(CANARY)),
         (def(FieldKind::Date), json!("2023-02-29")),
+        (nl_phone(), json!("+31 6 123")),
+        (nl_phone(), json!("+999 123456789")),
+        (def(FieldKind::DateTime), json!(CANARY)),
+        (def(FieldKind::DateTime), json!("2026-12-06T14:47:00")),
         (def(FieldKind::Iban), json!(format!("NL91{CANARY}0000000"))),
         (def(FieldKind::Iban), json!("NL92ABNA0417164300")),
         (with_max(FieldKind::Json, 3), json!({ CANARY: CANARY })),
@@ -363,7 +521,16 @@ fn errors_never_contain_the_value() {
     for (d, v) in cases {
         let e = d.encode(&v).unwrap_err();
         for text in [e.to_string(), format!("{e:?}")] {
-            for needle in [CANARY, "12345", "2023-02-29", "NL92", "ABNA"] {
+            for needle in [
+                CANARY,
+                "12345",
+                "2023-02-29",
+                "NL92",
+                "ABNA",
+                "123",
+                "999",
+                "14:47",
+            ] {
                 assert!(!text.contains(needle), "{text}");
             }
         }
@@ -391,6 +558,33 @@ proptest! {
         prop_assert_eq!(&*p, b.as_slice());
         let back = d.decode(&p).unwrap();
         prop_assert_eq!(&*d.encode(&back).unwrap(), b.as_slice());
+    }
+
+    /// The phone parser only ever sees what `phone_chars_ok` lets through; on any of it, encode
+    /// and index_form return (never panic), and an accepted value is E.164 and its own index form.
+    #[test]
+    fn phone_parser_never_panics(s in "[+]?[0-9 ().-]{0,30}") {
+        let d = nl_phone();
+        if let Ok(p) = d.encode(&json!(s)) {
+            prop_assert_eq!(p.first(), Some(&b'+'));
+            prop_assert_eq!(&*d.index_form(&p), &*p);
+        }
+        let _ = d.index_form(s.as_bytes());
+    }
+
+    /// Any Dutch mobile number, in national, `+31` or `0031` form, with any separators, is stored
+    /// and indexed as the one E.164 form.
+    #[test]
+    fn dutch_mobiles_in_any_spelling(
+        digits in "[1-9][0-9]{7}",
+        prefix in prop::sample::select(vec!["06", "+31 6", "0031 6", "+31 (0)6", "+316"]),
+        sep in prop::sample::select(vec!["", " ", "-", "."]),
+    ) {
+        let typed = format!("{prefix}{sep}{}{sep}{}", &digits[..4], &digits[4..]);
+        let e164 = format!("+316{digits}");
+        let d = nl_phone();
+        prop_assert_eq!(&*d.encode(&json!(typed)).unwrap(), e164.as_bytes());
+        prop_assert_eq!(nl_index(&typed), e164.as_bytes());
     }
 
     #[test]
