@@ -17,37 +17,8 @@ use std::sync::Arc;
 pub use app::router;
 pub use components::Shop;
 
-/// The example schema (`examples/webshop.toml`).
-pub const WEBSHOP_TOML: &str = include_str!("../../webshop.toml");
-
-/// The masks customer service sees (`Scoped::get_masked`), as `(record type, field, mask)`.
-///
-/// `examples/webshop.toml` does not declare masks yet; until it does, [`schema_source`] adds
-/// these `mask = ...` lines under their fields' tables (and adds nothing once the file has any).
-pub const MASKS: &[(&str, &str, &str)] = &[
-    ("customer", "first_name", "initial"),
-    ("customer", "last_name", "initial"),
-    ("customer", "email", "email"),
-    ("customer", "phone", "last4"),
-    ("customer", "birth_date", "year"),
-];
-
-/// The shop's schema: `examples/webshop.toml` with the [`MASKS`]. `Err` names a field whose
-/// table the file no longer has.
-pub fn schema_source() -> Result<String, String> {
-    let mut text = WEBSHOP_TOML.to_owned();
-    if text.lines().any(|l| l.trim_start().starts_with("mask")) {
-        return Ok(text);
-    }
-    for (record_type, field, mask) in MASKS {
-        let header = format!("[types.{record_type}.fields.{field}]\n");
-        let at = text
-            .find(&header)
-            .ok_or_else(|| format!("{record_type}.{field} is not in examples/webshop.toml"))?;
-        text.insert_str(at + header.len(), &format!("mask = \"{mask}\"\n"));
-    }
-    Ok(text)
-}
+/// The example schema (`examples/webshop.toml`), with the masks customer service sees.
+pub const SCHEMA: &str = include_str!("../../webshop.toml");
 
 /// Serves `router` on `listener` until the task is dropped; returns the address it listens on.
 pub async fn spawn(

@@ -11,7 +11,7 @@ use kluis_example_shop::client::Conn;
 use kluis_example_shop::components::{handle, WAREHOUSE};
 
 use kluis_example_shop::model::{Address, Customer};
-use kluis_example_shop::{schema_source, spawn_shop, Shop};
+use kluis_example_shop::{spawn_shop, Shop, SCHEMA};
 use serde_json::{json, Value};
 use vault_core::schema::Schema;
 use vault_core::{
@@ -29,7 +29,7 @@ async fn start() -> TestShop {
     let vault = Vault::create(
         &VaultPaths::in_dir(dir.path()),
         &Credentials::passphrase("correct horse battery staple"),
-        Schema::from_toml(&schema_source().unwrap()).unwrap(),
+        Schema::from_toml(SCHEMA).unwrap(),
         VaultOptions::default()
             .kdf(KdfParams::danger_insecure_for_tests())
             .danger_allow_weak_kdf()

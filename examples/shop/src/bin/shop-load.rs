@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use kluis_example_shop::client::Conn;
-use kluis_example_shop::{baseline, schema_source, spawn, Shop};
+use kluis_example_shop::{baseline, spawn, Shop, SCHEMA};
 use serde_json::json;
 use vault_core::schema::Schema;
 use vault_core::{Credentials, Durability, Vault, VaultOptions, VaultPaths};
@@ -213,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
                 let vault = Vault::create(
                     &VaultPaths::in_dir(&dir),
                     &Credentials::passphrase("shop-load passphrase, not a secret"),
-                    Schema::from_toml(&schema_source().map_err(anyhow::Error::msg)?)?,
+                    Schema::from_toml(SCHEMA)?,
                     VaultOptions::default().durability(d).actor("shop-load"),
                 )?;
                 kluis_example_shop::router(Shop::new(vault))
