@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use vault_core::{ForgetOptions, RecordKey, Request, SubjectId, Timestamp};
+use vault_core::{ErrorKind, ForgetOptions, RecordKey, Request, SubjectId, Timestamp};
 
 use crate::components::{Shop, ACCOUNT, PRIVACY_DESK, SUPPORT, WAREHOUSE};
 use crate::error::AppError;
@@ -17,7 +17,6 @@ use crate::model::{
     Address, Customer, Delivered, Forgotten, Found, Lookup, MarketingConsent, Order, Ordered,
     Registered, Registration,
 };
-use vault_core::ErrorKind;
 
 /// The shop's routes on `shop`.
 pub fn router(shop: Arc<Shop>) -> Router {

@@ -12,9 +12,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use vault_core::ErrorKind;
+
 use crate::error::AppError;
 use crate::model::{Customer, Registration};
-use vault_core::ErrorKind;
 
 #[derive(Default)]
 struct Memory {

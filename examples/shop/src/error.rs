@@ -65,7 +65,8 @@ pub enum AppError {
         /// A fixed message (serde's would quote the value).
         message: &'static str,
     },
-    /// A blocking task panicked or was cancelled.
+    /// Not a kluis failure: the load-test baseline found its lock poisoned. (A kluis call that
+    /// panicked on the blocking pool is `vault_core::Error::Interrupted`, a kluis error.)
     Internal,
 }
 
