@@ -125,6 +125,27 @@ fn stores(c: &mut Criterion) {
             )
         })
     });
+    // Through a purpose-bound handle: the same read plus its `read` audit entry (one applied,
+    // not fsynced, batch per read), and a masked read (customer service's view).
+    let scoped = v.scoped(&["account"], "bench").unwrap();
+    g.bench_function("kluis_scoped_full", |b| {
+        b.iter(|| {
+            black_box(
+                scoped
+                    .get(&subjects[step(&mut k) as usize], "customer")
+                    .unwrap(),
+            )
+        })
+    });
+    g.bench_function("kluis_scoped_masked", |b| {
+        b.iter(|| {
+            black_box(
+                scoped
+                    .get_masked(&subjects[step(&mut k) as usize], "customer")
+                    .unwrap(),
+            )
+        })
+    });
     g.bench_function("plaintext_sled_full", |b| {
         b.iter(|| black_box(plain.get(&pid(step(&mut k))).unwrap()))
     });

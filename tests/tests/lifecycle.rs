@@ -680,7 +680,7 @@ fn forget_shreds_everything_but_running_legal_obligations() {
             ),
         ] {
             assert!(
-                matches!(res, Err(WriteError::SubjectForgotten { at }) if at == forget_at),
+                matches!(res, Err(WriteError::SubjectForgotten { at }) if at == ts(forget_at)),
                 "{res:?}"
             );
         }
@@ -690,7 +690,7 @@ fn forget_shreds_everything_but_running_legal_obligations() {
         ));
         assert!(matches!(
             v.forget(&s, &req(), ForgetOptions::default()),
-            Err(LifecycleError::AlreadyForgotten { at }) if at == forget_at
+            Err(LifecycleError::AlreadyForgotten { at }) if at == ts(forget_at)
         ));
         // The invoice is kept, readable and findable.
         let inv = v
@@ -856,7 +856,7 @@ fn legal_hold_blocks_expiry_and_forget_until_released() {
     // forget refuses a held subject ...
     match v.forget(&held, &req(), ForgetOptions::default()) {
         Err(LifecycleError::Held { since, until }) => {
-            assert_eq!(since, T0 + DAY);
+            assert_eq!(since, ts(T0 + DAY));
             assert_eq!(until, None);
         }
         other => panic!("{other:?}"),

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
+use vault_core::admin::SchemaChangeError;
 use vault_core::schema::FieldError;
 use vault_core::schema::Schema;
 use vault_core::{FindError, Record, Request, SubjectId, Vault, WriteError};
@@ -216,7 +217,7 @@ fn datetimes_are_stored_in_utc_and_found_by_any_offset() {
 /// On a unique phone field the check also says that values spelled differently before may now
 /// be one number held by several subjects (no schema change could settle that).
 #[test]
-fn a_country_change_on_a_unique_phone_field_warns_about_old_duplicates() {
+fn a_country_change_on_a_unique_phone_field_with_values_is_refused() {
     let unique = |s: Schema| {
         let text = s.source().replacen(
             "type = \"phone\"\npurpose = \"account\"",
@@ -248,16 +249,68 @@ fn a_country_change_on_a_unique_phone_field_warns_about_old_duplicates() {
         &customer("jan@voorbeeld.nl", "06-12345678"),
     )
     .unwrap();
-    let check = v
-        .admin()
-        .check_schema_change(&unique(schema(2, true)))
-        .unwrap();
-    assert!(
-        check
-            .warnings
-            .iter()
-            .any(|w| w.contains("customer.phone") && w.contains("several subjects")),
-        "{:?}",
-        check.warnings
+    // A second customer typed the same number another way: under the old rules (no country) the
+    // two spellings are different values, so both were accepted.
+    let piet = v.create_subject().unwrap();
+    v.put(
+        &piet,
+        "customer",
+        &customer("piet@voorbeeld.nl", "+31612345678"),
+    )
+    .unwrap();
+    // Under NL they would be one number held by two subjects: the change is refused, checked and
+    // applied alike, and nothing changes.
+    for refused in [
+        v.admin().check_schema_change(&unique(schema(2, true))),
+        v.admin().apply_schema(unique(schema(2, true)), &req()),
+    ] {
+        let e = refused.unwrap_err();
+        assert!(
+            matches!(e, SchemaChangeError::UniqueRenormalised { ref field, .. } if field == "phone"),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), vault_core::ErrorKind::Conflict);
+    }
+    assert_eq!(v.schema().version(), 1);
+    assert_eq!(
+        v.find("customer", "phone", "06-12345678").unwrap(),
+        vec![jan]
+    );
+}
+
+#[test]
+fn an_unfinished_phone_reindex_is_reported_until_rotate_index() {
+    use vault_core::danger_test_hooks::Table;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(vault_core::danger_test_hooks::MockClock::new(1_765_000_000));
+    let v = create_on(dir.path(), schema(1, false), &clock);
+    let jan = v.create_subject().unwrap();
+    v.put(
+        &jan,
+        "customer",
+        &customer("jan@voorbeeld.nl", "06-12345678"),
+    )
+    .unwrap();
+    let r = v.admin().apply_schema(schema(2, true), &req()).unwrap();
+    assert_eq!(r.reindexed_records, 1);
+    assert!(!v.admin().stats().unwrap().index_rebuild_pending);
+    drop(v);
+
+    // A crash during the rebuild leaves the marker the schema's own batch wrote.
+    let data = dir.path().join("data");
+    settle_engine(&data);
+    let mut marker = vec![Table::Meta as u8];
+    marker.extend_from_slice(b"reindex_pending");
+    let raw = open_raw(&data);
+    raw.insert(&marker, [1]);
+    drop(raw);
+    let v = reopen(dir.path());
+    assert!(v.admin().stats().unwrap().index_rebuild_pending);
+    // `rotate_index` rebuilds every tag, so it finishes the rebuild and clears the marker.
+    v.admin().rotate_index(&req(), &mut |_| {}).unwrap();
+    assert!(!v.admin().stats().unwrap().index_rebuild_pending);
+    assert_eq!(
+        v.find("customer", "phone", "+31 6 1234 5678").unwrap(),
+        vec![jan]
     );
 }

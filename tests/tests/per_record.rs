@@ -200,7 +200,7 @@ fn invoices_keep_their_own_seven_years_through_forget_and_export() {
     assert_eq!(labels, vec!["2027-001", "2027-002"]);
     assert!(matches!(
         invoicing[0].state,
-        PurposeState::Live { expires: Some(t) } if t > T0 + 7 * 365 * DAY
+        PurposeState::Live { expires: Some(t) } if t > ts(T0 + 7 * 365 * DAY)
     ));
     assert_eq!(export.record_events.len(), 2);
     assert!(export.events.is_empty(), "{:?}", export.events);

@@ -661,7 +661,7 @@ fn restore_then_update_keeps_the_rest_of_the_record() {
     assert_eq!(
         account.state,
         vault_core::gdpr::PurposeState::Shredded {
-            at: T0 + DAY,
+            at: ts(T0 + DAY),
             reason: ShredReason::KeyRetired
         },
         "not `expired`: the key was retired after this backup was taken"

@@ -515,3 +515,52 @@ fn one_handle_serves_several_threads() {
     assert_eq!(reads, 100);
     assert!(v.admin().verify_audit().unwrap().is_intact());
 }
+
+#[test]
+fn a_type_with_no_field_in_scope_is_refused_even_for_empty_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let with = customer(&v);
+    let without = v.create_subject().unwrap();
+    let shipping = v.scoped(&["shipping"], "warehouse").unwrap();
+    // The answer must not depend on whether the customer record exists (review: empty field
+    // lists and empty updates reached the vault, which answered found / not found).
+    for s in [&with, &without] {
+        let e = shipping.get_fields(s, "customer", &[]).unwrap_err();
+        assert!(matches!(e, ReadError::OutOfScope { .. }), "{e:?}");
+        let e = shipping.update(s, "customer", &Record::new()).unwrap_err();
+        assert!(matches!(e, WriteError::OutOfScope { .. }), "{e:?}");
+        assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden);
+    }
+    // Nothing was read, so nothing was audited as read.
+    let reads = v
+        .admin()
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.op == AuditOp::Read)
+        .count();
+    assert_eq!(reads, 0);
+}
+
+#[test]
+fn get_as_of_a_struct_needing_a_field_out_of_scope_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    // The shop's struct needs an account field; the handle reads marketing only.
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Contact {
+        newsletter: String,
+        first_name: String,
+    }
+    let marketing = v.scoped(&["marketing"], "newsletter").unwrap();
+    let e = marketing.get_as::<Contact>(&s, "customer").unwrap_err();
+    assert!(
+        matches!(&e, ReadError::OutOfScope { field, purpose } if field == "first_name" && purpose == "account"),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden);
+    assert_no_value("the error", &format!("{e} {e:?}"));
+}

@@ -17,9 +17,9 @@ use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
 /// | [`Conflict`](Self::Conflict) | 409 Conflict | nothing: the request is valid but the state refuses it |
 /// | [`InvalidInput`](Self::InvalidInput) | 400 Bad Request, or 422 for a well-formed body kluis refuses | fix the request (a bug, when the shop's own code built it) |
 /// | [`Retryable`](Self::Retryable) | 503 Service Unavailable with `Retry-After` | retry after a short wait |
-/// | [`StorageRefused`](Self::StorageRefused) | 500 Internal Server Error | page an operator |
+/// | [`StorageRefused`](Self::StorageRefused) | 500 Internal Server Error | page an operator (also a data key at its use limit: retrying does not help until its keys are rotated) |
 /// | [`Integrity`](Self::Integrity) | 500 Internal Server Error | raise a security alert, restore from a backup |
-/// | [`WrongCredentials`](Self::WrongCredentials) | 401 Unauthorized, or 403 Forbidden | the operator's passphrase or key file is wrong |
+/// | [`WrongCredentials`](Self::WrongCredentials) | 500 (or 503 while starting) — never 401 to a customer | page an operator: the vault's passphrase or key file is wrong (an operator's credentials, not the customer's) |
 /// | [`Forbidden`](Self::Forbidden) | 403 Forbidden | nothing: a purpose-bound handle was asked for another purpose's data |
 ///
 /// The kind is the same for an error and for the [`Error`] it converts into. Non-exhaustive: match
@@ -36,7 +36,6 @@ use crate::schema::{FieldError, RecordError, RetentionParseError, SchemaError};
 ///         ErrorKind::Conflict => (409, false),
 ///         ErrorKind::InvalidInput => (422, false),
 ///         ErrorKind::Retryable => (503, true),
-///         ErrorKind::WrongCredentials => (401, false),
 ///         ErrorKind::Forbidden => (403, false),
 ///         // StorageRefused, Integrity (alert!), and kinds added later.
 ///         _ => (500, false),
@@ -295,7 +294,7 @@ pub enum OpenError {
     /// The key store, or the schema stored in the data directory, is older than the other half of
     /// the vault has already seen: a backup of it was put back. Destroyed keys, an older erasure
     /// ledger or an older schema would come back, so the vault is not opened. A deliberate
-    /// disaster recovery goes through `Vault::danger_open_accepting_rollback` (`kluis recover`).
+    /// disaster recovery goes through `Admin::danger_open_accepting_rollback` (`kluis recover`).
     #[error("{0}; refusing to open (if this restore was deliberate, see `kluis recover --help`)")]
     RolledBack(Rollback),
     /// Storage failure or corruption.
@@ -565,10 +564,10 @@ pub enum WriteError {
     #[error("unknown subject")]
     SubjectNotFound,
     /// The subject was forgotten: no new personal data may be stored for it.
-    #[error("the subject was forgotten (at Unix time {at}); create a new subject for new data")]
+    #[error("the subject was forgotten (at {at}); create a new subject for new data")]
     SubjectForgotten {
         /// When.
-        at: i64,
+        at: crate::clock::Timestamp,
     },
     /// A purpose-bound handle (`Vault::scoped`) was given a field of a purpose it may not write.
     #[error(
@@ -911,24 +910,24 @@ pub enum LifecycleError {
     #[error("unknown subject")]
     SubjectNotFound,
     /// The subject was already forgotten.
-    #[error("the subject was already forgotten (at Unix time {at})")]
+    #[error("the subject was already forgotten (at {at})")]
     AlreadyForgotten {
         /// When.
-        at: i64,
+        at: crate::clock::Timestamp,
     },
     /// The subject was forgotten; its remaining data is only kept for a legal obligation.
-    #[error("the subject was forgotten (at Unix time {at}); no new events or holds")]
+    #[error("the subject was forgotten (at {at}); no new holds")]
     Forgotten {
         /// When.
-        at: i64,
+        at: crate::clock::Timestamp,
     },
     /// The subject is under legal hold.
-    #[error("the subject is under legal hold (since Unix time {since}); release it or override explicitly")]
+    #[error("the subject is under legal hold (since {since}); release it or override explicitly")]
     Held {
         /// Since when.
-        since: i64,
+        since: crate::clock::Timestamp,
         /// Until when, if set.
-        until: Option<i64>,
+        until: Option<crate::clock::Timestamp>,
     },
     /// `release` of a subject that is not held.
     #[error("the subject is not under legal hold")]
@@ -1154,7 +1153,7 @@ pub enum CopyError {
     },
 }
 
-/// Errors of `Vault::migrate` (moving a vault's data directory to another storage engine).
+/// Errors of `Admin::migrate` (moving a vault's data directory to another storage engine).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrateError {
@@ -1310,6 +1309,20 @@ pub enum SchemaChangeError {
          unique field and fill it, or make the field unique before storing values"
     )]
     UniqueOnStoredValues {
+        /// The record type.
+        record_type: String,
+        /// The field.
+        field: String,
+    },
+    /// A unique phone field holds values and the schema changes its `default_country`: its
+    /// stored numbers would normalise differently, and two subjects who typed one number in two
+    /// ways would then both hold it (no schema change can settle which keeps it).
+    #[error(
+        "field `{record_type}.{field}` is unique and has stored values; changing default_country \
+         would normalise them differently and could give one number to several subjects: set \
+         default_country before storing values, or add a new unique field and fill it"
+    )]
+    UniqueRenormalised {
         /// The record type.
         record_type: String,
         /// The field.
@@ -1714,7 +1727,8 @@ impl SchemaChangeError {
             | SchemaChangeError::FieldKindChanged { .. }
             | SchemaChangeError::PurposeInUse { .. }
             | SchemaChangeError::ScopeChanged { .. }
-            | SchemaChangeError::UniqueOnStoredValues { .. } => ErrorKind::Conflict,
+            | SchemaChangeError::UniqueOnStoredValues { .. }
+            | SchemaChangeError::UniqueRenormalised { .. } => ErrorKind::Conflict,
             SchemaChangeError::ExpiryRecompute(e) | SchemaChangeError::Reindex(e) => e.kind(),
             SchemaChangeError::Storage(e) => e.kind(),
         }
@@ -1927,7 +1941,7 @@ mod kind_tests {
             WriteError::Field(_) => WriteError::Field(field) => InvalidInput,
             WriteError::TooLarge { .. } => WriteError::TooLarge { len: 2, max: 1 } => InvalidInput,
             WriteError::SubjectNotFound => WriteError::SubjectNotFound => NotFound,
-            WriteError::SubjectForgotten { .. } => WriteError::SubjectForgotten { at: 1 } => Gone,
+            WriteError::SubjectForgotten { .. } => WriteError::SubjectForgotten { at: crate::clock::Timestamp::UNIX_EPOCH } => Gone,
             WriteError::NotFound { .. } => WriteError::NotFound { record_type: s("customer") } => NotFound,
             WriteError::Immutable { .. } => WriteError::Immutable { record_type: s("invoice") } => Conflict,
             WriteError::UsageLimit { .. } => WriteError::UsageLimit { purpose: s("account") } => StorageRefused,
@@ -1956,7 +1970,7 @@ mod kind_tests {
             source: Box::new(e),
         };
         kinds!(TransactionError {
-            TransactionError::Op { .. } => op(OpError::Write(WriteError::SubjectForgotten { at: 1 })) => Gone,
+            TransactionError::Op { .. } => op(OpError::Write(WriteError::SubjectForgotten { at: crate::clock::Timestamp::UNIX_EPOCH })) => Gone,
             TransactionError::Aborted { .. } => TransactionError::Aborted { index: 0 } => Conflict,
             TransactionError::Commit(_) => TransactionError::Commit(WriteError::Storage(db(DbProblem::Conflict))) => Retryable,
         });
@@ -2009,9 +2023,9 @@ mod kind_tests {
     fn lifecycle_errors() {
         kinds!(LifecycleError {
             LifecycleError::SubjectNotFound => LifecycleError::SubjectNotFound => NotFound,
-            LifecycleError::AlreadyForgotten { .. } => LifecycleError::AlreadyForgotten { at: 1 } => Conflict,
-            LifecycleError::Forgotten { .. } => LifecycleError::Forgotten { at: 1 } => Gone,
-            LifecycleError::Held { .. } => LifecycleError::Held { since: 1, until: None } => Conflict,
+            LifecycleError::AlreadyForgotten { .. } => LifecycleError::AlreadyForgotten { at: crate::clock::Timestamp::UNIX_EPOCH } => Conflict,
+            LifecycleError::Forgotten { .. } => LifecycleError::Forgotten { at: crate::clock::Timestamp::UNIX_EPOCH } => Gone,
+            LifecycleError::Held { .. } => LifecycleError::Held { since: crate::clock::Timestamp::UNIX_EPOCH, until: None } => Conflict,
             LifecycleError::NotHeld => LifecycleError::NotHeld => Conflict,
             LifecycleError::InvalidEvent { .. } => LifecycleError::InvalidEvent { event: s("Created") } => InvalidInput,
             LifecycleError::UnknownRecordType(_) => LifecycleError::UnknownRecordType(s("x")) => InvalidInput,
@@ -2063,6 +2077,7 @@ mod kind_tests {
             SchemaChangeError::PurposeInUse { .. } => SchemaChangeError::PurposeInUse { purpose: s("account") } => Conflict,
             SchemaChangeError::ScopeChanged { .. } => SchemaChangeError::ScopeChanged { purpose: s("orders") } => Conflict,
             SchemaChangeError::UniqueOnStoredValues { .. } => { let (record_type, field) = field("email"); SchemaChangeError::UniqueOnStoredValues { record_type, field } } => Conflict,
+            SchemaChangeError::UniqueRenormalised { .. } => { let (record_type, field) = field("phone"); SchemaChangeError::UniqueRenormalised { record_type, field } } => Conflict,
             SchemaChangeError::ExpiryRecompute(_) => SchemaChangeError::ExpiryRecompute(WriteError::Storage(db(DbProblem::Unreachable))) => Retryable,
             SchemaChangeError::Reindex(_) => SchemaChangeError::Reindex(WriteError::Storage(io())) => StorageRefused,
             SchemaChangeError::Storage(_) => SchemaChangeError::Storage(io()) => StorageRefused,
@@ -2114,14 +2129,14 @@ mod kind_tests {
         kinds!(Error {
             Error::Open(_) => OpenError::WrongCredentials.into() => WrongCredentials,
             Error::Create(_) => CreateError::NoCredentials.into() => InvalidInput,
-            Error::Write(_) => WriteError::SubjectForgotten { at: 1 }.into() => Gone,
+            Error::Write(_) => WriteError::SubjectForgotten { at: crate::clock::Timestamp::UNIX_EPOCH }.into() => Gone,
             Error::Read(_) => ReadError::SubjectNotFound.into() => NotFound,
             Error::Delete(_) => DeleteError::Immutable { record_type: s("invoice") }.into() => Conflict,
             Error::Find(_) => FindError::Storage(db(DbProblem::Conflict)).into() => Retryable,
             Error::Subject(_) => SubjectError::InvalidId.into() => InvalidInput,
             Error::Rekey(_) => RekeyError::Rng(RngError).into() => StorageRefused,
             Error::Schema(_) => SchemaError::InvalidVersion.into() => InvalidInput,
-            Error::Lifecycle(_) => LifecycleError::Forgotten { at: 1 }.into() => Gone,
+            Error::Lifecycle(_) => LifecycleError::Forgotten { at: crate::clock::Timestamp::UNIX_EPOCH }.into() => Gone,
             Error::Admin(_) => AdminError::Integrity(IntegrityError).into() => Integrity,
             Error::SchemaChange(_) => SchemaChangeError::PurposeInUse { purpose: s("p") }.into() => Conflict,
             Error::Transaction(_) => TransactionError::Aborted { index: 1 }.into() => Conflict,

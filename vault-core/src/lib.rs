@@ -47,8 +47,32 @@
 //! # }
 //! ```
 //!
+//! ## Where things are
+//!
+//! - **The shop's calls** are on [`Vault`]: subjects and records (`put`, `get`, `update`,
+//!   `delete`, the `_as` forms with your own serde types), [`Vault::find`] by blind index,
+//!   [`Vault::transaction`], events that start retention ([`Vault::record_event_for`]), and the
+//!   customer's rights: [`Vault::forget`] (Art. 17) and [`Vault::export_subject`] (Art. 15/20,
+//!   types in [`gdpr`]). Start a service with [`Vault::open_or_create`].
+//! - **A handle per component**: [`Vault::scoped`] gives a [`Scoped`] handle that reads and
+//!   writes only some purposes' fields (the warehouse: shipping), with masked reads for support
+//!   views (`mask = "email"` in the schema, [`Scoped::get_masked`]); its reads are audited.
+//! - **Errors**: every operation has its own error enum; all convert into [`Error`], and every one
+//!   has a [`kind`](Error::kind) ([`ErrorKind`]) that maps to an HTTP status in one match.
+//!   Reading shredded data is never an error that looks like corruption: a field reads as
+//!   [`FieldState::Shredded`], a typed read as [`ReadError::Shredded`].
+//! - **Who acts and when**: an [`Actor`] (the vault's, a handle's, or a [`Request`]'s) goes into
+//!   the audit log with every change; times are [`Timestamp`]s.
+//! - **The operator's calls** (expiry, legal holds, key rotation and retirement, backup,
+//!   verification, the audit log, schema changes, moving engines) are on [`Vault::admin`]
+//!   ([`admin::Admin`]).
+//! - **Async**: with the cargo feature `tokio`, `AsyncVault` runs every call on tokio's blocking
+//!   pool.
+//! - **The schema language**: [`schema`].
+//!
 //! See `ARCHITECTURE.md` for the design and `docs/format.md` for every byte on disk.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 // The layers (the number after each module): a module uses only its own layer and those below
@@ -74,6 +98,7 @@ pub struct ReadmeDoctests;
 
 // ---- What a shop uses every day ----------------------------------------------------------------
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use asynchronous::AsyncVault;
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use crypto::secret::Passphrase;

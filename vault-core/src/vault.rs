@@ -41,6 +41,10 @@ const META_SCHEMA: &[u8] = b"schema";
 const META_LEDGER_SEEN: &[u8] = b"ledger_seen";
 /// Meta key whose presence says the blind index uses per-KEK tag keys (see `index.rs`).
 const META_INDEX_SCHEME: &[u8] = b"index_scheme";
+/// Meta key whose presence says a blind-index rebuild after a schema change (a phone field's
+/// `default_country`) has not finished: written with the schema row, removed by the batch after
+/// the rebuild or by `rotate_index`; `stats`, `kluis status` and the open's log report it.
+pub(crate) const META_REINDEX_PENDING: &[u8] = b"reindex_pending";
 /// The blind-index scheme this build writes: 2 = tags keyed per KEK.
 const INDEX_SCHEME: u8 = 2;
 const STRIPES: usize = 1024;
@@ -917,6 +921,17 @@ impl Vault {
         // A restored older data backup (or a crash mid-shred) must not bring erased data back.
         self.reapply_ledger()?;
         self.upgrade_index_scheme()?;
+        if self
+            .data
+            .store
+            .get(Table::Meta, META_REINDEX_PENDING)?
+            .is_some()
+        {
+            tracing::warn!(
+                "a blind-index rebuild after a schema change did not finish: records not reached \
+                 are not found by their phone number until `kluis rotate index` runs"
+            );
+        }
         Ok(rollback)
     }
 

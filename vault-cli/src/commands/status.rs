@@ -78,6 +78,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         "format      data v{}, schema v{}",
         st.data_format_version, st.schema_version
     ))?;
+    if st.index_rebuild_pending {
+        out(
+            "warning     a blind-index rebuild after a schema change did not finish: records not \
+             reached are not found by their phone number; run `kluis rotate index`",
+        )?;
+    }
     out(&format!(
         "subjects    {} ({} forgotten, {} under legal hold)",
         st.subjects, st.forgotten, st.held

@@ -28,7 +28,7 @@ use crate::storage::copy;
 use crate::storage::engine::{self, Engine};
 use crate::storage::index;
 use crate::storage::locks::{LockUnpoisoned, RwUnpoisoned};
-use crate::storage::store::WriteBatch;
+use crate::storage::store::{Table, WriteBatch};
 use crate::storage::table::Subjects;
 use crate::vault::Vault;
 
@@ -323,7 +323,10 @@ impl Vault {
             .reason(&req.reason)
             .count(rebuilt);
         let _lease = self.write_lease()?;
-        self.commit_audited(WriteBatch::default(), vec![audit])?;
+        // Every tag is rebuilt: an unfinished rebuild after a schema change is finished too.
+        let mut done = WriteBatch::default();
+        done.delete(Table::Meta, crate::vault::META_REINDEX_PENDING.to_vec());
+        self.commit_audited(done, vec![audit])?;
         Ok(rebuilt)
     }
 

@@ -41,7 +41,7 @@ pub struct SubjectExport {
     /// The legal hold on the subject, if any.
     pub hold: Option<HoldExport>,
     /// Anchor events recorded for the subject (e.g. `last_order`), name → latest time.
-    pub events: BTreeMap<String, i64>,
+    pub events: BTreeMap<String, crate::clock::Timestamp>,
     /// Anchor events recorded for one record (e.g. `delivered` for order 42), sorted.
     pub record_events: Vec<RecordEventExport>,
     /// One entry per purpose of the schema, sorted by name; a record-scoped purpose has one entry
@@ -114,12 +114,12 @@ pub enum PurposeState {
     Live {
         /// When it will be shredded (`None`: no end date yet, e.g. the retention event has not
         /// happened, the rule is `none`, or a legal hold without end is in force).
-        expires: Option<i64>,
+        expires: Option<crate::clock::Timestamp>,
     },
     /// The purpose's data key was destroyed: its data is gone for good.
     Shredded {
         /// When (Unix seconds).
-        at: i64,
+        at: crate::clock::Timestamp,
         /// Why: retention ended or the subject was forgotten.
         reason: ShredReason,
     },
@@ -342,7 +342,10 @@ impl Vault {
                 since: crate::clock::Timestamp::from_unix_seconds(h.since),
                 until: h.until.map(crate::clock::Timestamp::from_unix_seconds),
             }),
-            events,
+            events: events
+                .into_iter()
+                .map(|(k, t)| (k, crate::clock::Timestamp::from_unix_seconds(t)))
+                .collect(),
             record_events,
             purposes,
             records,
@@ -388,7 +391,7 @@ impl Vault {
     fn purpose_state(&self, slot: &Slot) -> PurposeState {
         match slot {
             Slot::Shredded { at, why, .. } => PurposeState::Shredded {
-                at: *at,
+                at: crate::clock::Timestamp::from_unix_seconds(*at),
                 reason: *why,
             },
             Slot::Live {
@@ -396,8 +399,13 @@ impl Vault {
             } => match self.destroyed_kek_reason(*kek_id, *expires) {
                 // The KEK wrapping the key is gone: by retention, or by a retirement after this
                 // (restored) copy of the data was taken.
-                Some((at, reason)) => PurposeState::Shredded { at, reason },
-                None => PurposeState::Live { expires: *expires },
+                Some((at, reason)) => PurposeState::Shredded {
+                    at: crate::clock::Timestamp::from_unix_seconds(at),
+                    reason,
+                },
+                None => PurposeState::Live {
+                    expires: expires.map(crate::clock::Timestamp::from_unix_seconds),
+                },
             },
         }
     }
@@ -858,7 +866,7 @@ mod tests {
         assert_eq!(
             shipping.state,
             PurposeState::Live {
-                expires: Some(T0 + 30 * DAY)
+                expires: Some(crate::clock::Timestamp::from_unix_seconds(T0 + 30 * DAY))
             }
         );
         let seven_years = Period {
@@ -869,7 +877,10 @@ mod tests {
         assert_eq!(
             purpose(&e, "invoicing").state,
             PurposeState::Live {
-                expires: Some(add_period(T0, &seven_years))
+                expires: Some(crate::clock::Timestamp::from_unix_seconds(add_period(
+                    T0,
+                    &seven_years
+                )))
             }
         );
         // No order yet, so `2y after last_order` has not started: the ceiling is the expiry.
@@ -883,7 +894,10 @@ mod tests {
         assert_eq!(
             account.state,
             PurposeState::Live {
-                expires: Some(add_period(T0, &five_years))
+                expires: Some(crate::clock::Timestamp::from_unix_seconds(add_period(
+                    T0,
+                    &five_years
+                )))
             }
         );
         assert_eq!(purpose(&e, "marketing").state, PurposeState::NoData);
@@ -972,20 +986,20 @@ mod tests {
         assert_eq!(
             purpose(&e, "shipping").state,
             PurposeState::Shredded {
-                at: expired_at,
+                at: crate::clock::Timestamp::from_unix_seconds(expired_at),
                 reason: ShredReason::Expired
             }
         );
         assert_eq!(
             purpose(&e, "account").state,
             PurposeState::Shredded {
-                at: forgotten_at,
+                at: crate::clock::Timestamp::from_unix_seconds(forgotten_at),
                 reason: ShredReason::Forgotten
             }
         );
         assert!(matches!(
             purpose(&e, "invoicing").state,
-            PurposeState::Live { expires: Some(t) } if t > forgotten_at
+            PurposeState::Live { expires: Some(t) } if t > crate::clock::Timestamp::from_unix_seconds(forgotten_at)
         ));
         assert_eq!(purpose(&e, "marketing").state, PurposeState::NoData);
 

@@ -479,7 +479,9 @@ impl Vault {
         let _g = self.lock_subject(s)?;
         let mut entry = self.load_for_change(s)?;
         if let Some(at) = entry.forgotten_at {
-            return Err(LifecycleError::Forgotten { at });
+            return Err(LifecycleError::Forgotten {
+                at: crate::clock::Timestamp::from_unix_seconds(at),
+            });
         }
         if hold.is_none() && entry.hold.is_none() {
             return Err(LifecycleError::NotHeld);
@@ -693,12 +695,14 @@ impl Vault {
     ) -> Result<ForgetPlan, LifecycleError> {
         let entry = self.load_for_change(s)?;
         if let Some(at) = entry.forgotten_at {
-            return Err(LifecycleError::AlreadyForgotten { at });
+            return Err(LifecycleError::AlreadyForgotten {
+                at: crate::clock::Timestamp::from_unix_seconds(at),
+            });
         }
         if let (Some(h), false) = (entry.hold.filter(|h| h.active(now)), override_hold) {
             return Err(LifecycleError::Held {
-                since: h.since,
-                until: h.until,
+                since: crate::clock::Timestamp::from_unix_seconds(h.since),
+                until: h.until.map(crate::clock::Timestamp::from_unix_seconds),
             });
         }
         let (shred, kept) = Self::forget_plan(&self.active_schema().schema, &entry, now);

@@ -91,10 +91,15 @@ mod batch_error_kind {
 /// names a missing field only in its message (`` missing field `name` ``); it quotes no value, and
 /// a field name is schema text. Other messages may quote a value: the copy is wiped.
 fn needs_shredded(e: &serde_json::Error, record: &Record) -> bool {
-    let message = zeroize::Zeroizing::new(e.to_string());
     record
         .shredded_fields()
-        .any(|(field, _)| message.contains(&format!("missing field `{field}`")))
+        .any(|(field, _)| misses_field(e, field))
+}
+
+/// Whether serde's error `e` is its "missing field" error for `field` (see [`needs_shredded`]).
+pub(crate) fn misses_field(e: &serde_json::Error, field: &str) -> bool {
+    let message = zeroize::Zeroizing::new(e.to_string());
+    message.contains(&format!("missing field `{field}`"))
 }
 
 /// [`ReadError::Shredded`] for `record`, naming its shredded fields and their purposes.
@@ -117,9 +122,13 @@ fn shredded_error(record_type: &str, record: &Record) -> ReadError {
 /// A record as the shop's own `Deserialize` type (`get_as`, also through a scoped handle): a
 /// struct that needs a shredded field, or a record with nothing left, is
 /// [`ReadError::Shredded`]; an `Option` field the struct can do without reads as `None`.
+///
+/// `explain` may name a better error for a failed conversion (a scoped handle: the struct needs
+/// a field of a purpose the handle may not read).
 pub(crate) fn into_shop_type<T: serde::de::DeserializeOwned>(
     record_type: &str,
     record: &Record,
+    explain: impl Fn(&serde_json::Error) -> Option<ReadError>,
 ) -> Result<T, ReadError> {
     if record.has_shredded() && record.is_empty() {
         return Err(shredded_error(record_type, record));
@@ -127,6 +136,9 @@ pub(crate) fn into_shop_type<T: serde::de::DeserializeOwned>(
     record.deserialize().map_err(|e| {
         if needs_shredded(&e, record) {
             return shredded_error(record_type, record);
+        }
+        if let Some(better) = explain(&e) {
+            return better;
         }
         // serde_json's messages quote the offending value: report only where it failed.
         ReadError::Serde(format!(
@@ -395,7 +407,7 @@ impl Vault {
     ) -> Result<T, ReadError> {
         let key = key.into();
         let record = self.read(subject, &key, None)?;
-        into_shop_type(&key.record_type, &record)
+        into_shop_type(&key.record_type, &record, |_| None)
     }
 
     /// Reads the `key` record of `s`: every field, or only those in `only`. The one read path of

@@ -19,7 +19,7 @@ use crate::schema::{FieldDef, Schema};
 use crate::storage::locks::RwUnpoisoned;
 use crate::storage::store::{Table, WriteBatch};
 use crate::storage::table::{Records, Subjects};
-use crate::vault::{activate, encode_schema, Vault};
+use crate::vault::{activate, encode_schema, Vault, META_REINDEX_PENDING};
 
 /// The `Table::Meta` key of the stored schema (the same key `Vault::create` and `Vault::open` use).
 const META_SCHEMA: &[u8] = b"schema";
@@ -173,6 +173,10 @@ impl Vault {
         let mut batch = WriteBatch::default();
         let row = encode_schema(&ks, &new, &field_ids);
         batch.put(Table::Meta, META_SCHEMA.to_vec(), row);
+        if report.reindex_needed {
+            // Until the rebuild below finishes, the vault says so (a crash must not hide it).
+            batch.put(Table::Meta, META_REINDEX_PENDING.to_vec(), vec![1]);
+        }
         let entry = AuditEntry::new(AuditOp::Update, self.now(), &req.actor)
             .record("schema", &format!("v{}", new.version()))
             .reason(&req.reason);
@@ -191,7 +195,12 @@ impl Vault {
         // Both repairs run even when the other fails: each is idempotent and leaves the schema in
         // force; the first failure is returned.
         let reindexed = match report.reindex_needed {
-            true => self.retag_all_locked().map(Some),
+            true => self.retag_all_locked().and_then(|n| {
+                let mut done = WriteBatch::default();
+                done.delete(Table::Meta, META_REINDEX_PENDING.to_vec());
+                self.commit(done)?;
+                Ok(Some(n))
+            }),
             false => Ok(None),
         };
         if report.retention_changed {
@@ -420,6 +429,14 @@ fn compare_field(
              new writes must fit"
         ));
     }
+    // A unique field's holders were settled under the old normalisation; under the new one two
+    // of them may hold one number, and nothing could decide which keeps it.
+    if nf.unique && f.unique && nf.country != f.country && sealed {
+        return Err(SchemaChangeError::UniqueRenormalised {
+            record_type: record_type.to_owned(),
+            field: f.name.clone(),
+        });
+    }
     if nf.index && f.index && nf.country != f.country && sealed {
         phone_country_changed(&name, f, nf, r);
     }
@@ -454,12 +471,6 @@ fn phone_country_changed(name: &str, f: &FieldDef, nf: &FieldDef, r: &mut Schema
         show(f),
         show(nf)
     ));
-    if nf.unique {
-        r.warnings.push(format!(
-            "field `{name}`: unique: values spelled differently before may turn out to be one \
-             number held by several subjects; they keep it, and a new claim of it is refused"
-        ));
-    }
 }
 
 /// Warnings of `new` (enumerable indexed fields, purposes without a ceiling) that `old` did not

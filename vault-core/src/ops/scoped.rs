@@ -17,7 +17,7 @@ use crate::format::audit::{Actor, AuditEntry, AuditOp};
 use crate::format::record::Record;
 use crate::format::record_key::RecordKey;
 use crate::format::subject::SubjectId;
-use crate::ops::records::into_shop_type;
+use crate::ops::records::{into_shop_type, misses_field};
 use crate::ops::transaction::Mode;
 use crate::schema::{FieldDef, RecordType};
 use crate::storage::store::WriteBatch;
@@ -169,11 +169,17 @@ impl<'v> Scoped<'v> {
     ) -> Option<Outside> {
         let active = self.vault.active_schema();
         let rt = active.schema.record_type(record_type)?;
-        names
+        let named = names
             .into_iter()
             .filter_map(|n| rt.field(n))
             .find(|f| !self.allows(f))
-            .map(Outside::of)
+            .map(Outside::of);
+        // A type with no field in scope is out of scope as a whole, even for an empty field list
+        // or record: otherwise the answer (found or not) would tell whether such a record exists.
+        named.or_else(|| match rt.fields().any(|f| self.allows(f)) {
+            true => None,
+            false => self.first_outside(rt),
+        })
     }
 
     /// Whether every field of `record_type` is in scope (an unknown type passes, as above).
@@ -308,7 +314,16 @@ impl<'v> Scoped<'v> {
     ) -> Result<T, ReadError> {
         let key = key.into();
         let record = self.get(subject, key.clone())?;
-        into_shop_type(&key.record_type, &record)
+        let active = self.vault.active_schema();
+        let outside: Vec<&FieldDef> = match active.schema.record_type(&key.record_type) {
+            Some(rt) => rt.fields().filter(|f| !self.allows(f)).collect(),
+            None => Vec::new(),
+        };
+        // A struct that needs a field this handle may not read: say so, not "cannot convert".
+        into_shop_type(&key.record_type, &record, |e| {
+            let f = outside.iter().find(|f| misses_field(e, &f.name))?;
+            Some(Outside::of(f).into())
+        })
     }
 
     /// Reads the `key` record masked: the in-scope fields that declare a `mask`, as it shows

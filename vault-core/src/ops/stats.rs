@@ -45,6 +45,9 @@ pub struct VaultStats {
     pub data_format_version: u16,
     /// Version of the schema in force.
     pub schema_version: u32,
+    /// A blind-index rebuild after a schema change (a phone field's `default_country`) did not
+    /// finish: records not reached are not found by their phone number until `rotate_index`.
+    pub index_rebuild_pending: bool,
 }
 
 /// What `expire(now)` would shred, computed without changing anything (`kluis expire --dry-run`).
@@ -206,6 +209,9 @@ impl Vault {
             }
         }
         st.records = count_rows(store, Table::Record)?;
+        st.index_rebuild_pending = store
+            .get(Table::Meta, crate::vault::META_REINDEX_PENDING)?
+            .is_some();
         for row in expiry::rows_until(store, None) {
             if let (_, Some((t, _, _))) = row? {
                 st.next_expiry = st

@@ -680,7 +680,9 @@ impl<'v> Transaction<'v> {
     fn entry_for_write(&mut self) -> Result<&mut SubjectEntry, WriteError> {
         let e = self.entry()?;
         if let Some(at) = e.forgotten_at {
-            return Err(WriteError::SubjectForgotten { at });
+            return Err(WriteError::SubjectForgotten {
+                at: crate::clock::Timestamp::from_unix_seconds(at),
+            });
         }
         Ok(e)
     }

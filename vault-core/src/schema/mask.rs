@@ -128,9 +128,12 @@ fn last4(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// The first letter, upper-cased, and a dot.
+/// The first letter, upper-cased, and a dot; nothing (`***`) for a value of one letter, whose
+/// initial would be all of it.
 fn initial(s: &str) -> Option<String> {
-    let c = s.chars().find(|c| c.is_alphabetic())?;
+    let mut letters = s.chars().filter(|c| c.is_alphabetic());
+    let c = letters.next()?;
+    letters.next()?;
     let mut out: String = c.to_uppercase().collect();
     out.push('.');
     Some(out)
@@ -174,6 +177,9 @@ mod tests {
     fn short_values_are_hidden_whole() {
         assert_eq!(m(Mask::Email, "j@voorbeeld.nl"), "***@voorbeeld.nl");
         assert_eq!(m(Mask::Email, "jo@voorbeeld.nl"), "***@voorbeeld.nl");
+        // A one-letter value: its initial would be all of it.
+        assert_eq!(m(Mask::Initial, "Q"), "***");
+        assert_eq!(m(Mask::Initial, " Q. "), "***");
         assert_eq!(m(Mask::Last4, "1234567"), "***");
         assert_eq!(m(Mask::Last4, "+31 6-12"), "***");
     }
