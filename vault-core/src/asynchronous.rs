@@ -431,6 +431,22 @@ impl AsyncScoped {
         self.call(move |h| h.get(&s, k)).await
     }
 
+    /// [`Scoped::get_fields`](crate::Scoped::get_fields).
+    pub async fn get_fields(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+        fields: &[&str],
+    ) -> Result<Record, Error> {
+        let (s, k) = (*subject, key.into());
+        let fields: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+        self.call(move |h| {
+            let names: Vec<&str> = fields.iter().map(String::as_str).collect();
+            h.get_fields(&s, k, &names)
+        })
+        .await
+    }
+
     /// [`Scoped::get_as`](crate::Scoped::get_as).
     pub async fn get_as<T>(
         &self,

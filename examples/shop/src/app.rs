@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use vault_core::{ErrorKind, ForgetOptions, RecordKey, Request, SubjectId, Timestamp};
 
-use crate::components::{Shop, ACCOUNT, PRIVACY_DESK, SUPPORT, WAREHOUSE};
+use crate::components::{Shop, PRIVACY_DESK};
 use crate::error::AppError;
 use crate::model::{
     Address, Customer, Delivered, Forgotten, Found, Lookup, MarketingConsent, Order, Ordered,
@@ -79,9 +79,7 @@ async fn profile(
     Path(id): Path<String>,
 ) -> Result<Json<Customer>, AppError> {
     let s = subject(&id)?;
-    let customer = shop
-        .with(&ACCOUNT, move |h| Ok(h.get_as::<Customer>(&s, "customer")?))
-        .await?;
+    let customer = shop.account().get_as::<Customer>(&s, "customer").await?;
     Ok(Json(customer))
 }
 
@@ -90,19 +88,14 @@ async fn masked(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let s = subject(&id)?;
-    let masked = shop
-        .with(&SUPPORT, move |h| {
-            let rec = h.get_masked(&s, "customer")?;
-            if rec.has_shredded() {
-                return Err(AppError::new(
-                    ErrorKind::Gone,
-                    "the customer record was shredded (the customer was forgotten)",
-                ));
-            }
-            Ok(rec.to_json())
-        })
-        .await?;
-    Ok(Json(masked))
+    let rec = shop.support().get_masked(&s, "customer").await?;
+    if rec.has_shredded() {
+        return Err(AppError::new(
+            ErrorKind::Gone,
+            "the customer record was shredded (the customer was forgotten)",
+        ));
+    }
+    Ok(Json(rec.to_json()))
 }
 
 async fn order(
@@ -140,23 +133,15 @@ async fn delivered(
 ) -> Result<Json<Delivered>, AppError> {
     let s = subject(&id)?;
     let address = RecordKey::labelled("address", &order);
-    // The warehouse's own handle checks the order exists (404 otherwise) before the event.
-    let key = address.clone();
-    shop.with(&WAREHOUSE, move |h| {
-        h.get_fields(&s, key, &["country"])?;
-        Ok(())
-    })
-    .await?;
+    // The warehouse's own handle checks the order exists (404 otherwise), then records the
+    // delivery as the warehouse.
+    shop.warehouse()
+        .get_fields(&s, address.clone(), &["country"])
+        .await?;
     let now = Timestamp::now();
     let report = shop
-        .vault()
-        .record_event_for(
-            &s,
-            &address,
-            "delivered",
-            now,
-            &Request::new(WAREHOUSE.actor, "parcel delivered"),
-        )
+        .warehouse()
+        .record_event_for(&s, &address, "delivered", now, "parcel delivered")
         .await?;
     Ok(Json(Delivered {
         order,
@@ -171,9 +156,8 @@ async fn warehouse_address(
 ) -> Result<Json<Address>, AppError> {
     let s = subject(&id)?;
     let address = shop
-        .with(&WAREHOUSE, move |h| {
-            Ok(h.get_as::<Address>(&s, RecordKey::labelled("address", &order))?)
-        })
+        .warehouse()
+        .get_as::<Address>(&s, RecordKey::labelled("address", &order))
         .await?;
     Ok(Json(address))
 }
@@ -218,8 +202,6 @@ async fn lookup(
             })
         }
     };
-    let customers = shop
-        .with(&SUPPORT, move |h| Ok(h.find("customer", field, value)?))
-        .await?;
+    let customers = shop.support().find("customer", field, value).await?;
     Ok(Json(Found { customers }))
 }

@@ -15,9 +15,7 @@
 
 use std::sync::Arc;
 
-use vault_core::{AsyncVault, ScopeError, Scoped, Vault};
-
-use crate::error::AppError;
+use vault_core::{AsyncScoped, AsyncVault, ScopeError};
 
 /// A component's scope: the purposes its handle may read, and the actor it is audited as.
 #[derive(Debug, Clone, Copy)]
@@ -49,36 +47,44 @@ pub const WAREHOUSE: Component = Component {
 /// The privacy desk's actor in the audit log (Art. 15 exports and Art. 17 erasures).
 pub const PRIVACY_DESK: &str = "privacy-desk";
 
-/// The handle of `component`: it reads only the fields of its purposes, and its reads are audited
-/// as its actor. The one place a handle is made.
-pub fn handle<'v>(vault: &'v Vault, component: &Component) -> Result<Scoped<'v>, ScopeError> {
-    vault.scoped(component.purposes, component.actor)
-}
-
-/// The vault, shared by every request.
+/// The vault and each component's handle, shared by every request. The handles are owned
+/// ([`AsyncScoped`]): a component's handler reaches its purposes only, and nothing in it can get
+/// back to the whole vault.
 #[derive(Debug)]
 pub struct Shop {
     vault: AsyncVault,
+    account: AsyncScoped,
+    support: AsyncScoped,
+    warehouse: AsyncScoped,
 }
 
 impl Shop {
-    /// A shop on an open vault.
-    pub fn new(vault: impl Into<AsyncVault>) -> Arc<Self> {
-        Arc::new(Shop {
-            vault: vault.into(),
-        })
+    /// A shop on an open vault; every component's handle is made here, the one place (a schema
+    /// without one of their purposes is refused).
+    pub fn new(vault: impl Into<AsyncVault>) -> Result<Arc<Self>, ScopeError> {
+        let vault = vault.into();
+        let handle = |c: &Component| vault.scoped(c.purposes, c.actor);
+        Ok(Arc::new(Shop {
+            account: handle(&ACCOUNT)?,
+            support: handle(&SUPPORT)?,
+            warehouse: handle(&WAREHOUSE)?,
+            vault,
+        }))
     }
 
-    /// Runs `f` with `component`'s handle on the blocking pool (handles borrow the vault, so they
-    /// live inside the call).
-    pub async fn with<T: Send + 'static>(
-        &self,
-        component: &'static Component,
-        f: impl FnOnce(Scoped<'_>) -> Result<T, AppError> + Send + 'static,
-    ) -> Result<T, AppError> {
-        self.vault
-            .run_blocking(move |v| f(handle(v, component)?))
-            .await?
+    /// The account pages' handle ([`ACCOUNT`]).
+    pub fn account(&self) -> &AsyncScoped {
+        &self.account
+    }
+
+    /// Customer service's handle ([`SUPPORT`]).
+    pub fn support(&self) -> &AsyncScoped {
+        &self.support
+    }
+
+    /// The warehouse's handle ([`WAREHOUSE`]).
+    pub fn warehouse(&self) -> &AsyncScoped {
+        &self.warehouse
     }
 
     /// The whole vault: for the transactions of registration and checkout and for the privacy

@@ -33,6 +33,6 @@ async fn main() -> anyhow::Result<()> {
     {
         eprintln!("kluis example shop on http://{}", listener.local_addr()?);
     }
-    axum::serve(listener, router(Shop::new(vault))).await?;
+    axum::serve(listener, router(Shop::new(vault)?)).await?;
     Ok(())
 }

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kluis_example_shop::client::Conn;
-use kluis_example_shop::components::{handle, WAREHOUSE};
 
 use kluis_example_shop::model::{Address, Customer};
 use kluis_example_shop::{spawn_shop, Shop, SCHEMA};
@@ -37,7 +36,7 @@ async fn start() -> TestShop {
             .actor("shop-tests"),
     )
     .unwrap();
-    let shop = Shop::new(vault);
+    let shop = Shop::new(vault).unwrap();
     let (addr, _task) = spawn_shop(shop.clone()).await.unwrap();
     TestShop {
         _dir: dir,
@@ -292,9 +291,10 @@ async fn order_delivery_and_the_warehouse_sees_only_the_address() {
     );
     // Its handle is bound to `shipping`: the e-mail and the customer record are refused to it.
     let s: SubjectId = id.parse().unwrap();
-    let warehouse = handle(t.shop.vault().vault(), &WAREHOUSE).unwrap();
+    let warehouse = t.shop.warehouse();
     let refused = warehouse
         .get_fields(&s, "customer", &["email"])
+        .await
         .unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Forbidden);
     assert!(!refused.to_string().contains("voorbeeld"), "{refused}");
@@ -302,9 +302,15 @@ async fn order_delivery_and_the_warehouse_sees_only_the_address() {
         kluis_example_shop::error::AppError::from(refused).status(),
         403
     );
-    let whole = warehouse.get_as::<Customer>(&s, "customer").unwrap_err();
+    let whole = warehouse
+        .get_as::<Customer>(&s, "customer")
+        .await
+        .unwrap_err();
     assert_eq!(whole.kind(), ErrorKind::Forbidden, "{whole}");
-    let search = warehouse.find("customer", "email", EMAIL).unwrap_err();
+    let search = warehouse
+        .find("customer", "email", EMAIL)
+        .await
+        .unwrap_err();
     assert_eq!(search.kind(), ErrorKind::Forbidden, "{search}");
 
     // Delivered: the address's 30 days start counting (for that order's address only).

@@ -216,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
                     Schema::from_toml(SCHEMA)?,
                     VaultOptions::default().durability(d).actor("shop-load"),
                 )?;
-                kluis_example_shop::router(Shop::new(vault))
+                kluis_example_shop::router(Shop::new(vault)?)
             }
         };
         let (addr, server) = spawn(router, listener).await?;
