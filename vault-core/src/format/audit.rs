@@ -134,7 +134,7 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// An entry for `op` with everything else empty (the vault fills `seq`).
-    pub fn new(op: AuditOp, at: i64, actor: impl AsRef<str>) -> Self {
+    pub(crate) fn new(op: AuditOp, at: i64, actor: impl AsRef<str>) -> Self {
         AuditEntry {
             seq: 0,
             at: crate::clock::Timestamp::from_unix_seconds(at),
@@ -149,28 +149,28 @@ impl AuditEntry {
         }
     }
     /// Sets the subject.
-    pub fn subject(mut self, s: &SubjectId) -> Self {
+    pub(crate) fn subject(mut self, s: &SubjectId) -> Self {
         self.subject = Some(*s);
         self
     }
     /// Sets record type and label.
-    pub fn record(mut self, record_type: &str, label: &str) -> Self {
+    pub(crate) fn record(mut self, record_type: &str, label: &str) -> Self {
         self.record_type = clip(record_type, 64);
         self.label = clip(label, 64);
         self
     }
     /// Sets the purpose.
-    pub fn purpose(mut self, p: &str) -> Self {
+    pub(crate) fn purpose(mut self, p: &str) -> Self {
         self.purpose = clip(p, 64);
         self
     }
     /// Sets the reason (clipped to 1000 bytes).
-    pub fn reason(mut self, r: &str) -> Self {
+    pub(crate) fn reason(mut self, r: &str) -> Self {
         self.reason = clip(r, 1000);
         self
     }
     /// Sets the count.
-    pub fn count(mut self, n: u64) -> Self {
+    pub(crate) fn count(mut self, n: u64) -> Self {
         self.count = n;
         self
     }
