@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use vault_core::{Durability, KdfParams, Record, RecordKey, Request, SubjectId, Vault, VaultOptions, VaultPaths, fuzz_api};
+use vault_core::{Durability, ForgetOptions, KdfParams, Record, RecordKey, Request, SubjectId, Vault, VaultOptions, VaultPaths, fuzz_api};
 use vault_core::schema::Schema;
 
 const SCHEMA: &str = r#"
@@ -189,7 +189,7 @@ fn run(f: &mut Fixture, ops: &[Op]) {
             }
             Op::Forget { s } => {
                 let s = s as usize % SUBJECTS;
-                let res = v.forget(&subjects[s], &Request::new("fuzz", "ops_model"), false);
+                let res = v.forget(&subjects[s], &Request::new("fuzz", "ops_model"), ForgetOptions::default());
                 if forgotten[s] {
                     assert!(res.is_err(), "forgotten twice");
                     continue;
