@@ -192,8 +192,9 @@ impl Vault {
         drop(ks);
         *self.schema.write_unpoisoned() = active;
         report.applied = true;
-        // Both repairs run even when the other fails: each is idempotent and leaves the schema in
-        // force; the first failure is returned.
+        // The expiry recompute runs even when the re-index failed (each is idempotent and the
+        // schema is in force either way); if both fail, the recompute's error is returned, and
+        // the unfinished re-index still shows through its pending marker.
         let reindexed = match report.reindex_needed {
             true => self.retag_all_locked().and_then(|n| {
                 let mut done = WriteBatch::default();
