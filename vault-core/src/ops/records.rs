@@ -330,6 +330,7 @@ impl Vault {
             record,
             Mode::Put,
             self.options.actor.as_str(),
+            None,
         )
     }
 
@@ -358,20 +359,25 @@ impl Vault {
             changes,
             Mode::Update,
             self.options.actor.as_str(),
+            None,
         )
     }
 
     /// `put` / `update`: a transaction of one operation, audited as `actor`'s.
-    pub(crate) fn write(
-        &self,
+    pub(crate) fn write<'a>(
+        &'a self,
         s: &SubjectId,
         key: &RecordKey,
         record: &Record,
         mode: Mode,
-        actor: &str,
+        actor: &'a str,
+        scope: Option<&'a BTreeSet<String>>,
     ) -> Result<(), WriteError> {
         let mut tx = Transaction::new(self, *s, false);
         tx.acting_as(actor);
+        if let Some(purposes) = scope {
+            tx.restrict_to(purposes);
+        }
         tx.write_op(key, record, mode)?;
         tx.commit_inner().map_err(|f| f.error)
     }

@@ -206,8 +206,14 @@ impl<'v> Scoped<'v> {
         if let Some(o) = self.whole_type_outside(&key.record_type) {
             return Err(o.into());
         }
-        self.vault
-            .write(subject, &key, record, Mode::Put, self.actor.as_str())
+        self.vault.write(
+            subject,
+            &key,
+            record,
+            Mode::Put,
+            self.actor.as_str(),
+            Some(&self.purposes),
+        )
     }
 
     /// Stores the shop's own `Serialize` type as a record (see [`Scoped::put`]).
@@ -233,8 +239,14 @@ impl<'v> Scoped<'v> {
         if let Some(o) = self.outside_among(&key.record_type, changes.field_names()) {
             return Err(o.into());
         }
-        self.vault
-            .write(subject, &key, changes, Mode::Update, self.actor.as_str())
+        self.vault.write(
+            subject,
+            &key,
+            changes,
+            Mode::Update,
+            self.actor.as_str(),
+            Some(&self.purposes),
+        )
     }
 
     /// Deletes the `key` record of `subject` ([`Vault::delete`]). Only for record types whose
@@ -441,6 +453,40 @@ mod tests {
     use super::*;
 
     fn send_sync<T: Send + Sync>() {}
+
+    /// The write path itself refuses a field outside the scope, against the schema the
+    /// transaction holds in force (not only the handle's check before it, which a concurrent
+    /// schema change could outdate).
+    #[test]
+    fn the_write_path_enforces_the_scope_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::vault::VaultOptions::default()
+            .kdf(crate::keys::credentials::KdfParams::danger_insecure_for_tests())
+            .danger_allow_weak_kdf();
+        let schema =
+            crate::schema::Schema::from_toml(include_str!("../../../examples/webshop.toml"))
+                .unwrap();
+        let creds = crate::keys::credentials::Credentials::passphrase("scope test passphrase");
+        let paths = crate::vault::VaultPaths::in_dir(dir.path());
+        let v = Vault::create(&paths, &creds, schema, options).unwrap();
+        let s = v.create_subject().unwrap();
+        let scope = BTreeSet::from(["shipping".to_owned()]);
+        let key = RecordKey::new("customer");
+        let whole = Record::new()
+            .with("first_name", "Ans")
+            .with("last_name", "Smit")
+            .with("email", "ans@voorbeeld.nl");
+        let changes = Record::new().with("email", "a@voorbeeld.nl");
+        for (mode, record) in [(Mode::Put, &whole), (Mode::Update, &changes)] {
+            let e = v
+                .write(&s, &key, record, mode, "warehouse", Some(&scope))
+                .unwrap_err();
+            assert!(
+                matches!(&e, WriteError::OutOfScope { purpose, .. } if purpose == "account"),
+                "{e:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_handle_is_send_and_sync() {

@@ -146,6 +146,10 @@ pub struct Transaction<'v> {
     /// Whom the audit entries name: the vault's actor, or a purpose-bound handle's
     /// (`acting_as`), so a write through a handle is attributed to the component that made it.
     actor: &'v str,
+    /// A purpose-bound handle's purposes (`restrict_to`): a write naming a field of another
+    /// purpose is refused here, against the schema this transaction holds in force (its stripe is
+    /// locked), so a schema change cannot slip between a handle's check and its write.
+    scope: Option<&'v BTreeSet<String>>,
     new_subject: bool,
     entry: Option<SubjectEntry>,
     entry_dirty: bool,
@@ -338,6 +342,7 @@ impl<'v> Transaction<'v> {
             subject,
             now,
             actor: vault.options.actor.as_str(),
+            scope: None,
             new_subject,
             entry: new_subject.then(|| SubjectEntry {
                 created_at: now,
@@ -495,6 +500,38 @@ impl<'v> Transaction<'v> {
         self.actor = actor;
     }
 
+    /// Restricts the transaction's writes to the fields of `purposes` (a scoped handle's).
+    pub(crate) fn restrict_to(&mut self, purposes: &'v BTreeSet<String>) {
+        self.scope = Some(purposes);
+    }
+
+    /// With a scope: a put must cover only in-scope fields of the whole type (it replaces the
+    /// record), an update only names in-scope fields.
+    fn check_scope(
+        &self,
+        rt: &RecordType,
+        plain: &Plain<'_>,
+        mode: Mode,
+    ) -> Result<(), WriteError> {
+        let Some(scope) = self.scope else {
+            return Ok(());
+        };
+        let outside = match mode {
+            Mode::Put => rt.fields().find(|f| !scope.contains(&f.purpose)),
+            Mode::Update => plain
+                .values()
+                .map(|(d, _)| *d)
+                .find(|d| !scope.contains(&d.purpose)),
+        };
+        match outside {
+            Some(f) => Err(WriteError::OutOfScope {
+                field: f.name.clone(),
+                purpose: f.purpose.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn op_index(&self) -> usize {
         self.ops.saturating_sub(1)
     }
@@ -508,6 +545,7 @@ impl<'v> Transaction<'v> {
     ) -> Result<(), WriteError> {
         let active = self.active.clone();
         let (rt, plain) = validate(&active, key, record, mode)?;
+        self.check_scope(rt, &plain, mode)?;
         let rkey = key.storage_key(&self.subject);
         self.touch(&rkey, key)?;
         let exists = matches!(self.writes.get(&rkey), Some(Some(_)));
