@@ -594,4 +594,20 @@ fn the_warehouse_records_a_delivery_through_its_handle_only_for_its_records() {
         "{e:?}"
     );
     assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden);
+    // The customer record mixes account and marketing fields: a marketing handle must not start
+    // or move the account data's retention through an event of that record (review).
+    let marketing = v.scoped(&["marketing"], "newsletter").unwrap();
+    let e = marketing
+        .record_event_for(
+            &s,
+            &RecordKey::new("customer"),
+            "consent_withdrawn",
+            at,
+            "x",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, vault_core::LifecycleError::OutOfScope { .. }),
+        "{e:?}"
+    );
 }

@@ -1739,7 +1739,10 @@ impl SchemaChangeError {
             | SchemaChangeError::ScopeChanged { .. }
             | SchemaChangeError::UniqueOnStoredValues { .. }
             | SchemaChangeError::UniqueRenormalised { .. } => ErrorKind::Conflict,
-            SchemaChangeError::ExpiryRecompute(e) | SchemaChangeError::Reindex(e) => e.kind(),
+            SchemaChangeError::ExpiryRecompute(e) => e.kind(),
+            // Retrying `apply_schema` cannot redo it (the schema is in force already): only a
+            // `rotate_index` does, an operator's call.
+            SchemaChangeError::Reindex(_) => ErrorKind::StorageRefused,
             SchemaChangeError::Storage(e) => e.kind(),
         }
     }

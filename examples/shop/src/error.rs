@@ -93,6 +93,15 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let code = self.status();
         let (name, message) = match &self {
+            // A 500 is for the operator, not the client: the detail (paths, storage) goes to the
+            // log, the client gets a fixed text.
+            AppError::Kluis { kind, message } if code == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(kind = kind_name(*kind), %message, "kluis failed");
+                (
+                    kind_name(*kind),
+                    "internal error; the operator has the details",
+                )
+            }
             AppError::Kluis { kind, message } => (kind_name(*kind), message.as_str()),
             AppError::Request { message, .. } => ("bad_request", *message),
             AppError::Internal => ("internal", "internal error"),

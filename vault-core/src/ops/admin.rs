@@ -317,6 +317,10 @@ impl Vault {
             // A poisoned lock means a panic while swapping the Arc; the Arc inside is whole.
             *self.schema.write_unpoisoned() = Arc::new(active);
         }
+        // A schema applied while the rebuild runs (it drops the lease between subjects) may have
+        // left its own re-index unfinished for subjects this rebuild passed before it: only a
+        // rebuild that ran wholly under one schema may clear the pending marker.
+        let version = self.active_schema().schema.version();
         let rebuilt = self.reindex_all_with(progress)?;
         let audit = AuditEntry::new(AuditOp::RotateDataKey, self.now(), &req.actor)
             .record("", "blind-index")
@@ -325,7 +329,9 @@ impl Vault {
         let _lease = self.write_lease()?;
         // Every tag is rebuilt: an unfinished rebuild after a schema change is finished too.
         let mut done = WriteBatch::default();
-        done.delete(Table::Meta, crate::vault::META_REINDEX_PENDING.to_vec());
+        if self.active_schema().schema.version() == version {
+            done.delete(Table::Meta, crate::vault::META_REINDEX_PENDING.to_vec());
+        }
         self.commit_audited(done, vec![audit])?;
         Ok(rebuilt)
     }

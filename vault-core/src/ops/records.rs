@@ -597,18 +597,22 @@ impl Vault {
         subject: &SubjectId,
         key: impl Into<RecordKey>,
     ) -> Result<(), DeleteError> {
-        self.delete_as(subject, &key.into(), self.options.actor.as_str())
+        self.delete_as(subject, &key.into(), self.options.actor.as_str(), None)
     }
 
     /// `delete`: a transaction of one operation, audited as `actor`'s.
-    pub(crate) fn delete_as(
-        &self,
+    pub(crate) fn delete_as<'a>(
+        &'a self,
         subject: &SubjectId,
         key: &RecordKey,
-        actor: &str,
+        actor: &'a str,
+        scope: Option<&'a BTreeSet<String>>,
     ) -> Result<(), DeleteError> {
         let mut tx = Transaction::new(self, *subject, false);
         tx.acting_as(actor);
+        if let Some(purposes) = scope {
+            tx.restrict_to(purposes);
+        }
         tx.delete_op(key)?;
         tx.commit_inner().map_err(|f| f.into_delete_error())
     }

@@ -204,6 +204,9 @@ impl Vault {
             }),
             false => Ok(None),
         };
+        if let Err(e) = &reindexed {
+            tracing::warn!(error = %e, "schema applied; rebuilding the blind index failed part-way");
+        }
         if report.retention_changed {
             report.recomputed_subjects = self
                 .recompute_expiries()

@@ -260,12 +260,15 @@ impl<'v> Scoped<'v> {
         if let Some(o) = self.whole_type_outside(&key.record_type) {
             return Err(o.into());
         }
-        self.vault.delete_as(subject, &key, self.actor.as_str())
+        self.vault
+            .delete_as(subject, &key, self.actor.as_str(), Some(&self.purposes))
     }
 
     /// Records an anchor event for one record ([`Vault::record_event_for`]), e.g. the warehouse
     /// marking order 42's parcel `delivered`, which starts its shipping address's retention.
-    /// The record's type must have a field in scope; audited as the handle's actor, for `reason`.
+    /// Only for record types whose **every** field is in scope (an event of the record counts for
+    /// every purpose of the record that names it, so a handle must not reach another purpose's
+    /// retention through it); audited as the handle's actor, for `reason`.
     pub fn record_event_for(
         &self,
         subject: &SubjectId,
@@ -274,7 +277,7 @@ impl<'v> Scoped<'v> {
         at: Timestamp,
         reason: &str,
     ) -> Result<EventReport, LifecycleError> {
-        if let Some(o) = self.outside_among(&record.record_type, std::iter::empty()) {
+        if let Some(o) = self.whole_type_outside(&record.record_type) {
             return Err(LifecycleError::OutOfScope {
                 field: o.field,
                 purpose: o.purpose,
@@ -486,6 +489,13 @@ mod tests {
                 "{e:?}"
             );
         }
+        // A delete removes every field: refused by the transaction itself as well.
+        v.put(&s, key.clone(), &whole).unwrap();
+        let e = v
+            .delete_as(&s, &key, "warehouse", Some(&scope))
+            .unwrap_err();
+        assert!(matches!(&e, DeleteError::OutOfScope { .. }), "{e:?}");
+        assert!(v.get(&s, key).is_ok(), "nothing was deleted");
     }
 
     #[test]

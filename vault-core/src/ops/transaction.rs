@@ -603,6 +603,17 @@ impl<'v> Transaction<'v> {
             .schema
             .record_type(&key.record_type)
             .ok_or_else(|| DeleteError::UnknownRecordType(key.record_type.clone()))?;
+        // A scoped delete removes every field of the record: all must be in scope, against the
+        // schema held in force here (see `check_scope`).
+        if let Some(f) = self
+            .scope
+            .and_then(|scope| rt.fields().find(|f| !scope.contains(&f.purpose)))
+        {
+            return Err(DeleteError::OutOfScope {
+                field: f.name.clone(),
+                purpose: f.purpose.clone(),
+            });
+        }
         if rt.immutable {
             return Err(DeleteError::Immutable {
                 record_type: rt.name.clone(),
