@@ -611,3 +611,168 @@ fn the_warehouse_records_a_delivery_through_its_handle_only_for_its_records() {
         "{e:?}"
     );
 }
+
+// ---- Issue 16: masked-only handles, event windows, scoped transactions, authenticators ------
+
+#[test]
+fn a_masked_only_handle_never_returns_a_whole_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let support = v
+        .scoped(&["account"], "support")
+        .unwrap()
+        .reads(vault_core::Reads::MaskedOnly);
+    for e in [
+        support.get(&s, "customer").unwrap_err(),
+        support.get_fields(&s, "customer", &["email"]).unwrap_err(),
+        support
+            .get_as::<serde_json::Value>(&s, "customer")
+            .unwrap_err(),
+    ] {
+        assert!(matches!(e, ReadError::MaskedOnly), "{e:?}");
+        assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden);
+    }
+    let masked = support.get_masked(&s, "customer").unwrap();
+    assert_eq!(masked.get_str("email"), Some("j***@voorbeeld.nl"));
+    assert_no_value("a masked read", &format!("{:?}", masked.to_json()));
+}
+
+#[test]
+fn a_handle_records_events_only_near_now() {
+    use std::time::Duration;
+    use vault_core::{EventWindow, LifecycleError, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let now = Timestamp::from_unix_seconds(1_800_000_000);
+    let warehouse = v.scoped(&["shipping"], "warehouse").unwrap();
+    let address = RecordKey::new("address");
+    for at in [
+        now.saturating_sub(Duration::from_secs(31 * 86_400)),
+        now.saturating_add(Duration::from_secs(3600)),
+        Timestamp::UNIX_EPOCH,
+    ] {
+        let e = warehouse
+            .record_event_for(&s, &address, "delivered", at, "parcel")
+            .unwrap_err();
+        assert!(
+            matches!(e, LifecycleError::EventTimeOutsideWindow { .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), vault_core::ErrorKind::InvalidInput);
+    }
+    let r = warehouse
+        .record_event_for(&s, &address, "delivered", now, "parcel")
+        .unwrap();
+    assert!(r.recorded);
+    // A wider window, chosen by the shop, accepts a late report; the vault's own calls have none.
+    let late = now.saturating_sub(Duration::from_secs(60 * 86_400));
+    let wide = EventWindow {
+        past: Duration::from_secs(90 * 86_400),
+        ..EventWindow::default()
+    };
+    let backfill = v
+        .scoped(&["shipping"], "backfill")
+        .unwrap()
+        .event_window(wide);
+    backfill
+        .record_event_for(&s, &address, "delivered", late, "parcel")
+        .unwrap();
+    // Inside a handle's transaction the window holds as well.
+    let e = warehouse
+        .transaction(&s, |tx| {
+            tx.record_event_for(&address, "delivered", Timestamp::UNIX_EPOCH)?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&e, vault_core::TransactionError::Op { source, .. }
+            if matches!(**source, vault_core::admin::OpError::Event(LifecycleError::EventTimeOutsideWindow { .. }))),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_handle_transaction_keeps_to_the_scope_and_names_the_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let shop = v.scoped(&["account", "marketing"], "token:shop").unwrap();
+    let (s, ()) = shop
+        .create_subject_in_transaction(|tx| {
+            tx.put(
+                "customer",
+                &Record::new()
+                    .with("first_name", "Ans")
+                    .with("last_name", "Smit"),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let created = v
+        .admin()
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .find(|e| e.op == AuditOp::CreateSubject && e.subject == Some(s))
+        .unwrap();
+    assert_eq!(created.actor, "token:shop");
+    // A put of a type with a field of another purpose, and an event of the whole subject
+    // (it would move every purpose's retention), are refused; nothing of the transaction lands.
+    let address = Record::new()
+        .with("street", "Kerkstraat 1")
+        .with("postcode", "1234AB");
+    let e = shop
+        .transaction(&s, |tx| {
+            tx.update("customer", &Record::new().with("phone", "0612345678"))?;
+            tx.put("address", &address)?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden, "{e:?}");
+    assert!(
+        v.get(&s, "customer").unwrap().get("phone").is_none(),
+        "aborted as a whole"
+    );
+    let e = shop
+        .transaction(&s, |tx| {
+            tx.record_event(
+                "consent_withdrawn",
+                vault_core::Timestamp::from_unix_seconds(1_800_000_000),
+            )?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden, "{e:?}");
+}
+
+#[test]
+fn an_authenticator_is_per_domain_and_survives_credential_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let a = v.admin().authenticator("kluis-serve/tokens");
+    let tag = a.tag(b"token list");
+    assert!(a.verify(b"token list", &tag));
+    assert!(!a.verify(b"token list!", &tag));
+    assert!(!a.verify(b"token list", &tag[..16]), "whole tags only");
+    let other = v.admin().authenticator("kluis-serve/other");
+    assert!(!other.verify(b"token list", &tag));
+    assert_eq!(format!("{a:?}"), "Authenticator([REDACTED])");
+    v.admin()
+        .change_credentials(
+            &vault_core::Credentials::passphrase("a new passphrase for this vault"),
+            vault_core::KdfParams::danger_insecure_for_tests(),
+        )
+        .unwrap();
+    drop(v);
+    let v = Vault::open(
+        &vault_core::VaultPaths::in_dir(dir.path()),
+        &vault_core::Credentials::passphrase("a new passphrase for this vault"),
+        crate::common::fast_options(),
+    )
+    .unwrap();
+    assert!(v
+        .admin()
+        .authenticator("kluis-serve/tokens")
+        .verify(b"token list", &tag));
+}

@@ -26,9 +26,9 @@ use crate::admin::Admin;
 use crate::gdpr::SubjectExport;
 use crate::schema::Schema;
 use crate::{
-    Actor, Credentials, Error, EventReport, ForgetOptions, ForgetReport, LifecycleError, Record,
-    RecordKey, Request, ScopeError, SubjectId, Timestamp, Transaction, TransactionError, Vault,
-    VaultOptions, VaultPaths,
+    Actor, Credentials, Error, EventReport, EventWindow, ForgetOptions, ForgetReport,
+    LifecycleError, Reads, Record, RecordKey, Request, ScopeError, SubjectId, Timestamp,
+    Transaction, TransactionError, Vault, VaultOptions, VaultPaths,
 };
 
 /// A [`Vault`] for async code: every call runs on tokio's blocking pool (see the module
@@ -110,6 +110,8 @@ impl AsyncVault {
             vault: Arc::clone(&self.vault),
             purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
             actor,
+            reads: Reads::default(),
+            events: EventWindow::default(),
         })
     }
 
@@ -389,6 +391,8 @@ pub struct AsyncScoped {
     vault: Arc<Vault>,
     purposes: Vec<String>,
     actor: Actor,
+    reads: Reads,
+    events: EventWindow,
 }
 
 impl std::fmt::Debug for AsyncScoped {
@@ -396,11 +400,29 @@ impl std::fmt::Debug for AsyncScoped {
         f.debug_struct("AsyncScoped")
             .field("purposes", &self.purposes)
             .field("actor", &self.actor)
-            .finish()
+            .field("reads", &self.reads)
+            .finish_non_exhaustive()
     }
 }
 
 impl AsyncScoped {
+    /// [`Scoped::reads`](crate::Scoped::reads).
+    pub fn reads(mut self, reads: Reads) -> Self {
+        self.reads = reads;
+        self
+    }
+
+    /// [`Scoped::event_window`](crate::Scoped::event_window).
+    pub fn event_window(mut self, window: EventWindow) -> Self {
+        self.events = window;
+        self
+    }
+
+    /// The purposes this handle may read and write, sorted.
+    pub fn purposes(&self) -> impl Iterator<Item = &str> {
+        self.purposes.iter().map(String::as_str)
+    }
+
     /// Runs `f` on this handle's [`Scoped`](crate::Scoped) on the blocking pool.
     async fn call<T, E, F>(&self, f: F) -> Result<T, Error>
     where
@@ -413,9 +435,13 @@ impl AsyncScoped {
             self.purposes.clone(),
             self.actor.clone(),
         );
+        let (reads, events) = (self.reads, self.events);
         blocking(move || {
             let names: Vec<&str> = purposes.iter().map(String::as_str).collect();
-            let handle = vault.scoped(&names, actor)?;
+            let handle = vault
+                .scoped(&names, actor)?
+                .reads(reads)
+                .event_window(events);
             f(&handle).map_err(Into::into)
         })
         .await
@@ -515,6 +541,35 @@ impl AsyncScoped {
     ) -> Result<Vec<SubjectId>, Error> {
         let (t, f, v) = (record_type.to_owned(), field.to_owned(), value.into());
         self.call(move |h| h.find(&t, &f, v)).await
+    }
+
+    /// [`Scoped::delete`](crate::Scoped::delete).
+    pub async fn delete(
+        &self,
+        subject: &SubjectId,
+        key: impl Into<RecordKey>,
+    ) -> Result<(), Error> {
+        let (s, k) = (*subject, key.into());
+        self.call(move |h| h.delete(&s, k)).await
+    }
+
+    /// [`Scoped::transaction`](crate::Scoped::transaction), the closure run on the blocking pool.
+    pub async fn transaction<T, F>(&self, subject: &SubjectId, f: F) -> Result<T, Error>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, TransactionError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let s = *subject;
+        self.call(move |h| h.transaction(&s, f)).await
+    }
+
+    /// [`Scoped::create_subject_in_transaction`](crate::Scoped::create_subject_in_transaction).
+    pub async fn create_subject_in_transaction<T, F>(&self, f: F) -> Result<(SubjectId, T), Error>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, TransactionError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call(move |h| h.create_subject_in_transaction(f)).await
     }
 
     /// [`Scoped::record_event_for`](crate::Scoped::record_event_for).

@@ -769,6 +769,9 @@ pub enum ReadError {
         /// The record type.
         record_type: String,
     },
+    /// A masked-only handle ([`crate::Reads::MaskedOnly`]) was asked for whole values.
+    #[error("this handle reads masked values only")]
+    MaskedOnly,
 }
 
 impl From<StorageError> for ReadError {
@@ -937,6 +940,15 @@ pub enum LifecycleError {
         field: String,
         /// Its purpose, which the handle was not given.
         purpose: String,
+    },
+    /// A purpose-bound handle was asked to record an event dated outside its
+    /// [`crate::EventWindow`] around now.
+    #[error("an event through this handle must be dated between {earliest} and {latest}")]
+    EventTimeOutsideWindow {
+        /// The earliest time the handle accepts now.
+        earliest: crate::clock::Timestamp,
+        /// The latest time the handle accepts now.
+        latest: crate::clock::Timestamp,
     },
     /// `release` of a subject that is not held.
     #[error("the subject is not under legal hold")]
@@ -1573,7 +1585,9 @@ impl ReadError {
             ReadError::Integrity(e) => e.kind(),
             ReadError::Storage(e) => e.kind(),
             ReadError::Shredded { .. } => ErrorKind::Gone,
-            ReadError::OutOfScope { .. } | ReadError::NoFieldInScope { .. } => ErrorKind::Forbidden,
+            ReadError::OutOfScope { .. }
+            | ReadError::NoFieldInScope { .. }
+            | ReadError::MaskedOnly => ErrorKind::Forbidden,
         }
     }
 }
@@ -1645,6 +1659,7 @@ impl LifecycleError {
             LifecycleError::Forgotten { .. } => ErrorKind::Gone,
             LifecycleError::OutOfScope { .. } => ErrorKind::Forbidden,
             LifecycleError::InvalidEvent { .. }
+            | LifecycleError::EventTimeOutsideWindow { .. }
             | LifecycleError::UnknownRecordType(_)
             | LifecycleError::InvalidLabel => ErrorKind::InvalidInput,
             LifecycleError::Write(e) => e.kind(),
@@ -1995,6 +2010,7 @@ mod kind_tests {
             ReadError::UnknownRecordType(_) => ReadError::UnknownRecordType(s("x")) => InvalidInput,
             ReadError::OutOfScope { .. } => ReadError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
             ReadError::NoFieldInScope { .. } => ReadError::NoFieldInScope { record_type: s("customer") } => Forbidden,
+            ReadError::MaskedOnly => ReadError::MaskedOnly => Forbidden,
             ReadError::UnknownField { .. } => ReadError::UnknownField { record_type: s("customer"), field: s("x") } => InvalidInput,
             ReadError::SubjectNotFound => ReadError::SubjectNotFound => NotFound,
             ReadError::NotFound { .. } => ReadError::NotFound { record_type: s("customer") } => NotFound,
@@ -2041,6 +2057,7 @@ mod kind_tests {
             LifecycleError::Held { .. } => LifecycleError::Held { since: crate::clock::Timestamp::UNIX_EPOCH, until: None } => Conflict,
             LifecycleError::OutOfScope { .. } => LifecycleError::OutOfScope { field: s("email"), purpose: s("account") } => Forbidden,
             LifecycleError::NotHeld => LifecycleError::NotHeld => Conflict,
+            LifecycleError::EventTimeOutsideWindow { .. } => LifecycleError::EventTimeOutsideWindow { earliest: crate::clock::Timestamp::UNIX_EPOCH, latest: crate::clock::Timestamp::UNIX_EPOCH } => InvalidInput,
             LifecycleError::InvalidEvent { .. } => LifecycleError::InvalidEvent { event: s("Created") } => InvalidInput,
             LifecycleError::UnknownRecordType(_) => LifecycleError::UnknownRecordType(s("x")) => InvalidInput,
             LifecycleError::InvalidLabel => LifecycleError::InvalidLabel => InvalidInput,

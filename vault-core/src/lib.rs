@@ -108,7 +108,7 @@ pub use format::record_key::RecordKey;
 pub use format::subject::{ShredReason, SubjectId};
 pub use keys::credentials::{Credentials, KdfParams, KeyFile};
 pub use ops::lifecycle::{EventReport, ForgetOptions, ForgetReport, KeptPurpose, NotCounted};
-pub use ops::scoped::Scoped;
+pub use ops::scoped::{EventWindow, Reads, Scoped};
 pub use ops::transaction::Transaction;
 pub use storage::durability::Durability;
 #[cfg(feature = "engine-postgres")]
@@ -128,6 +128,7 @@ pub use ops::records::BatchError;
 /// sweep, legal holds, backup, verification, the audit log, schema changes, statistics, and moving
 /// a vault between engines. A shop's request handlers do not need this module.
 pub mod admin {
+    pub use crate::crypto::Authenticator;
     pub use crate::error::{
         CopyError, KdfError, KeyFileError, LedgerWitness, MigrateError, OpError, RekeyError,
         Rollback, RowDifference,

@@ -1375,6 +1375,11 @@ impl Vault {
         self.key_store().kdf()
     }
 
+    /// The work of [`crate::admin::Admin::authenticator`] (documented there).
+    pub(crate) fn authenticator(&self, domain: &str) -> crypto::Authenticator {
+        crypto::Authenticator::derive(&self.key_store().meta_root, domain)
+    }
+
     /// The work of [`crate::admin::Admin::key_store_generation`] (documented there).
     pub(crate) fn key_store_generation(&self) -> u64 {
         self.key_store().generation()

@@ -42,3 +42,6 @@ pub const WITNESS: &[u8] = b"kluis/v1/witness";
 pub const WITNESS_HEAD: &[u8] = b"kluis/v1/witness/head";
 /// MAC domain of one slot of the witness file.
 pub const WITNESS_SLOT: &[u8] = b"kluis/v1/witness/slot";
+/// HKDF info prefix of an [`Authenticator`](crate::admin::Authenticator) key (followed by the
+/// caller's domain, e.g. `kluis-serve/tokens`): MACs for files kept beside the vault by its tools.
+pub const APP_MAC: &[u8] = b"kluis/v1/app-mac";

@@ -244,6 +244,15 @@ impl Admin<'_> {
         self.vault.kdf_params()
     }
 
+    /// A MAC key of this vault for `domain` (a name of the caller's, e.g. `kluis-serve/tokens`),
+    /// for a file a tool keeps beside the vault that nobody without the vault's credentials may
+    /// write (a server's token list): tags made under one domain never verify under another,
+    /// and stay valid across credential rotation (the key derives from the key store's meta
+    /// root, which rotation keeps).
+    pub fn authenticator(&self, domain: &str) -> crate::crypto::Authenticator {
+        self.vault.authenticator(domain)
+    }
+
     /// Generation of the key store file (grows by one per key-store write).
     pub fn key_store_generation(&self) -> u64 {
         self.vault.key_store_generation()

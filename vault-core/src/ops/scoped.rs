@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use crate::clock::Timestamp;
 use crate::error::{
-    DeleteError, FindError, LifecycleError, ReadError, ScopeError, StorageError, WriteError,
+    DeleteError, FindError, LifecycleError, ReadError, ScopeError, StorageError, TransactionError,
+    WriteError,
 };
 use crate::format::audit::{Actor, AuditEntry, AuditOp, Request};
 use crate::format::record::Record;
@@ -22,7 +23,7 @@ use crate::format::record_key::RecordKey;
 use crate::format::subject::SubjectId;
 use crate::ops::lifecycle::EventReport;
 use crate::ops::records::{into_shop_type, misses_field};
-use crate::ops::transaction::Mode;
+use crate::ops::transaction::{Mode, Transaction};
 use crate::schema::{FieldDef, RecordType};
 use crate::storage::store::WriteBatch;
 use crate::vault::Vault;
@@ -34,6 +35,58 @@ pub struct Scoped<'v> {
     vault: &'v Vault,
     purposes: BTreeSet<String>,
     actor: Actor,
+    reads: Reads,
+    events: EventWindow,
+}
+
+/// What a handle's reads return ([`Scoped::reads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Reads {
+    /// Whole values of the fields in scope (and masked views on request).
+    #[default]
+    Plain,
+    /// Masked views only ([`Scoped::get_masked`]): customer service sees `j***@voorbeeld.nl`,
+    /// and `get`, `get_fields` and `get_as` are refused with [`ReadError::MaskedOnly`].
+    MaskedOnly,
+}
+
+/// How far from now an event recorded through a handle may lie ([`Scoped::event_window`]).
+///
+/// An event time starts a retention period: a time far in the past would shred data at the next
+/// expiry sweep, one far in the future would keep it for years. A component's handle (the
+/// warehouse marking a parcel delivered) gets a window around now; the operator's own calls on
+/// [`Vault`] have none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventWindow {
+    /// How far back an event may be dated.
+    pub past: std::time::Duration,
+    /// How far ahead an event may be dated (clock skew between the shop and the vault).
+    pub future: std::time::Duration,
+}
+
+impl Default for EventWindow {
+    /// 30 days back (a carrier's delivery report arrives late), 5 minutes ahead.
+    fn default() -> Self {
+        EventWindow {
+            past: std::time::Duration::from_secs(30 * 86_400),
+            future: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+impl EventWindow {
+    /// The window's bounds around `now`, or the error for `at` outside it.
+    pub(crate) fn check(&self, now: Timestamp, at: Timestamp) -> Result<(), LifecycleError> {
+        let (earliest, latest) = (
+            now.saturating_sub(self.past),
+            now.saturating_add(self.future),
+        );
+        if at < earliest || at > latest {
+            return Err(LifecycleError::EventTimeOutsideWindow { earliest, latest });
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Scoped<'_> {
@@ -92,6 +145,8 @@ impl Vault {
             vault: self,
             purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
             actor: actor.into(),
+            reads: Reads::default(),
+            events: EventWindow::default(),
         })
     }
 
@@ -145,6 +200,28 @@ fn mask_record(rt: &RecordType, plain: Record) -> Record {
 }
 
 impl<'v> Scoped<'v> {
+    /// The same handle with reads limited to `reads` (e.g. [`Reads::MaskedOnly`] for customer
+    /// service).
+    pub fn reads(mut self, reads: Reads) -> Self {
+        self.reads = reads;
+        self
+    }
+
+    /// The same handle with events accepted only within `window` of now (default:
+    /// [`EventWindow::default`]).
+    pub fn event_window(mut self, window: EventWindow) -> Self {
+        self.events = window;
+        self
+    }
+
+    /// Refuses a plain read on a masked-only handle.
+    fn plain_reads_allowed(&self) -> Result<(), ReadError> {
+        match self.reads {
+            Reads::Plain => Ok(()),
+            Reads::MaskedOnly => Err(ReadError::MaskedOnly),
+        }
+    }
+
     /// The purposes this handle may read and write, sorted.
     pub fn purposes(&self) -> impl Iterator<Item = &str> {
         self.purposes.iter().map(String::as_str)
@@ -283,12 +360,52 @@ impl<'v> Scoped<'v> {
                 purpose: o.purpose,
             });
         }
+        self.events
+            .check(Timestamp::from_unix_seconds(self.vault.now()), at)?;
         let req = Request {
             actor: self.actor.clone(),
             reason: reason.to_owned(),
         };
         self.vault
             .record_event_for(subject, record, event, at, &req)
+    }
+
+    /// Runs `f` on a transaction of `subject` restricted to this handle (as
+    /// [`Vault::transaction`]): its puts, updates and deletes are checked against the scope as
+    /// the handle's own are, its events against the scope and the event window, and its audit
+    /// entries name the handle's actor.
+    pub fn transaction<T>(
+        &self,
+        subject: &SubjectId,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, TransactionError>,
+    ) -> Result<T, TransactionError> {
+        let mut tx = self.vault.begin(subject);
+        self.bind(&mut tx);
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Creates a new subject and runs `f` on a transaction of it restricted to this handle (as
+    /// [`Vault::create_subject_in_transaction`]; see [`Scoped::transaction`]). The
+    /// `create_subject` audit entry names the handle's actor.
+    pub fn create_subject_in_transaction<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, TransactionError>,
+    ) -> Result<(SubjectId, T), TransactionError> {
+        let mut tx = self.vault.begin_new_subject()?;
+        self.bind(&mut tx);
+        let out = f(&mut tx)?;
+        let s = tx.subject();
+        tx.commit()?;
+        Ok((s, out))
+    }
+
+    /// Binds a transaction to this handle: its actor, purposes and event window.
+    fn bind<'s>(&'s self, tx: &mut Transaction<'s>) {
+        tx.acting_as(self.actor.as_str());
+        tx.restrict_to(&self.purposes);
+        tx.events_within(self.events);
     }
 
     /// Subjects whose `record_type` record holds `value` in `field` ([`Vault::find`]); the field
@@ -309,6 +426,7 @@ impl<'v> Scoped<'v> {
     /// not in the result). Refuses a record type none of whose fields is in scope. Audited as a
     /// `read`.
     pub fn get(&self, subject: &SubjectId, key: impl Into<RecordKey>) -> Result<Record, ReadError> {
+        self.plain_reads_allowed()?;
         let key = key.into();
         let active = self.vault.active_schema();
         let rt = active
@@ -338,6 +456,7 @@ impl<'v> Scoped<'v> {
         key: impl Into<RecordKey>,
         fields: &[&str],
     ) -> Result<Record, ReadError> {
+        self.plain_reads_allowed()?;
         let key = key.into();
         if let Some(o) = self.outside_among(&key.record_type, fields.iter().copied()) {
             return Err(o.into());

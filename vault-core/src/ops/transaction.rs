@@ -150,6 +150,8 @@ pub struct Transaction<'v> {
     /// purpose is refused here, against the schema this transaction holds in force (its stripe is
     /// locked), so a schema change cannot slip between a handle's check and its write.
     scope: Option<&'v BTreeSet<String>>,
+    /// A purpose-bound handle's window for event times (`events_within`).
+    event_window: Option<crate::ops::scoped::EventWindow>,
     new_subject: bool,
     entry: Option<SubjectEntry>,
     entry_dirty: bool,
@@ -343,6 +345,7 @@ impl<'v> Transaction<'v> {
             now,
             actor: vault.options.actor.as_str(),
             scope: None,
+            event_window: None,
             new_subject,
             entry: new_subject.then(|| SubjectEntry {
                 created_at: now,
@@ -498,6 +501,49 @@ impl<'v> Transaction<'v> {
     /// Names `actor` instead of the vault's in the audit entries of the operations that follow.
     pub(crate) fn acting_as(&mut self, actor: &'v str) {
         self.actor = actor;
+        // A new subject's `create_subject` entry was made before the actor was known.
+        if let Some(create) = self
+            .audit
+            .first_mut()
+            .filter(|e| self.new_subject && e.op == AuditOp::CreateSubject)
+        {
+            create.actor = actor.to_owned();
+        }
+    }
+
+    /// Accepts event times only within `window` of the transaction's now (a handle's).
+    pub(crate) fn events_within(&mut self, window: crate::ops::scoped::EventWindow) {
+        self.event_window = Some(window);
+    }
+
+    /// With a scope: an event of a record needs the record's whole type in scope (it counts for
+    /// every purpose of the record that names it); an event of the subject needs every purpose
+    /// of the schema. With a window: the time must lie in it.
+    fn check_event(&self, record: Option<&RecordKey>, at: i64) -> Result<(), LifecycleError> {
+        if let Some(w) = &self.event_window {
+            let now = crate::clock::Timestamp::from_unix_seconds(self.now);
+            w.check(now, crate::clock::Timestamp::from_unix_seconds(at))?;
+        }
+        let Some(scope) = self.scope else {
+            return Ok(());
+        };
+        let schema = &self.active.schema;
+        let outside = match record {
+            Some(k) => schema
+                .record_type(&k.record_type)
+                .and_then(|rt| rt.fields().find(|f| !scope.contains(&f.purpose))),
+            None => schema
+                .record_types()
+                .flat_map(|rt| rt.fields())
+                .find(|f| !scope.contains(&f.purpose)),
+        };
+        match outside {
+            Some(f) => Err(LifecycleError::OutOfScope {
+                field: f.name.clone(),
+                purpose: f.purpose.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Restricts the transaction's writes to the fields of `purposes` (a scoped handle's).
@@ -649,6 +695,7 @@ impl<'v> Transaction<'v> {
         at: i64,
     ) -> Result<EventReport, LifecycleError> {
         let v = self.vault;
+        self.check_event(record, at)?;
         let stored_as = v.event_key(record, event)?;
         let e = self.entry().map_err(|e| match e {
             WriteError::SubjectNotFound => LifecycleError::SubjectNotFound,
