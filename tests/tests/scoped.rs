@@ -776,3 +776,35 @@ fn an_authenticator_is_per_domain_and_survives_credential_rotation() {
         .authenticator("kluis-serve/tokens")
         .verify(b"token list", &tag));
 }
+
+#[test]
+fn finds_and_exports_through_a_handle_are_audited_without_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let s = customer(&v);
+    let support = v.scoped(&["account"], "token:support").unwrap();
+    assert_eq!(
+        support.find("customer", "email", VALUES[2]).unwrap(),
+        vec![s]
+    );
+    let e = support.export_subject(&s).unwrap_err();
+    assert!(
+        matches!(e, ReadError::OutOfScope { .. }),
+        "an export shows every purpose: {e:?}"
+    );
+    let all = v
+        .scoped(&["account", "marketing", "shipping"], "token:admin")
+        .unwrap();
+    assert_eq!(all.export_subject(&s).unwrap().records.len(), 2);
+    let entries = v.admin().audit_entries(&AuditFilter::default()).unwrap();
+    let find = entries.iter().find(|e| e.op == AuditOp::Find).unwrap();
+    assert_eq!((find.actor.as_str(), find.count), ("token:support", 1));
+    assert_eq!(find.purpose, "account");
+    let export = entries.iter().find(|e| e.op == AuditOp::Export).unwrap();
+    assert_eq!(
+        (export.actor.as_str(), export.subject),
+        ("token:admin", Some(s))
+    );
+    assert_no_value("the audit log", &format!("{entries:?}"));
+    assert!(v.admin().verify_audit().unwrap().is_intact());
+}

@@ -543,6 +543,12 @@ impl AsyncScoped {
         self.call(move |h| h.find(&t, &f, v)).await
     }
 
+    /// [`Scoped::export_subject`](crate::Scoped::export_subject).
+    pub async fn export_subject(&self, subject: &SubjectId) -> Result<SubjectExport, Error> {
+        let s = *subject;
+        self.call(move |h| h.export_subject(&s)).await
+    }
+
     /// [`Scoped::delete`](crate::Scoped::delete).
     pub async fn delete(
         &self,

@@ -61,10 +61,15 @@ pub enum AuditOp {
     Read,
     /// A purpose-bound handle read a record masked (`Scoped::get_masked`).
     MaskedRead,
+    /// A purpose-bound handle looked subjects up by an indexed field (`Scoped::find`): record
+    /// type, field, how many subjects it found; never the value looked for.
+    Find,
+    /// A purpose-bound handle exported a whole subject (`Scoped::export_subject`, Art. 15/20).
+    Export,
 }
 
 impl AuditOp {
-    const ALL: [AuditOp; 18] = [
+    const ALL: [AuditOp; 20] = [
         AuditOp::CreateVault,
         AuditOp::CreateSubject,
         AuditOp::Put,
@@ -83,6 +88,8 @@ impl AuditOp {
         AuditOp::AcceptRollback,
         AuditOp::Read,
         AuditOp::MaskedRead,
+        AuditOp::Find,
+        AuditOp::Export,
     ];
     fn code(self) -> u8 {
         Self::ALL
@@ -96,7 +103,10 @@ impl AuditOp {
     /// Whether the entry records a read: nothing changed, so no other process need evict
     /// or reload anything because of it.
     pub(crate) fn is_read(self) -> bool {
-        matches!(self, AuditOp::Read | AuditOp::MaskedRead)
+        matches!(
+            self,
+            AuditOp::Read | AuditOp::MaskedRead | AuditOp::Find | AuditOp::Export
+        )
     }
 }
 
@@ -612,7 +622,8 @@ mod tests {
         assert!(!ok(&[2, 1, 0x80, 0]), "unknown flag bit");
         assert!(!ok(&[2, 0, 0, 0]), "operation 0");
         assert!(ok(&[2, 18, 0, 0]), "masked_read");
-        assert!(!ok(&[2, 19, 0, 0]), "unknown operation");
+        assert!(ok(&[2, 20, 0, 0]), "export");
+        assert!(!ok(&[2, 21, 0, 0]), "unknown operation");
         assert!(!ok(&[1, 1, 0, 0]), "version 1");
         assert!(!ok(&[2, 1, flags::PURPOSE, 0, 0]), "flagged empty purpose");
         assert!(!ok(&[2, 1, flags::REASON, 0, 0]), "flagged empty reason");

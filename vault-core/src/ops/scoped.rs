@@ -419,7 +419,50 @@ impl<'v> Scoped<'v> {
         if let Some(o) = self.outside_among(record_type, [field]) {
             return Err(o.into());
         }
-        self.vault.find(record_type, field, value)
+        let found = self.vault.find(record_type, field, value)?;
+        let purpose = self
+            .vault
+            .active_schema()
+            .schema
+            .record_type(record_type)
+            .and_then(|rt| rt.field(field))
+            .map(|f| f.purpose.clone())
+            .unwrap_or_default();
+        let entry = AuditEntry::new(AuditOp::Find, self.vault.now(), &self.actor)
+            .record(record_type, "")
+            .purpose(&purpose)
+            .reason(&format!("field {field}"))
+            .count(found.len() as u64);
+        self.append_read_entry(entry)?;
+        Ok(found)
+    }
+
+    /// Everything held about `subject` (Art. 15/20, as [`Vault::export_subject`]), for a handle
+    /// whose scope holds **every** purpose of the schema (an export shows them all). Audited as
+    /// an `export`.
+    pub fn export_subject(
+        &self,
+        subject: &SubjectId,
+    ) -> Result<crate::ops::export::SubjectExport, ReadError> {
+        let outside = {
+            let active = self.vault.active_schema();
+            let first = active
+                .schema
+                .record_types()
+                .flat_map(|rt| rt.fields())
+                .find(|f| !self.allows(f))
+                .map(Outside::of);
+            first
+        };
+        if let Some(o) = outside {
+            return Err(o.into());
+        }
+        let export = self.vault.export_subject(subject)?;
+        let entry = AuditEntry::new(AuditOp::Export, self.vault.now(), &self.actor)
+            .subject(subject)
+            .count(export.records.len() as u64);
+        self.append_read_entry(entry)?;
+        Ok(export)
     }
 
     /// Reads the fields of the `key` record that are in scope (the others are not decrypted, and
@@ -542,6 +585,11 @@ impl<'v> Scoped<'v> {
             .purpose(&purpose)
             .reason(&reason)
             .count(returned.len() as u64);
+        self.append_read_entry(entry)
+    }
+
+    /// Appends the entry of an access that changed nothing (see `audit_read` on durability).
+    fn append_read_entry(&self, entry: AuditEntry) -> Result<(), StorageError> {
         let _lease = self.vault.write_lease()?;
         self.vault.apply_audited(WriteBatch::default(), vec![entry])
     }
