@@ -382,6 +382,39 @@ pub mod danger {
     }
 }
 
+/// A MAC key of the vault for one caller-named domain ([`crate::admin::Admin::authenticator`]),
+/// for tools that keep a file beside the vault and must notice when someone else wrote it (the
+/// server's token list). Derived from the key store's meta root, so only a process that unsealed
+/// the vault can make or check a tag, and it survives credential rotation. The key never leaves:
+/// not `Clone`, `Debug` redacted, wiped on drop.
+pub struct Authenticator(SecretKey);
+
+impl Authenticator {
+    pub(crate) fn derive(meta_root: &SecretKey, domain: &str) -> Self {
+        Authenticator(derive_subkey(
+            meta_root,
+            &[labels::APP_MAC, b"/", domain.as_bytes()],
+        ))
+    }
+
+    /// HMAC-SHA256 of `data` under this domain's key.
+    pub fn tag(&self, data: &[u8]) -> [u8; 32] {
+        hmac_sha256(&self.0, &[data])
+    }
+
+    /// Whether `tag` is this domain's tag of `data` (constant time).
+    pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        // Whole tags only: no truncated tag of a file the caller keeps is ever right.
+        tag.len() == 32 && hmac_verify(&self.0, &[data], tag)
+    }
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator([REDACTED])")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,38 +530,5 @@ mod tests {
             bad[i / 8] ^= 1 << (i % 8);
             assert_eq!(k.open(b"ctx", &bad), Err(IntegrityError), "bit {i}");
         }
-    }
-}
-
-/// A MAC key of the vault for one caller-named domain ([`crate::admin::Admin::authenticator`]),
-/// for tools that keep a file beside the vault and must notice when someone else wrote it (the
-/// server's token list). Derived from the key store's meta root, so only a process that unsealed
-/// the vault can make or check a tag, and it survives credential rotation. The key never leaves:
-/// not `Clone`, `Debug` redacted, wiped on drop.
-pub struct Authenticator(SecretKey);
-
-impl Authenticator {
-    pub(crate) fn derive(meta_root: &SecretKey, domain: &str) -> Self {
-        Authenticator(derive_subkey(
-            meta_root,
-            &[labels::APP_MAC, b"/", domain.as_bytes()],
-        ))
-    }
-
-    /// HMAC-SHA256 of `data` under this domain's key.
-    pub fn tag(&self, data: &[u8]) -> [u8; 32] {
-        hmac_sha256(&self.0, &[data])
-    }
-
-    /// Whether `tag` is this domain's tag of `data` (constant time).
-    pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
-        // Whole tags only: no truncated tag of a file the caller keeps is ever right.
-        tag.len() == 32 && hmac_verify(&self.0, &[data], tag)
-    }
-}
-
-impl std::fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Authenticator([REDACTED])")
     }
 }
