@@ -42,6 +42,7 @@ mod postgres_cli;
 mod records;
 mod review;
 mod scoped;
+mod server;
 mod storage;
 mod tamper;
 mod transactions;

@@ -106,6 +106,14 @@ enum Command {
     /// engine, 4 when the copy does not compare equal or does not read back, 6 when the vault is
     /// in use, 9 when the disk refuses the copy.
     Migrate(commands::migrate::Args),
+    /// Serve the vault over HTTP/JSON (for PHP, Node and other shops) until SIGTERM or Ctrl-C.
+    ///
+    /// Every /v1 request needs a token (`kluis token create`) for the purposes and operations it
+    /// uses. The API is described at /openapi.json (or `kluis serve --openapi`).
+    Serve(commands::serve::Args),
+    /// Access tokens of `kluis serve`: create, list, revoke.
+    #[command(subcommand)]
+    Token(commands::token::Command),
     /// Key-store recovery copies.
     #[command(subcommand)]
     Keys(commands::keys::Command),
@@ -164,6 +172,8 @@ fn main() -> ExitCode {
         Command::Rotate(c) => commands::rotate::run(g, c),
         Command::Backup(a) => commands::backup::run(g, a),
         Command::Migrate(a) => commands::migrate::run(g, a),
+        Command::Serve(a) => commands::serve::run(g, a),
+        Command::Token(c) => commands::token::run(g, c),
         Command::Keys(c) => commands::keys::run(g, c),
         Command::Recover(a) => commands::recover::run(g, a),
         Command::Completions(a) => commands::completions::run(a),

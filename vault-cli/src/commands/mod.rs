@@ -31,7 +31,9 @@ pub mod recover;
 pub mod register;
 pub mod rotate;
 pub mod schema;
+pub mod serve;
 pub mod status;
+pub mod token;
 pub mod verify;
 pub mod waiting;
 

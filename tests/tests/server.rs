@@ -1,0 +1,367 @@
+//! `kluis serve` (issue 16): a real server process on a fresh vault, its tokens made with
+//! `kluis token create`, called over loopback with a small HTTP/1.1 client written here (so the
+//! abuse tests can send exactly the bytes they want). Shared by `server_*` modules.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::cli::kluis;
+
+const PASSPHRASE: &str = "server test passphrase, not a real one";
+
+/// The example schema as shipped.
+pub(crate) fn webshop_schema() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/webshop.toml").to_owned()
+}
+
+/// A `kluis serve` process on its own vault, killed when dropped.
+pub(crate) struct Served {
+    pub(crate) dir: TempDir,
+    child: Option<Child>,
+    /// The TCP port it listens on (127.0.0.1).
+    pub(crate) port: u16,
+    /// Token name → bearer text.
+    pub(crate) tokens: BTreeMap<String, String>,
+    extra: Vec<String>,
+}
+
+/// The tokens most tests use: a shop backend, a warehouse, customer service, an operator.
+pub(crate) const SHOP_TOKENS: &[(&str, &str, &str)] = &[
+    ("shop", "account,shipping,marketing,invoicing", "read,write,find,event,delete"),
+    ("warehouse", "shipping", "read,find,event"),
+    ("support", "account", "read_masked,find"),
+    ("operator", "*", "forget,hold,export,register,read"),
+];
+
+impl Served {
+    /// A fresh vault on the example schema with `tokens` (name, purposes, operations), served
+    /// on a free port.
+    pub(crate) fn start(tokens: &[(&str, &str, &str)]) -> Served {
+        Self::start_with(tokens, &[])
+    }
+
+    /// As [`Served::start`], with more `kluis serve` arguments.
+    pub(crate) fn start_with(tokens: &[(&str, &str, &str)], extra: &[&str]) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pass"), format!("{PASSPHRASE}\n")).unwrap();
+        let mut s = Served {
+            dir,
+            child: None,
+            port: 0,
+            tokens: BTreeMap::new(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        s.cli_ok(&["init", "--schema", &webshop_schema()]);
+        for (name, purposes, ops) in tokens {
+            let out = s.cli_ok(&[
+                "token", "create", "--name", name, "--purposes", purposes, "--ops", ops,
+            ]);
+            s.tokens.insert((*name).to_owned(), out.trim().to_owned());
+        }
+        s.spawn();
+        s
+    }
+
+    /// The vault directory.
+    pub(crate) fn vault(&self) -> PathBuf {
+        self.dir.path().join("vault")
+    }
+
+    /// `kluis` on this vault (test KDF, passphrase file, no terminal).
+    pub(crate) fn cli(&self) -> Command {
+        let mut c = Command::new(kluis());
+        c.arg("--danger-insecure-kdf-for-tests")
+            .arg("--vault")
+            .arg(self.vault())
+            .arg("--passphrase-file")
+            .arg(self.dir.path().join("pass"))
+            .args(["--actor", "tester"])
+            .env_remove("KLUIS_VAULT")
+            .env_remove("KLUIS_PASSPHRASE_FILE")
+            .env_remove("KLUIS_ADMIN_SOCKET")
+            .env_remove("KLUIS_TOKENS")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `kluis args` and requires success; its stdout.
+    pub(crate) fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "kluis {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts the server process and waits for its listening line.
+    pub(crate) fn spawn(&mut self) {
+        let mut c = self.cli();
+        c.args(["--json", "serve", "--listen", "127.0.0.1:0"])
+            .args(&self.extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("kluis serve did not start: {line:?}\n{err}")
+        });
+        let addr = v["listening"][0].as_str().unwrap();
+        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        // Its log goes to a file, so a full pipe never blocks it.
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
+        if let Some(mut e) = child.stderr.take() {
+            std::thread::spawn(move || {
+                let mut log = log;
+                let _ = std::io::copy(&mut e, &mut log);
+            });
+        }
+        self.child = Some(child);
+    }
+
+    /// The server's log so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// The bearer text of token `name`.
+    pub(crate) fn token(&self, name: &str) -> &str {
+        &self.tokens[name]
+    }
+
+    /// One request with `token` (by name) and a JSON `body`.
+    pub(crate) fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let body = body.map(|b| b.to_string());
+        self.raw_request(method, path, Some(self.token(token)), body.as_deref())
+    }
+
+    /// One request with any bearer text and body.
+    pub(crate) fn raw_request(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        if let Some(b) = bearer {
+            req.push_str(&format!("Authorization: Bearer {b}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.send_bytes(req.as_bytes())
+    }
+
+    /// Sends `bytes` as they are and reads the whole answer.
+    pub(crate) fn send_bytes(&self, bytes: &[u8]) -> Reply {
+        let mut s = self.connect();
+        s.write_all(bytes).unwrap();
+        read_reply(&mut s)
+    }
+
+    /// A connection to the server (10 s read timeout).
+    pub(crate) fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Sends SIGKILL and waits for the process.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        c.wait().unwrap()
+    }
+
+    /// Creates a customer through the shop token; its subject id.
+    pub(crate) fn new_customer(&self, email: &str) -> String {
+        let r = self.call(
+            "POST",
+            "/v1/subjects",
+            "shop",
+            Some(json!({"records": [{"record_type": "customer", "fields": {
+                "first_name": "Ans", "last_name": "Smit", "email": email, "phone": "0612345678"
+            }}]})),
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+        r.json["subject"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+    pub(crate) json: Value,
+}
+
+impl Reply {
+    /// A header's value (name case-insensitive).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The error kind of an error answer.
+    pub(crate) fn kind(&self) -> &str {
+        self.json["error"]["kind"].as_str().unwrap_or("")
+    }
+}
+
+/// Reads one HTTP/1.1 answer (Content-Length or until the connection closes).
+pub(crate) fn read_reply(s: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+        json,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The subject's customer record path.
+pub(crate) fn customer_path(subject: &str) -> String {
+    format!("/v1/subjects/{subject}/records/customer")
+}
+
+/// Whether `dir` holds any file containing `needle` (for "no value on disk in the clear").
+pub(crate) fn any_file_contains(dir: &Path, needle: &str) -> bool {
+    walk(dir).iter().any(|p| {
+        std::fs::read(p)
+            .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .unwrap_or(false)
+    })
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+// ---- The API as a shop uses it ---------------------------------------------------------------
+
+#[test]
+fn a_shop_registers_reads_finds_and_updates_a_customer() {
+    let mut s = Served::start(SHOP_TOKENS);
+    let subject = s.new_customer("ans@voorbeeld.nl");
+    let r = s.call("GET", &customer_path(&subject), "shop", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json["fields"]["email"], "ans@voorbeeld.nl");
+    assert!(r.json["fields"]["phone"].as_str().unwrap().ends_with("612345678"));
+    let found = s.call(
+        "POST",
+        "/v1/find",
+        "shop",
+        Some(json!({"record_type": "customer", "field": "email", "value": "ANS@voorbeeld.nl"})),
+    );
+    assert_eq!(found.json["subjects"], json!([subject]));
+    let r = s.call(
+        "PATCH",
+        &customer_path(&subject),
+        "shop",
+        Some(json!({"phone": "0687654321"})),
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = s.call("GET", &format!("{}?fields=phone", customer_path(&subject)), "shop", None);
+    let fields = r.json["fields"].as_object().unwrap();
+    assert_eq!(fields.len(), 1, "only the field asked for: {fields:?}");
+    assert!(fields["phone"].as_str().unwrap().ends_with("687654321"));
+    // A stop finishes cleanly; the token's actor is in the audit log, no value in the server log.
+    assert!(s.stop().success());
+    let audit = s.cli_ok(&["--json", "audit", "show"]);
+    let id = s.cli_ok(&["--json", "token", "list"]);
+    let shop_id = serde_json::Deserializer::from_str(&id)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .find(|t| t["name"] == "shop")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(audit.contains(&format!("token:{shop_id}")), "{audit}");
+    let log = s.log();
+    for value in ["ans@voorbeeld.nl", "0612345678", "Smit", s.token("shop")] {
+        assert!(!log.contains(value), "the server log holds {value:?}");
+    }
+}

@@ -1,0 +1,81 @@
+//! The HTTP/JSON API: routes, the token check, limits and error answers. Knows nothing of
+//! sockets (`net` serves this router on them).
+
+pub(crate) mod auth;
+pub(crate) mod body;
+pub(crate) mod error;
+pub(crate) mod ratelimit;
+pub(crate) mod routes;
+pub(crate) mod state;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use self::error::ApiError;
+use self::routes::{admin, meta, records, subjects};
+use self::state::AppState;
+
+/// The path of one record; `{label}` may follow.
+const RECORD: &str = "/v1/subjects/{subject}/records/{record_type}";
+
+/// The server's routes, with its body limit, request timeout and request log.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let record = || {
+        get(records::get)
+            .put(records::put)
+            .patch(records::update)
+            .delete(records::delete)
+    };
+    Router::new()
+        .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .route("/openapi.json", get(meta::openapi))
+        .route("/v1/subjects", post(subjects::create))
+        .route(RECORD, record())
+        .route(&format!("{RECORD}/{{label}}"), record())
+        .route("/v1/find", post(records::find))
+        .route("/v1/subjects/{subject}/events", post(subjects::event))
+        .route("/v1/subjects/{subject}/transaction", post(subjects::transaction))
+        .route("/v1/subjects/{subject}/forget", post(admin::forget))
+        .route("/v1/subjects/{subject}/hold", post(admin::hold))
+        .route("/v1/subjects/{subject}/release", post(admin::release))
+        .route("/v1/subjects/{subject}/export", get(admin::export))
+        .route("/v1/register", get(admin::register))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found_route()
+}
+
+/// Every request: a deadline, and one log line (method, route template, status, time; never a
+/// body, a token or a subject id from the path).
+async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_owned(), |m| m.as_str().to_owned());
+    let response = match tokio::time::timeout(st.limits.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::timeout().into_response(),
+    };
+    tracing::info!(
+        %method,
+        route,
+        status = response.status().as_u16(),
+        micros = start.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}

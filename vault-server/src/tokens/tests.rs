@@ -1,0 +1,174 @@
+use super::*;
+use secrecy::ExposeSecret;
+
+pub(crate) fn test_vault(dir: &Path) -> vault_core::Vault {
+    let schema =
+        vault_core::schema::Schema::from_toml(include_str!("../../../examples/webshop.toml"))
+            .unwrap();
+    let options = vault_core::VaultOptions::default()
+        .kdf(vault_core::KdfParams::danger_insecure_for_tests())
+        .danger_allow_weak_kdf();
+    vault_core::Vault::create(
+        &vault_core::VaultPaths::in_dir(dir),
+        &vault_core::Credentials::passphrase("token list test passphrase"),
+        schema,
+        options,
+    )
+    .unwrap()
+}
+
+fn spec(name: &str, purposes: Purposes, ops: &[Operation]) -> NewToken {
+    NewToken {
+        name: name.to_owned(),
+        purposes,
+        operations: ops.iter().copied().collect(),
+        rate_per_second: None,
+        created_by: "admin".to_owned(),
+    }
+}
+
+fn only(p: &[&str]) -> Purposes {
+    Purposes::Only(p.iter().map(|s| (*s).to_owned()).collect())
+}
+
+const PURPOSES: [&str; 3] = ["account", "shipping", "marketing"];
+
+#[test]
+fn a_token_authenticates_until_revoked_and_the_list_holds_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = test_vault(dir.path());
+    let auth = v.admin().authenticator(MAC_DOMAIN);
+    let path = dir.path().join("tokens.json");
+    let mut store = TokenStore::open(&path, &auth).unwrap();
+    let t = store
+        .create(
+            spec("warehouse", only(&["shipping"]), &[Operation::Read]),
+            PURPOSES,
+            Timestamp::from_unix_seconds(1_800_000_000),
+            &auth,
+        )
+        .unwrap();
+    let bearer = t.bearer.expose_secret().to_owned();
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert!(!file.contains(&bearer[PREFIX.len() + 13..]), "no secret in the file");
+    assert!(!format!("{t:?}").contains(&bearer));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = TokenStore::open(&path, &auth).unwrap();
+    assert_eq!(again.authenticate(&bearer).unwrap().id, t.info.id);
+    let mut changed = bearer.clone();
+    changed.pop();
+    changed.push(if bearer.ends_with('A') { 'B' } else { 'A' });
+    assert!(again.authenticate(&changed).is_none(), "a wrong secret");
+
+    store
+        .revoke(&t.info.id, Timestamp::from_unix_seconds(1_800_000_100), &auth)
+        .unwrap();
+    let after = TokenStore::open(&path, &auth).unwrap();
+    assert!(after.authenticate(&bearer).is_none(), "revoked");
+    assert_eq!(after.list().len(), 1, "kept for the record");
+    assert!(matches!(
+        store.revoke(&t.info.id, Timestamp::UNIX_EPOCH, &auth),
+        Err(TokenError::AlreadyRevoked(_))
+    ));
+    assert_eq!(after.generation(), 2);
+}
+
+#[test]
+fn an_edited_or_foreign_list_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = test_vault(&dir.path().join("a"));
+    let auth = v.admin().authenticator(MAC_DOMAIN);
+    let path = dir.path().join("tokens.json");
+    let mut store = TokenStore::open(&path, &auth).unwrap();
+    store
+        .create(
+            spec("warehouse", only(&["shipping"]), &[Operation::Read]),
+            PURPOSES,
+            Timestamp::UNIX_EPOCH,
+            &auth,
+        )
+        .unwrap();
+    let good = std::fs::read_to_string(&path).unwrap();
+    // Widening the token's purposes by hand.
+    std::fs::write(
+        &path,
+        good.replace("\"shipping\"", "\"account\""),
+    )
+    .unwrap();
+    assert!(matches!(
+        TokenStore::open(&path, &auth),
+        Err(TokenError::Integrity { .. })
+    ));
+    // Another vault's key does not verify this one's list.
+    std::fs::write(&path, &good).unwrap();
+    let other = test_vault(&dir.path().join("b"));
+    let e = TokenStore::open(&path, &other.admin().authenticator(MAC_DOMAIN)).unwrap_err();
+    assert!(matches!(e, TokenError::Integrity { .. }), "{e}");
+    for junk in ["", "{}", "[1,2]", "\u{0}"] {
+        std::fs::write(&path, junk).unwrap();
+        assert!(matches!(
+            TokenStore::open(&path, &auth),
+            Err(TokenError::Integrity { .. })
+        ));
+    }
+}
+
+#[test]
+fn specs_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = test_vault(dir.path());
+    let auth = v.admin().authenticator(MAC_DOMAIN);
+    let mut store = TokenStore::open(&dir.path().join("tokens.json"), &auth).unwrap();
+    let mut make = |s: NewToken| store.create(s, PURPOSES, Timestamp::UNIX_EPOCH, &auth);
+    assert!(matches!(
+        make(spec("x", only(&["nope"]), &[Operation::Read])),
+        Err(TokenError::UnknownPurpose(_))
+    ));
+    assert!(matches!(
+        make(spec("x", only(&["account"]), &[Operation::Forget])),
+        Err(TokenError::NeedsAllPurposes("forget"))
+    ));
+    assert!(matches!(
+        make(spec("x", only(&["account"]), &[])),
+        Err(TokenError::Invalid(_))
+    ));
+    assert!(matches!(
+        make(spec("bad name!", only(&["account"]), &[Operation::Read])),
+        Err(TokenError::Invalid(_))
+    ));
+    assert!(make(spec("admin", Purposes::All, &[Operation::Forget])).is_ok());
+    assert_eq!("read_masked".parse::<Operation>().unwrap(), Operation::ReadMasked);
+    assert!("rm -rf".parse::<Operation>().is_err());
+}
+
+#[test]
+fn read_implies_read_masked_but_not_the_other_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = test_vault(dir.path());
+    let auth = v.admin().authenticator(MAC_DOMAIN);
+    let mut store = TokenStore::open(&dir.path().join("tokens.json"), &auth).unwrap();
+    let reader = store
+        .create(
+            spec("r", only(&["account"]), &[Operation::Read]),
+            PURPOSES,
+            Timestamp::UNIX_EPOCH,
+            &auth,
+        )
+        .unwrap();
+    let support = store
+        .create(
+            spec("s", only(&["account"]), &[Operation::ReadMasked]),
+            PURPOSES,
+            Timestamp::UNIX_EPOCH,
+            &auth,
+        )
+        .unwrap();
+    assert!(reader.info.may(Operation::ReadMasked));
+    assert!(!support.info.may(Operation::Read));
+    assert!(!support.info.may(Operation::Write));
+}
