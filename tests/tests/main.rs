@@ -43,6 +43,7 @@ mod records;
 mod review;
 mod scoped;
 mod server;
+mod server_abuse;
 mod storage;
 mod tamper;
 mod transactions;

@@ -34,7 +34,11 @@ pub(crate) struct Served {
 
 /// The tokens most tests use: a shop backend, a warehouse, customer service, an operator.
 pub(crate) const SHOP_TOKENS: &[(&str, &str, &str)] = &[
-    ("shop", "account,shipping,marketing,invoicing", "read,write,find,event,delete"),
+    (
+        "shop",
+        "account,shipping,marketing,invoicing",
+        "read,write,find,event,delete",
+    ),
     ("warehouse", "shipping", "read,find,event"),
     ("support", "account", "read_masked,find"),
     ("operator", "*", "forget,hold,export,register,read"),
@@ -61,7 +65,14 @@ impl Served {
         s.cli_ok(&["init", "--schema", &webshop_schema()]);
         for (name, purposes, ops) in tokens {
             let out = s.cli_ok(&[
-                "token", "create", "--name", name, "--purposes", purposes, "--ops", ops,
+                "token",
+                "create",
+                "--name",
+                name,
+                "--purposes",
+                purposes,
+                "--ops",
+                ops,
             ]);
             s.tokens.insert((*name).to_owned(), out.trim().to_owned());
         }
@@ -158,7 +169,8 @@ impl Served {
         bearer: Option<&str>,
         body: Option<&str>,
     ) -> Reply {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
         if let Some(b) = bearer {
             req.push_str(&format!("Authorization: Bearer {b}\r\n"));
         }
@@ -267,7 +279,11 @@ fn parse_reply(raw: &[u8]) -> Reply {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
     let json = serde_json::from_str(&body).unwrap_or(Value::Null);
     Reply {
         status,
@@ -328,7 +344,10 @@ fn a_shop_registers_reads_finds_and_updates_a_customer() {
     let r = s.call("GET", &customer_path(&subject), "shop", None);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json["fields"]["email"], "ans@voorbeeld.nl");
-    assert!(r.json["fields"]["phone"].as_str().unwrap().ends_with("612345678"));
+    assert!(r.json["fields"]["phone"]
+        .as_str()
+        .unwrap()
+        .ends_with("612345678"));
     let found = s.call(
         "POST",
         "/v1/find",
@@ -343,7 +362,12 @@ fn a_shop_registers_reads_finds_and_updates_a_customer() {
         Some(json!({"phone": "0687654321"})),
     );
     assert_eq!(r.status, 204, "{r:?}");
-    let r = s.call("GET", &format!("{}?fields=phone", customer_path(&subject)), "shop", None);
+    let r = s.call(
+        "GET",
+        &format!("{}?fields=phone", customer_path(&subject)),
+        "shop",
+        None,
+    );
     let fields = r.json["fields"].as_object().unwrap();
     assert_eq!(fields.len(), 1, "only the field asked for: {fields:?}");
     assert!(fields["phone"].as_str().unwrap().ends_with("687654321"));
@@ -364,4 +388,158 @@ fn a_shop_registers_reads_finds_and_updates_a_customer() {
     for value in ["ans@voorbeeld.nl", "0612345678", "Smit", s.token("shop")] {
         assert!(!log.contains(value), "the server log holds {value:?}");
     }
+}
+
+#[test]
+fn values_and_tokens_never_lie_on_disk_in_the_clear() {
+    let s = Served::start(SHOP_TOKENS);
+    s.new_customer("vera.on.disk@voorbeeld.nl");
+    let tokens = std::fs::read_to_string(s.vault().join("tokens.json")).unwrap();
+    assert!(tokens.contains("\"mac\""), "the list is authenticated");
+    for (name, bearer) in &s.tokens {
+        let secret = bearer.rsplit('_').next().unwrap();
+        assert!(
+            !any_file_contains(s.dir.path(), secret),
+            "token {name} lies on disk"
+        );
+    }
+    assert!(!any_file_contains(&s.vault(), "vera.on.disk"));
+}
+
+#[test]
+fn an_operator_holds_exports_and_reads_the_register() {
+    let s = Served::start(SHOP_TOKENS);
+    let subject = s.new_customer("ans@voorbeeld.nl");
+    let at = |what: &str| format!("/v1/subjects/{subject}/{what}");
+    let r = s.call(
+        "POST",
+        &at("hold"),
+        "operator",
+        Some(json!({"reason": "case 12"})),
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = s.call("POST", &at("forget"), "operator", None);
+    assert_eq!((r.status, r.kind()), (409, "conflict"), "held: {r:?}");
+    assert_eq!(s.call("POST", &at("release"), "operator", None).status, 204);
+    let r = s.call("GET", &at("export"), "operator", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json["subject"], subject.as_str());
+    assert!(
+        r.body.contains("ans@voorbeeld.nl"),
+        "Art. 15: the data itself"
+    );
+    let r = s.call("GET", "/v1/register", "operator", None);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("shipping"));
+    // A transaction of the shop: an order's address and the customer's update, together.
+    let tx = json!({"ops": [
+        {"op": "put", "record_type": "address", "label": "order-5", "fields": {
+            "recipient_name": "Ans Smit", "street": "Kerkstraat", "house_number": "1",
+            "postcode": "1234AB", "city": "Utrecht", "country": "NL"}},
+        {"op": "update", "record_type": "customer", "fields": {"last_name": "Smit-de Vries"}},
+        {"op": "event", "event": "last_order"},
+    ]});
+    let r = s.call("POST", &at("transaction"), "shop", Some(tx));
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = s.call("GET", &customer_path(&subject), "shop", None);
+    assert_eq!(r.json["fields"]["last_name"], "Smit-de Vries");
+}
+
+#[test]
+fn the_openapi_document_describes_every_route() {
+    let s = Served::start(&[]);
+    let r = s.raw_request("GET", "/openapi.json", None, None);
+    assert_eq!(r.status, 200);
+    let paths = r.json["paths"].as_object().unwrap();
+    for p in [
+        "/v1/subjects",
+        "/v1/subjects/{subject}/records/{record_type}/{label}",
+        "/v1/find",
+        "/v1/subjects/{subject}/events",
+        "/v1/subjects/{subject}/transaction",
+        "/v1/subjects/{subject}/forget",
+        "/v1/subjects/{subject}/hold",
+        "/v1/subjects/{subject}/release",
+        "/v1/subjects/{subject}/export",
+        "/v1/register",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert_eq!(
+        r.json["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    // The same document without a server.
+    let printed = s.cli_ok(&["serve", "--openapi"]);
+    assert_eq!(serde_json::from_str::<Value>(&printed).unwrap(), r.json);
+}
+
+#[test]
+fn tls_and_unix_socket_listeners_serve_the_same_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-days",
+            "1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    let sock = dir.path().join("api.sock");
+    let (c, k, u) = (
+        cert.to_str().unwrap().to_owned(),
+        key.to_str().unwrap().to_owned(),
+        format!("unix:{}", sock.display()),
+    );
+    let s = Served::start_with(
+        SHOP_TOKENS,
+        &["--tls-cert", &c, "--tls-key", &k, "--listen", &u],
+    );
+    let auth = format!("Authorization: Bearer {}", s.token("operator"));
+    let tls = Command::new("curl")
+        .args(["-s", "--cacert", &c, "-H", &auth])
+        .arg(format!("https://localhost:{}/v1/register", s.port))
+        .output()
+        .expect("curl");
+    let body: Value = serde_json::from_slice(&tls.stdout).unwrap_or(Value::Null);
+    assert!(body.to_string().contains("shipping"), "{tls:?}");
+    // Plain HTTP on the TLS port is refused.
+    assert_ne!(s.raw_request("GET", "/healthz", None, None).status, 200);
+    let unix = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&sock)
+        .args(["-H", &auth, "http://localhost/v1/register"])
+        .output()
+        .expect("curl");
+    assert!(
+        String::from_utf8_lossy(&unix.stdout).contains("shipping"),
+        "{unix:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
 }

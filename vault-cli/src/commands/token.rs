@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use secrecy::ExposeSecret;
-use vault_server::tokens::{NewToken, Operation, Purposes, TokenError, TokenId, TokenStore, MAC_DOMAIN};
+use vault_server::tokens::{
+    NewToken, Operation, Purposes, TokenError, TokenId, TokenStore, MAC_DOMAIN,
+};
 
 use super::{now, out, out_json, show_time, Global};
 use crate::exit::{self, CliError};

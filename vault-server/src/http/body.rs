@@ -36,9 +36,7 @@ fn json_rejection(e: &JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(_) => {
             ApiError::malformed("the body does not have the shape this endpoint takes")
         }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::too_large()
-        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(),
         _ => ApiError::malformed("the body could not be read"),
     }
 }

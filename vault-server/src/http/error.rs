@@ -135,7 +135,11 @@ impl<E: Into<Error>> From<E> for ApiError {
             // kluis's messages carry no values; still, the client gets a fixed text for a 5xx
             // and the detail goes to the operator's log.
             tracing::error!(error = %e, kind, "request failed");
-            let mut out = ApiError::new(status, kind, "the vault refused the request; see the server log");
+            let mut out = ApiError::new(
+                status,
+                kind,
+                "the vault refused the request; see the server log",
+            );
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 out.retry_after = Some(1);
             }

@@ -41,7 +41,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{RECORD}/{{label}}"), record())
         .route("/v1/find", post(records::find))
         .route("/v1/subjects/{subject}/events", post(subjects::event))
-        .route("/v1/subjects/{subject}/transaction", post(subjects::transaction))
+        .route(
+            "/v1/subjects/{subject}/transaction",
+            post(subjects::transaction),
+        )
         .route("/v1/subjects/{subject}/forget", post(admin::forget))
         .route("/v1/subjects/{subject}/hold", post(admin::hold))
         .route("/v1/subjects/{subject}/release", post(admin::release))

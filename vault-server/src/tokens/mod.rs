@@ -230,7 +230,9 @@ pub enum TokenError {
     #[error("unknown operation {0:?} (read, read_masked, write, delete, find, event, forget, hold, export, register)")]
     UnknownOperation(String),
     /// An operation that needs all purposes on a token for fewer.
-    #[error("operation {0:?} concerns the whole subject: give the token all purposes (--purposes '*')")]
+    #[error(
+        "operation {0:?} concerns the whole subject: give the token all purposes (--purposes '*')"
+    )]
     NeedsAllPurposes(&'static str),
     /// No operation, no purpose, a bad name or a zero rate.
     #[error("{0}")]

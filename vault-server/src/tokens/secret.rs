@@ -17,7 +17,9 @@ pub const ID_LEN: usize = 12;
 const SECRET_LEN: usize = 43;
 
 /// A token's public id: shown by `kluis token list`, named in the audit log (`token:<id>`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct TokenId(String);
 
@@ -99,9 +101,8 @@ pub(crate) fn id_of(bearer: &str) -> Option<TokenId> {
     let rest = bearer.strip_prefix(PREFIX)?;
     let (id, secret) = (rest.get(..ID_LEN)?, rest.get(ID_LEN..)?);
     let secret = secret.strip_prefix('_')?;
-    let ok = id.bytes().all(is_b64url)
-        && secret.len() == SECRET_LEN
-        && secret.bytes().all(is_b64url);
+    let ok =
+        id.bytes().all(is_b64url) && secret.len() == SECRET_LEN && secret.bytes().all(is_b64url);
     ok.then(|| TokenId(id.to_owned()))
 }
 

@@ -50,7 +50,10 @@ fn a_token_authenticates_until_revoked_and_the_list_holds_no_secret() {
         .unwrap();
     let bearer = t.bearer.expose_secret().to_owned();
     let file = std::fs::read_to_string(&path).unwrap();
-    assert!(!file.contains(&bearer[PREFIX.len() + 13..]), "no secret in the file");
+    assert!(
+        !file.contains(&bearer[PREFIX.len() + 13..]),
+        "no secret in the file"
+    );
     assert!(!format!("{t:?}").contains(&bearer));
     #[cfg(unix)]
     {
@@ -66,7 +69,11 @@ fn a_token_authenticates_until_revoked_and_the_list_holds_no_secret() {
     assert!(again.authenticate(&changed).is_none(), "a wrong secret");
 
     store
-        .revoke(&t.info.id, Timestamp::from_unix_seconds(1_800_000_100), &auth)
+        .revoke(
+            &t.info.id,
+            Timestamp::from_unix_seconds(1_800_000_100),
+            &auth,
+        )
         .unwrap();
     let after = TokenStore::open(&path, &auth).unwrap();
     assert!(after.authenticate(&bearer).is_none(), "revoked");
@@ -95,11 +102,7 @@ fn an_edited_or_foreign_list_is_refused() {
         .unwrap();
     let good = std::fs::read_to_string(&path).unwrap();
     // Widening the token's purposes by hand.
-    std::fs::write(
-        &path,
-        good.replace("\"shipping\"", "\"account\""),
-    )
-    .unwrap();
+    std::fs::write(&path, good.replace("\"shipping\"", "\"account\"")).unwrap();
     assert!(matches!(
         TokenStore::open(&path, &auth),
         Err(TokenError::Integrity { .. })
@@ -142,7 +145,10 @@ fn specs_are_checked() {
         Err(TokenError::Invalid(_))
     ));
     assert!(make(spec("admin", Purposes::All, &[Operation::Forget])).is_ok());
-    assert_eq!("read_masked".parse::<Operation>().unwrap(), Operation::ReadMasked);
+    assert_eq!(
+        "read_masked".parse::<Operation>().unwrap(),
+        Operation::ReadMasked
+    );
     assert!("rm -rf".parse::<Operation>().is_err());
 }
 

@@ -78,7 +78,11 @@ pub(crate) async fn hold(
 ) -> Result<StatusCode, ApiError> {
     admin(&caller, Operation::Hold)?;
     let b = b.unwrap_or_default();
-    let until = b.until.as_deref().map(|t| time_or_now(Some(t))).transpose()?;
+    let until = b
+        .until
+        .as_deref()
+        .map(|t| time_or_now(Some(t)))
+        .transpose()?;
     let (s, req) = (p.subject, request(&caller, &b.reason));
     st.vault
         .with_admin(move |a| a.hold(&s, until, &req))

@@ -36,7 +36,9 @@ pub(crate) async fn readyz(State(st): State<Arc<AppState>>) -> (StatusCode, axum
         tracing::warn!("readiness probe: the vault did not answer a storage read");
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(Status { status: "not_ready" }),
+            axum::Json(Status {
+                status: "not_ready",
+            }),
         )
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::Value;
-use vault_core::{EventReport, Record, RecordKey, SubjectId, Timestamp, Transaction, TransactionError};
+use vault_core::{
+    EventReport, Record, RecordKey, SubjectId, Timestamp, Transaction, TransactionError,
+};
 
 use crate::http::auth::Caller;
 use crate::http::body::{Json, OptionalJson, Path};
@@ -68,7 +70,12 @@ pub(crate) async fn create(
         .unwrap_or_default()
         .records
         .into_iter()
-        .map(|r| Ok((key_of(&r.record_type, &r.label), crate::http::body::record(r.fields)?)))
+        .map(|r| {
+            Ok((
+                key_of(&r.record_type, &r.label),
+                crate::http::body::record(r.fields)?,
+            ))
+        })
         .collect::<Result<Vec<_>, ApiError>>()?;
     if records.len() > MAX_TRANSACTION_OPS {
         return Err(ApiError::invalid("at most 100 records with a new subject"));
@@ -228,14 +235,29 @@ enum Ready {
 
 fn ready(op: TxOp) -> Result<Ready, ApiError> {
     Ok(match op {
-        TxOp::Put { record_type, label, fields } => {
-            Ready::Put(key_of(&record_type, &label), crate::http::body::record(fields)?)
-        }
-        TxOp::Update { record_type, label, fields } => {
-            Ready::Update(key_of(&record_type, &label), crate::http::body::record(fields)?)
-        }
+        TxOp::Put {
+            record_type,
+            label,
+            fields,
+        } => Ready::Put(
+            key_of(&record_type, &label),
+            crate::http::body::record(fields)?,
+        ),
+        TxOp::Update {
+            record_type,
+            label,
+            fields,
+        } => Ready::Update(
+            key_of(&record_type, &label),
+            crate::http::body::record(fields)?,
+        ),
         TxOp::Delete { record_type, label } => Ready::Delete(key_of(&record_type, &label)),
-        TxOp::Event { event, record_type, label, at } => {
+        TxOp::Event {
+            event,
+            record_type,
+            label,
+            at,
+        } => {
             let key = record_type.map(|t| key_of(&t, &label));
             Ready::Event(key, event, time_or_now(at.as_deref())?)
         }
@@ -269,7 +291,11 @@ pub(crate) async fn transaction(
     for op in &t.ops {
         caller.require(op.needs())?;
     }
-    let ops = t.ops.into_iter().map(ready).collect::<Result<Vec<_>, _>>()?;
+    let ops = t
+        .ops
+        .into_iter()
+        .map(ready)
+        .collect::<Result<Vec<_>, _>>()?;
     caller
         .handle(&st)?
         .transaction(&p.subject, move |tx| {
