@@ -25,15 +25,35 @@ const LAYERS: &[(&str, u8)] = &[
     ("fuzz_api", 8),
 ];
 
+/// The layers of `vault-server` (`kluis serve`, ARCHITECTURE.md "vault-server/"), lowest first.
+const SERVER_LAYERS: &[(&str, u8)] = &[
+    ("tokens", 0),
+    ("config", 1),
+    ("http", 2),
+    ("net", 2),
+    ("lib", 3),
+];
+
 /// Upward edges still allowed, each with why: none.
 const ALLOWED_UP: &[(&str, &str, &str)] = &[];
 
 fn rank(layer: &str) -> Option<u8> {
-    LAYERS.iter().find(|(l, _)| *l == layer).map(|(_, r)| *r)
+    rank_in(LAYERS, layer)
+}
+
+fn rank_in(layers: &[(&str, u8)], layer: &str) -> Option<u8> {
+    layers.iter().find(|(l, _)| *l == layer).map(|(_, r)| *r)
 }
 
 fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../vault-core/src")
+    crate_src("vault-core")
+}
+
+fn crate_src(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(name)
+        .join("src")
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -48,8 +68,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The layer a file belongs to: its top-level directory, or its own name at the top.
-fn layer_of(file: &Path) -> String {
-    let rel = file.strip_prefix(src()).unwrap();
+fn layer_of(root: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(root).unwrap();
     let first = rel
         .components()
         .next()
@@ -79,14 +99,24 @@ fn crate_refs(text: &str) -> BTreeSet<String> {
     out
 }
 
-/// Every (from layer, to layer, file) edge that goes up, except the allowed ones.
+/// Every (from layer, to layer, file) edge of vault-core that goes up, except the allowed ones.
 fn upward_edges() -> Vec<String> {
+    upward_edges_in(&src(), LAYERS, 30)
+}
+
+/// Every upward edge among the files under `root`, ranked by `layers`.
+fn upward_edges_in(root: &Path, layers: &[(&str, u8)], at_least: usize) -> Vec<String> {
+    let rank = |l: &str| rank_in(layers, l);
     let mut files = Vec::new();
-    rust_files(&src(), &mut files);
-    assert!(files.len() > 30, "found the vault-core sources");
+    rust_files(root, &mut files);
+    assert!(
+        files.len() > at_least,
+        "found the sources in {}",
+        root.display()
+    );
     let mut bad = Vec::new();
     for f in &files {
-        let from = layer_of(f);
+        let from = layer_of(root, f);
         let from_rank = rank(&from).unwrap_or_else(|| panic!("{} is in no layer", f.display()));
         for to in crate_refs(&std::fs::read_to_string(f).unwrap()) {
             // `crate::SomeType`, re-exported at the root, is the facade's: the top layer.
@@ -123,4 +153,40 @@ fn the_checker_sees_an_upward_edge() {
         vec!["keys".to_owned(), "ops".to_owned()]
     );
     assert!(rank("format") < rank("ops"));
+}
+
+#[test]
+fn the_server_layers_hold() {
+    let bad = upward_edges_in(&crate_src("vault-server"), SERVER_LAYERS, 10);
+    assert!(
+        bad.is_empty(),
+        "layer violations in vault-server:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// The server is a client of the library: no `danger-*` feature, no hidden module.
+#[test]
+fn the_server_uses_only_the_public_api() {
+    let manifest =
+        std::fs::read_to_string(crate_src("vault-server").join("../Cargo.toml")).unwrap();
+    assert!(
+        !manifest.contains("danger"),
+        "vault-server enables a danger feature"
+    );
+    let mut files = Vec::new();
+    rust_files(&crate_src("vault-server"), &mut files);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        // The hidden modules of vault-core (the `danger_*` methods on public types, such as the
+        // test KDF its unit tests use, are public API).
+        for hidden in [
+            "danger_test_hooks",
+            "danger_faults",
+            "danger_crypto",
+            "fuzz_api",
+        ] {
+            assert!(!text.contains(hidden), "{} uses {hidden}", f.display());
+        }
+    }
 }

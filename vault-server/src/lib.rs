@@ -11,89 +11,18 @@
 //! by [`openapi_json`], served at `/openapi.json`.
 #![forbid(unsafe_code)]
 
+mod config;
 mod http;
 mod net;
-mod openapi;
 pub mod tokens;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use vault_core::AsyncVault;
 
-pub use net::{Listen, TlsFiles};
-pub use openapi::openapi_json;
-
-/// The server's limits (every one has a default; see [`Limits::default`]).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest request body (413 above it).
-    pub max_body_bytes: usize,
-    /// Longest a request may take, body included (a slow upload hits it): 503 `timeout`.
-    pub request_timeout: Duration,
-    /// Longest a client may take to send its request headers (or its TLS handshake).
-    pub header_timeout: Duration,
-    /// Most connections served at once; more wait in the listen backlog.
-    pub max_connections: usize,
-    /// Requests per second per token (burst: twice that) unless the token says otherwise.
-    pub rate_per_token: u32,
-    /// How long a stop waits for requests in flight.
-    pub drain: Duration,
-}
-
-impl Default for Limits {
-    /// 1 MiB bodies, 30 s per request, 10 s for headers, 1,024 connections, 1,000 requests/s per
-    /// token, 10 s to drain.
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
-            header_timeout: Duration::from_secs(10),
-            max_connections: 1024,
-            rate_per_token: 1000,
-            drain: Duration::from_secs(10),
-        }
-    }
-}
-
-/// How to run the server.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Where to listen (at least one).
-    pub listen: Vec<Listen>,
-    /// TLS for the TCP listeners (Unix sockets are local and stay plain).
-    pub tls: Option<TlsFiles>,
-    /// Limits.
-    pub limits: Limits,
-    /// The token list file ([`tokens::TokenStore::default_path`]).
-    pub tokens: PathBuf,
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServeError {
-    /// A listener could not be bound.
-    #[error("cannot listen on {at}: {source}")]
-    Bind {
-        /// Where.
-        at: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS files are unusable.
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// The token list is unusable.
-    #[error(transparent)]
-    Tokens(#[from] tokens::TokenError),
-    /// Nothing to listen on.
-    #[error("no listen address given")]
-    NoListener,
-}
+pub use config::{Limits, Listen, ServeError, ServerConfig, TlsFiles};
+pub use http::openapi::openapi_json;
 
 /// A server bound to its listeners, not yet serving.
 pub struct Server {

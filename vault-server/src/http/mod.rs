@@ -4,6 +4,7 @@
 pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod error;
+pub(crate) mod openapi;
 pub(crate) mod ratelimit;
 pub(crate) mod routes;
 pub(crate) mod state;

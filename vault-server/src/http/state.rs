@@ -9,8 +9,8 @@ use vault_core::admin::Authenticator;
 use vault_core::AsyncVault;
 
 use super::ratelimit::RateLimiter;
+use crate::config::Limits;
 use crate::tokens::{TokenError, TokenStore, MAC_DOMAIN};
-use crate::Limits;
 
 /// How often the token file is looked at: a revocation takes effect within this.
 pub(crate) const TOKEN_RECHECK: Duration = Duration::from_secs(1);

@@ -17,39 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
 
-pub use tls::TlsFiles;
-
-use crate::{Limits, ServeError};
-
-/// Where to listen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    /// A TCP address (`127.0.0.1:8700`; port 0 picks a free one).
-    Tcp(SocketAddr),
-    /// A Unix socket path (`unix:/run/kluis/api.sock`), made mode 0660.
-    Unix(PathBuf),
-}
-
-impl std::str::FromStr for Listen {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            return Ok(Listen::Unix(PathBuf::from(p)));
-        }
-        s.parse::<SocketAddr>().map(Listen::Tcp).map_err(|_| {
-            format!("not a listen address: {s:?} (HOST:PORT, e.g. 127.0.0.1:8700, or unix:PATH)")
-        })
-    }
-}
-
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Listen::Tcp(a) => write!(f, "{a}"),
-            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
+use crate::config::{Limits, Listen, ServeError};
 
 /// A bound listener.
 pub(crate) enum Bound {

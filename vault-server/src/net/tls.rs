@@ -1,22 +1,11 @@
 //! TLS from PEM files (rustls on ring; TLS 1.2 and 1.3, HTTP/1.1 by ALPN).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::ServeError;
-
-/// The certificate chain and private key of a TLS listener (PEM files; the key file should be
-/// mode 0600).
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// The certificate chain, leaf first.
-    pub cert_chain: PathBuf,
-    /// The private key (PKCS#8, PKCS#1 or SEC1).
-    pub private_key: PathBuf,
-}
+use crate::config::{ServeError, TlsFiles};
 
 impl TlsFiles {
     /// The acceptor of these files.

@@ -48,6 +48,6 @@ pub(crate) async fn readyz(State(st): State<Arc<AppState>>) -> (StatusCode, axum
 pub(crate) async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi_json(),
+        crate::http::openapi::openapi_json(),
     )
 }

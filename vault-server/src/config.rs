@@ -1,0 +1,116 @@
+//! The server's configuration and start-up errors (the lowest layer: everything uses them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::tokens;
+use std::net::SocketAddr;
+
+/// The server's limits (every one has a default; see [`Limits::default`]).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body (413 above it).
+    pub max_body_bytes: usize,
+    /// Longest a request may take, body included (a slow upload hits it): 503 `timeout`.
+    pub request_timeout: Duration,
+    /// Longest a client may take to send its request headers (or its TLS handshake).
+    pub header_timeout: Duration,
+    /// Most connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests per second per token (burst: twice that) unless the token says otherwise.
+    pub rate_per_token: u32,
+    /// How long a stop waits for requests in flight.
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    /// 1 MiB bodies, 30 s per request, 10 s for headers, 1,024 connections, 1,000 requests/s per
+    /// token, 10 s to drain.
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            rate_per_token: 1000,
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen (at least one).
+    pub listen: Vec<Listen>,
+    /// TLS for the TCP listeners (Unix sockets are local and stay plain).
+    pub tls: Option<TlsFiles>,
+    /// Limits.
+    pub limits: Limits,
+    /// The token list file ([`tokens::TokenStore::default_path`]).
+    pub tokens: PathBuf,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {at}: {source}")]
+    Bind {
+        /// Where.
+        at: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS files are unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The token list is unusable.
+    #[error(transparent)]
+    Tokens(#[from] tokens::TokenError),
+    /// Nothing to listen on.
+    #[error("no listen address given")]
+    NoListener,
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address (`127.0.0.1:8700`; port 0 picks a free one).
+    Tcp(SocketAddr),
+    /// A Unix socket path (`unix:/run/kluis/api.sock`), made mode 0660.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            return Ok(Listen::Unix(PathBuf::from(p)));
+        }
+        s.parse::<SocketAddr>().map(Listen::Tcp).map_err(|_| {
+            format!("not a listen address: {s:?} (HOST:PORT, e.g. 127.0.0.1:8700, or unix:PATH)")
+        })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// The certificate chain and private key of a TLS listener (PEM files; the key file should be
+/// mode 0600).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_chain: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+}
