@@ -515,7 +515,7 @@ fn tls_and_unix_socket_listeners_serve_the_same_api() {
         key.to_str().unwrap().to_owned(),
         format!("unix:{}", sock.display()),
     );
-    let s = Served::start_with(
+    let mut s = Served::start_with(
         SHOP_TOKENS,
         &["--tls-cert", &c, "--tls-key", &k, "--listen", &u],
     );
@@ -542,4 +542,6 @@ fn tls_and_unix_socket_listeners_serve_the_same_api() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
+    assert!(s.stop().success());
+    assert!(!sock.exists(), "a stopped server leaves no socket behind");
 }

@@ -37,6 +37,11 @@ fn requests_without_a_valid_token_are_refused_alike() {
         assert!(r.header("www-authenticate").is_some());
         assert!(!r.body.contains("Ans"), "no value in a refusal");
     }
+    // The scheme is case-insensitive (RFC 9110), the token is not.
+    let lower = s.send_bytes(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: bearer {shop}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(lower.status, 200, "{lower:?}");
     // Health, readiness and the API description need no token; nothing else does without one.
     for open in ["/healthz", "/readyz", "/openapi.json"] {
         assert_eq!(s.raw_request("GET", open, None, None).status, 200, "{open}");

@@ -29,7 +29,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(bearer_of)
             .ok_or_else(ApiError::unauthenticated)?;
         let store = state.tokens.current();
         let token = store.authenticate(bearer.trim()).cloned().ok_or_else(|| {
@@ -42,6 +42,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .map_err(ApiError::rate_limited)?;
         Ok(Caller { token })
     }
+}
+
+/// The credentials of an `Authorization: Bearer ...` value (the scheme is case-insensitive,
+/// RFC 9110 §11.1).
+fn bearer_of(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest)
 }
 
 impl Caller {

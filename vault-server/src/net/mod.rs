@@ -90,6 +90,13 @@ pub(crate) async fn serve(
         header_timeout: limits.header_timeout,
         stop: stop_rx,
     };
+    let sockets: Vec<PathBuf> = listeners
+        .iter()
+        .filter_map(|l| match l {
+            Bound::Unix(_, p) => Some(p.clone()),
+            Bound::Tcp(_) => None,
+        })
+        .collect();
     let mut accepting = tokio::task::JoinSet::new();
     for l in listeners {
         accepting.spawn(accept_loop(l, conn.clone(), Arc::clone(&permits)));
@@ -98,6 +105,10 @@ pub(crate) async fn serve(
     tracing::info!("stopping: no new connections; finishing requests in flight");
     let _ = stop_tx.send(true);
     accepting.abort_all();
+    for p in sockets {
+        // Nobody can connect any more: the path would only mislead the next start's check.
+        let _ = tokio::fs::remove_file(&p).await;
+    }
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(limits.drain, permits.acquire_many(all))
         .await
