@@ -267,3 +267,63 @@ fn pg_target_named(schema: &str) -> vault_core::PgTarget {
         .with_schema(schema)
         .unwrap()
 }
+
+/// Two `kluis serve` instances on one vault in PostgreSQL (issue 16: "several backend instances
+/// share one vault", for shops that are not written in Rust): a customer written through one is
+/// read and found through the other, and a forget through one is final in the other.
+#[test]
+fn pg_two_servers_share_one_vault() {
+    use crate::server::{request_to, spawn_serve};
+    let Some(env) = PgCli::new() else { return };
+    env.ok(&["init", "--schema", &schema_path()]);
+    let token = env.ok(&[
+        "token",
+        "create",
+        "--name",
+        "shop",
+        "--purposes",
+        "*",
+        "--ops",
+        "read,write,find,forget",
+    ]);
+    let token = token.trim();
+    let serve = |log: &str| {
+        let mut c = env.cmd();
+        c.args(["--json", "serve", "--listen", "127.0.0.1:0"]);
+        spawn_serve(c, &env.dir.path().join(log))
+    };
+    let (mut a, port_a) = serve("a.log");
+    let (mut b, port_b) = serve("b.log");
+    let created = request_to(
+        port_a,
+        "POST",
+        "/v1/subjects",
+        Some(token),
+        Some(&format!(
+            r#"{{"records":[{{"record_type":"customer","fields":{CUSTOMER}}}]}}"#
+        )),
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+    let subject = created.json["subject"].as_str().unwrap().to_owned();
+    let path = format!("/v1/subjects/{subject}/records/customer");
+    let r = request_to(port_b, "GET", &path, Some(token), None);
+    assert_eq!(r.json["fields"]["email"], "jan@voorbeeld.nl", "{r:?}");
+    let find = r#"{"record_type":"customer","field":"email","value":"jan@voorbeeld.nl"}"#;
+    let r = request_to(port_b, "POST", "/v1/find", Some(token), Some(find));
+    assert_eq!(r.json["subjects"][0], subject.as_str(), "{r:?}");
+    let forget = format!("/v1/subjects/{subject}/forget");
+    assert_eq!(
+        request_to(port_a, "POST", &forget, Some(token), None).status,
+        200
+    );
+    let r = request_to(port_b, "GET", &path, Some(token), None);
+    assert_eq!(
+        r.json["fields"],
+        serde_json::json!({}),
+        "forgotten in B too: {r:?}"
+    );
+    for c in [&mut a, &mut b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

@@ -118,30 +118,9 @@ impl Served {
     pub(crate) fn spawn(&mut self) {
         let mut c = self.cli();
         c.args(["--json", "serve", "--listen", "127.0.0.1:0"])
-            .args(&self.extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            panic!("kluis serve did not start: {line:?}\n{err}")
-        });
-        let addr = v["listening"][0].as_str().unwrap();
-        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
-        // Its log goes to a file, so a full pipe never blocks it.
-        let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
-        if let Some(mut e) = child.stderr.take() {
-            std::thread::spawn(move || {
-                let mut log = log;
-                let _ = std::io::copy(&mut e, &mut log);
-            });
-        }
+            .args(&self.extra);
+        let (child, port) = spawn_serve(c, &self.dir.path().join("serve.log"));
+        self.port = port;
         self.child = Some(child);
     }
 
@@ -169,24 +148,12 @@ impl Served {
         bearer: Option<&str>,
         body: Option<&str>,
     ) -> Reply {
-        let mut req =
-            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-        if let Some(b) = bearer {
-            req.push_str(&format!("Authorization: Bearer {b}\r\n"));
-        }
-        let body = body.unwrap_or("");
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        self.send_bytes(req.as_bytes())
+        request_to(self.port, method, path, bearer, body)
     }
 
     /// Sends `bytes` as they are and reads the whole answer.
     pub(crate) fn send_bytes(&self, bytes: &[u8]) -> Reply {
-        let mut s = self.connect();
-        s.write_all(bytes).unwrap();
-        read_reply(&mut s)
+        send_to(self.port, bytes)
     }
 
     /// A connection to the server (10 s read timeout).
@@ -230,6 +197,61 @@ impl Drop for Served {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Starts `serve` (a `kluis ... --json serve` command) with its log in `log`; the child and the
+/// port of its first listener.
+pub(crate) fn spawn_serve(mut c: Command, log: &Path) -> (Child, u16) {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        panic!("kluis serve did not start: {line:?}\n{err}")
+    });
+    let addr = v["listening"][0].as_str().unwrap();
+    let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+    // Its log goes to a file, so a full pipe never blocks it.
+    let mut file = std::fs::File::create(log).unwrap();
+    if let Some(mut e) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut e, &mut file);
+        });
+    }
+    (child, port)
+}
+
+/// One request to 127.0.0.1:`port` with any bearer text and JSON body.
+pub(crate) fn request_to(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(b) = bearer {
+        req.push_str(&format!("Authorization: Bearer {b}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    send_to(port, req.as_bytes())
+}
+
+/// Sends `bytes` to 127.0.0.1:`port` as they are and reads the whole answer.
+pub(crate) fn send_to(port: u16, bytes: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    read_reply(&mut s)
 }
 
 /// An HTTP answer.
