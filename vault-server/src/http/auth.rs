@@ -32,10 +32,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(bearer_of)
             .ok_or_else(ApiError::unauthenticated)?;
         let store = state.tokens.current();
-        let token = store.authenticate(bearer.trim()).cloned().ok_or_else(|| {
-            tracing::info!("request with an unknown or revoked token refused");
-            ApiError::unauthenticated()
-        })?;
+        let token = store
+            .authenticate(bearer.trim())
+            .cloned()
+            .ok_or_else(ApiError::unauthenticated)?;
+        if let Some(slot) = parts.extensions.get::<super::TokenSlot>() {
+            slot.set(&token.id);
+        }
         state
             .limiter
             .take(&token.id, state.limits.rate_of(&token), Instant::now())

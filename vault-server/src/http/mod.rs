@@ -61,10 +61,32 @@ async fn not_found() -> ApiError {
     ApiError::not_found_route()
 }
 
-/// Every request: a deadline, and one log line (method, route template, status, time; never a
-/// body, a token or a subject id from the path).
-async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Which token a request carried, filled in by the `Caller` extractor for the request's log line.
+#[derive(Clone, Default)]
+pub(crate) struct TokenSlot(Arc<std::sync::Mutex<Option<crate::tokens::TokenId>>>);
+
+impl TokenSlot {
+    pub(crate) fn set(&self, id: &crate::tokens::TokenId) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(id.clone());
+        }
+    }
+
+    fn get(&self) -> String {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(ToString::to_string))
+            .unwrap_or_else(|| "-".to_owned())
+    }
+}
+
+/// Every request: a deadline, and one log line (method, route template, token id, status, time;
+/// never a body, a bearer text or a subject id from the path), refused requests included.
+async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
+    let slot = TokenSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
     let route = req
         .extensions()
@@ -77,6 +99,7 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
     tracing::info!(
         %method,
         route,
+        token = slot.get(),
         status = response.status().as_u16(),
         micros = start.elapsed().as_micros() as u64,
         "request"
