@@ -31,7 +31,7 @@ pub enum Command {
 pub struct ListFile {
     /// The token list (default: `tokens.json` in the vault directory, or beside the key store
     /// of a vault on PostgreSQL).
-    #[arg(long, env = "KLUIS_TOKENS", value_name = "FILE")]
+    #[arg(long, env = "KLUIS_TOKENS", hide_env_values = true, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
 }
 
