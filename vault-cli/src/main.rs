@@ -25,6 +25,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_socket;
 mod commands;
 mod exit;
 mod output;
@@ -143,6 +144,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(code) = admin_socket::client::forward_if_served(&cli) {
+        return ExitCode::from(code);
+    }
     let g = &cli.global;
     match dispatch(g, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
