@@ -267,3 +267,5 @@ fn clap_error(e: &clap::Error) -> u8 {
     }
 }
 
+#[cfg(test)]
+mod tests;
