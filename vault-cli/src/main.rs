@@ -19,6 +19,12 @@
 //! Credentials: `--passphrase-file FILE` (or the environment variable `KLUIS_PASSPHRASE_FILE`
 //! naming one) and/or `--key-file FILE`; with neither, a no-echo prompt when stdin is a terminal.
 //! The passphrase itself is never taken from the command line.
+//!
+//! Admin socket: while a server (`kluis serve`) holds the vault open, the admin commands on its
+//! allow-list (status, expire, forget, hold, release, rotate kek/data-keys/index, verify, backup,
+//! audit, export, register, get, find, event, schema show) go through its socket
+//! (`--admin-socket`, default `DIR/admin.sock`) and print exactly what they would print run
+//! locally; without a server answering there they run locally. See `admin_socket`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;

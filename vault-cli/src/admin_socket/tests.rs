@@ -152,38 +152,30 @@ fn refused_commands_help_and_parse_errors_answer_as_main_would() {
     let dir = create(root.path());
     let path = dir.join("admin.sock");
     let _s = AdminSocket::bind(&path, open(&dir), context(&dir)).unwrap();
-    for args in [
-        &["rotate", "passphrase"][..],
-        &["init", "--schema", "x.toml"],
-        &["schema", "apply", "x.toml"],
-        &[
+    for (args, name) in [
+        (&["rotate", "passphrase"][..], "rotate passphrase"),
+        (&["init", "--schema", "x.toml"], "init"),
+        (&["schema", "apply", "x.toml"], "schema apply"),
+        (
+            &["keys", "export", "x", "--recovery-passphrase-file", "p"],
+            "keys export",
+        ),
+        (
+            &[
+                "put",
+                "AAAAAAAAAAAAAAAAAAAAAA",
+                "customer",
+                "--json-file",
+                "-",
+            ],
             "put",
-            "AAAAAAAAAAAAAAAAAAAAAA",
-            "customer",
-            "--json-file",
-            "-",
-        ],
+        ),
     ] {
         let r = send(&path, &request(&dir, args, root.path()));
         assert_eq!(r.code, 2, "{args:?}: {r:?}");
         assert!(r.stdout.is_empty());
-        let want = format!(
-            "kluis: error: `kluis {}` does not run through a server's admin socket",
-            args[..2.min(args.len())].join(" ")
-        );
-        let name_len = if args[0] == "rotate" || args[0] == "schema" {
-            2
-        } else {
-            1
-        };
-        let want = if name_len == 1 {
-            format!(
-                "kluis: error: `kluis {}` does not run through a server's admin socket",
-                args[0]
-            )
-        } else {
-            want
-        };
+        let want =
+            format!("kluis: error: `kluis {name}` does not run through a server's admin socket");
         assert!(r.stderr.starts_with(&want), "{args:?}: {}", r.stderr);
     }
     let help = send(&path, &request(&dir, &["status", "--help"], root.path()));
