@@ -332,3 +332,45 @@ fn forwarded_output_is_what_a_local_run_prints() {
         normalise(&local_backup, &[(&b1, "BACKUP")])
     );
 }
+
+#[test]
+fn at_most_four_commands_are_served_at_once_and_the_next_waits_for_a_slot() {
+    use super::server::MAX_CONCURRENT;
+    let root = tempfile::tempdir().unwrap();
+    let dir = create(root.path());
+    let path = dir.join("admin.sock");
+    let _s = AdminSocket::bind(&path, open(&dir), context(&dir)).unwrap();
+    // Clients that connect and send nothing hold every slot (until their 10 s read timeout).
+    let mut silent: Vec<UnixStream> = (0..MAX_CONCURRENT)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let req = request(&dir, &["audit", "verify", "--json"], root.path());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = {
+        let path = path.clone();
+        std::thread::spawn(move || tx.send(send(&path, &req)).unwrap())
+    };
+    let early = rx.recv_timeout(std::time::Duration::from_millis(300));
+    assert!(early.is_err(), "served while every slot was taken");
+    silent.pop();
+    let r = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    assert_eq!(r.code, 0, "{r:?}");
+    waiting.join().unwrap();
+}
+
+#[test]
+fn a_refusal_with_json_is_one_json_object() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = create(root.path());
+    let path = dir.join("admin.sock");
+    let _s = AdminSocket::bind(&path, open(&dir), context(&dir)).unwrap();
+    let r = send(
+        &path,
+        &request(&dir, &["--json", "new-subject"], root.path()),
+    );
+    assert_eq!(r.code, 2);
+    let v: serde_json::Value = serde_json::from_str(r.stderr.trim_end()).unwrap();
+    assert_eq!(v["code"], 2);
+    assert!(v["error"].as_str().unwrap().contains("`kluis new-subject`"));
+}
