@@ -113,6 +113,7 @@ impl Env {
             .args(["--actor", "tester"])
             .env_remove("KLUIS_VAULT")
             .env_remove("KLUIS_PASSPHRASE_FILE")
+            .env_remove("KLUIS_ADMIN_SOCKET")
             .stdin(Stdio::null());
         c
     }

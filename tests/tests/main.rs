@@ -18,6 +18,7 @@ mod backup;
 mod batch_import;
 mod cli;
 mod cli_admin;
+mod cli_admin_socket;
 mod cli_snapshots;
 mod concurrency;
 mod corruption;

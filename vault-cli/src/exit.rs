@@ -340,23 +340,28 @@ fn hint(code: u8) -> Option<&'static str> {
 /// Prints the error chain to stderr (messages never contain values or keys), as one JSON object
 /// `{"error", "code", "hint"}` when `json`, and returns its exit code.
 pub fn report(e: &anyhow::Error, json: bool) -> ExitCode {
+    ExitCode::from(report_code(e, json))
+}
+
+/// As [`report`], returning the code as a number (a forwarded command sends it to its client);
+/// the lines go to this thread's output capture when one is installed.
+pub fn report_code(e: &anyhow::Error, json: bool) -> u8 {
     let code = code(e);
     let hint = match e.downcast_ref::<CliError>().and_then(|c| c.hint.as_deref()) {
         Some(h) => Some(h),
         None if unsupported_version(e) => Some(VERSION_HINT),
         None => hint(code),
     };
-    #[allow(clippy::print_stderr)]
     if json {
-        eprintln!(
-            "{}",
-            serde_json::json!({ "error": format!("{e:#}"), "code": code, "hint": hint })
+        crate::output::stderr_line(
+            &serde_json::json!({ "error": format!("{e:#}"), "code": code, "hint": hint })
+                .to_string(),
         );
     } else {
-        eprintln!("kluis: error: {e:#}");
+        crate::output::stderr_line(&format!("kluis: error: {e:#}"));
         if let Some(h) = hint {
-            eprintln!("kluis: hint: {h}");
+            crate::output::stderr_line(&format!("kluis: hint: {h}"));
         }
     }
-    ExitCode::from(code)
+    code
 }

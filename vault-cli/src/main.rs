@@ -19,14 +19,22 @@
 //! Credentials: `--passphrase-file FILE` (or the environment variable `KLUIS_PASSPHRASE_FILE`
 //! naming one) and/or `--key-file FILE`; with neither, a no-echo prompt when stdin is a terminal.
 //! The passphrase itself is never taken from the command line.
+//!
+//! Admin socket: while a server (`kluis serve`) holds the vault open, the admin commands on its
+//! allow-list (status, expire, forget, hold, release, rotate kek/data-keys/index, verify, backup,
+//! audit, export, register, get, find, event, schema show) go through its socket
+//! (`--admin-socket`, default `DIR/admin.sock`) and print exactly what they would print run
+//! locally; without a server answering there they run locally. See `admin_socket`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_socket;
 mod commands;
 mod exit;
+mod output;
 
 const EXIT_CODES: &str = "\
 Credentials: --passphrase-file FILE (or KLUIS_PASSPHRASE_FILE) and/or --key-file FILE; with neither,
@@ -39,15 +47,16 @@ Exit codes: 0 ok, 1 other failure, 2 usage error, 3 wrong credentials, 4 integri
 /// kluis: an encrypted customer-data vault that deletes by destroying keys.
 #[derive(Debug, Parser)]
 #[command(name = "kluis", version, about, long_about = None, after_help = EXIT_CODES)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
-    global: commands::Global,
+    pub(crate) global: commands::Global,
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
+/// The subcommands (the admin socket's runner parses and dispatches them too).
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Create a new vault from a schema (refuses to overwrite anything).
     Init(commands::init::Args),
     /// Show the schema in force, check a schema file, or apply a new version (refusing orphaned data).
@@ -149,8 +158,19 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(code) = admin_socket::client::forward_if_served(&cli) {
+        return ExitCode::from(code);
+    }
     let g = &cli.global;
-    let result = match cli.command {
+    match dispatch(g, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::report(&e, g.json),
+    }
+}
+
+/// Runs `command`: locally from `main`, or on a server thread for a forwarded command.
+pub(crate) fn dispatch(g: &commands::Global, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Init(a) => commands::init::run(g, a),
         Command::Schema(c) => commands::schema::run(g, c),
         Command::Status(a) => commands::status::run(g, a),
@@ -179,10 +199,6 @@ fn main() -> ExitCode {
         Command::Completions(a) => commands::completions::run(a),
         Command::Man => commands::completions::man(),
         Command::Demo(a) => commands::demo::run(a),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => exit::report(&e, g.json),
     }
 }
 

@@ -4,7 +4,7 @@
 //! The row formats are documented for users in [`ROW_FORMAT`] (`kluis import --help`, the man
 //! page) and the README.
 
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -392,11 +392,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     };
     // Rows are made durable per batch with an explicit sync, not one fsync per row.
     let v = g.open_with(g.options().durability(Durability::Relaxed))?;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.enable_steady_tick(std::time::Duration::from_millis(200));
-        b
-    });
+    let bar = super::spinner();
     let mut imp = Importer::new(g, &v);
     if a.csv {
         read_csv(

@@ -1,7 +1,5 @@
 //! `kluis migrate --to ENGINE`: move the vault's data directory to another storage engine.
 
-use std::io::IsTerminal;
-
 use vault_core::admin::Admin;
 use vault_core::admin::MigrateProgress;
 use vault_core::Engine;
@@ -25,11 +23,7 @@ fn parse_engine(s: &str) -> Result<Engine, String> {
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let paths = g.paths()?;
     let creds = g.credentials()?;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.enable_steady_tick(std::time::Duration::from_millis(200));
-        b
-    });
+    let bar = super::spinner();
     let mut progress = |p: MigrateProgress| {
         if let Some(b) = &bar {
             b.set_message(match p {

@@ -1,8 +1,11 @@
 //! One module per subcommand; each is thin and calls into `vault_core`. This module holds what
 //! they share: the global options, credentials, opening the vault, time parsing and output.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use vault_core::{
@@ -11,6 +14,7 @@ use vault_core::{
 };
 
 use crate::exit::{self, CliError};
+use crate::output;
 
 pub mod audit;
 pub mod backup;
@@ -98,6 +102,17 @@ pub struct Global {
         default_value = "admin"
     )]
     pub actor: String,
+    /// The admin socket of a `kluis serve` holding the vault open (default: `DIR/admin.sock` for a
+    /// vault directory, none for PostgreSQL). Admin commands go through it when a server answers
+    /// there, and run locally otherwise.
+    #[arg(
+        long,
+        global = true,
+        env = "KLUIS_ADMIN_SOCKET",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
+    pub admin_socket: Option<PathBuf>,
     /// DANGER, tests only: tiny Argon2id parameters on init, and accept them on open. Exists only
     /// in builds with the `danger-insecure-kdf` feature (the test suite's); never in a release.
     #[cfg(feature = "danger-insecure-kdf")]
@@ -181,13 +196,23 @@ impl Global {
     }
 
     /// Opens the vault. A two-factor vault opened with only `--key-file` on a terminal prompts for
-    /// the passphrase too.
-    pub fn open(&self) -> anyhow::Result<Vault> {
+    /// the passphrase too. On a thread serving a forwarded command, the server's open vault
+    /// instead, without reading any credentials.
+    pub fn open(&self) -> anyhow::Result<VaultRef> {
         self.open_with(self.options())
     }
 
-    /// Opens the vault with `options` (see [`Global::open`]).
-    pub fn open_with(&self, options: VaultOptions) -> anyhow::Result<Vault> {
+    /// Opens the vault with `options` (see [`Global::open`]; a served vault keeps the options the
+    /// server opened it with).
+    pub fn open_with(&self, options: VaultOptions) -> anyhow::Result<VaultRef> {
+        if let Some(v) = serving() {
+            return Ok(VaultRef::Shared(v));
+        }
+        self.open_owned(options)
+            .map(|v| VaultRef::Owned(Box::new(v)))
+    }
+
+    fn open_owned(&self, options: VaultOptions) -> anyhow::Result<Vault> {
         let paths = self.paths()?;
         let creds = self.credentials()?;
         match Vault::open(&paths, &creds, options.clone()) {
@@ -209,6 +234,61 @@ impl Global {
             r => Ok(r.map_err(vault_core::Error::from)?),
         }
     }
+}
+
+/// The vault a command works on: opened by the command itself, or the one a server holds open
+/// (a command forwarded through its admin socket). Commands use it through `Deref`.
+pub enum VaultRef {
+    /// Opened by this command; closed when dropped (boxed: a `Vault` is large).
+    Owned(Box<Vault>),
+    /// Held open by the server; dropping this reference leaves it open.
+    Shared(Arc<Vault>),
+}
+
+impl Deref for VaultRef {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        match self {
+            VaultRef::Owned(v) => v,
+            VaultRef::Shared(v) => v,
+        }
+    }
+}
+
+thread_local! {
+    // Per thread: the server runs each forwarded command on its own connection thread.
+    static SERVING: RefCell<Option<Arc<Vault>>> = const { RefCell::new(None) };
+}
+
+/// The vault the current thread serves forwarded commands on, if any.
+fn serving() -> Option<Arc<Vault>> {
+    SERVING.with(|s| s.borrow().clone())
+}
+
+/// While alive, [`Global::open`] on this thread returns the served vault; dropping it ends that.
+pub struct Serving(());
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        SERVING.with(|s| s.borrow_mut().take());
+    }
+}
+
+/// Makes [`Global::open`] on this thread return `vault` until the guard is dropped.
+pub fn serve_on_this_thread(vault: Arc<Vault>) -> Serving {
+    SERVING.with(|s| *s.borrow_mut() = Some(vault));
+    Serving(())
+}
+
+/// A spinner on stderr for long runs, or none: when stderr is not a terminal, or the output is
+/// captured (a forwarded command must not draw on the server's terminal).
+pub fn spinner() -> Option<indicatif::ProgressBar> {
+    (!output::is_capturing() && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        b
+    })
 }
 
 /// Credentials from the factors given.
@@ -323,10 +403,10 @@ pub fn show_time(t: vault_core::Timestamp) -> String {
     t.to_string()
 }
 
-/// Writes a line to stdout (a closed pipe is not an error worth a panic).
+/// Writes a line to stdout, or to this thread's capture (a closed pipe is not an error worth a
+/// panic).
 pub fn out(line: &str) -> anyhow::Result<()> {
-    let mut o = std::io::stdout().lock();
-    match writeln!(o, "{line}") {
+    match output::stdout_line(line) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("writing to stdout"),
     }
@@ -337,9 +417,9 @@ pub fn out_json(v: &serde_json::Value) -> anyhow::Result<()> {
     out(&v.to_string())
 }
 
-/// Writes a note to stderr (progress, warnings), never data.
+/// Writes a note to stderr, or to this thread's capture (progress, warnings), never data.
 pub fn note(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    output::stderr_line(line);
 }
 
 /// Creates a new file with mode 0600, refusing to overwrite anything, and writes `bytes`.

@@ -1,13 +1,12 @@
 //! `kluis rotate passphrase`, `kluis rotate kek`, `kluis rotate data-keys`, `kluis rotate index`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use vault_core::admin::KekState;
 use vault_core::{KdfParams, KeyFile};
 
 use super::{
-    combine, note, out, out_json, prompt_passphrase, read_passphrase_file, subject, Global,
+    combine, note, out, out_json, prompt_passphrase, read_passphrase_file, spinner, subject, Global,
 };
 use crate::exit::{self, CliError};
 
@@ -89,14 +88,6 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
         Command::DataKeys(a) => data_keys(g, a),
         Command::Index(a) => index(g, a),
     }
-}
-
-fn spinner() -> Option<indicatif::ProgressBar> {
-    std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.enable_steady_tick(std::time::Duration::from_millis(200));
-        b
-    })
 }
 
 fn data_keys(g: &Global, a: DataKeysArgs) -> anyhow::Result<()> {
@@ -235,11 +226,7 @@ fn kek(g: &Global, a: KekArgs) -> anyhow::Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     ids.retain(|id| seen.insert(*id));
     let req = g.request(&a.reason);
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.enable_steady_tick(std::time::Duration::from_millis(200));
-        b
-    });
+    let bar = spinner();
     let mut retired = 0usize;
     let result = (|| -> anyhow::Result<()> {
         for id in ids {

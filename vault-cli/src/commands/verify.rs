@@ -1,8 +1,6 @@
 //! `kluis verify`: read every record; each field must decrypt or be accounted for as shredded.
 //! It also lists the data still waiting for the anchor event of its retention rule (not a failure).
 
-use std::io::IsTerminal;
-
 use super::{out, out_json, waiting, Global};
 use crate::exit::{self, CliError};
 
@@ -16,11 +14,7 @@ pub struct Args {
 /// Runs `kluis verify` (exit 4 if any record cannot be read; waiting data does not change it).
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let v = g.open()?;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.enable_steady_tick(std::time::Duration::from_millis(200));
-        b
-    });
+    let bar = super::spinner();
     let mut progress = |n: u64| {
         if let Some(b) = &bar {
             b.set_message(format!("{n} subject(s) verified"));
