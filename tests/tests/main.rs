@@ -45,6 +45,7 @@ mod review;
 mod scoped;
 mod server;
 mod server_abuse;
+mod server_admin;
 mod storage;
 mod tamper;
 mod transactions;

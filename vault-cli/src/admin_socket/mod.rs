@@ -127,7 +127,8 @@ pub fn refusal(command: &Command) -> Option<&'static str> {
         | Command::Register(_)
         | Command::Get(_)
         | Command::Find(_)
-        | Command::Event(_) => None,
+        | Command::Event(_)
+        | Command::Token(_) => None,
         Command::Schema(schema::Command::Show) => None,
         Command::Rotate(
             rotate::Command::Kek(_) | rotate::Command::DataKeys(_) | rotate::Command::Index(_),
@@ -142,6 +143,7 @@ pub fn refusal(command: &Command) -> Option<&'static str> {
         | Command::Import(_)
         | Command::Migrate(_)
         | Command::Recover(_)
+        | Command::Serve(_)
         | Command::Completions(_)
         | Command::Man
         | Command::Demo(_) => Some(EXCLUSIVE),
@@ -162,6 +164,11 @@ fn absolutize(command: &mut Command, cwd: &Path) {
         Command::Backup(a) => absolute(&mut a.dir, cwd),
         Command::Export(a) => {
             if let Some(p) = &mut a.out {
+                absolute(p, cwd);
+            }
+        }
+        Command::Token(t) => {
+            if let Some(p) = t.list_file_mut().tokens.as_mut() {
                 absolute(p, cwd);
             }
         }

@@ -10,6 +10,7 @@ use vault_server::tokens::{NewToken, Operation, Purposes, TokenStore, MAC_DOMAIN
 use vault_server::{Limits, Listen, ServerConfig, TlsFiles};
 
 use super::{note, now, out_json, token::ListFile, Global};
+use crate::admin_socket::AdminSocket;
 use crate::exit::{self, CliError};
 
 /// Arguments of `kluis serve`.
@@ -98,7 +99,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
 
 fn open(g: &Global, a: &Args) -> anyhow::Result<Vault> {
     let Some(schema_file) = &a.schema else {
-        return g.open();
+        return match g.open()? {
+            super::VaultRef::Owned(v) => Ok(*v),
+            // `serve` is never forwarded, so nothing serves a vault on this thread.
+            super::VaultRef::Shared(_) => Err(CliError::new(
+                exit::FAILURE,
+                "kluis serve cannot run inside another server",
+            )
+            .into()),
+        };
     };
     let text = std::fs::read_to_string(schema_file).map_err(|e| {
         CliError::new(
@@ -160,19 +169,41 @@ async fn serve(g: &Global, vault: AsyncVault, config: ServerConfig) -> anyhow::R
     let server = vault_server::Server::bind(vault.clone(), config)
         .await
         .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
+    let admin = admin_socket(g, &vault)?;
     let listening: Vec<String> = server.listening().iter().map(ToString::to_string).collect();
     let scheme = if server.is_tls() { "https" } else { "http" };
+    let admin_path = admin.as_ref().map(|a| a.path().display().to_string());
     note(&format!(
-        "kluis serve: listening on {} ({scheme}); tokens from {}",
+        "kluis serve: listening on {} ({scheme}); tokens from {}; admin socket {}",
         listening.join(", "),
-        tokens.display()
+        tokens.display(),
+        admin_path.as_deref().unwrap_or("none")
     ));
     if g.json {
-        out_json(&serde_json::json!({ "listening": listening, "scheme": scheme }))?;
+        out_json(&serde_json::json!({
+            "listening": listening,
+            "scheme": scheme,
+            "admin_socket": admin_path,
+        }))?;
     }
     server.run(shutdown_signal()).await;
+    // The admin socket first: it waits for the commands it is running, which use the vault.
+    drop(admin);
     note("kluis serve: stopped");
     Ok(vault.close().await?)
+}
+
+/// The admin socket through which the CLI's admin commands reach this vault while it is served
+/// (`DIR/admin.sock` for a vault directory, `--admin-socket` to choose; none by default for a
+/// vault on PostgreSQL, which other processes can open themselves).
+fn admin_socket(g: &Global, vault: &AsyncVault) -> anyhow::Result<Option<AdminSocket>> {
+    let Some(path) = crate::admin_socket::socket_path(g) else {
+        return Ok(None);
+    };
+    let ctx = crate::admin_socket::ServerContext::from_global(g);
+    AdminSocket::bind(&path, std::sync::Arc::clone(vault.vault()), ctx)
+        .map(Some)
+        .map_err(|e| CliError::new(exit::FAILURE, e.to_string()).into())
 }
 
 /// SIGTERM (service managers) or SIGINT (Ctrl-C).

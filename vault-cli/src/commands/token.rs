@@ -31,7 +31,12 @@ pub enum Command {
 pub struct ListFile {
     /// The token list (default: `tokens.json` in the vault directory, or beside the key store
     /// of a vault on PostgreSQL).
-    #[arg(long, env = "KLUIS_TOKENS", hide_env_values = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "KLUIS_TOKENS",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub tokens: Option<PathBuf>,
 }
 
@@ -80,6 +85,17 @@ pub struct RevokeArgs {
     pub id: String,
     #[command(flatten)]
     pub file: ListFile,
+}
+
+impl Command {
+    /// The token list option of any `kluis token` command.
+    pub fn list_file_mut(&mut self) -> &mut ListFile {
+        match self {
+            Command::Create(a) => &mut a.file,
+            Command::List(a) => &mut a.file,
+            Command::Revoke(a) => &mut a.file,
+        }
+    }
 }
 
 /// Runs `kluis token ...`.
