@@ -42,6 +42,7 @@ pub(crate) const SHOP_TOKENS: &[(&str, &str, &str)] = &[
     ("warehouse", "shipping", "read,find,event"),
     ("support", "account", "read_masked,find"),
     ("operator", "*", "forget,hold,export,register,read"),
+    ("fulfilment", "shipping", "read,write"),
 ];
 
 impl Served {
@@ -419,7 +420,9 @@ fn values_and_tokens_never_lie_on_disk_in_the_clear() {
     let tokens = std::fs::read_to_string(s.vault().join("tokens.json")).unwrap();
     assert!(tokens.contains("\"mac\""), "the list is authenticated");
     for (name, bearer) in &s.tokens {
-        let secret = bearer.rsplit('_').next().unwrap();
+        // `kluis_` ‖ 12-character id ‖ `_` ‖ secret (which may itself hold `_`).
+        let secret = &bearer["kluis_".len() + 13..];
+        assert_eq!(secret.len(), 43);
         assert!(
             !any_file_contains(s.dir.path(), secret),
             "token {name} lies on disk"
@@ -566,4 +569,71 @@ fn tls_and_unix_socket_listeners_serve_the_same_api() {
     assert_eq!(mode, 0o660);
     assert!(s.stop().success());
     assert!(!sock.exists(), "a stopped server leaves no socket behind");
+}
+
+#[test]
+fn a_unix_listen_path_that_is_not_a_socket_is_never_replaced() {
+    let mut s = Served::start(&[]);
+    s.kill9();
+    let file = s.dir.path().join("precious.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let out = s
+        .cli()
+        .args(["serve", "--listen"])
+        .arg(format!("unix:{}", file.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
+/// The README's first command: `serve --schema` creates the vault and `--bootstrap-token`
+/// writes the first token (0600); a second start makes none while an active token exists.
+#[test]
+fn serve_creates_the_vault_and_a_bootstrap_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pass"), format!("{PASSPHRASE}\n")).unwrap();
+    let token_file = dir.path().join("admin.token");
+    let serve = |log: &str| {
+        let mut c = Command::new(kluis());
+        c.arg("--danger-insecure-kdf-for-tests")
+            .arg("--vault")
+            .arg(dir.path().join("vault"))
+            .arg("--passphrase-file")
+            .arg(dir.path().join("pass"))
+            .args([
+                "--json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--schema",
+                &webshop_schema(),
+            ])
+            .arg("--bootstrap-token")
+            .arg(&token_file)
+            .env_remove("KLUIS_VAULT")
+            .stdin(Stdio::null());
+        spawn_serve(c, &dir.path().join(log))
+    };
+    let (mut child, port) = serve("1.log");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let r = request_to(port, "GET", "/v1/register", Some(token.trim()), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, port) = serve("2.log");
+    let log = std::fs::read_to_string(dir.path().join("2.log")).unwrap_or_default();
+    assert!(
+        !log.contains("written to"),
+        "no second bootstrap token: {log}"
+    );
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+    let r = request_to(port, "GET", "/v1/register", Some(token.trim()), None);
+    assert_eq!(r.status, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -121,22 +121,40 @@ fn a_token_reaches_only_its_purposes_and_operations() {
             "{method} {path} as {token}: {r:?}"
         );
     }
-    // A transaction is checked as a whole before anything runs: nothing of it lands.
+    // A transaction whose first operation is in scope and whose second is not: the vault refuses
+    // the second, and the first does not land either.
     let tx = json!({"ops": [
         {"op": "update", "record_type": "address", "label": "order-1001", "fields": {"city": "Delft"}},
         {"op": "update", "record_type": "customer", "fields": {"first_name": "Els"}},
     ]});
-    let r = s.call(
-        "POST",
-        &format!("/v1/subjects/{subject}/transaction"),
-        "warehouse",
-        Some(tx),
-    );
+    let tx_path = format!("/v1/subjects/{subject}/transaction");
+    let r = s.call("POST", &tx_path, "fulfilment", Some(tx));
+    assert_eq!((r.status, r.kind()), (403, "forbidden"), "{r:?}");
+    let city = s.call("GET", &order, "warehouse", None).json["fields"]["city"].clone();
+    assert_eq!(city, "Utrecht");
+    // An operation the token lacks is refused before anything runs.
+    let tx = json!({"ops": [{"op": "delete", "record_type": "address", "label": "order-1001"}]});
+    assert_eq!(s.call("POST", &tx_path, "fulfilment", Some(tx)).status, 403);
+    // An empty update of a type none of whose fields the token may touch says nothing about
+    // whether the record exists.
+    let empty = json!({"ops": [{"op": "update", "record_type": "customer", "fields": {}}]});
+    let r = s.call("POST", &tx_path, "fulfilment", Some(empty.clone()));
     assert_eq!(r.status, 403, "{r:?}");
+    let nobody = "/v1/subjects/AAAAAAAAAAAAAAAAAAAAAA/transaction";
     assert_eq!(
-        s.call("GET", &order, "warehouse", None).json["fields"]["city"],
-        "Utrecht"
+        s.call("POST", nobody, "fulfilment", Some(empty)).status,
+        403
     );
+    // Refusals are in the server log by token id (never the bearer text).
+    let warehouse_id = &s.token("warehouse")["kluis_".len().."kluis_".len() + 12];
+    let log = s.log();
+    let line = format!("token={warehouse_id}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&line) && l.contains("status=403")),
+        "{log}"
+    );
+    assert!(!log.contains(s.token("warehouse")));
     // The operator may forget; the shop then reads only shredded markers.
     let r = s.call(
         "POST",
@@ -247,6 +265,18 @@ fn oversized_and_malformed_bodies_get_clear_answers_and_change_nothing() {
     );
     assert_eq!((r.status, r.kind()), (422, "invalid_input"));
     assert_eq!(s.call("GET", "/v1/nothing/here", "shop", None).status, 404);
+    // Query strings and methods the endpoint does not take: JSON answers as well.
+    let r = s.call("GET", &format!("{path}?view=bogus"), "shop", None);
+    assert_eq!((r.status, r.kind()), (400, "malformed"), "{r:?}");
+    let r = s.call(
+        "GET",
+        &format!("{path}?view=masked&fields=email"),
+        "shop",
+        None,
+    );
+    assert_eq!((r.status, r.kind()), (422, "invalid_input"), "{r:?}");
+    let r = s.call("POST", &path, "shop", None);
+    assert_eq!((r.status, r.kind()), (405, "malformed"), "{r:?}");
     // Garbage instead of HTTP, and a header section larger than the server reads.
     let r = s.send_bytes(b"\x16\x03\x01 this is not http\r\n\r\n");
     assert!(r.status == 400 || r.status == 0, "{r:?}");
@@ -303,6 +333,62 @@ fn slow_clients_are_cut_off_without_holding_up_others() {
     assert_eq!(
         s.call("GET", &path, "shop", None).json["fields"]["first_name"],
         "Ans"
+    );
+}
+
+/// Past `--max-in-flight` requests in progress, more get 503 `busy` at once instead of queueing
+/// behind a stalled vault; health checks still answer.
+#[test]
+fn requests_past_the_in_flight_limit_are_turned_away_at_once() {
+    let s = Served::start_with(
+        SHOP_TOKENS,
+        &["--max-in-flight", "1", "--request-timeout", "5"],
+    );
+    let subject = s.new_customer("ans@voorbeeld.nl");
+    let path = customer_path(&subject);
+    let shop = s.token("shop").to_owned();
+    // One request in progress: its body never finishes.
+    let mut slow = s.connect();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {shop}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = s.call("GET", &path, "shop", None);
+    assert_eq!((r.status, r.kind()), (503, "busy"), "{r:?}");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(s.raw_request("GET", "/healthz", None, None).status, 200);
+    drop(slow);
+    assert!(
+        (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            s.call("GET", &path, "shop", None).status == 200
+        }),
+        "served again once the slow request is gone"
+    );
+}
+
+/// An idle keep-alive connection is closed after the header timeout too: between requests a
+/// client cannot hold a connection slot for ever.
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    use std::io::Read;
+    let s = Served::start_with(&[], &["--header-timeout", "1"]);
+    let mut c = s.connect();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = c.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // Idle: the server hangs up within a few header timeouts.
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let closed = c.read_to_end(&mut rest).is_ok();
+    assert!(
+        closed && t.elapsed() < Duration::from_secs(5),
+        "still open after {:?}",
+        t.elapsed()
     );
 }
 

@@ -1,4 +1,4 @@
-//! The server's configuration and start-up errors (the lowest layer: everything uses them).
+//! The server's configuration and start-up errors (above `tokens`, below `http` and `net`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,13 +19,16 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests per second per token (burst: twice that) unless the token says otherwise.
     pub rate_per_token: u32,
+    /// Most `/v1` requests in progress at once; past it, 503 `busy` at once (a vault that
+    /// stalls must not gather an unbounded queue of waiting calls).
+    pub max_in_flight: usize,
     /// How long a stop waits for requests in flight.
     pub drain: Duration,
 }
 
 impl Default for Limits {
     /// 1 MiB bodies, 30 s per request, 10 s for headers, 1,024 connections, 1,000 requests/s per
-    /// token, 10 s to drain.
+    /// token, 256 requests in progress, 10 s to drain.
     fn default() -> Self {
         Limits {
             max_body_bytes: 1024 * 1024,
@@ -33,6 +36,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             max_connections: 1024,
             rate_per_token: 1000,
+            max_in_flight: 256,
             drain: Duration::from_secs(10),
         }
     }
@@ -113,4 +117,11 @@ pub struct TlsFiles {
     pub cert_chain: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub private_key: PathBuf,
+}
+
+impl Limits {
+    /// The rate of a token: its own, or the server's default.
+    pub(crate) fn rate_of(&self, token: &tokens::TokenInfo) -> u32 {
+        token.rate_per_second.unwrap_or(self.rate_per_token)
+    }
 }

@@ -50,6 +50,7 @@ impl Server {
             vault,
             tokens,
             limiter: http::ratelimit::RateLimiter::default(),
+            in_flight: tokio::sync::Semaphore::new(config.limits.max_in_flight.max(1)),
             limits: config.limits,
         });
         Ok(Server {
@@ -72,7 +73,9 @@ impl Server {
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let limits = self.state.limits.clone();
+        let watcher = tokio::spawn(http::state::watch(Arc::clone(&self.state)));
         let router = http::router(self.state);
         net::serve(self.listeners, router, self.tls, limits, shutdown).await;
+        watcher.abort();
     }
 }

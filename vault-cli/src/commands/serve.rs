@@ -30,8 +30,8 @@ pub struct Args {
     /// Create the vault from this schema when it does not exist yet (else it is opened).
     #[arg(long, value_name = "FILE")]
     pub schema: Option<PathBuf>,
-    /// When the token list is empty: make a token for every purpose and operation and write
-    /// it to FILE (mode 0600, refusing to overwrite). For a first start; revoke it once you
+    /// When the token list holds no active token: make one for every purpose and operation and
+    /// write it to FILE (mode 0600, refusing to overwrite). For a first start; revoke it once you
     /// have made narrower tokens.
     #[arg(long, value_name = "FILE")]
     pub bootstrap_token: Option<PathBuf>,
@@ -50,6 +50,9 @@ pub struct Args {
     /// Requests per second per token (burst twice that) unless the token sets its own.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub rate_limit: u32,
+    /// Most /v1 requests in progress at once (more get 503 `busy` at once).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_in_flight: usize,
     /// Print the OpenAPI document and exit (no vault needed).
     #[arg(long)]
     pub openapi: bool,
@@ -72,6 +75,7 @@ impl Args {
                 header_timeout: Duration::from_secs(self.header_timeout.max(1)),
                 max_connections: self.max_connections.max(1),
                 rate_per_token: self.rate_limit.max(1),
+                max_in_flight: self.max_in_flight.max(1),
                 ..Limits::default()
             },
             tokens,
@@ -125,7 +129,7 @@ fn open(g: &Global, a: &Args) -> anyhow::Result<Vault> {
     )?)
 }
 
-/// Makes the first token when the list is empty, into a new 0600 file.
+/// Makes the first token when the list holds no active one, into a new 0600 file.
 fn bootstrap(
     g: &Global,
     vault: &Vault,
@@ -135,9 +139,19 @@ fn bootstrap(
     let auth = vault.admin().authenticator(MAC_DOMAIN);
     let mut store = TokenStore::open(tokens, &auth)
         .map_err(|e| CliError::new(exit::INTEGRITY, e.to_string()))?;
-    if !store.list().is_empty() {
-        note("token list not empty: no bootstrap token made");
+    if store.list().iter().any(|t| t.is_active()) {
+        note("the token list has an active token: no bootstrap token made");
         return Ok(());
+    }
+    if file.exists() {
+        return Err(CliError::new(
+            exit::FAILURE,
+            format!(
+                "refusing to overwrite {}: choose a new file name",
+                file.display()
+            ),
+        )
+        .into());
     }
     let spec = NewToken {
         name: "bootstrap".to_owned(),
@@ -148,13 +162,17 @@ fn bootstrap(
     };
     let schema = vault.schema();
     let known = schema.purposes().map(|p| p.name.as_str());
-    // The file first, so a token is never in the list without its holder having it.
     let t = store
         .create(spec, known, now(), &auth)
         .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
     let mut text = t.bearer.expose_secret().to_owned();
     text.push('\n');
-    super::write_new_private(file, text.as_bytes())?;
+    if let Err(e) = super::write_new_private(file, text.as_bytes()) {
+        // Nobody holds the secret of a token whose file was not written: revoke it, so it can
+        // never be used and the next start makes a new one.
+        let _ = store.revoke(&t.info.id, now(), &auth);
+        return Err(e);
+    }
     note(&format!(
         "bootstrap token {} written to {} (all purposes, all operations): revoke it once you \
          have made narrower tokens",

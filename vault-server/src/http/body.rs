@@ -97,3 +97,21 @@ where
 pub(crate) fn record(v: serde_json::Value) -> Result<vault_core::Record, ApiError> {
     vault_core::Record::from_json(v).map_err(|e| ApiError::invalid(e.to_string()))
 }
+
+/// Query parameters of type `T` (`?view=masked&fields=a,b`).
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|_| ApiError::malformed("the query string is not one this endpoint takes"))
+    }
+}

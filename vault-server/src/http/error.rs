@@ -17,7 +17,7 @@ pub struct ErrorBody {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// One of: `unauthenticated`, `forbidden`, `rate_limited`, `not_found`, `gone`, `conflict`,
-    /// `invalid_input`, `malformed`, `too_large`, `timeout`, `retryable`, `storage_refused`,
+    /// `invalid_input`, `malformed`, `too_large`, `timeout`, `busy`, `retryable`, `storage_refused`,
     /// `integrity`, `internal`.
     pub kind: &'static str,
     /// A description for people.
@@ -52,12 +52,32 @@ impl ApiError {
         )
     }
 
+    /// Too many requests in progress (`--max-in-flight`).
+    pub fn busy() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the server has as many requests in progress as it takes; retry shortly",
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
     /// No such endpoint.
     pub fn not_found_route() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such endpoint; see /openapi.json",
+        )
+    }
+
+    /// The endpoint exists, not with this method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "malformed",
+            "this endpoint does not take this method; see /openapi.json",
         )
     }
 

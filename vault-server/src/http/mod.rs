@@ -52,6 +52,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/subjects/{subject}/export", get(admin::export))
         .route("/v1/register", get(admin::register))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
         .with_state(state)
@@ -59,6 +60,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::not_found_route()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
 }
 
 /// Which token a request carried, filled in by the `Caller` extractor for the request's log line.
@@ -92,6 +97,16 @@ async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next) ->
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "(unmatched)".to_owned(), |m| m.as_str().to_owned());
+    let _permit = if req.uri().path().starts_with("/v1/") {
+        match st.in_flight.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => return ApiError::busy().into_response(),
+        }
+    } else {
+        None
+    };
+    // On a timeout the vault call itself runs on to its end on the blocking pool (its outcome is
+    // then unknown to the client); the permit is released with the answer.
     let response = match tokio::time::timeout(st.limits.request_timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::timeout().into_response(),

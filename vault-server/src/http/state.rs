@@ -1,9 +1,9 @@
-//! What every request shares: the vault, the token list (reloaded when its file changes), the
-//! rate limiter and the limits.
+//! What every request shares: the vault, the token list (reloaded in the background when its
+//! file changes), the rate limiter and the limits.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use vault_core::admin::Authenticator;
 use vault_core::AsyncVault;
@@ -21,19 +21,17 @@ pub(crate) struct AppState {
     pub(crate) tokens: TokenCache,
     pub(crate) limiter: RateLimiter,
     pub(crate) limits: Limits,
+    /// One permit per `/v1` request in progress (`Limits::max_in_flight`).
+    pub(crate) in_flight: tokio::sync::Semaphore,
 }
 
-/// The token list in force, and when its file was last looked at.
+/// The token list in force. Requests only read it; a background task (`watch`) looks at the
+/// file once a second and swaps in a new list when the file changed and verifies.
 pub(crate) struct TokenCache {
     path: PathBuf,
     auth: Authenticator,
-    state: Mutex<Loaded>,
-}
-
-struct Loaded {
-    store: Arc<TokenStore>,
-    stamp: Option<Stamp>,
-    checked: Instant,
+    current: RwLock<Arc<TokenStore>>,
+    stamp: Mutex<Option<Stamp>>,
 }
 
 /// What tells a changed file: its length, modification time and inode.
@@ -46,14 +44,10 @@ struct Stamp {
 
 fn stamp(path: &std::path::Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&m);
-    #[cfg(not(unix))]
-    let ino = 0;
     Some(Stamp {
         len: m.len(),
         modified: m.modified().ok(),
-        ino,
+        ino: std::os::unix::fs::MetadataExt::ino(&m),
     })
 }
 
@@ -66,42 +60,44 @@ impl TokenCache {
         Ok(TokenCache {
             path,
             auth,
-            state: Mutex::new(Loaded {
-                store: Arc::new(store),
-                stamp: st,
-                checked: Instant::now(),
-            }),
+            current: RwLock::new(Arc::new(store)),
+            stamp: Mutex::new(st),
         })
     }
 
-    /// The list in force: re-read when the file changed (looked at once a second at most). A
-    /// file that fails its check, or is older than the list in force, is refused and logged;
-    /// the list in force stays.
+    /// The list in force (no I/O: requests never wait for the file).
     pub(crate) fn current(&self) -> Arc<TokenStore> {
-        let mut s = self
-            .state
-            .lock()
+        let guard = self
+            .current
+            .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if s.checked.elapsed() >= TOKEN_RECHECK {
-            s.checked = Instant::now();
-            let now = stamp(&self.path);
-            if now != s.stamp {
-                s.stamp = now;
-                self.reload(&mut s);
-            }
-        }
-        Arc::clone(&s.store)
+        Arc::clone(&guard)
     }
 
-    fn reload(&self, s: &mut Loaded) {
+    /// Re-reads the file if it changed. A file that fails its check, or is older than the list
+    /// in force, is refused and logged; the list in force stays.
+    pub(crate) fn refresh(&self) {
+        let mut last = self
+            .stamp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = stamp(&self.path);
+        if now == *last {
+            return;
+        }
+        *last = now;
+        let in_force = self.current().generation();
         match TokenStore::open(&self.path, &self.auth) {
-            Ok(new) if new.generation() >= s.store.generation() => {
+            Ok(new) if new.generation() >= in_force => {
                 tracing::info!(generation = new.generation(), "token list reloaded");
-                s.store = Arc::new(new);
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
             }
             Ok(new) => tracing::error!(
                 found = new.generation(),
-                in_force = s.store.generation(),
+                in_force,
                 "token list refused: older than the one in force (rolled back?)"
             ),
             Err(e) => tracing::error!(error = %e, "token list refused; the one in force stays"),
@@ -109,9 +105,14 @@ impl TokenCache {
     }
 }
 
-impl Limits {
-    /// The rate of a token: its own, or the server's default.
-    pub(crate) fn rate_of(&self, token: &crate::tokens::TokenInfo) -> u32 {
-        token.rate_per_second.unwrap_or(self.rate_per_token)
+/// Looks at the token list file every [`TOKEN_RECHECK`] until the server stops.
+pub(crate) async fn watch(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(TOKEN_RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = Arc::clone(&state);
+        // File I/O and a MAC over up to 16 MiB: off the request threads.
+        let _ = tokio::task::spawn_blocking(move || st.tokens.refresh()).await;
     }
 }

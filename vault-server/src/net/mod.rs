@@ -36,9 +36,7 @@ impl Bound {
             Listen::Tcp(a) => Ok(Bound::Tcp(TcpListener::bind(a).await.map_err(err)?)),
             Listen::Unix(p) => {
                 remove_stale_socket(p).await.map_err(err)?;
-                let l = UnixListener::bind(p).map_err(err)?;
-                set_mode(p, 0o660).map_err(err)?;
-                Ok(Bound::Unix(l, p.clone()))
+                Ok(Bound::Unix(bind_unix(p).map_err(err)?, p.clone()))
             }
         }
     }
@@ -55,9 +53,38 @@ impl Bound {
     }
 }
 
+/// Binds a Unix socket at `p` with mode 0660 from its first moment: bound inside a fresh 0700
+/// directory beside `p`, given its mode there, then renamed into place (a socket bound at `p`
+/// directly would be open to the umask's mode until a `chmod`).
+fn bind_unix(p: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let private = parent.join(format!(".kluis-bind-{}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let tmp = private.join("s");
+    let bound = UnixListener::bind(&tmp)
+        .and_then(|l| set_mode(&tmp, 0o660).map(|()| l))
+        .and_then(|l| std::fs::rename(&tmp, p).map(|()| l));
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
+/// Removes a dead socket at `p`; refuses a live one, and anything that is not a socket (a
+/// mistyped `--listen unix:` must never delete a file).
 async fn remove_stale_socket(p: &Path) -> std::io::Result<()> {
-    if tokio::fs::symlink_metadata(p).await.is_err() {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = tokio::fs::symlink_metadata(p).await else {
         return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket; refusing to replace it",
+        ));
     }
     match tokio::net::UnixStream::connect(p).await {
         Ok(_) => Err(std::io::Error::new(

@@ -358,9 +358,6 @@ impl TokenStore {
         auth: &Authenticator,
     ) -> Result<IssuedToken, TokenError> {
         validate(&spec, &known_purposes.into_iter().collect())?;
-        if self.body.tokens.len() >= MAX_TOKENS {
-            return Err(TokenError::Full);
-        }
         let fresh = secret::generate()?;
         let info = TokenInfo {
             id: fresh.id,
@@ -373,8 +370,14 @@ impl TokenStore {
             revoked_at: None,
             digest: URL_SAFE_NO_PAD.encode(fresh.hash),
         };
-        self.body.tokens.push(info.clone());
-        self.save(auth)?;
+        let entry = info.clone();
+        self.modify(auth, move |body| {
+            if body.tokens.len() >= MAX_TOKENS {
+                return Err(TokenError::Full);
+            }
+            body.tokens.push(entry);
+            Ok(())
+        })?;
         Ok(IssuedToken {
             info,
             bearer: fresh.bearer,
@@ -388,32 +391,55 @@ impl TokenStore {
         now: Timestamp,
         auth: &Authenticator,
     ) -> Result<TokenInfo, TokenError> {
-        let t = self
-            .body
-            .tokens
-            .iter_mut()
-            .find(|t| &t.id == id)
-            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
-        if t.revoked_at.is_some() {
-            return Err(TokenError::AlreadyRevoked(id.clone()));
-        }
-        t.revoked_at = Some(now);
-        let info = t.clone();
-        self.save(auth)?;
-        Ok(info)
+        self.modify(auth, |body| {
+            let t = body
+                .tokens
+                .iter_mut()
+                .find(|t| &t.id == id)
+                .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+            if t.revoked_at.is_some() {
+                return Err(TokenError::AlreadyRevoked(id.clone()));
+            }
+            t.revoked_at = Some(now);
+            Ok(t.clone())
+        })
     }
 
-    /// Writes the list: a new file beside it (0600), synced, renamed over the old one, and the
-    /// directory synced, so a crash leaves the old list or the new one, never half of either.
-    fn save(&mut self, auth: &Authenticator) -> Result<(), TokenError> {
-        self.body.generation += 1;
-        let bytes = encode(&self.body, auth);
+    /// Applies `change` to the list as it is on disk now and saves it, all under an exclusive
+    /// lock on `<file>.lock`: two `kluis token` runs at once (several processes on one vault in
+    /// PostgreSQL, or a server's admin socket beside a local CLI) never lose each other's change.
+    fn modify<T>(
+        &mut self,
+        auth: &Authenticator,
+        change: impl FnOnce(&mut Body) -> Result<T, TokenError>,
+    ) -> Result<T, TokenError> {
         let io = |source| TokenError::Io {
             path: self.path.clone(),
             source,
         };
-        write_atomic(&self.path, &bytes).map_err(io)
+        let _lock = lock(&self.path).map_err(io)?;
+        self.body = TokenStore::open(&self.path, auth)?.body;
+        let out = change(&mut self.body)?;
+        self.body.generation += 1;
+        let bytes = encode(&self.body, auth).map_err(io)?;
+        write_atomic(&self.path, &bytes).map_err(io)?;
+        Ok(out)
     }
+}
+
+/// An exclusive lock on `<path>.lock` (0600), held until the file is dropped.
+fn lock(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(false);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let f = o.open(PathBuf::from(name))?;
+    f.lock()?;
+    Ok(f)
 }
 
 fn validate(spec: &NewToken, known: &BTreeSet<&str>) -> Result<(), TokenError> {
@@ -451,17 +477,17 @@ fn validate(spec: &NewToken, known: &BTreeSet<&str>) -> Result<(), TokenError> {
     }
 }
 
-fn encode(body: &Body, auth: &Authenticator) -> Vec<u8> {
+fn encode(body: &Body, auth: &Authenticator) -> std::io::Result<Vec<u8>> {
     // serde_json writes a struct's fields in declaration order: the body's bytes are a function
     // of its value, so the reader can re-serialise what it parsed and check the tag on that.
-    let body_bytes = serde_json::to_vec(body).unwrap_or_default();
+    let body_bytes = serde_json::to_vec(body)?;
     let file = File {
         body: body.clone(),
         mac: URL_SAFE_NO_PAD.encode(auth.tag(&body_bytes)),
     };
-    let mut out = serde_json::to_vec_pretty(&file).unwrap_or_default();
+    let mut out = serde_json::to_vec_pretty(&file)?;
     out.push(b'\n');
-    out
+    Ok(out)
 }
 
 fn decode(bytes: &[u8], auth: &Authenticator) -> Result<Body, &'static str> {

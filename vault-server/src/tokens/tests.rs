@@ -178,3 +178,45 @@ fn read_implies_read_masked_but_not_the_other_way() {
     assert!(!support.info.may(Operation::Read));
     assert!(!support.info.may(Operation::Write));
 }
+
+#[test]
+fn concurrent_writers_lose_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = test_vault(dir.path());
+    let path = dir.path().join("tokens.json");
+    std::thread::scope(|scope| {
+        for t in 0..3 {
+            let (v, path) = (&v, &path);
+            scope.spawn(move || {
+                let auth = v.admin().authenticator(MAC_DOMAIN);
+                // Each writer holds its own, soon stale, copy of the list.
+                let mut store = TokenStore::open(path, &auth).unwrap();
+                for i in 0..10 {
+                    let name = format!("w{t}-{i}");
+                    let made = store
+                        .create(
+                            spec(&name, only(&["account"]), &[Operation::Read]),
+                            PURPOSES,
+                            Timestamp::UNIX_EPOCH,
+                            &auth,
+                        )
+                        .unwrap();
+                    if i % 2 == 0 {
+                        store
+                            .revoke(&made.info.id, Timestamp::UNIX_EPOCH, &auth)
+                            .unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let auth = v.admin().authenticator(MAC_DOMAIN);
+    let list = TokenStore::open(&path, &auth).unwrap();
+    assert_eq!(list.list().len(), 30, "every create is there");
+    assert_eq!(
+        list.list().iter().filter(|t| !t.is_active()).count(),
+        15,
+        "every revoke"
+    );
+    assert_eq!(list.generation(), 45);
+}

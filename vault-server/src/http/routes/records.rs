@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::Value;
 use vault_core::{Record, RecordKey, SubjectId};
 
 use crate::http::auth::Caller;
-use crate::http::body::{Json, Path};
+use crate::http::body::{Json, Path, Query};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::state::AppState;
 use crate::tokens::Operation;
@@ -31,6 +31,7 @@ impl RecordPath {
 /// How to read a record.
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ReadQuery {
     /// `masked`: every in-scope field that declares a mask, as its mask shows it (tokens with
     /// only `read_masked` must ask for this). Default: whole values (`read`).
@@ -41,10 +42,13 @@ pub(crate) struct ReadQuery {
     fields: Option<String>,
 }
 
+/// What a read shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum View {
+    /// Whole values (the default).
     Plain,
+    /// Masked values of the fields that declare a mask.
     Masked,
 }
 
@@ -85,7 +89,12 @@ pub(crate) async fn get(
 ) -> Result<axum::Json<RecordBody>, ApiError> {
     let h = caller.handle(&st)?;
     let record = match (q.view, q.fields) {
-        (Some(View::Masked), _) => {
+        (Some(View::Masked), Some(_)) => {
+            return Err(ApiError::invalid(
+                "a masked view shows every masked field: leave out `fields`",
+            ))
+        }
+        (Some(View::Masked), None) => {
             caller.require(Operation::ReadMasked)?;
             h.get_masked(&p.subject, p.key()).await?
         }

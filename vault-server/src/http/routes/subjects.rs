@@ -78,7 +78,9 @@ pub(crate) async fn create(
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     if records.len() > MAX_TRANSACTION_OPS {
-        return Err(ApiError::invalid("at most 100 records with a new subject"));
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_TRANSACTION_OPS} records with a new subject"
+        )));
     }
     let (subject, ()) = caller
         .handle(&st)?
@@ -113,7 +115,8 @@ pub(crate) struct EventInput {
     /// minutes after the server's now.
     #[serde(default)]
     at: Option<String>,
-    /// Why, for the audit log.
+    /// Why, for the audit log (events of a record; an event of the whole subject is audited
+    /// as the token, without a reason).
     #[serde(default)]
     reason: String,
 }
@@ -286,7 +289,9 @@ pub(crate) async fn transaction(
     Json(t): Json<TransactionInput>,
 ) -> Result<StatusCode, ApiError> {
     if t.ops.is_empty() || t.ops.len() > MAX_TRANSACTION_OPS {
-        return Err(ApiError::invalid("a transaction holds 1 to 100 operations"));
+        return Err(ApiError::invalid(format!(
+            "a transaction holds 1 to {MAX_TRANSACTION_OPS} operations"
+        )));
     }
     for op in &t.ops {
         caller.require(op.needs())?;
