@@ -124,10 +124,7 @@ pub(crate) async fn put(
     Path(p): Path<RecordPath>,
     Json(body): Json<Value>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Operation::Write)?;
-    let record = crate::http::body::record(body)?;
-    caller.handle(&st)?.put(&p.subject, p.key(), record).await?;
-    Ok(StatusCode::NO_CONTENT)
+    write(&st, &caller, &p, body, Write::Replace).await
 }
 
 /// Changes some fields of a record (each must be in the token's purposes).
@@ -142,12 +139,30 @@ pub(crate) async fn update(
     Path(p): Path<RecordPath>,
     Json(body): Json<Value>,
 ) -> Result<StatusCode, ApiError> {
+    write(&st, &caller, &p, body, Write::Change).await
+}
+
+/// Whether a write replaces the record or changes some of its fields.
+enum Write {
+    Replace,
+    Change,
+}
+
+/// A put or update of one record through the token's handle.
+async fn write(
+    st: &AppState,
+    caller: &Caller,
+    p: &RecordPath,
+    body: Value,
+    how: Write,
+) -> Result<StatusCode, ApiError> {
     caller.require(Operation::Write)?;
-    let changes = crate::http::body::record(body)?;
-    caller
-        .handle(&st)?
-        .update(&p.subject, p.key(), changes)
-        .await?;
+    let record = crate::http::body::record(body)?;
+    let h = caller.handle(st)?;
+    match how {
+        Write::Replace => h.put(&p.subject, p.key(), record).await?,
+        Write::Change => h.update(&p.subject, p.key(), record).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
