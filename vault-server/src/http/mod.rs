@@ -36,7 +36,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(meta::healthz))
         .route("/readyz", get(meta::readyz))
-        .route("/openapi.json", get(meta::openapi))
+        .route("/openapi.json", get(openapi::openapi))
         .route("/v1/subjects", post(subjects::create))
         .route(RECORD, record())
         .route(&format!("{RECORD}/{{label}}"), record())

@@ -1,6 +1,8 @@
 //! The OpenAPI document, generated from the handlers' annotations and the body types, served at
 //! `/openapi.json` (and printed by `kluis serve --openapi`).
 
+use axum::http::header;
+use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -16,7 +18,7 @@ use crate::http::routes::{admin, meta, records, subjects};
                        (`kluis token create`) for the purposes and operations it touches.",
     ),
     paths(
-        meta::healthz, meta::readyz, meta::openapi,
+        meta::healthz, meta::readyz, openapi,
         subjects::create, subjects::event, subjects::transaction,
         records::get, records::put, records::update, records::delete, records::find,
         admin::forget, admin::hold, admin::release, admin::export, admin::register,
@@ -48,4 +50,13 @@ impl Modify for Bearer {
 /// The OpenAPI 3.1 document of the server, as pretty JSON.
 pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// The OpenAPI 3.1 document of this server (generated from its handlers).
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, body = Object)), tag = "meta")]
+pub(crate) async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_json(),
+    )
 }

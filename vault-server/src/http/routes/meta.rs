@@ -1,10 +1,10 @@
-//! Liveness, readiness and the OpenAPI document: no token needed, nothing about any subject.
+//! Liveness and readiness: no token needed, nothing about any subject. (The OpenAPI document's
+//! route is in `http/openapi.rs`, beside the document.)
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use vault_core::SubjectId;
 
 use crate::http::state::AppState;
@@ -41,13 +41,4 @@ pub(crate) async fn readyz(State(st): State<Arc<AppState>>) -> (StatusCode, axum
             }),
         )
     }
-}
-
-/// The OpenAPI 3.1 document of this server (generated from its handlers).
-#[utoipa::path(get, path = "/openapi.json", responses((status = 200, body = Object)), tag = "meta")]
-pub(crate) async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::http::openapi::openapi_json(),
-    )
 }
