@@ -43,6 +43,7 @@ mod records;
 mod review;
 mod scoped;
 mod server;
+mod server_clients;
 mod storage;
 mod tamper;
 mod transactions;
