@@ -52,6 +52,9 @@ use vault_core::{
 use vault_server::tokens::{NewToken, Operation, Purposes, TokenStore, MAC_DOMAIN};
 use vault_server::{Limits, Listen, Server, ServerConfig};
 
+/// Requests per cell of `--quick` (CI smoke mode).
+const QUICK_REQUESTS: u64 = 100;
+
 /// The purpose of every field of the benchmark's `customer` type.
 const PURPOSE: &str = "account";
 
@@ -84,7 +87,7 @@ fn parse_args() -> Opts {
                     .map(|c| c.trim().parse().unwrap_or_else(|_| usage()))
                     .collect();
             }
-            "--quick" => o.requests = 100,
+            "--quick" => o.requests = QUICK_REQUESTS,
             _ => usage(),
         }
     }
@@ -402,6 +405,17 @@ fn print_table(rows: &[Row], o: &Opts) {
 
 fn main() {
     let o = parse_args();
+    let rows = run(&o);
+    print_table(&rows, &o);
+    let failed: u64 = rows.iter().map(|r| r.http.failed + r.embedded.failed).sum();
+    if failed > 0 {
+        eprintln!("serve_load: {failed} requests failed");
+        std::process::exit(1);
+    }
+}
+
+/// Sets up the vault, its token and the server, and measures every cell.
+fn run(o: &Opts) -> Vec<Row> {
     let tmp = match std::env::var_os("BENCH_TMP") {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
@@ -441,9 +455,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let opts = &o;
-    let rows = runtime.block_on(async move {
-        let o = opts;
+    runtime.block_on(async move {
         let vault = AsyncVault::from(vault);
         let config = ServerConfig {
             listen: vec![Listen::Tcp(([127, 0, 0, 1], 0).into())],
@@ -530,11 +542,33 @@ fn main() {
         drop(handle);
         vault.close().await.unwrap();
         rows
-    });
-    print_table(&rows, &o);
-    let failed: u64 = rows.iter().map(|r| r.http.failed + r.embedded.failed).sum();
-    if failed > 0 {
-        eprintln!("serve_load: {failed} requests failed");
-        std::process::exit(1);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `--quick` smoke run (CI, via `cargo test --workspace`): every request of every cell
+    /// succeeds. Nothing about speed: this machine is shared.
+    #[test]
+    fn a_quick_run_succeeds_in_every_cell() {
+        let o = Opts {
+            requests: QUICK_REQUESTS,
+            seconds: Some(20.0),
+            connections: vec![1, 8, 64],
+        };
+        let rows = run(&o);
+        assert_eq!(rows.len(), 9);
+        for r in &rows {
+            assert_eq!(
+                (r.http.failed, r.embedded.failed),
+                (0, 0),
+                "{} with {} connections",
+                r.op.name(),
+                r.conns
+            );
+            assert!(r.http.done > 0 && r.embedded.done > 0);
+        }
     }
 }
