@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::server::{customer_path, Served};
+use crate::server::{any_file_contains, customer_path, Served};
 
 /// The tokens of the examples' READMEs (narrower than `SHOP_TOKENS`: the examples must work with
 /// no more than they need), and an operator that checks the result.
@@ -157,6 +157,14 @@ fn example_against_the_server(program: &str, script: &str) {
         (403, "forbidden"),
         "{whole:?}"
     );
+    // The refusal is the JSON error body the examples parse, and says nothing of the record.
+    assert!(
+        whole
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{whole:?}"
+    );
+    assert!(!whole.body.contains("voorbeeld.nl"), "{whole:?}");
 
     // The order's address, labelled with the order number.
     let address = s.call(
@@ -183,6 +191,14 @@ fn example_against_the_server(program: &str, script: &str) {
             && e["event"] == "delivered"),
         "no delivered event for {order}: {events:?}"
     );
+
+    // What the examples stored is encrypted: not on disk in the clear.
+    for value in [email, "Kerkstraat", "Amsterdam"] {
+        assert!(
+            !any_file_contains(&s.vault(), value),
+            "{value:?} is on disk in the clear"
+        );
+    }
 
     // Nothing the example sent is in the server's log: no value, no token.
     let log = s.log();
