@@ -16,6 +16,8 @@
 //!
 //! * `register`: POST /v1/subjects with the customer record (embedded:
 //!   `create_subject_in_transaction` with a put): a new subject and its record, one write;
+//! * `put`: PUT the customer record of a subject made by `register`, the same values again (a
+//!   whole-record replace: new ciphertexts, index entries checked; embedded: `put`);
 //! * `get`: GET the customer record of a subject made by `register` (embedded: `get`);
 //! * `find`: POST /v1/find by e-mail (embedded: `find`).
 //!
@@ -100,6 +102,7 @@ fn parse_args() -> Opts {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Op {
     Register,
+    Put,
     Get,
     Find,
 }
@@ -108,6 +111,7 @@ impl Op {
     fn name(self) -> &'static str {
         match self {
             Op::Register => "register",
+            Op::Put => "put",
             Op::Get => "get",
             Op::Find => "find",
         }
@@ -140,12 +144,28 @@ impl Cell {
 /// own, so both read the same number of records of the same shape).
 #[derive(Default)]
 struct Made {
-    /// (e-mail address, subject).
-    subjects: std::sync::Mutex<Vec<(String, SubjectId)>>,
+    subjects: std::sync::Mutex<Vec<Stored>>,
+}
+
+/// A registered customer: its record as sent, its e-mail address (for `find`), its subject.
+#[derive(Clone)]
+struct Stored {
+    fields: Value,
+    email: String,
+    subject: SubjectId,
 }
 
 impl Made {
-    fn snapshot(&self) -> Arc<Vec<(String, SubjectId)>> {
+    fn push(&self, fields: Value, subject: SubjectId) {
+        let email = fields["email"].as_str().unwrap_or_default().to_owned();
+        self.subjects.lock().unwrap().push(Stored {
+            fields,
+            email,
+            subject,
+        });
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Stored>> {
         Arc::new(self.subjects.lock().unwrap().clone())
     }
 }
@@ -290,12 +310,11 @@ impl Conn {
 // ---- The two backends ---------------------------------------------------------------------------
 
 /// One operation over HTTP; whether it succeeded as expected.
-async fn http_op(c: &mut Conn, op: Op, i: u64, made: &Made, pool: &[(String, SubjectId)]) -> bool {
+async fn http_op(c: &mut Conn, op: Op, i: u64, made: &Made, pool: &[Stored]) -> bool {
     match op {
         Op::Register => {
             let fields = customer(NEXT_CUSTOMER.fetch_add(1, Ordering::Relaxed));
-            let email = fields["email"].as_str().unwrap_or_default().to_owned();
-            let body = json!({"records": [{"record_type": "customer", "fields": fields}]});
+            let body = json!({"records": [{"record_type": "customer", "fields": &fields}]});
             if c.request("POST", "/v1/subjects", Some(&body.to_string()))
                 .await
                 != 201
@@ -306,42 +325,40 @@ async fn http_op(c: &mut Conn, op: Op, i: u64, made: &Made, pool: &[(String, Sub
                 return false;
             };
             match v["subject"].as_str().and_then(|s| s.parse().ok()) {
-                Some(s) => {
-                    made.subjects.lock().unwrap().push((email, s));
+                Some(subject) => {
+                    made.push(fields, subject);
                     true
                 }
                 None => false,
             }
         }
+        Op::Put => {
+            let st = &pool[(i as usize) % pool.len()];
+            let path = format!("/v1/subjects/{}/records/customer", st.subject);
+            c.request("PUT", &path, Some(&st.fields.to_string())).await == 204
+        }
         Op::Get => {
-            let (_, s) = &pool[(i as usize) % pool.len()];
-            let path = format!("/v1/subjects/{s}/records/customer");
+            let st = &pool[(i as usize) % pool.len()];
+            let path = format!("/v1/subjects/{}/records/customer", st.subject);
             c.request("GET", &path, None).await == 200
         }
         Op::Find => {
-            let (email, s) = &pool[(i as usize) % pool.len()];
-            let body = json!({"record_type": "customer", "field": "email", "value": email});
+            let st = &pool[(i as usize) % pool.len()];
+            let body = json!({"record_type": "customer", "field": "email", "value": st.email});
             c.request("POST", "/v1/find", Some(&body.to_string())).await == 200
                 && serde_json::from_slice::<Value>(&c.body)
-                    .is_ok_and(|v| v["subjects"] == json!([s.to_string()]))
+                    .is_ok_and(|v| v["subjects"] == json!([st.subject.to_string()]))
         }
     }
 }
 
 /// The same operation on the embedded library.
-async fn embedded_op(
-    h: &AsyncScoped,
-    op: Op,
-    i: u64,
-    made: &Made,
-    pool: &[(String, SubjectId)],
-) -> bool {
+async fn embedded_op(h: &AsyncScoped, op: Op, i: u64, made: &Made, pool: &[Stored]) -> bool {
     match op {
         Op::Register => {
             let fields = customer(NEXT_CUSTOMER.fetch_add(1, Ordering::Relaxed));
-            let email = fields["email"].as_str().unwrap_or_default().to_owned();
             // The shop builds its record from the same JSON the HTTP client sends.
-            let Ok(record) = Record::from_json(fields) else {
+            let Ok(record) = Record::from_json(fields.clone()) else {
                 return false;
             };
             let r = h
@@ -350,22 +367,29 @@ async fn embedded_op(
                 })
                 .await;
             match r {
-                Ok((s, ())) => {
-                    made.subjects.lock().unwrap().push((email, s));
+                Ok((subject, ())) => {
+                    made.push(fields, subject);
                     true
                 }
                 Err(_) => false,
             }
         }
+        Op::Put => {
+            let st = &pool[(i as usize) % pool.len()];
+            let Ok(record) = Record::from_json(st.fields.clone()) else {
+                return false;
+            };
+            h.put(&st.subject, "customer", record).await.is_ok()
+        }
         Op::Get => {
-            let (_, s) = &pool[(i as usize) % pool.len()];
-            h.get(s, "customer").await.is_ok()
+            let st = &pool[(i as usize) % pool.len()];
+            h.get(&st.subject, "customer").await.is_ok()
         }
         Op::Find => {
-            let (email, s) = &pool[(i as usize) % pool.len()];
-            h.find("customer", "email", email.as_str())
+            let st = &pool[(i as usize) % pool.len()];
+            h.find("customer", "email", st.email.as_str())
                 .await
-                .is_ok_and(|found| found == [*s])
+                .is_ok_and(|found| found == [st.subject])
         }
     }
 }
@@ -405,6 +429,10 @@ fn print_table(rows: &[Row], o: &Opts) {
 
 fn main() {
     let o = parse_args();
+    // On a shared machine the load from elsewhere is part of the result: say what it was.
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        eprintln!("load average before the run: {}", l.trim());
+    }
     let rows = run(&o);
     print_table(&rows, &o);
     let failed: u64 = rows.iter().map(|r| r.http.failed + r.embedded.failed).sum();
@@ -480,7 +508,7 @@ fn run(o: &Opts) -> Vec<Row> {
         let http_made = Arc::new(Made::default());
         let emb_made = Arc::new(Made::default());
         let mut rows = Vec::new();
-        for op in [Op::Register, Op::Get, Op::Find] {
+        for op in [Op::Register, Op::Put, Op::Get, Op::Find] {
             for &conns in &o.connections {
                 let pool_h = http_made.snapshot();
                 let made = Arc::clone(&http_made);
@@ -559,7 +587,7 @@ mod tests {
             connections: vec![1, 8, 64],
         };
         let rows = run(&o);
-        assert_eq!(rows.len(), 9);
+        assert_eq!(rows.len(), 12);
         for r in &rows {
             assert_eq!(
                 (r.http.failed, r.embedded.failed),
