@@ -46,6 +46,7 @@ mod scoped;
 mod server;
 mod server_abuse;
 mod server_admin;
+mod server_clients;
 mod storage;
 mod tamper;
 mod transactions;
