@@ -55,8 +55,5 @@ pub fn openapi_json() -> String {
 /// The OpenAPI 3.1 document of this server (generated from its handlers).
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, body = Object)), tag = "meta")]
 pub(crate) async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        openapi_json(),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
 }
