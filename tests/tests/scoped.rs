@@ -808,3 +808,57 @@ fn finds_and_exports_through_a_handle_are_audited_without_values() {
     assert_no_value("the audit log", &format!("{entries:?}"));
     assert!(v.admin().verify_audit().unwrap().is_intact());
 }
+
+// ---- Review of `kluis serve`'s use of handles ------------------------------------------------
+
+#[test]
+fn an_app_generation_only_rises_and_survives_a_reopen() {
+    for engine in vault_core::Engine::built() {
+        crate::common::on_engine(engine, || app_generation_on_one_engine(engine));
+    }
+}
+
+fn app_generation_on_one_engine(engine: vault_core::Engine) {
+    use vault_core::StorageError;
+    let dir = tempfile::tempdir().unwrap();
+    let domain = "kluis-serve/tokens";
+    {
+        let v = vault(dir.path());
+        let admin = v.admin();
+        assert_eq!(admin.app_generation(domain).unwrap(), 0, "{engine:?}");
+        assert_eq!(admin.raise_app_generation(domain, 3).unwrap(), 3);
+        assert_eq!(admin.raise_app_generation(domain, 2).unwrap(), 3);
+        assert_eq!(admin.app_generation(domain).unwrap(), 3);
+        assert_eq!(admin.app_generation("kluis-serve/other").unwrap(), 0);
+        assert_eq!(admin.raise_app_generation("other", 1).unwrap(), 1);
+        for bad in ["", "Tokens", "a b", &"x".repeat(65), "tokens\n"] {
+            let e = admin.raise_app_generation(bad, 9).unwrap_err();
+            assert!(matches!(e, StorageError::InvalidDomain), "{e:?}");
+            assert_eq!(e.kind(), vault_core::ErrorKind::InvalidInput);
+            assert!(matches!(
+                admin.app_generation(bad),
+                Err(StorageError::InvalidDomain)
+            ));
+        }
+        assert!(admin.verify_audit().unwrap().is_intact());
+    }
+    let data = dir.path().join("data");
+    crate::common::settle_engine(&data);
+    let v = crate::common::reopen(dir.path());
+    assert_eq!(v.admin().app_generation(domain).unwrap(), 3, "{engine:?}");
+    drop(v);
+    // A lower value put in around the vault (another domain's authentic row) fails its MAC.
+    crate::common::settle_engine(&data);
+    {
+        let raw = crate::common::open_raw(&data);
+        let key = |d: &str| [&[0u8][..], b"app_generation/", d.as_bytes()].concat();
+        let lower = raw.get(&key("other")).expect("the other domain's row");
+        raw.insert(&key(domain), lower);
+    }
+    let v = crate::common::reopen(dir.path());
+    let e = v.admin().app_generation(domain).unwrap_err();
+    assert!(
+        matches!(e, StorageError::Corrupted { .. }),
+        "{engine:?}: {e:?}"
+    );
+}
