@@ -636,6 +636,14 @@ fn a_masked_only_handle_never_returns_a_whole_value() {
     let masked = support.get_masked(&s, "customer").unwrap();
     assert_eq!(masked.get_str("email"), Some("j***@voorbeeld.nl"));
     assert_no_value("a masked read", &format!("{:?}", masked.to_json()));
+    // An export holds whole values: refused even when the scope holds every purpose (review).
+    let everything = v
+        .scoped(&["account", "marketing", "shipping"], "support")
+        .unwrap()
+        .reads(vault_core::Reads::MaskedOnly);
+    let e = everything.export_subject(&s).unwrap_err();
+    assert!(matches!(e, ReadError::MaskedOnly), "{e:?}");
+    assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden);
 }
 
 #[test]

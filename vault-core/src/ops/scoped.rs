@@ -438,12 +438,15 @@ impl<'v> Scoped<'v> {
     }
 
     /// Everything held about `subject` (Art. 15/20, as [`Vault::export_subject`]), for a handle
-    /// whose scope holds **every** purpose of the schema (an export shows them all). Audited as
-    /// an `export`.
+    /// whose scope holds **every** purpose of the schema (an export shows them all) and plain
+    /// reads ([`Reads::MaskedOnly`] is refused with [`ReadError::MaskedOnly`]: an export holds
+    /// whole values). Audited as an `export`.
     pub fn export_subject(
         &self,
         subject: &SubjectId,
     ) -> Result<crate::ops::export::SubjectExport, ReadError> {
+        // An export holds whole values: never through a masked-only handle.
+        self.plain_reads_allowed()?;
         let outside = {
             let active = self.vault.active_schema();
             let first = active
