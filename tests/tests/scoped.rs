@@ -93,6 +93,14 @@ fn vault(dir: &std::path::Path) -> Vault {
     create_on(dir, Schema::from_toml(SCHEMA).unwrap(), &clock)
 }
 
+/// How many audit entries the vault holds.
+fn audit_len(v: &Vault) -> usize {
+    v.admin()
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .len()
+}
+
 /// A customer with every field and an address, stored through the unscoped vault.
 fn customer(v: &Vault) -> SubjectId {
     let s = v.create_subject().unwrap();
@@ -818,6 +826,42 @@ fn finds_and_exports_through_a_handle_are_audited_without_values() {
 }
 
 // ---- Review of `kluis serve`'s use of handles ------------------------------------------------
+
+#[test]
+fn an_empty_update_in_a_handle_transaction_of_a_type_out_of_scope_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let with = customer(&v);
+    let without = v.create_subject().unwrap();
+    let shipping = v.scoped(&["shipping"], "warehouse").unwrap();
+    let entries = audit_len(&v);
+    // The answer must not tell whether the customer record exists, and nothing may be written
+    // (an `update` entry, a new `updated_at`), as for `Scoped::update`.
+    let errors: Vec<String> = [&with, &without]
+        .into_iter()
+        .map(|s| {
+            let e = shipping
+                .transaction(s, |tx| tx.update("customer", &Record::new()))
+                .unwrap_err();
+            assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden, "{e:?}");
+            assert!(
+                matches!(&e, vault_core::TransactionError::Op { source, .. }
+                    if matches!(&**source, vault_core::admin::OpError::Write(
+                        WriteError::OutOfScope { field, purpose })
+                        if field == "birth_date" && purpose == "account")),
+                "{e:?}"
+            );
+            format!("{e}")
+        })
+        .collect();
+    assert_eq!(errors[0], errors[1]);
+    // The same field as `Scoped::update` names.
+    let direct = shipping
+        .update(&with, "customer", &Record::new())
+        .unwrap_err();
+    assert!(errors[0].ends_with(&format!("{direct}")), "{direct}");
+    assert_eq!(audit_len(&v), entries, "no audit entry added");
+}
 
 #[test]
 fn an_app_generation_only_rises_and_survives_a_reopen() {

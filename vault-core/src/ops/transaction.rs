@@ -564,10 +564,17 @@ impl<'v> Transaction<'v> {
         };
         let outside = match mode {
             Mode::Put => rt.fields().find(|f| !scope.contains(&f.purpose)),
+            // A type with no field in scope is out of scope as a whole, even for an empty
+            // update (as `Scoped::update`): otherwise found-or-not would tell whether such a
+            // record exists, and an empty update would still be audited and bump `updated_at`.
             Mode::Update => plain
                 .values()
                 .map(|(d, _)| *d)
-                .find(|d| !scope.contains(&d.purpose)),
+                .find(|d| !scope.contains(&d.purpose))
+                .or_else(|| match rt.fields().any(|f| scope.contains(&f.purpose)) {
+                    true => None,
+                    false => rt.fields().next(),
+                }),
         };
         match outside {
             Some(f) => Err(WriteError::OutOfScope {
