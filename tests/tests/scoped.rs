@@ -89,8 +89,21 @@ const VALUES: &[&str] = &[
 ];
 
 fn vault(dir: &std::path::Path) -> Vault {
+    vault_clocked(dir).0
+}
+
+/// [`vault`] with its clock (at 1_800_000_000), for the tests that move time.
+fn vault_clocked(
+    dir: &std::path::Path,
+) -> (
+    Vault,
+    std::sync::Arc<vault_core::danger_test_hooks::MockClock>,
+) {
     let clock = std::sync::Arc::new(vault_core::danger_test_hooks::MockClock::new(1_800_000_000));
-    create_on(dir, Schema::from_toml(SCHEMA).unwrap(), &clock)
+    (
+        create_on(dir, Schema::from_toml(SCHEMA).unwrap(), &clock),
+        clock,
+    )
 }
 
 /// How many audit entries the vault holds.
@@ -665,7 +678,7 @@ fn a_handle_records_events_only_near_now() {
     let warehouse = v.scoped(&["shipping"], "warehouse").unwrap();
     let address = RecordKey::new("address");
     for at in [
-        now.saturating_sub(Duration::from_secs(31 * 86_400)),
+        now.saturating_sub(Duration::from_secs(3 * 86_400)),
         now.saturating_add(Duration::from_secs(3600)),
         Timestamp::UNIX_EPOCH,
     ] {
@@ -692,9 +705,11 @@ fn a_handle_records_events_only_near_now() {
         .scoped(&["shipping"], "backfill")
         .unwrap()
         .event_window(wide);
-    backfill
-        .record_event_for(&s, &address, "delivered", late, "parcel")
+    let other = v.create_subject().unwrap();
+    let r = backfill
+        .record_event_for(&other, &address, "delivered", late, "parcel")
         .unwrap();
+    assert!(r.recorded);
     // Inside a handle's transaction the window holds as well.
     let e = warehouse
         .transaction(&s, |tx| {
@@ -861,6 +876,68 @@ fn an_empty_update_in_a_handle_transaction_of_a_type_out_of_scope_is_refused() {
         .unwrap_err();
     assert!(errors[0].ends_with(&format!("{direct}")), "{direct}");
     assert_eq!(audit_len(&v), entries, "no audit entry added");
+}
+
+#[test]
+fn a_handle_never_moves_an_event_of_a_record() {
+    use std::time::Duration;
+    use vault_core::{LifecycleError, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let (v, clock) = vault_clocked(dir.path());
+    let s = customer(&v);
+    let now = Timestamp::from_unix_seconds(1_800_000_000);
+    let warehouse = v.scoped(&["shipping"], "warehouse").unwrap();
+    let address = RecordKey::new("address");
+    // Three days back is outside the default window (2 days): with "30d after delivered" a
+    // month back would shred the address at the next sweep.
+    let e = warehouse
+        .record_event_for(
+            &s,
+            &address,
+            "delivered",
+            now.saturating_sub(Duration::from_secs(3 * 86_400)),
+            "parcel",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, LifecycleError::EventTimeOutsideWindow { .. }),
+        "{e:?}"
+    );
+    let first = warehouse
+        .record_event_for(&s, &address, "delivered", now, "parcel")
+        .unwrap();
+    assert!(first.recorded);
+    // Re-posting it later (each day, say) must not postpone the retention it started.
+    clock.advance(60);
+    let later = now.saturating_add(Duration::from_secs(60));
+    let entries = audit_len(&v);
+    let again = warehouse
+        .record_event_for(&s, &address, "delivered", later, "parcel")
+        .unwrap();
+    assert!(!again.recorded);
+    assert_eq!(again.already_recorded, Some(now));
+    let in_tx = warehouse
+        .transaction(&s, |tx| tx.record_event_for(&address, "delivered", later))
+        .unwrap();
+    assert!(!in_tx.recorded);
+    assert_eq!(in_tx.already_recorded, Some(now));
+    assert_eq!(audit_len(&v), entries, "nothing recorded, nothing audited");
+    // An event of the subject (what `last_order` is) still moves forward through a handle.
+    let all = v
+        .scoped(&["account", "marketing", "shipping"], "shop")
+        .unwrap();
+    for at in [now, later] {
+        let r = all
+            .transaction(&s, |tx| tx.record_event("consent_withdrawn", at))
+            .unwrap();
+        assert!(r.recorded, "{at:?}");
+    }
+    // The vault's own call still moves an event of a record to a later time.
+    let req = vault_core::Request::new("operator", "carrier correction");
+    let r = v
+        .record_event_for(&s, &address, "delivered", later, &req)
+        .unwrap();
+    assert!(r.recorded);
 }
 
 #[test]
