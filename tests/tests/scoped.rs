@@ -89,8 +89,29 @@ const VALUES: &[&str] = &[
 ];
 
 fn vault(dir: &std::path::Path) -> Vault {
+    vault_clocked(dir).0
+}
+
+/// [`vault`] with its clock (at 1_800_000_000), for the tests that move time.
+fn vault_clocked(
+    dir: &std::path::Path,
+) -> (
+    Vault,
+    std::sync::Arc<vault_core::danger_test_hooks::MockClock>,
+) {
     let clock = std::sync::Arc::new(vault_core::danger_test_hooks::MockClock::new(1_800_000_000));
-    create_on(dir, Schema::from_toml(SCHEMA).unwrap(), &clock)
+    (
+        create_on(dir, Schema::from_toml(SCHEMA).unwrap(), &clock),
+        clock,
+    )
+}
+
+/// How many audit entries the vault holds.
+fn audit_len(v: &Vault) -> usize {
+    v.admin()
+        .audit_entries(&AuditFilter::default())
+        .unwrap()
+        .len()
 }
 
 /// A customer with every field and an address, stored through the unscoped vault.
@@ -636,6 +657,14 @@ fn a_masked_only_handle_never_returns_a_whole_value() {
     let masked = support.get_masked(&s, "customer").unwrap();
     assert_eq!(masked.get_str("email"), Some("j***@voorbeeld.nl"));
     assert_no_value("a masked read", &format!("{:?}", masked.to_json()));
+    // An export holds whole values: refused even when the scope holds every purpose (review).
+    let everything = v
+        .scoped(&["account", "marketing", "shipping"], "support")
+        .unwrap()
+        .reads(vault_core::Reads::MaskedOnly);
+    let e = everything.export_subject(&s).unwrap_err();
+    assert!(matches!(e, ReadError::MaskedOnly), "{e:?}");
+    assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden);
 }
 
 #[test]
@@ -649,7 +678,7 @@ fn a_handle_records_events_only_near_now() {
     let warehouse = v.scoped(&["shipping"], "warehouse").unwrap();
     let address = RecordKey::new("address");
     for at in [
-        now.saturating_sub(Duration::from_secs(31 * 86_400)),
+        now.saturating_sub(Duration::from_secs(3 * 86_400)),
         now.saturating_add(Duration::from_secs(3600)),
         Timestamp::UNIX_EPOCH,
     ] {
@@ -676,9 +705,11 @@ fn a_handle_records_events_only_near_now() {
         .scoped(&["shipping"], "backfill")
         .unwrap()
         .event_window(wide);
-    backfill
-        .record_event_for(&s, &address, "delivered", late, "parcel")
+    let other = v.create_subject().unwrap();
+    let r = backfill
+        .record_event_for(&other, &address, "delivered", late, "parcel")
         .unwrap();
+    assert!(r.recorded);
     // Inside a handle's transaction the window holds as well.
     let e = warehouse
         .transaction(&s, |tx| {
@@ -807,4 +838,156 @@ fn finds_and_exports_through_a_handle_are_audited_without_values() {
     );
     assert_no_value("the audit log", &format!("{entries:?}"));
     assert!(v.admin().verify_audit().unwrap().is_intact());
+}
+
+// ---- Review of `kluis serve`'s use of handles ------------------------------------------------
+
+#[test]
+fn an_empty_update_in_a_handle_transaction_of_a_type_out_of_scope_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vault(dir.path());
+    let with = customer(&v);
+    let without = v.create_subject().unwrap();
+    let shipping = v.scoped(&["shipping"], "warehouse").unwrap();
+    let entries = audit_len(&v);
+    // The answer must not tell whether the customer record exists, and nothing may be written
+    // (an `update` entry, a new `updated_at`), as for `Scoped::update`.
+    let errors: Vec<String> = [&with, &without]
+        .into_iter()
+        .map(|s| {
+            let e = shipping
+                .transaction(s, |tx| tx.update("customer", &Record::new()))
+                .unwrap_err();
+            assert_eq!(e.kind(), vault_core::ErrorKind::Forbidden, "{e:?}");
+            assert!(
+                matches!(&e, vault_core::TransactionError::Op { source, .. }
+                    if matches!(&**source, vault_core::admin::OpError::Write(
+                        WriteError::OutOfScope { field, purpose })
+                        if field == "birth_date" && purpose == "account")),
+                "{e:?}"
+            );
+            format!("{e}")
+        })
+        .collect();
+    assert_eq!(errors[0], errors[1]);
+    // The same field as `Scoped::update` names.
+    let direct = shipping
+        .update(&with, "customer", &Record::new())
+        .unwrap_err();
+    assert!(errors[0].ends_with(&format!("{direct}")), "{direct}");
+    assert_eq!(audit_len(&v), entries, "no audit entry added");
+}
+
+#[test]
+fn a_handle_never_moves_an_event_of_a_record() {
+    use std::time::Duration;
+    use vault_core::{LifecycleError, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let (v, clock) = vault_clocked(dir.path());
+    let s = customer(&v);
+    let now = Timestamp::from_unix_seconds(1_800_000_000);
+    let warehouse = v.scoped(&["shipping"], "warehouse").unwrap();
+    let address = RecordKey::new("address");
+    // Three days back is outside the default window (2 days): with "30d after delivered" a
+    // month back would shred the address at the next sweep.
+    let e = warehouse
+        .record_event_for(
+            &s,
+            &address,
+            "delivered",
+            now.saturating_sub(Duration::from_secs(3 * 86_400)),
+            "parcel",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, LifecycleError::EventTimeOutsideWindow { .. }),
+        "{e:?}"
+    );
+    let first = warehouse
+        .record_event_for(&s, &address, "delivered", now, "parcel")
+        .unwrap();
+    assert!(first.recorded);
+    // Re-posting it later (each day, say) must not postpone the retention it started.
+    clock.advance(60);
+    let later = now.saturating_add(Duration::from_secs(60));
+    let entries = audit_len(&v);
+    let again = warehouse
+        .record_event_for(&s, &address, "delivered", later, "parcel")
+        .unwrap();
+    assert!(!again.recorded);
+    assert_eq!(again.already_recorded, Some(now));
+    let in_tx = warehouse
+        .transaction(&s, |tx| tx.record_event_for(&address, "delivered", later))
+        .unwrap();
+    assert!(!in_tx.recorded);
+    assert_eq!(in_tx.already_recorded, Some(now));
+    assert_eq!(audit_len(&v), entries, "nothing recorded, nothing audited");
+    // An event of the subject (what `last_order` is) still moves forward through a handle.
+    let all = v
+        .scoped(&["account", "marketing", "shipping"], "shop")
+        .unwrap();
+    for at in [now, later] {
+        let r = all
+            .transaction(&s, |tx| tx.record_event("consent_withdrawn", at))
+            .unwrap();
+        assert!(r.recorded, "{at:?}");
+    }
+    // The vault's own call still moves an event of a record to a later time.
+    let req = vault_core::Request::new("operator", "carrier correction");
+    let r = v
+        .record_event_for(&s, &address, "delivered", later, &req)
+        .unwrap();
+    assert!(r.recorded);
+}
+
+#[test]
+fn an_app_generation_only_rises_and_survives_a_reopen() {
+    for engine in vault_core::Engine::built() {
+        crate::common::on_engine(engine, || app_generation_on_one_engine(engine));
+    }
+}
+
+fn app_generation_on_one_engine(engine: vault_core::Engine) {
+    use vault_core::StorageError;
+    let dir = tempfile::tempdir().unwrap();
+    let domain = "kluis-serve/tokens";
+    {
+        let v = vault(dir.path());
+        let admin = v.admin();
+        assert_eq!(admin.app_generation(domain).unwrap(), 0, "{engine:?}");
+        assert_eq!(admin.raise_app_generation(domain, 3).unwrap(), 3);
+        assert_eq!(admin.raise_app_generation(domain, 2).unwrap(), 3);
+        assert_eq!(admin.app_generation(domain).unwrap(), 3);
+        assert_eq!(admin.app_generation("kluis-serve/other").unwrap(), 0);
+        assert_eq!(admin.raise_app_generation("other", 1).unwrap(), 1);
+        for bad in ["", "Tokens", "a b", &"x".repeat(65), "tokens\n"] {
+            let e = admin.raise_app_generation(bad, 9).unwrap_err();
+            assert!(matches!(e, StorageError::InvalidDomain), "{e:?}");
+            assert_eq!(e.kind(), vault_core::ErrorKind::InvalidInput);
+            assert!(matches!(
+                admin.app_generation(bad),
+                Err(StorageError::InvalidDomain)
+            ));
+        }
+        assert!(admin.verify_audit().unwrap().is_intact());
+    }
+    let data = dir.path().join("data");
+    crate::common::settle_engine(&data);
+    let v = crate::common::reopen(dir.path());
+    assert_eq!(v.admin().app_generation(domain).unwrap(), 3, "{engine:?}");
+    drop(v);
+    // A lower value put in around the vault (another domain's authentic row) fails its MAC.
+    crate::common::settle_engine(&data);
+    {
+        let raw = crate::common::open_raw(&data);
+        let key = |d: &str| [&[0u8][..], b"app_generation/", d.as_bytes()].concat();
+        let lower = raw.get(&key("other")).expect("the other domain's row");
+        raw.insert(&key(domain), lower);
+    }
+    let v = crate::common::reopen(dir.path());
+    let e = v.admin().app_generation(domain).unwrap_err();
+    assert!(
+        matches!(e, StorageError::Corrupted { .. }),
+        "{engine:?}: {e:?}"
+    );
 }

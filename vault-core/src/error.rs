@@ -181,6 +181,11 @@ pub enum StorageError {
         /// The server's five-character SQLSTATE, when it sent one.
         sqlstate: Option<String>,
     },
+    /// A domain name given to [`Admin::app_generation`](crate::admin::Admin::app_generation) or
+    /// [`Admin::raise_app_generation`](crate::admin::Admin::raise_app_generation) is not 1 to 64 bytes
+    /// of `a-z`, `0-9`, `/`, `.`, `_` and `-`. Nothing was read or written.
+    #[error("a generation domain must be 1 to 64 bytes of a-z, 0-9, '/', '.', '_' or '-'")]
+    InvalidDomain,
 }
 
 /// What kind of database failure a [`StorageError::Database`] is.
@@ -1411,6 +1416,7 @@ impl StorageError {
             StorageError::Io { .. } | StorageError::DiskFull { .. } => ErrorKind::StorageRefused,
             StorageError::Corrupted { .. } => ErrorKind::Integrity,
             StorageError::Database { problem, .. } => problem.kind(),
+            StorageError::InvalidDomain => ErrorKind::InvalidInput,
         }
     }
 }
@@ -1882,6 +1888,7 @@ mod kind_tests {
             StorageError::Database { problem: DbProblem::Unreachable, .. } => db(DbProblem::Unreachable) => Retryable,
             StorageError::Database { problem: DbProblem::Conflict, .. } => db(DbProblem::Conflict) => Retryable,
             StorageError::Database { problem: DbProblem::Refused, .. } => db(DbProblem::Refused) => StorageRefused,
+            StorageError::InvalidDomain => StorageError::InvalidDomain => InvalidInput,
         });
     }
 

@@ -90,10 +90,12 @@ struct ForgetPlan {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EventReport {
     /// Whether the time was stored as the event's latest time. `false`: an equal or later time is
-    /// already recorded ([`EventReport::already_recorded`]) and nothing changed.
+    /// already recorded, or (through a purpose-bound handle, for an event of a record) any time
+    /// ([`EventReport::already_recorded`]), and nothing changed.
     pub recorded: bool,
     /// The time already recorded for the event (Unix seconds) when it is equal to or later than the
-    /// one given, which makes the call change nothing.
+    /// one given, or when a handle gave an event of a record that already has one (a handle never
+    /// moves it), which makes the call change nothing.
     pub already_recorded: Option<crate::clock::Timestamp>,
     /// Purposes whose retention rule or ceiling names the event and for which it counts (their
     /// data is no newer than the event). Empty when nothing was recorded.
@@ -223,6 +225,23 @@ impl Hold {
     }
 }
 
+/// The stored time of the event kept under `key` that stops an event at `at` from being
+/// recorded: an equal or later one (only a later time moves an event). With `pinned` (an event of
+/// a record recorded through a purpose-bound handle) any stored time: a handle that could move a
+/// record's event could shred its data early or postpone its retention day by day.
+pub(crate) fn kept_event_time(
+    entry: &SubjectEntry,
+    key: &str,
+    at: i64,
+    pinned: bool,
+) -> Option<i64> {
+    entry
+        .events
+        .get(key)
+        .copied()
+        .filter(|&t| pinned || t >= at)
+}
+
 /// The epoch whose KEK must wrap a live key expiring at `expires`: the open-ended epoch while an
 /// open-ended hold is in force, else the epoch of the expiry.
 pub(crate) fn slot_epoch(v: &Vault, entry: &SubjectEntry, expires: Option<i64>) -> Epoch {
@@ -310,7 +329,7 @@ impl Vault {
         at: Timestamp,
         req: &Request,
     ) -> Result<EventReport, LifecycleError> {
-        self.record_scoped_event(s, None, event, at.unix_seconds(), req)
+        self.record_scoped_event(s, None, event, at.unix_seconds(), req, false)
     }
 
     /// Records an anchor event for one record of a subject (e.g. `delivered` for order 42): the
@@ -324,7 +343,7 @@ impl Vault {
         at: Timestamp,
         req: &Request,
     ) -> Result<EventReport, LifecycleError> {
-        self.record_scoped_event(s, Some(record), event, at.unix_seconds(), req)
+        self.record_scoped_event(s, Some(record), event, at.unix_seconds(), req, false)
     }
 
     /// The key an event is kept under in a subject entry's events (`record`: an event of that
@@ -360,20 +379,22 @@ impl Vault {
         })
     }
 
-    fn record_scoped_event(
+    /// Records an event (see [`kept_event_time`] for `pinned`).
+    pub(crate) fn record_scoped_event(
         &self,
         s: &SubjectId,
         record: Option<&RecordKey>,
         event: &str,
         at: i64,
         req: &Request,
+        pinned: bool,
     ) -> Result<EventReport, LifecycleError> {
         let stored_as = self.event_key(record, event)?;
         let _g = self.lock_subject(s)?;
         // Events carry no personal data and are accepted for forgotten subjects too: a kept
         // legal-obligation purpose still needs its anchor (e.g. `invoiced`) to start its retention.
         let mut entry = self.load_for_change(s)?;
-        if let Some(&t) = entry.events.get(&stored_as).filter(|&&t| t >= at) {
+        if let Some(t) = kept_event_time(&entry, &stored_as, at, pinned) {
             return Ok(EventReport {
                 already_recorded: Some(crate::clock::Timestamp::from_unix_seconds(t)),
                 ..EventReport::default()

@@ -10,6 +10,7 @@
 //! ledger, upgrading the index) as methods.
 
 pub mod admin;
+pub(crate) mod app_generation;
 pub(crate) mod audit_log;
 pub(crate) mod dek;
 pub mod export;

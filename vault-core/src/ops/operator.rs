@@ -63,6 +63,24 @@ impl Admin<'_> {
         Vault::danger_open_accepting_rollback(paths, creds, options, req)
     }
 
+    /// The highest generation recorded for `domain` by [`Admin::raise_app_generation`] (0 if
+    /// none). `domain` is 1 to 64 bytes of `[a-z0-9/._-]`, else
+    /// [`StorageError::InvalidDomain`]; a stored row that fails its authentication is
+    /// [`StorageError::Corrupted`].
+    pub fn app_generation(&self, domain: &str) -> Result<u64, StorageError> {
+        self.vault.app_generation(domain)
+    }
+
+    /// Records `generation` for `domain` unless a higher one is recorded already, and returns
+    /// the generation now recorded (never lower than before): an application's own monotonic
+    /// counter (e.g. `kluis serve`'s token list, so an older copy replayed after a restart is
+    /// caught). One authenticated meta row per domain, written in one batch inside the write
+    /// lease and made durable in every durability mode; not audited (it holds no personal data,
+    /// and the application audits its own change). `domain` as for [`Admin::app_generation`].
+    pub fn raise_app_generation(&self, domain: &str, generation: u64) -> Result<u64, StorageError> {
+        self.vault.raise_app_generation(domain, generation)
+    }
+
     /// The durability mode in force.
     pub fn durability(&self) -> Durability {
         self.vault.durability()

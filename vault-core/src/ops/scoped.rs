@@ -66,10 +66,13 @@ pub struct EventWindow {
 }
 
 impl Default for EventWindow {
-    /// 30 days back (a carrier's delivery report arrives late), 5 minutes ahead.
+    /// 2 days back (a carrier's delivery report arrives a day or so late), 5 minutes ahead. Short
+    /// on purpose: with a retention of "30d after delivered", a month back would let a handle
+    /// shred the address at the next sweep; the operator's own calls on [`Vault`] date events
+    /// freely.
     fn default() -> Self {
         EventWindow {
-            past: std::time::Duration::from_secs(30 * 86_400),
+            past: std::time::Duration::from_secs(2 * 86_400),
             future: std::time::Duration::from_secs(300),
         }
     }
@@ -346,6 +349,12 @@ impl<'v> Scoped<'v> {
     /// Only for record types whose **every** field is in scope (an event of the record counts for
     /// every purpose of the record that names it, so a handle must not reach another purpose's
     /// retention through it); audited as the handle's actor, for `reason`.
+    ///
+    /// `at` must lie in the handle's [`EventWindow`] (by default 2 days back to 5 minutes ahead),
+    /// else [`LifecycleError::EventTimeOutsideWindow`]. An event the record already has is never
+    /// moved through a handle, to a later time nor an earlier one: the report's
+    /// `already_recorded` gives the stored time and nothing changes (moving it would postpone or
+    /// hasten the retention it starts; the operator's [`Vault::record_event_for`] can).
     pub fn record_event_for(
         &self,
         subject: &SubjectId,
@@ -366,8 +375,9 @@ impl<'v> Scoped<'v> {
             actor: self.actor.clone(),
             reason: reason.to_owned(),
         };
+        // Pinned: an event of a record already recorded is never moved through a handle.
         self.vault
-            .record_event_for(subject, record, event, at, &req)
+            .record_scoped_event(subject, Some(record), event, at.unix_seconds(), &req, true)
     }
 
     /// Runs `f` on a transaction of `subject` restricted to this handle (as
@@ -438,12 +448,15 @@ impl<'v> Scoped<'v> {
     }
 
     /// Everything held about `subject` (Art. 15/20, as [`Vault::export_subject`]), for a handle
-    /// whose scope holds **every** purpose of the schema (an export shows them all). Audited as
-    /// an `export`.
+    /// whose scope holds **every** purpose of the schema (an export shows them all) and plain
+    /// reads ([`Reads::MaskedOnly`] is refused with [`ReadError::MaskedOnly`]: an export holds
+    /// whole values). Audited as an `export`.
     pub fn export_subject(
         &self,
         subject: &SubjectId,
     ) -> Result<crate::ops::export::SubjectExport, ReadError> {
+        // An export holds whole values: never through a masked-only handle.
+        self.plain_reads_allowed()?;
         let outside = {
             let active = self.vault.active_schema();
             let first = active

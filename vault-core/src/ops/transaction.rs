@@ -564,10 +564,17 @@ impl<'v> Transaction<'v> {
         };
         let outside = match mode {
             Mode::Put => rt.fields().find(|f| !scope.contains(&f.purpose)),
+            // A type with no field in scope is out of scope as a whole, even for an empty
+            // update (as `Scoped::update`): otherwise found-or-not would tell whether such a
+            // record exists, and an empty update would still be audited and bump `updated_at`.
             Mode::Update => plain
                 .values()
                 .map(|(d, _)| *d)
-                .find(|d| !scope.contains(&d.purpose)),
+                .find(|d| !scope.contains(&d.purpose))
+                .or_else(|| match rt.fields().any(|f| scope.contains(&f.purpose)) {
+                    true => None,
+                    false => rt.fields().next(),
+                }),
         };
         match outside {
             Some(f) => Err(WriteError::OutOfScope {
@@ -696,13 +703,15 @@ impl<'v> Transaction<'v> {
     ) -> Result<EventReport, LifecycleError> {
         let v = self.vault;
         self.check_event(record, at)?;
+        // A handle never moves an event of a record; the subject's own (`last_order`) moves on.
+        let pinned = self.event_window.is_some() && record.is_some();
         let stored_as = v.event_key(record, event)?;
         let e = self.entry().map_err(|e| match e {
             WriteError::SubjectNotFound => LifecycleError::SubjectNotFound,
             WriteError::Storage(s) => LifecycleError::Storage(s),
             other => LifecycleError::Write(other),
         })?;
-        if let Some(&t) = e.events.get(&stored_as).filter(|&&t| t >= at) {
+        if let Some(t) = crate::ops::lifecycle::kept_event_time(e, &stored_as, at, pinned) {
             return Ok(EventReport {
                 already_recorded: Some(crate::clock::Timestamp::from_unix_seconds(t)),
                 ..EventReport::default()

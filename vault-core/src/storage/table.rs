@@ -128,6 +128,32 @@ impl TableDef for KeyStoreSeen {
     }
 }
 
+/// Meta `app_generation/<domain>`: the highest generation an application recorded for a domain
+/// of its own (e.g. `kluis serve`'s token list); row-authenticated, so a lower value written
+/// around the vault fails to read.
+pub(crate) struct AppGeneration;
+
+impl TableDef for AppGeneration {
+    const TABLE: Table = Table::Meta;
+    const COMPONENT: Component = Component::Meta;
+    const ROW_MAC: bool = true;
+    const UNDECODABLE: &'static str = "application generation does not decode";
+    type Key = str;
+    type Value = u64;
+    fn key(domain: &str) -> Cow<'_, [u8]> {
+        Cow::Owned([&b"app_generation/"[..], domain.as_bytes()].concat())
+    }
+    fn encode(generation: &u64) -> Vec<u8> {
+        generation.to_le_bytes().to_vec()
+    }
+    fn decode(body: &[u8]) -> Result<u64, DecodeError> {
+        let mut r = Reader::new(body, "application generation");
+        let generation = r.u64()?;
+        r.end()?;
+        Ok(generation)
+    }
+}
+
 /// Meta `audit_head`: the applied head of the audit chain (not row-authenticated: the chain MAC
 /// inside it is checked against the audit rows by `verify`).
 pub(crate) struct AuditHead;
