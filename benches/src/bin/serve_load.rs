@@ -51,7 +51,7 @@ use vault_core::{
     AsyncScoped, AsyncVault, Credentials, KdfParams, Record, RecordKey, SubjectId, Timestamp,
     Vault, VaultPaths,
 };
-use vault_server::tokens::{NewToken, Operation, Purposes, TokenStore, MAC_DOMAIN};
+use vault_server::tokens::{NewToken, Operation, Purposes, TokenStore};
 use vault_server::{Limits, Listen, Server, ServerConfig};
 
 /// Requests per cell of `--quick` (CI smoke mode).
@@ -459,8 +459,7 @@ fn run(o: &Opts) -> Vec<Row> {
 
     // The token, made as `kluis token create` makes it; a rate that never limits the benchmark.
     let tokens = TokenStore::default_path(&paths);
-    let auth = vault.admin().authenticator(MAC_DOMAIN);
-    let mut store = TokenStore::open(&tokens, &auth).unwrap();
+    let mut store = TokenStore::open(&tokens, &vault).unwrap();
     let schema = vault.schema();
     let issued = store
         .create(
@@ -473,7 +472,7 @@ fn run(o: &Opts) -> Vec<Row> {
             },
             schema.purposes().map(|p| p.name.as_str()),
             Timestamp::now(),
-            &auth,
+            &vault,
         )
         .unwrap();
     drop(schema);

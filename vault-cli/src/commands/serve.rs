@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use vault_core::{AsyncVault, Vault};
-use vault_server::tokens::{NewToken, Operation, Purposes, TokenStore, MAC_DOMAIN};
+use vault_server::tokens::{NewToken, Operation, Purposes, TokenStore};
 use vault_server::{Limits, Listen, ServerConfig, TlsFiles};
 
 use super::{note, now, out_json, token::ListFile, Global};
@@ -136,8 +136,7 @@ fn bootstrap(
     tokens: &std::path::Path,
     file: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let auth = vault.admin().authenticator(MAC_DOMAIN);
-    let mut store = TokenStore::open(tokens, &auth)
+    let mut store = TokenStore::open(tokens, vault)
         .map_err(|e| CliError::new(exit::INTEGRITY, e.to_string()))?;
     if store.list().iter().any(|t| t.is_active()) {
         note("the token list has an active token: no bootstrap token made");
@@ -163,14 +162,14 @@ fn bootstrap(
     let schema = vault.schema();
     let known = schema.purposes().map(|p| p.name.as_str());
     let t = store
-        .create(spec, known, now(), &auth)
+        .create(spec, known, now(), vault)
         .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
     let mut text = t.bearer.expose_secret().to_owned();
     text.push('\n');
     if let Err(e) = super::write_new_private(file, text.as_bytes()) {
         // Nobody holds the secret of a token whose file was not written: revoke it, so it can
         // never be used and the next start makes a new one.
-        let _ = store.revoke(&t.info.id, now(), &auth);
+        let _ = store.revoke(&t.info.id, now(), vault);
         return Err(e);
     }
     note(&format!(

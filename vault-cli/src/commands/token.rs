@@ -8,9 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use secrecy::ExposeSecret;
-use vault_server::tokens::{
-    NewToken, Operation, Purposes, TokenError, TokenId, TokenStore, MAC_DOMAIN,
-};
+use vault_server::tokens::{NewToken, Operation, Purposes, TokenError, TokenId, TokenStore};
 
 use super::{now, out, out_json, show_time, Global};
 use crate::exit::{self, CliError};
@@ -109,7 +107,10 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
 
 fn cli_error(e: TokenError) -> anyhow::Error {
     let code = match &e {
-        TokenError::Integrity { .. } => exit::INTEGRITY,
+        TokenError::Integrity { .. }
+        | TokenError::RolledBack { .. }
+        | TokenError::Missing { .. } => exit::INTEGRITY,
+        TokenError::Vault(_) => exit::STORAGE_REFUSED,
         TokenError::NotFound(_) => exit::NOT_FOUND,
         TokenError::UnknownPurpose(_)
         | TokenError::UnknownOperation(_)
@@ -151,11 +152,10 @@ fn create(g: &Global, a: CreateArgs) -> anyhow::Result<()> {
     let spec = spec(g, &a)?;
     let path = a.file.path(g)?;
     let v = g.open()?;
-    let auth = v.admin().authenticator(MAC_DOMAIN);
-    let mut store = TokenStore::open(&path, &auth).map_err(cli_error)?;
+    let mut store = TokenStore::open(&path, &v).map_err(cli_error)?;
     let schema = v.schema();
     let known = schema.purposes().map(|p| p.name.as_str());
-    let t = store.create(spec, known, now(), &auth).map_err(cli_error)?;
+    let t = store.create(spec, known, now(), &v).map_err(cli_error)?;
     if g.json {
         return out_json(&serde_json::json!({
             "id": t.info.id,
@@ -182,7 +182,7 @@ fn ops_text(ops: &BTreeSet<Operation>) -> String {
 fn list(g: &Global, a: ListArgs) -> anyhow::Result<()> {
     let path = a.file.path(g)?;
     let v = g.open()?;
-    let store = TokenStore::open(&path, &v.admin().authenticator(MAC_DOMAIN)).map_err(cli_error)?;
+    let store = TokenStore::open(&path, &v).map_err(cli_error)?;
     if !g.json {
         out("id            name              state    purposes              operations")?;
     }
@@ -220,9 +220,8 @@ fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<()> {
     let id: TokenId = a.id.trim().parse().map_err(cli_error)?;
     let path = a.file.path(g)?;
     let v = g.open()?;
-    let auth = v.admin().authenticator(MAC_DOMAIN);
-    let mut store = TokenStore::open(&path, &auth).map_err(cli_error)?;
-    let t = store.revoke(&id, now(), &auth).map_err(cli_error)?;
+    let mut store = TokenStore::open(&path, &v).map_err(cli_error)?;
+    let t = store.revoke(&id, now(), &v).map_err(cli_error)?;
     if g.json {
         return out_json(&serde_json::json!({"revoked": t.id, "name": t.name}));
     }

@@ -114,7 +114,7 @@ async fn guard(State(st): State<Arc<AppState>>, mut req: Request, next: Next) ->
     tracing::info!(
         %method,
         route,
-        token = slot.get(),
+        token = %slot.get(),
         status = response.status().as_u16(),
         micros = start.elapsed().as_micros() as u64,
         "request"

@@ -5,12 +5,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use vault_core::admin::Authenticator;
 use vault_core::AsyncVault;
 
 use super::ratelimit::RateLimiter;
 use crate::config::Limits;
-use crate::tokens::{TokenError, TokenStore, MAC_DOMAIN};
+use crate::tokens::{TokenError, TokenStore};
 
 /// How often the token file is looked at: a revocation takes effect within this.
 pub(crate) const TOKEN_RECHECK: Duration = Duration::from_secs(1);
@@ -29,7 +28,7 @@ pub(crate) struct AppState {
 /// file once a second and swaps in a new list when the file changed and verifies.
 pub(crate) struct TokenCache {
     path: PathBuf,
-    auth: Authenticator,
+    vault: Arc<vault_core::Vault>,
     current: RwLock<Arc<TokenStore>>,
     stamp: Mutex<Option<Stamp>>,
 }
@@ -52,14 +51,13 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
 }
 
 impl TokenCache {
-    /// Loads the list at `path`, checked under the vault's key; a missing file is an empty list.
-    pub(crate) fn load(vault: &vault_core::Vault, path: PathBuf) -> Result<Self, TokenError> {
-        let auth = vault.admin().authenticator(MAC_DOMAIN);
+    /// Loads the list at `path`, checked under the vault's key and against its generation.
+    pub(crate) fn load(vault: &Arc<vault_core::Vault>, path: PathBuf) -> Result<Self, TokenError> {
         let st = stamp(&path);
-        let store = TokenStore::open(&path, &auth)?;
+        let store = TokenStore::open(&path, vault)?;
         Ok(TokenCache {
             path,
-            auth,
+            vault: Arc::clone(vault),
             current: RwLock::new(Arc::new(store)),
             stamp: Mutex::new(st),
         })
@@ -87,7 +85,7 @@ impl TokenCache {
         }
         *last = now;
         let in_force = self.current().generation();
-        match TokenStore::open(&self.path, &self.auth) {
+        match TokenStore::open(&self.path, &self.vault) {
             Ok(new) if new.generation() >= in_force => {
                 tracing::info!(generation = new.generation(), "token list reloaded");
                 *self

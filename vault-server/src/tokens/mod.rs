@@ -5,7 +5,10 @@
 //! as the SHA-256 of its bearer text, which is shown once, at creation. The whole list carries
 //! an HMAC under the vault's [`Authenticator`] for the domain [`MAC_DOMAIN`], so someone who can
 //! write the file but does not hold the vault's credentials cannot add a token or widen one
-//! (the server refuses a list whose tag does not verify). See docs/format.md, "Token list".
+//! (the server refuses a list whose tag does not verify). Each write raises the list's
+//! generation in the vault too (`Admin::raise_app_generation`), so an older copy of the file put
+//! back (a revoked token alive again) or the file deleted is refused, across restarts. See
+//! docs/format.md, "Token list".
 
 mod secret;
 
@@ -17,7 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use secrecy::SecretString;
 use vault_core::admin::Authenticator;
-use vault_core::Timestamp;
+use vault_core::{Timestamp, Vault};
 
 pub use secret::{TokenId, PREFIX};
 
@@ -223,6 +226,27 @@ pub enum TokenError {
         /// What is wrong (never a token).
         why: &'static str,
     },
+    /// The file is older than the newest list this vault has recorded (a copy put back).
+    #[error("token list {path} is generation {found}, but the vault has recorded generation {seen}: an older copy was put back; refusing it")]
+    RolledBack {
+        /// The file.
+        path: PathBuf,
+        /// The file's generation.
+        found: u64,
+        /// The vault's.
+        seen: u64,
+    },
+    /// The file is gone though the vault has recorded a list (generation `seen`).
+    #[error("token list {path} is missing, but the vault has recorded generation {seen}; restore it (a deleted list would otherwise make way for a new bootstrap token)")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// The vault's generation.
+        seen: u64,
+    },
+    /// The vault could not read or record the list's generation.
+    #[error("the vault could not record the token list's generation: {0}")]
+    Vault(#[source] vault_core::StorageError),
     /// A purpose the schema does not declare.
     #[error("unknown purpose {0:?}")]
     UnknownPurpose(String),
@@ -295,8 +319,31 @@ impl TokenStore {
         }
     }
 
-    /// Reads the list at `path` and checks its MAC; a missing file is an empty list.
-    pub fn open(path: &Path, auth: &Authenticator) -> Result<TokenStore, TokenError> {
+    /// Reads the list at `path`, checks its MAC under `vault`'s key and its generation against
+    /// the one `vault` recorded; a missing file is an empty list only while the vault has
+    /// recorded none.
+    pub fn open(path: &Path, vault: &Vault) -> Result<TokenStore, TokenError> {
+        let seen = vault
+            .admin()
+            .app_generation(MAC_DOMAIN)
+            .map_err(TokenError::Vault)?;
+        let store = Self::read(path, &vault.admin().authenticator(MAC_DOMAIN))?;
+        match store.body.generation {
+            0 if seen > 0 => Err(TokenError::Missing {
+                path: path.to_owned(),
+                seen,
+            }),
+            found if found < seen => Err(TokenError::RolledBack {
+                path: path.to_owned(),
+                found,
+                seen,
+            }),
+            _ => Ok(store),
+        }
+    }
+
+    /// The list at `path` with its MAC checked; a missing file is an empty list (generation 0).
+    fn read(path: &Path, auth: &Authenticator) -> Result<TokenStore, TokenError> {
         let io = |source| TokenError::Io {
             path: path.to_owned(),
             source,
@@ -355,7 +402,7 @@ impl TokenStore {
         spec: NewToken,
         known_purposes: impl IntoIterator<Item = &'a str>,
         now: Timestamp,
-        auth: &Authenticator,
+        vault: &Vault,
     ) -> Result<IssuedToken, TokenError> {
         validate(&spec, &known_purposes.into_iter().collect())?;
         let fresh = secret::generate()?;
@@ -371,7 +418,7 @@ impl TokenStore {
             digest: URL_SAFE_NO_PAD.encode(fresh.hash),
         };
         let entry = info.clone();
-        self.modify(auth, move |body| {
+        self.modify(vault, move |body| {
             if body.tokens.len() >= MAX_TOKENS {
                 return Err(TokenError::Full);
             }
@@ -389,9 +436,9 @@ impl TokenStore {
         &mut self,
         id: &TokenId,
         now: Timestamp,
-        auth: &Authenticator,
+        vault: &Vault,
     ) -> Result<TokenInfo, TokenError> {
-        self.modify(auth, |body| {
+        self.modify(vault, |body| {
             let t = body
                 .tokens
                 .iter_mut()
@@ -408,21 +455,29 @@ impl TokenStore {
     /// Applies `change` to the list as it is on disk now and saves it, all under an exclusive
     /// lock on `<file>.lock`: two `kluis token` runs at once (several processes on one vault in
     /// PostgreSQL, or a server's admin socket beside a local CLI) never lose each other's change.
+    /// The file is written first, then the vault records its generation: a crash between the
+    /// two leaves a file newer than the vault's record, which is accepted (and recorded at the
+    /// next change); the other order could leave the vault refusing the only list there is.
     fn modify<T>(
         &mut self,
-        auth: &Authenticator,
+        vault: &Vault,
         change: impl FnOnce(&mut Body) -> Result<T, TokenError>,
     ) -> Result<T, TokenError> {
         let io = |source| TokenError::Io {
             path: self.path.clone(),
             source,
         };
+        let auth = vault.admin().authenticator(MAC_DOMAIN);
         let _lock = lock(&self.path).map_err(io)?;
-        self.body = TokenStore::open(&self.path, auth)?.body;
+        self.body = TokenStore::open(&self.path, vault)?.body;
         let out = change(&mut self.body)?;
         self.body.generation += 1;
-        let bytes = encode(&self.body, auth).map_err(io)?;
+        let bytes = encode(&self.body, &auth).map_err(io)?;
         write_atomic(&self.path, &bytes).map_err(io)?;
+        vault
+            .admin()
+            .raise_app_generation(MAC_DOMAIN, self.body.generation)
+            .map_err(TokenError::Vault)?;
         Ok(out)
     }
 }

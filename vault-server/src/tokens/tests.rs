@@ -37,15 +37,14 @@ const PURPOSES: [&str; 3] = ["account", "shipping", "marketing"];
 fn a_token_authenticates_until_revoked_and_the_list_holds_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let v = test_vault(dir.path());
-    let auth = v.admin().authenticator(MAC_DOMAIN);
     let path = dir.path().join("tokens.json");
-    let mut store = TokenStore::open(&path, &auth).unwrap();
+    let mut store = TokenStore::open(&path, &v).unwrap();
     let t = store
         .create(
             spec("warehouse", only(&["shipping"]), &[Operation::Read]),
             PURPOSES,
             Timestamp::from_unix_seconds(1_800_000_000),
-            &auth,
+            &v,
         )
         .unwrap();
     let bearer = t.bearer.expose_secret().to_owned();
@@ -61,7 +60,7 @@ fn a_token_authenticates_until_revoked_and_the_list_holds_no_secret() {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let again = TokenStore::open(&path, &auth).unwrap();
+    let again = TokenStore::open(&path, &v).unwrap();
     assert_eq!(again.authenticate(&bearer).unwrap().id, t.info.id);
     let mut changed = bearer.clone();
     changed.pop();
@@ -69,17 +68,13 @@ fn a_token_authenticates_until_revoked_and_the_list_holds_no_secret() {
     assert!(again.authenticate(&changed).is_none(), "a wrong secret");
 
     store
-        .revoke(
-            &t.info.id,
-            Timestamp::from_unix_seconds(1_800_000_100),
-            &auth,
-        )
+        .revoke(&t.info.id, Timestamp::from_unix_seconds(1_800_000_100), &v)
         .unwrap();
-    let after = TokenStore::open(&path, &auth).unwrap();
+    let after = TokenStore::open(&path, &v).unwrap();
     assert!(after.authenticate(&bearer).is_none(), "revoked");
     assert_eq!(after.list().len(), 1, "kept for the record");
     assert!(matches!(
-        store.revoke(&t.info.id, Timestamp::UNIX_EPOCH, &auth),
+        store.revoke(&t.info.id, Timestamp::UNIX_EPOCH, &v),
         Err(TokenError::AlreadyRevoked(_))
     ));
     assert_eq!(after.generation(), 2);
@@ -89,33 +84,32 @@ fn a_token_authenticates_until_revoked_and_the_list_holds_no_secret() {
 fn an_edited_or_foreign_list_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let v = test_vault(&dir.path().join("a"));
-    let auth = v.admin().authenticator(MAC_DOMAIN);
     let path = dir.path().join("tokens.json");
-    let mut store = TokenStore::open(&path, &auth).unwrap();
+    let mut store = TokenStore::open(&path, &v).unwrap();
     store
         .create(
             spec("warehouse", only(&["shipping"]), &[Operation::Read]),
             PURPOSES,
             Timestamp::UNIX_EPOCH,
-            &auth,
+            &v,
         )
         .unwrap();
     let good = std::fs::read_to_string(&path).unwrap();
     // Widening the token's purposes by hand.
     std::fs::write(&path, good.replace("\"shipping\"", "\"account\"")).unwrap();
     assert!(matches!(
-        TokenStore::open(&path, &auth),
+        TokenStore::open(&path, &v),
         Err(TokenError::Integrity { .. })
     ));
     // Another vault's key does not verify this one's list.
     std::fs::write(&path, &good).unwrap();
     let other = test_vault(&dir.path().join("b"));
-    let e = TokenStore::open(&path, &other.admin().authenticator(MAC_DOMAIN)).unwrap_err();
+    let e = TokenStore::open(&path, &other).unwrap_err();
     assert!(matches!(e, TokenError::Integrity { .. }), "{e}");
     for junk in ["", "{}", "[1,2]", "\u{0}"] {
         std::fs::write(&path, junk).unwrap();
         assert!(matches!(
-            TokenStore::open(&path, &auth),
+            TokenStore::open(&path, &v),
             Err(TokenError::Integrity { .. })
         ));
     }
@@ -125,9 +119,8 @@ fn an_edited_or_foreign_list_is_refused() {
 fn specs_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let v = test_vault(dir.path());
-    let auth = v.admin().authenticator(MAC_DOMAIN);
-    let mut store = TokenStore::open(&dir.path().join("tokens.json"), &auth).unwrap();
-    let mut make = |s: NewToken| store.create(s, PURPOSES, Timestamp::UNIX_EPOCH, &auth);
+    let mut store = TokenStore::open(&dir.path().join("tokens.json"), &v).unwrap();
+    let mut make = |s: NewToken| store.create(s, PURPOSES, Timestamp::UNIX_EPOCH, &v);
     assert!(matches!(
         make(spec("x", only(&["nope"]), &[Operation::Read])),
         Err(TokenError::UnknownPurpose(_))
@@ -156,14 +149,13 @@ fn specs_are_checked() {
 fn read_implies_read_masked_but_not_the_other_way() {
     let dir = tempfile::tempdir().unwrap();
     let v = test_vault(dir.path());
-    let auth = v.admin().authenticator(MAC_DOMAIN);
-    let mut store = TokenStore::open(&dir.path().join("tokens.json"), &auth).unwrap();
+    let mut store = TokenStore::open(&dir.path().join("tokens.json"), &v).unwrap();
     let reader = store
         .create(
             spec("r", only(&["account"]), &[Operation::Read]),
             PURPOSES,
             Timestamp::UNIX_EPOCH,
-            &auth,
+            &v,
         )
         .unwrap();
     let support = store
@@ -171,7 +163,7 @@ fn read_implies_read_masked_but_not_the_other_way() {
             spec("s", only(&["account"]), &[Operation::ReadMasked]),
             PURPOSES,
             Timestamp::UNIX_EPOCH,
-            &auth,
+            &v,
         )
         .unwrap();
     assert!(reader.info.may(Operation::ReadMasked));
@@ -188,9 +180,8 @@ fn concurrent_writers_lose_no_change() {
         for t in 0..3 {
             let (v, path) = (&v, &path);
             scope.spawn(move || {
-                let auth = v.admin().authenticator(MAC_DOMAIN);
                 // Each writer holds its own, soon stale, copy of the list.
-                let mut store = TokenStore::open(path, &auth).unwrap();
+                let mut store = TokenStore::open(path, v).unwrap();
                 for i in 0..10 {
                     let name = format!("w{t}-{i}");
                     let made = store
@@ -198,20 +189,19 @@ fn concurrent_writers_lose_no_change() {
                             spec(&name, only(&["account"]), &[Operation::Read]),
                             PURPOSES,
                             Timestamp::UNIX_EPOCH,
-                            &auth,
+                            v,
                         )
                         .unwrap();
                     if i % 2 == 0 {
                         store
-                            .revoke(&made.info.id, Timestamp::UNIX_EPOCH, &auth)
+                            .revoke(&made.info.id, Timestamp::UNIX_EPOCH, v)
                             .unwrap();
                     }
                 }
             });
         }
     });
-    let auth = v.admin().authenticator(MAC_DOMAIN);
-    let list = TokenStore::open(&path, &auth).unwrap();
+    let list = TokenStore::open(&path, &v).unwrap();
     assert_eq!(list.list().len(), 30, "every create is there");
     assert_eq!(
         list.list().iter().filter(|t| !t.is_active()).count(),
@@ -219,4 +209,49 @@ fn concurrent_writers_lose_no_change() {
         "every revoke"
     );
     assert_eq!(list.generation(), 45);
+}
+
+/// An older copy of the list put back (a revoked token alive again) or the list deleted (room
+/// for a new bootstrap token) is refused: the vault records the newest generation.
+#[test]
+fn an_older_or_missing_list_is_refused_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = test_vault(dir.path());
+    let path = dir.path().join("tokens.json");
+    let mut store = TokenStore::open(&path, &v).unwrap();
+    let t = store
+        .create(
+            spec("leaked", only(&["account"]), &[Operation::Read]),
+            PURPOSES,
+            Timestamp::UNIX_EPOCH,
+            &v,
+        )
+        .unwrap();
+    let before_revoke = std::fs::read(&path).unwrap();
+    store.revoke(&t.info.id, Timestamp::UNIX_EPOCH, &v).unwrap();
+    drop(v);
+    let v = vault_core::Vault::open(
+        &vault_core::VaultPaths::in_dir(dir.path()),
+        &vault_core::Credentials::passphrase("token list test passphrase"),
+        vault_core::VaultOptions::default()
+            .kdf(vault_core::KdfParams::danger_insecure_for_tests())
+            .danger_allow_weak_kdf(),
+    )
+    .unwrap();
+    std::fs::write(&path, &before_revoke).unwrap();
+    let e = TokenStore::open(&path, &v).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TokenError::RolledBack {
+                found: 1,
+                seen: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let e = TokenStore::open(&path, &v).unwrap_err();
+    assert!(matches!(e, TokenError::Missing { seen: 2, .. }), "{e}");
 }

@@ -111,8 +111,9 @@ pub(crate) struct EventInput {
     /// The record's label.
     #[serde(default)]
     label: String,
-    /// When it happened (RFC 3339); default: now. Must lie within 30 days before and 5
-    /// minutes after the server's now.
+    /// When it happened (RFC 3339); default: now. Must lie within 2 days before and 5
+    /// minutes after the server's now; an event of a record that is already recorded is not
+    /// moved (a token cannot postpone a retention by repeating it).
     #[serde(default)]
     at: Option<String>,
     /// Why, for the audit log (events of a record; an event of the whole subject is audited
