@@ -90,12 +90,10 @@ struct ForgetPlan {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EventReport {
     /// Whether the time was stored as the event's latest time. `false`: an equal or later time is
-    /// already recorded, or (through a purpose-bound handle, for an event of a record) any time
-    /// ([`EventReport::already_recorded`]), and nothing changed.
+    /// already recorded ([`EventReport::already_recorded`]), and nothing changed.
     pub recorded: bool,
     /// The time already recorded for the event (Unix seconds) when it is equal to or later than the
-    /// one given, or when a handle gave an event of a record that already has one (a handle never
-    /// moves it), which makes the call change nothing.
+    /// one given, which makes the call change nothing.
     pub already_recorded: Option<crate::clock::Timestamp>,
     /// Purposes whose retention rule or ceiling names the event and for which it counts (their
     /// data is no newer than the event). Empty when nothing was recorded.
@@ -226,20 +224,16 @@ impl Hold {
 }
 
 /// The stored time of the event kept under `key` that stops an event at `at` from being
-/// recorded: an equal or later one (only a later time moves an event). With `pinned` (an event of
-/// a record recorded through a purpose-bound handle) any stored time: a handle that could move a
-/// record's event could shred its data early or postpone its retention day by day.
-pub(crate) fn kept_event_time(
-    entry: &SubjectEntry,
-    key: &str,
-    at: i64,
-    pinned: bool,
-) -> Option<i64> {
-    entry
-        .events
-        .get(key)
-        .copied()
-        .filter(|&t| pinned || t >= at)
+/// recorded: an equal or later one (only a later time moves an event, so a retention is never
+/// shortened by a second report of its event).
+///
+/// Not pinned for handles: refusing every second report would let a token that posts
+/// `delivered` for an order label before the order exists keep that order's address until its
+/// ceiling (the real delivery would be "already recorded"), and would break a label reused after
+/// a delete. A token repeating an event to postpone a retention is bounded by the purpose's
+/// `at_most` ceiling and is in the audit log entry by entry.
+pub(crate) fn kept_event_time(entry: &SubjectEntry, key: &str, at: i64) -> Option<i64> {
+    entry.events.get(key).copied().filter(|&t| t >= at)
 }
 
 /// The epoch whose KEK must wrap a live key expiring at `expires`: the open-ended epoch while an
@@ -329,7 +323,7 @@ impl Vault {
         at: Timestamp,
         req: &Request,
     ) -> Result<EventReport, LifecycleError> {
-        self.record_scoped_event(s, None, event, at.unix_seconds(), req, false)
+        self.record_scoped_event(s, None, event, at.unix_seconds(), req)
     }
 
     /// Records an anchor event for one record of a subject (e.g. `delivered` for order 42): the
@@ -343,7 +337,7 @@ impl Vault {
         at: Timestamp,
         req: &Request,
     ) -> Result<EventReport, LifecycleError> {
-        self.record_scoped_event(s, Some(record), event, at.unix_seconds(), req, false)
+        self.record_scoped_event(s, Some(record), event, at.unix_seconds(), req)
     }
 
     /// The key an event is kept under in a subject entry's events (`record`: an event of that
@@ -379,7 +373,7 @@ impl Vault {
         })
     }
 
-    /// Records an event (see [`kept_event_time`] for `pinned`).
+    /// Records an event (see [`kept_event_time`]).
     pub(crate) fn record_scoped_event(
         &self,
         s: &SubjectId,
@@ -387,14 +381,13 @@ impl Vault {
         event: &str,
         at: i64,
         req: &Request,
-        pinned: bool,
     ) -> Result<EventReport, LifecycleError> {
         let stored_as = self.event_key(record, event)?;
         let _g = self.lock_subject(s)?;
         // Events carry no personal data and are accepted for forgotten subjects too: a kept
         // legal-obligation purpose still needs its anchor (e.g. `invoiced`) to start its retention.
         let mut entry = self.load_for_change(s)?;
-        if let Some(t) = kept_event_time(&entry, &stored_as, at, pinned) {
+        if let Some(t) = kept_event_time(&entry, &stored_as, at) {
             return Ok(EventReport {
                 already_recorded: Some(crate::clock::Timestamp::from_unix_seconds(t)),
                 ..EventReport::default()

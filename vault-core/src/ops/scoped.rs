@@ -351,10 +351,8 @@ impl<'v> Scoped<'v> {
     /// retention through it); audited as the handle's actor, for `reason`.
     ///
     /// `at` must lie in the handle's [`EventWindow`] (by default 2 days back to 5 minutes ahead),
-    /// else [`LifecycleError::EventTimeOutsideWindow`]. An event the record already has is never
-    /// moved through a handle, to a later time nor an earlier one: the report's
-    /// `already_recorded` gives the stored time and nothing changes (moving it would postpone or
-    /// hasten the retention it starts; the operator's [`Vault::record_event_for`] can).
+    /// else [`LifecycleError::EventTimeOutsideWindow`]. As for the vault's own call, only a later
+    /// time moves an event already recorded (an earlier one reports `already_recorded`).
     pub fn record_event_for(
         &self,
         subject: &SubjectId,
@@ -375,9 +373,8 @@ impl<'v> Scoped<'v> {
             actor: self.actor.clone(),
             reason: reason.to_owned(),
         };
-        // Pinned: an event of a record already recorded is never moved through a handle.
         self.vault
-            .record_scoped_event(subject, Some(record), event, at.unix_seconds(), &req, true)
+            .record_scoped_event(subject, Some(record), event, at.unix_seconds(), &req)
     }
 
     /// Runs `f` on a transaction of `subject` restricted to this handle (as

@@ -703,15 +703,13 @@ impl<'v> Transaction<'v> {
     ) -> Result<EventReport, LifecycleError> {
         let v = self.vault;
         self.check_event(record, at)?;
-        // A handle never moves an event of a record; the subject's own (`last_order`) moves on.
-        let pinned = self.event_window.is_some() && record.is_some();
         let stored_as = v.event_key(record, event)?;
         let e = self.entry().map_err(|e| match e {
             WriteError::SubjectNotFound => LifecycleError::SubjectNotFound,
             WriteError::Storage(s) => LifecycleError::Storage(s),
             other => LifecycleError::Write(other),
         })?;
-        if let Some(t) = crate::ops::lifecycle::kept_event_time(e, &stored_as, at, pinned) {
+        if let Some(t) = crate::ops::lifecycle::kept_event_time(e, &stored_as, at) {
             return Ok(EventReport {
                 already_recorded: Some(crate::clock::Timestamp::from_unix_seconds(t)),
                 ..EventReport::default()
