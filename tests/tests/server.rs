@@ -29,7 +29,7 @@ pub(crate) struct Served {
     pub(crate) port: u16,
     /// Token name → bearer text.
     pub(crate) tokens: BTreeMap<String, String>,
-    extra: Vec<String>,
+    pub(crate) extra: Vec<String>,
 }
 
 /// The tokens most tests use: a shop backend, a warehouse, customer service, an operator.

@@ -93,3 +93,66 @@ fn a_killed_server_leaves_a_stale_socket_that_the_cli_steps_over() {
     );
     s.cli_ok(&["status"]);
 }
+
+/// A socket is only used for the vault and token list it serves; `--admin-socket none` binds
+/// none; a vault path too long for a socket address runs its commands locally.
+#[test]
+fn the_admin_socket_serves_only_its_own_vault_and_token_list() {
+    let mut s = Served::start(SHOP_TOKENS);
+    let socket = s.vault().join("admin.sock");
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::cli::kluis())
+        .arg("--vault")
+        .arg(other.path())
+        .arg("--admin-socket")
+        .arg(&socket)
+        .args(["forget", "AAAAAAAAAAAAAAAAAAAAAA", "--reason", "test"])
+        .env_remove("KLUIS_VAULT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another vault"),
+        "{out:?}"
+    );
+    let elsewhere = s.dir.path().join("elsewhere.json");
+    let out = s
+        .cli()
+        .args(["token", "list", "--tokens"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    s.kill9();
+    std::fs::remove_file(&socket).unwrap();
+    // Without a socket.
+    s.extra = vec!["--admin-socket".into(), "none".into()];
+    s.spawn();
+    assert!(!socket.exists());
+    assert_eq!(s.call("GET", "/v1/register", "operator", None).status, 200);
+}
+
+#[test]
+fn a_vault_path_too_long_for_a_socket_runs_commands_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("x".repeat(120));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(dir.path().join("pass"), "long path passphrase\n").unwrap();
+    let kluis = |args: &[&str]| {
+        std::process::Command::new(crate::cli::kluis())
+            .arg("--danger-insecure-kdf-for-tests")
+            .arg("--vault")
+            .arg(deep.join("vault"))
+            .arg("--passphrase-file")
+            .arg(dir.path().join("pass"))
+            .args(args)
+            .env_remove("KLUIS_ADMIN_SOCKET")
+            .env_remove("KLUIS_VAULT")
+            .output()
+            .unwrap()
+    };
+    let init = kluis(&["init", "--schema", &crate::server::webshop_schema()]);
+    assert!(init.status.success(), "{init:?}");
+    let status = kluis(&["status"]);
+    assert!(status.status.success(), "{status:?}");
+}

@@ -23,9 +23,19 @@ pub fn forward_if_served(cli: &Cli) -> Option<u8> {
         return None;
     }
     let path = socket_path(&cli.global)?;
+    if let Err(why) = owned_by_us(&path) {
+        return Some(fail(&path, why));
+    }
     let stream = match UnixStream::connect(&path) {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+        // No server, or (InvalidInput) a path longer than a socket address holds, which no
+        // server can have bound either: run locally.
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused | ErrorKind::InvalidInput
+            ) =>
+        {
             return None;
         }
         Err(e) => {
@@ -60,12 +70,36 @@ fn request(cli: &Cli) -> Result<Request, &'static str> {
         Command::Find(a) if a.value == "-" => Some(read_stdin_line()?),
         _ => None,
     };
+    let vault = cli.global.vault.as_ref().map(|v| match v.is_absolute() {
+        true => v.display().to_string(),
+        false if v.to_str().is_some_and(|t| t.contains("://")) => v.display().to_string(),
+        false => cwd.join(v).display().to_string(),
+    });
     Ok(Request {
         argv,
         cwd,
         actor: cli.global.actor.clone(),
         stdin_line,
+        vault,
     })
+}
+
+/// Refuses a socket another user owns: a server of ours binds as us, and a socket someone else
+/// put at the path (a shared directory) must not get our arguments or print into our terminal.
+/// A missing path is fine (nothing to connect to). Root may use anyone's.
+fn owned_by_us(path: &std::path::Path) -> Result<(), &'static str> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(socket) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    // Our effective uid without `unsafe`: the owner of /proc/self is the process's euid.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    match me {
+        Some(0) => Ok(()),
+        Some(uid) if uid == socket.uid() => Ok(()),
+        Some(_) => Err("the socket belongs to another user; nothing was run"),
+        None => Err("cannot tell who owns the socket (/proc is not mounted); nothing was run"),
+    }
 }
 
 /// The first line of stdin, as `kluis find` reads its value locally.

@@ -45,6 +45,9 @@ pub struct Request {
     /// The first line of the client's stdin, for `find TYPE FIELD -` (the value stays out of
     /// every process list, and the server does not read its own stdin).
     pub stdin_line: Option<String>,
+    /// The vault the client named (`--vault` or `KLUIS_VAULT`, a directory made absolute), so a
+    /// socket serving another vault refuses instead of running the command on the wrong one.
+    pub vault: Option<String>,
 }
 
 /// What the forwarded command printed, and its exit code.
@@ -64,6 +67,8 @@ pub struct Response {
 pub struct ServerContext {
     /// The vault directory or PostgreSQL URL, as the server was given it.
     pub vault: PathBuf,
+    /// The token list the server reads: forwarded `kluis token` commands change this one.
+    pub tokens: Option<PathBuf>,
     /// The key store of a vault on PostgreSQL.
     pub key_store: Option<PathBuf>,
     /// The PostgreSQL schema.
@@ -75,9 +80,40 @@ impl ServerContext {
     pub fn from_global(g: &Global) -> Self {
         ServerContext {
             vault: g.vault.clone().unwrap_or_default(),
+            tokens: None,
             key_store: g.key_store.clone(),
             pg_schema: g.pg_schema.clone(),
         }
+    }
+
+    /// The same context, with the token list the server reads.
+    pub fn with_tokens(mut self, tokens: PathBuf) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Refuses a command meant for another vault, or a `kluis token` command for another token
+    /// list than the one the server reads (it would change a file nobody serves); points a
+    /// token command without `--tokens` at the server's list.
+    fn check(&self, client_vault: Option<&str>, command: &mut Command) -> Result<(), String> {
+        if let Some(v) = client_vault {
+            if !same_vault(Path::new(v), &self.vault) {
+                return Err("this admin socket serves another vault; nothing was run".to_owned());
+            }
+        }
+        if let (Command::Token(t), Some(served)) = (command, &self.tokens) {
+            let list = &mut t.list_file_mut().tokens;
+            match list {
+                Some(p) if !same_vault(p, served) => {
+                    return Err(format!(
+                        "the server reads the token list {}; nothing was run",
+                        served.display()
+                    ))
+                }
+                _ => *list = Some(served.clone()),
+            }
+        }
+        Ok(())
     }
 
     /// Puts the server's vault into a forwarded command's options, and drops the client's
@@ -97,7 +133,8 @@ impl ServerContext {
 /// several processes, so its admin commands run locally).
 pub fn socket_path(g: &Global) -> Option<PathBuf> {
     if let Some(p) = &g.admin_socket {
-        return Some(p.clone());
+        // `--admin-socket none`: a server binds none, a client never forwards.
+        return (p.as_os_str() != "none").then(|| p.clone());
     }
     let vault = g.vault.as_deref()?;
     let text = vault.to_str().unwrap_or("");
@@ -217,6 +254,7 @@ fn run(vault: Arc<Vault>, server: &ServerContext, req: Request) -> u8 {
         cwd,
         actor,
         stdin_line,
+        vault: client_vault,
     } = req;
     let (mut cli, name) = match parse(argv) {
         Ok(parsed) => parsed,
@@ -233,6 +271,9 @@ fn run(vault: Arc<Vault>, server: &ServerContext, req: Request) -> u8 {
     if !take_stdin(&mut cli.command, stdin_line) {
         let msg = "the value to find was to come from stdin, but the client sent none";
         return exit::report_code(&CliError::new(exit::USAGE, msg).into(), json);
+    }
+    if let Err(why) = server.check(client_vault.as_deref(), &mut cli.command) {
+        return exit::report_code(&CliError::new(exit::USAGE, why).into(), json);
     }
     absolutize(&mut cli.command, &cwd);
     server.apply(&mut cli.global, actor);
@@ -276,3 +317,12 @@ fn clap_error(e: &clap::Error) -> u8 {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether two vault paths (or URLs) name the same vault: the same canonical directory, or the
+/// same text when either cannot be resolved (a PostgreSQL URL, a path that is gone).
+fn same_vault(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}

@@ -57,6 +57,7 @@ impl Request {
             "cwd": self.cwd.to_str()?,
             "actor": self.actor,
             "stdin_line": self.stdin_line,
+            "vault": self.vault,
         });
         Some(Zeroizing::new(v.to_string().into_bytes()))
     }
@@ -74,11 +75,16 @@ impl Request {
             None | Some(Value::Null) => None,
             Some(s) => Some(s.as_str()?.to_owned()),
         };
+        let vault = match v.get("vault") {
+            None | Some(Value::Null) => None,
+            Some(s) => Some(s.as_str()?.to_owned()),
+        };
         Some(Request {
             argv,
             cwd: PathBuf::from(v.get("cwd")?.as_str()?),
             actor: v.get("actor")?.as_str()?.to_owned(),
             stdin_line,
+            vault,
         })
     }
 }
@@ -128,6 +134,7 @@ mod tests {
             cwd: PathBuf::from("/tmp/x"),
             actor: "alice".into(),
             stdin_line: None,
+            vault: None,
         };
         let mut wire = Vec::new();
         write_frame(&mut wire, &req.encode().unwrap()).unwrap();

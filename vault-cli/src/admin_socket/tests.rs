@@ -68,6 +68,7 @@ fn request(dir: &Path, args: &[&str], cwd: &Path) -> Request {
         cwd: cwd.to_path_buf(),
         actor: "tester".to_owned(),
         stdin_line: None,
+        vault: None,
     }
 }
 

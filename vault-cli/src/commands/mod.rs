@@ -103,8 +103,8 @@ pub struct Global {
     )]
     pub actor: String,
     /// The admin socket of a `kluis serve` holding the vault open (default: `DIR/admin.sock` for a
-    /// vault directory, none for PostgreSQL). Admin commands go through it when a server answers
-    /// there, and run locally otherwise.
+    /// vault directory, none for PostgreSQL; `none`: no socket). Admin commands go through it when
+    /// a server answers there, and run locally otherwise.
     #[arg(
         long,
         global = true,

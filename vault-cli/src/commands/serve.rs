@@ -186,7 +186,7 @@ async fn serve(g: &Global, vault: AsyncVault, config: ServerConfig) -> anyhow::R
     let server = vault_server::Server::bind(vault.clone(), config)
         .await
         .map_err(|e| CliError::new(exit::FAILURE, e.to_string()))?;
-    let admin = admin_socket(g, &vault)?;
+    let admin = admin_socket(g, &vault, &tokens)?;
     let listening: Vec<String> = server.listening().iter().map(ToString::to_string).collect();
     let scheme = if server.is_tls() { "https" } else { "http" };
     let admin_path = admin.as_ref().map(|a| a.path().display().to_string());
@@ -213,11 +213,15 @@ async fn serve(g: &Global, vault: AsyncVault, config: ServerConfig) -> anyhow::R
 /// The admin socket through which the CLI's admin commands reach this vault while it is served
 /// (`DIR/admin.sock` for a vault directory, `--admin-socket` to choose; none by default for a
 /// vault on PostgreSQL, which other processes can open themselves).
-fn admin_socket(g: &Global, vault: &AsyncVault) -> anyhow::Result<Option<AdminSocket>> {
+fn admin_socket(
+    g: &Global,
+    vault: &AsyncVault,
+    tokens: &std::path::Path,
+) -> anyhow::Result<Option<AdminSocket>> {
     let Some(path) = crate::admin_socket::socket_path(g) else {
         return Ok(None);
     };
-    let ctx = crate::admin_socket::ServerContext::from_global(g);
+    let ctx = crate::admin_socket::ServerContext::from_global(g).with_tokens(tokens.to_owned());
     AdminSocket::bind(&path, std::sync::Arc::clone(vault.vault()), ctx)
         .map(Some)
         .map_err(|e| CliError::new(exit::FAILURE, e.to_string()).into())

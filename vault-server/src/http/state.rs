@@ -55,12 +55,24 @@ impl TokenCache {
     pub(crate) fn load(vault: &Arc<vault_core::Vault>, path: PathBuf) -> Result<Self, TokenError> {
         let st = stamp(&path);
         let store = TokenStore::open(&path, vault)?;
-        Ok(TokenCache {
+        let generation = store.generation();
+        let cache = TokenCache {
             path,
             vault: Arc::clone(vault),
             current: RwLock::new(Arc::new(store)),
             stamp: Mutex::new(st),
-        })
+        };
+        cache.record_generation(generation);
+        Ok(cache)
+    }
+
+    /// Records in the vault a list newer than the vault knows (a write whose own record of it
+    /// failed after the file was saved), so that copy cannot be rolled back from then on.
+    fn record_generation(&self, generation: u64) {
+        let domain = crate::tokens::MAC_DOMAIN;
+        if let Err(e) = self.vault.admin().raise_app_generation(domain, generation) {
+            tracing::error!(error = %e, "could not record the token list's generation");
+        }
     }
 
     /// The list in force (no I/O: requests never wait for the file).
@@ -88,6 +100,7 @@ impl TokenCache {
         match TokenStore::open(&self.path, &self.vault) {
             Ok(new) if new.generation() >= in_force => {
                 tracing::info!(generation = new.generation(), "token list reloaded");
+                self.record_generation(new.generation());
                 *self
                     .current
                     .write()

@@ -62,7 +62,12 @@ fn bind_unix(p: &Path) -> std::io::Result<UnixListener> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let private = parent.join(format!(".kluis-bind-{}", std::process::id()));
+    // A name nobody can guess and a directory created new (fails if it exists).
+    let mut nonce = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| std::io::Error::other("the OS random generator failed"))?;
+    let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let private = parent.join(format!(".kluis-bind-{hex}"));
     std::fs::DirBuilder::new().mode(0o700).create(&private)?;
     let tmp = private.join("s");
     let bound = UnixListener::bind(&tmp)
@@ -91,8 +96,18 @@ async fn remove_stale_socket(p: &Path) -> std::io::Result<()> {
             std::io::ErrorKind::AddrInUse,
             "another server answers on this socket",
         )),
-        Err(_) => tokio::fs::remove_file(p).await,
+        // Only a socket nobody listens on is stale; anything else (another user's socket we
+        // may not connect to) is left alone.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            tokio::fs::remove_file(p).await
+        }
+        Err(e) => Err(e),
     }
+}
+
+fn inode(p: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).ok().map(|m| m.ino())
 }
 
 fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
@@ -117,10 +132,10 @@ pub(crate) async fn serve(
         header_timeout: limits.header_timeout,
         stop: stop_rx,
     };
-    let sockets: Vec<PathBuf> = listeners
+    let sockets: Vec<(PathBuf, Option<u64>)> = listeners
         .iter()
         .filter_map(|l| match l {
-            Bound::Unix(_, p) => Some(p.clone()),
+            Bound::Unix(_, p) => Some((p.clone(), inode(p))),
             Bound::Tcp(_) => None,
         })
         .collect();
@@ -132,9 +147,12 @@ pub(crate) async fn serve(
     tracing::info!("stopping: no new connections; finishing requests in flight");
     let _ = stop_tx.send(true);
     accepting.abort_all();
-    for p in sockets {
+    for (p, ino) in sockets {
         // Nobody can connect any more: the path would only mislead the next start's check.
-        let _ = tokio::fs::remove_file(&p).await;
+        // Only our own socket: another server may have taken the path meanwhile.
+        if ino.is_some() && inode(&p) == ino {
+            let _ = tokio::fs::remove_file(&p).await;
+        }
     }
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(limits.drain, permits.acquire_many(all))
