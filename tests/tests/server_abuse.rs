@@ -536,3 +536,35 @@ impl Client {
         (r.status != 0).then_some(r)
     }
 }
+
+/// One token stalling its request bodies fills only its own slots (`--max-in-flight-per-token`),
+/// not the server's: the shop's requests go on.
+#[test]
+fn one_token_cannot_take_every_slot() {
+    let s = Served::start_with(
+        SHOP_TOKENS,
+        &["--max-in-flight-per-token", "2", "--request-timeout", "5"],
+    );
+    let subject = s.new_customer("ans@voorbeeld.nl");
+    let support = s.token("support").to_owned();
+    let stalled: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = s.connect();
+            let head = format!(
+                "POST /v1/find HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {support}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+            );
+            c.write_all(head.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let find = json!({"record_type": "customer", "field": "email", "value": "ans@voorbeeld.nl"});
+    let r = s.call("POST", "/v1/find", "support", Some(find.clone()));
+    assert_eq!((r.status, r.kind()), (503, "busy"), "{r:?}");
+    assert_eq!(
+        s.call("GET", &customer_path(&subject), "shop", None).status,
+        200
+    );
+    assert_eq!(s.call("POST", "/v1/find", "shop", Some(find)).status, 200);
+    drop(stalled);
+}

@@ -22,13 +22,16 @@ pub struct Limits {
     /// Most `/v1` requests in progress at once; past it, 503 `busy` at once (a vault that
     /// stalls must not gather an unbounded queue of waiting calls).
     pub max_in_flight: usize,
+    /// Most `/v1` requests of one token in progress at once (a token stalling its bodies cannot
+    /// take every slot of `max_in_flight`).
+    pub max_in_flight_per_token: usize,
     /// How long a stop waits for requests in flight.
     pub drain: Duration,
 }
 
 impl Default for Limits {
     /// 1 MiB bodies, 30 s per request, 10 s for headers, 1,024 connections, 1,000 requests/s per
-    /// token, 256 requests in progress, 10 s to drain.
+    /// token, 256 requests in progress (64 per token), 10 s to drain.
     fn default() -> Self {
         Limits {
             max_body_bytes: 1024 * 1024,
@@ -37,6 +40,7 @@ impl Default for Limits {
             max_connections: 1024,
             rate_per_token: 1000,
             max_in_flight: 256,
+            max_in_flight_per_token: 64,
             drain: Duration::from_secs(10),
         }
     }

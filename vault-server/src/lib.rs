@@ -51,6 +51,7 @@ impl Server {
             tokens,
             limiter: http::ratelimit::RateLimiter::default(),
             in_flight: tokio::sync::Semaphore::new(config.limits.max_in_flight.max(1)),
+            per_token: std::sync::Mutex::default(),
             limits: config.limits,
         });
         Ok(Server {

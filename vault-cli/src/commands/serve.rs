@@ -53,6 +53,9 @@ pub struct Args {
     /// Most /v1 requests in progress at once (more get 503 `busy` at once).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_in_flight: usize,
+    /// Most /v1 requests of one token in progress at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_in_flight_per_token: usize,
     /// Print the OpenAPI document and exit (no vault needed).
     #[arg(long)]
     pub openapi: bool,
@@ -76,6 +79,7 @@ impl Args {
                 max_connections: self.max_connections.max(1),
                 rate_per_token: self.rate_limit.max(1),
                 max_in_flight: self.max_in_flight.max(1),
+                max_in_flight_per_token: self.max_in_flight_per_token.max(1),
                 ..Limits::default()
             },
             tokens,

@@ -16,6 +16,8 @@ use crate::tokens::{Operation, Purposes, TokenInfo};
 /// The authenticated token of a request.
 pub(crate) struct Caller {
     pub(crate) token: TokenInfo,
+    /// This request's slot among its token's requests in progress, held until it is answered.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -43,7 +45,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .limiter
             .take(&token.id, state.limits.rate_of(&token), Instant::now())
             .map_err(ApiError::rate_limited)?;
-        Ok(Caller { token })
+        let slot = state.token_slot(&token.id).ok_or_else(ApiError::busy)?;
+        Ok(Caller { token, _slot: slot })
     }
 }
 

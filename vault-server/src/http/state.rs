@@ -22,6 +22,31 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     /// One permit per `/v1` request in progress (`Limits::max_in_flight`).
     pub(crate) in_flight: tokio::sync::Semaphore,
+    /// Per token, one permit per request of it in progress (`Limits::max_in_flight_per_token`).
+    pub(crate) per_token:
+        Mutex<std::collections::HashMap<crate::tokens::TokenId, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl AppState {
+    /// A slot for one more request of `id`, or `None` when it has as many in progress as a
+    /// token may.
+    pub(crate) fn token_slot(
+        &self,
+        id: &crate::tokens::TokenId,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = {
+            let mut map = self
+                .per_token
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = self.limits.max_in_flight_per_token.max(1);
+            Arc::clone(
+                map.entry(id.clone())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(n))),
+            )
+        };
+        sem.try_acquire_owned().ok()
+    }
 }
 
 /// The token list in force. Requests only read it; a background task (`watch`) looks at the
