@@ -637,3 +637,28 @@ fn serve_creates_the_vault_and_a_bootstrap_token() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A lost token list stops the server from starting (it cannot tell a lost list from one deleted
+/// to make way for a new bootstrap token); `kluis token reset --drop-all-tokens` is the way out.
+#[test]
+fn a_lost_token_list_is_refused_until_reset() {
+    let mut s = Served::start(SHOP_TOKENS);
+    s.kill9();
+    std::fs::remove_file(s.vault().join("tokens.json")).unwrap();
+    let out = s
+        .cli()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing"),
+        "{out:?}"
+    );
+    let out = s.cli().args(["token", "reset"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a reset must be confirmed");
+    s.cli_ok(&["token", "reset", "--drop-all-tokens"]);
+    s.spawn();
+    let r = s.call("GET", "/v1/register", "operator", None);
+    assert_eq!(r.status, 401, "every old token is gone: {r:?}");
+}

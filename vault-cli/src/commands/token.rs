@@ -22,6 +22,19 @@ pub enum Command {
     List(ListArgs),
     /// Revoke a token (a running server refuses it within a second).
     Revoke(RevokeArgs),
+    /// Start over with an empty token list, when it is lost or refused as damaged or rolled back
+    /// (every token is gone; make new ones).
+    Reset(ResetArgs),
+}
+
+/// Arguments of `kluis token reset`.
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    /// Confirms that every token is to be dropped.
+    #[arg(long)]
+    pub drop_all_tokens: bool,
+    #[command(flatten)]
+    pub file: ListFile,
 }
 
 /// Where the token list is.
@@ -92,6 +105,7 @@ impl Command {
             Command::Create(a) => &mut a.file,
             Command::List(a) => &mut a.file,
             Command::Revoke(a) => &mut a.file,
+            Command::Reset(a) => &mut a.file,
         }
     }
 }
@@ -102,6 +116,7 @@ pub fn run(g: &Global, c: Command) -> anyhow::Result<()> {
         Command::Create(a) => create(g, a),
         Command::List(a) => list(g, a),
         Command::Revoke(a) => revoke(g, a),
+        Command::Reset(a) => reset(g, a),
     }
 }
 
@@ -226,4 +241,25 @@ fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<()> {
         return out_json(&serde_json::json!({"revoked": t.id, "name": t.name}));
     }
     out(&format!("revoked token {} ({})", t.id, t.name))
+}
+
+fn reset(g: &Global, a: ResetArgs) -> anyhow::Result<()> {
+    if !a.drop_all_tokens {
+        return Err(CliError::new(
+            exit::USAGE,
+            "kluis token reset drops every token: confirm with --drop-all-tokens",
+        )
+        .into());
+    }
+    let path = a.file.path(g)?;
+    let v = g.open()?;
+    let store = TokenStore::reset(&path, &v).map_err(cli_error)?;
+    if g.json {
+        return out_json(&serde_json::json!({"reset": true, "generation": store.generation()}));
+    }
+    out(&format!(
+        "token list {} reset (generation {}): no token is valid; make new ones",
+        path.display(),
+        store.generation()
+    ))
 }

@@ -452,6 +452,36 @@ impl TokenStore {
         })
     }
 
+    /// Starts over with an empty list, for an operator whose list is lost or refused (a file
+    /// gone, damaged, or older than the vault's record): every token is gone, the new list's
+    /// generation lies above every one the vault recorded, so no old copy can come back.
+    pub fn reset(path: &Path, vault: &Vault) -> Result<TokenStore, TokenError> {
+        let io = |source| TokenError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let _lock = lock(path).map_err(io)?;
+        let seen = vault
+            .admin()
+            .app_generation(MAC_DOMAIN)
+            .map_err(TokenError::Vault)?;
+        let body = Body {
+            format: FORMAT.to_owned(),
+            generation: seen + 1,
+            tokens: Vec::new(),
+        };
+        let bytes = encode(&body, &vault.admin().authenticator(MAC_DOMAIN)).map_err(io)?;
+        write_atomic(path, &bytes).map_err(io)?;
+        vault
+            .admin()
+            .raise_app_generation(MAC_DOMAIN, body.generation)
+            .map_err(TokenError::Vault)?;
+        Ok(TokenStore {
+            path: path.to_owned(),
+            body,
+        })
+    }
+
     /// Applies `change` to the list as it is on disk now and saves it, all under an exclusive
     /// lock on `<file>.lock`: two `kluis token` runs at once (several processes on one vault in
     /// PostgreSQL, or a server's admin socket beside a local CLI) never lose each other's change.

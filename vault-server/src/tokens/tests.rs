@@ -254,4 +254,13 @@ fn an_older_or_missing_list_is_refused_across_restarts() {
     std::fs::remove_file(&path).unwrap();
     let e = TokenStore::open(&path, &v).unwrap_err();
     assert!(matches!(e, TokenError::Missing { seen: 2, .. }), "{e}");
+    // The way out: an empty list above every generation the vault saw.
+    let fresh = TokenStore::reset(&path, &v).unwrap();
+    assert_eq!((fresh.list().len(), fresh.generation()), (0, 3));
+    assert!(TokenStore::open(&path, &v).unwrap().list().is_empty());
+    std::fs::write(&path, &before_revoke).unwrap();
+    assert!(
+        TokenStore::open(&path, &v).is_err(),
+        "the old copy stays refused"
+    );
 }
