@@ -107,8 +107,10 @@ pub use format::record::{FieldState, Record, Shredded};
 pub use format::record_key::RecordKey;
 pub use format::subject::{ShredReason, SubjectId};
 pub use keys::credentials::{Credentials, KdfParams, KeyFile};
-pub use ops::lifecycle::{EventReport, ForgetOptions, ForgetReport, KeptPurpose, NotCounted};
-pub use ops::scoped::{EventWindow, Reads, Scoped};
+pub use ops::lifecycle::{
+    EventReport, EventWindow, ForgetOptions, ForgetReport, KeptPurpose, NotCounted,
+};
+pub use ops::scoped::{Reads, Scoped};
 pub use ops::transaction::Transaction;
 pub use storage::durability::Durability;
 #[cfg(feature = "engine-postgres")]

@@ -223,6 +223,47 @@ impl Hold {
     }
 }
 
+/// How far from now an event recorded through a handle may lie ([`crate::Scoped::event_window`]).
+///
+/// An event time starts a retention period: a time far in the past would shred data at the next
+/// expiry sweep, one far in the future would keep it for years. A component's handle (the
+/// warehouse marking a parcel delivered) gets a window around now; the operator's own calls on
+/// [`Vault`] have none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventWindow {
+    /// How far back an event may be dated.
+    pub past: std::time::Duration,
+    /// How far ahead an event may be dated (clock skew between the shop and the vault).
+    pub future: std::time::Duration,
+}
+
+impl Default for EventWindow {
+    /// 2 days back (a carrier's delivery report arrives a day or so late), 5 minutes ahead. Short
+    /// on purpose: with a retention of "30d after delivered", a month back would let a handle
+    /// shred the address at the next sweep; the operator's own calls on [`Vault`] date events
+    /// freely.
+    fn default() -> Self {
+        EventWindow {
+            past: std::time::Duration::from_secs(2 * 86_400),
+            future: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+impl EventWindow {
+    /// The window's bounds around `now`, or the error for `at` outside it.
+    pub(crate) fn check(&self, now: Timestamp, at: Timestamp) -> Result<(), LifecycleError> {
+        let (earliest, latest) = (
+            now.saturating_sub(self.past),
+            now.saturating_add(self.future),
+        );
+        if at < earliest || at > latest {
+            return Err(LifecycleError::EventTimeOutsideWindow { earliest, latest });
+        }
+        Ok(())
+    }
+}
+
 /// The stored time of the event kept under `key` that stops an event at `at` from being
 /// recorded: an equal or later one (only a later time moves an event, so a retention is never
 /// shortened by a second report of its event).

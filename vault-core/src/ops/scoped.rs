@@ -21,7 +21,7 @@ use crate::format::audit::{Actor, AuditEntry, AuditOp, Request};
 use crate::format::record::Record;
 use crate::format::record_key::RecordKey;
 use crate::format::subject::SubjectId;
-use crate::ops::lifecycle::EventReport;
+use crate::ops::lifecycle::{EventReport, EventWindow};
 use crate::ops::records::{into_shop_type, misses_field};
 use crate::ops::transaction::{Mode, Transaction};
 use crate::schema::{FieldDef, RecordType};
@@ -49,47 +49,6 @@ pub enum Reads {
     /// Masked views only ([`Scoped::get_masked`]): customer service sees `j***@voorbeeld.nl`,
     /// and `get`, `get_fields` and `get_as` are refused with [`ReadError::MaskedOnly`].
     MaskedOnly,
-}
-
-/// How far from now an event recorded through a handle may lie ([`Scoped::event_window`]).
-///
-/// An event time starts a retention period: a time far in the past would shred data at the next
-/// expiry sweep, one far in the future would keep it for years. A component's handle (the
-/// warehouse marking a parcel delivered) gets a window around now; the operator's own calls on
-/// [`Vault`] have none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventWindow {
-    /// How far back an event may be dated.
-    pub past: std::time::Duration,
-    /// How far ahead an event may be dated (clock skew between the shop and the vault).
-    pub future: std::time::Duration,
-}
-
-impl Default for EventWindow {
-    /// 2 days back (a carrier's delivery report arrives a day or so late), 5 minutes ahead. Short
-    /// on purpose: with a retention of "30d after delivered", a month back would let a handle
-    /// shred the address at the next sweep; the operator's own calls on [`Vault`] date events
-    /// freely.
-    fn default() -> Self {
-        EventWindow {
-            past: std::time::Duration::from_secs(2 * 86_400),
-            future: std::time::Duration::from_secs(300),
-        }
-    }
-}
-
-impl EventWindow {
-    /// The window's bounds around `now`, or the error for `at` outside it.
-    pub(crate) fn check(&self, now: Timestamp, at: Timestamp) -> Result<(), LifecycleError> {
-        let (earliest, latest) = (
-            now.saturating_sub(self.past),
-            now.saturating_add(self.future),
-        );
-        if at < earliest || at > latest {
-            return Err(LifecycleError::EventTimeOutsideWindow { earliest, latest });
-        }
-        Ok(())
-    }
 }
 
 impl std::fmt::Debug for Scoped<'_> {

@@ -151,7 +151,7 @@ pub struct Transaction<'v> {
     /// locked), so a schema change cannot slip between a handle's check and its write.
     scope: Option<&'v BTreeSet<String>>,
     /// A purpose-bound handle's window for event times (`events_within`).
-    event_window: Option<crate::ops::scoped::EventWindow>,
+    event_window: Option<crate::ops::lifecycle::EventWindow>,
     new_subject: bool,
     entry: Option<SubjectEntry>,
     entry_dirty: bool,
@@ -512,7 +512,7 @@ impl<'v> Transaction<'v> {
     }
 
     /// Accepts event times only within `window` of the transaction's now (a handle's).
-    pub(crate) fn events_within(&mut self, window: crate::ops::scoped::EventWindow) {
+    pub(crate) fn events_within(&mut self, window: crate::ops::lifecycle::EventWindow) {
         self.event_window = Some(window);
     }
 
