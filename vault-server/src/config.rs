@@ -78,6 +78,9 @@ pub enum ServeError {
     /// The token list is unusable.
     #[error(transparent)]
     Tokens(#[from] tokens::TokenError),
+    /// A start-up step panicked (a bug; the message names the step).
+    #[error("{0} failed unexpectedly")]
+    Panicked(&'static str),
     /// Nothing to listen on.
     #[error("no listen address given")]
     NoListener,

@@ -37,7 +37,14 @@ impl Server {
         if config.listen.is_empty() {
             return Err(ServeError::NoListener);
         }
-        let tokens = http::state::TokenCache::load(vault.vault(), config.tokens.clone())?;
+        // Loading reads the vault's record of the list's generation: storage I/O (a blocking
+        // PostgreSQL client on that engine), so off the async threads.
+        let (v, path) = (Arc::clone(vault.vault()), config.tokens.clone());
+        let tokens = tokio::task::spawn_blocking(move || http::state::TokenCache::load(&v, path))
+            .await
+            .map_err(|_| {
+                ServeError::Tokens(tokens::TokenError::Invalid("loading the token list failed"))
+            })??;
         let tls = match &config.tls {
             Some(files) => Some(Arc::new(files.acceptor()?)),
             None => None,

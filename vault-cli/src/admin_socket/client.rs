@@ -23,6 +23,8 @@ pub fn forward_if_served(cli: &Cli) -> Option<u8> {
         return None;
     }
     let path = socket_path(&cli.global)?;
+    // Nothing at the path (or no such directory): no server to forward to.
+    std::fs::symlink_metadata(&path).ok()?;
     if let Err(why) = owned_by_us(&path) {
         return Some(fail(&path, why));
     }
