@@ -88,24 +88,24 @@ pub(crate) fn kluis() -> &'static Path {
 }
 
 /// A temporary directory with a passphrase file, and a vault path inside it.
-struct Env {
+pub(crate) struct Env {
     dir: TempDir,
 }
 
 impl Env {
-    fn new() -> Env {
+    pub(crate) fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pass"), format!("{PASSPHRASE}\n")).unwrap();
         Env { dir }
     }
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-    fn vault(&self) -> PathBuf {
+    pub(crate) fn vault(&self) -> PathBuf {
         self.path("vault")
     }
     /// `kluis` with the test KDF, this vault, no inherited kluis variables, no terminal.
-    fn bare(&self) -> Command {
+    pub(crate) fn bare(&self) -> Command {
         let mut c = Command::new(kluis());
         c.arg("--danger-insecure-kdf-for-tests")
             .arg("--vault")
@@ -118,25 +118,25 @@ impl Env {
         c
     }
     /// `kluis` unsealing with the passphrase file.
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = self.bare();
         c.arg("--passphrase-file").arg(self.path("pass"));
         c
     }
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()
     }
     /// Runs and requires success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         success_stdout(args, self.run(args))
     }
     /// Runs with `--json` and parses every stdout line.
-    fn json(&self, args: &[&str]) -> Vec<Value> {
+    pub(crate) fn json(&self, args: &[&str]) -> Vec<Value> {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
         json_lines(&self.ok(&a))
     }
-    fn init(&self) {
+    pub(crate) fn init(&self) {
         self.ok(&["init", "--schema", &schema_path()]);
     }
     fn new_subject(&self) -> String {
@@ -145,13 +145,13 @@ impl Env {
             .unwrap()
             .to_owned()
     }
-    fn write(&self, name: &str, text: &str) -> String {
+    pub(crate) fn write(&self, name: &str, text: &str) -> String {
         let p = self.path(name);
         std::fs::write(&p, text).unwrap();
         p.display().to_string()
     }
     /// Every file under the vault with its bytes (lock files excepted).
-    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         fn walk(d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
             for e in std::fs::read_dir(d).unwrap() {
                 let p = e.unwrap().path();
@@ -172,11 +172,11 @@ fn schema_path() -> String {
     format!("{}/../examples/webshop.toml", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn code(o: &Output) -> Option<i32> {
+pub(crate) fn code(o: &Output) -> Option<i32> {
     o.status.code()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 

@@ -1,0 +1,232 @@
+//! The transforms a mapping applies to a cell. A transform that cannot make sense of a cell
+//! refuses it with a reason that never quotes it (the row is then rejected, not stored wrongly).
+
+use serde::Deserialize;
+
+/// One step of a field's `transform = [...]` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// Strip surrounding white space.
+    Trim,
+    /// Lower case.
+    Lower,
+    /// Upper case.
+    Upper,
+    /// A country name or code to its ISO 3166-1 alpha-2 code ([`COUNTRIES`]).
+    CountryIso,
+    /// A date in the source's `format` (chrono) to `YYYY-MM-DD`.
+    Date,
+    /// Drop the `'` a spreadsheet puts before a cell it must keep as text (`'+31…`).
+    StripLeadingQuote,
+    /// The first word of a full name.
+    SplitNameFirst,
+    /// Everything after the first word of a full name.
+    SplitNameLast,
+}
+
+/// Country names (English, native, Dutch) and codes → ISO 3166-1 alpha-2, for the countries
+/// web shops in the EU mostly ship to. Keys are lower case.
+const COUNTRIES: &[(&str, &[&str])] = &[
+    (
+        "NL",
+        &[
+            "netherlands",
+            "the netherlands",
+            "nederland",
+            "holland",
+            "nld",
+        ],
+    ),
+    (
+        "BE",
+        &["belgium", "belgië", "belgie", "belgique", "belgien", "bel"],
+    ),
+    (
+        "DE",
+        &["germany", "deutschland", "duitsland", "allemagne", "deu"],
+    ),
+    ("FR", &["france", "frankrijk", "frankreich", "fra"]),
+    ("LU", &["luxembourg", "luxemburg", "lux"]),
+    ("AT", &["austria", "österreich", "oostenrijk", "aut"]),
+    (
+        "CH",
+        &["switzerland", "schweiz", "suisse", "zwitserland", "che"],
+    ),
+    (
+        "GB",
+        &[
+            "united kingdom",
+            "great britain",
+            "uk",
+            "verenigd koninkrijk",
+            "gbr",
+        ],
+    ),
+    ("IE", &["ireland", "ierland", "éire", "irl"]),
+    ("ES", &["spain", "españa", "espana", "spanje", "esp"]),
+    ("PT", &["portugal", "prt"]),
+    ("IT", &["italy", "italia", "italië", "italie", "ita"]),
+    ("DK", &["denmark", "danmark", "denemarken", "dnk"]),
+    ("SE", &["sweden", "sverige", "zweden", "swe"]),
+    ("NO", &["norway", "norge", "noorwegen", "nor"]),
+    ("FI", &["finland", "suomi", "fin"]),
+    ("PL", &["poland", "polska", "polen", "pol"]),
+    (
+        "CZ",
+        &[
+            "czechia",
+            "czech republic",
+            "česko",
+            "tsjechië",
+            "tsjechie",
+            "cze",
+        ],
+    ),
+    (
+        "US",
+        &[
+            "united states",
+            "united states of america",
+            "usa",
+            "verenigde staten",
+        ],
+    ),
+];
+
+impl Transform {
+    /// The transform's name as written in a mapping (for reasons).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::Trim => "trim",
+            Transform::Lower => "lower",
+            Transform::Upper => "upper",
+            Transform::CountryIso => "country_iso",
+            Transform::Date => "date",
+            Transform::StripLeadingQuote => "strip_leading_quote",
+            Transform::SplitNameFirst => "split_name_first",
+            Transform::SplitNameLast => "split_name_last",
+        }
+    }
+
+    /// Applies the transform; `format` is the source's date format. An empty cell stays empty
+    /// (the field is then left out), so no transform refuses it; so does one of white space only.
+    pub fn apply(self, cell: &str, format: &str) -> Result<String, &'static str> {
+        if cell.trim().is_empty() {
+            return Ok(String::new());
+        }
+        match self {
+            Transform::Trim => Ok(cell.trim().to_owned()),
+            Transform::Lower => Ok(cell.to_lowercase()),
+            Transform::Upper => Ok(cell.to_uppercase()),
+            Transform::CountryIso => country_iso(cell),
+            Transform::Date => date(cell, format),
+            Transform::StripLeadingQuote => Ok(cell.strip_prefix('\'').unwrap_or(cell).to_owned()),
+            Transform::SplitNameFirst => Ok(split_name(cell).0.to_owned()),
+            Transform::SplitNameLast => Ok(split_name(cell).1.to_owned()),
+        }
+    }
+}
+
+fn country_iso(cell: &str) -> Result<String, &'static str> {
+    let key = cell.trim().to_lowercase();
+    COUNTRIES
+        .iter()
+        .find(|(code, names)| key.eq_ignore_ascii_case(code) || names.contains(&key.as_str()))
+        .map(|(code, _)| (*code).to_owned())
+        .ok_or("not a country kluis knows")
+}
+
+fn date(cell: &str, format: &str) -> Result<String, &'static str> {
+    chrono::NaiveDate::parse_from_str(cell.trim(), format)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .map_err(|_| "not a date in the mapping's format")
+}
+
+/// (first word, the rest), on white space; the rest keeps its inner spacing ("van der Berg").
+fn split_name(cell: &str) -> (&str, &str) {
+    let t = cell.trim();
+    match t.split_once(char::is_whitespace) {
+        Some((first, rest)) => (first, rest.trim_start()),
+        None => (t, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Transform::*;
+
+    #[test]
+    fn case_and_space() {
+        assert_eq!(Trim.apply("  Jan \t", "").unwrap(), "Jan");
+        assert_eq!(
+            Lower.apply("JAN@Voorbeeld.NL", "").unwrap(),
+            "jan@voorbeeld.nl"
+        );
+        assert_eq!(Upper.apply("nl", "").unwrap(), "NL");
+    }
+
+    #[test]
+    fn country_names_and_codes_become_iso_codes() {
+        for c in ["Netherlands", "nederland", "NL", "nl", " Holland ", "NLD"] {
+            assert_eq!(CountryIso.apply(c, "").unwrap(), "NL", "{c}");
+        }
+        assert_eq!(CountryIso.apply("België", "").unwrap(), "BE");
+        assert_eq!(CountryIso.apply("Deutschland", "").unwrap(), "DE");
+        assert_eq!(CountryIso.apply("united kingdom", "").unwrap(), "GB");
+        let e = CountryIso.apply("Atlantis", "").unwrap_err();
+        assert!(!e.contains("Atlantis"));
+        assert!(CountryIso.apply("XX", "").is_err());
+    }
+
+    #[test]
+    fn dates_in_a_format_become_iso_dates() {
+        assert_eq!(Date.apply("31-12-2025", "%d-%m-%Y").unwrap(), "2025-12-31");
+        assert_eq!(Date.apply("12/31/2025", "%m/%d/%Y").unwrap(), "2025-12-31");
+        assert!(Date.apply("31-02-2025", "%d-%m-%Y").is_err());
+        assert!(Date.apply("yesterday", "%d-%m-%Y").is_err());
+    }
+
+    #[test]
+    fn a_spreadsheet_quote_is_dropped_once() {
+        assert_eq!(
+            StripLeadingQuote.apply("'+31612345678", "").unwrap(),
+            "+31612345678"
+        );
+        assert_eq!(
+            StripLeadingQuote.apply("+31612345678", "").unwrap(),
+            "+31612345678"
+        );
+        assert_eq!(StripLeadingQuote.apply("''x", "").unwrap(), "'x");
+    }
+
+    #[test]
+    fn names_split_on_the_first_word() {
+        assert_eq!(
+            SplitNameFirst.apply(" Jan van der Berg", "").unwrap(),
+            "Jan"
+        );
+        assert_eq!(
+            SplitNameLast.apply("Jan  van der Berg ", "").unwrap(),
+            "van der Berg"
+        );
+        assert_eq!(SplitNameFirst.apply("Cher", "").unwrap(), "Cher");
+        assert_eq!(SplitNameLast.apply("Cher", "").unwrap(), "");
+    }
+
+    #[test]
+    fn empty_cells_stay_empty() {
+        for t in [
+            Trim,
+            Lower,
+            Upper,
+            CountryIso,
+            Date,
+            StripLeadingQuote,
+            SplitNameFirst,
+            SplitNameLast,
+        ] {
+            assert_eq!(t.apply("", "%Y").unwrap(), "", "{}", t.name());
+        }
+    }
+}
