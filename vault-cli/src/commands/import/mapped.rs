@@ -345,7 +345,7 @@ pub fn run(
             }
         }
         report.rows += 1;
-        if report.rows % BATCH as u64 == 0 {
+        if report.rows.is_multiple_of(BATCH as u64) {
             store.sync()?;
             if let Some(b) = &bar {
                 b.set_message(format!(
