@@ -333,3 +333,44 @@ birth_date = { column = "Geboren", transform = ["trim", "date"], format = "%d-%m
     assert_eq!(c["last_name"], "van der Berg");
     assert_eq!(c["birth_date"], "1990-12-31");
 }
+
+#[test]
+fn the_mapped_options_go_together_or_exit_2() {
+    let (env, file) = vault_with(&good_export());
+    let mapping = env.write("m.toml", "records = []");
+    for args in [
+        vec!["import", "--preset", "shopify", file.as_str()],
+        vec![
+            "import",
+            "--csv",
+            "--dry-run",
+            "--type",
+            "customer",
+            file.as_str(),
+        ],
+        vec!["import", "--dry-run", file.as_str()],
+        vec![
+            "import",
+            "--csv",
+            "--preset",
+            "shopify",
+            "--mapping",
+            mapping.as_str(),
+            file.as_str(),
+        ],
+        vec![
+            "import",
+            "--csv",
+            "--preset",
+            "shopify",
+            "--type",
+            "customer",
+            file.as_str(),
+        ],
+        vec!["import", "--csv", file.as_str()],
+    ] {
+        let o = env.run(&args);
+        assert_eq!(code(&o), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(env.json(&["status"])[0]["subjects"], 0);
+}
