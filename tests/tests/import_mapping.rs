@@ -374,3 +374,25 @@ fn the_mapped_options_go_together_or_exit_2() {
     }
     assert_eq!(env.json(&["status"])[0]["subjects"], 0);
 }
+
+#[test]
+fn a_row_that_makes_no_record_is_rejected_not_stored_as_an_empty_subject() {
+    let (env, file) = vault_with("Mail,Optin\nja@voorbeeld.nl,yes\nnee@voorbeeld.nl,no\n");
+    let mapping = env.write(
+        "m.toml",
+        r#"
+[[records]]
+record_type = "marketing_consent"
+when = { column = "Optin", equals = "yes" }
+[records.fields]
+email = { column = "Mail" }
+consented_at = { value = "2026-01-02" }
+"#,
+    );
+    let o = env.run(&["--json", "import", "--csv", "--mapping", &mapping, &file]);
+    assert_eq!(code(&o), Some(8), "{}", stderr(&o));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let (_, rejected) = import_outcomes(stdout.as_bytes());
+    assert_eq!(rejected, vec![3], "{stdout}");
+    assert_eq!(env.json(&["status"])[0]["subjects"], 1);
+}

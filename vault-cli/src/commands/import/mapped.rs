@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use vault_core::schema::{FieldKind, RecordError, RecordType, Schema};
 use vault_core::{Record, RecordKey, SubjectId, TransactionError, Vault};
 
-use super::mapping::{Mapping, RecordMap};
+use super::mapping::{Mapping, RecordMap, Source};
 use super::report::{Report, Stage};
 use super::{csv_reason, refused, BATCH};
 use crate::commands::{out, out_json, Global};
@@ -111,6 +111,14 @@ impl Mapper<'_> {
             }
             out.push(self.record(r, cells)?);
         }
+        // A subject without any record would be a customer nobody can find.
+        if out.is_empty() {
+            return Err(Rejection {
+                reason: "no record to store (every record's condition is false)".into(),
+                column: None,
+                stage: Stage::Validation,
+            });
+        }
         Ok(out)
     }
 
@@ -135,30 +143,10 @@ impl Mapper<'_> {
                 column: None,
                 stage: Stage::Validation,
             })?;
-        let mut fields = Map::new();
-        for (name, source) in &r.fields {
-            let col = source.column.as_deref();
-            let transformed = |reason| Rejection {
-                reason,
-                column: self.column(col),
-                stage: Stage::Transform,
-            };
-            let cell = col.and_then(|c| self.cell(cells, c));
-            if let Some(v) = source.resolve(cell, &self.today).map_err(transformed)? {
-                let value = self.value(rt, name, v).map_err(|reason| Rejection {
-                    reason,
-                    column: self.column(col),
-                    stage: Stage::Validation,
-                })?;
-                fields.insert(name.clone(), value);
-            }
-        }
+        let fields = self.fields(r, rt, cells)?;
         self.validate(r, rt, &fields)?;
         let label = match &r.label {
-            Some(l) => l.resolve(
-                l.column.as_deref().and_then(|c| self.cell(cells, c)),
-                &self.today,
-            ),
+            Some(l) => l.resolve(self.source_cell(l, cells), &self.today),
             None => Ok(None),
         };
         let label = label.map_err(|reason| Rejection {
@@ -173,6 +161,37 @@ impl Mapper<'_> {
             stage: Stage::Validation,
         })?;
         Ok((key, record))
+    }
+
+    fn source_cell<'c>(&self, s: &Source, cells: &'c csv::StringRecord) -> Option<&'c str> {
+        s.column.as_deref().and_then(|c| self.cell(cells, c))
+    }
+
+    /// The record's fields that are not empty, each transformed and checked; a refusal is
+    /// blamed on the field's column.
+    fn fields(
+        &self,
+        r: &RecordMap,
+        rt: &RecordType,
+        cells: &csv::StringRecord,
+    ) -> Result<Map<String, Value>, Rejection> {
+        let mut fields = Map::new();
+        for (name, source) in &r.fields {
+            let blame = |stage| {
+                let column = self.column(source.column.as_deref());
+                move |reason| Rejection {
+                    reason,
+                    column,
+                    stage,
+                }
+            };
+            let resolved = source.resolve(self.source_cell(source, cells), &self.today);
+            if let Some(v) = resolved.map_err(blame(Stage::Transform))? {
+                let value = self.value(rt, name, v).map_err(blame(Stage::Validation))?;
+                fields.insert(name.clone(), value);
+            }
+        }
+        Ok(fields)
     }
 
     /// A cell's text as the field's JSON value, checked against the field's rules.
