@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use vault_core::schema::{FieldKind, RecordError, RecordType, Schema};
 use vault_core::{Record, RecordKey, SubjectId, TransactionError, Vault};
 
+use super::header::Header;
 use super::mapping::{Mapping, RecordMap, Source};
 use super::report::{Report, Stage};
 use super::{csv_reason, refused, BATCH};
@@ -24,44 +25,6 @@ struct Rejection {
     reason: String,
     column: Option<usize>,
     stage: Stage,
-}
-
-/// The export's header row: column names (a UTF-8 BOM stripped) by position.
-pub struct Header(Vec<String>);
-
-impl Header {
-    fn read(reader: &mut csv::Reader<Box<dyn Read>>) -> anyhow::Result<Header> {
-        let h = reader.headers().map_err(|e| {
-            CliError::new(
-                exit::INVALID_INPUT,
-                format!("the CSV header row does not parse: {}", csv_reason(&e)),
-            )
-        })?;
-        let names = h
-            .iter()
-            .enumerate()
-            // Spreadsheet programs (and Shopify's "CSV for Excel") start the file with a BOM.
-            .map(|(i, n)| {
-                if i == 0 {
-                    n.trim_start_matches('\u{feff}')
-                } else {
-                    n
-                }
-            })
-            .map(|n| n.trim().to_owned())
-            .collect();
-        Ok(Header(names))
-    }
-
-    /// The position of column `name`.
-    fn find(&self, name: &str) -> Option<usize> {
-        self.0.iter().position(|n| n == name)
-    }
-
-    /// The column names, in file order.
-    pub fn names(&self) -> &[String] {
-        &self.0
-    }
 }
 
 /// Refuses a mapping that names a column the export lacks, or a record type or field the

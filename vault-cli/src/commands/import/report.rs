@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use vault_core::schema::Schema;
 
-use super::mapped::Header;
+use super::header::Header;
 use super::mapping::{Mapping, Use};
 use crate::commands::{out, out_json};
 

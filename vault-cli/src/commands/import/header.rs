@@ -1,0 +1,44 @@
+//! The export's header row, read once and shared by the mapper and the report.
+
+use std::io::Read;
+
+use super::csv_reason;
+use crate::exit::{self, CliError};
+
+/// The export's header row: column names (a UTF-8 BOM stripped) by position.
+pub struct Header(Vec<String>);
+
+impl Header {
+    pub(super) fn read(reader: &mut csv::Reader<Box<dyn Read>>) -> anyhow::Result<Header> {
+        let h = reader.headers().map_err(|e| {
+            CliError::new(
+                exit::INVALID_INPUT,
+                format!("the CSV header row does not parse: {}", csv_reason(&e)),
+            )
+        })?;
+        let names = h
+            .iter()
+            .enumerate()
+            // Spreadsheet programs (and Shopify's "CSV for Excel") start the file with a BOM.
+            .map(|(i, n)| {
+                if i == 0 {
+                    n.trim_start_matches('\u{feff}')
+                } else {
+                    n
+                }
+            })
+            .map(|n| n.trim().to_owned())
+            .collect();
+        Ok(Header(names))
+    }
+
+    /// The position of column `name`.
+    pub(super) fn find(&self, name: &str) -> Option<usize> {
+        self.0.iter().position(|n| n == name)
+    }
+
+    /// The column names, in file order.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+}
