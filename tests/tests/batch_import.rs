@@ -137,6 +137,73 @@ fn batch_create_unique_clash_inside_one_batch_and_against_stored_data() {
     assert!(v.admin().verify_audit().unwrap().is_intact());
 }
 
+/// `create_subjects_with_records`: each row is one new subject with all its records, or none of
+/// them: a row with one bad record stores nothing of the row (not even its good records, nor
+/// its unique claims), an empty row is refused, and the other rows are stored in the same batch.
+#[test]
+fn batch_create_with_several_records_per_subject_is_all_or_nothing_per_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = new_vault(dir.path());
+    let consent = |email: &str| {
+        let r = Record::new()
+            .with("email", email)
+            .with("consented_at", "2026-05-01");
+        (RecordKey::from("marketing_consent"), r)
+    };
+    let address = |order: &str, city: &str| {
+        let r = Record::new()
+            .with("recipient_name", "J. Berg")
+            .with("street", "Kerkstraat")
+            .with("house_number", "1")
+            .with("postcode", "1011 AB")
+            .with("city", city)
+            .with("country", "NL");
+        (RecordKey::labelled("address", order), r)
+    };
+    let rows = vec![
+        vec![
+            customer("Jan", "jan@voorbeeld.nl"),
+            consent("jan@voorbeeld.nl"),
+            address("1001", "Amsterdam"),
+            address("1002", "Utrecht"),
+        ],
+        // Its address has an unknown field: the customer and its unique e-mail go too.
+        vec![
+            customer("Piet", "piet@voorbeeld.nl"),
+            (
+                RecordKey::labelled("address", "1003"),
+                address("1003", "Delft").1.with("floor", "2"),
+            ),
+        ],
+        vec![],
+        vec![customer("Anouk", "anouk@voorbeeld.nl")],
+    ];
+    let out = v.create_subjects_with_records(&rows).unwrap();
+    let jan = *out[0].as_ref().unwrap();
+    assert!(matches!(out[1], Err(WriteError::Record(_))), "{:?}", out[1]);
+    assert!(matches!(out[2], Err(WriteError::NoRecords)), "{:?}", out[2]);
+    let anouk = *out[3].as_ref().unwrap();
+    assert_eq!(v.records_of(&jan).unwrap().len(), 4);
+    let utrecht = v.get(&jan, RecordKey::labelled("address", "1002")).unwrap();
+    assert_eq!(utrecht.get_str("city"), Some("Utrecht"));
+    assert_eq!(found(&v, "jan@voorbeeld.nl"), vec![jan]);
+    assert_eq!(
+        v.find("marketing_consent", "email", "jan@voorbeeld.nl")
+            .unwrap(),
+        vec![jan]
+    );
+    assert!(found(&v, "piet@voorbeeld.nl").is_empty());
+    let (k, r) = customer("Piet", "piet@voorbeeld.nl");
+    v.create_subject_with(k, &r).unwrap();
+    assert_eq!(v.records_of(&anouk).unwrap().len(), 1);
+    assert_eq!(
+        create_ops(&v),
+        3,
+        "one create_subject entry per stored subject"
+    );
+    assert!(v.admin().verify_audit().unwrap().is_intact());
+}
+
 /// A batch whose apply fails stores nothing of it: no subject, no index entry, no audit entry;
 /// the audit chain verifies, and the same rows go in once storage works again.
 #[test]

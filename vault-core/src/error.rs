@@ -638,6 +638,10 @@ pub enum WriteError {
         /// The unique field.
         field: String,
     },
+    /// A new subject was given no record to start with (`create_subjects_with_records`): it
+    /// would be a subject nobody can find.
+    #[error("a new subject needs at least one record")]
+    NoRecords,
 }
 
 impl WriteError {
@@ -1536,6 +1540,7 @@ impl WriteError {
         match self {
             WriteError::UnknownRecordType(_)
             | WriteError::TooLarge { .. }
+            | WriteError::NoRecords
             | WriteError::Serde(_) => ErrorKind::InvalidInput,
             WriteError::Record(e) => e.kind(),
             WriteError::Field(e) => e.kind(),
@@ -1988,6 +1993,7 @@ mod kind_tests {
             WriteError::Rng(_) => WriteError::Rng(RngError) => StorageRefused,
             WriteError::KeyStore(_) => WriteError::KeyStore(StorageError::DiskFull { component: Component::KeyStore }) => StorageRefused,
             WriteError::NotUnique { .. } => WriteError::NotUnique { record_type: s("customer"), field: s("email") } => Conflict,
+            WriteError::NoRecords => WriteError::NoRecords => InvalidInput,
         });
     }
 

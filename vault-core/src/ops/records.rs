@@ -232,23 +232,47 @@ impl Vault {
         &self,
         rows: &[(RecordKey, Record)],
     ) -> Result<Vec<Result<SubjectId, WriteError>>, BatchError> {
+        self.create_subjects_from(rows.iter().map(std::slice::from_ref))
+    }
+
+    /// [`Vault::create_subjects_with`] for subjects with several first records each (a customer,
+    /// their consent and an order's address): row `i` becomes one new subject holding every
+    /// record of `rows[i]`, or none of them. A row is refused as a whole when one of its records
+    /// is (its error in the row's place); the others are stored, all in one atomic batch with one
+    /// sync, as there.
+    pub fn create_subjects_with_records(
+        &self,
+        rows: &[Vec<(RecordKey, Record)>],
+    ) -> Result<Vec<Result<SubjectId, WriteError>>, BatchError> {
+        self.create_subjects_from(rows.iter().map(Vec::as_slice))
+    }
+
+    fn create_subjects_from<'r>(
+        &self,
+        rows: impl ExactSizeIterator<Item = &'r [(RecordKey, Record)]>,
+    ) -> Result<Vec<Result<SubjectId, WriteError>>, BatchError> {
         let not_stored = |e: WriteError| BatchError::NotStored(e);
-        let ids = rows
-            .iter()
+        let ids = (0..rows.len())
             .map(|_| SubjectId::generate())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| not_stored(e.into()))?;
         let _guards = self
             .lock_stripes(&ids)
             .map_err(|e| not_stored(WriteError::Storage(e)))?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Vec::with_capacity(ids.len());
         let mut ready = Vec::new();
-        for ((key, record), s) in rows.iter().zip(ids) {
+        for (records, s) in rows.zip(ids) {
             let mut tx = Transaction::new_subject_locked(self, s);
-            let prepared = tx.write_op(key, record, Mode::Put).and_then(|()| {
-                tx.fold_put_into_creation();
-                tx.prepare().map_err(|f| f.error)
-            });
+            let prepared = records
+                .iter()
+                .try_for_each(|(key, record)| tx.write_op(key, record, Mode::Put))
+                .and_then(|()| {
+                    if records.is_empty() {
+                        return Err(WriteError::NoRecords);
+                    }
+                    tx.fold_put_into_creation();
+                    tx.prepare().map_err(|f| f.error)
+                });
             match prepared {
                 Ok(p) => {
                     ready.push((out.len(), p));

@@ -135,6 +135,22 @@ impl PhoneCountry {
         self.0.as_ref()
     }
 
+    /// A phone number as people type it (spaces, `-`, `(`, `)`, `.`, a leading `+` or this
+    /// country's international prefix such as `00`) in E.164, `+31612345678`, if it is a
+    /// possible number: national numbers are read as this country's, numbers with a country
+    /// code keep theirs. `None` for anything else (letters, too few or too many digits, an
+    /// unknown country code). The same rules a `phone` field of a schema with this
+    /// `default_country` stores and indexes by; `kluis import`'s `e164` transform uses it.
+    pub fn to_e164(self, s: &str) -> Option<Zeroizing<String>> {
+        if !FieldDef::phone_chars_ok(s) {
+            return None;
+        }
+        let bytes = self.e164(s.trim())?;
+        std::str::from_utf8(&bytes)
+            .ok()
+            .map(|t| Zeroizing::new(t.to_owned()))
+    }
+
     /// `s` in E.164 (`+` and digits), if it is a possible number (a known country code and a
     /// length its numbers can have) whose E.164 form reads back as itself. `s` holds only what
     /// [`FieldDef::phone_chars_ok`] allows. The parser's own temporary strings are not wiped; the

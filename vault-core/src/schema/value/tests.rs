@@ -299,6 +299,36 @@ fn phone_country_codes() {
 }
 
 #[test]
+fn phone_numbers_as_typed_to_e164() {
+    let nl = PhoneCountry::from_code("NL").unwrap();
+    let be = PhoneCountry::from_code("BE").unwrap();
+    for (country, typed, e164) in [
+        (nl, "06-12345678", "+31612345678"),
+        (nl, " (020) 123 4567 ", "+31201234567"),
+        (nl, "0031 6 1234 5678", "+31612345678"),
+        (nl, "+32 470 12 34 56", "+32470123456"),
+        (be, "0470 12 34 56", "+32470123456"),
+        (nl, "+39 06 1234 5678", "+390612345678"),
+    ] {
+        assert_eq!(
+            country.to_e164(typed).as_deref().map(String::as_str),
+            Some(e164),
+            "{typed}"
+        );
+    }
+    for bad in [
+        "",
+        "06-1234abc",
+        "tel:0612345678",
+        "12",
+        "+999 123456",
+        "06 12345678 90123",
+    ] {
+        assert!(nl.to_e164(bad).is_none(), "{bad}");
+    }
+}
+
+#[test]
 fn datetime() {
     for (given, stored) in [
         ("2026-12-06T13:05:00+01:00", "2026-12-06T12:05:00Z"),
