@@ -16,10 +16,26 @@ Default Address Phone,Phone,Accepts SMS Marketing,Total Spent,Total Orders,Note,
 /// A value that must never appear in any output: the e-mail cell of a rejected row.
 const SECRET: &str = "geheim-zonder-apenstaart";
 
-/// One row in Shopify's format: 20 cells, quoted where a cell needs it.
+/// One row in Shopify's format: 20 cells, quoted where a cell needs it; the customer id is made
+/// from the first name and e-mail address (one customer, one id).
 fn row(first: &str, last: &str, email: &str, accepts: &str, phone: &str, note: &str) -> String {
+    let key = format!("{first}{}", email.trim().to_lowercase());
+    let id = format!("70{}", key.bytes().map(u32::from).sum::<u32>());
+    shopify_row(&id, first, last, email, accepts, phone, note)
+}
+
+/// One row in Shopify's format with the customer id `id`.
+fn shopify_row(
+    id: &str,
+    first: &str,
+    last: &str,
+    email: &str,
+    accepts: &str,
+    phone: &str,
+    note: &str,
+) -> String {
     let cells = [
-        "7023411",
+        id,
         first,
         last,
         email,
@@ -188,7 +204,7 @@ fn a_clean_export_exits_0_and_prints_the_report_in_text() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("line 2: new subject"), "{text}");
     assert!(
-        text.contains("columns not imported:\n  Customer ID\n"),
+        text.contains("columns not imported:\n  Default Address Company\n"),
         "{text}"
     );
     assert!(
@@ -237,7 +253,6 @@ fn a_dry_run_writes_nothing_and_reports_the_columns_left_out() {
         .map(|c| c.as_str().unwrap())
         .collect();
     for c in [
-        "Customer ID",
         "Total Spent",
         "Tags",
         "Note",
@@ -247,6 +262,7 @@ fn a_dry_run_writes_nothing_and_reports_the_columns_left_out() {
         assert!(left_out.contains(&c), "{c} not imported: {left_out:?}");
     }
     assert!(!left_out.contains(&"Email") && !left_out.contains(&"Accepts Email Marketing"));
+    assert!(!left_out.contains(&"Customer ID"), "kept as the shop id");
     let column = |name: &str| {
         r["imported"]
             .as_array()
@@ -256,6 +272,10 @@ fn a_dry_run_writes_nothing_and_reports_the_columns_left_out() {
             .cloned()
             .unwrap()
     };
+    assert_eq!(
+        column("Customer ID")["into"][0]["field"],
+        "shop_customer_id"
+    );
     let email = column("Email");
     assert_eq!(email["into"][0]["purpose"], "account");
     assert_eq!(email["into"][0]["legal_basis"], "contract");

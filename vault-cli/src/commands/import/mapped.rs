@@ -1,6 +1,6 @@
-//! `kluis import --mapping FILE --csv EXPORT` (or `--preset NAME`): a foreign CSV export, one new
-//! subject per row, its records made by a [`Mapping`] and stored together in one transaction.
-//! Rows are made durable per batch of [`BATCH`] rows with one sync, as the plain import does.
+//! `kluis import --mapping FILE --csv EXPORT` (or `--preset NAME`): a foreign CSV export, each
+//! row mapped by a [`Mapping`] to the records of one customer; rows with the same `[id]` are one
+//! subject. Storing is [`Store`]'s: batches of rows in one atomic write and one sync.
 //!
 //! Before anything is stored, each row's records are checked against the schema (field names,
 //! required fields, each value's rules), so a dry run reports what the real run would reject for
@@ -8,16 +8,19 @@
 //! reported by the real run alone.
 
 use std::io::Read;
+use std::path::Path;
 
 use serde_json::{Map, Value};
 use vault_core::schema::{FieldKind, RecordError, RecordType, Schema};
-use vault_core::{Record, RecordKey, SubjectId, TransactionError, Vault};
+use vault_core::{Record, RecordKey, Vault};
 
+use super::batch::{Row, Store};
 use super::header::Header;
+use super::idmap::IdMapFile;
 use super::mapping::{Mapping, RecordMap, Source};
 use super::report::{Report, Stage};
-use super::{csv_reason, refused, BATCH};
-use crate::commands::{out, out_json, Global};
+use super::{csv_reason, progress};
+use crate::commands::Global;
 use crate::exit::{self, CliError};
 
 /// A row that was not stored: why, and the column to blame in the report (if one is).
@@ -52,6 +55,17 @@ fn check_mapping(m: &Mapping, header: &Header, schema: &Schema) -> Result<(), Cl
             )));
         }
     }
+    if let Some(id) = &m.id {
+        let (rt, field) = id.target();
+        let def = schema.record_type(rt).and_then(|t| t.field(field));
+        if !def.is_some_and(|d| d.unique) {
+            return Err(bad(format!(
+                "[id] field {:?} must be a field of the schema with index = \"unique\" (it finds \
+                 the customers an earlier run stored)",
+                id.field
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -61,18 +75,38 @@ struct Mapper<'a> {
     schema: &'a Schema,
     header: &'a Header,
     today: String,
+    /// The record (position in the mapping) that holds the `[id]`.
+    id_record: Option<usize>,
 }
 
-impl Mapper<'_> {
-    /// The records of one row, or why it is rejected.
-    fn row(&self, cells: &csv::StringRecord) -> Result<Vec<(RecordKey, Record)>, Rejection> {
+impl<'a> Mapper<'a> {
+    fn new(mapping: &'a Mapping, schema: &'a Schema, header: &'a Header) -> Self {
+        let today = chrono::Utc::now().date_naive().format("%Y-%m-%d");
+        let id_record = mapping.id.as_ref().and_then(|id| {
+            let rt = id.target().0;
+            let every_row = |r: &RecordMap| r.record_type == rt && r.when.is_none();
+            mapping.records.iter().position(every_row)
+        });
+        Mapper {
+            mapping,
+            schema,
+            header,
+            today: today.to_string(),
+            id_record,
+        }
+    }
+
+    /// The id and records of one row, or why it is rejected.
+    fn row(&self, cells: &csv::StringRecord) -> Result<Row, Rejection> {
+        let id = self.id(cells)?;
         let mut out = Vec::new();
-        for r in &self.mapping.records {
+        for (i, r) in self.mapping.records.iter().enumerate() {
             let when = r.when.as_ref();
             if when.is_some_and(|w| !w.holds(self.cell(cells, &w.column).unwrap_or_default())) {
                 continue;
             }
-            out.push(self.record(r, cells)?);
+            let id = id.as_deref().filter(|_| self.id_record == Some(i));
+            out.push(self.record(r, cells, id)?);
         }
         // A subject without any record would be a customer nobody can find.
         if out.is_empty() {
@@ -82,7 +116,21 @@ impl Mapper<'_> {
                 stage: Stage::Validation,
             });
         }
-        Ok(out)
+        Ok(Row { id, records: out })
+    }
+
+    /// The row's `[id]` (trimmed as the mapping says), if the mapping has one.
+    fn id(&self, cells: &csv::StringRecord) -> Result<Option<String>, Rejection> {
+        let Some(id) = &self.mapping.id else {
+            return Ok(None);
+        };
+        id.resolve(self.cell(cells, &id.column))
+            .map(Some)
+            .map_err(|reason| Rejection {
+                reason,
+                column: self.header.find(&id.column),
+                stage: Stage::Transform,
+            })
     }
 
     fn cell<'c>(&self, cells: &'c csv::StringRecord, column: &str) -> Option<&'c str> {
@@ -97,6 +145,7 @@ impl Mapper<'_> {
         &self,
         r: &RecordMap,
         cells: &csv::StringRecord,
+        id: Option<&str>,
     ) -> Result<(RecordKey, Record), Rejection> {
         let rt = self
             .schema
@@ -106,7 +155,17 @@ impl Mapper<'_> {
                 column: None,
                 stage: Stage::Validation,
             })?;
-        let fields = self.fields(r, rt, cells)?;
+        let mut fields = self.fields(r, rt, cells)?;
+        if let (Some(id), Some(map)) = (id, &self.mapping.id) {
+            let value = self
+                .value(rt, map.target().1, id.to_owned())
+                .map_err(|reason| Rejection {
+                    reason,
+                    column: self.header.find(&map.column),
+                    stage: Stage::Validation,
+                })?;
+            fields.insert(map.target().1.to_owned(), value);
+        }
         self.validate(r, rt, &fields)?;
         let label = match &r.label {
             Some(l) => l.resolve(self.source_cell(l, cells), &self.today),
@@ -196,116 +255,34 @@ impl Mapper<'_> {
     }
 }
 
-/// The rows of the current batch, their outcomes, and the counts.
-struct Store<'a> {
-    g: &'a Global,
-    v: &'a Vault,
-    dry_run: bool,
-    /// (line, outcome) since the last sync, printed once it returned.
-    pending: Vec<(usize, Result<SubjectId, String>)>,
-}
-
-impl Store<'_> {
-    /// Stores one row's records as a new subject (in a dry run: nothing).
-    fn put(
-        &mut self,
-        line: usize,
-        records: &[(RecordKey, Record)],
-        report: &mut Report,
-    ) -> anyhow::Result<()> {
-        if self.dry_run {
-            report.stored += 1;
-            return Ok(());
-        }
-        let created = self.v.create_subject_in_transaction(|tx| {
-            records.iter().try_for_each(|(k, r)| tx.put(k.clone(), r))
-        });
-        match created {
-            Ok((s, ())) => {
-                report.stored += 1;
-                self.pending.push((line, Ok(s)));
-            }
-            Err(TransactionError::Commit(e)) if refused(&e) => {
-                self.print()?;
-                return Err(anyhow::Error::from(e).context(format!(
-                    "import stopped at line {line}: storage refused the write; rows printed as new \
-                     subjects were stored, later rows were not: import again from line {line}"
-                )));
-            }
-            Err(e) => {
-                report.store_rejected += 1;
-                self.pending.push((line, Err(e.to_string())));
-            }
-        }
-        Ok(())
-    }
-
-    fn reject(&mut self, line: usize, reason: String) {
-        self.pending.push((line, Err(reason)));
-    }
-
-    /// Makes the batch durable, then prints its outcomes.
-    fn sync(&mut self) -> anyhow::Result<()> {
-        if !self.dry_run && self.pending.iter().any(|(_, o)| o.is_ok()) {
-            self.v.admin().sync().map_err(|e| {
-                anyhow::Error::from(e).context(
-                    "import stopped: the last batch was not confirmed durable; check its rows \
-                     (kluis find / export) before importing them again",
-                )
-            })?;
-        }
-        self.print()
-    }
-
-    fn print(&mut self) -> anyhow::Result<()> {
-        for (line, o) in std::mem::take(&mut self.pending) {
-            match (o, self.g.json) {
-                (Ok(s), true) => out_json(
-                    &serde_json::json!({ "line": line, "created": s.to_string(), "confirmed": true }),
-                )?,
-                (Ok(s), false) => out(&format!("line {line}: new subject {s}"))?,
-                (Err(r), true) => out_json(&serde_json::json!({ "line": line, "rejected": r }))?,
-                (Err(r), false) => out(&format!("line {line}: rejected: {r}"))?,
-            }
-        }
-        Ok(())
-    }
+/// What a mapped import is given besides the vault and the mapping.
+pub struct Input<'a> {
+    pub rows: Box<dyn Read>,
+    /// The export's size in bytes, if it is a file (for the progress bar's ETA).
+    pub size: Option<u64>,
+    pub dry_run: bool,
+    pub id_map: Option<&'a Path>,
 }
 
 /// Imports (or, `dry_run`, only checks) a CSV export with `mapping`; prints the outcomes per
-/// line and the minimisation report. Returns the report for the exit code.
-pub fn run(
-    g: &Global,
-    v: &Vault,
-    mapping: &Mapping,
-    input: Box<dyn Read>,
-    dry_run: bool,
-) -> anyhow::Result<Report> {
+/// line and returns the minimisation report (printed by the caller, with the exit code).
+pub fn run(g: &Global, v: &Vault, mapping: &Mapping, input: Input<'_>) -> anyhow::Result<Report> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(input);
+        .from_reader(input.rows);
     let header = Header::read(&mut reader)?;
     let schema = v.schema();
     check_mapping(mapping, &header, &schema)?;
-    let today = chrono::Utc::now()
-        .date_naive()
-        .format("%Y-%m-%d")
-        .to_string();
-    let mapper = Mapper {
-        mapping,
-        schema: &schema,
-        header: &header,
-        today,
+    let mapper = Mapper::new(mapping, &schema, &header);
+    let mut report = Report::new(mapping, &header, &schema, input.dry_run);
+    let id_map = match input.id_map {
+        Some(p) if !input.dry_run => Some(IdMapFile::create(p)?),
+        _ => None,
     };
-    let mut report = Report::new(mapping, &header, &schema, dry_run);
-    let mut store = Store {
-        g,
-        v,
-        dry_run,
-        pending: Vec::new(),
-    };
-    let bar = crate::commands::spinner();
+    let id_field = mapping.id.as_ref().map(|i| i.target());
+    let mut store = Store::new(g, v, input.dry_run, id_field, id_map);
+    let bar = progress::Bar::new(input.size);
     let mut cells = csv::StringRecord::new();
     loop {
         let line = reader.position().line() as usize;
@@ -314,33 +291,23 @@ pub fn run(
             Ok(true) => {
                 report.count_cells(&cells);
                 match mapper.row(&cells) {
-                    Ok(records) => store.put(line, &records, &mut report)?,
+                    Ok(row) => store.add(line, row, &mut report)?,
                     Err(r) => {
                         report.reject(r.column, r.stage);
-                        store.reject(line, r.reason);
+                        store.reject(line, r.reason, &mut report)?;
                     }
                 }
             }
             Err(e) => {
                 report.reject(None, Stage::Parse);
-                store.reject(line, format!("not a valid CSV row ({})", csv_reason(&e)));
+                let reason = format!("not a valid CSV row ({})", csv_reason(&e));
+                store.reject(line, reason, &mut report)?;
             }
         }
         report.rows += 1;
-        if report.rows.is_multiple_of(BATCH as u64) {
-            store.sync()?;
-            if let Some(b) = &bar {
-                b.set_message(format!(
-                    "{} stored, {} rejected",
-                    report.stored,
-                    report.rejected()
-                ));
-            }
-        }
+        bar.tick(report.rows, reader.position().byte(), report.rejected());
     }
-    store.sync()?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    store.finish(&mut report)?;
+    bar.finish();
     Ok(report)
 }

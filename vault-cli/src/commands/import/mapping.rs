@@ -8,14 +8,85 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use vault_core::schema::PhoneCountry;
+
 use super::transform::Transform;
 
 /// A whole mapping file: the records each row becomes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
+    /// The shop's own customer id: rows with one id are one subject.
+    pub id: Option<IdMap>,
     /// One entry per record the row becomes (a record type at most once per label).
     pub records: Vec<RecordMap>,
+}
+
+/// `[id]`: the column holding the shop's own id of the customer, and the unique field that
+/// keeps it in the vault. Rows with the same id become one subject; an id the vault already
+/// holds is that subject (re-runs are idempotent); the id map pairs each id with its subject.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdMap {
+    /// The column, by its header name.
+    pub column: String,
+    /// Transforms applied in order (those without a parameter).
+    #[serde(default)]
+    pub transform: Vec<Transform>,
+    /// `record_type.field`: an `index = "unique"` field of a record every row makes; the
+    /// importer fills it with the id (the record must not map it itself).
+    pub field: String,
+}
+
+impl IdMap {
+    /// (record type, field) of [`IdMap::field`].
+    pub fn target(&self) -> (&str, &str) {
+        self.field.split_once('.').unwrap_or((&self.field, ""))
+    }
+
+    /// The id of a row, or why there is none (never quoting the cell).
+    pub fn resolve(&self, cell: Option<&str>) -> Result<String, String> {
+        let mut v = cell.unwrap_or_default().to_owned();
+        for t in &self.transform {
+            v = t
+                .apply(&v, "")
+                .map_err(|why| format!("id column {:?}: {why} ({})", self.column, t.name()))?;
+        }
+        if v.trim().is_empty() {
+            return Err(format!("id column {:?} is empty", self.column));
+        }
+        Ok(v)
+    }
+
+    fn check(&self, records: &[RecordMap]) -> Result<(), String> {
+        let (rt, field) = self.target();
+        if field.is_empty() {
+            return Err(format!(
+                "[id] field {:?}: write it as record_type.field",
+                self.field
+            ));
+        }
+        if let Some(t) = self.transform.iter().find(|t| t.param_key().is_some()) {
+            return Err(format!("[id]: the {} transform is not for ids", t.name()));
+        }
+        let every_row = records
+            .iter()
+            .find(|r| r.record_type == rt && r.when.is_none());
+        let Some(record) = every_row else {
+            return Err(format!(
+                "[id] field {:?}: no [[records]] of type {rt:?} without a `when` (the id needs \
+                 a record every row makes)",
+                self.field
+            ));
+        };
+        if record.fields.contains_key(field) {
+            return Err(format!(
+                "[id] field {:?}: the importer fills it with the id; remove it from the record's fields",
+                self.field
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One record made from a row.
@@ -48,22 +119,43 @@ pub struct Source {
     pub transform: Vec<Transform>,
     /// The chrono format of the `date` transform's input, e.g. `%d-%m-%Y`.
     pub format: Option<String>,
+    /// The country (ISO 3166-1 alpha-2, e.g. `NL`) whose national numbers the `e164`
+    /// transform reads.
+    pub default_country: Option<String>,
 }
 
-/// A condition on a column: its cell, trimmed, equals `equals` (ASCII case ignored).
+/// A condition on a column: its cell, trimmed, equals `equals` or one of `one_of` (ASCII case
+/// ignored).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// The column tested.
     pub column: String,
     /// The value that makes the condition true.
-    pub equals: String,
+    pub equals: Option<String>,
+    /// The values that make the condition true (e.g. the order statuses of unshipped orders).
+    pub one_of: Option<Vec<String>>,
 }
 
 impl Condition {
     /// Whether `cell` satisfies the condition.
     pub fn holds(&self, cell: &str) -> bool {
-        cell.trim().eq_ignore_ascii_case(self.equals.trim())
+        let cell = cell.trim();
+        let is = |v: &String| cell.eq_ignore_ascii_case(v.trim());
+        self.equals
+            .iter()
+            .chain(self.one_of.iter().flatten())
+            .any(is)
+    }
+
+    fn check(&self, what: &str) -> Result<(), String> {
+        match (&self.equals, &self.one_of) {
+            (Some(_), None) => Ok(()),
+            (None, Some(v)) if !v.is_empty() => Ok(()),
+            _ => Err(format!(
+                "{what} when: give exactly one of equals or a non-empty one_of"
+            )),
+        }
     }
 }
 
@@ -81,7 +173,13 @@ impl Mapping {
         if self.records.is_empty() {
             return Err("no [[records]]".into());
         }
+        if let Some(id) = &self.id {
+            id.check(&self.records)?;
+        }
         for r in &self.records {
+            if let Some(w) = &r.when {
+                w.check(&r.record_type)?;
+            }
             if let Some(l) = &r.label {
                 l.check(&format!("{} label", r.record_type))?;
             }
@@ -96,6 +194,10 @@ impl Mapping {
     /// `None` for a label or a condition.
     pub fn columns(&self) -> Vec<(&str, Use<'_>)> {
         let mut out = Vec::new();
+        if let Some(id) = &self.id {
+            let (rt, field) = id.target();
+            out.push((id.column.as_str(), Use::Field(rt, field)));
+        }
         for r in &self.records {
             let rt = r.record_type.as_str();
             if let Some(c) = r.label.as_ref().and_then(|l| l.column.as_deref()) {
@@ -140,12 +242,39 @@ impl Source {
         if self.column.is_none() && !self.transform.is_empty() {
             return Err(format!("{what}: transforms apply to a column only"));
         }
-        let dates = self.transform.contains(&Transform::Date);
-        match (dates, self.format.is_some()) {
-            (true, false) => Err(format!("{what}: the date transform needs a format")),
-            (false, true) => Err(format!("{what}: format is only for the date transform")),
+        self.check_param(what, Transform::Date, self.format.as_deref())?;
+        self.check_param(what, Transform::E164, self.default_country.as_deref())?;
+        match self.default_country.as_deref() {
+            Some(c) if PhoneCountry::from_code(c).is_none() => Err(format!(
+                "{what}: default_country {c:?} is not an upper-case ISO 3166-1 alpha-2 code of a \
+                 country with phone numbers"
+            )),
             _ => Ok(()),
         }
+    }
+
+    /// A transform that takes a parameter has it, and a parameter is given only with its
+    /// transform.
+    fn check_param(&self, what: &str, t: Transform, given: Option<&str>) -> Result<(), String> {
+        let key = t.param_key().unwrap_or_default();
+        match (self.transform.contains(&t), given.is_some()) {
+            (true, false) => Err(format!("{what}: the {} transform needs {key}", t.name())),
+            (false, true) => Err(format!(
+                "{what}: {key} is only for the {} transform",
+                t.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The parameter `t` takes from this source.
+    fn param(&self, t: Transform) -> &str {
+        let p = match t {
+            Transform::Date => self.format.as_deref(),
+            Transform::E164 => self.default_country.as_deref(),
+            _ => None,
+        };
+        p.unwrap_or_default()
     }
 
     /// The value for a row: `None` when empty after the transforms; `Err` names the column and
@@ -161,7 +290,7 @@ impl Source {
         let mut v = cell.unwrap_or_default().to_owned();
         for t in &self.transform {
             v = t
-                .apply(&v, self.format.as_deref().unwrap_or_default())
+                .apply(&v, self.param(*t))
                 .map_err(|why| format!("column {column:?}: {why} ({})", t.name()))?;
         }
         Ok(Some(v).filter(|v| !v.trim().is_empty()))

@@ -13,9 +13,12 @@ use vault_core::{BatchError, Durability, Record, RecordKey, SubjectId, Vault, Wr
 use super::{note, out, out_json, Global};
 use crate::exit::{self, CliError};
 
+mod batch;
 mod header;
+mod idmap;
 mod mapped;
 mod mapping;
+mod progress;
 mod report;
 mod transform;
 
@@ -109,6 +112,15 @@ pub struct Args {
     /// print the minimisation report.
     #[arg(long, requires = "mapped")]
     pub dry_run: bool,
+    /// With a mapping that has an `[id]`: write the id map here (CSV, mode 0600): the shop's
+    /// customer id and the subject id that replaces the customer in the shop's tables.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "mapped",
+        conflicts_with = "dry_run"
+    )]
+    pub id_map: Option<PathBuf>,
 }
 
 /// One outcome line of the report.
@@ -450,14 +462,17 @@ fn load_mapping(a: &Args) -> anyhow::Result<Option<Mapping>> {
 }
 
 /// Runs `kluis import --mapping` / `--preset`: the rows, then the minimisation report.
-fn run_mapped(
-    g: &Global,
-    mapping: &Mapping,
-    input: Box<dyn Read>,
-    dry_run: bool,
-) -> anyhow::Result<()> {
+fn run_mapped(g: &Global, mapping: &Mapping, input: mapped::Input<'_>) -> anyhow::Result<()> {
+    if input.id_map.is_some() && mapping.id.is_none() {
+        return Err(CliError::new(
+            exit::INVALID_INPUT,
+            "--id-map needs a mapping with an [id] (the column of the shop's own customer id)",
+        )
+        .into());
+    }
+    let dry_run = input.dry_run;
     let v = g.open_with(g.options().durability(Durability::Relaxed))?;
-    let report = mapped::run(g, &v, mapping, input, dry_run)?;
+    let report = mapped::run(g, &v, mapping, input)?;
     report.print(g.json)?;
     let rejected = report.rejected();
     if rejected > 0 {
@@ -477,18 +492,26 @@ fn run_mapped(
 /// Runs `kluis import`.
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let mapping = load_mapping(&a)?;
-    let input: Box<dyn Read> = if a.file.as_os_str() == "-" {
-        Box::new(std::io::stdin())
+    let (input, size): (Box<dyn Read>, Option<u64>) = if a.file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), None)
     } else {
-        Box::new(std::fs::File::open(&a.file).map_err(|e| {
+        let f = std::fs::File::open(&a.file).map_err(|e| {
             CliError::new(
                 exit::NOT_FOUND,
                 format!("cannot read {}: {}", a.file.display(), e.kind()),
             )
-        })?)
+        })?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), size)
     };
     if let Some(m) = mapping {
-        return run_mapped(g, &m, input, a.dry_run);
+        let input = mapped::Input {
+            rows: input,
+            size,
+            dry_run: a.dry_run,
+            id_map: a.id_map.as_deref(),
+        };
+        return run_mapped(g, &m, input);
     }
     // Rows are made durable per batch with an explicit sync, not one fsync per row.
     let v = g.open_with(g.options().durability(Durability::Relaxed))?;

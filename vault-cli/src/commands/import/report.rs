@@ -49,6 +49,10 @@ pub struct Report {
     refused: u64,
     /// Rows the store refused (a unique value taken): only a real run sees these.
     pub store_rejected: u64,
+    /// New subjects made (a dry run: that would be made, as far as one batch can tell).
+    pub new_subjects: u64,
+    /// Customers whose `[id]` an earlier run (or an earlier batch) had stored.
+    pub already_imported: u64,
 }
 
 fn target(schema: &Schema, rt: &str, field: &str) -> Target {
@@ -108,6 +112,8 @@ impl Report {
             stored: 0,
             refused: 0,
             store_rejected: 0,
+            new_subjects: 0,
+            already_imported: 0,
         }
     }
 
@@ -174,6 +180,10 @@ impl Report {
             },
             self.rejected()
         )];
+        lines.push(format!(
+            "subjects: {} new, {} already in the vault (found by their id)",
+            self.new_subjects, self.already_imported
+        ));
         lines.push("columns not imported:".into());
         lines.extend(self.left_out().map(|c| format!("  {c}")));
         lines.push("columns imported:".into());
@@ -226,6 +236,8 @@ impl Report {
             "rows": self.rows,
             "stored": self.stored,
             "rejected": self.rejected(),
+            "new_subjects": self.new_subjects,
+            "already_imported": self.already_imported,
             "not_imported": self.left_out().collect::<Vec<_>>(),
             "imported": imported,
             "constants": self.constants.iter().map(|t| t.json.clone()).collect::<Vec<_>>(),

@@ -2,6 +2,7 @@
 //! refuses it with a reason that never quotes it (the row is then rejected, not stored wrongly).
 
 use serde::Deserialize;
+use vault_core::schema::PhoneCountry;
 
 /// One step of a field's `transform = [...]` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -23,6 +24,9 @@ pub enum Transform {
     SplitNameFirst,
     /// Everything after the first word of a full name.
     SplitNameLast,
+    /// A phone number as typed (`06-12345678`, `(020) 123 4567`, `0032 …`, `+31 …`) to E.164,
+    /// `+31612345678`; national numbers are read as the source's `default_country`'s.
+    E164,
 }
 
 /// Country names (English, native, Dutch) and codes → ISO 3166-1 alpha-2, for the countries
@@ -106,12 +110,14 @@ impl Transform {
             Transform::StripLeadingQuote => "strip_leading_quote",
             Transform::SplitNameFirst => "split_name_first",
             Transform::SplitNameLast => "split_name_last",
+            Transform::E164 => "e164",
         }
     }
 
-    /// Applies the transform; `format` is the source's date format. An empty cell stays empty
-    /// (the field is then left out), so no transform refuses it; so does one of white space only.
-    pub fn apply(self, cell: &str, format: &str) -> Result<String, &'static str> {
+    /// Applies the transform; `param` is the source's parameter for it: the `format` of
+    /// `date`, the `default_country` of `e164`. An empty cell stays empty (the field is then
+    /// left out), so no transform refuses it; so does one of white space only.
+    pub fn apply(self, cell: &str, param: &str) -> Result<String, &'static str> {
         if cell.trim().is_empty() {
             return Ok(String::new());
         }
@@ -120,12 +126,35 @@ impl Transform {
             Transform::Lower => Ok(cell.to_lowercase()),
             Transform::Upper => Ok(cell.to_uppercase()),
             Transform::CountryIso => country_iso(cell),
-            Transform::Date => date(cell, format),
+            Transform::Date => date(cell, param),
             Transform::StripLeadingQuote => Ok(cell.strip_prefix('\'').unwrap_or(cell).to_owned()),
             Transform::SplitNameFirst => Ok(split_name(cell).0.to_owned()),
             Transform::SplitNameLast => Ok(split_name(cell).1.to_owned()),
+            Transform::E164 => e164(cell, param),
         }
     }
+
+    /// The name of the source key that gives this transform its parameter, if it takes one.
+    pub fn param_key(self) -> Option<&'static str> {
+        match self {
+            Transform::Date => Some("format"),
+            Transform::E164 => Some("default_country"),
+            _ => None,
+        }
+    }
+}
+
+/// The phone number in E.164; `country` (ISO 3166-1 alpha-2) reads national numbers. The
+/// mapping's check made sure `country` is one the phone metadata knows.
+fn e164(cell: &str, country: &str) -> Result<String, &'static str> {
+    let country =
+        PhoneCountry::from_code(country).ok_or("default_country is not a known country")?;
+    let cell = cell.trim();
+    let cell = cell.strip_prefix('\'').unwrap_or(cell);
+    country
+        .to_e164(cell)
+        .map(|n| n.as_str().to_owned())
+        .ok_or("not a phone number (digits, spaces, - ( ) . and a leading + or 00 only, a possible length for its country)")
 }
 
 fn country_iso(cell: &str) -> Result<String, &'static str> {
@@ -215,6 +244,23 @@ mod tests {
     }
 
     #[test]
+    fn phone_numbers_become_e164_in_the_default_country() {
+        assert_eq!(E164.apply("06-12345678", "NL").unwrap(), "+31612345678");
+        assert_eq!(
+            E164.apply(" '+31 20 123 4567", "NL").unwrap(),
+            "+31201234567"
+        );
+        assert_eq!(E164.apply("0470 12 34 56", "BE").unwrap(), "+32470123456");
+        assert_eq!(
+            E164.apply("0032 470 12 34 56", "NL").unwrap(),
+            "+32470123456"
+        );
+        let e = E164.apply("06-1234abcd", "NL").unwrap_err();
+        assert!(!e.contains("1234"), "{e}");
+        assert!(E164.apply("12345", "NL").is_err());
+    }
+
+    #[test]
     fn empty_cells_stay_empty() {
         for t in [
             Trim,
@@ -225,6 +271,7 @@ mod tests {
             StripLeadingQuote,
             SplitNameFirst,
             SplitNameLast,
+            E164,
         ] {
             assert_eq!(t.apply("", "%Y").unwrap(), "", "{}", t.name());
         }
