@@ -142,7 +142,9 @@ impl PhoneCountry {
     /// unknown country code). The same rules a `phone` field of a schema with this
     /// `default_country` stores and indexes by; `kluis import`'s `e164` transform uses it.
     pub fn to_e164(self, s: &str) -> Option<Zeroizing<String>> {
-        if !FieldDef::phone_chars_ok(s) {
+        // The same floor a phone field's own check has: a shorter "number" is a typo.
+        let digits = s.bytes().filter(u8::is_ascii_digit).count();
+        if !FieldDef::phone_chars_ok(s) || digits < 6 {
             return None;
         }
         let bytes = self.e164(s.trim())?;

@@ -258,7 +258,7 @@ impl Source {
     fn check_param(&self, what: &str, t: Transform, given: Option<&str>) -> Result<(), String> {
         let key = t.param_key().unwrap_or_default();
         match (self.transform.contains(&t), given.is_some()) {
-            (true, false) => Err(format!("{what}: the {} transform needs {key}", t.name())),
+            (true, false) => Err(format!("{what}: the {} transform needs a {key}", t.name())),
             (false, true) => Err(format!(
                 "{what}: {key} is only for the {} transform",
                 t.name()
@@ -369,6 +369,94 @@ consented_at = { import_date = true }
         assert!(Mapping::parse("records = []", "t")
             .unwrap_err()
             .contains("no [[records]]"));
+    }
+
+    #[test]
+    fn an_id_needs_a_record_every_row_makes_and_fills_its_field_itself() {
+        let records = "[[records]]\nrecord_type = \"customer\"\n[records.fields]\nemail = { column = \"E\" }\n";
+        let id = |extra: &str| format!("[id]\ncolumn = \"Id\"\n{extra}\n{records}");
+        let m = Mapping::parse(&id("field = \"customer.shop_customer_id\""), "t").unwrap();
+        let i = m.id.as_ref().unwrap();
+        assert_eq!(i.target(), ("customer", "shop_customer_id"));
+        assert_eq!(i.resolve(Some(" 42 ")).unwrap(), " 42 ");
+        let e = i.resolve(Some("  ")).unwrap_err();
+        assert!(e.contains("\"Id\" is empty"), "{e}");
+        assert!(m
+            .columns()
+            .contains(&("Id", Use::Field("customer", "shop_customer_id"))));
+        for (extra, why) in [
+            ("field = \"shop_customer_id\"", "record_type.field"),
+            ("field = \"address.shop_customer_id\"", "without a `when`"),
+            (
+                "field = \"customer.email\"",
+                "remove it from the record's fields",
+            ),
+            (
+                "field = \"customer.x\"\ntransform = [\"date\"]",
+                "not for ids",
+            ),
+            ("colum = \"x\"\nfield = \"customer.x\"", "colum"),
+        ] {
+            let e = Mapping::parse(&id(extra), "t").unwrap_err();
+            assert!(e.contains(why), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn conditions_take_one_value_or_a_list() {
+        let when = |w: &str| {
+            format!("[[records]]\nrecord_type = \"a\"\nwhen = {w}\n[records.fields]\nx = {{ value = \"1\" }}\n")
+        };
+        let m = Mapping::parse(
+            &when("{ column = \"S\", one_of = [\"processing\", \"on-hold\"] }"),
+            "t",
+        )
+        .unwrap();
+        let w = m.records[0].when.as_ref().unwrap();
+        assert!(w.holds(" Processing ") && w.holds("on-hold") && !w.holds("completed"));
+        for bad in [
+            "{ column = \"S\" }",
+            "{ column = \"S\", one_of = [] }",
+            "{ column = \"S\", equals = \"a\", one_of = [\"b\"] }",
+        ] {
+            let e = Mapping::parse(&when(bad), "t").unwrap_err();
+            assert!(
+                e.contains("exactly one of equals or a non-empty one_of"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn e164_needs_a_known_default_country() {
+        let phone = |extra: &str| {
+            format!("[[records]]\nrecord_type = \"c\"\n[records.fields]\np = {{ column = \"P\"{extra} }}\n")
+        };
+        let m = Mapping::parse(
+            &phone(", transform = [\"e164\"], default_country = \"BE\""),
+            "t",
+        )
+        .unwrap();
+        let p = &m.records[0].fields["p"];
+        assert_eq!(
+            p.resolve(Some("0470 12 34 56"), "x").unwrap(),
+            Some("+32470123456".into())
+        );
+        for (extra, why) in [
+            (", transform = [\"e164\"]", "needs a default_country"),
+            (", default_country = \"NL\"", "only for the e164 transform"),
+            (
+                ", transform = [\"e164\"], default_country = \"nl\"",
+                "ISO 3166-1",
+            ),
+            (
+                ", transform = [\"e164\"], default_country = \"XX\"",
+                "ISO 3166-1",
+            ),
+        ] {
+            let e = Mapping::parse(&phone(extra), "t").unwrap_err();
+            assert!(e.contains(why), "{extra}: {e}");
+        }
     }
 
     #[test]
