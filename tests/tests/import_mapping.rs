@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::cli::{code, json_lines, stderr, Env};
 use crate::common::import_outcomes;
 
-const HEADER: &str = "Customer ID,First Name,Last Name,Email,Accepts Email Marketing,\
+pub(crate) const HEADER: &str = "Customer ID,First Name,Last Name,Email,Accepts Email Marketing,\
 Default Address Company,Default Address Address1,Default Address Address2,Default Address City,\
 Default Address Province Code,Default Address Country Code,Default Address Zip,\
 Default Address Phone,Phone,Accepts SMS Marketing,Total Spent,Total Orders,Note,Tax Exempt,Tags";
@@ -25,7 +25,7 @@ fn row(first: &str, last: &str, email: &str, accepts: &str, phone: &str, note: &
 }
 
 /// One row in Shopify's format with the customer id `id`.
-fn shopify_row(
+pub(crate) fn shopify_row(
     id: &str,
     first: &str,
     last: &str,

@@ -30,6 +30,7 @@ mod error_kinds;
 mod faults;
 mod hostile;
 mod hygiene;
+mod import_ids;
 mod import_mapping;
 mod known_answers;
 mod layers;

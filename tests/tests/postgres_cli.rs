@@ -327,3 +327,20 @@ fn pg_two_servers_share_one_vault() {
         let _ = c.wait();
     }
 }
+
+/// Issue 17 on PostgreSQL: an import killed with SIGKILL mid-way and run again stores each
+/// customer exactly once (the shop id is a unique index in the database's tables).
+#[test]
+fn pg_import_killed_mid_way_and_run_again_stores_each_customer_once() {
+    let Some(env) = PgCli::new() else { return };
+    env.ok(&["init", "--schema", &schema_path()]);
+    let count = || env.json(&["status"])[0]["subjects"].as_u64().unwrap();
+    let find = |id: &str| {
+        env.json(&["find", "customer", "shop_customer_id", id])
+            .iter()
+            .map(|f| f["subject"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    crate::import_ids::kill_mid_import_and_resume(&|| env.cmd(), env.dir.path(), &count, &find);
+    env.ok(&["verify"]);
+}

@@ -204,17 +204,17 @@ impl Store<'_> {
         let mut known = Vec::new();
         for ((g, outcome), records) in groups.into_iter().zip(outcomes).zip(rows) {
             match outcome {
-                Err(WriteError::NotUnique { record_type, field })
-                    if self.id_field == Some((&record_type, &field)) =>
-                {
-                    known.push((g, records));
+                // Any unique value taken (the vault checks them in its own order) may mean the
+                // customer is there: the id decides.
+                Err(e @ WriteError::NotUnique { .. }) if g.id.is_some() => {
+                    known.push((g, records, e));
                 }
                 o => self.created(std::slice::from_ref(&g), vec![o], report),
             }
         }
         let mut joined = false;
-        for (g, records) in known {
-            joined |= self.join_known(g, records, report)?;
+        for (g, records, clash) in known {
+            joined |= self.join_known(g, records, clash, report)?;
         }
         if joined {
             if let Err(e) = self.v.admin().sync() {
@@ -260,12 +260,15 @@ impl Store<'_> {
         }
     }
 
-    /// A customer whose id the vault already holds: the records its subject lacks are added
-    /// (none: the lines were imported before). Returns whether anything was written.
+    /// A customer whose id the vault may already hold (`clash`: the unique value its creation
+    /// found taken): the records its subject lacks are added (none: the lines were imported
+    /// before). No subject with the id: the lines are rejected with `clash`. Returns whether
+    /// anything was written.
     fn join_known(
         &mut self,
         g: Group,
         records: Vec<(RecordKey, Record)>,
+        clash: WriteError,
         report: &mut Report,
     ) -> anyhow::Result<bool> {
         let (rt, field) = self.id_field.unwrap_or_default();
@@ -275,8 +278,7 @@ impl Store<'_> {
             Err(e) => return Err(self.stopped(g.lines.first().copied(), e.into())),
         };
         let Some(subject) = subject else {
-            // The claim is held but no live subject has it (being forgotten right now).
-            let reason = format!("another subject already has this {rt}.{field} value");
+            let reason = clash.to_string();
             report.store_rejected += g.lines.len() as u64;
             for &line in &g.lines {
                 let reason = reason.clone();

@@ -1,0 +1,393 @@
+//! `kluis import` with an `[id]` (issue 17): the shop's own customer id kept as a unique field,
+//! rows of one customer grouped into one subject (even far apart in the file, across batches),
+//! the id map (`--id-map`, 0600) that round-trips through `kluis find`, and re-runs (also after
+//! a kill -9 mid-import) that store each customer exactly once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cli::{code, json_lines, stderr, Env};
+use crate::import_mapping::{shopify_row, HEADER};
+
+/// A Shopify export of `n` customers with ids 1000.. and e-mail addresses k<i>@voorbeeld.nl.
+pub(crate) fn shopify_export(n: usize) -> String {
+    let mut s = format!("\u{feff}{HEADER}\n");
+    for i in 0..n {
+        let email = format!("k{i}@voorbeeld.nl");
+        let opt_in = if i % 3 == 0 { "yes" } else { "no" };
+        let phone = format!("06-{:08}", 10_000_000 + i);
+        s.push_str(&shopify_row(
+            &(1000 + i).to_string(),
+            "Klant",
+            "Berg",
+            &email,
+            opt_in,
+            &phone,
+            "",
+        ));
+        s.push('\n');
+    }
+    s
+}
+
+/// The id map's pairs (shop id → subject id), after its header.
+pub(crate) fn id_map(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("shop_id,subject_id"));
+    lines
+        .map(|l| {
+            let (id, s) = l.split_once(',').unwrap();
+            (id.to_owned(), s.to_owned())
+        })
+        .collect()
+}
+
+fn report(stdout: &[u8]) -> Value {
+    json_lines(&String::from_utf8_lossy(stdout))
+        .into_iter()
+        .find_map(|l| l.get("report").cloned())
+        .expect("a report line")
+}
+
+fn outcomes(stdout: &[u8], key: &str) -> Vec<u64> {
+    json_lines(&String::from_utf8_lossy(stdout))
+        .iter()
+        .filter(|l| l.get(key).is_some())
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_id_map_round_trips_and_a_second_run_stores_nobody_twice() {
+    let env = Env::new();
+    env.init();
+    let file = env.write("export.csv", &shopify_export(40));
+    let map = env.path("ids.csv");
+    let args = [
+        "--json",
+        "import",
+        "--csv",
+        "--preset",
+        "shopify",
+        "--id-map",
+        map.to_str().unwrap(),
+        &file,
+    ];
+    let o = env.run(&args);
+    assert_eq!(
+        code(&o),
+        Some(0),
+        "{}{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+    );
+    assert_eq!(report(&o.stdout)["new_subjects"], 40);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&map).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the id map links customers to subjects"
+        );
+    }
+    let pairs = id_map(&map);
+    assert_eq!(pairs.len(), 40);
+    for id in ["1000", "1017", "1039"] {
+        let found = env.json(&["find", "customer", "shop_customer_id", id]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0]["subject"], pairs[id].as_str(), "shop id {id}");
+    }
+    let s = &pairs["1003"];
+    let c = &env.json(&["get", s, "customer"])[0]["fields"];
+    assert_eq!(
+        (c["email"].as_str(), c["shop_customer_id"].as_str()),
+        (Some("k3@voorbeeld.nl"), Some("1003"))
+    );
+    assert_eq!(
+        c["phone"], "+31610000003",
+        "06-… read as Dutch, stored as E.164"
+    );
+
+    // The same file again: every customer is found by its id, nothing is stored twice, and the
+    // map is written whole again.
+    std::fs::write(&map, "stale").unwrap();
+    let o = env.run(&args);
+    assert_eq!(
+        code(&o),
+        Some(0),
+        "{}{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+    );
+    let r = report(&o.stdout);
+    assert_eq!(
+        (r["new_subjects"].as_u64(), r["already_imported"].as_u64()),
+        (Some(0), Some(40)),
+        "{r}"
+    );
+    assert_eq!(outcomes(&o.stdout, "known").len(), 40);
+    assert_eq!(id_map(&map), pairs);
+    assert_eq!(env.json(&["status"])[0]["subjects"], 40);
+    env.ok(&["verify"]);
+}
+
+/// A mapping with an order's address per row: rows of customer 7 on lines 2, 4, 5 and, after
+/// 2,100 other customers (a later batch), on the last line.
+const ORDERS_MAPPING: &str = r#"
+[id]
+column = "Customer"
+field = "customer.shop_customer_id"
+
+[[records]]
+record_type = "customer"
+[records.fields]
+first_name = { column = "First" }
+last_name = { column = "Last" }
+email = { column = "Email", transform = ["trim", "lower"] }
+
+[[records]]
+record_type = "address"
+label = { column = "Order" }
+when = { column = "Status", one_of = ["processing", "on-hold"] }
+[records.fields]
+recipient_name = { column = "First" }
+street = { column = "Street" }
+house_number = { column = "Number" }
+postcode = { column = "Postcode" }
+city = { column = "City" }
+country = { value = "NL" }
+"#;
+
+fn order_row(customer: usize, order: usize, status: &str, first: &str, city: &str) -> String {
+    format!("{customer},{order},{status},{first},Berg,c{customer}@voorbeeld.nl,Kerkstraat,{order},1011 AB,{city}\n")
+}
+
+#[test]
+fn rows_of_one_customer_are_one_subject_even_far_apart_in_the_file() {
+    let env = Env::new();
+    env.init();
+    let mapping = env.write("orders.toml", ORDERS_MAPPING);
+    let mut csv =
+        String::from("Customer,Order,Status,First,Last,Email,Street,Number,Postcode,City\n");
+    csv.push_str(&order_row(7, 1, "processing", "Jan", "Delft"));
+    csv.push_str(&order_row(8, 2, "processing", "Piet", "Gouda"));
+    csv.push_str(&order_row(7, 3, "completed", "Jan", "Delft"));
+    csv.push_str(&order_row(7, 4, "On-Hold", "Johannes", "Leiden"));
+    for c in 0..2100 {
+        csv.push_str(&order_row(100 + c, 10 + c, "completed", "Klant", "Ede"));
+    }
+    csv.push_str(&order_row(7, 5000, "processing", "Jan", "Breda"));
+    let last_line = 2 + 4 + 2100;
+    let file = env.write("orders.csv", &csv);
+    let map = env.path("ids.csv");
+    let o = env.run(&[
+        "--json",
+        "import",
+        "--csv",
+        "--mapping",
+        &mapping,
+        "--id-map",
+        map.to_str().unwrap(),
+        &file,
+    ]);
+    assert_eq!(
+        code(&o),
+        Some(0),
+        "{}{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+    );
+    let created = outcomes(&o.stdout, "created");
+    let joined = outcomes(&o.stdout, "joined");
+    assert!(created.contains(&2) && created.contains(&3), "{created:?}");
+    assert_eq!(joined, vec![4, 5, last_line as u64]);
+    let r = report(&o.stdout);
+    assert_eq!(
+        (r["new_subjects"].as_u64(), r["already_imported"].as_u64()),
+        (Some(2102), Some(1)),
+        "{r}"
+    );
+
+    let found = env.json(&["find", "customer", "shop_customer_id", "7"]);
+    assert_eq!(found.len(), 1);
+    let jan = found[0]["subject"].as_str().unwrap();
+    let c = &env.json(&["get", jan, "customer"])[0]["fields"];
+    assert_eq!(
+        c["first_name"], "Jan",
+        "the first row's customer record is kept"
+    );
+    for (order, city) in [("1", "Delft"), ("4", "Leiden"), ("5000", "Breda")] {
+        let a = &env.json(&["get", jan, "address", "--label", order])[0]["fields"];
+        assert_eq!(a["city"], city, "order {order}");
+    }
+    let o = env.run(&["get", jan, "address", "--label", "3"]);
+    assert_eq!(
+        code(&o),
+        Some(5),
+        "a completed order's address is not carried over"
+    );
+    assert_eq!(env.json(&["status"])[0]["subjects"], 2102);
+    let pairs = id_map(&map);
+    assert_eq!(pairs["7"], jan);
+    assert_eq!(pairs.len(), 2102);
+}
+
+/// Runs `import` (made by `import`) on an export of `n` customers, kills it with SIGKILL once its
+/// id map shows a durable batch, runs it again to the end, and checks every customer is in the
+/// vault exactly once, found by its shop id as the second run's map says. `count` gives the
+/// vault's subject count. Shared by the engines' tests.
+pub(crate) fn kill_mid_import_and_resume(
+    import: &dyn Fn() -> Command,
+    dir: &Path,
+    count: &dyn Fn() -> u64,
+    find: &dyn Fn(&str) -> Vec<String>,
+) {
+    let n = 12_000;
+    let file = dir.join("big-export.csv");
+    std::fs::write(&file, shopify_export(n)).unwrap();
+    let map = dir.join("ids.csv");
+    let mut child = import()
+        .args(["import", "--csv", "--preset", "shopify", "--id-map"])
+        .arg(&map)
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let lines = std::fs::read_to_string(&map).map_or(0, |t| t.lines().count());
+        if lines > 1 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "killed mid-import, not finished ({status})"
+        );
+    }
+    let before = count();
+    assert!(
+        before > 0 && before < n as u64,
+        "{before} of {n} stored when killed"
+    );
+
+    let o = import()
+        .args([
+            "--json", "import", "--csv", "--preset", "shopify", "--id-map",
+        ])
+        .arg(&map)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        code(&o),
+        Some(0),
+        "{}{}",
+        stderr(&o),
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+    );
+    let r = report(&o.stdout);
+    assert_eq!(
+        r["new_subjects"].as_u64().unwrap() + r["already_imported"].as_u64().unwrap(),
+        n as u64,
+        "{r}"
+    );
+    assert!(r["already_imported"].as_u64().unwrap() >= before, "{r}");
+    assert_eq!(count(), n as u64, "every customer exactly once");
+    let pairs = id_map(&map);
+    assert_eq!(pairs.len(), n);
+    for i in [0, 1, n / 2, n - 1] {
+        let id = (1000 + i).to_string();
+        assert_eq!(find(&id), vec![pairs[&id].clone()], "shop id {id}");
+    }
+}
+
+#[test]
+fn a_kill_mid_import_then_a_rerun_stores_each_customer_exactly_once() {
+    let env = Env::new();
+    env.init();
+    let count = || env.json(&["status"])[0]["subjects"].as_u64().unwrap();
+    let find = |id: &str| {
+        env.json(&["find", "customer", "shop_customer_id", id])
+            .iter()
+            .map(|f| f["subject"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    kill_mid_import_and_resume(&|| env.cmd(), &env.path(""), &count, &find);
+    env.ok(&["verify"]);
+}
+
+#[test]
+fn id_options_that_cannot_work_exit_7_before_reading_a_row() {
+    let env = Env::new();
+    env.init();
+    let file = env.write("export.csv", &shopify_export(2));
+    let mapping = |text: &str| env.write("m.toml", text);
+    let no_id = mapping(&ORDERS_MAPPING.replace(
+        "[id]\ncolumn = \"Customer\"\nfield = \"customer.shop_customer_id\"\n",
+        "",
+    ));
+    let orders = env.write(
+        "orders.csv",
+        "Customer,Order,Status,First,Last,Email,Street,Number,Postcode,City\n",
+    );
+    let o = env.run(&[
+        "import",
+        "--csv",
+        "--mapping",
+        &no_id,
+        "--id-map",
+        "ids.csv",
+        &orders,
+    ]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--id-map needs a mapping with an [id]"),
+        "{}",
+        stderr(&o)
+    );
+    let not_unique =
+        mapping(&ORDERS_MAPPING.replace("customer.shop_customer_id", "customer.phone"));
+    let o = env.run(&["import", "--csv", "--mapping", &not_unique, &orders]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).contains("index = \"unique\""), "{}", stderr(&o));
+    let o = env.run(&[
+        "import",
+        "--csv",
+        "--preset",
+        "shopify",
+        "--dry-run",
+        "--id-map",
+        "x.csv",
+        &file,
+    ]);
+    assert_eq!(code(&o), Some(2), "a dry run writes no map: {}", stderr(&o));
+    assert_eq!(env.json(&["status"])[0]["subjects"], 0);
+}
