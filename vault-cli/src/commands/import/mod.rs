@@ -13,6 +13,7 @@ use vault_core::{BatchError, Durability, Record, RecordKey, SubjectId, Vault, Wr
 use super::{note, out, out_json, Global};
 use crate::exit::{self, CliError};
 
+mod address;
 mod header;
 mod mapped;
 mod mapping;

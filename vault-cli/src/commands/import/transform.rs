@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::address;
+
 /// One step of a field's `transform = [...]` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -23,6 +25,12 @@ pub enum Transform {
     SplitNameFirst,
     /// Everything after the first word of a full name.
     SplitNameLast,
+    /// The street name of a Dutch or Belgian street line ("Laan van Meerdervoort 123-bis").
+    StreetName,
+    /// The house number of a street line, digits only ("123").
+    HouseNumber,
+    /// The addition after a street line's house number ("bis", "A", "bus 3"); empty if none.
+    HouseNumberAddition,
 }
 
 /// Country names (English, native, Dutch) and codes → ISO 3166-1 alpha-2, for the countries
@@ -106,6 +114,9 @@ impl Transform {
             Transform::StripLeadingQuote => "strip_leading_quote",
             Transform::SplitNameFirst => "split_name_first",
             Transform::SplitNameLast => "split_name_last",
+            Transform::StreetName => "street_name",
+            Transform::HouseNumber => "house_number",
+            Transform::HouseNumberAddition => "house_number_addition",
         }
     }
 
@@ -124,6 +135,11 @@ impl Transform {
             Transform::StripLeadingQuote => Ok(cell.strip_prefix('\'').unwrap_or(cell).to_owned()),
             Transform::SplitNameFirst => Ok(split_name(cell).0.to_owned()),
             Transform::SplitNameLast => Ok(split_name(cell).1.to_owned()),
+            // Each of the three refuses a line it cannot split, so a row is never stored with a
+            // street but without its number.
+            Transform::StreetName => address::split(cell).map(|s| s.street),
+            Transform::HouseNumber => address::split(cell).map(|s| s.number),
+            Transform::HouseNumberAddition => address::split(cell).map(|s| s.addition),
         }
     }
 }
@@ -225,8 +241,31 @@ mod tests {
             StripLeadingQuote,
             SplitNameFirst,
             SplitNameLast,
+            StreetName,
+            HouseNumber,
+            HouseNumberAddition,
         ] {
             assert_eq!(t.apply("", "%Y").unwrap(), "", "{}", t.name());
+        }
+    }
+
+    #[test]
+    fn street_lines_split_into_their_three_fields() {
+        let line = "Laan van Meerdervoort 123-bis";
+        assert_eq!(StreetName.apply(line, "").unwrap(), "Laan van Meerdervoort");
+        assert_eq!(HouseNumber.apply(line, "").unwrap(), "123");
+        assert_eq!(HouseNumberAddition.apply(line, "").unwrap(), "bis");
+        assert_eq!(HouseNumberAddition.apply("Kerkstraat 12", "").unwrap(), "");
+        assert_eq!(
+            HouseNumberAddition
+                .apply("Rue de la Loi 16 bus 3", "")
+                .unwrap(),
+            "bus 3"
+        );
+        for t in [StreetName, HouseNumber, HouseNumberAddition] {
+            let e = t.apply("Straat zonder nummer", "").unwrap_err();
+            assert!(e.contains("no house number"), "{}: {e}", t.name());
+            assert!(!e.contains("Straat") && !e.contains("zonder"), "{e}");
         }
     }
 }
