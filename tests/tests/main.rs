@@ -31,6 +31,7 @@ mod faults;
 mod hostile;
 mod hygiene;
 mod import_mapping;
+mod import_presets;
 mod known_answers;
 mod layers;
 mod ledger;
