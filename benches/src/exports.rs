@@ -445,7 +445,7 @@ impl MagentoCustomer {
             email: person.email.clone(),
             phone: person.phone.clone(),
             street,
-            dob: if i % 4 == 0 {
+            dob: if i.is_multiple_of(4) {
                 "Jan 15, 1985".into()
             } else {
                 String::new()

@@ -201,6 +201,15 @@ mod tests {
         assert_eq!(Date.apply("12/31/2025", "%m/%d/%Y").unwrap(), "2025-12-31");
         assert!(Date.apply("31-02-2025", "%d-%m-%Y").is_err());
         assert!(Date.apply("yesterday", "%d-%m-%Y").is_err());
+        // Magento 2's customer grid writes a date of birth as "Jan 5, 1985" (presets/magento.toml).
+        assert_eq!(
+            Date.apply("Jan 5, 1985", "%b %d, %Y").unwrap(),
+            "1985-01-05"
+        );
+        assert_eq!(
+            Date.apply("Dec 15, 1985", "%b %d, %Y").unwrap(),
+            "1985-12-15"
+        );
     }
 
     #[test]
