@@ -7,11 +7,12 @@
 //!
 //! Both systems write CSV with PHP's `fputcsv` ([`fputcsv`]): a cell is quoted only when it
 //! holds a comma, a quote, a backslash, white space or a line break. The WooCommerce extension
-//! starts its file with a UTF-8 byte order mark (for Excel); Magento writes none, but puts a
-//! space before a cell that starts with `=`, `+` or `-` (against formula injection), so its phone
-//! cells read `" +31…"`. Spreadsheet-edited WooCommerce files keep a leading `+` as `'+31…`.
+//! may start its file with a UTF-8 byte order mark (for Excel; the generated files have one,
+//! kluis reads both); Magento writes none, but puts a space before a cell that starts with `=`,
+//! `+` or `-` (against formula injection), so its phone cells read `" +31…"`. Spreadsheet-edited
+//! WooCommerce files keep a leading `+` as `'+31…`.
 
-/// The UTF-8 byte order mark the WooCommerce extension writes before the header.
+/// The UTF-8 byte order mark a WooCommerce export may start with (see [`file`]).
 pub const BOM: &str = "\u{feff}";
 
 /// The header of the WooCommerce customer CSV (one row per registered customer).
