@@ -1,12 +1,13 @@
 //! Shared helpers for the kluis benchmarks: a deterministic generator of realistic Dutch web-shop
 //! customers and invoices, the same-run baselines (plaintext rows on the same engine with the same e-mail index, the
 //! bare AEAD work, and a naive one-key encrypted-blob store), process CPU / memory probes, a
-//! store wrapper that counts storage reads, issue 12's targets harness, and the PostgreSQL schemas of a
-//! run on PostgreSQL (issue 14).
+//! store wrapper that counts storage reads, issue 12's targets harness, the PostgreSQL schemas of a
+//! run on PostgreSQL (issue 14), and generated shop exports for `kluis import --preset` ([`exports`]).
 #![forbid(unsafe_code)]
 
 pub mod baselines;
 pub mod counting;
+pub mod exports;
 pub mod generator;
 pub mod pg;
 pub mod probe;

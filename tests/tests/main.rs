@@ -32,6 +32,7 @@ mod hostile;
 mod hygiene;
 mod import_ids;
 mod import_mapping;
+mod import_presets;
 mod known_answers;
 mod layers;
 mod ledger;

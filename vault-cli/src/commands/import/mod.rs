@@ -13,6 +13,7 @@ use vault_core::{BatchError, Durability, Record, RecordKey, SubjectId, Vault, Wr
 use super::{note, out, out_json, Global};
 use crate::exit::{self, CliError};
 
+mod address;
 mod batch;
 mod header;
 mod idmap;
@@ -26,12 +27,39 @@ pub use mapping::Mapping;
 
 /// The preset `shopify` (Shopify's customer export onto examples/webshop.toml).
 const SHOPIFY: &str = include_str!("presets/shopify.toml");
+/// The preset `woocommerce-customers` (the Customer/Order/Coupon Export extension's customers).
+const WOOCOMMERCE_CUSTOMERS: &str = include_str!("presets/woocommerce_customers.toml");
+/// The preset `woocommerce-orders` (the same extension's orders, one row per order).
+const WOOCOMMERCE_ORDERS: &str = include_str!("presets/woocommerce_orders.toml");
+/// The preset `magento` (Magento 2's customer grid export).
+const MAGENTO: &str = include_str!("presets/magento.toml");
 
 /// A built-in mapping for a shop system's export.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Preset {
     /// Shopify's customer export, onto the example schema's customer and marketing_consent.
     Shopify,
+    /// WooCommerce's customer CSV (Customer/Order/Coupon Export), onto the example schema's
+    /// customer.
+    WoocommerceCustomers,
+    /// WooCommerce's order CSV (Customer/Order/Coupon Export): one customer per billing e-mail,
+    /// and the addresses of orders not yet shipped.
+    WoocommerceOrders,
+    /// Magento 2's customer grid export (Customers > All Customers > Export > CSV), onto the
+    /// example schema's customer.
+    Magento,
+}
+
+impl Preset {
+    /// The preset's mapping file and its name (as `--preset` takes it).
+    fn mapping(self) -> (&'static str, &'static str) {
+        match self {
+            Preset::Shopify => (SHOPIFY, "shopify"),
+            Preset::WoocommerceCustomers => (WOOCOMMERCE_CUSTOMERS, "woocommerce-customers"),
+            Preset::WoocommerceOrders => (WOOCOMMERCE_ORDERS, "woocommerce-orders"),
+            Preset::Magento => (MAGENTO, "magento"),
+        }
+    }
 }
 
 /// The row formats, shown by `kluis import --help` and in the man page.
@@ -49,7 +77,7 @@ CSV (--csv --type TYPE): a header row names the record's fields, plus the option
 subject and label; every further row is one record of TYPE. Empty cells are left out; cells of
 json fields are parsed as JSON, all others are taken as text.
 
-A shop system's export (--csv --mapping FILE, or --csv --preset shopify): each row becomes one new
+A shop system's export (--csv --mapping FILE, or --csv --preset NAME): each row becomes one new
 subject with the records a TOML mapping names, e.g.
   [[records]]
   record_type = "customer"
@@ -62,12 +90,15 @@ subject with the records a TOML mapping names, e.g.
   consented_at = { import_date = true }
   consent_source = { value = "shop import" }
 A field comes from a column (with transforms, in order: trim, lower, upper, country_iso,
-strip_leading_quote, split_name_first, split_name_last, date with format = "%d-%m-%Y"), a
-constant (value) or the import date; a record may have a label (column or value). A cell empty
-after its transforms is left out. Unknown keys, columns the header lacks, and record types or
-fields the schema lacks exit 7. --dry-run checks every row and writes nothing; both runs print a
-minimisation report: the columns not imported, and per imported column its fields with purpose
-and legal basis and its empty and rejected cells. The preset shopify is documented in the README.
+strip_leading_quote, split_name_first, split_name_last, street_name, house_number,
+house_number_addition (the parts of a street line such as "Laan van Meerdervoort 123-bis"),
+date with format = "%d-%m-%Y"), a constant (value) or the import date; a record may have a
+label (column or value). A cell empty after its transforms is left out. Unknown keys, columns
+the header lacks, and record types or fields the schema lacks exit 7. --dry-run checks every row
+and writes nothing; both runs print a minimisation report: the columns not imported, and per
+imported column its fields with purpose and legal basis and its empty and rejected cells. The
+presets (shopify, woocommerce-customers, woocommerce-orders, magento) are documented in the
+README.
 
 Rejected rows are listed by line number and reason (never a value); the others are stored. Exit 8
 when any row was rejected. New subjects are stored 2048 rows at a time, each batch in one atomic
@@ -453,7 +484,10 @@ fn load_mapping(a: &Args) -> anyhow::Result<Option<Mapping>> {
             })?;
             (text, p.display().to_string())
         }
-        (None, Some(Preset::Shopify)) => (SHOPIFY.to_owned(), "preset shopify".to_owned()),
+        (None, Some(preset)) => {
+            let (text, name) = preset.mapping();
+            (text.to_owned(), format!("preset {name}"))
+        }
         (None, None) => return Ok(None),
     };
     Mapping::parse(&text, &origin)

@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use vault_core::schema::PhoneCountry;
 
+use super::address;
+
 /// One step of a field's `transform = [...]` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,6 +29,12 @@ pub enum Transform {
     /// A phone number as typed (`06-12345678`, `(020) 123 4567`, `0032 …`, `+31 …`) to E.164,
     /// `+31612345678`; national numbers are read as the source's `default_country`'s.
     E164,
+    /// The street name of a Dutch or Belgian street line ("Laan van Meerdervoort 123-bis").
+    StreetName,
+    /// The house number of a street line, digits only ("123").
+    HouseNumber,
+    /// The addition after a street line's house number ("bis", "A", "bus 3"); empty if none.
+    HouseNumberAddition,
 }
 
 /// Country names (English, native, Dutch) and codes → ISO 3166-1 alpha-2, for the countries
@@ -111,6 +119,9 @@ impl Transform {
             Transform::SplitNameFirst => "split_name_first",
             Transform::SplitNameLast => "split_name_last",
             Transform::E164 => "e164",
+            Transform::StreetName => "street_name",
+            Transform::HouseNumber => "house_number",
+            Transform::HouseNumberAddition => "house_number_addition",
         }
     }
 
@@ -131,6 +142,11 @@ impl Transform {
             Transform::SplitNameFirst => Ok(split_name(cell).0.to_owned()),
             Transform::SplitNameLast => Ok(split_name(cell).1.to_owned()),
             Transform::E164 => e164(cell, param),
+            // Each of the three refuses a line it cannot split, so a row is never stored with a
+            // street but without its number.
+            Transform::StreetName => address::split(cell).map(|s| s.street),
+            Transform::HouseNumber => address::split(cell).map(|s| s.number),
+            Transform::HouseNumberAddition => address::split(cell).map(|s| s.addition),
         }
     }
 
@@ -214,6 +230,15 @@ mod tests {
         assert_eq!(Date.apply("12/31/2025", "%m/%d/%Y").unwrap(), "2025-12-31");
         assert!(Date.apply("31-02-2025", "%d-%m-%Y").is_err());
         assert!(Date.apply("yesterday", "%d-%m-%Y").is_err());
+        // Magento 2's customer grid writes a date of birth as "Jan 5, 1985" (presets/magento.toml).
+        assert_eq!(
+            Date.apply("Jan 5, 1985", "%b %d, %Y").unwrap(),
+            "1985-01-05"
+        );
+        assert_eq!(
+            Date.apply("Dec 15, 1985", "%b %d, %Y").unwrap(),
+            "1985-12-15"
+        );
     }
 
     #[test]
@@ -272,8 +297,31 @@ mod tests {
             SplitNameFirst,
             SplitNameLast,
             E164,
+            StreetName,
+            HouseNumber,
+            HouseNumberAddition,
         ] {
             assert_eq!(t.apply("", "%Y").unwrap(), "", "{}", t.name());
+        }
+    }
+
+    #[test]
+    fn street_lines_split_into_their_three_fields() {
+        let line = "Laan van Meerdervoort 123-bis";
+        assert_eq!(StreetName.apply(line, "").unwrap(), "Laan van Meerdervoort");
+        assert_eq!(HouseNumber.apply(line, "").unwrap(), "123");
+        assert_eq!(HouseNumberAddition.apply(line, "").unwrap(), "bis");
+        assert_eq!(HouseNumberAddition.apply("Kerkstraat 12", "").unwrap(), "");
+        assert_eq!(
+            HouseNumberAddition
+                .apply("Rue de la Loi 16 bus 3", "")
+                .unwrap(),
+            "bus 3"
+        );
+        for t in [StreetName, HouseNumber, HouseNumberAddition] {
+            let e = t.apply("Straat zonder nummer", "").unwrap_err();
+            assert!(e.contains("no house number"), "{}: {e}", t.name());
+            assert!(!e.contains("Straat") && !e.contains("zonder"), "{e}");
         }
     }
 }
