@@ -15,6 +15,14 @@
 /// The UTF-8 byte order mark a WooCommerce export may start with (see [`file`]).
 pub const BOM: &str = "\u{feff}";
 
+/// The header of Shopify's customer export ("CSV for Excel, Numbers, or other spreadsheet
+/// programs"), which starts with a byte order mark.
+pub const SHOPIFY_CUSTOMERS_HEADER: &str = "Customer ID,First Name,Last Name,Email,\
+Accepts Email Marketing,Default Address Company,Default Address Address1,\
+Default Address Address2,Default Address City,Default Address Province Code,\
+Default Address Country Code,Default Address Zip,Default Address Phone,Phone,\
+Accepts SMS Marketing,Total Spent,Total Orders,Note,Tax Exempt,Tags";
+
 /// The header of the WooCommerce customer CSV (one row per registered customer).
 pub const WOOCOMMERCE_CUSTOMERS_HEADER: &str = "customer_id,first_name,last_name,user_login,\
 email,date_registered,billing_first_name,billing_last_name,billing_company,billing_email,\
@@ -263,6 +271,42 @@ impl WooCustomer {
             "3",
         ])
     }
+}
+
+/// Row `i` of a generated Shopify customer export: every third customer accepts e-mail
+/// marketing; phones as a spreadsheet keeps them (`'+31…`); a note over two lines now and then.
+pub fn shopify_customers_row(i: u64) -> String {
+    let p = Person::generated(i);
+    let id = (7_000_000_000 + i).to_string();
+    let phone = spreadsheet_phone(&p.phone);
+    let note = if i.is_multiple_of(11) {
+        "Belt liever na 17 uur,\n\"graag\" een sms"
+    } else {
+        ""
+    };
+    let accepts = if i.is_multiple_of(3) { "yes" } else { "no" };
+    fputcsv(&[
+        &id,
+        &p.first,
+        &p.last,
+        &p.email,
+        accepts,
+        "",
+        &p.street_line,
+        "",
+        &p.city,
+        "",
+        &p.country,
+        &p.postcode,
+        &phone,
+        &phone,
+        "no",
+        "120.50",
+        "3",
+        note,
+        "no",
+        "vip",
+    ])
 }
 
 /// Row `i` of a generated WooCommerce customer CSV.

@@ -77,8 +77,11 @@ CSV (--csv --type TYPE): a header row names the record's fields, plus the option
 subject and label; every further row is one record of TYPE. Empty cells are left out; cells of
 json fields are parsed as JSON, all others are taken as text.
 
-A shop system's export (--csv --mapping FILE, or --csv --preset NAME): each row becomes one new
-subject with the records a TOML mapping names, e.g.
+A shop system's export (--csv --mapping FILE, or --csv --preset NAME): each row becomes the
+records of one customer that a TOML mapping names, e.g.
+  [id]
+  column = "Customer ID"
+  field = "customer.shop_customer_id"
   [[records]]
   record_type = "customer"
   [records.fields]
@@ -92,8 +95,15 @@ subject with the records a TOML mapping names, e.g.
 A field comes from a column (with transforms, in order: trim, lower, upper, country_iso,
 strip_leading_quote, split_name_first, split_name_last, street_name, house_number,
 house_number_addition (the parts of a street line such as "Laan van Meerdervoort 123-bis"),
-date with format = "%d-%m-%Y"), a constant (value) or the import date; a record may have a
-label (column or value). A cell empty after its transforms is left out. Unknown keys, columns
+date with format = "%d-%m-%Y", e164 with default_country = "NL"), a constant (value) or the
+import date; a record may have a label (column or value) and a condition (when = { column,
+equals = "yes" } or one_of = [...]). A cell empty after its transforms is left out.
+
+[id] names the shop's own customer id and the unique field that keeps it: rows with one id are
+one subject (wherever they are in the file), and an id the vault already holds is that subject,
+which gets only the records it lacks: importing the same file again after a stop stores each
+customer once. --id-map FILE writes "shop_id,subject_id" per customer (mode 0600) once its batch
+is durable. Unknown keys, columns
 the header lacks, and record types or fields the schema lacks exit 7. --dry-run checks every row
 and writes nothing; both runs print a minimisation report: the columns not imported, and per
 imported column its fields with purpose and legal basis and its empty and rejected cells. The
@@ -103,7 +113,7 @@ README.
 Rejected rows are listed by line number and reason (never a value); the others are stored. Exit 8
 when any row was rejected. New subjects are stored 2048 rows at a time, each batch in one atomic
 write made durable before its ids are printed; if storage fails, the message names the first line
-not stored (import again from there).
+not stored (import again from there; with an [id], the whole file again).
 
 Example (the schema examples/webshop.toml), customers.jsonl:
   {"type": "customer", "record": {"first_name": "Jan", "last_name": "Berg", "email": "jan@voorbeeld.nl"}}
