@@ -607,6 +607,62 @@ fn hostile_full_disk_stops_an_import_and_prints_every_subject_it_may_have_stored
     );
 }
 
+/// Issue 17: a mapped import with an `[id]` that fills the disk stops with "import the same file
+/// again"; after space is freed, the same command stores the rest, and every customer is in the
+/// vault exactly once (the id map names each with its subject).
+#[test]
+fn hostile_full_disk_stops_a_mapped_import_and_the_same_command_finishes_it() {
+    let Some(fd) = FullDisk::new() else { return };
+    let n = 3000;
+    let export = fd.env.write(
+        "export.csv",
+        crate::import_ids::shopify_export(n).as_bytes(),
+    );
+    let outside = tempfile::tempdir().unwrap();
+    let map = outside.path().join("ids.csv");
+    let filler = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fd.filler)
+        .unwrap();
+    let len = filler.metadata().unwrap().len();
+    filler.set_len(len.saturating_sub(192 << 10)).unwrap();
+    drop(filler);
+    let import = [
+        "--json", "import", "--csv", "--preset", "shopify", "--id-map",
+    ];
+    let args = |map: &str| {
+        let mut a = import.to_vec();
+        a.extend([map, export.as_str()]);
+        a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    };
+    let a = args(map.to_str().unwrap());
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = fd.env.run(&a);
+    assert_refused(&o, &["import"], STORAGE_REFUSED);
+    let err = stderr(&o);
+    assert!(err.contains("import the same file again"), "{err}");
+    let mapped_before = std::fs::read_to_string(&map).unwrap().lines().count() - 1;
+    std::fs::remove_file(&fd.filler).unwrap();
+    let o = fd.env.run(&a);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    fd.env.assert_intact();
+    let status: Value = serde_json::from_str(fd.env.ok(&["--json", "status"]).trim()).unwrap();
+    let stored = status["subjects"].as_u64().unwrap() - 1; // the fixture's own subject
+    assert_eq!(
+        stored, n as u64,
+        "every customer once ({mapped_before} mapped before the stop)"
+    );
+    let pairs = crate::import_ids::id_map(&map);
+    assert_eq!(pairs.len(), n);
+    for i in (0..n).step_by(499) {
+        let id = (1000 + i).to_string();
+        let found = fd
+            .env
+            .ok(&["--json", "find", "customer", "shop_customer_id", &id]);
+        assert!(found.contains(&pairs[&id]), "shop id {id}: {found}");
+    }
+}
+
 /// A second process (here: this test, through the library) holds the vault: exit 6 for readers
 /// and writers, nothing changed; after it closes, all is well.
 #[test]

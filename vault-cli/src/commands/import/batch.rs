@@ -1,20 +1,55 @@
-//! The store side of a mapped import: rows grouped into new subjects by the shop's id, stored
-//! [`BATCH`] rows at a time in one atomic write (`Vault::create_subjects_with_records`), with
-//! one sync; ids the vault already holds are joined to their subject instead (a re-run after a
-//! stop, or rows of one customer far apart in the file). Outcomes are printed, and written to
-//! the id map, only once their batch is durable.
+//! The store side of every import: rows grouped into new subjects (by the shop's id, when the
+//! mapping has one), stored [`BATCH`] rows at a time in one atomic write
+//! (`Vault::create_subjects_with_records`) with one sync; ids the vault already holds are joined
+//! to their subject instead (a re-run after a stop, or rows of one customer far apart in the
+//! file); rows for a named existing subject are written one by one and confirmed by the batch's
+//! sync. Outcomes are printed, and written to the id map, only once their batch is durable.
 
 use std::collections::HashMap;
 
 use vault_core::admin::OpError;
-use vault_core::{BatchError, Record, RecordKey, SubjectId, TransactionError, Vault, WriteError};
+use vault_core::{
+    BatchError, Record, RecordKey, StorageError, SubjectId, TransactionError, Vault, WriteError,
+};
 
 use super::idmap::IdMapFile;
-use super::report::Report;
-use super::{refused, BATCH};
 use crate::commands::{out, out_json, Global};
 
-/// One row's records, and the shop's id of its customer if the mapping has an `[id]`.
+/// Rows per atomic write and per fsync: the new customers among them are stored by one
+/// `create_subjects_with_records` call (one engine write, one audit append), then one sync
+/// confirms them all. Chosen by measurement (BENCHMARKS.md, "Import batched"): larger batches
+/// gain little. `ROW_FORMAT` and the README name the number.
+pub const BATCH: usize = 2048;
+
+/// A storage error that is no fault of the row (the file system or the database refused the
+/// write): the import stops instead of rejecting row after row.
+pub fn refused(e: &WriteError) -> bool {
+    match e {
+        WriteError::Storage(st) | WriteError::KeyStore(st) | WriteError::NotDurable(st) => {
+            matches!(
+                st,
+                StorageError::DiskFull { .. }
+                    | StorageError::Io { .. }
+                    | StorageError::Database { .. }
+            )
+        }
+        _ => false,
+    }
+}
+
+/// Whether a failed transaction failed for storage.
+fn tx_refused(e: &TransactionError) -> bool {
+    match e {
+        TransactionError::Commit(w) => refused(w),
+        TransactionError::Op { source, .. } => {
+            matches!(&**source, OpError::Write(w) if refused(w))
+        }
+        _ => false,
+    }
+}
+
+/// One row's records for a new (or, by its id, known) customer, and the shop's id of the
+/// customer if the mapping has an `[id]`.
 pub struct Row {
     pub id: Option<String>,
     pub records: Vec<(RecordKey, Record)>,
@@ -74,43 +109,67 @@ impl Outcome {
     }
 }
 
+/// The counts of a run, by line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    /// Lines stored (a dry run: that passed every check made before storing).
+    pub stored: u64,
+    /// Lines rejected, before or by storing.
+    pub rejected: u64,
+    /// New subjects made.
+    pub new_subjects: u64,
+    /// Customers whose `[id]` the vault held before their batch.
+    pub already_imported: u64,
+}
+
+/// How the store runs: a dry run stores nothing; `id_field` is the mapping's `[id]` field
+/// `(record type, field)`.
+pub struct Mode<'a> {
+    pub dry_run: bool,
+    pub id_field: Option<(&'a str, &'a str)>,
+}
+
 /// The rows since the last sync and what to print once they are durable.
 pub struct Store<'a> {
     g: &'a Global,
     v: &'a Vault,
-    dry_run: bool,
-    /// `(record type, field)` of the mapping's `[id]`.
-    id_field: Option<(&'a str, &'a str)>,
+    mode: Mode<'a>,
     groups: Vec<Group>,
     by_id: HashMap<String, usize>,
+    /// Rows since the last sync, the first of their lines, and how many of them were written
+    /// to existing subjects (applied, not yet confirmed).
     rows: usize,
+    first: Option<usize>,
+    puts: usize,
     pending: Vec<Outcome>,
     id_map: Option<IdMapFile>,
+    tally: Tally,
 }
 
 impl<'a> Store<'a> {
-    pub fn new(
-        g: &'a Global,
-        v: &'a Vault,
-        dry_run: bool,
-        id_field: Option<(&'a str, &'a str)>,
-        id_map: Option<IdMapFile>,
-    ) -> Self {
+    pub fn new(g: &'a Global, v: &'a Vault, mode: Mode<'a>, id_map: Option<IdMapFile>) -> Self {
         Store {
             g,
             v,
-            dry_run,
-            id_field,
+            mode,
             groups: Vec::new(),
             by_id: HashMap::new(),
             rows: 0,
+            first: None,
+            puts: 0,
             pending: Vec::new(),
             id_map,
+            tally: Tally::default(),
         }
     }
 
-    /// Takes one mapped row; a full batch is stored and synced.
-    pub fn add(&mut self, line: usize, row: Row, report: &mut Report) -> anyhow::Result<()> {
+    /// The counts so far.
+    pub fn tally(&self) -> Tally {
+        self.tally
+    }
+
+    /// Takes one row of a new or (by its id) known customer; a full batch is stored and synced.
+    pub fn add(&mut self, line: usize, row: Row) -> anyhow::Result<()> {
         match row.id.as_ref().and_then(|id| self.by_id.get(id)) {
             Some(&g) => self.groups[g].join(line, row.records),
             None => {
@@ -124,31 +183,57 @@ impl<'a> Store<'a> {
                 });
             }
         }
-        self.counted(report)
+        self.counted(line)
+    }
+
+    /// Writes one record of an existing subject at once (confirmed by the batch's sync). The
+    /// batch's new customers are stored first, so that lines claim unique values in file order.
+    pub fn add_to_subject(
+        &mut self,
+        line: usize,
+        subject: &SubjectId,
+        key: RecordKey,
+        record: &Record,
+    ) -> anyhow::Result<()> {
+        self.first.get_or_insert(line);
+        if !self.groups.is_empty() {
+            self.flush()?;
+            self.first = Some(line);
+        }
+        match self.v.put(subject, key, record) {
+            Ok(()) => {
+                self.tally.stored += 1;
+                self.puts += 1;
+            }
+            Err(e) if refused(&e) => return Err(self.stopped(line, e.into())),
+            Err(e) => self.rejected(line, e.to_string()),
+        }
+        self.counted(line)
     }
 
     /// A row refused before storing.
-    pub fn reject(
-        &mut self,
-        line: usize,
-        reason: String,
-        report: &mut Report,
-    ) -> anyhow::Result<()> {
-        self.pending.push(Outcome::Rejected { line, reason });
-        self.counted(report)
+    pub fn reject(&mut self, line: usize, reason: String) -> anyhow::Result<()> {
+        self.rejected(line, reason);
+        self.counted(line)
     }
 
-    fn counted(&mut self, report: &mut Report) -> anyhow::Result<()> {
+    fn rejected(&mut self, line: usize, reason: String) {
+        self.tally.rejected += 1;
+        self.pending.push(Outcome::Rejected { line, reason });
+    }
+
+    fn counted(&mut self, line: usize) -> anyhow::Result<()> {
+        self.first.get_or_insert(line);
         self.rows += 1;
         if self.rows >= BATCH {
-            self.flush(report)?;
+            self.flush()?;
         }
         Ok(())
     }
 
     /// Stores the last batch and closes the id map.
-    pub fn finish(&mut self, report: &mut Report) -> anyhow::Result<()> {
-        self.flush(report)?;
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        self.flush()?;
         match self.id_map.take() {
             Some(map) => map.finish(),
             None => Ok(()),
@@ -157,38 +242,24 @@ impl<'a> Store<'a> {
 
     /// Stores the batch's new subjects in one atomic write, joins the rows of known customers
     /// to their subjects, syncs, and prints the outcomes (a dry run: counts them only).
-    pub fn flush(&mut self, report: &mut Report) -> anyhow::Result<()> {
+    pub fn flush(&mut self) -> anyhow::Result<()> {
         let groups = std::mem::take(&mut self.groups);
         self.by_id.clear();
-        self.rows = 0;
-        if self.dry_run {
+        if self.mode.dry_run {
             for g in &groups {
-                report.stored += g.lines.len() as u64;
-                report.new_subjects += 1;
+                self.tally.stored += g.lines.len() as u64;
+                self.tally.new_subjects += 1;
             }
-            return self.print(true);
+        } else {
+            self.store(groups)?;
         }
-        if groups.is_empty() {
-            return self.print(true);
-        }
-        self.store(groups, report)
+        self.print(true)?;
+        (self.rows, self.first, self.puts) = (0, None, 0);
+        Ok(())
     }
-}
 
-/// Whether a failed transaction failed for storage (nothing of the row's making).
-fn tx_refused(e: &TransactionError) -> bool {
-    match e {
-        TransactionError::Commit(w) => refused(w),
-        TransactionError::Op { source, .. } => {
-            matches!(&**source, OpError::Write(w) if refused(w))
-        }
-        _ => false,
-    }
-}
-
-impl Store<'_> {
-    fn store(&mut self, mut groups: Vec<Group>, report: &mut Report) -> anyhow::Result<()> {
-        let first = groups.iter().filter_map(|g| g.lines.first()).min().copied();
+    fn store(&mut self, mut groups: Vec<Group>) -> anyhow::Result<()> {
+        let first = self.first.unwrap_or_default();
         let rows: Vec<Vec<(RecordKey, Record)>> = groups
             .iter_mut()
             .map(|g| std::mem::take(&mut g.records))
@@ -196,9 +267,11 @@ impl Store<'_> {
         let outcomes = match self.v.create_subjects_with_records(&rows) {
             Ok(o) => o,
             Err(BatchError::NotDurable { rows: o, source }) => {
-                self.created(&groups, o, report);
-                return Err(self.stopped(None, source.into()));
+                self.created(&groups, o);
+                return Err(self.unconfirmed(source.into()));
             }
+            // The write error itself carries the exit code (disk full, database).
+            Err(BatchError::NotStored(e)) => return Err(self.stopped(first, e.into())),
             Err(e) => return Err(self.stopped(first, e.into())),
         };
         let mut known = Vec::new();
@@ -209,34 +282,29 @@ impl Store<'_> {
                 Err(e @ WriteError::NotUnique { .. }) if g.id.is_some() => {
                     known.push((g, records, e));
                 }
-                o => self.created(std::slice::from_ref(&g), vec![o], report),
+                o => self.created(std::slice::from_ref(&g), vec![o]),
             }
         }
-        let mut joined = false;
+        let mut wrote = self.puts > 0;
         for (g, records, clash) in known {
-            joined |= self.join_known(g, records, clash, report)?;
+            wrote |= self.join_known(g, records, clash)?;
         }
-        if joined {
+        // `create_subjects_with_records` waited for its own batch; joins and puts need a sync.
+        if wrote {
             if let Err(e) = self.v.admin().sync() {
-                return Err(self.stopped(None, e.into()));
+                return Err(self.unconfirmed(e.into()));
             }
         }
-        self.print(true)
+        Ok(())
     }
 
     /// The outcomes of new subjects: the group's first line made it, the others joined it.
-    fn created(
-        &mut self,
-        groups: &[Group],
-        outcomes: Vec<Result<SubjectId, WriteError>>,
-        report: &mut Report,
-    ) {
+    fn created(&mut self, groups: &[Group], outcomes: Vec<Result<SubjectId, WriteError>>) {
         for (g, o) in groups.iter().zip(outcomes) {
-            let rows = g.lines.len() as u64;
             match o {
                 Ok(subject) => {
-                    report.stored += rows;
-                    report.new_subjects += 1;
+                    self.tally.stored += g.lines.len() as u64;
+                    self.tally.new_subjects += 1;
                     self.mapped(g, subject);
                     for (i, &line) in g.lines.iter().enumerate() {
                         self.pending.push(if i == 0 {
@@ -247,14 +315,10 @@ impl Store<'_> {
                     }
                 }
                 Err(e) => {
-                    report.store_rejected += rows;
                     let reason = e.to_string();
-                    for &line in &g.lines {
-                        self.pending.push(Outcome::Rejected {
-                            line,
-                            reason: reason.clone(),
-                        });
-                    }
+                    g.lines
+                        .iter()
+                        .for_each(|&line| self.rejected(line, reason.clone()));
                 }
             }
         }
@@ -269,53 +333,54 @@ impl Store<'_> {
         g: Group,
         records: Vec<(RecordKey, Record)>,
         clash: WriteError,
-        report: &mut Report,
     ) -> anyhow::Result<bool> {
-        let (rt, field) = self.id_field.unwrap_or_default();
-        let id = g.id.as_deref().unwrap_or_default();
-        let subject = match self.v.find(rt, field, id) {
-            Ok(found) => found.first().copied(),
-            Err(e) => return Err(self.stopped(g.lines.first().copied(), e.into())),
-        };
-        let Some(subject) = subject else {
+        let first = g.lines.first().copied().unwrap_or_default();
+        let Some(subject) = self.holder_of(&g, first)? else {
             let reason = clash.to_string();
-            report.store_rejected += g.lines.len() as u64;
-            for &line in &g.lines {
-                let reason = reason.clone();
-                self.pending.push(Outcome::Rejected { line, reason });
-            }
+            g.lines
+                .iter()
+                .for_each(|&line| self.rejected(line, reason.clone()));
             return Ok(false);
         };
         let have = self.v.records_of(&subject)?;
         let missing: Vec<_> = records.iter().filter(|(k, _)| !have.contains(k)).collect();
-        let wrote = !missing.is_empty();
-        if wrote {
+        if !missing.is_empty() {
             let added = self.v.transaction(&subject, |tx| {
                 missing.iter().try_for_each(|(k, r)| tx.put(k.clone(), r))
             });
-            if let Err(e) = added {
-                if tx_refused(&e) {
-                    return Err(self.stopped(g.lines.first().copied(), e.into()));
-                }
-                report.store_rejected += g.lines.len() as u64;
-                for &line in &g.lines {
+            match added {
+                Err(e) if tx_refused(&e) => return Err(self.stopped(first, e.into())),
+                Err(e) => {
                     let reason = e.to_string();
-                    self.pending.push(Outcome::Rejected { line, reason });
+                    g.lines
+                        .iter()
+                        .for_each(|&line| self.rejected(line, reason.clone()));
+                    return Ok(false);
                 }
-                return Ok(false);
+                Ok(()) => {}
             }
         }
-        report.stored += g.lines.len() as u64;
-        report.already_imported += 1;
+        self.tally.stored += g.lines.len() as u64;
+        self.tally.already_imported += 1;
         self.mapped(&g, subject);
         for &line in &g.lines {
-            self.pending.push(if wrote {
-                Outcome::Joined { line, subject }
-            } else {
+            self.pending.push(if missing.is_empty() {
                 Outcome::Known { line, subject }
+            } else {
+                Outcome::Joined { line, subject }
             });
         }
-        Ok(wrote)
+        Ok(!missing.is_empty())
+    }
+
+    /// The subject that holds the group's shop id, if one does.
+    fn holder_of(&mut self, g: &Group, line: usize) -> anyhow::Result<Option<SubjectId>> {
+        let (rt, field) = self.mode.id_field.unwrap_or_default();
+        let id = g.id.as_deref().unwrap_or_default();
+        match self.v.find(rt, field, id) {
+            Ok(found) => Ok(found.first().copied()),
+            Err(e) => Err(self.stopped(line, e.into())),
+        }
     }
 
     /// Notes the pair (shop id, subject) for the id map, written once the batch is durable.
@@ -325,22 +390,59 @@ impl Store<'_> {
         }
     }
 
-    /// Storage refused a write, or a sync failed: what is known is printed (outcomes of rows
-    /// stored but not confirmed durable marked so), and the import stops with where to resume.
-    fn stopped(&mut self, from_line: Option<usize>, e: anyhow::Error) -> anyhow::Error {
+    /// Storage refused a write in the batch that starts at line `first`: nothing of its new
+    /// subjects was stored (a batch is stored whole or not at all), every line before it was
+    /// stored and confirmed (except the rejected ones printed), and the import stops with where
+    /// to resume.
+    fn stopped(&mut self, first: usize, e: anyhow::Error) -> anyhow::Error {
         if let Err(p) = self.print(false) {
             return p;
         }
-        let again = if self.id_field.is_some() {
-            "import the same file again: customers already stored are found by their id and not \
-             stored twice"
+        if self.mode.id_field.is_some() {
+            return e.context(format!(
+                "import stopped: storage refused the batch from line {first}; import the same \
+                 file again: customers already stored are found by their id and not stored twice"
+            ));
+        }
+        let puts = if self.puts > 0 {
+            format!(
+                "; its {} row(s) with a \"subject\" were applied, not confirmed durable (storing \
+                 them again is harmless)",
+                self.puts
+            )
         } else {
-            "the mapping has no [id], so a second run would store its rows again: import only the \
-             lines not printed as stored"
+            String::new()
         };
-        let at = from_line.map_or_else(String::new, |l| format!(" at the batch from line {l}"));
+        let before = if first > 1 {
+            format!(
+                "every line before {first} was stored and confirmed durable, except the rejected \
+                 ones listed; "
+            )
+        } else {
+            String::new()
+        };
         e.context(format!(
-            "import stopped{at}: storage refused a write; {again}"
+            "import stopped: storage refused the batch from line {first}: none of its new \
+             subjects was stored (a batch is stored whole or not at all){puts}; {before}import \
+             again from line {first}"
+        ))
+    }
+
+    /// The batch was applied but its sync failed: its outcomes are printed, marked not
+    /// confirmed (they may or may not have reached the disk, and must not be lost).
+    fn unconfirmed(&mut self, e: anyhow::Error) -> anyhow::Error {
+        if let Err(p) = self.print(false) {
+            return p;
+        }
+        let again = if self.mode.id_field.is_some() {
+            "import the same file again once storage works: customers already stored are found \
+             by their id"
+        } else {
+            "check the rows printed as not confirmed (kluis find / export) before importing them \
+             again"
+        };
+        e.context(format!(
+            "import stopped: the last batch was not confirmed durable; {again}"
         ))
     }
 

@@ -2,7 +2,6 @@
 
 use std::io::Read;
 
-use super::csv_reason;
 use crate::exit::{self, CliError};
 
 /// The export's header row: column names (a UTF-8 BOM stripped) by position.
@@ -40,5 +39,15 @@ impl Header {
     /// The column names, in file order.
     pub fn names(&self) -> &[String] {
         &self.0
+    }
+}
+
+/// Why a CSV row failed, without quoting it.
+pub(super) fn csv_reason(e: &csv::Error) -> &'static str {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8",
+        csv::ErrorKind::UnequalLengths { .. } => "wrong number of columns",
+        csv::ErrorKind::Io(_) => "read error",
+        _ => "malformed",
     }
 }

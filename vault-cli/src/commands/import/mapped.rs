@@ -14,12 +14,12 @@ use serde_json::{Map, Value};
 use vault_core::schema::{FieldKind, RecordError, RecordType, Schema};
 use vault_core::{Record, RecordKey, Vault};
 
-use super::batch::{Row, Store};
-use super::header::Header;
+use super::batch::{Mode, Row, Store};
+use super::header::{csv_reason, Header};
 use super::idmap::IdMapFile;
 use super::mapping::{Mapping, RecordMap, Source};
+use super::progress;
 use super::report::{Report, Stage};
-use super::{csv_reason, progress};
 use crate::commands::Global;
 use crate::exit::{self, CliError};
 
@@ -281,7 +281,11 @@ pub fn run(g: &Global, v: &Vault, mapping: &Mapping, input: Input<'_>) -> anyhow
         _ => None,
     };
     let id_field = mapping.id.as_ref().map(|i| i.target());
-    let mut store = Store::new(g, v, input.dry_run, id_field, id_map);
+    let mode = Mode {
+        dry_run: input.dry_run,
+        id_field,
+    };
+    let mut store = Store::new(g, v, mode, id_map);
     let bar = progress::Bar::new(input.size);
     let mut cells = csv::StringRecord::new();
     loop {
@@ -291,23 +295,28 @@ pub fn run(g: &Global, v: &Vault, mapping: &Mapping, input: Input<'_>) -> anyhow
             Ok(true) => {
                 report.count_cells(&cells);
                 match mapper.row(&cells) {
-                    Ok(row) => store.add(line, row, &mut report)?,
+                    Ok(row) => store.add(line, row)?,
                     Err(r) => {
                         report.reject(r.column, r.stage);
-                        store.reject(line, r.reason, &mut report)?;
+                        store.reject(line, r.reason)?;
                     }
                 }
             }
             Err(e) => {
                 report.reject(None, Stage::Parse);
                 let reason = format!("not a valid CSV row ({})", csv_reason(&e));
-                store.reject(line, reason, &mut report)?;
+                store.reject(line, reason)?;
             }
         }
         report.rows += 1;
-        bar.tick(report.rows, reader.position().byte(), report.rejected());
+        bar.tick(
+            report.rows,
+            reader.position().byte(),
+            store.tally().rejected,
+        );
     }
-    store.finish(&mut report)?;
+    store.finish()?;
+    report.finish(store.tally());
     bar.finish();
     Ok(report)
 }

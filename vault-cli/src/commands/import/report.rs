@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 use vault_core::schema::Schema;
 
+use super::batch::Tally;
 use super::header::Header;
 use super::mapping::{Mapping, Use};
 use crate::commands::{out, out_json};
@@ -43,16 +44,9 @@ pub struct Report {
     constants: Vec<Target>,
     /// Rows read (after the header).
     pub rows: u64,
-    /// Rows stored (a dry run: rows that passed every check made before storing).
-    pub stored: u64,
-    /// Rows refused while mapping or checking them.
-    refused: u64,
-    /// Rows the store refused (a unique value taken): only a real run sees these.
-    pub store_rejected: u64,
-    /// New subjects made (a dry run: that would be made, as far as one batch can tell).
-    pub new_subjects: u64,
-    /// Customers whose `[id]` an earlier run (or an earlier batch) had stored.
-    pub already_imported: u64,
+    /// The store's counts by line (set by [`Report::finish`]); a dry run's new subjects are
+    /// those one batch can tell apart.
+    tally: Tally,
 }
 
 fn target(schema: &Schema, rt: &str, field: &str) -> Target {
@@ -109,11 +103,7 @@ impl Report {
             targets,
             constants,
             rows: 0,
-            stored: 0,
-            refused: 0,
-            store_rejected: 0,
-            new_subjects: 0,
-            already_imported: 0,
+            tally: Tally::default(),
         }
     }
 
@@ -128,7 +118,6 @@ impl Report {
 
     /// Counts a row refused at `stage`, blamed on `column` if known.
     pub fn reject(&mut self, column: Option<usize>, stage: Stage) {
-        self.refused += 1;
         let Some(c) = column.and_then(|i| self.counts.get_mut(i)) else {
             return;
         };
@@ -139,9 +128,14 @@ impl Report {
         }
     }
 
+    /// Takes the store's counts at the end of the run.
+    pub fn finish(&mut self, tally: Tally) {
+        self.tally = tally;
+    }
+
     /// Rows rejected for any reason.
     pub fn rejected(&self) -> u64 {
-        self.refused + self.store_rejected
+        self.tally.rejected
     }
 
     /// Prints the report (text or `--json`).
@@ -172,7 +166,7 @@ impl Report {
         let mut lines = vec![format!(
             "minimisation report ({mode}): {} row(s) read, {} {}, {} rejected",
             self.rows,
-            self.stored,
+            self.tally.stored,
             if self.dry_run {
                 "would be stored"
             } else {
@@ -182,7 +176,7 @@ impl Report {
         )];
         lines.push(format!(
             "subjects: {} new, {} already in the vault (found by their id)",
-            self.new_subjects, self.already_imported
+            self.tally.new_subjects, self.tally.already_imported
         ));
         lines.push("columns not imported:".into());
         lines.extend(self.left_out().map(|c| format!("  {c}")));
@@ -234,10 +228,10 @@ impl Report {
         json!({
             "dry_run": self.dry_run,
             "rows": self.rows,
-            "stored": self.stored,
+            "stored": self.tally.stored,
             "rejected": self.rejected(),
-            "new_subjects": self.new_subjects,
-            "already_imported": self.already_imported,
+            "new_subjects": self.tally.new_subjects,
+            "already_imported": self.tally.already_imported,
             "not_imported": self.left_out().collect::<Vec<_>>(),
             "imported": imported,
             "constants": self.constants.iter().map(|t| t.json.clone()).collect::<Vec<_>>(),
