@@ -389,5 +389,46 @@ fn id_options_that_cannot_work_exit_7_before_reading_a_row() {
         &file,
     ]);
     assert_eq!(code(&o), Some(2), "a dry run writes no map: {}", stderr(&o));
+    // The map is emptied at the start: never the export itself, never something not a file.
+    let before = std::fs::read(&file).unwrap();
+    let o = env.run(&[
+        "import", "--csv", "--preset", "shopify", "--id-map", &file, &file,
+    ]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("names the file being imported"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let dir = env.path("a-directory");
+    std::fs::create_dir(&dir).unwrap();
+    let o = env.run(&[
+        "import",
+        "--csv",
+        "--preset",
+        "shopify",
+        "--id-map",
+        dir.to_str().unwrap(),
+        &file,
+    ]);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    #[cfg(unix)]
+    {
+        let link = env.path("link.csv");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let o = env.run(&[
+            "import",
+            "--csv",
+            "--preset",
+            "shopify",
+            "--id-map",
+            link.to_str().unwrap(),
+            &file,
+        ]);
+        assert_eq!(code(&o), Some(7), "a link to the export: {}", stderr(&o));
+        assert_eq!(std::fs::read(&file).unwrap(), before);
+    }
     assert_eq!(env.json(&["status"])[0]["subjects"], 0);
 }

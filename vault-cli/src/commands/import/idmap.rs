@@ -22,6 +22,20 @@ impl IdMapFile {
     /// Creates (or empties) the map at `path`, mode 0600, with its header. A re-run writes the
     /// whole map again: customers found from an earlier run are listed too.
     pub fn create(path: &Path) -> anyhow::Result<IdMapFile> {
+        // Only a regular file (or none) is emptied: never a device, a directory or a link to
+        // something else.
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            if !m.file_type().is_file() {
+                return Err(CliError::new(
+                    exit::INVALID_INPUT,
+                    format!(
+                        "the id map {} exists and is not a regular file",
+                        path.display()
+                    ),
+                )
+                .into());
+            }
+        }
         let mut o = std::fs::OpenOptions::new();
         o.write(true).create(true).truncate(true);
         #[cfg(unix)]

@@ -210,6 +210,22 @@ fn run_mapped(g: &Global, mapping: &Mapping, input: mapped::Input<'_>) -> anyhow
     Ok(())
 }
 
+/// The id map is emptied when the import starts: it must not be the export being read.
+fn refuse_map_over_input(a: &Args) -> anyhow::Result<()> {
+    let same = a.id_map.as_deref().is_some_and(|map| {
+        let (f, m) = (std::fs::canonicalize(&a.file), std::fs::canonicalize(map));
+        matches!((f, m), (Ok(f), Ok(m)) if f == m)
+    });
+    if same {
+        return Err(CliError::new(
+            exit::INVALID_INPUT,
+            "--id-map names the file being imported: choose another file for the map",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Runs `kluis import`.
 pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
     let mapping = load_mapping(&a)?;
@@ -226,6 +242,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<()> {
         (Box::new(f), size)
     };
     if let Some(m) = mapping {
+        refuse_map_over_input(&a)?;
         let input = mapped::Input {
             rows: input,
             size,
