@@ -443,6 +443,16 @@ struct FullDisk {
 }
 
 impl FullDisk {
+    /// Frees `bytes` of the filler: room to open the vault and start, not to finish.
+    fn leave_room(&self, bytes: u64) {
+        let filler = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.filler)
+            .unwrap();
+        let len = filler.metadata().unwrap().len();
+        filler.set_len(len.saturating_sub(bytes)).unwrap();
+    }
+
     fn new() -> Option<FullDisk> {
         if !can_mount() {
             eprintln!("skipped: needs root and mount for a small tmpfs");
@@ -553,13 +563,7 @@ fn hostile_full_disk_stops_an_import_and_prints_every_subject_it_may_have_stored
     }
     let f = fd.env.write("rows.jsonl", jsonl.as_bytes());
     // Room to open the vault and start, not to finish: the disk fills up during the import.
-    let filler = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&fd.filler)
-        .unwrap();
-    let len = filler.metadata().unwrap().len();
-    filler.set_len(len.saturating_sub(192 << 10)).unwrap();
-    drop(filler);
+    fd.leave_room(192 << 10);
     let o = fd.env.run(&["--json", "import", &f]);
     assert_refused(&o, &["import"], STORAGE_REFUSED);
     let err = stderr(&o);
@@ -620,13 +624,7 @@ fn hostile_full_disk_stops_a_mapped_import_and_the_same_command_finishes_it() {
     );
     let outside = tempfile::tempdir().unwrap();
     let map = outside.path().join("ids.csv");
-    let filler = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&fd.filler)
-        .unwrap();
-    let len = filler.metadata().unwrap().len();
-    filler.set_len(len.saturating_sub(192 << 10)).unwrap();
-    drop(filler);
+    fd.leave_room(192 << 10);
     let import = [
         "--json", "import", "--csv", "--preset", "shopify", "--id-map",
     ];

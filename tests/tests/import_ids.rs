@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -47,6 +47,13 @@ pub(crate) fn id_map(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Exit 0, or a failure that shows stderr and the first line of stdout.
+fn assert_ok(o: &Output) {
+    let first = String::from_utf8_lossy(&o.stdout);
+    let first = first.lines().next().unwrap_or_default();
+    assert_eq!(code(o), Some(0), "{}{first}", stderr(o));
+}
+
 fn report(stdout: &[u8]) -> Value {
     json_lines(&String::from_utf8_lossy(stdout))
         .into_iter()
@@ -79,16 +86,7 @@ fn the_id_map_round_trips_and_a_second_run_stores_nobody_twice() {
         &file,
     ];
     let o = env.run(&args);
-    assert_eq!(
-        code(&o),
-        Some(0),
-        "{}{}",
-        stderr(&o),
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-    );
+    assert_ok(&o);
     assert_eq!(report(&o.stdout)["new_subjects"], 40);
     #[cfg(unix)]
     {
@@ -122,16 +120,7 @@ fn the_id_map_round_trips_and_a_second_run_stores_nobody_twice() {
     // map is written whole again.
     std::fs::write(&map, "stale").unwrap();
     let o = env.run(&args);
-    assert_eq!(
-        code(&o),
-        Some(0),
-        "{}{}",
-        stderr(&o),
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-    );
+    assert_ok(&o);
     let r = report(&o.stdout);
     assert_eq!(
         (r["new_subjects"].as_u64(), r["already_imported"].as_u64()),
@@ -203,16 +192,7 @@ fn rows_of_one_customer_are_one_subject_even_far_apart_in_the_file() {
         map.to_str().unwrap(),
         &file,
     ]);
-    assert_eq!(
-        code(&o),
-        Some(0),
-        "{}{}",
-        stderr(&o),
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-    );
+    assert_ok(&o);
     let created = outcomes(&o.stdout, "created");
     let joined = outcomes(&o.stdout, "joined");
     assert!(created.contains(&2) && created.contains(&3), "{created:?}");
@@ -250,14 +230,20 @@ fn rows_of_one_customer_are_one_subject_even_far_apart_in_the_file() {
 
 /// Runs `import` (made by `import`) on an export of `n` customers, kills it with SIGKILL once its
 /// id map shows a durable batch, runs it again to the end, and checks every customer is in the
-/// vault exactly once, found by its shop id as the second run's map says. `count` gives the
-/// vault's subject count. Shared by the engines' tests.
+/// vault exactly once, found by its shop id as the second run's map says. `json` runs a kluis
+/// command with `--json` on the same vault. Shared by the engines' tests.
 pub(crate) fn kill_mid_import_and_resume(
     import: &dyn Fn() -> Command,
     dir: &Path,
-    count: &dyn Fn() -> u64,
-    find: &dyn Fn(&str) -> Vec<String>,
+    json: &dyn Fn(&[&str]) -> Vec<Value>,
 ) {
+    let count = || json(&["status"])[0]["subjects"].as_u64().unwrap();
+    let find = |id: &str| -> Vec<String> {
+        json(&["find", "customer", "shop_customer_id", id])
+            .iter()
+            .map(|f| f["subject"].as_str().unwrap().to_owned())
+            .collect()
+    };
     let n = 12_000;
     let file = dir.join("big-export.csv");
     std::fs::write(&file, shopify_export(n)).unwrap();
@@ -303,16 +289,7 @@ pub(crate) fn kill_mid_import_and_resume(
         .arg(&file)
         .output()
         .unwrap();
-    assert_eq!(
-        code(&o),
-        Some(0),
-        "{}{}",
-        stderr(&o),
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-    );
+    assert_ok(&o);
     let r = report(&o.stdout);
     assert_eq!(
         r["new_subjects"].as_u64().unwrap() + r["already_imported"].as_u64().unwrap(),
@@ -333,14 +310,7 @@ pub(crate) fn kill_mid_import_and_resume(
 fn a_kill_mid_import_then_a_rerun_stores_each_customer_exactly_once() {
     let env = Env::new();
     env.init();
-    let count = || env.json(&["status"])[0]["subjects"].as_u64().unwrap();
-    let find = |id: &str| {
-        env.json(&["find", "customer", "shop_customer_id", id])
-            .iter()
-            .map(|f| f["subject"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    kill_mid_import_and_resume(&|| env.cmd(), &env.path(""), &count, &find);
+    kill_mid_import_and_resume(&|| env.cmd(), &env.path(""), &|a| env.json(a));
     env.ok(&["verify"]);
 }
 
