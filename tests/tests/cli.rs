@@ -51,9 +51,9 @@ pub(crate) fn kluis() -> &'static Path {
         let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
         build
             .args(["build", "--quiet", "-p", "vault-cli", "--bin", "kluis"])
-            // The tests pass the hidden --danger-insecure-kdf-for-tests, which only this feature
-            // compiles in.
-            .args(["--features", "danger-insecure-kdf"])
+            // The tests pass the hidden --danger-insecure-kdf-for-tests, and set
+            // KLUIS_DANGER_FAIL_SYNC, which only these features compile in.
+            .args(["--features", "danger-insecure-kdf,danger-fault-injection"])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         // Cargo sets these for the test process; inherited by this build they differ from what

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cli::{code, json_lines, stderr, Env};
+use crate::common::import_outcomes;
 use crate::import_mapping::{shopify_row, HEADER};
 
 /// A Shopify export of `n` customers with ids 1000.. and e-mail addresses k<i>@voorbeeld.nl.
@@ -401,4 +402,153 @@ fn id_options_that_cannot_work_exit_7_before_reading_a_row() {
         assert_eq!(std::fs::read(&file).unwrap(), before);
     }
     assert_eq!(env.json(&["status"])[0]["subjects"], 0);
+}
+
+/// The id map and the lines printed `"confirmed": true` follow the batches' syncs: with the n-th
+/// sync of the data store failing (n = 1, 2, …), the import stops at that batch, prints its
+/// lines as not confirmed, and maps only the customers of the batches synced before it. A
+/// vault opened `Relaxed` syncs nothing by itself, so without a sync per batch no n would stop
+/// the import mid-way.
+#[test]
+fn the_id_map_and_confirmed_lines_follow_the_batch_syncs() {
+    let export = shopify_export(4200); // three batches: 2048, 2048, 104
+    let mut stopped_mid_import = 0;
+    for n in 1..=16 {
+        let env = Env::new();
+        env.init();
+        let file = env.write("export.csv", &export);
+        let map = env.path("ids.csv");
+        let o = env
+            .cmd()
+            .env("KLUIS_DANGER_FAIL_SYNC", n.to_string())
+            .args([
+                "--json", "import", "--csv", "--preset", "shopify", "--id-map",
+            ])
+            .arg(&map)
+            .arg(&file)
+            .output()
+            .unwrap();
+        let lines = json_lines(&String::from_utf8_lossy(&o.stdout));
+        let created = |confirmed: bool| -> Vec<String> {
+            let of = lines.iter().filter(|l| l["confirmed"] == confirmed);
+            of.filter_map(|l| l["created"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let (confirmed, unconfirmed) = (created(true), created(false));
+        let mapped: Vec<String> = std::fs::read_to_string(&map)
+            .map(|_| id_map(&map).into_values().collect())
+            .unwrap_or_default();
+        assert!(
+            mapped.iter().all(|s| confirmed.contains(s)),
+            "n = {n}: the map names a subject not printed as confirmed"
+        );
+        if code(&o) == Some(0) {
+            assert_eq!(mapped.len(), 4200, "n = {n}: a whole run maps everyone");
+            break;
+        }
+        assert!(
+            stderr(&o).contains("not confirmed durable"),
+            "n = {n}: {}",
+            stderr(&o)
+        );
+        if !confirmed.is_empty() && !unconfirmed.is_empty() {
+            stopped_mid_import += 1;
+            assert_eq!(mapped.len(), confirmed.len(), "n = {n}");
+        }
+    }
+    assert!(
+        stopped_mid_import >= 2,
+        "the second and third batches each end in a sync that can fail ({stopped_mid_import})"
+    );
+}
+
+/// A row whose shop id is one stored customer's and whose (unique) e-mail address is another's
+/// is rejected: it never joins the first customer with the second one's data (which would then
+/// outlive the second's erasure under the first one's keys).
+#[test]
+fn a_row_with_one_customers_id_and_anothers_email_is_rejected_not_joined() {
+    let env = Env::new();
+    env.init();
+    let header = format!("\u{feff}{HEADER}\n");
+    let alice = shopify_row("1", "Alice", "Aa", "a@voorbeeld.nl", "no", "", "");
+    let bob = shopify_row("2", "Bob", "Bb", "b@voorbeeld.nl", "no", "", "");
+    let first = env.write("first.csv", &format!("{header}{alice}\n{bob}\n"));
+    env.ok(&["import", "--csv", "--preset", "shopify", &first]);
+    let mixed = shopify_row("1", "Alice", "Aa", "b@voorbeeld.nl", "yes", "", "");
+    let second = env.write("second.csv", &format!("{header}{mixed}\n"));
+    let o = env.run(&["--json", "import", "--csv", "--preset", "shopify", &second]);
+    assert_eq!(code(&o), Some(8), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("its id belongs to one subject and its customer.email value to another"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("b@voorbeeld.nl"),
+        "no value in a reason: {out}"
+    );
+    let consent = env.json(&["find", "marketing_consent", "email", "b@voorbeeld.nl"]);
+    assert!(
+        consent.is_empty(),
+        "nothing of the row was stored: {consent:?}"
+    );
+}
+
+/// Two rows with one shop id that give the same record with other values: the first is kept,
+/// and the later line says what of it was left out (no silent merge, no rejection of the
+/// record it did add).
+#[test]
+fn a_later_row_of_a_customer_with_other_values_says_what_was_left_out() {
+    let env = Env::new();
+    env.init();
+    let header = format!("\u{feff}{HEADER}\n");
+    let dan = shopify_row("5", "Dan", "Dd", "d@voorbeeld.nl", "no", "", "");
+    let again = shopify_row("5", "Daniel", "Dd", "d@voorbeeld.nl", "yes", "", "");
+    let file = env.write("export.csv", &format!("{header}{dan}\n{again}\n"));
+    let o = env.run(&["--json", "import", "--csv", "--preset", "shopify", &file]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let lines = json_lines(&String::from_utf8_lossy(&o.stdout));
+    let line3 = lines.iter().find(|l| l["line"] == 3).unwrap();
+    assert_eq!(
+        line3["left_out"],
+        serde_json::json!(["customer"]),
+        "{line3}"
+    );
+    let s = line3["joined"].as_str().unwrap();
+    assert_eq!(
+        env.json(&["get", s, "customer"])[0]["fields"]["first_name"],
+        "Dan"
+    );
+    let consent = env.json(&["get", s, "marketing_consent"]);
+    assert_eq!(
+        consent[0]["fields"]["email"], "d@voorbeeld.nl",
+        "line 3's new record is kept"
+    );
+}
+
+/// A label the vault would refuse (here `#1002`) rejects its own row in the dry run and the
+/// real run alike, not the other rows of its customer at store time.
+#[test]
+fn a_bad_label_rejects_only_its_row_in_the_dry_run_and_the_real_run() {
+    let env = Env::new();
+    env.init();
+    let mapping = env.write("orders.toml", ORDERS_MAPPING);
+    let mut csv =
+        String::from("Customer,Order,Status,First,Last,Email,Street,Number,Postcode,City\n");
+    csv.push_str(&order_row(77, 1001, "processing", "Jan", "Delft"));
+    csv.push_str(&order_row(77, 1002, "processing", "Jan", "Delft").replace(",1002,", ",#1002,"));
+    let file = env.write("orders.csv", &csv);
+    for dry in [true, false] {
+        let mut args = vec!["--json", "import", "--csv", "--mapping", &mapping];
+        if dry {
+            args.push("--dry-run");
+        }
+        args.push(&file);
+        let o = env.run(&args);
+        assert_eq!(code(&o), Some(8), "dry run {dry}: {}", stderr(&o));
+        let (_, rejected) = import_outcomes(&o.stdout);
+        assert_eq!(rejected, vec![3], "dry run {dry}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("address label"));
+    }
+    assert_eq!(env.json(&["status"])[0]["subjects"], 1);
 }

@@ -33,6 +33,8 @@ use clap::{Parser, Subcommand};
 
 mod admin_socket;
 mod commands;
+#[cfg(feature = "danger-fault-injection")]
+mod danger_faults;
 mod exit;
 mod output;
 

@@ -167,6 +167,8 @@ impl Global {
     /// Options for opening or creating (actor, and the test-only KDF switch).
     pub fn options(&self) -> VaultOptions {
         let o = VaultOptions::default().actor(&self.actor);
+        #[cfg(feature = "danger-fault-injection")]
+        let o = crate::danger_faults::from_env(o);
         if self.insecure_kdf() {
             o.kdf(KdfParams::danger_insecure_for_tests())
                 .danger_allow_weak_kdf()

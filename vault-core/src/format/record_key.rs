@@ -34,7 +34,10 @@ impl RecordKey {
             label: label.to_owned(),
         }
     }
-    pub(crate) fn label_ok(&self) -> bool {
+    /// Whether the label is one a record may have: at most [`MAX_LABEL_LEN`] bytes of
+    /// `[A-Za-z0-9._-]` (writes with any other label are refused), so an importer can reject
+    /// a row before storing anything.
+    pub fn label_is_valid(&self) -> bool {
         self.label.len() <= MAX_LABEL_LEN
             && self
                 .label

@@ -399,7 +399,7 @@ impl Vault {
                     r.record_type.chars().take(64).collect(),
                 ));
             }
-            if !r.label_ok() {
+            if !r.label_is_valid() {
                 return Err(LifecycleError::InvalidLabel);
             }
         }

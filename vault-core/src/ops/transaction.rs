@@ -218,7 +218,7 @@ fn validate<'a>(
         .schema
         .record_type(&key.record_type)
         .ok_or_else(|| WriteError::UnknownRecordType(key.record_type.clone()))?;
-    if !key.label_ok() {
+    if !key.label_is_valid() {
         return Err(WriteError::Field(crate::schema::FieldError::Invalid {
             field: "label".into(),
             reason: "labels are at most 64 bytes of [A-Za-z0-9._-]",

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use vault_core::admin::OpError;
+use vault_core::schema::Schema;
 use vault_core::{
     BatchError, Record, RecordKey, StorageError, SubjectId, TransactionError, Vault, WriteError,
 };
@@ -56,22 +57,52 @@ pub struct Row {
 }
 
 /// A subject to be: the lines that make it, its id, and its records (one per key: the first
-/// row that gives a key wins).
+/// row that gives a key wins), and per later line the records it gave otherwise (left out).
 struct Group {
     lines: Vec<usize>,
     id: Option<String>,
     records: Vec<(RecordKey, Record)>,
+    left_out: Vec<(usize, String)>,
 }
 
 impl Group {
-    /// Adds the records of another row of the same customer that the group lacks.
+    fn new(line: usize, row: Row) -> Group {
+        Group {
+            lines: vec![line],
+            id: row.id,
+            records: row.records,
+            left_out: Vec::new(),
+        }
+    }
+
+    /// Adds the records of another row of the same customer that the group lacks; a record it
+    /// has with other values is left out, and noted for that line.
     fn join(&mut self, line: usize, records: Vec<(RecordKey, Record)>) {
         self.lines.push(line);
         for (k, r) in records {
-            if !self.records.iter().any(|(have, _)| *have == k) {
-                self.records.push((k, r));
+            match self.records.iter().find(|(have, _)| *have == k) {
+                None => self.records.push((k, r)),
+                Some((_, kept)) if !kept.iter().eq(r.iter()) => {
+                    self.left_out.push((line, describe(&k)));
+                }
+                Some(_) => {}
             }
         }
+    }
+
+    /// What `line` gave that was left out (record keys), if anything.
+    fn left_out_of(&self, line: usize) -> Vec<String> {
+        let of_line = self.left_out.iter().filter(|(l, _)| *l == line);
+        of_line.map(|(_, k)| k.clone()).collect()
+    }
+}
+
+/// `type` or `type/label`, as reasons and outcomes name a record (labels are pseudonymous).
+fn describe(k: &RecordKey) -> String {
+    if k.label.is_empty() {
+        k.record_type.clone()
+    } else {
+        format!("{}/{}", k.record_type, k.label)
     }
 }
 
@@ -82,10 +113,12 @@ enum Outcome {
         line: usize,
         subject: SubjectId,
     },
-    /// A line whose records went to a subject made by an earlier line or an earlier run.
+    /// A line of a customer an earlier line or an earlier run made: its records the subject
+    /// lacked were added; `left_out` names those it gave with other values than the ones kept.
     Joined {
         line: usize,
         subject: SubjectId,
+        left_out: Vec<String>,
     },
     /// A line of a customer an earlier run stored, with nothing new.
     Known {
@@ -141,9 +174,12 @@ pub struct Store<'a> {
     rows: usize,
     first: Option<usize>,
     puts: usize,
+    /// Something was written since the last sync.
+    unsynced: bool,
     pending: Vec<Outcome>,
     id_map: Option<IdMapFile>,
     tally: Tally,
+    schema: Schema,
 }
 
 impl<'a> Store<'a> {
@@ -157,9 +193,11 @@ impl<'a> Store<'a> {
             rows: 0,
             first: None,
             puts: 0,
+            unsynced: false,
             pending: Vec::new(),
             id_map,
             tally: Tally::default(),
+            schema: v.schema(),
         }
     }
 
@@ -176,11 +214,7 @@ impl<'a> Store<'a> {
                 if let Some(id) = &row.id {
                     self.by_id.insert(id.clone(), self.groups.len());
                 }
-                self.groups.push(Group {
-                    lines: vec![line],
-                    id: row.id,
-                    records: row.records,
-                });
+                self.groups.push(Group::new(line, row));
             }
         }
         self.counted(line)
@@ -204,6 +238,7 @@ impl<'a> Store<'a> {
             Ok(()) => {
                 self.tally.stored += 1;
                 self.puts += 1;
+                self.unsynced = true;
             }
             Err(e) if refused(&e) => return Err(self.stopped(line, e.into())),
             Err(e) => self.rejected(line, e.to_string()),
@@ -253,7 +288,7 @@ impl<'a> Store<'a> {
         } else {
             self.store(groups)?;
         }
-        self.print(true)?;
+        self.sync_and_confirm()?;
         (self.rows, self.first, self.puts) = (0, None, 0);
         Ok(())
     }
@@ -285,17 +320,26 @@ impl<'a> Store<'a> {
                 o => self.created(std::slice::from_ref(&g), vec![o]),
             }
         }
-        let mut wrote = self.puts > 0;
+        // The new subjects are made durable, printed and mapped before the joins run, so that a
+        // join that fails cannot take them along.
+        self.sync_and_confirm()?;
         for (g, records, clash) in known {
-            wrote |= self.join_known(g, records, clash)?;
+            self.join_known(g, records, clash)?;
         }
-        // `create_subjects_with_records` waited for its own batch; joins and puts need a sync.
-        if wrote {
+        Ok(())
+    }
+
+    /// Makes what was written since the last sync durable (the vault is open with
+    /// `Durability::Relaxed`: this sync is the batch's), then prints the outcomes and writes
+    /// their pairs to the id map.
+    fn sync_and_confirm(&mut self) -> anyhow::Result<()> {
+        if self.unsynced {
             if let Err(e) = self.v.admin().sync() {
                 return Err(self.unconfirmed(e.into()));
             }
+            self.unsynced = false;
         }
-        Ok(())
+        self.confirm(true)
     }
 
     /// The outcomes of new subjects: the group's first line made it, the others joined it.
@@ -305,12 +349,18 @@ impl<'a> Store<'a> {
                 Ok(subject) => {
                     self.tally.stored += g.lines.len() as u64;
                     self.tally.new_subjects += 1;
-                    self.mapped(g, subject);
+                    self.unsynced = true;
+                    self.note_pair(g, subject);
                     for (i, &line) in g.lines.iter().enumerate() {
                         self.pending.push(if i == 0 {
                             Outcome::Created { line, subject }
                         } else {
-                            Outcome::Joined { line, subject }
+                            let left_out = g.left_out_of(line);
+                            Outcome::Joined {
+                                line,
+                                subject,
+                                left_out,
+                            }
                         });
                     }
                 }
@@ -326,23 +376,29 @@ impl<'a> Store<'a> {
 
     /// A customer whose id the vault may already hold (`clash`: the unique value its creation
     /// found taken): the records its subject lacks are added (none: the lines were imported
-    /// before). No subject with the id: the lines are rejected with `clash`. Returns whether
-    /// anything was written.
+    /// before). The lines are rejected instead when no subject holds the id (with `clash`), or
+    /// when one of the group's unique values belongs to another subject than the id's: a row
+    /// never joins one customer with another's e-mail address.
     fn join_known(
         &mut self,
         g: Group,
         records: Vec<(RecordKey, Record)>,
         clash: WriteError,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<()> {
         let first = g.lines.first().copied().unwrap_or_default();
         let Some(subject) = self.holder_of(&g, first)? else {
-            let reason = clash.to_string();
-            g.lines
-                .iter()
-                .for_each(|&line| self.rejected(line, reason.clone()));
-            return Ok(false);
+            return self.reject_group(&g, clash.to_string());
         };
-        let have = self.v.records_of(&subject)?;
+        if let Some(field) = self.held_by_another(&records, subject, first)? {
+            let reason = format!(
+                "its id belongs to one subject and its {field} value to another ({field} is unique)"
+            );
+            return self.reject_group(&g, reason);
+        }
+        let have = match self.v.records_of(&subject) {
+            Ok(have) => have,
+            Err(e) => return Err(self.stopped(first, e.into())),
+        };
         let missing: Vec<_> = records.iter().filter(|(k, _)| !have.contains(k)).collect();
         if !missing.is_empty() {
             let added = self.v.transaction(&subject, |tx| {
@@ -350,27 +406,62 @@ impl<'a> Store<'a> {
             });
             match added {
                 Err(e) if tx_refused(&e) => return Err(self.stopped(first, e.into())),
-                Err(e) => {
-                    let reason = e.to_string();
-                    g.lines
-                        .iter()
-                        .for_each(|&line| self.rejected(line, reason.clone()));
-                    return Ok(false);
-                }
-                Ok(()) => {}
+                Err(e) => return self.reject_group(&g, e.to_string()),
+                Ok(()) => self.unsynced = true,
             }
         }
         self.tally.stored += g.lines.len() as u64;
         self.tally.already_imported += 1;
-        self.mapped(&g, subject);
+        self.note_pair(&g, subject);
         for &line in &g.lines {
-            self.pending.push(if missing.is_empty() {
-                Outcome::Known { line, subject }
-            } else {
-                Outcome::Joined { line, subject }
-            });
+            let left_out = g.left_out_of(line);
+            self.pending
+                .push(if missing.is_empty() && left_out.is_empty() {
+                    Outcome::Known { line, subject }
+                } else {
+                    Outcome::Joined {
+                        line,
+                        subject,
+                        left_out,
+                    }
+                });
         }
-        Ok(!missing.is_empty())
+        self.sync_and_confirm()
+    }
+
+    fn reject_group(&mut self, g: &Group, reason: String) -> anyhow::Result<()> {
+        g.lines
+            .iter()
+            .for_each(|&line| self.rejected(line, reason.clone()));
+        Ok(())
+    }
+
+    /// The first unique field (`type.field`) of `records` whose value a subject other than
+    /// `subject` holds.
+    fn held_by_another(
+        &mut self,
+        records: &[(RecordKey, Record)],
+        subject: SubjectId,
+        line: usize,
+    ) -> anyhow::Result<Option<String>> {
+        for (k, r) in records {
+            let Some(rt) = self.schema.record_type(&k.record_type) else {
+                continue;
+            };
+            for (name, value) in r.iter() {
+                if !rt.field(name).is_some_and(|d| d.unique) {
+                    continue;
+                }
+                let holders = match self.v.find(&rt.name, name, value.clone()) {
+                    Ok(h) => h,
+                    Err(e) => return Err(self.stopped(line, e.into())),
+                };
+                if holders.iter().any(|h| *h != subject) {
+                    return Ok(Some(format!("{}.{name}", rt.name)));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The subject that holds the group's shop id, if one does.
@@ -384,7 +475,7 @@ impl<'a> Store<'a> {
     }
 
     /// Notes the pair (shop id, subject) for the id map, written once the batch is durable.
-    fn mapped(&mut self, g: &Group, subject: SubjectId) {
+    fn note_pair(&mut self, g: &Group, subject: SubjectId) {
         if let (Some(map), Some(id)) = (self.id_map.as_mut(), g.id.as_deref()) {
             map.pending(id, subject);
         }
@@ -395,7 +486,7 @@ impl<'a> Store<'a> {
     /// stored and confirmed (except the rejected ones printed), and the import stops with where
     /// to resume.
     fn stopped(&mut self, first: usize, e: anyhow::Error) -> anyhow::Error {
-        if let Err(p) = self.print(false) {
+        if let Err(p) = self.confirm(false) {
             return p;
         }
         if self.mode.id_field.is_some() {
@@ -431,7 +522,7 @@ impl<'a> Store<'a> {
     /// The batch was applied but its sync failed: its outcomes are printed, marked not
     /// confirmed (they may or may not have reached the disk, and must not be lost).
     fn unconfirmed(&mut self, e: anyhow::Error) -> anyhow::Error {
-        if let Err(p) = self.print(false) {
+        if let Err(p) = self.confirm(false) {
             return p;
         }
         let again = if self.mode.id_field.is_some() {
@@ -446,9 +537,9 @@ impl<'a> Store<'a> {
         ))
     }
 
-    /// Prints the outcomes since the last sync in line order, and writes the batch's pairs to
-    /// the id map. `confirmed`: the batch is durable.
-    fn print(&mut self, confirmed: bool) -> anyhow::Result<()> {
+    /// Prints the outcomes since the last sync in line order, and writes their pairs to the id
+    /// map. `confirmed`: they are durable (otherwise they are printed so, and not mapped).
+    fn confirm(&mut self, confirmed: bool) -> anyhow::Result<()> {
         if let Some(map) = self.id_map.as_mut() {
             // A pair in the map is a customer in the vault: only durable batches are written.
             if confirmed {
@@ -466,9 +557,17 @@ impl<'a> Store<'a> {
     }
 
     fn print_one(&self, o: Outcome, confirmed: bool) -> anyhow::Result<()> {
+        let mut left_out: &[String] = &[];
         let (line, key, subject, text) = match &o {
             Outcome::Created { line, subject } => (*line, "created", subject, "new subject"),
-            Outcome::Joined { line, subject } => (*line, "joined", subject, "added to subject"),
+            Outcome::Joined {
+                line,
+                subject,
+                left_out: l,
+            } => {
+                left_out = l;
+                (*line, "joined", subject, "same customer as subject")
+            }
             Outcome::Known { line, subject } => {
                 (*line, "known", subject, "already imported as subject")
             }
@@ -481,15 +580,24 @@ impl<'a> Store<'a> {
             }
         };
         if self.g.json {
-            return out_json(&serde_json::json!({
+            let mut o = serde_json::json!({
                 "line": line, key: subject.to_string(), "confirmed": confirmed
-            }));
+            });
+            if !left_out.is_empty() {
+                o["left_out"] = serde_json::json!(left_out);
+            }
+            return out_json(&o);
         }
-        let note = if confirmed {
-            ""
-        } else {
-            " (applied, not confirmed durable)"
-        };
+        let mut note = String::new();
+        if !left_out.is_empty() {
+            note = format!(
+                "; left out, given with other values by an earlier line: {}",
+                left_out.join(", ")
+            );
+        }
+        if !confirmed {
+            note.push_str(" (applied, not confirmed durable)");
+        }
         out(&format!("line {line}: {text} {subject}{note}"))
     }
 }

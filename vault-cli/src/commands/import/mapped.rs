@@ -177,6 +177,17 @@ impl<'a> Mapper<'a> {
             stage: Stage::Transform,
         })?;
         let key = RecordKey::labelled(&r.record_type, label.as_deref().unwrap_or_default());
+        if !key.label_is_valid() {
+            let column = self.column(r.label.as_ref().and_then(|l| l.column.as_deref()));
+            return Err(Rejection {
+                reason: format!(
+                    "{} label: at most 64 bytes of A-Z a-z 0-9 . _ - (an order or invoice number)",
+                    r.record_type
+                ),
+                column,
+                stage: Stage::Validation,
+            });
+        }
         let record = Record::from_json(Value::Object(fields)).map_err(|_| Rejection {
             reason: "the record is not a JSON object".into(),
             column: None,
