@@ -639,7 +639,9 @@ fn hostile_full_disk_stops_a_mapped_import_and_the_same_command_finishes_it() {
     assert_refused(&o, &["import"], STORAGE_REFUSED);
     let err = stderr(&o);
     assert!(err.contains("import the same file again"), "{err}");
-    let mapped_before = std::fs::read_to_string(&map).unwrap().lines().count() - 1;
+    assert!(err.contains("ids.csv.partial"), "{err}");
+    let partial = outside.path().join("ids.csv.partial");
+    let mapped_before = std::fs::read_to_string(&partial).unwrap().lines().count() - 1;
     std::fs::remove_file(&fd.filler).unwrap();
     let o = fd.env.run(&a);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

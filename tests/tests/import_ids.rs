@@ -257,9 +257,10 @@ pub(crate) fn kill_mid_import_and_resume(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let partial = dir.join("ids.csv.partial");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let lines = std::fs::read_to_string(&map).map_or(0, |t| t.lines().count());
+        let lines = std::fs::read_to_string(&partial).map_or(0, |t| t.lines().count());
         if lines > 1 || Instant::now() > deadline {
             break;
         }
@@ -435,8 +436,11 @@ fn the_id_map_and_confirmed_lines_follow_the_batch_syncs() {
                 .collect()
         };
         let (confirmed, unconfirmed) = (created(true), created(false));
-        let mapped: Vec<String> = std::fs::read_to_string(&map)
-            .map(|_| id_map(&map).into_values().collect())
+        // A finished run renames its map into place; a stopped one leaves it partial.
+        let partial = env.path("ids.csv.partial");
+        let written = if map.exists() { &map } else { &partial };
+        let mapped: Vec<String> = std::fs::read_to_string(written)
+            .map(|_| id_map(written).into_values().collect())
             .unwrap_or_default();
         assert!(
             mapped.iter().all(|s| confirmed.contains(s)),
@@ -444,8 +448,13 @@ fn the_id_map_and_confirmed_lines_follow_the_batch_syncs() {
         );
         if code(&o) == Some(0) {
             assert_eq!(mapped.len(), 4200, "n = {n}: a whole run maps everyone");
+            assert!(!partial.exists());
             break;
         }
+        assert!(
+            !map.exists(),
+            "n = {n}: a stopped run leaves no map in place"
+        );
         assert!(
             stderr(&o).contains("not confirmed durable"),
             "n = {n}: {}",

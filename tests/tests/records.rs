@@ -86,7 +86,12 @@ fn inv(label: &str) -> RecordKey {
 /// Every record of the example, by key.
 fn jan_records() -> Vec<(RecordKey, Record)> {
     vec![
-        (RecordKey::new("customer"), customer()),
+        // Her shop customer number too: every declared field is covered (one subject only: it
+        // is unique).
+        (
+            RecordKey::new("customer"),
+            customer().with("shop_customer_id", "7023411"),
+        ),
         (RecordKey::new("address"), address()),
         (RecordKey::new("marketing_consent"), consent()),
         (inv("2024-0001"), invoice_1()),

@@ -491,8 +491,8 @@ impl<'a> Store<'a> {
         }
         if self.mode.id_field.is_some() {
             return e.context(format!(
-                "import stopped: storage refused the batch from line {first}; import the same \
-                 file again: customers already stored are found by their id and not stored twice"
+                "import stopped: storage refused the batch from line {first}; {}",
+                self.resume_with_id()
             ));
         }
         let puts = if self.puts > 0 {
@@ -519,6 +519,22 @@ impl<'a> Store<'a> {
         ))
     }
 
+    /// How to resume an import with an `[id]`.
+    fn resume_with_id(&self) -> String {
+        let map = match &self.id_map {
+            Some(m) => format!(
+                "; the id map so far is {} (the whole map is written when a run finishes)",
+                m.partial_path().display()
+            ),
+            None => String::new(),
+        };
+        format!(
+            "import the same file again once storage works: customers already stored are found \
+             by their id and not stored twice (but a customer forgotten since then would be \
+             stored anew: take them out of the file){map}"
+        )
+    }
+
     /// The batch was applied but its sync failed: its outcomes are printed, marked not
     /// confirmed (they may or may not have reached the disk, and must not be lost).
     fn unconfirmed(&mut self, e: anyhow::Error) -> anyhow::Error {
@@ -526,11 +542,11 @@ impl<'a> Store<'a> {
             return p;
         }
         let again = if self.mode.id_field.is_some() {
-            "import the same file again once storage works: customers already stored are found \
-             by their id"
+            self.resume_with_id()
         } else {
             "check the rows printed as not confirmed (kluis find / export) before importing them \
              again"
+                .to_owned()
         };
         e.context(format!(
             "import stopped: the last batch was not confirmed durable; {again}"

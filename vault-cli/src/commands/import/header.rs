@@ -1,11 +1,16 @@
 //! The export's header row, read once and shared by the mapper and the report.
 
+use std::collections::HashMap;
 use std::io::Read;
 
 use crate::exit::{self, CliError};
 
-/// The export's header row: column names (a UTF-8 BOM stripped) by position.
-pub struct Header(Vec<String>);
+/// The export's header row: column names (a UTF-8 BOM stripped) by position, and positions by
+/// name (looked up for every cell a mapping reads, so not by a scan of the row).
+pub struct Header {
+    names: Vec<String>,
+    positions: HashMap<String, usize>,
+}
 
 impl Header {
     pub(super) fn read(reader: &mut csv::Reader<Box<dyn Read>>) -> anyhow::Result<Header> {
@@ -27,18 +32,23 @@ impl Header {
                 }
             })
             .map(|n| n.trim().to_owned())
-            .collect();
-        Ok(Header(names))
+            .collect::<Vec<_>>();
+        let mut positions = HashMap::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            // A name twice: the first column is the one read, as before.
+            positions.entry(n.clone()).or_insert(i);
+        }
+        Ok(Header { names, positions })
     }
 
     /// The position of column `name`.
     pub(super) fn find(&self, name: &str) -> Option<usize> {
-        self.0.iter().position(|n| n == name)
+        self.positions.get(name).copied()
     }
 
     /// The column names, in file order.
     pub fn names(&self) -> &[String] {
-        &self.0
+        &self.names
     }
 }
 

@@ -1,7 +1,10 @@
 //! The id map (`--id-map FILE`): one CSV line per customer, the shop's own id and the kluis
 //! subject id that replaces the customer's personal data in the shop's tables. Mode 0600: it
-//! links the shop's customers to their subjects. Lines are written once their batch is durable,
-//! so a line in the map is a customer in the vault.
+//! links the shop's customers to their subjects.
+//!
+//! The run writes `FILE.partial`, a batch at a time once the batch is durable (a line in it is
+//! a customer in the vault), and renames it to `FILE` when the import finishes: `FILE` is always
+//! the whole map of a finished run, and a stopped run leaves the one before it untouched.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -11,31 +14,42 @@ use vault_core::SubjectId;
 
 use crate::exit::{self, CliError};
 
-/// The open id map and the pairs of the batch being stored.
+/// The map being written and the pairs of the batch being stored.
 pub struct IdMapFile {
     path: PathBuf,
+    partial: PathBuf,
     out: csv::Writer<File>,
     pending: Vec<(String, SubjectId)>,
 }
 
+/// `FILE.partial`, beside `FILE`.
+pub fn partial_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Refuses a path that exists and is not a regular file (a directory, a device, a link):
+/// the map is written over it.
+fn regular_or_absent(path: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => Err(CliError::new(
+            exit::INVALID_INPUT,
+            format!("{} exists and is not a regular file", path.display()),
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 impl IdMapFile {
-    /// Creates (or empties) the map at `path`, mode 0600, with its header. A re-run writes the
-    /// whole map again: customers found from an earlier run are listed too.
+    /// Starts the map for `path`: `path.partial` created (or emptied), mode 0600, with its
+    /// header. A re-run writes the whole map again: customers found from an earlier run are
+    /// listed too.
     pub fn create(path: &Path) -> anyhow::Result<IdMapFile> {
-        // Only a regular file (or none) is emptied: never a device, a directory or a link to
-        // something else.
-        if let Ok(m) = std::fs::symlink_metadata(path) {
-            if !m.file_type().is_file() {
-                return Err(CliError::new(
-                    exit::INVALID_INPUT,
-                    format!(
-                        "the id map {} exists and is not a regular file",
-                        path.display()
-                    ),
-                )
-                .into());
-            }
-        }
+        let partial = partial_of(path);
+        regular_or_absent(path)?;
+        regular_or_absent(&partial)?;
         let mut o = std::fs::OpenOptions::new();
         o.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -46,10 +60,10 @@ impl IdMapFile {
         let cannot = |e: std::io::Error| {
             CliError::new(
                 exit::FAILURE,
-                format!("cannot create the id map {}: {}", path.display(), e.kind()),
+                format!("cannot create {}: {}", partial.display(), e.kind()),
             )
         };
-        let file = o.open(path).map_err(cannot)?;
+        let file = o.open(&partial).map_err(cannot)?;
         // An existing file keeps its mode on open: make it private before anything is written.
         #[cfg(unix)]
         {
@@ -61,9 +75,15 @@ impl IdMapFile {
         out.write_record(["shop_id", "subject_id"])?;
         Ok(IdMapFile {
             path: path.to_owned(),
+            partial,
             out,
             pending: Vec::new(),
         })
+    }
+
+    /// Where the map of this run is written until it finishes.
+    pub fn partial_path(&self) -> &Path {
+        &self.partial
     }
 
     /// A pair of the batch being stored.
@@ -83,20 +103,29 @@ impl IdMapFile {
                 .write_record([id.as_str(), s.to_string().as_str()])?;
         }
         self.out.flush().map_err(|e| {
-            anyhow::Error::from(e).context(format!("writing the id map {}", self.path.display()))
+            anyhow::Error::from(e).context(format!("writing {}", self.partial.display()))
         })
     }
 
-    /// Flushes and syncs the map at the end of the run.
+    /// Syncs the finished map and renames it into place (then syncs its directory).
     pub fn finish(mut self) -> anyhow::Result<()> {
         self.write_pending()?;
-        let file = self
+        let mut file = self
             .out
             .into_inner()
-            .map_err(|e| anyhow::anyhow!("{}", e.error()))?;
-        let mut file = file;
-        file.flush()?;
-        file.sync_all()
-            .map_err(|e| anyhow::Error::from(e).context(format!("syncing {}", self.path.display())))
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", self.partial.display(), e.error()))?;
+        let syncing = |e: std::io::Error| {
+            anyhow::Error::from(e).context(format!("syncing {}", self.partial.display()))
+        };
+        file.flush().map_err(syncing)?;
+        file.sync_all().map_err(syncing)?;
+        std::fs::rename(&self.partial, &self.path).map_err(|e| {
+            anyhow::Error::from(e)
+                .context(format!("renaming the id map to {}", self.path.display()))
+        })?;
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        File::open(dir.unwrap_or(Path::new(".")))
+            .and_then(|d| d.sync_all())
+            .map_err(|e| anyhow::Error::from(e).context("syncing the id map's directory"))
     }
 }

@@ -102,8 +102,10 @@ equals = "yes" } or one_of = [...]). A cell empty after its transforms is left o
 [id] names the shop's own customer id and the unique field that keeps it: rows with one id are
 one subject (wherever they are in the file), and an id the vault already holds is that subject,
 which gets only the records it lacks: importing the same file again after a stop stores each
-customer once. --id-map FILE writes "shop_id,subject_id" per customer (mode 0600) once its batch
-is durable. Unknown keys, columns
+customer once (but one forgotten since would be stored anew). A row whose id is one subject's
+and whose unique value (an e-mail address) is another's is rejected. --id-map FILE writes
+"shop_id,subject_id" per customer (mode 0600) to FILE.partial once its batch is durable, renamed
+to FILE when the run finishes. Unknown keys, columns
 the header lacks, and record types or fields the schema lacks exit 7. --dry-run checks every row
 and writes nothing; both runs print a minimisation report: the columns not imported, and per
 imported column its fields with purpose and legal basis and its empty and rejected cells. The
@@ -137,7 +139,7 @@ pub struct Args {
     /// The record type of every CSV row.
     #[arg(long = "type", value_name = "TYPE")]
     pub record_type: Option<String>,
-    /// A mapping file (TOML) that says how each CSV row becomes the records of one new subject.
+    /// A mapping file (TOML) that says how each CSV row becomes the records of one customer.
     #[arg(long, value_name = "FILE", requires = "csv")]
     pub mapping: Option<PathBuf>,
     /// A built-in mapping for a shop system's export.

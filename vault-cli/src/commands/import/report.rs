@@ -170,14 +170,24 @@ impl Report {
             if self.dry_run {
                 "would be stored"
             } else {
-                "stored"
+                "stored or already in the vault"
             },
             self.rejected()
         )];
-        lines.push(format!(
-            "subjects: {} new, {} already in the vault (found by their id)",
-            self.tally.new_subjects, self.tally.already_imported
-        ));
+        lines.push(if self.dry_run {
+            // Without storing, rows of one customer in different batches look like two.
+            format!(
+                "subjects: about {} new (counted per batch of 2048 rows; customers the vault \
+                 already holds are counted as new)",
+                self.tally.new_subjects
+            )
+        } else {
+            format!(
+                "subjects: {} new, {} found by their id (stored by an earlier run, or by an \
+                 earlier batch of this one)",
+                self.tally.new_subjects, self.tally.already_imported
+            )
+        });
         lines.push("columns not imported:".into());
         lines.extend(self.left_out().map(|c| format!("  {c}")));
         lines.push("columns imported:".into());
