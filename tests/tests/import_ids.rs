@@ -247,7 +247,14 @@ pub(crate) fn kill_mid_import_and_resume(
     };
     let n = 12_000;
     let file = dir.join("big-export.csv");
-    std::fs::write(&file, shopify_export(n)).unwrap();
+    // The first 50 customers once more at the end: rows of one customer in different batches,
+    // on both sides of the kill.
+    let mut export = shopify_export(n);
+    let again: Vec<&str> = export.lines().skip(1).take(50).collect();
+    let again = again.join("\n");
+    export.push_str(&again);
+    export.push('\n');
+    std::fs::write(&file, export).unwrap();
     let map = dir.join("ids.csv");
     let mut child = import()
         .args(["import", "--csv", "--preset", "shopify", "--id-map"])
@@ -295,11 +302,12 @@ pub(crate) fn kill_mid_import_and_resume(
     let r = report(&o.stdout);
     assert_eq!(
         r["new_subjects"].as_u64().unwrap() + r["already_imported"].as_u64().unwrap(),
-        n as u64,
-        "{r}"
+        (n + 50) as u64,
+        "each batch finds a repeated customer by its id again: {r}"
     );
     assert!(r["already_imported"].as_u64().unwrap() >= before, "{r}");
     assert_eq!(count(), n as u64, "every customer exactly once");
+    assert_eq!(r["rows"], (n + 50) as u64, "{r}");
     let pairs = id_map(&map);
     assert_eq!(pairs.len(), n);
     for i in [0, 1, n / 2, n - 1] {

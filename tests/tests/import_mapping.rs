@@ -19,8 +19,13 @@ const SECRET: &str = "geheim-zonder-apenstaart";
 /// One row in Shopify's format: 20 cells, quoted where a cell needs it; the customer id is made
 /// from the first name and e-mail address (one customer, one id).
 fn row(first: &str, last: &str, email: &str, accepts: &str, phone: &str, note: &str) -> String {
-    let key = format!("{first}{}", email.trim().to_lowercase());
-    let id = format!("70{}", key.bytes().map(u32::from).sum::<u32>());
+    // FNV-1a of the name and address: a different customer, a different id (a plain byte sum
+    // would give anagrams one id).
+    let key = format!("{first}\n{}", email.trim().to_lowercase());
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let id = format!("70{hash:x}");
     shopify_row(&id, first, last, email, accepts, phone, note)
 }
 
