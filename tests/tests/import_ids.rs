@@ -35,6 +35,11 @@ pub(crate) fn shopify_export(n: usize) -> String {
     s
 }
 
+/// Writes a Shopify export of `rows` (made by [`shopify_row`]) into the test's directory.
+fn write_shopify(env: &Env, name: &str, rows: &[String]) -> String {
+    env.write(name, &format!("\u{feff}{HEADER}\n{}\n", rows.join("\n")))
+}
+
 /// The id map's pairs (shop id → subject id), after its header.
 pub(crate) fn id_map(path: &Path) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -486,13 +491,12 @@ fn the_id_map_and_confirmed_lines_follow_the_batch_syncs() {
 fn a_row_with_one_customers_id_and_anothers_email_is_rejected_not_joined() {
     let env = Env::new();
     env.init();
-    let header = format!("\u{feff}{HEADER}\n");
     let alice = shopify_row("1", "Alice", "Aa", "a@voorbeeld.nl", "no", "", "");
     let bob = shopify_row("2", "Bob", "Bb", "b@voorbeeld.nl", "no", "", "");
-    let first = env.write("first.csv", &format!("{header}{alice}\n{bob}\n"));
+    let first = write_shopify(&env, "first.csv", &[alice, bob]);
     env.ok(&["import", "--csv", "--preset", "shopify", &first]);
     let mixed = shopify_row("1", "Alice", "Aa", "b@voorbeeld.nl", "yes", "", "");
-    let second = env.write("second.csv", &format!("{header}{mixed}\n"));
+    let second = write_shopify(&env, "second.csv", &[mixed]);
     let o = env.run(&["--json", "import", "--csv", "--preset", "shopify", &second]);
     assert_eq!(code(&o), Some(8), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -518,10 +522,9 @@ fn a_row_with_one_customers_id_and_anothers_email_is_rejected_not_joined() {
 fn a_later_row_of_a_customer_with_other_values_says_what_was_left_out() {
     let env = Env::new();
     env.init();
-    let header = format!("\u{feff}{HEADER}\n");
     let dan = shopify_row("5", "Dan", "Dd", "d@voorbeeld.nl", "no", "", "");
     let again = shopify_row("5", "Daniel", "Dd", "d@voorbeeld.nl", "yes", "", "");
-    let file = env.write("export.csv", &format!("{header}{dan}\n{again}\n"));
+    let file = write_shopify(&env, "export.csv", &[dan, again]);
     let o = env.run(&["--json", "import", "--csv", "--preset", "shopify", &file]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
     let lines = json_lines(&String::from_utf8_lossy(&o.stdout));
