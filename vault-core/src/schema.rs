@@ -137,6 +137,18 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
+/// A caller-supplied record type or field name as an error shows it: itself if it has the shape
+/// of a schema name, otherwise a placeholder. A name that is not one may be a value (a CSV row
+/// with shifted columns puts an e-mail address where a field name belongs), and values never
+/// reach an error.
+pub(crate) fn name_for_error(name: &str) -> String {
+    if is_valid_name(name) {
+        name.to_owned()
+    } else {
+        "(not a schema name)".to_owned()
+    }
+}
+
 /// A parsed and validated schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schema {

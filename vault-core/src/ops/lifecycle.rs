@@ -8,6 +8,7 @@
 //! repaired on the next open, which re-applies the ledger.
 
 pub use crate::format::audit::Request;
+use crate::schema::name_for_error;
 pub(crate) use crate::storage::expiry::expiry_key;
 use crate::storage::expiry::{parse_expiry_key, sortable};
 use std::collections::{BTreeMap, BTreeSet};
@@ -395,9 +396,9 @@ impl Vault {
                 .record_type(&r.record_type)
                 .is_none()
             {
-                return Err(LifecycleError::UnknownRecordType(
-                    r.record_type.chars().take(64).collect(),
-                ));
+                return Err(LifecycleError::UnknownRecordType(name_for_error(
+                    &r.record_type,
+                )));
             }
             if !r.label_is_valid() {
                 return Err(LifecycleError::InvalidLabel);
@@ -405,7 +406,7 @@ impl Vault {
         }
         if !crate::schema::is_valid_name(event) || crate::schema::BUILTIN_EVENTS.contains(&event) {
             return Err(LifecycleError::InvalidEvent {
-                event: event.chars().take(64).collect(),
+                event: name_for_error(event),
             });
         }
         Ok(match record {

@@ -3,6 +3,7 @@
 pub(crate) use crate::format::record_key::label_of;
 pub use crate::format::record_key::RecordKey;
 pub(crate) use crate::ops::transaction::IndexProbe;
+use crate::schema::name_for_error;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
@@ -453,13 +454,13 @@ impl Vault {
         let rt = active
             .schema
             .record_type(&key.record_type)
-            .ok_or_else(|| ReadError::UnknownRecordType(key.record_type.clone()))?;
+            .ok_or_else(|| ReadError::UnknownRecordType(name_for_error(&key.record_type)))?;
         if let Some(names) = only {
             for n in names {
                 if rt.field(n).is_none() {
                     return Err(ReadError::UnknownField {
                         record_type: rt.name.clone(),
-                        field: n.chars().take(64).collect(),
+                        field: name_for_error(n),
                     });
                 }
             }
@@ -661,10 +662,10 @@ impl Vault {
         let rt = active
             .schema
             .record_type(record_type)
-            .ok_or_else(|| FindError::UnknownRecordType(record_type.to_owned()))?;
+            .ok_or_else(|| FindError::UnknownRecordType(name_for_error(record_type)))?;
         let def = rt.field(field).ok_or_else(|| FindError::UnknownField {
             record_type: rt.name.clone(),
-            field: field.chars().take(64).collect(),
+            field: name_for_error(field),
         })?;
         if !def.index {
             return Err(FindError::NotIndexed {

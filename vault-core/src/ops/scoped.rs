@@ -8,6 +8,7 @@
 //! audited too (`read` / `masked_read` entries: subject, record, purposes, field count, actor;
 //! never a value), appended without waiting for an fsync.
 
+use crate::schema::name_for_error;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
@@ -101,7 +102,7 @@ impl Vault {
         let active = self.active_schema();
         if let Some(p) = purposes.iter().find(|p| active.schema.purpose(p).is_none()) {
             // Caller-supplied: bounded so a garbage name cannot flood logs.
-            return Err(ScopeError::UnknownPurpose(p.chars().take(64).collect()));
+            return Err(ScopeError::UnknownPurpose(name_for_error(p)));
         }
         Ok(Scoped {
             vault: self,
@@ -135,7 +136,7 @@ impl Vault {
         let rt = active
             .schema
             .record_type(&key.record_type)
-            .ok_or_else(|| ReadError::UnknownRecordType(key.record_type.clone()))?;
+            .ok_or_else(|| ReadError::UnknownRecordType(name_for_error(&key.record_type)))?;
         let masked: Vec<&str> = rt
             .fields()
             .filter(|f| f.mask.is_some() && in_scope(f))
@@ -444,7 +445,7 @@ impl<'v> Scoped<'v> {
         let rt = active
             .schema
             .record_type(&key.record_type)
-            .ok_or_else(|| ReadError::UnknownRecordType(key.record_type.clone()))?;
+            .ok_or_else(|| ReadError::UnknownRecordType(name_for_error(&key.record_type)))?;
         let names: Vec<&str> = rt
             .fields()
             .filter(|f| self.allows(f))
@@ -514,7 +515,7 @@ impl<'v> Scoped<'v> {
         let rt = active
             .schema
             .record_type(&key.record_type)
-            .ok_or_else(|| ReadError::UnknownRecordType(key.record_type.clone()))?;
+            .ok_or_else(|| ReadError::UnknownRecordType(name_for_error(&key.record_type)))?;
         if !rt.fields().any(|f| self.allows(f)) {
             return Err(ReadError::NoFieldInScope {
                 record_type: rt.name.clone(),

@@ -28,6 +28,7 @@
 //! row moving between KEKs (a rewrap in a concurrent reconcile) make the check miss it.
 
 use crate::clock::Timestamp;
+use crate::schema::name_for_error;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -122,12 +123,19 @@ impl Failed {
 }
 
 fn op_error(index: usize, key: Option<&RecordKey>, source: OpError) -> TransactionError {
-    // Caller-supplied names: bounded so a garbage key cannot flood logs.
-    let clip = |s: &str| s.chars().take(64).collect::<String>();
+    // Caller-supplied names: shown only when they have the shape of a name or label (a value in
+    // their place never reaches an error).
+    let label = |k: &RecordKey| {
+        if k.label_is_valid() {
+            k.label.clone()
+        } else {
+            "(not a valid label)".to_owned()
+        }
+    };
     TransactionError::Op {
         index,
-        record_type: key.map(|k| clip(&k.record_type)),
-        label: key.map(|k| clip(&k.label)).unwrap_or_default(),
+        record_type: key.map(|k| name_for_error(&k.record_type)),
+        label: key.map(label).unwrap_or_default(),
         source: Box::new(source),
     }
 }
@@ -217,7 +225,7 @@ fn validate<'a>(
     let rt = active
         .schema
         .record_type(&key.record_type)
-        .ok_or_else(|| WriteError::UnknownRecordType(key.record_type.clone()))?;
+        .ok_or_else(|| WriteError::UnknownRecordType(name_for_error(&key.record_type)))?;
     if !key.label_is_valid() {
         return Err(WriteError::Field(crate::schema::FieldError::Invalid {
             field: "label".into(),
@@ -228,7 +236,7 @@ fn validate<'a>(
     for (name, value) in record.iter() {
         let def = rt.field(name).ok_or_else(|| RecordError::UnknownField {
             record_type: rt.name.clone(),
-            field: name.chars().take(64).collect(),
+            field: name_for_error(name),
         })?;
         let bytes = match (value, mode) {
             (Value::Null, Mode::Update) => None,
@@ -655,7 +663,7 @@ impl<'v> Transaction<'v> {
         let rt = active
             .schema
             .record_type(&key.record_type)
-            .ok_or_else(|| DeleteError::UnknownRecordType(key.record_type.clone()))?;
+            .ok_or_else(|| DeleteError::UnknownRecordType(name_for_error(&key.record_type)))?;
         // A scoped delete removes every field of the record: all must be in scope, against the
         // schema held in force here (see `check_scope`).
         if let Some(f) = self

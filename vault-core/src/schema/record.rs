@@ -52,8 +52,8 @@ impl RecordType {
             if !self.fields.contains_key(name) {
                 return Err(RecordError::UnknownField {
                     record_type: self.name.clone(),
-                    // Caller-supplied: bounded so a garbage key cannot flood logs.
-                    field: name.chars().take(64).collect(),
+                    // Caller-supplied: only a name's shape is shown (it may be a value).
+                    field: crate::schema::name_for_error(name),
                 });
             }
             present.insert(name);
