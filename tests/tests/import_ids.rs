@@ -572,3 +572,116 @@ fn a_bad_label_rejects_only_its_row_in_the_dry_run_and_the_real_run() {
     }
     assert_eq!(env.json(&["status"])[0]["subjects"], 1);
 }
+
+/// The id map never writes through what stands at its path: an earlier `FILE.partial` that is
+/// a second name of another file is replaced, not written through; a link at `FILE` and the
+/// export itself under the `.partial` name are refused before anything is read.
+#[test]
+fn the_id_map_never_writes_through_links_or_over_the_export() {
+    let env = Env::new();
+    env.init();
+    let file = write_shopify(
+        &env,
+        "export.csv",
+        &[shopify_row(
+            "1",
+            "Ans",
+            "Smit",
+            "ans@voorbeeld.nl",
+            "no",
+            "",
+            "",
+        )],
+    );
+    let victim = env.path("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let map = env.path("ids.csv");
+    std::fs::hard_link(&victim, env.path("ids.csv.partial")).unwrap();
+    let m = map.to_str().unwrap();
+    env.ok(&[
+        "import", "--csv", "--preset", "shopify", "--id-map", m, &file,
+    ]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(id_map(&map).len(), 1);
+
+    #[cfg(unix)]
+    {
+        let link = env.path("link.csv");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let args = ["import", "--csv", "--preset", "shopify", "--id-map"];
+        let o = env.cmd().args(args).arg(&link).arg(&file).output().unwrap();
+        assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
+    // The export named as the map's .partial: it would be emptied while it is read.
+    let partial = env.path("e.csv.partial");
+    std::fs::copy(&file, &partial).unwrap();
+    let before = std::fs::read(&partial).unwrap();
+    let e = env.path("e.csv");
+    let o = env
+        .cmd()
+        .args(["import", "--csv", "--preset", "shopify", "--id-map"])
+        .arg(&e)
+        .arg(&partial)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&partial).unwrap(), before);
+}
+
+/// A re-run that stops at a failing sync while it joins known customers still accounts for
+/// every line it read: each line up to the last printed has exactly one outcome, and a known
+/// customer's stored record that the file gives otherwise is named as left out.
+#[test]
+fn a_rerun_that_stops_accounts_for_every_line_it_read() {
+    let env = Env::new();
+    env.init();
+    let export = shopify_export(2500);
+    let file = env.write("export.csv", &export);
+    env.ok(&["import", "--csv", "--preset", "shopify", &file]);
+    // Customer 1000 renamed in the shop since; 100 new customers after the known ones.
+    let mut again = export.replacen(",Klant,Berg,k0@", ",Klaas,Berg,k0@", 1);
+    let extra = shopify_export(2600);
+    let new_rows: Vec<&str> = extra.lines().skip(2501).collect();
+    again.push_str(&new_rows.join("\n"));
+    again.push('\n');
+    let file = env.write("again.csv", &again);
+    // The second batch makes the new customers, syncs, then joins its known ones: a failing
+    // sync there leaves those lines "not stored".
+    let mut not_stored = 0;
+    for n in 1..=8 {
+        let o = env
+            .cmd()
+            .env("KLUIS_DANGER_FAIL_SYNC", n.to_string())
+            .args(["--json", "import", "--csv", "--preset", "shopify"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let lines = json_lines(&String::from_utf8_lossy(&o.stdout));
+        let mut numbers: Vec<u64> = lines.iter().filter_map(|l| l["line"].as_u64()).collect();
+        numbers.sort_unstable();
+        let expected: Vec<u64> = (2..2 + numbers.len() as u64).collect();
+        assert_eq!(
+            numbers, expected,
+            "n = {n}: every line read has one outcome, in order"
+        );
+        not_stored += lines.iter().filter(|l| l["not_stored"] == true).count();
+        if code(&o) == Some(0) {
+            break;
+        }
+    }
+    assert!(
+        not_stored > 0,
+        "a stop while known customers waited to be joined"
+    );
+    let o = env.run(&["--json", "import", "--csv", "--preset", "shopify", &file]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let lines = json_lines(&String::from_utf8_lossy(&o.stdout));
+    let line2 = lines.iter().find(|l| l["line"] == 2).unwrap();
+    assert_eq!(
+        line2["left_out"],
+        serde_json::json!(["customer"]),
+        "{line2}"
+    );
+    assert!(line2.get("known").is_some(), "{line2}");
+}

@@ -12,6 +12,10 @@ pub fn from_env(options: VaultOptions) -> VaultOptions {
         .and_then(|v| v.parse::<u64>().ok());
     match n {
         Some(n) => {
+            // A test build only; say so, in case one ever runs where it should not.
+            crate::commands::note(&format!(
+                "DANGER: a test build; the data store's sync number {n} will fail"
+            ));
             let plan = FaultPlan::new();
             plan.arm(FaultKind::Sync, n);
             options.danger_wrap_store(wrapper(plan))

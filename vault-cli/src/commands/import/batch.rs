@@ -3,7 +3,7 @@
 //! (`Vault::create_subjects_with_records`) with one sync; ids the vault already holds are joined
 //! to their subject instead (a re-run after a stop, or rows of one customer far apart in the
 //! file); rows for a named existing subject are written one by one and confirmed by the batch's
-//! sync. Outcomes are printed, and written to the id map, only once their batch is durable.
+//! sync. Outcomes are printed, and written to the id map, only once they are durable.
 
 use std::collections::HashMap;
 
@@ -13,8 +13,10 @@ use vault_core::{
     BatchError, Record, RecordKey, StorageError, SubjectId, TransactionError, Vault, WriteError,
 };
 
+use super::group::{Group, Row};
 use super::idmap::IdMapFile;
-use crate::commands::{out, out_json, Global};
+use super::outcome::Outcome;
+use crate::commands::Global;
 
 /// Rows per atomic write and per fsync: the new customers among them are stored by one
 /// `create_subjects_with_records` call (one engine write, one audit append), then one sync
@@ -49,99 +51,6 @@ fn tx_refused(e: &TransactionError) -> bool {
     }
 }
 
-/// One row's records for a new (or, by its id, known) customer, and the shop's id of the
-/// customer if the mapping has an `[id]`.
-pub struct Row {
-    pub id: Option<String>,
-    pub records: Vec<(RecordKey, Record)>,
-}
-
-/// A subject to be: the lines that make it, its id, and its records (one per key: the first
-/// row that gives a key wins), and per later line the records it gave otherwise (left out).
-struct Group {
-    lines: Vec<usize>,
-    id: Option<String>,
-    records: Vec<(RecordKey, Record)>,
-    left_out: Vec<(usize, String)>,
-}
-
-impl Group {
-    fn new(line: usize, row: Row) -> Group {
-        Group {
-            lines: vec![line],
-            id: row.id,
-            records: row.records,
-            left_out: Vec::new(),
-        }
-    }
-
-    /// Adds the records of another row of the same customer that the group lacks; a record it
-    /// has with other values is left out, and noted for that line.
-    fn join(&mut self, line: usize, records: Vec<(RecordKey, Record)>) {
-        self.lines.push(line);
-        for (k, r) in records {
-            match self.records.iter().find(|(have, _)| *have == k) {
-                None => self.records.push((k, r)),
-                Some((_, kept)) if !kept.iter().eq(r.iter()) => {
-                    self.left_out.push((line, describe(&k)));
-                }
-                Some(_) => {}
-            }
-        }
-    }
-
-    /// What `line` gave that was left out (record keys), if anything.
-    fn left_out_of(&self, line: usize) -> Vec<String> {
-        let of_line = self.left_out.iter().filter(|(l, _)| *l == line);
-        of_line.map(|(_, k)| k.clone()).collect()
-    }
-}
-
-/// `type` or `type/label`, as reasons and outcomes name a record (labels are pseudonymous).
-fn describe(k: &RecordKey) -> String {
-    if k.label.is_empty() {
-        k.record_type.clone()
-    } else {
-        format!("{}/{}", k.record_type, k.label)
-    }
-}
-
-/// What became of a line.
-enum Outcome {
-    /// The first line of a new subject.
-    Created {
-        line: usize,
-        subject: SubjectId,
-    },
-    /// A line of a customer an earlier line or an earlier run made: its records the subject
-    /// lacked were added; `left_out` names those it gave with other values than the ones kept.
-    Joined {
-        line: usize,
-        subject: SubjectId,
-        left_out: Vec<String>,
-    },
-    /// A line of a customer an earlier run stored, with nothing new.
-    Known {
-        line: usize,
-        subject: SubjectId,
-    },
-    Rejected {
-        line: usize,
-        reason: String,
-    },
-}
-
-impl Outcome {
-    fn line(&self) -> usize {
-        match self {
-            Outcome::Created { line, .. }
-            | Outcome::Joined { line, .. }
-            | Outcome::Known { line, .. }
-            | Outcome::Rejected { line, .. } => *line,
-        }
-    }
-}
-
 /// The counts of a run, by line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tally {
@@ -162,11 +71,16 @@ pub struct Mode<'a> {
     pub id_field: Option<(&'a str, &'a str)>,
 }
 
+/// A group of known customers' rows to join, with the records taken out of it and the unique
+/// value its creation found taken.
+type Known = (Group, Vec<(RecordKey, Record)>, WriteError);
+
 /// The rows since the last sync and what to print once they are durable.
 pub struct Store<'a> {
     g: &'a Global,
     v: &'a Vault,
     mode: Mode<'a>,
+    schema: Schema,
     groups: Vec<Group>,
     by_id: HashMap<String, usize>,
     /// Rows since the last sync, the first of their lines, and how many of them were written
@@ -177,9 +91,10 @@ pub struct Store<'a> {
     /// Something was written since the last sync.
     unsynced: bool,
     pending: Vec<Outcome>,
+    /// Lines of known customers not joined yet: printed "not stored" if the import stops.
+    waiting: Vec<usize>,
     id_map: Option<IdMapFile>,
     tally: Tally,
-    schema: Schema,
 }
 
 impl<'a> Store<'a> {
@@ -188,6 +103,7 @@ impl<'a> Store<'a> {
             g,
             v,
             mode,
+            schema: v.schema(),
             groups: Vec::new(),
             by_id: HashMap::new(),
             rows: 0,
@@ -195,9 +111,9 @@ impl<'a> Store<'a> {
             puts: 0,
             unsynced: false,
             pending: Vec::new(),
+            waiting: Vec::new(),
             id_map,
             tally: Tally::default(),
-            schema: v.schema(),
         }
     }
 
@@ -299,141 +215,166 @@ impl<'a> Store<'a> {
             .iter_mut()
             .map(|g| std::mem::take(&mut g.records))
             .collect();
-        let outcomes = match self.v.create_subjects_with_records(&rows) {
-            Ok(o) => o,
+        let known = match self.v.create_subjects_with_records(&rows) {
+            Ok(outcomes) => self.created(groups, outcomes, rows),
             Err(BatchError::NotDurable { rows: o, source }) => {
-                self.created(&groups, o);
+                self.created(groups, o, rows);
                 return Err(self.unconfirmed(source.into()));
             }
             // The write error itself carries the exit code (disk full, database).
             Err(BatchError::NotStored(e)) => return Err(self.stopped(first, e.into())),
             Err(e) => return Err(self.stopped(first, e.into())),
         };
-        let mut known = Vec::new();
-        for ((g, outcome), records) in groups.into_iter().zip(outcomes).zip(rows) {
-            match outcome {
-                // Any unique value taken (the vault checks them in its own order) may mean the
-                // customer is there: the id decides.
-                Err(e @ WriteError::NotUnique { .. }) if g.id.is_some() => {
-                    known.push((g, records, e));
-                }
-                o => self.created(std::slice::from_ref(&g), vec![o]),
-            }
-        }
         // The new subjects are made durable, printed and mapped before the joins run, so that a
-        // join that fails cannot take them along.
+        // join that fails cannot take them along; the joins are synced by the flush.
         self.sync_and_confirm()?;
-        for (g, records, clash) in known {
-            self.join_known(g, records, clash)?;
+        for k in known {
+            self.join_known(k)?;
         }
         Ok(())
     }
 
-    /// Makes what was written since the last sync durable (the vault is open with
-    /// `Durability::Relaxed`: this sync is the batch's), then prints the outcomes and writes
-    /// their pairs to the id map.
-    fn sync_and_confirm(&mut self) -> anyhow::Result<()> {
-        if self.unsynced {
-            if let Err(e) = self.v.admin().sync() {
-                return Err(self.unconfirmed(e.into()));
+    /// Takes in the outcomes of a batch's new subjects (the group's first line made it, the
+    /// others joined it); returns the groups whose customer the vault may already hold.
+    fn created(
+        &mut self,
+        groups: Vec<Group>,
+        outcomes: Vec<Result<SubjectId, WriteError>>,
+        rows: Vec<Vec<(RecordKey, Record)>>,
+    ) -> Vec<Known> {
+        let mut known = Vec::new();
+        for ((g, outcome), records) in groups.into_iter().zip(outcomes).zip(rows) {
+            match outcome {
+                Ok(subject) => self.made(&g, subject),
+                // Any unique value taken (the vault checks them in its own order) may mean the
+                // customer is there: the id decides.
+                Err(e @ WriteError::NotUnique { .. }) if g.id.is_some() => {
+                    self.waiting.extend(&g.lines);
+                    known.push((g, records, e));
+                }
+                Err(e) => self.reject_group(&g, e.to_string()),
             }
-            self.unsynced = false;
         }
-        self.confirm(true)
+        known
     }
 
-    /// The outcomes of new subjects: the group's first line made it, the others joined it.
-    fn created(&mut self, groups: &[Group], outcomes: Vec<Result<SubjectId, WriteError>>) {
-        for (g, o) in groups.iter().zip(outcomes) {
-            match o {
-                Ok(subject) => {
-                    self.tally.stored += g.lines.len() as u64;
-                    self.tally.new_subjects += 1;
-                    self.unsynced = true;
-                    self.note_pair(g, subject);
-                    for (i, &line) in g.lines.iter().enumerate() {
-                        self.pending.push(if i == 0 {
-                            Outcome::Created { line, subject }
-                        } else {
-                            let left_out = g.left_out_of(line);
-                            Outcome::Joined {
-                                line,
-                                subject,
-                                left_out,
-                            }
-                        });
-                    }
+    fn made(&mut self, g: &Group, subject: SubjectId) {
+        self.tally.stored += g.lines.len() as u64;
+        self.tally.new_subjects += 1;
+        self.unsynced = true;
+        self.note_pair(g, subject);
+        for (i, &line) in g.lines.iter().enumerate() {
+            self.pending.push(if i == 0 {
+                Outcome::Created { line, subject }
+            } else {
+                let left_out = g.left_out_of(line);
+                Outcome::Joined {
+                    line,
+                    subject,
+                    left_out,
                 }
-                Err(e) => {
-                    let reason = e.to_string();
-                    g.lines
-                        .iter()
-                        .for_each(|&line| self.rejected(line, reason.clone()));
-                }
-            }
+            });
         }
+    }
+
+    fn reject_group(&mut self, g: &Group, reason: String) {
+        g.lines
+            .iter()
+            .for_each(|&line| self.rejected(line, reason.clone()));
     }
 
     /// A customer whose id the vault may already hold (`clash`: the unique value its creation
-    /// found taken): the records its subject lacks are added (none: the lines were imported
-    /// before). The lines are rejected instead when no subject holds the id (with `clash`), or
-    /// when one of the group's unique values belongs to another subject than the id's: a row
-    /// never joins one customer with another's e-mail address.
-    fn join_known(
-        &mut self,
-        g: Group,
-        records: Vec<(RecordKey, Record)>,
-        clash: WriteError,
-    ) -> anyhow::Result<()> {
+    /// found taken): the records its subject lacks are added; those it has with other values
+    /// are kept as stored and named as left out. The lines are rejected instead when no subject
+    /// holds the id (with `clash`), or when one of the group's unique values belongs to another
+    /// subject than the id's: a row never joins one customer with another's e-mail address.
+    fn join_known(&mut self, (mut g, records, clash): Known) -> anyhow::Result<()> {
         let first = g.lines.first().copied().unwrap_or_default();
-        let Some(subject) = self.holder_of(&g, first)? else {
-            return self.reject_group(&g, clash.to_string());
+        let joined = match self.holder_of(&g, first)? {
+            None => Err(clash.to_string()),
+            Some(subject) => match self.held_by_another(&records, subject, first)? {
+                Some(field) => Err(format!(
+                    "its id belongs to one subject and its {field} value to another ({field} is \
+                     unique)"
+                )),
+                None => self
+                    .add_missing(&mut g, &records, subject)?
+                    .map(|w| (subject, w)),
+            },
         };
-        if let Some(field) = self.held_by_another(&records, subject, first)? {
-            let reason = format!(
-                "its id belongs to one subject and its {field} value to another ({field} is unique)"
-            );
-            return self.reject_group(&g, reason);
-        }
-        let have = match self.v.records_of(&subject) {
-            Ok(have) => have,
-            Err(e) => return Err(self.stopped(first, e.into())),
-        };
-        let missing: Vec<_> = records.iter().filter(|(k, _)| !have.contains(k)).collect();
-        if !missing.is_empty() {
-            let added = self.v.transaction(&subject, |tx| {
-                missing.iter().try_for_each(|(k, r)| tx.put(k.clone(), r))
-            });
-            match added {
-                Err(e) if tx_refused(&e) => return Err(self.stopped(first, e.into())),
-                Err(e) => return self.reject_group(&g, e.to_string()),
-                Ok(()) => self.unsynced = true,
+        self.waiting.retain(|l| !g.lines.contains(l));
+        let (subject, wrote) = match joined {
+            Ok(done) => done,
+            Err(reason) => {
+                self.reject_group(&g, reason);
+                return Ok(());
             }
-        }
+        };
         self.tally.stored += g.lines.len() as u64;
         self.tally.already_imported += 1;
         self.note_pair(&g, subject);
         for &line in &g.lines {
             let left_out = g.left_out_of(line);
-            self.pending
-                .push(if missing.is_empty() && left_out.is_empty() {
-                    Outcome::Known { line, subject }
-                } else {
-                    Outcome::Joined {
-                        line,
-                        subject,
-                        left_out,
-                    }
-                });
+            self.pending.push(if wrote {
+                Outcome::Joined {
+                    line,
+                    subject,
+                    left_out,
+                }
+            } else {
+                Outcome::Known {
+                    line,
+                    subject,
+                    left_out,
+                }
+            });
         }
-        self.sync_and_confirm()
+        Ok(())
     }
 
-    fn reject_group(&mut self, g: &Group, reason: String) -> anyhow::Result<()> {
-        g.lines
-            .iter()
-            .for_each(|&line| self.rejected(line, reason.clone()));
-        Ok(())
+    /// Adds the records `subject` lacks in one transaction and notes those it holds with other
+    /// values as left out; returns whether anything was written, or why the row is rejected.
+    /// Storage failures stop the import (the outer `Err`).
+    fn add_missing(
+        &mut self,
+        g: &mut Group,
+        records: &[(RecordKey, Record)],
+        subject: SubjectId,
+    ) -> anyhow::Result<Result<bool, String>> {
+        let first = g.lines.first().copied().unwrap_or_default();
+        let have = match self.v.records_of(&subject) {
+            Ok(have) => have,
+            Err(e) => return Err(self.stopped(first, e.into())),
+        };
+        let mut missing = Vec::new();
+        let origins = g.origins.clone();
+        for ((k, r), &origin) in records.iter().zip(&origins) {
+            if !have.contains(k) {
+                missing.push((k, r));
+            } else if self
+                .v
+                .get(&subject, k.clone())
+                .is_ok_and(|s| !s.iter().eq(r.iter()))
+            {
+                g.left_out(origin, k);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Ok(false));
+        }
+        let added = self.v.transaction(&subject, |tx| {
+            missing
+                .iter()
+                .try_for_each(|(k, r)| tx.put((*k).clone(), r))
+        });
+        match added {
+            Ok(()) => {
+                self.unsynced = true;
+                Ok(Ok(true))
+            }
+            Err(e) if tx_refused(&e) => Err(self.stopped(first, e.into())),
+            Err(e) => Ok(Err(e.to_string())),
+        }
     }
 
     /// The first unique field (`type.field`) of `records` whose value a subject other than
@@ -479,6 +420,19 @@ impl<'a> Store<'a> {
         if let (Some(map), Some(id)) = (self.id_map.as_mut(), g.id.as_deref()) {
             map.pending(id, subject);
         }
+    }
+
+    /// Makes what was written since the last sync durable (the vault is open with
+    /// `Durability::Relaxed`: this sync is the batch's), then prints the outcomes and writes
+    /// their pairs to the id map.
+    fn sync_and_confirm(&mut self) -> anyhow::Result<()> {
+        if self.unsynced {
+            if let Err(e) = self.v.admin().sync() {
+                return Err(self.unconfirmed(e.into()));
+            }
+            self.unsynced = false;
+        }
+        self.confirm(true)
     }
 
     /// Storage refused a write in the batch that starts at line `first`: nothing of its new
@@ -554,7 +508,8 @@ impl<'a> Store<'a> {
     }
 
     /// Prints the outcomes since the last sync in line order, and writes their pairs to the id
-    /// map. `confirmed`: they are durable (otherwise they are printed so, and not mapped).
+    /// map. `confirmed`: they are durable (otherwise they are printed so, not mapped, and the
+    /// lines still waiting to be joined are printed as not stored).
     fn confirm(&mut self, confirmed: bool) -> anyhow::Result<()> {
         if let Some(map) = self.id_map.as_mut() {
             // A pair in the map is a customer in the vault: only durable batches are written.
@@ -565,55 +520,14 @@ impl<'a> Store<'a> {
             }
         }
         let mut pending = std::mem::take(&mut self.pending);
+        if !confirmed {
+            let waiting = std::mem::take(&mut self.waiting);
+            pending.extend(waiting.into_iter().map(|line| Outcome::NotStored { line }));
+        }
         pending.sort_by_key(Outcome::line);
         for o in pending {
-            self.print_one(o, confirmed)?;
+            o.print(self.g.json, confirmed)?;
         }
         Ok(())
-    }
-
-    fn print_one(&self, o: Outcome, confirmed: bool) -> anyhow::Result<()> {
-        let mut left_out: &[String] = &[];
-        let (line, key, subject, text) = match &o {
-            Outcome::Created { line, subject } => (*line, "created", subject, "new subject"),
-            Outcome::Joined {
-                line,
-                subject,
-                left_out: l,
-            } => {
-                left_out = l;
-                (*line, "joined", subject, "same customer as subject")
-            }
-            Outcome::Known { line, subject } => {
-                (*line, "known", subject, "already imported as subject")
-            }
-            Outcome::Rejected { line, reason } => {
-                return if self.g.json {
-                    out_json(&serde_json::json!({ "line": line, "rejected": reason }))
-                } else {
-                    out(&format!("line {line}: rejected: {reason}"))
-                };
-            }
-        };
-        if self.g.json {
-            let mut o = serde_json::json!({
-                "line": line, key: subject.to_string(), "confirmed": confirmed
-            });
-            if !left_out.is_empty() {
-                o["left_out"] = serde_json::json!(left_out);
-            }
-            return out_json(&o);
-        }
-        let mut note = String::new();
-        if !left_out.is_empty() {
-            note = format!(
-                "; left out, given with other values by an earlier line: {}",
-                left_out.join(", ")
-            );
-        }
-        if !confirmed {
-            note.push_str(" (applied, not confirmed durable)");
-        }
-        out(&format!("line {line}: {text} {subject}{note}"))
     }
 }

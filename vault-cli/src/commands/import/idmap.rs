@@ -29,8 +29,8 @@ pub fn partial_of(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Refuses a path that exists and is not a regular file (a directory, a device, a link):
-/// the map is written over it.
+/// Refuses a path that exists and is not a regular file (a directory, a device, a link): the
+/// map is renamed over it.
 fn regular_or_absent(path: &Path) -> anyhow::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_file() => Err(CliError::new(
@@ -43,15 +43,25 @@ fn regular_or_absent(path: &Path) -> anyhow::Result<()> {
 }
 
 impl IdMapFile {
-    /// Starts the map for `path`: `path.partial` created (or emptied), mode 0600, with its
-    /// header. A re-run writes the whole map again: customers found from an earlier run are
-    /// listed too.
+    /// Starts the map for `path`: `path.partial` created anew (an earlier run's is removed
+    /// first, so a link or a second name of another file placed there is never written
+    /// through), mode 0600, with its header. A re-run writes the whole map again: customers
+    /// found from an earlier run are listed too.
     pub fn create(path: &Path) -> anyhow::Result<IdMapFile> {
         let partial = partial_of(path);
         regular_or_absent(path)?;
-        regular_or_absent(&partial)?;
+        match std::fs::symlink_metadata(&partial) {
+            Ok(m) if m.is_dir() => regular_or_absent(&partial)?,
+            Ok(_) => std::fs::remove_file(&partial).map_err(|e| {
+                CliError::new(
+                    exit::FAILURE,
+                    format!("cannot remove {}: {}", partial.display(), e.kind()),
+                )
+            })?,
+            Err(_) => {}
+        }
         let mut o = std::fs::OpenOptions::new();
-        o.write(true).create(true).truncate(true);
+        o.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -64,13 +74,6 @@ impl IdMapFile {
             )
         };
         let file = o.open(&partial).map_err(cannot)?;
-        // An existing file keeps its mode on open: make it private before anything is written.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(cannot)?;
-        }
         let mut out = csv::Writer::from_writer(file);
         out.write_record(["shop_id", "subject_id"])?;
         Ok(IdMapFile {
@@ -120,8 +123,11 @@ impl IdMapFile {
         file.flush().map_err(syncing)?;
         file.sync_all().map_err(syncing)?;
         std::fs::rename(&self.partial, &self.path).map_err(|e| {
-            anyhow::Error::from(e)
-                .context(format!("renaming the id map to {}", self.path.display()))
+            anyhow::Error::from(e).context(format!(
+                "renaming the id map {} to {} (the map is whole in the first)",
+                self.partial.display(),
+                self.path.display()
+            ))
         })?;
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
         File::open(dir.unwrap_or(Path::new(".")))

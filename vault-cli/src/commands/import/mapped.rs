@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 use vault_core::schema::{FieldKind, RecordError, RecordType, Schema};
 use vault_core::{Record, RecordKey, Vault};
 
-use super::batch::{Mode, Row, Store};
+use super::batch::{Mode, Store};
+use super::group::Row;
 use super::header::{csv_reason, Header};
 use super::idmap::IdMapFile;
 use super::mapping::{Mapping, RecordMap, Source};

@@ -5,7 +5,7 @@
 //! page) and the README.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use vault_core::Durability;
 
@@ -14,10 +14,12 @@ use crate::exit::{self, CliError};
 
 mod address;
 mod batch;
+mod group;
 mod header;
 mod idmap;
 mod mapped;
 mod mapping;
+mod outcome;
 mod plain;
 mod progress;
 mod report;
@@ -212,11 +214,12 @@ fn run_mapped(g: &Global, mapping: &Mapping, input: mapped::Input<'_>) -> anyhow
     Ok(())
 }
 
-/// The id map is emptied when the import starts: it must not be the export being read.
+/// The id map is written to `FILE.partial` and renamed to `FILE`: neither may be the export
+/// being read (by any name: a link or a second name of it too).
 fn refuse_map_over_input(a: &Args) -> anyhow::Result<()> {
     let same = a.id_map.as_deref().is_some_and(|map| {
-        let (f, m) = (std::fs::canonicalize(&a.file), std::fs::canonicalize(map));
-        matches!((f, m), (Ok(f), Ok(m)) if f == m)
+        let partial = idmap::partial_of(map);
+        same_file(&a.file, map) || same_file(&a.file, &partial)
     });
     if same {
         return Err(CliError::new(
@@ -226,6 +229,22 @@ fn refuse_map_over_input(a: &Args) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Whether `a` and `b` are one file (the same device and inode; both must exist).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+    }
 }
 
 /// Runs `kluis import`.

@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader, Read};
 use serde_json::Value;
 use vault_core::{Record, RecordKey, SubjectId, Vault};
 
-use super::batch::{Mode, Row, Store};
+use super::batch::{Mode, Store};
+use super::group::Row;
 use super::header::csv_reason;
 use super::progress::Bar;
 use crate::commands::{note, out_json, Global};
