@@ -13,7 +13,7 @@ pub fn from_env(options: VaultOptions) -> VaultOptions {
     match n {
         Some(n) => {
             // A test build only; say so, in case one ever runs where it should not.
-            crate::commands::note(&format!(
+            crate::output::stderr_line(&format!(
                 "DANGER: a test build; the data store's sync number {n} will fail"
             ));
             let plan = FaultPlan::new();

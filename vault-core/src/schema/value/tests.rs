@@ -300,8 +300,8 @@ fn phone_country_codes() {
 
 #[test]
 fn phone_numbers_as_typed_to_e164() {
-    let nl = PhoneCountry::from_code("NL").unwrap();
-    let be = PhoneCountry::from_code("BE").unwrap();
+    let (nl, be) = (PhoneCountry::from_code("NL"), PhoneCountry::from_code("BE"));
+    let (nl, be) = (nl.unwrap(), be.unwrap()); // both in the metadata: `phone_country_codes`
     for (country, typed, e164) in [
         (nl, "06-12345678", "+31612345678"),
         (nl, " (020) 123 4567 ", "+31201234567"),
