@@ -215,8 +215,9 @@ fn read_jsonl(store: &mut Store<'_>, input: Box<dyn Read>, bar: &Bar) -> anyhow:
         // Overwrite the plaintext before the buffer is freed.
         bytes.fill(0);
         add(store, line_no, parsed)?;
-        let t = store.tally();
-        bar.tick(t.stored + t.rejected, 0, t.rejected);
+        // Lines read, not the tally: that grows only when a batch is stored, and would redraw
+        // the bar on every line of a batch that starts at a multiple of the tick interval.
+        bar.tick(line_no as u64, 0, store.tally().rejected);
     }
     Ok(())
 }
